@@ -1,0 +1,44 @@
+"""PostgreSQL connections: pools for the application, single connections for the owner."""
+
+from __future__ import annotations
+
+import json
+from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator
+
+import asyncpg
+
+from herald.settings import Settings
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    # jsonb in and out as Python values (audit old/new values, settings documents).
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(settings: Settings, *, dsn: str | None = None) -> asyncpg.Pool:
+    """The application's pool, connected as the application role."""
+    return await asyncpg.create_pool(
+        dsn or settings.database_url,
+        min_size=settings.db_pool_min,
+        max_size=settings.db_pool_max,
+        init=_init_connection,
+        server_settings={
+            "application_name": "herald",
+            "statement_timeout": str(settings.db_statement_timeout_ms),
+            "timezone": "UTC",
+        },
+    )
+
+
+@asynccontextmanager
+async def admin_connection(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
+    """One connection as the owner role, for migrations and bulk loads."""
+    conn = await asyncpg.connect(settings.database_admin_url,
+                                 server_settings={"application_name": "herald-admin"})
+    try:
+        await _init_connection(conn)
+        yield conn
+    finally:
+        await conn.close()

@@ -1,0 +1,142 @@
+"""Herald's settings: one typed object, read once at start-up from ``HERALD_*`` variables."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+import msgspec
+from msgspec import Meta
+
+ENV_PREFIX = "HERALD_"
+
+PositiveInt = Annotated[int, Meta(ge=1)]
+NonNegativeInt = Annotated[int, Meta(ge=0)]
+Port = Annotated[int, Meta(ge=1, le=65535)]
+
+
+class SettingsError(ValueError):
+    """A setting has a wrong value; the message names the environment variable."""
+
+    def __init__(self, variable: str, message: str) -> None:
+        super().__init__(f"{variable}: {message}")
+        self.variable = variable
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything configurable about a Herald process.
+
+    Each field is read from the variable ``HERALD_<FIELD>`` (upper case). Defaults work
+    on a developer machine set up by ``scripts/ensure-services.sh``.
+    """
+
+    environment: Literal["development", "test", "production"] = "development"
+
+    # PostgreSQL. The application role cannot modify the audit journal; the admin
+    # (owner) role runs migrations and the bulk seeder.
+    database_url: str = "postgresql://herald_app:herald_app@localhost:5432/herald"
+    database_admin_url: str = "postgresql://herald:herald@localhost:5432/herald"
+    db_pool_min: NonNegativeInt = 1
+    db_pool_max: PositiveInt = 10
+    db_statement_timeout_ms: NonNegativeInt = 30_000
+
+    amqp_url: str = "amqp://guest:guest@localhost:5672/"
+    redis_url: str = "redis://localhost:6379/0"
+    # Prefix of every queue, exchange and Redis key: lets tests and several
+    # installations share one broker and one Redis without touching each other.
+    namespace: Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_.-]{0,62}$")] = "herald"
+
+    http_host: str = "127.0.0.1"
+    http_port: Port = 8080
+    # Seconds a readiness probe waits for each service before calling it down.
+    readiness_timeout: Annotated[float, Meta(gt=0, le=60)] = 2.0
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "console"] = "json"
+
+    # Dispatcher topology (used by the messaging engine).
+    shards: PositiveInt = 8
+    worker_processes: PositiveInt = 2
+
+    # Authentication.
+    session_ttl_seconds: PositiveInt = 8 * 3600
+    password_min_length: Annotated[int, Meta(ge=8, le=256)] = 12
+    login_max_failures: PositiveInt = 5
+    login_lockout_seconds: PositiveInt = 15 * 60
+
+    # Local simulators of outside providers (herald simulators).
+    simulators_host: str = "127.0.0.1"
+    simulators_port: Port = 8090
+
+
+_URL_SCHEMES: dict[str, tuple[str, ...]] = {
+    "database_url": ("postgresql", "postgres"),
+    "database_admin_url": ("postgresql", "postgres"),
+    "amqp_url": ("amqp", "amqps"),
+    "redis_url": ("redis", "rediss", "unix"),
+}
+
+_MSGSPEC_PATH = re.compile(r"\s*-\s*at `\$\.(\w+)`")
+
+
+def env_name(field: str) -> str:
+    """The environment variable that sets ``field``."""
+    return ENV_PREFIX + field.upper()
+
+
+def load_settings(environ: Mapping[str, str]) -> Settings:
+    """Build settings from an environment mapping; raise SettingsError naming the variable."""
+    fields = {f.name for f in msgspec.structs.fields(Settings)}
+    unknown = sorted(
+        k for k in environ if k.startswith(ENV_PREFIX) and k[len(ENV_PREFIX):].lower() not in fields
+    )
+    if unknown:
+        raise SettingsError(unknown[0], "unknown setting (typo?); known: "
+                            + ", ".join(sorted(env_name(f) for f in fields)))
+    raw: dict[str, str] = {}
+    for name in fields:
+        value = environ.get(env_name(name))
+        if value is not None:
+            raw[name] = value.strip()
+    try:
+        settings = msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        match = _MSGSPEC_PATH.search(message)
+        variable = env_name(match.group(1)) if match else ENV_PREFIX + "*"
+        detail = _MSGSPEC_PATH.sub("", message)
+        shown = raw.get(match.group(1)) if match else None
+        raise SettingsError(variable, f"{detail} (value: {shown!r})") from None
+    for name, schemes in _URL_SCHEMES.items():
+        _check_url(env_name(name), getattr(settings, name), schemes)
+    if settings.db_pool_min > settings.db_pool_max:
+        raise SettingsError(env_name("db_pool_min"),
+                            f"must not exceed HERALD_DB_POOL_MAX ({settings.db_pool_max})")
+    return settings
+
+
+def _check_url(variable: str, url: str, schemes: tuple[str, ...]) -> None:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a non-numeric port
+    except ValueError as exc:
+        raise SettingsError(variable, f"not a valid URL: {exc}") from None
+    if parts.scheme not in schemes:
+        raise SettingsError(variable, f"URL scheme must be one of {', '.join(schemes)}, "
+                                      f"got {parts.scheme or 'none'!r} in {_redact(url)!r}")
+    if parts.scheme != "unix" and not parts.hostname:
+        raise SettingsError(variable, f"URL has no host: {_redact(url)!r}")
+
+
+def _redact(url: str) -> str:
+    """The URL with its password hidden, for error messages and logs."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(":" + parts.password + "@", ":***@")
+        return parts._replace(netloc=netloc).geturl()
+    return url
+
+
+redact_url = _redact

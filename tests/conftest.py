@@ -1,0 +1,94 @@
+"""Test isolation against the real services.
+
+Every test that asks for ``settings`` gets its own PostgreSQL database, cloned in
+~0.1 s from a template migrated once per session, and its own namespace, so its
+RabbitMQ queues and Redis keys never meet another test's.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import msgspec
+import pytest
+
+from herald.migrate import discover, migrate
+from herald.settings import Settings, load_settings
+
+_counter = itertools.count(1)
+
+
+def _with_database(url: str, database: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + database))
+
+
+def _maintenance_url(settings: Settings) -> str:
+    return _with_database(settings.database_admin_url, "postgres")
+
+
+@pytest.fixture(scope="session")
+def base_settings() -> Settings:
+    env = {k: v for k, v in os.environ.items() if k.startswith("HERALD_")}
+    env.setdefault("HERALD_ENVIRONMENT", "test")
+    env.setdefault("HERALD_LOG_FORMAT", "console")
+    env.setdefault("HERALD_DB_POOL_MIN", "1")
+    env.setdefault("HERALD_DB_POOL_MAX", "4")
+    return load_settings(env)
+
+
+@pytest.fixture(scope="session")
+async def template_database(base_settings: Settings) -> AsyncIterator[str]:
+    name = f"herald_test_tpl_{os.getpid()}"
+    admin = await asyncpg.connect(_maintenance_url(base_settings))
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE template0 ENCODING \'UTF8\'')
+        conn = await asyncpg.connect(_with_database(base_settings.database_admin_url, name))
+        try:
+            await migrate(conn, discover())
+        finally:
+            await conn.close()
+        yield name
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def settings(base_settings: Settings, template_database: str) -> AsyncIterator[Settings]:
+    """Settings pointing at a fresh migrated database and a namespace of this test's own."""
+    n = next(_counter)
+    name = f"herald_test_{os.getpid()}_{n}"
+    admin = await asyncpg.connect(_maintenance_url(base_settings))
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
+        yield msgspec.structs.replace(
+            base_settings,
+            database_url=_with_database(base_settings.database_url, name),
+            database_admin_url=_with_database(base_settings.database_admin_url, name),
+            namespace=f"t{os.getpid()}x{n}",
+        )
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def admin_conn(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
+    """A connection as the owner role to this test's database."""
+    conn = await asyncpg.connect(settings.database_admin_url)
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+async def app_conn(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
+    """A connection as the application role to this test's database."""
+    conn = await asyncpg.connect(settings.database_url)
+    yield conn
+    await conn.close()
