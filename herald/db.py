@@ -11,7 +11,7 @@ import asyncpg
 from herald.settings import Settings
 
 
-async def _init_connection(conn: asyncpg.Connection) -> None:
+async def init_connection(conn: asyncpg.Connection) -> None:
     # jsonb in and out as Python values (audit old/new values, settings documents).
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
     await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
@@ -23,7 +23,7 @@ async def create_pool(settings: Settings, *, dsn: str | None = None) -> asyncpg.
         dsn or settings.database_url,
         min_size=settings.db_pool_min,
         max_size=settings.db_pool_max,
-        init=_init_connection,
+        init=init_connection,
         server_settings={
             "application_name": "herald",
             "statement_timeout": str(settings.db_statement_timeout_ms),
@@ -38,7 +38,7 @@ async def admin_connection(settings: Settings) -> AsyncIterator[asyncpg.Connecti
     conn = await asyncpg.connect(settings.database_admin_url,
                                  server_settings={"application_name": "herald-admin"})
     try:
-        await _init_connection(conn)
+        await init_connection(conn)
         yield conn
     finally:
         await conn.close()

@@ -24,6 +24,8 @@ CREATE INDEX audit_log_entity_idx ON audit_log (entity_type, entity_id, at DESC,
 CREATE INDEX audit_log_actor_idx ON audit_log (actor_id, at DESC);
 
 -- Creates yearly partitions from the given year for `years` years; safe to call again.
+-- Each partition is a table of its own, which the default privileges of 0001 would open
+-- to herald_app: take them away, so the journal cannot be changed through a partition.
 CREATE FUNCTION audit_log_ensure_partitions(from_year integer, years integer) RETURNS void
     LANGUAGE plpgsql AS $$
 DECLARE
@@ -33,12 +35,14 @@ BEGIN
         EXECUTE format(
             'CREATE TABLE IF NOT EXISTS %I PARTITION OF audit_log FOR VALUES FROM (%L) TO (%L)',
             'audit_log_y' || y, make_date(y, 1, 1), make_date(y + 1, 1, 1));
+        EXECUTE format('REVOKE ALL ON %I FROM herald_app', 'audit_log_y' || y);
     END LOOP;
 END $$;
 
 SELECT audit_log_ensure_partitions(2024, 10);
 -- Rows outside every yearly partition still land somewhere: never lose an audit entry.
 CREATE TABLE audit_log_default PARTITION OF audit_log DEFAULT;
+REVOKE ALL ON audit_log_default FROM herald_app;
 
 CREATE FUNCTION audit_log_refuse_change() RETURNS trigger
     LANGUAGE plpgsql AS $$

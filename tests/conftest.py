@@ -16,6 +16,7 @@ import asyncpg
 import msgspec
 import pytest
 
+from herald.db import init_connection
 from herald.migrate import discover, migrate
 from herald.settings import Settings, load_settings
 
@@ -82,6 +83,7 @@ async def settings(base_settings: Settings, template_database: str) -> AsyncIter
 async def admin_conn(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
     """A connection as the owner role to this test's database."""
     conn = await asyncpg.connect(settings.database_admin_url)
+    await init_connection(conn)
     yield conn
     await conn.close()
 
@@ -90,5 +92,39 @@ async def admin_conn(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
 async def app_conn(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
     """A connection as the application role to this test's database."""
     conn = await asyncpg.connect(settings.database_url)
+    await init_connection(conn)
     yield conn
     await conn.close()
+
+
+@pytest.fixture
+async def client(settings: Settings, aiohttp_client):  # type: ignore[no-untyped-def]
+    """A test client of the admin API on this test's own database."""
+    from admin_api.app import init_app
+
+    return await aiohttp_client(init_app(settings))
+
+
+@pytest.fixture
+async def demo_users(settings: Settings) -> dict[str, str]:
+    """The demo users (one per role) in this test's database: role -> login."""
+    from crm.users import PasswordPolicy
+    from herald.demo import DEMO_USERS, ensure_demo_users
+
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        await ensure_demo_users(conn, PasswordPolicy(settings.password_min_length))
+    finally:
+        await conn.close()
+    return {d.role: d.login for d in DEMO_USERS}
+
+
+async def login_as(client, role: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """Log a demo user of ``role`` in; return the Authorization header to send."""
+    from herald.demo import DEMO_USERS
+
+    demo = next(d for d in DEMO_USERS if d.role == role)
+    response = await client.post("/api/v1/auth/login",
+                                 json={"login": demo.login, "password": demo.password})
+    assert response.status == 200, await response.text()
+    return {"Authorization": "Bearer " + (await response.json())["token"]}

@@ -1,0 +1,79 @@
+"""The admin API application: one factory, resources opened and closed in cleanup contexts."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import prometheus_client
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from admin_api import observability, openapi
+from admin_api.observability import METRICS_HELPER, HttpMetrics, request_context_middleware
+from admin_api.problems import problem_middleware
+from admin_api.routing import EndpointTable, endpoint_of
+from admin_api.security import security_middleware
+from admin_api.typedefs import AMQP, DB, METRICS, REDIS, SETTINGS
+from admin_api.views import audit, auth, health, home, rbac, users
+from herald import __version__
+from herald.amqp import AmqpLink
+from herald.db import create_pool
+from herald.settings import Settings
+
+ENDPOINT_TABLES: tuple[EndpointTable, ...] = (
+    home.endpoints, health.endpoints, observability.endpoints, openapi.endpoints,
+    auth.endpoints, users.endpoints, rbac.endpoints, audit.endpoints,
+)
+
+
+class UndeclaredRoute(RuntimeError):
+    """A route was added without declaring the permission it needs."""
+
+
+async def _postgres(app: web.Application) -> AsyncIterator[None]:
+    app[DB] = await create_pool(app[SETTINGS])
+    yield
+    await app[DB].close()
+
+
+async def _redis(app: web.Application) -> AsyncIterator[None]:
+    app[REDIS] = aioredis.Redis.from_url(app[SETTINGS].redis_url)
+    yield
+    await app[REDIS].aclose()
+
+
+async def _rabbitmq(app: web.Application) -> AsyncIterator[None]:
+    link = AmqpLink(app[SETTINGS])
+    link.start()
+    # Start with the broker when it is there; without it the API still serves and
+    # /readyz says RabbitMQ is down until the link connects.
+    await link.wait_connected(timeout=5)
+    app[AMQP] = link
+    yield
+    await link.close()
+
+
+def check_routes_declared(app: web.Application) -> None:
+    """Refuse to start when any route has no declared permission."""
+    missing = [f"{r.method} {r.resource.canonical if r.resource else '?'}"
+               for r in app.router.routes() if endpoint_of(r.handler) is None]
+    if missing:
+        raise UndeclaredRoute("routes without a declared permission: " + ", ".join(missing))
+
+
+def init_app(settings: Settings) -> web.Application:
+    """Build the admin API for ``settings``; connections open when the app starts."""
+    app = web.Application(middlewares=[request_context_middleware, problem_middleware,
+                                       security_middleware],
+                          client_max_size=8 * 1024 * 1024)
+    app[SETTINGS] = settings
+    registry = prometheus_client.CollectorRegistry()
+    app[METRICS] = registry
+    app[METRICS_HELPER] = HttpMetrics(registry)
+    for table in ENDPOINT_TABLES:
+        table.add_to(app)
+    check_routes_declared(app)
+    app[openapi.OPENAPI] = openapi.build_openapi(openapi.app_endpoints(app), title="Herald API",
+                                                 version=__version__)
+    app.cleanup_ctx.extend([_postgres, _redis, _rabbitmq])
+    return app

@@ -1,0 +1,68 @@
+"""Authentication and authorisation of every request, from the route's declared permission."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from aiohttp import web
+
+from admin_api.problems import problem_response
+from admin_api.routing import AUTHENTICATED, PUBLIC, endpoint_of
+from admin_api.typedefs import DB, PRINCIPAL, REQUEST_ID, SETTINGS, TOKEN
+from crm.audit import Actor
+from crm.users import Principal, resolve_session
+
+SESSION_COOKIE = "herald_session"
+
+
+def bearer_token(request: web.Request) -> str | None:
+    """The session token from ``Authorization: Bearer``, else from the session cookie."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return request.cookies.get(SESSION_COOKIE) or None
+
+
+def principal(request: web.Request) -> Principal:
+    """The logged-in user of a request that passed the security middleware."""
+    return request[PRINCIPAL]
+
+
+def actor(request: web.Request) -> Actor:
+    """The audit actor of the request: its user and request id."""
+    return principal(request).actor(request.get(REQUEST_ID))
+
+
+@web.middleware
+async def security_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """401 without a valid session, 403 without the route's permission."""
+    route = request.match_info.route
+    declared = endpoint_of(route.handler)
+    if declared is None:
+        # Router-made responses (404, 405) have no declaration and need no session.
+        if request.match_info.http_exception is not None:
+            return await handler(request)
+        return problem_response(request, 500, code="undeclared-route",
+                                detail="this route declares no permission")
+    if declared.permission == PUBLIC:
+        return await handler(request)
+    token = bearer_token(request)
+    if token is None:
+        return problem_response(request, 401, code="authentication-required",
+                                detail="log in first: send Authorization: Bearer <token>",
+                                headers={"WWW-Authenticate": "Bearer"})
+    settings = request.app[SETTINGS]
+    async with request.app[DB].acquire() as conn:
+        found = await resolve_session(conn, token, dt.timedelta(seconds=settings.session_ttl_seconds))
+    if found is None:
+        return problem_response(request, 401, code="session-invalid",
+                                detail="the session has expired or was ended; log in again",
+                                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    if declared.permission != AUTHENTICATED and declared.permission not in found.permissions:
+        return problem_response(request, 403, code="permission-denied",
+                                detail=f"your roles do not grant {declared.permission!r}")
+    request[PRINCIPAL] = found
+    request[TOKEN] = token
+    return await handler(request)

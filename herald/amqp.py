@@ -1,0 +1,64 @@
+"""The RabbitMQ connection of a process, which may come up after the process does."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import aio_pika
+from aio_pika.abc import AbstractRobustConnection
+
+from herald.settings import Settings, redact_url
+
+log = logging.getLogger("herald.amqp")
+
+
+class AmqpLink:
+    """Keeps trying to connect until it has a robust connection, then lets aio-pika reconnect.
+
+    A process that needs RabbitMQ only for some of its work (the admin API) starts without
+    it and reports it not ready; ``connection`` fails loudly until connected.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._url = settings.amqp_url
+        self._connection: AbstractRobustConnection | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def connection(self) -> AbstractRobustConnection:
+        if self._connection is None:
+            raise ConnectionError(f"RabbitMQ at {redact_url(self._url)} is not connected yet")
+        return self._connection
+
+    @property
+    def connected(self) -> bool:
+        return self._connection is not None and not self._connection.is_closed
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._connect_forever(), name="amqp-connect")
+
+    async def wait_connected(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the first connection; True when connected."""
+        if self._task is not None:
+            await asyncio.wait({self._task}, timeout=timeout)
+        return self.connected
+
+    async def _connect_forever(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                self._connection = await aio_pika.connect_robust(self._url, timeout=5)
+                log.info("connected to RabbitMQ at %s", redact_url(self._url))
+                return
+            except (OSError, asyncio.TimeoutError, aio_pika.exceptions.AMQPError) as exc:
+                log.warning("RabbitMQ not reachable (%s); retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 15)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._connection is not None:
+            await self._connection.close()

@@ -1,0 +1,62 @@
+"""Settings: defaults that work, and wrong values that stop start-up naming the variable."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from herald.settings import SettingsError, load_settings
+
+
+def test_defaults_point_at_local_services() -> None:
+    s = load_settings({})
+    assert s.database_url.endswith("@localhost:5432/herald")
+    assert s.amqp_url == "amqp://guest:guest@localhost:5672/"
+    assert s.redis_url == "redis://localhost:6379/0"
+
+
+def test_values_are_converted_from_strings() -> None:
+    s = load_settings({"HERALD_SHARDS": "16", "HERALD_READINESS_TIMEOUT": "0.5",
+                       "HERALD_LOG_LEVEL": "DEBUG"})
+    assert (s.shards, s.readiness_timeout, s.log_level) == (16, 0.5, "DEBUG")
+
+
+@pytest.mark.parametrize(("variable", "value", "says"), [
+    ("HERALD_SHARDS", "-1", ">= 1"),
+    ("HERALD_SHARDS", "many", "Expected `int`"),
+    ("HERALD_HTTP_PORT", "70000", "<= 65535"),
+    ("HERALD_DATABASE_URL", "mysql://localhost/herald", "URL scheme must be one of postgresql"),
+    ("HERALD_AMQP_URL", "amqp://guest:secret@localhost:notaport/", "not a valid URL"),
+    ("HERALD_REDIS_URL", "redis:///0", "no host"),
+    ("HERALD_LOG_LEVEL", "LOUD", "Invalid enum value"),
+    ("HERALD_NAMESPACE", "Has Spaces", "matching regex"),
+    ("HERALD_SHRADS", "4", "unknown setting"),
+])
+def test_wrong_value_names_the_variable(variable: str, value: str, says: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings({variable: value})
+    assert caught.value.variable == variable
+    assert str(caught.value).startswith(variable + ":")
+    assert says in str(caught.value)
+
+
+def test_password_never_shown_in_errors() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings({"HERALD_DATABASE_URL": "mysql://u:topsecret@localhost/x"})
+    assert "topsecret" not in str(caught.value)
+
+
+def test_pool_min_above_max_is_refused() -> None:
+    with pytest.raises(SettingsError, match="HERALD_DB_POOL_MIN"):
+        load_settings({"HERALD_DB_POOL_MIN": "20", "HERALD_DB_POOL_MAX": "5"})
+
+
+def test_cli_stops_with_a_message_naming_the_variable() -> None:
+    env = {**os.environ, "HERALD_HTTP_PORT": "-5"}
+    done = subprocess.run([sys.executable, "-m", "herald", "migrate", "--status"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "HERALD_HTTP_PORT" in done.stderr and "Traceback" not in done.stderr
