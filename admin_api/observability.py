@@ -72,7 +72,7 @@ async def request_context_middleware(request: web.Request, handler: Any) -> web.
         request_id_var.reset(token)
 
 
-@endpoints.get("/metrics", permission=PUBLIC, response=str)
+@endpoints.get("/metrics", permission=PUBLIC, response=str, media_type="text/plain")
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus metrics of this process (scrape target)."""
     body = prometheus_client.generate_latest(request.app[METRICS])

@@ -23,8 +23,7 @@ _PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schema
 def _responses(ep: Endpoint, schema: dict[str, Any] | None) -> dict[str, Any]:
     ok: dict[str, Any] = {"description": HTTPStatus(ep.status).phrase}
     if ep.status != 204 and schema is not None:
-        media = "text/plain" if ep.response is str else "application/json"
-        ok["content"] = {media: {"schema": schema}}
+        ok["content"] = {ep.media_type: {"schema": schema}}
     responses: dict[str, Any] = {str(ep.status): ok}
     errors = set(ep.errors)
     if ep.body is not None or ep.query is not None or _PATH_PARAM.search(ep.path):

@@ -44,6 +44,7 @@ class Endpoint:
     response: Any = None
     status: int = 200
     errors: tuple[int, ...] = ()
+    media_type: str = "application/json"
 
 
 ENDPOINT_ATTR = "__herald_endpoint__"
@@ -101,11 +102,12 @@ class EndpointTable:
 
     def route(self, method: str, path: str, *, permission: str, summary: str = "",
               body: type | None = None, query: type | None = None, response: Any = None,
-              status: int = 200, errors: tuple[int, ...] = ()) -> Callable[[Handler], Handler]:
+              status: int = 200, errors: tuple[int, ...] = (),
+              media_type: str = "application/json") -> Callable[[Handler], Handler]:
         def register(view: Handler) -> Handler:
             declared = Endpoint(method, path, permission,
                                 summary or (view.__doc__ or "").strip().splitlines()[0],
-                                (self.tag,), body, query, response, status, errors)
+                                (self.tag,), body, query, response, status, errors, media_type)
 
             @functools.wraps(view)
             async def handler(request: web.Request) -> web.StreamResponse:

@@ -25,9 +25,9 @@ def configure_logging(settings: Settings, process: str) -> None:
     handler.addFilter(_RequestIdFilter())
     if settings.log_format == "json":
         handler.setFormatter(JsonFormatter(
-            "{asctime}{levelname}{name}{message}{request_id}", style="{",
-            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
-            static_fields={"process": process}, timestamp=False))
+            "{levelname}{name}{message}{request_id}", style="{",
+            rename_fields={"levelname": "level", "name": "logger"},
+            static_fields={"process": process}, timestamp="time"))
     else:
         handler.setFormatter(logging.Formatter(
             f"%(asctime)s %(levelname)-7s [{process}] %(name)s: %(message)s"))

@@ -23,7 +23,7 @@ CRM core and customer-messaging engine for utilities.</p>
 """
 
 
-@endpoints.get("/", permission=PUBLIC, response=str)
+@endpoints.get("/", permission=PUBLIC, response=str, media_type="text/html")
 async def home(request: web.Request) -> web.Response:
     """Landing page with links to the API document and health endpoints."""
     return web.Response(text=_PAGE, content_type="text/html")
