@@ -231,10 +231,16 @@ async def login(conn: asyncpg.Connection, lockout: LockoutPolicy, *, login_name:
         async with conn.transaction():
             failures, locked_until = await conn.fetchrow(
                 """
-                UPDATE users SET failed_logins = failed_logins + 1,
-                    locked_until = CASE WHEN failed_logins + 1 >= $2
+                UPDATE users u SET failed_logins = n.failures,
+                    locked_until = CASE WHEN n.failures >= $2
                                         THEN now() + make_interval(secs => $3) END
-                WHERE id = $1 RETURNING failed_logins, locked_until
+                FROM (
+                    -- a lock that has run out starts the count afresh
+                    SELECT CASE WHEN locked_until <= now() THEN 1 ELSE failed_logins + 1 END
+                           AS failures
+                    FROM users WHERE id = $1
+                ) n
+                WHERE u.id = $1 RETURNING u.failed_logins, u.locked_until
                 """, row["id"], lockout.max_failures, lockout.lockout_seconds)
             changes = [Change("user", entity, "login_failed", "failed_logins", failures - 1, failures)]
             if locked_until is not None:

@@ -162,3 +162,19 @@ async def test_bad_path_parameter_is_a_400(client, demo_users) -> None:
     assert response.status == 400
     assert (await response.json())["errors"][0]["field"] == "user_id"
     assert (await client.get("/api/v1/users/999999", headers=admin)).status == 404
+
+
+async def test_an_expired_lock_starts_the_count_afresh(client, demo_users, settings,
+                                                        app_conn: asyncpg.Connection) -> None:
+    # Given a user whose lock-out has just run out
+    await app_conn.execute(
+        "UPDATE users SET failed_logins = $2, locked_until = now() - interval '1 second' "
+        "WHERE login = $1", OPERATOR.login, settings.login_max_failures)
+    # When they mistype once
+    response = await client.post("/api/v1/auth/login",
+                                 json={"login": OPERATOR.login, "password": "typo"})
+    # Then it is one failure, not a new lock-out
+    assert response.status == 401
+    assert await app_conn.fetchval("SELECT failed_logins FROM users WHERE login = $1",
+                                   OPERATOR.login) == 1
+    assert (await login_as(client, "operator_cc"))["Authorization"]
