@@ -1,0 +1,91 @@
+"""The benchmarks ``herald bench`` runs, and the options each one takes.
+
+``herald.cli.build_parser`` calls :func:`register_benchmarks` with its two registries.
+The measuring code is imported only when a benchmark runs, so the CLI stays quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from herald.settings import Settings
+
+Benchmark = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]
+AddOptions = Callable[[argparse.ArgumentParser], None]
+
+_GROUPS = ("rabbitmq", "postgresql", "redis", "http")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 < value <= 60:
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most 60, got {value:g}")
+    return value
+
+
+def _batch_size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 2 <= value <= 100_000:
+        raise argparse.ArgumentTypeError(f"must be between 2 and 100000, got {value}")
+    return value
+
+
+def _groups(text: str) -> tuple[str, ...]:
+    chosen = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [g for g in chosen if g not in _GROUPS]
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(
+            f"expected a comma-separated list of {', '.join(_GROUPS)}; got {text!r}")
+    return chosen
+
+
+def _primitives_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seconds", type=_seconds, default=3.0,
+                        help="time budget of each step (default 3; each step also stops "
+                             "at its count limit)")
+    parser.add_argument("--only", type=_groups, default=_GROUPS, metavar="GROUPS",
+                        help="comma-separated subset of: " + ", ".join(_GROUPS))
+    parser.add_argument("--batch-size", type=_batch_size, default=1000,
+                        help="recipients per message in the batched publish (default 1000)")
+    parser.add_argument("--json", action="store_true",
+                        help="print the report as JSON on stdout (progress stays on stderr)")
+
+
+async def _primitives(settings: Settings, args: argparse.Namespace) -> int:
+    """Measure the raw primitives of ARCHITECTURE.md on this machine."""
+    from loadtest.primitives import (Bounds, NotLocalError, format_table, report_json,
+                                     run_primitives)
+
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    bounds = Bounds(seconds=args.seconds, batch_size=args.batch_size)
+    try:
+        report = await run_primitives(settings, bounds, groups=args.only, progress=progress)
+    except NotLocalError as exc:
+        print(f"herald bench primitives: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        sys.stdout.buffer.write(report_json(report) + b"\n")
+        sys.stdout.flush()
+    else:
+        print(format_table(report))
+    return 1 if any(m.error for m in report.measurements) else 0
+
+
+def register_benchmarks(benchmarks: dict[str, tuple[str, Benchmark]],
+                        options: dict[str, AddOptions]) -> None:
+    """Add this module's benchmarks to the CLI registries (idempotent)."""
+    benchmarks["primitives"] = (
+        "re-measure the raw primitives (RabbitMQ, PostgreSQL, Redis, HTTP) on this machine",
+        _primitives)
+    options["primitives"] = _primitives_options
