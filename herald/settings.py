@@ -70,12 +70,25 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     simulators_host: str = "127.0.0.1"
     simulators_port: Port = 8090
 
+    # Outside providers. Defaults point at the local simulators.
+    sms_gateway_url: str = "http://127.0.0.1:8090/sms"
+    viber_api_url: str = "http://127.0.0.1:8090/viber"
+    provider_api_token: str = "dev-token"
+    smtp_host: str = "127.0.0.1"
+    smtp_port: Port = 8025
+    smtp_sender: str = "Herald <no-reply@herald.local>"
+    # Where providers post delivery and read receipts: Herald's own public base URL.
+    public_base_url: str = "http://127.0.0.1:8080"
+
 
 _URL_SCHEMES: dict[str, tuple[str, ...]] = {
     "database_url": ("postgresql", "postgres"),
     "database_admin_url": ("postgresql", "postgres"),
     "amqp_url": ("amqp", "amqps"),
     "redis_url": ("redis", "rediss", "unix"),
+    "sms_gateway_url": ("http", "https"),
+    "viber_api_url": ("http", "https"),
+    "public_base_url": ("http", "https"),
 }
 
 _MSGSPEC_PATH = re.compile(r"\s*-\s*at `\$\.(\w+)`")
