@@ -1,0 +1,54 @@
+"""Where the recipients of a batch are: their regions and those regions' time zones.
+
+A client's regions are those of their accounts that are not closed (all their accounts
+if every one is closed). A client with accounts in several regions is held while any
+of them is under an air-raid alert, and until the latest end of quiet hours among their
+time zones. A client with no account has no region: the default time zone applies and
+no alert holds them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import asyncpg
+
+DEFAULT_TIME_ZONE = "Europe/Kyiv"
+
+ClientRegions = dict[int, tuple[str, ...]]
+
+
+async def load_time_zones(conn: asyncpg.Connection) -> dict[str, str]:
+    """Region code -> IANA time zone name; a small table, load it once per process."""
+    rows = await conn.fetch("SELECT code, time_zone FROM regions")
+    return {r["code"]: r["time_zone"] for r in rows}
+
+
+async def load_client_regions(conn: asyncpg.Connection, client_ids: Sequence[int]) -> ClientRegions:
+    """Client -> its region codes (sorted), for a batch, in one query."""
+    rows = await conn.fetch(
+        "SELECT client_id, region_code, status <> 'closed' AS open FROM accounts "
+        "WHERE client_id = ANY($1::bigint[])", list(client_ids))
+    open_: dict[int, set[str]] = {}
+    closed: dict[int, set[str]] = {}
+    for client_id, region, is_open in rows:
+        (open_ if is_open else closed).setdefault(client_id, set()).add(region)
+    return {c: tuple(sorted(open_.get(c) or closed[c])) for c in open_.keys() | closed.keys()}
+
+
+@lru_cache(maxsize=64)
+def zone(name: str) -> ZoneInfo:
+    """The ZoneInfo of ``name``; an unknown name falls back to the default zone."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo(DEFAULT_TIME_ZONE)
+
+
+def time_zones_of(regions: Sequence[str], time_zones: Mapping[str, str]) -> frozenset[str]:
+    """The distinct time zone names of ``regions`` (the default one when there are none)."""
+    if not regions:
+        return frozenset((DEFAULT_TIME_ZONE,))
+    return frozenset(time_zones.get(r, DEFAULT_TIME_ZONE) for r in regions)
