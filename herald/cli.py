@@ -137,9 +137,9 @@ def _simulators(settings: Settings) -> int:
 
     from providers.sim.server import init_simulators_app
 
-    print(f"Simulators on http://{settings.simulators_host}:{settings.simulators_port}/",
-          flush=True)
-    web.run_app(init_simulators_app(settings), host=settings.simulators_host,
+    print(f"Simulators on http://{settings.simulators_host}:{settings.simulators_port}/, "
+          f"SMTP sink on {settings.smtp_host}:{settings.smtp_port}", flush=True)
+    web.run_app(init_simulators_app(settings, smtp_sink=True), host=settings.simulators_host,
                 port=settings.simulators_port, access_log=None, print=None,
                 loop=uvloop.new_event_loop())
     return 0
