@@ -14,7 +14,8 @@ from admin_api.problems import problem_middleware
 from admin_api.routing import EndpointTable, endpoint_of
 from admin_api.security import security_middleware
 from admin_api.typedefs import AMQP, DB, METRICS, REDIS, SETTINGS
-from admin_api.views import audit, auth, health, home, rbac, users
+from admin_api.views import audit, auth, campaigns, health, home, rbac, templates, users
+from dispatcher.templates import TemplateEngine
 from herald import __version__
 from herald.amqp import AmqpLink
 from herald.db import create_pool
@@ -23,6 +24,7 @@ from herald.settings import Settings
 ENDPOINT_TABLES: tuple[EndpointTable, ...] = (
     home.endpoints, health.endpoints, observability.endpoints, openapi.endpoints,
     auth.endpoints, users.endpoints, rbac.endpoints, audit.endpoints,
+    templates.endpoints, campaigns.endpoints,
 )
 
 
@@ -67,6 +69,7 @@ def init_app(settings: Settings) -> web.Application:
                                        security_middleware],
                           client_max_size=8 * 1024 * 1024)
     app[SETTINGS] = settings
+    app[templates.ENGINE] = TemplateEngine()
     registry = prometheus_client.CollectorRegistry()
     app[METRICS] = registry
     app[METRICS_HELPER] = HttpMetrics(registry)

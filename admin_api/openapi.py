@@ -11,7 +11,7 @@ import msgspec
 from aiohttp import web
 
 from admin_api.problems import Problem
-from admin_api.routing import AUTHENTICATED, PUBLIC, Endpoint, EndpointTable, endpoint_of
+from admin_api.routing import AUTHENTICATED, PROVIDER, PUBLIC, Endpoint, EndpointTable, endpoint_of
 
 endpoints = EndpointTable("system")
 OPENAPI = web.AppKey("openapi", dict)
@@ -30,7 +30,7 @@ def _responses(ep: Endpoint, schema: dict[str, Any] | None) -> dict[str, Any]:
         errors.add(400)
     if ep.permission != PUBLIC:
         errors.add(401)
-    if ep.permission not in (PUBLIC, AUTHENTICATED):
+    if ep.permission not in (PUBLIC, AUTHENTICATED, PROVIDER):
         errors.add(403)
     errors.add(500)
     for status in sorted(errors):
@@ -55,7 +55,8 @@ def build_openapi(declared: Iterable[Endpoint], *, title: str, version: str) -> 
             "summary": ep.summary,
             "tags": list(ep.tags),
             "x-permission": ep.permission,
-            "security": [] if ep.permission == PUBLIC else [{"bearer": []}, {"session_cookie": []}],
+            "security": ([] if ep.permission == PUBLIC else [{"provider_token": []}]
+                         if ep.permission == PROVIDER else [{"bearer": []}, {"session_cookie": []}]),
             "responses": _responses(ep, schema_of.get(id(ep.response))),
         }
         params = [{"name": name, "in": "path", "required": True,
@@ -88,6 +89,8 @@ def build_openapi(declared: Iterable[Endpoint], *, title: str, version: str) -> 
                 "bearer": {"type": "http", "scheme": "bearer",
                            "description": "token from POST /api/v1/auth/login"},
                 "session_cookie": {"type": "apiKey", "in": "cookie", "name": "herald_session"},
+                "provider_token": {"type": "http", "scheme": "bearer",
+                                   "description": "HERALD_PROVIDER_API_TOKEN, for receipt callbacks"},
             },
         },
     }

@@ -24,6 +24,8 @@ PUBLIC = "public"
 """Anyone, without credentials (health, readiness, metrics, login, the API document)."""
 AUTHENTICATED = "authenticated"
 """Any logged-in user, whatever their roles (their own profile, logout)."""
+PROVIDER = "provider"
+"""An outside provider posting receipts: the provider API token, not a user session."""
 
 _encoder = msgspec.json.Encoder()
 _MISSING_FIELD = re.compile(r"(?:missing required|contains unknown) field `(\w+)`")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import hmac
 from typing import Any
 
 from aiohttp import web
 
 from admin_api.problems import problem_response
-from admin_api.routing import AUTHENTICATED, PUBLIC, endpoint_of
+from admin_api.routing import AUTHENTICATED, PROVIDER, PUBLIC, endpoint_of
 from admin_api.typedefs import DB, PRINCIPAL, REQUEST_ID, SETTINGS, TOKEN
 from crm.audit import Actor
 from crm.users import Principal, resolve_session
@@ -49,6 +50,13 @@ async def security_middleware(request: web.Request, handler: Any) -> web.StreamR
     if declared.permission == PUBLIC:
         return await handler(request)
     token = bearer_token(request)
+    if declared.permission == PROVIDER:
+        expected = request.app[SETTINGS].provider_api_token
+        if token is None or not hmac.compare_digest(token.encode(), expected.encode()):
+            return problem_response(request, 401, code="provider-token-invalid",
+                                    detail="send the provider API token as a bearer token",
+                                    headers={"WWW-Authenticate": "Bearer"})
+        return await handler(request)
     if token is None:
         return problem_response(request, 401, code="authentication-required",
                                 detail="log in first: send Authorization: Bearer <token>",

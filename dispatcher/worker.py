@@ -1,9 +1,10 @@
-"""Worker processes: consume the dispatch shards and run periodic maintenance.
+"""Worker processes: consume the dispatch shards, run the pipeline, and the scheduler.
 
-Foundation scope: the process model (one uvloop process per core, graceful drain on
-SIGTERM/SIGINT), the durable shard topology and the maintenance jobs. Message handlers
-are registered in ``HANDLERS`` by the messaging engine; until one is registered for a
-message kind, such messages are dead-lettered (kept, never dropped) and logged.
+One uvloop process per core. Each consumes its shards' realtime and bulk queues on
+separate channels, so realtime work is never queued behind a campaign's batches; each
+message is processed as its own task, bounded by the prefetch count. SIGTERM/SIGINT
+stops consuming, lets the tasks in hand finish (their outcomes are written before the
+ack), then exits. A message that cannot be decoded is dead-lettered, never dropped.
 """
 
 from __future__ import annotations
@@ -13,28 +14,22 @@ import logging
 import multiprocessing
 import os
 import signal
-from collections.abc import Awaitable, Callable
 
 import aio_pika
 import asyncpg
 import msgspec
+import redis.asyncio as aioredis
 from aio_pika.abc import AbstractIncomingMessage
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from herald.amqp import AmqpLink
 from herald.db import create_pool
 from herald.logs import configure_logging
 from herald.settings import Settings
 
 log = logging.getLogger("herald.worker")
 
-Handler = Callable[[bytes], Awaitable[None]]
-HANDLERS: dict[str, Handler] = {}
-
-
-class Envelope(msgspec.Struct, frozen=True):
-    """What every dispatch message carries besides its payload: the kind says who handles it."""
-
-    kind: str
+BULK_PREFETCH = 4
+REALTIME_PREFETCH = 16
 
 
 def queue_names(settings: Settings, shard: int) -> tuple[str, str]:
@@ -64,51 +59,95 @@ async def purge_expired_sessions(pool: asyncpg.Pool) -> int:
     return int(result.split()[-1])
 
 
-async def _handle(message: AbstractIncomingMessage) -> None:
-    try:
-        envelope = msgspec.json.decode(message.body, type=Envelope)
-    except msgspec.DecodeError:
-        log.error("undecodable message on %s dead-lettered", message.routing_key)
-        await message.reject(requeue=False)
-        return
-    handler = HANDLERS.get(envelope.kind)
-    if handler is None:
-        log.error("no handler for message kind %r; dead-lettered", envelope.kind)
-        await message.reject(requeue=False)
-        return
-    async with message.process(requeue=True):
-        await handler(message.body)
+class Consumer:
+    """Runs the pipeline for each delivered message, one task per message."""
+
+    def __init__(self, ctx: object) -> None:
+        from dispatcher import pipeline
+
+        self._pipeline = pipeline
+        self._ctx = ctx
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def on_message(self, message: AbstractIncomingMessage) -> None:
+        task = asyncio.create_task(self._process(message))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _process(self, message: AbstractIncomingMessage) -> None:
+        from dispatcher.envelopes import decoder
+
+        try:
+            envelope = decoder.decode(message.body)
+        except msgspec.DecodeError as exc:
+            log.error("undecodable message on %s dead-lettered: %s", message.routing_key, exc)
+            await message.reject(requeue=False)
+            return
+        try:
+            # Shielded: a shutdown must not cancel a batch between its provider call and
+            # the write of its outcomes.
+            await asyncio.shield(self._pipeline.handle(self._ctx, envelope))
+        except Exception:
+            if message.redelivered:
+                log.exception("message failed twice; dead-lettered: %s", envelope)
+                await message.reject(requeue=False)
+            else:
+                log.exception("message failed; requeued once: %s", envelope)
+                await message.nack(requeue=True)
+            return
+        await message.ack()
+
+    async def drain(self) -> None:
+        if self._tasks:
+            await asyncio.wait(set(self._tasks))
 
 
-async def run_worker(settings: Settings, index: int, processes: int) -> None:
-    """One worker process: consume its shards until SIGTERM/SIGINT, then drain and stop."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+async def run_worker(settings: Settings, index: int, processes: int,
+                     stop: asyncio.Event | None = None) -> None:
+    """One worker process: consume its shards (and maybe lead the scheduler) until stopped."""
+    from dispatcher.pipeline import Context
+    from dispatcher.scheduler import Scheduler
+    from providers.registry import build_providers, close_providers
+    from rules.rate_limit import RedisRateLimiter
+
+    if stop is None:  # a process of its own: signals stop it
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
     pool = await create_pool(settings)
-    connection = await aio_pika.connect_robust(settings.amqp_url)
-    scheduler = AsyncIOScheduler()
+    redis = aioredis.Redis.from_url(settings.redis_url)
+    providers = build_providers(settings)
+    amqp = AmqpLink(settings)
+    amqp.start()
+    await amqp.wait_connected(timeout=30)
+    consumer = Consumer(Context(settings, pool, redis, providers, RedisRateLimiter(redis)))
+    scheduler = asyncio.create_task(Scheduler(settings, pool, redis, amqp).run(stop))
     try:
-        channel = await connection.channel()
-        await channel.set_qos(prefetch_count=8)
-        await declare_topology(channel, settings)
+        connection = amqp.connection
+        bulk = await connection.channel()
+        await bulk.set_qos(prefetch_count=BULK_PREFETCH)
+        realtime = await connection.channel()
+        await realtime.set_qos(prefetch_count=REALTIME_PREFETCH)
+        await declare_topology(bulk, settings)
         mine = shards_of(settings, index, processes)
         for shard in mine:
-            for name in queue_names(settings, shard):
-                queue = await channel.get_queue(name)
-                await queue.consume(_handle)
-        if index == 0:
-            scheduler.add_job(purge_expired_sessions, "interval", minutes=10, args=[pool],
-                              id="purge-expired-sessions")
-            scheduler.start()
+            realtime_name, bulk_name = queue_names(settings, shard)
+            await (await realtime.get_queue(realtime_name)).consume(consumer.on_message)
+            await (await bulk.get_queue(bulk_name)).consume(consumer.on_message)
         log.info("worker %d/%d consuming shards %s", index + 1, processes, mine)
         await stop.wait()
-        log.info("worker %d stopping", index + 1)
+        log.info("worker %d stopping: finishing %d messages in hand", index + 1,
+                 len(consumer._tasks))
+        await bulk.close()
+        await realtime.close()
+        await consumer.drain()
     finally:
-        if scheduler.running:
-            scheduler.shutdown(wait=False)
-        await connection.close()
+        stop.set()
+        await asyncio.gather(scheduler, return_exceptions=True)
+        await amqp.close()
+        await close_providers(providers)
+        await redis.aclose()
         await pool.close()
 
 

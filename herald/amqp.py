@@ -6,7 +6,7 @@ import asyncio
 import logging
 
 import aio_pika
-from aio_pika.abc import AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
 from herald.settings import Settings, redact_url
 
@@ -24,6 +24,7 @@ class AmqpLink:
         self._url = settings.amqp_url
         self._connection: AbstractRobustConnection | None = None
         self._task: asyncio.Task[None] | None = None
+        self._publisher: AbstractChannel | None = None
 
     @property
     def connection(self) -> AbstractRobustConnection:
@@ -34,6 +35,12 @@ class AmqpLink:
     @property
     def connected(self) -> bool:
         return self._connection is not None and not self._connection.is_closed
+
+    async def publisher(self) -> AbstractChannel:
+        """A shared channel with publisher confirms, reopened if it was closed."""
+        if self._publisher is None or self._publisher.is_closed:
+            self._publisher = await self.connection.channel(publisher_confirms=True)
+        return self._publisher
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._connect_forever(), name="amqp-connect")

@@ -80,6 +80,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Where providers post delivery and read receipts: Herald's own public base URL.
     public_base_url: str = "http://127.0.0.1:8080"
 
+    # The organisation's constants that templates may use.
+    org_contact_phone: str = "0 800 300 000"
+    org_service_centre: str = "м. Київ, вул. Січових Стрільців, 1; пн–пт 8:00–17:00"
+    org_cabinet_url: str = "https://my.example.ua"
+    org_app_url: str = "https://app.example.ua"
+    org_payment_url: str = "https://pay.example.ua"
+
 
 _URL_SCHEMES: dict[str, tuple[str, ...]] = {
     "database_url": ("postgresql", "postgres"),
@@ -89,6 +96,9 @@ _URL_SCHEMES: dict[str, tuple[str, ...]] = {
     "sms_gateway_url": ("http", "https"),
     "viber_api_url": ("http", "https"),
     "public_base_url": ("http", "https"),
+    "org_cabinet_url": ("https",),
+    "org_app_url": ("https",),
+    "org_payment_url": ("https",),
 }
 
 _MSGSPEC_PATH = re.compile(r"\s*-\s*at `\$\.(\w+)`")

@@ -8,7 +8,7 @@ import pytest
 from aiohttp import web
 
 from admin_api.app import ENDPOINT_TABLES, UndeclaredRoute, check_routes_declared, init_app
-from admin_api.routing import AUTHENTICATED, PUBLIC, endpoint_of
+from admin_api.routing import AUTHENTICATED, PROVIDER, PUBLIC, endpoint_of
 from herald.settings import Settings
 
 
@@ -99,7 +99,7 @@ def test_a_new_route_without_permission_fails(settings: Settings) -> None:
 async def test_every_declared_permission_exists_in_the_matrix(app_conn: asyncpg.Connection) -> None:
     known = {r["code"] for r in await app_conn.fetch("SELECT code FROM permissions")}
     declared = {ep.permission for table in ENDPOINT_TABLES for ep, _ in table.endpoints}
-    assert declared - {PUBLIC, AUTHENTICATED} <= known
+    assert declared - {PUBLIC, AUTHENTICATED, PROVIDER} <= known
 
 
 async def test_unknown_path_and_method_are_problems(client) -> None:

@@ -9,16 +9,19 @@ async def test_granting_a_permission_takes_effect_at_once(client, demo_users) ->
     admin = await login_as(client, "admin")
     operator = await login_as(client, "operator_cc")
     assert (await client.get("/api/v1/users", headers=operator)).status == 403
+    roles = await (await client.get("/api/v1/roles", headers=admin)).json()
+    before = next(r for r in roles if r["code"] == "operator_cc")["permissions"]
+    wanted = sorted([*before, "users.read"])
     response = await client.put("/api/v1/roles/operator_cc/permissions", headers=admin,
-                                json={"permissions": ["users.read"]})
+                                json={"permissions": wanted})
     assert response.status == 200, await response.text()
-    assert (await response.json())["permissions"] == ["users.read"]
+    assert (await response.json())["permissions"] == wanted
     assert (await client.get("/api/v1/users", headers=operator)).status == 200
     # and the change is in the journal
     history = await client.get("/api/v1/audit/role/operator_cc", headers=admin)
     entry = (await history.json())["items"][0]
     assert (entry["field"], entry["old_value"], entry["new_value"]) == (
-        "permissions", [], ["users.read"])
+        "permissions", before, wanted)
     assert entry["actor_login"] == "admin"
 
 

@@ -39,7 +39,8 @@ async def test_unhandled_message_is_dead_lettered_not_lost(settings: Settings, c
     settings = msgspec.structs.replace(settings, shards=2)
     # Given the shard topology and a running worker
     await worker.declare_topology(channel, settings)
-    stopper = asyncio.create_task(worker.run_worker(settings, 0, 1))
+    stop = asyncio.Event()
+    stopper = asyncio.create_task(worker.run_worker(settings, 0, 1, stop))
     realtime, _bulk = worker.queue_names(settings, 1)
     # When a message of a kind nobody handles arrives
     await channel.default_exchange.publish(
@@ -52,8 +53,8 @@ async def test_unhandled_message_is_dead_lettered_not_lost(settings: Settings, c
         if message is not None:
             break
         await asyncio.sleep(0.1)
-    stopper.cancel()
-    await asyncio.gather(stopper, return_exceptions=True)
+    stop.set()
+    await stopper
     # Then it is parked in the dead-letter queue, intact
     assert message is not None
     assert msgspec.json.decode(message.body) == {"kind": "no_such_kind"}

@@ -1,0 +1,196 @@
+"""Campaigns: create, edit while draft, copy, launch, pause, resume, stop, live statistics."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Literal
+
+import msgspec
+from aiohttp import web
+
+from admin_api.routing import PROVIDER, EndpointTable, path_int
+from admin_api.security import actor
+from admin_api.typedefs import AMQP, DB, REDIS, SETTINGS
+from crm.errors import InvalidInput
+from dispatcher import campaigns, holds, outcomes, planner, receipts
+from dispatcher.campaign_types import Campaign, CampaignSpec
+from dispatcher.control import publish_state
+from providers.base import CHANNELS, Receipt
+
+endpoints = EndpointTable("campaigns")
+
+
+class CampaignQuery(msgspec.Struct, forbid_unknown_fields=True):
+    limit: Annotated[int, msgspec.Meta(ge=1, le=200)] = 50
+    before_id: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    status: Literal["draft", "scheduled", "launching", "running", "paused", "stopped",
+                    "completed", "failed"] | None = None
+
+
+class CampaignPage(msgspec.Struct):
+    items: list[Campaign]
+    next_before_id: int | None
+
+
+class LaunchRequest(msgspec.Struct, forbid_unknown_fields=True):
+    at: dt.datetime | None = None
+
+
+class CampaignStats(msgspec.Struct):
+    campaign_id: int
+    status: str
+    audience: int | None
+    counters: dict[str, int]
+    updated_at: float | None
+
+
+class MessageEvent(msgspec.Struct):
+    message_id: str
+    step: int
+    channel: str | None
+    status: str
+    reason: str | None
+    provider_id: str | None
+    at: dt.datetime
+
+
+class RecipientHistory(msgspec.Struct):
+    campaign_id: int
+    client_id: int
+    events: list[MessageEvent]
+    held: bool
+
+
+class ReceiptsAccepted(msgspec.Struct):
+    applied: int
+
+
+@endpoints.get("/api/v1/campaigns", permission="campaigns.read", query=CampaignQuery,
+               response=CampaignPage)
+async def list_campaigns(request: web.Request, query: CampaignQuery) -> CampaignPage:
+    """Campaigns, newest first, optionally of one status."""
+    async with request.app[DB].acquire() as conn:
+        items = await campaigns.list_campaigns(conn, limit=query.limit, before_id=query.before_id,
+                                               status=query.status)
+    return CampaignPage(items, items[-1].id if len(items) == query.limit else None)
+
+
+@endpoints.post("/api/v1/campaigns", permission="campaigns.manage", body=CampaignSpec,
+                response=Campaign, status=201, errors=(400,))
+async def create_campaign(request: web.Request, body: CampaignSpec) -> Campaign:
+    """Create a draft campaign: audience, template version, channel chain, rate limits."""
+    async with request.app[DB].acquire() as conn:
+        return await campaigns.create(conn, actor(request), body)
+
+
+@endpoints.get("/api/v1/campaigns/{campaign_id}", permission="campaigns.read", response=Campaign,
+               errors=(404,))
+async def get_campaign(request: web.Request) -> Campaign:
+    """One campaign."""
+    async with request.app[DB].acquire() as conn:
+        return await campaigns.get(conn, path_int(request, "campaign_id"))
+
+
+@endpoints.put("/api/v1/campaigns/{campaign_id}", permission="campaigns.manage",
+               body=CampaignSpec, response=Campaign, errors=(404, 409))
+async def update_campaign(request: web.Request, body: CampaignSpec) -> Campaign:
+    """Replace the settings of a draft (a launched campaign is copied instead)."""
+    async with request.app[DB].acquire() as conn:
+        return await campaigns.update(conn, actor(request), path_int(request, "campaign_id"), body)
+
+
+@endpoints.post("/api/v1/campaigns/{campaign_id}/copy", permission="campaigns.manage",
+                response=Campaign, status=201, errors=(404,))
+async def copy_campaign(request: web.Request) -> Campaign:
+    """A new draft with this campaign's settings."""
+    async with request.app[DB].acquire() as conn:
+        return await campaigns.copy(conn, actor(request), path_int(request, "campaign_id"))
+
+
+@endpoints.post("/api/v1/campaigns/{campaign_id}/launch", permission="campaigns.launch",
+                body=LaunchRequest, response=Campaign, errors=(404, 409))
+async def launch_campaign(request: web.Request, body: LaunchRequest) -> Campaign:
+    """Launch a draft now, or at ``at``; the scheduler snapshots the audience and starts it."""
+    async with request.app[DB].acquire() as conn:
+        return await campaigns.launch(conn, actor(request), path_int(request, "campaign_id"),
+                                      body.at)
+
+
+async def _transition(request: web.Request, action: str) -> Campaign:
+    app = request.app
+    campaign_id = path_int(request, "campaign_id")
+    async with app[DB].acquire() as conn:
+        _, after = await campaigns.transition(conn, actor(request), campaign_id, action)
+    # Workers read this before every batch and provider call group: the change reaches
+    # all of them within one batch's time.
+    await publish_state(app[REDIS], app[SETTINGS], campaign_id, after.status)
+    if action == "resume":
+        channel = await app[AMQP].publisher()
+        async with app[DB].acquire() as conn:
+            await planner.publish_pending_batches(conn, channel, app[SETTINGS], campaign_id)
+        await holds.release_all(app[DB], channel, app[SETTINGS], "resumed", campaign_id)
+    return after
+
+
+@endpoints.post("/api/v1/campaigns/{campaign_id}/pause", permission="campaigns.launch",
+                response=Campaign, errors=(404, 409))
+async def pause_campaign(request: web.Request) -> Campaign:
+    """Pause: no new message goes to a provider after this returns (in-flight ones finish)."""
+    return await _transition(request, "pause")
+
+
+@endpoints.post("/api/v1/campaigns/{campaign_id}/resume", permission="campaigns.launch",
+                response=Campaign, errors=(404, 409))
+async def resume_campaign(request: web.Request) -> Campaign:
+    """Resume where it paused; nothing already sent is sent again."""
+    return await _transition(request, "resume")
+
+
+@endpoints.post("/api/v1/campaigns/{campaign_id}/stop", permission="campaigns.launch",
+                response=Campaign, errors=(404, 409))
+async def stop_campaign(request: web.Request) -> Campaign:
+    """Stop for good: recipients not reached yet are not sent to."""
+    return await _transition(request, "stop")
+
+
+@endpoints.get("/api/v1/campaigns/{campaign_id}/stats", permission="campaigns.read",
+               response=CampaignStats, errors=(404,))
+async def campaign_stats(request: web.Request) -> CampaignStats:
+    """Live counters: sent, delivered, read, failed, skipped by reason, held, per channel."""
+    campaign_id = path_int(request, "campaign_id")
+    async with request.app[DB].acquire() as conn:
+        campaign = await campaigns.get(conn, campaign_id)
+    raw = await outcomes.live_stats(request.app[REDIS], request.app[SETTINGS], campaign_id)
+    updated = raw.pop("updated_at", None)
+    return CampaignStats(campaign_id, campaign.status, campaign.audience_size,
+                         {k: int(v) for k, v in raw.items()}, updated)
+
+
+@endpoints.get("/api/v1/campaigns/{campaign_id}/recipients/{client_id}",
+               permission="campaigns.read", response=RecipientHistory, errors=(404,))
+async def recipient_history(request: web.Request) -> RecipientHistory:
+    """Everything that happened to one client's messages in a campaign, oldest first."""
+    campaign_id = path_int(request, "campaign_id")
+    client_id = path_int(request, "client_id")
+    async with request.app[DB].acquire() as conn:
+        await campaigns.get(conn, campaign_id)
+        rows = await conn.fetch(
+            "SELECT message_id, step, channel, status, reason, provider_id, at FROM message_events "
+            "WHERE client_id = $1 AND campaign_id = $2 ORDER BY at, step", client_id, campaign_id)
+        held = await conn.fetchval("SELECT EXISTS (SELECT 1 FROM held_messages "
+                                   "WHERE campaign_id = $1 AND client_id = $2)", campaign_id, client_id)
+    return RecipientHistory(campaign_id, client_id, [MessageEvent(**dict(r)) for r in rows], held)
+
+
+@endpoints.post("/api/v1/providers/{channel}/receipts", permission=PROVIDER,
+                body=Annotated[list[Receipt], msgspec.Meta(max_length=10_000)],  # type: ignore[arg-type]
+                response=ReceiptsAccepted, errors=(400,))
+async def provider_receipts(request: web.Request, body: list[Receipt]) -> ReceiptsAccepted:
+    """Delivery and read receipts posted back by a provider, in batches."""
+    channel = request.match_info["channel"]
+    if channel not in CHANNELS:
+        raise InvalidInput("channel", f"unknown channel {channel!r}; one of {', '.join(CHANNELS)}")
+    app = request.app
+    applied = await receipts.apply_receipts(app[DB], app[REDIS], await app[AMQP].publisher(),
+                                            app[SETTINGS], channel, body)
+    return ReceiptsAccepted(applied)

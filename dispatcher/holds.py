@@ -1,0 +1,65 @@
+"""Releasing held messages: quiet hours over, an alert lifted, a campaign resumed.
+
+Rows are deleted and their recipients published inside one transaction that commits
+only after the broker confirmed: a crash in between rolls the delete back and the
+messages are released again later (the workers skip ids already sent), and a worker
+that re-holds a released message while the transaction is open waits for it, so the
+new hold is never deleted by mistake.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+import aio_pika
+import asyncpg
+
+from dispatcher import planner
+from herald.settings import Settings
+
+_CONDITIONS = {
+    "due": "reason IN ('quiet_hours', 'rate_limit') AND release_at <= now()",
+    "lifted": "reason = 'air_raid' AND NOT (region_code = ANY($2::text[]))",
+    "resumed": "reason = 'paused' AND campaign_id = $2",
+}
+
+
+async def release(pool: asyncpg.Pool, channel: aio_pika.abc.AbstractChannel, settings: Settings,
+                  kind: str, argument: object = None, *, limit: int = 5000) -> int:
+    """Release up to ``limit`` held messages of one kind; returns how many.
+
+    kind: ``due`` (release time passed), ``lifted`` (argument: the regions still under
+    alert), ``resumed`` (argument: the campaign id).
+    """
+    condition = _CONDITIONS[kind]
+    args: list[object] = [limit] if argument is None else [limit, argument]
+    async with pool.acquire() as conn, conn.transaction():
+        rows = await conn.fetch(
+            f"""
+            DELETE FROM held_messages WHERE message_id IN (
+                SELECT message_id FROM held_messages WHERE {condition}
+                LIMIT $1 FOR UPDATE SKIP LOCKED)
+            RETURNING campaign_id, client_id, step
+            """, *args)
+        await _publish(channel, settings, rows)
+    return len(rows)
+
+
+async def release_all(pool: asyncpg.Pool, channel: aio_pika.abc.AbstractChannel,
+                      settings: Settings, kind: str, argument: object = None) -> int:
+    """Release in rounds until nothing of that kind is left."""
+    total = 0
+    while released := await release(pool, channel, settings, kind, argument):
+        total += released
+    return total
+
+
+async def _publish(channel: aio_pika.abc.AbstractChannel, settings: Settings,
+                   rows: Sequence[asyncpg.Record]) -> None:
+    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for row in rows:
+        if row["campaign_id"] is not None:
+            groups[(row["campaign_id"], row["step"])].append(row["client_id"])
+    for (campaign_id, step), client_ids in groups.items():
+        await planner.publish_steps(channel, settings, campaign_id, step, client_ids)

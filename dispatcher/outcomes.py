@@ -1,0 +1,119 @@
+"""Outcomes of a batch, written together: events by COPY, holds, batch done, live counters."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Sequence
+
+import asyncpg
+import msgspec
+import redis.asyncio as aioredis
+
+from herald.settings import Settings
+
+EVENT_COLUMNS = ("message_id", "campaign_id", "client_id", "step", "channel", "status",
+                 "reason", "provider_id")
+
+
+class Event(msgspec.Struct, frozen=True, array_like=True):
+    """One row of message_events (its time is the database's clock at COPY)."""
+
+    message_id: str
+    campaign_id: int | None
+    client_id: int
+    step: int
+    channel: str | None
+    status: str  # queued held sent delivered read failed skipped converted
+    reason: str | None = None
+    provider_id: str | None = None
+
+
+class Hold(msgspec.Struct, frozen=True):
+    message_id: str
+    campaign_id: int | None
+    client_id: int
+    step: int
+    reason: str  # quiet_hours, air_raid, paused
+    region_code: str | None
+    release_at: float | None  # Unix time; None until an alert is lifted / a campaign resumed
+
+
+def stats_key(settings: Settings, campaign_id: int) -> str:
+    return f"{settings.namespace}:campaign:{campaign_id}:stats"
+
+
+def counter_fields(events: Sequence[Event]) -> Counter[str]:
+    """Counter increments: '<status>' and '<status>:<channel>' and, for skips and
+    failures, '<status>:reason:<reason>'."""
+    counts: Counter[str] = Counter()
+    for e in events:
+        counts[e.status] += 1
+        if e.channel:
+            counts[f"{e.status}:{e.channel}"] += 1
+        if e.reason and e.status in ("skipped", "failed", "held"):
+            counts[f"{e.status}:reason:{e.reason}"] += 1
+    return counts
+
+
+async def already_final(conn: asyncpg.Connection, message_ids: Sequence[str]) -> dict[str, str]:
+    """Ids among these that already have a final outcome, with it: sent or failed wins
+    over skipped (a redelivered batch must neither resend nor re-decide them)."""
+    rows = await conn.fetch(
+        "SELECT message_id, min(status) FILTER (WHERE status <> 'skipped') AS hard "
+        "FROM message_events WHERE message_id = ANY($1::text[]) "
+        "AND status IN ('sent', 'failed', 'skipped') GROUP BY message_id", list(message_ids))
+    return {r[0]: r[1] or "skipped" for r in rows}
+
+
+async def write_events(conn: asyncpg.Connection, events: Sequence[Event]) -> None:
+    """Append events with COPY (one round trip for the whole batch)."""
+    if events:
+        await conn.copy_records_to_table(
+            "message_events", records=[msgspec.structs.astuple(e) for e in events],
+            columns=EVENT_COLUMNS)
+
+
+async def write_holds(conn: asyncpg.Connection, holds: Sequence[Hold]) -> None:
+    """Park held messages; holding one already held is a no-op (redelivered batch)."""
+    if not holds:
+        return
+    await conn.execute(
+        """
+        INSERT INTO held_messages (message_id, campaign_id, client_id, step, reason,
+                                   region_code, release_at)
+        SELECT m, c, cl, s, r, rg, to_timestamp(ra)
+        FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::smallint[], $5::text[],
+                    $6::text[], $7::float8[]) AS h(m, c, cl, s, r, rg, ra)
+        ON CONFLICT (message_id) DO NOTHING
+        """,
+        [h.message_id for h in holds], [h.campaign_id for h in holds],
+        [h.client_id for h in holds], [h.step for h in holds], [h.reason for h in holds],
+        [h.region_code for h in holds], [h.release_at for h in holds])
+
+
+async def count(redis: aioredis.Redis, settings: Settings, campaign_id: int,
+                events: Sequence[Event], *, awaiting_receipts: int = 0) -> None:
+    """Add a batch's outcomes to the campaign's live counters in one round trip."""
+    fields = counter_fields(events)
+    if awaiting_receipts:
+        fields["awaiting_receipts"] += awaiting_receipts
+    if not fields:
+        return
+    key = stats_key(settings, campaign_id)
+    async with redis.pipeline(transaction=False) as pipe:
+        for name, amount in fields.items():
+            pipe.hincrby(key, name, amount)
+        pipe.hset(key, "updated_at", f"{time.time():.3f}")
+        await pipe.execute()
+
+
+async def live_stats(redis: aioredis.Redis, settings: Settings, campaign_id: int) -> dict[str, int | float]:
+    """The campaign's live counters as stored (names from counter_fields)."""
+    raw = await redis.hgetall(stats_key(settings, campaign_id))
+    out: dict[str, int | float] = {}
+    for k, v in raw.items():
+        name = k.decode() if isinstance(k, bytes) else k
+        text = v.decode() if isinstance(v, bytes) else v
+        out[name] = float(text) if name == "updated_at" else int(text)
+    return out

@@ -1,0 +1,333 @@
+"""The hot path: one batch of recipients through rules, rendering, rate limits and providers.
+
+One batch is one unit of work. Recipient data comes in one query, each rule answers for
+the whole batch at once, tokens are taken in bulk, providers get batches, and every
+outcome (events, holds, the batch marked done) commits in one transaction before the
+queue message is acknowledged. A permanent provider failure moves the recipient to the
+next channel inside the same unit of work. Redelivered work skips message ids that
+already have a final outcome; the only way a message reaches a provider twice is a crash
+after the provider accepted it and before that transaction committed, and then it is the
+same message id, which providers take as an idempotency key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+
+import asyncpg
+import msgspec
+import redis.asyncio as aioredis
+
+from dispatcher import control, outcomes, receipts, template_store
+from dispatcher.envelopes import CampaignBatch, CampaignStep, Envelope, message_id
+from dispatcher.outcomes import Event, Hold
+from dispatcher.recipients import Organisation, Recipient, load_recipients
+from dispatcher.templates import CompiledTemplate, RenderError, TemplateEngine
+from herald.settings import Settings
+from providers.base import Outbound, Outcome, Provider, ProviderUnavailable
+from providers.retry import RetryPolicy, send_with_retry
+from rules import consent, quiet_hours, rate_limit, stop_lists
+from rules.air_raid import AlertMirror, AlertSnapshot, MirrorNotReady
+from rules.regions import load_time_zones
+
+log = logging.getLogger("herald.pipeline")
+
+_CACHE_SECONDS = 5.0
+
+
+class CampaignInfo(msgspec.Struct, frozen=True):
+    id: int
+    chain: tuple[str, ...]
+    template_id: int
+    template_version: int
+    topic: str
+    receipt_timeout: int
+    rate: rate_limit.Limits | None
+
+
+class Context:
+    """What a worker process keeps for the pipeline: connections, providers, short caches."""
+
+    def __init__(self, settings: Settings, pool: asyncpg.Pool, redis: aioredis.Redis,
+                 providers: dict[str, Provider], limiter: rate_limit.RateLimiter,
+                 engine: TemplateEngine | None = None, retry: RetryPolicy | None = None) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.redis = redis
+        self.providers = providers
+        self.limiter = limiter
+        self.engine = engine or TemplateEngine()
+        self.retry = retry or RetryPolicy()
+        self.alerts = AlertMirror(redis, settings.namespace)
+        self.organisation = Organisation(
+            service_centre=settings.org_service_centre, contact_phone=settings.org_contact_phone,
+            cabinet_url=settings.org_cabinet_url, app_url=settings.org_app_url,
+            payment_url=settings.org_payment_url)
+        self._cached: dict[str, tuple[float, object]] = {}
+
+    async def cached(self, name: str, load: object) -> object:
+        """A small table reloaded at most every few seconds (limits, windows, time zones)."""
+        found = self._cached.get(name)
+        if found is None or time.monotonic() - found[0] > _CACHE_SECONDS:
+            async with self.pool.acquire() as conn:
+                value = await load(conn)  # type: ignore[operator]
+            found = (time.monotonic(), value)
+            self._cached[name] = found
+        return found[1]
+
+    async def active_alerts(self) -> AlertSnapshot:
+        try:
+            return await self.alerts.active_regions()
+        except MirrorNotReady:
+            async with self.pool.acquire() as conn:
+                return await self.alerts.sync(conn)
+
+
+async def _campaign(conn: asyncpg.Connection, campaign_id: int) -> CampaignInfo | None:
+    row = await conn.fetchrow(
+        "SELECT c.id, c.channel_chain, c.template_id, c.template_version, t.topic, "
+        "c.receipt_timeout_seconds, c.rate_per_minute, c.rate_per_hour "
+        "FROM campaigns c JOIN message_templates t ON t.id = c.template_id WHERE c.id = $1",
+        campaign_id)
+    if row is None:
+        return None
+    rate = (rate_limit.Limits(row["rate_per_minute"], row["rate_per_hour"])
+            if row["rate_per_minute"] or row["rate_per_hour"] else None)
+    return CampaignInfo(row["id"], tuple(row["channel_chain"]), row["template_id"],
+                        row["template_version"], row["topic"], row["receipt_timeout_seconds"], rate)
+
+
+async def handle(ctx: Context, envelope: Envelope) -> None:
+    """Process one queue message: a snapshot batch reference or a list of recipients at a step."""
+    state = await control.current_state(ctx.redis, ctx.pool, ctx.settings, envelope.campaign_id)
+    if state in (None, "stopped", "completed", "failed", "draft"):
+        return  # nothing to do; the batch stays as it is
+    batch_no = None
+    async with ctx.pool.acquire() as conn:
+        campaign = await _campaign(conn, envelope.campaign_id)
+        if campaign is None:
+            return
+        if isinstance(envelope, CampaignBatch):
+            row = await conn.fetchrow("SELECT client_ids, done FROM campaign_batches "
+                                      "WHERE campaign_id = $1 AND batch_no = $2",
+                                      envelope.campaign_id, envelope.batch_no)
+            if row is None or row["done"]:
+                return  # a republished reference of a batch already done
+            if state != "running":
+                return  # paused: the batch stays pending; resume publishes it again
+            batch_no, client_ids, step = envelope.batch_no, list(row["client_ids"]), 0
+        else:
+            client_ids, step = envelope.client_ids, envelope.step
+    await Batch(ctx, campaign, client_ids, step, batch_no, state).run()
+
+
+class Batch:
+    """The work of one queue message, collected and then written at once."""
+
+    def __init__(self, ctx: Context, campaign: CampaignInfo, client_ids: Sequence[int], step: int,
+                 batch_no: int | None, state: str) -> None:
+        self.ctx = ctx
+        self.campaign = campaign
+        self.client_ids = list(client_ids)
+        self.first_step = step
+        self.batch_no = batch_no
+        self.state = state
+        self.events: list[Event] = []
+        self.holds: list[Hold] = []
+        self.awaiting: list[str] = []
+
+    def _event(self, client_id: int, step: int, status: str, reason: str | None = None,
+               provider_id: str | None = None) -> None:
+        self.events.append(Event(message_id(self.campaign.id, client_id, step), self.campaign.id,
+                                 client_id, step, self.campaign.chain[step], status, reason,
+                                 provider_id))
+
+    def _hold(self, recipient: Recipient, step: int, reason: str, region: str | None,
+              until: dt.datetime | None) -> None:
+        mid = message_id(self.campaign.id, recipient.client_id, step)
+        self.holds.append(Hold(mid, self.campaign.id, recipient.client_id, step, reason, region,
+                               until.timestamp() if until else None))
+        self._event(recipient.client_id, step, "held", reason)
+
+    async def run(self) -> None:
+        ctx, campaign = self.ctx, self.campaign
+        if self.state != "running":
+            # A paused campaign parks recipients handed to it (fallback, releases).
+            async with ctx.pool.acquire() as conn:
+                recipients = await load_recipients(conn, self.client_ids, ctx.organisation)
+            for r in recipients:
+                self._hold(r, self.first_step, "paused", None, None)
+            await self._commit()
+            return
+        async with ctx.pool.acquire() as conn:
+            recipients = {r.client_id: r for r in
+                          await load_recipients(conn, self.client_ids, ctx.organisation)}
+            ids = [message_id(campaign.id, c, s) for c in recipients
+                   for s in range(self.first_step, len(campaign.chain))]
+            finals = await outcomes.already_final(conn, ids)
+            blocked = await stop_lists.blocked_clients(conn, list(recipients), campaign.topic)
+            consents = await consent.load_consents(conn, list(recipients), campaign.chain,
+                                                   campaign.topic)
+            template, urgent = await template_store.load_for_sending(
+                conn, ctx.engine, campaign.template_id, campaign.template_version)
+        for client_id in blocked:
+            if message_id(campaign.id, client_id, self.first_step) not in finals:
+                self._event(client_id, self.first_step, "skipped", "stop_list")
+        stage = {c: self.first_step for c in recipients if c not in blocked}
+        while stage:
+            groups = await self._decide(stage, recipients, finals, consents, urgent)
+            stage = {}
+            for channel, members in groups.items():
+                if self.state != "running":
+                    self._park_unsent(members)
+                    continue
+                for recipient, step in await self._send(channel, members, template):
+                    if step + 1 < len(campaign.chain):
+                        stage[recipient.client_id] = step + 1
+            if self.state != "running":
+                # Paused or stopped mid-batch: park (pause) or leave (stop) the fallbacks.
+                self._park_unsent([(recipients[c], s) for c, s in stage.items()])
+                stage = {}
+        await self._commit()
+
+    async def _decide(self, stage: dict[int, int], recipients: dict[int, Recipient],
+                      finals: dict[str, str], consents: consent.Consents,
+                      urgent: bool) -> dict[str, list[tuple[Recipient, int]]]:
+        """Walk each recipient down the chain to a channel it can be sent on, now or later."""
+        ctx, campaign = self.ctx, self.campaign
+        now = dt.datetime.now(dt.UTC)
+        alerts = await ctx.active_alerts()
+        windows = await ctx.cached("quiet_windows", quiet_hours.load_windows)
+        time_zones = await ctx.cached("time_zones", load_time_zones)
+        release: dict[tuple[str, str], dt.datetime | None] = {}
+        groups: dict[str, list[tuple[Recipient, int]]] = defaultdict(list)
+        for client_id, step in stage.items():
+            recipient = recipients[client_id]
+            for k in range(step, len(campaign.chain)):
+                channel = campaign.chain[k]
+                done = finals.get(message_id(campaign.id, client_id, k))
+                if done == "skipped":
+                    continue  # decided before this redelivery: keep walking
+                if done is not None:
+                    break  # sent or failed before: never again
+                address = recipient.email if channel == "email" else recipient.phone
+                if not address:
+                    self._event(client_id, k, "skipped", "no_contact")
+                    continue
+                if not consent.allowed(consents, client_id, channel):
+                    self._event(client_id, k, "skipped", "no_consent")
+                    continue
+                region = recipient.region_code
+                if not urgent and region in alerts.regions:
+                    self._hold(recipient, k, "air_raid", region, None)
+                    break
+                if not urgent:
+                    tz = time_zones.get(region or "", "Europe/Kyiv")  # type: ignore[union-attr]
+                    key = (tz, channel)
+                    if key not in release:
+                        applicable = [w for w in windows if w.applies_to(channel)]  # type: ignore[union-attr]
+                        release[key] = quiet_hours.release_at(now, tz, applicable)
+                    if release[key] is not None:
+                        self._hold(recipient, k, "quiet_hours", region, release[key])
+                        break
+                groups[channel].append((recipient, k))
+                break
+        return groups
+
+    async def _take_tokens(self, channel: str, provider: Provider, wanted: int) -> int:
+        """Wait for rate-limit tokens for ``wanted`` sends; fewer if the campaign stopped meanwhile."""
+        ctx = self.ctx
+        configured = await ctx.cached("rate_limits", rate_limit.list_limits)
+        buckets = rate_limit.buckets_for_send(
+            ctx.settings.namespace, configured, channel=channel,  # type: ignore[arg-type]
+            provider=provider.name, campaign_id=self.campaign.id, campaign_limits=self.campaign.rate)
+        if not buckets:
+            return wanted
+        granted = 0
+        while granted < wanted:
+            grant = await ctx.limiter.take(buckets, wanted - granted)
+            granted += grant.granted
+            if granted < wanted:
+                await asyncio.sleep(max(grant.retry_after, 0.05))
+                if await self._refresh_state() != "running":
+                    break
+        return granted
+
+    async def _refresh_state(self) -> str:
+        self.state = await control.current_state(self.ctx.redis, self.ctx.pool, self.ctx.settings,
+                                                 self.campaign.id) or "stopped"
+        return self.state
+
+    def _park_unsent(self, members: Sequence[tuple[Recipient, int]]) -> None:
+        if self.state == "paused":
+            for recipient, step in members:
+                self._hold(recipient, step, "paused", None, None)
+
+    async def _send(self, channel: str, members: list[tuple[Recipient, int]],
+                    template: CompiledTemplate) -> list[tuple[Recipient, int]]:
+        """Render, rate-limit and hand one channel's group to its provider; return the failed."""
+        ctx, campaign = self.ctx, self.campaign
+        provider = ctx.providers[channel]
+        failed: list[tuple[Recipient, int]] = []
+        outbound: list[Outbound] = []
+        sendable: list[tuple[Recipient, int]] = []
+        for recipient, step in members:
+            try:
+                content = template.render(channel, recipient.variables)  # type: ignore[arg-type]
+            except RenderError as exc:
+                self._event(recipient.client_id, step, "failed", f"render_error:{exc.field}")
+                failed.append((recipient, step))
+                continue
+            address = recipient.email if channel == "email" else recipient.phone
+            outbound.append(Outbound(message_id(campaign.id, recipient.client_id, step),
+                                     channel, address, content))  # type: ignore[arg-type]
+            sendable.append((recipient, step))
+        if not outbound:
+            return failed
+        # Fewer tokens than wanted only when the campaign stopped or paused while waiting;
+        # the state is read again right before the provider call either way.
+        await self._take_tokens(channel, provider, len(outbound))
+        if await self._refresh_state() != "running":
+            self._park_unsent(sendable)
+            return failed
+        ids = [o.message_id for o in outbound]
+        # The receipt clock starts before the provider is called, so a receipt that
+        # overtakes this code still finds its message waiting.
+        await receipts.await_receipts(ctx.redis, ctx.settings, ids, campaign.receipt_timeout)
+        await outcomes.count(ctx.redis, ctx.settings, campaign.id, (), awaiting_receipts=len(ids))
+        try:
+            results = await send_with_retry(provider, outbound, ctx.retry,
+                                            should_stop=lambda: self.state != "running")
+        except ProviderUnavailable as exc:
+            log.warning("%s provider unavailable for campaign %d: %s", channel, campaign.id, exc)
+            results = None
+        not_waiting = []
+        for i, (recipient, step) in enumerate(sendable):
+            result = results[i] if results is not None else None
+            if result is not None and result.outcome is Outcome.ACCEPTED:
+                self._event(recipient.client_id, step, "sent", None, result.provider_id)
+                continue
+            reason = ("provider_unavailable" if result is None else
+                      "permanent" if result.outcome is Outcome.PERMANENT else "retries_exhausted")
+            detail = f"{reason}:{result.error}" if result is not None and result.error else reason
+            self._event(recipient.client_id, step, "failed", detail[:200])
+            failed.append((recipient, step))
+            not_waiting.append(ids[i])
+        await receipts.stop_waiting(ctx.redis, ctx.settings, campaign.id, not_waiting)
+        return failed
+
+    async def _commit(self) -> None:
+        ctx = self.ctx
+        async with ctx.pool.acquire() as conn, conn.transaction():
+            await outcomes.write_events(conn, self.events)
+            await outcomes.write_holds(conn, self.holds)
+            if self.batch_no is not None:
+                await conn.execute("UPDATE campaign_batches SET done = true, done_at = now() "
+                                   "WHERE campaign_id = $1 AND batch_no = $2",
+                                   self.campaign.id, self.batch_no)
+        await outcomes.count(ctx.redis, ctx.settings, self.campaign.id, self.events)

@@ -1,0 +1,105 @@
+"""Launching a campaign: snapshot the audience into shard batches, then publish references.
+
+The audience never passes through Python: one INSERT ... SELECT groups it by shard into
+batches of ``batch_size`` client ids inside PostgreSQL. What is published is only
+(campaign, batch) references, a few dozen bytes each; publishing them again is harmless,
+because workers skip batches already done and message ids already sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+import aio_pika
+import asyncpg
+
+from dispatcher.campaign_types import Audience, ClientsAudience
+from dispatcher.envelopes import CampaignBatch, CampaignStep, Envelope, encoder
+from dispatcher.sharding import shard_of
+from dispatcher.worker import queue_names
+from herald.settings import Settings
+
+log = logging.getLogger("herald.planner")
+
+BATCH_SIZE = 1000
+_CONFIRM_WINDOW = 256
+
+_AUDIENCE_SQL = {
+    # Explicit list: only ids of existing clients, each once.
+    "clients": "SELECT c.id AS client_id FROM clients c WHERE c.id = ANY($4::bigint[])",
+    # Every client with an active account, optionally only in some regions.
+    "all": "SELECT c.id AS client_id FROM clients c WHERE EXISTS ("
+           " SELECT 1 FROM accounts a WHERE a.client_id = c.id AND a.status = 'active'"
+           " AND ($4::text[] IS NULL OR a.region_code = ANY($4::text[])))",
+}
+
+
+async def snapshot(conn: asyncpg.Connection, campaign_id: int, audience: Audience, shards: int,
+                   batch_size: int = BATCH_SIZE) -> tuple[int, int]:
+    """Freeze the audience into campaign_batches; returns (recipients, batches). In a transaction."""
+    if isinstance(audience, ClientsAudience):
+        query, argument = _AUDIENCE_SQL["clients"], audience.client_ids
+    else:
+        query, argument = _AUDIENCE_SQL["all"], audience.regions
+    await conn.execute("DELETE FROM campaign_batches WHERE campaign_id = $1", campaign_id)
+    await conn.execute(
+        f"""
+        INSERT INTO campaign_batches (campaign_id, batch_no, shard, client_ids)
+        SELECT $1, (row_number() OVER (ORDER BY chunk, shard))::int - 1, shard, ids
+        FROM (
+            SELECT shard, chunk, array_agg(client_id ORDER BY client_id) AS ids
+            FROM (
+                SELECT client_id, herald_shard(client_id, $2) AS shard,
+                       (row_number() OVER (PARTITION BY herald_shard(client_id, $2)
+                                           ORDER BY client_id) - 1) / $3 AS chunk
+                FROM ({query}) audience
+            ) numbered
+            GROUP BY shard, chunk
+        ) grouped
+        """, campaign_id, shards, batch_size, argument)
+    row = await conn.fetchrow(
+        "SELECT count(*) AS batches, coalesce(sum(cardinality(client_ids)), 0) AS recipients "
+        "FROM campaign_batches WHERE campaign_id = $1", campaign_id)
+    return int(row["recipients"]), int(row["batches"])
+
+
+async def publish(channel: aio_pika.abc.AbstractChannel, settings: Settings,
+                  items: Sequence[tuple[int, Envelope]], *, realtime: bool = False) -> None:
+    """Publish (shard, envelope) pairs persistently, awaiting broker confirms in windows."""
+    exchange = channel.default_exchange
+    for start in range(0, len(items), _CONFIRM_WINDOW):
+        window = items[start:start + _CONFIRM_WINDOW]
+        await asyncio.gather(*(
+            exchange.publish(
+                aio_pika.Message(encoder.encode(envelope),
+                                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                                 content_type="application/json"),
+                # A campaign keeps the shard numbers of its snapshot; fold them
+                # onto the current shard count if it changed since.
+                routing_key=queue_names(settings, shard % settings.shards)[0 if realtime else 1])
+            for shard, envelope in window))
+
+
+async def publish_pending_batches(conn: asyncpg.Connection, channel: aio_pika.abc.AbstractChannel,
+                                  settings: Settings, campaign_id: int) -> int:
+    """Publish references to every batch of the campaign not done yet; returns how many."""
+    rows = await conn.fetch("SELECT batch_no, shard FROM campaign_batches "
+                            "WHERE campaign_id = $1 AND NOT done ORDER BY batch_no", campaign_id)
+    await publish(channel, settings,
+                  [(r["shard"], CampaignBatch(campaign_id, r["batch_no"])) for r in rows])
+    return len(rows)
+
+
+async def publish_steps(channel: aio_pika.abc.AbstractChannel, settings: Settings,
+                        campaign_id: int, step: int, client_ids: Sequence[int]) -> None:
+    """Publish recipients for a chain step, grouped by shard in batches (fallback, release)."""
+    by_shard: dict[int, list[int]] = {}
+    for client_id in client_ids:
+        by_shard.setdefault(shard_of(client_id, settings.shards), []).append(client_id)
+    items: list[tuple[int, Envelope]] = []
+    for shard, ids in by_shard.items():
+        for start in range(0, len(ids), BATCH_SIZE):
+            items.append((shard, CampaignStep(campaign_id, step, ids[start:start + BATCH_SIZE])))
+    await publish(channel, settings, items)

@@ -1,0 +1,101 @@
+"""The periodic side of the dispatcher: one active scheduler per installation.
+
+Every worker process on every host runs this loop, but only the one holding a
+PostgreSQL advisory lock does the work; if it dies, its session ends, the lock is freed
+and another worker takes over within a tick. Each duty is idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from dispatcher import holds, launcher, receipts
+from dispatcher.worker import purge_expired_sessions
+from herald.amqp import AmqpLink
+from herald.settings import Settings
+from rules.air_raid import AlertMirror
+
+log = logging.getLogger("herald.scheduler")
+
+_LOCK_KEY = 0x4845_5241_4C44 + 1  # next to the migration lock
+TICK_SECONDS = 1.0
+STALLED_SECONDS = 60.0
+
+
+class Scheduler:
+    """Launches due campaigns, releases holds, expires receipts, completes campaigns."""
+
+    def __init__(self, settings: Settings, pool: asyncpg.Pool, redis: aioredis.Redis,
+                 amqp: AmqpLink) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.redis = redis
+        self.amqp = amqp
+        self.alerts = AlertMirror(redis, settings.namespace)
+        self._last: dict[str, float] = {}
+
+    def _due(self, duty: str, every: float) -> bool:
+        now = time.monotonic()
+        if now - self._last.get(duty, 0.0) >= every:
+            self._last[duty] = now
+            return True
+        return False
+
+    async def tick(self) -> None:
+        """One pass of every duty whose interval has come."""
+        channel = await self.amqp.publisher()
+        settings, pool, redis = self.settings, self.pool, self.redis
+        await launcher.launch_due(pool, redis, channel, settings)
+        await holds.release_all(pool, channel, settings, "due")
+        if self._due("alerts", 2.0):
+            async with pool.acquire() as conn:
+                active = await self.alerts.sync(conn)
+            await holds.release_all(pool, channel, settings, "lifted", sorted(active.regions))
+        while await receipts.expire_deadlines(pool, redis, channel, settings) >= 5000:
+            pass
+        if self._due("stalled", STALLED_SECONDS / 2):
+            await launcher.republish_stalled(pool, channel, settings, idle_seconds=STALLED_SECONDS)
+        if self._due("complete", 2.0):
+            await launcher.complete_finished(pool, redis, settings)
+        if self._due("sessions", 600.0):
+            await purge_expired_sessions(pool)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Tick while holding the scheduler lock; wait for it otherwise."""
+        while not stop.is_set():
+            try:
+                async with self.pool.acquire() as conn:
+                    if await conn.fetchval("SELECT pg_try_advisory_lock($1)", _LOCK_KEY):
+                        try:
+                            await self._lead(conn, stop)
+                        finally:
+                            await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
+            except (OSError, asyncpg.PostgresError, ConnectionError) as exc:
+                log.warning("scheduler pass failed (%s); retrying", exc)
+            await _sleep(stop, TICK_SECONDS)
+
+    async def _lead(self, conn: asyncpg.Connection, stop: asyncio.Event) -> None:
+        log.info("this process is the scheduler")
+        while not stop.is_set():
+            if not self.amqp.connected:
+                await _sleep(stop, TICK_SECONDS)
+                continue
+            try:
+                await self.tick()
+            except (OSError, ConnectionError, asyncpg.PostgresError) as exc:
+                log.warning("scheduler tick failed (%s); retrying", exc)
+            # Keep the lock's session alive and notice a lost connection.
+            await conn.fetchval("SELECT 1")
+            await _sleep(stop, TICK_SECONDS)
+
+
+async def _sleep(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except asyncio.TimeoutError:
+        pass
