@@ -104,11 +104,16 @@ async def _seed(settings: Settings, args: argparse.Namespace) -> int:
     from herald.demo import ensure_demo_users, format_logins
 
     if not args.users_only:
-        from herald.seed import seed_crm
+        from herald.seed import SeedError, seed_crm
 
-        report = await seed_crm(settings, clients=args.clients, seed=args.seed,
-                                processes=args.processes, reset=args.reset)
-        print(report.summary() if hasattr(report, "summary") else report)
+        try:
+            report = await seed_crm(settings, clients=args.clients, seed=args.seed,
+                                    processes=args.processes, reset=args.reset)
+        except SeedError as exc:
+            print(f"herald seed: {exc}", file=sys.stderr)
+            return 1
+        rows = ", ".join(f"{table} {count:,}" for table, count in report.rows.items())
+        print(f"Seeded in {report.total_seconds:.1f} s: {rows}")
     pool = await create_pool(settings)
     try:
         async with pool.acquire() as conn:
