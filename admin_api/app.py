@@ -15,6 +15,7 @@ from admin_api.routing import EndpointTable, endpoint_of
 from admin_api.security import security_middleware
 from admin_api.typedefs import AMQP, DB, METRICS, REDIS, SETTINGS
 from admin_api.views import audit, auth, campaigns, health, home, rbac, templates, users
+from admin_api.views import rules_alerts, rules_consents, rules_limits, rules_stop_lists
 from dispatcher.templates import TemplateEngine
 from herald import __version__
 from herald.amqp import AmqpLink
@@ -25,6 +26,7 @@ ENDPOINT_TABLES: tuple[EndpointTable, ...] = (
     home.endpoints, health.endpoints, observability.endpoints, openapi.endpoints,
     auth.endpoints, users.endpoints, rbac.endpoints, audit.endpoints,
     templates.endpoints, campaigns.endpoints,
+    rules_limits.endpoints, rules_alerts.endpoints, rules_stop_lists.endpoints, rules_consents.endpoints,
 )
 
 
