@@ -6,21 +6,13 @@ import msgspec
 
 
 class CampaignBatch(msgspec.Struct, frozen=True, tag_field="kind", tag="campaign.batch"):
-    """A reference to one snapshot batch of a campaign (first step of the chain)."""
+    """A reference to one row of campaign_batches: its recipients, at its chain step."""
 
     campaign_id: int
-    batch_no: int
+    batch_id: int
 
 
-class CampaignStep(msgspec.Struct, frozen=True, tag_field="kind", tag="campaign.step"):
-    """Recipients of a campaign to (re)try at a chain step: fallback, held release."""
-
-    campaign_id: int
-    step: int
-    client_ids: list[int]
-
-
-Envelope = CampaignBatch | CampaignStep
+Envelope = CampaignBatch
 
 encoder = msgspec.json.Encoder()
 decoder = msgspec.json.Decoder(Envelope)

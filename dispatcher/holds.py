@@ -1,10 +1,10 @@
 """Releasing held messages: quiet hours over, an alert lifted, a campaign resumed.
 
-Rows are deleted and their recipients published inside one transaction that commits
-only after the broker confirmed: a crash in between rolls the delete back and the
-messages are released again later (the workers skip ids already sent), and a worker
-that re-holds a released message while the transaction is open waits for it, so the
-new hold is never deleted by mistake.
+Held rows are deleted and replaced by pending batches of their recipients in one
+transaction, then those batches are published: a crash before the commit releases
+nothing, a crash after it leaves pending batches that the stalled-work sweep publishes.
+A worker that re-holds a released message while the transaction is open waits for it,
+so a new hold is never deleted by mistake.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import aio_pika
 import asyncpg
 
 from dispatcher import planner
+from dispatcher.envelopes import Envelope
 from herald.settings import Settings
 
 _CONDITIONS = {
@@ -34,15 +35,17 @@ async def release(pool: asyncpg.Pool, channel: aio_pika.abc.AbstractChannel, set
     """
     condition = _CONDITIONS[kind]
     args: list[object] = [limit] if argument is None else [limit, argument]
-    async with pool.acquire() as conn, conn.transaction():
-        rows = await conn.fetch(
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            rows = await conn.fetch(
             f"""
-            DELETE FROM held_messages WHERE message_id IN (
-                SELECT message_id FROM held_messages WHERE {condition}
-                LIMIT $1 FOR UPDATE SKIP LOCKED)
-            RETURNING campaign_id, client_id, step
-            """, *args)
-        await _publish(channel, settings, rows)
+                DELETE FROM held_messages WHERE message_id IN (
+                    SELECT message_id FROM held_messages WHERE {condition}
+                    LIMIT $1 FOR UPDATE SKIP LOCKED)
+                RETURNING campaign_id, client_id, step
+                """, *args)
+            work = await _record(conn, settings, rows)
+        await planner.publish(channel, settings, work)
     return len(rows)
 
 
@@ -55,11 +58,13 @@ async def release_all(pool: asyncpg.Pool, channel: aio_pika.abc.AbstractChannel,
     return total
 
 
-async def _publish(channel: aio_pika.abc.AbstractChannel, settings: Settings,
-                   rows: Sequence[asyncpg.Record]) -> None:
+async def _record(conn: asyncpg.Connection, settings: Settings,
+                  rows: Sequence[asyncpg.Record]) -> list[tuple[int, Envelope]]:
     groups: dict[tuple[int, int], list[int]] = defaultdict(list)
     for row in rows:
         if row["campaign_id"] is not None:
             groups[(row["campaign_id"], row["step"])].append(row["client_id"])
+    work: list[tuple[int, Envelope]] = []
     for (campaign_id, step), client_ids in groups.items():
-        await planner.publish_steps(channel, settings, campaign_id, step, client_ids)
+        work += await planner.record_steps(conn, settings, campaign_id, step, client_ids)
+    return work

@@ -13,7 +13,7 @@ import aio_pika
 import asyncpg
 import redis.asyncio as aioredis
 
-from dispatcher import outcomes, planner
+from dispatcher import outcomes, planner, receipts
 from dispatcher.campaigns import _audience_decoder
 from dispatcher.control import publish_state
 from herald.settings import Settings
@@ -37,7 +37,8 @@ async def launch_due(pool: asyncpg.Pool, redis: aioredis.Redis,
             # The snapshot and the switch to running commit together: a crash leaves the
             # campaign scheduled, and the next pass snapshots it again from scratch.
             recipients, batches = await planner.snapshot(
-                conn, campaign_id, _audience_decoder.decode(row["audience"]), settings.shards)
+                conn, campaign_id, _audience_decoder.decode(row["audience"]), settings.shards,
+                settings.dispatch_batch_size)
             await conn.execute(
                 "UPDATE campaigns SET status = 'running', launched_at = now(), shards = $2, "
                 "audience_size = $3, batches_total = $4, updated_at = now() WHERE id = $1",
@@ -63,8 +64,9 @@ async def republish_stalled(pool: asyncpg.Pool, channel: aio_pika.abc.AbstractCh
         SELECT c.id FROM campaigns c
         WHERE c.status = 'running'
           AND EXISTS (SELECT 1 FROM campaign_batches b WHERE b.campaign_id = c.id AND NOT b.done)
-          AND coalesce((SELECT max(done_at) FROM campaign_batches b WHERE b.campaign_id = c.id),
-                       c.launched_at) < now() - make_interval(secs => $1)
+          AND greatest((SELECT max(greatest(b.done_at, b.created_at)) FROM campaign_batches b
+                        WHERE b.campaign_id = c.id), c.launched_at)
+              < now() - make_interval(secs => $1)
         """, idle_seconds)
     for row in rows:
         async with pool.acquire() as conn:
@@ -86,8 +88,7 @@ async def complete_finished(pool: asyncpg.Pool, redis: aioredis.Redis,
         """)
     done = []
     for row in rows:
-        stats = await outcomes.live_stats(redis, settings, row["id"])
-        if stats.get("awaiting_receipts", 0) > 0:
+        if await receipts.awaiting(redis, settings, row["id"]):
             continue
         status = await pool.fetchval(
             "UPDATE campaigns SET status = 'completed', finished_at = now(), updated_at = now() "

@@ -57,13 +57,25 @@ def counter_fields(events: Sequence[Event]) -> Counter[str]:
 
 
 async def already_final(conn: asyncpg.Connection, message_ids: Sequence[str]) -> dict[str, str]:
-    """Ids among these that already have a final outcome, with it: sent or failed wins
-    over skipped (a redelivered batch must neither resend nor re-decide them)."""
+    """What is already known of these message ids, for a redelivered batch.
+
+    ``sent`` or ``failed``: never hand it over again. ``receipted``: a receipt came but the
+    'sent' event is missing (a worker died after the provider accepted it and before its
+    outcome was written): record it as sent, never hand it over again. ``skipped``: that
+    step was decided; go on to the next.
+    """
     rows = await conn.fetch(
-        "SELECT message_id, min(status) FILTER (WHERE status <> 'skipped') AS hard "
-        "FROM message_events WHERE message_id = ANY($1::text[]) "
-        "AND status IN ('sent', 'failed', 'skipped') GROUP BY message_id", list(message_ids))
-    return {r[0]: r[1] or "skipped" for r in rows}
+        """
+        SELECT message_id,
+               bool_or(status IN ('sent', 'failed')) AS hard,
+               min(status) FILTER (WHERE status IN ('sent', 'failed')) AS outcome,
+               bool_or(status IN ('delivered', 'read')) AS receipted
+        FROM message_events WHERE message_id = ANY($1::text[])
+          AND status IN ('sent', 'failed', 'skipped', 'delivered', 'read')
+        GROUP BY message_id
+        """, list(message_ids))
+    return {r["message_id"]: r["outcome"] if r["hard"] else
+            "receipted" if r["receipted"] else "skipped" for r in rows}
 
 
 async def write_events(conn: asyncpg.Connection, events: Sequence[Event]) -> None:
@@ -93,11 +105,9 @@ async def write_holds(conn: asyncpg.Connection, holds: Sequence[Hold]) -> None:
 
 
 async def count(redis: aioredis.Redis, settings: Settings, campaign_id: int,
-                events: Sequence[Event], *, awaiting_receipts: int = 0) -> None:
+                events: Sequence[Event]) -> None:
     """Add a batch's outcomes to the campaign's live counters in one round trip."""
     fields = counter_fields(events)
-    if awaiting_receipts:
-        fields["awaiting_receipts"] += awaiting_receipts
     if not fields:
         return
     key = stats_key(settings, campaign_id)

@@ -24,7 +24,7 @@ import msgspec
 import redis.asyncio as aioredis
 
 from dispatcher import control, outcomes, receipts, template_store
-from dispatcher.envelopes import CampaignBatch, CampaignStep, Envelope, message_id
+from dispatcher.envelopes import Envelope, message_id
 from dispatcher.outcomes import Event, Hold
 from dispatcher.recipients import Organisation, Recipient, load_recipients
 from dispatcher.templates import CompiledTemplate, RenderError, TemplateEngine
@@ -107,35 +107,29 @@ async def handle(ctx: Context, envelope: Envelope) -> None:
     state = await control.current_state(ctx.redis, ctx.pool, ctx.settings, envelope.campaign_id)
     if state in (None, "stopped", "completed", "failed", "draft"):
         return  # nothing to do; the batch stays as it is
-    batch_no = None
+    if state != "running":
+        return  # paused: the batch stays pending; resume publishes it again
     async with ctx.pool.acquire() as conn:
         campaign = await _campaign(conn, envelope.campaign_id)
-        if campaign is None:
-            return
-        if isinstance(envelope, CampaignBatch):
-            row = await conn.fetchrow("SELECT client_ids, done FROM campaign_batches "
-                                      "WHERE campaign_id = $1 AND batch_no = $2",
-                                      envelope.campaign_id, envelope.batch_no)
-            if row is None or row["done"]:
-                return  # a republished reference of a batch already done
-            if state != "running":
-                return  # paused: the batch stays pending; resume publishes it again
-            batch_no, client_ids, step = envelope.batch_no, list(row["client_ids"]), 0
-        else:
-            client_ids, step = envelope.client_ids, envelope.step
-    await Batch(ctx, campaign, client_ids, step, batch_no, state).run()
+        row = await conn.fetchrow("SELECT client_ids, step, done FROM campaign_batches "
+                                  "WHERE id = $1 AND campaign_id = $2",
+                                  envelope.batch_id, envelope.campaign_id)
+    if campaign is None or row is None or row["done"]:
+        return  # a republished reference of a batch already done
+    await Batch(ctx, campaign, list(row["client_ids"]), row["step"], envelope.batch_id,
+                state).run()
 
 
 class Batch:
     """The work of one queue message, collected and then written at once."""
 
     def __init__(self, ctx: Context, campaign: CampaignInfo, client_ids: Sequence[int], step: int,
-                 batch_no: int | None, state: str) -> None:
+                 batch_id: int, state: str) -> None:
         self.ctx = ctx
         self.campaign = campaign
         self.client_ids = list(client_ids)
         self.first_step = step
-        self.batch_no = batch_no
+        self.batch_id = batch_id
         self.state = state
         self.events: list[Event] = []
         self.holds: list[Hold] = []
@@ -156,14 +150,6 @@ class Batch:
 
     async def run(self) -> None:
         ctx, campaign = self.ctx, self.campaign
-        if self.state != "running":
-            # A paused campaign parks recipients handed to it (fallback, releases).
-            async with ctx.pool.acquire() as conn:
-                recipients = await load_recipients(conn, self.client_ids, ctx.organisation)
-            for r in recipients:
-                self._hold(r, self.first_step, "paused", None, None)
-            await self._commit()
-            return
         async with ctx.pool.acquire() as conn:
             recipients = {r.client_id: r for r in
                           await load_recipients(conn, self.client_ids, ctx.organisation)}
@@ -213,6 +199,9 @@ class Batch:
                 done = finals.get(message_id(campaign.id, client_id, k))
                 if done == "skipped":
                     continue  # decided before this redelivery: keep walking
+                if done == "receipted":
+                    self._event(client_id, k, "sent", "recovered")
+                    break
                 if done is not None:
                     break  # sent or failed before: never again
                 address = recipient.email if channel == "email" else recipient.phone
@@ -298,8 +287,8 @@ class Batch:
         ids = [o.message_id for o in outbound]
         # The receipt clock starts before the provider is called, so a receipt that
         # overtakes this code still finds its message waiting.
-        await receipts.await_receipts(ctx.redis, ctx.settings, ids, campaign.receipt_timeout)
-        await outcomes.count(ctx.redis, ctx.settings, campaign.id, (), awaiting_receipts=len(ids))
+        await receipts.await_receipts(ctx.redis, ctx.settings, campaign.id, ids,
+                                      campaign.receipt_timeout)
         try:
             results = await send_with_retry(provider, outbound, ctx.retry,
                                             should_stop=lambda: self.state != "running")
@@ -318,7 +307,7 @@ class Batch:
             self._event(recipient.client_id, step, "failed", detail[:200])
             failed.append((recipient, step))
             not_waiting.append(ids[i])
-        await receipts.stop_waiting(ctx.redis, ctx.settings, campaign.id, not_waiting)
+        await receipts.stop_waiting(ctx.redis, ctx.settings, not_waiting)
         return failed
 
     async def _commit(self) -> None:
@@ -326,8 +315,6 @@ class Batch:
         async with ctx.pool.acquire() as conn, conn.transaction():
             await outcomes.write_events(conn, self.events)
             await outcomes.write_holds(conn, self.holds)
-            if self.batch_no is not None:
-                await conn.execute("UPDATE campaign_batches SET done = true, done_at = now() "
-                                   "WHERE campaign_id = $1 AND batch_no = $2",
-                                   self.campaign.id, self.batch_no)
+            await conn.execute("UPDATE campaign_batches SET done = true, done_at = now() "
+                               "WHERE id = $1", self.batch_id)
         await outcomes.count(ctx.redis, ctx.settings, self.campaign.id, self.events)

@@ -16,14 +16,13 @@ import aio_pika
 import asyncpg
 
 from dispatcher.campaign_types import Audience, ClientsAudience
-from dispatcher.envelopes import CampaignBatch, CampaignStep, Envelope, encoder
+from dispatcher.envelopes import CampaignBatch, Envelope, encoder
 from dispatcher.sharding import shard_of
 from dispatcher.worker import queue_names
 from herald.settings import Settings
 
 log = logging.getLogger("herald.planner")
 
-BATCH_SIZE = 1000
 _CONFIRM_WINDOW = 256
 
 _AUDIENCE_SQL = {
@@ -37,7 +36,7 @@ _AUDIENCE_SQL = {
 
 
 async def snapshot(conn: asyncpg.Connection, campaign_id: int, audience: Audience, shards: int,
-                   batch_size: int = BATCH_SIZE) -> tuple[int, int]:
+                   batch_size: int) -> tuple[int, int]:
     """Freeze the audience into campaign_batches; returns (recipients, batches). In a transaction."""
     if isinstance(audience, ClientsAudience):
         query, argument = _AUDIENCE_SQL["clients"], audience.client_ids
@@ -46,8 +45,8 @@ async def snapshot(conn: asyncpg.Connection, campaign_id: int, audience: Audienc
     await conn.execute("DELETE FROM campaign_batches WHERE campaign_id = $1", campaign_id)
     await conn.execute(
         f"""
-        INSERT INTO campaign_batches (campaign_id, batch_no, shard, client_ids)
-        SELECT $1, (row_number() OVER (ORDER BY chunk, shard))::int - 1, shard, ids
+        INSERT INTO campaign_batches (campaign_id, step, batch_no, shard, client_ids)
+        SELECT $1, 0, (row_number() OVER (ORDER BY chunk, shard))::int - 1, shard, ids
         FROM (
             SELECT shard, chunk, array_agg(client_id ORDER BY client_id) AS ids
             FROM (
@@ -85,21 +84,43 @@ async def publish(channel: aio_pika.abc.AbstractChannel, settings: Settings,
 async def publish_pending_batches(conn: asyncpg.Connection, channel: aio_pika.abc.AbstractChannel,
                                   settings: Settings, campaign_id: int) -> int:
     """Publish references to every batch of the campaign not done yet; returns how many."""
-    rows = await conn.fetch("SELECT batch_no, shard FROM campaign_batches "
-                            "WHERE campaign_id = $1 AND NOT done ORDER BY batch_no", campaign_id)
-    await publish(channel, settings,
-                  [(r["shard"], CampaignBatch(campaign_id, r["batch_no"])) for r in rows])
+    rows = await conn.fetch("SELECT id, shard FROM campaign_batches "
+                            "WHERE campaign_id = $1 AND NOT done ORDER BY id", campaign_id)
+    await publish(channel, settings, [(r["shard"], CampaignBatch(campaign_id, r["id"])) for r in rows])
     return len(rows)
 
 
-async def publish_steps(channel: aio_pika.abc.AbstractChannel, settings: Settings,
-                        campaign_id: int, step: int, client_ids: Sequence[int]) -> None:
-    """Publish recipients for a chain step, grouped by shard in batches (fallback, release)."""
+async def record_steps(conn: asyncpg.Connection, settings: Settings, campaign_id: int,
+                       step: int, client_ids: Sequence[int]) -> list[tuple[int, Envelope]]:
+    """Record recipients for a chain step as pending batches (by shard); return what to publish.
+
+    Publish only after the recording committed (a worker looks the batch up), and a crash
+    in between leaves pending batches that the stalled-work sweep publishes; the campaign
+    cannot be taken for finished meanwhile.
+    """
     by_shard: dict[int, list[int]] = {}
     for client_id in client_ids:
         by_shard.setdefault(shard_of(client_id, settings.shards), []).append(client_id)
-    items: list[tuple[int, Envelope]] = []
+    # Flat arrays (chunk number, shard, client id per element): one statement for all.
+    chunk_of: list[int] = []
+    shard_of_element: list[int] = []
+    flat: list[int] = []
+    chunk = 0
     for shard, ids in by_shard.items():
-        for start in range(0, len(ids), BATCH_SIZE):
-            items.append((shard, CampaignStep(campaign_id, step, ids[start:start + BATCH_SIZE])))
-    await publish(channel, settings, items)
+        for start in range(0, len(ids), settings.dispatch_batch_size):
+            part = ids[start:start + settings.dispatch_batch_size]
+            chunk_of += [chunk] * len(part)
+            shard_of_element += [shard] * len(part)
+            flat += part
+            chunk += 1
+    if not flat:
+        return []
+    rows = await conn.fetch(
+        """
+        INSERT INTO campaign_batches (campaign_id, step, shard, client_ids)
+        SELECT $1, $2, min(s), array_agg(c ORDER BY o)
+        FROM unnest($3::int[], $4::int[], $5::bigint[]) WITH ORDINALITY AS t(k, s, c, o)
+        GROUP BY k
+        RETURNING id, shard
+        """, campaign_id, step, chunk_of, shard_of_element, flat)
+    return [(r["shard"], CampaignBatch(campaign_id, r["id"])) for r in rows]

@@ -1,7 +1,8 @@
 """Delivery receipts and receipt timeouts: record them, and move failed messages down the chain.
 
-A sent message waits for its receipt in one Redis sorted set (member: message id, score:
-deadline). A receipt or a timeout acts on a message only while it is still waiting, in
+A sent message waits for its receipt in its campaign's Redis sorted set (member: message
+id, score: deadline); the set's size is the number of messages awaiting a receipt, exact
+even after crashes (a counter would count a crashed attempt's messages twice). A receipt or a timeout acts on a message only while it is still waiting, in
 this order: publish the next chain step (for a failure), write the events, and only
 then remove it from the set. A crash in between repeats the work on the provider's
 retry or the next sweep, and a repeated step is harmless (its message id is already
@@ -26,53 +27,47 @@ from herald.settings import Settings
 from providers.base import Receipt, ReceiptStatus
 
 
-def deadlines_key(settings: Settings) -> str:
-    return f"{settings.namespace}:receipt_deadlines"
+def deadlines_key(settings: Settings, campaign_id: int) -> str:
+    return f"{settings.namespace}:campaign:{campaign_id}:receipt_deadlines"
 
 
-async def await_receipts(redis: aioredis.Redis, settings: Settings,
+async def await_receipts(redis: aioredis.Redis, settings: Settings, campaign_id: int,
                          message_ids: Sequence[str], timeout_seconds: float) -> None:
-    """Start the receipt clock of messages just handed to a provider."""
+    """Start the receipt clock of messages about to be handed to a provider."""
     if message_ids:
         deadline = time.time() + timeout_seconds
-        await redis.zadd(deadlines_key(settings), {m: deadline for m in message_ids})
+        await redis.zadd(deadlines_key(settings, campaign_id), {m: deadline for m in message_ids})
+
+
+async def awaiting(redis: aioredis.Redis, settings: Settings, campaign_id: int) -> int:
+    """How many of the campaign's messages still wait for a receipt."""
+    return int(await redis.zcard(deadlines_key(settings, campaign_id)))
+
+
+def _by_campaign(message_ids: Sequence[str]) -> dict[int, list[str]]:
+    groups: dict[int, list[str]] = defaultdict(list)
+    for m in message_ids:
+        try:
+            groups[parse_message_id(m)[0]].append(m)
+        except ValueError:
+            continue
+    return groups
 
 
 async def _waiting(redis: aioredis.Redis, settings: Settings, message_ids: Sequence[str]) -> set[str]:
-    """The ids among these still waiting for a receipt (one round trip)."""
-    if not message_ids:
-        return set()
-    scores = await redis.zmscore(deadlines_key(settings), list(message_ids))
-    return {m for m, score in zip(message_ids, scores) if score is not None}
+    """The ids among these still waiting for a receipt."""
+    found: set[str] = set()
+    for campaign_id, ids in _by_campaign(message_ids).items():
+        scores = await redis.zmscore(deadlines_key(settings, campaign_id), ids)
+        found.update(m for m, score in zip(ids, scores) if score is not None)
+    return found
 
 
-async def _stop(redis: aioredis.Redis, settings: Settings, message_ids: Sequence[str]) -> dict[int, int]:
-    """Remove ids from the waiting set; per campaign, how many this call removed."""
-    if not message_ids:
-        return {}
-    async with redis.pipeline(transaction=False) as pipe:
-        for m in message_ids:
-            pipe.zrem(deadlines_key(settings), m)
-        removed = await pipe.execute()
-    per_campaign: dict[int, int] = defaultdict(int)
-    for m, r in zip(message_ids, removed):
-        if r:
-            per_campaign[parse_message_id(m)[0]] += 1
-    return per_campaign
-
-
-async def stop_waiting(redis: aioredis.Redis, settings: Settings, campaign_id: int,
+async def stop_waiting(redis: aioredis.Redis, settings: Settings,
                        message_ids: Sequence[str]) -> None:
-    """Messages the provider did not accept: no receipt will come."""
-    removed = await _stop(redis, settings, message_ids)
-    if removed:
-        await outcomes.count(redis, settings, campaign_id, (),
-                             awaiting_receipts=-removed.get(campaign_id, 0))
-
-
-async def _release(redis: aioredis.Redis, settings: Settings, message_ids: Sequence[str]) -> None:
-    for campaign_id, n in (await _stop(redis, settings, message_ids)).items():
-        await outcomes.count(redis, settings, campaign_id, (), awaiting_receipts=-n)
+    """Stop the receipt clock of these messages (received, timed out, or never accepted)."""
+    for campaign_id, ids in _by_campaign(message_ids).items():
+        await redis.zrem(deadlines_key(settings, campaign_id), *ids)
 
 
 async def _chain_lengths(conn: asyncpg.Connection, campaign_ids: set[int]) -> dict[int, tuple[int, str]]:
@@ -93,7 +88,8 @@ async def _advance(conn: asyncpg.Connection, channel: aio_pika.abc.AbstractChann
         if step + 1 < length and status not in ("stopped",):
             next_steps[(campaign_id, step + 1)].append(client_id)
     for (campaign_id, step), client_ids in next_steps.items():
-        await planner.publish_steps(channel, settings, campaign_id, step, client_ids)
+        work = await planner.record_steps(conn, settings, campaign_id, step, client_ids)
+        await planner.publish(channel, settings, work)
     return sum(len(v) for v in next_steps.values())
 
 
@@ -120,7 +116,7 @@ async def apply_receipts(pool: asyncpg.Pool, redis: aioredis.Redis,
                         if r.status is ReceiptStatus.FAILED and r.message_id in waiting])
         await outcomes.write_events(conn, events)
     await _count_by_campaign(redis, settings, events)
-    await _release(redis, settings, sorted(waiting))
+    await stop_waiting(redis, settings, sorted(waiting))
     return len(events)
 
 
@@ -128,23 +124,25 @@ async def expire_deadlines(pool: asyncpg.Pool, redis: aioredis.Redis,
                            amqp_channel: aio_pika.abc.AbstractChannel, settings: Settings,
                            *, limit: int = 5000) -> int:
     """Fail messages whose receipt did not come in time and move them down the chain."""
-    due = await redis.zrangebyscore(deadlines_key(settings), "-inf", time.time(), start=0, num=limit)
-    ids = [m.decode() if isinstance(m, bytes) else m for m in due]
-    expired = []
-    for m in ids:
-        try:
-            expired.append((m, *parse_message_id(m)))
-        except ValueError:
+    campaign_ids = [r[0] for r in await pool.fetch(
+        "SELECT id FROM campaigns WHERE status IN ('running', 'paused', 'stopped') "
+        "AND coalesce(finished_at, now()) > now() - interval '7 days'")]
+    total = 0
+    for campaign_id in campaign_ids:
+        due = await redis.zrangebyscore(deadlines_key(settings, campaign_id), "-inf", time.time(),
+                                        start=0, num=limit)
+        ids = [m.decode() if isinstance(m, bytes) else m for m in due]
+        if not ids:
             continue
-    if not ids:
-        return 0
-    events = [Event(m, c, cl, s, None, "failed", "receipt_timeout") for m, c, cl, s in expired]
-    async with pool.acquire() as conn:
-        await _advance(conn, amqp_channel, settings, [(c, cl, s) for _, c, cl, s in expired])
-        await outcomes.write_events(conn, events)
-    await _count_by_campaign(redis, settings, events)
-    await _release(redis, settings, ids)
-    return len(events)
+        expired = [(m, *parse_message_id(m)) for m in ids]
+        events = [Event(m, c, cl, s, None, "failed", "receipt_timeout") for m, c, cl, s in expired]
+        async with pool.acquire() as conn:
+            await _advance(conn, amqp_channel, settings, [(c, cl, s) for _, c, cl, s in expired])
+            await outcomes.write_events(conn, events)
+        await _count_by_campaign(redis, settings, events)
+        await stop_waiting(redis, settings, ids)
+        total += len(events)
+    return total
 
 
 async def _count_by_campaign(redis: aioredis.Redis, settings: Settings,

@@ -95,7 +95,12 @@ class Consumer:
                 log.exception("message failed; requeued once: %s", envelope)
                 await message.nack(requeue=True)
             return
-        await message.ack()
+        try:
+            await message.ack()
+        except (aio_pika.exceptions.AMQPError, RuntimeError) as exc:
+            # The connection dropped after the work was committed: the broker hands the
+            # message out again and the batch, already done, is skipped.
+            log.warning("could not ack %s (%s); it will be redelivered and skipped", envelope, exc)
 
     async def drain(self) -> None:
         if self._tasks:

@@ -59,6 +59,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Dispatcher topology (used by the messaging engine).
     shards: PositiveInt = 8
     worker_processes: PositiveInt = 2
+    # Recipients per unit of work (one queue message, one outcome transaction).
+    dispatch_batch_size: Annotated[int, Meta(ge=1, le=10_000)] = 1000
 
     # Authentication.
     session_ttl_seconds: PositiveInt = 8 * 3600

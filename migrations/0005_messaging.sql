@@ -63,15 +63,21 @@ CREATE TABLE campaigns (
 );
 CREATE INDEX campaigns_due_idx ON campaigns (scheduled_at) WHERE status IN ('scheduled', 'launching');
 
+-- Every unit of work of a campaign: the launch snapshot (step 0, in batch_no order) and
+-- the recipients later handed to a chain step (fallback after a failed receipt or a
+-- timeout, release of held messages). "Nothing pending" is exactly "every row done".
 CREATE TABLE campaign_batches (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     campaign_id bigint NOT NULL REFERENCES campaigns ON DELETE CASCADE,
-    batch_no    integer NOT NULL,
+    step        smallint NOT NULL DEFAULT 0,
+    batch_no    integer,
     shard       integer NOT NULL,
     client_ids  bigint[] NOT NULL,
     done        boolean NOT NULL DEFAULT false,
-    done_at     timestamptz,
-    PRIMARY KEY (campaign_id, batch_no)
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    done_at     timestamptz
 );
+CREATE INDEX campaign_batches_campaign_idx ON campaign_batches (campaign_id, batch_no);
 CREATE INDEX campaign_batches_pending_idx ON campaign_batches (campaign_id) WHERE NOT done;
 
 -- Append-only outcomes. status: queued, held, sent, delivered, read, failed, skipped,
@@ -121,6 +127,7 @@ CREATE TABLE held_messages (
     held_at     timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX held_messages_release_idx ON held_messages (release_at) WHERE release_at IS NOT NULL;
+CREATE INDEX held_messages_campaign_idx ON held_messages (campaign_id);
 CREATE INDEX held_messages_region_idx ON held_messages (region_code) WHERE reason = 'air_raid';
 
 INSERT INTO permissions (code, description_uk, description_en) VALUES

@@ -145,7 +145,8 @@ def counter(stats: dict[str, Any], name: str) -> int:
 async def stack(settings: Settings, demo_users, aiohttp_client, aiohttp_server,
                 admin_conn: asyncpg.Connection) -> AsyncIterator[Stack]:  # type: ignore[no-untyped-def]
     """Admin API + simulators + a worker on this test's database and namespace."""
-    settings = msgspec.structs.replace(settings, provider_api_token=TOKEN, shards=2)
+    settings = msgspec.structs.replace(settings, provider_api_token=TOKEN, shards=2,
+                                       dispatch_batch_size=100)
     api = await aiohttp_client(init_app(settings))
     public = str(api.make_url("")).rstrip("/")
     sim_settings = msgspec.structs.replace(settings, public_base_url=public)

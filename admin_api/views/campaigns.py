@@ -37,10 +37,16 @@ class LaunchRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class CampaignStats(msgspec.Struct):
+    """Live counters (events so far: 'held' counts every time a message was parked),
+    ``held_now`` (parked at this moment, by reason) and ``awaiting_receipts`` (sent, no
+    delivery receipt yet)."""
+
     campaign_id: int
     status: str
     audience: int | None
     counters: dict[str, int]
+    held_now: dict[str, int]
+    awaiting_receipts: int
     updated_at: float | None
 
 
@@ -160,10 +166,15 @@ async def campaign_stats(request: web.Request) -> CampaignStats:
     campaign_id = path_int(request, "campaign_id")
     async with request.app[DB].acquire() as conn:
         campaign = await campaigns.get(conn, campaign_id)
+        held = await conn.fetch("SELECT reason, count(*) AS n FROM held_messages "
+                                "WHERE campaign_id = $1 GROUP BY reason", campaign_id)
     raw = await outcomes.live_stats(request.app[REDIS], request.app[SETTINGS], campaign_id)
     updated = raw.pop("updated_at", None)
     return CampaignStats(campaign_id, campaign.status, campaign.audience_size,
-                         {k: int(v) for k, v in raw.items()}, updated)
+                         {k: int(v) for k, v in raw.items()},
+                         {r["reason"]: r["n"] for r in held},
+                         await receipts.awaiting(request.app[REDIS], request.app[SETTINGS],
+                                                 campaign_id), updated)
 
 
 @endpoints.get("/api/v1/campaigns/{campaign_id}/recipients/{client_id}",
