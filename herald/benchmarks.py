@@ -82,6 +82,46 @@ async def _primitives(settings: Settings, args: argparse.Namespace) -> int:
     return 1 if any(m.error for m in report.measurements) else 0
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text.replace("_", "").replace(",", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 1 <= value <= 20_000_000:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 20000000, got {value}")
+    return value
+
+
+def _chain(text: str) -> list[str]:
+    chain = [c.strip() for c in text.split(",") if c.strip()]
+    if not chain or any(c not in ("email", "viber", "sms") for c in chain) or \
+            len(set(chain)) != len(chain):
+        raise argparse.ArgumentTypeError(f"a comma-separated chain of email, viber, sms; got {text!r}")
+    return chain
+
+
+def _campaign_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--recipients", type=_count, default=100_000,
+                        help="clients to seed and send to (default 100000; kept between runs)")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    parser.add_argument("--chain", type=_chain, default=["viber", "sms"],
+                        help="channel chain (default viber,sms; e-mail goes through real "
+                             "SMTP, about 2,000/s here)")
+
+
+async def _campaign(settings: Settings, args: argparse.Namespace) -> int:
+    """Run one campaign through the whole pipeline and account for every recipient."""
+    from loadtest.campaign_bench import main_json, run_campaign_bench
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    figures = await run_campaign_bench(settings, recipients=args.recipients,
+                                       workers=args.workers, chain=args.chain, say=say)
+    print(main_json(figures), flush=True)
+    return 0 if figures["lost"] == 0 and figures["status"] == "completed" else 1
+
+
 def register_benchmarks(benchmarks: dict[str, tuple[str, Benchmark]],
                         options: dict[str, AddOptions]) -> None:
     """Add this module's benchmarks to the CLI registries (idempotent)."""
@@ -89,3 +129,7 @@ def register_benchmarks(benchmarks: dict[str, tuple[str, Benchmark]],
         "re-measure the raw primitives (RabbitMQ, PostgreSQL, Redis, HTTP) on this machine",
         _primitives)
     options["primitives"] = _primitives_options
+    benchmarks["campaign"] = (
+        "one campaign to N seeded clients through API, workers and simulators; JSON figures",
+        _campaign)
+    options["campaign"] = _campaign_options
