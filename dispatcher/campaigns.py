@@ -187,3 +187,24 @@ async def transition(conn: asyncpg.Connection, actor: Actor, campaign_id: int,
         await audit.record(conn, actor, [Change("campaign", str(campaign_id), "update", "status",
                                                 before.status, target)])
         return before, await get(conn, campaign_id)
+
+
+async def record_conversions(conn: asyncpg.Connection, campaign_id: int,
+                             client_ids: list[int]) -> list[int]:
+    """Record that these recipients converted; each counts once. Returns those newly recorded.
+
+    Only recipients the campaign actually sent a message to can convert.
+    """
+    await get(conn, campaign_id)
+    rows = await conn.fetch(
+        """
+        INSERT INTO message_events (message_id, campaign_id, client_id, step, status)
+        SELECT 'c' || $1::bigint || ':' || c || ':conversion', $1::bigint, c, 0, 'converted'
+        FROM (SELECT DISTINCT unnest($2::bigint[]) AS c) ids
+        WHERE EXISTS (SELECT 1 FROM message_events e WHERE e.client_id = ids.c
+                      AND e.campaign_id = $1::bigint AND e.status = 'sent')
+          AND NOT EXISTS (SELECT 1 FROM message_events e WHERE e.message_id =
+                          'c' || $1::bigint || ':' || ids.c || ':conversion')
+        RETURNING client_id
+        """, campaign_id, client_ids)
+    return [r[0] for r in rows]

@@ -25,6 +25,13 @@ async def test_every_recipient_gets_one_message(stack: Stack) -> None:
     assert stats["audience"] == 60
     history = await stack.call("GET", f"/api/v1/campaigns/{campaign}/recipients/{ids[0]}")
     assert [e["status"] for e in history["events"]] == ["sent", "delivered"]
+    # and a client system reports who paid: counted once, strangers ignored
+    body = {"client_ids": [ids[0], ids[1], ids[0], 999_999]}
+    done = await stack.call("POST", f"/api/v1/campaigns/{campaign}/conversions", body)
+    assert (done["recorded"], done["ignored"]) == (2, 1)
+    again = await stack.call("POST", f"/api/v1/campaigns/{campaign}/conversions", body)
+    assert again["recorded"] == 0
+    assert counter(await stack.stats(campaign), "converted") == 2
 
 
 async def test_not_on_viber_falls_back_to_sms(stack: Stack) -> None:

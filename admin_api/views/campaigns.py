@@ -71,6 +71,16 @@ class ReceiptsAccepted(msgspec.Struct):
     applied: int
 
 
+class Conversions(msgspec.Struct, forbid_unknown_fields=True):
+    client_ids: Annotated[list[Annotated[int, msgspec.Meta(ge=1)]],
+                          msgspec.Meta(min_length=1, max_length=10_000)]
+
+
+class ConversionsRecorded(msgspec.Struct):
+    recorded: int
+    ignored: int
+
+
 @endpoints.get("/api/v1/campaigns", permission="campaigns.read", query=CampaignQuery,
                response=CampaignPage)
 async def list_campaigns(request: web.Request, query: CampaignQuery) -> CampaignPage:
@@ -191,6 +201,20 @@ async def recipient_history(request: web.Request) -> RecipientHistory:
         held = await conn.fetchval("SELECT EXISTS (SELECT 1 FROM held_messages "
                                    "WHERE campaign_id = $1 AND client_id = $2)", campaign_id, client_id)
     return RecipientHistory(campaign_id, client_id, [MessageEvent(**dict(r)) for r in rows], held)
+
+
+@endpoints.post("/api/v1/campaigns/{campaign_id}/conversions", permission="campaigns.conversions",
+                body=Conversions, response=ConversionsRecorded, errors=(404,))
+async def record_conversions(request: web.Request, body: Conversions) -> ConversionsRecorded:
+    """Clients who acted on the campaign (paid, ordered); counted once each, only if sent to."""
+    campaign_id = path_int(request, "campaign_id")
+    async with request.app[DB].acquire() as conn:
+        recorded = await campaigns.record_conversions(conn, campaign_id, body.client_ids)
+    if recorded:
+        await outcomes.count(request.app[REDIS], request.app[SETTINGS], campaign_id,
+                             [outcomes.Event("", campaign_id, c, 0, None, "converted")
+                              for c in recorded])
+    return ConversionsRecorded(len(recorded), len(set(body.client_ids)) - len(recorded))
 
 
 @endpoints.post("/api/v1/providers/{channel}/receipts", permission=PROVIDER,
