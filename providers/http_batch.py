@@ -10,6 +10,7 @@ answered ``accepted`` again (same provider id) and is not delivered twice. A 429
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import email.utils
 import hashlib
@@ -82,7 +83,7 @@ def parse_retry_after(value: str | None) -> float:
     return max(0.0, when.timestamp() - time.time())
 
 
-class HttpBatchProvider:
+class HttpBatchProvider(abc.ABC):
     """A provider speaking the batch HTTP API above over one pooled keep-alive session.
 
     Subclasses say which content they carry by overriding ``to_wire``. The session is
@@ -109,9 +110,9 @@ class HttpBatchProvider:
         self._encoder = msgspec.json.Encoder()
         self._decoder = msgspec.json.Decoder(WireResponse)
 
+    @abc.abstractmethod
     def to_wire(self, message: Outbound) -> WireMessage | None:
         """The wire form of a message, or None when this channel cannot carry its content."""
-        raise NotImplementedError
 
     def _session_for_send(self) -> aiohttp.ClientSession:
         if self._closed:

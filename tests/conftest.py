@@ -15,6 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import msgspec
 import pytest
+import redis.asyncio as aioredis
 
 from herald.db import init_connection
 from herald.migrate import discover, migrate
@@ -80,6 +81,17 @@ async def settings(base_settings: Settings, template_database: str) -> AsyncIter
 
 
 @pytest.fixture
+async def redis(settings: Settings) -> AsyncIterator[aioredis.Redis]:
+    """A Redis client; the test's namespace is emptied afterwards."""
+    client = aioredis.Redis.from_url(settings.redis_url)
+    yield client
+    keys = [k async for k in client.scan_iter(match=f"{settings.namespace}:*")]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+
+
+@pytest.fixture
 async def admin_conn(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
     """A connection as the owner role to this test's database."""
     conn = await asyncpg.connect(settings.database_admin_url)
@@ -128,3 +140,13 @@ async def login_as(client, role: str) -> dict[str, str]:  # type: ignore[no-unty
                                  json={"login": demo.login, "password": demo.password})
     assert response.status == 200, await response.text()
     return {"Authorization": "Bearer " + (await response.json())["token"]}
+
+
+@pytest.fixture
+async def stack(settings: Settings, demo_users, aiohttp_client, aiohttp_server,  # type: ignore[no-untyped-def]
+                admin_conn: asyncpg.Connection):
+    """A whole Herald (API, simulators, a worker) for dispatch tests: see dispatch_helpers."""
+    from dispatch_helpers import start_stack
+
+    async for running in start_stack(settings, aiohttp_client, aiohttp_server, admin_conn):
+        yield running

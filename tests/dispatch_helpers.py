@@ -8,7 +8,6 @@ from typing import Any
 
 import asyncpg
 import msgspec
-import pytest
 from aiohttp import ClientSession
 
 from admin_api.app import init_app
@@ -141,9 +140,8 @@ def counter(stats: dict[str, Any], name: str) -> int:
     return int(stats["counters"].get(name, 0))
 
 
-@pytest.fixture
-async def stack(settings: Settings, demo_users, aiohttp_client, aiohttp_server,
-                admin_conn: asyncpg.Connection) -> AsyncIterator[Stack]:  # type: ignore[no-untyped-def]
+async def start_stack(settings: Settings, aiohttp_client, aiohttp_server,  # type: ignore[no-untyped-def]
+                      admin_conn: asyncpg.Connection) -> AsyncIterator[Stack]:
     """Admin API + simulators + a worker on this test's database and namespace."""
     settings = msgspec.structs.replace(settings, provider_api_token=TOKEN, shards=2,
                                        dispatch_batch_size=100)
@@ -170,6 +168,8 @@ async def stack(settings: Settings, demo_users, aiohttp_client, aiohttp_server,
     smtp.close()
     await smtp.wait_closed()
     await _delete_queues(settings)
+
+
 
 
 async def _delete_queues(settings: Settings) -> None:

@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import msgspec
-import pytest
 import redis.asyncio as aioredis
 
 from admin_api.app import init_app
 from conftest import login_as
 from herald.settings import Settings
 from rules.air_raid import AlertMirror
-
-
-@pytest.fixture
-async def redis(settings: Settings) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(settings.redis_url)
-    yield client
-    keys = [k async for k in client.scan_iter(match=f"{settings.namespace}:*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
 
 
 async def _clients(conn: asyncpg.Connection, n: int) -> list[int]:

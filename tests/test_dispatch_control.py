@@ -16,7 +16,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from crm.audit import SYSTEM
-from dispatch_helpers import Stack, counter, make_clients, stack  # noqa: F401 - fixture
+from dispatch_helpers import Stack, counter, make_clients
 from herald.settings import Settings, env_name
 from rules import air_raid, quiet_hours
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dispatch_helpers import Stack, counter, make_clients, stack  # noqa: F401 - fixture
+from dispatch_helpers import Stack, counter, make_clients
 from rules import consent, stop_lists
 from crm.audit import SYSTEM
 
