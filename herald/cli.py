@@ -87,8 +87,10 @@ async def _migrate(settings: Settings, status_only: bool) -> int:
                       + (", ".join(f"{m.version:04d}_{m.name}" for m in found.pending) or "none"))
                 return 0
             applied = await migrate(conn, files)
-            # Audit partitions for this year and the next two, whatever year it is now.
+            # Partitions ahead of time (the application role may not create tables):
+            # audit years this and the next two, message-event months this and the next 12.
             await conn.execute("SELECT audit_log_ensure_partitions($1, 3)", dt.date.today().year)
+            await conn.execute("SELECT message_events_ensure_partitions(current_date, 13)")
         except MigrationError as exc:
             print(f"herald migrate: {exc}", file=sys.stderr)
             return 1
