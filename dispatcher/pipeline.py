@@ -111,13 +111,15 @@ async def handle(ctx: Context, envelope: Envelope) -> None:
         return  # paused: the batch stays pending; resume publishes it again
     async with ctx.pool.acquire() as conn:
         campaign = await _campaign(conn, envelope.campaign_id)
-        row = await conn.fetchrow("SELECT client_ids, step, done FROM campaign_batches "
-                                  "WHERE id = $1 AND campaign_id = $2",
-                                  envelope.batch_id, envelope.campaign_id)
-    if campaign is None or row is None or row["done"]:
+        row = await conn.fetchrow(
+            "UPDATE campaign_batches SET attempts = attempts + 1 "
+            "WHERE id = $1 AND campaign_id = $2 AND NOT done "
+            "RETURNING client_ids, step, attempts", envelope.batch_id, envelope.campaign_id)
+    if campaign is None or row is None:
         return  # a republished reference of a batch already done
-    await Batch(ctx, campaign, list(row["client_ids"]), row["step"], envelope.batch_id,
-                state).run()
+    batch = Batch(ctx, campaign, list(row["client_ids"]), row["step"], envelope.batch_id, state)
+    batch.retried = row["attempts"] > 1
+    await batch.run()
 
 
 class Batch:
@@ -133,7 +135,8 @@ class Batch:
         self.state = state
         self.events: list[Event] = []
         self.holds: list[Hold] = []
-        self.awaiting: list[str] = []
+        # A first attempt cannot meet ids already sent, so it skips looking them up.
+        self.retried = True
 
     def _event(self, client_id: int, step: int, status: str, reason: str | None = None,
                provider_id: str | None = None) -> None:
@@ -153,9 +156,11 @@ class Batch:
         async with ctx.pool.acquire() as conn:
             recipients = {r.client_id: r for r in
                           await load_recipients(conn, self.client_ids, ctx.organisation)}
-            ids = [message_id(campaign.id, c, s) for c in recipients
-                   for s in range(self.first_step, len(campaign.chain))]
-            finals = await outcomes.already_final(conn, ids)
+            finals: dict[str, str] = {}
+            if self.retried:
+                finals = await outcomes.already_final(conn, [
+                    message_id(campaign.id, c, s) for c in recipients
+                    for s in range(self.first_step, len(campaign.chain))])
             blocked = await stop_lists.blocked_clients(conn, list(recipients), campaign.topic)
             consents = await consent.load_consents(conn, list(recipients), campaign.chain,
                                                    campaign.topic)

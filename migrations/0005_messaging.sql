@@ -73,6 +73,8 @@ CREATE TABLE campaign_batches (
     batch_no    integer,
     shard       integer NOT NULL,
     client_ids  bigint[] NOT NULL,
+    -- Times a worker started on it: only a retried batch can hold ids already sent.
+    attempts    integer NOT NULL DEFAULT 0,
     done        boolean NOT NULL DEFAULT false,
     created_at  timestamptz NOT NULL DEFAULT now(),
     done_at     timestamptz
