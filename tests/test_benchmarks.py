@@ -141,7 +141,16 @@ def test_registration_is_idempotent() -> None:
     options: dict = {}
     register_benchmarks(benchmarks, options)
     register_benchmarks(benchmarks, options)
-    assert list(benchmarks) == list(options) == ["primitives"]
+    assert list(benchmarks) == list(options) == ["primitives", "campaign"]
     parser = argparse.ArgumentParser()
     options["primitives"](parser)
     assert parser.parse_args([]).seconds == 3.0
+
+
+def test_bench_campaign_options_are_parsed() -> None:
+    args = build_parser().parse_args(["bench", "campaign", "--recipients", "5_000_000",
+                                      "--chain", "email,sms"])
+    assert (args.recipients, args.chain, args.workers) == (5_000_000, ["email", "sms"], 2)
+    for bad in (["--recipients", "0"], ["--chain", "sms,sms"], ["--chain", "fax"]):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["bench", "campaign", *bad])
