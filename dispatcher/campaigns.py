@@ -12,7 +12,7 @@ from crm.audit import Actor, Change
 from crm.errors import Conflict, InvalidInput, NotFound
 from dispatcher.campaign_types import Audience, Campaign, CampaignSpec
 
-_audience_decoder = msgspec.json.Decoder(Audience)
+audience_decoder = msgspec.json.Decoder(Audience)
 
 _SELECT = """
 SELECT id, name, status, template_id, template_version, channel_chain, receipt_timeout_seconds,
@@ -33,7 +33,7 @@ TRANSITIONS: dict[str, dict[str, str]] = {
 
 def _campaign(row: asyncpg.Record) -> Campaign:
     data = dict(row)
-    data["audience"] = _audience_decoder.decode(data["audience"])
+    data["audience"] = audience_decoder.decode(data["audience"])
     return Campaign(**data)
 
 

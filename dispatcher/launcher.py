@@ -14,7 +14,7 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from dispatcher import outcomes, planner, receipts
-from dispatcher.campaigns import _audience_decoder
+from dispatcher.campaigns import audience_decoder
 from dispatcher.control import publish_state
 from herald.settings import Settings
 
@@ -37,7 +37,7 @@ async def launch_due(pool: asyncpg.Pool, redis: aioredis.Redis,
             # The snapshot and the switch to running commit together: a crash leaves the
             # campaign scheduled, and the next pass snapshots it again from scratch.
             recipients, batches = await planner.snapshot(
-                conn, campaign_id, _audience_decoder.decode(row["audience"]), settings.shards,
+                conn, campaign_id, audience_decoder.decode(row["audience"]), settings.shards,
                 settings.dispatch_batch_size)
             await conn.execute(
                 "UPDATE campaigns SET status = 'running', launched_at = now(), shards = $2, "
