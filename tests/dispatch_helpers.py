@@ -14,8 +14,7 @@ from admin_api.app import init_app
 from conftest import login_as
 from dispatcher import worker
 from herald.settings import Settings
-from providers.sim.server import init_simulators_app
-from providers.sim.smtp_sink import EMAIL_SIM, start_smtp_sink
+from sim_helpers import start_simulators
 
 TOKEN = "e2e-provider-token"
 TEMPLATE = {
@@ -147,14 +146,8 @@ async def start_stack(settings: Settings, aiohttp_client, aiohttp_server,  # typ
                                        dispatch_batch_size=100)
     api = await aiohttp_client(init_app(settings))
     public = str(api.make_url("")).rstrip("/")
-    sim_settings = msgspec.structs.replace(settings, public_base_url=public)
-    sim_app = init_simulators_app(sim_settings)
-    sim_server = await aiohttp_server(sim_app)
-    smtp = await start_smtp_sink(sim_app[EMAIL_SIM], "127.0.0.1", 0)
-    settings = msgspec.structs.replace(
-        sim_settings, sms_gateway_url=str(sim_server.make_url("/sms")),
-        viber_api_url=str(sim_server.make_url("/viber")), smtp_host="127.0.0.1",
-        smtp_port=int(smtp.sockets[0].getsockname()[1]))
+    settings, sim_server, sim_app, smtp = await start_simulators(
+        msgspec.structs.replace(settings, public_base_url=public), aiohttp_server)
     headers = await login_as(api, "admin")
     result = Stack(settings, api, str(sim_server.make_url("")).rstrip("/"), sim_app, headers,
                    admin_conn)

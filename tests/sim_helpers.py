@@ -114,6 +114,18 @@ class Sim:
         return await self.get(f"/{channel}/sim/stats")  # type: ignore[return-value]
 
 
+async def start_simulators(settings: Settings, aiohttp_server):  # type: ignore[no-untyped-def]
+    """Simulators (HTTP) and an SMTP sink on free ports; settings pointed at them."""
+    app = init_simulators_app(settings)
+    server = await aiohttp_server(app)
+    smtp = await start_smtp_sink(app[EMAIL_SIM], "127.0.0.1", 0)
+    settings = msgspec.structs.replace(
+        settings, sms_gateway_url=str(server.make_url("/sms")),
+        viber_api_url=str(server.make_url("/viber")), smtp_host="127.0.0.1",
+        smtp_port=int(smtp.sockets[0].getsockname()[1]))
+    return settings, server, app, smtp
+
+
 @pytest.fixture
 async def sim(base_settings: Settings, aiohttp_server) -> AsyncIterator[Sim]:  # type: ignore[no-untyped-def]
     """The simulators on free ports, posting receipts to a ReceiptReceiver of the test."""
@@ -122,13 +134,7 @@ async def sim(base_settings: Settings, aiohttp_server) -> AsyncIterator[Sim]:  #
     settings = msgspec.structs.replace(
         base_settings, provider_api_token=TOKEN,
         public_base_url=str(receiver_server.make_url("")).rstrip("/"))
-    app = init_simulators_app(settings)
-    server = await aiohttp_server(app)
-    smtp = await start_smtp_sink(app[EMAIL_SIM], "127.0.0.1", 0)
-    settings = msgspec.structs.replace(
-        settings, sms_gateway_url=str(server.make_url("/sms")),
-        viber_api_url=str(server.make_url("/viber")), smtp_host="127.0.0.1",
-        smtp_port=int(smtp.sockets[0].getsockname()[1]))
+    settings, server, app, smtp = await start_simulators(settings, aiohttp_server)
     yield Sim(settings, server, app, receiver, smtp)
     smtp.close()
     await smtp.wait_closed()
