@@ -16,6 +16,7 @@ from admin_api.security import security_middleware
 from admin_api.typedefs import AMQP, DB, METRICS, REDIS, SETTINGS
 from admin_api.views import audit, auth, campaigns, health, home, rbac, templates, users
 from admin_api.views import rules_alerts, rules_consents, rules_limits, rules_stop_lists
+from admin_api.views import client_activity, clients, contacts, cti, events, search, segments
 from dispatcher.templates import TemplateEngine
 from herald import __version__
 from herald.amqp import AmqpLink
@@ -27,6 +28,8 @@ ENDPOINT_TABLES: tuple[EndpointTable, ...] = (
     auth.endpoints, users.endpoints, rbac.endpoints, audit.endpoints,
     templates.endpoints, campaigns.endpoints,
     rules_limits.endpoints, rules_alerts.endpoints, rules_stop_lists.endpoints, rules_consents.endpoints,
+    clients.endpoints, contacts.endpoints, client_activity.endpoints, search.endpoints, cti.endpoints,
+    segments.endpoints, events.endpoints,
 )
 
 

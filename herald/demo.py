@@ -25,6 +25,7 @@ DEMO_USERS: tuple[DemoUser, ...] = (
     DemoUser("marketer", "Herald-Mkt-2026!", "Мар'яна Шевчук", "marketer"),
     DemoUser("analyst", "Herald-Anl-2026!", "Тарас Бондаренко", "analyst"),
     DemoUser("admin", "Herald-Adm-2026!", "Адміністратор Herald", "admin"),
+    DemoUser("integration", "Herald-Int-2026!", "Інтеграція VICIdial та кабінету", "integration"),
 )
 
 
