@@ -7,6 +7,7 @@ The measuring code is imported only when a benchmark runs, so the CLI stays quic
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -122,6 +123,47 @@ async def _campaign(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if figures["lost"] == 0 and figures["status"] == "completed" else 1
 
 
+def _requests(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 20 <= value <= 100_000:
+        raise argparse.ArgumentTypeError(f"must be between 20 and 100000, got {value}")
+    return value
+
+
+def _concurrency(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 1 <= value <= 64:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 64, got {value}")
+    return value
+
+
+def _card_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--requests", type=_requests, default=1000,
+                        help="requests per figure (default 1000)")
+    parser.add_argument("--concurrency", type=_concurrency, default=4,
+                        help="operators calling at the same time (default 4)")
+    parser.add_argument("--seed", type=int, default=1, help="sampling seed (default 1)")
+
+
+async def _card(settings: Settings, args: argparse.Namespace) -> int:
+    """Card, search and call identification latencies through the HTTP API."""
+    from loadtest.card_bench import bench_settings, run_card_bench
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    figures = await run_card_bench(bench_settings(settings), requests=args.requests,
+                                   concurrency=args.concurrency, seed=args.seed, say=say)
+    print(json.dumps(figures, ensure_ascii=False), flush=True)
+    return 0
+
+
 def register_benchmarks(benchmarks: dict[str, tuple[str, Benchmark]],
                         options: dict[str, AddOptions]) -> None:
     """Add this module's benchmarks to the CLI registries (idempotent)."""
@@ -133,3 +175,8 @@ def register_benchmarks(benchmarks: dict[str, tuple[str, Benchmark]],
         "one campaign to N seeded clients through API, workers and simulators; JSON figures",
         _campaign)
     options["campaign"] = _campaign_options
+    benchmarks["card"] = (
+        "client card, search and incoming-call identification through the HTTP API, "
+        "on the configured (13 M) database; JSON percentiles",
+        _card)
+    options["card"] = _card_options

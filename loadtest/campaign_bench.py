@@ -110,14 +110,16 @@ async def create_campaign(settings: Settings, chain: list[str], batch_size: int)
 class Processes:
     """The API, simulators and workers of the run, and their peak memory by kind."""
 
-    def __init__(self, settings: Settings, workers: int) -> None:
+    def __init__(self, settings: Settings, workers: int,
+                 kinds: tuple[str, ...] = ("api", "simulators", "worker")) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
         for field in msgspec.structs.fields(settings):
             env[env_name(field.name)] = str(getattr(settings, field.name))
         env["HERALD_LOG_FORMAT"] = "console"
         run = [sys.executable, "-m", "herald"]
-        self.kinds = {"api": run + ["serve"], "simulators": run + ["simulators"],
-                      "worker": run + ["worker", "--processes", str(workers)]}
+        commands = {"api": run + ["serve"], "simulators": run + ["simulators"],
+                    "worker": run + ["worker", "--processes", str(workers)]}
+        self.kinds = {kind: commands[kind] for kind in kinds}
         self.procs = {kind: subprocess.Popen(cmd, env=env, start_new_session=True)
                       for kind, cmd in self.kinds.items()}
         self.peak_rss_mb: dict[str, float] = dict.fromkeys(self.kinds, 0.0)
@@ -167,7 +169,7 @@ def _rss_mb(pid: int) -> float:
     return 0.0
 
 
-async def _wait_http(url: str, seconds: float) -> None:
+async def wait_http(url: str, seconds: float) -> None:
     deadline = time.monotonic() + seconds
     async with aiohttp.ClientSession() as session:
         while True:
@@ -225,8 +227,8 @@ async def run_campaign_bench(base: Settings, *, recipients: int, workers: int, c
     await prepare_database(settings, recipients, say)
     procs = Processes(settings, workers)
     try:
-        await _wait_http(f"http://127.0.0.1:{settings.http_port}/healthz", 60)
-        await _wait_http(f"http://127.0.0.1:{settings.simulators_port}/healthz", 60)
+        await wait_http(f"http://127.0.0.1:{settings.http_port}/healthz", 60)
+        await wait_http(f"http://127.0.0.1:{settings.simulators_port}/healthz", 60)
         async with aiohttp.ClientSession() as session:
             for channel in ("sms", "viber", "email"):
                 await _sim(session, settings, "POST", f"/{channel}/sim/reset")

@@ -141,7 +141,8 @@ def test_registration_is_idempotent() -> None:
     options: dict = {}
     register_benchmarks(benchmarks, options)
     register_benchmarks(benchmarks, options)
-    assert list(benchmarks) == list(options) == ["primitives", "campaign"]
+    assert list(benchmarks) == list(options)
+    assert {"primitives", "campaign", "card"} <= set(benchmarks)
     parser = argparse.ArgumentParser()
     options["primitives"](parser)
     assert parser.parse_args([]).seconds == 3.0
@@ -154,3 +155,20 @@ def test_bench_campaign_options_are_parsed() -> None:
     for bad in (["--recipients", "0"], ["--chain", "sms,sms"], ["--chain", "fax"]):
         with pytest.raises(SystemExit):
             build_parser().parse_args(["bench", "campaign", *bad])
+
+
+def test_bench_card_options_are_parsed() -> None:
+    args = build_parser().parse_args(["bench", "card", "--requests", "500", "--concurrency", "8"])
+    assert (args.requests, args.concurrency, args.seed) == (500, 8, 1)
+    for bad in (["--requests", "5"], ["--concurrency", "0"], ["--concurrency", "x"]):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["bench", "card", *bad])
+
+
+def test_card_percentiles() -> None:
+    from loadtest.card_bench import percentiles
+
+    figures = percentiles([float(n) for n in range(1, 101)])
+    assert figures == {"p50": 50.5, "p95": 95.0, "p99": 99.0}
+    with pytest.raises(ValueError):
+        percentiles([1.0])
