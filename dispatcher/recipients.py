@@ -17,16 +17,18 @@ class Recipient(msgspec.Struct, frozen=True):
     region_code: str | None
     time_zone: str
     variables: dict[str, object]
+    # The client's language for templates with translations ('uk' unless the client chose).
+    language: str = "uk"
 
 
 # The primary account is the client's oldest active one; phone and e-mail come from
 # the active contacts of that account, the owner first.
 _SQL = """
-SELECT c.id AS client_id, c.first_name, c.middle_name, c.last_name,
+SELECT c.id AS client_id, coalesce(c.language, 'uk') AS language, c.first_name, c.middle_name, c.last_name,
        a.or_number, a.eic_code, a.region_code, coalesce(r.time_zone, 'Europe/Kyiv') AS time_zone,
-       r.name_uk AS region, concat_ws(', ', a.city, a.street, a.building,
+       r.name_uk AS region, r.name_en AS region_en, concat_ws(', ', a.city, a.street, a.building,
                                       CASE WHEN a.flat IS NOT NULL THEN 'кв. ' || a.flat END) AS address,
-       a.city, t.name_uk AS tariff, t.price_per_m3 AS tariff_price, b.balance, b.debt,
+       a.city, t.name_uk AS tariff, t.name_en AS tariff_en, t.price_per_m3 AS tariff_price, b.balance, b.debt,
        b.due_date, b.last_charge_amount, b.last_payment_amount,
        b.last_payment_at AS last_payment_date, m.serial_number AS meter_number, ph.phone, em.email
 FROM unnest($1::bigint[]) AS ids(id)
@@ -51,7 +53,7 @@ LEFT JOIN LATERAL (
 """
 
 _TEXT = ("first_name", "middle_name", "last_name", "or_number", "eic_code", "region", "address",
-         "city", "tariff", "meter_number")
+         "city", "tariff", "meter_number", "region_en", "tariff_en")
 _VALUES = ("balance", "debt", "due_date", "last_charge_amount", "last_payment_amount",
            "last_payment_date", "tariff_price")
 
@@ -83,5 +85,5 @@ async def load_recipients(conn: asyncpg.Connection, client_ids: Sequence[int],
             p for p in (row["last_name"], row["first_name"], row["middle_name"]) if p)
         found.append(Recipient(client_id=row["client_id"], phone=row["phone"], email=row["email"],
                                region_code=row["region_code"], time_zone=row["time_zone"],
-                               variables=variables))
+                               variables=variables, language=row["language"]))
     return found

@@ -100,6 +100,11 @@ DEFAULT_VARIABLES: tuple[Variable, ...] = (
        "https://app.example.ua", "settings"),
     _v("payment_url", "url", "Посилання на оплату", "Payment link",
        "https://pay.example.ua/0412345678", "settings"),
+    # Signed per recipient and topic by the sender (rules.consent.UnsubscribeLinks); an
+    # e-mail with it also gets List-Unsubscribe headers. E-mail bodies only.
+    _v("unsubscribe_url", "url", "Посилання для відписки від листів цієї теми (лише e-mail)",
+       "Link that unsubscribes from this topic's e-mails (e-mail only)",
+       "https://herald.example.ua/u/1.marketing.c2lnbmF0dXJlLWV4YW1wbGU", "signed per recipient"),
 )
 
 

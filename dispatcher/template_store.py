@@ -1,4 +1,8 @@
-"""The template library: templates with topic and urgency, every save a new version."""
+"""The template library: templates with topic and urgency, every save a new version.
+
+Campaigns (and triggers) pin a version; every version stays readable and sendable, and
+a version can be previewed for a real client with the variables a send would use.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,12 @@ import msgspec
 from crm import audit
 from crm.audit import Actor, Change
 from crm.errors import InvalidInput, NotFound
-from dispatcher.templates import (CompiledTemplate, TemplateCheck, TemplateDraft, TemplateEngine,
-                                  Variants)
+from dispatcher.recipients import Organisation, load_recipients
+from dispatcher.sms_text import sms_stats
+from dispatcher.templates import (CompiledTemplate, FieldError, RenderedContent, RenderError,
+                                  SmsContent, SmsCost, TemplateCheck, TemplateDraft,
+                                  TemplateEngine, Variants)
+from rules.consent import UnsubscribeLinks
 
 
 class TemplateVersion(msgspec.Struct, frozen=True):
@@ -20,6 +28,7 @@ class TemplateVersion(msgspec.Struct, frozen=True):
     language: str
     variants: Variants
     created_at: dt.datetime
+    created_by: int | None = None
 
 
 class Template(msgspec.Struct, frozen=True):
@@ -67,15 +76,34 @@ async def list_templates(conn: asyncpg.Connection, *, limit: int, after_id: int)
     return [_template(r) for r in rows]
 
 
+_VERSION = ("SELECT template_id, version, language, variants::text AS variants, created_at, "
+            "created_by FROM message_template_versions ")
+
+
+def _version(row: asyncpg.Record) -> TemplateVersion:
+    return TemplateVersion(row["template_id"], row["version"], row["language"],
+                           msgspec.json.decode(row["variants"], type=Variants), row["created_at"],
+                           row["created_by"])
+
+
 async def get_version(conn: asyncpg.Connection, template_id: int, version: int) -> TemplateVersion:
-    row = await conn.fetchrow(
-        "SELECT template_id, version, language, variants::text AS variants, created_at "
-        "FROM message_template_versions WHERE template_id = $1 AND version = $2",
-        template_id, version)
+    row = await conn.fetchrow(_VERSION + "WHERE template_id = $1 AND version = $2",
+                              template_id, version)
     if row is None:
         raise NotFound(f"template {template_id} has no version {version}")
-    return TemplateVersion(row["template_id"], row["version"], row["language"],
-                           msgspec.json.decode(row["variants"], type=Variants), row["created_at"])
+    return _version(row)
+
+
+async def list_versions(conn: asyncpg.Connection, template_id: int, *, limit: int,
+                        before_version: int | None) -> list[TemplateVersion]:
+    """A template's versions, newest first; ``before_version`` is the keyset cursor."""
+    rows = await conn.fetch(
+        _VERSION + "WHERE template_id = $1 AND ($2::integer IS NULL OR version < $2) "
+        "ORDER BY version DESC LIMIT $3", template_id, before_version, limit)
+    if not rows and not await conn.fetchval("SELECT 1 FROM message_templates WHERE id = $1",
+                                            template_id):
+        raise NotFound(f"template {template_id} does not exist")
+    return [_version(r) for r in rows]
 
 
 async def create(conn: asyncpg.Connection, actor: Actor, engine: TemplateEngine, *,
@@ -138,3 +166,64 @@ async def load_for_sending(conn: asyncpg.Connection, engine: TemplateEngine, tem
                               variants=msgspec.json.decode(row["variants"], type=Variants))
         found = engine.compiled(template_id, version, draft)
     return found, row["urgent"]
+
+
+class TemplatePreview(msgspec.Struct):
+    """A version rendered for one client: the content a send would hand to the provider.
+
+    ``language`` is the one rendered (the client's, else Ukrainian, else the version's own);
+    ``error`` says why this client's data does not render (then ``content`` is null);
+    ``has_address`` whether the client has a phone or e-mail for the channel.
+    """
+
+    template_id: int
+    version: int
+    client_id: int
+    channel: str
+    language: str
+    content: RenderedContent | None
+    sms: SmsCost | None
+    has_address: bool
+    error: FieldError | None = None
+
+
+# The client's language, and the English names of its primary account's region and
+# tariff (the same account dispatcher.recipients picks: the oldest active one).
+_CLIENT_EXTRAS = """
+SELECT coalesce(c.language, 'uk') AS language, r.name_en AS region_en, t.name_en AS tariff_en
+FROM clients c
+LEFT JOIN LATERAL (
+    SELECT region_code, tariff_code FROM accounts a WHERE a.client_id = c.id
+    ORDER BY a.status = 'active' DESC, a.id LIMIT 1) a ON true
+LEFT JOIN regions r ON r.code = a.region_code
+LEFT JOIN tariffs t ON t.code = a.tariff_code
+WHERE c.id = $1
+"""
+
+
+async def preview(conn: asyncpg.Connection, engine: TemplateEngine, template_id: int,
+                  version: int, *, client_id: int, channel: str, language: str | None,
+                  organisation: Organisation, links: UnsubscribeLinks) -> TemplatePreview:
+    """Render a version for a real client with the variables and language a send would use."""
+    compiled, _ = await load_for_sending(conn, engine, template_id, version)
+    if not any(channel in compiled.bodies(lang).channels for lang in compiled.languages):
+        raise InvalidInput("channel", f"template {template_id} v{version} has no {channel} body; "
+                                      f"it has: {', '.join(compiled.channels)}")
+    extras = await conn.fetchrow(_CLIENT_EXTRAS, client_id)
+    if extras is None:
+        raise NotFound(f"no client {client_id}")
+    [recipient] = await load_recipients(conn, [client_id], organisation)
+    topic = await conn.fetchval("SELECT topic FROM message_templates WHERE id = $1", template_id)
+    variables = {**recipient.variables, "unsubscribe_url": links.url(client_id, topic),
+                 "region_en": extras["region_en"] or "", "tariff_en": extras["tariff_en"] or ""}
+    wanted = language or extras["language"]
+    used = compiled.language_for(channel, wanted)
+    address = recipient.email if channel == "email" else recipient.phone
+    try:
+        content = compiled.render(channel, variables, wanted)
+    except RenderError as exc:
+        return TemplatePreview(template_id, version, client_id, channel, used, None, None,
+                       address is not None, FieldError(exc.field, exc.reason))
+    cost = SmsCost(*sms_stats(content.text)) if isinstance(content, SmsContent) else None
+    return TemplatePreview(template_id, version, client_id, channel, used, content, cost,
+                   address is not None)

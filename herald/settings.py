@@ -81,6 +81,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     smtp_sender: str = "Herald <no-reply@herald.local>"
     # Where providers post delivery and read receipts: Herald's own public base URL.
     public_base_url: str = "http://127.0.0.1:8080"
+    # Key of the signed unsubscribe links in e-mails (<public_base_url>/u/<token>).
+    # Empty: derived from the provider token and namespace, for development and tests
+    # only; production refuses to start without one of at least 32 characters.
+    unsubscribe_secret: str = ""
+
+    # The billing service (Client 360 card): its base URL (the simulator by default),
+    # how long a card waits for a billing refresh before showing cached data marked
+    # stale, and the age after which cached billing data is refreshed.
+    billing_url: str = "http://127.0.0.1:8090/billing"
+    billing_timeout_seconds: Annotated[float, Meta(gt=0, le=30)] = 0.3
+    billing_max_age_seconds: NonNegativeInt = 300
 
     # The organisation's constants that templates may use.
     org_contact_phone: str = "0 800 300 000"
@@ -97,6 +108,7 @@ _URL_SCHEMES: dict[str, tuple[str, ...]] = {
     "redis_url": ("redis", "rediss", "unix"),
     "sms_gateway_url": ("http", "https"),
     "viber_api_url": ("http", "https"),
+    "billing_url": ("http", "https"),
     "public_base_url": ("http", "https"),
     "org_cabinet_url": ("https",),
     "org_app_url": ("https",),
@@ -136,6 +148,9 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         raise SettingsError(variable, f"{detail} (value: {shown!r})") from None
     for name, schemes in _URL_SCHEMES.items():
         _check_url(env_name(name), getattr(settings, name), schemes)
+    if settings.environment == "production" and len(settings.unsubscribe_secret) < 32:
+        raise SettingsError(env_name("unsubscribe_secret"),
+                            "production needs a secret of at least 32 characters")
     if settings.db_pool_min > settings.db_pool_max:
         raise SettingsError(env_name("db_pool_min"),
                             f"must not exceed HERALD_DB_POOL_MAX ({settings.db_pool_max})")

@@ -5,6 +5,11 @@ Each message is multipart/alternative (text + HTML, UTF-8, base64) and carries i
 has no idempotency key of its own, so a message whose DATA reply was lost (timeout,
 dropped connection) comes back TRANSIENT and may reach a real server twice if resent;
 the Herald SMTP sink deduplicates on ``X-Herald-Message-Id`` and counts it.
+
+A message whose content carries an ``unsubscribe_url`` (dispatcher.templates.EmailMessage)
+also gets ``List-Unsubscribe`` and, for an https link, ``List-Unsubscribe-Post:
+List-Unsubscribe=One-Click`` (RFC 2369, RFC 8058), so mail clients offer their own
+unsubscribe button; the link's POST opts the recipient out at once.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ _QUEUED_AS = re.compile(r"queued as (\S+)", re.IGNORECASE)
 _NOT_ATEXT = re.compile(r"[^A-Za-z0-9!#$%&'*+\-/=?^_`{|}~.]")
 _UNSAFE_HEADER = re.compile(r"[\x00-\x1f\x7f]")
 _ADDRESS_SPECIALS = re.compile(r"[\s<>,;()\[\]\\\"]")
+# A link that can go into a header as is: http(s), printable ASCII, no <, > or spaces.
+_HEADER_URL = re.compile(r"^https?://[\x21-\x3b\x3d\x3f-\x7e]{1,900}$")
 # Failures of the connection itself (as opposed to an SMTP reply with a code).
 _CONNECTION_ERRORS = (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError,
                       ConnectionError, OSError, asyncio.TimeoutError)
@@ -213,6 +220,7 @@ def build_mime(message_id: str, from_header: str, to: str, content: EmailContent
         f"Date: {date}\r\n"
         f"Message-ID: <{_NOT_ATEXT.sub(_hex, message_id)}@herald>\r\n"
         f"X-Herald-Message-Id: {message_id}\r\n"
+        f"{unsubscribe_headers(getattr(content, 'unsubscribe_url', None))}"
         "MIME-Version: 1.0\r\n"
         f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n'
         "\r\n"
@@ -226,6 +234,18 @@ def build_mime(message_id: str, from_header: str, to: str, content: EmailContent
         "Content-Transfer-Encoding: base64\r\n\r\n".encode(),
         _base64_lines(content.html), f"--{boundary}--\r\n".encode(),
     ))
+
+
+def unsubscribe_headers(url: str | None) -> str:
+    """List-Unsubscribe headers for ``url`` ("" without one, or when it is unsafe in a header).
+
+    One-click (List-Unsubscribe-Post) is declared only for https links, as RFC 8058 asks.
+    """
+    if not url or not _HEADER_URL.match(url):
+        return ""
+    one_click = "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n" if url.startswith(
+        "https://") else ""
+    return f"List-Unsubscribe: <{url}>\r\n{one_click}"
 
 
 def encode_header_words(text: str) -> str:

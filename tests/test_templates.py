@@ -19,11 +19,14 @@ from crm.errors import InvalidInput
 from dispatcher.template_env import (
     DEFAULT_VARIABLES, VariableCatalogue, build_environment, format_date, format_money,
 )
+from dispatcher.sms_text import sms_stats
 from dispatcher.templates import (
-    EmailVariant, RenderError, SmsCost, SmsVariant, TemplateCheck, TemplateDraft, TemplateEngine,
-    TemplateInvalid, TemplateLimits, Variants, ViberVariant, decode_draft,
+    ChannelBodies, ChatbotButton, ChatbotButtonContent, ChatbotContent, ChatbotVariant, EmailMessage,
+    EmailVariant, IvrVariant, RenderError, SmsCost, SmsVariant, TemplateCheck, TemplateDraft,
+    TemplateEngine, TemplateInvalid, TemplateLimits, Translations, Variants, ViberVariant,
+    decode_draft,
 )
-from providers.base import EmailContent, SmsContent, ViberContent
+from providers.base import SmsContent, ViberContent
 
 NB = "\u00a0"
 
@@ -124,7 +127,9 @@ def test_valid_template_gets_a_preview_and_sms_cost(engine: TemplateEngine) -> N
     assert check.preview[0] == SmsContent(
         f"Мар'яна, борг за ОР 0412345678: 1{NB}234,50{NB}грн. Сплатіть до 25.12.2026")
     assert check.sms is not None and check.sms == SmsCost("ucs2", 68, 1)
-    assert [c.__class__ for c in check.preview] == [SmsContent, ViberContent, EmailContent]
+    assert [c.__class__ for c in check.preview] == [SmsContent, ViberContent, EmailMessage]
+    # the e-mail carries the example unsubscribe link, for its List-Unsubscribe header
+    assert check.preview[2].unsubscribe_url.startswith("https://")  # type: ignore[union-attr]
     assert b'"type":"sms"' in msgspec.json.encode(check)
 
 
@@ -420,6 +425,187 @@ def test_compile_refuses_a_stored_template_that_no_longer_validates() -> None:
     # When a campaign compiles it against today's catalogue, Then it fails before sending
     with pytest.raises(TemplateInvalid, match="unknown variable 'bonus'"):
         TemplateEngine().compiled(1, 3, old)
+
+
+# --- chatbot, IVR, languages ----------------------------------------------------------
+
+def _bilingual(**extra: object) -> TemplateDraft:
+    return TemplateDraft("Борг", Variants(
+        sms=SmsVariant("{{ first_name }}, борг {{ debt|money }}"),
+        viber=ViberVariant("Борг {{ debt|money }} ({{ region }})"),
+        translations=Translations(en=ChannelBodies(sms=SmsVariant(
+            "{{ first_name }}, you owe {{ debt|money }} ({{ region }})"))), **extra))
+
+
+def test_chatbot_variant_renders_text_and_buttons(engine: TemplateEngine) -> None:
+    # Given a chatbot body with a link button and a quick-reply button
+    template = draft(chatbot=ChatbotVariant(
+        "{{ first_name }}, борг {{ debt|money }}.",
+        buttons=(ChatbotButton("Сплатити", "{{ payment_url }}"), ChatbotButton("Вже сплатив"))))
+    # When validated and rendered
+    check = engine.validate(template)
+    rendered = engine.compile(template).render("chatbot", recipient())
+    # Then the preview and the render carry the text and both buttons
+    assert check.preview == (rendered,)
+    assert rendered == ChatbotContent(f"Мар'яна, борг 1{NB}234,50{NB}грн.", (
+        ChatbotButtonContent("Сплатити", "https://pay.example.ua/0412345678"),
+        ChatbotButtonContent("Вже сплатив", None)))
+    assert b'"type":"chatbot"' in msgspec.json.encode(rendered)
+
+
+def test_chatbot_validation(engine: TemplateEngine) -> None:
+    # Given a button link over http, When validated, Then refused at its field
+    [(field, detail, _)] = errors_of(engine, draft(chatbot=ChatbotVariant("Т", buttons=(
+        ChatbotButton("Так", "http://pay.example.ua"),))))
+    assert field == "variants.chatbot.buttons.0.url" and "https://" in detail
+    # Given too many buttons, or a caption too long with the example name, Then each is refused
+    assert errors_of(engine, draft(chatbot=ChatbotVariant("Т", buttons=tuple(
+        ChatbotButton(f"{i}") for i in range(9))))) == [
+        ("variants.chatbot.buttons", "9 buttons; at most 8", None)]
+    [(field, detail, _)] = errors_of(engine, draft(chatbot=ChatbotVariant("Т", buttons=(
+        ChatbotButton("Так"), ChatbotButton("{{ full_name }}, {{ full_name }}")))))
+    assert field == "variants.chatbot.buttons.1.text"
+    assert detail == "a button caption must have 1 to 40 characters, has 54"
+
+
+def test_ivr_text_is_plain_speech_without_links(engine: TemplateEngine) -> None:
+    # Given an IVR text, When rendered, Then it is one plain line and markup from client data is dropped
+    compiled = engine.compile(draft(ivr=IvrVariant(
+        "Шановна {{ first_name }}!\nВаш борг становить {{ debt|money }}.")))
+    assert compiled.render_ivr(recipient(first_name="<speak>Ніна</speak>")).text == (
+        f"Шановна speak Ніна /speak! Ваш борг становить 1{NB}234,50{NB}грн.")
+    # Given links or markup in the IVR text, When validated, Then they are refused
+    for source, says in (("Оплата: {{ payment_url }}", "cannot carry links (payment_url)"),
+                         ("Сайт https://gas.ua", "cannot carry links"),
+                         ("Сайт www.gas.ua", "cannot carry links"),
+                         ('<break time="1s"/>Борг', "no markup")):
+        [(field, detail, _)] = errors_of(engine, draft(ivr=IvrVariant(source)))
+        assert field == "variants.ivr.text" and says in detail, (source, detail)
+
+
+def test_ivr_length_limit(engine: TemplateEngine) -> None:
+    # Given an IVR text longer than the limit with the example address, When validated, Then refused
+    [(field, detail, _)] = errors_of(engine, draft(ivr=IvrVariant("{{ address }}. " * 30)))
+    assert field == "variants.ivr.text" and "at most 1000" in detail
+
+
+def test_unsubscribe_link_only_in_email(engine: TemplateEngine) -> None:
+    # Given the unsubscribe link in an SMS, When validated, Then refused; in an e-mail it is fine
+    [(field, detail, _)] = errors_of(engine, draft(sms=SmsVariant("Відписка: {{ unsubscribe_url }}")))
+    assert field == "variants.sms.text" and "only in the e-mail body" in detail
+    check = engine.validate(draft(email=EmailVariant(
+        "Новини", '<p>x</p><a href="{{ unsubscribe_url }}">Відписатися</a>')))
+    assert "unsubscribe_url" in check.variables
+
+
+def test_language_variants_and_fallback(engine: TemplateEngine) -> None:
+    # Given a version in Ukrainian with an English SMS translation
+    template = _bilingual()
+    compiled = engine.compile(template)
+    assert compiled.languages == ("uk", "en") and compiled.channels == ("sms", "viber")
+    # When an English client gets the SMS, Then the English body with English money and region
+    values = recipient(region_en="Kyiv Oblast")
+    assert compiled.render_sms(values, "en").text == f"Мар'яна, you owe UAH{NB}1,234.50 (Kyiv Oblast)"
+    # ...on Viber (no English body), and for a client without a language, Then Ukrainian
+    assert compiled.language_for("viber", "en") == "uk"
+    assert compiled.render_viber(values, "en").text == f"Борг 1{NB}234,50{NB}грн (Київська область)"
+    assert compiled.render_sms(values).text == f"Мар'яна, борг 1{NB}234,50{NB}грн"
+    # ...and the check on save previews and prices each language
+    check = engine.validate(template)
+    assert check.sms == SmsCost("ucs2", 26, 1)
+    assert check.translations["en"].preview == (SmsContent(
+        f"Мар'яна, you owe UAH{NB}1,234.50 (Київська область)"),)
+    assert check.translations["en"].sms == SmsCost("ucs2", 48, 1)
+
+
+def test_english_version_with_ukrainian_translation_falls_back_to_ukrainian(
+        engine: TemplateEngine) -> None:
+    # Given an English-first version with a Ukrainian SMS
+    compiled = engine.compile(TemplateDraft("Debt", Variants(
+        sms=SmsVariant("You owe {{ debt|money }}"), email=EmailVariant("Debt", "<p>Debt</p>"),
+        translations=Translations(uk=ChannelBodies(sms=SmsVariant("Борг {{ debt|money }}")))),
+        language="en"))
+    # When a client of unknown language gets it, Then Ukrainian where there is one, else English
+    assert compiled.render_sms(recipient()).text == f"Борг 1{NB}234,50{NB}грн"
+    assert compiled.render_sms(recipient(), "en").text == f"You owe UAH{NB}1,234.50"
+    assert compiled.language_for("email", None) == "en"
+
+
+def test_translation_structure_errors(engine: TemplateEngine) -> None:
+    # Given translations that add a channel, repeat the own language, or are empty
+    errors = errors_of(engine, TemplateDraft("Борг", Variants(
+        sms=SmsVariant("Борг"), translations=Translations(
+            uk=ChannelBodies(sms=SmsVariant("Борг")),
+            en=ChannelBodies(viber=ViberVariant("Debt", button_text="Pay"))))))
+    # Then each is named at its field
+    assert [(f, d.split(":")[0].split(";")[0]) for f, d, _ in errors] == [
+        ("variants.translations.uk", "the version's own language is uk"),
+        ("variants.translations.en.viber", "the version has no uk body for this channel"),
+        ("variants.translations.en.viber.button_url", "a Viber button needs both a caption and a link"),
+    ]
+    assert errors_of(engine, TemplateDraft("Борг", Variants(
+        sms=SmsVariant("Борг"), translations=Translations(en=ChannelBodies()))))[0][:2] == (
+        "variants.translations.en", "a translation needs a body for at least one channel")
+
+
+def test_translation_errors_name_the_translated_field(engine: TemplateEngine) -> None:
+    # Given an English SMS with an unknown variable and one too long
+    errors = errors_of(engine, TemplateDraft("Борг", Variants(
+        sms=SmsVariant("Борг"), viber=ViberVariant("Борг"), translations=Translations(en=ChannelBodies(
+            sms=SmsVariant("{{ address }} " * 30), viber=ViberVariant("{{ dept }}"))))))
+    # Then the errors point into variants.translations.en
+    assert [(f, d.split(" (")[0]) for f, d, _ in errors] == [
+        ("variants.translations.en.viber.text", "unknown variable 'dept'"),
+    ]
+    [(field, detail, _)] = errors_of(engine, TemplateDraft("Борг", Variants(
+        sms=SmsVariant("Борг"), translations=Translations(en=ChannelBodies(
+            sms=SmsVariant("{{ address }} " * 30))))))
+    assert field == "variants.translations.en.sms.text" and "SMS segments" in detail
+
+
+def test_transliteration_is_per_variant_and_segments_count_the_latin_text(
+        engine: TemplateEngine) -> None:
+    # Given the same Ukrainian SMS with and without transliteration, 2 UCS-2 parts long
+    text = "{{ full_name }}, борг за ОР {{ or_number }} ({{ address }}): {{ debt|money }}."
+    plain = engine.validate(draft(sms=SmsVariant(text)))
+    latin = engine.validate(draft(sms=SmsVariant(text, transliterate="uk")))
+    # Then the cost on save is counted on what is sent: fewer GSM-7 parts for the Latin one
+    assert plain.sms == SmsCost("ucs2", 105, 2)
+    assert latin.sms == SmsCost("gsm7", 109, 1)
+    # ...and the send renders the Latin text, whose stats are the ones reported
+    sent = engine.compile(draft(sms=SmsVariant(text, transliterate="uk"))).render_sms(recipient())
+    assert sent.text.startswith("Kovalenko Mariana Olehivna, borh za OR 0412345678")
+    assert SmsCost(*sms_stats(sent.text)) == latin.sms
+    # ...also in a translation, which has its own option
+    bilingual = engine.compile(TemplateDraft("Борг", Variants(
+        sms=SmsVariant("Борг {{ first_name }}"),
+        translations=Translations(en=ChannelBodies(sms=SmsVariant("Debt {{ first_name }}",
+                                                                 transliterate="uk"))))))
+    assert bilingual.render_sms(recipient(), "en").text == "Debt Mariana"
+    assert bilingual.render_sms(recipient()).text == "Борг Мар'яна"
+
+
+def test_versions_stored_before_translations_decode_and_render(engine: TemplateEngine) -> None:
+    # Given the JSON of a version saved before chatbot, IVR and translations existed
+    stored = ('{"sms": {"text": "Борг {{ debt|money }}", "transliterate": null}, '
+              '"viber": null, "email": null}').encode()
+    variants = msgspec.json.decode(stored, type=Variants)
+    # When decoded and compiled as the sender does, Then it renders as before
+    compiled = engine.compiled(1, 1, TemplateDraft("Старий", variants))
+    assert compiled.render("sms", recipient()) == SmsContent(f"Борг 1{NB}234,50{NB}грн")
+    # and the new shape of the same draft keeps the channels at the top level
+    assert msgspec.to_builtins(variants)["sms"]["text"] == "Борг {{ debt|money }}"
+
+
+def test_new_variants_decode_errors_name_the_field() -> None:
+    # Given API bodies with a bad language key or a bad button, When decoded, Then the field is named
+    with pytest.raises(TemplateInvalid) as caught:
+        decode_draft(b'{"name": "x", "variants": {"sms": {"text": "a"}, '
+                     b'"translations": {"ru": {"sms": {"text": "b"}}}}}')
+    assert caught.value.field == "variants.translations" and "unknown field `ru`" in caught.value.detail
+    with pytest.raises(TemplateInvalid) as caught:
+        decode_draft(b'{"name": "x", "variants": {"chatbot": {"text": "a", "buttons": [{"url": "b"}]}}}')
+    assert caught.value.field == "variants.chatbot.buttons.0" and "text" in caught.value.detail
 
 
 # --- benchmark (not a test) ---------------------------------------------------------

@@ -1,18 +1,22 @@
-"""The template library: save (every save a new version), read versions, validate, variables."""
+"""The template library: save (every save a new version), read and preview versions, variables."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 from aiohttp import web
 
 from admin_api.routing import EndpointTable, path_int
 from admin_api.security import actor
-from admin_api.typedefs import DB
+from admin_api.typedefs import DB, SETTINGS
 from dispatcher import template_store
-from dispatcher.template_store import Template, TemplateVersion
-from dispatcher.templates import SmsCost, TemplateDraft, TemplateEngine, Variants
+from dispatcher.recipients import Organisation
+from dispatcher.template_env import format_date, format_money
+from dispatcher.template_store import Template, TemplatePreview, TemplateVersion
+from dispatcher.templates import (SmsCost, TemplateChannel, TemplateDraft, TemplateEngine,
+                                  TranslationCheck, Variants)
+from rules.consent import UnsubscribeLinks
 
 endpoints = EndpointTable("templates")
 ENGINE = web.AppKey("template_engine", TemplateEngine)
@@ -33,6 +37,8 @@ class TemplateSaved(msgspec.Struct):
     template: Template
     variables: list[str]
     sms: SmsCost | None
+    # The example preview and SMS cost of each translation, by language.
+    translations: dict[str, TranslationCheck] = {}
 
 
 class TemplatePage(msgspec.Struct):
@@ -50,12 +56,25 @@ def _engine(request: web.Request) -> TemplateEngine:
 
 
 class VariableInfo(msgspec.Struct):
+    """A personalisation variable: ``example`` is the raw value, ``printed`` how
+    ``{{ name }}`` (money and dates with their filter) shows it in a Ukrainian template."""
+
     name: str
     type: str
     description_uk: str
     description_en: str
     example: str
+    printed: str
     nullable: bool
+    source: str
+
+
+def _printed(type_: str, example: object) -> str:
+    if type_ == "money":
+        return format_money(example)
+    if type_ == "date":
+        return format_date(example)
+    return str(example)
 
 
 @endpoints.get("/api/v1/templates/variables", permission="templates.read",
@@ -63,7 +82,7 @@ class VariableInfo(msgspec.Struct):
 async def variables(request: web.Request) -> list[VariableInfo]:
     """The personalisation variables a template may use, with examples."""
     return [VariableInfo(v.name, v.type, v.description_uk, v.description_en, str(v.example),
-                         v.nullable)
+                         _printed(v.type, v.example), v.nullable, v.source)
             for v in _engine(request).catalogue]
 
 
@@ -84,7 +103,7 @@ async def create_template(request: web.Request, body: TemplateSave) -> TemplateS
         template, check = await template_store.create(conn, actor(request), _engine(request),
                                                       draft=body.draft(), topic=body.topic,
                                                       urgent=body.urgent)
-    return TemplateSaved(template, list(check.variables), check.sms)
+    return TemplateSaved(template, list(check.variables), check.sms, check.translations)
 
 
 @endpoints.get("/api/v1/templates/{template_id}", permission="templates.read", response=Template,
@@ -103,7 +122,7 @@ async def save_version(request: web.Request, body: TemplateSave) -> TemplateSave
         template, check = await template_store.save_version(
             conn, actor(request), _engine(request), path_int(request, "template_id"),
             draft=body.draft(), topic=body.topic, urgent=body.urgent)
-    return TemplateSaved(template, list(check.variables), check.sms)
+    return TemplateSaved(template, list(check.variables), check.sms, check.translations)
 
 
 @endpoints.get("/api/v1/templates/{template_id}/versions/{version}", permission="templates.read",
@@ -113,3 +132,49 @@ async def get_version(request: web.Request) -> TemplateVersion:
     async with request.app[DB].acquire() as conn:
         return await template_store.get_version(conn, path_int(request, "template_id"),
                                                 path_int(request, "version"))
+
+
+class TemplateVersionQuery(msgspec.Struct, forbid_unknown_fields=True):
+    limit: Annotated[int, msgspec.Meta(ge=1, le=200)] = 50
+    before_version: Annotated[int, msgspec.Meta(ge=1)] | None = None
+
+
+class TemplateVersionPage(msgspec.Struct):
+    items: list[TemplateVersion]
+    next_before_version: int | None
+
+
+@endpoints.get("/api/v1/templates/{template_id}/versions", permission="templates.read",
+               query=TemplateVersionQuery, response=TemplateVersionPage, errors=(404,))
+async def list_versions(request: web.Request, query: TemplateVersionQuery) -> TemplateVersionPage:
+    """Every version of a template, newest first (campaigns and triggers pin one of them)."""
+    async with request.app[DB].acquire() as conn:
+        items = await template_store.list_versions(
+            conn, path_int(request, "template_id"), limit=query.limit,
+            before_version=query.before_version)
+    return TemplateVersionPage(items, items[-1].version if len(items) == query.limit else None)
+
+
+class TemplatePreviewRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Whom to preview for, on which channel; ``language`` overrides the client's own."""
+
+    client_id: Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]
+    channel: TemplateChannel
+    language: Literal["uk", "en"] | None = None
+
+
+@endpoints.post("/api/v1/templates/{template_id}/versions/{version}/preview",
+                permission="templates.read", body=TemplatePreviewRequest, response=TemplatePreview,
+                errors=(400, 404))
+async def preview_version(request: web.Request, body: TemplatePreviewRequest) -> TemplatePreview:
+    """A version rendered for a chosen client with their real variables, and the SMS cost."""
+    settings = request.app[SETTINGS]
+    organisation = Organisation(
+        service_centre=settings.org_service_centre, contact_phone=settings.org_contact_phone,
+        cabinet_url=settings.org_cabinet_url, app_url=settings.org_app_url,
+        payment_url=settings.org_payment_url)
+    async with request.app[DB].acquire() as conn:
+        return await template_store.preview(
+            conn, _engine(request), path_int(request, "template_id"), path_int(request, "version"),
+            client_id=body.client_id, channel=body.channel, language=body.language,
+            organisation=organisation, links=UnsubscribeLinks.from_settings(settings))
