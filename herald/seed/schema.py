@@ -28,8 +28,11 @@ _CONSTRAINTS = """
 SELECT c.contype::text AS type, c.conrelid::regclass::text AS tbl, c.conname::text AS name,
        pg_get_constraintdef(c.oid) AS def
 FROM pg_constraint c
-WHERE (c.contype IN ('p', 'u', 'x') AND c.conrelid = ANY($1::regclass[]))
-   OR (c.contype = 'f' AND (c.conrelid = ANY($1::regclass[]) OR c.confrelid = ANY($1::regclass[])))
+-- Only a constraint's own definition: the copies a partitioned table gives its partitions
+-- (conparentid <> 0) go and come back with it.
+WHERE c.conparentid = 0
+  AND ((c.contype IN ('p', 'u', 'x') AND c.conrelid = ANY($1::regclass[]))
+       OR (c.contype = 'f' AND (c.conrelid = ANY($1::regclass[]) OR c.confrelid = ANY($1::regclass[]))))
 ORDER BY 1, 2, 3
 """
 # Indexes that do not back a primary key, unique or exclusion constraint.
@@ -55,7 +58,8 @@ _REFERENCING = """
 WITH RECURSIVE closure(rel) AS (
     SELECT unnest($1::regclass[])::oid
     UNION
-    SELECT c.conrelid FROM pg_constraint c JOIN closure ON c.confrelid = closure.rel WHERE c.contype = 'f'
+    SELECT c.conrelid FROM pg_constraint c JOIN closure ON c.confrelid = closure.rel
+    WHERE c.contype = 'f' AND c.conparentid = 0
 )
 SELECT rel::regclass::text AS tbl, (SELECT relname::text FROM pg_class WHERE oid = rel) AS name
 FROM closure ORDER BY 1
