@@ -91,6 +91,8 @@ async def _migrate(settings: Settings, status_only: bool) -> int:
             # audit years this and the next two, message-event months this and the next 12.
             await conn.execute("SELECT audit_log_ensure_partitions($1, 3)", dt.date.today().year)
             await conn.execute("SELECT message_events_ensure_partitions(current_date, 13)")
+            await conn.execute("SELECT meter_readings_ensure_partitions($1, 3)", dt.date.today().year)
+            await conn.execute("SELECT timeline_events_ensure_partitions(current_date, 13)")
         except MigrationError as exc:
             print(f"herald migrate: {exc}", file=sys.stderr)
             return 1
