@@ -227,4 +227,4 @@ def bench_settings(settings: Settings) -> Settings:
     return msgspec.structs.replace(
         settings, http_port=18081, public_base_url="http://127.0.0.1:18081",
         simulators_port=18091, sms_gateway_url=f"{sim}/sms", viber_api_url=f"{sim}/viber",
-        smtp_port=18026, log_level="WARNING")
+        billing_url=f"{sim}/billing", smtp_port=18026, log_level="WARNING")

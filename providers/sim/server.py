@@ -7,6 +7,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from herald.settings import Settings
+from providers.sim.billing import mount_billing
 from providers.sim.gateway import mount_sms, mount_viber
 from providers.sim.smtp_sink import mount_email, smtp_sink_context
 
@@ -17,6 +18,7 @@ SIMULATORS: dict[str, Mount] = {
     "sms": mount_sms,
     "viber": mount_viber,
     "email": mount_email,
+    "billing": mount_billing,
 }
 
 
