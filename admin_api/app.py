@@ -14,7 +14,7 @@ from admin_api.problems import problem_middleware
 from admin_api.routing import EndpointTable, endpoint_of
 from admin_api.security import security_middleware
 from admin_api.typedefs import AMQP, DB, METRICS, REDIS, SETTINGS
-from admin_api.views import audit, auth, campaigns, health, home, rbac, templates, users
+from admin_api.views import audit, auth, campaigns, cases, health, home, rbac, templates, users
 from admin_api.views import rules_alerts, rules_consents, rules_limits, rules_stop_lists
 from admin_api.views import client_activity, clients, contacts, cti, events, search, segments
 from dispatcher.templates import TemplateEngine
@@ -29,7 +29,7 @@ ENDPOINT_TABLES: tuple[EndpointTable, ...] = (
     templates.endpoints, campaigns.endpoints,
     rules_limits.endpoints, rules_alerts.endpoints, rules_stop_lists.endpoints, rules_consents.endpoints,
     clients.endpoints, contacts.endpoints, client_activity.endpoints, search.endpoints, cti.endpoints,
-    segments.endpoints, events.endpoints,
+    segments.endpoints, events.endpoints, cases.endpoints,
 )
 
 

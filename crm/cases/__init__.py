@@ -1,0 +1,1 @@
+"""Cases (appeals): intake from every channel, identification, classification, lifecycle."""

@@ -1,0 +1,164 @@
+"""Repeat contacts, duplicates and merging (SR-05, SR-06), and the windows that define them."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import asyncpg
+import msgspec
+
+from crm import audit
+from crm.audit import Actor, Change
+from crm.cases import store
+from crm.cases.identify import Identification
+from crm.cases.store import NewEvent
+from crm.cases.types import Case, CaseSettings
+from crm.errors import Conflict, InvalidInput, NotFound
+
+
+class CaseSettingsSpec(msgspec.Struct, forbid_unknown_fields=True):
+    repeat_window_days: Annotated[int, msgspec.Meta(ge=1, le=365)]
+    duplicate_window_minutes: Annotated[int, msgspec.Meta(ge=1, le=1440)]
+
+
+async def get_settings(conn: asyncpg.Connection) -> CaseSettings:
+    row = await conn.fetchrow("SELECT repeat_window_days, duplicate_window_minutes, updated_at, "
+                              "updated_by FROM case_settings")
+    return CaseSettings(**dict(row))
+
+
+async def put_settings(conn: asyncpg.Connection, actor: Actor, spec: CaseSettingsSpec) -> CaseSettings:
+    async with conn.transaction():
+        before = await get_settings(conn)
+        await conn.execute("UPDATE case_settings SET repeat_window_days = $1, "
+                           "duplicate_window_minutes = $2, updated_at = now(), updated_by = $3",
+                           spec.repeat_window_days, spec.duplicate_window_minutes, actor.login)
+        await audit.record(conn, actor, audit.field_changes(
+            "case_settings", "cases", msgspec.to_builtins(before), msgspec.to_builtins(spec)))
+        return await get_settings(conn)
+
+
+async def find_repeat(conn: asyncpg.Connection, *, client_id: int | None, category_id: int | None,
+                      window_days: int, exclude_id: int | None = None) -> int | None:
+    """The client's latest case of the same category within the window (merged ones aside)."""
+    if client_id is None or category_id is None:
+        return None
+    return await conn.fetchval(
+        """
+        SELECT id FROM cases
+        WHERE client_id = $1 AND category_id = $2 AND merged_into_id IS NULL
+          AND created_at > now() - make_interval(days => $3)
+          AND ($4::bigint IS NULL OR id <> $4)
+        ORDER BY created_at DESC LIMIT 1
+        """, client_id, category_id, window_days, exclude_id)
+
+
+async def find_duplicate(conn: asyncpg.Connection, *, client_id: int | None, channel: str,
+                         text_hash: bytes, window_minutes: int) -> int | None:
+    """The original of an obvious duplicate: the same client's earlier case on the same
+    channel with the same normalised text within the window."""
+    if client_id is None:
+        return None
+    return await conn.fetchval(
+        """
+        SELECT coalesce(duplicate_of_id, id) FROM cases
+        WHERE client_id = $1 AND channel = $2 AND text_hash = $3 AND merged_into_id IS NULL
+          AND created_at > now() - make_interval(mins => $4)
+        ORDER BY created_at LIMIT 1
+        """, client_id, channel, text_hash, window_minutes)
+
+
+async def refresh_repeat(conn: asyncpg.Connection, actor: Actor, case: Case) -> None:
+    """Re-evaluate the repeat flag of a (locked) case after its category changed."""
+    window = (await get_settings(conn)).repeat_window_days
+    repeat_of = await conn.fetchval(
+        """
+        SELECT id FROM cases
+        WHERE client_id = $1 AND category_id = $2 AND merged_into_id IS NULL AND id <> $3
+          AND created_at < $4 AND created_at > $4 - make_interval(days => $5)
+        ORDER BY created_at DESC LIMIT 1
+        """, case.client_id, case.category_id, case.id, case.created_at, window) \
+        if case.client_id is not None and case.category_id is not None else None
+    if (repeat_of is not None) == case.is_repeat and repeat_of == case.repeat_of_id:
+        return
+    await conn.execute("UPDATE cases SET is_repeat = $2, repeat_of_id = $3, updated_at = now() "
+                       "WHERE id = $1", case.id, repeat_of is not None, repeat_of)
+    await store.append_events(conn, actor, case.id, [NewEvent(
+        kind="flag", data={"is_repeat": repeat_of is not None, "repeat_of_id": repeat_of})])
+    await audit.record(conn, actor, audit.field_changes(
+        "case", case.id, {"is_repeat": case.is_repeat, "repeat_of_id": case.repeat_of_id},
+        {"is_repeat": repeat_of is not None, "repeat_of_id": repeat_of}))
+
+
+async def merge(conn: asyncpg.Connection, actor: Actor, case_id: int, into_id: int) -> Case:
+    """Merge a case into another (its duplicate's original, say): the source is closed with
+    ``merged_into_id`` set; both journals record it. Returns the target."""
+    if case_id == into_id:
+        raise InvalidInput("into", "a case cannot be merged into itself")
+    async with conn.transaction():
+        # Lock both in id order so two opposite merges cannot deadlock.
+        locked = {}
+        for cid in sorted((case_id, into_id)):
+            try:
+                locked[cid] = await store.get_case(conn, cid, lock=True)
+            except NotFound:
+                if cid == into_id:
+                    raise InvalidInput("into", f"no case {into_id}") from None
+                raise
+        source, target = locked[case_id], locked[into_id]
+        if source.merged_into_id is not None or source.status == "closed":
+            raise Conflict(f"case {source.number} is {source.status}; only an open case can be merged")
+        if target.merged_into_id is not None or target.status == "closed":
+            raise Conflict(f"case {target.number} is {target.status}; merge into an open case")
+        if source.client_id is not None and target.client_id is not None \
+                and source.client_id != target.client_id:
+            raise Conflict(f"cases {source.number} and {target.number} belong to different clients")
+        await conn.execute(
+            "UPDATE cases SET merged_into_id = $2, status = 'closed', status_changed_at = now(), "
+            "updated_at = now() WHERE id = $1", source.id, target.id)
+        await store.append_many(conn, actor, [
+            (source.id, NewEvent(kind="merge", data={"into": target.id, "into_number": target.number})),
+            (source.id, NewEvent(kind="status", from_status=source.status, to_status="closed",
+                                 data={"reason": "merged", "into": target.id})),
+            (target.id, NewEvent(kind="merge", data={"merged": source.id,
+                                                     "merged_number": source.number}))])
+        await audit.record(conn, actor, [
+            Change("case", str(source.id), "update", "merged_into_id", None, target.id),
+            Change("case", str(source.id), "update", "status", source.status, "closed"),
+            Change("case", str(target.id), "merge", None, None, {"merged": source.id})])
+        await store.on_timeline(conn, await store.get_case(conn, source.id))
+        return await store.get_case(conn, target.id)
+
+
+async def link(conn: asyncpg.Connection, actor: Actor, case: Case, found: Identification) -> Case:
+    """Link a locked anonymous case to a client, once (the database refuses any later change)."""
+    if case.client_id is not None:
+        raise Conflict(f"case {case.number} is already linked to client {case.client_id}; "
+                       "a case's client never changes")
+    await conn.execute(
+        "UPDATE cases SET client_id = $2, account_id = $3, identified_by = $4, "
+        "candidate_client_ids = '{}', updated_at = now() WHERE id = $1",
+        case.id, found.client_id, found.account_id, found.identified_by)
+    await store.append_events(conn, actor, case.id, [NewEvent(
+        kind="client_link", data={"client_id": found.client_id, "account_id": found.account_id,
+                                  "identified_by": found.identified_by})])
+    await audit.record(conn, actor, [
+        Change("case", str(case.id), "update", "client_id", None, found.client_id),
+        Change("case", str(case.id), "update", "identified_by", None, found.identified_by)])
+    after = await store.get_case(conn, case.id)
+    await store.on_timeline(conn, after)
+    return after
+
+
+async def link_client(conn: asyncpg.Connection, actor: Actor, case_id: int, client_id: int,
+                      account_id: int | None) -> Case:
+    """An operator links an anonymous case to the client they identified."""
+    async with conn.transaction():
+        case = await store.get_case(conn, case_id, lock=True)
+        if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM clients WHERE id = $1)", client_id):
+            raise InvalidInput("client_id", f"no client {client_id}")
+        if account_id is not None and not await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM accounts WHERE id = $1 AND client_id = $2)",
+                account_id, client_id):
+            raise InvalidInput("account_id", f"account {account_id} is not one of client {client_id}'s")
+        return await link(conn, actor, case, Identification(client_id, account_id, "operator"))
