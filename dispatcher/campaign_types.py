@@ -26,7 +26,13 @@ class AllClientsAudience(msgspec.Struct, frozen=True, tag_field="kind", tag="all
     regions: Annotated[list[RegionCode], Meta(min_length=1, max_length=30)] | None = None
 
 
-Audience = ClientsAudience | AllClientsAudience
+class SegmentAudience(msgspec.Struct, frozen=True, tag_field="kind", tag="segment"):
+    """The members of a segment, frozen when the campaign launches."""
+
+    segment_id: Annotated[int, Meta(ge=1, le=2**63 - 1)]
+
+
+Audience = ClientsAudience | AllClientsAudience | SegmentAudience
 
 Chain = Annotated[list[Channel], Meta(min_length=1, max_length=3)]
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import aio_pika
 import asyncpg
 
-from dispatcher.campaign_types import Audience, ClientsAudience
+from dispatcher.campaign_types import Audience, ClientsAudience, SegmentAudience
 from dispatcher.envelopes import CampaignBatch, Envelope, encoder
 from dispatcher.sharding import shard_of
 from dispatcher.worker import queue_names
@@ -32,14 +32,20 @@ _AUDIENCE_SQL = {
     "all": "SELECT c.id AS client_id FROM clients c WHERE EXISTS ("
            " SELECT 1 FROM accounts a WHERE a.client_id = c.id AND a.status = 'active'"
            " AND ($4::text[] IS NULL OR a.region_code = ANY($4::text[])))",
+    # The members of a segment at this moment (a dynamic one as the scheduler last
+    # brought it up to date); read by its primary key, in client_id order.
+    "segment": "SELECT m.client_id FROM segment_members m WHERE m.segment_id = $4::bigint",
 }
 
 
 async def snapshot(conn: asyncpg.Connection, campaign_id: int, audience: Audience, shards: int,
                    batch_size: int) -> tuple[int, int]:
     """Freeze the audience into campaign_batches; returns (recipients, batches). In a transaction."""
+    argument: object
     if isinstance(audience, ClientsAudience):
         query, argument = _AUDIENCE_SQL["clients"], audience.client_ids
+    elif isinstance(audience, SegmentAudience):
+        query, argument = _AUDIENCE_SQL["segment"], audience.segment_id
     else:
         query, argument = _AUDIENCE_SQL["all"], audience.regions
     await conn.execute("DELETE FROM campaign_batches WHERE campaign_id = $1", campaign_id)

@@ -180,3 +180,9 @@ def register_benchmarks(benchmarks: dict[str, tuple[str, Benchmark]],
         "on the configured (13 M) database; JSON percentiles",
         _card)
     options["card"] = _card_options
+    from herald import bench_segments  # options only; the measuring code loads when it runs
+
+    benchmarks["segments"] = (
+        "segment preview, a 5 M materialisation and set operations on the configured "
+        "(13 M) database; JSON figures", bench_segments.main)
+    options["segments"] = bench_segments.add_options

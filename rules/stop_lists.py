@@ -5,10 +5,10 @@ topics when ``topics`` is None) between ``valid_from`` and ``valid_until``. A bl
 client is skipped with ``stop_list`` even when a campaign includes them, on every
 channel: the fallback chain ends there.
 
-Segment membership belongs to the segments module (a later issue); the batch check
-asks the caller's ``SegmentMembership`` which clients of the batch are in the listed
-segments. Without one, a batch meeting a segment entry raises ``MembershipUnavailable``
-rather than send to clients who may be blocked.
+Segment membership belongs to the segments module (``crm.segments.membership``); the
+batch check asks the caller's ``SegmentMembership`` which clients of the batch are in the
+listed segments. Without one, a batch meeting a segment entry raises
+``MembershipUnavailable`` rather than send to clients who may be blocked.
 """
 
 from __future__ import annotations

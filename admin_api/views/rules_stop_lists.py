@@ -3,10 +3,8 @@
 A blocked client is skipped with ``stop_list`` on every channel, even when a campaign
 includes them. Changes are journalled as entity ``stop_list_entry`` (id the entry's id).
 
-Entries for whole segments are refused for now: segment membership arrives with the
-segments module, and until then a worker meeting a segment entry could not tell who is
-in the segment and would have to stop every batch of the topic
-(``rules.stop_lists.MembershipUnavailable``).
+An entry for a segment blocks whoever is a member when a batch is sent (a dynamic
+segment's members follow the data); a segment with entries cannot be deleted.
 """
 
 from __future__ import annotations
@@ -45,8 +43,9 @@ class StopListPage(msgspec.Struct):
 
 
 class StopListCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """Block one client from ``topics`` (absent or null: every topic) from ``valid_from``
-    (default now) until ``valid_until`` (default: for good)."""
+    """Block one client (``client_id``) or every member of a segment (``segment_id``) from
+    ``topics`` (absent or null: every topic) from ``valid_from`` (default now) until
+    ``valid_until`` (default: for good)."""
 
     reason: Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
     client_id: PositiveId | None = None
@@ -74,14 +73,12 @@ async def list_stop_lists(request: web.Request, query: StopListQuery) -> StopLis
 @endpoints.post("/api/v1/stop-lists", permission="stoplists.manage", body=StopListCreate,
                 response=StopListEntry, status=201, errors=(400,))
 async def add_stop_list_entry(request: web.Request, body: StopListCreate) -> StopListEntry:
-    """Block a client from some topics (or all); it applies to batches not yet sent."""
-    if body.segment_id is not None and body.client_id is None:
-        raise InvalidInput(
-            "segment_id",
-            "stop-list entries for segments are not accepted yet: segment membership does not "
-            "exist until the segments module arrives, and without it no batch of the topic "
-            "could be sent; block the clients one by one with client_id for now")
+    """Block a client or a segment from some topics (or all); it applies to batches not yet sent."""
     async with request.app[DB].acquire() as conn:
+        if body.segment_id is not None and body.client_id is None and not await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM segments WHERE id = $1)", body.segment_id):
+            raise InvalidInput("segment_id", f"no segment {body.segment_id}; give the id of an "
+                                             "existing segment, or a client_id")
         return await stop_lists.add_entry(conn, actor(request), reason=body.reason,
                                           client_id=body.client_id, segment_id=body.segment_id,
                                           topics=body.topics, valid_from=body.valid_from,
