@@ -10,7 +10,7 @@ import msgspec
 from crm import audit
 from crm.audit import Actor, Change
 from crm.errors import Conflict, InvalidInput, NotFound
-from dispatcher.campaign_types import Audience, Campaign, CampaignSpec
+from dispatcher.campaign_types import Audience, Campaign, CampaignSpec, SegmentAudience
 
 audience_decoder = msgspec.json.Decoder(Audience)
 
@@ -82,6 +82,13 @@ async def _check_channels_in_template(conn: asyncpg.Connection, template_id: int
                                             f"variant for: {', '.join(missing)}")
 
 
+async def _check_audience(conn: asyncpg.Connection, spec: CampaignSpec) -> None:
+    """A segment audience must name a segment that exists (else it would launch to nobody)."""
+    if isinstance(spec.audience, SegmentAudience) and not await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM segments WHERE id = $1)", spec.audience.segment_id):
+        raise InvalidInput("audience.segment_id", f"segment {spec.audience.segment_id} does not exist")
+
+
 def _values(spec: CampaignSpec, version: int) -> tuple[object, ...]:
     return (spec.name, spec.template_id, version, list(spec.channel_chain),
             spec.receipt_timeout_seconds, msgspec.to_builtins(spec.audience),
@@ -93,6 +100,7 @@ async def create(conn: asyncpg.Connection, actor: Actor, spec: CampaignSpec) -> 
     async with conn.transaction():
         version = await _template_version(conn, spec.template_id, spec.template_version)
         await _check_channels_in_template(conn, spec.template_id, version, spec.channel_chain)
+        await _check_audience(conn, spec)
         campaign_id = await conn.fetchval(
             """
             INSERT INTO campaigns (name, template_id, template_version, channel_chain,
@@ -116,6 +124,7 @@ async def update(conn: asyncpg.Connection, actor: Actor, campaign_id: int,
                            "edited (copy it to make a new draft)")
         version = await _template_version(conn, spec.template_id, spec.template_version)
         await _check_channels_in_template(conn, spec.template_id, version, spec.channel_chain)
+        await _check_audience(conn, spec)
         await conn.execute(
             """
             UPDATE campaigns SET name = $2, template_id = $3, template_version = $4,

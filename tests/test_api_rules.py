@@ -295,7 +295,7 @@ async def test_stop_list_entries_add_list_remove_and_bad_input(client, demo_user
     assert [e["action"] for e in journal] == ["delete", "create"]
     assert journal[1]["new_value"]["reason"] == "Скарга на спам"
 
-    # Bad input is a 400 naming the field; segments are refused until membership exists
+    # Bad input is a 400 naming the field (segment 7 does not exist in this database)
     async def post(**fields: Any) -> Any:
         return await client.post("/api/v1/stop-lists", headers=marketer,
                                  json={"reason": "Скарга", **fields})
