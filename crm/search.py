@@ -1,0 +1,407 @@
+"""Client search by phone, OR number, Client_ID, EIC, address and owner's name (issue 4, point 7).
+
+Every criterion becomes a stream of client ids in ascending order read from an index,
+so a page is "the next ``limit`` ids after the cursor" and never needs the full set:
+
+* phone: ``contacts.phone_digits`` (E.164 without '+'). A full number is an equality; a
+  number that starts like one (``+38067...``, ``38067...``, ``067...``) a prefix range on
+  the same b-tree; any other digits (``1234567``) a suffix range on the
+  ``reverse(phone_digits)`` index of migration 0012. Only active contacts count.
+* OR number: equality (10 digits) or a prefix range (3-9 digits); EIC: equality.
+* name / address: every word of the normalised text (``herald_search_norm``: case,
+  apostrophes ' ’ ʼ `, spacing) must occur in ``clients.name_search`` /
+  ``accounts.address_search`` (trigram GIN indexes). Each word that can use the index
+  needs 3 characters.
+* ``match=all`` intersects the criteria (account criteria on the same account);
+  ``match=any`` merges the per-criterion streams (a UNION of their first pages).
+
+The count is exact up to ``COUNT_CAP`` matches (a capped count under a short time
+budget); above that, or when the budget runs out, it is the planner's estimate and
+``count_is_exact`` is false. A query matching millions therefore costs a first page
+plus an EXPLAIN, never a full count.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+import asyncpg
+import msgspec
+import phonenumbers
+
+from crm.errors import InvalidInput
+
+PHONE_REGION = "UA"
+MIN_PHONE_DIGITS = 4
+MIN_WORD = 3
+# Above this estimate the exact count is not even tried.
+COUNT_TRY_BELOW = 50_000
+COUNT_CAP = 1000
+# The capped count may take this long before the planner's estimate is used instead.
+COUNT_BUDGET_MS = 60
+
+# The characters herald_search_norm (migration 0001) removes: apostrophe and quote variants.
+_REMOVED = dict.fromkeys(map(ord, "\u02BC\u2019\u2018'`\u00B4\u201C\u201D\u00AB\u00BB\""))
+_SPACES = re.compile(r"\s+")
+_PHONE_CHARS = re.compile(r"^[0-9+()\-.\s]+$")
+_EIC = re.compile(r"^[0-9]{2}[A-Z][0-9A-Z-]{12}[0-9A-Z]$")
+
+Match = Literal["all", "any"]
+
+
+class AccountHit(msgspec.Struct):
+    account_id: int
+    or_number: str
+    eic_code: str
+    address: str
+    status: str
+    # True when this account satisfies the account criteria (or, eic, address) of the query.
+    matched: bool
+
+
+class ClientHit(msgspec.Struct):
+    client_id: int
+    full_name: str
+    accounts: list[AccountHit]
+    phones: list[str]
+
+
+class SearchPage(msgspec.Struct):
+    items: list[ClientHit]
+    estimated_count: int
+    # True: estimated_count is the exact number of matches; false: the planner's estimate.
+    count_is_exact: bool
+    next_cursor: str | None
+
+
+def search_norm(text: str) -> str:
+    """The Python twin of the database's herald_search_norm (case, apostrophes, spaces)."""
+    return _SPACES.sub(" ", text.translate(_REMOVED).lower()).strip(" ")
+
+
+def _like_escape(word: str) -> str:
+    return word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _words(raw: str, name: str) -> list[str]:
+    norm = search_norm(raw)
+    words = norm.split(" ") if norm else []
+    if not any(len(w) >= MIN_WORD for w in words):
+        raise InvalidInput(name, f"give at least one word of {MIN_WORD} or more letters")
+    if len(words) > 8:
+        raise InvalidInput(name, "at most 8 words")
+    return words
+
+
+def _digit_upper(prefix: str) -> str | None:
+    """The smallest digit string above every string that starts with ``prefix``."""
+    stripped = prefix.rstrip("9")
+    if not stripped:
+        return None
+    return stripped[:-1] + str(int(stripped[-1]) + 1)
+
+
+@dataclass(frozen=True)
+class PhoneQuery:
+    kind: Literal["exact", "prefix", "suffix"]
+    digits: str  # for a suffix: the digits as typed (not reversed)
+
+
+def parse_phone(raw: str, name: str = "phone") -> PhoneQuery:
+    """How a typed phone is searched: a full number, the start of one, or its last digits."""
+    text = raw.strip()
+    if not text or not _PHONE_CHARS.match(text):
+        raise InvalidInput(name, "digits, spaces, + ( ) - . only")
+    digits = re.sub(r"\D", "", text)
+    if len(digits) < MIN_PHONE_DIGITS:
+        raise InvalidInput(name, f"give at least {MIN_PHONE_DIGITS} digits")
+    if len(digits) > 15:
+        raise InvalidInput(name, "a phone number has at most 15 digits")
+    try:
+        number = phonenumbers.parse(text, PHONE_REGION)
+        if phonenumbers.is_valid_number(number):
+            return PhoneQuery("exact", phonenumbers.format_number(
+                number, phonenumbers.PhoneNumberFormat.E164)[1:])
+    except phonenumbers.NumberParseException:
+        pass
+    if text.startswith("+") or digits.startswith("380"):
+        return PhoneQuery("prefix", digits)
+    if digits.startswith("0"):
+        return PhoneQuery("prefix", "38" + digits)
+    return PhoneQuery("suffix", digits)
+
+
+class Criteria(msgspec.Struct, frozen=True):
+    """Validated search criteria; build with ``parse_criteria``."""
+
+    phone: PhoneQuery | None = None
+    or_number: str | None = None
+    client_id: int | None = None
+    eic: str | None = None
+    address: list[str] | None = None
+    name: list[str] | None = None
+
+    @property
+    def account_level(self) -> bool:
+        return self.or_number is not None or self.eic is not None or self.address is not None
+
+    def count(self) -> int:
+        return sum(v is not None for v in (self.phone, self.or_number, self.client_id,
+                                           self.eic, self.address, self.name))
+
+
+def parse_criteria(*, phone: str | None = None, or_number: str | None = None,
+                   client_id: int | None = None, eic: str | None = None,
+                   address: str | None = None, name: str | None = None) -> Criteria:
+    """Validate what the operator typed; raise InvalidInput naming the parameter."""
+    parsed: dict[str, object] = {}
+    if phone is not None:
+        parsed["phone"] = parse_phone(phone)
+    if or_number is not None:
+        value = re.sub(r"\s", "", or_number)
+        if not re.fullmatch(r"[0-9]{3,10}", value):
+            raise InvalidInput("or", "an OR number is 10 digits; give all of them or the first 3 or more")
+        parsed["or_number"] = value
+    if client_id is not None:
+        parsed["client_id"] = client_id
+    if eic is not None:
+        value = re.sub(r"\s", "", eic).upper()
+        if not _EIC.match(value):
+            raise InvalidInput("eic", "an EIC code is 16 characters, e.g. 56XG00012345678K")
+        parsed["eic"] = value
+    if address is not None:
+        parsed["address"] = _words(address, "address")
+    if name is not None:
+        parsed["name"] = _words(name, "name")
+    criteria = Criteria(**parsed)  # type: ignore[arg-type]
+    if criteria.count() == 0:
+        raise InvalidInput("query", "give at least one of phone, or, client_id, eic, address, name")
+    return criteria
+
+
+def encode_cursor(last_id: int) -> str:
+    return base64.urlsafe_b64encode(f"c{last_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidInput("cursor", "not a cursor this API returned") from None
+    if not re.fullmatch(r"c[0-9]{1,19}", raw) or int(raw[1:]) > 2**63 - 1:
+        raise InvalidInput("cursor", "not a cursor this API returned")
+    return int(raw[1:])
+
+
+@dataclass
+class _Params:
+    values: list[object] = field(default_factory=list)
+
+    def add(self, value: object) -> str:
+        self.values.append(value)
+        return f"${len(self.values)}"
+
+
+def _phone_cond(p: _Params, q: PhoneQuery, alias: str) -> str:
+    if q.kind == "exact":
+        return f"{alias}.phone_digits = {p.add(q.digits)}"
+    column, low = ((f"{alias}.phone_digits", q.digits) if q.kind == "prefix"
+                   else (f"reverse({alias}.phone_digits)", q.digits[::-1]))
+    high = _digit_upper(low)
+    cond = f"{column} >= {p.add(low)}"
+    return cond + (f" AND {column} < {p.add(high)}" if high else "")
+
+
+def _account_conds(p: _Params, c: Criteria, alias: str) -> list[str]:
+    conds = []
+    if c.or_number is not None:
+        if len(c.or_number) == 10:
+            conds.append(f"{alias}.or_number = {p.add(c.or_number)}")
+        else:
+            conds.append(f"{alias}.or_number >= {p.add(c.or_number)}")
+            high = _digit_upper(c.or_number)
+            if high:
+                conds.append(f"{alias}.or_number < {p.add(high)}")
+    if c.eic is not None:
+        conds.append(f"{alias}.eic_code = {p.add(c.eic)}")
+    if c.address is not None:
+        conds += _text_conds(p, c.address, f"{alias}.address_search")
+    return conds
+
+
+def _text_conds(p: _Params, words: list[str], column: str) -> list[str]:
+    """Every word must occur in ``column``.
+
+    Words of 3 letters or more are LIKE conditions the trigram index answers together
+    (each narrows the bitmap: a city or a building number is what makes a common street
+    selective). Abbreviations ("вул.", "м.") only add trigrams shared by millions of rows,
+    and a word under 3 letters has no trigram at all (in a GIN scan it would read the
+    whole index), so those are checked with strpos on the rows found.
+    """
+    indexed = [w for w in words if len(w) >= MIN_WORD and not w.endswith(".")]
+    conds = [f"{column} LIKE {p.add('%' + _like_escape(w) + '%')}" for w in indexed]
+    return conds + [f"strpos({column}, {p.add(w)}) > 0" for w in words if w not in indexed]
+
+
+def _name_conds(p: _Params, c: Criteria, alias: str) -> list[str]:
+    return _text_conds(p, c.name, f"{alias}.name_search") if c.name is not None else []
+
+
+def _branch(p: _Params, c: Criteria, cursor: str) -> str:
+    """Matching client ids (unordered, maybe repeated) for criteria of one table or client_id."""
+    if c.client_id is not None:
+        return f"SELECT c.id FROM clients c WHERE c.id = {p.add(c.client_id)} AND c.id > {cursor}"
+    if c.name is not None:
+        return ("SELECT c.id FROM clients c WHERE c.id > " + cursor + " AND "
+                + " AND ".join(_name_conds(p, c, "c")))
+    if c.phone is not None:
+        return ("SELECT k.client_id FROM contacts k WHERE k.client_id > " + cursor
+                + " AND k.is_active AND " + _phone_cond(p, c.phone, "k"))
+    return ("SELECT a.client_id FROM accounts a WHERE a.client_id > " + cursor
+            + " AND " + " AND ".join(_account_conds(p, c, "a")))
+
+
+def _single(c: Criteria) -> list[Criteria]:
+    """One criteria object per given criterion (the branches of match=any)."""
+    out = []
+    for name in ("client_id", "name", "phone", "or_number", "eic", "address"):
+        value = getattr(c, name)
+        if value is not None:
+            out.append(Criteria(**{name: value}))  # type: ignore[arg-type]
+    return out
+
+
+def _matches(p: _Params, c: Criteria, cursor: str) -> str:
+    """Client ids matching every criterion of ``c`` (unordered, maybe repeated)."""
+    tables = (c.name is not None or c.client_id is not None, c.phone is not None, c.account_level)
+    if sum(tables) == 1 and c.client_id is None:
+        return _branch(p, c, cursor)
+    conds = [f"c.id > {cursor}"]
+    if c.client_id is not None:
+        conds.append(f"c.id = {p.add(c.client_id)}")
+    conds += _name_conds(p, c, "c")
+    if c.phone is not None:
+        conds.append("EXISTS (SELECT 1 FROM contacts k WHERE k.client_id = c.id AND k.is_active AND "
+                     + _phone_cond(p, c.phone, "k") + ")")
+    if c.account_level:
+        conds.append("EXISTS (SELECT 1 FROM accounts a WHERE a.client_id = c.id AND "
+                     + " AND ".join(_account_conds(p, c, "a")) + ")")
+    return "SELECT c.id FROM clients c WHERE " + " AND ".join(conds)
+
+
+def _first(inner: str, limit: str, n: int) -> str:
+    """The first ``limit`` distinct ids of ``inner``, ascending.
+
+    The planner picks between walking an id index in order until the page is full (a
+    criterion matching millions: "Київ", a common surname) and collecting every match
+    from the other indexes and sorting them (a rare one); each search is planned for its
+    own values (force_custom_plan), so the choice follows the statistics of the words.
+    """
+    return f"SELECT DISTINCT id FROM ({inner}) m{n}(id) ORDER BY id LIMIT {limit}"
+
+
+def parts(c: Criteria, match: Match) -> list[Criteria]:
+    """The criteria read as one stream each: one for match=all, one per criterion for any."""
+    return [c] if match == "all" or c.count() == 1 else _single(c)
+
+
+def _ids_query(c: Criteria, match: Match, cursor: int, limit: int) -> tuple[str, list[object]]:
+    p = _Params()
+    cur, lim = p.add(cursor), p.add(limit)
+    streams = [f"({_first(_matches(p, part, cur), lim, i)})"
+               for i, part in enumerate(parts(c, match))]
+    if len(streams) == 1:
+        return streams[0][1:-1], p.values
+    return f"SELECT id FROM ({' UNION '.join(streams)}) u(id) ORDER BY id LIMIT {lim}", p.values
+
+
+_DETAILS = """
+SELECT c.id, concat_ws(' ', c.last_name, c.first_name, c.middle_name) AS full_name,
+       coalesce((SELECT array_agg(DISTINCT k.phone) FROM contacts k
+                 WHERE k.client_id = c.id AND k.is_active AND k.phone IS NOT NULL), '{}') AS phones
+FROM clients c WHERE c.id = ANY($1::bigint[])
+"""
+_ACCOUNTS = """
+SELECT a.id, a.client_id, a.or_number, a.eic_code, a.status, a.address_search,
+       concat_ws(', ', a.city, a.street, a.building, CASE WHEN a.flat IS NOT NULL THEN 'кв. ' || a.flat END) AS address
+FROM accounts a WHERE a.client_id = ANY($1::bigint[]) ORDER BY a.client_id, a.id
+"""
+
+
+def _account_matches(c: Criteria, row: asyncpg.Record) -> bool:
+    if not c.account_level:
+        return False
+    if c.or_number is not None and not row["or_number"].startswith(c.or_number):
+        return False
+    if c.eic is not None and row["eic_code"] != c.eic:
+        return False
+    return all(w in row["address_search"] for w in c.address or ())
+
+
+async def _hits(conn: asyncpg.Connection, c: Criteria, ids: list[int]) -> list[ClientHit]:
+    if not ids:
+        return []
+    clients = {r["id"]: r for r in await conn.fetch(_DETAILS, ids)}
+    accounts: dict[int, list[AccountHit]] = {}
+    for r in await conn.fetch(_ACCOUNTS, ids):
+        accounts.setdefault(r["client_id"], []).append(AccountHit(
+            r["id"], r["or_number"], r["eic_code"], r["address"], r["status"], _account_matches(c, r)))
+    return [ClientHit(i, clients[i]["full_name"], accounts.get(i, []), sorted(clients[i]["phones"]))
+            for i in ids if i in clients]
+
+
+async def _plan_rows(conn: asyncpg.Connection, sql: str, args: list[object]) -> int:
+    plan = await conn.fetchval("EXPLAIN (FORMAT JSON) " + sql, *args)
+    if isinstance(plan, str):
+        plan = json.loads(plan)
+    return int(plan[0]["Plan"]["Plan Rows"])
+
+
+async def estimate(conn: asyncpg.Connection, c: Criteria, match: Match) -> list[int]:
+    """The planner's estimate of the matches of each stream (see ``parts``)."""
+    out = []
+    async with conn.transaction():
+        # Each search is planned for its own values: a generic plan cannot tell a rare
+        # surname from "Київ", and the right plan differs by orders of magnitude.
+        await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+        for part in parts(c, match):
+            p = _Params()
+            out.append(await _plan_rows(conn, _matches(p, part, p.add(0)), p.values))
+    return out
+
+
+async def count_matches(conn: asyncpg.Connection, c: Criteria, match: Match,
+                        estimates: list[int]) -> tuple[int, bool]:
+    """(count, exact): exact up to COUNT_CAP within COUNT_BUDGET_MS, else the planner's estimate."""
+    guess = sum(estimates)
+    if guess >= COUNT_TRY_BELOW:
+        return guess, False
+    sql, args = _ids_query(c, match, 0, COUNT_CAP + 1)
+    try:
+        async with conn.transaction():
+            await conn.execute(f"SET LOCAL statement_timeout = {COUNT_BUDGET_MS}; "
+                               "SET LOCAL plan_cache_mode = force_custom_plan")
+            n = await conn.fetchval(f"SELECT count(*) FROM ({sql}) m", *args)
+    except asyncpg.QueryCanceledError:
+        return guess, False
+    if n <= COUNT_CAP:
+        return n, True
+    return max(guess, n), False
+
+
+async def search_page(conn: asyncpg.Connection, c: Criteria, match: Match, *, limit: int,
+                      after: int = 0) -> tuple[list[ClientHit], str | None]:
+    """One page of matching clients after the ``after`` id, and the next page's cursor."""
+    sql, args = _ids_query(c, match, after, limit + 1)
+    async with conn.transaction():
+        await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+        ids = [r[0] for r in await conn.fetch(sql, *args)]
+    more = len(ids) > limit
+    ids = ids[:limit]
+    hits = await _hits(conn, c, ids)
+    return hits, encode_cursor(ids[-1]) if more else None

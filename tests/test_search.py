@@ -1,0 +1,230 @@
+"""Client search (issue 4, point 7): every criterion, phone formats, name variants, AND/OR,
+keyset pages, the count, and bad input."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+
+from conftest import login_as
+from crm.search import COUNT_CAP, decode_cursor, encode_cursor, parse_phone, search_norm
+
+URL = "/api/v1/clients/search"
+
+# (client id, last, first, middle, [(OR, EIC, city, street, building, flat)], [phones])
+PEOPLE = [
+    (101, "Шевченко", "Тарас", "Григорович",
+     [("1000000001", "56XG00000000001K", "м. Київ", "вул. Шевченка", "1", "5")],
+     ["+380671234567"]),
+    (102, "Ковальчук", "Мар’яна", "Іванівна",
+     [("1000000002", "56XG00000000002K", "м. Львів", "вул. Івана Франка", "10", None),
+      ("2000000002", "56XG00000000003K", "м. Київ", "вул. Садова", "7", "12")],
+     ["+380501112233"]),
+    (103, "Шевченко", "Оксана", None,
+     [("3000000003", "56XG00000000004K", "м. Київ", "вул. Незалежності", "3", None)],
+     ["+380661234567"]),
+    (104, "Бондар", "Іван", "Петрович",
+     [("4000000004", "56XG00000000005K", "м. Одеса", "вул. Соборна", "22", "1")],
+     []),
+]
+
+
+async def insert_people(conn: asyncpg.Connection, people=PEOPLE) -> None:  # type: ignore[no-untyped-def]
+    for client_id, last, first, middle, accounts, phones in people:
+        await conn.execute("INSERT INTO clients (id, last_name, first_name, middle_name) "
+                           "VALUES ($1, $2, $3, $4)", client_id, last, first, middle)
+        for or_number, eic, city, street, building, flat in accounts:
+            await conn.execute(
+                "INSERT INTO accounts (client_id, or_number, eic_code, region_code, city, street, "
+                "building, flat, consumer_type, tariff_code, opened_at) VALUES "
+                "($1, $2, $3, 'UA-30', $4, $5, $6, $7, 'household', 'household_fixed', '2020-01-01')",
+                client_id, or_number, eic, city, street, building, flat)
+        for phone in phones:
+            await conn.execute("INSERT INTO contacts (client_id, last_name, first_name, phone) "
+                               "VALUES ($1, $2, $3, $4)", client_id, last, first, phone)
+
+
+async def ids(client, headers, **params) -> list[int]:  # type: ignore[no-untyped-def]
+    response = await client.get(URL, params=params, headers=headers)
+    assert response.status == 200, await response.text()
+    return [item["client_id"] for item in (await response.json())["items"]]
+
+
+@pytest.fixture
+async def operator(client, demo_users, admin_conn):  # type: ignore[no-untyped-def]
+    await insert_people(admin_conn)
+    return await login_as(client, "operator_cc")
+
+
+@pytest.mark.parametrize("typed", ["067 123 45 67", "+380671234567", "0671234567",
+                                   "(067) 123-45-67", "380671234567", "+38 067 123 45 67"])
+async def test_full_phone_in_any_format_finds_the_owner(client, operator, typed) -> None:
+    assert await ids(client, operator, phone=typed) == [101]
+
+
+async def test_partial_phone_last_digits_and_number_start(client, operator) -> None:
+    # The last seven digits are shared by 101 (067...) and 103 (066...).
+    assert await ids(client, operator, phone="1234567") == [101, 103]
+    assert await ids(client, operator, phone="234567") == [101, 103]
+    # The start of a number: only the 067 one.
+    assert await ids(client, operator, phone="067123") == [101]
+    assert await ids(client, operator, phone="+38066") == [103]
+    assert await ids(client, operator, phone="9999999") == []
+
+
+def test_phone_kinds() -> None:
+    assert parse_phone("067 123 45 67").kind == "exact"
+    assert parse_phone("1234567").kind == "suffix"
+    assert parse_phone("067 12").digits == "3806712"
+
+
+async def test_or_full_and_prefix_client_id_and_eic(client, operator) -> None:
+    assert await ids(client, operator, **{"or": "1000000002"}) == [102]
+    assert await ids(client, operator, **{"or": "100000000"}) == [101, 102]
+    assert await ids(client, operator, client_id="103") == [103]
+    assert await ids(client, operator, eic="56xg00000000005k") == [104]
+    response = await client.get(URL, params={"or": "2000000002"}, headers=operator)
+    item = (await response.json())["items"][0]
+    # Both accounts of the client are listed; the one that matched is marked.
+    assert [(a["or_number"], a["matched"]) for a in item["accounts"]] == [
+        ("1000000002", False), ("2000000002", True)]
+    assert item["phones"] == ["+380501112233"]
+    assert item["full_name"] == "Ковальчук Мар’яна Іванівна"
+
+
+async def test_partial_address_any_case(client, operator) -> None:
+    assert await ids(client, operator, address="київ") == [101, 102, 103]
+    assert await ids(client, operator, address="КИЇВ  садова") == [102]
+    assert await ids(client, operator, address="Франка 10") == [102]
+    assert await ids(client, operator, address="Харків") == []
+
+
+@pytest.mark.parametrize("typed", ["мар'яна", "МАРʼЯНА", "Мар`яна", "мар’яна ковальчук",
+                                   "  ковальчук    Мар’яна ", "ковальч"])
+async def test_partial_name_ignores_case_apostrophes_and_spacing(client, operator, typed) -> None:
+    assert await ids(client, operator, name=typed) == [102]
+
+
+async def test_name_matches_several(client, operator) -> None:
+    assert await ids(client, operator, name="шевч") == [101, 103]
+    assert await ids(client, operator, name="шевченко тарас") == [101]
+
+
+def test_python_normalisation_is_the_database_one() -> None:
+    assert search_norm("  Мар’яна   КОВАЛЬЧУК ") == "маряна ковальчук"
+
+
+async def test_database_normalisation_agrees(app_conn) -> None:
+    for text in ["  Мар’яна   КОВАЛЬЧУК ", "О'Коннор ʼЇжак`", "ҐАНДЖА  Євген"]:
+        assert await app_conn.fetchval("SELECT herald_search_norm($1)", text) == search_norm(text)
+
+
+async def test_all_versus_any(client, operator) -> None:
+    assert await ids(client, operator, name="шевченко", address="київ") == [101, 103]
+    assert await ids(client, operator, name="шевченко", address="львів") == []
+    assert await ids(client, operator, name="шевченко", address="львів", match="any") == [101, 102, 103]
+    assert await ids(client, operator, phone="1234567", name="оксана") == [103]
+    assert await ids(client, operator, phone="1234567", name="бондар", match="any") == [101, 103, 104]
+    # Account criteria under "all" hold on the same account: 102's Kyiv account is not 1000000002.
+    assert await ids(client, operator, **{"or": "1000000002"}, address="київ") == []
+    assert await ids(client, operator, **{"or": "2000000002"}, address="київ") == [102]
+    assert await ids(client, operator, client_id="104", name="бондар") == [104]
+    assert await ids(client, operator, client_id="104", name="шевченко") == []
+
+
+async def test_keyset_pages_have_no_repeats_or_gaps(client, operator, admin_conn) -> None:
+    await admin_conn.execute(
+        "INSERT INTO clients (id, last_name, first_name) "
+        "SELECT 1000 + g, 'Тестенко', 'Ім’я' || g FROM generate_series(1, 23) g")
+    seen: list[int] = []
+    cursor = None
+    pages = 0
+    while True:
+        params = {"name": "тестенко", "limit": "5"} | ({"cursor": cursor} if cursor else {})
+        response = await client.get(URL, params=params, headers=operator)
+        body = await response.json()
+        assert response.status == 200, body
+        assert body["estimated_count"] == 23 and body["count_is_exact"] is True
+        seen += [i["client_id"] for i in body["items"]]
+        pages += 1
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert pages == 5
+    assert seen == list(range(1001, 1024))
+
+
+async def test_keyset_pages_with_any(client, operator, admin_conn) -> None:
+    await admin_conn.execute(
+        "INSERT INTO clients (id, last_name, first_name) "
+        "SELECT 2000 + g, CASE WHEN g % 2 = 0 THEN 'Парненко' ELSE 'Непарненко' END, 'Ім’я' "
+        "FROM generate_series(1, 15) g")
+    seen: list[int] = []
+    cursor = None
+    while True:
+        params = {"name": "непарненко", "client_id": "2004", "match": "any", "limit": "3"}
+        response = await client.get(URL, params=params | ({"cursor": cursor} if cursor else {}),
+                                    headers=operator)
+        body = await response.json()
+        assert body["estimated_count"] == 9 and body["count_is_exact"] is True
+        seen += [i["client_id"] for i in body["items"]]
+        if (cursor := body["next_cursor"]) is None:
+            break
+    assert seen == [2001, 2003, 2004, 2005, 2007, 2009, 2011, 2013, 2015]
+
+
+async def test_count_is_exact_when_small_and_an_estimate_above_the_cap(client, operator,
+                                                                      admin_conn) -> None:
+    response = await client.get(URL, params={"name": "шевченко"}, headers=operator)
+    body = await response.json()
+    assert (body["estimated_count"], body["count_is_exact"]) == (2, True)
+    many = COUNT_CAP + 500
+    await admin_conn.execute(
+        "INSERT INTO clients (id, last_name, first_name) "
+        "SELECT 10000 + g, 'Поширенко', 'Ім’я' FROM generate_series(1, $1::int) g", many)
+    await admin_conn.execute("ANALYZE clients")
+    response = await client.get(URL, params={"name": "поширенко", "limit": "10"}, headers=operator)
+    body = await response.json()
+    assert response.status == 200, body
+    assert body["count_is_exact"] is False
+    assert body["estimated_count"] > COUNT_CAP
+    assert [i["client_id"] for i in body["items"]] == list(range(10001, 10011))
+    assert body["next_cursor"] is not None
+
+
+def test_cursor_round_trip() -> None:
+    assert decode_cursor(encode_cursor(123456789)) == 123456789
+
+
+@pytest.mark.parametrize(("params", "field"), [
+    ({}, "query"),
+    ({"phone": ""}, "phone"),
+    ({"phone": "12"}, "phone"),
+    ({"phone": "067-abc"}, "phone"),
+    ({"name": "ab"}, "name"),
+    ({"name": "   "}, "name"),
+    ({"address": "''"}, "address"),
+    ({"or": "12"}, "or"),
+    ({"or": "12345678901"}, "or"),
+    ({"eic": "XYZ"}, "eic"),
+    ({"client_id": "0"}, "client_id"),
+    ({"client_id": "abc"}, "client_id"),
+    ({"name": "шевченко", "limit": "0"}, "limit"),
+    ({"name": "шевченко", "limit": "1000"}, "limit"),
+    ({"name": "шевченко", "limit": "ten"}, "limit"),
+    ({"name": "шевченко", "match": "maybe"}, "match"),
+    ({"name": "шевченко", "cursor": "not-a-cursor"}, "cursor"),
+    ({"name": "шевченко", "cursor": "%%%"}, "cursor"),
+    ({"name": "шевченко", "surname": "x"}, "surname"),
+])
+async def test_bad_input_is_a_400_naming_the_field(client, operator, params, field) -> None:
+    response = await client.get(URL, params=params, headers=operator)
+    assert response.status == 400, await response.text()
+    body = await response.json()
+    assert [e["field"] for e in body["errors"]] == [field]
+
+
+async def test_needs_clients_read(client, demo_users) -> None:
+    assert (await client.get(URL, params={"name": "шевченко"})).status == 401
+    headers = await login_as(client, "integration")
+    assert (await client.get(URL, params={"name": "шевченко"}, headers=headers)).status == 403
