@@ -6,6 +6,7 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
+import asyncpg
 import msgspec
 from aiohttp import web
 
@@ -88,6 +89,13 @@ async def problem_middleware(request: web.Request, handler: Any) -> web.StreamRe
         headers = {k: v for k, v in exc.headers.items()
                    if k.lower() in ("allow", "retry-after", "www-authenticate")}
         return problem_response(request, exc.status, detail=detail, headers=headers)
+    except asyncpg.exceptions.QueryCanceledError:
+        # The statement timeout: the database is overloaded or the query too broad. Not the
+        # caller's fault and not a crash: 503 with a hint, so a client may narrow or retry.
+        log.warning("statement timeout in %s %s", request.method, request.path)
+        return problem_response(request, 503, code="query-timeout",
+                                detail="the database did not answer in time; narrow the query "
+                                       "or retry", headers={"Retry-After": "5"})
     except Exception:  # the last line of defence: log it whole, tell the client little
         log.exception("unhandled error in %s %s", request.method, request.path)
         return problem_response(request, 500, code="internal-error",

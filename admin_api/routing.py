@@ -26,6 +26,8 @@ AUTHENTICATED = "authenticated"
 """Any logged-in user, whatever their roles (their own profile, logout)."""
 PROVIDER = "provider"
 """An outside provider posting receipts: the provider API token, not a user session."""
+PRODUCER = "producer"
+"""A system posting events (billing, shop, app): its own producer API key, not a user session."""
 
 _encoder = msgspec.json.Encoder()
 _MISSING_FIELD = re.compile(r"(?:missing required|contains unknown) field `(\w+)`")

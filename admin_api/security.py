@@ -9,26 +9,38 @@ from typing import Any
 from aiohttp import web
 
 from admin_api.problems import problem_response
-from admin_api.routing import AUTHENTICATED, PROVIDER, PUBLIC, endpoint_of
+from admin_api.routing import AUTHENTICATED, PRODUCER, PROVIDER, PUBLIC, endpoint_of
 from admin_api.typedefs import DB, PRINCIPAL, REQUEST_ID, SETTINGS, TOKEN
 from crm.audit import Actor
 from crm.users import Principal, resolve_session
+from dispatcher.producers import Producer, authenticate
 
 SESSION_COOKIE = "herald_session"
+PRODUCER_KEY = web.RequestKey("producer", Producer)
 
 
-def bearer_token(request: web.Request) -> str | None:
-    """The session token from ``Authorization: Bearer``, else from the session cookie."""
+def authorization_bearer(request: web.Request) -> str | None:
+    """The token of an ``Authorization: Bearer`` header, if any."""
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
-    return request.cookies.get(SESSION_COOKIE) or None
+    return None
+
+
+def bearer_token(request: web.Request) -> str | None:
+    """The session token from ``Authorization: Bearer``, else from the session cookie."""
+    return authorization_bearer(request) or request.cookies.get(SESSION_COOKIE) or None
 
 
 def principal(request: web.Request) -> Principal:
     """The logged-in user of a request that passed the security middleware."""
     return request[PRINCIPAL]
+
+
+def producer(request: web.Request) -> Producer:
+    """The event producer of a request to a producer route (its key was checked)."""
+    return request[PRODUCER_KEY]
 
 
 def actor(request: web.Request) -> Actor:
@@ -57,6 +69,9 @@ async def security_middleware(request: web.Request, handler: Any) -> web.StreamR
                                     detail="send the provider API token as a bearer token",
                                     headers={"WWW-Authenticate": "Bearer"})
         return await handler(request)
+    if declared.permission == PRODUCER:
+        # A producer key travels only in the header, never in a browser's cookie.
+        return await _producer(request, handler, authorization_bearer(request))
     if token is None:
         return problem_response(request, 401, code="authentication-required",
                                 detail="log in first: send Authorization: Bearer <token>",
@@ -73,4 +88,21 @@ async def security_middleware(request: web.Request, handler: Any) -> web.StreamR
                                 detail=f"your roles do not grant {declared.permission!r}")
     request[PRINCIPAL] = found
     request[TOKEN] = token
+    return await handler(request)
+
+
+async def _producer(request: web.Request, handler: Any, key: str | None) -> web.StreamResponse:
+    """401 without a known producer key, 403 for a deactivated producer."""
+    found = None
+    if key is not None:
+        async with request.app[DB].acquire() as conn:
+            found = await authenticate(conn, key)
+    if found is None:
+        return problem_response(request, 401, code="producer-key-invalid",
+                                detail="send the producer's API key as a bearer token",
+                                headers={"WWW-Authenticate": "Bearer"})
+    if not found.is_active:
+        return problem_response(request, 403, code="producer-deactivated",
+                                detail=f"producer {found.name!r} is deactivated")
+    request[PRODUCER_KEY] = found
     return await handler(request)

@@ -4,7 +4,8 @@ Held rows are deleted and replaced by pending batches of their recipients in one
 transaction, then those batches are published: a crash before the commit releases
 nothing, a crash after it leaves pending batches that the stalled-work sweep publishes.
 A worker that re-holds a released message while the transaction is open waits for it,
-so a new hold is never deleted by mistake.
+so a new hold is never deleted by mistake. A held realtime message (trigger, operator
+send; no campaign) is reopened at its held step and published to the realtime queue.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from collections.abc import Sequence
 import aio_pika
 import asyncpg
 
-from dispatcher import planner
-from dispatcher.envelopes import Envelope
+from dispatcher import planner, realtime
+from dispatcher.envelopes import Envelope, parse_realtime_id
 from herald.settings import Settings
 
 _CONDITIONS = {
@@ -42,10 +43,12 @@ async def release(pool: asyncpg.Pool, channel: aio_pika.abc.AbstractChannel, set
                 DELETE FROM held_messages WHERE message_id IN (
                     SELECT message_id FROM held_messages WHERE {condition}
                     LIMIT $1 FOR UPDATE SKIP LOCKED)
-                RETURNING campaign_id, client_id, step
+                RETURNING message_id, campaign_id, client_id, step
                 """, *args)
             work = await _record(conn, settings, rows)
+            instant = await realtime.reopen(conn, _realtime(rows))
         await planner.publish(channel, settings, work)
+        await realtime.publish(channel, settings, instant)
     return len(rows)
 
 
@@ -56,6 +59,18 @@ async def release_all(pool: asyncpg.Pool, channel: aio_pika.abc.AbstractChannel,
     while released := await release(pool, channel, settings, kind, argument):
         total += released
     return total
+
+
+def _realtime(rows: Sequence[asyncpg.Record]) -> list[tuple[int, int]]:
+    found = []
+    for row in rows:
+        if row["campaign_id"] is None:
+            try:
+                unit, _, step = parse_realtime_id(row["message_id"])
+            except ValueError:
+                continue
+            found.append((unit, step))
+    return found
 
 
 async def _record(conn: asyncpg.Connection, settings: Settings,

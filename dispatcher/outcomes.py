@@ -39,7 +39,10 @@ class Hold(msgspec.Struct, frozen=True):
     release_at: float | None  # Unix time; None until an alert is lifted / a campaign resumed
 
 
-def stats_key(settings: Settings, campaign_id: int) -> str:
+def stats_key(settings: Settings, campaign_id: int | None) -> str:
+    """The live counters of a campaign; of every realtime message (triggers, operator sends) for None."""
+    if campaign_id is None:
+        return f"{settings.namespace}:realtime:stats"
     return f"{settings.namespace}:campaign:{campaign_id}:stats"
 
 
@@ -109,9 +112,11 @@ async def write_holds(conn: asyncpg.Connection, holds: Sequence[Hold]) -> None:
         [h.region_code for h in holds], [h.release_at for h in holds])
 
 
-async def count(redis: aioredis.Redis, settings: Settings, campaign_id: int,
+async def count(redis: aioredis.Redis, settings: Settings, campaign_id: int | None,
                 events: Sequence[Event]) -> None:
-    """Add a batch's outcomes to the campaign's live counters in one round trip."""
+    """Add a batch's outcomes to the campaign's live counters in one round trip.
+
+    Realtime messages (``campaign_id`` None) count into one set of counters of their own."""
     fields = counter_fields(events)
     if not fields:
         return
@@ -123,7 +128,8 @@ async def count(redis: aioredis.Redis, settings: Settings, campaign_id: int,
         await pipe.execute()
 
 
-async def live_stats(redis: aioredis.Redis, settings: Settings, campaign_id: int) -> dict[str, int | float]:
+async def live_stats(redis: aioredis.Redis, settings: Settings,
+                     campaign_id: int | None) -> dict[str, int | float]:
     """The campaign's live counters as stored (names from counter_fields)."""
     raw = await redis.hgetall(stats_key(settings, campaign_id))
     out: dict[str, int | float] = {}

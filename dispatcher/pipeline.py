@@ -23,8 +23,9 @@ import asyncpg
 import msgspec
 import redis.asyncio as aioredis
 
+from crm.segments.membership import SegmentMembers
 from dispatcher import control, outcomes, receipts, template_store
-from dispatcher.envelopes import Envelope, message_id
+from dispatcher.envelopes import CampaignBatch, Envelope, RealtimeMessages, message_id
 from dispatcher.outcomes import Event, Hold
 from dispatcher.recipients import Organisation, Recipient, load_recipients
 from dispatcher.templates import CompiledTemplate, RenderError, TemplateEngine
@@ -32,12 +33,16 @@ from herald.settings import Settings
 from providers.base import Outbound, Outcome, Provider, ProviderUnavailable
 from providers.retry import RetryPolicy, send_with_retry
 from rules import consent, quiet_hours, rate_limit, stop_lists
+from rules.consent import UnsubscribeLinks
 from rules.air_raid import AlertMirror, AlertSnapshot, MirrorNotReady
 from rules.regions import load_time_zones
 
 log = logging.getLogger("herald.pipeline")
 
 _CACHE_SECONDS = 5.0
+# How long a campaign batch waits, at each of its checkpoints, for the realtime messages
+# in hand to finish: realtime goes first, and a campaign still moves under constant load.
+REALTIME_YIELD_SECONDS = 1.0
 
 
 class CampaignInfo(msgspec.Struct, frozen=True):
@@ -64,18 +69,50 @@ class Context:
         self.engine = engine or TemplateEngine()
         self.retry = retry or RetryPolicy()
         self.alerts = AlertMirror(redis, settings.namespace)
+        self.unsubscribe = UnsubscribeLinks.from_settings(settings)
         self.organisation = Organisation(
             service_centre=settings.org_service_centre, contact_phone=settings.org_contact_phone,
             cabinet_url=settings.org_cabinet_url, app_url=settings.org_app_url,
             payment_url=settings.org_payment_url)
         self._cached: dict[str, tuple[float, object]] = {}
+        self._realtime_in_hand = 0
+        self._realtime_idle = asyncio.Event()
+        self._realtime_idle.set()
 
-    async def cached(self, name: str, load: object) -> object:
-        """A small table reloaded at most every few seconds (limits, windows, time zones)."""
+    def realtime_started(self) -> None:
+        self._realtime_in_hand += 1
+        self._realtime_idle.clear()
+
+    def realtime_finished(self) -> None:
+        self._realtime_in_hand -= 1
+        if self._realtime_in_hand <= 0:
+            self._realtime_in_hand = 0
+            self._realtime_idle.set()
+
+    async def yield_to_realtime(self) -> None:
+        """Let the realtime messages this process holds go first (bounded wait).
+
+        Both kinds of work share one event loop per process; a campaign batch renders and
+        encodes a thousand messages at a time, so without this a trigger waits behind it."""
+        if self._realtime_in_hand:
+            try:
+                await asyncio.wait_for(self._realtime_idle.wait(), REALTIME_YIELD_SECONDS)
+            except asyncio.TimeoutError:
+                pass
+
+    async def cached(self, name: str, load: object,
+                     conn: asyncpg.Connection | None = None) -> object:
+        """A small table reloaded at most every few seconds (limits, windows, time zones).
+
+        Pass ``conn`` when the caller holds a connection already: taking a second one from
+        the pool while holding one can exhaust the pool with every task waiting."""
         found = self._cached.get(name)
         if found is None or time.monotonic() - found[0] > _CACHE_SECONDS:
-            async with self.pool.acquire() as conn:
+            if conn is not None:
                 value = await load(conn)  # type: ignore[operator]
+            else:
+                async with self.pool.acquire() as fresh:
+                    value = await load(fresh)  # type: ignore[operator]
             found = (time.monotonic(), value)
             self._cached[name] = found
         return found[1]
@@ -103,7 +140,17 @@ async def _campaign(conn: asyncpg.Connection, campaign_id: int) -> CampaignInfo 
 
 
 async def handle(ctx: Context, envelope: Envelope) -> None:
-    """Process one queue message: a snapshot batch reference or a list of recipients at a step."""
+    """Process one queue message: a campaign batch, or a realtime (trigger, operator) message."""
+    if isinstance(envelope, RealtimeMessages):
+        from dispatcher import realtime_batch
+
+        await realtime_batch.handle(ctx, envelope)
+        return
+    await handle_batch(ctx, envelope)
+
+
+async def handle_batch(ctx: Context, envelope: CampaignBatch) -> None:
+    """Process one campaign batch reference: its recipients at its chain step."""
     state = await control.current_state(ctx.redis, ctx.pool, ctx.settings, envelope.campaign_id)
     if state in (None, "stopped", "completed", "failed", "draft"):
         return  # nothing to do; the batch stays as it is
@@ -123,7 +170,12 @@ async def handle(ctx: Context, envelope: Envelope) -> None:
 
 
 class Batch:
-    """The work of one queue message, collected and then written at once."""
+    """The work of one queue message, collected and then written at once.
+
+    A campaign batch; ``dispatcher.realtime_batch.RealtimeBatch`` reuses it for triggered
+    and operator messages by overriding the hooks below (ids, reads, tokens, receipts,
+    commit). The stop-list check is ``_blocked``: segment membership is wired there.
+    """
 
     def __init__(self, ctx: Context, campaign: CampaignInfo, client_ids: Sequence[int], step: int,
                  batch_id: int, state: str) -> None:
@@ -138,36 +190,80 @@ class Batch:
         # A first attempt cannot meet ids already sent, so it skips looking them up.
         self.retried = True
 
+    # -- hooks (campaign behaviour; RealtimeBatch overrides them) ------------------------
+
+    def mid(self, client_id: int, step: int) -> str:
+        """The message id of a client's message at a chain step."""
+        return message_id(self.campaign.id, client_id, step)
+
+    @property
+    def event_campaign_id(self) -> int | None:
+        return self.campaign.id
+
+    async def _await_receipts(self, ids: list[str]) -> None:
+        await receipts.await_receipts(self.ctx.redis, self.ctx.settings, self.campaign.id, ids,
+                                      self.campaign.receipt_timeout)
+
+    async def _mark_done(self, conn: asyncpg.Connection) -> None:
+        await conn.execute("UPDATE campaign_batches SET done = true, done_at = now() "
+                           "WHERE id = $1", self.batch_id)
+
+    async def _count(self) -> None:
+        await outcomes.count(self.ctx.redis, self.ctx.settings, self.campaign.id, self.events)
+
+    async def _yield(self) -> None:
+        await self.ctx.yield_to_realtime()
+
+    # -- the work -------------------------------------------------------------------------
+
     def _event(self, client_id: int, step: int, status: str, reason: str | None = None,
                provider_id: str | None = None) -> None:
-        self.events.append(Event(message_id(self.campaign.id, client_id, step), self.campaign.id,
+        self.events.append(Event(self.mid(client_id, step), self.event_campaign_id,
                                  client_id, step, self.campaign.chain[step], status, reason,
                                  provider_id))
 
     def _hold(self, recipient: Recipient, step: int, reason: str, region: str | None,
               until: dt.datetime | None) -> None:
-        mid = message_id(self.campaign.id, recipient.client_id, step)
-        self.holds.append(Hold(mid, self.campaign.id, recipient.client_id, step, reason, region,
-                               until.timestamp() if until else None))
+        mid = self.mid(recipient.client_id, step)
+        self.holds.append(Hold(mid, self.event_campaign_id, recipient.client_id, step, reason,
+                               region, until.timestamp() if until else None))
         self._event(recipient.client_id, step, "held", reason)
 
-    async def run(self) -> None:
-        ctx, campaign = self.ctx, self.campaign
-        async with ctx.pool.acquire() as conn:
-            recipients = {r.client_id: r for r in
-                          await load_recipients(conn, self.client_ids, ctx.organisation)}
+    async def _load_template(self, conn: asyncpg.Connection) -> tuple[CompiledTemplate, bool]:
+        return await template_store.load_for_sending(
+            conn, self.ctx.engine, self.campaign.template_id, self.campaign.template_version)
+
+    async def _load_recipients(self, conn: asyncpg.Connection) -> list[Recipient]:
+        return await load_recipients(conn, self.client_ids, self.ctx.organisation)
+
+    async def _blocked(self, conn: asyncpg.Connection, client_ids: list[int]) -> set[int]:
+        """The clients a stop list blocks from the topic (the one place the pipeline asks)."""
+        return await stop_lists.blocked_clients(conn, client_ids, self.campaign.topic,
+                                                membership=SegmentMembers(conn))
+
+    async def _inputs(self) -> tuple[dict[int, Recipient], dict[str, str], set[int],
+                                     consent.Consents, CompiledTemplate, bool]:
+        """Everything the decisions need, read on one connection (one batch, one query each)."""
+        campaign = self.campaign
+        async with self.ctx.pool.acquire() as conn:
+            recipients = {r.client_id: r for r in await self._load_recipients(conn)}
             finals: dict[str, str] = {}
             if self.retried:
                 finals = await outcomes.already_final(conn, [
-                    message_id(campaign.id, c, s) for c in recipients
+                    self.mid(c, s) for c in recipients
                     for s in range(self.first_step, len(campaign.chain))])
-            blocked = await stop_lists.blocked_clients(conn, list(recipients), campaign.topic)
+            blocked = await self._blocked(conn, list(recipients))
             consents = await consent.load_consents(conn, list(recipients), campaign.chain,
                                                    campaign.topic)
-            template, urgent = await template_store.load_for_sending(
-                conn, ctx.engine, campaign.template_id, campaign.template_version)
+            template, urgent = await self._load_template(conn)
+        return recipients, finals, blocked, consents, template, urgent
+
+    async def run(self) -> None:
+        campaign = self.campaign
+        await self._yield()
+        recipients, finals, blocked, consents, template, urgent = await self._inputs()
         for client_id in blocked:
-            if message_id(campaign.id, client_id, self.first_step) not in finals:
+            if self.mid(client_id, self.first_step) not in finals:
                 self._event(client_id, self.first_step, "skipped", "stop_list")
         stage = {c: self.first_step for c in recipients if c not in blocked}
         while stage:
@@ -201,7 +297,7 @@ class Batch:
             recipient = recipients[client_id]
             for k in range(step, len(campaign.chain)):
                 channel = campaign.chain[k]
-                done = finals.get(message_id(campaign.id, client_id, k))
+                done = finals.get(self.mid(client_id, k))
                 if done == "skipped":
                     continue  # decided before this redelivery: keep walking
                 if done == "receipted":
@@ -233,24 +329,30 @@ class Batch:
                 break
         return groups
 
-    async def _take_tokens(self, channel: str, provider: Provider, wanted: int) -> int:
-        """Wait for rate-limit tokens for ``wanted`` sends; fewer if the campaign stopped meanwhile."""
+    async def _buckets(self, channel: str, provider: Provider) -> list[rate_limit.Bucket]:
         ctx = self.ctx
         configured = await ctx.cached("rate_limits", rate_limit.list_limits)
-        buckets = rate_limit.buckets_for_send(
+        return rate_limit.buckets_for_send(
             ctx.settings.namespace, configured, channel=channel,  # type: ignore[arg-type]
             provider=provider.name, campaign_id=self.campaign.id, campaign_limits=self.campaign.rate)
+
+    async def _take_tokens(self, channel: str, provider: Provider,
+                           wanted: int) -> tuple[int, float]:
+        """Wait for rate-limit tokens for ``wanted`` sends; fewer if the campaign stopped meanwhile.
+
+        Returns (granted, seconds until more tokens)."""
+        buckets = await self._buckets(channel, provider)
         if not buckets:
-            return wanted
+            return wanted, 0.0
         granted = 0
         while granted < wanted:
-            grant = await ctx.limiter.take(buckets, wanted - granted)
+            grant = await self.ctx.limiter.take(buckets, wanted - granted)
             granted += grant.granted
             if granted < wanted:
                 await asyncio.sleep(max(grant.retry_after, 0.05))
                 if await self._refresh_state() != "running":
-                    break
-        return granted
+                    return granted, grant.retry_after
+        return granted, 0.0
 
     async def _refresh_state(self) -> str:
         self.state = await control.current_state(self.ctx.redis, self.ctx.pool, self.ctx.settings,
@@ -265,40 +367,54 @@ class Batch:
     async def _send(self, channel: str, members: list[tuple[Recipient, int]],
                     template: CompiledTemplate) -> list[tuple[Recipient, int]]:
         """Render, rate-limit and hand one channel's group to its provider; return the failed."""
-        ctx, campaign = self.ctx, self.campaign
+        ctx = self.ctx
         provider = ctx.providers[channel]
+        await self._yield()
         failed: list[tuple[Recipient, int]] = []
         outbound: list[Outbound] = []
         sendable: list[tuple[Recipient, int]] = []
         for recipient, step in members:
             try:
-                content = template.render(channel, recipient.variables)  # type: ignore[arg-type]
+                variables = recipient.variables
+                if channel == "email":
+                    variables = {**variables, "unsubscribe_url": ctx.unsubscribe.url(
+                        recipient.client_id, self.campaign.topic)}
+                content = template.render(channel, variables,  # type: ignore[arg-type]
+                                          recipient.language)
             except RenderError as exc:
                 self._event(recipient.client_id, step, "failed", f"render_error:{exc.field}")
                 failed.append((recipient, step))
                 continue
             address = recipient.email if channel == "email" else recipient.phone
-            outbound.append(Outbound(message_id(campaign.id, recipient.client_id, step),
+            outbound.append(Outbound(self.mid(recipient.client_id, step),
                                      channel, address, content))  # type: ignore[arg-type]
             sendable.append((recipient, step))
         if not outbound:
             return failed
         # Fewer tokens than wanted only when the campaign stopped or paused while waiting;
         # the state is read again right before the provider call either way.
-        await self._take_tokens(channel, provider, len(outbound))
+        granted, retry_after = await self._take_tokens(channel, provider, len(outbound))
         if await self._refresh_state() != "running":
             self._park_unsent(sendable)
             return failed
+        if granted < len(outbound):
+            # Only realtime messages stop waiting for tokens: held until more are due.
+            until = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=max(retry_after, 1.0))
+            for recipient, step in sendable[granted:]:
+                self._hold(recipient, step, "rate_limit", None, until)
+            outbound, sendable = outbound[:granted], sendable[:granted]
+            if not outbound:
+                return failed
+        await self._yield()
         ids = [o.message_id for o in outbound]
         # The receipt clock starts before the provider is called, so a receipt that
         # overtakes this code still finds its message waiting.
-        await receipts.await_receipts(ctx.redis, ctx.settings, campaign.id, ids,
-                                      campaign.receipt_timeout)
+        await self._await_receipts(ids)
         try:
             results = await send_with_retry(provider, outbound, ctx.retry,
                                             should_stop=lambda: self.state != "running")
         except ProviderUnavailable as exc:
-            log.warning("%s provider unavailable for campaign %d: %s", channel, campaign.id, exc)
+            log.warning("%s provider unavailable for %s: %s", channel, ids[0], exc)
             results = None
         not_waiting = []
         for i, (recipient, step) in enumerate(sendable):
@@ -320,6 +436,5 @@ class Batch:
         async with ctx.pool.acquire() as conn, conn.transaction():
             await outcomes.write_events(conn, self.events)
             await outcomes.write_holds(conn, self.holds)
-            await conn.execute("UPDATE campaign_batches SET done = true, done_at = now() "
-                               "WHERE id = $1", self.batch_id)
-        await outcomes.count(ctx.redis, ctx.settings, self.campaign.id, self.events)
+            await self._mark_done(conn)
+        await self._count()

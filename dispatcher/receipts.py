@@ -8,6 +8,9 @@ then remove it from the set. A crash in between repeats the work on the provider
 retry or the next sweep, and a repeated step is harmless (its message id is already
 final). The one race left: a receipt arriving in the very moment its timeout is being
 handled can let both act, sending the next channel although the first was delivered.
+
+Realtime messages (triggers, operator sends; ids 't...'/'o...') wait in one set of
+their own; a failure reopens their realtime_messages row at the next step.
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ import aio_pika
 import asyncpg
 import redis.asyncio as aioredis
 
-from dispatcher import outcomes, planner
-from dispatcher.envelopes import parse_message_id
+from dispatcher import outcomes, planner, realtime
+from dispatcher.envelopes import is_realtime_id, parse_message_id, parse_realtime_id
 from dispatcher.outcomes import Event
 from herald.settings import Settings
 from providers.base import Receipt, ReceiptStatus
@@ -29,6 +32,18 @@ from providers.base import Receipt, ReceiptStatus
 
 def deadlines_key(settings: Settings, campaign_id: int) -> str:
     return f"{settings.namespace}:campaign:{campaign_id}:receipt_deadlines"
+
+
+def realtime_deadlines_key(settings: Settings) -> str:
+    return f"{settings.namespace}:realtime:receipt_deadlines"
+
+
+async def await_realtime_receipts(redis: aioredis.Redis, settings: Settings,
+                                  message_ids: Sequence[str], timeout_seconds: float) -> None:
+    """Start the receipt clock of realtime messages about to be handed to a provider."""
+    if message_ids:
+        deadline = time.time() + timeout_seconds
+        await redis.zadd(realtime_deadlines_key(settings), {m: deadline for m in message_ids})
 
 
 async def await_receipts(redis: aioredis.Redis, settings: Settings, campaign_id: int,
@@ -44,11 +59,16 @@ async def awaiting(redis: aioredis.Redis, settings: Settings, campaign_id: int) 
     return int(await redis.zcard(deadlines_key(settings, campaign_id)))
 
 
-def _by_campaign(message_ids: Sequence[str]) -> dict[int, list[str]]:
-    groups: dict[int, list[str]] = defaultdict(list)
+def _by_key(settings: Settings, message_ids: Sequence[str]) -> dict[str, list[str]]:
+    """Message ids grouped by the sorted set their receipt clock runs in."""
+    groups: dict[str, list[str]] = defaultdict(list)
     for m in message_ids:
         try:
-            groups[parse_message_id(m)[0]].append(m)
+            if is_realtime_id(m):
+                parse_realtime_id(m)
+                groups[realtime_deadlines_key(settings)].append(m)
+            else:
+                groups[deadlines_key(settings, parse_message_id(m)[0])].append(m)
         except ValueError:
             continue
     return groups
@@ -57,8 +77,8 @@ def _by_campaign(message_ids: Sequence[str]) -> dict[int, list[str]]:
 async def _waiting(redis: aioredis.Redis, settings: Settings, message_ids: Sequence[str]) -> set[str]:
     """The ids among these still waiting for a receipt."""
     found: set[str] = set()
-    for campaign_id, ids in _by_campaign(message_ids).items():
-        scores = await redis.zmscore(deadlines_key(settings, campaign_id), ids)
+    for key, ids in _by_key(settings, message_ids).items():
+        scores = await redis.zmscore(key, ids)
         found.update(m for m, score in zip(ids, scores) if score is not None)
     return found
 
@@ -66,8 +86,8 @@ async def _waiting(redis: aioredis.Redis, settings: Settings, message_ids: Seque
 async def stop_waiting(redis: aioredis.Redis, settings: Settings,
                        message_ids: Sequence[str]) -> None:
     """Stop the receipt clock of these messages (received, timed out, or never accepted)."""
-    for campaign_id, ids in _by_campaign(message_ids).items():
-        await redis.zrem(deadlines_key(settings, campaign_id), *ids)
+    for key, ids in _by_key(settings, message_ids).items():
+        await redis.zrem(key, *ids)
 
 
 async def _chain_lengths(conn: asyncpg.Connection, campaign_ids: set[int]) -> dict[int, tuple[int, str]]:
@@ -97,23 +117,30 @@ async def apply_receipts(pool: asyncpg.Pool, redis: aioredis.Redis,
                          amqp_channel: aio_pika.abc.AbstractChannel, settings: Settings,
                          channel_name: str, receipts: Sequence[Receipt]) -> int:
     """Record a provider's batch of receipts; failed deliveries fall back. Returns how many applied."""
-    parsed = []
+    parsed = []  # (receipt, campaign id or None, realtime id or None, client, step)
     for receipt in receipts:
         try:
-            parsed.append((receipt, *parse_message_id(receipt.message_id)))
+            if is_realtime_id(receipt.message_id):
+                unit, client, step = parse_realtime_id(receipt.message_id)
+                parsed.append((receipt, None, unit, client, step))
+            else:
+                campaign, client, step = parse_message_id(receipt.message_id)
+                parsed.append((receipt, campaign, None, client, step))
         except ValueError:
-            continue  # not a campaign message (triggers and operator sends come later)
+            continue  # not a message id of ours
     if not parsed:
         return 0
     final = [p for p in parsed if p[0].status in (ReceiptStatus.DELIVERED, ReceiptStatus.FAILED)]
     waiting = await _waiting(redis, settings, [p[0].message_id for p in final])
     events = [Event(r.message_id, campaign_id, client_id, step, channel_name, r.status.value,
                     r.error if r.status is ReceiptStatus.FAILED else None, r.provider_id)
-              for r, campaign_id, client_id, step in parsed]
+              for r, campaign_id, _, client_id, step in parsed]
+    failed = [p for p in parsed if p[0].status is ReceiptStatus.FAILED and p[0].message_id in waiting]
     async with pool.acquire() as conn:
         await _advance(conn, amqp_channel, settings,
-                       [(c, cl, s) for r, c, cl, s in parsed
-                        if r.status is ReceiptStatus.FAILED and r.message_id in waiting])
+                       [(c, cl, s) for _, c, u, cl, s in failed if c is not None])
+        await realtime.advance(conn, amqp_channel, settings,
+                               [(u, s) for _, c, u, _, s in failed if u is not None])
         await outcomes.write_events(conn, events)
     await _count_by_campaign(redis, settings, events)
     await stop_waiting(redis, settings, sorted(waiting))
@@ -142,13 +169,39 @@ async def expire_deadlines(pool: asyncpg.Pool, redis: aioredis.Redis,
         await _count_by_campaign(redis, settings, events)
         await stop_waiting(redis, settings, ids)
         total += len(events)
-    return total
+    return total + await _expire_realtime(pool, redis, amqp_channel, settings, limit=limit)
+
+
+async def _expire_realtime(pool: asyncpg.Pool, redis: aioredis.Redis,
+                           amqp_channel: aio_pika.abc.AbstractChannel, settings: Settings,
+                           *, limit: int) -> int:
+    """The same for realtime messages: fail the overdue step and reopen the message at the next."""
+    due = await redis.zrangebyscore(realtime_deadlines_key(settings), "-inf", time.time(),
+                                    start=0, num=limit)
+    ids = [m.decode() if isinstance(m, bytes) else m for m in due]
+    expired = []
+    for m in ids:
+        try:
+            expired.append((m, *parse_realtime_id(m)))
+        except ValueError:
+            continue
+    if not ids:
+        return 0
+    events = [Event(m, None, cl, s, None, "failed", "receipt_timeout") for m, _, cl, s in expired]
+    async with pool.acquire() as conn:
+        await realtime.advance(conn, amqp_channel, settings, [(u, s) for _, u, _, s in expired])
+        await outcomes.write_events(conn, events)
+    await _count_by_campaign(redis, settings, events)
+    await stop_waiting(redis, settings, ids)
+    if len(ids) > len(expired):  # unparsable members: drop them so they cannot block the set
+        await redis.zrem(realtime_deadlines_key(settings), *set(ids) - {e[0] for e in expired})
+    return len(events)
 
 
 async def _count_by_campaign(redis: aioredis.Redis, settings: Settings,
                              events: Sequence[Event]) -> None:
-    by_campaign: dict[int, list[Event]] = defaultdict(list)
+    by_campaign: dict[int | None, list[Event]] = defaultdict(list)
     for event in events:
-        by_campaign[event.campaign_id or 0].append(event)
+        by_campaign[event.campaign_id].append(event)
     for campaign_id, campaign_events in by_campaign.items():
         await outcomes.count(redis, settings, campaign_id, campaign_events)

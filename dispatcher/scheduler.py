@@ -14,7 +14,9 @@ import time
 import asyncpg
 import redis.asyncio as aioredis
 
-from dispatcher import holds, launcher, receipts
+from crm.cases.automation import run_due_automations
+from crm.segments import refresh as segment_refresh
+from dispatcher import holds, launcher, realtime, receipts
 from dispatcher.worker import purge_expired_sessions
 from herald.amqp import AmqpLink
 from herald.settings import Settings
@@ -52,6 +54,7 @@ class Scheduler:
         settings, pool, redis = self.settings, self.pool, self.redis
         await launcher.launch_due(pool, redis, channel, settings)
         await holds.release_all(pool, channel, settings, "due")
+        await realtime.publish_due(pool, channel, settings)  # delayed triggers, lost references
         if self._due("alerts", 2.0):
             async with pool.acquire() as conn:
                 active = await self.alerts.sync(conn)
@@ -62,6 +65,10 @@ class Scheduler:
             await launcher.republish_stalled(pool, channel, settings, idle_seconds=STALLED_SECONDS)
         if self._due("complete", 2.0):
             await launcher.complete_finished(pool, redis, settings)
+        if self._due("segments", 2.0):
+            await segment_refresh.run_duty(pool)
+        if self._due("case_automations", 60.0):
+            await run_due_automations(pool)
         if self._due("sessions", 600.0):
             await purge_expired_sessions(pool)
 

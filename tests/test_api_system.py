@@ -8,7 +8,7 @@ import pytest
 from aiohttp import web
 
 from admin_api.app import ENDPOINT_TABLES, UndeclaredRoute, check_routes_declared, init_app
-from admin_api.routing import AUTHENTICATED, PROVIDER, PUBLIC, endpoint_of
+from admin_api.routing import AUTHENTICATED, PRODUCER, PROVIDER, PUBLIC, endpoint_of
 from herald.settings import Settings
 
 
@@ -99,7 +99,7 @@ def test_a_new_route_without_permission_fails(settings: Settings) -> None:
 async def test_every_declared_permission_exists_in_the_matrix(app_conn: asyncpg.Connection) -> None:
     known = {r["code"] for r in await app_conn.fetch("SELECT code FROM permissions")}
     declared = {ep.permission for table in ENDPOINT_TABLES for ep, _ in table.endpoints}
-    assert declared - {PUBLIC, AUTHENTICATED, PROVIDER} <= known
+    assert declared - {PUBLIC, AUTHENTICATED, PROVIDER, PRODUCER} <= known
 
 
 async def test_unknown_path_and_method_are_problems(client) -> None:
@@ -132,3 +132,25 @@ async def test_a_crash_is_a_500_problem_without_trace(settings: Settings, aiohtt
     assert response.content_type == "application/problem+json"
     assert "secret internals" not in body and "Traceback" not in body
     assert (await response.json())["request_id"] == response.headers["X-Request-ID"]
+
+
+async def test_a_statement_timeout_is_a_503_problem(settings: Settings, aiohttp_client) -> None:
+    from admin_api.routing import EndpointTable
+    from admin_api.typedefs import DB
+
+    app = init_app(settings)
+    table = EndpointTable("test")
+
+    @table.get("/slow", permission=PUBLIC)
+    async def slow(request: web.Request) -> None:
+        """A query longer than the statement timeout."""
+        async with request.app[DB].acquire() as conn:
+            await conn.execute("SET LOCAL statement_timeout = 50; SELECT pg_sleep(1)")
+
+    table.add_to(app)
+    client = await aiohttp_client(app)
+    response = await client.get("/slow")
+    body = await response.json()
+    assert response.status == 503
+    assert body["type"] == "/problems/query-timeout"
+    assert response.headers["Retry-After"] == "5"

@@ -173,18 +173,21 @@ async def stop_campaign(request: web.Request) -> Campaign:
                response=CampaignStats, errors=(404,))
 async def campaign_stats(request: web.Request) -> CampaignStats:
     """Live counters: sent, delivered, read, failed, skipped by reason, held, per channel."""
-    campaign_id = path_int(request, "campaign_id")
-    async with request.app[DB].acquire() as conn:
+    return await collect_stats(request.app, path_int(request, "campaign_id"))
+
+
+async def collect_stats(app: web.Application, campaign_id: int) -> CampaignStats:
+    """A campaign's live statistics (also pushed by the progress stream); NotFound if none."""
+    async with app[DB].acquire() as conn:
         campaign = await campaigns.get(conn, campaign_id)
         held = await conn.fetch("SELECT reason, count(*) AS n FROM held_messages "
                                 "WHERE campaign_id = $1 GROUP BY reason", campaign_id)
-    raw = await outcomes.live_stats(request.app[REDIS], request.app[SETTINGS], campaign_id)
+    raw = await outcomes.live_stats(app[REDIS], app[SETTINGS], campaign_id)
     updated = raw.pop("updated_at", None)
     return CampaignStats(campaign_id, campaign.status, campaign.audience_size,
                          {k: int(v) for k, v in raw.items()},
                          {r["reason"]: r["n"] for r in held},
-                         await receipts.awaiting(request.app[REDIS], request.app[SETTINGS],
-                                                 campaign_id), updated)
+                         await receipts.awaiting(app[REDIS], app[SETTINGS], campaign_id), updated)
 
 
 @endpoints.get("/api/v1/campaigns/{campaign_id}/recipients/{client_id}",
