@@ -9,14 +9,37 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from admin_api import observability, openapi
-from admin_api.observability import METRICS_HELPER, HttpMetrics, request_context_middleware
+from admin_api.observability import (
+    METRICS_HELPER,
+    HttpMetrics,
+    request_context_middleware,
+)
 from admin_api.problems import problem_middleware
 from admin_api.routing import EndpointTable, endpoint_of
 from admin_api.security import security_middleware
 from admin_api.typedefs import AMQP, DB, METRICS, REDIS, SETTINGS
-from admin_api.views import audit, auth, campaigns, cases, health, home, rbac, templates, users
-from admin_api.views import rules_alerts, rules_consents, rules_limits, rules_stop_lists
-from admin_api.views import client_activity, clients, contacts, cti, events, search, segments
+from admin_api.views import (
+    audit,
+    auth,
+    campaigns,
+    cases,
+    client_activity,
+    clients,
+    contacts,
+    cti,
+    events,
+    health,
+    home,
+    rbac,
+    rules_alerts,
+    rules_consents,
+    rules_limits,
+    rules_stop_lists,
+    search,
+    segments,
+    templates,
+    users,
+)
 from dispatcher.templates import TemplateEngine
 from herald import __version__
 from herald.amqp import AmqpLink

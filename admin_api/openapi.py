@@ -11,7 +11,14 @@ import msgspec
 from aiohttp import web
 
 from admin_api.problems import Problem
-from admin_api.routing import AUTHENTICATED, PROVIDER, PUBLIC, Endpoint, EndpointTable, endpoint_of
+from admin_api.routing import (
+    AUTHENTICATED,
+    PROVIDER,
+    PUBLIC,
+    Endpoint,
+    EndpointTable,
+    endpoint_of,
+)
 
 endpoints = EndpointTable("system")
 OPENAPI = web.AppKey("openapi", dict)

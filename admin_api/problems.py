@@ -10,10 +10,15 @@ import asyncpg
 import msgspec
 from aiohttp import web
 
-from crm.errors import (AccountLocked, AuthenticationFailed, Conflict, HeraldError,
-                        InvalidInput, NotFound)
-
 from admin_api.typedefs import REQUEST_ID
+from crm.errors import (
+    AccountLocked,
+    AuthenticationFailed,
+    Conflict,
+    HeraldError,
+    InvalidInput,
+    NotFound,
+)
 
 log = logging.getLogger("herald.api")
 

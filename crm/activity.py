@@ -238,7 +238,7 @@ async def ingest_channel_events(conn: asyncpg.Connection, events: Sequence[tuple
     Updates the per-channel usage of each client and puts each new interaction on the
     client's timeline, in one transaction; items that cannot be stored are listed.
     """
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     errors: list[ItemError] = []
     clients = await resolve_clients(conn, [(e.client_id, e.or_number) for _, e in events])
     valid: list[tuple[int, int, ChannelEvent]] = []
@@ -306,7 +306,7 @@ async def upsert_shop_order(conn: asyncpg.Connection, source_id: str, spec: Shop
     for n, item in enumerate(spec.items):
         if not item.price.is_finite() or item.price < 0:
             raise InvalidInput(f"items[{n}].price", "a non-negative amount")
-    if (problem := _check_time(spec.ordered_at, now or dt.datetime.now(dt.timezone.utc))):
+    if (problem := _check_time(spec.ordered_at, now or dt.datetime.now(dt.UTC))):
         raise InvalidInput("ordered_at", problem[1])
     client = (await resolve_clients(conn, [(spec.client_id, spec.or_number)]))[0]
     if isinstance(client, tuple):
@@ -356,7 +356,7 @@ async def shop_orders(conn: asyncpg.Connection, client_id: int, *, past_limit: i
 async def ingest_cx_events(conn: asyncpg.Connection, events: Sequence[tuple[int, CxEvent]], *,
                            now: dt.datetime | None = None) -> IntakeResult:
     """Store survey answers and outbound call results once per (kind, external id)."""
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     errors: list[ItemError] = []
     clients = await resolve_clients(conn, [(e.client_id, e.or_number) for _, e in events])
     valid: list[tuple[int, CxEvent]] = []

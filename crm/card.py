@@ -19,8 +19,16 @@ import msgspec
 
 from crm import activity, meters
 from crm.activity import ChannelUsage, CustomerExperience, ShopOrders
-from crm.billing import (KYIV, SNAPSHOT_COLUMNS, AccountRef, BillingBlock, BillingCache,
-                         Equipment, ResolvedBilling, state_from_row)
+from crm.billing import (
+    KYIV,
+    SNAPSHOT_COLUMNS,
+    AccountRef,
+    BillingBlock,
+    BillingCache,
+    Equipment,
+    ResolvedBilling,
+    state_from_row,
+)
 from crm.errors import NotFound
 from crm.meters import Meter, Reading
 

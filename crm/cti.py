@@ -35,11 +35,10 @@ import msgspec
 import phonenumbers
 import redis.asyncio as aioredis
 
-from crm.errors import InvalidInput, NotFound
-
 from crm import timeline as _timeline
 from crm.cases.channels import CallRecord
 from crm.cases.intake import from_call
+from crm.errors import InvalidInput, NotFound
 
 PHONE_REGION = "UA"
 MAX_CANDIDATES = 10

@@ -16,7 +16,13 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from crm import audit
 from crm.audit import Actor, Change
-from crm.errors import AccountLocked, AuthenticationFailed, Conflict, InvalidInput, NotFound
+from crm.errors import (
+    AccountLocked,
+    AuthenticationFailed,
+    Conflict,
+    InvalidInput,
+    NotFound,
+)
 
 _hasher = PasswordHasher()
 # Verified when the login is unknown, so a wrong login costs as long as a wrong password

@@ -33,8 +33,8 @@ from herald.settings import Settings
 from providers.base import Outbound, Outcome, Provider, ProviderUnavailable
 from providers.retry import RetryPolicy, send_with_retry
 from rules import consent, quiet_hours, rate_limit, stop_lists
-from rules.consent import UnsubscribeLinks
 from rules.air_raid import AlertMirror, AlertSnapshot, MirrorNotReady
+from rules.consent import UnsubscribeLinks
 from rules.regions import load_time_zones
 
 log = logging.getLogger("herald.pipeline")
@@ -97,7 +97,7 @@ class Context:
         if self._realtime_in_hand:
             try:
                 await asyncio.wait_for(self._realtime_idle.wait(), REALTIME_YIELD_SECONDS)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def cached(self, name: str, load: object,

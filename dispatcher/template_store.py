@@ -16,9 +16,18 @@ from crm.audit import Actor, Change
 from crm.errors import InvalidInput, NotFound
 from dispatcher.recipients import Organisation, load_recipients
 from dispatcher.sms_text import sms_stats
-from dispatcher.templates import (CompiledTemplate, FieldError, RenderedContent, RenderError,
-                                  SmsContent, SmsCost, TemplateCheck, TemplateDraft,
-                                  TemplateEngine, Variants)
+from dispatcher.templates import (
+    CompiledTemplate,
+    FieldError,
+    RenderedContent,
+    RenderError,
+    SmsContent,
+    SmsCost,
+    TemplateCheck,
+    TemplateDraft,
+    TemplateEngine,
+    Variants,
+)
 from rules.consent import UnsubscribeLinks
 
 

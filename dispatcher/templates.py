@@ -32,11 +32,18 @@ from jinja2 import Template, TemplateSyntaxError
 from crm.errors import HeraldError, InvalidInput
 from dispatcher.sms_text import TransliterationTable, sms_stats, transliterate
 from dispatcher.template_env import (
-    LANGUAGES, Language, TemplateSandbox, VariableCatalogue, build_environment, check_source,
-    constant_text, is_https, link_source_ok, read_html,
+    LANGUAGES,
+    Language,
+    TemplateSandbox,
+    VariableCatalogue,
+    build_environment,
+    check_source,
+    constant_text,
+    is_https,
+    link_source_ok,
+    read_html,
 )
 from providers.base import EmailContent, SmsContent, ViberContent
-
 
 ShortText = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 BodyText = Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]

@@ -58,7 +58,7 @@ class AmqpLink:
                 self._connection = await aio_pika.connect_robust(self._url, timeout=5)
                 log.info("connected to RabbitMQ at %s", redact_url(self._url))
                 return
-            except (OSError, asyncio.TimeoutError, aio_pika.exceptions.AMQPError) as exc:
+            except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as exc:
                 log.warning("RabbitMQ not reachable (%s); retrying in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 15)

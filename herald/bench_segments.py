@@ -132,7 +132,9 @@ async def run_segments_bench(settings: Settings, *, members: int, set_members: i
             await _drop_quietly(pool, made)
         await pool.close()
     if triggers and importlib.util.find_spec("herald.bench_triggers") is not None:
-        from herald.bench_triggers import trigger_latency  # another module's measurement
+        from herald.bench_triggers import (
+            trigger_latency,  # another module's measurement
+        )
 
         say("trigger latency, idle")
         figures["trigger_idle_ms"] = await trigger_latency(settings, say=say)

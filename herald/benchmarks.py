@@ -63,8 +63,13 @@ def _primitives_options(parser: argparse.ArgumentParser) -> None:
 
 async def _primitives(settings: Settings, args: argparse.Namespace) -> int:
     """Measure the raw primitives of ARCHITECTURE.md on this machine."""
-    from loadtest.primitives import (Bounds, NotLocalError, format_table, report_json,
-                                     run_primitives)
+    from loadtest.primitives import (
+        Bounds,
+        NotLocalError,
+        format_table,
+        report_json,
+        run_primitives,
+    )
 
     def progress(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
@@ -180,7 +185,9 @@ def register_benchmarks(benchmarks: dict[str, tuple[str, Benchmark]],
         "on the configured (13 M) database; JSON percentiles",
         _card)
     options["card"] = _card_options
-    from herald import bench_segments  # options only; the measuring code loads when it runs
+    from herald import (
+        bench_segments,  # options only; the measuring code loads when it runs
+    )
 
     benchmarks["segments"] = (
         "segment preview, a 5 M materialisation and set operations on the configured "

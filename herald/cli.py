@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import os
 import sys
@@ -206,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
             return _up(settings, args.clients)
         if args.command == "bench":
             return uvloop.run(BENCHMARKS[args.benchmark][1](settings, args))
-    except (OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, OSError) as exc:
         # Connection refused and the like: say which service, not a traceback.
         print(f"herald {args.command}: cannot reach a service: {exc}\n"
               f"  database: {redact_url(settings.database_url)}\n"

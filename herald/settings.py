@@ -160,7 +160,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
 def _check_url(variable: str, url: str, schemes: tuple[str, ...]) -> None:
     try:
         parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError on a non-numeric port
+        parts.port
     except ValueError as exc:
         raise SettingsError(variable, f"not a valid URL: {exc}") from None
     if parts.scheme not in schemes:

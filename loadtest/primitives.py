@@ -211,7 +211,7 @@ _Row = tuple[int, int, str, int, dt.datetime]
 
 def outcome_rows(count: int) -> list[_Row]:
     """Rows shaped like send outcomes."""
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     return [(i, 1_000_000 + i % 50_000, "sms", 1, now) for i in range(count)]
 
 
@@ -441,7 +441,7 @@ async def run_primitives(settings: Settings, bounds: Bounds, *, groups: Sequence
                          progress: Callable[[str], None] = print) -> PrimitivesReport:
     """Run the selected steps one after another; a failing step is reported, not fatal."""
     ensure_local(settings)
-    started_at = dt.datetime.now(dt.timezone.utc)
+    started_at = dt.datetime.now(dt.UTC)
     load_before = os.getloadavg()[0]
     steps = plan_steps(settings, bounds, groups)
     results: list[Measurement] = []

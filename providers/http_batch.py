@@ -11,7 +11,6 @@ answered ``accepted`` again (same provider id) and is not delivered twice. A 429
 from __future__ import annotations
 
 import abc
-import asyncio
 import email.utils
 import hashlib
 import time
@@ -161,7 +160,7 @@ class HttpBatchProvider(abc.ABC):
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             # Nothing reached the provider: the whole channel is down for now.
             raise ProviderUnavailable(f"{self.name}: cannot connect to {self.url}: {exc}") from exc
-        except asyncio.TimeoutError:
+        except TimeoutError:
             # The provider may have taken the batch; a resend is safe (idempotency keys).
             return _all(ids, Outcome.TRANSIENT, "timeout")
         except aiohttp.ClientError as exc:

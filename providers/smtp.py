@@ -24,7 +24,14 @@ from collections.abc import Iterator, Sequence
 
 import aiosmtplib
 
-from providers.base import Channel, EmailContent, Outbound, Outcome, ProviderUnavailable, SendResult
+from providers.base import (
+    Channel,
+    EmailContent,
+    Outbound,
+    Outcome,
+    ProviderUnavailable,
+    SendResult,
+)
 
 _QUEUED_AS = re.compile(r"queued as (\S+)", re.IGNORECASE)
 # Characters allowed in the left part of a Message-ID (RFC 5322 dot-atom-text).
@@ -167,7 +174,7 @@ class SmtpProvider:
                     await smtp.ehlo()
                 except aiosmtplib.SMTPHeloError:
                     await smtp.helo()
-        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
             await _close_quietly(smtp)
             raise _ConnectFailed(str(exc)) from exc
         return smtp

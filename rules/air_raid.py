@@ -25,8 +25,8 @@ through the rules again (quiet hours may hold them next).
 from __future__ import annotations
 
 import datetime as dt
-from contextlib import asynccontextmanager
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from typing import Literal
 
 import asyncpg

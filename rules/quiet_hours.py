@@ -28,7 +28,7 @@ from providers.base import CHANNELS
 from rules.decision import Hold
 from rules.regions import time_zones_of, zone
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 ALL_DAYS: frozenset[int] = frozenset(range(1, 8))
 # Chained windows (21:00-24:00 then 00:00-09:00) are followed to the end of the last
 # one; this bounds the walk when windows cover the whole week.

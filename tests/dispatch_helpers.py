@@ -9,12 +9,12 @@ from typing import Any
 import asyncpg
 import msgspec
 from aiohttp import ClientSession
+from conftest import login_as
+from sim_helpers import start_simulators
 
 from admin_api.app import init_app
-from conftest import login_as
 from dispatcher import worker
 from herald.settings import Settings
-from sim_helpers import start_simulators
 
 TOKEN = "e2e-provider-token"
 TEMPLATE = {

@@ -7,9 +7,9 @@ from typing import Any
 import asyncpg
 import msgspec
 import redis.asyncio as aioredis
+from conftest import login_as
 
 from admin_api.app import init_app
-from conftest import login_as
 from herald.settings import Settings
 from rules.air_raid import AlertMirror
 

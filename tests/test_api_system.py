@@ -7,7 +7,12 @@ import msgspec
 import pytest
 from aiohttp import web
 
-from admin_api.app import ENDPOINT_TABLES, UndeclaredRoute, check_routes_declared, init_app
+from admin_api.app import (
+    ENDPOINT_TABLES,
+    UndeclaredRoute,
+    check_routes_declared,
+    init_app,
+)
 from admin_api.routing import AUTHENTICATED, PRODUCER, PROVIDER, PUBLIC, endpoint_of
 from herald.settings import Settings
 

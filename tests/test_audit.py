@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncpg
 import pytest
-
 from conftest import login_as
+
 from crm import audit
 from crm.audit import Actor, Change
 

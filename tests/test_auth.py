@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncpg
 import pytest
-
 from conftest import login_as
+
 from herald.demo import DEMO_USERS
 
 ADMIN = next(d for d in DEMO_USERS if d.role == "admin")

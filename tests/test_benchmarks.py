@@ -18,11 +18,22 @@ import redis.asyncio as aioredis
 from herald.benchmarks import register_benchmarks
 from herald.cli import build_parser
 from herald.settings import Settings
-from loadtest.primitives import (Bounds, Measurement, NotLocalError, bench_queue_name,
-                                 ensure_local, format_table, measure_amqp_publish,
-                                 measure_http_loopback, measure_pg_copy, measure_pg_insert,
-                                 measure_redis_lua, measure_redis_pipeline, report_json,
-                                 run_primitives)
+from loadtest.primitives import (
+    Bounds,
+    Measurement,
+    NotLocalError,
+    bench_queue_name,
+    ensure_local,
+    format_table,
+    measure_amqp_publish,
+    measure_http_loopback,
+    measure_pg_copy,
+    measure_pg_insert,
+    measure_redis_lua,
+    measure_redis_pipeline,
+    report_json,
+    run_primitives,
+)
 
 TINY = 0.2  # seconds per measurement
 

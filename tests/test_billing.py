@@ -12,14 +12,21 @@ import aiohttp
 import asyncpg
 import msgspec
 import pytest
+from sim_helpers import free_port, wait_until
 
-from crm.billing import (AccountRef, BillingAccountUnknown, BillingCache, BillingTimeout,
-                         BillingUnavailable, HttpBillingConnector, normalise)
+from crm.billing import (
+    AccountRef,
+    BillingAccountUnknown,
+    BillingCache,
+    BillingTimeout,
+    BillingUnavailable,
+    HttpBillingConnector,
+    normalise,
+)
 from herald.db import create_pool
 from herald.settings import Settings, SettingsError, load_settings
 from providers.sim.billing import BILLING_SIM, BillingSim, account_data
 from providers.sim.server import init_simulators_app
-from sim_helpers import free_port, wait_until
 
 TOKEN = "billing-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -7,7 +7,6 @@ import json
 from typing import Any
 
 from aiohttp import ClientSession
-
 from conftest import login_as
 from dispatch_helpers import Stack, make_clients
 

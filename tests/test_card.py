@@ -11,9 +11,9 @@ from typing import Any
 import asyncpg
 import msgspec
 import pytest
+from conftest import login_as
 
 from admin_api.app import init_app
-from conftest import login_as
 from herald.settings import Settings
 from providers.sim.billing import BILLING_SIM, BillingSim, account_data
 from providers.sim.server import init_simulators_app

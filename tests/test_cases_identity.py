@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import asyncpg
 import pytest
-
 from conftest import login_as
+from test_cases_support import bad, events_of, journal, make_client, ok
+
+from crm.audit import Actor
 from crm.cases import intake
 from crm.cases.channels import Inbound
 from crm.cases.identify import identify, normalise_phone
 from crm.cases.text import text_hash
-from crm.audit import Actor
-from test_cases_support import bad, events_of, journal, make_client, ok
 
 FORMS = Actor(login="forms")
 
@@ -143,6 +143,7 @@ async def test_previous_cases_and_the_repeat_flag(client, demo_users, app_conn, 
     detail = await ok(await client.get(f"/api/v1/cases/{again['case_id']}", headers=operator))
     # Then it is flagged as a repeat of the first, and the previous cases come with it
     assert (detail["case"]["is_repeat"], detail["case"]["repeat_of_id"]) == (True, first["case_id"])
+    assert detail["case"]["client_id"] == known["client_id"]
     assert [p["id"] for p in detail["previous_cases"]] == [other["case_id"], first["case_id"]]
     not_repeat = await ok(await client.get(f"/api/v1/cases/{other['case_id']}", headers=operator))
     assert not_repeat["case"]["is_repeat"] is False

@@ -6,18 +6,27 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-
 from zoneinfo import ZoneInfo
 
 import asyncpg
 import msgspec
 import pytest
-
 from conftest import login_as
+from test_cases_support import (
+    TELEGRAM_SECRET,
+    bad,
+    configure_webhooks,
+    events_of,
+    journal,
+    make_client,
+    ok,
+    telegram_update,
+    viber_message,
+    viber_signature,
+)
+
 from crm.cases import intake
 from crm.cases.channels import CallRecord
-from test_cases_support import (TELEGRAM_SECRET, bad, configure_webhooks, events_of, journal,
-                                make_client, ok, telegram_update, viber_message, viber_signature)
 
 
 async def _case(client, headers, case_id: int) -> dict:  # type: ignore[no-untyped-def]

@@ -10,7 +10,6 @@ from typing import Any
 
 import asyncpg
 import msgspec
-
 from conftest import login_as
 
 _or_numbers = itertools.count(1_000_000_001)

@@ -4,14 +4,22 @@ the configuration endpoints."""
 from __future__ import annotations
 
 import asyncpg
-
 from conftest import login_as
+from test_cases_support import (
+    TELEGRAM_SECRET,
+    bad,
+    configure_webhooks,
+    events_of,
+    journal,
+    make_client,
+    ok,
+    telegram_update,
+)
+
 from crm.audit import Actor
 from crm.cases import automation, intake
 from crm.cases.channels import Inbound
 from herald.db import create_pool
-from test_cases_support import (TELEGRAM_SECRET, bad, configure_webhooks, events_of, journal,
-                                make_client, ok, telegram_update)
 
 SITE = Actor(login="forms")
 DEFAULT_TRANSITIONS = [("new", "in_progress"), ("in_progress", "on_hold"),

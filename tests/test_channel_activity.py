@@ -6,12 +6,12 @@ import datetime as dt
 from typing import Any
 
 import asyncpg
-
 from conftest import login_as
-from crm import activity
 from dispatch_helpers import make_clients
 
-UTC = dt.timezone.utc
+from crm import activity
+
+UTC = dt.UTC
 NOW = dt.datetime.now(UTC).replace(microsecond=0)
 
 

@@ -14,9 +14,9 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
-
 from conftest import login_as
 from dispatch_helpers import make_clients
+
 from dispatcher.templates import EmailVariant, TemplateDraft, TemplateEngine, Variants
 from herald.settings import Settings
 from providers.base import Outbound, Outcome
@@ -191,7 +191,7 @@ class _Capture:
     def __init__(self) -> None:
         self.messages: list[bytes] = []
 
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         self.messages.append(envelope.original_content or b"")
         return "250 2.0.0 OK queued as 1"
 

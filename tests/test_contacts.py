@@ -7,7 +7,6 @@ from typing import Any
 
 import asyncpg
 import pytest
-
 from conftest import login_as
 
 

@@ -11,7 +11,6 @@ from typing import Any
 
 import asyncpg
 import pytest
-
 from conftest import login_as
 
 CALLS = "/api/v1/cti/calls"

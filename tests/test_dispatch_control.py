@@ -14,9 +14,9 @@ from zoneinfo import ZoneInfo
 import msgspec
 import pytest
 import redis.asyncio as aioredis
+from dispatch_helpers import Stack, counter, make_clients
 
 from crm.audit import SYSTEM
-from dispatch_helpers import Stack, counter, make_clients
 from herald.settings import Settings, env_name
 from rules import air_raid, quiet_hours
 

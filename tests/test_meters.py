@@ -6,11 +6,11 @@ import datetime as dt
 from decimal import Decimal
 
 import asyncpg
-
 from conftest import login_as
+from dispatch_helpers import make_clients
+
 from crm import meters
 from crm.meters import today_in_kyiv
-from dispatch_helpers import make_clients
 
 TODAY = today_in_kyiv()
 

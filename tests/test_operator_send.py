@@ -6,8 +6,9 @@ import asyncio
 from typing import Any
 
 from conftest import login_as
-from crm.audit import SYSTEM
 from dispatch_helpers import Stack, make_clients
+
+from crm.audit import SYSTEM
 from rules import consent, stop_lists
 
 BANK_DETAILS = {

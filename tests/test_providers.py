@@ -8,15 +8,32 @@ from collections.abc import AsyncIterator, Sequence
 
 import aiosmtplib
 import pytest
+from sim_helpers import (
+    FAST_RECEIPTS,
+    TOKEN,
+    Sim,
+    free_port,
+    mail,
+    sim,
+    sms,
+    viber,
+    wait_until,
+)
 
-from providers.base import Outbound, Outcome, Provider, ProviderUnavailable, ReceiptStatus, SendResult
+from providers.base import (
+    Outbound,
+    Outcome,
+    Provider,
+    ProviderUnavailable,
+    ReceiptStatus,
+    SendResult,
+)
 from providers.registry import build_providers, close_providers, open_providers
 from providers.retry import RetryPolicy, backoff, send_with_retry
+from providers.sim.smtp_sink import start_smtp_sink
 from providers.sms_http import SmsHttpProvider
 from providers.smtp import SmtpProvider
 from providers.viber_http import ViberHttpProvider
-from providers.sim.smtp_sink import start_smtp_sink
-from sim_helpers import FAST_RECEIPTS, TOKEN, Sim, free_port, mail, sim, sms, viber, wait_until
 
 __all__ = ["sim"]  # the fixture, imported for pytest
 

@@ -12,7 +12,14 @@ from crm import audit
 from crm.errors import InvalidInput
 from herald.settings import Settings
 from rules import air_raid, regions
-from rules.air_raid import AlertChange, AlertMirror, AlertSnapshot, MirrorNotReady, set_alert, switch_alert
+from rules.air_raid import (
+    AlertChange,
+    AlertMirror,
+    AlertSnapshot,
+    MirrorNotReady,
+    set_alert,
+    switch_alert,
+)
 from rules.decision import Hold
 
 ADMIN = audit.Actor(login="admin1", id=None)

@@ -17,7 +17,15 @@ import redis.asyncio as aioredis
 
 from crm import audit
 from herald.settings import Settings
-from rules import air_raid, consent, decision, quiet_hours, rate_limit, regions, stop_lists
+from rules import (
+    air_raid,
+    consent,
+    decision,
+    quiet_hours,
+    rate_limit,
+    regions,
+    stop_lists,
+)
 from rules.quiet_hours import WindowSpec
 
 ADMIN = audit.Actor(login="admin1")
@@ -89,7 +97,7 @@ async def test_every_batch_check_runs_on_a_full_batch(settings: Settings,
         where = await regions.load_client_regions(app_conn, ids)
         windows = await quiet_hours.load_windows(app_conn)
         alerts = await mirror.active_regions()
-        night = dt.datetime(2025, 1, 15, 20, tzinfo=dt.timezone.utc)
+        night = dt.datetime(2025, 1, 15, 20, tzinfo=dt.UTC)
         consents = await consent.load_consents(app_conn, ids, ["email", "viber", "sms"], "marketing")
 
         async def pure(f: Callable[[], object]) -> object:

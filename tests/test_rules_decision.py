@@ -6,13 +6,22 @@ import datetime as dt
 
 import msgspec
 
-from rules.decision import (NO_CONSENT, SEND, STOP_LIST, Decision, Hold, Send, Skip, combine,
-                            sendable)
+from rules.decision import (
+    NO_CONSENT,
+    SEND,
+    STOP_LIST,
+    Decision,
+    Hold,
+    Send,
+    Skip,
+    combine,
+    sendable,
+)
 
 
 def test_first_objecting_rule_gives_the_reason() -> None:
     # Given a batch of four clients and the verdicts of three rules in evaluation order
-    until = dt.datetime(2025, 1, 1, 7, tzinfo=dt.timezone.utc)
+    until = dt.datetime(2025, 1, 1, 7, tzinfo=dt.UTC)
     stop = {1: STOP_LIST}
     consent = {1: NO_CONSENT, 2: NO_CONSENT}
     quiet = {2: Hold("quiet_hours", until), 3: Hold("quiet_hours", until)}

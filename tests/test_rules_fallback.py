@@ -5,9 +5,21 @@ from __future__ import annotations
 import pytest
 
 from crm.errors import InvalidInput
-from rules.fallback import (DEFAULT_CHAIN, WAIT, Delivered, Finish, PermanentFailure, Read,
-                            ReceiptTimeout, RetriesExhausted, Skipped, TryStep, first_action,
-                            next_action, parse_chain)
+from rules.fallback import (
+    DEFAULT_CHAIN,
+    WAIT,
+    Delivered,
+    Finish,
+    PermanentFailure,
+    Read,
+    ReceiptTimeout,
+    RetriesExhausted,
+    Skipped,
+    TryStep,
+    first_action,
+    next_action,
+    parse_chain,
+)
 
 
 def test_default_chain_is_email_viber_sms() -> None:

@@ -13,7 +13,7 @@ from rules import quiet_hours
 from rules.decision import Hold
 from rules.quiet_hours import QuietWindow, WindowSpec, release_at
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 KYIV = "Europe/Kyiv"
 NIGHT = QuietWindow(start=dt.time(21), end=dt.time(9))
 ADMIN = audit.Actor(login="admin1", id=None)

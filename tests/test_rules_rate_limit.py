@@ -14,8 +14,16 @@ from crm import audit
 from crm.errors import InvalidInput, NotFound
 from herald.settings import Settings
 from rules import rate_limit
-from rules.rate_limit import (Bucket, Grant, Limits, RateLimiter, RedisRateLimiter, StubRateLimiter,
-                              buckets, buckets_for_send)
+from rules.rate_limit import (
+    Bucket,
+    Grant,
+    Limits,
+    RateLimiter,
+    RedisRateLimiter,
+    StubRateLimiter,
+    buckets,
+    buckets_for_send,
+)
 
 ADMIN = audit.Actor(login="admin1", id=None)
 

@@ -12,10 +12,16 @@ from crm import audit
 from crm.errors import InvalidInput, NotFound
 from rules import stop_lists
 from rules.decision import STOP_LIST
-from rules.stop_lists import MembershipUnavailable, add_entry, blocked_clients, list_entries, remove_entry
+from rules.stop_lists import (
+    MembershipUnavailable,
+    add_entry,
+    blocked_clients,
+    list_entries,
+    remove_entry,
+)
 
 ADMIN = audit.Actor(login="admin1", id=None)
-NOW = dt.datetime.now(dt.timezone.utc)
+NOW = dt.datetime.now(dt.UTC)
 DAY = dt.timedelta(days=1)
 
 

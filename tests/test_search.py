@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncpg
 import pytest
-
 from conftest import login_as
+
 from crm.search import COUNT_CAP, decode_cursor, encode_cursor, parse_phone, search_norm
 
 URL = "/api/v1/clients/search"

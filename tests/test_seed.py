@@ -8,10 +8,21 @@ from datetime import timedelta
 import asyncpg
 import pytest
 
-from herald.seed import SeedError, SeedReport, seed_crm
-from herald.seed import generate, load
-from herald.seed.codes import TAX_EPOCH, Permutation, eic_check_char, eic_code, tax_id_valid
-from herald.seed.generate import TABLES, Reference, chunk_sizes, generate_chunk, plan_chunks
+from herald.seed import SeedError, SeedReport, generate, load, seed_crm
+from herald.seed.codes import (
+    TAX_EPOCH,
+    Permutation,
+    eic_check_char,
+    eic_code,
+    tax_id_valid,
+)
+from herald.seed.generate import (
+    TABLES,
+    Reference,
+    chunk_sizes,
+    generate_chunk,
+    plan_chunks,
+)
 from herald.seed.names import feminine_surname, transliterate
 from herald.settings import Settings
 

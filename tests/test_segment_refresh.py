@@ -7,6 +7,8 @@ from typing import Any
 
 import asyncpg
 import pytest
+from dispatch_helpers import Stack, counter, make_clients
+from test_segment_compiler import load_population
 
 from crm.audit import SYSTEM
 from crm.segments import catalogue as catalogue_mod
@@ -15,11 +17,9 @@ from crm.segments.catalogue import AttributeDeclaration, AttributeValue
 from crm.segments.compiler import client_ids
 from crm.segments.membership import SegmentMembers
 from crm.segments.refresh import refresh_dirty, refresh_relative_dates, run_duty
-from dispatch_helpers import Stack, counter, make_clients
 from herald.db import create_pool
 from herald.settings import Settings
 from rules import stop_lists
-from test_segment_compiler import load_population
 
 
 @pytest.fixture

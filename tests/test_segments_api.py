@@ -9,10 +9,10 @@ from typing import Any
 
 import asyncpg
 import pytest
-
 from conftest import login_as
-from herald.cli import build_parser
 from test_segment_compiler import load_population, random_tree
+
+from herald.cli import build_parser
 
 DEBT_KYIV = {"all": [{"attribute": "account.region", "op": "in", "value": ["UA-30", "UA-32"]},
                      {"attribute": "billing.debt", "op": "gt", "value": 0},
@@ -161,7 +161,7 @@ async def test_set_operations(client, demo_users, app_conn: asyncpg.Connection) 
                                   json={"condition": kyiv}), "", 409)
     await _bad(await client.post(f"/api/v1/segments/{a['id']}/combine", headers=marketer,
                                  json={"op": "union", "other": 999}), "other")
-    await _bad(await client.post(f"/api/v1/segments/999/combine", headers=marketer,
+    await _bad(await client.post("/api/v1/segments/999/combine", headers=marketer,
                                  json={"op": "union", "other": a["id"]}), "", 404)
 
 

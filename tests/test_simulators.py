@@ -8,12 +8,12 @@ import aiosmtplib
 import msgspec
 import pytest
 from aiohttp import ClientSession
+from sim_helpers import FAST_RECEIPTS, TOKEN, Sim, sim, wait_until
 
 from providers.base import ReceiptStatus
 from providers.http_batch import WireMessage, batch_idempotency_key
 from providers.sim.idset import IdSet, id_hash
 from providers.sim.receipts import ReceiptQueue
-from sim_helpers import FAST_RECEIPTS, TOKEN, Sim, sim, wait_until
 
 __all__ = ["sim"]  # the fixture, imported for pytest
 

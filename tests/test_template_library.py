@@ -6,9 +6,9 @@ from typing import Any
 
 import asyncpg
 import msgspec
-
 from conftest import login_as
 from dispatch_helpers import make_clients
+
 from dispatcher import template_store
 from dispatcher.recipients import Organisation, load_recipients
 from dispatcher.sms_text import sms_stats

@@ -16,14 +16,34 @@ import pytest
 from jinja2.exceptions import SecurityError, UndefinedError
 
 from crm.errors import InvalidInput
-from dispatcher.template_env import (
-    DEFAULT_VARIABLES, VariableCatalogue, build_environment, format_date, format_money,
-)
 from dispatcher.sms_text import sms_stats
+from dispatcher.template_env import (
+    DEFAULT_VARIABLES,
+    VariableCatalogue,
+    build_environment,
+    format_date,
+    format_money,
+)
 from dispatcher.templates import (
-    ChannelBodies, ChatbotButton, ChatbotButtonContent, ChatbotContent, ChatbotVariant, EmailMessage,
-    EmailVariant, IvrVariant, RenderError, SmsCost, SmsVariant, TemplateCheck, TemplateDraft,
-    TemplateEngine, TemplateInvalid, TemplateLimits, Translations, Variants, ViberVariant,
+    ChannelBodies,
+    ChatbotButton,
+    ChatbotButtonContent,
+    ChatbotContent,
+    ChatbotVariant,
+    EmailMessage,
+    EmailVariant,
+    IvrVariant,
+    RenderError,
+    SmsCost,
+    SmsVariant,
+    TemplateCheck,
+    TemplateDraft,
+    TemplateEngine,
+    TemplateInvalid,
+    TemplateLimits,
+    Translations,
+    Variants,
+    ViberVariant,
     decode_draft,
 )
 from providers.base import SmsContent, ViberContent

@@ -8,13 +8,13 @@ from typing import Any
 
 import asyncpg
 import pytest
-
 from conftest import login_as
-from crm import meters, timeline
-from crm.audit import Actor
 from dispatch_helpers import counter, make_clients
 
-UTC = dt.timezone.utc
+from crm import meters, timeline
+from crm.audit import Actor
+
+UTC = dt.UTC
 T0 = dt.datetime.now(UTC).replace(microsecond=0) - dt.timedelta(days=2)
 
 

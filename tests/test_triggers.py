@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 from aiohttp import ClientSession
-
 from dispatch_helpers import Stack, make_clients
+
 from dispatcher import triggers
 
 NOW = "2026-11-22T10:00:00+02:00"

@@ -12,19 +12,45 @@ from admin_api.problems import problem_response
 from admin_api.routing import PUBLIC, EndpointTable, decode_json, path_int
 from admin_api.security import actor
 from admin_api.typedefs import DB
-from crm.cases import (automation, categories, classify, correction, duplicates, intake, queue,
-                       store, transitions, webhooks)
+from crm.cases import (
+    automation,
+    categories,
+    classify,
+    correction,
+    duplicates,
+    intake,
+    queue,
+    store,
+    transitions,
+    webhooks,
+)
 from crm.cases.automation import CaseAutomationSpec
 from crm.cases.categories import CaseCategoryPatch, CaseCategorySpec
-from crm.cases.channels import (AppRequest, FormSubmission, InboundEmail, TelegramUpdate,
-                                ViberCallback, WalkInRegistration)
+from crm.cases.channels import (
+    AppRequest,
+    FormSubmission,
+    InboundEmail,
+    TelegramUpdate,
+    ViberCallback,
+    WalkInRegistration,
+)
 from crm.cases.classify import CaseRuleSpec
 from crm.cases.correction import ClassificationPatch
 from crm.cases.duplicates import CaseSettingsSpec
 from crm.cases.queue import CaseQueuePage, CaseQueueQuery
 from crm.cases.transitions import CaseTransitionTable
-from crm.cases.types import (CaseAutomationRule, Case, CaseDetail, CaseEvent, CaseSettings, CaseCategory,
-                             CaseClassificationRule, IntakeResult, Status, CaseTransition)
+from crm.cases.types import (
+    Case,
+    CaseAutomationRule,
+    CaseCategory,
+    CaseClassificationRule,
+    CaseDetail,
+    CaseEvent,
+    CaseSettings,
+    CaseTransition,
+    IntakeResult,
+    Status,
+)
 from crm.cases.webhooks import CaseWebhookSecret, CaseWebhookState
 from crm.errors import InvalidInput
 

@@ -12,14 +12,31 @@ import msgspec
 from aiohttp import web
 
 from admin_api.problems import problem_response
-from admin_api.routing import (AUTHENTICATED, EndpointTable, json_response, path_int,
-                               validation_field)
+from admin_api.routing import (
+    AUTHENTICATED,
+    EndpointTable,
+    json_response,
+    path_int,
+    validation_field,
+)
 from admin_api.security import actor, principal
 from admin_api.typedefs import DB
 from crm import activity, meters, timeline
-from crm.activity import (Application, ApplicationChannel, ApplicationKind, ApplicationStatus,
-                          ChannelEvent, ChannelUsage, CustomerExperience, CxEvent, IntakeResult,
-                          ItemError, ShopOrder, ShopOrders, ShopOrderSpec)
+from crm.activity import (
+    Application,
+    ApplicationChannel,
+    ApplicationKind,
+    ApplicationStatus,
+    ChannelEvent,
+    ChannelUsage,
+    CustomerExperience,
+    CxEvent,
+    IntakeResult,
+    ItemError,
+    ShopOrder,
+    ShopOrders,
+    ShopOrderSpec,
+)
 from crm.errors import InvalidInput, NotFound
 from crm.meters import Meter, MeterSpec, Reading, ReadingSource
 from crm.timeline import TimelineFilter, TimelinePage

@@ -18,7 +18,12 @@ from admin_api.problems import PROBLEM_CONTENT_TYPE
 from admin_api.routing import EndpointTable, path_int
 from admin_api.security import actor, principal
 from admin_api.typedefs import DB, REQUEST_ID
-from admin_api.views.audit import HistoryPage, HistoryQuery, _decode_cursor, _encode_cursor
+from admin_api.views.audit import (
+    HistoryPage,
+    HistoryQuery,
+    _decode_cursor,
+    _encode_cursor,
+)
 from crm import audit, contacts, mass_edit
 from crm.audit import AuditEntry
 from crm.contacts import Candidate, Contact, DuplicateContact, Link, MergeResult, Role

@@ -16,7 +16,13 @@ import msgspec
 from aiohttp import web
 from aiohttp_sse import sse_response
 
-from admin_api.routing import ENDPOINT_ATTR, EndpointTable, decode_json, decode_query, path_int
+from admin_api.routing import (
+    ENDPOINT_ATTR,
+    EndpointTable,
+    decode_json,
+    decode_query,
+    path_int,
+)
 from admin_api.security import principal
 from admin_api.typedefs import DB, REDIS, SETTINGS
 from crm import cti

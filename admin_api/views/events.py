@@ -21,8 +21,13 @@ from admin_api.typedefs import AMQP, DB, REDIS, SETTINGS
 from admin_api.views.campaigns import CampaignStats, collect_stats
 from dispatcher import intake, operator_send, outcomes, producers, realtime, triggers
 from dispatcher.intake import EventBatch, EventIn, IngestResult, ItemError
-from dispatcher.operator_send import (AllowedTemplate, MessageStatus, OperatorSendRequest,
-                                      SendAccepted, SendRefused)
+from dispatcher.operator_send import (
+    AllowedTemplate,
+    MessageStatus,
+    OperatorSendRequest,
+    SendAccepted,
+    SendRefused,
+)
 from dispatcher.producers import Producer, ProducerCreated, ProducerSpec
 from dispatcher.recipients import Organisation
 from dispatcher.triggers import TriggerRule, TriggerRuleSpec

@@ -42,7 +42,7 @@ async def _timed(probe: Callable[[], Awaitable[object]], timeout: float) -> Chec
     try:
         await asyncio.wait_for(probe(), timeout)
         error = None
-    except asyncio.TimeoutError:
+    except TimeoutError:
         error = f"no answer within {timeout} s"
     except Exception as exc:  # any failure of a dependency means "not ready", with its reason
         error = f"{exc.__class__.__name__}: {exc}"[:300]

@@ -28,8 +28,18 @@ from admin_api.typedefs import DB, REQUEST_ID, SETTINGS
 from crm.audit import Actor
 from crm.errors import InvalidInput, NotFound
 from rules import consent
-from rules.consent import (Applied, ConsentChannel, ConsentLogEntry, ImportReport, InboundResult,
-                           RowError, Source, StagedRow, UnsubscribeLinks, record_consent)
+from rules.consent import (
+    Applied,
+    ConsentChannel,
+    ConsentLogEntry,
+    ImportReport,
+    InboundResult,
+    RowError,
+    Source,
+    StagedRow,
+    UnsubscribeLinks,
+    record_consent,
+)
 
 endpoints = EndpointTable("consents")
 

@@ -14,8 +14,14 @@ from dispatcher import template_store
 from dispatcher.recipients import Organisation
 from dispatcher.template_env import format_date, format_money
 from dispatcher.template_store import Template, TemplatePreview, TemplateVersion
-from dispatcher.templates import (SmsCost, TemplateChannel, TemplateDraft, TemplateEngine,
-                                  TranslationCheck, Variants)
+from dispatcher.templates import (
+    SmsCost,
+    TemplateChannel,
+    TemplateDraft,
+    TemplateEngine,
+    TranslationCheck,
+    Variants,
+)
 from rules.consent import UnsubscribeLinks
 
 endpoints = EndpointTable("templates")

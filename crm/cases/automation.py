@@ -17,7 +17,7 @@ from crm import audit
 from crm.audit import Actor, Change
 from crm.cases import store, transitions
 from crm.cases.store import NewEvent
-from crm.cases.types import CaseAutomationRule, Case, Status
+from crm.cases.types import Case, CaseAutomationRule, Status
 from crm.errors import InvalidInput, NotFound
 
 log = logging.getLogger("herald.cases.automation")

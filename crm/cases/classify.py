@@ -10,7 +10,14 @@ import msgspec
 from crm import audit
 from crm.audit import Actor, Change
 from crm.cases.text import contains_any, normalise
-from crm.cases.types import CaseType, Channel, CaseClassificationRule, ConsumerType, Priority, CaseProposal
+from crm.cases.types import (
+    CaseClassificationRule,
+    CaseProposal,
+    CaseType,
+    Channel,
+    ConsumerType,
+    Priority,
+)
 from crm.errors import InvalidInput, NotFound
 
 Keyword = Annotated[str, msgspec.Meta(min_length=2, max_length=100)]

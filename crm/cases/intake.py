@@ -14,10 +14,24 @@ import asyncpg
 from crm import audit
 from crm.audit import Actor, Change
 from crm.cases import automation, classify, duplicates, store
-from crm.cases.channels import (AppRequest, CallRecord, Chosen, FormSubmission, Inbound,
-                                InboundEmail, TelegramUpdate, ViberCallback, WalkInRegistration,
-                                app_inbound, call_inbound, email_inbound, form_inbound,
-                                telegram_inbound, viber_inbound, walk_in_inbound)
+from crm.cases.channels import (
+    AppRequest,
+    CallRecord,
+    Chosen,
+    FormSubmission,
+    Inbound,
+    InboundEmail,
+    TelegramUpdate,
+    ViberCallback,
+    WalkInRegistration,
+    app_inbound,
+    call_inbound,
+    email_inbound,
+    form_inbound,
+    telegram_inbound,
+    viber_inbound,
+    walk_in_inbound,
+)
 from crm.cases.identify import Identification, identify, normalise_phone
 from crm.cases.store import NewEvent
 from crm.cases.text import text_hash

@@ -11,8 +11,15 @@ import msgspec
 
 from crm import timeline
 from crm.audit import Actor
-from crm.cases.types import (Case, CaseContact, CaseDetail, CaseEvent, CaseSummary,
-                             CaseClientCandidate, CaseProposal)
+from crm.cases.types import (
+    Case,
+    CaseClientCandidate,
+    CaseContact,
+    CaseDetail,
+    CaseEvent,
+    CaseProposal,
+    CaseSummary,
+)
 from crm.errors import NotFound
 
 _CASE = """

@@ -18,7 +18,14 @@ from concurrent.futures import ProcessPoolExecutor
 
 import asyncpg
 
-from herald.seed.generate import COLUMNS, TABLES, ChunkData, ChunkTask, Reference, generate_chunk
+from herald.seed.generate import (
+    COLUMNS,
+    TABLES,
+    ChunkData,
+    ChunkTask,
+    Reference,
+    generate_chunk,
+)
 from herald.seed.schema import SeedError
 
 _PIECE = 1 << 20  # bytes per CopyData message; keeps asyncpg's flow control effective

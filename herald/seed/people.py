@@ -63,7 +63,7 @@ def _interpolate(anchors: tuple[tuple[int, float], ...], age: float) -> float:
     return anchors[-1][1]
 
 
-def _email_local(pattern: int, f: str, l: str, year: int, n: int) -> str:  # noqa: E741
+def _email_local(pattern: int, f: str, l: str, year: int, n: int) -> str:
     """Local part of an e-mail from Latin first name f, last name l (ivan.kovalenko, kovalenko87...)."""
     if pattern == 0:
         return f"{f}.{l}"

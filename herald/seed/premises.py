@@ -13,7 +13,14 @@ from typing import Final, NamedTuple
 
 from herald.seed import geo
 from herald.seed.codes import Permutation, derive_seed, eic_code
-from herald.seed.sampling import AS_OF_DAY, CLOCK, DAY, cents, day_number, weighted_table
+from herald.seed.sampling import (
+    AS_OF_DAY,
+    CLOCK,
+    DAY,
+    cents,
+    day_number,
+    weighted_table,
+)
 
 R: Final = "\t"
 NULL: Final = "\\N"

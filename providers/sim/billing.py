@@ -31,8 +31,16 @@ import msgspec
 from aiohttp import web
 from msgspec import Meta
 
-from crm.billing import (CENTS, LITRES, BillingData, BillingMeter, Charge, Equipment,
-                         GdoReading, Payment)
+from crm.billing import (
+    CENTS,
+    LITRES,
+    BillingData,
+    BillingMeter,
+    Charge,
+    Equipment,
+    GdoReading,
+    Payment,
+)
 from herald.settings import Settings
 from providers.sim.control import json_response, problem
 

@@ -142,7 +142,7 @@ async def _post_until_done(ledger: Ledger, session: aiohttp.ClientSession,
                                     timeout=_POST_TIMEOUT) as response:
                 status = response.status
                 detail = (await response.read())[:200].decode(errors="replace")
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
             status, detail = 0, f"{type(exc).__name__}: {exc}"
         if 200 <= status < 300 or (400 <= status < 500 and status not in (408, 429)):
             if status >= 400:

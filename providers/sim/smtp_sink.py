@@ -44,7 +44,7 @@ class SinkHandler:
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
 
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         ledger = self.ledger
         raw = envelope.original_content or b""
         head = raw[:raw.find(b"\r\n\r\n")]
