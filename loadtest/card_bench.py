@@ -83,25 +83,31 @@ async def draw_samples(conn: asyncpg.Connection, count: int, seed: int) -> Sampl
         phones=phones)
 
 
-async def _timed(concurrency: int, calls: Sequence[Callable[[], Awaitable[None]]]) -> list[float]:
-    """Run ``calls`` ``concurrency`` at a time; the latency of each in milliseconds."""
+async def _timed(concurrency: int, calls: Sequence[Callable[[], Awaitable[bool]]],
+                 ) -> tuple[list[float], int]:
+    """Run ``calls`` ``concurrency`` at a time: the latency of each in milliseconds (a
+    timed-out one counts at the time it took) and how many timed out."""
     latencies: list[float] = []
+    timeouts = 0
     queue = list(reversed(calls))
 
     async def operator() -> None:
+        nonlocal timeouts
         while queue:
             call = queue.pop()
             started = time.perf_counter()
-            await call()
+            if not await call():
+                timeouts += 1
             latencies.append((time.perf_counter() - started) * 1000)
 
     await asyncio.gather(*(operator() for _ in range(concurrency)))
-    return latencies
+    return latencies, timeouts
 
 
 class Api:
     def __init__(self, session: aiohttp.ClientSession, base: str) -> None:
         self.session, self.base = session, base
+        self.timed_out: list[str] = []
 
     async def login(self, role: str) -> dict[str, str]:
         demo = next(d for d in DEMO_USERS if d.role == role)
@@ -111,12 +117,17 @@ class Api:
             return {"Authorization": "Bearer " + (await r.json())["token"]}
 
     def get(self, path: str, headers: dict[str, str], params: dict[str, Any] | None = None,
-            ) -> Callable[[], Awaitable[None]]:
-        async def call() -> None:
+            ) -> Callable[[], Awaitable[bool]]:
+        """A timed call: True when answered, False on the API's 503 query timeout."""
+        async def call() -> bool:
             async with self.session.get(self.base + path, params=params, headers=headers) as r:
                 body = await r.read()
+                if r.status == 503 and b"query-timeout" in body:
+                    self.timed_out.append(f"{path} {params}")
+                    return False
                 if r.status != 200:
                     raise RuntimeError(f"GET {path} {params or ''}: {r.status} {body[:300]!r}")
+                return True
         return call
 
 
@@ -188,7 +199,7 @@ async def run_card_bench(settings: Settings, *, requests: int, concurrency: int,
             operator = await api.login("operator_cc")
             integration = await api.login("integration")
             s = samples
-            plans: dict[str, list[Callable[[], Awaitable[None]]]] = {
+            plans: dict[str, list[Callable[[], Awaitable[bool]]]] = {
                 "card_by_id_ms": [api.get(f"/api/v1/clients/{c}", operator) for c in s.client_ids],
                 "card_by_or_ms": [api.get(f"/api/v1/accounts/by-or/{o}", operator)
                                   for o in s.or_numbers],
@@ -207,8 +218,8 @@ async def run_card_bench(settings: Settings, *, requests: int, concurrency: int,
             await _timed(concurrency, [c for plan in plans.values() for c in plan[:10]])
             for name, calls in plans.items():
                 started = time.monotonic()
-                latencies = await _timed(concurrency, calls)
-                figures[name] = percentiles(latencies)
+                latencies, timeouts = await _timed(concurrency, calls)
+                figures[name] = {**percentiles(latencies), "timeouts": timeouts}
                 say(f"  {name}: {len(latencies)} requests in {time.monotonic() - started:.1f} s "
                     f"-> {figures[name]}")
             demo = next(d for d in DEMO_USERS if d.role == "operator_cc")
@@ -216,6 +227,8 @@ async def run_card_bench(settings: Settings, *, requests: int, concurrency: int,
                 api, operator, integration, demo.login, s.phones[:min(300, len(s.phones))], say))
     finally:
         procs.stop()
+    for query in api.timed_out[:20]:
+        say(f"  timed out: {query}")
     figures["requests"] = requests
     figures["concurrency"] = concurrency
     return figures
