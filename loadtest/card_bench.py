@@ -144,8 +144,8 @@ async def _cti_latencies(api: Api, operator: dict[str, str], integration: dict[s
             async for line in r.content:
                 if line.startswith(b"data:"):
                     event = json.loads(line[5:])
-                    if "call_id" in event:
-                        received.put_nowait((event["call_id"], time.perf_counter()))
+                    if "call_ref" in event:  # VICIdial's id of the call
+                        received.put_nowait((event["call_ref"], time.perf_counter()))
 
     ready = asyncio.Event()
     listener = asyncio.create_task(listen(ready))
