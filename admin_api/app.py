@@ -106,5 +106,5 @@ def init_app(settings: Settings) -> web.Application:
     check_routes_declared(app)
     app[openapi.OPENAPI] = openapi.build_openapi(openapi.app_endpoints(app), title="Herald API",
                                                  version=__version__)
-    app.cleanup_ctx.extend([_postgres, _redis, _rabbitmq])
+    app.cleanup_ctx.extend([_postgres, clients.billing_context, _redis, _rabbitmq])
     return app

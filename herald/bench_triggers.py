@@ -37,6 +37,7 @@ from dispatcher.campaign_types import AllClientsAudience, CampaignSpec
 from dispatcher.templates import TemplateDraft, TemplateEngine, Variants
 from herald.db import init_connection
 from herald.settings import Settings
+from loadtest.campaign_bench import wait_http
 
 Say = Callable[[str], None]
 
@@ -53,21 +54,6 @@ def _free_port() -> int:
 def _percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(share * len(ordered)) - 1))]
-
-
-async def _wait_http(url: str, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    async with aiohttp.ClientSession() as session:
-        while True:
-            try:
-                async with session.get(url) as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{url} did not come up in {seconds} s")
-            await asyncio.sleep(0.2)
 
 
 class _Setup(msgspec.Struct):
@@ -217,8 +203,8 @@ async def trigger_latency(settings: Settings, *, rate: int = 500, seconds: float
     try:
         await _queues(run, declare=True)  # nothing published before the workers are up is lost
         procs = Processes(run, workers)
-        await _wait_http(f"http://127.0.0.1:{api_port}/healthz", 60)
-        await _wait_http(f"{sim}/healthz", 60)
+        await wait_http(f"http://127.0.0.1:{api_port}/healthz", 60)
+        await wait_http(f"{sim}/healthz", 60)
         await _wait_consumers(run, 60)
         async with aiohttp.ClientSession() as session:
             async with session.put(f"{sim}/sms/sim/config",

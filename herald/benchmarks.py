@@ -20,6 +20,19 @@ AddOptions = Callable[[argparse.ArgumentParser], None]
 _GROUPS = ("rabbitmq", "postgresql", "redis", "http")
 
 
+def _whole_number(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: a whole number from ``low`` to ``high``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, got {value}")
+        return value
+    return parse
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -30,14 +43,7 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _batch_size(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if not 2 <= value <= 100_000:
-        raise argparse.ArgumentTypeError(f"must be between 2 and 100000, got {value}")
-    return value
+_batch_size = _whole_number(2, 100_000)
 
 
 def _groups(text: str) -> tuple[str, ...]:
@@ -128,24 +134,10 @@ async def _campaign(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if figures["lost"] == 0 and figures["status"] == "completed" else 1
 
 
-def _requests(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if not 20 <= value <= 100_000:
-        raise argparse.ArgumentTypeError(f"must be between 20 and 100000, got {value}")
-    return value
+_requests = _whole_number(20, 100_000)
 
 
-def _concurrency(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if not 1 <= value <= 64:
-        raise argparse.ArgumentTypeError(f"must be between 1 and 64, got {value}")
-    return value
+_concurrency = _whole_number(1, 64)
 
 
 def _card_options(parser: argparse.ArgumentParser) -> None:

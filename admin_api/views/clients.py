@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import AsyncIterator
 
 import aiohttp
 import msgspec
@@ -37,8 +38,9 @@ BILLING_SESSION = web.AppKey("billing_session", aiohttp.ClientSession)
 _OR_NUMBER = re.compile(r"^[0-9]{10}$")
 
 
-async def _start_billing(app: web.Application) -> None:
-    # An on_startup hook runs after every cleanup context, so the pool exists.
+async def billing_context(app: web.Application) -> AsyncIterator[None]:
+    """The billing cache, opened after the database pool and closed before it (its
+    background refreshes use the pool): a cleanup context of ``init_app``."""
     settings = app[SETTINGS]
     session = aiohttp.ClientSession()
     app[BILLING_SESSION] = session
@@ -47,28 +49,14 @@ async def _start_billing(app: web.Application) -> None:
                                 max_age_seconds=settings.billing_max_age_seconds,
                                 wait_seconds=settings.billing_timeout_seconds,
                                 record_readings=record_billing_readings)
-
-
-async def _stop_billing(app: web.Application) -> None:
-    # On shutdown, before the pool closes: background refreshes still use it.
-    billing = app.get(BILLING)
-    if billing is not None:
-        await billing.close()
-    session = app.get(BILLING_SESSION)
-    if session is not None:
+    try:
+        yield
+    finally:
+        await app[BILLING].close()
         await session.close()
 
 
-class _ClientEndpoints(EndpointTable):
-    """These endpoints, plus the billing cache's start and stop with the app."""
-
-    def add_to(self, app: web.Application) -> None:
-        super().add_to(app)
-        app.on_startup.append(_start_billing)
-        app.on_shutdown.append(_stop_billing)
-
-
-endpoints = _ClientEndpoints("clients")
+endpoints = EndpointTable("clients")
 
 
 class CardQuery(msgspec.Struct, forbid_unknown_fields=True):

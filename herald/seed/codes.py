@@ -41,7 +41,7 @@ class Permutation:
     hide the arithmetic progression an affine map alone would leave.
     """
 
-    __slots__ = ("_size", "_mult", "_add", "_high", "_low", "_k1", "_k2", "_k3")
+    __slots__ = ("_add", "_high", "_k1", "_k2", "_k3", "_low", "_mult", "_size")
 
     def __init__(self, high: int, low: int, key: int) -> None:
         rng = random.Random(key)
