@@ -11,7 +11,9 @@ accepted under VICIdial's own names: ``uniqueid`` / ``call_id``, ``phone_number`
     hung_up   hung_up, hangup, hang_up, call_dead, end, dispo, dispo_set, dispo_call
 
 Agent mapping (a decision, documented in the view): VICIdial's ``user`` is the Herald
-login of the operator, compared case-insensitively. Each ringing event is pushed on the
+login of the operator, compared case-insensitively. An event without ``user`` reaches the
+operator an administrator mapped to its ``extension`` / ``phone_login``
+(``crm.cti_extensions``). Each ringing event is pushed on the
 Redis channel ``<namespace>:cti:agent:<login in lower case>``; every API process
 subscribes its own operators' Server-Sent-Event streams to their channel, so the push
 reaches the operator whichever process received the event.
@@ -35,6 +37,7 @@ import msgspec
 import phonenumbers
 import redis.asyncio as aioredis
 
+from crm import cti_extensions
 from crm import timeline as _timeline
 from crm.cases.channels import CallRecord
 from crm.cases.intake import from_call
@@ -309,8 +312,10 @@ async def record_event(conn: asyncpg.Connection, body: CallEvent, *,
             raise InvalidInput("phone_number", "the caller's number is required for a new call")
         raw = body.phone_number or ""
         phone = normalise_phone(raw) if raw else None
+        phone_ref = body.extension or body.phone_login
+        agent = body.user or await cti_extensions.login_at(conn, phone_ref)
         row = await conn.fetchrow(
-            _UPSERT, call_ref, direction, phone, raw, body.user, body.extension or body.phone_login,
+            _UPSERT, call_ref, direction, phone, raw, agent, phone_ref,
             body.campaign, body.lead_id, body.or_number, body.client_id)
         call_id = row["id"]
         inserted = await conn.fetchval(

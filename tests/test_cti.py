@@ -3,8 +3,6 @@ right operator's SSE stream before the answer, idempotency, the call on the time
 
 from __future__ import annotations
 
-import asyncio
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -12,11 +10,10 @@ from typing import Any
 import asyncpg
 import pytest
 from conftest import login_as
+from sse_helpers import Stream
 
 CALLS = "/api/v1/cti/calls"
 STREAM = "/api/v1/cti/stream"
-# A guard against a hung test only; nothing here asserts on time.
-GUARD = 30
 
 
 async def insert_clients(conn: asyncpg.Connection) -> None:
@@ -36,34 +33,6 @@ async def insert_clients(conn: asyncpg.Connection) -> None:
         for phone in phones:
             await conn.execute("INSERT INTO contacts (client_id, first_name, phone) VALUES ($1, $2, $3)",
                                client_id, first, phone)
-
-
-class Stream:
-    """An operator's open SSE stream, read event by event."""
-
-    def __init__(self, response: Any) -> None:
-        self.response = response
-
-    async def next(self) -> tuple[str, Any]:
-        async def read() -> tuple[str, Any]:
-            event, data = "message", []
-            while True:
-                raw = await self.response.content.readline()
-                assert raw, "the stream ended"
-                line = raw.decode().rstrip("\r\n")
-                if line == "":
-                    if data:
-                        return event, json.loads("\n".join(data))
-                    continue
-                if line.startswith(":"):
-                    continue
-                key, _, value = line.partition(":")
-                value = value[1:] if value.startswith(" ") else value
-                if key == "event":
-                    event = value
-                elif key == "data":
-                    data.append(value)
-        return await asyncio.wait_for(read(), GUARD)
 
 
 @asynccontextmanager
@@ -314,3 +283,47 @@ async def test_only_integration_posts_events(client, cti) -> None:
     # The stream needs clients.read, which the integration role does not have
     assert (await client.get(STREAM, headers=_h(cti["integration"]))).status == 403
     assert (await client.get(STREAM)).status == 401
+
+
+async def test_an_event_naming_only_the_phone_reaches_the_operator_mapped_to_it(client, cti) -> None:
+    operator = cti["operator_cc"]
+    admin = await login_as(client, "admin")
+    url = "/api/v1/cti/extensions"
+    # Given an administrator mapped the phone SIP/204 to the operator
+    mapped = await client.put(url, headers=admin, json={"extension": "SIP/204",
+                                                        "login": operator["_login"]})
+    body = await mapped.json()
+    assert mapped.status == 200, body
+    assert (body["extension"], body["login"]) == ("SIP/204", operator["_login"])
+    listed = await (await client.get(url, headers=admin)).json()
+    assert [m["extension"] for m in listed] == ["SIP/204"]
+    async with open_stream(client, _h(operator) | {"_login": operator["_login"]}) as stream:
+        # When VICIdial rings that phone without naming the agent
+        accepted = await post(client, cti, event="ringing", call_id="V30",
+                              phone_number="0671110201", extension="SIP/204")
+        assert accepted["pushed"] is True
+        assert accepted["call"]["agent_login"] == operator["_login"]
+        # Then the operator at it gets the caller
+        event, push = await stream.next()
+        assert (event, push["call_ref"], push["client"]["client_id"]) == ("call", "V30", 201)
+        # and VICIdial's phone_login works the same way
+        await post(client, cti, event="ringing", call_id="V31", phone_number="0671110201",
+                   phone_login="SIP/204")
+        assert (await stream.next())[1]["call_ref"] == "V31"
+    # An unknown login or a bad extension is a 400 naming it; an operator may not map phones
+    for wrong, field in (({"extension": "SIP/205", "login": "nobody.here"}, "login"),
+                         ({"extension": " x", "login": operator["_login"]}, "extension")):
+        response = await client.put(url, headers=admin, json=wrong)
+        assert (response.status, (await response.json())["errors"][0]["field"]) == (400, field)
+    response = await client.put(url, headers=_h(operator),
+                                json={"extension": "SIP/206", "login": operator["_login"]})
+    assert response.status == 403
+    # Removing the mapping is journalled with the mapping itself
+    gone = {"extension": "SIP/204"}
+    assert (await client.delete(url, headers=admin, params=gone)).status == 204
+    assert (await client.delete(url, headers=admin, params=gone)).status == 404
+    journal = await (await client.get("/api/v1/audit/cti_extension/SIP%2F204", headers=admin)).json()
+    assert [e["action"] for e in journal.get("items", [])] == ["delete", "create"], journal
+    unmapped = await post(client, cti, event="ringing", call_id="V32", phone_number="0671110201",
+                          extension="SIP/204")
+    assert (unmapped["call"]["agent_login"], unmapped["pushed"]) == (None, False)

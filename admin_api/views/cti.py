@@ -1,7 +1,9 @@
 """Incoming-call identification: VICIdial events and the agent's live feed (issue 4, point 8).
 
 Agent mapping: VICIdial's ``user`` variable must be the operator's Herald login (compared
-case-insensitively); configure VICIdial users with the same IDs as Herald logins. The
+case-insensitively); configure VICIdial users with the same IDs as Herald logins. An event
+that names only the phone (``extension`` or ``phone_login``) goes to the user an
+administrator mapped to it (``PUT /api/v1/cti/extensions``). The
 operator's workspace opens ``GET /api/v1/cti/stream`` with its own session and receives
 the events of calls whose ``user`` is its login, whichever API process took the event
 (Redis pub/sub carries them between processes).
@@ -23,10 +25,11 @@ from admin_api.routing import (
     decode_query,
     path_int,
 )
-from admin_api.security import principal
+from admin_api.security import actor, principal
 from admin_api.typedefs import DB, REDIS, SETTINGS
-from crm import cti
+from crm import cti, cti_extensions
 from crm.cti import Call, CallAccepted, CallEvent, CallPush
+from crm.cti_extensions import Extension, ExtensionMapping, ExtensionSpec
 
 endpoints = EndpointTable("cti")
 
@@ -126,3 +129,33 @@ async def call_stream(request: web.Request) -> web.StreamResponse:
 def _gone(request: web.Request) -> bool:
     transport = request.transport
     return transport is None or transport.is_closing()
+
+
+
+class ExtensionQuery(msgspec.Struct, forbid_unknown_fields=True):
+    extension: Extension
+
+
+@endpoints.get("/api/v1/cti/extensions", permission="users.read",
+               response=list[ExtensionMapping])
+async def list_extensions(request: web.Request) -> list[ExtensionMapping]:
+    """VICIdial phones (extension or phone login) and the Herald user at each."""
+    async with request.app[DB].acquire() as conn:
+        return await cti_extensions.list_mappings(conn)
+
+
+@endpoints.put("/api/v1/cti/extensions", permission="users.manage", body=ExtensionSpec,
+               response=ExtensionMapping, errors=(400,))
+async def put_extension(request: web.Request, body: ExtensionSpec) -> ExtensionMapping:
+    """Map an extension (``SIP/101``) to a user: a call event naming only that phone reaches
+    its operator."""
+    async with request.app[DB].acquire() as conn:
+        return await cti_extensions.set_mapping(conn, actor(request), body)
+
+
+@endpoints.delete("/api/v1/cti/extensions", permission="users.manage", query=ExtensionQuery,
+                  status=204, errors=(400, 404))
+async def delete_extension(request: web.Request, query: ExtensionQuery) -> None:
+    """Remove an extension's mapping (``?extension=SIP/101``)."""
+    async with request.app[DB].acquire() as conn:
+        await cti_extensions.delete_mapping(conn, actor(request), query.extension)
