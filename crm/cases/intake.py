@@ -13,7 +13,7 @@ import asyncpg
 
 from crm import audit
 from crm.audit import Actor, Change
-from crm.cases import automation, classify, duplicates, store
+from crm.cases import automation, classify, duplicates, routing, store
 from crm.cases.channels import (
     AppRequest,
     CallRecord,
@@ -186,8 +186,9 @@ async def _create(conn: asyncpg.Connection, actor: Actor, item: Inbound,
         "number": row["number"], "channel": item.channel, "client_id": found.client_id,
         "status": row["status"], **chosen_values, "is_repeat": repeat_of is not None,
         "duplicate_of_id": duplicate_of})])
+    created = await routing.place(conn, actor, await store.get_case(conn, case_id), reason="intake")
     if found.client_id is not None:
-        await store.on_timeline(conn, await store.get_case(conn, case_id))
+        await store.on_timeline(conn, created)
     return IntakeResult(case_id, row["number"], row["status"], created=True, appended=False)
 
 
