@@ -195,6 +195,8 @@ async def route_group(conn: asyncpg.Connection, group_code: str, mode: str, *,
                  if s.load < s.capacity]
         if not slots:
             return 0
+        if mode == "round_robin":  # every case fits every agent: claim no more than fit
+            batch = min(batch, sum(s.capacity - s.load for s in slots))
         cases = await conn.fetch(
             f"""
             SELECT c.id, c.channel, c.category_id, coalesce(cl.language, 'uk') AS language
