@@ -106,7 +106,10 @@ INSERT INTO case_routing_settings (default_group) VALUES ('cc_l1');
 ALTER TABLE cases ADD COLUMN group_manual boolean NOT NULL DEFAULT false;
 ALTER TABLE cases ADD COLUMN assigned_at timestamptz;
 -- The routing pass and "take next": a group's unassigned open cases, small as that set.
-CREATE INDEX cases_unassigned_idx ON cases (group_code, created_at, id)
+-- In the order cases are claimed: most urgent first, then oldest.
+CREATE INDEX cases_unassigned_idx
+    ON cases (group_code, (array_position(ARRAY['urgent', 'high', 'normal', 'low']::text[], priority)),
+              created_at, id)
     WHERE assignee_id IS NULL AND status IN ('new', 'in_progress', 'on_hold');
 
 -- Hand-off of work on a case to another department, with its own deadline.

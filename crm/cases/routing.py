@@ -30,7 +30,10 @@ from crm.errors import Conflict, InvalidInput
 ROUTING = Actor(login="routing")
 OPEN = ("new", "in_progress", "on_hold")
 """Statuses of a case that counts towards its assignee's load and can be assigned."""
-_RANK = "array_position(ARRAY['urgent', 'high', 'normal', 'low'], c.priority)"
+# Literals, not parameters, so that a generic plan still matches the partial indexes
+# (cases_unassigned_idx has this predicate and this rank as its second column).
+_OPEN_SQL = "('new', 'in_progress', 'on_hold')"
+_RANK = "array_position(ARRAY['urgent', 'high', 'normal', 'low']::text[], c.priority)"
 _NEVER = float("-inf")
 
 
@@ -62,21 +65,21 @@ async def agent_loads(conn: asyncpg.Connection, group_code: str | None = None) -
         SELECT a.user_id, u.login, u.full_name, a.presence, a.presence_changed_at, a.capacity,
                a.last_assigned_at,
                (SELECT count(*) FROM cases c WHERE c.assignee_id = a.user_id
-                  AND c.status = ANY($2::text[])) AS open_cases,
+                  AND c.status IN ('new', 'in_progress', 'on_hold')) AS open_cases,
                coalesce((SELECT array_agg(m.group_code ORDER BY m.group_code)
                          FROM case_group_members m WHERE m.user_id = a.user_id), '{}') AS groups
         FROM case_agents a JOIN users u ON u.id = a.user_id
         WHERE $1::text IS NULL OR EXISTS (SELECT 1 FROM case_group_members m
                                           WHERE m.user_id = a.user_id AND m.group_code = $1)
         ORDER BY u.login
-        """, group_code, list(OPEN))
+        """, group_code)
     return [AgentLoad(**{**dict(r), "groups": list(r["groups"])}) for r in rows]
 
 
 async def _load(conn: asyncpg.Connection, user_ids: Sequence[int]) -> dict[int, int]:
     rows = await conn.fetch(
         "SELECT assignee_id, count(*) AS n FROM cases WHERE assignee_id = ANY($1::bigint[]) "
-        "AND status = ANY($2::text[]) GROUP BY assignee_id", list(user_ids), list(OPEN))
+        f"AND status IN {_OPEN_SQL} GROUP BY assignee_id", list(user_ids))
     return {r["assignee_id"]: r["n"] for r in rows}
 
 
@@ -201,10 +204,10 @@ async def route_group(conn: asyncpg.Connection, group_code: str, mode: str, *,
             f"""
             SELECT c.id, c.channel, c.category_id, coalesce(cl.language, 'uk') AS language
             FROM cases c LEFT JOIN clients cl ON cl.id = c.client_id
-            WHERE c.group_code = $1 AND c.assignee_id IS NULL AND c.status = ANY($2::text[])
+            WHERE c.group_code = $1 AND c.assignee_id IS NULL AND c.status IN {_OPEN_SQL}
             ORDER BY {_RANK}, c.created_at, c.id
-            LIMIT $3 FOR UPDATE OF c SKIP LOCKED
-            """, group_code, list(OPEN), batch)
+            LIMIT $2 FOR UPDATE OF c SKIP LOCKED
+            """, group_code, batch)
         tree = await _tree(conn) if mode == "skills" else {}
         picks: list[tuple[int, int]] = []
         tick = dt.datetime.now(dt.UTC).timestamp()
@@ -236,7 +239,7 @@ async def run_pass(pool: asyncpg.Pool, *, batch: int = 500) -> int:
         pending = await conn.fetch(
             "SELECT g.code, g.mode FROM case_groups g WHERE g.is_active AND EXISTS ("
             "SELECT 1 FROM cases c WHERE c.group_code = g.code AND c.assignee_id IS NULL "
-            "AND c.status = ANY($1::text[])) ORDER BY g.code", list(OPEN))
+            f"AND c.status IN {_OPEN_SQL}) ORDER BY g.code")
         total = 0
         for group in pending:
             total += await route_group(conn, group["code"], group["mode"], batch=batch)
@@ -244,6 +247,10 @@ async def run_pass(pool: asyncpg.Pool, *, batch: int = 500) -> int:
 
 
 # -- take next and reassignment --------------------------------------------------------------
+
+def _order(row: asyncpg.Record) -> tuple[int, dt.datetime, int]:
+    return row["rank"], row["created_at"], row["id"]
+
 
 async def take_next(conn: asyncpg.Connection, actor: Actor) -> Case | None:
     """Claim the best unassigned open case of my groups for me (most urgent, then oldest;
@@ -259,21 +266,30 @@ async def take_next(conn: asyncpg.Connection, actor: Actor) -> Case | None:
         if load >= agent.capacity:
             raise Conflict(f"you have {load} open cases, your capacity is {agent.capacity}")
         categories = _below(await _tree(conn), agent.category_ids) if agent.category_ids else []
-        row = await conn.fetchrow(
-            f"""
-            SELECT c.id, c.group_code, g.mode FROM cases c
-            JOIN case_groups g ON g.code = c.group_code AND g.is_active
-            JOIN case_group_members m ON m.group_code = c.group_code AND m.user_id = $1
-            LEFT JOIN clients cl ON cl.id = c.client_id
-            WHERE c.assignee_id IS NULL AND c.status = ANY($2::text[])
-              AND (g.mode = 'round_robin' OR (
-                   (cardinality($3::text[]) = 0 OR c.channel = ANY($3::text[]))
-               AND (cardinality($4::text[]) = 0 OR coalesce(cl.language, 'uk') = ANY($4::text[]))
-               AND (cardinality($5::bigint[]) = 0 OR c.category_id = ANY($6::bigint[]))))
-            ORDER BY {_RANK}, c.created_at, c.id
-            LIMIT 1 FOR UPDATE OF c SKIP LOCKED
-            """, actor.id, list(OPEN), agent.channels, agent.languages, agent.category_ids,
-            categories)
+        mine = await conn.fetch(
+            "SELECT g.code, g.mode FROM case_groups g JOIN case_group_members m "
+            "ON m.group_code = g.code AND m.user_id = $1 WHERE g.is_active ORDER BY g.code",
+            actor.id)
+        # One ordered index scan per group (an agent is in a few), the best of them claimed;
+        # the others stay locked only until this transaction ends.
+        row: asyncpg.Record | None = None
+        for group in mine:
+            found = await conn.fetchrow(
+                f"""
+                SELECT c.id, c.group_code, {_RANK} AS rank, c.created_at FROM cases c
+                LEFT JOIN clients cl ON cl.id = c.client_id
+                WHERE c.group_code = $1 AND c.assignee_id IS NULL AND c.status IN {_OPEN_SQL}
+                  AND (NOT $2 OR (
+                       (cardinality($3::text[]) = 0 OR c.channel = ANY($3::text[]))
+                   AND (cardinality($4::text[]) = 0
+                        OR coalesce(cl.language, 'uk') = ANY($4::text[]))
+                   AND (cardinality($5::bigint[]) = 0 OR c.category_id = ANY($6::bigint[]))))
+                ORDER BY {_RANK}, c.created_at, c.id
+                LIMIT 1 FOR UPDATE OF c SKIP LOCKED
+                """, group["code"], group["mode"] == "skills", agent.channels, agent.languages,
+                agent.category_ids, categories)
+            if found is not None and (row is None or _order(found) < _order(row)):
+                row = found
         if row is None:
             return None
         await _write(conn, actor, row["group_code"], [(row["id"], actor.id)], "take_next")
