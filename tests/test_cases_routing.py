@@ -89,15 +89,19 @@ async def test_rules_place_cases_on_intake_and_reclassification(client, demo_use
     created = (await events_of(client, operator, cases["debt"]))[0]
     assert (created["kind"], created["data"]["group_code"], created["data"]["routing_rule_id"]) \
         == ("created", "finance", rule["id"])
-    # Reclassified as technical, the case moves to the technical group
+    # Reclassified as technical, the case moves to the technical group; its assignee, who
+    # is not a member there, gives it back to that group's queue
+    line1 = await make_agent(app_conn)
+    await app_conn.execute("UPDATE cases SET assignee_id = $1 WHERE id = $2", line1, cases["other"])
     await ok(await client.patch(f"/api/v1/cases/{cases['other']}/classification", headers=operator,
                                 json={"case_type": "technical"}))
-    assert await app_conn.fetchval("SELECT group_code FROM cases WHERE id = $1",
-                                   cases["other"]) == "technical"
+    assert tuple(await app_conn.fetchrow("SELECT group_code, assignee_id FROM cases WHERE id = $1",
+                                         cases["other"])) == ("technical", None)
     moved = [e["data"] for e in await events_of(client, operator, cases["other"])
              if e["kind"] == "assignment"]
-    assert [(m["by"], m["reason"], m["from_group_code"], m["group_code"]) for m in moved] == [
-        ("rule", "reclassification", "cc_l1", "technical")]
+    assert [(m["by"], m["reason"], m["from_group_code"], m["group_code"], m["from_assignee_id"],
+             m["assignee_id"]) for m in moved] == [
+        ("rule", "reclassification", "cc_l1", "technical", line1, None)]
     # Once a supervisor placed a case, reclassification leaves it where it is
     supervisor = await login_as(client, "supervisor")
     await ok(await client.post(f"/api/v1/cases/{cases['leak']}/assignment", headers=supervisor,
