@@ -15,6 +15,7 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from crm.cases.automation import run_due_automations
+from crm.cases.routing import run_pass as route_cases
 from crm.segments import refresh as segment_refresh
 from dispatcher import holds, launcher, realtime, receipts
 from dispatcher.worker import purge_expired_sessions
@@ -67,6 +68,8 @@ class Scheduler:
             await launcher.complete_finished(pool, redis, settings)
         if self._due("segments", 2.0):
             await segment_refresh.run_duty(pool)
+        if self._due("case_routing", 1.0):
+            await route_cases(pool)
         if self._due("case_automations", 60.0):
             await run_due_automations(pool)
         if self._due("sessions", 600.0):

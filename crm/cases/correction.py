@@ -9,7 +9,7 @@ import msgspec
 
 from crm import audit
 from crm.audit import Actor
-from crm.cases import duplicates, store
+from crm.cases import duplicates, routing, store
 from crm.cases.store import NewEvent
 from crm.cases.types import Case, CaseType, Priority
 from crm.errors import Conflict, InvalidInput
@@ -54,5 +54,6 @@ async def correct(conn: asyncpg.Connection, actor: Actor, case_id: int,
         if chosen["category_id"] != before["category_id"]:
             await duplicates.refresh_repeat(conn, actor, after)
             after = await store.get_case(conn, case.id)
+        after = await routing.place(conn, actor, after, reason="reclassification")
         await store.on_timeline(conn, after)
         return after

@@ -13,7 +13,7 @@ import asyncpg
 
 from crm import audit
 from crm.audit import Actor, Change
-from crm.cases import automation, classify, duplicates, store
+from crm.cases import automation, classify, duplicates, groups, store
 from crm.cases.channels import (
     AppRequest,
     CallRecord,
@@ -137,6 +137,8 @@ async def _create(conn: asyncpg.Connection, actor: Actor, item: Inbound,
     category_id = chosen.category_id or proposal.category_id
     case_type = chosen.case_type or proposal.case_type
     priority = chosen.priority or proposal.priority or "normal"
+    group_code, routing_rule_id = await groups.choose_group(
+        conn, channel=item.channel, category_id=category_id, case_type=case_type, priority=priority)
     settings = await duplicates.get_settings(conn)
     digest = text_hash(item.subject, item.text)
     duplicate_of = await duplicates.find_duplicate(
@@ -152,16 +154,16 @@ async def _create(conn: asyncpg.Connection, actor: Actor, item: Inbound,
                            subject, body, text_hash, category_id, case_type, priority,
                            proposed_category_id, proposed_type, proposed_priority,
                            proposed_rule_id, is_repeat, repeat_of_id, duplicate_of_id,
-                           created_by, created_by_login)
+                           created_by, created_by_login, group_code)
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
-                $19, $20, $21, $22, $23, $24, $25)
+                $19, $20, $21, $22, $23, $24, $25, $26)
         RETURNING id, number, status
         """,
         item.channel, found.client_id, found.account_id, found.identified_by,
         list(found.candidates), item.name, phone or item.phone, item.email, item.or_number,
         item.chat_ref, item.subject, item.text, digest, category_id, case_type, priority,
         proposal.category_id, proposal.case_type, proposal.priority, proposal.rule_id,
-        repeat_of is not None, repeat_of, duplicate_of, actor.id, actor.login)
+        repeat_of is not None, repeat_of, duplicate_of, actor.id, actor.login, group_code)
     case_id = row["id"]
     proposed = {"category_id": proposal.category_id, "case_type": proposal.case_type,
                 "priority": proposal.priority, "rule_id": proposal.rule_id}
@@ -169,7 +171,8 @@ async def _create(conn: asyncpg.Connection, actor: Actor, item: Inbound,
         NewEvent(kind="created", channel=item.channel, to_status=row["status"],
                  data={"identified_by": found.identified_by, "client_id": found.client_id,
                        "candidates": list(found.candidates), "proposed": proposed,
-                       "repeat_of_id": repeat_of, "duplicate_of_id": duplicate_of}),
+                       "repeat_of_id": repeat_of, "duplicate_of_id": duplicate_of,
+                       "group_code": group_code, "routing_rule_id": routing_rule_id}),
         NewEvent(kind="message", channel=item.channel, direction="in",
                  external_id=item.external_id, body=item.text,
                  data={"subject": item.subject, **(item.data or {})})]
@@ -185,7 +188,7 @@ async def _create(conn: asyncpg.Connection, actor: Actor, item: Inbound,
     await audit.record(conn, actor, [Change("case", str(case_id), "create", None, None, {
         "number": row["number"], "channel": item.channel, "client_id": found.client_id,
         "status": row["status"], **chosen_values, "is_repeat": repeat_of is not None,
-        "duplicate_of_id": duplicate_of})])
+        "duplicate_of_id": duplicate_of, "group_code": group_code})])
     if found.client_id is not None:
         await store.on_timeline(conn, await store.get_case(conn, case_id))
     return IntakeResult(case_id, row["number"], row["status"], created=True, appended=False)
