@@ -22,6 +22,7 @@ from admin_api.views import (
     audit,
     auth,
     campaigns,
+    case_sla,
     cases,
     client_activity,
     clients,
@@ -53,6 +54,7 @@ ENDPOINT_TABLES: tuple[EndpointTable, ...] = (
     rules_limits.endpoints, rules_alerts.endpoints, rules_stop_lists.endpoints, rules_consents.endpoints,
     clients.endpoints, contacts.endpoints, client_activity.endpoints, search.endpoints, cti.endpoints,
     segments.endpoints, events.endpoints, cases.endpoints,
+    case_sla.endpoints,
 )
 
 
