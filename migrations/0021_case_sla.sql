@@ -325,8 +325,8 @@ CREATE TABLE case_sla_warnings (
     PRIMARY KEY (case_id, target, due_at)
 );
 
--- Every breach, for reports: one per case, target and deadline (a deadline moved by hand
--- and missed again is a second breach). The case's attributes are as at the breach.
+-- Every breach, for reports: one per case and target (a deadline moved later and missed
+-- again is the same breach). The case's attributes are as when it was detected.
 CREATE TABLE case_sla_breaches (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     case_id     bigint NOT NULL REFERENCES cases,
@@ -340,7 +340,7 @@ CREATE TABLE case_sla_breaches (
     category_id bigint,
     group_code  text,
     assignee_id bigint,
-    UNIQUE (case_id, target, due_at)
+    UNIQUE (case_id, target)
 );
 CREATE INDEX case_sla_breaches_due_idx ON case_sla_breaches (due_at);
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 from aiohttp import web
@@ -33,7 +33,7 @@ class CaseEscalation(msgspec.Struct):
     level: str
     at: dt.datetime
     notify_supervisors: bool
-    actions: dict[str, object]
+    actions: dict[str, Any]
 
 
 class CaseEscalationsQuery(msgspec.Struct, forbid_unknown_fields=True):

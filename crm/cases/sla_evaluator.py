@@ -6,8 +6,8 @@ it at once. Each case's state is re-derived from its stored times (due, warning,
 paused), and its next check is set to the next warning or due time of a target still
 open (none while paused or when every target is done).
 
-A warning or breach is recorded once per case, target and due time (the primary key of
-``case_sla_warnings`` and the unique key of ``case_sla_breaches``); only a newly recorded
+A warning is recorded once per case, target and due time (a deadline moved later can
+warn again), a breach once per case and target; only a newly recorded
 one writes a ``sla`` event and runs the escalation rules, and each rule acts at most once
 per case, target and level (unique key of ``case_escalations``).
 """
