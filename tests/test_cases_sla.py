@@ -291,3 +291,157 @@ async def test_first_response_by_outbound_message_or_leaving_new_and_every_statu
     row = await _row(app_conn, third)
     assert row["status"] == "closed" and row["sla_next_check_at"] is None
     assert case.status == "in_progress"
+
+
+# -- the evaluator and escalations -----------------------------------------------------------
+
+async def test_evaluator_warns_breaches_and_escalates_once(client, demo_users, settings,
+                                                           app_conn) -> None:
+    admin = await login_as(client, "admin")
+    supervisor = await login_as(client, "supervisor")
+    cal = await _calendar(client, admin)
+    await _policy(client, admin, cal["id"], name="Норма", case_type="technical",
+                  priority="normal", first_response_minutes=60, resolution_minutes=480)
+    await _policy(client, admin, cal["id"], name="Високий", case_type="technical",
+                  priority="high", first_response_minutes=30, resolution_minutes=240)
+    notify = await ok(await client.post("/api/v1/case-escalation-rules", headers=admin, json={
+        "name": "Попередити", "on_level": "warning", "target": "first_response",
+        "notify_supervisors": True}), 201)
+    raise_ = await ok(await client.post("/api/v1/case-escalation-rules", headers=admin, json={
+        "name": "Підвищити", "on_level": "breached", "target": "first_response",
+        "case_type": "technical", "raise_priority": "step", "reassign_group": "line2",
+        "notify_supervisors": True}), 201)
+    # A rule for another type never fires here
+    await ok(await client.post("/api/v1/case-escalation-rules", headers=admin, json={
+        "name": "Фінанси", "on_level": "breached", "case_type": "financial",
+        "raise_priority": "urgent"}), 201)
+    await bad(await client.post("/api/v1/case-escalation-rules", headers=admin, json={
+        "name": "Нічого", "on_level": "warning"}), "notify_supervisors")
+    await bad(await client.post("/api/v1/case-escalation-rules", headers=admin, json={
+        "name": "x", "on_level": "late", "notify_supervisors": True}), "on_level")
+    agent = await app_conn.fetchval("SELECT id FROM users WHERE login = $1",
+                                    demo_users["operator_cc"])
+    case_id = await _case(app_conn, kyiv(2026, 12, 7, 9), group_code="line1", assignee_id=agent)
+    other = await _case(app_conn, kyiv(2026, 12, 7, 12))
+    pool = await create_pool(settings)
+    try:
+        # Monday 09:00, first response due 10:00, warning at 09:48: nothing due at 09:30
+        assert await run_sla_cycle(pool, now=kyiv(2026, 12, 7, 9, 30)) == 0
+        assert await run_sla_cycle(pool, now=kyiv(2026, 12, 7, 9, 50)) == 1
+        row = await _row(app_conn, case_id)
+        assert row["sla_state"] == "warning" and row["sla_next_check_at"] == kyiv(2026, 12, 7, 10)
+        assert await run_sla_cycle(pool, now=kyiv(2026, 12, 7, 9, 55)) == 0
+        # 10:05: breached -> priority one step up, reassigned to line2 (assignee cleared)
+        assert await run_sla_cycle(pool, now=kyiv(2026, 12, 7, 10, 5)) >= 1
+        row = await _row(app_conn, case_id)
+        assert (row["priority"], row["group_code"], row["assignee_id"]) == ("high", "line2", None)
+        # The raised priority replanned the deadlines under the "high" policy (30 min)
+        assert row["first_response_due_at"] == kyiv(2026, 12, 7, 9, 30)
+        assert row["resolution_due_at"] == kyiv(2026, 12, 7, 13)
+        assert row["sla_state"] == "breached"
+        # Again and again: nothing more happens (once per rule, target and level)
+        await run_sla_cycle(pool, now=kyiv(2026, 12, 7, 10, 6))
+        assert await run_sla_cycle(pool, now=kyiv(2026, 12, 7, 10, 7)) == 0
+        row = await _row(app_conn, case_id)
+        assert row["priority"] == "high"
+        escalations = await app_conn.fetch(
+            "SELECT rule_id, target, level, notify_supervisors, actions FROM case_escalations "
+            "WHERE case_id = $1 ORDER BY id", case_id)
+        assert [(e["rule_id"], e["level"]) for e in escalations] == \
+            [(notify["id"], "warning"), (raise_["id"], "breached")]
+        assert escalations[1]["actions"] == {
+            "notify_supervisors": True, "priority": {"from": "normal", "to": "high"},
+            "group_code": {"from": "line1", "to": "line2"}}
+        breaches = await app_conn.fetch("SELECT target, due_at, priority, group_code "
+                                        "FROM case_sla_breaches WHERE case_id = $1", case_id)
+        assert [(b["target"], b["due_at"], b["priority"], b["group_code"]) for b in breaches] == \
+            [("first_response", kyiv(2026, 12, 7, 10), "normal", "line1")]
+        kinds = [(e["kind"], (e["data"] or {}).get("level")) for e in
+                 await events_of(client, supervisor, case_id)]
+        assert kinds.count(("sla", "warning")) == 1 and kinds.count(("sla", "breached")) == 1
+        assert kinds.count(("escalation", "warning")) == 1
+        assert kinds.count(("escalation", "breached")) == 1
+        entries = await journal(client, f"case/{case_id}")
+        changed = {(e["field"], e["new_value"]) for e in entries if e["action"] == "update"}
+        assert {("priority", "high"), ("group_code", "line2"), ("assignee_id", None)} <= changed
+        assert sorted(e["new_value"]["level"] for e in entries if e["action"] == "escalate") == \
+            ["breached", "warning"]
+        # The supervisor's notifications
+        shown = await ok(await client.get("/api/v1/case-escalations?notify=true",
+                                          headers=supervisor))
+        assert [(s["case_id"], s["level"]) for s in shown] == [(case_id, "breached"),
+                                                              (case_id, "warning")]
+        # The other case (created 12:00, warning at 12:48) goes On Hold first: no checks
+        # while it waits, and no warning however long it waits
+        assert (await _row(app_conn, other))["sla_state"] == "ok"
+        await _move(app_conn, other, "in_progress", kyiv(2026, 12, 7, 12, 10))
+        await _move(app_conn, other, "on_hold", kyiv(2026, 12, 7, 12, 20))
+        await run_sla_cycle(pool, now=kyiv(2026, 12, 7, 12, 30))
+        row = await _row(app_conn, other)
+        assert row["sla_next_check_at"] is None and row["sla_state"] == "ok"
+        await run_sla_cycle(pool, now=kyiv(2026, 12, 9, 12))
+        assert (await _row(app_conn, other))["sla_state"] == "ok"
+        # Resolution of the first case overdue at 13:05 -> breached, no rule for it
+        await run_sla_cycle(pool, now=kyiv(2026, 12, 7, 13, 5))
+        assert await app_conn.fetchval("SELECT count(*) FROM case_sla_breaches WHERE case_id = $1",
+                                       case_id) == 2
+        assert await app_conn.fetchval("SELECT count(*) FROM case_escalations") == 2
+    finally:
+        await pool.close()
+
+
+async def test_sla_block_queue_filter_and_deadline_changed_by_hand(client, demo_users, settings,
+                                                                   app_conn) -> None:
+    admin = await login_as(client, "admin")
+    operator = await login_as(client, "operator_cc")
+    cal = await _calendar(client, admin, week={d: [{"start": "00:00", "end": "24:00"}] for d in
+                                               ("mon", "tue", "wed", "thu", "fri", "sat", "sun")})
+    await _policy(client, admin, cal["id"], case_type="technical", first_response_minutes=60,
+                  resolution_minutes=24 * 60)
+    now = dt.datetime.now(dt.UTC)
+    late = await _case(app_conn, now - dt.timedelta(hours=2))
+    fresh = await _case(app_conn, now - dt.timedelta(minutes=5))
+    none = await _case(app_conn, now, case_type="informational")
+    pool = await create_pool(settings)
+    try:
+        await run_sla_cycle(pool)
+    finally:
+        await pool.close()
+    detail = await ok(await client.get(f"/api/v1/cases/{late}", headers=operator))
+    block = detail["sla"]
+    assert block["state"] == "breached" and block["paused"] is False
+    assert block["first_response"]["met"] is False
+    assert -3700 < block["first_response"]["remaining_seconds"] < -3500
+    assert block["resolution"]["met"] is None and block["resolution"]["remaining_seconds"] > 0
+    assert (await ok(await client.get(f"/api/v1/cases/{none}", headers=operator)))["sla"] == {
+        "state": "none", "paused": False, "paused_at": None, "policy_id": None,
+        "first_response": None, "resolution": None}
+    page = await ok(await client.get("/api/v1/cases?sla_state=breached", headers=operator))
+    assert [i["id"] for i in page["items"]] == [late]
+    assert page["items"][0]["sla"]["state"] == "breached"
+    page = await ok(await client.get("/api/v1/cases?open=true", headers=operator))
+    assert {i["id"]: i["sla"]["state"] for i in page["items"]} == {
+        late: "breached", fresh: "ok", none: "none"}
+    await bad(await client.get("/api/v1/cases?sla_state=late", headers=operator), "sla_state")
+    # Extend the resolution deadline by hand, with a reason
+    new_due = (now + dt.timedelta(days=3)).replace(microsecond=0)
+    url = f"/api/v1/cases/{late}/sla"
+    changed = await ok(await client.patch(url, headers=operator, json={
+        "target": "resolution", "due_at": new_due.isoformat(), "reason": "Потрібен виїзд"}))
+    assert dt.datetime.fromisoformat(changed["resolution"]["due_at"]) == new_due
+    events = [e for e in await events_of(client, operator, late) if e["kind"] == "deadline"]
+    assert len(events) == 1 and events[0]["data"]["target"] == "resolution"
+    assert events[0]["data"]["reason"] == "Потрібен виїзд"
+    assert dt.datetime.fromisoformat(events[0]["data"]["new_due_at"]) == new_due
+    assert any(e["field"] == "resolution_due_at" for e in await journal(client, f"case/{late}"))
+    await bad(await client.patch(url, headers=operator, json={
+        "target": "resolution", "due_at": "2026-12-10T10:00:00", "reason": "x"}), "due_at")
+    await bad(await client.patch(url, headers=operator, json={
+        "target": "deadline", "due_at": new_due.isoformat(), "reason": "x"}), "target")
+    await bad(await client.patch(url, headers=operator, json={
+        "target": "resolution", "due_at": new_due.isoformat(), "reason": ""}), "reason")
+    await bad(await client.patch(f"/api/v1/cases/{none}/sla", headers=operator, json={
+        "target": "resolution", "due_at": new_due.isoformat(), "reason": "x"}), "", 409)
+    await bad(await client.patch(f"/api/v1/cases/{late}/sla", headers=await login_as(
+        client, "analyst"), json={"target": "resolution", "due_at": new_due.isoformat(),
+                                  "reason": "x"}), "", 403)
