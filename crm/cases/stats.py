@@ -36,7 +36,7 @@ from crm.cases.types import CaseType, Channel
 from crm.errors import InvalidInput
 
 GROUPS = {"agent": "c.assignee_id", "channel": "c.channel", "case_type": "c.case_type",
-          "group": "c.group_code", "day": "(c.created_at AT TIME ZONE $3)::date"}
+          "group": "c.group_code", "day": "(c.created_at AT TIME ZONE {tz})::date"}
 _GROUP_FIELDS = {"agent": "agent_id", "channel": "channel", "case_type": "case_type",
                  "group": "group_code", "day": "day"}
 
@@ -103,22 +103,26 @@ def groups_of(q: CaseStatsQuery) -> list[str]:
 
 
 def _sql(q: CaseStatsQuery, names: list[str]) -> tuple[str, list[object]]:
-    args: list[object] = [q.from_, q.to, q.time_zone, dt.datetime.now(dt.UTC)]
+    args: list[object] = [q.from_, q.to, dt.datetime.now(dt.UTC)]
+    exprs = dict(GROUPS)
+    if "day" in names:
+        args.append(q.time_zone)
+        exprs["day"] = GROUPS["day"].format(tz=f"${len(args)}::text")
     where = ["c.created_at >= $1", "c.created_at < $2", "c.merged_into_id IS NULL"]
     for column, value in (("c.channel", q.channel), ("c.case_type", q.case_type),
                           ("c.assignee_id", q.agent_id)):
         if value is not None:
             args.append(value)
             where.append(f"{column} = ${len(args)}")
-    selected = [f"{GROUPS[n]} AS {_GROUP_FIELDS[n]}" for n in names]
-    group = f"GROUP BY {', '.join(GROUPS[n] for n in names)} ORDER BY {', '.join(GROUPS[n] for n in names)}" \
-        if names else ""
+    selected = [f"{exprs[n]} AS {_GROUP_FIELDS[n]}" for n in names]
+    keys = ", ".join(exprs[n] for n in names)
+    group = f"GROUP BY {keys} ORDER BY {keys}" if names else ""
     fr = "extract(epoch FROM c.first_response_at - c.created_at)::float8"
     res = "extract(epoch FROM c.resolved_at - c.created_at)::float8"
     fr_met = "c.first_response_at <= c.first_response_due_at"
-    fr_breached = "coalesce(c.first_response_at, $4) > c.first_response_due_at"
+    fr_breached = "coalesce(c.first_response_at, $3) > c.first_response_due_at"
     res_met = "c.resolved_at <= c.resolution_due_at"
-    res_breached = "coalesce(c.resolved_at, $4) > c.resolution_due_at"
+    res_breached = "coalesce(c.resolved_at, $3) > c.resolution_due_at"
     fcr = ("c.resolved_at IS NOT NULL AND c.reopen_count = 0 AND NOT EXISTS "
            "(SELECT 1 FROM cases r WHERE r.repeat_of_id = c.id)")
     sql = f"""
