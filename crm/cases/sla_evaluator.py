@@ -19,6 +19,7 @@ from collections import defaultdict
 from typing import Any
 
 import asyncpg
+import msgspec
 
 from crm import audit
 from crm.audit import Actor, Change
@@ -29,7 +30,7 @@ from crm.cases.store import NewEvent
 EVALUATOR = Actor(login="sla")
 BATCH = 5000
 PRIORITIES = ("low", "normal", "high", "urgent")
-_LEVELS = {1: "warning", 2: "breached"}
+_ENCODE = msgspec.json.Encoder()
 
 _CYCLE = """
 WITH due AS (
@@ -116,57 +117,94 @@ def _raised(current: str, to: str) -> str:
     return to if PRIORITIES.index(to) > PRIORITIES.index(current) else current
 
 
-async def _escalate(conn: asyncpg.Connection, case: asyncpg.Record,
-                    fired: list[tuple[str, str]], rules: list[EscalationRule],
+class _Plan:
+    """What the rules do to one case in this pass (before the idempotency check)."""
+
+    def __init__(self, case: asyncpg.Record) -> None:
+        self.case = case
+        self.priority: str = case["priority"]
+        self.group: str | None = case["group_code"]
+        self.assignee: int | None = case["assignee_id"]
+        self.fired: list[tuple[EscalationRule, str, str, dict[str, Any]]] = []
+
+    def apply(self, rule: EscalationRule, target: str, level: str) -> None:
+        actions: dict[str, Any] = {}
+        if rule.notify_supervisors:
+            actions["notify_supervisors"] = True
+        if rule.raise_priority is not None:
+            new = _raised(self.priority, rule.raise_priority)
+            if new != self.priority:
+                actions["priority"] = {"from": self.priority, "to": new}
+                self.priority = new
+        if rule.reassign_group is not None and rule.reassign_group != self.group:
+            actions["group_code"] = {"from": self.group, "to": rule.reassign_group}
+            self.group, self.assignee = rule.reassign_group, None
+        self.fired.append((rule, target, level, actions))
+
+
+async def _escalate(conn: asyncpg.Connection, cases: dict[int, asyncpg.Record],
+                    fired: dict[int, list[tuple[str, str]]], rules: list[EscalationRule],
                     now: dt.datetime) -> int:
-    """Apply the matching rules (once each per target and level) to one locked case."""
-    priority, group, assignee = case["priority"], case["group_code"], case["assignee_id"]
-    events: list[NewEvent] = []
-    done = 0
-    for target, level in fired:
-        for rule in rules:
-            if not _matches(rule, case, target, level):
-                continue
-            actions: dict[str, Any] = {}
-            if rule.notify_supervisors:
-                actions["notify_supervisors"] = True
-            if rule.raise_priority is not None:
-                new = _raised(priority, rule.raise_priority)
-                if new != priority:
-                    actions["priority"] = {"from": priority, "to": new}
-                    priority = new
-            if rule.reassign_group is not None and rule.reassign_group != group:
-                actions["group_code"] = {"from": group, "to": rule.reassign_group}
-                group, assignee = rule.reassign_group, None
-            inserted = await conn.fetchval(
-                "INSERT INTO case_escalations (case_id, rule_id, target, level, at, "
-                "notify_supervisors, actions) VALUES ($1, $2, $3, $4, $5, $6, $7) "
-                "ON CONFLICT DO NOTHING RETURNING id",
-                case["id"], rule.id, target, level, now, rule.notify_supervisors, actions)
-            if inserted is None:
-                # Escalated before: undo what this pass would have done for the rule.
-                if "priority" in actions:
-                    priority = actions["priority"]["from"]
-                if "group_code" in actions:
-                    group, assignee = actions["group_code"]["from"], case["assignee_id"]
-                continue
-            done += 1
-            events.append(NewEvent(kind="escalation", data={
-                "escalation_id": inserted, "rule_id": rule.id, "rule": rule.name,
-                "target": target, "level": level, "actions": actions}))
-    if not events:
+    """Apply the matching rules, once each per case, target and level, in a few statements
+    for the whole batch (a morning's backlog warns thousands of cases at once)."""
+    candidates = [(case_id, rule.id, target, level)
+                  for case_id, alerts in fired.items() for target, level in alerts
+                  for rule in rules if _matches(rule, cases[case_id], target, level)]
+    if not candidates:
         return 0
-    changes = audit.field_changes(
-        "case", case["id"], {"priority": case["priority"], "group_code": case["group_code"],
-                             "assignee_id": case["assignee_id"]},
-        {"priority": priority, "group_code": group, "assignee_id": assignee})
-    if changes:
-        await conn.execute("UPDATE cases SET priority = $2, group_code = $3, assignee_id = $4, "
-                           "updated_at = now() WHERE id = $1", case["id"], priority, group, assignee)
-    await store.append_events(conn, EVALUATOR, case["id"], events)
-    await audit.record(conn, EVALUATOR, [
-        *changes, *(Change("case", str(case["id"]), "escalate", None, None, e.data) for e in events)])
-    return done
+    done_before = {(r["case_id"], r["rule_id"], r["target"], r["level"]) for r in await conn.fetch(
+        "SELECT e.case_id, e.rule_id, e.target, e.level FROM case_escalations e "
+        "JOIN unnest($1::bigint[], $2::bigint[]) AS k(c, r) ON e.case_id = k.c AND e.rule_id = k.r",
+        [c[0] for c in candidates], [c[1] for c in candidates])}
+    by_rule = {r.id: r for r in rules}
+    plans: dict[int, _Plan] = {}
+    for case_id, rule_id, target, level in candidates:
+        if (case_id, rule_id, target, level) not in done_before:
+            plans.setdefault(case_id, _Plan(cases[case_id])).apply(by_rule[rule_id], target, level)
+    if not plans:
+        return 0
+    fired_rows = [(p, rule, target, level, actions) for p in plans.values()
+                  for rule, target, level, actions in p.fired]
+    # The case rows are locked by this batch, so no other evaluator inserts the same keys.
+    ids = await conn.fetch(
+        """
+        INSERT INTO case_escalations (case_id, rule_id, target, level, at, notify_supervisors,
+                                      actions)
+        SELECT c, r, t, l, $5, n, a::jsonb
+        FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $6::boolean[], $7::text[])
+             WITH ORDINALITY AS x(c, r, t, l, n, a, i)
+        ORDER BY i
+        RETURNING id
+        """,
+        [f[0].case["id"] for f in fired_rows], [f[1].id for f in fired_rows],
+        [f[2] for f in fired_rows], [f[3] for f in fired_rows], now,
+        [f[1].notify_supervisors for f in fired_rows],
+        [_ENCODE.encode(f[4]).decode() for f in fired_rows])
+    events: list[tuple[int, NewEvent]] = []
+    changes: list[Change] = []
+    for (plan, rule, target, level, actions), row in zip(fired_rows, ids):
+        data = {"escalation_id": row["id"], "rule_id": rule.id, "rule": rule.name,
+                "target": target, "level": level, "actions": actions}
+        events.append((plan.case["id"], NewEvent(kind="escalation", data=data)))
+        changes.append(Change("case", str(plan.case["id"]), "escalate", None, None, data))
+    moved = [p for p in plans.values() if (p.priority, p.group, p.assignee) != (
+        p.case["priority"], p.case["group_code"], p.case["assignee_id"])]
+    if moved:
+        await conn.execute(
+            "UPDATE cases c SET priority = m.p, group_code = m.g, assignee_id = m.a, "
+            "updated_at = now() FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[]) "
+            "AS m(i, p, g, a) WHERE c.id = m.i",
+            [p.case["id"] for p in moved], [p.priority for p in moved],
+            [p.group for p in moved], [p.assignee for p in moved])
+        for p in moved:
+            changes.extend(audit.field_changes(
+                "case", p.case["id"],
+                {"priority": p.case["priority"], "group_code": p.case["group_code"],
+                 "assignee_id": p.case["assignee_id"]},
+                {"priority": p.priority, "group_code": p.group, "assignee_id": p.assignee}))
+    await store.append_many(conn, EVALUATOR, events)
+    await audit.record(conn, EVALUATOR, changes)
+    return len(fired_rows)
 
 
 async def _batch(pool: asyncpg.Pool, now: dt.datetime) -> int:
@@ -197,9 +235,7 @@ async def _batch(pool: asyncpg.Pool, now: dt.datetime) -> int:
         await store.append_many(conn, EVALUATOR, new_events)
         rules = await sla_config.list_rules(conn, active_only=True)
         if rules:
-            by_id = {r["id"]: r for r in rows}
-            for case_id, alerts in fired.items():
-                await _escalate(conn, by_id[case_id], alerts, rules, now)
+            await _escalate(conn, {r["id"]: r for r in rows}, fired, rules, now)
         return len(rows)
 
 
