@@ -5,6 +5,7 @@ a deadline changed by hand. Time is driven by timestamps and ``now`` arguments."
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import random
 from typing import Any
@@ -15,7 +16,16 @@ from conftest import login_as
 from test_cases_support import bad, events_of, journal, ok
 
 from crm.audit import Actor
-from crm.cases import business_time, calendars, duplicates, intake, sla, store, transitions
+from crm.cases import (
+    automation,
+    business_time,
+    calendars,
+    duplicates,
+    intake,
+    sla,
+    store,
+    transitions,
+)
 from crm.cases.calendars import BusinessCalendarSpec
 from crm.cases.channels import Inbound
 from crm.cases.sla_evaluator import run_sla_cycle
@@ -445,3 +455,35 @@ async def test_sla_block_queue_filter_and_deadline_changed_by_hand(client, demo_
     await bad(await client.patch(f"/api/v1/cases/{late}/sla", headers=await login_as(
         client, "analyst"), json={"target": "resolution", "due_at": new_due.isoformat(),
                                   "reason": "x"}), "", 403)
+
+
+async def test_two_evaluators_at_once_escalate_each_case_once(client, demo_users, settings,
+                                                              app_conn) -> None:
+    admin = await login_as(client, "admin")
+    cal = await _calendar(client, admin)
+    await _policy(client, admin, cal["id"], first_response_minutes=60, resolution_minutes=480)
+    await ok(await client.post("/api/v1/case-escalation-rules", headers=admin, json={
+        "name": "Попередити", "on_level": "warning", "notify_supervisors": True,
+        "raise_priority": "urgent"}), 201)
+    ids = [await _case(app_conn, kyiv(2026, 12, 8, 9) + dt.timedelta(seconds=i)) for i in range(60)]
+    # A resolved case closed by the idle automation (a bulk UPDATE) stops being checked
+    idle = await _case(app_conn, kyiv(2026, 11, 2, 9), status="resolved",
+                       status_changed_at=kyiv(2026, 11, 2, 12), last_inbound_at=kyiv(2026, 11, 2, 9))
+    pools = [await create_pool(settings), await create_pool(settings)]
+    try:
+        assert await automation.run_due_automations(pools[0]) == 1
+        row = await _row(app_conn, idle)
+        assert row["status"] == "closed" and row["sla_next_check_at"] is None
+        assert row["resolved_at"] == kyiv(2026, 11, 2, 12)
+        now = kyiv(2026, 12, 8, 9, 55)
+        counts = await asyncio.gather(*(run_sla_cycle(p, now=now) for p in pools))
+        assert sum(counts) >= 60
+    finally:
+        for p in pools:
+            await p.close()
+    assert await app_conn.fetchval("SELECT count(*) FROM case_escalations") == 60
+    assert await app_conn.fetchval("SELECT count(*) FROM case_sla_warnings") == 60
+    assert await app_conn.fetchval(
+        "SELECT count(*) FROM case_events WHERE kind = 'escalation'") == 60
+    assert {r["priority"] for r in await app_conn.fetch(
+        "SELECT priority FROM cases WHERE id = ANY($1::bigint[])", ids)} == {"urgent"}
