@@ -12,6 +12,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
+import msgspec
 from conftest import login_as
 from test_cases_support import bad, events_of, journal, ok
 
@@ -243,9 +244,9 @@ async def test_dst_change_and_sql_sums_agree_with_the_arithmetic(client, demo_us
     case_id = await _case(app_conn, kyiv(2026, 3, 27, 16))
     due = (await _row(app_conn, case_id))["first_response_due_at"]
     assert due == dt.datetime(2026, 3, 30, 6, tzinfo=dt.UTC)
-    spec = BusinessCalendarSpec(name="x", week=calendars.msgspec.convert(
-        week, calendars.WeekHours), holidays=calendars.msgspec.convert(
-        cal["holidays"], list[calendars.Holiday], strict=False))
+    spec = BusinessCalendarSpec(
+        name="x", week=msgspec.convert(week, calendars.WeekHours),
+        holidays=msgspec.convert(cal["holidays"], list[calendars.Holiday], strict=False))
     arithmetic = calendars.to_calendar(spec)
     rng = random.Random(5)
     for _ in range(150):
