@@ -488,3 +488,22 @@ async def test_two_evaluators_at_once_escalate_each_case_once(client, demo_users
         "SELECT count(*) FROM case_events WHERE kind = 'escalation'") == 60
     assert {r["priority"] for r in await app_conn.fetch(
         "SELECT priority FROM cases WHERE id = ANY($1::bigint[])", ids)} == {"urgent"}
+
+
+async def test_scheduler_extends_a_calendar_horizon(client, demo_users, settings, app_conn) -> None:
+    admin = await login_as(client, "admin")
+    cal = await _calendar(client, admin)
+    await app_conn.execute("UPDATE business_calendars SET horizon_to = current_date + 30 "
+                           "WHERE id = $1", cal["id"])
+    pool = await create_pool(settings)
+    try:
+        assert await calendars.extend_horizons(pool) == 1
+        assert await calendars.extend_horizons(pool) == 0
+    finally:
+        await pool.close()
+    horizon = await app_conn.fetchval("SELECT horizon_to FROM business_calendars WHERE id = $1",
+                                      cal["id"])
+    assert horizon >= dt.date.today() + dt.timedelta(days=calendars.EXTEND_BEFORE_DAYS)
+    last = await app_conn.fetchval("SELECT max(starts_at) FROM business_calendar_spans "
+                                   "WHERE calendar_id = $1", cal["id"])
+    assert last.date() >= horizon - dt.timedelta(days=7)
