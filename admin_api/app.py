@@ -23,6 +23,7 @@ from admin_api.views import (
     auth,
     campaigns,
     case_routing,
+    case_sla,
     cases,
     client_activity,
     clients,
@@ -54,7 +55,7 @@ ENDPOINT_TABLES: tuple[EndpointTable, ...] = (
     rules_limits.endpoints, rules_alerts.endpoints, rules_stop_lists.endpoints, rules_consents.endpoints,
     clients.endpoints, contacts.endpoints, client_activity.endpoints, search.endpoints, cti.endpoints,
     segments.endpoints, events.endpoints, cases.endpoints,
-    case_routing.endpoints,
+    case_routing.endpoints, case_sla.endpoints,
 )
 
 

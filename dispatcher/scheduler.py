@@ -16,6 +16,8 @@ import redis.asyncio as aioredis
 
 from crm.cases.automation import run_due_automations
 from crm.cases.routing import run_pass as route_cases
+from crm.cases.calendars import extend_horizons
+from crm.cases.sla_evaluator import run_sla_cycle
 from crm.segments import refresh as segment_refresh
 from dispatcher import holds, launcher, realtime, receipts
 from dispatcher.worker import purge_expired_sessions
@@ -70,6 +72,10 @@ class Scheduler:
             await segment_refresh.run_duty(pool)
         if self._due("case_routing", 1.0):
             await route_cases(pool)
+        if self._due("case_sla", 1.0):
+            await run_sla_cycle(pool)
+        if self._due("business_calendars", 86400.0):
+            await extend_horizons(pool)
         if self._due("case_automations", 60.0):
             await run_due_automations(pool)
         if self._due("sessions", 600.0):

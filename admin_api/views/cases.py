@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import asyncpg
 import msgspec
 from aiohttp import web
 
@@ -20,6 +21,7 @@ from crm.cases import (
     duplicates,
     intake,
     queue,
+    sla,
     store,
     transitions,
     webhooks,
@@ -104,6 +106,11 @@ def _unauthenticated(request: web.Request, channel: str, header: str) -> web.Res
                                    "(and its secret configured in Herald)")
 
 
+async def _with_sla(conn: asyncpg.Connection, detail: CaseDetail) -> CaseDetail:
+    detail.sla = (await sla.sla_for(conn, [detail.case.id])).get(detail.case.id)
+    return detail
+
+
 # -- intake ---------------------------------------------------------------------------------
 
 @endpoints.post("/api/v1/case-intake/viber", permission=PUBLIC, response=WebhookReply,
@@ -161,7 +168,7 @@ async def register_case(request: web.Request, body: WalkInRegistration) -> CaseD
     """An operator registers a case by hand (a walk-in visit, or a call without CTI)."""
     async with request.app[DB].acquire() as conn:
         result = await intake.from_walk_in(conn, actor(request), body)
-        return await store.detail(conn, result.case_id)
+        return await _with_sla(conn, await store.detail(conn, result.case_id))
 
 
 # -- the queue and a case -------------------------------------------------------------------
@@ -171,7 +178,11 @@ async def register_case(request: web.Request, body: WalkInRegistration) -> CaseD
 async def list_cases(request: web.Request, query: CaseQueueQuery) -> CaseQueuePage:
     """The one queue across channels, filtered; keyset pages (pass ``next_cursor``)."""
     async with request.app[DB].acquire() as conn:
-        return await queue.list_queue(conn, query)
+        page = await queue.list_queue(conn, query)
+        blocks = await sla.sla_for(conn, [item.id for item in page.items])
+    for item in page.items:
+        item.sla = blocks.get(item.id)
+    return page
 
 
 @endpoints.get("/api/v1/cases/{case_id}", permission="cases.read", response=CaseDetail,
@@ -180,7 +191,7 @@ async def get_case(request: web.Request) -> CaseDetail:
     """A case with the client's previous cases, ambiguous-contact candidates, its
     duplicates and the cases merged into it."""
     async with request.app[DB].acquire() as conn:
-        return await store.detail(conn, path_int(request, "case_id"))
+        return await _with_sla(conn, await store.detail(conn, path_int(request, "case_id")))
 
 
 @endpoints.get("/api/v1/cases/{case_id}/events", permission="cases.read", query=CaseEventsQuery,

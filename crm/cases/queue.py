@@ -30,6 +30,8 @@ class CaseQueueQuery(msgspec.Struct, forbid_unknown_fields=True):
     is_repeat: bool | None = None
     duplicate: bool | None = None
     number: Annotated[str, msgspec.Meta(min_length=1, max_length=40)] | None = None
+    # Open cases in this SLA state (cases_sla_state_idx).
+    sla_state: Literal["none", "ok", "warning", "breached"] | None = None
     order: Literal["asc", "desc"] = "asc"
     limit: Annotated[int, msgspec.Meta(ge=1, le=200)] = 50
     cursor: str | None = None
@@ -81,6 +83,8 @@ async def list_queue(conn: asyncpg.Connection, q: CaseQueueQuery) -> CaseQueuePa
         where.append(f"is_repeat = {bind(q.is_repeat)}")
     if q.duplicate is not None:
         where.append("duplicate_of_id IS NOT NULL" if q.duplicate else "duplicate_of_id IS NULL")
+    if q.sla_state is not None:
+        where.append(f"status <> 'closed' AND sla_state = {bind(q.sla_state)}")
     if q.cursor:
         at, case_id = decode_cursor(q.cursor)
         op = ">" if q.order == "asc" else "<"

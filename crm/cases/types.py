@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from crm.cases.sla_types import CaseSla
+
 Channel = Literal["call", "viber", "telegram", "site", "cabinet", "email", "app", "walk_in"]
 CHANNELS: tuple[str, ...] = ("call", "viber", "telegram", "site", "cabinet", "email", "app",
                              "walk_in")
@@ -84,6 +86,8 @@ class CaseSummary(msgspec.Struct):
     assignee_id: int | None
     created_at: dt.datetime
     status_changed_at: dt.datetime
+    # Filled for queue pages (crm.cases.sla.sla_for); absent in nested lists.
+    sla: CaseSla | None = None
 
 
 class CaseClientCandidate(msgspec.Struct):
@@ -103,6 +107,7 @@ class CaseDetail(msgspec.Struct):
     candidates: list[CaseClientCandidate]
     duplicates: list[CaseSummary]
     merged_cases: list[CaseSummary]
+    sla: CaseSla | None = None
 
 
 class CaseEvent(msgspec.Struct):
