@@ -39,6 +39,7 @@ from admin_api.views import (
     rules_stop_lists,
     search,
     segments,
+    supervisor,
     templates,
     users,
 )
@@ -55,7 +56,7 @@ ENDPOINT_TABLES: tuple[EndpointTable, ...] = (
     rules_limits.endpoints, rules_alerts.endpoints, rules_stop_lists.endpoints, rules_consents.endpoints,
     clients.endpoints, contacts.endpoints, client_activity.endpoints, search.endpoints, cti.endpoints,
     segments.endpoints, events.endpoints, cases.endpoints,
-    case_routing.endpoints, case_sla.endpoints,
+    case_routing.endpoints, case_sla.endpoints, supervisor.endpoints,
 )
 
 
@@ -109,5 +110,6 @@ def init_app(settings: Settings) -> web.Application:
     check_routes_declared(app)
     app[openapi.OPENAPI] = openapi.build_openapi(openapi.app_endpoints(app), title="Herald API",
                                                  version=__version__)
-    app.cleanup_ctx.extend([_postgres, clients.billing_context, _redis, _rabbitmq])
+    app.cleanup_ctx.extend([_postgres, clients.billing_context, supervisor.live_context, _redis,
+                            _rabbitmq])
     return app

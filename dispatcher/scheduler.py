@@ -15,8 +15,8 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from crm.cases.automation import run_due_automations
-from crm.cases.routing import run_pass as route_cases
 from crm.cases.calendars import extend_horizons
+from crm.cases.routing import run_pass as route_cases
 from crm.cases.sla_evaluator import run_sla_cycle
 from crm.segments import refresh as segment_refresh
 from dispatcher import holds, launcher, realtime, receipts

@@ -93,6 +93,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     billing_timeout_seconds: Annotated[float, Meta(gt=0, le=30)] = 0.3
     billing_max_age_seconds: NonNegativeInt = 300
 
+    # Live screens: changes committed within this window reach a supervisor's stream as
+    # one batch (one query per window, not per changed row).
+    supervisor_push_window_seconds: Annotated[float, Meta(ge=0.01, le=5)] = 0.2
+
     # The organisation's constants that templates may use.
     org_contact_phone: str = "0 800 300 000"
     org_service_centre: str = "м. Київ, вул. Січових Стрільців, 1; пн–пт 8:00–17:00"

@@ -1,0 +1,250 @@
+"""The supervisor's live view (issue 5, point 8; SR-11): a snapshot, a page of open
+cases by nearest deadline, and a Server-Sent Events stream of changes."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Literal
+
+import asyncpg
+import msgspec
+from aiohttp import web
+from aiohttp_sse import sse_response
+
+from admin_api.routing import EndpointTable
+from admin_api.typedefs import DB, SETTINGS
+from crm.cases import supervisor
+from crm.cases.live import ChangeFeed
+from crm.cases.routing import AgentLoad
+from crm.cases.supervisor import (
+    NEXT_DUE_SQL,
+    Escalation,
+    Scope,
+    SharedReads,
+    SupervisorCase,
+    SupervisorFilter,
+    SupervisorSnapshot,
+    Totals,
+)
+from crm.errors import InvalidInput
+from herald.db import init_connection
+
+FEED = web.AppKey("case_change_feed", ChangeFeed)
+READS = web.AppKey("supervisor_reads", SharedReads)
+
+PING_SECONDS = 15.0
+POLL_SECONDS = 1.0
+
+endpoints = EndpointTable("supervisor")
+
+
+async def live_context(app: web.Application) -> AsyncIterator[None]:
+    """The process's LISTEN connection and shared reads: a cleanup context after the pool."""
+    settings = app[SETTINGS]
+
+    async def connect() -> asyncpg.Connection:
+        conn = await asyncpg.connect(settings.database_url,
+                                     server_settings={"application_name": "herald-live"})
+        await init_connection(conn)
+        return conn
+    feed = ChangeFeed(connect, window=settings.supervisor_push_window_seconds)
+    app[FEED] = feed
+    app[READS] = SharedReads(app[DB])
+    await feed.start()
+    try:
+        yield
+    finally:
+        await feed.close()
+
+
+class SupervisorCasesQuery(SupervisorFilter, forbid_unknown_fields=True, frozen=True):
+    """Open cases of the filter, the nearest deadline first (cases without one last)."""
+
+    sla_state: Literal["none", "ok", "warning", "breached"] | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=500)] = 100
+    cursor: str | None = None
+
+
+class SupervisorCasesPage(msgspec.Struct):
+    items: list[SupervisorCase]
+    next_cursor: str | None
+
+
+class CasesChanged(msgspec.Struct):
+    """A stream event: cases that changed; ``removed`` ones left the view (done or moved)."""
+
+    at: dt.datetime
+    items: list[SupervisorCase]
+
+
+class AgentsChanged(msgspec.Struct):
+    agents: list[AgentLoad]
+
+
+class Escalated(msgspec.Struct):
+    """A stream event: escalations of the filter's cases since the last one shown."""
+
+    items: list[Escalation]
+
+
+def _filter(query: SupervisorFilter) -> SupervisorFilter:
+    return SupervisorFilter(channel=query.channel, category_id=query.category_id,
+                            group_code=query.group_code, case_type=query.case_type,
+                            priority=query.priority)
+
+
+def _cursor(case: SupervisorCase) -> str:
+    due = case.next_due_at.isoformat() if case.next_due_at else ""
+    return base64.urlsafe_b64encode(f"{due}|{case.id}".encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[dt.datetime | None, int]:
+    try:
+        due, _, case_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
+        at = dt.datetime.fromisoformat(due) if due else None
+        if at is not None and at.tzinfo is None:
+            raise ValueError("naive time")
+        return at, int(case_id)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidInput("cursor", "not a cursor returned by this API") from None
+
+
+async def _scope(request: web.Request, query: SupervisorFilter) -> Scope:
+    async with request.app[DB].acquire() as conn:
+        return await supervisor.scope_of(conn, _filter(query))
+
+
+@endpoints.get("/api/v1/supervisor/view", permission="cases.supervise", query=SupervisorFilter,
+               response=SupervisorSnapshot, errors=(400,))
+async def get_view(request: web.Request, query: SupervisorFilter) -> SupervisorSnapshot:
+    """Open cases by SLA state, channel, group and category; breached and at-risk cases;
+    agents with their presence and load."""
+    scope = await _scope(request, query)
+    async with request.app[DB].acquire() as conn:
+        return await supervisor.snapshot(conn, request.app[READS], scope, time.monotonic())
+
+
+@endpoints.get("/api/v1/supervisor/cases", permission="cases.supervise",
+               query=SupervisorCasesQuery, response=SupervisorCasesPage, errors=(400,))
+async def list_cases(request: web.Request, query: SupervisorCasesQuery) -> SupervisorCasesPage:
+    """One page of open cases of the filter (and SLA state), the nearest deadline first."""
+    scope = await _scope(request, query)
+    args: list[object] = []
+    where = [scope.where(args)]
+    if query.sla_state is not None:
+        args.append(query.sla_state)
+        where.append(f"sla_state = ${len(args)}")
+    if query.cursor:
+        due, case_id = _decode_cursor(query.cursor)
+        args.append(case_id)
+        after_id = f"id > ${len(args)}"
+        if due is None:
+            where.append(f"({NEXT_DUE_SQL}) IS NULL AND {after_id}")
+        else:
+            args.append(due)
+            d = f"${len(args)}"
+            where.append(f"(({NEXT_DUE_SQL}) > {d} OR (({NEXT_DUE_SQL}) = {d} AND {after_id}) "
+                         f"OR ({NEXT_DUE_SQL}) IS NULL)")
+    args.append(query.limit)
+    async with request.app[DB].acquire() as conn:
+        rows = await conn.fetch(
+            f"SELECT {supervisor.CASE_COLUMNS} FROM cases WHERE {' AND '.join(where)} "
+            f"ORDER BY {NEXT_DUE_SQL} NULLS LAST, id LIMIT ${len(args)}", *args)
+        items = await supervisor.with_sla(conn, rows)
+    return SupervisorCasesPage(items, _cursor(items[-1]) if len(items) == query.limit else None)
+
+
+def _json(value: object) -> str:
+    return msgspec.json.encode(value).decode()
+
+
+@endpoints.get("/api/v1/supervisor/stream", permission="cases.supervise", query=SupervisorFilter,
+               response=SupervisorSnapshot, media_type="text/event-stream", errors=(400,))
+async def stream(request: web.Request, query: SupervisorFilter) -> web.StreamResponse:
+    """Server-Sent Events of the supervisor's view.
+
+    First a ``snapshot`` event (the body of ``GET /api/v1/supervisor/view``); then, within
+    about ``HERALD_SUPERVISOR_PUSH_WINDOW_SECONDS`` of a committed change: ``cases`` (the
+    changed cases of the filter; ``removed: true`` for a case shown before that left it, e.g.
+    resolved or moved to another group), ``escalations`` when an escalation rule asked to tell
+    the supervisors, ``totals`` when the counts changed, ``agents`` when an agent's presence
+    or load changed. ``snapshot`` is sent again after the server lost
+    its change feed, and the screen should then replace everything. ``: ping`` comments
+    keep the connection alive.
+    """
+    scope = await _scope(request, query)
+    feed, reads, pool = request.app[FEED], request.app[READS], request.app[DB]
+    async with feed.subscribe() as sub, sse_response(request, ping_interval=PING_SECONDS) as resp:
+        shown: set[int] = set()
+        last_totals: Totals | None = None
+        last_agents: list[AgentLoad] | None = None
+        last_escalation = 0
+
+        async def send_snapshot(fresh: float) -> None:
+            nonlocal last_totals, last_agents, last_escalation
+            async with pool.acquire() as conn:
+                snap = await supervisor.snapshot(conn, reads, scope, fresh)
+                last_escalation = await conn.fetchval(
+                    "SELECT coalesce(max(id), 0) FROM case_escalations")
+            shown.clear()
+            shown.update(c.id for c in (*snap.breached, *snap.at_risk))
+            last_totals, last_agents = snap.totals, snap.agents
+            await resp.send(_json(snap), event="snapshot")
+
+        try:
+            await send_snapshot(time.monotonic())
+            while resp.is_connected() and not _gone(request):
+                changes = await sub.next(timeout=POLL_SECONDS)
+                if changes is None:
+                    continue
+                fresh = time.monotonic()
+                if changes.resync:
+                    await send_snapshot(fresh)
+                    continue
+                if changes.case_ids:
+                    async with pool.acquire() as conn:
+                        changed = await supervisor.cases_by_ids(conn, changes.case_ids)
+                        at = await conn.fetchval("SELECT now()")
+                        escalated = await supervisor.escalations_of(
+                            conn, scope, changes.case_ids, last_escalation)
+                    items = []
+                    for case in changed:
+                        if scope.keeps(case):
+                            shown.add(case.id)
+                            items.append(case)
+                        elif case.id in shown:
+                            shown.discard(case.id)
+                            case.removed = True
+                            items.append(case)
+                    if items:
+                        await resp.send(_json(CasesChanged(at, items)), event="cases")
+                    if escalated:
+                        last_escalation = escalated[-1].id
+                        await resp.send(_json(Escalated(escalated)), event="escalations")
+                    rows = await reads.counts.get(fresh)
+                    new_totals = supervisor.totals(rows, scope, at)
+                    if last_totals is None or _counts_differ(new_totals, last_totals):
+                        last_totals = new_totals
+                        await resp.send(_json(new_totals), event="totals")
+                agents = supervisor.agents_in(await reads.agents.get(fresh), scope)
+                if agents != last_agents:
+                    last_agents = agents
+                    await resp.send(_json(AgentsChanged(agents)), event="agents")
+        except (ConnectionResetError, asyncio.CancelledError):
+            if (task := asyncio.current_task()) and task.cancelling():
+                raise
+    return resp
+
+
+def _counts_differ(a: Totals, b: Totals) -> bool:
+    return (a.all, a.by_channel, a.by_group, a.by_category) != (
+        b.all, b.by_channel, b.by_group, b.by_category)
+
+
+def _gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
