@@ -161,6 +161,35 @@ async def _card(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+_case_count = _whole_number(1_000, 50_000_000)
+_open_count = _whole_number(100, 1_000_000)
+
+
+def _cases_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cases", type=_case_count, default=10_000_000,
+                        help="historical (closed) cases to load once (default 10,000,000)")
+    parser.add_argument("--open-cases", type=_open_count, default=50_000,
+                        help="open cases to load once (default 50,000)")
+    parser.add_argument("--requests", type=_requests, default=300,
+                        help="requests per channel and figure (default 300)")
+    parser.add_argument("--concurrency", type=_concurrency, default=4,
+                        help="callers at the same time (default 4)")
+
+
+async def _cases(settings: Settings, args: argparse.Namespace) -> int:
+    """Case intake, queue, SLA evaluator and supervisor push over millions of cases."""
+    from loadtest.cases_bench import bench_settings, run_cases_bench
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    figures = await run_cases_bench(bench_settings(settings), history=args.cases,
+                                    open_cases=args.open_cases, requests=args.requests,
+                                    concurrency=args.concurrency, say=say)
+    print(json.dumps(figures, ensure_ascii=False), flush=True)
+    return 0
+
+
 def register_benchmarks(benchmarks: dict[str, tuple[str, Benchmark]],
                         options: dict[str, AddOptions]) -> None:
     """Add this module's benchmarks to the CLI registries (idempotent)."""
@@ -177,6 +206,11 @@ def register_benchmarks(benchmarks: dict[str, tuple[str, Benchmark]],
         "on the configured (13 M) database; JSON percentiles",
         _card)
     options["card"] = _card_options
+    benchmarks["cases"] = (
+        "case intake per channel, the queue, one SLA evaluator cycle and the supervisor's "
+        "live push over 10 M historical and 50 k open cases (loaded once); JSON figures",
+        _cases)
+    options["cases"] = _cases_options
     from herald import (
         bench_segments,  # options only; the measuring code loads when it runs
     )

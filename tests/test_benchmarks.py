@@ -153,7 +153,7 @@ def test_registration_is_idempotent() -> None:
     register_benchmarks(benchmarks, options)
     register_benchmarks(benchmarks, options)
     assert list(benchmarks) == list(options)
-    assert {"primitives", "campaign", "card"} <= set(benchmarks)
+    assert {"primitives", "campaign", "card", "cases"} <= set(benchmarks)
     parser = argparse.ArgumentParser()
     options["primitives"](parser)
     assert parser.parse_args([]).seconds == 3.0
@@ -174,6 +174,17 @@ def test_bench_card_options_are_parsed() -> None:
     for bad in (["--requests", "5"], ["--concurrency", "0"], ["--concurrency", "x"]):
         with pytest.raises(SystemExit):
             build_parser().parse_args(["bench", "card", *bad])
+
+
+def test_bench_cases_options_are_parsed() -> None:
+    args = build_parser().parse_args(["bench", "cases"])
+    assert (args.cases, args.open_cases, args.requests, args.concurrency) == (
+        10_000_000, 50_000, 300, 4)
+    args = build_parser().parse_args(["bench", "cases", "--cases", "20000", "--open-cases", "500"])
+    assert (args.cases, args.open_cases) == (20_000, 500)
+    for bad in (["--cases", "10"], ["--open-cases", "0"], ["--requests", "x"]):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["bench", "cases", *bad])
 
 
 def test_card_percentiles() -> None:
