@@ -26,9 +26,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
+import asyncpg
 import msgspec
 from argon2 import PasswordHasher
 
+from crm.audit import Actor
+from crm.cases import calendars, sla_config
+from crm.cases.calendars import BusinessCalendarSpec, WeekHours, WorkInterval
+from crm.cases.sla_config import EscalationRuleSpec, SlaPolicySpec
 from crm.cases.sla_evaluator import run_sla_cycle
 from crm.users import PasswordPolicy
 from herald.db import admin_connection, create_pool
@@ -36,7 +41,7 @@ from herald.demo import ensure_demo_users
 from herald.settings import Settings
 from loadtest.campaign_bench import Processes, wait_http
 from loadtest.card_bench import Api, _timed, percentiles
-from loadtest.cases_seed import seed_cases
+from loadtest.cases_seed import plan_open_cases, seed_cases
 
 Say = Callable[[str], None]
 Call = Callable[[], Awaitable[bool]]
@@ -195,6 +200,35 @@ async def _sla_cycle(settings: Settings, say: Say) -> dict[str, float]:
     return {"ms": round(ms, 1), "due": due, "processed": processed}
 
 
+BENCH_CALENDAR = "Графік контакт-центру (бенчмарк)"
+FIRST_RESPONSE_MINUTES, RESOLUTION_MINUTES, WARNING_PERCENT = 240, 1440, 80
+
+
+async def _ensure_sla_setup(conn: asyncpg.Connection) -> tuple[int, int]:
+    """A working-week calendar, a catch-all policy on it and an escalation rule on breach
+    (tell the supervisors, raise the priority one step): the benchmark's SLA setup."""
+    actor = Actor(login="bench")
+    calendar_id = await conn.fetchval("SELECT id FROM business_calendars WHERE name = $1",
+                                      BENCH_CALENDAR)
+    if calendar_id is None:
+        day = [WorkInterval("08:00", "20:00")]
+        calendar_id = (await calendars.create_calendar(conn, actor, BusinessCalendarSpec(
+            name=BENCH_CALENDAR, week=WeekHours(mon=day, tue=day, wed=day, thu=day, fri=day,
+                                                 sat=[WorkInterval("09:00", "15:00")])))).id
+    policy_id = await conn.fetchval(
+        "SELECT id FROM case_sla_policies WHERE case_type IS NULL AND priority IS NULL "
+        "AND category_id IS NULL")
+    if policy_id is None:
+        policy_id = (await sla_config.create_policy(conn, actor, SlaPolicySpec(
+            name="Усі звернення (бенчмарк)", calendar_id=calendar_id,
+            first_response_minutes=FIRST_RESPONSE_MINUTES, resolution_minutes=RESOLUTION_MINUTES,
+            warning_percent=WARNING_PERCENT))).id
+        await sla_config.create_rule(conn, actor, EscalationRuleSpec(
+            name="Порушення SLA (бенчмарк)", on_level="breached", notify_supervisors=True,
+            raise_priority="step"))
+    return policy_id, calendar_id
+
+
 async def run_cases_bench(settings: Settings, *, history: int, open_cases: int, requests: int,
                           concurrency: int, say: Say) -> dict[str, object]:
     """Seed (once), then measure; return the figures."""
@@ -203,6 +237,13 @@ async def run_cases_bench(settings: Settings, *, history: int, open_cases: int, 
         timings = await seed_cases(conn, history=history, open_cases=open_cases, agents=50,
                                    password_hash=hasher.hash("Bench-agent-password-1"), say=say)
         await ensure_demo_users(conn, PasswordPolicy(settings.password_min_length))
+        policy_id, calendar_id = await _ensure_sla_setup(conn)
+        planned = await plan_open_cases(
+            conn, policy_id=policy_id, calendar_id=calendar_id,
+            first_response_minutes=FIRST_RESPONSE_MINUTES, resolution_minutes=RESOLUTION_MINUTES,
+            warning_percent=WARNING_PERCENT)
+        if planned:
+            say(f"  gave {planned:,} open cases their SLA deadlines")
         await conn.execute(
             "INSERT INTO case_webhook_secrets (channel, secret, updated_by) "
             "VALUES ('viber', $1, 'bench'), ('telegram', $1, 'bench') "
