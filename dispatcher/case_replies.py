@@ -225,7 +225,7 @@ async def reply(conn: asyncpg.Connection, redis: aioredis.Redis, settings: Setti
     async with conn.transaction():
         case = await store.get_case(conn, case_id, lock=True)
         phone, email = await _client_contact(conn, case.client_id, organisation)
-        address = case.contact_email or email
+        address = case.contact.email or email
         channel = reply_channel(case, request, address is not None)
         if channel == "email":
             if address is None:
@@ -271,7 +271,7 @@ async def request_info(conn: asyncpg.Connection, actor: Actor, case_id: int,
     async with conn.transaction():
         case = await store.get_case(conn, case_id, lock=True)
         _, email = await _client_contact(conn, case.client_id, organisation)
-        address = case.contact_email or email
+        address = case.contact.email or email
         by_email = case.channel == "email" and address is not None
         await store.append_events(conn, actor, case.id, [NewEvent(
             kind="info_request", body=request.question, data={"by_email": by_email})])
