@@ -182,7 +182,8 @@ def event_name(row: asyncpg.Record) -> str | None:
     if kind == "info_request":
         return "info_needed"
     data = row["data"] if isinstance(row["data"], dict) else {}
-    if kind == "message" and row["channel"] == "email" and not data.get("info_request"):
+    if (kind == "message" and row["direction"] == "out" and row["channel"] == "email"
+            and not data.get("info_request")):
         return "answer_given"
     return None
 

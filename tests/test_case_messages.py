@@ -58,7 +58,7 @@ async def notifications(stack: Stack, case_id: int) -> list[dict[str, Any]]:
 
 
 async def texts_to(stack: Stack, channel: str, address: str) -> list[str]:
-    return [str(m["content"]) for m in await sim_messages(stack, channel)
+    return [m["content"]["text"] for m in await sim_messages(stack, channel)
             if m["address"] == address]
 
 
@@ -402,7 +402,7 @@ async def test_notification_rules_crud_rbac_and_fields(client, demo_users, app_c
                          ({"event": "answer_given", "to_status": "resolved"}, "to_status"),
                          ({"template_id": 999999}, "template_id"),
                          ({"template_version": 7}, "template_version"),
-                         ({"channel_chain": ["email"]}, "channel_chain"),
+                         ({"channel_chain": ["email"]}, "channel_chain[0]"),
                          ({"channel_chain": ["sms", "sms"]}, "channel_chain"),
                          ({"name": ""}, "name")):
         await bad(await client.post(url, headers=admin, json={**base, **patch}), field)
