@@ -122,6 +122,11 @@ DEFAULT_VARIABLES: tuple[Variable, ...] = (
 )
 
 
+# What a case reply or client update supplies with the message itself (not the recipient).
+CASE_VARIABLES = frozenset({"case_number", "case_status", "case_status_en", "case_category",
+                            "case_deadline", "case_text"})
+
+
 class VariableCatalogue:
     """The variables templates may use, looked up by name; built once, passed to the engine."""
 
