@@ -22,6 +22,7 @@ and the e-mail carrying an info request is not an answer).
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Sequence
 from typing import Annotated, Literal
 
@@ -44,6 +45,7 @@ NotifyEvent = Literal["case_registered", "status_changed", "answer_given", "dead
                       "info_needed"]
 NotifyChannel = Literal["viber", "sms"]
 NOTIFIER = Actor(login="notifications")
+log = logging.getLogger("herald.case_notify")
 
 
 class NotificationRuleSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -258,7 +260,12 @@ async def run_duty(pool: asyncpg.Pool, channel: aio_pika.abc.AbstractChannel,
             events: list[tuple[int, NewEvent]] = []
             work: realtime.Work = []
             for row in rows:
-                more_events, more_work = await _one_event(conn, row, rules, organisation)
+                try:
+                    async with conn.transaction():  # a savepoint: one bad event, not the batch
+                        more_events, more_work = await _one_event(conn, row, rules, organisation)
+                except Exception:  # logged and dropped, or it would block the queue forever
+                    log.exception("case event %s: notification failed", row["event_id"])
+                    continue
                 events += more_events
                 work += more_work
             await store.append_many(conn, NOTIFIER, events)

@@ -98,7 +98,7 @@ async def case_variables(conn: asyncpg.Connection, case: Case, text: str = "", *
         "ORDER BY id DESC LIMIT 1", case.id)
     return {"case_number": case.number, "case_status": row["name_uk"] if row else "",
             "case_status_en": row["name_en"] if row else "",
-            "case_category": (row["category"] if row else None) or "",
+            "case_category": (row["category"] if row else None) or "не визначено",
             "case_deadline": deadline_text(deadline["data"], deadline["body"]) if deadline else "",
             "case_text": text}
 

@@ -220,6 +220,8 @@ def build_mime(message_id: str, from_header: str, to: str, content: EmailContent
     """A multipart/alternative UTF-8 message with Herald's id headers, built without the slow email package."""
     boundary = "=_herald_" + hashlib.blake2b(message_id.encode(), digest_size=8).hexdigest()
     subject = content.subject.replace("\r", " ").replace("\n", " ")
+    thread = thread_headers(getattr(content, "in_reply_to", None),
+                            getattr(content, "references", ()))
     if not subject.isascii() or len(subject) > 70:
         subject = encode_header_words(subject)
     lines = (
@@ -230,7 +232,7 @@ def build_mime(message_id: str, from_header: str, to: str, content: EmailContent
         f"Message-ID: <{_NOT_ATEXT.sub(_hex, message_id)}@herald>\r\n"
         f"X-Herald-Message-Id: {message_id}\r\n"
         f"{unsubscribe_headers(getattr(content, 'unsubscribe_url', None))}"
-        f"{thread_headers(getattr(content, 'in_reply_to', None), getattr(content, 'references', ()))}"
+        f"{thread}"
         "MIME-Version: 1.0\r\n"
         f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n'
         "\r\n"

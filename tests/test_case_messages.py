@@ -18,6 +18,7 @@ from dispatcher import case_replies
 from herald.db import create_pool
 from providers.sim.server import init_simulators_app
 from providers.sim.smtp_sink import EMAIL_SIM, start_smtp_sink
+from providers.smtp import thread_headers
 from rules import consent
 
 EMAIL_URL = "/api/v1/case-intake/email"
@@ -25,7 +26,9 @@ EMAIL_URL = "/api/v1/case-intake/email"
 
 async def inbound_email(stack: Stack, **body: Any) -> dict[str, Any]:
     integration = await login_as(stack.api, "integration")
-    return await ok(await stack.api.post(EMAIL_URL, headers=integration, json=body))  # type: ignore[no-any-return]
+    found: dict[str, Any] = await ok(await stack.api.post(EMAIL_URL, headers=integration,
+                                                          json=body))
+    return found
 
 
 async def walk_in(stack: Stack, headers: dict[str, str], **body: Any) -> dict[str, Any]:
@@ -38,7 +41,9 @@ async def walk_in(stack: Stack, headers: dict[str, str], **body: Any) -> dict[st
 async def sim_messages(stack: Stack, channel: str, message_id: str | None = None
                        ) -> list[dict[str, Any]]:
     query = f"?message_id={message_id}" if message_id else ""
-    return (await stack.sim("GET", f"/{channel}/sim/messages{query}"))["messages"]  # type: ignore[no-any-return]
+    found: list[dict[str, Any]] = (await stack.sim("GET", f"/{channel}/sim/messages{query}")
+                                   )["messages"]
+    return found
 
 
 async def eventually(read: Any, timeout: float = 30.0) -> Any:
@@ -54,7 +59,9 @@ async def eventually(read: Any, timeout: float = 30.0) -> Any:
 
 
 async def notifications(stack: Stack, case_id: int) -> list[dict[str, Any]]:
-    return (await stack.call("GET", f"/api/v1/cases/{case_id}/messages"))["notifications"]  # type: ignore[no-any-return]
+    found: list[dict[str, Any]] = (await stack.call("GET", f"/api/v1/cases/{case_id}/messages")
+                                   )["notifications"]
+    return found
 
 
 async def texts_to(stack: Stack, channel: str, address: str) -> list[str]:
@@ -210,7 +217,8 @@ async def test_phone_replies_go_through_the_realtime_path(stack: Stack) -> None:
         await consent.record_consent(stack.conn, SYSTEM, client_id=ids[1], channel=channel,
                                      topic="case_status", opted_in=False, source="cabinet")
     other = await walk_in(stack, operator, client_id=ids[1])
-    before = await stack.conn.fetchval("SELECT count(*) FROM realtime_messages WHERE kind = 'operator'")
+    before = await stack.conn.fetchval(
+        "SELECT count(*) FROM realtime_messages WHERE kind = 'operator'")
     refused = await bad(await stack.api.post(f"/api/v1/cases/{other['id']}/replies",
                                              headers=operator, json={"text": "Відповідь"}),
                         "", 409)
@@ -335,7 +343,7 @@ async def _all_delivered(stack: Stack, case_id: int, n: int) -> list[dict[str, A
 
 
 async def _queue_empty(stack: Stack) -> bool:
-    return await stack.conn.fetchval("SELECT count(*) FROM case_notify_queue") == 0  # type: ignore[no-any-return]
+    return bool(await stack.conn.fetchval("SELECT count(*) FROM case_notify_queue") == 0)
 
 
 async def test_anonymous_skipped_and_opted_out_recorded(stack: Stack) -> None:
@@ -439,3 +447,10 @@ async def test_info_request_on_an_email_case_asks_in_the_thread(stack: Stack) ->
     found = await notifications(stack, case["case_id"])
     assert [n["skipped"] for n in found] == ["no_phone", "no_phone"]  # registered, info needed
 
+
+
+def test_thread_headers_leave_out_ids_unsafe_in_a_header() -> None:
+    assert thread_headers("a@b", ["x@y", "bad\r\nBcc: evil@z", "<c@d>", "ok@e"]) == (
+        "In-Reply-To: <a@b>\r\nReferences: <x@y>\r\n <ok@e>\r\n")
+    assert thread_headers("in\njected", []) == ""
+    assert thread_headers(None, ["x" * 901]) == ""
