@@ -15,7 +15,8 @@ and it carries the same Message-ID and X-Herald-Message-Id, which receivers (and
 Herald SMTP sink) use to drop the copy.
 
 A reply on a phone channel (call, Viber, app, walk-in, forms without an e-mail) is a
-realtime message of the reply template, its text carried as the ``case_text`` variable;
+realtime message of the reply template, its text carried as the ``case_text`` variable,
+Viber first and SMS as the fallback (Viber alone when the text is too long for an SMS);
 the send rules (stop list, consent, quiet hours, air-raid) are checked first and a
 refusal names its reason.
 """
@@ -43,6 +44,8 @@ from crm.errors import InvalidInput
 from dispatcher import realtime
 from dispatcher.operator_send import _DETAIL, SendRefused, check_rules
 from dispatcher.recipients import Organisation, load_recipients
+from dispatcher.sms_text import sms_stats
+from dispatcher.templates import TemplateLimits
 from herald.settings import Settings
 from providers.base import EmailContent, Outbound, Outcome, ProviderUnavailable, SendResult
 from providers.smtp import SmtpProvider
@@ -52,6 +55,7 @@ KYIV = ZoneInfo("Europe/Kyiv")
 LEASE_SECONDS = 120.0
 MAX_BACKOFF_SECONDS = 900.0
 PHONE_TEXT_MAX = 1000
+SMS_SEGMENTS_MAX = TemplateLimits().max_sms_segments
 _THREAD_MAX = 20
 _PHONE_CHANNELS = ("call", "viber", "app", "walk_in")
 
@@ -205,6 +209,13 @@ async def _phone_reply(conn: asyncpg.Connection, redis: aioredis.Redis, settings
         "SELECT t.id, t.topic, t.urgent, t.current_version FROM case_message_settings s "
         "JOIN message_templates t ON t.id = s.reply_template_id")
     chain = ["viber", "sms"] if channel == "phone" else [channel]
+    segments = sms_stats(f"{case.number}: {text}").segments
+    if segments > SMS_SEGMENTS_MAX:
+        # Too long for an SMS: Viber alone when the operator left the choice to Herald.
+        if channel == "sms":
+            raise InvalidInput("text", f"{segments} SMS segments; an SMS reply is at most "
+                                       f"{SMS_SEGMENTS_MAX} (shorten it, or send by Viber)")
+        chain = [c for c in chain if c != "sms"]
     reasons = await check_rules(conn, redis, settings, case.client_id, template["topic"],
                                 template["urgent"], chain, organisation)
     if len(reasons) == len(chain):

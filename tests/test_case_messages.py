@@ -238,6 +238,11 @@ async def test_phone_replies_go_through_the_realtime_path(stack: Stack) -> None:
     await bad(await stack.api.post(url, headers=operator, json={"text": "x", "channel": "fax"}),
               "channel")
     await bad(await stack.api.post(url, headers=operator, json={"text": "x" * 1001}), "text")
+    await bad(await stack.api.post(url, headers=operator,
+                                   json={"text": "ї" * 300, "channel": "sms"}), "text")
+    # Too long for an SMS: Viber alone
+    long = await ok(await stack.api.post(url, headers=operator, json={"text": "ї" * 300}), 202)
+    assert long["channel_chain"] == ["viber"]
     await bad(await stack.api.post(url, headers=operator, json={"text": "x", "extra": 1}), "extra")
     await bad(await stack.api.post("/api/v1/cases/999999/replies", headers=operator,
                                    json={"text": "x"}), "", 404)
