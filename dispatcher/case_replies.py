@@ -35,7 +35,7 @@ import msgspec
 import redis.asyncio as aioredis
 from msgspec import Meta
 
-from crm import audit
+from crm import audit, timeline
 from crm.audit import Actor, Change
 from crm.cases import store, transitions
 from crm.cases.store import NewEvent
@@ -193,7 +193,19 @@ async def queue_email(conn: asyncpg.Connection, actor: Actor, case: Case, addres
         kind="message", channel="email", direction="out", external_id=external_id, body=text,
         data={"subject": full_subject, "outbox_id": outbox_id, "to": address,
               "in_reply_to": in_reply_to, **(data or {})})])
+    if case.client_id is not None:
+        await _on_timeline(conn, case.client_id, message_id, full_subject, "queued",
+                           case.number)
     return outbox_id, message_id, external_id
+
+
+async def _on_timeline(conn: asyncpg.Connection, client_id: int, message_id: str, subject: str,
+                       status: str, case_number: str | None = None) -> None:
+    """The e-mail reply on the client's timeline (one item, its status updated on sending)."""
+    await timeline.record_event(
+        conn, client_id=client_id, kind="case_reply", at=dt.datetime.now(dt.UTC), title=subject,
+        status=status, channel="email", direction="out", ref_type="email", ref_id=message_id,
+        detail={"message_id": message_id, **({"case_number": case_number} if case_number else {})})
 
 
 async def _phone_reply(conn: asyncpg.Connection, redis: aioredis.Redis, settings: Settings,
@@ -317,7 +329,8 @@ WITH due AS (
 UPDATE case_email_outbox o
 SET attempts = o.attempts + 1, next_attempt_at = now() + make_interval(secs => $3)
 FROM due WHERE o.id = due.id
-RETURNING o.id, o.message_id, o.address, o.subject, o.body, o.in_reply_to, o.refs, o.attempts
+RETURNING o.id, o.message_id, o.address, o.subject, o.body, o.in_reply_to, o.refs, o.attempts,
+          (SELECT client_id FROM cases c WHERE c.id = o.case_id) AS client_id
 """
 
 
@@ -362,6 +375,10 @@ async def deliver_due(pool: asyncpg.Pool, settings: Settings, *,
             "FROM unnest($1::bigint[], $2::text[], $3::float8[]) AS r(i, e, b) WHERE o.id = r.i",
             [r["id"] for r, _ in retry], [res.error for _, res in retry],
             [_backoff(r["attempts"]) for r, _ in retry])
+        for status, done in (("sent", sent), ("failed", failed)):
+            for r, _ in done:
+                if r["client_id"] is not None:
+                    await _on_timeline(conn, r["client_id"], r["message_id"], r["subject"], status)
     return len(sent)
 
 

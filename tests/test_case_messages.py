@@ -116,6 +116,12 @@ async def test_email_reply_threads_and_the_answer_lands_in_the_same_case(stack: 
     history = await stack.call("GET", f"/api/v1/audit/case/{first['case_id']}")
     assert [e["new_value"]["message_id"] for e in history["items"]
             if e["action"] == "reply"] == [again["message_id"], reply["message_id"]]
+    # Each reply is on the client's timeline with its status
+    feed = await stack.call("GET", "/api/v1/clients/1/timeline")
+    replies = [(i["detail"]["message_id"], i["status"], i["channel"]) for i in feed["items"]
+               if i["kind"] == "case_reply"]
+    assert sorted(replies) == sorted([(reply["message_id"], "sent", "email"),
+                                      (again["message_id"], "sent", "email")])
     statuses = (await stack.call("GET", f"/api/v1/cases/{first['case_id']}/messages")
                 )["email_replies"]
     assert [(s["message_id"], s["status"], s["attempts"]) for s in statuses] == [
