@@ -30,8 +30,8 @@ STALE_SECONDS = 60.0
 # References per queue message: what was created together is handled together.
 REFS_PER_MESSAGE = 200
 
-Work = list[tuple[int, tuple[int, int]]]
-_ENCODE = msgspec.json.Encoder()  # (client id, (realtime_messages.id, step))
+Work = list[tuple[int, tuple[int, int]]]  # (client id, (realtime_messages.id, step))
+_ENCODE = msgspec.json.Encoder()
 
 
 class NewMessage(msgspec.Struct, frozen=True, kw_only=True):
