@@ -40,7 +40,7 @@ from crm.audit import Actor, Change
 from crm.cases import store, transitions
 from crm.cases.store import NewEvent
 from crm.cases.types import Case
-from crm.errors import InvalidInput
+from crm.errors import Conflict, InvalidInput
 from dispatcher import realtime
 from dispatcher.operator_send import _DETAIL, SendRefused, check_rules
 from dispatcher.recipients import Organisation, load_recipients
@@ -293,6 +293,8 @@ async def request_info(conn: asyncpg.Connection, actor: Actor, case_id: int,
     the question sent (e-mail cases: in the thread; others: by the info_needed rules)."""
     async with conn.transaction():
         case = await store.get_case(conn, case_id, lock=True)
+        if case.status == "closed":
+            raise Conflict(f"case {case.number} is closed: register a new case instead")
         _, email = await _client_contact(conn, case.client_id, organisation)
         address = case.contact.email or email
         by_email = case.channel == "email" and address is not None

@@ -457,6 +457,12 @@ async def test_info_request_on_an_email_case_asks_in_the_thread(stack: Stack) ->
     await eventually(lambda: _queue_empty(stack))
     found = await notifications(stack, case["case_id"])
     assert [n["skipped"] for n in found] == ["no_phone", "no_phone"]  # registered, info needed
+    # A closed case is not asked anything
+    for status in ("in_progress", "resolved", "closed"):
+        await ok(await stack.api.post(f"/api/v1/cases/{case['case_id']}/status",
+                                      headers=operator, json={"status": status}))
+    await bad(await stack.api.post(url, headers=operator, json={"question": "Ще питання?"}),
+              "", 409)
 
 
 
