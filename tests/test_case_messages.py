@@ -46,7 +46,7 @@ async def sim_messages(stack: Stack, channel: str, message_id: str | None = None
     return found
 
 
-async def eventually(read: Any, timeout: float = 30.0) -> Any:
+async def eventually(read: Any, timeout: float = 60.0) -> Any:
     """Poll the coroutine function ``read`` until it returns something truthy."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
