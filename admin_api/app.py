@@ -22,6 +22,7 @@ from admin_api.views import (
     audit,
     auth,
     campaigns,
+    case_messages,
     case_routing,
     case_sla,
     cases,
@@ -55,7 +56,7 @@ ENDPOINT_TABLES: tuple[EndpointTable, ...] = (
     templates.endpoints, campaigns.endpoints,
     rules_limits.endpoints, rules_alerts.endpoints, rules_stop_lists.endpoints, rules_consents.endpoints,
     clients.endpoints, contacts.endpoints, client_activity.endpoints, search.endpoints, cti.endpoints,
-    segments.endpoints, events.endpoints, cases.endpoints,
+    segments.endpoints, events.endpoints, cases.endpoints, case_messages.endpoints,
     case_routing.endpoints, case_sla.endpoints, supervisor.endpoints,
 )
 

@@ -31,6 +31,7 @@ STALE_SECONDS = 60.0
 REFS_PER_MESSAGE = 200
 
 Work = list[tuple[int, tuple[int, int]]]  # (client id, (realtime_messages.id, step))
+_ENCODE = msgspec.json.Encoder()
 
 
 class NewMessage(msgspec.Struct, frozen=True, kw_only=True):
@@ -49,6 +50,8 @@ class NewMessage(msgspec.Struct, frozen=True, kw_only=True):
     event_id: str | None = None
     created_by: int | None = None
     refused: str | None = None
+    # Template variables of this message alone (a case reply's text), over the client's.
+    variables: dict[str, object] | None = None
 
 
 class Created(msgspec.Struct, frozen=True):
@@ -63,14 +66,15 @@ _INSERT = """
 INSERT INTO realtime_messages (kind, client_id, account_id, rule_id, producer_id, event_id,
                                template_id, template_version, channel_chain,
                                receipt_timeout_seconds, created_by, refused, done, due_at,
-                               published_at, done_at)
+                               published_at, done_at, variables)
 SELECT k, c, a, r, p, e, t, v, string_to_array(ch, ','), rt, cb, rf, rf IS NOT NULL,
        now() + make_interval(secs => d),
        CASE WHEN d = 0 AND rf IS NULL THEN now() END,
-       CASE WHEN rf IS NOT NULL THEN now() END
+       CASE WHEN rf IS NOT NULL THEN now() END, vr::jsonb
 FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::text[],
             $7::bigint[], $8::int[], $9::text[], $10::int[], $11::bigint[], $12::text[],
-            $13::int[]) WITH ORDINALITY AS n(k, c, a, r, p, e, t, v, ch, rt, cb, rf, d, o)
+            $13::int[], $14::text[]) WITH ORDINALITY AS n(k, c, a, r, p, e, t, v, ch, rt, cb, rf,
+                                                         d, vr, o)
 ORDER BY o
 RETURNING id, kind, client_id, refused, due_at > now() AS delayed, channel_chain
 """
@@ -90,7 +94,8 @@ async def create(conn: asyncpg.Connection, items: Sequence[NewMessage]) -> tuple
         [i.event_id for i in items], [i.template_id for i in items],
         [i.template_version for i in items], [",".join(i.channel_chain) for i in items],
         [i.receipt_timeout_seconds for i in items], [i.created_by for i in items],
-        [i.refused for i in items], [i.delay_seconds for i in items])
+        [i.refused for i in items], [i.delay_seconds for i in items],
+        [None if i.variables is None else _ENCODE.encode(i.variables).decode() for i in items])
     created: list[Created] = []
     events: list[Event] = []
     work: Work = []

@@ -38,7 +38,7 @@ UPDATE realtime_messages m SET attempts = attempts + 1
 FROM unnest($1::bigint[], $2::int[]) AS r(u, s), message_templates t
 WHERE m.id = r.u AND m.step = r.s AND NOT m.done AND m.due_at <= now() AND t.id = m.template_id
 RETURNING m.id, m.kind, m.client_id, m.account_id, m.template_id, m.template_version,
-          m.channel_chain, m.receipt_timeout_seconds, m.step, m.attempts, t.topic
+          m.channel_chain, m.receipt_timeout_seconds, m.step, m.attempts, t.topic, m.variables
 """
 
 # The template variables of one chosen account (an operator sending about that account).
@@ -103,6 +103,8 @@ class RealtimeBatch(Batch):
         self.units = {client: row["id"] for client, row in units.items()}
         self.accounts = {client: row["account_id"] for client, row in units.items()
                          if row["account_id"] is not None}
+        self.variables = {client: row["variables"] for client, row in units.items()
+                          if row["variables"]}
 
     def mid(self, client_id: int, step: int) -> str:
         return realtime_message_id(self.kind, self.units[client_id], client_id, step)
@@ -168,10 +170,14 @@ class RealtimeBatch(Batch):
 
     async def _load_recipients(self, conn: asyncpg.Connection) -> list[Recipient]:
         found = await load_recipients(conn, self.client_ids, self.ctx.organisation)
-        if not self.accounts:
+        if self.accounts:
+            found = [await self._with_account(conn, r) if r.client_id in self.accounts else r
+                     for r in found]
+        if not self.variables:
             return found
-        return [await self._with_account(conn, r) if r.client_id in self.accounts else r
-                for r in found]
+        return [msgspec.structs.replace(r, variables={**r.variables,
+                                                     **self.variables[r.client_id]})
+                if r.client_id in self.variables else r for r in found]
 
     async def _with_account(self, conn: asyncpg.Connection, recipient: Recipient) -> Recipient:
         """The recipient with the variables of the account the message is about."""

@@ -19,7 +19,7 @@ from crm.cases.calendars import extend_horizons
 from crm.cases.routing import run_pass as route_cases
 from crm.cases.sla_evaluator import run_sla_cycle
 from crm.segments import refresh as segment_refresh
-from dispatcher import holds, launcher, realtime, receipts
+from dispatcher import case_notify, case_replies, holds, launcher, realtime, receipts
 from dispatcher.worker import purge_expired_sessions
 from herald.amqp import AmqpLink
 from herald.settings import Settings
@@ -58,6 +58,9 @@ class Scheduler:
         await launcher.launch_due(pool, redis, channel, settings)
         await holds.release_all(pool, channel, settings, "due")
         await realtime.publish_due(pool, channel, settings)  # delayed triggers, lost references
+        await case_notify.run_duty(pool, channel, settings)  # client updates of case events
+        if self._due("case_email_replies", 5.0):
+            await case_replies.deliver_due(pool, settings)  # retries of e-mail replies
         if self._due("alerts", 2.0):
             async with pool.acquire() as conn:
                 active = await self.alerts.sync(conn)

@@ -100,12 +100,31 @@ DEFAULT_VARIABLES: tuple[Variable, ...] = (
        "https://app.example.ua", "settings"),
     _v("payment_url", "url", "Посилання на оплату", "Payment link",
        "https://pay.example.ua/0412345678", "settings"),
+    # Case messages only (replies and client updates of issue 5): the sender supplies them
+    # per message (realtime_messages.variables); other sends have no value for them.
+    _v("case_number", "text", "Номер звернення", "Case number", "ЗВ-2026-0000123",
+       "cases.number"),
+    _v("case_status", "text", "Статус звернення", "Case status (Ukrainian)", "Вирішено",
+       "case_statuses.name_uk"),
+    _v("case_status_en", "text", "Статус звернення англійською", "Case status (English)",
+       "Resolved", "case_statuses.name_en"),
+    _v("case_category", "text", "Категорія звернення", "Case category", "Заборгованість",
+       "case_categories.name_uk"),
+    _v("case_deadline", "text", "Строк розгляду звернення", "Case deadline",
+       "05.12.2026 17:00", "case_events (deadline)", True),
+    _v("case_text", "text", "Текст відповіді або запитання", "Answer or question text",
+       "Показники прийнято, перерахунок буде у наступному рахунку.", "case_events.body"),
     # Signed per recipient and topic by the sender (rules.consent.UnsubscribeLinks); an
     # e-mail with it also gets List-Unsubscribe headers. E-mail bodies only.
     _v("unsubscribe_url", "url", "Посилання для відписки від листів цієї теми (лише e-mail)",
        "Link that unsubscribes from this topic's e-mails (e-mail only)",
        "https://herald.example.ua/u/1.marketing.c2lnbmF0dXJlLWV4YW1wbGU", "signed per recipient"),
 )
+
+
+# What a case reply or client update supplies with the message itself (not the recipient).
+CASE_VARIABLES = frozenset({"case_number", "case_status", "case_status_en", "case_category",
+                            "case_deadline", "case_text"})
 
 
 class VariableCatalogue:

@@ -38,6 +38,8 @@ _QUEUED_AS = re.compile(r"queued as (\S+)", re.IGNORECASE)
 _NOT_ATEXT = re.compile(r"[^A-Za-z0-9!#$%&'*+\-/=?^_`{|}~.]")
 _UNSAFE_HEADER = re.compile(r"[\x00-\x1f\x7f]")
 _ADDRESS_SPECIALS = re.compile(r"[\s<>,;()\[\]\\\"]")
+# A message id as it may go between angle brackets in a header: printable ASCII, no <>.
+_THREAD_ID = re.compile(r"^[\x21-\x3b\x3d\x3f-\x7e]{1,900}$")
 # A link that can go into a header as is: http(s), printable ASCII, no <, > or spaces.
 _HEADER_URL = re.compile(r"^https?://[\x21-\x3b\x3d\x3f-\x7e]{1,900}$")
 # Failures of the connection itself (as opposed to an SMTP reply with a code).
@@ -218,6 +220,8 @@ def build_mime(message_id: str, from_header: str, to: str, content: EmailContent
     """A multipart/alternative UTF-8 message with Herald's id headers, built without the slow email package."""
     boundary = "=_herald_" + hashlib.blake2b(message_id.encode(), digest_size=8).hexdigest()
     subject = content.subject.replace("\r", " ").replace("\n", " ")
+    thread = thread_headers(getattr(content, "in_reply_to", None),
+                            getattr(content, "references", ()))
     if not subject.isascii() or len(subject) > 70:
         subject = encode_header_words(subject)
     lines = (
@@ -228,6 +232,7 @@ def build_mime(message_id: str, from_header: str, to: str, content: EmailContent
         f"Message-ID: <{_NOT_ATEXT.sub(_hex, message_id)}@herald>\r\n"
         f"X-Herald-Message-Id: {message_id}\r\n"
         f"{unsubscribe_headers(getattr(content, 'unsubscribe_url', None))}"
+        f"{thread}"
         "MIME-Version: 1.0\r\n"
         f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n'
         "\r\n"
@@ -253,6 +258,19 @@ def unsubscribe_headers(url: str | None) -> str:
     one_click = "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n" if url.startswith(
         "https://") else ""
     return f"List-Unsubscribe: <{url}>\r\n{one_click}"
+
+
+def thread_headers(in_reply_to: str | None, references: Sequence[str]) -> str:
+    """In-Reply-To and References (RFC 5322 3.6.4) of a reply; ids unsafe in a header are left out.
+
+    Ids are given without angle brackets; References is folded one id per line.
+    """
+    out = (f"In-Reply-To: <{in_reply_to}>\r\n"
+           if in_reply_to and _THREAD_ID.match(in_reply_to) else "")
+    kept = [f"<{r}>" for r in references if _THREAD_ID.match(r)]
+    if kept:
+        out += "References: " + "\r\n ".join(kept) + "\r\n"
+    return out
 
 
 def encode_header_words(text: str) -> str:

@@ -114,11 +114,13 @@ class Sim:
         return await self.get(f"/{channel}/sim/stats")  # type: ignore[return-value]
 
 
-async def start_simulators(settings: Settings, aiohttp_server):  # type: ignore[no-untyped-def]
-    """Simulators (HTTP) and an SMTP sink on free ports; settings pointed at them."""
+async def start_simulators(settings: Settings, aiohttp_server,  # type: ignore[no-untyped-def]
+                           smtp_port: int = 0):
+    """Simulators (HTTP) and an SMTP sink on free ports (or on ``smtp_port``); settings
+    pointed at them."""
     app = init_simulators_app(settings)
     server = await aiohttp_server(app)
-    smtp = await start_smtp_sink(app[EMAIL_SIM], "127.0.0.1", 0)
+    smtp = await start_smtp_sink(app[EMAIL_SIM], "127.0.0.1", smtp_port)
     settings = msgspec.structs.replace(
         settings, sms_gateway_url=str(server.make_url("/sms")),
         viber_api_url=str(server.make_url("/viber")), smtp_host="127.0.0.1",

@@ -12,6 +12,7 @@ from dispatch_helpers import make_clients
 from dispatcher import template_store
 from dispatcher.recipients import Organisation, load_recipients
 from dispatcher.sms_text import sms_stats
+from dispatcher.template_env import CASE_VARIABLES
 from dispatcher.templates import SmsCost, TemplateEngine
 from herald.settings import Settings
 from rules.consent import UnsubscribeLinks
@@ -232,8 +233,10 @@ async def test_the_catalogue_lists_every_variable_the_sender_fills(
                                         headers=await login_as(client, "marketer")))
     names = {v["name"] for v in listed}
     # Then it names exactly what the sender fills, plus the unsubscribe link it signs per topic
+    # and the case variables a case message carries itself
     # (region_en/tariff_en are the English names the renderer swaps in, not variables)
-    assert names == set(recipient.variables) - {"region_en", "tariff_en"} | {"unsubscribe_url"}
+    assert names == (set(recipient.variables) - {"region_en", "tariff_en"}
+                     | {"unsubscribe_url"} | CASE_VARIABLES)
     # and every variable has an example, printed as a template prints it
     by_name = {v["name"]: v for v in listed}
     assert all(v["example"] and v["printed"] and v["source"] for v in listed)

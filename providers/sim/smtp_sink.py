@@ -119,6 +119,8 @@ def describe_email(raw: Any) -> dict[str, Any]:
         "from": str(message["From"]), "to": str(message["To"]),
         "subject": str(message["Subject"]), "message_id_header": str(message["Message-ID"]),
         "x_herald_message_id": str(message["X-Herald-Message-Id"]),
+        "in_reply_to": str(message["In-Reply-To"]) if message["In-Reply-To"] else None,
+        "references": str(message["References"]).split() if message["References"] else [],
         "content_type": message.get_content_type(),
         "text": text.get_content() if text is not None else None,
         "html": html.get_content() if html is not None else None,
