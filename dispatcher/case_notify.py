@@ -211,7 +211,7 @@ async def _one_event(conn: asyncpg.Connection, row: asyncpg.Record,
     text = row["body"] or ""
     variables = await case_variables(conn, case, text, status=row["to_status"])
     if row["kind"] == "deadline":
-        variables["case_deadline"] = deadline_text(row["data"], row["body"])
+        variables["case_deadline"] = deadline_text(row["data"])
     events: list[tuple[int, NewEvent]] = []
     work: realtime.Work = []
     for rule in matching:

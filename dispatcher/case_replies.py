@@ -103,18 +103,18 @@ async def case_variables(conn: asyncpg.Connection, case: Case, text: str = "", *
     return {"case_number": case.number, "case_status": row["name_uk"] if row else "",
             "case_status_en": row["name_en"] if row else "",
             "case_category": (row["category"] if row else None) or "не визначено",
-            "case_deadline": deadline_text(deadline["data"], deadline["body"]) if deadline else "",
+            "case_deadline": deadline_text(deadline["data"]) if deadline else "",
             "case_text": text}
 
 
-def deadline_text(data: object, body: str | None) -> str:
+def deadline_text(data: object) -> str:
     """A deadline event's due time in Kyiv time ('05.12.2026 17:00').
 
-    The SLA part stores the time as ``data.due_at`` (or ``deadline``/``resolution_due_at``)
-    in ISO 8601; failing that, the event's text is used as is.
+    ``crm.cases.sla.change_deadline`` stores the new time as ``data.new_due_at`` in
+    ISO 8601 (its text is the reason, never shown as a time).
     """
     if isinstance(data, dict):
-        for key in ("due_at", "deadline", "resolution_due_at"):
+        for key in ("new_due_at",):
             value = data.get(key)
             if isinstance(value, str):
                 try:
@@ -124,7 +124,7 @@ def deadline_text(data: object, body: str | None) -> str:
                 if moment.tzinfo is None:
                     moment = moment.replace(tzinfo=dt.UTC)
                 return moment.astimezone(KYIV).strftime("%d.%m.%Y %H:%M")
-    return body or ""
+    return ""
 
 
 def reply_channel(case: Case, request: ReplyRequest, has_email: bool) -> str:

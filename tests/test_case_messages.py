@@ -305,10 +305,12 @@ async def test_client_updates_of_every_kind_reach_the_client_once(stack: Stack) 
                                   json={"status": "resolved"}))
     [resolved] = await eventually(lambda: viber_with("Вирішено"))
     assert f"{number} має статус «Вирішено»" in resolved
-    # A deadline set by the SLA part (a case_events row kind deadline) -> SMS
+    # A deadline moved by the SLA part (crm.cases.sla.change_deadline's event) -> SMS
     await stack.conn.execute(
-        "INSERT INTO case_events (case_id, kind, actor_login, data) VALUES ($1, 'deadline', "
-        "'sla', '{\"target\": \"resolution\", \"due_at\": \"2026-12-05T15:00:00+00:00\"}')",
+        "INSERT INTO case_events (case_id, kind, actor_login, body, data) VALUES ($1, 'deadline', "
+        "'sla', 'Потрібен виїзд', '{\"target\": \"resolution\", "
+        "\"old_due_at\": \"2026-12-04T15:00:00+00:00\", "
+        "\"new_due_at\": \"2026-12-05T15:00:00+00:00\", \"reason\": \"Потрібен виїзд\"}')",
         case["id"])
     [deadline] = await eventually(lambda: sms_with("новий строк"))
     assert deadline == f"Звернення {number}: новий строк розгляду 05.12.2026 17:00."
