@@ -189,12 +189,13 @@ class RealtimeBatch(Batch):
 
     async def _mark_done(self, conn: asyncpg.Connection) -> None:
         # The step each reached: a receipt or a release acts on a row only at that step.
+        # A row already further on was moved by a failed receipt that overtook this commit.
         reached = dict.fromkeys(self.units, self.first_step)
         for event in self.events:
             reached[event.client_id] = max(reached[event.client_id], event.step)
         await conn.execute(
             "UPDATE realtime_messages m SET done = true, done_at = now(), step = r.s "
-            "FROM unnest($1::bigint[], $2::int[]) AS r(u, s) WHERE m.id = r.u",
+            "FROM unnest($1::bigint[], $2::int[]) AS r(u, s) WHERE m.id = r.u AND m.step <= r.s",
             [self.units[c] for c in reached], list(reached.values()))
 
     async def _count(self) -> None:
