@@ -44,6 +44,8 @@ REALTIME_PREFETCH = 16
 # Rounds of realtime work a process runs at once, and the most references one takes.
 REALTIME_LANES = 2
 MERGED_REFS = 1000
+# How much lower the OS schedules bulk processes than realtime ones (nice(2) steps).
+BULK_NICENESS = 10
 # Consumer priorities on a realtime queue: the dedicated realtime process first.
 REALTIME_PRIORITY = 10
 FALLBACK_PRIORITY = 0
@@ -227,6 +229,10 @@ async def run_worker(settings: Settings, index: int, processes: int,
 def _process_main(settings: Settings, index: int, processes: int, role: Role) -> None:
     import uvloop
 
+    if role == "bulk":
+        # On a busy host the scheduler then runs the realtime process and the API first
+        # whenever they have work; campaign throughput only loses what they use.
+        os.nice(BULK_NICENESS)
     configure_logging(settings, f"worker-{index + 1}" if role != "realtime"
                       else f"realtime-{index + 1}")
     uvloop.run(run_worker(settings, index, processes, role=role))
