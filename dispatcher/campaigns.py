@@ -16,8 +16,6 @@ from dispatcher.template_env import EVENT
 from dispatcher.templates import TemplateEngine
 
 audience_decoder = msgspec.json.Decoder(Audience)
-# Compiles a version once to see which variables it reads (cached per version).
-_ENGINE = TemplateEngine()
 
 _SELECT = """
 SELECT id, name, status, template_id, template_version, channel_chain, receipt_timeout_seconds,
@@ -85,7 +83,10 @@ async def _check_channels_in_template(conn: asyncpg.Connection, template_id: int
     if missing:
         raise InvalidInput("channel_chain", f"template {template_id} v{version} has no "
                                             f"variant for: {', '.join(missing)}")
-    compiled, _ = await template_store.load_for_sending(conn, _ENGINE, template_id, version)
+    # A fresh engine: a long-lived one caches by (template id, version), which another
+    # database (the tests') may hold for a different template.
+    compiled, _ = await template_store.load_for_sending(conn, TemplateEngine(), template_id,
+                                                        version)
     if EVENT in compiled.variables:
         raise InvalidInput("template_id", f"template {template_id} v{version} reads event.* "
                                           "variables, which only triggered messages have")
