@@ -130,33 +130,51 @@ class Consumer:
     async def _lane(self) -> None:
         try:
             while self._waiting:
-                messages: list[AbstractIncomingMessage] = []
+                taken: list[tuple[AbstractIncomingMessage, RealtimeMessages]] = []
                 refs: list[tuple[int, int]] = []
                 while self._waiting and (not refs or len(refs) + len(self._waiting[0][1].refs)
                                          <= MERGED_REFS):
-                    message, envelope = self._waiting.popleft()
-                    messages.append(message)
-                    refs.extend(envelope.refs)
-                await self._run(RealtimeMessages(refs), messages)
+                    taken.append(self._waiting.popleft())
+                    refs.extend(taken[-1][1].refs)
+                merged = RealtimeMessages(refs)
+                if len(taken) == 1:
+                    await self._run(taken[0][1], [taken[0][0]])
+                elif await self._attempt(merged):
+                    await self._settle([m for m, _ in taken], merged, done=True)
+                else:
+                    # One bad message must not take the others down with it: each on its
+                    # own (what the merged round committed is skipped, its rows being done).
+                    for message, envelope in taken:
+                        await self._run(envelope, [message])
         finally:
             self._lanes_running -= 1
 
-    async def _run(self, envelope: Envelope, messages: list[AbstractIncomingMessage]) -> None:
+    async def _attempt(self, envelope: Envelope) -> bool:
         try:
             # Shielded: a shutdown must not cancel a batch between its provider call and
             # the write of its outcomes.
             await asyncio.shield(self._pipeline.handle(self._ctx, envelope))
         except Exception:
-            # Work already committed is skipped when these come back (rows done, ids final).
-            for message in messages:
+            log.exception("handling failed: %s", envelope)
+            return False
+        return True
+
+    async def _run(self, envelope: Envelope, messages: list[AbstractIncomingMessage]) -> None:
+        await self._settle(messages, envelope, done=await self._attempt(envelope))
+
+    async def _settle(self, messages: list[AbstractIncomingMessage], envelope: Envelope, *,
+                      done: bool) -> None:
+        """Ack what was handled; requeue what failed once, dead-letter what failed twice."""
+        for message in messages:
+            if not done:
+                # Work already committed is skipped when it comes back (rows done, ids final).
                 if message.redelivered:
-                    log.exception("message failed twice; dead-lettered: %s", envelope)
+                    log.error("message failed twice; dead-lettered: %s", envelope)
                     await message.reject(requeue=False)
                 else:
-                    log.exception("message failed; requeued once: %s", envelope)
+                    log.error("message failed; requeued once: %s", envelope)
                     await message.nack(requeue=True)
-            return
-        for message in messages:
+                continue
             try:
                 await message.ack()
             except (aio_pika.exceptions.AMQPError, RuntimeError) as exc:

@@ -169,3 +169,48 @@ async def test_realtime_process_takes_no_campaign_batch(stack: Stack) -> None:
     stack.start_worker()
     await stack.wait(lambda s: s["status"] == "completed", campaign)
     assert (await stack.sim_stats("sms"))["accepted"] == 2
+
+
+async def test_one_bad_message_does_not_take_its_merged_neighbours_down(stack: Stack) -> None:
+    ids = await make_clients(stack.conn, 3)
+    _, key = await producer(stack)
+    await rule(stack)
+    broken = await stack.template(name="Зламаний")
+    await rule(stack, template_id=broken, event_type="debt.created")
+    # Given a stored version that no longer decodes (what a bad migration could leave)
+    await stack.conn.execute("UPDATE message_template_versions SET variants = "
+                             "'{\"sms\": {\"no_such_field\": 1}}' WHERE template_id = $1", broken)
+    await stack.stop_worker()
+    good = [await post(stack, key, [event(f"pay-{i}", c)]) for i, c in enumerate(ids[:2])]
+    bad = await post(stack, key, [event("debt-1", ids[2], type="debt.created")])
+    settings = stack.settings
+    pool = await create_pool(settings)
+    redis = aioredis.Redis.from_url(settings.redis_url)
+    providers = build_providers(settings)
+    connection = await aio_pika.connect_robust(settings.amqp_url)
+    try:
+        consumer = worker.Consumer(Context(settings, pool, redis, providers,
+                                           RedisRateLimiter(redis)))
+        channel = await connection.channel()
+        deliveries = []
+        for shard in range(settings.shards):
+            queue = await channel.get_queue(worker.queue_names(settings, shard)[0])
+            while (message := await queue.get(fail=False)) is not None:
+                deliveries.append(message)
+        assert len(deliveries) == 3
+        # When the three are handed over together and the merged round fails
+        for message in deliveries:
+            await consumer.on_message(message)
+        await consumer.drain()
+        # Then the two good ones still went out, and only the bad one is back on its queue
+        for result in good:
+            await status_is(stack, result["results"][0]["messages"][0], "delivered", "read")
+        await channel.close()
+        assert sum(await realtime_backlog(settings)) == 1
+        pending = await stack.conn.fetch("SELECT event_id FROM realtime_messages WHERE NOT done")
+        assert [r["event_id"] for r in pending] == [bad["results"][0]["event_id"]]
+    finally:
+        await connection.close()
+        await close_providers(providers)
+        await redis.aclose()
+        await pool.close()
