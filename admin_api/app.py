@@ -45,6 +45,7 @@ from admin_api.views import (
     users,
 )
 from dispatcher.templates import TemplateEngine
+from dispatcher.worker import declare_topology
 from herald import __version__
 from herald.amqp import AmqpLink
 from herald.db import create_pool
@@ -78,7 +79,10 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _rabbitmq(app: web.Application) -> AsyncIterator[None]:
-    link = AmqpLink(app[SETTINGS])
+    settings = app[SETTINGS]
+    # The API publishes realtime references itself: the queues must exist before the
+    # first publish, whether or not a worker has started yet.
+    link = AmqpLink(settings, on_connect=lambda channel: declare_topology(channel, settings))
     link.start()
     # Start with the broker when it is there; without it the API still serves and
     # /readyz says RabbitMQ is down until the link connects.

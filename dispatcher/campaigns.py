@@ -10,7 +10,10 @@ import msgspec
 from crm import audit
 from crm.audit import Actor, Change
 from crm.errors import Conflict, InvalidInput, NotFound
+from dispatcher import template_store
 from dispatcher.campaign_types import Audience, Campaign, CampaignSpec, SegmentAudience
+from dispatcher.template_env import EVENT
+from dispatcher.templates import TemplateEngine
 
 audience_decoder = msgspec.json.Decoder(Audience)
 
@@ -80,6 +83,13 @@ async def _check_channels_in_template(conn: asyncpg.Connection, template_id: int
     if missing:
         raise InvalidInput("channel_chain", f"template {template_id} v{version} has no "
                                             f"variant for: {', '.join(missing)}")
+    # A fresh engine: a long-lived one caches by (template id, version), which another
+    # database (the tests') may hold for a different template.
+    compiled, _ = await template_store.load_for_sending(conn, TemplateEngine(), template_id,
+                                                        version)
+    if EVENT in compiled.variables:
+        raise InvalidInput("template_id", f"template {template_id} v{version} reads event.* "
+                                          "variables, which only triggered messages have")
 
 
 async def _check_audience(conn: asyncpg.Connection, spec: CampaignSpec) -> None:

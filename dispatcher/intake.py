@@ -181,43 +181,47 @@ async def _contact_policy(conn: asyncpg.Connection,
                           candidates: Sequence[tuple[TriggerRule, int]]) -> list[str | None]:
     """For each (rule, client) in order: None to send, or the contact-policy reason refusing it.
 
-    Serialised per (rule, client) by transaction-scoped advisory locks taken in one
-    order, so two concurrent batches cannot both take the last allowed message.
+    A rule's policy counts the client's earlier messages of that rule, or (scope
+    "client") every triggered message of the client, and those allowed earlier in this
+    batch. Serialised per client by transaction-scoped advisory locks taken in one order
+    (every candidate client, with or without a policy: a message of a rule without one
+    still counts for another rule's client-wide policy), so two concurrent batches cannot
+    both take the last allowed message.
     """
     decided: list[str | None] = [None] * len(candidates)
-    keys = sorted({(r.id, c) for r, c in candidates if r.max_messages or r.min_interval_seconds})
-    if not keys:
+    if not candidates:
         return decided
     await conn.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended('herald.contact_policy:' || r || ':' || c, 0)) "
-        "FROM unnest($1::bigint[], $2::bigint[]) AS k(r, c)",
-        [r for r, _ in keys], [c for _, c in keys])
-    rules = {r.id: r for r, _ in candidates}
+        "SELECT pg_advisory_xact_lock(hashtextextended('herald.contact_policy:' || c, 0)) "
+        "FROM unnest($1::bigint[]) AS k(c)", sorted({c for _, c in candidates}))
+    limited = [(r, c) for r, c in candidates if r.max_messages or r.min_interval_seconds]
+    if not limited:
+        return decided
+    window = max(max(r.period_seconds or 0, r.min_interval_seconds or 0) for r, _ in limited)
     rows = await conn.fetch(
         """
-        SELECT k.r, k.c, now() AS now,
-               count(m.id) FILTER (WHERE m.created_at > now() - make_interval(secs => k.p)) AS n,
-               max(m.created_at) AS last
-        FROM unnest($1::bigint[], $2::bigint[], $3::int[], $4::int[]) AS k(r, c, p, w)
-        LEFT JOIN realtime_messages m
-               ON m.rule_id = k.r AND m.client_id = k.c AND m.refused IS NULL
-              AND m.created_at > now() - make_interval(secs => greatest(k.p, k.w))
-        GROUP BY k.r, k.c
-        """, [r for r, _ in keys], [c for _, c in keys],
-        [rules[r].period_seconds or 0 for r, _ in keys],
-        [rules[r].min_interval_seconds or 0 for r, _ in keys])
-    state = {(row["r"], row["c"]): [row["n"], row["last"]] for row in rows}
-    now = rows[0]["now"]
+        SELECT now() AS now, m.client_id, m.rule_id, m.created_at
+        FROM realtime_messages m
+        WHERE m.client_id = ANY($1::bigint[]) AND m.kind = 'trigger' AND m.refused IS NULL
+          AND m.created_at > now() - make_interval(secs => $2)
+        """, sorted({c for _, c in limited}), window)
+    now = rows[0]["now"] if rows else await conn.fetchval("SELECT now()")
+    sent: dict[int, list[tuple[int | None, dt.datetime]]] = {}
+    for row in rows:
+        sent.setdefault(row["client_id"], []).append((row["rule_id"], row["created_at"]))
     for i, (rule, client) in enumerate(candidates):
-        seen = state.get((rule.id, client))
-        if seen is None:
-            continue
-        if rule.max_messages is not None and seen[0] >= rule.max_messages:
-            decided[i] = "contact_policy:max_messages"
-        elif (rule.min_interval_seconds is not None and seen[1] is not None
-              and (now - seen[1]).total_seconds() < rule.min_interval_seconds):
-            decided[i] = "contact_policy:min_interval"
-        else:
-            seen[0] += 1
-            seen[1] = now
+        earlier = sent.setdefault(client, [])
+        if rule.max_messages or rule.min_interval_seconds:
+            counted = [at for rule_id, at in earlier
+                       if rule.policy_scope == "client" or rule_id == rule.id]
+            if rule.max_messages is not None and rule.period_seconds is not None and sum(
+                    (now - at).total_seconds() < rule.period_seconds
+                    for at in counted) >= rule.max_messages:
+                decided[i] = "contact_policy:max_messages"
+                continue
+            if (rule.min_interval_seconds is not None and counted
+                    and (now - max(counted)).total_seconds() < rule.min_interval_seconds):
+                decided[i] = "contact_policy:min_interval"
+                continue
+        earlier.append((rule.id, now))
     return decided

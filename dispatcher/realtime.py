@@ -131,7 +131,9 @@ async def advance(conn: asyncpg.Connection, channel: aio_pika.abc.AbstractChanne
     """Reopen messages whose step failed (receipt failed or timed out) at the next step.
 
     ``failed``: (message row id, failed step). A message at another step already, or
-    at the end of its chain, is left alone. Returns how many were reopened.
+    at the end of its chain, is left alone. Returns how many were reopened. A receipt can
+    overtake the worker's commit of the step it answers (the row is then not done yet):
+    the row moves on all the same, and that commit leaves a row at a later step alone.
     """
     if not failed:
         return 0
@@ -140,7 +142,7 @@ async def advance(conn: asyncpg.Connection, channel: aio_pika.abc.AbstractChanne
         UPDATE realtime_messages m
         SET step = f.s + 1, done = false, done_at = NULL, due_at = now(), published_at = now()
         FROM unnest($1::bigint[], $2::int[]) AS f(u, s)
-        WHERE m.id = f.u AND m.step = f.s AND m.done AND m.refused IS NULL
+        WHERE m.id = f.u AND m.step = f.s AND m.refused IS NULL
           AND cardinality(m.channel_chain) > f.s + 1
         RETURNING m.id, m.client_id, m.step
         """, [u for u, _ in failed], [s for _, s in failed])

@@ -7,7 +7,8 @@ transaction), with these differences: its ids are 't<row>:<client>:<step>' /
 'o<row>:<client>:<step>'; it is never paused; it waits for rate-limit tokens at most
 ``TOKEN_WAIT_SECONDS`` and is then held (reason ``rate_limit``) until tokens are due, so
 a realtime worker slot is never tied up behind a saturated channel; and its outcome
-marks its realtime_messages row done at the step it reached. The messages of one queue
+marks its realtime_messages row done at the step it reached; a triggered message's
+template may read its event's data as ``event.<key>``. The messages of one queue
 message are grouped by template version and chain, and each group is one batch.
 """
 
@@ -25,6 +26,7 @@ from dispatcher import outcomes, receipts, template_store
 from dispatcher.envelopes import RealtimeMessages, realtime_message_id
 from dispatcher.pipeline import Batch, CampaignInfo, Context
 from dispatcher.recipients import Recipient, load_recipients
+from dispatcher.template_env import EVENT
 from dispatcher.templates import CompiledTemplate
 from providers.base import Provider
 from rules import consent
@@ -38,7 +40,15 @@ UPDATE realtime_messages m SET attempts = attempts + 1
 FROM unnest($1::bigint[], $2::int[]) AS r(u, s), message_templates t
 WHERE m.id = r.u AND m.step = r.s AND NOT m.done AND m.due_at <= now() AND t.id = m.template_id
 RETURNING m.id, m.kind, m.client_id, m.account_id, m.template_id, m.template_version,
-          m.channel_chain, m.receipt_timeout_seconds, m.step, m.attempts, t.topic, m.variables
+          m.channel_chain, m.receipt_timeout_seconds, m.step, m.attempts, t.topic, m.variables,
+          m.producer_id, m.event_id
+"""
+
+# The data of the events that triggered the messages: the template's ``event.*``.
+_EVENTS = """
+SELECT n.c, e.data
+FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS n(c, p, e)
+JOIN producer_events e ON e.producer_id = n.p AND e.event_id = n.e
 """
 
 # The template variables of one chosen account (an operator sending about that account).
@@ -105,6 +115,8 @@ class RealtimeBatch(Batch):
                          if row["account_id"] is not None}
         self.variables = {client: row["variables"] for client, row in units.items()
                           if row["variables"]}
+        self.triggered_by = {client: (row["producer_id"], row["event_id"])
+                             for client, row in units.items() if row["event_id"] is not None}
 
     def mid(self, client_id: int, step: int) -> str:
         return realtime_message_id(self.kind, self.units[client_id], client_id, step)
@@ -173,11 +185,23 @@ class RealtimeBatch(Batch):
         if self.accounts:
             found = [await self._with_account(conn, r) if r.client_id in self.accounts else r
                      for r in found]
-        if not self.variables:
-            return found
-        return [msgspec.structs.replace(r, variables={**r.variables,
-                                                     **self.variables[r.client_id]})
-                if r.client_id in self.variables else r for r in found]
+        if self.variables:
+            found = [msgspec.structs.replace(r, variables={**r.variables,
+                                                          **self.variables[r.client_id]})
+                     if r.client_id in self.variables else r for r in found]
+        if self.triggered_by:
+            found = await self._with_events(conn, found)
+        return found
+
+    async def _with_events(self, conn: asyncpg.Connection,
+                           recipients: list[Recipient]) -> list[Recipient]:
+        """The recipients of triggered messages with their event's data as ``event``."""
+        keys = self.triggered_by
+        rows = await conn.fetch(_EVENTS, list(keys), [p for p, _ in keys.values()],
+                                [e for _, e in keys.values()])
+        data = {r["c"]: r["data"] for r in rows}
+        return [msgspec.structs.replace(r, variables={**r.variables, EVENT: data[r.client_id]})
+                if r.client_id in data else r for r in recipients]
 
     async def _with_account(self, conn: asyncpg.Connection, recipient: Recipient) -> Recipient:
         """The recipient with the variables of the account the message is about."""
@@ -195,12 +219,13 @@ class RealtimeBatch(Batch):
 
     async def _mark_done(self, conn: asyncpg.Connection) -> None:
         # The step each reached: a receipt or a release acts on a row only at that step.
+        # A row already further on was moved by a failed receipt that overtook this commit.
         reached = dict.fromkeys(self.units, self.first_step)
         for event in self.events:
             reached[event.client_id] = max(reached[event.client_id], event.step)
         await conn.execute(
             "UPDATE realtime_messages m SET done = true, done_at = now(), step = r.s "
-            "FROM unnest($1::bigint[], $2::int[]) AS r(u, s) WHERE m.id = r.u",
+            "FROM unnest($1::bigint[], $2::int[]) AS r(u, s) WHERE m.id = r.u AND m.step <= r.s",
             [self.units[c] for c in reached], list(reached.values()))
 
     async def _count(self) -> None:

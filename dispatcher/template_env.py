@@ -126,9 +126,24 @@ DEFAULT_VARIABLES: tuple[Variable, ...] = (
 CASE_VARIABLES = frozenset({"case_number", "case_status", "case_status_en", "case_category",
                             "case_deadline", "case_text"})
 
+# The data of the event that triggered a message, as ``event.<key>`` (top-level keys of
+# the producer's ``data``). Only triggered messages have it: a campaign refuses a
+# template that reads it, and a key the event lacks fails that message's render.
+EVENT = "event"
+_EVENT_EXAMPLE = Decimal("150.00")  # prints as text, formats as money or a number
+
+
+class _ExampleEvent(dict[str, object]):
+    """Any key an event may have, for the validation render on save."""
+
+    def __missing__(self, key: str) -> object:
+        return _EVENT_EXAMPLE
+
 
 class VariableCatalogue:
-    """The variables templates may use, looked up by name; built once, passed to the engine."""
+    """The variables templates may use, looked up by name; built once, passed to the engine.
+
+    Besides these, a body may read ``event.<key>`` (see ``EVENT``)."""
 
     def __init__(self, variables: Iterable[Variable] = DEFAULT_VARIABLES) -> None:
         self._by_name = {v.name: v for v in variables}
@@ -145,12 +160,12 @@ class VariableCatalogue:
 
     def examples(self) -> dict[str, object]:
         """Give the example values, as one recipient's variables for a validation render."""
-        return {v.name: v.example for v in self._by_name.values()}
+        return {**{v.name: v.example for v in self._by_name.values()}, EVENT: _ExampleEvent()}
 
     def sparse_examples(self) -> dict[str, object]:
         """Give the example values with every nullable variable empty, the worst ordinary case."""
-        return {v.name: (("" if v.type == "text" else None) if v.nullable else v.example)
-                for v in self._by_name.values()}
+        return {**{v.name: (("" if v.type == "text" else None) if v.nullable else v.example)
+                   for v in self._by_name.values()}, EVENT: _ExampleEvent()}
 
 
 # --- filters ------------------------------------------------------------------------
@@ -224,7 +239,11 @@ def static_findings(tree: nodes.Template) -> list[Finding]:
     found: list[Finding] = []
     for node in _walk(tree, prune=tuple(_STATEMENT_NAMES)):
         line = getattr(node, "lineno", None)
-        if isinstance(node, nodes.Getattr):
+        if isinstance(node, nodes.Getattr) and _event_key(node):
+            if node.attr in _DICT_NAMES:  # jinja would find the dict's method, not the key
+                found.append(Finding(f"event.{node.attr} cannot be read: the name is taken "
+                                     "by the event's mapping", line))
+        elif isinstance(node, nodes.Getattr):
             what = "internals" if node.attr.startswith("_") else "attributes"
             found.append(Finding(f"access to {what} ('.{node.attr}') is not allowed", line))
         elif isinstance(node, nodes.Call):
@@ -241,6 +260,15 @@ def static_findings(tree: nodes.Template) -> list[Finding]:
         elif not isinstance(node, _ALLOWED_NODES):
             found.append(Finding(f"{type(node).__name__} is not allowed", line))
     return found
+
+
+_DICT_NAMES = frozenset(dir(dict))
+
+
+def _event_key(node: nodes.Getattr) -> bool:
+    """Tell whether the node reads a top-level key of the triggering event: event.<key>."""
+    return (isinstance(node.node, nodes.Name) and node.node.name == EVENT
+            and not node.attr.startswith("_"))
 
 
 def _walk(node: nodes.Node, prune: tuple[type[nodes.Node], ...] = ()) -> Iterator[nodes.Node]:
@@ -287,7 +315,7 @@ def check_source(env: ImmutableSandboxedEnvironment, source: str, catalogue: Var
         undeclared = meta.find_undeclared_variables(tree) | (lines.keys() - assigned)
     except TemplateSyntaxError as exc:  # an unknown test, or a filter already found above
         return None, found or [Finding(exc.message or str(exc), exc.lineno)], set()
-    used = {name for name in undeclared if name in catalogue}
+    used = {name for name in undeclared if name in catalogue or name == EVENT}
     for name in sorted(undeclared - used):
         hint = " (it is set only inside a condition)" if name in assigned else ""
         found.append(Finding(f"unknown variable '{name}'{hint}", lines.get(name)))

@@ -51,6 +51,7 @@ _CLIENT_TYPES: dict[str, type | tuple[type, ...]] = {
 }
 
 Scalar = str | int | float | bool | None
+PolicyScope = Literal["rule", "client"]
 
 
 class Condition(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -85,6 +86,8 @@ class TriggerRuleSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     min_interval_seconds: Annotated[int, Meta(ge=1, le=366 * 86400)] | None = None
     receipt_timeout_seconds: Annotated[int, Meta(ge=10, le=7 * 86400)] = 900
     is_active: bool = True
+    # What the policy counts: this rule's messages to the client, or all its triggered ones.
+    policy_scope: PolicyScope = "rule"
 
 
 class TriggerRule(msgspec.Struct, frozen=True):
@@ -106,6 +109,7 @@ class TriggerRule(msgspec.Struct, frozen=True):
     topic: str
     created_at: dt.datetime
     updated_at: dt.datetime
+    policy_scope: PolicyScope = "rule"
 
 
 # -- evaluation -------------------------------------------------------------------------
@@ -256,6 +260,9 @@ def _check_spec(spec: TriggerRuleSpec) -> None:
         raise InvalidInput("channel_chain", "a channel may appear only once in the chain")
     if (spec.max_messages is None) != (spec.period_seconds is None):
         raise InvalidInput("max_messages", "give max_messages and period_seconds together")
+    if spec.policy_scope == "client" and not (spec.max_messages or spec.min_interval_seconds):
+        raise InvalidInput("policy_scope", "a client-wide policy needs max_messages and "
+                                           "period_seconds or min_interval_seconds")
     _check_conditions(spec)
 
 
@@ -281,7 +288,7 @@ _SELECT = """
 SELECT r.id, r.version, r.name, r.event_type, r.template_id, r.template_version, r.channel_chain,
        r.conditions, r.client_conditions, r.delay_seconds, r.max_messages, r.period_seconds,
        r.min_interval_seconds, r.receipt_timeout_seconds, r.is_active, t.topic, r.created_at,
-       r.updated_at
+       r.updated_at, r.policy_scope
 FROM trigger_rules r JOIN message_templates t ON t.id = r.template_id
 """
 
@@ -299,7 +306,7 @@ def _stored(spec: TriggerRuleSpec, version: int) -> dict[str, Any]:
 
 _FIELDS = ("name", "event_type", "template_id", "template_version", "channel_chain", "conditions",
            "client_conditions", "delay_seconds", "max_messages", "period_seconds",
-           "min_interval_seconds", "receipt_timeout_seconds", "is_active")
+           "min_interval_seconds", "receipt_timeout_seconds", "is_active", "policy_scope")
 
 
 async def get_rule(conn: asyncpg.Connection, rule_id: int) -> TriggerRule:
@@ -336,8 +343,9 @@ async def create_rule(conn: asyncpg.Connection, actor: Actor, spec: TriggerRuleS
             INSERT INTO trigger_rules (name, event_type, template_id, template_version,
                 channel_chain, conditions, client_conditions, delay_seconds, max_messages,
                 period_seconds, min_interval_seconds, receipt_timeout_seconds, is_active,
-                created_by)
-            VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8, $9, $10, $11, $12, $13, $14)
+                policy_scope, created_by)
+            VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8, $9, $10, $11, $12, $13, $14,
+                    $15)
             RETURNING id
             """, *(data[f] for f in _FIELDS), actor.id)
         await audit.record(conn, actor, [Change("trigger_rule", str(rule_id), "create", None,
@@ -364,8 +372,8 @@ async def update_rule(conn: asyncpg.Connection, actor: Actor, rule_id: int,
                     template_version = $5, channel_chain = $6, conditions = $7::jsonb,
                     client_conditions = $8::jsonb, delay_seconds = $9, max_messages = $10,
                     period_seconds = $11, min_interval_seconds = $12,
-                    receipt_timeout_seconds = $13, is_active = $14, version = version + 1,
-                    updated_at = now()
+                    receipt_timeout_seconds = $13, is_active = $14, policy_scope = $15,
+                    version = version + 1, updated_at = now()
                 WHERE id = $1
                 """, rule_id, *(data[f] for f in _FIELDS))
             changes.append(Change("trigger_rule", str(rule_id), "update", "version",

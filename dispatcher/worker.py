@@ -1,19 +1,29 @@
 """Worker processes: consume the dispatch shards, run the pipeline, and the scheduler.
 
-One uvloop process per core. Each consumes its shards' realtime and bulk queues on
-separate channels, so realtime work is never queued behind a campaign's batches; each
-message is processed as its own task, bounded by the prefetch count. SIGTERM/SIGINT
-stops consuming, lets the tasks in hand finish (their outcomes are written before the
-ack), then exits. A message that cannot be decoded is dead-lettered, never dropped.
+One uvloop process per core consumes its shards' bulk queues (campaign batches), and
+one more process (``--realtime-processes``, default 1) consumes the realtime queues of
+every shard. Campaign work is CPU-bound (rendering, encoding a thousand messages at a
+time) and shares nothing with a trigger but the event loop, so a trigger handled in a
+bulk process waits for that loop; in a process of its own it waits only for the OS.
+The bulk processes also consume their shards' realtime queues, at a lower consumer
+priority: RabbitMQ hands them realtime work only while no realtime process has room
+for it (none running, or all their prefetch in hand), so nothing waits for a dead
+realtime process. Each message is processed as its own task, bounded by the prefetch
+count. SIGTERM/SIGINT stops consuming, lets the tasks in hand finish (their outcomes are
+written before the ack), then exits. A message that cannot be decoded is dead-lettered,
+never dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import multiprocessing
 import os
 import signal
+from collections.abc import Coroutine
+from typing import Literal
 
 import aio_pika
 import asyncpg
@@ -21,6 +31,7 @@ import msgspec
 import redis.asyncio as aioredis
 from aio_pika.abc import AbstractIncomingMessage
 
+from dispatcher.envelopes import Envelope, RealtimeMessages, decoder
 from herald.amqp import AmqpLink
 from herald.db import create_pool
 from herald.logs import configure_logging
@@ -30,6 +41,18 @@ log = logging.getLogger("herald.worker")
 
 BULK_PREFETCH = 4
 REALTIME_PREFETCH = 16
+# Rounds of realtime work a process runs at once, and the most references one takes.
+REALTIME_LANES = 2
+MERGED_REFS = 1000
+# How much lower the OS schedules bulk processes than realtime ones (nice(2) steps).
+BULK_NICENESS = 10
+# Consumer priorities on a realtime queue: the dedicated realtime process first.
+REALTIME_PRIORITY = 10
+FALLBACK_PRIORITY = 0
+
+# all: bulk and realtime of its shards (a single process, tests); bulk: bulk of its
+# shards and realtime of them as a fallback; realtime: the realtime queues of every shard.
+Role = Literal["all", "bulk", "realtime"]
 
 
 def queue_names(settings: Settings, shard: int) -> tuple[str, str]:
@@ -60,56 +83,117 @@ async def purge_expired_sessions(pool: asyncpg.Pool) -> int:
 
 
 class Consumer:
-    """Runs the pipeline for each delivered message, one task per message."""
+    """Runs the pipeline for each delivered message.
 
-    def __init__(self, ctx: object) -> None:
+    A campaign batch is one task of its own. Realtime messages are merged: up to
+    ``lanes`` rounds run at a time, and each round takes every realtime message that
+    arrived meanwhile (up to ``MERGED_REFS`` references) as one unit of work, acked or
+    requeued together once it committed or failed. Under load this bounds the database
+    connections realtime work holds and pays the per-round reads once for many
+    triggers, instead of every message queueing for the pool on its own.
+    """
+
+    def __init__(self, ctx: object, lanes: int = REALTIME_LANES) -> None:
         from dispatcher import pipeline
 
         self._pipeline = pipeline
         self._ctx = ctx
         self._tasks: set[asyncio.Task[None]] = set()
+        self._lanes = lanes
+        self._lanes_running = 0
+        self._waiting: collections.deque[tuple[AbstractIncomingMessage, RealtimeMessages]] = (
+            collections.deque())
 
-    async def on_message(self, message: AbstractIncomingMessage) -> None:
-        task = asyncio.create_task(self._process(message))
+    def _spawn(self, work: Coroutine[object, object, None]) -> None:
+        task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _process(self, message: AbstractIncomingMessage) -> None:
-        from dispatcher.envelopes import decoder
+    async def on_message(self, message: AbstractIncomingMessage) -> None:
+        self._spawn(self._process(message))
 
+    async def _process(self, message: AbstractIncomingMessage) -> None:
         try:
             envelope = decoder.decode(message.body)
         except msgspec.DecodeError as exc:
             log.error("undecodable message on %s dead-lettered: %s", message.routing_key, exc)
             await message.reject(requeue=False)
             return
+        if isinstance(envelope, RealtimeMessages):
+            self._waiting.append((message, envelope))
+            if self._lanes_running < self._lanes:
+                self._lanes_running += 1
+                self._spawn(self._lane())
+            return
+        await self._run(envelope, [message])
+
+    async def _lane(self) -> None:
+        try:
+            while self._waiting:
+                taken: list[tuple[AbstractIncomingMessage, RealtimeMessages]] = []
+                refs: list[tuple[int, int]] = []
+                while self._waiting and (not refs or len(refs) + len(self._waiting[0][1].refs)
+                                         <= MERGED_REFS):
+                    taken.append(self._waiting.popleft())
+                    refs.extend(taken[-1][1].refs)
+                merged = RealtimeMessages(refs)
+                if len(taken) == 1:
+                    await self._run(taken[0][1], [taken[0][0]])
+                elif await self._attempt(merged):
+                    await self._settle([m for m, _ in taken], merged, done=True)
+                else:
+                    # One bad message must not take the others down with it: each on its
+                    # own (what the merged round committed is skipped, its rows being done).
+                    for message, envelope in taken:
+                        await self._run(envelope, [message])
+        finally:
+            self._lanes_running -= 1
+
+    async def _attempt(self, envelope: Envelope) -> bool:
         try:
             # Shielded: a shutdown must not cancel a batch between its provider call and
             # the write of its outcomes.
             await asyncio.shield(self._pipeline.handle(self._ctx, envelope))
         except Exception:
-            if message.redelivered:
-                log.exception("message failed twice; dead-lettered: %s", envelope)
-                await message.reject(requeue=False)
-            else:
-                log.exception("message failed; requeued once: %s", envelope)
-                await message.nack(requeue=True)
-            return
-        try:
-            await message.ack()
-        except (aio_pika.exceptions.AMQPError, RuntimeError) as exc:
-            # The connection dropped after the work was committed: the broker hands the
-            # message out again and the batch, already done, is skipped.
-            log.warning("could not ack %s (%s); it will be redelivered and skipped", envelope, exc)
+            log.exception("handling failed: %s", envelope)
+            return False
+        return True
+
+    async def _run(self, envelope: Envelope, messages: list[AbstractIncomingMessage]) -> None:
+        await self._settle(messages, envelope, done=await self._attempt(envelope))
+
+    async def _settle(self, messages: list[AbstractIncomingMessage], envelope: Envelope, *,
+                      done: bool) -> None:
+        """Ack what was handled; requeue what failed once, dead-letter what failed twice."""
+        for message in messages:
+            if not done:
+                # Work already committed is skipped when it comes back (rows done, ids final).
+                if message.redelivered:
+                    log.error("message failed twice; dead-lettered: %s", envelope)
+                    await message.reject(requeue=False)
+                else:
+                    log.error("message failed; requeued once: %s", envelope)
+                    await message.nack(requeue=True)
+                continue
+            try:
+                await message.ack()
+            except (aio_pika.exceptions.AMQPError, RuntimeError) as exc:
+                # The connection dropped after the work was committed: the broker hands
+                # the message out again and the batch, already done, is skipped.
+                log.warning("could not ack %s (%s); it will be redelivered and skipped",
+                            envelope, exc)
 
     async def drain(self) -> None:
-        if self._tasks:
+        while self._tasks:  # a message task may start a round while we wait
             await asyncio.wait(set(self._tasks))
 
 
 async def run_worker(settings: Settings, index: int, processes: int,
-                     stop: asyncio.Event | None = None) -> None:
-    """One worker process: consume its shards (and maybe lead the scheduler) until stopped."""
+                     stop: asyncio.Event | None = None, role: Role = "all") -> None:
+    """One worker process: consume its shards (and maybe lead the scheduler) until stopped.
+
+    A realtime process never runs the scheduler: its duties (receipt expiry, releases,
+    segment refreshes) would take the loop from the triggers it is there for."""
     from dispatcher.pipeline import Context
     from dispatcher.scheduler import Scheduler
     from providers.registry import build_providers, close_providers
@@ -123,24 +207,28 @@ async def run_worker(settings: Settings, index: int, processes: int,
     pool = await create_pool(settings)
     redis = aioredis.Redis.from_url(settings.redis_url)
     providers = build_providers(settings)
-    amqp = AmqpLink(settings)
+    amqp = AmqpLink(settings, on_connect=lambda channel: declare_topology(channel, settings))
     amqp.start()
     await amqp.wait_connected(timeout=30)
     consumer = Consumer(Context(settings, pool, redis, providers, RedisRateLimiter(redis)))
-    scheduler = asyncio.create_task(Scheduler(settings, pool, redis, amqp).run(stop))
+    scheduler = asyncio.create_task(
+        Scheduler(settings, pool, redis, amqp).run(stop) if role != "realtime" else stop.wait())
     try:
         connection = amqp.connection
         bulk = await connection.channel()
         await bulk.set_qos(prefetch_count=BULK_PREFETCH)
         realtime = await connection.channel()
         await realtime.set_qos(prefetch_count=REALTIME_PREFETCH)
-        await declare_topology(bulk, settings)
-        mine = shards_of(settings, index, processes)
+        mine = list(range(settings.shards)) if role == "realtime" else shards_of(
+            settings, index, processes)
+        priority = FALLBACK_PRIORITY if role == "bulk" else REALTIME_PRIORITY
         for shard in mine:
             realtime_name, bulk_name = queue_names(settings, shard)
-            await (await realtime.get_queue(realtime_name)).consume(consumer.on_message)
-            await (await bulk.get_queue(bulk_name)).consume(consumer.on_message)
-        log.info("worker %d/%d consuming shards %s", index + 1, processes, mine)
+            await (await realtime.get_queue(realtime_name)).consume(
+                consumer.on_message, arguments={"x-priority": priority})
+            if role != "realtime":
+                await (await bulk.get_queue(bulk_name)).consume(consumer.on_message)
+        log.info("%s worker %d/%d consuming shards %s", role, index + 1, processes, mine)
         await stop.wait()
         log.info("worker %d stopping: finishing %d messages in hand", index + 1,
                  len(consumer._tasks))
@@ -156,18 +244,28 @@ async def run_worker(settings: Settings, index: int, processes: int,
         await pool.close()
 
 
-def _process_main(settings: Settings, index: int, processes: int) -> None:
+def _process_main(settings: Settings, index: int, processes: int, role: Role) -> None:
     import uvloop
 
-    configure_logging(settings, f"worker-{index + 1}")
-    uvloop.run(run_worker(settings, index, processes))
+    if role == "bulk":
+        # On a busy host the scheduler then runs the realtime process and the API first
+        # whenever they have work; campaign throughput only loses what they use.
+        os.nice(BULK_NICENESS)
+    configure_logging(settings, f"worker-{index + 1}" if role != "realtime"
+                      else f"realtime-{index + 1}")
+    uvloop.run(run_worker(settings, index, processes, role=role))
 
 
-def run_workers(settings: Settings, processes: int) -> int:
-    """Start ``processes`` worker processes and wait for all; exit code non-zero if one failed."""
+def run_workers(settings: Settings, processes: int, realtime_processes: int = 1) -> int:
+    """Start ``processes`` bulk and ``realtime_processes`` realtime worker processes and wait
+    for all; exit code non-zero if one failed. With no realtime process the bulk ones
+    take realtime work at full priority, as a single process does."""
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_process_main, args=(settings, i, processes),
+    bulk_role: Role = "bulk" if realtime_processes else "all"
+    procs = [ctx.Process(target=_process_main, args=(settings, i, processes, bulk_role),
                          name=f"herald-worker-{i + 1}") for i in range(processes)]
+    procs += [ctx.Process(target=_process_main, args=(settings, i, realtime_processes, "realtime"),
+                          name=f"herald-realtime-{i + 1}") for i in range(realtime_processes)]
     for proc in procs:
         proc.start()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
@@ -18,10 +19,16 @@ class AmqpLink:
 
     A process that needs RabbitMQ only for some of its work (the admin API) starts without
     it and reports it not ready; ``connection`` fails loudly until connected.
+
+    ``on_connect`` (e.g. declaring the queues this process publishes to) runs on a channel
+    of its own before the link counts as connected, and again after every reconnect: a
+    publish to the default exchange for a queue nobody declared yet is silently dropped.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings,
+                 on_connect: Callable[[AbstractChannel], Awaitable[None]] | None = None) -> None:
         self._url = settings.amqp_url
+        self._on_connect = on_connect
         self._connection: AbstractRobustConnection | None = None
         self._task: asyncio.Task[None] | None = None
         self._publisher: AbstractChannel | None = None
@@ -54,14 +61,32 @@ class AmqpLink:
     async def _connect_forever(self) -> None:
         delay = 0.5
         while True:
+            connection = None
             try:
-                self._connection = await aio_pika.connect_robust(self._url, timeout=5)
+                connection = await aio_pika.connect_robust(self._url, timeout=5)
+                await self._prepare(connection)
+                connection.reconnect_callbacks.add(self._reconnected)
+                self._connection = connection
                 log.info("connected to RabbitMQ at %s", redact_url(self._url))
                 return
             except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as exc:
+                if connection is not None:
+                    await connection.close()
                 log.warning("RabbitMQ not reachable (%s); retrying in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 15)
+
+    async def _prepare(self, connection: AbstractRobustConnection) -> None:
+        if self._on_connect is not None:
+            async with connection.channel() as channel:
+                await self._on_connect(channel)
+
+    async def _reconnected(self, connection: AbstractRobustConnection) -> None:
+        # A broker restarted without its durable state would have lost the queues.
+        try:
+            await self._prepare(connection)
+        except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as exc:
+            log.warning("could not prepare RabbitMQ after reconnecting: %s", exc)
 
     async def close(self) -> None:
         if self._task is not None:

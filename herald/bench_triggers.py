@@ -9,7 +9,9 @@ namespace of their own. Measured: each event's latency from the moment its POST
 started to the moment the SMS simulator received the message (both clocks are this
 host's). Events go in batches every 20 ms, one client each, never awaiting the previous
 post. ``during_campaign`` first launches a campaign by Viber to the active accounts of
-regions adding up to ~5 M, waits until it is sending, measures, then stops it.
+regions adding up to ~5 M, waits until it is sending, measures, then stops it; only the
+events posted before the campaign's last batch was done count (a campaign over a
+scratch database of 100-200 k clients is sent in less time than the measurement).
 Afterwards the rule, the producer and their messages are deleted; the stopped campaign
 and the template stay (campaigns reference them).
 """
@@ -217,9 +219,11 @@ async def trigger_latency(settings: Settings, *, rate: int = 500, seconds: float
             started = await _post_events(session, f"http://127.0.0.1:{api_port}/api/v1/events",
                                          setup.key, setup.clients, rate, seconds, tag)
             handed = await _handed_off(session, sim, started, wait=60)
-        latencies = [(handed[m] - started[m]) * 1000 for m in handed]
         lost = len(started) - len(handed)
         say(f"{len(started):,} triggered messages, {len(handed):,} handed off, {lost} not in 60 s")
+        if campaign_id is not None:
+            handed = await _while_sending(conn, campaign_id, started, handed, say)
+        latencies = [(handed[m] - started[m]) * 1000 for m in handed]
         if not latencies:
             raise RuntimeError("no triggered message reached the provider")
         return {"p50": round(_percentile(latencies, 0.50), 1),
@@ -301,6 +305,22 @@ async def _wait_sending(conn: asyncpg.Connection, campaign_id: int, say: Say) ->
         if row["status"] not in ("scheduled", "launching", "running"):
             raise RuntimeError(f"campaign {campaign_id} is {row['status']}")
         await asyncio.sleep(1.0)
+
+
+async def _while_sending(conn: asyncpg.Connection, campaign_id: int, started: dict[str, float],
+                         handed: dict[str, float], say: Say) -> dict[str, float]:
+    """The hand-offs of the events posted while the campaign still had batches to send."""
+    row = await conn.fetchrow(
+        "SELECT count(*) FILTER (WHERE NOT done) AS left, max(done_at) AS last "
+        "FROM campaign_batches WHERE campaign_id = $1", campaign_id)
+    if row["left"] or row["last"] is None:
+        say("the campaign was still sending when the measurement ended")
+        return handed
+    cutoff = row["last"].timestamp()
+    during = {m: t for m, t in handed.items() if started[m] < cutoff}
+    say(f"the campaign's last batch was done {cutoff - min(started.values()):.1f} s into the "
+        f"measurement: {len(during):,} of {len(started):,} events posted while it was sending")
+    return during
 
 
 async def _forget_keys(settings: Settings) -> None:

@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="run dispatcher worker processes")
     p.add_argument("--processes", type=_positive, default=None,
                    help="worker processes (default HERALD_WORKER_PROCESSES)")
+    p.add_argument("--realtime-processes", type=int, choices=range(0, 9), default=1,
+                   metavar="N", help="extra processes for realtime work only: triggers and "
+                   "operator sends (default 1; 0: the worker processes take it)")
 
     sub.add_parser("simulators", help="run local simulators of outside providers")
 
@@ -198,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "worker":
             from dispatcher.worker import run_workers
 
-            return run_workers(settings, args.processes or settings.worker_processes)
+            return run_workers(settings, args.processes or settings.worker_processes,
+                               args.realtime_processes)
         if args.command == "simulators":
             return _simulators(settings)
         if args.command == "up":
