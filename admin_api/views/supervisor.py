@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime as dt
 import time
 from collections.abc import AsyncIterator
@@ -13,7 +14,7 @@ from typing import Annotated, Literal
 import asyncpg
 import msgspec
 from aiohttp import web
-from aiohttp_sse import sse_response
+from aiohttp_sse import EventSourceResponse, sse_response
 
 from admin_api.routing import EndpointTable
 from admin_api.typedefs import DB, SETTINGS
@@ -177,67 +178,108 @@ async def stream(request: web.Request, query: SupervisorFilter) -> web.StreamRes
     keep the connection alive.
     """
     scope = await _scope(request, query)
-    feed, reads, pool = request.app[FEED], request.app[READS], request.app[DB]
+    feed = request.app[FEED]
     async with feed.subscribe() as sub, sse_response(request, ping_interval=PING_SECONDS) as resp:
-        shown: set[int] = set()
-        last_totals: Totals | None = None
-        last_agents: list[AgentLoad] | None = None
-        last_escalation = 0
-
-        async def send_snapshot(fresh: float) -> None:
-            nonlocal last_totals, last_agents, last_escalation
-            async with pool.acquire() as conn:
-                snap = await supervisor.snapshot(conn, reads, scope, fresh)
-                last_escalation = await conn.fetchval(
-                    "SELECT coalesce(max(id), 0) FROM case_escalations")
-            shown.clear()
-            shown.update(c.id for c in (*snap.breached, *snap.at_risk))
-            last_totals, last_agents = snap.totals, snap.agents
-            await resp.send(_json(snap), event="snapshot")
-
+        view = _LiveView(resp, scope, request.app[DB], request.app[READS])
+        aggregates = asyncio.create_task(view.keep_aggregates())
         try:
-            await send_snapshot(time.monotonic())
+            await view.send_snapshot(time.monotonic())
             while resp.is_connected() and not _gone(request):
                 changes = await sub.next(timeout=POLL_SECONDS)
                 if changes is None:
                     continue
                 fresh = time.monotonic()
                 if changes.resync:
-                    await send_snapshot(fresh)
-                    continue
-                if changes.case_ids:
-                    async with pool.acquire() as conn:
-                        changed = await supervisor.cases_by_ids(conn, changes.case_ids)
-                        at = await conn.fetchval("SELECT now()")
-                        escalated = await supervisor.escalations_of(
-                            conn, scope, changes.case_ids, last_escalation)
-                    items = []
-                    for case in changed:
-                        if scope.keeps(case):
-                            shown.add(case.id)
-                            items.append(case)
-                        elif case.id in shown:
-                            shown.discard(case.id)
-                            case.removed = True
-                            items.append(case)
-                    if items:
-                        await resp.send(_json(CasesChanged(at, items)), event="cases")
-                    if escalated:
-                        last_escalation = escalated[-1].id
-                        await resp.send(_json(Escalated(escalated)), event="escalations")
-                    rows = await reads.counts.get(fresh)
-                    new_totals = supervisor.totals(rows, scope, at)
-                    if last_totals is None or _counts_differ(new_totals, last_totals):
-                        last_totals = new_totals
-                        await resp.send(_json(new_totals), event="totals")
-                agents = supervisor.agents_in(await reads.agents.get(fresh), scope)
-                if agents != last_agents:
-                    last_agents = agents
-                    await resp.send(_json(AgentsChanged(agents)), event="agents")
+                    await view.send_snapshot(fresh)
+                elif changes.case_ids:
+                    await view.send_cases(changes.case_ids)
+                    view.refresh(fresh, counts=True)
+                elif changes.agents:
+                    view.refresh(fresh, counts=False)
         except (ConnectionResetError, asyncio.CancelledError):
             if (task := asyncio.current_task()) and task.cancelling():
                 raise
+        finally:
+            aggregates.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionResetError):
+                await aggregates
     return resp
+
+
+class _LiveView:
+    """One supervisor's stream: changed cases are sent at once; the counts and the agents,
+    which cost a grouped query over all open work, follow from a task of their own, so a
+    slow count never holds up the next change."""
+
+    def __init__(self, resp: EventSourceResponse, scope: Scope, pool: asyncpg.Pool,
+                 reads: SharedReads) -> None:
+        self.resp, self.scope, self.pool, self.reads = resp, scope, pool, reads
+        self.shown: set[int] = set()
+        self.last_totals: Totals | None = None
+        self.last_agents: list[AgentLoad] | None = None
+        self.last_escalation = 0
+        self._send_lock = asyncio.Lock()
+        self._due = asyncio.Event()
+        self._fresh = 0.0
+        self._counts = False
+
+    async def _send(self, value: object, event: str) -> None:
+        async with self._send_lock:
+            await self.resp.send(_json(value), event=event)
+
+    async def send_snapshot(self, fresh: float) -> None:
+        async with self.pool.acquire() as conn:
+            snap = await supervisor.snapshot(conn, self.reads, self.scope, fresh)
+            self.last_escalation = await conn.fetchval(
+                "SELECT coalesce(max(id), 0) FROM case_escalations")
+        self.shown = {c.id for c in (*snap.breached, *snap.at_risk)}
+        self.last_totals, self.last_agents = snap.totals, snap.agents
+        await self._send(snap, "snapshot")
+
+    async def send_cases(self, case_ids: set[int]) -> None:
+        async with self.pool.acquire() as conn:
+            changed = await supervisor.cases_by_ids(conn, case_ids)
+            at = await conn.fetchval("SELECT now()")
+            escalated = await supervisor.escalations_of(conn, self.scope, case_ids,
+                                                        self.last_escalation)
+        items = []
+        for case in changed:
+            if self.scope.keeps(case):
+                self.shown.add(case.id)
+                items.append(case)
+            elif case.id in self.shown:
+                self.shown.discard(case.id)
+                case.removed = True
+                items.append(case)
+        if items:
+            await self._send(CasesChanged(at, items), "cases")
+        if escalated:
+            self.last_escalation = escalated[-1].id
+            await self._send(Escalated(escalated), "escalations")
+
+    def refresh(self, fresh: float, *, counts: bool) -> None:
+        """Ask for counts (or only agents) read after ``fresh`` (monotonic time)."""
+        self._fresh = max(self._fresh, fresh)
+        self._counts = self._counts or counts
+        self._due.set()
+
+    async def keep_aggregates(self) -> None:
+        while True:
+            await self._due.wait()
+            self._due.clear()
+            fresh, counts, self._counts = self._fresh, self._counts, False
+            if counts:
+                rows = await self.reads.counts.get(fresh)
+                async with self.pool.acquire() as conn:
+                    at = await conn.fetchval("SELECT now()")
+                new_totals = supervisor.totals(rows, self.scope, at)
+                if self.last_totals is None or _counts_differ(new_totals, self.last_totals):
+                    self.last_totals = new_totals
+                    await self._send(new_totals, "totals")
+            agents = supervisor.agents_in(await self.reads.agents.get(fresh), self.scope)
+            if agents != self.last_agents:
+                self.last_agents = agents
+                await self._send(AgentsChanged(agents), "agents")
 
 
 def _counts_differ(a: Totals, b: Totals) -> bool:
