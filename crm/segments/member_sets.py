@@ -8,8 +8,8 @@ one in place. The old set is retired and deleted later by ``purge`` (a scheduler
 deleting millions of rows is no longer part of a materialisation.
 
 A large fill runs on ``FILLERS`` pool connections at once, each over one range of client
-ids, all from the snapshot the caller's transaction exports: the set is exactly what one
-query at that moment would have selected, and both cores work on it. Those connections
+ids, all from one exported snapshot: the set is exactly what one query at that moment
+would have selected, and both cores work on it. Those connections
 commit their rows before the caller commits the switch; the new set is listed as retired
 until a segment adopts it, so a fill that fails, is cancelled or is cut by a crash is
 purged like any replaced set.
@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Callable, Sequence
+from contextlib import AsyncExitStack
 from typing import Any
 
 import asyncpg
@@ -132,30 +133,33 @@ async def _fill_shared(conn: asyncpg.Connection, helpers: list[asyncpg.Connectio
     if await conn.fetchval("SELECT set_id FROM segment_member_sets_retired WHERE set_id = $1 "
                            "FOR UPDATE", set_id) is None:
         raise RuntimeError(f"member set {set_id} was purged before its fill began")
-    snapshot = await conn.fetchval("SELECT pg_export_snapshot()")
-    if not _SNAPSHOT_ID.match(snapshot):
-        raise RuntimeError(f"unexpected snapshot id {snapshot!r}")
     low, high = bounds
     step = (high - low) // len(helpers) + 1
     edges = [low + i * step for i in range(len(helpers))] + [_BEYOND]
     edges[0] = _LOWEST
-    results = await asyncio.gather(
-        *(_fill_range(helper, snapshot, build, params, set_id, edges[i], edges[i + 1])
-          for i, helper in enumerate(helpers)), return_exceptions=True)
-    # Every helper has finished (committed or rolled back) before an error is raised, so no
-    # row of this set is written after the set could be purged.
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
+    async with AsyncExitStack() as transactions:
+        # The first helper's snapshot, taken after the caller locked the segment, is every
+        # helper's: together they select what one query would have. (Exported by a helper,
+        # not by the caller, which may be inside a savepoint.)
+        snapshot = ""
+        for helper in helpers:
+            await transactions.enter_async_context(helper.transaction(isolation="repeatable_read"))
+            if not snapshot:
+                snapshot = await helper.fetchval("SELECT pg_export_snapshot()")
+                if not _SNAPSHOT_ID.match(snapshot):
+                    raise RuntimeError(f"unexpected snapshot id {snapshot!r}")
+            else:
+                await helper.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+            await helper.execute(BULK_SETTINGS)
+        results = await asyncio.gather(
+            *(_insert(helper, build, params, set_id, edges[i], edges[i + 1])
+              for i, helper in enumerate(helpers)), return_exceptions=True)
+        # Every helper has finished before an error is raised, and leaving this block then
+        # rolls all of them back.
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
     return set_id, sum(int(r) for r in results)  # type: ignore[arg-type]
-
-
-async def _fill_range(helper: asyncpg.Connection, snapshot: str, build: RangeQuery,
-                      params: Sequence[Any], set_id: int, low: int, high: int) -> int:
-    async with helper.transaction(isolation="repeatable_read"):
-        await helper.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
-        await helper.execute(BULK_SETTINGS)
-        return await _insert(helper, build, params, set_id, low, high)
 
 
 async def _insert(conn: asyncpg.Connection, build: RangeQuery, params: Sequence[Any], set_id: int,

@@ -110,7 +110,9 @@ async def materialise(conn: asyncpg.Connection, segment_id: int, condition: Cond
             "SELECT min(id) AS low, max(id) AS high, (SELECT reltuples::bigint FROM pg_class "
             "WHERE oid = 'clients'::regclass) AS clients FROM clients")
         if row["low"] is not None:
-            bounds, rows = (row["low"], row["high"]), row["clients"]
+            # reltuples is -1 until the table is first analysed: the id span stands in.
+            bounds = (row["low"], row["high"])
+            rows = row["clients"] if row["clients"] >= 0 else row["high"] - row["low"] + 1
 
     def in_range(low: str, high: str) -> str:
         return (f"SELECT client_id FROM ({query.sql}) matching "
