@@ -32,7 +32,7 @@ FILLERS = 2
 # A helper connection not free within this wait: fill on the caller's connection rather
 # than wait for a busy pool (or deadlock one whose connections all wait for helpers).
 ACQUIRE_TIMEOUT_S = 0.5
-PURGE_CHUNK = 25_000
+PURGE_CHUNK = 20_000
 # A retired set stays this long: a reader walking it page by page can finish, and a set
 # being filled is never purged from under its fill.
 PURGE_GRACE_S = 60.0
@@ -84,7 +84,7 @@ async def retire(conn: asyncpg.Connection, set_id: int) -> None:
                        "ON CONFLICT (set_id) DO NOTHING", set_id)
 
 
-async def purge(pool: asyncpg.Pool, *, chunks: int = 2, chunk: int = PURGE_CHUNK,
+async def purge(pool: asyncpg.Pool, *, chunks: int = 1, chunk: int = PURGE_CHUNK,
                 grace_s: float = PURGE_GRACE_S) -> int:
     """Delete up to ``chunks`` x ``chunk`` rows of retired sets; returns how many rows.
 
