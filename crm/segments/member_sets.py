@@ -47,21 +47,22 @@ RangeQuery = Callable[[str, str], str]
 
 async def fill(conn: asyncpg.Connection, build: RangeQuery, params: Sequence[Any], *,
                pool: asyncpg.Pool | None = None, bounds: tuple[int, int] | None = None,
-               rows: int = 0) -> tuple[int, int]:
+               rows: int = 0, plan: str = "") -> tuple[int, int]:
     """A new set of the ids ``build`` selects; returns (set id, members). In a transaction.
 
     With a ``pool``, the ``bounds`` of the ids the query may return (lowest, highest) and
     ``rows`` it reads (an estimate) of at least PARALLEL_MIN_ROWS, the work is shared out.
+    ``plan``: more ``SET LOCAL`` settings for the fill's transactions.
     """
     if pool is not None and bounds is not None and rows >= PARALLEL_MIN_ROWS:
         helpers = await _acquire(pool, FILLERS)
         if helpers:
             try:
-                return await _fill_shared(conn, helpers, build, params, bounds)
+                return await _fill_shared(conn, helpers, build, params, bounds, plan)
             finally:
                 for helper in helpers:
                     await pool.release(helper)
-    await conn.execute(BULK_SETTINGS)
+    await conn.execute(BULK_SETTINGS + plan)
     set_id = await conn.fetchval("SELECT nextval('segment_member_set_seq')")
     count = await _insert(conn, build, params, set_id, _LOWEST, _BEYOND)
     return set_id, count
@@ -126,7 +127,7 @@ async def _acquire(pool: asyncpg.Pool, n: int) -> list[asyncpg.Connection]:
 
 async def _fill_shared(conn: asyncpg.Connection, helpers: list[asyncpg.Connection],
                        build: RangeQuery, params: Sequence[Any],
-                       bounds: tuple[int, int]) -> tuple[int, int]:
+                       bounds: tuple[int, int], plan: str) -> tuple[int, int]:
     set_id = await helpers[0].fetchval(
         "INSERT INTO segment_member_sets_retired (set_id) "
         "VALUES (nextval('segment_member_set_seq')) RETURNING set_id")
@@ -150,7 +151,7 @@ async def _fill_shared(conn: asyncpg.Connection, helpers: list[asyncpg.Connectio
                     raise RuntimeError(f"unexpected snapshot id {snapshot!r}")
             else:
                 await helper.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
-            await helper.execute(BULK_SETTINGS)
+            await helper.execute(BULK_SETTINGS + plan)
         results = await asyncio.gather(
             *(_insert(helper, build, params, set_id, edges[i], edges[i + 1])
               for i, helper in enumerate(helpers)), return_exceptions=True)
