@@ -4,9 +4,8 @@ Runs against the configured database (the 13 M seed): a 3-condition preview, one
 segment of about ``--members`` clients materialised, and the union, intersection and
 exclusion of two segments of about ``--set-members`` each. The segments it makes are
 deleted afterwards (unless ``--keep``), and their member sets purged (not timed). Prints
-progress on stderr and, as its last line,
-one JSON object. The trigger latencies come from ``herald.bench_triggers`` when that
-module is installed.
+progress on stderr and, as its last line, one JSON object. The trigger latencies come
+from ``herald.bench_triggers`` when that module is installed.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from test_segment_compiler import load_population
 
 from crm.audit import SYSTEM
 from crm.segments import member_sets, store
-from crm.segments.refresh import run_duty
+from crm.segments.refresh import refresh_dirty, run_duty
 from herald.db import create_pool, init_connection
 from herald.settings import Settings
 
@@ -219,3 +219,24 @@ async def test_a_busy_pool_fills_on_the_callers_connection(app_conn: asyncpg.Con
         assert len(shared) == 1  # one INSERT of every id
     finally:
         await busy.close()
+
+
+async def test_a_dynamic_segment_stays_incremental_across_a_switch(
+        app_conn: asyncpg.Connection, pool: asyncpg.Pool, shared: Ranges) -> None:
+    await load_population(app_conn, n=120)
+    segment = await store.create(app_conn, SYSTEM, name="d", kind="dynamic", condition=LVIV, pool=pool)
+    assert len(shared) == member_sets.FILLERS
+    outside = min(set(range(1, 121)) - await in_regions(app_conn, "UA-46")
+                  - {c for c in range(10, 121, 10)})  # every tenth client has no account
+    # When a client moves to Lviv, the next refresh adds it to the current set
+    await app_conn.execute("UPDATE accounts SET region_code = 'UA-46' WHERE client_id = $1", outside)
+    await refresh_dirty(pool)
+    assert outside in await members(app_conn, segment.id)
+    assert (await store.get(app_conn, segment.id)).member_count == len(await in_regions(app_conn, "UA-46"))
+    # After a full re-evaluation (a new set), changes still reach the segment
+    await store.refresh(app_conn, SYSTEM, segment.id, pool=pool)
+    await app_conn.execute("UPDATE accounts SET region_code = 'UA-30' WHERE client_id = $1", outside)
+    await refresh_dirty(pool)
+    assert await members(app_conn, segment.id) == await in_regions(app_conn, "UA-46")
+    assert outside not in await members(app_conn, segment.id)
+    assert (await store.get(app_conn, segment.id)).member_count == len(await in_regions(app_conn, "UA-46"))
