@@ -3,9 +3,9 @@
 Runs against the configured database (the 13 M seed): a 3-condition preview, one
 segment of about ``--members`` clients materialised, and the union, intersection and
 exclusion of two segments of about ``--set-members`` each. The segments it makes are
-deleted afterwards (unless ``--keep``). Prints progress on stderr and, as its last line,
-one JSON object. The trigger latencies come from ``herald.bench_triggers`` when that
-module is installed.
+deleted afterwards (unless ``--keep``), and their member sets purged (not timed). Prints
+progress on stderr and, as its last line, one JSON object. The trigger latencies come
+from ``herald.bench_triggers`` when that module is installed.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ async def _timed(label: str, say: Callable[[str], None], work: Any) -> tuple[Any
 async def run_segments_bench(settings: Settings, *, members: int, set_members: int, keep: bool,
                              say: Callable[[str], None], triggers: bool = True) -> dict[str, Any]:
     """Measure, clean up, and return the figures (the trigger ones if that module exists)."""
-    from crm.segments import store
+    from crm.segments import member_sets, store
     from herald.db import create_pool
 
     pool = await create_pool(settings)
@@ -102,7 +102,7 @@ async def run_segments_bench(settings: Settings, *, members: int, set_members: i
             async def segment(name: str, regions: list[str]) -> Any:
                 condition = {"attribute": "account.region", "op": "in", "value": regions}
                 made_segment = await store.create(conn, ACTOR, name=name, kind="static",
-                                                  condition=condition)
+                                                  condition=condition, pool=pool)
                 made.append(made_segment.id)
                 return made_segment
 
@@ -118,7 +118,8 @@ async def run_segments_bench(settings: Settings, *, members: int, set_members: i
             figures["set_members"] = [left.member_count, right.member_count]
             figures["set_ops_s"] = {}
             for op in ("union", "intersection", "exclusion"):
-                result, seconds = await _timed(op, say, store.combine(conn, ACTOR, left.id, op, right.id))
+                result, seconds = await _timed(op, say, store.combine(conn, ACTOR, left.id, op, right.id,
+                                                                     pool=pool))
                 made.append(result.id)
                 figures["set_ops_s"][op] = round(seconds, 2)
                 figures.setdefault("set_results", {})[op] = result.member_count
@@ -127,6 +128,9 @@ async def run_segments_bench(settings: Settings, *, members: int, set_members: i
                 for segment_id in reversed(made):
                     await store.delete(conn, ACTOR, segment_id)
                 made.clear()
+                say("purging their member sets")
+                while await member_sets.purge(pool, chunks=20, chunk=200_000, grace_s=0.0):
+                    pass
     finally:
         if made and not keep:
             await _drop_quietly(pool, made)

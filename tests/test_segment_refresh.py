@@ -169,7 +169,8 @@ async def test_relative_dates_are_re_evaluated_each_day(app_conn: asyncpg.Connec
     # Done today: nothing to do
     assert await refresh_relative_dates(pool) == []
     # Given it was last evaluated yesterday (its members as they were then)
-    await admin_conn.execute("DELETE FROM segment_members WHERE segment_id = $1", relative.id)
+    await admin_conn.execute("DELETE FROM segment_member_rows WHERE set_id = "
+                             "(SELECT members_set FROM segments WHERE id = $1)", relative.id)
     await admin_conn.execute("UPDATE segments SET materialised_at = now() - interval '1 day' "
                              "WHERE id = ANY($1::bigint[])", [relative.id, plain.id])
     # When the duty runs, only the relative one is evaluated again

@@ -159,7 +159,8 @@ async def create_segment(request: web.Request, body: SegmentCreate) -> Segment:
     """Create a segment and materialise its members now."""
     async with request.app[DB].acquire() as conn:
         return await store.create(conn, actor(request), name=body.name, kind=body.kind,
-                                  condition=body.condition, description=body.description)
+                                  condition=body.condition, description=body.description,
+                                  pool=request.app[DB])
 
 
 @endpoints.get("/api/v1/segments/{segment_id}", permission="segments.read", response=Segment,
@@ -177,7 +178,7 @@ async def update_segment(request: web.Request, body: SegmentUpdate) -> Segment:
     async with request.app[DB].acquire() as conn:
         return await store.update(conn, actor(request), path_int(request, "segment_id"),
                                   name=body.name, description=body.description, kind=body.kind,
-                                  condition=body.condition)
+                                  condition=body.condition, pool=request.app[DB])
 
 
 @endpoints.delete("/api/v1/segments/{segment_id}", permission="segments.manage", status=204,
@@ -193,7 +194,8 @@ async def delete_segment(request: web.Request) -> None:
 async def refresh_segment(request: web.Request) -> Segment:
     """Materialise the members again now (a static segment takes a new snapshot)."""
     async with request.app[DB].acquire() as conn:
-        return await store.refresh(conn, actor(request), path_int(request, "segment_id"))
+        return await store.refresh(conn, actor(request), path_int(request, "segment_id"),
+                                   pool=request.app[DB])
 
 
 @endpoints.get("/api/v1/segments/{segment_id}/members", permission="segments.read",
@@ -235,4 +237,4 @@ async def combine_segments(request: web.Request, body: CombineRequest) -> Segmen
     segment_id = path_int(request, "segment_id")
     async with request.app[DB].acquire() as conn:
         return await store.combine(conn, actor(request), segment_id, body.op, body.other,
-                                   name=body.name)
+                                   name=body.name, pool=request.app[DB])

@@ -18,6 +18,7 @@ import logging
 import asyncpg
 
 from crm.segments import catalogue as catalogue_mod
+from crm.segments import member_sets
 from crm.segments.compiler import client_ids
 from crm.segments.conditions import parse
 from crm.segments.store import materialise
@@ -42,7 +43,8 @@ async def refresh_dirty(pool: asyncpg.Pool, *, batch: int = BATCH, max_batches: 
 async def _one_batch(conn: asyncpg.Connection, batch: int) -> int:
     # Lock the dynamic segments first: an edit or full refresh of one waits, and so do we.
     segments = await conn.fetch(
-        "SELECT id, condition FROM segments WHERE kind = 'dynamic' ORDER BY id FOR UPDATE")
+        "SELECT id, condition, members_set FROM segments WHERE kind = 'dynamic' "
+        "ORDER BY id FOR UPDATE")
     ids = [r["client_id"] for r in await conn.fetch(
         """
         DELETE FROM segment_dirty_clients
@@ -54,18 +56,20 @@ async def _one_batch(conn: asyncpg.Connection, batch: int) -> int:
         return len(ids)
     catalogue = await catalogue_mod.load(conn)
     for segment in segments:
+        if segment["members_set"] is None:  # never materialised: nothing to bring up to date
+            continue
         try:
             condition = parse(segment["condition"], catalogue)
         except Exception:  # an attribute left the catalogue: keep the others current
             log.exception("dynamic segment %d no longer compiles; skipped", segment["id"])
             continue
         removed = await conn.fetch(
-            "DELETE FROM segment_members WHERE segment_id = $1 AND client_id = ANY($2::bigint[]) "
-            "RETURNING client_id", segment["id"], ids)
+            "DELETE FROM segment_member_rows WHERE set_id = $1 AND client_id = ANY($2::bigint[]) "
+            "RETURNING client_id", segment["members_set"], ids)
         query = client_ids(condition, catalogue, "ids", ids=ids)
-        seg = query.param(segment["id"], "bigint")
+        seg = query.param(segment["members_set"], "bigint")
         status = await conn.execute(
-            f"INSERT INTO segment_members (segment_id, client_id) "
+            f"INSERT INTO segment_member_rows (set_id, client_id) "
             f"SELECT {seg}, client_id FROM ({query.sql}) matching", *query.params)
         added = int(status.split()[-1])
         if added != len(removed):
@@ -98,13 +102,15 @@ async def refresh_relative_dates(pool: asyncpg.Pool) -> list[int]:
                 await conn.execute("UPDATE segments SET materialised_at = now() WHERE id = $1",
                                    row["id"])
                 continue
-            count = await materialise(conn, row["id"], condition, catalogue)
+            count = await materialise(conn, row["id"], condition, catalogue, pool=pool)
         log.info("dynamic segment %d re-evaluated for the new day: %d members", row["id"], count)
         refreshed.append(row["id"])
 
 
 async def run_duty(pool: asyncpg.Pool) -> int:
-    """The scheduler's duty: pending changes, then the day's relative-date segments."""
+    """The scheduler's duty: pending changes, the day's relative-date segments, then a few
+    chunks of the member sets replaced or deleted (member_sets.purge)."""
     clients = await refresh_dirty(pool)
     await refresh_relative_dates(pool)
+    await member_sets.purge(pool)
     return clients
