@@ -16,11 +16,6 @@ from collections.abc import Callable
 
 import asyncpg
 
-from crm.audit import Actor
-from crm.cases import calendars, sla_config
-from crm.cases.calendars import BusinessCalendarSpec, WeekHours, WorkInterval
-from crm.cases.sla_config import SlaPolicySpec
-
 Say = Callable[[str], None]
 CHUNK = 500_000
 
@@ -66,8 +61,7 @@ _OPEN = f"""
 INSERT INTO cases (number, channel, client_id, identified_by, contact_phone, subject, body,
     text_hash, category_id, case_type, priority, status, status_changed_at, group_code,
     assignee_id, created_by_login, created_at, updated_at, last_inbound_at,
-    first_response_due_at, resolution_due_at, first_response_at, sla_state, sla_paused_at,
-    sla_policy_id, first_response_warn_at, resolution_warn_at)
+    first_response_due_at, resolution_due_at, first_response_at, sla_state, sla_paused_at)
 SELECT 'ЗВ-' || to_char(created, 'YYYY') || '-В' || lpad(g::text, 9, '0'),
        ({_CHANNELS})[1 + h % 8],
        CASE WHEN h % 10 < 8 THEN $4 + (h / 10) % $5 END,
@@ -81,9 +75,11 @@ SELECT 'ЗВ-' || to_char(created, 'YYYY') || '-В' || lpad(g::text, 9, '0'),
        'bench', created, created, created,
        created + interval '8 hours', created + interval '3 days',
        CASE WHEN status = 'new' THEN NULL ELSE created + interval '1 hour' END,
-       'ok',  -- set by _SETTLE from the deadlines, as the evaluator would
-       CASE WHEN status = 'on_hold' THEN created + interval '2 hours' END,
-       $9, created + interval '8 hours' * 0.8, created + interval '3 days' * 0.8
+       CASE WHEN created + interval '3 days' < $8 THEN 'breached'
+            WHEN created + interval '3 days' < $8 + interval '12 hours' THEN 'warning'
+            WHEN status = 'new' AND created + interval '8 hours' < $8 THEN 'breached'
+            ELSE 'ok' END,
+       CASE WHEN status = 'on_hold' THEN created + interval '2 hours' END
 FROM (
     SELECT g, h, 'Відкрите звернення ' || g || ': немає газу в будинку' AS body,
            (ARRAY['new','in_progress','in_progress','on_hold'])[1 + (h / 29) % 4] AS status,
@@ -94,72 +90,13 @@ FROM (
 """
 
 
-# The SLA state, next check, warnings and breaches of the open cases as the evaluator
-# (crm/cases/sla_evaluator.py) derives them at the load's "now" ($1), so that a cycle finds
-# only what changed since. The open cases follow the bench policy (24/7 calendar, 8 h
-# first response, 3 days resolution, warning at 80 %).
-_SETTLE = """
-WITH lv AS (
-    SELECT c.*,
-           CASE WHEN first_response_at IS NOT NULL
-                    THEN CASE WHEN first_response_at > first_response_due_at THEN 2 ELSE 0 END
-                WHEN coalesce(sla_paused_at, $1) >= first_response_due_at THEN 2
-                WHEN coalesce(sla_paused_at, $1) >= first_response_warn_at THEN 1
-                ELSE 0 END AS fr,
-           CASE WHEN coalesce(sla_paused_at, $1) >= resolution_due_at THEN 2
-                WHEN coalesce(sla_paused_at, $1) >= resolution_warn_at THEN 1
-                ELSE 0 END AS res
-    FROM cases c WHERE number LIKE 'ЗВ-____-В%'
-), state AS (
-    UPDATE cases c SET sla_state = (ARRAY['ok', 'warning', 'breached'])[greatest(lv.fr, lv.res) + 1]
-    FROM lv WHERE c.id = lv.id
-), checks AS (
-    INSERT INTO case_sla_checks (case_id, next_check_at)
-    SELECT id, next_at FROM (
-        SELECT id, least(CASE WHEN first_response_at IS NULL THEN
-                                  CASE fr WHEN 0 THEN first_response_warn_at
-                                          WHEN 1 THEN first_response_due_at END END,
-                         CASE res WHEN 0 THEN resolution_warn_at WHEN 1 THEN resolution_due_at END
-                   ) AS next_at
-        FROM lv WHERE sla_paused_at IS NULL) n
-    WHERE next_at IS NOT NULL
-), warned AS (
-    INSERT INTO case_sla_warnings (case_id, target, due_at, warned_at)
-    SELECT id, 'first_response', first_response_due_at, $1 FROM lv
-    WHERE fr >= 1 AND first_response_at IS NULL
-    UNION ALL
-    SELECT id, 'resolution', resolution_due_at, $1 FROM lv WHERE res >= 1
-)
-INSERT INTO case_sla_breaches (case_id, target, due_at, detected_at, policy_id, channel,
-                               case_type, priority, category_id, group_code, assignee_id)
-SELECT id, t.target, t.due_at, $1, sla_policy_id, channel, case_type, priority, category_id,
-       group_code, assignee_id
-FROM lv, LATERAL (VALUES ('first_response', first_response_due_at, fr),
-                         ('resolution', resolution_due_at, res)) AS t(target, due_at, level)
-WHERE t.level = 2
+# The evaluator's schedule (migration 0027) for the open cases: a check within the hour.
+_OPEN_CHECKS = """
+INSERT INTO case_sla_checks (case_id, next_check_at)
+SELECT id, $1::timestamptz + make_interval(secs => abs(hashint8(id)) % 3600)
+FROM cases WHERE number LIKE 'ЗВ-____-В%' AND status <> 'closed'
+ON CONFLICT (case_id) DO NOTHING
 """
-
-BENCH_CALENDAR = "Бенчмарк 24/7"
-BENCH_POLICY = "Бенчмарк: 8 год / 3 дні"
-
-
-async def bench_policy(conn: asyncpg.Connection) -> int:
-    """The SLA policy of the open benchmark cases (created once, with its calendar)."""
-    policy_id = await conn.fetchval("SELECT id FROM case_sla_policies WHERE name = $1",
-                                    BENCH_POLICY)
-    if policy_id is not None:
-        return int(policy_id)
-    actor = Actor(login="bench")
-    calendar_id = await conn.fetchval("SELECT id FROM business_calendars WHERE name = $1",
-                                      BENCH_CALENDAR)
-    if calendar_id is None:
-        day = [WorkInterval(start="00:00", end="24:00")]
-        calendar_id = (await calendars.create_calendar(conn, actor, BusinessCalendarSpec(
-            name=BENCH_CALENDAR, week=WeekHours(mon=day, tue=day, wed=day, thu=day, fri=day,
-                                                sat=day, sun=day)))).id
-    return (await sla_config.create_policy(conn, actor, SlaPolicySpec(
-        name=BENCH_POLICY, calendar_id=calendar_id, first_response_minutes=8 * 60,
-        resolution_minutes=3 * 24 * 60, warning_percent=80))).id
 
 
 async def _secondary_indexes(conn: asyncpg.Connection) -> list[tuple[str, str]]:
@@ -221,9 +158,6 @@ async def seed_cases(conn: asyncpg.Connection, *, history: int, open_cases: int,
     if have["history"] or have["open"]:
         say("removing an incomplete earlier load of benchmark cases")
         await conn.execute("ALTER TABLE cases DISABLE TRIGGER USER")
-        for table in ("case_sla_warnings", "case_sla_breaches", "case_escalations"):
-            await conn.execute(f"DELETE FROM {table} WHERE case_id IN (SELECT id FROM cases "
-                               "WHERE number LIKE 'ЗВ-____-В%')")
         await conn.execute("DELETE FROM cases WHERE number LIKE 'ЗВ-____-Б%' OR number LIKE 'ЗВ-____-В%'")
         await conn.execute("ALTER TABLE cases ENABLE TRIGGER USER")
     bounds = await conn.fetchrow("SELECT min(id) AS lo, max(id) AS hi, count(*) AS n FROM clients")
@@ -233,7 +167,6 @@ async def seed_cases(conn: asyncpg.Connection, *, history: int, open_cases: int,
         "SELECT id FROM case_categories WHERE parent_id IS NOT NULL ORDER BY id")]
     now = await conn.fetchval("SELECT now()")
     args = (bounds["lo"], bounds["n"], categories, agent_ids, now)  # after first, last, total
-    policy_id = await bench_policy(conn)
     indexes = await _secondary_indexes(conn)
     started = time.monotonic()
     async with conn.transaction():
@@ -242,8 +175,8 @@ async def seed_cases(conn: asyncpg.Connection, *, history: int, open_cases: int,
         for name, _ in indexes:
             await conn.execute(f'DROP INDEX "{name}"')
         await _load(conn, _HISTORY, history, args, "historical cases", say)
-        await _load(conn, _OPEN, open_cases, (*args, policy_id), "open cases", say)
-        await conn.execute(_SETTLE, now)
+        await _load(conn, _OPEN, open_cases, args, "open cases", say)
+        await conn.execute(_OPEN_CHECKS, now)
         timings["load_s"] = round(time.monotonic() - started, 1)
         started = time.monotonic()
         for n, (name, definition) in enumerate(indexes, 1):

@@ -121,10 +121,14 @@ WITH due AS (
     WHERE k.case_id = ANY (ARRAY(SELECT case_id FROM due WHERE case_id NOT IN (SELECT id FROM planned)
                                  UNION ALL SELECT id FROM taken WHERE next_at IS NULL))
 )
-SELECT due.case_id AS id, t.id IS NOT NULL AS taken, t.fr, t.res, t.fr_alert, t.res_alert,
-       t.first_response_due_at, t.resolution_due_at, t.sla_policy_id, t.channel,
-       t.case_type, t.priority, t.category_id, t.group_code, t.assignee_id
-FROM due LEFT JOIN taken t ON t.id = due.case_id
+-- One row per case with an alert to record (none in most checks, so a batch returns next
+-- to nothing), each with the batch's counts; one row of counts alone when there is none.
+SELECT n.claimed, n.evaluated, a.*
+FROM (SELECT (SELECT count(*) FROM due) AS claimed, (SELECT count(*) FROM taken) AS evaluated) n
+LEFT JOIN (SELECT id, fr, res, fr_alert, res_alert, first_response_due_at, resolution_due_at,
+                  sla_policy_id, channel, case_type, priority, category_id, group_code,
+                  assignee_id
+           FROM taken WHERE fr_alert OR res_alert) a ON true
 """
 
 
@@ -259,8 +263,9 @@ async def _escalate(conn: asyncpg.Connection, cases: dict[int, asyncpg.Record],
 async def _batch(pool: asyncpg.Pool, now: dt.datetime) -> tuple[int, int]:
     """One batch of due checks: (checks claimed, cases evaluated)."""
     async with pool.acquire() as conn, conn.transaction():
-        claimed = await conn.fetch(_CYCLE, now, BATCH)
-        rows = [r for r in claimed if r["taken"]]
+        result = await conn.fetch(_CYCLE, now, BATCH)
+        claimed, evaluated = result[0]["claimed"], result[0]["evaluated"]
+        rows = [r for r in result if r["id"] is not None]
         warnings: list[tuple[int, str, dt.datetime]] = []
         breaches: list[tuple[int, str, dt.datetime]] = []
         for r in rows:
@@ -272,7 +277,7 @@ async def _batch(pool: asyncpg.Pool, now: dt.datetime) -> tuple[int, int]:
         warned = await _record(conn, "case_sla_warnings", "warned_at", warnings, now)
         breached = await _record(conn, "case_sla_breaches", "detected_at", breaches, now)
         if not warned and not breached:
-            return len(claimed), len(rows)
+            return claimed, evaluated
         fired: dict[int, list[tuple[str, str]]] = defaultdict(list)
         new_events: list[tuple[int, NewEvent]] = []
         for level, found, alerts in (("warning", warned, warnings), ("breached", breached, breaches)):
@@ -285,7 +290,7 @@ async def _batch(pool: asyncpg.Pool, now: dt.datetime) -> tuple[int, int]:
         rules = await sla_config.list_rules(conn, active_only=True)
         if rules:
             await _escalate(conn, {r["id"]: r for r in rows}, fired, rules, now)
-        return len(claimed), len(rows)
+        return claimed, evaluated
 
 
 async def run_sla_cycle(pool: asyncpg.Pool, *, now: dt.datetime | None = None,
