@@ -10,8 +10,8 @@ import asyncpg
 from conftest import login_as
 from test_cases_sla import _calendar, _case, _move, _policy, kyiv
 
-from herald.db import create_pool
 from crm.cases.sla_evaluator import run_sla_cycle
+from herald.db import create_pool
 
 
 async def _xmin(conn: asyncpg.Connection, case_id: int) -> str:
