@@ -260,9 +260,9 @@ async def _escalate(conn: asyncpg.Connection, cases: dict[int, asyncpg.Record],
     return len(fired_rows)
 
 
-async def _batch(pool: asyncpg.Pool, now: dt.datetime) -> tuple[int, int]:
-    """One batch of due checks: (checks claimed, cases evaluated)."""
-    async with pool.acquire() as conn, conn.transaction():
+async def _batch(conn: asyncpg.Connection, now: dt.datetime) -> tuple[int, int]:
+    """One batch of due checks in a transaction: (checks claimed, cases evaluated)."""
+    async with conn.transaction():
         result = await conn.fetch(_CYCLE, now, BATCH)
         claimed, evaluated = result[0]["claimed"], result[0]["evaluated"]
         rows = [r for r in result if r["id"] is not None]
@@ -301,11 +301,13 @@ async def run_sla_cycle(pool: asyncpg.Pool, *, now: dt.datetime | None = None,
     now = now or dt.datetime.now(dt.UTC)
 
     async def drain() -> int:
+        # One connection for all its batches: a fresh one would plan the statement again.
         total = 0
-        while True:
-            claimed, evaluated = await _batch(pool, now)
-            total += evaluated
-            if claimed < BATCH:
-                return total
+        async with pool.acquire() as conn:
+            while True:
+                claimed, evaluated = await _batch(conn, now)
+                total += evaluated
+                if claimed < BATCH:
+                    return total
 
     return sum(await asyncio.gather(*(drain() for _ in range(max(1, parallel)))))
