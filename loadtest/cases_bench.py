@@ -185,12 +185,17 @@ async def _supervisor_push(session: aiohttp.ClientSession, base: str, boss: dict
 
 async def _sla_cycle(settings: Settings, say: Say) -> dict[str, float]:
     """Every open case due at once, then one evaluator cycle over all of them."""
+    async with admin_connection(settings) as conn:  # VACUUM needs the owner
+        due = await conn.fetchval(
+            "WITH d AS (INSERT INTO case_sla_checks (case_id, next_check_at) "
+            "SELECT id, now() FROM cases WHERE status NOT IN ('resolved', 'closed') "
+            "ON CONFLICT (case_id) DO UPDATE SET next_check_at = excluded.next_check_at "
+            "RETURNING 1) SELECT count(*) FROM d")
+        # That upsert left a dead row per case in the schedule; in steady operation
+        # autovacuum (0027 tunes it for this table) clears them between cycles.
+        await conn.execute("VACUUM ANALYZE case_sla_checks")
     pool = await create_pool(settings)
     try:
-        async with pool.acquire() as conn:
-            due = await conn.fetchval(
-                "WITH d AS (UPDATE cases SET sla_next_check_at = now() "
-                "WHERE status NOT IN ('resolved', 'closed') RETURNING 1) SELECT count(*) FROM d")
         started = time.perf_counter()
         processed = await run_sla_cycle(pool)
         ms = (time.perf_counter() - started) * 1000

@@ -61,8 +61,7 @@ _OPEN = f"""
 INSERT INTO cases (number, channel, client_id, identified_by, contact_phone, subject, body,
     text_hash, category_id, case_type, priority, status, status_changed_at, group_code,
     assignee_id, created_by_login, created_at, updated_at, last_inbound_at,
-    first_response_due_at, resolution_due_at, first_response_at, sla_state, sla_paused_at,
-    sla_next_check_at)
+    first_response_due_at, resolution_due_at, first_response_at, sla_state, sla_paused_at)
 SELECT 'ЗВ-' || to_char(created, 'YYYY') || '-В' || lpad(g::text, 9, '0'),
        ({_CHANNELS})[1 + h % 8],
        CASE WHEN h % 10 < 8 THEN $4 + (h / 10) % $5 END,
@@ -80,8 +79,7 @@ SELECT 'ЗВ-' || to_char(created, 'YYYY') || '-В' || lpad(g::text, 9, '0'),
             WHEN created + interval '3 days' < $8 + interval '12 hours' THEN 'warning'
             WHEN status = 'new' AND created + interval '8 hours' < $8 THEN 'breached'
             ELSE 'ok' END,
-       CASE WHEN status = 'on_hold' THEN created + interval '2 hours' END,
-       $8::timestamptz + make_interval(secs => h % 3600)
+       CASE WHEN status = 'on_hold' THEN created + interval '2 hours' END
 FROM (
     SELECT g, h, 'Відкрите звернення ' || g || ': немає газу в будинку' AS body,
            (ARRAY['new','in_progress','in_progress','on_hold'])[1 + (h / 29) % 4] AS status,
@@ -89,6 +87,15 @@ FROM (
     FROM (SELECT g, abs(hashint8(g + 1000000000)) AS h FROM generate_series($1::bigint, $2::bigint) g
           WHERE $3::bigint > 0) s
 ) t
+"""
+
+
+# The evaluator's schedule (migration 0027) for the open cases: a check within the hour.
+_OPEN_CHECKS = """
+INSERT INTO case_sla_checks (case_id, next_check_at)
+SELECT id, $1::timestamptz + make_interval(secs => abs(hashint8(id)) % 3600)
+FROM cases WHERE number LIKE 'ЗВ-____-В%' AND status <> 'closed'
+ON CONFLICT (case_id) DO NOTHING
 """
 
 
@@ -170,6 +177,7 @@ async def seed_cases(conn: asyncpg.Connection, *, history: int, open_cases: int,
             await conn.execute(f'DROP INDEX "{name}"')
         await _load(conn, _HISTORY, history, args, "historical cases", say)
         await _load(conn, _OPEN, open_cases, args, "open cases", say)
+        await conn.execute(_OPEN_CHECKS, now)
         timings["load_s"] = round(time.monotonic() - started, 1)
         started = time.monotonic()
         for n, (name, definition) in enumerate(indexes, 1):

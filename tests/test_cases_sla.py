@@ -69,7 +69,9 @@ async def _move(conn: asyncpg.Connection, case_id: int, status: str, at: dt.date
 
 
 async def _row(conn: asyncpg.Connection, case_id: int) -> asyncpg.Record:
-    return await conn.fetchrow("SELECT * FROM cases WHERE id = $1", case_id)
+    return await conn.fetchrow(
+        "SELECT c.*, k.next_check_at AS sla_next_check_at FROM cases c "
+        "LEFT JOIN case_sla_checks k ON k.case_id = c.id WHERE c.id = $1", case_id)
 
 
 # -- calendars and policies ------------------------------------------------------------------

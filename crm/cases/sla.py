@@ -95,8 +95,9 @@ async def change_deadline(conn: asyncpg.Connection, actor: Actor, case_id: int,
         await conn.execute(
             f"UPDATE cases SET {due_col} = $2, "
             f"{warn_col} = case_sla_warn_for(sla_policy_id, $3, $2), "
-            "sla_next_check_at = now(), updated_at = now() WHERE id = $1",
+            "updated_at = now() WHERE id = $1",
             case_id, change.due_at, change.target)
+        await conn.execute("SELECT case_sla_check_now($1, true)", case_id)
         old, new = row["due"].isoformat(), change.due_at.isoformat()
         await store.append_events(conn, actor, case_id, [NewEvent(
             kind="deadline", body=change.reason,

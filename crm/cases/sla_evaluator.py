@@ -1,10 +1,12 @@
 """The SLA evaluator (a scheduler duty): warnings, breaches and escalations.
 
-Due cases are found only through ``cases_sla_next_check_idx`` (``sla_next_check_at <=
-now``), claimed with ``FOR UPDATE SKIP LOCKED`` in batches, so several processes can run
-it at once. Each case's state is re-derived from its stored times (due, warning, done,
-paused), and its next check is set to the next warning or due time of a target still
-open (none while paused or when every target is done).
+Due cases are found only through the narrow schedule ``case_sla_checks`` (migration
+0027, index on ``next_check_at``), claimed with ``FOR UPDATE SKIP LOCKED`` in batches, so
+several processes can run it at once. Each case's state is re-derived in one set-based
+statement from its stored times (due, warning, done, paused), and its next check is set
+to the next warning or due time of a target still open (no check while paused or when
+every target is done). The ``cases`` row is updated only when its state changes: a check
+that finds nothing new moves one narrow row, not an entry in every index of ``cases``.
 
 A warning is recorded once per case, target and due time (a deadline moved later can
 warn again), a breach once per case and target; only a newly recorded
@@ -33,15 +35,22 @@ BATCH = 2000
 PRIORITIES = ("low", "normal", "high", "urgent")
 _ENCODE = msgspec.json.Encoder()
 
+# Due checks are claimed SKIP LOCKED; a case row is written (and so locked, SKIP LOCKED too:
+# the evaluator never waits, so it cannot deadlock with a status change that holds the case
+# and waits for its check) only when its state changes or it has an alert not recorded
+# before. A case skipped that way is checked again at the next cycle.
 _CYCLE = """
 WITH due AS (
-    SELECT id FROM cases
-    WHERE status <> 'closed' AND sla_next_check_at IS NOT NULL AND sla_next_check_at <= $1
-    ORDER BY sla_next_check_at
+    SELECT case_id FROM case_sla_checks
+    WHERE next_check_at <= $1
+    ORDER BY next_check_at
     LIMIT $2
     FOR UPDATE SKIP LOCKED
 ), calc AS (
-    SELECT c.id,
+    SELECT c.id, c.sla_policy_id, c.sla_state, c.sla_paused_at, c.first_response_at,
+           c.resolved_at, c.first_response_due_at, c.first_response_warn_at,
+           c.resolution_due_at, c.resolution_warn_at, c.channel, c.case_type, c.priority,
+           c.category_id, c.group_code, c.assignee_id,
            CASE WHEN c.sla_policy_id IS NULL OR c.first_response_due_at IS NULL THEN 0
                 WHEN c.first_response_at IS NOT NULL
                     THEN CASE WHEN c.first_response_at > c.first_response_due_at THEN 2 ELSE 0 END
@@ -54,29 +63,72 @@ WITH due AS (
                 WHEN coalesce(c.sla_paused_at, $1) >= c.resolution_due_at THEN 2
                 WHEN coalesce(c.sla_paused_at, $1) >= c.resolution_warn_at THEN 1
                 ELSE 0 END AS res
-    FROM cases c JOIN due ON due.id = c.id
+    FROM due JOIN cases c ON c.id = due.case_id
+    WHERE c.status <> 'closed'
 ), planned AS (
     SELECT calc.*,
-           CASE WHEN c.sla_policy_id IS NULL OR c.sla_paused_at IS NOT NULL
-                     OR c.first_response_at IS NOT NULL THEN NULL
-                WHEN calc.fr = 0 THEN coalesce(c.first_response_warn_at, c.first_response_due_at)
-                WHEN calc.fr = 1 THEN c.first_response_due_at END AS fr_next,
-           CASE WHEN c.sla_policy_id IS NULL OR c.sla_paused_at IS NOT NULL
-                     OR c.resolved_at IS NOT NULL THEN NULL
-                WHEN calc.res = 0 THEN coalesce(c.resolution_warn_at, c.resolution_due_at)
-                WHEN calc.res = 1 THEN c.resolution_due_at END AS res_next
-    FROM calc JOIN cases c ON c.id = calc.id
+           CASE WHEN sla_policy_id IS NULL THEN 'none'
+                ELSE (ARRAY['ok', 'warning', 'breached'])[greatest(fr, res) + 1] END AS new_state,
+           least(CASE WHEN sla_policy_id IS NULL OR sla_paused_at IS NOT NULL
+                          OR first_response_at IS NOT NULL THEN NULL
+                     WHEN fr = 0 THEN coalesce(first_response_warn_at, first_response_due_at)
+                     WHEN fr = 1 THEN first_response_due_at END,
+                 CASE WHEN sla_policy_id IS NULL OR sla_paused_at IS NOT NULL
+                          OR resolved_at IS NOT NULL THEN NULL
+                     WHEN res = 0 THEN coalesce(resolution_warn_at, resolution_due_at)
+                     WHEN res = 1 THEN resolution_due_at END) AS next_at,
+           (fr = 1 AND first_response_at IS NULL AND fw.seen IS NULL)
+           OR (fr = 2 AND fb.seen IS NULL) AS fr_alert,
+           (res = 1 AND resolved_at IS NULL AND rw.seen IS NULL)
+           OR (res = 2 AND rb.seen IS NULL) AS res_alert
+    -- Probed only for a target at a level (most checks find none): was it recorded before?
+    FROM calc
+    LEFT JOIN LATERAL (SELECT true AS seen FROM case_sla_warnings w
+                       WHERE calc.fr = 1 AND w.case_id = calc.id AND w.target = 'first_response'
+                         AND w.due_at = calc.first_response_due_at) fw ON true
+    LEFT JOIN LATERAL (SELECT true AS seen FROM case_sla_breaches b
+                       WHERE calc.fr = 2 AND b.case_id = calc.id
+                         AND b.target = 'first_response') fb ON true
+    LEFT JOIN LATERAL (SELECT true AS seen FROM case_sla_warnings w
+                       WHERE calc.res = 1 AND w.case_id = calc.id AND w.target = 'resolution'
+                         AND w.due_at = calc.resolution_due_at) rw ON true
+    LEFT JOIN LATERAL (SELECT true AS seen FROM case_sla_breaches b
+                       WHERE calc.res = 2 AND b.case_id = calc.id
+                         AND b.target = 'resolution') rb ON true
+), locked AS (
+    SELECT c.id FROM cases c
+    WHERE c.id = ANY (ARRAY(SELECT id FROM planned
+                            WHERE new_state <> sla_state OR fr_alert OR res_alert))
+    FOR UPDATE SKIP LOCKED
+), taken AS (
+    SELECT p.* FROM planned p
+    WHERE NOT (p.new_state <> p.sla_state OR p.fr_alert OR p.res_alert)
+       OR p.id IN (SELECT id FROM locked)
+), changed AS (
+    UPDATE cases c SET sla_state = t.new_state
+    FROM taken t
+    WHERE c.id = ANY (ARRAY(SELECT id FROM taken WHERE new_state <> sla_state)) AND c.id = t.id
+), moved AS (
+    -- Keys as an array (an index probe each) rather than a join the planner may hash over
+    -- the whole schedule for every batch.
+    UPDATE case_sla_checks k SET next_check_at = m.at
+    FROM (SELECT p.id, CASE WHEN t.id IS NULL THEN $1 + interval '1 second' ELSE t.next_at END AS at
+          FROM planned p LEFT JOIN taken t ON t.id = p.id) m
+    WHERE k.case_id = ANY (ARRAY(SELECT id FROM planned)) AND k.case_id = m.id
+      AND m.at IS NOT NULL
+), dropped AS (
+    DELETE FROM case_sla_checks k
+    WHERE k.case_id = ANY (ARRAY(SELECT case_id FROM due WHERE case_id NOT IN (SELECT id FROM planned)
+                                 UNION ALL SELECT id FROM taken WHERE next_at IS NULL))
 )
-UPDATE cases c
-SET sla_state = CASE WHEN c.sla_policy_id IS NULL THEN 'none'
-                     ELSE (ARRAY['ok', 'warning', 'breached'])[greatest(p.fr, p.res) + 1] END,
-    sla_next_check_at = least(p.fr_next, p.res_next)
-FROM planned p
-WHERE c.id = p.id
-RETURNING c.id, p.fr, p.res, c.first_response_at IS NULL AS fr_open,
-          c.resolved_at IS NULL AS res_open, c.first_response_due_at, c.resolution_due_at,
-          c.sla_policy_id, c.channel, c.case_type, c.priority, c.category_id, c.group_code,
-          c.assignee_id
+-- One row per case with an alert to record (none in most checks, so a batch returns next
+-- to nothing), each with the batch's counts; one row of counts alone when there is none.
+SELECT n.claimed, n.evaluated, a.*
+FROM (SELECT (SELECT count(*) FROM due) AS claimed, (SELECT count(*) FROM taken) AS evaluated) n
+LEFT JOIN (SELECT id, fr, res, fr_alert, res_alert, first_response_due_at, resolution_due_at,
+                  sla_policy_id, channel, case_type, priority, category_id, group_code,
+                  assignee_id
+           FROM taken WHERE fr_alert OR res_alert) a ON true
 """
 
 
@@ -208,23 +260,24 @@ async def _escalate(conn: asyncpg.Connection, cases: dict[int, asyncpg.Record],
     return len(fired_rows)
 
 
-async def _batch(pool: asyncpg.Pool, now: dt.datetime) -> int:
-    async with pool.acquire() as conn, conn.transaction():
-        rows = await conn.fetch(_CYCLE, now, BATCH)
+async def _batch(conn: asyncpg.Connection, now: dt.datetime) -> tuple[int, int]:
+    """One batch of due checks in a transaction: (checks claimed, cases evaluated)."""
+    async with conn.transaction():
+        result = await conn.fetch(_CYCLE, now, BATCH)
+        claimed, evaluated = result[0]["claimed"], result[0]["evaluated"]
+        rows = [r for r in result if r["id"] is not None]
         warnings: list[tuple[int, str, dt.datetime]] = []
         breaches: list[tuple[int, str, dt.datetime]] = []
         for r in rows:
-            for target, level, is_open, due in (
-                    ("first_response", r["fr"], r["fr_open"], r["first_response_due_at"]),
-                    ("resolution", r["res"], r["res_open"], r["resolution_due_at"])):
-                if level == 1 and is_open:
-                    warnings.append((r["id"], target, due))
-                elif level == 2:
-                    breaches.append((r["id"], target, due))
+            for target, level, new, due in (
+                    ("first_response", r["fr"], r["fr_alert"], r["first_response_due_at"]),
+                    ("resolution", r["res"], r["res_alert"], r["resolution_due_at"])):
+                if new:
+                    (warnings if level == 1 else breaches).append((r["id"], target, due))
         warned = await _record(conn, "case_sla_warnings", "warned_at", warnings, now)
         breached = await _record(conn, "case_sla_breaches", "detected_at", breaches, now)
         if not warned and not breached:
-            return len(rows)
+            return claimed, evaluated
         fired: dict[int, list[tuple[str, str]]] = defaultdict(list)
         new_events: list[tuple[int, NewEvent]] = []
         for level, found, alerts in (("warning", warned, warnings), ("breached", breached, breaches)):
@@ -237,23 +290,24 @@ async def _batch(pool: asyncpg.Pool, now: dt.datetime) -> int:
         rules = await sla_config.list_rules(conn, active_only=True)
         if rules:
             await _escalate(conn, {r["id"]: r for r in rows}, fired, rules, now)
-        return len(rows)
+        return claimed, evaluated
 
 
 async def run_sla_cycle(pool: asyncpg.Pool, *, now: dt.datetime | None = None,
                         parallel: int = 2) -> int:
     """Evaluate every case whose next check is due; return how many were evaluated.
 
-    ``parallel`` connections take batches side by side (SKIP LOCKED keeps them apart):
-    a backlog of due cases is bound by rewriting rows and their index entries."""
+    ``parallel`` connections take batches side by side (SKIP LOCKED keeps them apart)."""
     now = now or dt.datetime.now(dt.UTC)
 
     async def drain() -> int:
+        # One connection for all its batches: a fresh one would plan the statement again.
         total = 0
-        while True:
-            done = await _batch(pool, now)
-            total += done
-            if done < BATCH:
-                return total
+        async with pool.acquire() as conn:
+            while True:
+                claimed, evaluated = await _batch(conn, now)
+                total += evaluated
+                if claimed < BATCH:
+                    return total
 
     return sum(await asyncio.gather(*(drain() for _ in range(max(1, parallel)))))
