@@ -9,9 +9,14 @@ so a page is "the next ``limit`` ids after the cursor" and never needs the full 
   ``reverse(phone_digits)`` index of migration 0012. Only active contacts count.
 * OR number: equality (10 digits) or a prefix range (3-9 digits); EIC: equality.
 * name / address: every word of the normalised text (``herald_search_norm``: case,
-  apostrophes ' ’ ʼ `, spacing) must occur in ``clients.name_search`` /
-  ``accounts.address_search`` (trigram GIN indexes). Each word that can use the index
-  needs 3 characters.
+  apostrophes ' ’ ʼ `, spacing) must start a word of ``clients.name_search`` /
+  ``accounts.address_search`` ("шевч" finds Шевченко, "12" finds building 12, 12А
+  and 120, not 112; a word follows a space or a hyphen). The trigram GIN indexes answer these as regular expressions
+  anchored at a word start, whose padded trigrams (" 12") make even a building
+  number selective; abbreviations ("вул.", "м.") are a plain substring check on the
+  rows found. Migration 0019 gives the planner fine-grained statistics on both
+  columns, so it can tell a common word (walk the ids in order) from a rare one
+  (collect the matches from the index and sort them).
 * ``match=all`` intersects the criteria (account criteria on the same account);
   ``match=any`` merges the per-criterion streams (a UNION of their first pages).
 
@@ -39,8 +44,9 @@ from crm.errors import InvalidInput
 PHONE_REGION = "UA"
 MIN_PHONE_DIGITS = 4
 MIN_WORD = 3
-# Above this estimate the exact count is not even tried.
-COUNT_TRY_BELOW = 50_000
+# Above this estimate the exact count is not even tried: the estimates of word searches
+# are close enough (migration 0019) that a count would only run out its budget.
+COUNT_TRY_BELOW = 5_000
 COUNT_CAP = 1000
 # The capped count may take this long before the planner's estimate is used instead.
 COUNT_BUDGET_MS = 60
@@ -49,6 +55,13 @@ COUNT_BUDGET_MS = 60
 _REMOVED = dict.fromkeys(map(ord, "\u02BC\u2019\u2018'`\u00B4\u201C\u201D\u00AB\u00BB\""))
 _SPACES = re.compile(r"\s+")
 _PHONE_CHARS = re.compile(r"^[0-9+()\-.\s]+$")
+# A word starts the text or follows a space or a hyphen (Іванова-Петренко). pg_trgm pads
+# the words it indexes, so the padded trigrams of such a pattern (" 53") are in the
+# index. The class stays this small on purpose: for a wide one ("not a letter or digit")
+# pg_trgm drops the padded trigrams to keep its graph small, and "53" then selects
+# nothing.
+_WORD_START = "(^|[ -])"
+_WORD_BREAKS = " -"
 _EIC = re.compile(r"^[0-9]{2}[A-Z][0-9A-Z-]{12}[0-9A-Z]$")
 
 Match = Literal["all", "any"]
@@ -84,8 +97,23 @@ def search_norm(text: str) -> str:
     return _SPACES.sub(" ", text.translate(_REMOVED).lower()).strip(" ")
 
 
-def _like_escape(word: str) -> str:
-    return word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+def word_start_pattern(word: str) -> str:
+    """A PostgreSQL regular expression: ``word`` at the start of a word.
+
+    Every character that is not a letter or digit is escaped (in PostgreSQL's regular
+    expressions a backslash before one stands for the character itself).
+    """
+    return _WORD_START + "".join(ch if ch.isalnum() else "\\" + ch for ch in word)
+
+
+def starts_a_word(word: str, text: str) -> bool:
+    """The Python twin of ``word_start_pattern``: ``word`` starts a word of ``text``."""
+    at = text.find(word)
+    while at >= 0:
+        if at == 0 or text[at - 1] in _WORD_BREAKS:
+            return True
+        at = text.find(word, at + 1)
+    return False
 
 
 def _words(raw: str, name: str) -> list[str]:
@@ -235,17 +263,14 @@ def _account_conds(p: _Params, c: Criteria, alias: str) -> list[str]:
 
 
 def _text_conds(p: _Params, words: list[str], column: str) -> list[str]:
-    """Every word must occur in ``column``.
+    """Every word must start a word of ``column`` (an abbreviation: occur in it).
 
-    Words of 3 letters or more are LIKE conditions the trigram index answers together
-    (each narrows the bitmap: a city or a building number is what makes a common street
-    selective). Abbreviations ("вул.", "м.") only add trigrams shared by millions of rows,
-    and a word under 3 letters has no trigram at all (in a GIN scan it would read the
-    whole index), so those are checked with strpos on the rows found.
+    An abbreviation ("вул.", "м.") is on most rows: as a trigram condition it would only
+    make the index read millions of entries, so it is checked with strpos on the rows
+    found.
     """
-    indexed = [w for w in words if len(w) >= MIN_WORD and not w.endswith(".")]
-    conds = [f"{column} LIKE {p.add('%' + _like_escape(w) + '%')}" for w in indexed]
-    return conds + [f"strpos({column}, {p.add(w)}) > 0" for w in words if w not in indexed]
+    return [f"strpos({column}, {p.add(w)}) > 0" if w.endswith(".")
+            else f"{column} ~ {p.add(word_start_pattern(w))}" for w in words]
 
 
 def _name_conds(p: _Params, c: Criteria, alias: str) -> list[str]:
@@ -340,7 +365,8 @@ def _account_matches(c: Criteria, row: asyncpg.Record) -> bool:
         return False
     if c.eic is not None and row["eic_code"] != c.eic:
         return False
-    return all(w in row["address_search"] for w in c.address or ())
+    text = row["address_search"]
+    return all(w in text if w.endswith(".") else starts_a_word(w, text) for w in c.address or ())
 
 
 async def _hits(conn: asyncpg.Connection, c: Criteria, ids: list[int]) -> list[ClientHit]:
@@ -355,6 +381,11 @@ async def _hits(conn: asyncpg.Connection, c: Criteria, ids: list[int]) -> list[C
             for i in ids if i in clients]
 
 
+# Each search is planned for its own values (a generic plan cannot tell a rare surname
+# from "Київ"); no JIT: compiling costs more than a first page of a search takes.
+_LOCAL_SETTINGS = "SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL jit = off"
+
+
 async def _plan_rows(conn: asyncpg.Connection, sql: str, args: list[object]) -> int:
     plan = await conn.fetchval("EXPLAIN (FORMAT JSON) " + sql, *args)
     if isinstance(plan, str):
@@ -366,9 +397,7 @@ async def estimate(conn: asyncpg.Connection, c: Criteria, match: Match) -> list[
     """The planner's estimate of the matches of each stream (see ``parts``)."""
     out = []
     async with conn.transaction():
-        # Each search is planned for its own values: a generic plan cannot tell a rare
-        # surname from "Київ", and the right plan differs by orders of magnitude.
-        await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+        await conn.execute(_LOCAL_SETTINGS)
         for part in parts(c, match):
             p = _Params()
             out.append(await _plan_rows(conn, _matches(p, part, p.add(0)), p.values))
@@ -384,8 +413,7 @@ async def count_matches(conn: asyncpg.Connection, c: Criteria, match: Match,
     sql, args = _ids_query(c, match, 0, COUNT_CAP + 1)
     try:
         async with conn.transaction():
-            await conn.execute(f"SET LOCAL statement_timeout = {COUNT_BUDGET_MS}; "
-                               "SET LOCAL plan_cache_mode = force_custom_plan")
+            await conn.execute(f"SET LOCAL statement_timeout = {COUNT_BUDGET_MS}; {_LOCAL_SETTINGS}")
             n = await conn.fetchval(f"SELECT count(*) FROM ({sql}) m", *args)
     except asyncpg.QueryCanceledError:
         return guess, False
@@ -399,7 +427,7 @@ async def search_page(conn: asyncpg.Connection, c: Criteria, match: Match, *, li
     """One page of matching clients after the ``after`` id, and the next page's cursor."""
     sql, args = _ids_query(c, match, after, limit + 1)
     async with conn.transaction():
-        await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+        await conn.execute(_LOCAL_SETTINGS)
         ids = [r[0] for r in await conn.fetch(sql, *args)]
     more = len(ids) > limit
     ids = ids[:limit]
