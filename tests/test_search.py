@@ -9,6 +9,7 @@ from conftest import login_as
 
 from crm.search import (
     COUNT_CAP,
+    WALK_IDS,
     decode_cursor,
     encode_cursor,
     parse_phone,
@@ -191,6 +192,30 @@ async def test_keyset_pages_have_no_repeats_or_gaps(client, operator, admin_conn
             break
     assert pages == 5
     assert seen == list(range(1001, 1024))
+
+
+@pytest.mark.parametrize(("surname", "near"), [
+    # Three matches among the first WALK_IDS ids: the walk goes on past them.
+    ("Густенко", [4000, 4500, 4900]),
+    # One: the matches beyond the walked ids come from the trigram index, sorted.
+    ("Рідкісенко", [4900])])
+async def test_matches_beyond_the_walked_ids_are_found_in_order(
+        client, operator, admin_conn, surname, near) -> None:
+    far = [WALK_IDS + 25_000, WALK_IDS + 9_000, 3 * WALK_IDS + 7]
+    await admin_conn.execute(
+        "INSERT INTO clients (id, last_name, first_name) SELECT g, $1, 'Олена' FROM unnest($2::bigint[]) g",
+        surname, near + far)
+    expected = sorted(near + far)
+    seen: list[int] = []
+    cursor = None
+    while True:
+        params = {"name": f"{surname[:6]} оле", "limit": "5"} | ({"cursor": cursor} if cursor else {})
+        body = await (await client.get(URL, params=params, headers=operator)).json()
+        assert body["estimated_count"] == len(expected) and body["count_is_exact"] is True
+        seen += [i["client_id"] for i in body["items"]]
+        if (cursor := body["next_cursor"]) is None:
+            break
+    assert seen == expected
 
 
 async def test_keyset_pages_with_any(client, operator, admin_conn) -> None:
