@@ -10,15 +10,15 @@ so a page is "the next ``limit`` ids after the cursor" and never needs the full 
 * OR number: equality (10 digits) or a prefix range (3-9 digits); EIC: equality.
 * name / address: every word of the normalised text (``herald_search_norm``: case,
   apostrophes ' ’ ʼ `, spacing) must start a word of ``clients.name_search`` /
-  ``accounts.address_search`` ("шевч" finds Шевченко, "12" finds building 12, 12А
-  and 120, not 112; a word follows a space or a hyphen). The trigram GIN indexes answer these as regular expressions
-  anchored at a word start, whose padded trigrams (" 12") make even a building
-  number selective; abbreviations ("вул.", "м.") are a plain substring check on the
-  rows found. Migration 0019 gives the planner fine-grained statistics on both
-  columns, so it can tell a common word (walk the ids in order) from a rare one
-  (collect the matches from the index and sort them).
+  ``accounts.address_search`` ("шевч" finds Шевченко, "12" finds building 12, 12А and
+  120, not 112; a word follows a space or a hyphen). The trigram GIN indexes answer
+  these as regular expressions anchored at a word start, whose padded trigrams (" 12")
+  make even a building number selective; abbreviations ("вул.", "м.") are a plain
+  substring check on the rows found. Whether a stream walks the ids in order or
+  collects its matches from the index and sorts them is measured on the ids after the
+  cursor, not left to the planner (``_stream``).
 * ``match=all`` intersects the criteria (account criteria on the same account);
-  ``match=any`` merges the per-criterion streams (a UNION of their first pages).
+  ``match=any`` merges the per-criterion streams (the union of their first pages).
 
 The count is exact up to ``COUNT_CAP`` matches (a capped count under a short time
 budget); above that, or when the budget runs out, it is the planner's estimate and
@@ -42,6 +42,9 @@ import msgspec
 import phonenumbers
 
 from crm.errors import InvalidInput
+from crm.search_words import search_norm, starts_a_word, word_start_pattern
+
+__all__ = ["search_norm", "starts_a_word", "word_start_pattern"]  # re-exported
 
 PHONE_REGION = "UA"
 MIN_PHONE_DIGITS = 4
@@ -62,17 +65,7 @@ MAX_ID = 2**63 - 1
 # The capped count may take this long before the planner's estimate is used instead.
 COUNT_BUDGET_MS = 60
 
-# The characters herald_search_norm (migration 0001) removes: apostrophe and quote variants.
-_REMOVED = dict.fromkeys(map(ord, "\u02BC\u2019\u2018'`\u00B4\u201C\u201D\u00AB\u00BB\""))
-_SPACES = re.compile(r"\s+")
 _PHONE_CHARS = re.compile(r"^[0-9+()\-.\s]+$")
-# A word starts the text or follows a space or a hyphen (Іванова-Петренко). pg_trgm pads
-# the words it indexes, so the padded trigrams of such a pattern (" 53") are in the
-# index. The class stays this small on purpose: for a wide one ("not a letter or digit")
-# pg_trgm drops the padded trigrams to keep its graph small, and "53" then selects
-# nothing.
-_WORD_START = "(^|[ -])"
-_WORD_BREAKS = " -"
 _EIC = re.compile(r"^[0-9]{2}[A-Z][0-9A-Z-]{12}[0-9A-Z]$")
 
 Match = Literal["all", "any"]
@@ -101,30 +94,6 @@ class SearchPage(msgspec.Struct):
     # True: estimated_count is the exact number of matches; false: the planner's estimate.
     count_is_exact: bool
     next_cursor: str | None
-
-
-def search_norm(text: str) -> str:
-    """The Python twin of the database's herald_search_norm (case, apostrophes, spaces)."""
-    return _SPACES.sub(" ", text.translate(_REMOVED).lower()).strip(" ")
-
-
-def word_start_pattern(word: str) -> str:
-    """A PostgreSQL regular expression: ``word`` at the start of a word.
-
-    Every character that is not a letter or digit is escaped (in PostgreSQL's regular
-    expressions a backslash before one stands for the character itself).
-    """
-    return _WORD_START + "".join(ch if ch.isalnum() else "\\" + ch for ch in word)
-
-
-def starts_a_word(word: str, text: str) -> bool:
-    """The Python twin of ``word_start_pattern``: ``word`` starts a word of ``text``."""
-    at = text.find(word)
-    while at >= 0:
-        if at == 0 or text[at - 1] in _WORD_BREAKS:
-            return True
-        at = text.find(word, at + 1)
-    return False
 
 
 def _words(raw: str, name: str) -> list[str]:
@@ -360,10 +329,8 @@ def _matches(p: _Params, c: Criteria, ids: _Range) -> str:
 def _first(inner: str, limit: str, n: int) -> str:
     """The first ``limit`` distinct ids of ``inner``, ascending.
 
-    The planner picks between walking an id index in order until the page is full (a
-    criterion matching millions: "Київ", a common surname) and collecting every match
-    from the other indexes and sorting them (a rare one); each search is planned for its
-    own values (force_custom_plan), so the choice follows the statistics of the words.
+    Each search is planned for its own values (force_custom_plan). For phone, OR, EIC
+    and Client_ID the planner's choice of plan is right; for words ``_stream`` makes it.
     """
     return f"SELECT DISTINCT id FROM ({inner}) m{n}(id) ORDER BY id LIMIT {limit}"
 
