@@ -122,12 +122,32 @@ class ContactCard(msgspec.Struct, kw_only=True):
     links: list[ContactLink]
 
 
+class ActiveCase(msgspec.Struct, kw_only=True):
+    """One of the client's open cases, as listed on the dashboard."""
+
+    case_id: int
+    number: str
+    status: str
+    channel: str
+    created_at: dt.datetime
+    category: str | None
+    category_name: str | None
+
+
+class ActiveCases(msgspec.Struct, kw_only=True):
+    """The client's cases not resolved or closed: how many, and the newest of them."""
+
+    count: int = 0
+    newest: list[ActiveCase] = msgspec.field(default_factory=list)
+
+
 class Dashboard(msgspec.Struct, kw_only=True):
     """Aggregates over the client's accounts (CM-08).
 
     Payments are counted from billing data as known now: ``billing_complete`` is false
     when some account's billing is unavailable, and billing's history starts at
     ``billing_history_from`` (payments before it are not known to Herald).
+    ``active_cases``: the client's cases still to be worked (not resolved or closed).
     """
 
     period_from: dt.date
@@ -138,6 +158,7 @@ class Dashboard(msgspec.Struct, kw_only=True):
     balance_total: Decimal
     billing_complete: bool
     billing_history_from: dt.date | None
+    active_cases: ActiveCases = msgspec.field(default_factory=ActiveCases)
 
 
 class Card(msgspec.Struct, kw_only=True):
@@ -145,8 +166,7 @@ class Card(msgspec.Struct, kw_only=True):
 
     ``channels``: personal cabinet, mobile app, online shop, chatbot (used or not, last
     interaction); ``shop_orders``: current and past; ``customer_experience``: surveys,
-    outbound call results, opt-outs. Active cases are not on the dashboard yet (the
-    cases module comes with issue 5).
+    outbound call results, opt-outs; ``dashboard.active_cases``: the open cases.
     """
 
     client: Identity
@@ -207,6 +227,20 @@ ORDER BY account_id, status = 'active' DESC, id
 """
 
 
+# The client's open cases through cases_client_idx (client_id, created_at DESC): the count
+# comes from the same index range as the newest few, so one query answers both.
+ACTIVE_CASES_SHOWN = 5
+_ACTIVE_CASES = """
+SELECT c.id, c.number, c.status, c.channel, c.created_at, cat.code AS category,
+       cat.name_uk AS category_name, count(*) OVER () AS total
+FROM cases c
+LEFT JOIN case_categories cat ON cat.id = c.category_id
+WHERE c.client_id = $1 AND c.status NOT IN ('resolved', 'closed')
+ORDER BY c.created_at DESC, c.id DESC
+LIMIT $2
+"""
+
+
 def mask(value: str | None) -> str | None:
     """Hide all but the first two and last two characters: ``КА123456`` -> ``КА****56``."""
     if value is None:
@@ -252,6 +286,7 @@ async def build_card(pool: asyncpg.Pool, billing: BillingCache, *, client_id: in
         channels = await activity.channel_usage(conn, found_id)
         shop = await activity.shop_orders(conn, found_id)
         experience = await activity.customer_experience(conn, found_id)
+        open_cases = await active_cases(conn, found_id)
     resolved = await read.wait()
     first = rows[0]
     requested = next((r["account_id"] for r in accounts if r["or_number"] == or_number), None)
@@ -263,7 +298,17 @@ async def build_card(pool: asyncpg.Pool, billing: BillingCache, *, client_id: in
         contacts=_contacts(found_id, contact_rows,
                            {r["account_id"]: r["or_number"] for r in accounts}),
         channels=channels, shop_orders=shop, customer_experience=experience,
-        dashboard=_dashboard(period, [resolved[r["account_id"]] for r in accounts]))
+        dashboard=_dashboard(period, [resolved[r["account_id"]] for r in accounts], open_cases))
+
+
+async def active_cases(conn: asyncpg.Connection, client_id: int,
+                       shown: int = ACTIVE_CASES_SHOWN) -> ActiveCases:
+    """How many of the client's cases are open, and the ``shown`` newest of them."""
+    rows = await conn.fetch(_ACTIVE_CASES, client_id, shown)
+    return ActiveCases(count=rows[0]["total"] if rows else 0, newest=[ActiveCase(
+        case_id=r["id"], number=r["number"], status=r["status"], channel=r["channel"],
+        created_at=r["created_at"], category=r["category"], category_name=r["category_name"])
+        for r in rows])
 
 
 async def client_accounts(conn: asyncpg.Connection, client_id: int) -> list[AccountRef]:
@@ -333,7 +378,8 @@ def _contacts(client_id: int, rows: Sequence[asyncpg.Record],
     return list(cards.values())
 
 
-def _dashboard(period: tuple[dt.date, dt.date], billing: Sequence[ResolvedBilling]) -> Dashboard:
+def _dashboard(period: tuple[dt.date, dt.date], billing: Sequence[ResolvedBilling],
+               open_cases: ActiveCases) -> Dashboard:
     start, end = period
     count, total = 0, Decimal("0.00")
     debt, balance = Decimal("0.00"), Decimal("0.00")
@@ -353,4 +399,4 @@ def _dashboard(period: tuple[dt.date, dt.date], billing: Sequence[ResolvedBillin
     return Dashboard(period_from=start, period_to=end, payments_count=count, payments_sum=total,
                      debt_total=debt, balance_total=balance,
                      billing_complete=all(i.block.available for i in billing),
-                     billing_history_from=min(history, default=None))
+                     billing_history_from=min(history, default=None), active_cases=open_cases)

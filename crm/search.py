@@ -9,11 +9,16 @@ so a page is "the next ``limit`` ids after the cursor" and never needs the full 
   ``reverse(phone_digits)`` index of migration 0012. Only active contacts count.
 * OR number: equality (10 digits) or a prefix range (3-9 digits); EIC: equality.
 * name / address: every word of the normalised text (``herald_search_norm``: case,
-  apostrophes ' ’ ʼ `, spacing) must occur in ``clients.name_search`` /
-  ``accounts.address_search`` (trigram GIN indexes). Each word that can use the index
-  needs 3 characters.
+  apostrophes ' ’ ʼ `, spacing) must start a word of ``clients.name_search`` /
+  ``accounts.address_search`` ("шевч" finds Шевченко, "12" finds building 12, 12А and
+  120, not 112; a word follows a space or a hyphen). The trigram GIN indexes answer
+  these as regular expressions anchored at a word start, whose padded trigrams (" 12")
+  make even a building number selective; abbreviations ("вул.", "м.") are a plain
+  substring check on the rows found. Whether a stream walks the ids in order or
+  collects its matches from the index and sorts them is measured on the ids after the
+  cursor, not left to the planner (``_stream``).
 * ``match=all`` intersects the criteria (account criteria on the same account);
-  ``match=any`` merges the per-criterion streams (a UNION of their first pages).
+  ``match=any`` merges the per-criterion streams (the union of their first pages).
 
 The count is exact up to ``COUNT_CAP`` matches (a capped count under a short time
 budget); above that, or when the budget runs out, it is the planner's estimate and
@@ -25,8 +30,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -35,19 +42,33 @@ import msgspec
 import phonenumbers
 
 from crm.errors import InvalidInput
+from crm.search_words import search_norm, starts_a_word, word_start_pattern
+
+__all__ = ["search_norm", "starts_a_word", "word_start_pattern"]  # re-exported
 
 PHONE_REGION = "UA"
 MIN_PHONE_DIGITS = 4
 MIN_WORD = 3
-# Above this estimate the exact count is not even tried.
-COUNT_TRY_BELOW = 50_000
+# Above this estimate the exact count is not even tried: the estimates of word searches
+# are close enough (migration 0019) that a count would only run out its budget, and
+# that budget is spent next to the page on a 2-core machine (name p95 461 -> 291 ms and
+# address 531 -> 295 ms through the API when lowered from 5,000).
+COUNT_TRY_BELOW = 2_000
 COUNT_CAP = 1000
+# A name or address stream walks this many ids in order first, and goes on walking if it
+# found this many matches there (see _stream).
+WALK_IDS = 5_000
+WALK_ON_HITS = 3
+# ... or if the planner expects this many matches: fetching and sorting them costs more
+# than walking to the next page (measured at 13 M: "павленко вас", 14,879 expected,
+# 627 ms sorted; walked, the page needs about 19,000 ids).
+SORT_AT_MOST = 5_000
+# Letters of a word the trigram index is asked for when it collects matches.
+INDEX_PREFIX = 5
+MAX_ID = 2**63 - 1
 # The capped count may take this long before the planner's estimate is used instead.
 COUNT_BUDGET_MS = 60
 
-# The characters herald_search_norm (migration 0001) removes: apostrophe and quote variants.
-_REMOVED = dict.fromkeys(map(ord, "\u02BC\u2019\u2018'`\u00B4\u201C\u201D\u00AB\u00BB\""))
-_SPACES = re.compile(r"\s+")
 _PHONE_CHARS = re.compile(r"^[0-9+()\-.\s]+$")
 _EIC = re.compile(r"^[0-9]{2}[A-Z][0-9A-Z-]{12}[0-9A-Z]$")
 
@@ -77,15 +98,6 @@ class SearchPage(msgspec.Struct):
     # True: estimated_count is the exact number of matches; false: the planner's estimate.
     count_is_exact: bool
     next_cursor: str | None
-
-
-def search_norm(text: str) -> str:
-    """The Python twin of the database's herald_search_norm (case, apostrophes, spaces)."""
-    return _SPACES.sub(" ", text.translate(_REMOVED).lower()).strip(" ")
-
-
-def _like_escape(word: str) -> str:
-    return word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _words(raw: str, name: str) -> list[str]:
@@ -201,6 +213,8 @@ def decode_cursor(cursor: str) -> int:
 @dataclass
 class _Params:
     values: list[object] = field(default_factory=list)
+    # Text conditions for a scan of the trigram indexes (see _text_conds).
+    for_index: bool = False
 
     def add(self, value: object) -> str:
         self.values.append(value)
@@ -235,35 +249,57 @@ def _account_conds(p: _Params, c: Criteria, alias: str) -> list[str]:
 
 
 def _text_conds(p: _Params, words: list[str], column: str) -> list[str]:
-    """Every word must occur in ``column``.
+    """Every word must start a word of ``column`` (an abbreviation: occur in it).
 
-    Words of 3 letters or more are LIKE conditions the trigram index answers together
-    (each narrows the bitmap: a city or a building number is what makes a common street
-    selective). Abbreviations ("вул.", "м.") only add trigrams shared by millions of rows,
-    and a word under 3 letters has no trigram at all (in a GIN scan it would read the
-    whole index), so those are checked with strpos on the rows found.
+    An abbreviation ("вул.", "м.") is on most rows: as a trigram condition it would only
+    make the index read millions of entries, so it is checked with strpos on the rows
+    found. For a scan of the index (``p.for_index``) a long word is looked up by its
+    first INDEX_PREFIX letters: the trigrams further on are mostly endings every other
+    name shares ("енк", "нко": every -енко), which only make the scan read millions of
+    entries; the whole word is then checked on the rows found, in a form the index does
+    not take. Measured at 13 M under load: "лисенко кир" 290 ms as whole words, 56 ms as
+    "лисен кир", the same 507 rows; three letters are too few ("кос нат": 10,915 rows
+    for 2,329 of "костюк нат").
     """
-    indexed = [w for w in words if len(w) >= MIN_WORD and not w.endswith(".")]
-    conds = [f"{column} LIKE {p.add('%' + _like_escape(w) + '%')}" for w in indexed]
-    return conds + [f"strpos({column}, {p.add(w)}) > 0" for w in words if w not in indexed]
+    conds = []
+    for w in words:
+        if w.endswith("."):
+            conds.append(f"strpos({column}, {p.add(w)}) > 0")
+        elif p.for_index and len(w) > INDEX_PREFIX:
+            conds.append(f"{column} ~ {p.add(word_start_pattern(w[:INDEX_PREFIX]))}")
+            conds.append(f"({column} || '') ~ {p.add(word_start_pattern(w))}")
+        else:
+            conds.append(f"{column} ~ {p.add(word_start_pattern(w))}")
+    return conds
 
 
 def _name_conds(p: _Params, c: Criteria, alias: str) -> list[str]:
     return _text_conds(p, c.name, f"{alias}.name_search") if c.name is not None else []
 
 
-def _branch(p: _Params, c: Criteria, cursor: str) -> str:
+@dataclass(frozen=True)
+class _Range:
+    """Client ids above ``lower`` (a placeholder) and, if given, up to ``upper``."""
+
+    lower: str
+    upper: str | None = None
+
+    def cond(self, column: str) -> str:
+        return f"{column} > {self.lower}" + (f" AND {column} <= {self.upper}" if self.upper else "")
+
+
+def _branch(p: _Params, c: Criteria, ids: _Range) -> str:
     """Matching client ids (unordered, maybe repeated) for criteria of one table or client_id."""
     if c.client_id is not None:
-        return f"SELECT c.id FROM clients c WHERE c.id = {p.add(c.client_id)} AND c.id > {cursor}"
+        return f"SELECT c.id FROM clients c WHERE c.id = {p.add(c.client_id)} AND {ids.cond('c.id')}"
     if c.name is not None:
-        return ("SELECT c.id FROM clients c WHERE c.id > " + cursor + " AND "
+        return (f"SELECT c.id FROM clients c WHERE {ids.cond('c.id')} AND "
                 + " AND ".join(_name_conds(p, c, "c")))
     if c.phone is not None:
-        return ("SELECT k.client_id FROM contacts k WHERE k.client_id > " + cursor
+        return (f"SELECT k.client_id FROM contacts k WHERE {ids.cond('k.client_id')}"
                 + " AND k.is_active AND " + _phone_cond(p, c.phone, "k"))
-    return ("SELECT a.client_id FROM accounts a WHERE a.client_id > " + cursor
-            + " AND " + " AND ".join(_account_conds(p, c, "a")))
+    return (f"SELECT a.client_id FROM accounts a WHERE {ids.cond('a.client_id')} AND "
+            + " AND ".join(_account_conds(p, c, "a")))
 
 
 def _single(c: Criteria) -> list[Criteria]:
@@ -276,12 +312,12 @@ def _single(c: Criteria) -> list[Criteria]:
     return out
 
 
-def _matches(p: _Params, c: Criteria, cursor: str) -> str:
+def _matches(p: _Params, c: Criteria, ids: _Range) -> str:
     """Client ids matching every criterion of ``c`` (unordered, maybe repeated)."""
     tables = (c.name is not None or c.client_id is not None, c.phone is not None, c.account_level)
     if sum(tables) == 1 and c.client_id is None:
-        return _branch(p, c, cursor)
-    conds = [f"c.id > {cursor}"]
+        return _branch(p, c, ids)
+    conds = [ids.cond("c.id")]
     if c.client_id is not None:
         conds.append(f"c.id = {p.add(c.client_id)}")
     conds += _name_conds(p, c, "c")
@@ -297,10 +333,8 @@ def _matches(p: _Params, c: Criteria, cursor: str) -> str:
 def _first(inner: str, limit: str, n: int) -> str:
     """The first ``limit`` distinct ids of ``inner``, ascending.
 
-    The planner picks between walking an id index in order until the page is full (a
-    criterion matching millions: "Київ", a common surname) and collecting every match
-    from the other indexes and sorting them (a rare one); each search is planned for its
-    own values (force_custom_plan), so the choice follows the statistics of the words.
+    Each search is planned for its own values (force_custom_plan). For phone, OR, EIC
+    and Client_ID the planner's choice of plan is right; for words ``_stream`` makes it.
     """
     return f"SELECT DISTINCT id FROM ({inner}) m{n}(id) ORDER BY id LIMIT {limit}"
 
@@ -313,7 +347,7 @@ def parts(c: Criteria, match: Match) -> list[Criteria]:
 def _ids_query(c: Criteria, match: Match, cursor: int, limit: int) -> tuple[str, list[object]]:
     p = _Params()
     cur, lim = p.add(cursor), p.add(limit)
-    streams = [f"({_first(_matches(p, part, cur), lim, i)})"
+    streams = [f"({_first(_matches(p, part, _Range(cur)), lim, i)})"
                for i, part in enumerate(parts(c, match))]
     if len(streams) == 1:
         return streams[0][1:-1], p.values
@@ -340,7 +374,8 @@ def _account_matches(c: Criteria, row: asyncpg.Record) -> bool:
         return False
     if c.eic is not None and row["eic_code"] != c.eic:
         return False
-    return all(w in row["address_search"] for w in c.address or ())
+    text = row["address_search"]
+    return all(w in text if w.endswith(".") else starts_a_word(w, text) for w in c.address or ())
 
 
 async def _hits(conn: asyncpg.Connection, c: Criteria, ids: list[int]) -> list[ClientHit]:
@@ -355,6 +390,25 @@ async def _hits(conn: asyncpg.Connection, c: Criteria, ids: list[int]) -> list[C
             for i in ids if i in clients]
 
 
+# Each search is planned for its own values (a generic plan cannot tell a rare surname
+# from "Київ"); no JIT: compiling costs more than a first page of a search takes.
+_LOCAL_SETTINGS = "SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL jit = off"
+# Walk the ids in order: no bitmap of all matches, no sort of them.
+_WALK = "SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off; SET LOCAL enable_sort = off"
+
+
+@contextlib.contextmanager
+def _timeouts_as_timeouts() -> Iterator[None]:
+    """PostgreSQL reports a statement cancelled inside a regular expression match as an
+    invalid regular expression ("operation cancelled"); it is a timeout like any other."""
+    try:
+        yield
+    except asyncpg.InvalidRegularExpressionError as e:
+        if "cancel" not in str(e):
+            raise
+        raise asyncpg.QueryCanceledError(str(e)) from e
+
+
 async def _plan_rows(conn: asyncpg.Connection, sql: str, args: list[object]) -> int:
     plan = await conn.fetchval("EXPLAIN (FORMAT JSON) " + sql, *args)
     if isinstance(plan, str):
@@ -365,13 +419,12 @@ async def _plan_rows(conn: asyncpg.Connection, sql: str, args: list[object]) -> 
 async def estimate(conn: asyncpg.Connection, c: Criteria, match: Match) -> list[int]:
     """The planner's estimate of the matches of each stream (see ``parts``)."""
     out = []
-    async with conn.transaction():
-        # Each search is planned for its own values: a generic plan cannot tell a rare
-        # surname from "Київ", and the right plan differs by orders of magnitude.
-        await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
-        for part in parts(c, match):
-            p = _Params()
-            out.append(await _plan_rows(conn, _matches(p, part, p.add(0)), p.values))
+    with _timeouts_as_timeouts():
+        async with conn.transaction():
+            await conn.execute(_LOCAL_SETTINGS)
+            for part in parts(c, match):
+                p = _Params()
+                out.append(await _plan_rows(conn, _matches(p, part, _Range(p.add(0))), p.values))
     return out
 
 
@@ -383,10 +436,10 @@ async def count_matches(conn: asyncpg.Connection, c: Criteria, match: Match,
         return guess, False
     sql, args = _ids_query(c, match, 0, COUNT_CAP + 1)
     try:
-        async with conn.transaction():
-            await conn.execute(f"SET LOCAL statement_timeout = {COUNT_BUDGET_MS}; "
-                               "SET LOCAL plan_cache_mode = force_custom_plan")
-            n = await conn.fetchval(f"SELECT count(*) FROM ({sql}) m", *args)
+        with _timeouts_as_timeouts():
+            async with conn.transaction():
+                await conn.execute(f"SET LOCAL statement_timeout = {COUNT_BUDGET_MS}; {_LOCAL_SETTINGS}")
+                n = await conn.fetchval(f"SELECT count(*) FROM ({sql}) m", *args)
     except asyncpg.QueryCanceledError:
         return guess, False
     if n <= COUNT_CAP:
@@ -394,13 +447,70 @@ async def count_matches(conn: asyncpg.Connection, c: Criteria, match: Match,
     return max(guess, n), False
 
 
+async def _fetch_ids(conn: asyncpg.Connection, settings: str, sql: str, args: list[object],
+                     ) -> list[int]:
+    with _timeouts_as_timeouts():
+        async with conn.transaction():
+            await conn.execute(f"{_LOCAL_SETTINGS}; {settings}" if settings else _LOCAL_SETTINGS)
+            return [r[0] for r in await conn.fetch(sql, *args)]
+
+
+async def _stream(conn: asyncpg.Connection, part: Criteria, after: int, limit: int) -> list[int]:
+    """The first ``limit`` matching ids above ``after`` of one stream, ascending.
+
+    A name or address word can match millions of clients (the page fills after a few
+    thousand ids in order) or a few hundred (the page needs the index and a sort of what
+    it finds), and the planner's estimate of a combination of words is often off by
+    more than the difference. So the choice is measured, not estimated: the next
+    WALK_IDS ids are walked in order first. If they hold a page, that is the page; if
+    they hold WALK_ON_HITS matches or more, or the planner expects SORT_AT_MOST matches,
+    the walk goes on (the rest of the page is near); otherwise the matches beyond them
+    are collected from the indexes and sorted (there are few of them).
+    """
+    if part.name is None and part.address is None:
+        p = _Params()
+        lower, lim = p.add(after), p.add(limit)
+        return await _fetch_ids(conn, "", _first(_matches(p, part, _Range(lower)), lim, 0),
+                                p.values)
+    edge = min(after + WALK_IDS, MAX_ID)
+    p = _Params()
+    lower, lim, upper = p.add(after), p.add(limit), p.add(edge)
+    found = await _fetch_ids(conn, _WALK, _first(_matches(p, part, _Range(lower, upper)), lim, 0),
+                             p.values)
+    if len(found) >= limit or edge == MAX_ID:
+        return found
+    p = _Params()
+    matches = _matches(p, part, _Range(p.add(edge)))
+    args = list(p.values)
+    lim = p.add(limit - len(found))
+    walk = len(found) >= WALK_ON_HITS
+    if not walk:
+        # Matches need not spread evenly over the ids (the seeder, like a migration
+        # from billing, writes a region at a time): a word the statistics see on many
+        # rows is walked all the same, since a sort of all of them would take seconds.
+        with _timeouts_as_timeouts():
+            async with conn.transaction():
+                await conn.execute(_LOCAL_SETTINGS)
+                walk = await _plan_rows(conn, matches, args) >= SORT_AT_MOST
+    if walk:
+        return found + await _fetch_ids(conn, _WALK, _first(matches, lim, 0), p.values)
+    p = _Params(for_index=True)
+    lower, lim = p.add(edge), p.add(limit - len(found))
+    return found + await _fetch_ids(conn, "SET LOCAL enable_indexscan = off",
+                                    _first(_matches(p, part, _Range(lower)), lim, 0), p.values)
+
+
 async def search_page(conn: asyncpg.Connection, c: Criteria, match: Match, *, limit: int,
                       after: int = 0) -> tuple[list[ClientHit], str | None]:
-    """One page of matching clients after the ``after`` id, and the next page's cursor."""
-    sql, args = _ids_query(c, match, after, limit + 1)
-    async with conn.transaction():
-        await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
-        ids = [r[0] for r in await conn.fetch(sql, *args)]
+    """One page of matching clients after the ``after`` id, and the next page's cursor.
+
+    match=any reads the first page of each criterion and keeps the lowest ids of their
+    union.
+    """
+    found: set[int] = set()
+    for part in parts(c, match):
+        found.update(await _stream(conn, part, after, limit + 1))
+    ids = sorted(found)[:limit + 1]
     more = len(ids) > limit
     ids = ids[:limit]
     hits = await _hits(conn, c, ids)

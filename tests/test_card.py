@@ -14,6 +14,7 @@ import pytest
 from conftest import login_as
 
 from admin_api.app import init_app
+from crm.cases.text import text_hash
 from herald.settings import Settings
 from providers.sim.billing import BILLING_SIM, BillingSim, account_data
 from providers.sim.server import init_simulators_app
@@ -435,7 +436,8 @@ async def test_the_dashboard_counts_payments_in_the_period_and_sums_debts(
     assert january == {"period_from": "2026-01-01", "period_to": "2026-01-31",
                        "payments_count": 2, "payments_sum": "140.25", "debt_total": "120.50",
                        "balance_total": "-274.50", "billing_complete": True,
-                       "billing_history_from": "2025-11-01"}
+                       "billing_history_from": "2025-11-01",
+                       "active_cases": {"count": 0, "newest": []}}
     winter = (await api.card(client_id, **{"from": "2025-12-01", "to": "2026-02-28"}))["dashboard"]
     assert (winter["payments_count"], winter["payments_sum"]) == (4, "297.25")
     # Default: the twelve months up to `to` (or today).
@@ -528,4 +530,49 @@ async def test_the_card_carries_digital_channels_shop_orders_and_customer_experi
     assert card["shop_orders"] == {"current": [], "past": []}
     assert [(o["channel"], o["topic"]) for o in card["customer_experience"]["opt_outs"]] == [
         ("sms", "marketing")]
-    assert "active_cases" not in card["dashboard"]
+    assert card["dashboard"]["active_cases"] == {"count": 0, "newest": []}
+
+
+async def add_case(conn: asyncpg.Connection, client_id: int, channel: str, status: str,
+                   category: str | None, hours_ago: int) -> tuple[int, str]:
+    """A case of the client as a loader writes it: (id, number)."""
+    row = await conn.fetchrow(
+        """
+        INSERT INTO cases (channel, client_id, identified_by, body, text_hash, category_id,
+                           status, created_by_login, created_at)
+        VALUES ($1, $2, 'client_id', 'Звернення', $3, (SELECT id FROM case_categories WHERE code = $4),
+                $5, 'loader', now() - make_interval(hours => $6))
+        RETURNING id, number
+        """, channel, client_id, text_hash(None, f"{client_id}-{hours_ago}"), category, status,
+        hours_ago)
+    return row["id"], row["number"]
+
+
+async def test_the_dashboard_lists_the_open_cases_newest_first(
+        make_api: MakeApi, admin_conn: asyncpg.Connection) -> None:
+    api = await make_api()
+    client_id, _ = await make_client(admin_conn)
+    other, _ = await make_client(admin_conn, ("1000000202",), passport=None, tax_id=None)
+    opened = [await add_case(admin_conn, client_id, channel, status, category, hours)
+              for channel, status, category, hours in [
+                  ("call", "new", "billing.debt", 1), ("viber", "in_progress", None, 30),
+                  ("email", "on_hold", "meter.reading", 5), ("site", "new", "supply.leak", 2),
+                  ("app", "in_progress", "info", 50), ("walk_in", "new", None, 70)]]
+    for status, hours in [("resolved", 3), ("closed", 4)]:
+        await add_case(admin_conn, client_id, "call", status, "billing", hours)
+    await add_case(admin_conn, other, "call", "new", "billing", 1)
+
+    active = (await api.card(client_id))["dashboard"]["active_cases"]
+
+    # Six open cases; the five newest are listed (resolved and closed ones are not open).
+    assert active["count"] == 6
+    newest = active["newest"]
+    assert [c["case_id"] for c in newest] == [opened[i][0] for i in (0, 3, 2, 1, 4)]
+    first = newest[0]
+    assert (first["number"], first["status"], first["channel"], first["category"],
+            first["category_name"]) == (opened[0][1], "new", "call", "billing.debt",
+                                        "Заборгованість")
+    assert newest[3]["category"] is None and newest[3]["category_name"] is None
+    created = dt.datetime.fromisoformat(first["created_at"])
+    assert abs(now() - dt.timedelta(hours=1) - created) < dt.timedelta(minutes=5)
+    assert (await api.card(other))["dashboard"]["active_cases"]["count"] == 1

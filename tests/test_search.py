@@ -7,7 +7,16 @@ import asyncpg
 import pytest
 from conftest import login_as
 
-from crm.search import COUNT_CAP, decode_cursor, encode_cursor, parse_phone, search_norm
+from crm.search import (
+    COUNT_CAP,
+    WALK_IDS,
+    decode_cursor,
+    encode_cursor,
+    parse_phone,
+    search_norm,
+    starts_a_word,
+    word_start_pattern,
+)
 
 URL = "/api/v1/clients/search"
 
@@ -110,6 +119,37 @@ async def test_name_matches_several(client, operator) -> None:
     assert await ids(client, operator, name="шевченко тарас") == [101]
 
 
+async def test_words_match_from_their_start(client, operator, admin_conn) -> None:
+    await insert_people(admin_conn, [
+        (201, "Іванова-Петренко", "Ольга", None,
+         [("5000000005", "56XG00000000006K", "м. Одеса", "вул. Соборна", "112/2", "53")], []),
+        (202, "Запетренко", "Олег", None,
+         [("6000000006", "56XG00000000007K", "м. Одеса", "вул. Соборна", "53А", None)], [])])
+    # A word starts after a space or a hyphen, never inside a word.
+    assert await ids(client, operator, name="петренко") == [201]
+    assert await ids(client, operator, name="запетр") == [202]
+    assert await ids(client, operator, name="етренко") == []
+    # A building or flat number matches from its start: 53 finds 53 and 53А, 1 finds 1
+    # and 112/2, 12 finds neither 112/2 nor 22.
+    assert await ids(client, operator, address="соборна 53") == [201, 202]
+    assert await ids(client, operator, address="одеса 1") == [104, 201]
+    assert await ids(client, operator, address="одеса 12") == []
+    assert await ids(client, operator, address="м. 112/2") == [201]
+    response = await client.get(URL, params={"address": "одеса 53а"}, headers=operator)
+    (item,) = (await response.json())["items"]
+    assert item["client_id"] == 202 and item["accounts"][0]["matched"] is True
+
+
+@pytest.mark.parametrize(("text", "word"), [
+    ("м. одеса вул. соборна 112/2 53", "112/2"), ("м. одеса вул. соборна 112/2 53", "12"),
+    ("іванова-петренко ольга", "петр"), ("запетренко олег", "петр"), ("вул. 3/1", "3/1"),
+    ("a.b (c) [d] x+y", "(c)"), ("a.b (c) [d] x+y", "[d]"), ("a.b (c) [d] x+y", "x+y"),
+    ("a.b (c) [d] x+y", ".b"), ("шевченко", "шев"), ("шевченко", "вченко")])
+async def test_database_word_start_agrees(app_conn, text, word) -> None:
+    assert (await app_conn.fetchval("SELECT $1 ~ $2", text, word_start_pattern(word))
+            == starts_a_word(word, text))
+
+
 def test_python_normalisation_is_the_database_one() -> None:
     assert search_norm("  Мар’яна   КОВАЛЬЧУК ") == "маряна ковальчук"
 
@@ -152,6 +192,30 @@ async def test_keyset_pages_have_no_repeats_or_gaps(client, operator, admin_conn
             break
     assert pages == 5
     assert seen == list(range(1001, 1024))
+
+
+@pytest.mark.parametrize(("surname", "near"), [
+    # Three matches among the first WALK_IDS ids: the walk goes on past them.
+    ("Густенко", [4000, 4500, 4900]),
+    # One: the matches beyond the walked ids come from the trigram index, sorted.
+    ("Рідкісенко", [4900])])
+async def test_matches_beyond_the_walked_ids_are_found_in_order(
+        client, operator, admin_conn, surname, near) -> None:
+    far = [WALK_IDS + 25_000, WALK_IDS + 9_000, 3 * WALK_IDS + 7]
+    await admin_conn.execute(
+        "INSERT INTO clients (id, last_name, first_name) SELECT g, $1, 'Олена' FROM unnest($2::bigint[]) g",
+        surname, near + far)
+    expected = sorted(near + far)
+    seen: list[int] = []
+    cursor = None
+    while True:
+        params = {"name": f"{surname[:6]} оле", "limit": "5"} | ({"cursor": cursor} if cursor else {})
+        body = await (await client.get(URL, params=params, headers=operator)).json()
+        assert body["estimated_count"] == len(expected) and body["count_is_exact"] is True
+        seen += [i["client_id"] for i in body["items"]]
+        if (cursor := body["next_cursor"]) is None:
+            break
+    assert seen == expected
 
 
 async def test_keyset_pages_with_any(client, operator, admin_conn) -> None:
