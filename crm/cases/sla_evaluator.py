@@ -77,58 +77,61 @@ WITH due AS (
                           OR resolved_at IS NOT NULL THEN NULL
                      WHEN res = 0 THEN coalesce(resolution_warn_at, resolution_due_at)
                      WHEN res = 1 THEN resolution_due_at END) AS next_at,
-           (fr = 1 AND first_response_at IS NULL AND fw.seen IS NULL)
-           OR (fr = 2 AND fb.seen IS NULL) AS fr_alert,
-           (res = 1 AND resolved_at IS NULL AND rw.seen IS NULL)
-           OR (res = 2 AND rb.seen IS NULL) AS res_alert
-    -- Probed only for a target at a level (most checks find none): was it recorded before?
+           -- Probed only for a target at a level (most checks find none): was it recorded
+           -- before? Correlated EXISTS keeps each probe an index lookup whatever the
+           -- planner guesses of the batch's size (a LEFT JOIN LATERAL was flattened into a
+           -- join filter over the whole table).
+           (fr = 1 AND first_response_at IS NULL AND NOT EXISTS (
+                SELECT 1 FROM case_sla_warnings w WHERE w.case_id = calc.id
+                  AND w.target = 'first_response' AND w.due_at = calc.first_response_due_at))
+           OR (fr = 2 AND NOT EXISTS (
+                SELECT 1 FROM case_sla_breaches b WHERE b.case_id = calc.id
+                  AND b.target = 'first_response')) AS fr_alert,
+           (res = 1 AND resolved_at IS NULL AND NOT EXISTS (
+                SELECT 1 FROM case_sla_warnings w WHERE w.case_id = calc.id
+                  AND w.target = 'resolution' AND w.due_at = calc.resolution_due_at))
+           OR (res = 2 AND NOT EXISTS (
+                SELECT 1 FROM case_sla_breaches b WHERE b.case_id = calc.id
+                  AND b.target = 'resolution')) AS res_alert
     FROM calc
-    LEFT JOIN LATERAL (SELECT true AS seen FROM case_sla_warnings w
-                       WHERE calc.fr = 1 AND w.case_id = calc.id AND w.target = 'first_response'
-                         AND w.due_at = calc.first_response_due_at) fw ON true
-    LEFT JOIN LATERAL (SELECT true AS seen FROM case_sla_breaches b
-                       WHERE calc.fr = 2 AND b.case_id = calc.id
-                         AND b.target = 'first_response') fb ON true
-    LEFT JOIN LATERAL (SELECT true AS seen FROM case_sla_warnings w
-                       WHERE calc.res = 1 AND w.case_id = calc.id AND w.target = 'resolution'
-                         AND w.due_at = calc.resolution_due_at) rw ON true
-    LEFT JOIN LATERAL (SELECT true AS seen FROM case_sla_breaches b
-                       WHERE calc.res = 2 AND b.case_id = calc.id
-                         AND b.target = 'resolution') rb ON true
 ), locked AS (
     SELECT c.id FROM cases c
     WHERE c.id = ANY (ARRAY(SELECT id FROM planned
                             WHERE new_state <> sla_state OR fr_alert OR res_alert))
     FOR UPDATE SKIP LOCKED
-), taken AS (
-    SELECT p.* FROM planned p
-    WHERE NOT (p.new_state <> p.sla_state OR p.fr_alert OR p.res_alert)
-       OR p.id IN (SELECT id FROM locked)
+), checked AS (
+    -- taken: evaluated now (nothing to write to the case, or its row is ours); a case
+    -- locked by someone else is checked again in a second.
+    SELECT p.*, (NOT (p.new_state <> p.sla_state OR p.fr_alert OR p.res_alert)
+                 OR p.id = ANY (ARRAY(SELECT id FROM locked))) AS taken
+    FROM planned p
 ), changed AS (
     UPDATE cases c SET sla_state = t.new_state
-    FROM taken t
-    WHERE c.id = ANY (ARRAY(SELECT id FROM taken WHERE new_state <> sla_state)) AND c.id = t.id
+    FROM checked t
+    WHERE c.id = ANY (ARRAY(SELECT id FROM checked WHERE taken AND new_state <> sla_state))
+      AND c.id = t.id
 ), moved AS (
     -- Keys as an array (an index probe each) rather than a join the planner may hash over
     -- the whole schedule for every batch.
-    UPDATE case_sla_checks k SET next_check_at = m.at
-    FROM (SELECT p.id, CASE WHEN t.id IS NULL THEN $1 + interval '1 second' ELSE t.next_at END AS at
-          FROM planned p LEFT JOIN taken t ON t.id = p.id) m
-    WHERE k.case_id = ANY (ARRAY(SELECT id FROM planned)) AND k.case_id = m.id
-      AND m.at IS NOT NULL
+    UPDATE case_sla_checks k
+    SET next_check_at = CASE WHEN t.taken THEN t.next_at ELSE $1 + interval '1 second' END
+    FROM checked t
+    WHERE k.case_id = ANY (ARRAY(SELECT id FROM checked WHERE NOT taken OR next_at IS NOT NULL))
+      AND k.case_id = t.id
 ), dropped AS (
     DELETE FROM case_sla_checks k
     WHERE k.case_id = ANY (ARRAY(SELECT case_id FROM due WHERE case_id NOT IN (SELECT id FROM planned)
-                                 UNION ALL SELECT id FROM taken WHERE next_at IS NULL))
+                                 UNION ALL SELECT id FROM checked WHERE taken AND next_at IS NULL))
 )
 -- One row per case with an alert to record (none in most checks, so a batch returns next
 -- to nothing), each with the batch's counts; one row of counts alone when there is none.
 SELECT n.claimed, n.evaluated, a.*
-FROM (SELECT (SELECT count(*) FROM due) AS claimed, (SELECT count(*) FROM taken) AS evaluated) n
+FROM (SELECT (SELECT count(*) FROM due) AS claimed,
+             (SELECT count(*) FROM checked WHERE taken) AS evaluated) n
 LEFT JOIN (SELECT id, fr, res, fr_alert, res_alert, first_response_due_at, resolution_due_at,
                   sla_policy_id, channel, case_type, priority, category_id, group_code,
                   assignee_id
-           FROM taken WHERE fr_alert OR res_alert) a ON true
+           FROM checked WHERE taken AND (fr_alert OR res_alert)) a ON true
 """
 
 
