@@ -131,12 +131,40 @@ class Api:
         return call
 
 
+async def push_latencies(listen: Callable[[asyncio.Event, asyncio.Queue[tuple[Any, float]]],
+                                         Awaitable[None]],
+                         keys: Sequence[Any], act: Callable[[Any], Awaitable[None]],
+                         *, wait_s: float = 15) -> list[float]:
+    """For each key, one at a time: ``act(key)``, then the time until ``listen`` (a stream
+    reader that sets its event once subscribed and puts ``(key, perf_counter())`` on the
+    queue for each push) reports that key; in milliseconds."""
+    received: asyncio.Queue[tuple[Any, float]] = asyncio.Queue()
+    ready = asyncio.Event()
+    listener = asyncio.create_task(listen(ready, received))
+    latencies = []
+    try:
+        await asyncio.wait_for(ready.wait(), 30)
+        for key in keys:
+            started = time.perf_counter()
+            await act(key)
+            while True:
+                got, at = await asyncio.wait_for(received.get(), wait_s)
+                if got == key:
+                    latencies.append((at - started) * 1000)
+                    break
+    finally:
+        listener.cancel()
+        try:
+            await listener
+        except (asyncio.CancelledError, aiohttp.ClientError):
+            pass
+    return latencies
+
+
 async def _cti_latencies(api: Api, operator: dict[str, str], integration: dict[str, str],
                          agent: str, phones: Sequence[str], say: Say) -> list[float]:
     """Ringing POST -> the agent's SSE stream receives the identification, one call at a time."""
-    received: asyncio.Queue[tuple[str, float]] = asyncio.Queue()
-
-    async def listen(ready: asyncio.Event) -> None:
+    async def listen(ready: asyncio.Event, received: asyncio.Queue[tuple[Any, float]]) -> None:
         async with api.session.get(f"{api.base}/api/v1/cti/stream", headers=operator,
                                    timeout=aiohttp.ClientTimeout(total=None)) as r:
             r.raise_for_status()
@@ -147,31 +175,21 @@ async def _cti_latencies(api: Api, operator: dict[str, str], integration: dict[s
                     if "call_ref" in event:  # VICIdial's id of the call
                         received.put_nowait((event["call_ref"], time.perf_counter()))
 
-    ready = asyncio.Event()
-    listener = asyncio.create_task(listen(ready))
-    await asyncio.wait_for(ready.wait(), 10)
-    await asyncio.sleep(0.2)
-    latencies = []
-    try:
-        for n, phone in enumerate(phones):
-            call_id = f"bench{int(time.time())}{n:06d}"
-            started = time.perf_counter()
-            async with api.session.post(f"{api.base}/api/v1/cti/calls", headers=integration, json={
-                    "event": "ringing", "call_id": call_id, "phone_number": phone,
-                    "user": agent}) as r:
-                if r.status >= 300:
-                    raise RuntimeError(f"CTI ringing: {r.status} {await r.text()}")
-            while True:
-                got, at = await asyncio.wait_for(received.get(), 10)
-                if got == call_id:
-                    latencies.append((at - started) * 1000)
-                    break
-    finally:
-        listener.cancel()
-        try:
-            await listener
-        except (asyncio.CancelledError, aiohttp.ClientError):
-            pass
+    run = int(time.time())
+
+    async def ring(n: int) -> None:
+        async with api.session.post(f"{api.base}/api/v1/cti/calls", headers=integration, json={
+                "event": "ringing", "call_id": f"bench{run}{n:06d}", "phone_number": phones[n],
+                "user": agent}) as r:
+            if r.status >= 300:
+                raise RuntimeError(f"CTI ringing: {r.status} {await r.text()}")
+
+    # Each call is keyed by its VICIdial id, as the push carries it.
+    calls = {f"bench{run}{n:06d}": n for n in range(len(phones))}
+
+    async def ring_by_ref(call_ref: str) -> None:
+        await ring(calls[call_ref])
+    latencies = await push_latencies(listen, list(calls), ring_by_ref, wait_s=10)
     say(f"  cti: {len(latencies)} calls identified")
     return latencies
 

@@ -40,7 +40,7 @@ from herald.db import admin_connection, create_pool
 from herald.demo import ensure_demo_users
 from herald.settings import Settings
 from loadtest.campaign_bench import Processes, wait_http
-from loadtest.card_bench import Api, _timed, percentiles
+from loadtest.card_bench import Api, _timed, percentiles, push_latencies
 from loadtest.cases_seed import plan_open_cases, seed_cases
 
 Say = Callable[[str], None]
@@ -138,9 +138,7 @@ def _queue_plans(api: Api, operator: dict[str, str], n: int) -> list[Call]:
 async def _supervisor_push(session: aiohttp.ClientSession, base: str, boss: dict[str, str],
                            operator: dict[str, str], case_ids: list[int], say: Say) -> list[float]:
     """Status change POST sent -> the supervisor's stream has a ``cases`` event with it."""
-    seen: asyncio.Queue[tuple[int, float]] = asyncio.Queue()
-
-    async def listen(ready: asyncio.Event) -> None:
+    async def listen(ready: asyncio.Event, seen: asyncio.Queue[tuple[Any, float]]) -> None:
         async with session.get(f"{base}/api/v1/supervisor/stream", headers=boss,
                                timeout=aiohttp.ClientTimeout(total=None)) as r:
             r.raise_for_status()
@@ -157,28 +155,13 @@ async def _supervisor_push(session: aiohttp.ClientSession, base: str, boss: dict
                         for item in json.loads(line[5:])["items"]:
                             seen.put_nowait((item["id"], at))
 
-    ready = asyncio.Event()
-    listener = asyncio.create_task(listen(ready))
-    await asyncio.wait_for(ready.wait(), 30)
-    latencies = []
-    try:
-        for case_id in case_ids:
-            started = time.perf_counter()
-            async with session.post(f"{base}/api/v1/cases/{case_id}/status", headers=operator,
-                                    json={"status": "in_progress"}) as r:
-                if r.status >= 300:
-                    raise RuntimeError(f"status change: {r.status} {await r.text()}")
-            while True:
-                got, at = await asyncio.wait_for(seen.get(), 15)
-                if got == case_id:
-                    latencies.append((at - started) * 1000)
-                    break
-    finally:
-        listener.cancel()
-        try:
-            await listener
-        except (asyncio.CancelledError, aiohttp.ClientError):
-            pass
+    async def take(case_id: int) -> None:
+        async with session.post(f"{base}/api/v1/cases/{case_id}/status", headers=operator,
+                                json={"status": "in_progress"}) as r:
+            if r.status >= 300:
+                raise RuntimeError(f"status change: {r.status} {await r.text()}")
+
+    latencies = await push_latencies(listen, case_ids, take)
     say(f"  supervisor: {len(latencies)} changes pushed")
     return latencies
 
