@@ -11,12 +11,14 @@ so a page is "the next ``limit`` ids after the cursor" and never needs the full 
 * name / address: every word of the normalised text (``herald_search_norm``: case,
   apostrophes ' ’ ʼ `, spacing) must start a word of ``clients.name_search`` /
   ``accounts.address_search`` ("шевч" finds Шевченко, "12" finds building 12, 12А and
-  120, not 112; a word follows a space or a hyphen). The trigram GIN indexes answer
-  these as regular expressions anchored at a word start, whose padded trigrams (" 12")
-  make even a building number selective; abbreviations ("вул.", "м.") are a plain
-  substring check on the rows found. Whether a stream walks the ids in order or
-  collects its matches from the index and sorts them is measured on the ids after the
-  cursor, not left to the planner (``_stream``).
+  120, not 112; a word follows a space or a hyphen). Each word is one key of
+  ``clients.search_keys`` (migration 0029: the word-start prefixes of the client's name
+  and of all its accounts' addresses), so a name AND an address is one lookup in one
+  GIN index; the rows found are then checked exactly (the whole word at a word start,
+  the address words on one account; abbreviations such as "вул.", "м." are a plain
+  substring check). Whether a stream walks the ids in order or collects its matches
+  from the index and sorts them is decided on the ids after the cursor and the keys'
+  frequencies, not left to the planner (``_stream``).
 * ``match=all`` intersects the criteria (account criteria on the same account);
   ``match=any`` merges the per-criterion streams (the union of their first pages).
 
@@ -42,7 +44,14 @@ import msgspec
 import phonenumbers
 
 from crm.errors import InvalidInput
-from crm.search_words import search_norm, starts_a_word, word_start_pattern
+from crm.search_words import (
+    ADDRESS_TAG,
+    NAME_TAG,
+    query_keys,
+    search_norm,
+    starts_a_word,
+    word_start_pattern,
+)
 
 __all__ = ["search_norm", "starts_a_word", "word_start_pattern"]  # re-exported
 
@@ -59,12 +68,9 @@ COUNT_CAP = 1000
 # found this many matches there (see _stream).
 WALK_IDS = 5_000
 WALK_ON_HITS = 3
-# ... or if the planner expects this many matches: fetching and sorting them costs more
-# than walking to the next page (measured at 13 M: "павленко вас", 14,879 expected,
-# 627 ms sorted; walked, the page needs about 19,000 ids).
+# ... or if the keys' frequencies promise this many matches: fetching and sorting them
+# costs more than walking to the next page.
 SORT_AT_MOST = 5_000
-# Letters of a word the trigram index is asked for when it collects matches.
-INDEX_PREFIX = 5
 MAX_ID = 2**63 - 1
 # The capped count may take this long before the planner's estimate is used instead.
 COUNT_BUDGET_MS = 60
@@ -103,8 +109,9 @@ class SearchPage(msgspec.Struct):
 def _words(raw: str, name: str) -> list[str]:
     norm = search_norm(raw)
     words = norm.split(" ") if norm else []
-    if not any(len(w) >= MIN_WORD for w in words):
-        raise InvalidInput(name, f"give at least one word of {MIN_WORD} or more letters")
+    if not any(query_keys(w, NAME_TAG) for w in words):
+        raise InvalidInput(name, f"give at least one word of {MIN_WORD} or more letters (not an "
+                                 "abbreviation such as вул.), or a number")
     if len(words) > 8:
         raise InvalidInput(name, "at most 8 words")
     return words
@@ -162,6 +169,18 @@ class Criteria(msgspec.Struct, frozen=True):
     def account_level(self) -> bool:
         return self.or_number is not None or self.eic is not None or self.address is not None
 
+    @property
+    def words_only(self) -> bool:
+        """Name and/or address words and nothing else."""
+        return ((self.name is not None or self.address is not None) and self.phone is None
+                and self.or_number is None and self.client_id is None and self.eic is None)
+
+    def keys(self) -> list[int]:
+        """The search keys (migration 0029) a matching client has: one per word part."""
+        keys = {k for w in self.name or () for k in query_keys(w, NAME_TAG)}
+        keys.update(k for w in self.address or () for k in query_keys(w, ADDRESS_TAG))
+        return sorted(keys)
+
     def count(self) -> int:
         return sum(v is not None for v in (self.phone, self.or_number, self.client_id,
                                            self.eic, self.address, self.name))
@@ -213,8 +232,6 @@ def decode_cursor(cursor: str) -> int:
 @dataclass
 class _Params:
     values: list[object] = field(default_factory=list)
-    # Text conditions for a scan of the trigram indexes (see _text_conds).
-    for_index: bool = False
 
     def add(self, value: object) -> str:
         self.values.append(value)
@@ -251,26 +268,22 @@ def _account_conds(p: _Params, c: Criteria, alias: str) -> list[str]:
 def _text_conds(p: _Params, words: list[str], column: str) -> list[str]:
     """Every word must start a word of ``column`` (an abbreviation: occur in it).
 
-    An abbreviation ("вул.", "м.") is on most rows: as a trigram condition it would only
-    make the index read millions of entries, so it is checked with strpos on the rows
-    found. For a scan of the index (``p.for_index``) a long word is looked up by its
-    first INDEX_PREFIX letters: the trigrams further on are mostly endings every other
-    name shares ("енк", "нко": every -енко), which only make the scan read millions of
-    entries; the whole word is then checked on the rows found, in a form the index does
-    not take. Measured at 13 M under load: "лисенко кир" 290 ms as whole words, 56 ms as
-    "лисен кир", the same 507 rows; three letters are too few ("кос нат": 10,915 rows
-    for 2,329 of "костюк нат").
+    These check exactly the rows the search keys found (``_keys_cond``), so no index
+    answers them: an abbreviation ("вул.", "м.") is a strpos, any other word a regular
+    expression anchored at a word start.
     """
     conds = []
     for w in words:
         if w.endswith("."):
             conds.append(f"strpos({column}, {p.add(w)}) > 0")
-        elif p.for_index and len(w) > INDEX_PREFIX:
-            conds.append(f"{column} ~ {p.add(word_start_pattern(w[:INDEX_PREFIX]))}")
-            conds.append(f"({column} || '') ~ {p.add(word_start_pattern(w))}")
         else:
             conds.append(f"{column} ~ {p.add(word_start_pattern(w))}")
     return conds
+
+
+def _keys_cond(p: _Params, c: Criteria, alias: str) -> list[str]:
+    keys = c.keys()
+    return [f"{alias}.search_keys @> {p.add(keys)}::int[]"] if keys else []
 
 
 def _name_conds(p: _Params, c: Criteria, alias: str) -> list[str]:
@@ -292,9 +305,6 @@ def _branch(p: _Params, c: Criteria, ids: _Range) -> str:
     """Matching client ids (unordered, maybe repeated) for criteria of one table or client_id."""
     if c.client_id is not None:
         return f"SELECT c.id FROM clients c WHERE c.id = {p.add(c.client_id)} AND {ids.cond('c.id')}"
-    if c.name is not None:
-        return (f"SELECT c.id FROM clients c WHERE {ids.cond('c.id')} AND "
-                + " AND ".join(_name_conds(p, c, "c")))
     if c.phone is not None:
         return (f"SELECT k.client_id FROM contacts k WHERE {ids.cond('k.client_id')}"
                 + " AND k.is_active AND " + _phone_cond(p, c.phone, "k"))
@@ -314,10 +324,11 @@ def _single(c: Criteria) -> list[Criteria]:
 
 def _matches(p: _Params, c: Criteria, ids: _Range) -> str:
     """Client ids matching every criterion of ``c`` (unordered, maybe repeated)."""
-    tables = (c.name is not None or c.client_id is not None, c.phone is not None, c.account_level)
-    if sum(tables) == 1 and c.client_id is None:
+    words = c.name is not None or c.address is not None
+    tables = (c.client_id is not None, c.phone is not None, c.account_level)
+    if not words and sum(tables) == 1 and c.client_id is None:
         return _branch(p, c, ids)
-    conds = [ids.cond("c.id")]
+    conds = [ids.cond("c.id")] + _keys_cond(p, c, "c")
     if c.client_id is not None:
         conds.append(f"c.id = {p.add(c.client_id)}")
     conds += _name_conds(p, c, "c")
@@ -328,6 +339,11 @@ def _matches(p: _Params, c: Criteria, ids: _Range) -> str:
         conds.append("EXISTS (SELECT 1 FROM accounts a WHERE a.client_id = c.id AND "
                      + " AND ".join(_account_conds(p, c, "a")) + ")")
     return "SELECT c.id FROM clients c WHERE " + " AND ".join(conds)
+
+
+def _keys_only(p: _Params, c: Criteria, ids: _Range) -> str:
+    """Clients with the search keys of ``c``'s words: what the planner estimates well."""
+    return f"SELECT c.id FROM clients c WHERE {ids.cond('c.id')} AND " + " AND ".join(_keys_cond(p, c, "c"))
 
 
 def _first(inner: str, limit: str, n: int) -> str:
@@ -424,7 +440,8 @@ async def estimate(conn: asyncpg.Connection, c: Criteria, match: Match) -> list[
             await conn.execute(_LOCAL_SETTINGS)
             for part in parts(c, match):
                 p = _Params()
-                out.append(await _plan_rows(conn, _matches(p, part, _Range(p.add(0))), p.values))
+                sql = (_keys_only if part.words_only else _matches)(p, part, _Range(p.add(0)))
+                out.append(await _plan_rows(conn, sql, p.values))
     return out
 
 
@@ -458,16 +475,17 @@ async def _fetch_ids(conn: asyncpg.Connection, settings: str, sql: str, args: li
 async def _stream(conn: asyncpg.Connection, part: Criteria, after: int, limit: int) -> list[int]:
     """The first ``limit`` matching ids above ``after`` of one stream, ascending.
 
-    A name or address word can match millions of clients (the page fills after a few
-    thousand ids in order) or a few hundred (the page needs the index and a sort of what
-    it finds), and the planner's estimate of a combination of words is often off by
-    more than the difference. So the choice is measured, not estimated: the next
-    WALK_IDS ids are walked in order first. If they hold a page, that is the page; if
-    they hold WALK_ON_HITS matches or more, or the planner expects SORT_AT_MOST matches,
-    the walk goes on (the rest of the page is near); otherwise the matches beyond them
-    are collected from the indexes and sorted (there are few of them).
+    A stream with a phone, OR number, EIC or Client_ID is planned by PostgreSQL: its
+    b-tree conditions are selective and the planner estimates them well. A stream of
+    name and address words alone can match millions of clients (the page fills after a
+    few thousand ids in order) or a few hundred (the page needs the index and a sort of
+    what it finds). The next WALK_IDS ids are walked in order first. If they hold a
+    page, that is the page; if they hold WALK_ON_HITS matches or more, or the keys'
+    frequencies (migration 0029) promise SORT_AT_MOST matches beyond them, the walk goes
+    on (the rest of the page is near); otherwise the matches beyond them are collected
+    from the GIN index and sorted (there are few of them).
     """
-    if part.name is None and part.address is None:
+    if not part.words_only:
         p = _Params()
         lower, lim = p.add(after), p.add(limit)
         return await _fetch_ids(conn, "", _first(_matches(p, part, _Range(lower)), lim, 0),
@@ -479,24 +497,20 @@ async def _stream(conn: asyncpg.Connection, part: Criteria, after: int, limit: i
                              p.values)
     if len(found) >= limit or edge == MAX_ID:
         return found
-    p = _Params()
-    matches = _matches(p, part, _Range(p.add(edge)))
-    args = list(p.values)
-    lim = p.add(limit - len(found))
     walk = len(found) >= WALK_ON_HITS
     if not walk:
-        # Matches need not spread evenly over the ids (the seeder, like a migration
-        # from billing, writes a region at a time): a word the statistics see on many
-        # rows is walked all the same, since a sort of all of them would take seconds.
+        # Matches need not spread evenly over the ids (a migration from billing may
+        # write a region at a time): keys the statistics see on many rows are walked
+        # all the same, since fetching and sorting all their rows would cost more.
+        p = _Params()
+        estimate_sql = _keys_only(p, part, _Range(p.add(edge)))
         with _timeouts_as_timeouts():
             async with conn.transaction():
                 await conn.execute(_LOCAL_SETTINGS)
-                walk = await _plan_rows(conn, matches, args) >= SORT_AT_MOST
-    if walk:
-        return found + await _fetch_ids(conn, _WALK, _first(matches, lim, 0), p.values)
-    p = _Params(for_index=True)
+                walk = await _plan_rows(conn, estimate_sql, p.values) >= SORT_AT_MOST
+    p = _Params()
     lower, lim = p.add(edge), p.add(limit - len(found))
-    return found + await _fetch_ids(conn, "SET LOCAL enable_indexscan = off",
+    return found + await _fetch_ids(conn, _WALK if walk else "SET LOCAL enable_indexscan = off",
                                     _first(_matches(p, part, _Range(lower)), lim, 0), p.values)
 
 

@@ -1,23 +1,23 @@
-"""Search words as the database compares them: normalised text, and a word's start.
+"""Search words as the database compares them: normalised text, a word's start, search keys.
 
 ``search_norm`` is the Python twin of the database's ``herald_search_norm`` (migration
-0001); ``word_start_pattern`` is the PostgreSQL regular expression crm.search gives the
-trigram indexes, and ``starts_a_word`` its Python twin (tests check that each pair
-agrees).
+0001); ``word_start_pattern`` is the PostgreSQL regular expression crm.search checks the
+rows found with, and ``starts_a_word`` its Python twin; ``search_keys`` is the twin of
+``herald_search_keys`` (migration 0029), which the seeder uses to write the keys itself
+(tests check that each pair agrees).
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import re
 
 # The characters herald_search_norm (migration 0001) removes: apostrophe and quote variants.
 _REMOVED = dict.fromkeys(map(ord, "\u02BC\u2019\u2018'`\u00B4\u201C\u201D\u00AB\u00BB\""))
 _SPACES = re.compile(r"\s+")
-# A word starts the text or follows a space or a hyphen (Іванова-Петренко). pg_trgm pads
-# the words it indexes, so the padded trigrams of such a pattern (" 53") are in the
-# index. The class stays this small on purpose: for a wide one ("not a letter or digit")
-# pg_trgm drops the padded trigrams to keep its graph small, and "53" then selects
-# nothing.
+# A word starts the text or follows a space or a hyphen (Іванова-Петренко); the keys of
+# migration 0029 split words at the same two characters.
 _WORD_START = "(^|[ -])"
 _WORD_BREAKS = " -"
 
@@ -44,3 +44,57 @@ def starts_a_word(word: str, text: str) -> bool:
             return True
         at = text.find(word, at + 1)
     return False
+
+
+# Search keys (migration 0029): the words of a name (tag "n") or an address (tag "a"),
+# split at spaces and hyphens, each contributing its prefixes of KEY_MIN to KEY_MAX
+# letters (a number from 1 digit); a key is the first 32 bits of md5(tag || prefix).
+KEY_MIN = 3
+KEY_MAX = 6
+NAME_TAG = "n"
+ADDRESS_TAG = "a"
+_PARTS = re.compile(r"[ -]")
+_DIGITS = frozenset("0123456789")
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _key(text: str) -> int:
+    return int.from_bytes(hashlib.md5(text.encode()).digest()[:4], "big", signed=True)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _part_keys(part: str, tag: str) -> tuple[int, ...]:
+    low = 1 if part[:1] in _DIGITS else KEY_MIN
+    return tuple(_key(tag + part[:n]) for n in range(low, min(len(part), KEY_MAX) + 1))
+
+
+def search_keys(norm: str | None, tag: str) -> set[int]:
+    """The Python twin of the database's herald_search_keys (migration 0029)."""
+    keys: set[int] = set()
+    for part in _PARTS.split(norm or ""):
+        keys.update(_part_keys(part, tag))
+    return keys
+
+
+def client_search_keys(name_norm: str, addresses_norm: list[str]) -> list[int]:
+    """The Python twin of herald_client_search_keys: a client's keys, ascending."""
+    keys = search_keys(name_norm, NAME_TAG)
+    for address in addresses_norm:
+        keys |= search_keys(address, ADDRESS_TAG)
+    return sorted(keys)
+
+
+def query_keys(word: str, tag: str) -> list[int]:
+    """The keys a row must have for ``word`` (normalised) to start one of its words.
+
+    Each hyphen-separated part of the word gives the key of its first KEY_MAX letters,
+    if it is long enough to have one (KEY_MIN letters, or a number). An abbreviation
+    ("вул.", "м.") gives none: it is checked on the rows found.
+    """
+    if word.endswith("."):
+        return []
+    keys = []
+    for part in word.split("-"):
+        if part[:1] in _DIGITS or len(part) >= KEY_MIN:
+            keys.append(_key(tag + part[:KEY_MAX]))
+    return keys

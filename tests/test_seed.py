@@ -112,6 +112,10 @@ async def test_seeds_plausible_ukrainian_data(settings: Settings, admin_conn: as
     assert report.rows["clients"] == 3000
     assert 1.04 < report.rows["accounts"] / 3000 < 1.08
     assert report.rows["contacts"] > report.rows["clients"]
+    # The search keys the seeder writes itself (its triggers are off) are the database's.
+    assert await admin_conn.fetchval(
+        "SELECT count(*) FROM clients WHERE search_keys <> herald_client_search_keys(id, name_search)") == 0
+    assert await admin_conn.fetchval("SELECT min(cardinality(search_keys)) FROM clients") >= 10
 
     accounts = await admin_conn.fetch("SELECT or_number, eic_code, region_code FROM accounts")
     ors = [r["or_number"] for r in accounts]

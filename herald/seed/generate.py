@@ -26,7 +26,7 @@ CHUNK_CLIENTS = 50_000
 # ids are written explicitly; generated columns are computed by PostgreSQL.
 COLUMNS: Final[dict[str, tuple[str, ...]]] = {
     "clients": ("id", "last_name", "first_name", "middle_name", "birth_date", "passport_number",
-                "tax_id", "created_at", "updated_at"),
+                "tax_id", "created_at", "updated_at", "search_keys"),
     "accounts": ("id", "client_id", "or_number", "eic_code", "region_code", "district", "city", "street",
                  "building", "flat", "postal_code", "consumer_type", "registers", "destroyed_housing",
                  "tariff_code", "status", "opened_at", "closed_at", "created_at", "updated_at"),
@@ -169,7 +169,7 @@ def generate_chunk(task: ChunkTask) -> ChunkData:
             account_id += 1
             meter_id += count
         created = min(a.created_day for a in accounts)
-        people.client(client_id, person, serial, created)
+        people.client(client_id, person, serial, created, [a.address for a in accounts])
 
         # The holder: one contact shared by all of the client's accounts.
         flags = extras[i]

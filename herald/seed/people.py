@@ -14,6 +14,7 @@ from bisect import bisect
 from functools import cache
 from typing import Final, NamedTuple
 
+from crm.search_words import client_search_keys, search_norm
 from herald.seed import names
 from herald.seed.codes import TAX_EPOCH, Permutation, derive_seed, mobile_phone, tax_id
 from herald.seed.sampling import AS_OF, AS_OF_DAY, CLOCK, DAY, DAY0, weighted_table
@@ -212,12 +213,15 @@ class People:
 
     # -- rows -----------------------------------------------------------------------------
 
-    def client(self, client_id: int, person: Person, serial: int, created_day: int) -> None:
-        """Write the client row."""
+    def client(self, client_id: int, person: Person, serial: int, created_day: int,
+               addresses: list[str]) -> None:
+        """Write the client row; ``addresses`` are those of its accounts (for the search keys)."""
         rand = self._rand
         last, first, middle = self._spelled(person)
         if rand() < 0.015:
             middle = NULL  # documents without a patronymic
+        name = f"{last} {first}" + ("" if middle is NULL else f" {middle}")
+        keys = client_search_keys(search_norm(name), [search_norm(a) for a in addresses])
         if rand() < 0.07:
             passport = NULL
         elif person.year >= 2002 or rand() < (0.45 if person.year >= 1985 else 0.15):
@@ -231,7 +235,8 @@ class People:
         updated = created_day + int(rand() * (AS_OF_DAY - created_day + 1))
         self._clients.append(R.join((
             str(client_id), last, first, middle, birth, passport, tax,
-            DAY[created_day] + CLOCK[int(rand() * 86_400)], DAY[updated] + CLOCK[int(rand() * 86_400)])) + "\n")
+            DAY[created_day] + CLOCK[int(rand() * 86_400)], DAY[updated] + CLOCK[int(rand() * 86_400)],
+            "{" + ",".join(map(str, keys)) + "}")) + "\n")
 
     def email(self, person: Person, last: str) -> str:
         """A plausible personal e-mail address for ``person``."""

@@ -73,6 +73,7 @@ class Account(NamedTuple):
     created_day: int
     price: int  # tariff, kopecks per m³
     poor: bool  # on the subsidy or vulnerable register: more likely in debt
+    address: str  # city, street, building and flat, as accounts.address_search joins them
 
 
 class Premises:
@@ -193,7 +194,8 @@ class Premises:
             DAY[opened], closed, DAY[created] + CLOCK[int(rand() * 86_400)],
             DAY[updated] + CLOCK[int(rand() * 86_400)])) + "\n")
         poor = "subsidy" in registers or "vulnerable" in registers
-        return Account(account_id, house, consumer, status, opened, created, self._price[tariff], poor)
+        address = f"{city} {street} {building}" + ("" if flat is NULL else f" {flat}")
+        return Account(account_id, house, consumer, status, opened, created, self._price[tariff], poor, address)
 
     def meters(self, account: Account, first_meter_id: int, count: int) -> None:
         """Write the meter rows of an account: the active one and, if two, a removed or second one."""

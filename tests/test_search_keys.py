@@ -1,0 +1,90 @@
+"""Search keys (migration 0029, crm/search_words.py): the Python and database twins agree,
+triggers keep every client's keys in step with its name and its accounts' addresses, and a
+search finds what the keys say only when the words hold exactly (on one account)."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import login_as
+from test_search import URL, ids, insert_people, operator  # noqa: F401 (a fixture)
+
+from crm.search_words import ADDRESS_TAG, NAME_TAG, client_search_keys, query_keys, search_keys, search_norm
+
+
+@pytest.mark.parametrize("text", [
+    "Іванова-Петренко Ольга Степанівна", "м. Одеса вул. Соборна 112/2 53", "с. Гай 8А",
+    "Мар’яна О'Коннор", "  a--b  7 ", "", "ʼЇжак-Ґанджа 1-2 12345678 абвгдеєж"])
+@pytest.mark.parametrize("tag", [NAME_TAG, ADDRESS_TAG])
+async def test_python_keys_are_the_database_ones(app_conn, text, tag) -> None:
+    norm = search_norm(text)
+    in_db = await app_conn.fetchval("SELECT herald_search_keys(herald_search_norm($1), $2)", text, tag)
+    assert in_db == sorted(search_keys(norm, tag))
+
+
+async def test_a_query_word_has_the_key_of_its_start(app_conn) -> None:
+    row = set(search_keys(search_norm("Іванова-Петренко Ольга"), NAME_TAG))
+    for word in ("іван", "іванова", "петренко", "ольга", "оль", "іванова-пет"):
+        assert set(query_keys(word, NAME_TAG)) <= row, word
+    assert query_keys("вул.", ADDRESS_TAG) == [] and query_keys("ол", NAME_TAG) == []
+    assert len(query_keys("8", ADDRESS_TAG)) == 1
+    # Name and address keys differ: "київ" in a name is not "київ" in an address.
+    assert not set(query_keys("київ", NAME_TAG)) & set(query_keys("київ", ADDRESS_TAG))
+
+
+async def _keys_in_step(conn) -> None:  # type: ignore[no-untyped-def]
+    stale = await conn.fetch("SELECT id FROM clients WHERE search_keys <> herald_client_search_keys(id, name_search)")
+    assert stale == []
+
+
+async def test_triggers_keep_keys_in_step(client, demo_users, admin_conn) -> None:
+    await insert_people(admin_conn)
+    operator = await login_as(client, "operator_cc")
+    await _keys_in_step(admin_conn)
+    keys = await admin_conn.fetchval("SELECT search_keys FROM clients WHERE id = 102")
+    assert keys == client_search_keys(search_norm("Ковальчук Мар’яна Іванівна"),
+                                      [search_norm("м. Львів вул. Івана Франка 10"),
+                                       search_norm("м. Київ вул. Садова 7 12")])
+
+    # An address edit: the new street is found, the old one is not.
+    await admin_conn.execute("UPDATE accounts SET street = 'вул. Яворницького' WHERE or_number = '4000000004'")
+    await _keys_in_step(admin_conn)
+    assert await ids(client, operator, address="яворн 22") == [104]
+    assert await ids(client, operator, address="собор 22") == []
+    # An update that leaves the address alone leaves the client row alone.
+    before = await admin_conn.fetchval("SELECT xmin::text FROM clients WHERE id = 104")
+    await admin_conn.execute("UPDATE accounts SET status = 'suspended' WHERE or_number = '4000000004'")
+    assert await admin_conn.fetchval("SELECT xmin::text FROM clients WHERE id = 104") == before
+
+    # An account moved to another client takes its address along.
+    await admin_conn.execute("UPDATE accounts SET client_id = 101 WHERE or_number = '4000000004'")
+    await _keys_in_step(admin_conn)
+    assert await ids(client, operator, address="яворн 22") == [101]
+    # Deleted, it is found no more; a renamed client is found by the new name only.
+    await admin_conn.execute("DELETE FROM meters WHERE account_id IN "
+                             "(SELECT id FROM accounts WHERE or_number = '4000000004')")
+    await admin_conn.execute("DELETE FROM accounts WHERE or_number = '4000000004'")
+    await admin_conn.execute("UPDATE clients SET last_name = 'Гончаренко' WHERE id = 104")
+    await _keys_in_step(admin_conn)
+    assert await ids(client, operator, address="яворн 22") == []
+    assert await ids(client, operator, name="гончар") == [104]
+    assert await ids(client, operator, name="бондар") == []
+    # Several accounts in one statement.
+    await admin_conn.execute("UPDATE accounts SET building = '99' WHERE client_id IN (102, 103)")
+    await _keys_in_step(admin_conn)
+    assert await ids(client, operator, address="київ 99") == [102, 103]
+
+
+async def test_address_words_hold_on_one_account(client, operator) -> None:
+    # Client 102 has the keys of "львів" (one account) and "садова" (another) ...
+    assert await ids(client, operator, address="львів франка") == [102]
+    assert await ids(client, operator, address="київ садова") == [102]
+    # ... but no one account at both.
+    assert await ids(client, operator, address="львів садова") == []
+    assert await ids(client, operator, name="ковальчук", address="садова 7") == [102]
+
+
+@pytest.mark.parametrize("typed", ["вул. аб", "м. ол"])
+async def test_a_query_without_a_key_word_is_a_400(client, operator, typed) -> None:
+    response = await client.get(URL, params={"address": typed}, headers=operator)
+    assert response.status == 400, await response.text()
+    assert [e["field"] for e in (await response.json())["errors"]] == ["address"]
