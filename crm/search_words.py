@@ -47,14 +47,12 @@ def starts_a_word(word: str, text: str) -> bool:
 
 
 # Search keys (migration 0029): the words of a name (tag "n") or an address (tag "a"),
-# split at spaces and hyphens, each contributing its prefixes of KEY_MIN to KEY_MAX
-# letters (a number from 1 digit); a key is the first 32 bits of md5(tag || prefix).
-KEY_MIN = 3
-KEY_MAX = 6
+# split at spaces and hyphens, each contributing its prefixes of 1 to KEY_MAX letters; a
+# key is the first 32 bits of md5(tag || prefix).
+KEY_MAX = 8
 NAME_TAG = "n"
 ADDRESS_TAG = "a"
 _PARTS = re.compile(r"[ -]")
-_DIGITS = frozenset("0123456789")
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -64,8 +62,7 @@ def _key(text: str) -> int:
 
 @functools.lru_cache(maxsize=1 << 16)
 def _part_keys(part: str, tag: str) -> tuple[int, ...]:
-    low = 1 if part[:1] in _DIGITS else KEY_MIN
-    return tuple(_key(tag + part[:n]) for n in range(low, min(len(part), KEY_MAX) + 1))
+    return tuple(_key(tag + part[:n]) for n in range(1, min(len(part), KEY_MAX) + 1))
 
 
 def search_keys(norm: str | None, tag: str) -> set[int]:
@@ -77,24 +74,17 @@ def search_keys(norm: str | None, tag: str) -> set[int]:
 
 
 def client_search_keys(name_norm: str, addresses_norm: list[str]) -> list[int]:
-    """The Python twin of herald_client_search_keys: a client's keys, ascending."""
-    keys = search_keys(name_norm, NAME_TAG)
-    for address in addresses_norm:
-        keys |= search_keys(address, ADDRESS_TAG)
-    return sorted(keys)
+    """The Python twin of herald_client_search_keys: the name's keys ascending, then the
+    addresses' keys ascending."""
+    return sorted(search_keys(name_norm, NAME_TAG)) + sorted(search_keys(" ".join(addresses_norm), ADDRESS_TAG))
 
 
 def query_keys(word: str, tag: str) -> list[int]:
     """The keys a row must have for ``word`` (normalised) to start one of its words.
 
-    Each hyphen-separated part of the word gives the key of its first KEY_MAX letters,
-    if it is long enough to have one (KEY_MIN letters, or a number). An abbreviation
-    ("вул.", "м.") gives none: it is checked on the rows found.
+    Each hyphen-separated part of the word gives the key of its first KEY_MAX letters.
+    An abbreviation ("вул.", "м.") gives the key of its letters: a word of the row
+    starts with them (and crm.search checks that the abbreviation occurs).
     """
-    if word.endswith("."):
-        return []
-    keys = []
-    for part in word.split("-"):
-        if part[:1] in _DIGITS or len(part) >= KEY_MIN:
-            keys.append(_key(tag + part[:KEY_MAX]))
-    return keys
+    letters = word[:-1] if word.endswith(".") else word
+    return [_key(tag + part[:KEY_MAX]) for part in letters.split("-") if part]

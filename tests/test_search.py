@@ -7,6 +7,7 @@ import asyncpg
 import pytest
 from conftest import login_as
 
+from crm import search
 from crm.search import (
     COUNT_CAP,
     WALK_IDS,
@@ -194,13 +195,14 @@ async def test_keyset_pages_have_no_repeats_or_gaps(client, operator, admin_conn
     assert seen == list(range(1001, 1024))
 
 
-@pytest.mark.parametrize(("surname", "near"), [
-    # Three matches among the first WALK_IDS ids: the walk goes on past them.
-    ("Густенко", [4000, 4500, 4900]),
-    # One: the matches beyond the walked ids come from the trigram index, sorted.
-    ("Рідкісенко", [4900])])
+@pytest.mark.parametrize(("surname", "near", "sort_at_most"), [
+    # Walked: the first ids are walked in order, the matches beyond come from the index.
+    ("Густенко", [4000, 4500, 4900], 0),
+    # Collected from the GIN index and sorted.
+    ("Рідкісенко", [4900], 10**9)])
 async def test_matches_beyond_the_walked_ids_are_found_in_order(
-        client, operator, admin_conn, surname, near) -> None:
+        client, operator, admin_conn, monkeypatch, surname, near, sort_at_most) -> None:
+    monkeypatch.setattr(search, "SORT_AT_MOST", sort_at_most)
     far = [WALK_IDS + 25_000, WALK_IDS + 9_000, 3 * WALK_IDS + 7]
     await admin_conn.execute(
         "INSERT INTO clients (id, last_name, first_name) SELECT g, $1, 'Олена' FROM unnest($2::bigint[]) g",
