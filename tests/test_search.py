@@ -195,14 +195,14 @@ async def test_keyset_pages_have_no_repeats_or_gaps(client, operator, admin_conn
     assert seen == list(range(1001, 1024))
 
 
-@pytest.mark.parametrize(("surname", "near", "sort_at_most"), [
+@pytest.mark.parametrize(("surname", "near", "walk_us"), [
     # Walked: the first ids are walked in order, the matches beyond come from the index.
-    ("Густенко", [4000, 4500, 4900], 0),
+    ("Густенко", [4000, 4500, 4900], 0.0),
     # Collected from the GIN index and sorted.
-    ("Рідкісенко", [4900], 10**9)])
+    ("Рідкісенко", [4900], 1e9)])
 async def test_matches_beyond_the_walked_ids_are_found_in_order(
-        client, operator, admin_conn, monkeypatch, surname, near, sort_at_most) -> None:
-    monkeypatch.setattr(search, "SORT_AT_MOST", sort_at_most)
+        client, operator, admin_conn, monkeypatch, surname, near, walk_us) -> None:
+    monkeypatch.setattr(search, "WALK_US", walk_us)
     far = [WALK_IDS + 25_000, WALK_IDS + 9_000, 3 * WALK_IDS + 7]
     await admin_conn.execute(
         "INSERT INTO clients (id, last_name, first_name) SELECT g, $1, 'Олена' FROM unnest($2::bigint[]) g",

@@ -94,3 +94,26 @@ async def test_abbreviations_and_short_words_narrow_the_search(client, operator)
     response = await client.get(URL, params={"address": "м. ол"}, headers=operator)
     assert response.status == 400, await response.text()
     assert [e["field"] for e in (await response.json())["errors"]] == ["address"]
+
+
+async def test_pages_are_topped_up_past_candidates_whose_words_are_on_two_accounts(
+        client, demo_users, admin_conn) -> None:
+    # 40 clients have "Львів" on one account and "Садова" on another (their keys hold
+    # both), and every tenth also has both on one account: those 4 are the matches.
+    people = []
+    for i in range(40):
+        accounts = [(f"{7000000000 + 2 * i}", f"56XG{70000000000 + 2 * i:011d}K", "м. Львів", "вул. Франка", "1", None),
+                    (f"{7000000001 + 2 * i}", f"56XG{70000000001 + 2 * i:011d}K", "м. Київ", "вул. Садова", "2", None)]
+        if i % 10 == 9:
+            accounts[1] = accounts[1][:2] + ("м. Львів", "вул. Садова", "3", None)
+        people.append((500 + i, "Тестенко", "Іван", None, accounts, []))
+    await insert_people(admin_conn, people)
+    operator = await login_as(client, "operator_cc")
+    seen, cursor = [], None
+    while True:
+        params = {"address": "львів садова", "limit": "2"} | ({"cursor": cursor} if cursor else {})
+        body = await (await client.get(URL, params=params, headers=operator)).json()
+        seen += [item["client_id"] for item in body["items"]]
+        if (cursor := body["next_cursor"]) is None:
+            break
+    assert seen == [509, 519, 529, 539]

@@ -47,6 +47,8 @@ async def search_clients(request: web.Request, query: SearchQuery) -> SearchPage
                                      address=query.address, name=query.name)
     after = search.decode_cursor(query.cursor) if query.cursor else 0
     pool = request.app[DB]
+    async with pool.acquire() as conn:
+        criteria = await search.with_key_shares(conn, criteria)
 
     async def page() -> tuple[list[search.ClientHit], str | None]:
         async with pool.acquire() as conn:
