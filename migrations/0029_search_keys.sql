@@ -24,7 +24,8 @@
 -- On a database that already holds data the backfill below rewrites every client row
 -- once (13 M rows: see the README for the time measured here).
 
--- (string_to_array, not regexp_split_to_table: 22 instead of 83 µs a name.)
+-- (string_to_array, not regexp_split_to_table: a quarter of the time, measured on 20,000 names
+-- with 3-6 letter keys.)
 CREATE FUNCTION herald_search_keys(norm text, tag text) RETURNS int[]
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     RETURN ARRAY(
@@ -35,7 +36,8 @@ CREATE FUNCTION herald_search_keys(norm text, tag text) RETURNS int[]
 
 -- The keys of a client: its name's, then those of the addresses of all its accounts
 -- (the two lists ascending each; tags keep them apart). One function call over the joined
--- addresses, not a union of one per account: 35 instead of 78 µs a client.
+-- addresses, not a union of one per account: half the time (50,000 clients: 4.5 s against
+-- 9.3 s, with 45 keys a client, measured while the test suite ran).
 CREATE FUNCTION herald_client_search_keys(client bigint, name_norm text) RETURNS int[]
     LANGUAGE sql STABLE PARALLEL SAFE
     RETURN herald_search_keys(name_norm, 'n')

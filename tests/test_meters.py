@@ -12,11 +12,10 @@ from dispatch_helpers import make_clients
 from crm import meters
 from crm.meters import today_in_kyiv
 
-TODAY = today_in_kyiv()
-
-
 def day(offset: int) -> str:
-    return (TODAY + dt.timedelta(days=offset)).isoformat()
+    # Kyiv's date now, not when the module was imported: a run may cross Kyiv's midnight
+    # (22:00 UTC in winter), and a reading dated "tomorrow" is then today.
+    return (today_in_kyiv() + dt.timedelta(days=offset)).isoformat()
 
 
 async def _meter(client, headers, account_id: int = 1, serial: str = "SN-0001") -> int:  # type: ignore[no-untyped-def]
