@@ -15,8 +15,8 @@ so a page is "the next ``limit`` ids after the cursor" and never needs the full 
   ``clients.search_keys`` (migration 0029: the word-start prefixes of the client's name
   and of all its accounts' addresses), so a name AND an address is one lookup in one
   GIN index; the rows found are then checked exactly (the whole word at a word start,
-  the address words on one account; abbreviations such as "вул.", "м." are a plain
-  substring check). Whether a stream walks the ids in order or collects its matches
+  the address words on one account; an abbreviation such as "вул." or "м." gives the
+  key of its letters and must also occur as typed). Whether a stream walks the ids in order or collects its matches
   from the index and sorts them is decided on the ids after the cursor and the keys'
   frequencies, not left to the planner (``_stream``).
 * ``match=all`` intersects the criteria (account criteria on the same account);
@@ -34,6 +34,7 @@ import base64
 import binascii
 import contextlib
 import json
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -198,12 +199,8 @@ class Criteria(msgspec.Struct, frozen=True):
 
     def common_share(self) -> float:
         """The share of clients that have the keys ``keys`` leaves out (independently)."""
-        asked = set(self.keys())
-        out = 1.0
-        for k, f in self.common:
-            if k not in asked and k in self.all_keys():
-                out *= f
-        return out
+        left_out = set(self.all_keys()) - set(self.keys())
+        return math.prod(f for k, f in self.common if k in left_out)
 
     def count(self) -> int:
         return sum(v is not None for v in (self.phone, self.or_number, self.client_id,
