@@ -46,7 +46,7 @@ from admin_api.views import (
 )
 from dispatcher.templates import TemplateEngine
 from dispatcher.worker import declare_topology
-from herald import __version__
+from herald import __version__, clock
 from herald.amqp import AmqpLink
 from herald.db import create_pool
 from herald.settings import Settings
@@ -105,6 +105,7 @@ def init_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[request_context_middleware, problem_middleware,
                                        security_middleware],
                           client_max_size=8 * 1024 * 1024)
+    clock.configure(settings)
     app[SETTINGS] = settings
     app[templates.ENGINE] = TemplateEngine()
     registry = prometheus_client.CollectorRegistry()

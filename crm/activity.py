@@ -21,6 +21,7 @@ import msgspec
 from crm import timeline
 from crm.audit import Actor, Change, record
 from crm.errors import Conflict, InvalidInput, NotFound
+from herald import clock
 
 CHANNELS = ("cabinet", "app", "shop", "chatbot")
 Channel = Literal["cabinet", "app", "shop", "chatbot"]
@@ -238,7 +239,7 @@ async def ingest_channel_events(conn: asyncpg.Connection, events: Sequence[tuple
     Updates the per-channel usage of each client and puts each new interaction on the
     client's timeline, in one transaction; items that cannot be stored are listed.
     """
-    now = now or dt.datetime.now(dt.UTC)
+    now = now or clock.now()
     errors: list[ItemError] = []
     clients = await resolve_clients(conn, [(e.client_id, e.or_number) for _, e in events])
     valid: list[tuple[int, int, ChannelEvent]] = []
@@ -306,7 +307,7 @@ async def upsert_shop_order(conn: asyncpg.Connection, source_id: str, spec: Shop
     for n, item in enumerate(spec.items):
         if not item.price.is_finite() or item.price < 0:
             raise InvalidInput(f"items[{n}].price", "a non-negative amount")
-    if (problem := _check_time(spec.ordered_at, now or dt.datetime.now(dt.UTC))):
+    if (problem := _check_time(spec.ordered_at, now or clock.now())):
         raise InvalidInput("ordered_at", problem[1])
     client = (await resolve_clients(conn, [(spec.client_id, spec.or_number)]))[0]
     if isinstance(client, tuple):
@@ -322,7 +323,7 @@ async def upsert_shop_order(conn: asyncpg.Connection, source_id: str, spec: Shop
             VALUES ($1, $2, $3, $4, $5, $6, $7)
             ON CONFLICT (source_id) DO UPDATE SET
                 status = excluded.status, total = excluded.total, currency = excluded.currency,
-                items = excluded.items, ordered_at = excluded.ordered_at, updated_at = now()
+                items = excluded.items, ordered_at = excluded.ordered_at, updated_at = herald_now()
             RETURNING {_ORDER_COLUMNS}
             """, source_id, client, spec.status, spec.total, spec.currency,
             msgspec.to_builtins(spec.items), spec.ordered_at)
@@ -356,7 +357,7 @@ async def shop_orders(conn: asyncpg.Connection, client_id: int, *, past_limit: i
 async def ingest_cx_events(conn: asyncpg.Connection, events: Sequence[tuple[int, CxEvent]], *,
                            now: dt.datetime | None = None) -> IntakeResult:
     """Store survey answers and outbound call results once per (kind, external id)."""
-    now = now or dt.datetime.now(dt.UTC)
+    now = now or clock.now()
     errors: list[ItemError] = []
     clients = await resolve_clients(conn, [(e.client_id, e.or_number) for _, e in events])
     valid: list[tuple[int, CxEvent]] = []
@@ -496,7 +497,7 @@ async def set_application_status(conn: asyncpg.Connection, actor: Actor, applica
         if before["status"] == status:
             return _application(before)
         app = _application(await conn.fetchrow(
-            f"UPDATE applications SET status = $2, updated_at = now() WHERE id = $1 "
+            f"UPDATE applications SET status = $2, updated_at = herald_now() WHERE id = $1 "
             f"RETURNING {_APP_COLUMNS}", application_id, status))
         await record(conn, actor, [Change("application", str(app.id), "update", "status",
                                           before["status"], status)])

@@ -27,6 +27,7 @@ import asyncpg
 import msgspec
 
 from crm.errors import HeraldError
+from herald import clock
 
 log = logging.getLogger("herald.billing")
 
@@ -309,7 +310,7 @@ WHERE b.fetched_at <= EXCLUDED.fetched_at
 
 
 def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+    return clock.now()
 
 
 class BillingCache:

@@ -31,6 +31,7 @@ from crm.billing import (
 )
 from crm.errors import NotFound
 from crm.meters import Meter, Reading
+from herald import clock
 
 # -- The card ------------------------------------------------------------------------------
 
@@ -260,7 +261,7 @@ def default_period(today: dt.date) -> tuple[dt.date, dt.date]:
 
 
 def kyiv_today() -> dt.date:
-    return dt.datetime.now(KYIV).date()
+    return clock.today(KYIV)
 
 
 async def build_card(pool: asyncpg.Pool, billing: BillingCache, *, client_id: int | None = None,

@@ -372,7 +372,7 @@ async def update_contact(conn: asyncpg.Connection, actor: Actor, contact_id: int
         await conn.execute(
             """UPDATE contacts SET last_name = $2, first_name = $3, middle_name = $4, phone = $5,
                    email = $6, passport_number = $7, passport_norm = $8, is_active = $9,
-                   updated_at = now()
+                   updated_at = herald_now()
                WHERE id = $1""",
             contact_id, *(new[f] for f in FIELDS),
             passport_norm(new["passport_number"]) if new["passport_number"] else None,
@@ -431,7 +431,7 @@ async def unlink(conn: asyncpg.Connection, actor: Actor, contact_id: int, accoun
             raise NotFound(f"contact {contact_id} is not linked to account {account_id}")
         if row["is_active"]:
             await conn.execute(
-                "UPDATE account_contacts SET is_active = false, unlinked_at = now() "
+                "UPDATE account_contacts SET is_active = false, unlinked_at = herald_now() "
                 "WHERE account_id = $1 AND contact_id = $2", account_id, contact_id)
             await audit.record(conn, actor, [Change("contact", str(contact_id), "unlink",
                                                     f"link:{account_id}", row["role"], None)])
@@ -478,9 +478,9 @@ async def merge_contacts(conn: asyncpg.Connection, actor: Actor, source_id: int,
                    passport_norm = CASE WHEN d.passport_number IS NULL THEN s.passport_norm
                                         ELSE d.passport_norm END,
                    passport_number = coalesce(d.passport_number, s.passport_number),
-                   updated_at = now()
+                   updated_at = herald_now()
                FROM contacts s WHERE d.id = $2 AND s.id = $1""", source_id, into_id)
-        await conn.execute("UPDATE contacts SET is_active = false, merged_into = $2, updated_at = now() "
+        await conn.execute("UPDATE contacts SET is_active = false, merged_into = $2, updated_at = herald_now() "
                            "WHERE id = $1", source_id, into_id)
         await audit.record(conn, actor, changes)
         return MergeResult(await get_contact(conn, into_id), await get_contact(conn, source_id),
@@ -525,6 +525,6 @@ async def _move_links(conn: asyncpg.Connection, source_id: int, into_id: int,
             outcomes.append(MergedLink(account, role, "already_linked"))
         changes.append(Change("contact", src, "merge", field, role, None))
     await conn.execute(
-        "UPDATE account_contacts SET is_active = false, unlinked_at = now() "
+        "UPDATE account_contacts SET is_active = false, unlinked_at = herald_now() "
         "WHERE contact_id = $1 AND is_active", source_id)
     return outcomes

@@ -42,6 +42,7 @@ from crm import timeline as _timeline
 from crm.cases.channels import CallRecord
 from crm.cases.intake import from_call
 from crm.errors import InvalidInput, NotFound
+from herald import clock
 
 PHONE_REGION = "UA"
 MAX_CANDIDATES = 10
@@ -253,7 +254,7 @@ ON CONFLICT (call_ref) DO UPDATE SET
     agent_user_id = coalesce(calls.agent_user_id, EXCLUDED.agent_user_id),
     extension = coalesce(calls.extension, EXCLUDED.extension),
     campaign = coalesce(calls.campaign, EXCLUDED.campaign),
-    updated_at = now()
+    updated_at = herald_now()
 RETURNING id, phone, agent_login, client_id
 """
 
@@ -336,7 +337,7 @@ async def record_event(conn: asyncpg.Connection, body: CallEvent, *,
         await conn.execute(
             f"UPDATE calls SET {column} = $2, disposition = coalesce($3, disposition), "
             "talk_time = coalesce($4, talk_time), recording_url = coalesce($5, recording_url), "
-            "transcript = coalesce($6, transcript), updated_at = now() WHERE id = $1",
+            "transcript = coalesce($6, transcript), updated_at = herald_now() WHERE id = $1",
             call_id, at, (body.dispo or body.status) if event == "hung_up" else None,
             body.talk_time, body.recording_url, body.transcript)
         call = await get_call(conn, call_id)
@@ -367,4 +368,4 @@ async def push_to_agent(redis: aioredis.Redis, namespace: str, agent_login: str,
 
 
 def now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+    return clock.now()

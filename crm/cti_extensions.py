@@ -70,7 +70,7 @@ async def set_mapping(conn: asyncpg.Connection, actor: Actor,
         await conn.execute(
             "INSERT INTO cti_extensions (extension, user_id, updated_by) VALUES ($1, $2, $3) "
             "ON CONFLICT (extension) DO UPDATE SET user_id = excluded.user_id, "
-            "updated_at = now(), updated_by = excluded.updated_by", extension, user_id, actor.login)
+            "updated_at = herald_now(), updated_by = excluded.updated_by", extension, user_id, actor.login)
         if before != user_id:
             await audit.record(conn, actor, [Change(
                 "cti_extension", extension, "create" if before is None else "update", "user_id",

@@ -162,7 +162,7 @@ WITH cur AS (
 ), diff AS (
     SELECT calc.*,
            CASE WHEN new_status = status THEN closed_at
-                WHEN new_status = 'closed' THEN current_date END AS new_closed_at
+                WHEN new_status = 'closed' THEN herald_now()::date END AS new_closed_at
     FROM calc
     WHERE (new_consumer_type, new_registers, new_destroyed_housing, new_tariff_code, new_status)
           IS DISTINCT FROM (consumer_type, registers, destroyed_housing, tariff_code, status)
@@ -174,7 +174,7 @@ _APPLY = _COMPUTE.format(lock="FOR UPDATE") + """
     UPDATE accounts a
     SET consumer_type = d.new_consumer_type, registers = d.new_registers,
         destroyed_housing = d.new_destroyed_housing, tariff_code = d.new_tariff_code,
-        status = d.new_status, closed_at = d.new_closed_at, updated_at = now()
+        status = d.new_status, closed_at = d.new_closed_at, updated_at = herald_now()
     FROM diff d WHERE a.id = d.id
     RETURNING d.*
 )

@@ -21,6 +21,7 @@ import msgspec
 
 from crm.audit import Actor, Change, record
 from crm.errors import Conflict, InvalidInput, NotFound
+from herald import clock
 
 KYIV = ZoneInfo("Europe/Kyiv")
 SOURCES = ("cabinet", "app", "ivr", "chatbot", "operator", "gdo")
@@ -85,7 +86,7 @@ def _meter(row: Mapping[str, Any], latest: Reading | None) -> Meter:
 
 def today_in_kyiv(now: dt.datetime | None = None) -> dt.date:
     """The calendar date of the client (Ukraine): a reading may not be dated after it."""
-    return (now or dt.datetime.now(dt.UTC)).astimezone(KYIV).date()
+    return (now or clock.now()).astimezone(KYIV).date()
 
 
 async def latest_readings(conn: asyncpg.Connection, meter_ids: Sequence[int]) -> dict[int, Reading]:

@@ -129,7 +129,7 @@ async def record_event(conn: asyncpg.Connection, *, client_id: int, kind: str, a
                               WHEN jsonb_typeof(detail) = 'object' AND jsonb_typeof($7::jsonb) = 'object'
                               THEN detail || $7::jsonb
                               ELSE $7::jsonb END,
-                updated_at = now()
+                updated_at = herald_now()
             WHERE at = $1 AND id = $2
             """, ref["event_at"], ref["event_id"], event.title, status, channel, direction,
             event.detail)

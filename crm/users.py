@@ -180,7 +180,7 @@ async def update_user(conn: asyncpg.Connection, actor: Actor, user_id: int, *,
             new.update(locked_until=None, failed_logins=0)
         changes = audit.field_changes("user", user_id, dict(before), new)
         for change in changes:
-            await conn.execute(f"UPDATE users SET {change.field} = $2, updated_at = now() "
+            await conn.execute(f"UPDATE users SET {change.field} = $2, updated_at = herald_now() "
                                "WHERE id = $1", user_id, change.new)
         if roles is not None and sorted(set(roles)) != old_roles:
             await _check_roles(conn, roles)
@@ -207,8 +207,8 @@ async def set_password(conn: asyncpg.Connection, actor: Actor, policy: PasswordP
     policy.check(new_password, row["login"], field="new_password")
     new_hash = await hash_password(new_password)
     async with conn.transaction():
-        await conn.execute("UPDATE users SET password_hash = $2, password_changed_at = now(), "
-                           "updated_at = now() WHERE id = $1", user_id, new_hash)
+        await conn.execute("UPDATE users SET password_hash = $2, password_changed_at = herald_now(), "
+                           "updated_at = herald_now() WHERE id = $1", user_id, new_hash)
         await conn.execute("DELETE FROM sessions WHERE user_id = $1 AND token_hash <> $2",
                            user_id, keep_session or b"")
         # The journal says that the password changed, never what it is.
@@ -224,7 +224,7 @@ async def login(conn: asyncpg.Connection, lockout: LockoutPolicy, *, login_name:
     """
     row = await conn.fetchrow(
         "SELECT id, login, password_hash, is_active, failed_logins, locked_until, "
-        "locked_until > now() AS locked FROM users WHERE lower(login) = lower($1)", login_name)
+        "locked_until > herald_now() AS locked FROM users WHERE lower(login) = lower($1)", login_name)
     if row is None:
         await _verify(_DUMMY_HASH, password)
         raise AuthenticationFailed("login or password is wrong")
@@ -239,10 +239,10 @@ async def login(conn: asyncpg.Connection, lockout: LockoutPolicy, *, login_name:
                 """
                 UPDATE users u SET failed_logins = n.failures,
                     locked_until = CASE WHEN n.failures >= $2
-                                        THEN now() + make_interval(secs => $3) END
+                                        THEN herald_now() + make_interval(secs => $3) END
                 FROM (
                     -- a lock that has run out starts the count afresh
-                    SELECT CASE WHEN locked_until <= now() THEN 1 ELSE failed_logins + 1 END
+                    SELECT CASE WHEN locked_until <= herald_now() THEN 1 ELSE failed_logins + 1 END
                            AS failures
                     FROM users WHERE id = $1
                 ) n
@@ -263,10 +263,10 @@ async def login(conn: asyncpg.Connection, lockout: LockoutPolicy, *, login_name:
     token = secrets.token_urlsafe(32)
     async with conn.transaction():
         await conn.execute("UPDATE users SET failed_logins = 0, locked_until = NULL, "
-                           "last_login_at = now() WHERE id = $1", row["id"])
+                           "last_login_at = herald_now() WHERE id = $1", row["id"])
         await conn.execute(
             "INSERT INTO sessions (token_hash, user_id, expires_at, client_ip, user_agent) "
-            "VALUES ($1, $2, now() + $3::interval, $4::inet, $5)",
+            "VALUES ($1, $2, herald_now() + $3::interval, $4::inet, $5)",
             _token_hash(token), row["id"], ttl, client_ip, (user_agent or "")[:500])
         await audit.record(conn, actor, [Change("user", entity, "login")])
     principal = await resolve_session(conn, token, ttl)
@@ -280,15 +280,15 @@ async def resolve_session(conn: asyncpg.Connection, token: str,
     key = _token_hash(token)
     row = await conn.fetchrow(
         """
-        SELECT u.id, u.login, u.full_name, s.last_seen_at < now() - interval '1 minute' AS stale,
+        SELECT u.id, u.login, u.full_name, s.last_seen_at < herald_now() - interval '1 minute' AS stale,
                array(SELECT role_code FROM user_roles WHERE user_id = u.id) AS roles,
                array(SELECT DISTINCT rp.permission_code FROM user_roles ur
                      JOIN role_permissions rp USING (role_code) WHERE ur.user_id = u.id) AS permissions
         FROM sessions s JOIN users u ON u.id = s.user_id
-        WHERE s.token_hash = $1 AND s.expires_at > now() AND u.is_active
+        WHERE s.token_hash = $1 AND s.expires_at > herald_now() AND u.is_active
         """, key)
     if row is not None and row["stale"]:
-        await conn.execute("UPDATE sessions SET last_seen_at = now(), expires_at = now() + $2::interval "
+        await conn.execute("UPDATE sessions SET last_seen_at = herald_now(), expires_at = herald_now() + $2::interval "
                            "WHERE token_hash = $1", key, ttl)
     if row is None:
         return None

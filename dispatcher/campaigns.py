@@ -139,7 +139,7 @@ async def update(conn: asyncpg.Connection, actor: Actor, campaign_id: int,
             """
             UPDATE campaigns SET name = $2, template_id = $3, template_version = $4,
                    channel_chain = $5, receipt_timeout_seconds = $6, audience = $7::jsonb,
-                   rate_per_minute = $8, rate_per_hour = $9, updated_at = now()
+                   rate_per_minute = $8, rate_per_hour = $9, updated_at = herald_now()
             WHERE id = $1
             """, campaign_id, *_values(spec, version))
         after = await get(conn, campaign_id)
@@ -182,7 +182,7 @@ async def launch(conn: asyncpg.Connection, actor: Actor, campaign_id: int,
         if at is not None and at.tzinfo is None:
             raise InvalidInput("at", "give a time zone, e.g. 2026-12-01T09:00:00+02:00")
         await conn.execute("UPDATE campaigns SET status = 'scheduled', "
-                           "scheduled_at = coalesce($2, now()), updated_at = now() WHERE id = $1",
+                           "scheduled_at = coalesce($2, herald_now()), updated_at = herald_now() WHERE id = $1",
                            campaign_id, at)
         await audit.record(conn, actor, [Change("campaign", str(campaign_id), "update", "status",
                                                 "draft", "scheduled")])
@@ -200,8 +200,8 @@ async def transition(conn: asyncpg.Connection, actor: Actor, campaign_id: int,
             raise Conflict(f"cannot {action} a campaign that is {before.status} "
                            f"(allowed from: {', '.join(sorted(allowed))})")
         await conn.execute(
-            "UPDATE campaigns SET status = $2, updated_at = now(), "
-            "finished_at = CASE WHEN $2 = 'stopped' THEN now() ELSE finished_at END WHERE id = $1",
+            "UPDATE campaigns SET status = $2, updated_at = herald_now(), "
+            "finished_at = CASE WHEN $2 = 'stopped' THEN herald_now() ELSE finished_at END WHERE id = $1",
             campaign_id, target)
         await audit.record(conn, actor, [Change("campaign", str(campaign_id), "update", "status",
                                                 before.status, target)])

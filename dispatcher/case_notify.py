@@ -140,7 +140,7 @@ async def update_rule(conn: asyncpg.Connection, actor: Actor, rule_id: int,
         row = await conn.fetchrow(
             f"UPDATE case_notification_rules SET name = $2, event = $3, to_status = $4, "
             f"template_id = $5, template_version = $6, channel_chain = $7, is_active = $8, "
-            f"updated_at = now() WHERE id = $1 RETURNING {_COLUMNS}",
+            f"updated_at = herald_now() WHERE id = $1 RETURNING {_COLUMNS}",
             rule_id, spec.name, spec.event, spec.to_status, spec.template_id, version, chain,
             spec.is_active)
         rule = NotificationRule(**dict(row))
@@ -159,7 +159,7 @@ async def deactivate_rule(conn: asyncpg.Connection, actor: Actor, rule_id: int) 
             raise NotFound(f"no notification rule {rule_id}")
         if old:
             await conn.execute("UPDATE case_notification_rules SET is_active = false, "
-                               "updated_at = now() WHERE id = $1", rule_id)
+                               "updated_at = herald_now() WHERE id = $1", rule_id)
             await audit.record(conn, actor, [Change("case_notification_rule", str(rule_id),
                                                     "update", "is_active", True, False)])
 

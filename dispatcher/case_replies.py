@@ -46,8 +46,15 @@ from dispatcher.operator_send import _DETAIL, SendRefused, check_rules
 from dispatcher.recipients import Organisation, load_recipients
 from dispatcher.sms_text import sms_stats
 from dispatcher.templates import TemplateLimits
+from herald import clock
 from herald.settings import Settings
-from providers.base import EmailContent, Outbound, Outcome, ProviderUnavailable, SendResult
+from providers.base import (
+    EmailContent,
+    Outbound,
+    Outcome,
+    ProviderUnavailable,
+    SendResult,
+)
 from providers.smtp import SmtpProvider
 
 KYIV = ZoneInfo("Europe/Kyiv")
@@ -203,7 +210,7 @@ async def _on_timeline(conn: asyncpg.Connection, client_id: int, message_id: str
                        status: str, case_number: str | None = None) -> None:
     """The e-mail reply on the client's timeline (one item, its status updated on sending)."""
     await timeline.record_event(
-        conn, client_id=client_id, kind="case_reply", at=dt.datetime.now(dt.UTC), title=subject,
+        conn, client_id=client_id, kind="case_reply", at=clock.now(), title=subject,
         status=status, channel="email", direction="out", ref_type="email", ref_id=message_id,
         detail={"message_id": message_id, **({"case_number": case_number} if case_number else {})})
 
@@ -265,7 +272,7 @@ async def reply(conn: asyncpg.Connection, redis: aioredis.Redis, settings: Setti
                 data={"message_id": created.message_id, "channel_chain": chain})])
             accepted = ReplyAccepted(case.id, chain[0], created.message_id, chain)
             outbox = []
-        await conn.execute("UPDATE cases SET last_outbound_at = now(), updated_at = now() "
+        await conn.execute("UPDATE cases SET last_outbound_at = herald_now(), updated_at = herald_now() "
                            "WHERE id = $1", case.id)
         await audit.record(conn, actor, [Change("case", str(case.id), "reply", None, None, {
             "channel": accepted.channel, "message_id": accepted.message_id})])
@@ -325,11 +332,11 @@ def _backoff(attempts: int) -> float:
 _CLAIM = """
 WITH due AS (
     SELECT id FROM case_email_outbox
-    WHERE status = 'pending' AND next_attempt_at <= now()
+    WHERE status = 'pending' AND next_attempt_at <= herald_now()
       AND ($1::bigint[] IS NULL OR id = ANY($1::bigint[]))
     ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED)
 UPDATE case_email_outbox o
-SET attempts = o.attempts + 1, next_attempt_at = now() + make_interval(secs => $3)
+SET attempts = o.attempts + 1, next_attempt_at = herald_now() + make_interval(secs => $3)
 FROM due WHERE o.id = due.id
 RETURNING o.id, o.message_id, o.address, o.subject, o.body, o.in_reply_to, o.refs, o.attempts,
           (SELECT client_id FROM cases c WHERE c.id = o.case_id) AS client_id
@@ -364,7 +371,7 @@ async def deliver_due(pool: asyncpg.Pool, settings: Settings, *,
              if res.outcome in (Outcome.TRANSIENT, Outcome.THROTTLED)]
     async with pool.acquire() as conn:
         await conn.execute(
-            "UPDATE case_email_outbox o SET status = 'sent', sent_at = now(), provider_id = r.p, "
+            "UPDATE case_email_outbox o SET status = 'sent', sent_at = herald_now(), provider_id = r.p, "
             "last_error = NULL FROM unnest($1::bigint[], $2::text[]) AS r(i, p) WHERE o.id = r.i",
             [r["id"] for r, _ in sent], [res.provider_id for _, res in sent])
         await conn.execute(
@@ -373,7 +380,7 @@ async def deliver_due(pool: asyncpg.Pool, settings: Settings, *,
             [r["id"] for r, _ in failed], [res.error for _, res in failed])
         await conn.execute(
             "UPDATE case_email_outbox o SET last_error = r.e, "
-            "next_attempt_at = now() + make_interval(secs => r.b) "
+            "next_attempt_at = herald_now() + make_interval(secs => r.b) "
             "FROM unnest($1::bigint[], $2::text[], $3::float8[]) AS r(i, e, b) WHERE o.id = r.i",
             [r["id"] for r, _ in retry], [res.error for _, res in retry],
             [_backoff(r["attempts"]) for r, _ in retry])

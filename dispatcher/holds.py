@@ -21,7 +21,7 @@ from dispatcher.envelopes import Envelope, parse_realtime_id
 from herald.settings import Settings
 
 _CONDITIONS = {
-    "due": "reason IN ('quiet_hours', 'rate_limit') AND release_at <= now()",
+    "due": "reason IN ('quiet_hours', 'rate_limit') AND release_at <= herald_now()",
     "lifted": "reason = 'air_raid' AND NOT (region_code = ANY($2::text[]))",
     "resumed": "reason = 'paused' AND campaign_id = $2",
 }

@@ -200,12 +200,12 @@ async def _contact_policy(conn: asyncpg.Connection,
     window = max(max(r.period_seconds or 0, r.min_interval_seconds or 0) for r, _ in limited)
     rows = await conn.fetch(
         """
-        SELECT now() AS now, m.client_id, m.rule_id, m.created_at
+        SELECT herald_now() AS now, m.client_id, m.rule_id, m.created_at
         FROM realtime_messages m
         WHERE m.client_id = ANY($1::bigint[]) AND m.kind = 'trigger' AND m.refused IS NULL
-          AND m.created_at > now() - make_interval(secs => $2)
+          AND m.created_at > herald_now() - make_interval(secs => $2)
         """, sorted({c for _, c in limited}), window)
-    now = rows[0]["now"] if rows else await conn.fetchval("SELECT now()")
+    now = rows[0]["now"] if rows else await conn.fetchval("SELECT herald_now()")
     sent: dict[int, list[tuple[int | None, dt.datetime]]] = {}
     for row in rows:
         sent.setdefault(row["client_id"], []).append((row["rule_id"], row["created_at"]))

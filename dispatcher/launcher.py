@@ -29,7 +29,7 @@ async def launch_due(pool: asyncpg.Pool, redis: aioredis.Redis,
         async with pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
                 "SELECT id, audience::text AS audience FROM campaigns "
-                "WHERE status = 'scheduled' AND scheduled_at <= now() "
+                "WHERE status = 'scheduled' AND scheduled_at <= herald_now() "
                 "ORDER BY scheduled_at LIMIT 1 FOR UPDATE SKIP LOCKED")
             if row is None:
                 return started
@@ -40,8 +40,8 @@ async def launch_due(pool: asyncpg.Pool, redis: aioredis.Redis,
                 conn, campaign_id, audience_decoder.decode(row["audience"]), settings.shards,
                 settings.dispatch_batch_size)
             await conn.execute(
-                "UPDATE campaigns SET status = 'running', launched_at = now(), shards = $2, "
-                "audience_size = $3, batches_total = $4, updated_at = now() WHERE id = $1",
+                "UPDATE campaigns SET status = 'running', launched_at = herald_now(), shards = $2, "
+                "audience_size = $3, batches_total = $4, updated_at = herald_now() WHERE id = $1",
                 campaign_id, settings.shards, recipients, batches)
         await redis.hset(outcomes.stats_key(settings, campaign_id),
                          mapping={"audience": recipients, "batches_total": batches})
@@ -66,7 +66,7 @@ async def republish_stalled(pool: asyncpg.Pool, channel: aio_pika.abc.AbstractCh
           AND EXISTS (SELECT 1 FROM campaign_batches b WHERE b.campaign_id = c.id AND NOT b.done)
           AND greatest((SELECT max(greatest(b.done_at, b.created_at)) FROM campaign_batches b
                         WHERE b.campaign_id = c.id), c.launched_at)
-              < now() - make_interval(secs => $1)
+              < herald_now() - make_interval(secs => $1)
         """, idle_seconds)
     for row in rows:
         async with pool.acquire() as conn:
@@ -91,7 +91,7 @@ async def complete_finished(pool: asyncpg.Pool, redis: aioredis.Redis,
         if await receipts.awaiting(redis, settings, row["id"]):
             continue
         status = await pool.fetchval(
-            "UPDATE campaigns SET status = 'completed', finished_at = now(), updated_at = now() "
+            "UPDATE campaigns SET status = 'completed', finished_at = herald_now(), updated_at = herald_now() "
             "WHERE id = $1 AND status = 'running' RETURNING status", row["id"])
         if status:
             await publish_state(redis, settings, row["id"], "completed")

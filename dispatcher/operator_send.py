@@ -25,6 +25,7 @@ from crm.segments.membership import SegmentMembers
 from dispatcher import realtime
 from dispatcher.envelopes import parse_realtime_id, realtime_message_id
 from dispatcher.recipients import Organisation, load_recipients
+from herald import clock
 from herald.settings import Settings
 from providers.base import Channel
 from rules import consent, quiet_hours, stop_lists
@@ -94,7 +95,7 @@ async def set_allowed(conn: asyncpg.Connection, actor: Actor, template_id: int,
         if old is None:
             raise NotFound(f"template {template_id} does not exist")
         if old != allowed:
-            await conn.execute("UPDATE message_templates SET operator_send = $2, updated_at = now() "
+            await conn.execute("UPDATE message_templates SET operator_send = $2, updated_at = herald_now() "
                                "WHERE id = $1", template_id, allowed)
             await audit.record(conn, actor, [Change("template", str(template_id), "update",
                                                     "operator_send", old, allowed)])
@@ -139,7 +140,7 @@ async def check_rules(conn: asyncpg.Connection, redis: aioredis.Redis, settings:
         alerts = await mirror.sync(conn)
     windows = await quiet_hours.load_windows(conn)
     time_zones = await load_time_zones(conn)
-    now = dt.datetime.now(dt.UTC)
+    now = clock.now()
     reasons: dict[str, str] = {}
     for channel in chain:
         address = recipient.email if channel == "email" else recipient.phone

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Sequence
 
@@ -10,6 +9,7 @@ import asyncpg
 import msgspec
 import redis.asyncio as aioredis
 
+from herald import clock
 from herald.settings import Settings
 
 EVENT_COLUMNS = ("message_id", "campaign_id", "client_id", "step", "channel", "status",
@@ -124,7 +124,7 @@ async def count(redis: aioredis.Redis, settings: Settings, campaign_id: int | No
     async with redis.pipeline(transaction=False) as pipe:
         for name, amount in fields.items():
             pipe.hincrby(key, name, amount)
-        pipe.hset(key, "updated_at", f"{time.time():.3f}")
+        pipe.hset(key, "updated_at", f"{clock.time():.3f}")
         await pipe.execute()
 
 

@@ -29,6 +29,7 @@ from dispatcher.envelopes import CampaignBatch, Envelope, RealtimeMessages, mess
 from dispatcher.outcomes import Event, Hold
 from dispatcher.recipients import Organisation, Recipient, load_recipients
 from dispatcher.templates import CompiledTemplate, RenderError, TemplateEngine
+from herald import clock
 from herald.settings import Settings
 from providers.base import Outbound, Outcome, Provider, ProviderUnavailable
 from providers.retry import RetryPolicy, send_with_retry
@@ -205,7 +206,7 @@ class Batch:
                                       self.campaign.receipt_timeout)
 
     async def _mark_done(self, conn: asyncpg.Connection) -> None:
-        await conn.execute("UPDATE campaign_batches SET done = true, done_at = now() "
+        await conn.execute("UPDATE campaign_batches SET done = true, done_at = herald_now() "
                            "WHERE id = $1", self.batch_id)
 
     async def _count(self) -> None:
@@ -287,7 +288,7 @@ class Batch:
                       urgent: bool) -> dict[str, list[tuple[Recipient, int]]]:
         """Walk each recipient down the chain to a channel it can be sent on, now or later."""
         ctx, campaign = self.ctx, self.campaign
-        now = dt.datetime.now(dt.UTC)
+        now = clock.now()
         alerts = await ctx.active_alerts()
         windows = await ctx.cached("quiet_windows", quiet_hours.load_windows)
         time_zones = await ctx.cached("time_zones", load_time_zones)
@@ -399,7 +400,7 @@ class Batch:
             return failed
         if granted < len(outbound):
             # Only realtime messages stop waiting for tokens: held until more are due.
-            until = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=max(retry_after, 1.0))
+            until = clock.now() + dt.timedelta(seconds=max(retry_after, 1.0))
             for recipient, step in sendable[granted:]:
                 self._hold(recipient, step, "rate_limit", None, until)
             outbound, sendable = outbound[:granted], sendable[:granted]

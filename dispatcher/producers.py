@@ -87,7 +87,7 @@ async def deactivate(conn: asyncpg.Connection, actor: Actor, producer_id: int) -
             raise NotFound(f"producer {producer_id} does not exist")
         row = await conn.fetchrow(
             f"UPDATE producers SET is_active = false, "
-            f"deactivated_at = coalesce(deactivated_at, now()) WHERE id = $1 RETURNING {_COLUMNS}",
+            f"deactivated_at = coalesce(deactivated_at, herald_now()) WHERE id = $1 RETURNING {_COLUMNS}",
             producer_id)
         if was:
             await audit.record(conn, actor, [Change("producer", str(producer_id), "update",

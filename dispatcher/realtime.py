@@ -68,15 +68,15 @@ INSERT INTO realtime_messages (kind, client_id, account_id, rule_id, producer_id
                                receipt_timeout_seconds, created_by, refused, done, due_at,
                                published_at, done_at, variables)
 SELECT k, c, a, r, p, e, t, v, string_to_array(ch, ','), rt, cb, rf, rf IS NOT NULL,
-       now() + make_interval(secs => d),
-       CASE WHEN d = 0 AND rf IS NULL THEN now() END,
-       CASE WHEN rf IS NOT NULL THEN now() END, vr::jsonb
+       herald_now() + make_interval(secs => d),
+       CASE WHEN d = 0 AND rf IS NULL THEN herald_now() END,
+       CASE WHEN rf IS NOT NULL THEN herald_now() END, vr::jsonb
 FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::text[],
             $7::bigint[], $8::int[], $9::text[], $10::int[], $11::bigint[], $12::text[],
             $13::int[], $14::text[]) WITH ORDINALITY AS n(k, c, a, r, p, e, t, v, ch, rt, cb, rf,
                                                          d, vr, o)
 ORDER BY o
-RETURNING id, kind, client_id, refused, due_at > now() AS delayed, channel_chain
+RETURNING id, kind, client_id, refused, due_at > herald_now() AS delayed, channel_chain
 """
 
 
@@ -140,7 +140,7 @@ async def advance(conn: asyncpg.Connection, channel: aio_pika.abc.AbstractChanne
     rows = await conn.fetch(
         """
         UPDATE realtime_messages m
-        SET step = f.s + 1, done = false, done_at = NULL, due_at = now(), published_at = now()
+        SET step = f.s + 1, done = false, done_at = NULL, due_at = herald_now(), published_at = herald_now()
         FROM unnest($1::bigint[], $2::int[]) AS f(u, s)
         WHERE m.id = f.u AND m.step = f.s AND m.refused IS NULL
           AND cardinality(m.channel_chain) > f.s + 1
@@ -157,7 +157,7 @@ async def reopen(conn: asyncpg.Connection, released: Sequence[tuple[int, int]]) 
     rows = await conn.fetch(
         """
         UPDATE realtime_messages m
-        SET step = f.s, done = false, done_at = NULL, due_at = now(), published_at = now()
+        SET step = f.s, done = false, done_at = NULL, due_at = herald_now(), published_at = herald_now()
         FROM unnest($1::bigint[], $2::int[]) AS f(u, s)
         WHERE m.id = f.u
         RETURNING m.id, m.client_id, m.step
@@ -176,11 +176,11 @@ async def publish_due(pool: asyncpg.Pool, channel: aio_pika.abc.AbstractChannel,
                 """
                 WITH due AS (
                     SELECT id FROM realtime_messages
-                    WHERE NOT done AND due_at <= now()
+                    WHERE NOT done AND due_at <= herald_now()
                       AND (published_at IS NULL
-                           OR published_at < now() - make_interval(secs => $2))
+                           OR published_at < herald_now() - make_interval(secs => $2))
                     ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED)
-                UPDATE realtime_messages m SET published_at = now()
+                UPDATE realtime_messages m SET published_at = herald_now()
                 FROM due WHERE m.id = due.id
                 RETURNING m.id, m.client_id, m.step
                 """, limit, stale_seconds)

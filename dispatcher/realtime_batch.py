@@ -38,7 +38,7 @@ TOKEN_WAIT_SECONDS = 2.0
 _CLAIM = """
 UPDATE realtime_messages m SET attempts = attempts + 1
 FROM unnest($1::bigint[], $2::int[]) AS r(u, s), message_templates t
-WHERE m.id = r.u AND m.step = r.s AND NOT m.done AND m.due_at <= now() AND t.id = m.template_id
+WHERE m.id = r.u AND m.step = r.s AND NOT m.done AND m.due_at <= herald_now() AND t.id = m.template_id
 RETURNING m.id, m.kind, m.client_id, m.account_id, m.template_id, m.template_version,
           m.channel_chain, m.receipt_timeout_seconds, m.step, m.attempts, t.topic, m.variables,
           m.producer_id, m.event_id
@@ -224,7 +224,7 @@ class RealtimeBatch(Batch):
         for event in self.events:
             reached[event.client_id] = max(reached[event.client_id], event.step)
         await conn.execute(
-            "UPDATE realtime_messages m SET done = true, done_at = now(), step = r.s "
+            "UPDATE realtime_messages m SET done = true, done_at = herald_now(), step = r.s "
             "FROM unnest($1::bigint[], $2::int[]) AS r(u, s) WHERE m.id = r.u AND m.step <= r.s",
             [self.units[c] for c in reached], list(reached.values()))
 

@@ -15,7 +15,6 @@ their own; a failure reopens their realtime_messages row at the next step.
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
 from collections.abc import Sequence
 
@@ -26,6 +25,7 @@ import redis.asyncio as aioredis
 from dispatcher import outcomes, planner, realtime
 from dispatcher.envelopes import is_realtime_id, parse_message_id, parse_realtime_id
 from dispatcher.outcomes import Event
+from herald import clock
 from herald.settings import Settings
 from providers.base import Receipt, ReceiptStatus
 
@@ -42,7 +42,7 @@ async def await_realtime_receipts(redis: aioredis.Redis, settings: Settings,
                                   message_ids: Sequence[str], timeout_seconds: float) -> None:
     """Start the receipt clock of realtime messages about to be handed to a provider."""
     if message_ids:
-        deadline = time.time() + timeout_seconds
+        deadline = clock.time() + timeout_seconds
         await redis.zadd(realtime_deadlines_key(settings), {m: deadline for m in message_ids})
 
 
@@ -50,7 +50,7 @@ async def await_receipts(redis: aioredis.Redis, settings: Settings, campaign_id:
                          message_ids: Sequence[str], timeout_seconds: float) -> None:
     """Start the receipt clock of messages about to be handed to a provider."""
     if message_ids:
-        deadline = time.time() + timeout_seconds
+        deadline = clock.time() + timeout_seconds
         await redis.zadd(deadlines_key(settings, campaign_id), {m: deadline for m in message_ids})
 
 
@@ -153,10 +153,10 @@ async def expire_deadlines(pool: asyncpg.Pool, redis: aioredis.Redis,
     """Fail messages whose receipt did not come in time and move them down the chain."""
     campaign_ids = [r[0] for r in await pool.fetch(
         "SELECT id FROM campaigns WHERE status IN ('running', 'paused', 'stopped') "
-        "AND coalesce(finished_at, now()) > now() - interval '7 days'")]
+        "AND coalesce(finished_at, herald_now()) > herald_now() - interval '7 days'")]
     total = 0
     for campaign_id in campaign_ids:
-        due = await redis.zrangebyscore(deadlines_key(settings, campaign_id), "-inf", time.time(),
+        due = await redis.zrangebyscore(deadlines_key(settings, campaign_id), "-inf", clock.time(),
                                         start=0, num=limit)
         ids = [m.decode() if isinstance(m, bytes) else m for m in due]
         if not ids:
@@ -176,7 +176,7 @@ async def _expire_realtime(pool: asyncpg.Pool, redis: aioredis.Redis,
                            amqp_channel: aio_pika.abc.AbstractChannel, settings: Settings,
                            *, limit: int) -> int:
     """The same for realtime messages: fail the overdue step and reopen the message at the next."""
-    due = await redis.zrangebyscore(realtime_deadlines_key(settings), "-inf", time.time(),
+    due = await redis.zrangebyscore(realtime_deadlines_key(settings), "-inf", clock.time(),
                                     start=0, num=limit)
     ids = [m.decode() if isinstance(m, bytes) else m for m in due]
     expired = []

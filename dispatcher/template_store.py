@@ -152,7 +152,7 @@ async def save_version(conn: asyncpg.Connection, actor: Actor, engine: TemplateE
             template_id, version, draft.language, msgspec.to_builtins(draft.variants), actor.id)
         await conn.execute(
             "UPDATE message_templates SET name = $2, topic = $3, urgent = $4, current_version = $5, "
-            "updated_at = now() WHERE id = $1", template_id, draft.name, topic, urgent, version)
+            "updated_at = herald_now() WHERE id = $1", template_id, draft.name, topic, urgent, version)
         changes = audit.field_changes("template", template_id, dict(before),
                                       {"name": draft.name, "topic": topic, "urgent": urgent,
                                        "current_version": version})

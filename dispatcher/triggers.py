@@ -373,7 +373,7 @@ async def update_rule(conn: asyncpg.Connection, actor: Actor, rule_id: int,
                     client_conditions = $8::jsonb, delay_seconds = $9, max_messages = $10,
                     period_seconds = $11, min_interval_seconds = $12,
                     receipt_timeout_seconds = $13, is_active = $14, policy_scope = $15,
-                    version = version + 1, updated_at = now()
+                    version = version + 1, updated_at = herald_now()
                 WHERE id = $1
                 """, rule_id, *(data[f] for f in _FIELDS))
             changes.append(Change("trigger_rule", str(rule_id), "update", "version",

@@ -32,6 +32,7 @@ import redis.asyncio as aioredis
 from aio_pika.abc import AbstractIncomingMessage
 
 from dispatcher.envelopes import Envelope, RealtimeMessages, decoder
+from herald import clock
 from herald.amqp import AmqpLink
 from herald.db import create_pool
 from herald.logs import configure_logging
@@ -78,7 +79,7 @@ async def declare_topology(channel: aio_pika.abc.AbstractChannel, settings: Sett
 
 async def purge_expired_sessions(pool: asyncpg.Pool) -> int:
     """Delete sessions past their expiry; returns how many."""
-    result = await pool.execute("DELETE FROM sessions WHERE expires_at < now()")
+    result = await pool.execute("DELETE FROM sessions WHERE expires_at < herald_now()")
     return int(result.split()[-1])
 
 
@@ -245,6 +246,7 @@ async def run_worker(settings: Settings, index: int, processes: int,
 
 
 def _process_main(settings: Settings, index: int, processes: int, role: Role) -> None:
+    clock.configure(settings)  # a spawned process starts with the module's defaults
     import uvloop
 
     if role == "bulk":

@@ -11,7 +11,7 @@ from typing import Any
 
 import uvloop
 
-from herald import __version__
+from herald import __version__, clock
 from herald.settings import Settings, SettingsError, load_settings, redact_url
 
 BENCHMARKS: dict[str, tuple[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]]] = {}
@@ -91,10 +91,10 @@ async def _migrate(settings: Settings, status_only: bool) -> int:
             applied = await migrate(conn, files)
             # Partitions ahead of time (the application role may not create tables):
             # audit years this and the next two, message-event months this and the next 12.
-            await conn.execute("SELECT audit_log_ensure_partitions($1, 3)", dt.date.today().year)
-            await conn.execute("SELECT message_events_ensure_partitions(current_date, 13)")
-            await conn.execute("SELECT meter_readings_ensure_partitions($1, 3)", dt.date.today().year)
-            await conn.execute("SELECT timeline_events_ensure_partitions(current_date, 13)")
+            await conn.execute("SELECT audit_log_ensure_partitions($1, 3)", clock.today(dt.UTC).year)
+            await conn.execute("SELECT message_events_ensure_partitions(herald_now()::date, 13)")
+            await conn.execute("SELECT meter_readings_ensure_partitions($1, 3)", clock.today(dt.UTC).year)
+            await conn.execute("SELECT timeline_events_ensure_partitions(herald_now()::date, 13)")
         except MigrationError as exc:
             print(f"herald migrate: {exc}", file=sys.stderr)
             return 1
@@ -190,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from herald.logs import configure_logging
 
+    clock.configure(settings)
     configure_logging(settings, args.command)
     try:
         if args.command == "migrate":

@@ -5,12 +5,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgspec
 from msgspec import Meta
 
 ENV_PREFIX = "HERALD_"
+#: The PostgreSQL setting that moves ``herald_now()`` (migration 0031, herald/clock.py).
+CLOCK_PG_SETTING = "herald.clock_offset"
 
 PositiveInt = Annotated[int, Meta(ge=1)]
 NonNegativeInt = Annotated[int, Meta(ge=0)]
@@ -52,6 +54,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     http_port: Port = 8080
     # Seconds a readiness probe waits for each service before calling it down.
     readiness_timeout: Annotated[float, Meta(gt=0, le=60)] = 2.0
+
+    # Days Herald's clock (Python and PostgreSQL alike, herald/clock.py) runs ahead of the
+    # wall clock; negative runs behind. Zero in production; the test suite is run at other
+    # offsets to prove that no test depends on today's date.
+    clock_offset_days: Annotated[float, Meta(ge=-36_500, le=36_500)] = 0.0
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"
@@ -155,10 +162,36 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     if settings.environment == "production" and len(settings.unsubscribe_secret) < 32:
         raise SettingsError(env_name("unsubscribe_secret"),
                             "production needs a secret of at least 32 characters")
+    if settings.environment == "production" and settings.clock_offset_days:
+        raise SettingsError(env_name("clock_offset_days"),
+                            "production runs on the real clock (offset 0)")
     if settings.db_pool_min > settings.db_pool_max:
         raise SettingsError(env_name("db_pool_min"),
                             f"must not exceed HERALD_DB_POOL_MAX ({settings.db_pool_max})")
-    return settings
+    return with_clock_offset(settings, settings.clock_offset_days)
+
+
+def with_clock_offset(settings: Settings, days: float) -> Settings:
+    """``settings`` with the clock ``days`` ahead of the wall clock, in Python and PostgreSQL.
+
+    The offset goes into the database URLs too, so that every connection of every process
+    gets the same clock, whatever opens it (asyncpg passes unknown URL parameters on as
+    session settings).
+    """
+    offset = f"{days * 86_400:.3f} seconds"
+    return msgspec.structs.replace(
+        settings, clock_offset_days=days,
+        database_url=_with_clock_setting(settings.database_url, offset if days else None),
+        database_admin_url=_with_clock_setting(settings.database_admin_url,
+                                               offset if days else None))
+
+
+def _with_clock_setting(url: str, offset: str | None) -> str:
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != CLOCK_PG_SETTING]
+    if offset is not None:
+        query.append((CLOCK_PG_SETTING, offset))
+    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 def _check_url(variable: str, url: str, schemes: tuple[str, ...]) -> None:

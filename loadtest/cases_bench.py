@@ -171,7 +171,7 @@ async def _sla_cycle(settings: Settings, say: Say) -> dict[str, float]:
     async with admin_connection(settings) as conn:  # VACUUM needs the owner
         due = await conn.fetchval(
             "WITH d AS (INSERT INTO case_sla_checks (case_id, next_check_at) "
-            "SELECT id, now() FROM cases WHERE status NOT IN ('resolved', 'closed') "
+            "SELECT id, herald_now() FROM cases WHERE status NOT IN ('resolved', 'closed') "
             "ON CONFLICT (case_id) DO UPDATE SET next_check_at = excluded.next_check_at "
             "RETURNING 1) SELECT count(*) FROM d")
         # That upsert left a dead row per case in the schedule; in steady operation

@@ -126,7 +126,7 @@ async def ensure_agents(conn: asyncpg.Connection, count: int, password_hash: str
                        "'operator_cc' ON CONFLICT DO NOTHING", ids)
     await conn.execute(
         "INSERT INTO case_agents (user_id, presence, presence_changed_at, capacity) "
-        "SELECT unnest($1::bigint[]), 'online', now(), 1000 ON CONFLICT (user_id) DO NOTHING", ids)
+        "SELECT unnest($1::bigint[]), 'online', herald_now(), 1000 ON CONFLICT (user_id) DO NOTHING", ids)
     await conn.execute(
         "INSERT INTO case_group_members (group_code, user_id) "
         "SELECT g.code, u FROM case_groups g, unnest($1::bigint[]) u ON CONFLICT DO NOTHING", ids)
@@ -166,7 +166,7 @@ async def seed_cases(conn: asyncpg.Connection, *, history: int, open_cases: int,
         raise RuntimeError("the benchmark needs seeded clients with contiguous ids (herald seed)")
     categories = [r["id"] for r in await conn.fetch(
         "SELECT id FROM case_categories WHERE parent_id IS NOT NULL ORDER BY id")]
-    now = await conn.fetchval("SELECT now()")
+    now = await conn.fetchval("SELECT herald_now()")
     args = (bounds["lo"], bounds["n"], categories, agent_ids, now)  # after first, last, total
     indexes = await _secondary_indexes(conn)
     started = time.monotonic()
@@ -206,11 +206,11 @@ UPDATE cases c
 SET sla_policy_id = $1, first_response_due_at = p.fr_due, first_response_warn_at = p.fr_warn,
     resolution_due_at = p.res_due, resolution_warn_at = p.res_warn,
     sla_state = CASE
-        WHEN coalesce(p.sla_paused_at, now()) >= p.res_due
-             OR (c.first_response_at IS NULL AND coalesce(p.sla_paused_at, now()) >= p.fr_due)
+        WHEN coalesce(p.sla_paused_at, herald_now()) >= p.res_due
+             OR (c.first_response_at IS NULL AND coalesce(p.sla_paused_at, herald_now()) >= p.fr_due)
             THEN 'breached'
-        WHEN coalesce(p.sla_paused_at, now()) >= p.res_warn
-             OR (c.first_response_at IS NULL AND coalesce(p.sla_paused_at, now()) >= p.fr_warn)
+        WHEN coalesce(p.sla_paused_at, herald_now()) >= p.res_warn
+             OR (c.first_response_at IS NULL AND coalesce(p.sla_paused_at, herald_now()) >= p.fr_warn)
             THEN 'warning'
         ELSE 'ok' END
 FROM planned p WHERE c.id = p.id

@@ -133,19 +133,19 @@ async def switch_alert(conn: asyncpg.Connection, actor: audit.Actor, region_code
         row = await conn.fetchrow(
             f"""
             UPDATE air_raid_states
-            SET active = $2, version = version + 1, changed_at = now(), changed_by = $3, source = $4
+            SET active = $2, version = version + 1, changed_at = herald_now(), changed_by = $3, source = $4
             WHERE region_code = $1 RETURNING {_STATE}
             """, region_code, active, actor.login, source)
         if active:
             await conn.execute(
                 """
                 INSERT INTO air_raid_alerts (region_code, started_at, started_by, start_source)
-                VALUES ($1, now(), $2, $3)
+                VALUES ($1, herald_now(), $2, $3)
                 """, region_code, actor.login, source)
         else:
             await conn.execute(
                 """
-                UPDATE air_raid_alerts SET ended_at = now(), ended_by = $2, end_source = $3
+                UPDATE air_raid_alerts SET ended_at = herald_now(), ended_by = $2, end_source = $3
                 WHERE region_code = $1 AND ended_at IS NULL
                 """, region_code, actor.login, source)
         await audit.record(conn, actor, [audit.Change(

@@ -97,7 +97,7 @@ old AS (
 ),
 written AS (
     INSERT INTO consents AS c (client_id, channel, topic, opted_in, source, changed_at)
-    SELECT client_id, channel, topic, opted_in, $1, now() FROM staged
+    SELECT client_id, channel, topic, opted_in, $1, herald_now() FROM staged
     ON CONFLICT (client_id, channel, topic) DO UPDATE
         SET opted_in = EXCLUDED.opted_in, source = EXCLUDED.source, changed_at = EXCLUDED.changed_at
         WHERE c.opted_in IS DISTINCT FROM EXCLUDED.opted_in

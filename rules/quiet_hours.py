@@ -220,7 +220,7 @@ async def update_window(conn: asyncpg.Connection, actor: audit.Actor, window_id:
             f"""
             UPDATE quiet_hours_windows
             SET name = $2, weekdays = $3, start_time = $4, end_time = $5, channels = $6,
-                is_active = $7, updated_at = now()
+                is_active = $7, updated_at = herald_now()
             WHERE id = $1 RETURNING {_COLUMNS}
             """, window_id, *_args(spec))
         window = _from_row(row)

@@ -229,7 +229,7 @@ async def set_limit(conn: asyncpg.Connection, actor: audit.Actor, *, channel: st
             VALUES ($1, $2, $3, $4, $5)
             ON CONFLICT (channel, provider) DO UPDATE
             SET per_minute = EXCLUDED.per_minute, per_hour = EXCLUDED.per_hour,
-                updated_by = EXCLUDED.updated_by, updated_at = now()
+                updated_by = EXCLUDED.updated_by, updated_at = herald_now()
             RETURNING {_COLUMNS}
             """, channel, provider, per_minute, per_hour, actor.login)
         limit = RateLimit(**dict(row))

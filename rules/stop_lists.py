@@ -22,6 +22,7 @@ import msgspec
 
 from crm import audit
 from crm.errors import HeraldError, InvalidInput, NotFound
+from herald import clock
 from rules.decision import STOP_LIST, Skip
 
 
@@ -73,7 +74,7 @@ async def blocked_clients(conn: asyncpg.Connection, client_ids: Sequence[int], t
                           now: dt.datetime | None = None,
                           membership: SegmentMembership | None = None) -> set[int]:
     """The clients of the batch an active entry blocks from ``topic``: one query (+ one membership call)."""
-    at = now or dt.datetime.now(dt.UTC)
+    at = now or clock.now()
     rows = await conn.fetch(_ACTIVE_FOR_BATCH, list(client_ids), topic, at)
     blocked = {r["client_id"] for r in rows if r["client_id"] is not None}
     segments = sorted({r["segment_id"] for r in rows if r["segment_id"] is not None})
@@ -131,7 +132,7 @@ async def add_entry(conn: asyncpg.Connection, actor: audit.Actor, *, reason: str
     for name, value in (("valid_from", valid_from), ("valid_until", valid_until)):
         if value is not None and value.tzinfo is None:
             raise InvalidInput(name, "must carry a time zone")
-    if valid_until is not None and valid_until <= (valid_from or dt.datetime.now(dt.UTC)):
+    if valid_until is not None and valid_until <= (valid_from or clock.now()):
         raise InvalidInput("valid_until", "must be later than valid_from (or now)")
     async with conn.transaction():
         checked = await _check_topics(conn, topics)
@@ -140,7 +141,7 @@ async def add_entry(conn: asyncpg.Connection, actor: audit.Actor, *, reason: str
                 f"""
                 INSERT INTO stop_list_entries (client_id, segment_id, topics, reason, valid_from,
                                                valid_until, created_by, created_by_id)
-                VALUES ($1, $2, $3, $4, coalesce($5, now()), $6, $7, $8)
+                VALUES ($1, $2, $3, $4, coalesce($5, herald_now()), $6, $7, $8)
                 RETURNING {_COLUMNS}
                 """,
                 client_id, segment_id, checked, reason, valid_from, valid_until,

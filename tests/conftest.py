@@ -8,9 +8,10 @@ RabbitMQ queues and Redis keys never meet another test's.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import itertools
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -18,9 +19,10 @@ import msgspec
 import pytest
 import redis.asyncio as aioredis
 
+from herald import clock
 from herald.db import init_connection
 from herald.migrate import discover, migrate
-from herald.settings import Settings, load_settings
+from herald.settings import Settings, load_settings, with_clock_offset
 
 _counter = itertools.count(1)
 
@@ -41,7 +43,9 @@ def base_settings() -> Settings:
     env.setdefault("HERALD_LOG_FORMAT", "console")
     env.setdefault("HERALD_DB_POOL_MIN", "1")
     env.setdefault("HERALD_DB_POOL_MAX", "4")
-    return load_settings(env)
+    settings = load_settings(env)
+    clock.configure(settings)
+    return settings
 
 
 @pytest.fixture(scope="session")
@@ -112,19 +116,39 @@ async def database_supply(base_settings: Settings,
     await supply.close()
 
 
+@pytest.fixture(autouse=True)
+def clock_offset_days(request: pytest.FixtureRequest, base_settings: Settings) -> Iterator[float]:
+    """The test's clock: the run's (HERALD_CLOCK_OFFSET_DAYS), or pinned by a marker.
+
+    ``@pytest.mark.clock(at)`` starts Herald's clock, Python's and the database's
+    alike, at the aware datetime ``at`` for this test; it runs on from there.
+    """
+    marker = request.node.get_closest_marker("clock")
+    if marker is None:
+        yield base_settings.clock_offset_days
+        return
+    at: dt.datetime = marker.args[0]
+    days = (at - dt.datetime.now(dt.UTC)).total_seconds() / 86_400
+    clock.configure(msgspec.structs.replace(base_settings, clock_offset_days=days))
+    try:
+        yield days
+    finally:
+        clock.configure(base_settings)
+
+
 @pytest.fixture
-async def settings(base_settings: Settings,
-                   database_supply: _DatabaseSupply) -> AsyncIterator[Settings]:
+async def settings(base_settings: Settings, database_supply: _DatabaseSupply,
+                   clock_offset_days: float) -> AsyncIterator[Settings]:
     """Settings pointing at a fresh migrated database and a namespace of this test's own."""
     name = await database_supply.take()
     n = name.rsplit("_", 1)[1]
     try:
-        yield msgspec.structs.replace(
+        yield with_clock_offset(msgspec.structs.replace(
             base_settings,
             database_url=_with_database(base_settings.database_url, name),
             database_admin_url=_with_database(base_settings.database_admin_url, name),
             namespace=f"t{os.getpid()}x{n}",
-        )
+        ), clock_offset_days)
     finally:
         database_supply.drop(name)
 

@@ -58,7 +58,7 @@ async def make_clients(conn: asyncpg.Connection, n: int, *, region: str = "UA-32
         "SELECT i, i, 'owner' FROM unnest($1::bigint[]) i", ids)
     await conn.execute(
         "INSERT INTO billing_snapshots (account_id, balance, debt, fetched_at) "
-        "SELECT i, -120.50, 120.50, now() FROM unnest($1::bigint[]) i", ids)
+        "SELECT i, -120.50, 120.50, herald_now() FROM unnest($1::bigint[]) i", ids)
     return ids
 
 

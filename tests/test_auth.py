@@ -168,7 +168,7 @@ async def test_an_expired_lock_starts_the_count_afresh(client, demo_users, setti
                                                         app_conn: asyncpg.Connection) -> None:
     # Given a user whose lock-out has just run out
     await app_conn.execute(
-        "UPDATE users SET failed_logins = $2, locked_until = now() - interval '1 second' "
+        "UPDATE users SET failed_logins = $2, locked_until = herald_now() - interval '1 second' "
         "WHERE login = $1", OPERATOR.login, settings.login_max_failures)
     # When they mistype once
     response = await client.post("/api/v1/auth/login",

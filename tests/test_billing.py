@@ -23,6 +23,7 @@ from crm.billing import (
     HttpBillingConnector,
     normalise,
 )
+from herald import clock
 from herald.db import create_pool
 from herald.settings import Settings, SettingsError, load_settings
 from providers.sim.billing import BILLING_SIM, BillingSim, account_data
@@ -79,7 +80,7 @@ async def test_simulator_answers_the_same_for_an_account_and_differently_for_ano
     assert len(set(periods)) == 12
     assert all(re.fullmatch(r"\d+\.\d{2}", c["amount"]) for c in data["charges"])
     assert all(re.fullmatch(r"\d+\.\d{3}", c["volume_m3"]) for c in data["charges"])
-    today = dt.date.today()
+    today = clock.today(dt.UTC)
     assert all(dt.datetime.fromisoformat(p["paid_at"]).date() < today for p in data["payments"])
     # Balance follows from payments and charges, debt is never negative.
     assert Decimal(data["debt"]) >= 0
@@ -161,7 +162,7 @@ async def test_connector_fetches_and_tells_failures_apart(
         billing: BillingServer, http: aiohttp.ClientSession) -> None:
     connector = HttpBillingConnector(http, billing.url, TOKEN, request_timeout=0.3)
     data = await connector.fetch("1000000042")
-    assert data == normalise(account_data("1000000042", dt.date.today()))
+    assert data == normalise(account_data("1000000042", clock.today(dt.UTC)))
     with pytest.raises(BillingAccountUnknown):
         await connector.fetch("0000000042")
     billing.sim.configure({"down": True})
@@ -216,7 +217,7 @@ async def test_concurrent_refreshes_of_one_account_ask_billing_once_and_store_th
 
     row = await admin_conn.fetchrow("SELECT * FROM billing_snapshots WHERE account_id = $1",
                                     account_id)
-    expected = account_data("1000000077", dt.date.today())
+    expected = account_data("1000000077", clock.today(dt.UTC))
     assert row["balance"] == expected.balance and row["debt"] == expected.debt
     assert row["tariff_code"] == expected.tariff_code and row["refreshed_by"] == "olena"
     assert row["last_charge_period"] == expected.charges[0].period

@@ -15,6 +15,7 @@ from conftest import login_as
 
 from admin_api.app import init_app
 from crm.cases.text import text_hash
+from herald import clock
 from herald.settings import Settings
 from providers.sim.billing import BILLING_SIM, BillingSim, account_data
 from providers.sim.server import init_simulators_app
@@ -23,7 +24,7 @@ TOKEN = "card-test-token"
 
 
 def now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+    return clock.now()
 
 
 class CardApi:
@@ -175,7 +176,7 @@ async def test_an_old_cache_is_refreshed_while_the_card_is_read(
 
     card = await api.card(client_id)
 
-    expected = account_data("1000000101", dt.date.today())
+    expected = account_data("1000000101", clock.today(dt.UTC))
     billing = card["accounts"][0]["billing"]
     assert api.sim.stats.requests == 1
     assert billing["refresh"] == "done" and billing["stale"] is False
@@ -203,7 +204,7 @@ async def test_seeded_totals_without_history_are_refreshed(make_api: MakeApi,
     api = await make_api()
     client_id, (account_id,) = await make_client(admin_conn)
     await admin_conn.execute("INSERT INTO billing_snapshots (account_id, balance, debt, fetched_at) "
-                             "VALUES ($1, -1.00, 0, now())", account_id)
+                             "VALUES ($1, -1.00, 0, herald_now())", account_id)
     card = await api.card(client_id)
     assert card["accounts"][0]["billing"]["refresh"] == "done"
     assert api.sim.stats.requests == 1
@@ -224,7 +225,7 @@ async def test_slow_billing_gives_the_cached_card_marked_stale_and_refreshes_in_
     assert billing["available"] is True and billing["balance"] == "-150.00"
     assert dt.datetime.fromisoformat(billing["fetched_at"]) == old
     # The refresh goes on without the card and lands in the cache.
-    expected = account_data("1000000101", dt.date.today())
+    expected = account_data("1000000101", clock.today(dt.UTC))
     row = await eventually(lambda: admin_conn.fetchrow(
         "SELECT fetched_at, balance FROM billing_snapshots WHERE account_id = $1 "
         "AND fetched_at > $2", account_id, old))
@@ -286,13 +287,13 @@ async def test_the_operator_can_refresh_billing_explicitly(
     assert body["client_id"] == client_id
     assert [a["or_number"] for a in body["accounts"]] == ["1000000101", "1000000102"]
     for item in body["accounts"]:
-        expected = account_data(item["or_number"], dt.date.today())
+        expected = account_data(item["or_number"], clock.today(dt.UTC))
         assert item["billing"]["refresh"] == "done" and item["billing"]["stale"] is False
         assert item["billing"]["balance"] == str(expected.balance)
         assert item["equipment"] == msgspec.to_builtins(expected.equipment)
     balance = await admin_conn.fetchval(
         "SELECT balance FROM billing_snapshots WHERE account_id = $1", first)
-    assert balance == account_data("1000000101", dt.date.today()).balance
+    assert balance == account_data("1000000101", clock.today(dt.UTC)).balance
 
     # ?refresh=true on the card asks billing even though the cache is fresh.
     card = await api.card(client_id, refresh="true")
@@ -372,7 +373,7 @@ async def test_contacts_show_their_roles_per_account_including_contacts_of_other
         "RETURNING id", stranger)
     await admin_conn.execute(
         "INSERT INTO account_contacts (account_id, contact_id, role, is_active, unlinked_at) "
-        "VALUES ($1, $3, 'billing_contact', true, NULL), ($2, $3, 'co_owner', false, now())",
+        "VALUES ($1, $3, 'billing_contact', true, NULL), ($2, $3, 'co_owner', false, herald_now())",
         first, second, helper)
     for account_id in (first, second):
         await cache(admin_conn, account_id, fetched_at=now())
@@ -477,14 +478,14 @@ async def test_gdo_readings_from_billing_reach_the_meters_once(
     api = await make_api()
     client_id, (account_id,) = await make_client(admin_conn)
     serial = f"SN{account_id:06d}"  # the meter Herald knows
-    month = dt.date.today().replace(day=1)
+    month = clock.today(dt.UTC).replace(day=1)
     api.sim.override("1000000101", {
         "meters": [{"serial_number": serial, "model": "Metrix G4"}],
         "gdo_readings": [
             {"meter_serial": serial, "value": "1200.500", "read_on": str(month - dt.timedelta(days=31))},
             {"meter_serial": serial, "value": "1250.125", "read_on": str(month)},
             {"meter_serial": "NOT-OURS", "value": "5.000", "read_on": str(month)}]},
-        dt.date.today())
+        clock.today(dt.UTC))
 
     await api.card(client_id)  # no cache yet: refreshed, readings handed to the meters
 
@@ -541,7 +542,7 @@ async def add_case(conn: asyncpg.Connection, client_id: int, channel: str, statu
         INSERT INTO cases (channel, client_id, identified_by, body, text_hash, category_id,
                            status, created_by_login, created_at)
         VALUES ($1, $2, 'client_id', 'Звернення', $3, (SELECT id FROM case_categories WHERE code = $4),
-                $5, 'loader', now() - make_interval(hours => $6))
+                $5, 'loader', herald_now() - make_interval(hours => $6))
         RETURNING id, number
         """, channel, client_id, text_hash(None, f"{client_id}-{hours_ago}"), category, status,
         hours_ago)

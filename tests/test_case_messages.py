@@ -143,7 +143,7 @@ async def test_smtp_down_then_up_sends_the_reply_once(settings, demo_users, aioh
                                     json={"text": "Відповідь"}), 202)
     # The reply is stored and waits: nothing lost
     assert reply["status"] == "pending"
-    row = await admin_conn.fetchrow("SELECT status, attempts, last_error, next_attempt_at > now() "
+    row = await admin_conn.fetchrow("SELECT status, attempts, last_error, next_attempt_at > herald_now() "
                                     "AS later FROM case_email_outbox")
     assert (row["status"], row["attempts"], row["later"]) == ("pending", 1, True)
     assert "cannot connect" in row["last_error"]
@@ -157,13 +157,13 @@ async def test_smtp_down_then_up_sends_the_reply_once(settings, demo_users, aioh
         ledger.configure({"receipts_enabled": False})
         sink = await start_smtp_sink(ledger, "127.0.0.1", port)
         try:
-            await admin_conn.execute("UPDATE case_email_outbox SET next_attempt_at = now()")
+            await admin_conn.execute("UPDATE case_email_outbox SET next_attempt_at = herald_now()")
             # Two schedulers at once: one claims the row, the other finds nothing
             sent = await asyncio.gather(case_replies.deliver_due(pool, settings),
                                         case_replies.deliver_due(pool, settings))
             assert sorted(sent) == [0, 1]
             # A re-run afterwards sends nothing more
-            await admin_conn.execute("UPDATE case_email_outbox SET next_attempt_at = now()")
+            await admin_conn.execute("UPDATE case_email_outbox SET next_attempt_at = herald_now()")
             assert await case_replies.deliver_due(pool, settings) == 0
         finally:
             sink.close()

@@ -8,9 +8,11 @@ from conftest import login_as
 from test_cases_routing import bulk_cases, make_agent, user_id_of
 from test_cases_support import bad, events_of, journal, ok
 
+from herald import clock
+
 
 def _at(hours: float) -> str:
-    return (dt.datetime.now(dt.UTC) + dt.timedelta(hours=hours)).isoformat()
+    return (clock.now() + dt.timedelta(hours=hours)).isoformat()
 
 
 async def test_tasks_handed_off_listed_overdue_and_closed(client, demo_users, app_conn) -> None:

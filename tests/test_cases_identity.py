@@ -25,7 +25,7 @@ async def old_case(admin_conn: asyncpg.Connection, client_id: int, channel: str,
         INSERT INTO cases (channel, client_id, identified_by, body, text_hash, category_id,
                            created_by_login, created_at)
         VALUES ($1, $2, 'client_id', $3, $4, $5, 'loader',
-                now() - make_interval(days => $6, mins => $7))
+                herald_now() - make_interval(days => $6, mins => $7))
         RETURNING id
         """, channel, client_id, text, text_hash(None, text), category_id, days, minutes)
 

@@ -25,6 +25,7 @@ from test_cases_support import (
     viber_signature,
 )
 
+from herald import clock
 from crm.cases import intake
 from crm.cases.channels import CallRecord
 
@@ -346,7 +347,7 @@ async def test_case_numbers_are_unique_and_immutable_in_the_database(app_conn: a
         started_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC))) for i in range(3)]
     numbers = [r.number for r in results]
     assert len(set(numbers)) == 3
-    year = dt.datetime.now(ZoneInfo("Europe/Kyiv")).year
+    year = clock.now().astimezone(ZoneInfo("Europe/Kyiv")).year
     assert all(n.startswith(f"ЗВ-{year}-") and len(n.split("-")[2]) >= 7 for n in numbers)
     # A number is never given twice, even by a loader that supplies its own
     with pytest.raises(asyncpg.UniqueViolationError):

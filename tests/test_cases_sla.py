@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 import msgspec
+import pytest
 from conftest import login_as
 from test_cases_support import bad, events_of, journal, ok
 
@@ -30,6 +31,7 @@ from crm.cases import (
 from crm.cases.calendars import BusinessCalendarSpec
 from crm.cases.channels import Inbound
 from crm.cases.sla_evaluator import run_sla_cycle
+from herald import clock
 from herald.db import create_pool
 
 KYIV = ZoneInfo("Europe/Kyiv")
@@ -308,6 +310,7 @@ async def test_first_response_by_outbound_message_or_leaving_new_and_every_statu
 
 # -- the evaluator and escalations -----------------------------------------------------------
 
+@pytest.mark.clock(kyiv(2026, 12, 7, 8))
 async def test_evaluator_warns_breaches_and_escalates_once(client, demo_users, settings,
                                                            app_conn) -> None:
     admin = await login_as(client, "admin")
@@ -411,7 +414,7 @@ async def test_sla_block_queue_filter_and_deadline_changed_by_hand(client, demo_
                                                ("mon", "tue", "wed", "thu", "fri", "sat", "sun")})
     await _policy(client, admin, cal["id"], case_type="technical", first_response_minutes=60,
                   resolution_minutes=24 * 60)
-    now = dt.datetime.now(dt.UTC)
+    now = clock.now()
     late = await _case(app_conn, now - dt.timedelta(hours=2))
     fresh = await _case(app_conn, now - dt.timedelta(minutes=5))
     none = await _case(app_conn, now, case_type="informational")
@@ -495,7 +498,7 @@ async def test_two_evaluators_at_once_escalate_each_case_once(client, demo_users
 async def test_scheduler_extends_a_calendar_horizon(client, demo_users, settings, app_conn) -> None:
     admin = await login_as(client, "admin")
     cal = await _calendar(client, admin)
-    await app_conn.execute("UPDATE business_calendars SET horizon_to = current_date + 30 "
+    await app_conn.execute("UPDATE business_calendars SET horizon_to = herald_now()::date + 30 "
                            "WHERE id = $1", cal["id"])
     pool = await create_pool(settings)
     try:
@@ -505,7 +508,7 @@ async def test_scheduler_extends_a_calendar_horizon(client, demo_users, settings
         await pool.close()
     horizon = await app_conn.fetchval("SELECT horizon_to FROM business_calendars WHERE id = $1",
                                       cal["id"])
-    assert horizon >= dt.date.today() + dt.timedelta(days=calendars.EXTEND_BEFORE_DAYS)
+    assert horizon >= clock.today(dt.UTC) + dt.timedelta(days=calendars.EXTEND_BEFORE_DAYS)
     last = await app_conn.fetchval("SELECT max(starts_at) FROM business_calendar_spans "
                                    "WHERE calendar_id = $1", cal["id"])
     assert last.date() >= horizon - dt.timedelta(days=7)

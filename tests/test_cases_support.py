@@ -42,7 +42,7 @@ async def make_client(conn: asyncpg.Connection, *, last_name: str = "Шевче�
                            "VALUES ($1, $2, 'owner')", account_id, contact_id)
     if debt is not None:
         await conn.execute("INSERT INTO billing_snapshots (account_id, balance, debt, fetched_at) "
-                           "VALUES ($1, $2, $3, now())", account_id, -debt, debt)
+                           "VALUES ($1, $2, $3, herald_now())", account_id, -debt, debt)
     return {"client_id": client_id, "account_id": account_id, "or_number": or_number}
 
 

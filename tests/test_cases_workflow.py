@@ -312,13 +312,13 @@ async def test_resolved_without_reply_for_72_hours_is_closed(client, demo_users,
                                else "on_hold"))
     # Given: resolved 73 h ago; resolved 73 h ago but the client wrote 10 h ago;
     # resolved just now; on hold for 100 h (no idle rule for on hold)
-    await app_conn.execute("UPDATE cases SET status_changed_at = now() - interval '73 hours', "
-                           "last_inbound_at = now() - interval '80 hours' WHERE id = ANY($1::bigint[])",
+    await app_conn.execute("UPDATE cases SET status_changed_at = herald_now() - interval '73 hours', "
+                           "last_inbound_at = herald_now() - interval '80 hours' WHERE id = ANY($1::bigint[])",
                            [stale, replied])
-    await app_conn.execute("UPDATE cases SET last_inbound_at = now() - interval '10 hours' "
+    await app_conn.execute("UPDATE cases SET last_inbound_at = herald_now() - interval '10 hours' "
                            "WHERE id = $1", replied)
-    await app_conn.execute("UPDATE cases SET status_changed_at = now() - interval '100 hours', "
-                           "last_inbound_at = now() - interval '100 hours' WHERE id = $1", held)
+    await app_conn.execute("UPDATE cases SET status_changed_at = herald_now() - interval '100 hours', "
+                           "last_inbound_at = herald_now() - interval '100 hours' WHERE id = $1", held)
     pool = await create_pool(settings)
     try:
         # When the scheduler runs the automations (twice: the second finds nothing)

@@ -12,7 +12,7 @@ from dispatch_helpers import make_clients
 from crm import activity
 
 UTC = dt.UTC
-NOW = dt.datetime.now(UTC).replace(microsecond=0)
+NOW = dt.clock.now().replace(microsecond=0)
 
 
 def ago(minutes: int) -> str:

@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from dispatch_helpers import Stack, counter, make_clients
 
 from crm.audit import SYSTEM
+from herald import clock
 from herald.settings import Settings, env_name
 from rules import air_raid, quiet_hours
 
@@ -27,7 +28,7 @@ def _completed(stats: dict) -> bool:
 
 async def test_quiet_hours_hold_then_release(stack: Stack) -> None:
     # Given a quiet window around the present moment in Kyiv
-    now = dt.datetime.now(ZoneInfo("Europe/Kyiv"))
+    now = clock.now().astimezone(ZoneInfo("Europe/Kyiv"))
     window = await quiet_hours.create_window(stack.conn, SYSTEM, quiet_hours.WindowSpec(
         name="Ніч", start=(now - dt.timedelta(hours=1)).time().replace(microsecond=0),
         end=(now + dt.timedelta(hours=1)).time().replace(microsecond=0)))
@@ -38,13 +39,13 @@ async def test_quiet_hours_hold_then_release(stack: Stack) -> None:
     stats = await stack.wait(lambda s: s["held_now"].get("quiet_hours") == 12, campaign)
     held_until = await stack.conn.fetchval(
         "SELECT min(release_at) FROM held_messages WHERE campaign_id = $1", campaign)
-    assert held_until > dt.datetime.now(dt.UTC) + dt.timedelta(minutes=50)
+    assert held_until > clock.now() + dt.timedelta(minutes=50)
     assert (await stack.sim_stats("sms"))["accepted"] == 0
     assert stats["status"] == "running"
     # When the window ends (moved to now) the held messages go out, once each
     await quiet_hours.delete_window(stack.conn, SYSTEM, window.id)
     await asyncio.sleep(5.5)  # workers cache the windows for 5 s
-    await stack.conn.execute("UPDATE held_messages SET release_at = now() WHERE campaign_id = $1",
+    await stack.conn.execute("UPDATE held_messages SET release_at = herald_now() WHERE campaign_id = $1",
                              campaign)
     await stack.wait(_completed, campaign)
     sms = await stack.sim_stats("sms")

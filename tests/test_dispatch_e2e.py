@@ -7,6 +7,7 @@ import asyncio
 from dispatch_helpers import Stack, counter, make_clients
 
 from crm.audit import SYSTEM
+from herald import clock
 from rules import consent, stop_lists
 
 
@@ -88,7 +89,7 @@ async def test_scheduled_launch_starts_on_time(stack: Stack) -> None:
 
     ids = await make_clients(stack.conn, 5)
     campaign = await stack.campaign(ids, chain=["sms"])
-    at = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=3)).isoformat()
+    at = (clock.now() + dt.timedelta(seconds=3)).isoformat()
     launched = await stack.call("POST", f"/api/v1/campaigns/{campaign}/launch", {"at": at})
     assert launched["status"] == "scheduled"
     await asyncio.sleep(1.0)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 import asyncpg
@@ -10,6 +9,7 @@ import pytest
 from conftest import login_as
 
 from crm import mass_edit
+from herald import clock
 
 URL = "/api/v1/accounts/mass-edit"
 
@@ -114,7 +114,7 @@ async def test_by_filter_with_status_and_tariff(client, accounts, admin_conn) ->
         "filter": {"region": ["UA-30", "UA-63"], "consumer_type": ["household"], "city": " київ "},
         "set": {"tariff_code": "household_monthly", "status": "closed"}})
     assert (report["matched"], report["changed"]) == (2, 2)
-    today = dt.datetime.now(dt.UTC).date()  # the pool runs in UTC
+    today = clock.now().date()  # the pool runs in UTC
     state = {r[0]: r for r in await _state(admin_conn, a)}
     for account in (a[0], a[1]):
         assert state[account][4:] == ("household_monthly", "closed", today)

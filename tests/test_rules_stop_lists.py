@@ -10,6 +10,7 @@ import pytest
 
 from crm import audit
 from crm.errors import InvalidInput, NotFound
+from herald import clock
 from rules import stop_lists
 from rules.decision import STOP_LIST
 from rules.stop_lists import (
@@ -21,7 +22,7 @@ from rules.stop_lists import (
 )
 
 ADMIN = audit.Actor(login="admin1", id=None)
-NOW = dt.datetime.now(dt.UTC)
+NOW = clock.now()
 DAY = dt.timedelta(days=1)
 
 

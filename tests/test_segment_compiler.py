@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import pytest
 
+from herald import clock
 from crm.audit import SYSTEM
 from crm.errors import InvalidInput
 from crm.segments import catalogue as catalogue_mod
@@ -36,7 +37,7 @@ STATUSES = ["active", "suspended", "closed"]
 
 
 def today() -> dt.date:
-    return dt.datetime.now(ZoneInfo("Europe/Kyiv")).date()
+    return clock.now().astimezone(ZoneInfo("Europe/Kyiv")).date()
 
 
 def norm(text: str) -> str:
@@ -107,7 +108,7 @@ async def load_population(conn: asyncpg.Connection, n: int = 80, seed: int = 7) 
           a["destroyed_housing"], a["tariff_code"], a["status"], a["opened_at"]) for aid, cid, a in rows])
     await conn.executemany(
         "INSERT INTO billing_snapshots (account_id, balance, debt, last_payment_at, due_date, "
-        "last_charge_amount, last_payment_amount, fetched_at) VALUES ($1, $2, $3, $4, $5, $6, $7, now())",
+        "last_charge_amount, last_payment_amount, fetched_at) VALUES ($1, $2, $3, $4, $5, $6, $7, herald_now())",
         [(aid, b["balance"], b["debt"], b["last_payment_at"], b["due_date"], b["last_charge_amount"],
           b["last_payment_amount"]) for aid, _, a in rows if (b := a["billing"]) is not None])
     await conn.executemany(

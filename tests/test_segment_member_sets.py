@@ -132,7 +132,7 @@ async def test_replacing_members_retires_the_old_set_and_the_duty_purges_it(
     assert await member_sets.purge(pool) == 0
     assert await orphan_rows(app_conn) == old_rows
     # Once it is over, the duty deletes them a chunk at a time, and nothing of the current set
-    await app_conn.execute("UPDATE segment_member_sets_retired SET retired_at = now() - interval '1 hour'")
+    await app_conn.execute("UPDATE segment_member_sets_retired SET retired_at = herald_now() - interval '1 hour'")
     current = await members(app_conn, segment.id)
     while await run_duty(pool) or await orphan_rows(app_conn):
         pass
@@ -182,7 +182,7 @@ async def test_a_fill_rolled_back_changes_nothing_and_leaves_nothing(
 async def test_a_set_being_filled_is_not_purged(app_conn: asyncpg.Connection,
                                                 pool: asyncpg.Pool) -> None:
     await app_conn.execute("INSERT INTO segment_member_sets_retired (set_id, retired_at) "
-                           "VALUES (424242, now() - interval '1 hour')")
+                           "VALUES (424242, herald_now() - interval '1 hour')")
     await app_conn.execute("INSERT INTO segment_member_rows (set_id, client_id) "
                            "SELECT 424242, g FROM generate_series(1, 20) g")
     async with app_conn.transaction():

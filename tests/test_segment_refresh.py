@@ -82,7 +82,7 @@ async def test_dynamic_segments_follow_every_source_and_static_ones_stay(
     await conn.execute("UPDATE clients SET birth_date = '1945-05-09' WHERE id = $1", aged)
     await make_clients(conn, 1, region="UA-46", start=newcomer)  # a new client, account and billing
     await conn.execute("INSERT INTO channel_usage (client_id, channel, first_at, last_at, interactions, "
-                       "last_type) VALUES ($1, 'app', now(), now(), 1, 'login')", newcomer)
+                       "last_type) VALUES ($1, 'app', herald_now(), herald_now(), 1, 'login')", newcomer)
     marked = await dirty(conn)
     assert {outsider, *indebted, unbilled, opted, external_new, valued, aged, newcomer} <= marked
     # And the scheduler's duty runs
@@ -116,7 +116,7 @@ async def test_marks_only_what_segments_can_see(app_conn: asyncpg.Connection) ->
     assert await dirty(conn) == set()
     await store.create(conn, SYSTEM, name="d", kind="dynamic", condition=CONDITIONS["billing"])
     # A billing refresh that changes nothing catalogued marks nobody
-    await conn.execute("UPDATE billing_snapshots SET fetched_at = now()")
+    await conn.execute("UPDATE billing_snapshots SET fetched_at = herald_now()")
     await conn.execute("UPDATE accounts SET street = street || ' '")
     assert await dirty(conn) == set()
     # One mass update marks each affected client once, in one statement
@@ -171,7 +171,7 @@ async def test_relative_dates_are_re_evaluated_each_day(app_conn: asyncpg.Connec
     # Given it was last evaluated yesterday (its members as they were then)
     await admin_conn.execute("DELETE FROM segment_member_rows WHERE set_id = "
                              "(SELECT members_set FROM segments WHERE id = $1)", relative.id)
-    await admin_conn.execute("UPDATE segments SET materialised_at = now() - interval '1 day' "
+    await admin_conn.execute("UPDATE segments SET materialised_at = herald_now() - interval '1 day' "
                              "WHERE id = ANY($1::bigint[])", [relative.id, plain.id])
     # When the duty runs, only the relative one is evaluated again
     assert await refresh_relative_dates(pool) == [relative.id]

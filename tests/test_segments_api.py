@@ -93,7 +93,7 @@ async def test_preview_member_list_export_and_static_snapshot(client, demo_users
     await load_population(app_conn, n=300)
     marketer = await login_as(client, "marketer")
     want = await _sql_ids(app_conn, "a.region_code IN ('UA-30', 'UA-32') AND b.debt > 0 AND "
-                                    "b.last_payment_at < (now() AT TIME ZONE 'Europe/Kyiv')::date - 60")
+                                    "b.last_payment_at < (herald_now() AT TIME ZONE 'Europe/Kyiv')::date - 60")
     assert len(want) > 3
     # The preview counts exactly what the segment will hold
     preview = await _json(await client.post("/api/v1/segments/preview", headers=marketer,

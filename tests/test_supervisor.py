@@ -37,8 +37,8 @@ async def _case(conn: asyncpg.Connection, channel: str = "site", *, sla_state: s
     await conn.execute(
         """
         UPDATE cases SET sla_state = $2,
-               first_response_due_at = now() + make_interval(mins => $3),
-               resolution_due_at = now() + make_interval(mins => $3 + 600)
+               first_response_due_at = herald_now() + make_interval(mins => $3),
+               resolution_due_at = herald_now() + make_interval(mins => $3 + 600)
         WHERE id = $1
         """, case_id, sla_state, due_in_minutes)
     return case_id

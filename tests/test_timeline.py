@@ -15,7 +15,7 @@ from crm import meters, timeline
 from crm.audit import Actor
 
 UTC = dt.UTC
-T0 = dt.datetime.now(UTC).replace(microsecond=0) - dt.timedelta(days=2)
+T0 = dt.clock.now().replace(microsecond=0) - dt.timedelta(days=2)
 
 
 def t(minutes: int) -> dt.datetime:

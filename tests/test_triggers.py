@@ -277,7 +277,7 @@ async def test_delayed_message_waits_then_the_scheduler_sends_it(stack: Stack) -
     result = await post(stack, key, [event("late", ids[0])])
     message_id = result["results"][0]["messages"][0]
     # Right after the post it is queued with a due time, not handed to the queue
-    row = await stack.conn.fetchrow("SELECT due_at > now() AS later, published_at FROM "
+    row = await stack.conn.fetchrow("SELECT due_at > herald_now() AS later, published_at FROM "
                                     "realtime_messages")
     assert row["later"] and row["published_at"] is None
     queued = await message(stack, message_id)

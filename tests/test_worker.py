@@ -66,7 +66,7 @@ async def test_expired_sessions_are_purged(settings: Settings, demo_users,
     user_id = await app_conn.fetchval("SELECT min(id) FROM users")
     await app_conn.execute(
         "INSERT INTO sessions (token_hash, user_id, expires_at) VALUES "
-        "('\\x01', $1, now() - interval '1 hour'), ('\\x02', $1, now() + interval '1 hour')",
+        "('\\x01', $1, herald_now() - interval '1 hour'), ('\\x02', $1, herald_now() + interval '1 hour')",
         user_id)
     pool = await create_pool(settings)
     try:

@@ -239,7 +239,7 @@ class _LiveView:
     async def send_cases(self, case_ids: set[int]) -> None:
         async with self.pool.acquire() as conn:
             changed = await supervisor.cases_by_ids(conn, case_ids)
-            at = await conn.fetchval("SELECT now()")
+            at = await conn.fetchval("SELECT herald_now()")
             escalated = await supervisor.escalations_of(conn, self.scope, case_ids,
                                                         self.last_escalation)
         items = []
@@ -271,7 +271,7 @@ class _LiveView:
             if counts:
                 rows = await self.reads.counts.get(fresh)
                 async with self.pool.acquire() as conn:
-                    at = await conn.fetchval("SELECT now()")
+                    at = await conn.fetchval("SELECT herald_now()")
                 new_totals = supervisor.totals(rows, self.scope, at)
                 if self.last_totals is None or _counts_differ(new_totals, self.last_totals):
                     self.last_totals = new_totals

@@ -87,8 +87,8 @@ async def set_presence(conn: asyncpg.Connection, actor: Actor, user_id: int,
         before = await get_agent(conn, user_id, lock=True)
         if before.presence == presence:
             return before
-        await conn.execute("UPDATE case_agents SET presence = $2, presence_changed_at = now(), "
-                           "updated_at = now() WHERE user_id = $1", user_id, presence)
+        await conn.execute("UPDATE case_agents SET presence = $2, presence_changed_at = herald_now(), "
+                           "updated_at = herald_now() WHERE user_id = $1", user_id, presence)
         await conn.execute(
             "INSERT INTO case_agent_presence_log (user_id, presence, previous, actor_id, "
             "actor_login) VALUES ($1, $2, $3, $4, $5)",
@@ -115,7 +115,7 @@ async def update_skills(conn: asyncpg.Connection, actor: Actor, user_id: int,
         new = {**before, **changes}
         await conn.execute(
             "UPDATE case_agents SET capacity = $2, languages = $3, channels = $4, "
-            "category_ids = $5, updated_at = now() WHERE user_id = $1",
+            "category_ids = $5, updated_at = herald_now() WHERE user_id = $1",
             user_id, new["capacity"], new["languages"], new["channels"], new["category_ids"])
         await audit.record(conn, actor, audit.field_changes("case_agent", user_id, before, changes))
         return await get_agent(conn, user_id)

@@ -91,7 +91,7 @@ async def update_rule(conn: asyncpg.Connection, actor: Actor, rule_id: int,
         await _check(conn, spec)
         await conn.execute(
             "UPDATE case_automation_rules SET name = $2, is_active = $3, trigger = $4, "
-            "from_status = $5, to_status = $6, idle_hours = $7, updated_at = now() WHERE id = $1",
+            "from_status = $5, to_status = $6, idle_hours = $7, updated_at = herald_now() WHERE id = $1",
             rule_id, spec.name, spec.is_active, spec.trigger, spec.from_status, spec.to_status,
             spec.idle_hours)
         after = await _get(conn, rule_id)
@@ -134,16 +134,16 @@ async def _run_idle_batch(pool: asyncpg.Pool, rule: asyncpg.Record) -> int:
             """
             SELECT id, status, client_id FROM cases
             WHERE status <> 'closed' AND status = $1
-              AND status_changed_at < now() - make_interval(hours => $2)
-              AND last_inbound_at < now() - make_interval(hours => $2)
+              AND status_changed_at < herald_now() - make_interval(hours => $2)
+              AND last_inbound_at < herald_now() - make_interval(hours => $2)
             ORDER BY status_changed_at LIMIT $3
             FOR UPDATE SKIP LOCKED
             """, rule["from_status"], rule["idle_hours"], BATCH)
         if not rows:
             return 0
         ids = [r["id"] for r in rows]
-        await conn.execute("UPDATE cases SET status = $2, status_changed_at = now(), "
-                           "updated_at = now() WHERE id = ANY($1::bigint[])", ids, rule["to_status"])
+        await conn.execute("UPDATE cases SET status = $2, status_changed_at = herald_now(), "
+                           "updated_at = herald_now() WHERE id = ANY($1::bigint[])", ids, rule["to_status"])
         data = {"automation_rule_id": rule["id"], "trigger": "idle",
                 "idle_hours": rule["idle_hours"]}
         await store.append_many(conn, AUTOMATION, [

@@ -16,6 +16,7 @@ from crm.audit import Actor, Change
 from crm.cases import business_time
 from crm.cases.business_time import Calendar
 from crm.errors import Conflict, InvalidInput, NotFound
+from herald import clock
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 # Spans are kept for local days from this many days back to this many ahead of today;
@@ -174,7 +175,7 @@ def _stored(spec: BusinessCalendarSpec | BusinessCalendar) -> dict[str, Any]:
 
 
 def _today(cal: Calendar) -> dt.date:
-    return dt.datetime.now(cal.tz).date()
+    return clock.today(cal.tz)
 
 
 async def _name_free(conn: asyncpg.Connection, name: str, calendar_id: int | None) -> None:
@@ -211,7 +212,7 @@ async def update_calendar(conn: asyncpg.Connection, actor: Actor, calendar_id: i
         await _name_free(conn, spec.name, calendar_id)
         await conn.execute(
             "UPDATE business_calendars SET name = $2, time_zone = $3, week = $4::jsonb, "
-            "holidays = $5::jsonb, updated_at = now() WHERE id = $1", calendar_id, data["name"],
+            "holidays = $5::jsonb, updated_at = herald_now() WHERE id = $1", calendar_id, data["name"],
             data["time_zone"], data["week"], data["holidays"])
         await _materialise(conn, calendar_id, cal, _today(cal))
         await audit.record(conn, actor, audit.field_changes(
@@ -239,7 +240,7 @@ async def extend_horizons(pool: asyncpg.Pool) -> int:
     """Re-materialise calendars whose spans end within EXTEND_BEFORE_DAYS (scheduler duty)."""
     async with pool.acquire() as conn:
         ids = await conn.fetch(
-            "SELECT id FROM business_calendars WHERE horizon_to < current_date + $1::int",
+            "SELECT id FROM business_calendars WHERE horizon_to < herald_now()::date + $1::int",
             EXTEND_BEFORE_DAYS)
     for row in ids:
         async with pool.acquire() as conn, conn.transaction():

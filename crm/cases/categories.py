@@ -98,7 +98,7 @@ async def update_category(conn: asyncpg.Connection, actor: Actor, category_id: i
             new["parent_id"] = None
         await conn.execute(
             "UPDATE case_categories SET name_uk = $2, name_en = $3, parent_id = $4, "
-            "position = $5, is_active = $6, updated_at = now() WHERE id = $1",
+            "position = $5, is_active = $6, updated_at = herald_now() WHERE id = $1",
             category_id, new["name_uk"], new["name_en"], new["parent_id"], new["position"],
             new["is_active"])
         after = await get_category(conn, category_id)

@@ -158,7 +158,7 @@ async def update_rule(conn: asyncpg.Connection, actor: Actor, rule_id: int,
             UPDATE case_classification_rules SET name = $2, position = $3, is_active = $4,
                    keywords = $5, channels = $6, consumer_types = $7, has_debt = $8,
                    identified = $9, category_id = $10, case_type = $11, priority = $12,
-                   updated_at = now()
+                   updated_at = herald_now()
             WHERE id = $1
             """, rule_id, *_values(spec, keywords))
         after = await _get(conn, rule_id)

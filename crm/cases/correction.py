@@ -43,7 +43,7 @@ async def correct(conn: asyncpg.Connection, actor: Actor, case_id: int,
         if chosen == before:
             return case
         await conn.execute("UPDATE cases SET category_id = $2, case_type = $3, priority = $4, "
-                           "updated_at = now() WHERE id = $1", case.id, chosen["category_id"],
+                           "updated_at = herald_now() WHERE id = $1", case.id, chosen["category_id"],
                            chosen["case_type"], chosen["priority"])
         proposed = msgspec.to_builtins(case.proposed)
         await store.append_events(conn, actor, case.id, [NewEvent(

@@ -31,7 +31,7 @@ async def put_settings(conn: asyncpg.Connection, actor: Actor, spec: CaseSetting
     async with conn.transaction():
         before = await get_settings(conn)
         await conn.execute("UPDATE case_settings SET repeat_window_days = $1, "
-                           "duplicate_window_minutes = $2, updated_at = now(), updated_by = $3",
+                           "duplicate_window_minutes = $2, updated_at = herald_now(), updated_by = $3",
                            spec.repeat_window_days, spec.duplicate_window_minutes, actor.login)
         await audit.record(conn, actor, audit.field_changes(
             "case_settings", "cases", msgspec.to_builtins(before), msgspec.to_builtins(spec)))
@@ -47,7 +47,7 @@ async def find_repeat(conn: asyncpg.Connection, *, client_id: int | None, catego
         """
         SELECT id FROM cases
         WHERE client_id = $1 AND category_id = $2 AND merged_into_id IS NULL
-          AND created_at > now() - make_interval(days => $3)
+          AND created_at > herald_now() - make_interval(days => $3)
           AND ($4::bigint IS NULL OR id <> $4)
         ORDER BY created_at DESC LIMIT 1
         """, client_id, category_id, window_days, exclude_id)
@@ -63,7 +63,7 @@ async def find_duplicate(conn: asyncpg.Connection, *, client_id: int | None, cha
         """
         SELECT coalesce(duplicate_of_id, id) FROM cases
         WHERE client_id = $1 AND channel = $2 AND text_hash = $3 AND merged_into_id IS NULL
-          AND created_at > now() - make_interval(mins => $4)
+          AND created_at > herald_now() - make_interval(mins => $4)
         ORDER BY created_at LIMIT 1
         """, client_id, channel, text_hash, window_minutes)
 
@@ -81,7 +81,7 @@ async def refresh_repeat(conn: asyncpg.Connection, actor: Actor, case: Case) -> 
         if case.client_id is not None and case.category_id is not None else None
     if (repeat_of is not None) == case.is_repeat and repeat_of == case.repeat_of_id:
         return
-    await conn.execute("UPDATE cases SET is_repeat = $2, repeat_of_id = $3, updated_at = now() "
+    await conn.execute("UPDATE cases SET is_repeat = $2, repeat_of_id = $3, updated_at = herald_now() "
                        "WHERE id = $1", case.id, repeat_of is not None, repeat_of)
     await store.append_events(conn, actor, case.id, [NewEvent(
         kind="flag", data={"is_repeat": repeat_of is not None, "repeat_of_id": repeat_of})])
@@ -114,8 +114,8 @@ async def merge(conn: asyncpg.Connection, actor: Actor, case_id: int, into_id: i
                 and source.client_id != target.client_id:
             raise Conflict(f"cases {source.number} and {target.number} belong to different clients")
         await conn.execute(
-            "UPDATE cases SET merged_into_id = $2, status = 'closed', status_changed_at = now(), "
-            "updated_at = now() WHERE id = $1", source.id, target.id)
+            "UPDATE cases SET merged_into_id = $2, status = 'closed', status_changed_at = herald_now(), "
+            "updated_at = herald_now() WHERE id = $1", source.id, target.id)
         await store.append_many(conn, actor, [
             (source.id, NewEvent(kind="merge", data={"into": target.id, "into_number": target.number})),
             (source.id, NewEvent(kind="status", from_status=source.status, to_status="closed",
@@ -137,7 +137,7 @@ async def link(conn: asyncpg.Connection, actor: Actor, case: Case, found: Identi
                        "a case's client never changes")
     await conn.execute(
         "UPDATE cases SET client_id = $2, account_id = $3, identified_by = $4, "
-        "candidate_client_ids = '{}', updated_at = now() WHERE id = $1",
+        "candidate_client_ids = '{}', updated_at = herald_now() WHERE id = $1",
         case.id, found.client_id, found.account_id, found.identified_by)
     await store.append_events(conn, actor, case.id, [NewEvent(
         kind="client_link", data={"client_id": found.client_id, "account_id": found.account_id,

@@ -136,7 +136,7 @@ async def update_group(conn: asyncpg.Connection, actor: Actor, code: str,
         before = dict(row)
         new = {**before, **changes}
         await conn.execute("UPDATE case_groups SET name_uk = $2, name_en = $3, mode = $4, "
-                           "is_active = $5, updated_at = now() WHERE code = $1",
+                           "is_active = $5, updated_at = herald_now() WHERE code = $1",
                            code, new["name_uk"], new["name_en"], new["mode"], new["is_active"])
         await audit.record(conn, actor, audit.field_changes("case_group", code, before, new))
         return await get_group(conn, code)
@@ -228,7 +228,7 @@ async def update_rule(conn: asyncpg.Connection, actor: Actor, rule_id: int,
         await conn.execute(
             "UPDATE case_routing_rules SET name = $2, group_code = $3, position = $4, "
             "is_active = $5, channels = $6, category_ids = $7, case_types = $8, priorities = $9, "
-            "updated_at = now() WHERE id = $1", rule_id, *_rule_values(spec))
+            "updated_at = herald_now() WHERE id = $1", rule_id, *_rule_values(spec))
         await audit.record(conn, actor, audit.field_changes(
             "case_routing_rule", rule_id, before, msgspec.to_builtins(spec)))
         return await _get_rule(conn, rule_id)
@@ -255,8 +255,8 @@ async def put_settings(conn: asyncpg.Connection, actor: Actor,
             await check_group(conn, spec.default_group, "default_group")
         await conn.execute(
             "INSERT INTO case_routing_settings (id, default_group, updated_at, updated_by) "
-            "VALUES (true, $1, now(), $2) ON CONFLICT (id) DO UPDATE SET "
-            "default_group = EXCLUDED.default_group, updated_at = now(), "
+            "VALUES (true, $1, herald_now(), $2) ON CONFLICT (id) DO UPDATE SET "
+            "default_group = EXCLUDED.default_group, updated_at = herald_now(), "
             "updated_by = EXCLUDED.updated_by", spec.default_group, actor.login)
         await audit.record(conn, actor, audit.field_changes(
             "case_routing_settings", "default", {"default_group": before.default_group},

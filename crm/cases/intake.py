@@ -103,7 +103,7 @@ async def _append(conn: asyncpg.Connection, actor: Actor, case: Case, item: Inbo
     await store.append_events(conn, actor, case.id, [NewEvent(
         kind="message", channel=item.channel, direction="in", external_id=item.external_id,
         body=item.text, data={"subject": item.subject, **(item.data or {})})])
-    await conn.execute("UPDATE cases SET last_inbound_at = now(), updated_at = now() WHERE id = $1",
+    await conn.execute("UPDATE cases SET last_inbound_at = herald_now(), updated_at = herald_now() WHERE id = $1",
                        case.id)
     await audit.record(conn, actor, [Change("case", str(case.id), "message", None, None,
                                             {"channel": item.channel,

@@ -26,6 +26,7 @@ from crm.cases.groups import GroupCode
 from crm.cases.store import NewEvent
 from crm.cases.types import Case
 from crm.errors import Conflict, InvalidInput
+from herald import clock
 
 ROUTING = Actor(login="routing")
 OPEN = ("new", "in_progress", "on_hold")
@@ -112,12 +113,12 @@ async def _write(conn: asyncpg.Connection, actor: Actor, group_code: str | None,
     """Assign each (case, agent) of ``picks``; the agents' last assignment times keep the
     order of the picks, which round-robin reads next time."""
     await conn.execute(
-        "UPDATE cases c SET assignee_id = p.user_id, assigned_at = now(), updated_at = now() "
+        "UPDATE cases c SET assignee_id = p.user_id, assigned_at = herald_now(), updated_at = herald_now() "
         "FROM unnest($1::bigint[], $2::bigint[]) AS p(case_id, user_id) "
         "WHERE c.id = p.case_id AND c.assignee_id IS NULL",
         [c for c, _ in picks], [u for _, u in picks])
     await conn.execute(
-        "UPDATE case_agents a SET last_assigned_at = now() + p.n * interval '1 microsecond' "
+        "UPDATE case_agents a SET last_assigned_at = herald_now() + p.n * interval '1 microsecond' "
         "FROM (SELECT user_id, max(n) AS n FROM unnest($1::bigint[]) WITH ORDINALITY "
         "      AS x(user_id, n) GROUP BY user_id) p WHERE a.user_id = p.user_id",
         [u for _, u in picks])
@@ -148,7 +149,7 @@ async def place(conn: asyncpg.Connection, actor: Actor, case: Case, *, reason: s
         assignee = None
     await conn.execute("UPDATE cases SET group_code = $2, assignee_id = $3, "
                        "assigned_at = CASE WHEN $3::bigint IS NULL THEN NULL ELSE assigned_at END, "
-                       "updated_at = now() WHERE id = $1", case.id, group, assignee)
+                       "updated_at = herald_now() WHERE id = $1", case.id, group, assignee)
     await store.append_events(conn, actor, case.id, [NewEvent(kind="assignment", data={
         "by": "rule", "reason": reason, "rule_id": rule_id, "from_group_code": case.group_code,
         "group_code": group, "from_assignee_id": case.assignee_id, "assignee_id": assignee})])
@@ -210,7 +211,7 @@ async def route_group(conn: asyncpg.Connection, group_code: str, mode: str, *,
             """, group_code, batch)
         tree = await _tree(conn) if mode == "skills" else {}
         picks: list[tuple[int, int]] = []
-        tick = dt.datetime.now(dt.UTC).timestamp()
+        tick = clock.now().timestamp()
         for case in cases:
             free = [s for s in slots if s.load < s.capacity]
             if not free:
@@ -323,10 +324,10 @@ async def reassign(conn: asyncpg.Connection, actor: Actor, case_id: int,
             return case
         await conn.execute(
             "UPDATE cases SET group_code = $2, assignee_id = $3, group_manual = true, "
-            "assigned_at = CASE WHEN $3::bigint IS NULL THEN NULL ELSE now() END, "
-            "updated_at = now() WHERE id = $1", case.id, group, assignee)
+            "assigned_at = CASE WHEN $3::bigint IS NULL THEN NULL ELSE herald_now() END, "
+            "updated_at = herald_now() WHERE id = $1", case.id, group, assignee)
         if assignee is not None:
-            await conn.execute("UPDATE case_agents SET last_assigned_at = now() WHERE user_id = $1",
+            await conn.execute("UPDATE case_agents SET last_assigned_at = herald_now() WHERE user_id = $1",
                                assignee)
         await store.append_events(conn, actor, case.id, [NewEvent(
             kind="assignment", body=to.comment, data={

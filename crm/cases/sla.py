@@ -20,6 +20,7 @@ from crm.cases.sla_config import Target
 from crm.cases.sla_types import CaseSla, SlaTargetState
 from crm.cases.store import NewEvent
 from crm.errors import Conflict, NotFound
+from herald import clock
 
 _COLUMNS = {"first_response": ("first_response_due_at", "first_response_at", "first_response_warn_at"),
             "resolution": ("resolution_due_at", "resolved_at", "resolution_warn_at")}
@@ -62,7 +63,7 @@ async def sla_for(conn: asyncpg.Connection, case_ids: list[int], *,
     """The SLA block of each of ``case_ids`` that exists, in one query."""
     if not case_ids:
         return {}
-    now = now or dt.datetime.now(dt.UTC)
+    now = now or clock.now()
     out: dict[int, CaseSla] = {}
     for r in await conn.fetch(_SQL, list(case_ids), now):
         ref = r["sla_paused_at"] or now
@@ -95,7 +96,7 @@ async def change_deadline(conn: asyncpg.Connection, actor: Actor, case_id: int,
         await conn.execute(
             f"UPDATE cases SET {due_col} = $2, "
             f"{warn_col} = case_sla_warn_for(sla_policy_id, $3, $2), "
-            "updated_at = now() WHERE id = $1",
+            "updated_at = herald_now() WHERE id = $1",
             case_id, change.due_at, change.target)
         await conn.execute("SELECT case_sla_check_now($1, true)", case_id)
         old, new = row["due"].isoformat(), change.due_at.isoformat()

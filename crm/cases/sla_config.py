@@ -160,7 +160,7 @@ async def update_policy(conn: asyncpg.Connection, actor: Actor, policy_id: int,
         before = await get_policy(conn, policy_id)
         await _check_policy(conn, spec, policy_id)
         sets = ", ".join(f"{f} = ${i}" for i, f in enumerate(_POLICY_FIELDS, start=2))
-        await conn.execute(f"UPDATE case_sla_policies SET {sets}, updated_at = now() WHERE id = $1",
+        await conn.execute(f"UPDATE case_sla_policies SET {sets}, updated_at = herald_now() WHERE id = $1",
                            policy_id, *values.values())
         await audit.record(conn, actor, audit.field_changes(
             "case_sla_policy", policy_id, _audited(before, _POLICY_FIELDS), values))
@@ -217,7 +217,7 @@ async def update_rule(conn: asyncpg.Connection, actor: Actor, rule_id: int,
         before = await get_rule(conn, rule_id)
         await _check_rule(conn, spec)
         sets = ", ".join(f"{f} = ${i}" for i, f in enumerate(_RULE_FIELDS, start=2))
-        await conn.execute(f"UPDATE case_escalation_rules SET {sets}, updated_at = now() "
+        await conn.execute(f"UPDATE case_escalation_rules SET {sets}, updated_at = herald_now() "
                            "WHERE id = $1", rule_id, *values.values())
         await audit.record(conn, actor, audit.field_changes(
             "case_escalation_rule", rule_id, _audited(before, _RULE_FIELDS), values))

@@ -29,6 +29,7 @@ from crm.audit import Actor, Change
 from crm.cases import sla_config, store
 from crm.cases.sla_config import EscalationRule
 from crm.cases.store import NewEvent
+from herald import clock
 
 EVALUATOR = Actor(login="sla")
 BATCH = 2000
@@ -248,7 +249,7 @@ async def _escalate(conn: asyncpg.Connection, cases: dict[int, asyncpg.Record],
     if moved:
         await conn.execute(
             "UPDATE cases c SET priority = m.p, group_code = m.g, assignee_id = m.a, "
-            "updated_at = now() FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[]) "
+            "updated_at = herald_now() FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[]) "
             "AS m(i, p, g, a) WHERE c.id = m.i",
             [p.case["id"] for p in moved], [p.priority for p in moved],
             [p.group for p in moved], [p.assignee for p in moved])
@@ -301,7 +302,7 @@ async def run_sla_cycle(pool: asyncpg.Pool, *, now: dt.datetime | None = None,
     """Evaluate every case whose next check is due; return how many were evaluated.
 
     ``parallel`` connections take batches side by side (SKIP LOCKED keeps them apart)."""
-    now = now or dt.datetime.now(dt.UTC)
+    now = now or clock.now()
 
     async def drain() -> int:
         # One connection for all its batches: a fresh one would plan the statement again.

@@ -34,6 +34,7 @@ import msgspec
 
 from crm.cases.types import CaseType, Channel
 from crm.errors import InvalidInput
+from herald import clock
 
 GROUPS = {"agent": "c.assignee_id", "channel": "c.channel", "case_type": "c.case_type",
           "group": "c.group_code", "day": "(c.created_at AT TIME ZONE {tz})::date"}
@@ -103,7 +104,7 @@ def groups_of(q: CaseStatsQuery) -> list[str]:
 
 
 def _sql(q: CaseStatsQuery, names: list[str]) -> tuple[str, list[object]]:
-    args: list[object] = [q.from_, q.to, dt.datetime.now(dt.UTC)]
+    args: list[object] = [q.from_, q.to, clock.now()]
     exprs = dict(GROUPS)
     if "day" in names:
         args.append(q.time_zone)

@@ -328,7 +328,7 @@ class SharedReads:
 
 async def snapshot(conn: asyncpg.Connection, reads: SharedReads, scope: Scope,
                    fresh_after: float) -> SupervisorSnapshot:
-    at = await conn.fetchval("SELECT now()")
+    at = await conn.fetchval("SELECT herald_now()")
     rows = await reads.counts.get(fresh_after)
     agents = await reads.agents.get(fresh_after)
     return SupervisorSnapshot(

@@ -63,7 +63,7 @@ class CaseTaskQuery(msgspec.Struct, forbid_unknown_fields=True):
 
 _TASK = """
 SELECT t.id, t.case_id, c.number AS case_number, t.group_code, t.assignee_id, t.title, t.body,
-       t.due_at, t.status, (t.status = 'open' AND t.due_at < now()) AS overdue, t.result,
+       t.due_at, t.status, (t.status = 'open' AND t.due_at < herald_now()) AS overdue, t.result,
        t.created_by_login, t.created_at, t.closed_by_login, t.closed_at
 FROM case_tasks t JOIN cases c ON c.id = t.case_id
 """
@@ -130,7 +130,7 @@ async def close_task(conn: asyncpg.Connection, actor: Actor, task_id: int, statu
                            "members, its author or a supervisor can close it")
         await conn.execute(
             "UPDATE case_tasks SET status = $2, result = $3, closed_by = $4, closed_by_login = $5, "
-            "closed_at = now() WHERE id = $1", task_id, status, result, actor.id, actor.login)
+            "closed_at = herald_now() WHERE id = $1", task_id, status, result, actor.id, actor.login)
         await store.append_events(conn, actor, task.case_id, [NewEvent(
             kind="task", body=result, data={"action": status, "task_id": task_id,
                                             "group_code": task.group_code})])
@@ -152,7 +152,7 @@ async def list_tasks(conn: asyncpg.Connection, actor: Actor, query: CaseTaskQuer
         WHERE ($1::text IS NULL OR t.group_code = $1)
           AND ($2::bigint IS NULL OR t.assignee_id = $2)
           AND ($3::text IS NULL OR t.status = $3)
-          AND ($4::boolean IS NULL OR (t.status = 'open' AND t.due_at < now()) = $4)
+          AND ($4::boolean IS NULL OR (t.status = 'open' AND t.due_at < herald_now()) = $4)
           AND (NOT $5 OR t.assignee_id = $6 OR (t.assignee_id IS NULL AND t.group_code IN (
                  SELECT group_code FROM case_group_members WHERE user_id = $6)))
         ORDER BY t.due_at, t.id LIMIT $7

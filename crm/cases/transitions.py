@@ -84,7 +84,7 @@ async def apply(conn: asyncpg.Connection, actor: Actor, case: Case, to_status: s
         raise Conflict(f"case {case.number}: transition from {case.status!r} to {to_status!r} "
                        f"is not allowed; from {case.status!r} allowed: "
                        f"{', '.join(allowed) or 'none'}")
-    await conn.execute("UPDATE cases SET status = $2, status_changed_at = now(), updated_at = now() "
+    await conn.execute("UPDATE cases SET status = $2, status_changed_at = herald_now(), updated_at = herald_now() "
                        "WHERE id = $1", case.id, to_status)
     await store.append_events(conn, actor, case.id, [NewEvent(
         kind="status", from_status=case.status, to_status=to_status, body=comment, data=data)])

@@ -50,7 +50,7 @@ async def set_secret(conn: asyncpg.Connection, actor: Actor, channel: str, secre
             "SELECT EXISTS (SELECT 1 FROM case_webhook_secrets WHERE channel = $1)", channel)
         await conn.execute(
             "INSERT INTO case_webhook_secrets (channel, secret, updated_by) VALUES ($1, $2, $3) "
-            "ON CONFLICT (channel) DO UPDATE SET secret = EXCLUDED.secret, updated_at = now(), "
+            "ON CONFLICT (channel) DO UPDATE SET secret = EXCLUDED.secret, updated_at = herald_now(), "
             "updated_by = EXCLUDED.updated_by", channel, secret, actor.login)
         # The secret itself never goes to the journal.
         await audit.record(conn, actor, [Change("case_webhook", channel,

@@ -257,7 +257,7 @@ async def import_values(conn: asyncpg.Connection, actor: audit.Actor, code: str,
                     SELECT $1, t.id, ARRAY(SELECT jsonb_array_elements_text(t.v::jsonb))
                     FROM unnest($2::bigint[], $3::text[]) AS t(id, v)
                     ON CONFLICT (code, client_id) DO UPDATE
-                        SET {column} = excluded.{column}, updated_at = now()
+                        SET {column} = excluded.{column}, updated_at = herald_now()
                     """, code, upsert_ids, [json.dumps(v) for v in upsert_values])
             else:
                 sql_type = {"value_text": "text", "value_number": "numeric", "value_date": "date",
@@ -267,7 +267,7 @@ async def import_values(conn: asyncpg.Connection, actor: audit.Actor, code: str,
                     INSERT INTO client_attributes (code, client_id, {column})
                     SELECT $1, t.id, t.v FROM unnest($2::bigint[], $3::{sql_type}[]) AS t(id, v)
                     ON CONFLICT (code, client_id) DO UPDATE
-                        SET {column} = excluded.{column}, updated_at = now()
+                        SET {column} = excluded.{column}, updated_at = herald_now()
                     """, code, upsert_ids, upsert_values)
         removed = 0
         if remove_ids:

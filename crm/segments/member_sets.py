@@ -71,8 +71,8 @@ async def fill(conn: asyncpg.Connection, build: RangeQuery, params: Sequence[Any
 async def adopt(conn: asyncpg.Connection, segment_id: int, set_id: int, count: int) -> None:
     """Point the segment at its new set and retire the old one (in the fill's transaction)."""
     old = await conn.fetchval(
-        "UPDATE segments s SET members_set = $2, member_count = $3, materialised_at = now(), "
-        "updated_at = now() FROM segments o WHERE s.id = $1 AND o.id = s.id "
+        "UPDATE segments s SET members_set = $2, member_count = $3, materialised_at = herald_now(), "
+        "updated_at = herald_now() FROM segments o WHERE s.id = $1 AND o.id = s.id "
         "RETURNING o.members_set", segment_id, set_id, count)
     await conn.execute("DELETE FROM segment_member_sets_retired WHERE set_id = $1", set_id)
     if old is not None:
@@ -97,7 +97,7 @@ async def purge(pool: asyncpg.Pool, *, chunks: int = 1, chunk: int = PURGE_CHUNK
         async with pool.acquire() as conn, conn.transaction():
             set_id = await conn.fetchval(
                 "SELECT r.set_id FROM segment_member_sets_retired r "
-                "WHERE r.retired_at < now() - make_interval(secs => $1) "
+                "WHERE r.retired_at < herald_now() - make_interval(secs => $1) "
                 "AND NOT EXISTS (SELECT 1 FROM segments s WHERE s.members_set = r.set_id) "
                 "ORDER BY r.retired_at, r.set_id LIMIT 1 FOR UPDATE SKIP LOCKED", grace_s)
             if set_id is None:

@@ -89,7 +89,7 @@ async def refresh_relative_dates(pool: asyncpg.Pool) -> list[int]:
                 WHERE kind = 'dynamic' AND relative_dates
                   AND (materialised_at IS NULL
                        OR (materialised_at AT TIME ZONE 'Europe/Kyiv')::date
-                          < (now() AT TIME ZONE 'Europe/Kyiv')::date)
+                          < (herald_now() AT TIME ZONE 'Europe/Kyiv')::date)
                 ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED
                 """)
             if row is None:
@@ -99,7 +99,7 @@ async def refresh_relative_dates(pool: asyncpg.Pool) -> list[int]:
                 condition = parse(row["condition"], catalogue)
             except Exception:
                 log.exception("dynamic segment %d no longer compiles; skipped", row["id"])
-                await conn.execute("UPDATE segments SET materialised_at = now() WHERE id = $1",
+                await conn.execute("UPDATE segments SET materialised_at = herald_now() WHERE id = $1",
                                    row["id"])
                 continue
             count = await materialise(conn, row["id"], condition, catalogue, pool=pool)

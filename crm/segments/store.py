@@ -200,7 +200,7 @@ async def _update(conn: asyncpg.Connection, actor: audit.Actor, segment_id: int,
             parsed, catalogue = await compile_condition(conn, new_condition)
         await conn.execute(
             "UPDATE segments SET name = $2, description = $3, kind = $4, condition = $5, "
-            "relative_dates = coalesce($6, relative_dates), updated_at = now() WHERE id = $1",
+            "relative_dates = coalesce($6, relative_dates), updated_at = herald_now() WHERE id = $1",
             segment_id, new_name, new_description, new_kind,
             new_condition, parsed.relative_dates if parsed else None)
         if parsed is not None:
