@@ -10,13 +10,14 @@ import msgspec
 from aiohttp import web
 
 from admin_api.routing import EndpointTable, decode_query, path_int
-from admin_api.security import actor
+from admin_api.security import actor, principal
 from admin_api.typedefs import AMQP, DB, REDIS, SETTINGS
 from admin_api.ui import forms
 from admin_api.ui.i18n import KYIV
 from admin_api.ui.rendering import render
 from admin_api.views.case_messages import _send_now
 from crm.cases import (
+    agents,
     categories,
     correction,
     duplicates,
@@ -46,6 +47,13 @@ STATUSES = ("new", "in_progress", "on_hold", "resolved", "closed")
 PRIORITIES = ("low", "normal", "high", "urgent")
 CASE_TYPES = ("technical", "financial", "informational")
 SLA_STATES = ("ok", "warning", "breached", "none")
+
+
+PRESENCES = ("online", "busy", "away", "offline")
+
+
+class PresenceForm(msgspec.Struct):
+    presence: str
 
 
 class StatusForm(msgspec.Struct):
@@ -94,9 +102,25 @@ def _filters(request: web.Request) -> CaseQueueQuery:
 async def queue_page(request: web.Request) -> web.Response:
     """The queue across channels with its filters; it reloads itself when cases change."""
     ctx = await _queue(request, _filters(request))
+    agent = None
+    if "cases.manage" in principal(request).permissions:
+        async with request.app[DB].acquire() as conn:
+            await agents.ensure_agent(conn, principal(request).user_id)
+            agent = await agents.get_agent(conn, principal(request).user_id)
     return await render(request, "cases.html", {
         **ctx, "statuses": STATUSES, "channels": CHANNELS, "priorities": PRIORITIES,
-        "sla_states": SLA_STATES})
+        "sla_states": SLA_STATES, "agent": agent, "presences": PRESENCES})
+
+
+@endpoints.post("/ui/me/presence", permission="cases.manage", response=str,
+                media_type="text/html", errors=(400,))
+async def set_presence(request: web.Request) -> web.Response:
+    """Set my presence: online gets new cases (and may take next)."""
+    form = await forms.form(request, PresenceForm)
+    async with request.app[DB].acquire() as conn:
+        agent = await agents.set_presence(conn, actor(request), principal(request).user_id,
+                                          form.presence)  # type: ignore[arg-type]
+    return await render(request, "_presence.html", {"agent": agent, "presences": PRESENCES})
 
 
 @endpoints.get("/ui/cases/rows", permission="cases.read", response=str, media_type="text/html",

@@ -39,6 +39,15 @@ LABELS: dict[str, str] = {
     "inbound": N_("Incoming"), "outbound": N_("Outgoing"),
     "ok": N_("On time"), "warning": N_("At risk"), "breached": N_("Overdue"), "none": N_("No SLA"),
     "met": N_("Met"),
+    "in": N_("Incoming"), "out": N_("Outgoing"),
+    # case history
+    "created": N_("Registered"), "assignment": N_("Assignment"), "classification": N_("Classification"),
+    "merge": N_("Merge"), "flag": N_("Flag"), "task": N_("Task"), "notification": N_("Notification"),
+    "info_request": N_("Information request"), "sla": "SLA", "escalation": N_("Escalation"),
+    "deadline": N_("Deadline"), "client_link": N_("Client linked"), "case_reply": N_("Reply"),
+    "trigger": N_("Trigger"), "status": N_("Status"),
+    # agent presence
+    "online": N_("Online"), "busy": N_("Busy"), "away": N_("Away"), "offline": N_("Offline"),
 }
 
 # Why a message or reply cannot go now (dispatcher.operator_send / case_replies).

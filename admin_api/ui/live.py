@@ -37,6 +37,14 @@ from crm.cti import CallPush
 endpoints = EndpointTable("ui")
 
 PING_SECONDS = 15.0
+STREAMS = web.AppKey("ui_live_streams", set)
+
+
+async def end_streams(app: web.Application) -> None:
+    """On shutdown: end the open streams now (browsers reconnect to another process)
+    rather than keep the server waiting for them."""
+    for task in list(app[STREAMS]):
+        task.cancel()
 _decode_push = msgspec.json.Decoder(CallPush)
 
 
@@ -83,6 +91,9 @@ async def live(request: web.Request) -> web.StreamResponse:
     if "cases.read" in permissions:
         sources.append(_cases)
     tasks = [asyncio.create_task(source(request, queue)) for source in sources]
+    me = asyncio.current_task()
+    if me is not None:
+        request.app[STREAMS].add(me)
     try:
         async with sse_response(request, ping_interval=PING_SECONDS,
                                 headers=SECURITY_HEADERS) as stream:
@@ -97,6 +108,7 @@ async def live(request: web.Request) -> web.StreamResponse:
                 await stream.send(data, event=event)
         return stream
     finally:
+        request.app[STREAMS].discard(me)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -32,3 +32,5 @@ def setup_ui(app: web.Application) -> None:
     """Read the static files and build the template environments, once per app."""
     app[STATIC] = StaticFiles()
     app[RENDERER] = Renderer(app[STATIC].url)
+    app[live.STREAMS] = set()
+    app.on_shutdown.append(live.end_streams)
