@@ -66,6 +66,9 @@ class Formats:
     def money(self, value: Decimal | int | float | None) -> str:
         if value is None:
             return "—"
+        if self.locale.startswith("en"):
+            # "UAH1,234.50" reads badly; hryvnias after the amount, as on a Ukrainian bill
+            return numbers.format_currency(value, "UAH", "#,##0.00\xa0¤", locale=self.locale)
         return numbers.format_currency(value, "UAH", locale=self.locale)
 
     def number(self, value: Decimal | int | float | None) -> str:
