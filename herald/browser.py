@@ -12,7 +12,7 @@ from typing import Any
 CHROMIUM = Path(os.environ.get("HERALD_CHROMIUM", "/usr/bin/chromium"))
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run",
-        "--disable-dev-shm-usage"]
+        "--disable-dev-shm-usage", "--lang=uk-UA"]
 VIEWPORT = {"width": 1440, "height": 900}
 
 

@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clients", type=_positive, default=10_000,
                    help="demo clients to seed into an empty database (default 10000)")
 
+    p = sub.add_parser("screenshots", help="PNGs of the web UI's main pages (demo data, Chromium)")
+    p.add_argument("--out", default="screenshots", help="directory for the PNGs")
     p = sub.add_parser("bench", help="run a benchmark (see `herald bench --help`)")
     bench = p.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
     for name, (description, _) in sorted(BENCHMARKS.items()):
@@ -208,6 +210,12 @@ def main(argv: list[str] | None = None) -> int:
             return _simulators(settings)
         if args.command == "up":
             return _up(settings, args.clients)
+        if args.command == "screenshots":
+            from pathlib import Path
+
+            from herald.screenshots import run as screenshots
+
+            return uvloop.run(screenshots(settings, Path(args.out)))
         if args.command == "bench":
             return uvloop.run(BENCHMARKS[args.benchmark][1](settings, args))
     except (TimeoutError, OSError) as exc:

@@ -23,7 +23,10 @@ LABELS: dict[str, str] = {
     # contact roles
     "owner": N_("Owner"), "co_owner": N_("Co-owner"), "billing_contact": N_("Account contact"),
     # account statuses and consumer types
-    "active": N_("Active"), "inactive": N_("Inactive"),
+    "active": N_("Active"), "inactive": N_("Inactive"), "suspended": N_("Suspended"),
+    "removed": N_("Removed"),
+    # equipment (billing's kinds)
+    "stove": N_("Gas stove"), "boiler": N_("Boiler"), "water_heater": N_("Water heater"),
     "household": N_("Household"), "household_heating": N_("Household with heating"),
     "condominium": N_("Condominium"), "religious": N_("Religious organisation"),
     "budget": N_("Budget organisation"),
@@ -40,6 +43,8 @@ LABELS: dict[str, str] = {
     "ok": N_("On time"), "warning": N_("At risk"), "breached": N_("Overdue"), "none": N_("No SLA"),
     "met": N_("Met"),
     "in": N_("Incoming"), "out": N_("Outgoing"),
+    "completed": N_("Completed"), "missed": N_("Missed"), "answered": N_("Answered"),
+    "ringing": N_("Ringing"), "registered": N_("Registered"),
     # case history
     "created": N_("Registered"), "assignment": N_("Assignment"), "classification": N_("Classification"),
     "merge": N_("Merge"), "flag": N_("Flag"), "task": N_("Task"), "notification": N_("Notification"),

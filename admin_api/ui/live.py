@@ -97,15 +97,18 @@ async def live(request: web.Request) -> web.StreamResponse:
     try:
         async with sse_response(request, ping_interval=PING_SECONDS,
                                 headers=SECURITY_HEADERS) as stream:
-            await stream.send("ready", event="ready")
-            while stream.is_connected():
-                try:
-                    event, data = await asyncio.wait_for(queue.get(), timeout=PING_SECONDS)
-                except TimeoutError:
-                    if any(t.done() for t in tasks):
-                        break  # a source failed (Redis gone): end, the browser reconnects
-                    continue
-                await stream.send(data, event=event)
+            try:
+                await stream.send("ready", event="ready")
+                while stream.is_connected():
+                    try:
+                        event, data = await asyncio.wait_for(queue.get(), timeout=PING_SECONDS)
+                    except TimeoutError:
+                        if any(t.done() for t in tasks):
+                            break  # a source failed (Redis gone): end; the browser reconnects
+                        continue
+                    await stream.send(data, event=event)
+            except ConnectionResetError:
+                pass  # the tab went away
         return stream
     finally:
         request.app[STREAMS].discard(me)
