@@ -161,3 +161,51 @@ async def test_language_switch_is_stored_per_user(client, demo_users) -> None:
     client.session.cookie_jar.clear()
     await ui_login(client, "operator_cos")
     assert "Client search" in await (await client.get("/ui/search")).text()
+
+
+async def _sse_event(response) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+    """The next event of a text/event-stream (comments skipped)."""
+    import asyncio
+
+    async def read() -> tuple[str, str]:
+        event, data = "message", []
+        while True:
+            line = (await response.content.readline()).decode().rstrip("\r\n")
+            if line == "" and data:
+                return event, "\n".join(data)
+            key, _, value = line.partition(":")
+            if key == "event":
+                event = value.strip()
+            elif key == "data":
+                data.append(value.removeprefix(" "))
+    return await asyncio.wait_for(read(), 30)
+
+
+async def test_one_stream_carries_calls_and_case_changes(client, demo_users, admin_conn) -> None:
+    from conftest import login_as
+
+    client_id, _ = await make_client(admin_conn, ("1000000601",))
+    integration = await login_as(client, "integration")
+    await ui_login(client, "operator_cc")
+    stream = await client.get("/ui/live")
+    assert stream.headers["Content-Type"].startswith("text/event-stream")
+    assert await _sse_event(stream) == ("ready", "ready")
+    # VICIdial rings this operator: the call panel arrives as HTML, the card link in it
+    await client.post("/api/v1/cti/calls", headers=integration, json={
+        "event": "ringing", "call_id": "V3000000001", "phone_number": "0501112233",
+        "user": "operator.cc"})
+    event, html = await _sse_event(stream)
+    assert event == "call" and f'href="/ui/clients/{client_id}?call=' in html
+    assert "Шевченко Тарас Григорович" in html
+    # the call ends: it becomes a case, and the same stream says that case changed
+    await client.post("/api/v1/cti/calls", headers=integration, json={
+        "event": "hung_up", "call_id": "V3000000001", "phone_number": "0501112233",
+        "user": "operator.cc"})
+    seen = ""
+    while not seen:
+        event, data = await _sse_event(stream)
+        if event == "case":
+            seen = data
+    case_id = await admin_conn.fetchval("SELECT id FROM cases WHERE client_id = $1", client_id)
+    assert str(case_id) in seen.split()
+    stream.close()
