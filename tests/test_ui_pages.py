@@ -209,3 +209,43 @@ async def test_one_stream_carries_calls_and_case_changes(client, demo_users, adm
     case_id = await admin_conn.fetchval("SELECT id FROM cases WHERE client_id = $1", client_id)
     assert str(case_id) in seen.split()
     stream.close()
+
+
+async def test_mass_edit_of_ticked_accounts_previews_then_applies(client, demo_users,
+                                                                  admin_conn) -> None:
+    _, accounts = await make_client(admin_conn, ("1000000701", "1000000702"))
+    token = await ui_login(client, "operator_cc")
+    refused = await post_form(client, "/ui/accounts/mass-edit",
+                              {"account_ids": str(accounts[0]), "status": "suspended"}, token)
+    assert refused.status == 403  # operators may not mass-edit
+    token = await ui_login(client, "supervisor")
+    page = await (await client.get("/ui/search?q=1000000701")).text()
+    assert f'name="account_ids" value="{accounts[0]}"' in page and 'id="mass-edit"' in page
+    form = [("account_ids", str(a)) for a in accounts] + [("registers_add", "idp"),
+                                                           ("apply", "false")]
+    preview = await client.post("/ui/accounts/mass-edit", data=form, headers={
+        "Origin": origin(client), "X-CSRF-Token": token, "HX-Request": "true"})
+    text = await preview.text()
+    assert 'data-dry-run="true"' in text and "2 рахунки" in text, text
+    assert await admin_conn.fetchval("SELECT count(*) FROM accounts WHERE 'idp' = ANY(registers)") == 0
+    form[-1] = ("apply", "true")
+    applied = await client.post("/ui/accounts/mass-edit", data=form, headers={
+        "Origin": origin(client), "X-CSRF-Token": token, "HX-Request": "true"})
+    assert 'data-dry-run="false"' in await applied.text()
+    assert await admin_conn.fetchval("SELECT count(*) FROM accounts WHERE 'idp' = ANY(registers)") == 2
+
+
+async def test_history_masks_passports_without_pii(client, demo_users, admin_conn) -> None:
+    client_id, _ = await make_client(admin_conn, ("1000000801",))
+    contact_id = await admin_conn.fetchval("SELECT id FROM contacts WHERE client_id = $1", client_id)
+    token = await ui_login(client, "operator_cos")  # has clients.pii
+    await post_form(client, f"/ui/clients/{client_id}/contacts/{contact_id}",
+                    {"first_name": "Тарас", "last_name": "Шевченко", "phone": "+380501112233",
+                     "email": "taras@example.com"}, token)
+    await admin_conn.execute("INSERT INTO audit_log (actor_login, action, entity_type, entity_id, "
+                             "field, old_value, new_value) VALUES ('t', 'update', 'contact', $1, "
+                             "'passport_number', NULL, '\"КА654321\"')", str(contact_id))
+    assert "КА654321" in await (await client.get(f"/ui/clients/{client_id}/history")).text()
+    await ui_login(client, "operator_cc")
+    shown = await (await client.get(f"/ui/clients/{client_id}/history")).text()
+    assert "КА654321" not in shown and "КА****21" in shown

@@ -128,7 +128,21 @@ async def history_part(request: web.Request) -> web.Response:
         for contact in await contacts.client_contacts(conn, client_id):
             entries += await audit.history(conn, "contact", str(contact.id), limit=50)
     entries.sort(key=lambda e: (e.at, e.id), reverse=True)
+    if "clients.pii" not in principal(request).permissions:
+        entries = [masked(e) for e in entries]
     return await render(request, "_history.html", {"entries": entries[:100]})
+
+
+PII_FIELDS = frozenset({"passport_number", "tax_id"})
+
+
+def masked(entry: audit.AuditEntry) -> audit.AuditEntry:
+    """An entry with passport and tax id values masked, for roles without clients.pii."""
+    if entry.field not in PII_FIELDS:
+        return entry
+    hide = contacts.mask_passport if entry.field == "passport_number" else cards.mask
+    return msgspec.structs.replace(entry, old_value=hide(entry.old_value),
+                                   new_value=hide(entry.new_value))
 
 
 @endpoints.post(r"/ui/meters/{meter_id:\d+}/readings", permission="clients.manage", response=str,

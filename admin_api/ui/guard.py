@@ -105,9 +105,9 @@ async def _error_page(request: web.Request, status: int, message: str) -> web.Re
         # A fragment's failure shows in the page's message area, whatever the target was.
         headers = {"HX-Retarget": "#flash", "HX-Reswap": "innerHTML"}
         template = "_flash.html"
+    # The real status even for htmx: the page's htmx config swaps 4xx/5xx answers too.
     return await render(request, template, {"status": status, "message": message,
-                                            "level": "error"},
-                        status=200 if headers else status, headers=headers)
+                                            "level": "error"}, status=status, headers=headers)
 
 
 @web.middleware

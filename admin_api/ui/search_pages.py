@@ -10,6 +10,7 @@ from aiohttp import web
 from admin_api.routing import EndpointTable, decode_query
 from admin_api.typedefs import DB
 from admin_api.ui import forms
+from admin_api.ui.mass_edit_pages import ACCOUNT_STATUSES, CONSUMER_TYPES
 from admin_api.ui.rendering import render
 from admin_api.views.search import SearchQuery, run_search
 from crm.errors import InvalidInput
@@ -82,7 +83,9 @@ async def _results(request: web.Request, form: SearchForm) -> dict[str, object]:
 async def search_page(request: web.Request) -> web.Response:
     """The search page (with results when the query string has criteria)."""
     form = forms.query(request, SearchForm)
-    return await render(request, "search.html", await _results(request, form))
+    return await render(request, "search.html", {
+        **await _results(request, form), "consumer_types": CONSUMER_TYPES,
+        "account_statuses": ACCOUNT_STATUSES})
 
 
 @endpoints.get("/ui/search/results", permission="clients.read", response=str,

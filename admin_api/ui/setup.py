@@ -10,6 +10,7 @@ from admin_api.ui import (
     case_pages,
     contact_pages,
     live,
+    mass_edit_pages,
     message_pages,
     search_pages,
     session_pages,
@@ -22,7 +23,7 @@ from admin_api.ui.static_files import STATIC, StaticFiles
 UI_TABLES: tuple[EndpointTable, ...] = (
     static_files.endpoints, session_pages.endpoints, search_pages.endpoints,
     card_pages.endpoints, contact_pages.endpoints, message_pages.endpoints,
-    case_pages.endpoints, live.endpoints,
+    case_pages.endpoints, mass_edit_pages.endpoints, live.endpoints,
 )
 
 __all__ = ["UI_TABLES", "setup_ui", "ui_guard"]
