@@ -179,7 +179,8 @@ def _up(settings: Settings, clients: int) -> int:
     if code:
         return code
     print(f"\nHerald is starting: open http://{settings.http_host}:{settings.http_port}/ "
-          f"(readiness: /readyz). Ctrl-C stops everything.\n", flush=True)
+          f"(the web UI: log in with a demo login above; readiness: /readyz). "
+          f"Ctrl-C stops everything.\n", flush=True)
     return supervise(child_commands())
 
 

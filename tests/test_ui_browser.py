@@ -37,8 +37,13 @@ async def page(browser: Any) -> AsyncIterator[Page]:
     context = await browser.new_context(viewport=VIEWPORT, locale="uk-UA")
     context.set_default_timeout(TIMEOUT)
     opened = await context.new_page()
+    errors: list[str] = []
+    opened.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    opened.on("pageerror", lambda e: errors.append(str(e)))
     yield opened
     await context.close()
+    # No script refused by the Content-Security-Policy, no script error on any page
+    assert [e for e in errors if "Content Security Policy" in e or "Error" in e] == []
 
 
 def base(client: Any) -> str:
