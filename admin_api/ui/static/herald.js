@@ -86,7 +86,22 @@
     }
   });
 
-  // -- Small things: closing the call panel, the active timeline filter. ------------------
+  // -- The menu marks the page shown (navigation swaps only <main>, not the top bar). -----
+  function markMenu() {
+    var best = null;
+    document.querySelectorAll("nav.menu a").forEach(function (a) {
+      var href = a.getAttribute("href");
+      if (location.pathname.indexOf(href) === 0 && (!best || href.length > best.getAttribute("href").length)) best = a;
+    });
+    document.querySelectorAll("nav.menu a").forEach(function (a) {
+      a.classList.toggle("active", a === best);
+      if (a === best) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
+    });
+  }
+  document.addEventListener("htmx:pushedIntoHistory", markMenu);
+  window.addEventListener("popstate", markMenu);
+
+  // -- Small things: closing the call panel. ---------------------------------------------
   document.addEventListener("click", function (event) {
     var t = event.target;
     if (!(t instanceof HTMLElement)) return;
