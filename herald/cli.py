@@ -110,6 +110,7 @@ async def _seed(settings: Settings, args: argparse.Namespace) -> int:
     from crm.users import PasswordPolicy
     from herald.db import create_pool
     from herald.demo import ensure_demo_users, format_logins
+    from herald.demo_setup import CALENDAR, ensure_demo_setup
 
     if not args.users_only:
         from herald.seed import SeedError, seed_crm
@@ -126,9 +127,14 @@ async def _seed(settings: Settings, args: argparse.Namespace) -> int:
     try:
         async with pool.acquire() as conn:
             demo = await ensure_demo_users(conn, PasswordPolicy(settings.password_min_length))
+            setup = await ensure_demo_setup(conn)
     finally:
         await pool.close()
     print(format_logins(demo))
+    if setup.templates or setup.calendar or setup.sla_policies or setup.escalation_rules:
+        print(f"Demo workspace: {len(setup.templates)} operator templates, "
+              f"{len(setup.sla_policies)} SLA policies on the calendar «{CALENDAR}», "
+              f"{len(setup.escalation_rules)} escalation rules created")
     return 0
 
 
