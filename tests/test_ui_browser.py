@@ -146,7 +146,7 @@ async def test_incoming_call_pops_the_card_and_an_sms_reaches_the_timeline(
 async def test_walk_in_case_take_next_status_reply_and_the_sla_timer(
         client, demo_users, admin_conn, page: Page) -> None:
     admin = await login_as(client, "admin")
-    all_week = {d: [{"start": "00:00", "end": "23:59"}]
+    all_week = {d: [{"start": "00:00", "end": "24:00"}]
                 for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}
     calendar = await (await client.post("/api/v1/business-calendars", headers=admin,
                                         json={"name": "Цілодобово", "week": all_week})).json()

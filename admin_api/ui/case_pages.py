@@ -78,17 +78,16 @@ class MergeForm(msgspec.Struct):
     into: int
 
 
-def _server_now() -> str:
-    return clock.now().isoformat()
-
-
 async def _queue(request: web.Request, query: CaseQueueQuery) -> dict[str, object]:
+    now = clock.now()
     async with request.app[DB].acquire() as conn:
         page = await queue.list_queue(conn, query)
-        blocks = await sla.sla_for(conn, [item.id for item in page.items])
+        ids = [item.id for item in page.items]
+        blocks = await sla.sla_for(conn, ids, now=now)
+        clocks = await sla.sla_clocks(conn, ids, now=now)
     for item in page.items:
         item.sla = blocks.get(item.id)
-    return {"page": page, "query": query, "server_now": _server_now()}
+    return {"page": page, "query": query, "server_now": now.isoformat(), "sla_clocks": clocks}
 
 
 def _filters(request: web.Request) -> CaseQueueQuery:
@@ -151,9 +150,11 @@ def _hx_location(case_id: int) -> str:
 
 
 async def _case_context(request: web.Request, case_id: int) -> dict[str, object]:
+    now = clock.now()
     async with request.app[DB].acquire() as conn:
         detail = await store.detail(conn, case_id)
-        detail.sla = (await sla.sla_for(conn, [case_id])).get(case_id)
+        detail.sla = (await sla.sla_for(conn, [case_id], now=now)).get(case_id)
+        clocks = await sla.sla_clocks(conn, [case_id], now=now)
         events = await store.events(conn, case_id, after_id=None, limit=500)
         allowed = await transitions.allowed_from(conn, detail.case.status)
         tree = await categories.list_categories(conn, include_inactive=False)
@@ -163,7 +164,7 @@ async def _case_context(request: web.Request, case_id: int) -> dict[str, object]
     return {"d": detail, "c": detail.case, "events": events, "allowed": allowed,
             "categories": tree, "category_names": names, "groups": case_groups,
             "tasks": case_tasks, "priorities": PRIORITIES, "case_types": CASE_TYPES,
-            "server_now": _server_now()}
+            "server_now": now.isoformat(), "sla_clocks": clocks}
 
 
 @endpoints.get(r"/ui/cases/{case_id:\d+}", permission="cases.read", response=str,

@@ -25,6 +25,16 @@ LANGUAGE_COOKIE = "herald_lang"
 LANGUAGE = web.RequestKey("ui_language", str)
 
 
+def hms(seconds: float | None) -> str:
+    """A duration as H:MM:SS (hours not wrapped into days), "−" before an overdue one; the
+    same format as the SLA countdown of herald.js."""
+    if seconds is None:
+        return ""
+    sign = "\u2212" if seconds < 0 else ""
+    s = abs(round(seconds))
+    return f"{sign}{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
 def make_environment(language: str, static_url: Callable[[str], str]) -> jinja2.Environment:
     """The environment of one language: gettext installed, filters formatting for it."""
     env = jinja2.Environment(
@@ -37,7 +47,7 @@ def make_environment(language: str, static_url: Callable[[str], str]) -> jinja2.
     env.install_gettext_translations(catalogue, newstyle=True)  # type: ignore[attr-defined]
     formats = i18n.Formats(language)
     env.filters.update(dt=formats.datetime, date=formats.date, long_date=formats.long_date,
-                       money=formats.money, num=formats.number)
+                       money=formats.money, num=formats.number, hms=hms)
     env.globals.update(language=language, language_names=i18n.LANGUAGE_NAMES, static=static_url,
                        role_name=lambda code: catalogue.gettext(menu.ROLE_NAMES.get(code, code)),
                        label=lambda code: catalogue.gettext(labels.LABELS.get(code, code)),

@@ -26,24 +26,36 @@
     }
   });
 
-  // -- SLA timers count down live, on the server's clock (which may be offset). ----------
+  // -- SLA timers: business time left, as the server computed it on the SLA calendar. ----
+  // The figure counts down only while the calendar is in working hours (data-running) and
+  // stops at data-changes-at (the end of the working span); at that moment, or when the
+  // next span starts, the part showing it is reloaded from the server, which says whether
+  // the time runs again. On Hold and outside working hours the figure stands still.
   var seen = new WeakMap();
   function two(n) { return (n < 10 ? "0" : "") + n; }
   function format(seconds) {
-    var sign = seconds < 0 ? "−" : "";
+    var sign = seconds < 0 ? "\u2212" : "";
     var s = Math.abs(Math.round(seconds));
-    var d = Math.floor(s / 86400), h = Math.floor((s % 86400) / 3600), m = Math.floor((s % 3600) / 60);
-    return sign + (d ? d + "d " : "") + two(h) + ":" + two(m) + ":" + two(s % 60);
+    return sign + two(Math.floor(s / 3600)) + ":" + two(Math.floor((s % 3600) / 60)) + ":" + two(s % 60);
+  }
+  function refreshSla(el) {
+    var body = el.closest("[data-case-id][hx-get]");
+    if (body) htmx.trigger(body, "herald:case-changed");
+    else htmx.trigger(document.body, "herald:cases");
   }
   function tick() {
     var now = Date.now();
-    document.querySelectorAll(".sla[data-due]").forEach(function (el) {
-      if (!seen.has(el)) seen.set(el, { server: Date.parse(el.dataset.serverNow), local: now });
+    document.querySelectorAll(".sla[data-left]").forEach(function (el) {
+      if (!seen.has(el)) seen.set(el, { server: Date.parse(el.dataset.serverNow), local: now, done: false });
       var base = seen.get(el);
-      var left = (Date.parse(el.dataset.due) - (base.server + (now - base.local))) / 1000;
+      var serverNow = base.server + (now - base.local);
+      var switchAt = el.dataset.changesAt ? Date.parse(el.dataset.changesAt) : Infinity;
+      var left = Number(el.dataset.left);
+      if (el.dataset.running === "true") left -= (Math.min(serverNow, switchAt) - base.server) / 1000;
       var out = el.querySelector("[data-countdown]");
       if (out) out.textContent = format(left);
       el.classList.toggle("sla-breached", left < 0);
+      if (serverNow >= switchAt && !base.done) { base.done = true; refreshSla(el); }
     });
   }
   setInterval(tick, 1000);

@@ -1,0 +1,67 @@
+"""The operator's workspace over HTTP, beyond the foundation (test_ui_pages.py): the SLA
+timer in business time, the call that became a case, delivery statuses in a case's thread,
+English texts of domain errors and timeline titles, the card's history by role."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from zoneinfo import ZoneInfo
+
+import pytest
+from conftest import login_as
+from test_card import make_client
+from ui_helpers import post_form, ui_login
+
+from crm.cases import sla
+
+KYIV = ZoneInfo("Europe/Kyiv")
+OFFICE_HOURS = {d: [{"start": "09:00", "end": "18:00"}] for d in ("mon", "tue", "wed", "thu", "fri")}
+
+
+async def _policy(client, name: str, week: dict, **targets: int) -> None:  # type: ignore[no-untyped-def]
+    admin = await login_as(client, "admin")
+    calendar = await (await client.post("/api/v1/business-calendars", headers=admin,
+                                        json={"name": name, "week": week})).json()
+    policy = await client.post("/api/v1/case-sla-policies", headers=admin, json={
+        "name": name, "calendar_id": calendar["id"], **targets})
+    assert policy.status == 201, await policy.text()
+
+
+async def _walk_in(client, token: str, **fields: str) -> int:  # type: ignore[no-untyped-def]
+    response = await post_form(client, "/ui/cases/new", {"text": "Перевірте нарахування",
+                                                         **fields}, token, allow_redirects=False)
+    assert response.status == 303, await response.text()
+    return int(response.headers["Location"].rsplit("/", 1)[1])
+
+
+# Wednesday 15 April 2026, 19:00 in Kyiv: after the office's working hours.
+@pytest.mark.clock(dt.datetime(2026, 4, 15, 19, 0, tzinfo=KYIV))
+async def test_sla_timer_shows_business_time_and_why_it_stands_still(
+        client, demo_users, admin_conn) -> None:
+    await _policy(client, "Офіс", OFFICE_HOURS, first_response_minutes=60,
+                  resolution_minutes=540)
+    token = await ui_login(client, "operator_cos")
+    case_id = await _walk_in(client, token)
+    # After hours: the whole hour is left, the timer stands still until Thursday 09:00
+    page = await (await client.get(f"/ui/cases/{case_id}")).text()
+    timer = re.search(r'<span class="sla sla-ok sla-stopped"[^>]*>', page)
+    assert timer, page
+    assert 'data-left="3600"' in timer.group(0) and 'data-running="false"' in timer.group(0)
+    assert 'data-changes-at="2026-04-16T06:00:00+00:00"' in timer.group(0)  # 09:00 in Kyiv
+    assert 'data-why="off_hours"' in page and "поза робочим часом" in page
+    assert ">01:00:00<" in page
+    # The same case on Thursday at 10:00: running until 18:00, an hour less left
+    at_ten = dt.datetime(2026, 4, 16, 10, 0, tzinfo=KYIV)
+    clocks = await sla.sla_clocks(admin_conn, [case_id], now=at_ten)
+    assert clocks[case_id] == sla.SlaClock(True, dt.datetime(2026, 4, 16, 18, 0, tzinfo=KYIV))
+    block = (await sla.sla_for(admin_conn, [case_id], now=at_ten))[case_id]
+    assert block.first_response is not None and block.first_response.remaining_seconds == 0
+    # On Hold: the timer stands still and says why
+    await post_form(client, f"/ui/cases/{case_id}/status", {"status": "in_progress"}, token)
+    await post_form(client, f"/ui/cases/{case_id}/status", {"status": "on_hold"}, token)
+    page = await (await client.get(f"/ui/cases/{case_id}")).text()
+    assert 'data-why="on_hold"' in page and 'data-running="false"' in page
+    # The queue shows the same timer
+    rows = await (await client.get("/ui/cases/rows")).text()
+    assert f'data-case-id="{case_id}"' in rows and 'data-why="on_hold"' in rows
