@@ -141,6 +141,18 @@ async def test_incoming_call_pops_the_card_and_an_sms_reaches_the_timeline(
     await expect(page.locator("#send-accepted")).to_be_visible()
     await expect(page.locator("#message-status[data-status=delivered]")).to_be_visible()
     await expect(page.locator("#timeline .tl-message[data-status=delivered]").first).to_be_visible()
+    # The call ends: the panel names the case it became and opens exactly that case
+    for event in ("answered", "hung_up"):
+        response = await stack.api.post("/api/v1/cti/calls", headers=integration, json={
+            "event": event, "call_id": "V2000000001", "phone_number": phone,
+            "user": "operator.cc"})
+        assert response.status == 200, await response.text()
+    case_id = await stack.conn.fetchval("SELECT id FROM cases WHERE client_id = $1", ids[0])
+    link = page.locator(f"#call-pop #call-case-link[data-case='{case_id}']")
+    await expect(link).to_have_text(re.compile(r"^ЗВ-\d{4}-\d+$"))
+    await link.click()
+    await expect(page).to_have_url(re.compile(rf"/ui/cases/{case_id}$"))
+    await expect(page.locator("#case-client")).to_have_attribute("href", f"/ui/clients/{ids[0]}")
 
 
 async def test_walk_in_case_take_next_status_reply_and_the_sla_timer(

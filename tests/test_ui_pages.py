@@ -206,13 +206,19 @@ async def test_one_stream_carries_calls_and_case_changes(client, demo_users, adm
     await client.post("/api/v1/cti/calls", headers=integration, json={
         "event": "hung_up", "call_id": "V3000000001", "phone_number": "0501112233",
         "user": "operator.cc"})
-    seen = ""
-    while not seen:
+    seen, panel = "", ""
+    while not (seen and panel):
         event, data = await _sse_event(stream)
         if event == "case":
             seen = data
-    case_id = await admin_conn.fetchval("SELECT id FROM cases WHERE client_id = $1", client_id)
+        elif event == "call":
+            panel = data
+    case_id, number = await admin_conn.fetchrow("SELECT id, number FROM cases WHERE client_id = $1",
+                                                client_id)
     assert str(case_id) in seen.split()
+    # the ended call's panel links to that very case
+    assert f'<a href="/ui/cases/{case_id}" class="mono" id="call-case-link"' in panel
+    assert number in panel and 'data-event="hung_up"' in panel
     stream.close()
 
 
