@@ -153,6 +153,11 @@ async def test_incoming_call_pops_the_card_and_an_sms_reaches_the_timeline(
     await link.click()
     await expect(page).to_have_url(re.compile(rf"/ui/cases/{case_id}$"))
     await expect(page.locator("#case-client")).to_have_attribute("href", f"/ui/clients/{ids[0]}")
+    # A reply by SMS from the case: its delivery status follows live in the thread
+    await page.check("#reply-form input[value=sms]")
+    await page.fill("#reply-text", "Показники прийнято.")
+    await page.click("#reply-form button.primary")
+    await expect(page.locator("#thread .ev-delivery .delivery[data-status=delivered]")).to_be_visible()
 
 
 async def test_walk_in_case_take_next_status_reply_and_the_sla_timer(

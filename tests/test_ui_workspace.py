@@ -65,3 +65,49 @@ async def test_sla_timer_shows_business_time_and_why_it_stands_still(
     # The queue shows the same timer
     rows = await (await client.get("/ui/cases/rows")).text()
     assert f'data-case-id="{case_id}"' in rows and 'data-why="on_hold"' in rows
+
+
+# Wednesday 15 April 2026, 11:00 in Kyiv: no quiet hours hold the SMS.
+@pytest.mark.clock(dt.datetime(2026, 4, 15, 11, 0, tzinfo=KYIV))
+async def test_case_thread_shows_delivery_of_replies_and_notifications(
+        client, demo_users, admin_conn) -> None:
+    client_id, _ = await make_client(admin_conn, ("1000000911",))
+    token = await ui_login(client, "operator_cos")
+    case_id = await _walk_in(client, token, client_id=str(client_id))
+    # An SMS reply: queued, its status polled in the thread until final
+    body = await (await post_form(client, f"/ui/cases/{case_id}/reply",
+                                  {"text": "Перерахунок зроблено.", "channel": "sms"},
+                                  token)).text()
+    assert 'id="case-message"' in body and 'role="status"' in body, body
+    event_id, message_id = await admin_conn.fetchrow(
+        "SELECT id, data->>'message_id' FROM case_events WHERE case_id = $1 AND kind = 'message' "
+        "AND direction = 'out'", case_id)
+    tag = re.search(rf'<span class="delivery" id="delivery-{event_id}"[^>]*>', body)
+    assert tag and f'hx-get="/ui/cases/{case_id}/events/{event_id}/delivery"' in tag.group(0)
+    # the provider's receipt: the next poll shows it delivered and stops (286)
+    await admin_conn.execute(
+        "INSERT INTO message_events (message_id, client_id, step, channel, status, at) "
+        "VALUES ($1, $2, 0, 'sms', 'delivered', herald_now())", message_id, client_id)
+    polled = await client.get(f"/ui/cases/{case_id}/events/{event_id}/delivery")
+    assert polled.status == 286
+    text = await polled.text()
+    assert 'data-status="delivered"' in text and "Доставлено" in text and "hx-get" not in text
+    # An e-mail reply: the outbox row's status (sent to the SMTP sink, or still sending)
+    await post_form(client, f"/ui/cases/{case_id}/reply",
+                    {"text": "Деталі в листі.", "channel": "email"}, token)
+    mail_event = await admin_conn.fetchval(
+        "SELECT id FROM case_events WHERE case_id = $1 AND channel = 'email' AND direction = 'out'",
+        case_id)
+    page = await (await client.get(f"/ui/cases/{case_id}")).text()
+    assert re.search(rf'id="delivery-{mail_event}" data-status="(sent|pending|failed)"', page)
+    # The registration notification of the notifier (no worker here: made by hand)
+    await admin_conn.execute(
+        "INSERT INTO case_events (case_id, kind, actor_login, body, data) VALUES "
+        "($1, 'notification', 'notifications', 'Звернення зареєстровано', "
+        "'{\"skipped\": \"no_phone\"}')", case_id)
+    page = await (await client.get(f"/ui/cases/{case_id}")).text()
+    assert 'data-status="skipped"' in page and "немає номера телефону" in page
+    # Another case's event is not this case's
+    other = await _walk_in(client, token)
+    missing = await client.get(f"/ui/cases/{other}/events/{event_id}/delivery")
+    assert missing.status == 404

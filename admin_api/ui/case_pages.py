@@ -35,8 +35,8 @@ from crm.cases.correction import ClassificationPatch
 from crm.cases.queue import CaseQueueQuery
 from crm.cases.tasks import CaseTaskSpec
 from crm.cases.types import CHANNELS
-from crm.errors import InvalidInput
-from dispatcher import case_notify, case_replies, realtime
+from crm.errors import InvalidInput, NotFound
+from dispatcher import case_deliveries, case_notify, case_replies, realtime
 from dispatcher.case_replies import InfoRequest, ReplyRequest
 from dispatcher.operator_send import SendRefused
 from herald import clock
@@ -160,11 +160,12 @@ async def _case_context(request: web.Request, case_id: int) -> dict[str, object]
         tree = await categories.list_categories(conn, include_inactive=False)
         case_groups = await groups.list_groups(conn)
         case_tasks = await tasks.case_tasks(conn, case_id)
+        deliveries = await case_deliveries.deliveries(conn, events)
     names = {c.id: c for c in tree}
     return {"d": detail, "c": detail.case, "events": events, "allowed": allowed,
             "categories": tree, "category_names": names, "groups": case_groups,
             "tasks": case_tasks, "priorities": PRIORITIES, "case_types": CASE_TYPES,
-            "server_now": now.isoformat(), "sla_clocks": clocks}
+            "server_now": now.isoformat(), "sla_clocks": clocks, "deliveries": deliveries}
 
 
 @endpoints.get(r"/ui/cases/{case_id:\d+}", permission="cases.read", response=str,
@@ -180,6 +181,25 @@ async def case_body(request: web.Request) -> web.Response:
     """The case page's body alone: reloaded when the live stream says the case changed."""
     return await render(request, "_case_body.html",
                         await _case_context(request, path_int(request, "case_id")))
+
+
+STOP_POLLING = 286  # htmx stops an ``every`` poll on this status
+
+
+@endpoints.get(r"/ui/cases/{case_id:\d+}/events/{event_id:\d+}/delivery", permission="cases.read",
+               response=str, media_type="text/html", errors=(404,))
+async def delivery(request: web.Request) -> web.Response:
+    """The delivery status of what one thread event sent the client; polled until final."""
+    case_id, event_id = path_int(request, "case_id"), path_int(request, "event_id")
+    async with request.app[DB].acquire() as conn:
+        found = await store.events(conn, case_id, after_id=event_id - 1, limit=1)
+        if not found or found[0].id != event_id:
+            raise NotFound(f"case {case_id} has no event {event_id}")
+        shown = await case_deliveries.delivery(conn, found[0])
+    if shown is None:
+        raise NotFound(f"event {event_id} sent nothing")
+    return await render(request, "_delivery.html", {"dl": shown, "case_id": case_id},
+                        status=STOP_POLLING if shown.final else 200)
 
 
 async def _reloaded(request: web.Request, case_id: int, message: str = "",

@@ -38,6 +38,7 @@ LABELS: dict[str, str] = {
     # message statuses
     "queued": N_("Queued"), "sent": N_("Sent"), "delivered": N_("Delivered"), "read": N_("Read"),
     "failed": N_("Failed"), "skipped": N_("Not sent"), "held": N_("Held"),
+    "pending": N_("Sending"),
     # call directions and SLA states
     "inbound": N_("Incoming"), "outbound": N_("Outgoing"),
     "ok": N_("On time"), "warning": N_("At risk"), "breached": N_("Overdue"), "none": N_("No SLA"),
@@ -66,4 +67,5 @@ REFUSALS: dict[str, str] = {
     "template_not_allowed": N_("this template may not be sent from the card"),
     "channel_unsupported": N_("this channel is not supported here"),
     "anonymous": N_("the case has no identified client to write to"),
+    "no_phone": N_("the client has no phone number"),
 }
