@@ -111,3 +111,39 @@ async def test_case_thread_shows_delivery_of_replies_and_notifications(
     other = await _walk_in(client, token)
     missing = await client.get(f"/ui/cases/{other}/events/{event_id}/delivery")
     assert missing.status == 404
+
+
+async def test_english_ui_translates_domain_errors_and_timeline_titles(
+        client, demo_users, admin_conn) -> None:
+    client_id, _ = await make_client(admin_conn, ("1000000921",))
+    meter_id = await admin_conn.fetchval(
+        "SELECT m.id FROM meters m JOIN accounts a ON a.id = m.account_id WHERE a.client_id = $1",
+        client_id)
+    integration = await login_as(client, "integration")
+    token = await ui_login(client, "operator_cos")
+    # A reading entered and a VICIdial call: both on the timeline with generated titles
+    await post_form(client, f"/ui/meters/{meter_id}/readings", {"value": "1234,5"}, token)
+    for event in ("ringing", "hung_up"):
+        await client.post("/api/v1/cti/calls", headers=integration, json={
+            "event": event, "call_id": "V4000000001", "phone_number": "0501112233",
+            "user": "operator.cos"})
+    uk = await (await client.get(f"/ui/clients/{client_id}/timeline")).text()
+    assert "Показник лічильника" in uk and "Вхідний дзвінок +380501112233" in uk
+    case_id = await _walk_in(client, token, client_id=str(client_id))
+    wrong = await post_form(client, f"/ui/cases/{case_id}/status", {"status": "closed"}, token)
+    text = await wrong.text()
+    assert wrong.status == 400 and "Це неможливо зробити в поточному стані." in text
+    assert 'lang="en"' in text  # the system's own words, marked as English
+    # The same in English
+    await post_form(client, "/ui/language", {"language": "en", "next": "/ui/search"}, token)
+    en = await (await client.get(f"/ui/clients/{client_id}/timeline")).text()
+    assert re.search(r"Meter SN\d+ reading: 1,234\.5 m³ \(Operator\)", en), en
+    assert "Incoming call +380501112233" in en
+    titles = re.findall(r'<div class="tl-title">([^<]*)<', en)
+    assert "Missed call" in titles  # the call's case: a generated subject
+    # only what a person typed (the walk-in's text) stays as typed
+    assert [t for t in titles if re.search(r"[а-яіїєґ]", t)] == ["Перевірте нарахування"]
+    wrong = await post_form(client, f"/ui/cases/{case_id}/status", {"status": "closed"}, token)
+    assert "This cannot be done in the current state." in await wrong.text()
+    bad = await post_form(client, f"/ui/meters/{meter_id}/readings", {"value": "abc"}, token)
+    assert "The value of “Reading” is not accepted." in await bad.text()

@@ -98,7 +98,8 @@ def _login_redirect(request: web.Request) -> web.Response:
     return web.Response(status=303, headers={"Location": target})
 
 
-async def _error_page(request: web.Request, status: int, message: str) -> web.Response:
+async def _error_page(request: web.Request, status: int, message: str = "",
+                      error: HeraldError | None = None) -> web.Response:
     headers = {}
     template = "error.html"
     if request.headers.get("HX-Request") == "true":
@@ -107,7 +108,8 @@ async def _error_page(request: web.Request, status: int, message: str) -> web.Re
         template = "_flash.html"
     # The real status even for htmx: the page's htmx config swaps 4xx/5xx answers too.
     return await render(request, template, {"status": status, "message": message,
-                                            "level": "error"}, status=status, headers=headers)
+                                            "error": error, "level": "error"},
+                        status=status, headers=headers)
 
 
 @web.middleware
@@ -127,11 +129,11 @@ async def ui_guard(request: web.Request, handler: Any) -> web.StreamResponse:
     except NotFound as error:
         if not page:
             raise
-        response = await _error_page(request, 404, str(error))
+        response = await _error_page(request, 404, error=error)
     except HeraldError as error:
         if not page:
             raise
-        response = await _error_page(request, 400, str(error))
+        response = await _error_page(request, 400, error=error)
     if page and response.status == 401 and declared is not None and declared.permission != PUBLIC:
         response = _login_redirect(request)
     elif page and response.status == 403:

@@ -35,6 +35,10 @@ LABELS: dict[str, str] = {
     "reading": N_("Meter reading"), "charge": N_("Charge"), "payment": N_("Payment"),
     "shop_order": N_("Shop order"), "survey": N_("Survey"), "outbound_call": N_("Outbound call"),
     "channel": N_("Channel activity"),
+    # reading sources and application kinds
+    "gdo": N_("gas distribution operator"), "new_connection": N_("new connection"),
+    "data_update": N_("data update"), "owner_change": N_("change of owner"),
+    "contract": N_("contract"), "other": N_("other"),
     # message statuses
     "queued": N_("Queued"), "sent": N_("Sent"), "delivered": N_("Delivered"), "read": N_("Read"),
     "failed": N_("Failed"), "skipped": N_("Not sent"), "held": N_("Held"),

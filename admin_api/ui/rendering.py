@@ -17,7 +17,7 @@ from aiohttp import web
 
 from admin_api.security import SESSION_COOKIE
 from admin_api.typedefs import DB, PRINCIPAL
-from admin_api.ui import i18n, labels, menu
+from admin_api.ui import i18n, labels, menu, texts
 from crm import ui_prefs
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
@@ -51,7 +51,11 @@ def make_environment(language: str, static_url: Callable[[str], str]) -> jinja2.
     env.globals.update(language=language, language_names=i18n.LANGUAGE_NAMES, static=static_url,
                        role_name=lambda code: catalogue.gettext(menu.ROLE_NAMES.get(code, code)),
                        label=lambda code: catalogue.gettext(labels.LABELS.get(code, code)),
-                       refusal=lambda code: catalogue.gettext(labels.REFUSALS.get(code, code)))
+                       refusal=lambda code: catalogue.gettext(labels.REFUSALS.get(code, code)),
+                       error_text=lambda error: texts.error_text(error, catalogue.gettext),
+                       tl_title=lambda item: texts.timeline_title(item, catalogue.gettext,
+                                                                  formats),
+                       generated=lambda text: texts.generated(text, catalogue.gettext))
     return env
 
 

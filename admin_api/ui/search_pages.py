@@ -76,7 +76,7 @@ async def _results(request: web.Request, form: SearchForm) -> dict[str, object]:
         page = await run_search(request.app[DB], query) if query is not None else None
         return {"page": page, "error": None, "form": form}
     except InvalidInput as bad:
-        return {"page": None, "error": str(bad), "form": form}
+        return {"page": None, "error": bad, "form": form}
 
 
 @endpoints.get("/ui/search", permission="clients.read", response=str, media_type="text/html")
