@@ -257,6 +257,18 @@ async def test_history_masks_passports_without_pii(client, demo_users, admin_con
                              "field, old_value, new_value) VALUES ('t', 'update', 'contact', $1, "
                              "'passport_number', NULL, '\"КА654321\"')", str(contact_id))
     assert "КА654321" in await (await client.get(f"/ui/clients/{client_id}/history")).text()
-    await ui_login(client, "operator_cc")
+    # the client record's own history: the same for roles without audit.read
+    await admin_conn.execute("INSERT INTO audit_log (actor_login, action, entity_type, entity_id, "
+                             "field, old_value, new_value) VALUES ('t', 'update', 'client', $1, "
+                             "'tax_id', '\"1234567890\"', '\"2234567891\"')", str(client_id))
+    await admin_conn.execute("INSERT INTO audit_log (actor_login, action, entity_type, entity_id, "
+                             "field, old_value, new_value) VALUES ('t', 'update', 'client', $1, "
+                             "'tax_id', NULL, '\"9999999999\"')", str(client_id + 1))
+    shown = await (await client.get(f"/ui/clients/{client_id}/history")).text()
+    assert "2234567891" in shown and 'id="history-masked"' not in shown
+    await ui_login(client, "operator_cc")  # no clients.pii, no audit.read
     shown = await (await client.get(f"/ui/clients/{client_id}/history")).text()
     assert "КА654321" not in shown and "КА****21" in shown
+    assert 'data-entity="client"' in shown and "2234567891" not in shown
+    assert 'id="history-masked"' in shown  # the page says what it hides
+    assert "9999999999" not in shown and "99****99" not in shown  # another client's record

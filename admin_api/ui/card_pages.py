@@ -16,7 +16,7 @@ from admin_api.ui.contact_pages import ROLES
 from admin_api.ui.rendering import render
 from admin_api.views.client_activity import TimelineQuery
 from admin_api.views.clients import BILLING
-from crm import audit, contacts, meters, timeline
+from crm import audit, card_history, contacts, meters, timeline
 from crm import card as cards
 from crm.errors import InvalidInput
 from crm.timeline import TimelineFilter
@@ -118,21 +118,20 @@ async def timeline_part(request: web.Request) -> web.Response:
 @endpoints.get(r"/ui/clients/{client_id:\d+}/history", permission="clients.read", response=str,
                media_type="text/html", errors=(404,))
 async def history_part(request: web.Request) -> web.Response:
-    """The change history of the card, newest first: its contacts' (as the contact history
-    API gives them to clients.read) and, with audit.read, the client record's own."""
+    """The change history of the card, newest first: the client record, its accounts,
+    meters, contacts and applications (crm.card_history: what the card shows, so whoever
+    reads the card reads its history), passports and tax ids masked without clients.pii."""
     client_id = path_int(request, "client_id")
-    entries: list[audit.AuditEntry] = []
     async with request.app[DB].acquire() as conn:
-        if "audit.read" in principal(request).permissions:
-            entries += await audit.history(conn, "client", str(client_id), limit=50)
-        for contact in await contacts.client_contacts(conn, client_id):
-            entries += await audit.history(conn, "contact", str(contact.id), limit=50)
-    entries.sort(key=lambda e: (e.at, e.id), reverse=True)
-    if "clients.pii" not in principal(request).permissions:
+        entries = await card_history.card_history(conn, client_id, limit=HISTORY_LIMIT)
+    pii = "clients.pii" in principal(request).permissions
+    if not pii:
         entries = [masked(e) for e in entries]
-    return await render(request, "_history.html", {"entries": entries[:100]})
+    return await render(request, "_history.html", {
+        "entries": entries, "pii_masked": not pii, "limit": HISTORY_LIMIT})
 
 
+HISTORY_LIMIT = 100
 PII_FIELDS = frozenset({"passport_number", "tax_id"})
 
 

@@ -35,6 +35,8 @@ LABELS: dict[str, str] = {
     "reading": N_("Meter reading"), "charge": N_("Charge"), "payment": N_("Payment"),
     "shop_order": N_("Shop order"), "survey": N_("Survey"), "outbound_call": N_("Outbound call"),
     "channel": N_("Channel activity"),
+    # the card's records (its history)
+    "client": N_("Client"), "account": N_("Account"), "meter": N_("Meter"), "contact": N_("Contact"),
     # reading sources and application kinds
     "gdo": N_("gas distribution operator"), "new_connection": N_("new connection"),
     "data_update": N_("data update"), "owner_change": N_("change of owner"),
