@@ -210,3 +210,23 @@ async def test_walk_in_case_take_next_status_reply_and_the_sla_timer(
     await page.click("#reply-form button.primary")
     await expect(page.locator("#case-message[role=status]")).to_be_visible()
     await expect(page.locator("#thread")).to_contain_text("Перевірили: нарахування правильні.")
+
+
+async def test_more_search_results_extend_the_same_table(client, demo_users, admin_conn,
+                                                         page: Page) -> None:
+    await make_clients(admin_conn, 45, start=700_001)  # 45 × Коваленко Олена Петрівна
+    await log_in(page, base(client), "operator_cc")
+    await page.fill("#q", "Коваленко Олена")
+    rows = page.locator("#results table.result-table tr.result-row")
+    await expect(rows.nth(19)).to_be_attached()  # a page is 20 rows
+    # the end of the table coming into view fetches the next pages into the same table
+    while await page.locator("#results tr.more").count():
+        await page.locator("#results tr.more").scroll_into_view_if_needed()
+        await page.wait_for_load_state("networkidle")
+    await expect(rows).to_have_count(45)
+    await expect(page.locator("#results table")).to_have_count(1)
+    await expect(page.locator("#results tr.more")).to_have_count(0)
+    # ↓ walks on through the rows that came later
+    await page.locator("#results a.result").nth(43).focus()
+    await page.keyboard.press("ArrowDown")
+    await expect(page.locator("#results a.result").nth(44)).to_be_focused()

@@ -91,6 +91,10 @@ async def search_page(request: web.Request) -> web.Response:
 @endpoints.get("/ui/search/results", permission="clients.read", response=str,
                media_type="text/html")
 async def search_results(request: web.Request) -> web.Response:
-    """The results fragment, fetched as the operator types (and for the next page)."""
+    """The results fragment, fetched as the operator types; the next page (a cursor) is
+    only its rows, which extend the same table."""
     form = forms.query(request, SearchForm)
-    return await render(request, "_search_results.html", await _results(request, form))
+    found = await _results(request, form)
+    if form.cursor and found["page"] is not None:
+        return await render(request, "_search_rows.html", found)
+    return await render(request, "_search_results.html", found)
