@@ -11,7 +11,7 @@ PYTEST_WORKERS ?= 3
 # The days `make test-clock` moves Herald's clock by, Python's and the database's alike.
 CLOCK_OFFSETS ?= 30 400 -200
 
-.PHONY: run test test-clock setup services seed-13m
+.PHONY: run test test-clock setup services seed-13m catalogues
 
 run: setup
 	$(BIN)/herald up
@@ -38,6 +38,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
+
+# The web UI's gettext catalogues: extract the messages, merge them into the .po files,
+# compile the .mo files (committed); tests fail while a message is untranslated.
+catalogues: setup
+	$(BIN)/python -m admin_api.ui.catalogues update
 
 # The full-scale data set of the first customer: 13 M clients (~13.8 M accounts).
 seed-13m: setup

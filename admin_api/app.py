@@ -18,6 +18,7 @@ from admin_api.problems import problem_middleware
 from admin_api.routing import EndpointTable, endpoint_of
 from admin_api.security import security_middleware
 from admin_api.typedefs import AMQP, DB, METRICS, REDIS, SETTINGS
+from admin_api.ui.setup import UI_TABLES, setup_ui, ui_guard
 from admin_api.views import (
     audit,
     auth,
@@ -59,6 +60,7 @@ ENDPOINT_TABLES: tuple[EndpointTable, ...] = (
     clients.endpoints, contacts.endpoints, client_activity.endpoints, search.endpoints, cti.endpoints,
     segments.endpoints, events.endpoints, cases.endpoints, case_messages.endpoints,
     case_routing.endpoints, case_sla.endpoints, supervisor.endpoints,
+    *UI_TABLES,
 )
 
 
@@ -103,11 +105,12 @@ def check_routes_declared(app: web.Application) -> None:
 def init_app(settings: Settings) -> web.Application:
     """Build the admin API for ``settings``; connections open when the app starts."""
     app = web.Application(middlewares=[request_context_middleware, problem_middleware,
-                                       security_middleware],
+                                       ui_guard, security_middleware],
                           client_max_size=8 * 1024 * 1024)
     clock.configure(settings)
     app[SETTINGS] = settings
     app[templates.ENGINE] = TemplateEngine()
+    setup_ui(app)
     registry = prometheus_client.CollectorRegistry()
     app[METRICS] = registry
     app[METRICS_HELPER] = HttpMetrics(registry)

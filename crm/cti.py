@@ -41,6 +41,7 @@ from crm import cti_extensions
 from crm import timeline as _timeline
 from crm.cases.channels import CallRecord
 from crm.cases.intake import from_call
+from crm.cases.types import IntakeResult
 from crm.errors import InvalidInput, NotFound
 from herald import clock
 
@@ -135,6 +136,9 @@ class CallPush(msgspec.Struct, omit_defaults=True):
     identified_by: str | None = None
     client: ClientSummary | None = None
     candidates: list[ClientSummary] = []
+    # hung_up: the case the call became (or was added to, a repeat within the window).
+    case_id: int | None = None
+    case_number: str | None = None
     # Server clock (epoch seconds) when the event reached Herald; benchmarks measure from it.
     received_at: float = 0.0
 
@@ -278,10 +282,11 @@ async def _timeline_call(conn: asyncpg.Connection, call: Call) -> None:
                 "hung_up_at": call.hung_up_at and call.hung_up_at.isoformat()})
 
 
-async def _case_of_call(conn: asyncpg.Connection, call: Call, or_number: str | None) -> None:
+async def _case_of_call(conn: asyncpg.Connection, call: Call,
+                        or_number: str | None) -> IntakeResult:
     """A finished or missed call becomes a case in the operators' queue (SR-01)."""
     started = call.ringing_at or call.answered_at or call.hung_up_at or now()
-    await from_call(conn, CallRecord(
+    return await from_call(conn, CallRecord(
         call_id=call.call_ref, caller=call.phone or call.phone_raw,
         outcome="answered" if call.answered_at else "missed", started_at=started,
         ended_at=call.hung_up_at, agent_login=call.agent_login, client_id=call.client_id,
@@ -343,10 +348,13 @@ async def record_event(conn: asyncpg.Connection, body: CallEvent, *,
         call = await get_call(conn, call_id)
         if event != "ringing":
             await _timeline_call(conn, call)
+        case = None
         if event == "hung_up":
-            await _case_of_call(conn, call, body.or_number)
+            case = await _case_of_call(conn, call, body.or_number)
         agent_now_known = (before is None or before["agent_login"] is None) and call.agent_login
-        push = CallPush(event, call_id, call_ref, call.phone, received_at=received.timestamp())
+        push = CallPush(event, call_id, call_ref, call.phone, received_at=received.timestamp(),
+                        case_id=case.case_id if case else None,
+                        case_number=case.number if case else None)
         if event == "ringing" or identified_now or agent_now_known:
             ids = ([call.client_id] if call.client_id is not None else call.candidate_client_ids)
             summaries = await client_summaries(conn, ids)

@@ -213,7 +213,13 @@ def register_benchmarks(benchmarks: dict[str, tuple[str, Benchmark]],
     options["cases"] = _cases_options
     from herald import (
         bench_segments,  # options only; the measuring code loads when it runs
+        bench_ui,
     )
+
+    benchmarks["ui"] = (
+        "web UI: card and search page server time, ringing -> card in Chromium, "
+        "first-visit JS+CSS; on the configured database", bench_ui.main)
+    options["ui"] = bench_ui.add_options
 
     benchmarks["segments"] = (
         "segment preview, a 5 M materialisation and set operations on the configured "

@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clients", type=_positive, default=10_000,
                    help="demo clients to seed into an empty database (default 10000)")
 
+    p = sub.add_parser("screenshots", help="PNGs of the web UI's main pages (demo data, Chromium)")
+    p.add_argument("--out", default="screenshots", help="directory for the PNGs")
     p = sub.add_parser("bench", help="run a benchmark (see `herald bench --help`)")
     bench = p.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
     for name, (description, _) in sorted(BENCHMARKS.items()):
@@ -108,6 +110,7 @@ async def _seed(settings: Settings, args: argparse.Namespace) -> int:
     from crm.users import PasswordPolicy
     from herald.db import create_pool
     from herald.demo import ensure_demo_users, format_logins
+    from herald.demo_setup import CALENDAR, ensure_demo_setup
 
     if not args.users_only:
         from herald.seed import SeedError, seed_crm
@@ -124,9 +127,14 @@ async def _seed(settings: Settings, args: argparse.Namespace) -> int:
     try:
         async with pool.acquire() as conn:
             demo = await ensure_demo_users(conn, PasswordPolicy(settings.password_min_length))
+            setup = await ensure_demo_setup(conn)
     finally:
         await pool.close()
     print(format_logins(demo))
+    if setup.templates or setup.calendar or setup.sla_policies or setup.escalation_rules:
+        print(f"Demo workspace: {len(setup.templates)} operator templates, "
+              f"{len(setup.sla_policies)} SLA policies on the calendar «{CALENDAR}», "
+              f"{len(setup.escalation_rules)} escalation rules created")
     return 0
 
 
@@ -177,7 +185,8 @@ def _up(settings: Settings, clients: int) -> int:
     if code:
         return code
     print(f"\nHerald is starting: open http://{settings.http_host}:{settings.http_port}/ "
-          f"(readiness: /readyz). Ctrl-C stops everything.\n", flush=True)
+          f"(the web UI: log in with a demo login above; readiness: /readyz). "
+          f"Ctrl-C stops everything.\n", flush=True)
     return supervise(child_commands())
 
 
@@ -208,6 +217,12 @@ def main(argv: list[str] | None = None) -> int:
             return _simulators(settings)
         if args.command == "up":
             return _up(settings, args.clients)
+        if args.command == "screenshots":
+            from pathlib import Path
+
+            from herald.screenshots import run as screenshots
+
+            return uvloop.run(screenshots(settings, Path(args.out)))
         if args.command == "bench":
             return uvloop.run(BENCHMARKS[args.benchmark][1](settings, args))
     except (TimeoutError, OSError) as exc:

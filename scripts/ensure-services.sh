@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Makes sure PostgreSQL (15+), RabbitMQ (3.10+) and Redis (7+) answer on localhost, and that
-# Herald's database roles and database exist.
+# Makes sure PostgreSQL (15+), RabbitMQ (3.10+) and Redis (7+) answer on localhost, that
+# Herald's database roles and database exist, and that Chromium is installed (UI tests).
 #
 # For each service: reachable -> nothing to do; installed but stopped -> start it;
 # not installed on Debian/Ubuntu -> apt-get install it, then start it. No Docker needed.
@@ -112,8 +112,18 @@ ensure_redis() {
   log "Redis $version ready on port $REDIS_PORT"
 }
 
+# The web UI's browser tests and `herald screenshots` drive Debian's Chromium (Playwright's
+# own browser download is not used); fonts-dejavu-core gives it Cyrillic glyphs.
+ensure_chromium() {
+  if [ ! -x "${HERALD_CHROMIUM:-/usr/bin/chromium}" ]; then
+    apt_install chromium fonts-dejavu-core
+  fi
+  log "Chromium ready: $("${HERALD_CHROMIUM:-/usr/bin/chromium}" --version 2>/dev/null || echo installed)"
+}
+
 command -v psql >/dev/null || apt_install postgresql-client
 ensure_postgres
 ensure_database
 ensure_rabbitmq
 ensure_redis
+ensure_chromium

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Literal
 
+import asyncpg
 import msgspec
 from aiohttp import web
 
@@ -42,11 +43,15 @@ async def search_clients(request: web.Request, query: SearchQuery) -> SearchPage
     ``estimated_count`` is exact (``count_is_exact``) up to 1,000 matches, the planner's
     estimate above that.
     """
+    return await run_search(request.app[DB], query)
+
+
+async def run_search(pool: asyncpg.Pool, query: SearchQuery) -> SearchPage:
+    """The search of ``query`` (the JSON view's and the search page's)."""
     criteria = search.parse_criteria(phone=query.phone, or_number=query.or_number,
                                      client_id=query.client_id, eic=query.eic,
                                      address=query.address, name=query.name)
     after = search.decode_cursor(query.cursor) if query.cursor else 0
-    pool = request.app[DB]
     async with pool.acquire() as conn:
         criteria = await search.with_key_shares(conn, criteria)
 

@@ -106,3 +106,45 @@ async def change_deadline(conn: asyncpg.Connection, actor: Actor, case_id: int,
                   "reason": change.reason})])
         await audit.record(conn, actor, [Change("case", str(case_id), "update", due_col, old, new)])
         return (await sla_for(conn, [case_id]))[case_id]
+
+
+class SlaClock(msgspec.Struct, frozen=True):
+    """Whether a case's SLA time is running now (its calendar is in working hours and the
+    case not On Hold) and when that changes next (the end of the working span, or the start
+    of the next one; None beyond the calendar's horizon). A countdown shown to a person
+    runs only while ``running`` and stops at ``changes_at``."""
+
+    running: bool
+    changes_at: dt.datetime | None
+
+
+_CLOCK_SQL = """
+SELECT c.id, c.sla_paused_at IS NOT NULL AS paused, cur.ends_at AS working_until,
+       (SELECT s.starts_at FROM business_calendar_spans s
+        WHERE s.calendar_id = p.calendar_id AND s.starts_at > $2
+        ORDER BY s.starts_at LIMIT 1) AS next_start
+FROM cases c
+JOIN case_sla_policies p ON p.id = c.sla_policy_id
+LEFT JOIN LATERAL (
+    SELECT s.ends_at FROM business_calendar_spans s
+    WHERE s.calendar_id = p.calendar_id AND s.starts_at <= $2
+    ORDER BY s.starts_at DESC LIMIT 1) cur ON cur.ends_at > $2
+WHERE c.id = ANY($1::bigint[])
+"""
+
+
+async def sla_clocks(conn: asyncpg.Connection, case_ids: list[int], *,
+                     now: dt.datetime | None = None) -> dict[int, SlaClock]:
+    """The SLA clock of each of ``case_ids`` that has a policy, in one query."""
+    if not case_ids:
+        return {}
+    now = now or clock.now()
+    out: dict[int, SlaClock] = {}
+    for r in await conn.fetch(_CLOCK_SQL, list(case_ids), now):
+        if r["paused"]:
+            out[r["id"]] = SlaClock(False, None)  # until someone takes it off hold
+        elif r["working_until"] is not None:
+            out[r["id"]] = SlaClock(True, r["working_until"])
+        else:
+            out[r["id"]] = SlaClock(False, r["next_start"])
+    return out

@@ -1,0 +1,181 @@
+"""Logging in and out, one's own account (password, language), and the start page."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import msgspec
+from aiohttp import web
+
+from admin_api.routing import AUTHENTICATED, PUBLIC, EndpointTable
+from admin_api.security import SESSION_COOKIE, actor, principal
+from admin_api.typedefs import DB, REQUEST_ID, SETTINGS, TOKEN
+from admin_api.ui import forms, i18n, menu
+from admin_api.ui.guard import safe_next
+from admin_api.ui.rendering import LANGUAGE, LANGUAGE_COOKIE, render
+from admin_api.ui.rendering import language as request_language
+from crm import ui_prefs, users
+from crm.errors import AccountLocked, AuthenticationFailed, InvalidInput
+from crm.users import LockoutPolicy, PasswordPolicy
+
+endpoints = EndpointTable("ui")
+
+YEAR = 365 * 24 * 3600
+
+
+class LoginForm(msgspec.Struct):
+    login: str = ""
+    password: str = ""
+    next: str = "/ui/"
+
+
+class PasswordForm(msgspec.Struct):
+    current_password: str = ""
+    new_password: str = ""
+
+
+class LanguageForm(msgspec.Struct):
+    language: str
+    next: str = "/ui/"
+
+
+def _language_cookie(response: web.StreamResponse, language: str) -> None:
+    response.set_cookie(LANGUAGE_COOKIE, language, max_age=YEAR, path="/", samesite="Strict",
+                        httponly=True)
+
+
+@endpoints.get("/ui/login", permission=PUBLIC, response=str, media_type="text/html")
+async def login_page(request: web.Request) -> web.Response:
+    """The login form; ``?next=`` is where to go afterwards, ``?lang=`` its language."""
+    lang = request.query.get("lang")
+    if lang in ui_prefs.LANGUAGES:
+        request[LANGUAGE] = lang
+    response = await render(request, "login.html", {
+        "next": safe_next(request.query.get("next")), "error": None, "login_name": ""})
+    if lang in ui_prefs.LANGUAGES:
+        _language_cookie(response, lang)
+    return response
+
+
+def _lockout_message(error: AccountLocked, lang: str) -> str:
+    until = i18n.Formats(lang).datetime(dt.datetime.fromisoformat(error.until))
+    return i18n.translations(lang).gettext(
+        "Too many failed attempts: the account is locked until %(time)s.") % {"time": until}
+
+
+@endpoints.post("/ui/login", permission=PUBLIC, response=str, media_type="text/html",
+                errors=(401, 423))
+async def login_submit(request: web.Request) -> web.Response:
+    """Check the login form; on success set the session cookie and go to ``next``."""
+    body = await forms.form(request, LoginForm)
+    settings = request.app[SETTINGS]
+    ttl = dt.timedelta(seconds=settings.session_ttl_seconds)
+    next_path = safe_next(body.next)
+    lang = await request_language(request)
+    catalogue = i18n.translations(lang)
+    error = None
+    try:
+        async with request.app[DB].acquire() as conn:
+            token, who = await users.login(
+                conn, LockoutPolicy(settings.login_max_failures, settings.login_lockout_seconds),
+                login_name=body.login, password=body.password, ttl=ttl,
+                request_id=request.get(REQUEST_ID), client_ip=request.remote,
+                user_agent=request.headers.get("User-Agent"))
+            stored = await ui_prefs.language_of(conn, who.user_id)
+    except AccountLocked as locked:
+        error = _lockout_message(locked, lang)
+    except AuthenticationFailed:
+        error = catalogue.gettext("The login or the password is wrong.")
+    if error is not None:
+        return await render(request, "login.html", {"next": next_path, "error": error,
+                                                    "login_name": body.login}, status=401)
+    if next_path == "/ui/":
+        next_path = menu.home_for(who.permissions)
+    response = web.Response(status=303, headers={"Location": next_path})
+    response.set_cookie(SESSION_COOKIE, token, max_age=settings.session_ttl_seconds,
+                        httponly=True, samesite="Strict", path="/",
+                        secure=settings.environment == "production")
+    _language_cookie(response, stored)
+    return response
+
+
+@endpoints.post("/ui/logout", permission=AUTHENTICATED, response=str, media_type="text/html")
+async def logout(request: web.Request) -> web.Response:
+    """End the session and go back to the login page."""
+    async with request.app[DB].acquire() as conn:
+        await users.logout(conn, actor(request), request[TOKEN])
+    response = web.Response(status=303, headers={"Location": "/ui/login"})
+    response.del_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+@endpoints.get("/ui/", permission=AUTHENTICATED, response=str, media_type="text/html")
+async def start(request: web.Request) -> web.Response:
+    """The start page: the first page of the person's menu."""
+    raise web.HTTPSeeOther(menu.home_for(principal(request).permissions))
+
+
+async def _account(request: web.Request, message: str = "", level: str = "ok",
+                   status: int = 200) -> web.Response:
+    return await render(request, "account.html", {
+        "message": message, "level": level,
+        "min_length": request.app[SETTINGS].password_min_length}, status=status)
+
+
+@endpoints.get("/ui/account", permission=AUTHENTICATED, response=str, media_type="text/html")
+async def account(request: web.Request) -> web.Response:
+    """One's own account: roles, password change."""
+    return await _account(request)
+
+
+@endpoints.post("/ui/account/password", permission=AUTHENTICATED, response=str,
+                media_type="text/html", errors=(400,))
+async def change_password(request: web.Request) -> web.Response:
+    """Change one's own password; the person's other sessions end."""
+    body = await forms.form(request, PasswordForm)
+    catalogue = i18n.translations(await request_language(request))
+    try:
+        async with request.app[DB].acquire() as conn:
+            await users.set_password(
+                conn, actor(request),
+                PasswordPolicy(min_length=request.app[SETTINGS].password_min_length),
+                principal(request).user_id, body.new_password,
+                current_password=body.current_password,
+                keep_session=users.session_key(request[TOKEN]))
+    except (InvalidInput, AuthenticationFailed) as error:
+        return await _account(request, catalogue.gettext("The password was not changed: %(why)s")
+                              % {"why": str(error)}, "error", 400)
+    return await _account(request, catalogue.gettext("The password is changed."))
+
+
+@endpoints.post("/ui/language", permission=AUTHENTICATED, response=str, media_type="text/html",
+                errors=(400,))
+async def set_language(request: web.Request) -> web.Response:
+    """Switch one's UI language (stored for the user) and go back to the page."""
+    body = await forms.form(request, LanguageForm)
+    async with request.app[DB].acquire() as conn:
+        lang = await ui_prefs.set_language(conn, actor(request), principal(request).user_id,
+                                           body.language)
+    response = web.Response(status=303, headers={"Location": safe_next(body.next)})
+    _language_cookie(response, lang)
+    return response
+
+
+SECTIONS = {"supervisor": ("cases.supervise", menu.N_("Supervisor")),
+            "campaigns": ("campaigns.manage", menu.N_("Campaigns")),
+            "segments": ("segments.read", menu.N_("Segments")),
+            "reports": ("audit.read", menu.N_("Reports")),
+            "admin": ("users.manage", menu.N_("Administration"))}
+
+
+def _section(key: str) -> None:
+    permission, title = SECTIONS[key]
+
+    @endpoints.get(f"/ui/section/{key}", permission=permission, response=str,
+                   media_type="text/html", summary=f"The {key} workspace (parts 2 and 3 of the UI)")
+    async def section(request: web.Request) -> web.Response:
+        return await render(request, "section.html", {"title": title, "key": key})
+
+
+for _key in SECTIONS:
+    _section(_key)
