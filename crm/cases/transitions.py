@@ -42,6 +42,35 @@ async def is_allowed(conn: asyncpg.Connection, from_status: str, to_status: str)
         from_status, to_status))
 
 
+async def path_to(conn: asyncpg.Connection, from_status: str, to_status: str,
+                  *, through: tuple[str, ...] = ("in_progress",)) -> list[str] | None:
+    """The statuses to pass to reach ``to_status`` (it included) by allowed transitions,
+    stopping on the way only at ``through``; [] when already there, None when there is no
+    such way. The default table has no New -> On Hold: a case asked for information goes
+    New -> In Progress -> On Hold."""
+    if from_status == to_status:
+        return []
+    rows = await conn.fetch("SELECT from_status, to_status FROM case_transitions")
+    moves: dict[str, list[str]] = {}
+    for r in rows:
+        moves.setdefault(r["from_status"], []).append(r["to_status"])
+    paths: dict[str, list[str]] = {from_status: []}
+    frontier = [from_status]
+    while frontier:
+        nxt: list[str] = []
+        for status in frontier:
+            for to in sorted(moves.get(status, [])):
+                if to in paths:
+                    continue
+                paths[to] = paths[status] + [to]
+                if to == to_status:
+                    return paths[to]
+                if to in through:
+                    nxt.append(to)
+        frontier = nxt
+    return None
+
+
 async def replace_table(conn: asyncpg.Connection, actor: Actor,
                         transitions: list[CaseTransition]) -> CaseTransitionTable:
     """Make ``transitions`` the whole set of allowed moves (journalled as added/removed)."""
