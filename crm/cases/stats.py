@@ -2,7 +2,7 @@
 
 The population is the cohort of cases **created** in [from, to) (merged-away cases left
 out), grouped by any of agent (assignee), channel, case type, group and day of creation
-(in ``time_zone``). For each group:
+(in ``time_zone``) and status (the cases' status now). For each group:
 
 - ``created``: cases of the cohort; ``resolved``: of them, those with ``resolved_at`` set
   (Resolved now, or Closed after being resolved); ``closed``: of them, those Closed.
@@ -37,13 +37,15 @@ from crm.errors import InvalidInput
 from herald import clock
 
 GROUPS = {"agent": "c.assignee_id", "channel": "c.channel", "case_type": "c.case_type",
-          "group": "c.group_code", "day": "(c.created_at AT TIME ZONE {tz})::date"}
+          "group": "c.group_code", "status": "c.status",
+          "day": "(c.created_at AT TIME ZONE {tz})::date"}
 _GROUP_FIELDS = {"agent": "agent_id", "channel": "channel", "case_type": "case_type",
-                 "group": "group_code", "day": "day"}
+                 "group": "group_code", "status": "status", "day": "day"}
 
 
 class CaseStatsQuery(msgspec.Struct, forbid_unknown_fields=True):
-    """``group_by``: comma-separated agent, channel, case_type, group, day."""
+    """``group_by``: comma-separated agent, channel, case_type, group, status (the
+    status now), day."""
 
     from_: Annotated[dt.datetime, msgspec.Meta(tz=True)] = msgspec.field(name="from")
     to: Annotated[dt.datetime, msgspec.Meta(tz=True)] = msgspec.field()
@@ -60,6 +62,7 @@ class CaseStatsRow(msgspec.Struct):
     channel: str | None = None
     case_type: str | None = None
     group_code: str | None = None
+    status: str | None = None
     day: dt.date | None = None
     created: int = 0
     resolved: int = 0
@@ -178,3 +181,63 @@ async def case_stats(conn: asyncpg.Connection, q: CaseStatsQuery) -> CaseStats:
 
 def csv_columns(names: list[str]) -> list[str]:
     return [_GROUP_FIELDS[n] for n in names] + METRICS
+
+
+# -- agent load ------------------------------------------------------------------------------
+
+class AgentLoadStatsQuery(msgspec.Struct, forbid_unknown_fields=True):
+    group_code: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+
+
+class AgentLoadStatsRow(msgspec.Struct):
+    """One agent now: open assigned cases (New, In Progress, On Hold) against capacity."""
+
+    user_id: int
+    login: str
+    full_name: str
+    presence: str
+    capacity: int
+    open_cases: int
+    by_status: dict[str, int]
+    # open_cases / capacity; None for a capacity of 0.
+    load_percent: float | None
+    groups: list[str]
+
+
+class AgentLoadStats(msgspec.Struct):
+    at: dt.datetime
+    open_cases: int
+    capacity: int
+    load_percent: float | None
+    rows: list[AgentLoadStatsRow]
+
+
+_AGENT_LOAD = """
+SELECT a.user_id, u.login, u.full_name, a.presence, a.capacity,
+       count(c.id) FILTER (WHERE c.status = 'new') AS new,
+       count(c.id) FILTER (WHERE c.status = 'in_progress') AS in_progress,
+       count(c.id) FILTER (WHERE c.status = 'on_hold') AS on_hold,
+       coalesce((SELECT array_agg(m.group_code ORDER BY m.group_code)
+                 FROM case_group_members m WHERE m.user_id = a.user_id), '{}') AS groups
+FROM case_agents a JOIN users u ON u.id = a.user_id
+LEFT JOIN cases c ON c.assignee_id = a.user_id AND c.status IN ('new', 'in_progress', 'on_hold')
+WHERE $1::text IS NULL OR EXISTS (SELECT 1 FROM case_group_members m
+                                  WHERE m.user_id = a.user_id AND m.group_code = $1)
+GROUP BY a.user_id, u.login, u.full_name, a.presence, a.capacity
+ORDER BY u.login
+"""
+
+
+async def agent_load(conn: asyncpg.Connection, q: AgentLoadStatsQuery) -> AgentLoadStats:
+    """Every agent's (or one group's agents') load now, and the total (SR-12)."""
+    at = await conn.fetchval("SELECT herald_now()")
+    rows: list[AgentLoadStatsRow] = []
+    for r in await conn.fetch(_AGENT_LOAD, q.group_code):
+        by_status = {"new": r["new"], "in_progress": r["in_progress"], "on_hold": r["on_hold"]}
+        total = sum(by_status.values())
+        rows.append(AgentLoadStatsRow(r["user_id"], r["login"], r["full_name"], r["presence"],
+                                 r["capacity"], total, by_status,
+                                 _percent(total, r["capacity"]), list(r["groups"])))
+    open_cases = sum(r.open_cases for r in rows)
+    capacity = sum(r.capacity for r in rows)
+    return AgentLoadStats(at, open_cases, capacity, _percent(open_cases, capacity), rows)
