@@ -12,11 +12,11 @@ from typing import Annotated
 
 import msgspec
 from aiohttp import web
-from aiohttp_sse import sse_response
 
 from admin_api.problems import FieldError, problem_response
 from admin_api.routing import PRODUCER, EndpointTable, path_int, validation_field
 from admin_api.security import actor, producer
+from admin_api.sse import event_stream
 from admin_api.typedefs import AMQP, DB, REDIS, SETTINGS
 from admin_api.views.campaigns import CampaignStats, collect_stats
 from dispatcher import intake, operator_send, outcomes, producers, realtime, triggers
@@ -35,7 +35,6 @@ from dispatcher.triggers import TriggerRule, TriggerRuleSpec
 endpoints = EndpointTable("events")
 
 FINAL_STATES = frozenset({"completed", "stopped", "failed"})
-STREAM_INTERVAL_SECONDS = 1.0
 
 
 # -- producers and their events ---------------------------------------------------------
@@ -274,10 +273,11 @@ _progress_encoder = msgspec.json.Encoder()
                response=Progress, media_type="text/event-stream", errors=(404,))
 async def campaign_stream(request: web.Request) -> web.StreamResponse:
     """Server-Sent Events: a 'progress' event about once a second while the figures change,
-    then one 'final' event when the campaign is completed, stopped or failed."""
+    then one 'final' event when the campaign is completed, stopped or failed. A viewer
+    may leave at any time (no error)."""
     campaign_id = path_int(request, "campaign_id")
     stats = await collect_stats(request.app, campaign_id)  # 404 before the stream opens
-    async with sse_response(request) as stream:
+    async with event_stream(request) as stream:
         last = b""
         while stream.is_connected():
             data = _progress_encoder.encode(progress_of(stats))
@@ -288,6 +288,6 @@ async def campaign_stream(request: web.Request) -> web.StreamResponse:
             if final:
                 await stream.send(data.decode(), event="final")
                 break
-            await asyncio.sleep(STREAM_INTERVAL_SECONDS)
+            await asyncio.sleep(request.app[SETTINGS].campaign_stream_interval_seconds)
             stats = await collect_stats(request.app, campaign_id)
     return stream
