@@ -122,3 +122,124 @@ async def test_a_breach_stays_when_a_reclassification_moves_the_deadline_later(
     assert [i["id"] for i in page["items"]] == [case_id]
     kinds = [e["kind"] for e in await events_of(client, operator, case_id)]
     assert kinds.count("sla") == 1
+
+
+# -- point 9: subcategories, calendar and policy changes, reopening ------------------------
+
+async def test_a_category_policy_covers_its_subcategories_the_nearest_winning(
+        client: Any, demo_users: Any, settings: Settings, app_conn: asyncpg.Connection) -> None:
+    admin = await login_as(client, "admin")
+    cal = await _calendar(client, admin, week=ALWAYS)
+    ids = {r["code"]: r["id"] for r in await app_conn.fetch("SELECT id, code FROM case_categories")}
+    supply = await _policy(client, admin, cal["id"], name="Газопостачання",
+                           category_id=ids["supply"], first_response_minutes=120)
+    leak = await _policy(client, admin, cal["id"], name="Запах газу",
+                         category_id=ids["supply.leak"], first_response_minutes=15)
+    at = dt.datetime(2026, 12, 7, 9, tzinfo=KYIV)
+    outage = await _case(app_conn, at, category_id=ids["supply.outage"])
+    smell = await _case(app_conn, at, category_id=ids["supply.leak"])
+    parent = await _case(app_conn, at, category_id=ids["supply"])
+    debt = await _case(app_conn, at, category_id=ids["billing.debt"])
+    assert [(await _row(app_conn, c))["sla_policy_id"] for c in (outage, smell, parent, debt)] \
+        == [supply["id"], leak["id"], supply["id"], None]
+    assert (await _row(app_conn, outage))["first_response_due_at"] == at + dt.timedelta(hours=2)
+    # An escalation rule of the parent category acts on a subcategory's case too
+    await ok(await client.post("/api/v1/case-escalation-rules", headers=admin, json={
+        "name": "Газ", "on_level": "breached", "category_id": ids["supply"],
+        "raise_priority": "urgent"}), 201)
+    await _cycle(settings, at + dt.timedelta(hours=3))
+    assert [(await _row(app_conn, c))["priority"] for c in (outage, smell, debt)] == [
+        "urgent", "urgent", "normal"]
+
+
+OFFICE = {d: [{"start": "08:00", "end": "17:00"}] for d in ("mon", "tue", "wed", "thu", "fri")}
+
+
+async def test_a_holiday_added_to_the_calendar_moves_open_deadlines(
+        client: Any, demo_users: Any, app_conn: asyncpg.Connection) -> None:
+    admin = await login_as(client, "admin")
+    operator = await login_as(client, "operator_cc")
+    cal = await _calendar(client, admin, name="Офіс", week=OFFICE)
+    await _policy(client, admin, cal["id"], case_type="technical", first_response_minutes=120,
+                  resolution_minutes=16 * 60)
+    # Thursday 24 Dec 16:00: first response due Friday 25th 09:00, resolution Monday 28th 14:00
+    thursday = dt.datetime(2026, 12, 24, 16, tzinfo=KYIV)
+    open_case = await _case(app_conn, thursday)
+    by_hand = await _case(app_conn, thursday)
+    answered = await _case(app_conn, thursday, status="in_progress",
+                           first_response_at=thursday + dt.timedelta(minutes=30))
+    closed = await _case(app_conn, thursday)
+    await app_conn.execute("UPDATE cases SET status = 'closed', status_changed_at = $2 "
+                           "WHERE id = $1", closed, thursday + dt.timedelta(minutes=5))
+    assert (await _row(app_conn, open_case))["first_response_due_at"] == \
+        dt.datetime(2026, 12, 25, 9, tzinfo=KYIV)
+    set_at = dt.datetime(2026, 12, 25, 12, tzinfo=KYIV)
+    await ok(await client.patch(f"/api/v1/cases/{by_hand}/sla", headers=operator, json={
+        "target": "first_response", "due_at": set_at.isoformat(), "reason": "Домовились"}))
+    # The administrator makes Friday 25 December a holiday
+    await ok(await client.put(f"/api/v1/business-calendars/{cal['id']}", headers=admin, json={
+        "name": "Офіс", "week": OFFICE, "holidays": [{"date": "2026-12-25", "name": "Різдво"}]}))
+    row = await _row(app_conn, open_case)
+    assert row["first_response_due_at"] == dt.datetime(2026, 12, 28, 9, tzinfo=KYIV)
+    assert row["resolution_due_at"] == dt.datetime(2026, 12, 29, 14, tzinfo=KYIV)
+    assert row["first_response_warn_at"] == dt.datetime(2026, 12, 28, 8, 36, tzinfo=KYIV)
+    assert row["sla_next_check_at"] is not None
+    # Set by hand: kept; its resolution (planned) moves. Answered: its first response stays.
+    row = await _row(app_conn, by_hand)
+    assert row["first_response_due_at"] == set_at
+    assert row["resolution_due_at"] == dt.datetime(2026, 12, 29, 14, tzinfo=KYIV)
+    row = await _row(app_conn, answered)
+    assert row["first_response_due_at"] == dt.datetime(2026, 12, 25, 9, tzinfo=KYIV)
+    assert row["resolution_due_at"] == dt.datetime(2026, 12, 29, 14, tzinfo=KYIV)
+    assert (await _row(app_conn, closed))["resolution_due_at"] == \
+        dt.datetime(2026, 12, 28, 14, tzinfo=KYIV)
+    # The case's journal says what moved and why
+    moved = [e for e in await events_of(client, operator, open_case) if e["kind"] == "deadline"]
+    assert sorted(e["data"]["target"] for e in moved) == ["first_response", "resolution"]
+    assert all(e["data"]["replanned"] == "calendar" and e["data"]["calendar_id"] == cal["id"]
+               for e in moved)
+    assert [e["data"]["target"] for e in await events_of(client, operator, by_hand)
+            if e["kind"] == "deadline" and e["data"].get("replanned")] == ["resolution"]
+    # A rename alone re-plans nothing
+    await ok(await client.put(f"/api/v1/business-calendars/{cal['id']}", headers=admin, json={
+        "name": "Офіс Київ", "week": OFFICE,
+        "holidays": [{"date": "2026-12-25", "name": "Різдво"}]}))
+    assert len([e for e in await events_of(client, operator, open_case)
+                if e["kind"] == "deadline"]) == 2
+
+
+async def test_a_policy_change_re_plans_the_open_cases_it_covers(
+        client: Any, demo_users: Any, app_conn: asyncpg.Connection) -> None:
+    admin = await login_as(client, "admin")
+    cal = await _calendar(client, admin, week=ALWAYS)
+    body = {"name": "Технічні", "calendar_id": cal["id"], "case_type": "technical",
+            "first_response_minutes": 120}
+    technical = await _policy(client, admin, cal["id"], **{k: v for k, v in body.items()
+                                                           if k != "calendar_id"})
+    at = dt.datetime(2026, 12, 7, 9, tzinfo=KYIV)
+    case_id = await _case(app_conn, at)
+    financial = await _case(app_conn, at, case_type="financial")
+    url = f"/api/v1/case-sla-policies/{technical['id']}"
+    # The target shortened: the open case follows
+    await ok(await client.put(url, headers=admin, json={**body, "first_response_minutes": 60}))
+    assert (await _row(app_conn, case_id))["first_response_due_at"] == at + dt.timedelta(hours=1)
+    # A more specific policy created: the cases it covers take it
+    urgent = await _policy(client, admin, cal["id"], name="Технічні термінові",
+                           case_type="technical", priority="urgent", first_response_minutes=15)
+    await app_conn.execute("UPDATE cases SET priority = 'urgent' WHERE id = $1", financial)
+    assert (await _row(app_conn, financial))["sla_policy_id"] is None
+    other = await _case(app_conn, at, priority="urgent")
+    assert (await _row(app_conn, other))["sla_policy_id"] == urgent["id"]
+    # Deactivated: its cases lose the policy and their checks
+    await ok(await client.put(url, headers=admin, json={**body, "is_active": False}))
+    row = await _row(app_conn, case_id)
+    assert (row["sla_policy_id"], row["sla_state"], row["first_response_due_at"],
+            row["sla_next_check_at"]) == (None, "none", None, None)
+    # ... and take it again when it comes back
+    await ok(await client.put(url, headers=admin, json=body))
+    row = await _row(app_conn, case_id)
+    assert (row["sla_policy_id"], row["sla_state"]) == (technical["id"], "ok")
+    assert row["first_response_due_at"] == at + dt.timedelta(hours=2)
+    journal = await ok(await client.get(f"/api/v1/audit/case_sla_policy/{technical['id']}",
+                                        headers=admin))
+    assert any(e["action"] == "replan" for e in journal["items"])

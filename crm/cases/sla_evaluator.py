@@ -183,10 +183,22 @@ async def _record(conn: asyncpg.Connection, table: str, time_column: str,
     return {(r["case_id"], r["target"]) for r in rows}
 
 
-def _matches(rule: EscalationRule, case: asyncpg.Record, target: str, level: str) -> bool:
+def _matches(rule: EscalationRule, case: asyncpg.Record, target: str, level: str,
+             tree: dict[int, int | None]) -> bool:
+    """Whether the rule acts on this alert; a rule's category covers its subcategories."""
     return (rule.on_level == level and rule.target in (None, target)
             and all(getattr(rule, f) is None or getattr(rule, f) == case[f]
-                    for f in ("case_type", "priority", "category_id", "group_code")))
+                    for f in ("case_type", "priority", "group_code"))
+            and (rule.category_id is None
+                 or rule.category_id in _chain(tree, case["category_id"])))
+
+
+def _chain(tree: dict[int, int | None], category_id: int | None) -> list[int]:
+    chain: list[int] = []
+    while category_id is not None and category_id not in chain and len(chain) < 50:
+        chain.append(category_id)
+        category_id = tree.get(category_id)
+    return chain
 
 
 def _raised(current: str, to: str) -> str:
@@ -225,9 +237,12 @@ async def _escalate(conn: asyncpg.Connection, cases: dict[int, asyncpg.Record],
                     now: dt.datetime) -> int:
     """Apply the matching rules, once each per case, target and level, in a few statements
     for the whole batch (a morning's backlog warns thousands of cases at once)."""
+    tree = ({r["id"]: r["parent_id"]
+             for r in await conn.fetch("SELECT id, parent_id FROM case_categories")}
+            if any(rule.category_id is not None for rule in rules) else {})
     candidates = [(case_id, rule.id, target, level)
                   for case_id, alerts in fired.items() for target, level in alerts
-                  for rule in rules if _matches(rule, cases[case_id], target, level)]
+                  for rule in rules if _matches(rule, cases[case_id], target, level, tree)]
     if not candidates:
         return 0
     done_before = {(r["case_id"], r["rule_id"], r["target"], r["level"]) for r in await conn.fetch(
