@@ -7,7 +7,7 @@ import msgspec
 
 from crm import audit
 from crm.audit import Actor, Change
-from crm.cases import store
+from crm.cases import routing, store
 from crm.cases.store import NewEvent
 from crm.cases.types import Case, CaseStatusInfo, CaseTransition
 from crm.errors import Conflict, InvalidInput
@@ -119,9 +119,17 @@ async def apply(conn: asyncpg.Connection, actor: Actor, case: Case, to_status: s
         kind="status", from_status=case.status, to_status=to_status, body=comment, data=data)])
     await audit.record(conn, actor, [Change("case", str(case.id), "update", "status",
                                             case.status, to_status)])
+    if reopens(case.status, to_status) and case.assignee_id is not None:
+        await routing.hold_capacity(conn, actor, [case.id], reason="reopened")
     after = await store.get_case(conn, case.id)
     await store.on_timeline(conn, after)
     return after
+
+
+def reopens(from_status: str, to_status: str) -> bool:
+    """Whether a move takes a Resolved case back to work (it counts in its assignee's load
+    again, so the assignee's capacity is checked: ``routing.hold_capacity``)."""
+    return from_status == "resolved" and to_status in routing.OPEN
 
 
 async def change_status(conn: asyncpg.Connection, actor: Actor, case_id: int, to_status: str,
