@@ -26,6 +26,7 @@ from dispatcher.operator_send import (
     MessageStatus,
     OperatorSendRequest,
     SendAccepted,
+    SendCancelled,
     SendRefused,
 )
 from dispatcher.producers import Producer, ProducerCreated, ProducerSpec
@@ -202,7 +203,9 @@ def _organisation(request: web.Request) -> Organisation:
                 body=OperatorSendRequest, response=SendAccepted, status=202,
                 errors=(404, 409, 422))
 async def send_message(request: web.Request, body: OperatorSendRequest) -> SendAccepted | web.Response:
-    """Send the client an allowed template now (realtime path); 409/422 say why it cannot go."""
+    """Send the client an allowed template now (realtime path); 409/422 say why it cannot go.
+    Quiet hours or an air-raid alert hold it until they end (``status: held``), unless
+    ``hold`` is false: then 409 with ``checks.release_at``."""
     app = request.app
     client_id = path_int(request, "client_id")
     try:
@@ -211,10 +214,22 @@ async def send_message(request: web.Request, body: OperatorSendRequest) -> SendA
                                                       actor(request), client_id, body,
                                                       _organisation(request))
     except SendRefused as refused:
+        checks: dict[str, object] = {"reason": refused.reason, "channels": refused.channels}
+        if refused.release_at is not None:  # quiet hours: when it could go
+            checks["release_at"] = refused.release_at
         return problem_response(request, refused.status, code=refused.code, detail=refused.detail,
-                                checks={"reason": refused.reason, "channels": refused.channels})
+                                checks=checks)
     await realtime.publish(await app[AMQP].publisher(), app[SETTINGS], work)
     return accepted
+
+
+@endpoints.post("/api/v1/messages/{message}/cancel", permission="messages.send",
+                response=SendCancelled, errors=(400, 404, 409))
+async def cancel_message(request: web.Request) -> SendCancelled:
+    """Cancel an operator's message that is held (quiet hours, an air-raid alert): it is
+    never sent. 409 when it is not held (already sent, or on its way)."""
+    async with request.app[DB].acquire() as conn:
+        return await operator_send.cancel(conn, actor(request), request.match_info["message"])
 
 
 @endpoints.get("/api/v1/messages/{message}", permission="clients.read", response=MessageStatus,
