@@ -17,6 +17,7 @@ from test_cases_sla import _calendar, _case, _policy, _row
 from test_cases_support import events_of, ok
 
 from crm.cases.sla_evaluator import run_sla_cycle
+from dispatcher import case_notify
 from herald import clock
 from herald.db import create_pool
 from herald.settings import Settings
@@ -200,6 +201,10 @@ async def test_a_holiday_added_to_the_calendar_moves_open_deadlines(
                for e in moved)
     assert [e["data"]["target"] for e in await events_of(client, operator, by_hand)
             if e["kind"] == "deadline" and e["data"].get("replanned")] == ["resolution"]
+    # A re-plan is not texted to every client ("deadline changed" is for a person's move)
+    assert case_notify.event_name({"kind": "deadline", "data": moved[0]["data"]}) is None
+    assert case_notify.event_name({"kind": "deadline", "data": {"target": "resolution"}}) == \
+        "deadline_changed"
     # A rename alone re-plans nothing
     await ok(await client.put(f"/api/v1/business-calendars/{cal['id']}", headers=admin, json={
         "name": "Офіс Київ", "week": OFFICE,

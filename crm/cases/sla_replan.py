@@ -7,13 +7,13 @@ policy that applies now; a deadline set by hand or a target already done is kept
 recorded breach stays), writes only the cases whose deadlines or policy changed, puts
 them on the evaluator's schedule at once (or off it, without a policy), and writes one
 ``deadline`` event per moved target into the case's journal (``data.replanned`` says
-why; like any deadline event it may notify the client if the admin's
-"deadline changed" rule is active). A ``replan`` entry in the changed calendar's or
+why; the "deadline changed" client notification skips these, so an admin's edit never
+texts every client with an open case). A ``replan`` entry in the changed calendar's or
 policy's own journal counts the cases (none when no case changed).
 
-Affected cases: for a calendar, the open cases whose policy uses it; for a policy, the
-open cases it applied to and those its scope now covers (a category with its
-subcategories). Run in the transaction of the change, so an edit and its re-plan commit
+Affected cases: open work (New, In Progress, On Hold; a Resolved case keeps its plan)
+whose policy uses the calendar; for a policy, the open work it applied to and that its
+scope now covers (a category with its subcategories). Run in the transaction of the change, so an edit and its re-plan commit
 together; the rows are locked in id order for the statement.
 """
 
@@ -27,7 +27,7 @@ from crm.audit import Actor, Change
 _REPLAN = """
 WITH affected AS (
     SELECT c.id FROM cases c
-    WHERE c.status <> 'closed' AND ({scope})
+    WHERE c.status IN ('new', 'in_progress', 'on_hold') AND ({scope})
     ORDER BY c.id FOR UPDATE OF c
 ), planned AS (
     SELECT c.id, c.sla_policy_id AS old_policy, c.first_response_due_at AS old_fr,
