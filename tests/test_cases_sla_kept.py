@@ -127,6 +127,7 @@ async def test_a_breach_stays_when_a_reclassification_moves_the_deadline_later(
 
 # -- point 9: subcategories, calendar and policy changes, reopening ------------------------
 
+@pytest.mark.clock(NOW)
 async def test_a_category_policy_covers_its_subcategories_the_nearest_winning(
         client: Any, demo_users: Any, settings: Settings, app_conn: asyncpg.Connection) -> None:
     admin = await login_as(client, "admin")
@@ -156,6 +157,7 @@ async def test_a_category_policy_covers_its_subcategories_the_nearest_winning(
 OFFICE = {d: [{"start": "08:00", "end": "17:00"}] for d in ("mon", "tue", "wed", "thu", "fri")}
 
 
+@pytest.mark.clock(dt.datetime(2026, 12, 21, 10, tzinfo=KYIV))
 async def test_a_holiday_added_to_the_calendar_moves_open_deadlines(
         client: Any, demo_users: Any, app_conn: asyncpg.Connection) -> None:
     admin = await login_as(client, "admin")
@@ -213,6 +215,7 @@ async def test_a_holiday_added_to_the_calendar_moves_open_deadlines(
                 if e["kind"] == "deadline"]) == 2
 
 
+@pytest.mark.clock(NOW)
 async def test_a_policy_change_re_plans_the_open_cases_it_covers(
         client: Any, demo_users: Any, app_conn: asyncpg.Connection) -> None:
     admin = await login_as(client, "admin")
