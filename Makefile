@@ -5,13 +5,28 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test setup services seed-13m
+# Tests run side by side in this many processes (each has its own databases, queues and
+# Redis keys); those marked `serial` (they restart the local broker) run alone afterwards.
+PYTEST_WORKERS ?= 3
+# The days `make test-clock` moves Herald's clock by, Python's and the database's alike.
+CLOCK_OFFSETS ?= 30 400 -200
+
+.PHONY: run test test-clock setup services seed-13m
 
 run: setup
 	$(BIN)/herald up
 
 test: setup
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) -m "not serial"
+	$(BIN)/pytest -q -m serial
+
+# The whole suite as if it were another day: no test may depend on today's date.
+test-clock: setup
+	for days in $(CLOCK_OFFSETS); do \
+		echo "== HERALD_CLOCK_OFFSET_DAYS=$$days"; \
+		HERALD_CLOCK_OFFSET_DAYS=$$days $(BIN)/pytest -q -n $(PYTEST_WORKERS) -m "not serial" && \
+		HERALD_CLOCK_OFFSET_DAYS=$$days $(BIN)/pytest -q -m serial || exit 1; \
+	done
 
 setup: services $(STAMP)
 

@@ -40,7 +40,6 @@ from rules.regions import load_time_zones
 
 log = logging.getLogger("herald.pipeline")
 
-_CACHE_SECONDS = 5.0
 # How long a campaign batch waits for rate-limit tokens, sending each grant as it comes,
 # before it holds the rest of its recipients until their tokens are due.
 TOKEN_WAIT_SECONDS = 20.0
@@ -116,7 +115,7 @@ class Context:
         Pass ``conn`` when the caller holds a connection already: taking a second one from
         the pool while holding one can exhaust the pool with every task waiting."""
         found = self._cached.get(name)
-        if found is None or time.monotonic() - found[0] > _CACHE_SECONDS:
+        if found is None or time.monotonic() - found[0] >= self.settings.rules_cache_seconds:
             if conn is not None:
                 value = await load(conn)  # type: ignore[operator]
             else:

@@ -68,6 +68,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     worker_processes: PositiveInt = 2
     # Recipients per unit of work (one queue message, one outcome transaction).
     dispatch_batch_size: Annotated[int, Meta(ge=1, le=10_000)] = 1000
+    # Seconds a worker keeps the small rule tables (rate limits, quiet windows, time
+    # zones) before reading them again: how long an administrator's change takes to apply.
+    rules_cache_seconds: Annotated[float, Meta(ge=0, le=300)] = 5.0
 
     # Authentication.
     session_ttl_seconds: PositiveInt = 8 * 3600

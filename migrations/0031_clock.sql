@@ -5,7 +5,7 @@
 -- connections set the offset from HERALD_CLOCK_OFFSET_DAYS, so a whole stand or test run
 -- can live on another day, and a test can move both clocks together.
 --
--- Every function, column default and view written before this migration that read the
+-- Every function, column default, trigger condition and view written before this migration that read the
 -- clock directly is rewritten below to read these instead; tests/test_clock.py fails on
 -- any new one that reads now(), clock_timestamp(), current_date or current_timestamp.
 
@@ -42,6 +42,7 @@ DECLARE
     f record;
     d record;
     v record;
+    t record;
 BEGIN
     FOR f IN
         SELECT p.oid FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
@@ -64,6 +65,19 @@ BEGIN
     LOOP
         EXECUTE format('ALTER TABLE ONLY %s ALTER COLUMN %I SET DEFAULT %s',
                        d.rel, d.attname, pg_temp.herald_clock_rewrite(d.expr));
+    END LOOP;
+
+    -- Triggers' WHEN conditions (a trigger is dropped and made again in this transaction).
+    FOR t IN
+        SELECT tg.tgname, tg.tgrelid::regclass AS rel, pg_get_triggerdef(tg.oid) AS def
+          FROM pg_trigger tg
+          JOIN pg_class c ON c.oid = tg.tgrelid
+          JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = 'public' AND NOT tg.tgisinternal AND tg.tgparentid = 0
+           AND pg_temp.herald_reads_clock(pg_get_triggerdef(tg.oid))
+    LOOP
+        EXECUTE format('DROP TRIGGER %I ON %s', t.tgname, t.rel);
+        EXECUTE pg_temp.herald_clock_rewrite(t.def);
     END LOOP;
 
     FOR v IN

@@ -36,16 +36,26 @@ def _maintenance_url(settings: Settings) -> str:
     return _with_database(settings.database_admin_url, "postgres")
 
 
-@pytest.fixture(scope="session")
-def base_settings() -> Settings:
+def _load_base_settings() -> Settings:
     env = {k: v for k, v in os.environ.items() if k.startswith("HERALD_")}
     env.setdefault("HERALD_ENVIRONMENT", "test")
     env.setdefault("HERALD_LOG_FORMAT", "console")
     env.setdefault("HERALD_DB_POOL_MIN", "1")
     env.setdefault("HERALD_DB_POOL_MAX", "4")
-    settings = load_settings(env)
-    clock.configure(settings)
-    return settings
+    # Workers read an administrator's change to the rules at once (no waiting out a cache).
+    env.setdefault("HERALD_RULES_CACHE_SECONDS", "0")
+    return load_settings(env)
+
+
+# The run's clock (HERALD_CLOCK_OFFSET_DAYS) is set before any test module is imported, so
+# that times a module computes at import are on it too.
+_BASE_SETTINGS = _load_base_settings()
+clock.configure(_BASE_SETTINGS)
+
+
+@pytest.fixture(scope="session")
+def base_settings() -> Settings:
+    return _BASE_SETTINGS
 
 
 @pytest.fixture(scope="session")

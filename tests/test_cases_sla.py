@@ -464,6 +464,7 @@ async def test_sla_block_queue_filter_and_deadline_changed_by_hand(client, demo_
                                   "reason": "x"}), "", 403)
 
 
+@pytest.mark.clock(kyiv(2026, 12, 8, 8))
 async def test_two_evaluators_at_once_escalate_each_case_once(client, demo_users, settings,
                                                               app_conn) -> None:
     admin = await login_as(client, "admin")

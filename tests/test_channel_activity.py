@@ -10,9 +10,10 @@ from conftest import login_as
 from dispatch_helpers import make_clients
 
 from crm import activity
+from herald import clock
 
 UTC = dt.UTC
-NOW = dt.clock.now().replace(microsecond=0)
+NOW = clock.now().replace(microsecond=0)
 
 
 def ago(minutes: int) -> str:

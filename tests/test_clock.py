@@ -96,6 +96,13 @@ async def test_database_objects_read_only_herald_now(admin_conn: asyncpg.Connect
         "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE n.nspname = 'public' AND c.relkind IN ('v', 'm') AND pg_get_viewdef(c.oid) ~* $1",
         pattern)
+    triggers = await admin_conn.fetch(
+        "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal AND pg_get_triggerdef(oid) ~* $1",
+        pattern)
+    checks = await admin_conn.fetch(
+        "SELECT conname FROM pg_constraint WHERE pg_get_constraintdef(oid) ~* $1", pattern)
+    assert [t["tgname"] for t in triggers] == []
+    assert [c["conname"] for c in checks] == []
     assert [f["proname"] for f in functions] == []
     assert [d["rel"] for d in defaults] == []
     assert [v["relname"] for v in views] == []
@@ -113,7 +120,7 @@ async def test_database_clock_follows_the_setting(admin_conn: asyncpg.Connection
         "INSERT INTO audit_log (actor_login, entity_type, entity_id, action) "
         "VALUES ('test', 'clock', '1', 'create') RETURNING at")
     assert dt.timedelta(days=30) <= at - wall < dt.timedelta(days=30, seconds=5)
-    await admin_conn.execute(f"RESET {CLOCK_PG_SETTING}")
+    await admin_conn.execute(f"SET {CLOCK_PG_SETTING} = ''")
     assert await admin_conn.fetchval("SELECT herald_now() = now()")
 
 

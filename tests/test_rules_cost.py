@@ -1,6 +1,6 @@
 """What each rule's batch check costs for a 1,000-recipient batch, against the real services.
 
-Run ``.venv/bin/pytest -s tests/test_rules_cost.py`` to see the figures (median of 30
+Run ``.venv/bin/pytest -s tests/test_rules_cost.py`` to see the figures (median of 10
 calls each, milliseconds). Nothing here asserts a duration (speed is for benchmarks, not
 unit tests): it checks that every rule answers a full batch with one call.
 """
@@ -31,7 +31,7 @@ from rules.quiet_hours import WindowSpec
 ADMIN = audit.Actor(login="admin1")
 CLIENTS = 20_000
 BATCH = 1_000
-CALLS = 30
+CALLS = 10
 
 
 async def _seed(conn: asyncpg.Connection) -> list[int]:

@@ -12,10 +12,11 @@ from conftest import login_as
 from dispatch_helpers import counter, make_clients
 
 from crm import meters, timeline
+from herald import clock
 from crm.audit import Actor
 
 UTC = dt.UTC
-T0 = dt.clock.now().replace(microsecond=0) - dt.timedelta(days=2)
+T0 = clock.now().replace(microsecond=0) - dt.timedelta(days=2)
 
 
 def t(minutes: int) -> dt.datetime:

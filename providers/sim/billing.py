@@ -41,6 +41,7 @@ from crm.billing import (
     GdoReading,
     Payment,
 )
+from herald import clock
 from herald.settings import Settings
 from providers.sim.control import json_response, problem
 
@@ -260,7 +261,7 @@ def mount_billing(app: web.Application, settings: Settings) -> None:
             stats.not_found += 1
             return problem(404, f"no account {or_number}")
         stats.served += 1
-        body = encoder.encode(sim.answer(or_number, dt.date.today()))
+        body = encoder.encode(sim.answer(or_number, clock.today(dt.UTC)))
         return web.Response(body=body, content_type="application/json")
 
     async def get_config(request: web.Request) -> web.Response:
@@ -290,7 +291,7 @@ def mount_billing(app: web.Application, settings: Settings) -> None:
         if isinstance(patch, web.Response):
             return patch
         try:
-            return json_response(sim.override(or_number, patch, dt.date.today()))
+            return json_response(sim.override(or_number, patch, clock.today(dt.UTC)))
         except ValueError as exc:
             return problem(400, str(exc))
 

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+from herald import clock
 from providers.base import ReceiptStatus
 from providers.sim.idset import IdSet, id_hash
 from providers.sim.receipts import ReceiptQueue
@@ -292,7 +293,7 @@ class Ledger:
     def schedule_receipts(self, receipts: ReceiptBatch, accepted_at: float | None = None) -> None:
         """Queue the receipts of one request's accepted messages."""
         config = self._config
-        at = time.time() if accepted_at is None else accepted_at
+        at = clock.time() if accepted_at is None else accepted_at
         if receipts.delivered:
             self.receipts.schedule(at + config.delivered_after_ms / 1000,
                                    ReceiptStatus.DELIVERED, receipts.delivered)
@@ -321,10 +322,10 @@ class Ledger:
         if record is not None:
             record.submissions += 1
             if not duplicate:
-                record.status, record.error, record.at = status, error, time.time()
+                record.status, record.error, record.at = status, error, clock.time()
             return
         recent[message_id] = MessageRecord(
-            message_id=message_id, address=address, status=status, at=time.time(), error=error,
+            message_id=message_id, address=address, status=status, at=clock.time(), error=error,
             provider_id=self.provider_id(message_id) if status == ACCEPTED else None,
             submissions=2 if duplicate else 1, content=content)
         while len(recent) > keep:

@@ -12,13 +12,13 @@ import asyncio
 import heapq
 import itertools
 import logging
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import aiohttp
 import msgspec
 
+from herald import clock
 from providers.base import Receipt, ReceiptStatus
 
 if TYPE_CHECKING:
@@ -108,7 +108,7 @@ async def post_receipts_forever(ledger: Ledger, session: aiohttp.ClientSession) 
             if len(posts) >= config.receipt_concurrency:
                 await asyncio.wait(posts, return_when=asyncio.FIRST_COMPLETED)
                 continue
-            batch = queue.take_due(time.time(), config.receipt_batch_size, ledger.provider_id)
+            batch = queue.take_due(clock.time(), config.receipt_batch_size, ledger.provider_id)
             if batch:
                 task = asyncio.create_task(_post_until_done(ledger, session, batch, health))
                 posts.add(task)
