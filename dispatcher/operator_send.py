@@ -248,11 +248,11 @@ async def send(conn: asyncpg.Connection, redis: aioredis.Redis, settings: Settin
     held = len(reasons) == len(chain) and verdict.hold_step is not None
     if len(reasons) == len(chain) and not (held and request.hold):
         # Refused: no channel can go, or the operator asked not to hold it.
-        first = reasons[chain[0]]
-        if verdict.hold_reason is not None and all(
-                reasons[c] in ("no_contact", "no_consent") for c in chain[:verdict.hold_step]):
-            first = verdict.hold_reason
-        raise SendRefused(409, first, f"{_DETAIL[first]} ({chain[0]})", reasons,
+        # The reason shown: what keeps it back (the channels before it have no contact
+        # or consent), else the first channel's.
+        where = chain[0] if verdict.hold_step is None else chain[verdict.hold_step]
+        first = reasons[where]
+        raise SendRefused(409, first, f"{_DETAIL[first]} ({where})", reasons,
                           release_at=verdict.release_at)
     async with conn.transaction():
         created, work = await realtime.create(conn, [realtime.NewMessage(
