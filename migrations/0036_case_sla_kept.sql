@@ -18,6 +18,13 @@ ALTER TABLE cases
     ADD COLUMN first_response_breached_at timestamptz,
     ADD COLUMN resolution_breached_at     timestamptz;
 
+-- The backfills below rewrite one cases row per breach recorded so far (and per open
+-- case with a deadline set by hand): on a database with a long history that is one row
+-- write per breach, under the lock the columns above already took. The supervisors'
+-- change feed is not told of each (a migration is not a live change; their screens
+-- take the states on their next snapshot).
+ALTER TABLE cases DISABLE TRIGGER cases_notify_change;
+
 -- Breaches recorded so far; an open case among them is breached again (the bug may have
 -- put it back to 'ok').
 UPDATE cases c
@@ -40,6 +47,8 @@ SET first_response_due_manual = EXISTS (
           AND e.data->>'target' = 'resolution')
 WHERE c.status <> 'closed'
   AND EXISTS (SELECT 1 FROM case_events e WHERE e.case_id = c.id AND e.kind = 'deadline');
+
+ALTER TABLE cases ENABLE TRIGGER cases_notify_change;
 
 -- A case's deadlines planned again from its current type, priority and category: the
 -- policy that applies now; per target, a deadline set by hand or a target already done
