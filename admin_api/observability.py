@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -16,6 +17,7 @@ from admin_api.typedefs import METRICS, REQUEST_ID
 from herald.logs import request_id_var
 
 log = logging.getLogger("herald.api.access")
+CLIENT_CLOSED_REQUEST = 499
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 endpoints = EndpointTable("system")
@@ -59,6 +61,14 @@ async def request_context_middleware(request: web.Request, handler: Any) -> web.
         return response
     except web.HTTPException as exc:
         status = exc.status
+        raise
+    except asyncio.CancelledError:
+        # A server that cancels handlers when the client leaves (aiohttp's
+        # handler_cancellation) cancels it here: the client closed the request (nginx's
+        # 499), not a server error.
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            status = CLIENT_CLOSED_REQUEST
         raise
     finally:
         elapsed = time.perf_counter() - started

@@ -6,7 +6,9 @@ so a page is "the next ``limit`` ids after the cursor" and never needs the full 
 * phone: ``contacts.phone_digits`` (E.164 without '+'). A full number is an equality; a
   number that starts like one (``+38067...``, ``38067...``, ``067...``) a prefix range on
   the same b-tree; any other digits (``1234567``) a suffix range on the
-  ``reverse(phone_digits)`` index of migration 0012. Only active contacts count.
+  ``reverse(phone_digits)`` index of migration 0012. Digits starting with 0 that are not
+  a whole number (``0792424``: the client may be reading out the end of the number) are
+  searched both ways, as a start and as the last digits. Only active contacts count.
 * OR number: equality (10 digits) or a prefix range (3-9 digits); EIC: equality.
 * name / address: every word of the normalised text (``herald_search_norm``: case,
   apostrophes ' ’ ʼ `, spacing) must start a word of ``clients.name_search`` /
@@ -133,6 +135,9 @@ def _digit_upper(prefix: str) -> str | None:
 class PhoneQuery:
     kind: Literal["exact", "prefix", "suffix"]
     digits: str  # for a suffix: the digits as typed (not reversed)
+    # Digits read out from the end of a number may start with 0 ("0792424"): such a
+    # prefix is searched as these last digits too.
+    suffix: str | None = None
 
 
 def parse_phone(raw: str, name: str = "phone") -> PhoneQuery:
@@ -155,7 +160,7 @@ def parse_phone(raw: str, name: str = "phone") -> PhoneQuery:
     if text.startswith("+") or digits.startswith("380"):
         return PhoneQuery("prefix", digits)
     if digits.startswith("0"):
-        return PhoneQuery("prefix", "38" + digits)
+        return PhoneQuery("prefix", "38" + digits, suffix=digits)
     return PhoneQuery("suffix", digits)
 
 
@@ -280,14 +285,22 @@ class _Params:
         return f"${len(self.values)}"
 
 
-def _phone_cond(p: _Params, q: PhoneQuery, alias: str) -> str:
-    if q.kind == "exact":
-        return f"{alias}.phone_digits = {p.add(q.digits)}"
-    column, low = ((f"{alias}.phone_digits", q.digits) if q.kind == "prefix"
-                   else (f"reverse({alias}.phone_digits)", q.digits[::-1]))
+def _range(p: _Params, column: str, low: str) -> str:
     high = _digit_upper(low)
     cond = f"{column} >= {p.add(low)}"
     return cond + (f" AND {column} < {p.add(high)}" if high else "")
+
+
+def _phone_cond(p: _Params, q: PhoneQuery, alias: str) -> str:
+    if q.kind == "exact":
+        return f"{alias}.phone_digits = {p.add(q.digits)}"
+    if q.kind == "suffix":
+        return _range(p, f"reverse({alias}.phone_digits)", q.digits[::-1])
+    cond = _range(p, f"{alias}.phone_digits", q.digits)
+    if q.suffix is None:
+        return cond
+    # Either reading: a BitmapOr of the two b-trees (migration 0012).
+    return f"(({cond}) OR ({_range(p, f'reverse({alias}.phone_digits)', q.suffix[::-1])}))"
 
 
 def _account_conds(p: _Params, c: Criteria, alias: str) -> list[str]:

@@ -288,7 +288,8 @@ async def _events(conn: asyncpg.Connection, client_id: int, limit: int, cursor: 
 
 # Ties of one message's events (one COPY shares its transaction's clock) go to the later stage.
 _STAGE = ("CASE e.status WHEN 'read' THEN 7 WHEN 'delivered' THEN 6 WHEN 'failed' THEN 5 "
-          "WHEN 'sent' THEN 4 WHEN 'skipped' THEN 3 WHEN 'held' THEN 2 WHEN 'queued' THEN 1 "
+          "WHEN 'sent' THEN 4 WHEN 'skipped' THEN 3 WHEN 'cancelled' THEN 3 WHEN 'held' THEN 2 "
+          "WHEN 'queued' THEN 1 "
           "ELSE 0 END")
 
 

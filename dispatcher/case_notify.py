@@ -14,7 +14,8 @@ case_notifications row and sends nothing. The send rules (consent, stop list, qu
 hours) are the worker's, and a refusal shows as the message's 'skipped' status.
 
 Event kinds: created -> case_registered; status -> status_changed (a rule may name the
-status reached); deadline -> deadline_changed; info_request -> info_needed; an outgoing
+status reached); deadline -> deadline_changed (not a re-plan after an admin's calendar or
+policy change); info_request -> info_needed; an outgoing
 e-mail reply -> answer_given (a reply by SMS/Viber already is the answer on the phone,
 and the e-mail carrying an info request is not an answer).
 """
@@ -179,11 +180,13 @@ def event_name(row: asyncpg.Record) -> str | None:
         return "case_registered"
     if kind == "status":
         return "status_changed"
+    data = row["data"] if isinstance(row["data"], dict) else {}
     if kind == "deadline":
-        return "deadline_changed"
+        # A deadline a person moved, not the re-plan of every open case after an admin
+        # changed a calendar or a policy (crm.cases.sla_replan): no mass notification.
+        return None if data.get("replanned") else "deadline_changed"
     if kind == "info_request":
         return "info_needed"
-    data = row["data"] if isinstance(row["data"], dict) else {}
     if (kind == "message" and row["direction"] == "out" and row["channel"] == "email"
             and not data.get("info_request")):
         return "answer_given"

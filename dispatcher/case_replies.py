@@ -296,8 +296,10 @@ class InfoRequested(msgspec.Struct, frozen=True):
 async def request_info(conn: asyncpg.Connection, actor: Actor, case_id: int,
                        request: InfoRequest, organisation: Organisation
                        ) -> tuple[InfoRequested, list[int]]:
-    """Ask the client for more information: an info_request event, On Hold if allowed, and
-    the question sent (e-mail cases: in the thread; others: by the info_needed rules)."""
+    """Ask the client for more information: an info_request event, On Hold (through In
+    Progress when the transitions want it; left as it is when no allowed way leads
+    there), and the question sent (e-mail cases: in the thread; others: by the
+    info_needed rules)."""
     async with conn.transaction():
         case = await store.get_case(conn, case_id, lock=True)
         if case.status == "closed":
@@ -314,11 +316,15 @@ async def request_info(conn: asyncpg.Connection, actor: Actor, case_id: int,
                 conn, actor, case, address, request.question, request.subject,
                 data={"info_request": True})
             outbox = [outbox_id]
-        on_hold = case.status == "on_hold"
-        if not on_hold and await transitions.is_allowed(conn, case.status, "on_hold"):
-            case = await transitions.apply(conn, actor, case, "on_hold",
+        # The question is an answer: a New case goes into work on the way to On Hold
+        # when the transition table has no New -> On Hold (the default one has not).
+        # A Resolved case is not reopened by a question (the client's answer reopens it).
+        path = await transitions.path_to(conn, case.status, "on_hold",
+                                         through=("in_progress",) if case.status == "new" else ())
+        for status in path or []:
+            case = await transitions.apply(conn, actor, case, status,
                                            comment="Запит додаткової інформації")
-            on_hold = True
+        on_hold = case.status == "on_hold"
         await audit.record(conn, actor, [Change("case", str(case.id), "info_request", None, None,
                                                 {"question": request.question})])
         case = await store.get_case(conn, case.id)

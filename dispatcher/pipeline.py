@@ -17,7 +17,7 @@ import datetime as dt
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg
 import msgspec
@@ -40,6 +40,9 @@ from rules.regions import load_time_zones
 
 log = logging.getLogger("herald.pipeline")
 
+# How long a campaign batch waits for rate-limit tokens, sending each grant as it comes,
+# before it holds the rest of its recipients until their tokens are due.
+TOKEN_WAIT_SECONDS = 20.0
 # How long a campaign batch waits, at each of its checkpoints, for the realtime messages
 # in hand to finish: realtime goes first, and a campaign still moves under constant load.
 REALTIME_YIELD_SECONDS = 1.0
@@ -60,12 +63,17 @@ class Context:
 
     def __init__(self, settings: Settings, pool: asyncpg.Pool, redis: aioredis.Redis,
                  providers: dict[str, Provider], limiter: rate_limit.RateLimiter,
-                 engine: TemplateEngine | None = None, retry: RetryPolicy | None = None) -> None:
+                 engine: TemplateEngine | None = None, retry: RetryPolicy | None = None, *,
+                 monotonic: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.settings = settings
         self.pool = pool
         self.redis = redis
         self.providers = providers
         self.limiter = limiter
+        # The clock and the sleep of waiting for rate-limit tokens (a test's virtual time).
+        self.monotonic = monotonic
+        self.sleep = sleep
         self.engine = engine or TemplateEngine()
         self.retry = retry or RetryPolicy()
         self.alerts = AlertMirror(redis, settings.namespace)
@@ -336,23 +344,10 @@ class Batch:
             ctx.settings.namespace, configured, channel=channel,  # type: ignore[arg-type]
             provider=provider.name, campaign_id=self.campaign.id, campaign_limits=self.campaign.rate)
 
-    async def _take_tokens(self, channel: str, provider: Provider,
-                           wanted: int) -> tuple[int, float]:
-        """Wait for rate-limit tokens for ``wanted`` sends; fewer if the campaign stopped meanwhile.
-
-        Returns (granted, seconds until more tokens)."""
-        buckets = await self._buckets(channel, provider)
-        if not buckets:
-            return wanted, 0.0
-        granted = 0
-        while granted < wanted:
-            grant = await self.ctx.limiter.take(buckets, wanted - granted)
-            granted += grant.granted
-            if granted < wanted:
-                await asyncio.sleep(max(grant.retry_after, 0.05))
-                if await self._refresh_state() != "running":
-                    return granted, grant.retry_after
-        return granted, 0.0
+    @property
+    def token_wait_seconds(self) -> float:
+        """How long this unit waits for rate-limit tokens before holding the rest."""
+        return TOKEN_WAIT_SECONDS
 
     async def _refresh_state(self) -> str:
         self.state = await control.current_state(self.ctx.redis, self.ctx.pool, self.ctx.settings,
@@ -391,20 +386,41 @@ class Batch:
             sendable.append((recipient, step))
         if not outbound:
             return failed
-        # Fewer tokens than wanted only when the campaign stopped or paused while waiting;
-        # the state is read again right before the provider call either way.
-        granted, retry_after = await self._take_tokens(channel, provider, len(outbound))
-        if await self._refresh_state() != "running":
-            self._park_unsent(sendable)
-            return failed
-        if granted < len(outbound):
-            # Only realtime messages stop waiting for tokens: held until more are due.
-            until = clock.now() + dt.timedelta(seconds=max(retry_after, 1.0))
-            for recipient, step in sendable[granted:]:
-                self._hold(recipient, step, "rate_limit", None, until)
-            outbound, sendable = outbound[:granted], sendable[:granted]
-            if not outbound:
-                return failed
+        # The unit is split by the rate limits: each grant of tokens goes to the provider
+        # at once (rules.rate_limit.pace); what the wait bound leaves is held until its
+        # tokens should be due. The state is read again before every provider call.
+        found = await self._buckets(channel, provider)
+        done = 0
+
+        async def hand_over(k: int) -> bool:
+            nonlocal done
+            if await self._refresh_state() != "running":
+                return False
+            part = slice(done, done + k)
+            failed.extend(await self._hand_over(channel, provider, outbound[part], sendable[part]))
+            done += k
+            return True
+
+        paced = await rate_limit.pace(ctx.limiter, found, len(outbound), send=hand_over,
+                                      max_wait=self.token_wait_seconds,
+                                      monotonic=ctx.monotonic, sleep=ctx.sleep)
+        rest = sendable[done:]
+        if rest and self.state != "running":
+            self._park_unsent(rest)
+        elif rest:
+            now = clock.now()
+            for (recipient, step), wait in zip(
+                    rest, rate_limit.release_times(found, len(rest), paced.retry_after)):
+                self._hold(recipient, step, "rate_limit", None,
+                           now + dt.timedelta(seconds=max(wait, 1.0)))
+        return failed
+
+    async def _hand_over(self, channel: str, provider: Provider, outbound: list[Outbound],
+                         sendable: list[tuple[Recipient, int]]) -> list[tuple[Recipient, int]]:
+        """One provider call group: the receipt clock, the send with retries, the outcomes;
+        returns the recipients that failed (for the next channel)."""
+        ctx = self.ctx
+        failed: list[tuple[Recipient, int]] = []
         await self._yield()
         ids = [o.message_id for o in outbound]
         # The receipt clock starts before the provider is called, so a receipt that

@@ -28,7 +28,6 @@ from dispatcher.pipeline import Batch, CampaignInfo, Context
 from dispatcher.recipients import Recipient, load_recipients
 from dispatcher.template_env import EVENT
 from dispatcher.templates import CompiledTemplate
-from providers.base import Provider
 from rules import consent
 
 T = TypeVar("T")
@@ -135,17 +134,9 @@ class RealtimeBatch(Batch):
         await receipts.await_realtime_receipts(self.ctx.redis, self.ctx.settings, ids,
                                                self.campaign.receipt_timeout)
 
-    async def _take_tokens(self, channel: str, provider: Provider,
-                           wanted: int) -> tuple[int, float]:
-        buckets = await self._buckets(channel, provider)
-        if not buckets:
-            return wanted, 0.0
-        deadline = asyncio.get_running_loop().time() + TOKEN_WAIT_SECONDS
-        while True:
-            grant = await self.ctx.limiter.take(buckets, wanted)
-            if grant.granted or asyncio.get_running_loop().time() + grant.retry_after > deadline:
-                return grant.granted, grant.retry_after
-            await asyncio.sleep(max(grant.retry_after, 0.05))
+    @property
+    def token_wait_seconds(self) -> float:
+        return TOKEN_WAIT_SECONDS
 
     async def _inputs(self) -> tuple[dict[int, Recipient], dict[str, str], set[int],
                                      consent.Consents, CompiledTemplate, bool]:

@@ -106,6 +106,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Live screens: changes committed within this window reach a supervisor's stream as
     # one batch (one query per window, not per changed row).
     supervisor_push_window_seconds: Annotated[float, Meta(ge=0.01, le=5)] = 0.2
+    # A campaign's progress stream reads the figures this often (and sends them if changed).
+    campaign_stream_interval_seconds: Annotated[float, Meta(ge=0.01, le=60)] = 1.0
 
     # The organisation's constants that templates may use.
     org_contact_phone: str = "0 800 300 000"

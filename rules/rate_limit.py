@@ -1,15 +1,22 @@
 """Rate limits (IC-05): token buckets shared by every worker process, taken in bulk.
 
-A limit of L per minute is a bucket holding at most L tokens, refilled at L/60 tokens a
-second (per hour: L, refilled at L/3600 a second). A send takes one token from every
-applicable bucket: its channel's, its provider's and its campaign's, each per minute and
-per hour, whichever are configured. ``take(buckets, n)`` grants up to n at once, the
-same number from every bucket, atomically; with too few tokens it grants what all
-buckets can give and says how long until the next token (``retry_after``).
+A limit of L per minute is a bucket refilled at L/60 tokens a second (per hour: L/3600)
+holding at most ``BURST_SECONDS`` (2 s) worth of tokens, and never less than one: the
+burst is max(1, ceil(L/30)) for a minute's limit, max(1, ceil(L/1800)) for an hour's. So a
+limit is spread over its period, not spent in its first seconds (a bucket of a whole
+minute's tokens did that: 300/min went out at once, then trickled), and any window of W
+seconds grants at most burst + rate * W: 300/min is at most 10 + 300 in any 60 s. A send
+takes one token from every applicable bucket: its channel's, its provider's and its
+campaign's, each per minute and per hour, whichever are configured. ``take(buckets, n)``
+grants up to n at once, the same number from every bucket, atomically; with too few
+tokens it grants what all buckets can give and says how long until the next token
+(``retry_after``).
 
-Sustained, the grant rate follows the configured rate; a bucket that was idle first
-allows a burst of its capacity (one period's limit), so any window of W seconds grants
-at most capacity + rate * W.
+A unit of work (a batch of hundreds of recipients) usually needs more tokens than a
+bucket ever holds. ``pace`` splits it: each grant is sent at once (a token is never kept
+waiting for the rest of the unit, so units sharing a bucket never starve each other),
+the next tokens are waited for up to a bound, and what is left is held by the caller
+until ``release_times`` says its tokens should be due.
 
 Backends: ``RedisRateLimiter`` (one Lua call per ``take``, clock from Redis ``TIME``
 so hosts need not agree on time) and ``StubRateLimiter`` (in memory, injectable clock)
@@ -24,7 +31,7 @@ import datetime as dt
 import math
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg
 import msgspec
@@ -36,6 +43,8 @@ from providers.base import CHANNELS
 
 MAX_PER_MINUTE = 10_000_000
 MAX_PER_HOUR = 100_000_000
+# A bucket holds this many seconds' worth of its rate (its burst), at least one token.
+BURST_SECONDS = 2.0
 
 
 class Limits(msgspec.Struct, frozen=True):
@@ -58,13 +67,20 @@ class Grant(msgspec.Struct, frozen=True):
     retry_after: float
 
 
+def burst(rate: float) -> int:
+    """A bucket's capacity for ``rate`` tokens a second: BURST_SECONDS' worth, at least 1."""
+    return max(1, math.ceil(rate * BURST_SECONDS - 1e-9))
+
+
 def buckets(namespace: str, scope: str, limits: Limits) -> list[Bucket]:
     """The buckets of one scope (``channel.sms``, ``provider.sms.acme``, ``campaign.42``)."""
     found = []
     if limits.per_minute is not None:
-        found.append(Bucket(f"{namespace}:rl:{scope}:minute", limits.per_minute, limits.per_minute / 60))
+        rate = limits.per_minute / 60
+        found.append(Bucket(f"{namespace}:rl:{scope}:minute", burst(rate), rate))
     if limits.per_hour is not None:
-        found.append(Bucket(f"{namespace}:rl:{scope}:hour", limits.per_hour, limits.per_hour / 3600))
+        rate = limits.per_hour / 3600
+        found.append(Bucket(f"{namespace}:rl:{scope}:hour", burst(rate), rate))
     return found
 
 
@@ -152,6 +168,55 @@ class StubRateLimiter(RateLimiter):
             if granted < n and left < 1:
                 wait = max(wait, (1 - left) / b.rate)
         return Grant(granted, wait)
+
+
+# -- pacing a unit of work ------------------------------------------------------------
+
+class Paced(msgspec.Struct):
+    """How pacing a unit ended: ``granted`` of its sends went, ``retry_after`` seconds
+    until the next token when it stopped short (0 when all were granted)."""
+
+    granted: int = 0
+    retry_after: float = 0.0
+
+
+async def pace(limiter: RateLimiter, found: Sequence[Bucket], n: int, *,
+               send: Callable[[int], Awaitable[bool]], max_wait: float,
+               monotonic: Callable[[], float], sleep: Callable[[float], Awaitable[None]]) -> Paced:
+    """Take tokens for ``n`` sends as they come and ``send(k)`` each grant of k at once.
+
+    Stops when all are granted, when the next tokens would come more than ``max_wait``
+    seconds after the start, or when ``send`` returns False (paused, stopped). The caller
+    holds the rest (``release_times``). The clock and the sleep are the caller's, so a
+    test runs minutes of pacing without waiting."""
+    done = Paced()
+    if n <= 0:
+        return done
+    deadline = monotonic() + max_wait
+    while done.granted < n:
+        grant = await limiter.take(found, n - done.granted)
+        done.retry_after = grant.retry_after if done.granted + grant.granted < n else 0.0
+        if grant.granted:
+            done.granted += grant.granted
+            if not await send(grant.granted):
+                return done
+            continue  # the provider call took time: tokens may be there already
+        wait = max(grant.retry_after, 0.001)
+        if monotonic() + wait > deadline:
+            return done
+        await sleep(wait)
+    return done
+
+
+def release_times(found: Sequence[Bucket], left: int, retry_after: float) -> list[float]:
+    """Seconds from now after which each of ``left`` held sends should find a token: the
+    first at ``retry_after``, the others one token of the slowest bucket apart (an
+    estimate: other units share the buckets, and a send released early waits again)."""
+    if left <= 0:
+        return []
+    rate = min((b.rate for b in found), default=0.0)
+    step = 1.0 / rate if rate > 0 else 1.0
+    return [max(retry_after, 0.0) + i * step for i in range(left)]
 
 
 # -- configuration (admin) ------------------------------------------------------------

@@ -441,10 +441,11 @@ async def test_info_request_on_an_email_case_asks_in_the_thread(stack: Stack) ->
                                          "message_id": "<i1@mail.example.ua>", "text": "Питання"})
     operator = await login_as(stack.api, "operator_cc")
     url = f"/api/v1/cases/{case['case_id']}/info-request"
-    # New -> On Hold is not allowed by the default transitions: the case stays New
+    # The default transitions have no New -> On Hold: the case goes through In Progress
     asked = await ok(await stack.api.post(url, headers=operator,
                                           json={"question": "Який номер лічильника?"}))
-    assert (asked["case"]["status"], asked["on_hold"], asked["sent_by"]) == ("new", False, "email")
+    assert (asked["case"]["status"], asked["on_hold"], asked["sent_by"]) == (
+        "on_hold", True, "email")
     [mail] = await sim_messages(stack, "email", asked["message_id"])
     assert mail["content"]["in_reply_to"] == "<i1@mail.example.ua>"
     assert "Який номер лічильника?" in mail["content"]["text"]
@@ -473,3 +474,42 @@ def test_thread_headers_leave_out_ids_unsafe_in_a_header() -> None:
         "In-Reply-To: <a@b>\r\nReferences: <x@y>\r\n <ok@e>\r\n")
     assert thread_headers("in\njected", []) == ""
     assert thread_headers(None, ["x" * 901]) == ""
+
+
+async def test_info_request_puts_a_new_case_on_hold_and_pauses_its_sla(client, demo_users,
+                                                                        app_conn) -> None:
+    """Issue 20 point 4: New -> On Hold is not a transition of its own; asking the client
+    takes the case into work (the question is a first response) and then On Hold."""
+    admin = await login_as(client, "admin")
+    operator = await login_as(client, "operator_cc")
+    always = {d: [{"start": "00:00", "end": "24:00"}]
+              for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}
+    cal = await ok(await client.post("/api/v1/business-calendars", headers=admin,
+                                     json={"name": "Цілодобово", "week": always}), 201)
+    await ok(await client.post("/api/v1/case-sla-policies", headers=admin, json={
+        "name": "Усі", "calendar_id": cal["id"], "first_response_minutes": 60,
+        "resolution_minutes": 600}), 201)
+    case = (await ok(await client.post("/api/v1/cases", headers=operator,
+                                       json={"text": "Прошу перевірити показники"}), 201))["case"]
+    assert case["status"] == "new"
+    asked = await ok(await client.post(f"/api/v1/cases/{case['id']}/info-request",
+                                       headers=operator,
+                                       json={"question": "Надішліть фото лічильника"}))
+    assert (asked["case"]["status"], asked["on_hold"]) == ("on_hold", True)
+    row = await app_conn.fetchrow("SELECT sla_paused_at, first_response_at FROM cases "
+                                  "WHERE id = $1", case["id"])
+    assert row["sla_paused_at"] is not None and row["first_response_at"] is not None
+    events = (await ok(await client.get(f"/api/v1/cases/{case['id']}/events",
+                                        headers=operator)))["items"]
+    assert [(e["from_status"], e["to_status"]) for e in events if e["kind"] == "status"] == [
+        ("new", "in_progress"), ("in_progress", "on_hold")]
+    # A transition table without any way to On Hold leaves the case where it is
+    second = (await ok(await client.post("/api/v1/cases", headers=operator,
+                                         json={"text": "Ще питання"}), 201))["case"]
+    await ok(await client.put("/api/v1/case-transitions", headers=admin, json={"transitions": [
+        {"from_status": "new", "to_status": "in_progress"},
+        {"from_status": "in_progress", "to_status": "resolved"},
+        {"from_status": "resolved", "to_status": "closed"}]}))
+    asked = await ok(await client.post(f"/api/v1/cases/{second['id']}/info-request",
+                                       headers=operator, json={"question": "Номер лічильника?"}))
+    assert (asked["case"]["status"], asked["on_hold"]) == ("new", False)

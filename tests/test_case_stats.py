@@ -134,3 +134,39 @@ async def test_statistics_bad_input_names_the_field(client, demo_users) -> None:
     await bad(await client.get("/api/v1/case-stats", params=NOV), "", 401)
     marketer = await login_as(client, "marketer")
     await bad(await client.get("/api/v1/case-stats", headers=marketer, params=NOV), "", 403)
+
+
+async def test_statistics_by_status_and_agent_load_for_the_analyst(client, demo_users,
+                                                                   app_conn) -> None:
+    """Issue 20 point 7: group_by=status works, and agent load is part of the statistics,
+    readable by the analyst role (the supervisor's /case-agents is not theirs)."""
+    u1, u2 = [await app_conn.fetchval("SELECT id FROM users WHERE login = $1", demo_users[r])
+              for r in ("operator_cc", "operator_cos")]
+    await _seed(app_conn, u1, u2)
+    analyst = await login_as(client, "analyst")
+    by_status = await ok(await client.get("/api/v1/case-stats", headers=analyst,
+                                          params={**NOV, "group_by": "status"}))
+    assert by_status["group_by"] == ["status"]
+    assert {r["status"]: r["created"] for r in by_status["rows"]} == {
+        "closed": 1, "in_progress": 1, "new": 1, "resolved": 2}
+    mixed = await ok(await client.get("/api/v1/case-stats", headers=analyst,
+                                      params={**NOV, "group_by": "channel,status"}))
+    assert [(r["channel"], r["status"], r["created"]) for r in mixed["rows"]] == [
+        ("call", "closed", 1), ("call", "resolved", 1), ("site", "in_progress", 1),
+        ("site", "new", 1), ("site", "resolved", 1)]
+    response = await client.get("/api/v1/case-stats", headers=analyst,
+                                params={**NOV, "group_by": "status", "format": "csv"})
+    assert (await response.text()).splitlines()[0].startswith("status,created,")
+    # Agent load: open assigned cases now, by status, against capacity
+    await app_conn.execute("INSERT INTO case_agents (user_id, capacity, presence) "
+                           "VALUES ($1, 4, 'online'), ($2, 2, 'away')", u1, u2)
+    load = await ok(await client.get("/api/v1/case-stats/agent-load", headers=analyst))
+    rows = {r["user_id"]: r for r in load["rows"]}
+    # u1: the October case (new); u2: c3 (in progress) and c5 (new)
+    assert (rows[u1]["open_cases"], rows[u1]["capacity"], rows[u1]["load_percent"]) == (1, 4, 25.0)
+    assert (rows[u2]["open_cases"], rows[u2]["load_percent"], rows[u2]["presence"]) == (
+        2, 100.0, "away")
+    assert rows[u2]["by_status"] == {"new": 1, "in_progress": 1, "on_hold": 0}
+    assert load["open_cases"] == 3 and load["capacity"] == 6
+    marketer = await login_as(client, "marketer")
+    await bad(await client.get("/api/v1/case-stats/agent-load", headers=marketer), "", 403)

@@ -12,7 +12,7 @@ from crm.audit import Actor
 from crm.cases import intake
 from crm.cases.channels import Inbound
 from crm.cases.identify import identify, normalise_phone
-from crm.cases.text import text_hash
+from crm.cases.text import similarity, text_hash
 
 FORMS = Actor(login="forms")
 
@@ -182,7 +182,7 @@ async def test_duplicates_are_flagged_and_merged(client, demo_users, app_conn) -
     # The same text again (other case and punctuation), same client and channel, in minutes
     dup = await _form(client, integration, email="dup@example.ua",
                       text="  не прийшов РАХУНОК за березень!! ")
-    # Not duplicates: another channel, another client, another text
+    # Another channel is a duplicate too (issue 20 point 5); another client is not
     other_channel = await ok(await client.post("/api/v1/case-intake/forms", headers=integration,
                                                json={"source": "cabinet", "email": "dup@example.ua",
                                                      "text": "Не прийшов рахунок за березень"}))
@@ -192,9 +192,9 @@ async def test_duplicates_are_flagged_and_merged(client, demo_users, app_conn) -
     flags = {r["id"]: r["duplicate_of_id"] for r in await app_conn.fetch(
         "SELECT id, duplicate_of_id FROM cases")}
     assert flags == {original["case_id"]: None, dup["case_id"]: original["case_id"],
-                     other_channel["case_id"]: None, other_client["case_id"]: None}
+                     other_channel["case_id"]: original["case_id"], other_client["case_id"]: None}
     detail = await ok(await client.get(f"/api/v1/cases/{original['case_id']}", headers=operator))
-    assert [d["id"] for d in detail["duplicates"]] == [dup["case_id"]]
+    assert [d["id"] for d in detail["duplicates"]] == [dup["case_id"], other_channel["case_id"]]
     # Merge the duplicate into its original
     merged = await ok(await client.post(f"/api/v1/cases/{dup['case_id']}/merge", headers=operator,
                                         json={"into": original["case_id"]}))
@@ -244,3 +244,74 @@ async def test_the_duplicate_window_is_the_admins(app_conn: asyncpg.Connection,
     flags = {r["id"]: r["duplicate_of_id"] for r in await app_conn.fetch(
         "SELECT id, duplicate_of_id FROM cases")}
     assert flags == {old_a: None, old_b: None, fresh_a.case_id: None, fresh_b.case_id: old_b}
+
+
+async def test_duplicates_across_channels_say_how_they_matched(client, demo_users,
+                                                               app_conn, admin_conn) -> None:
+    """Issue 20 point 5 (SR-06): the client writes by e-mail, then comes to the walk-in
+    desk about the same thing; the operator types it in their own words."""
+    known = await make_client(app_conn, email="olena@example.ua")
+    integration = await login_as(client, "integration")
+    operator = await login_as(client, "operator_cos")
+    mail = await ok(await client.post("/api/v1/case-intake/email", headers=integration, json={
+        "from": "Олена <olena@example.ua>", "message_id": "<d1@mail.example.ua>",
+        "subject": "Рахунок",
+        "text": "Добрий день! Не прийшов рахунок за березень. Прошу перевірити."}))
+    walk_in = (await ok(await client.post("/api/v1/cases", headers=operator, json={
+        "text": "Клієнтка каже, що не прийшов рахунок за березень",
+        "client_id": known["client_id"]}), 201))["case"]
+    assert walk_in["duplicate_of_id"] == mail["case_id"]
+    [flag] = [e for e in await events_of(client, operator, walk_in["id"]) if e["kind"] == "flag"]
+    match = flag["data"]["duplicate_match"]
+    assert (match["how"], match["channel"], match["cross_channel"]) == (
+        "similar_text", "email", True)
+    assert match["similarity"] >= 0.6 and match["topic"] in ("same_category", "unknown")
+    # The same client about another thing at the desk: no duplicate
+    other = (await ok(await client.post("/api/v1/cases", headers=operator, json={
+        "text": "Відчувається запах газу біля лічильника", "client_id": known["client_id"]}),
+        201))["case"]
+    assert other["duplicate_of_id"] is None
+    # The same words in another category (the operator chose it): another topic, no duplicate
+    debt = await app_conn.fetchval("SELECT id FROM case_categories WHERE code = 'billing.debt'")
+    outage = await app_conn.fetchval("SELECT id FROM case_categories WHERE code = 'supply.outage'")
+    await admin_conn.execute("UPDATE cases SET category_id = $2 WHERE id = ANY($1::bigint[])",
+                             [mail["case_id"], walk_in["id"]], debt)
+    elsewhere = (await ok(await client.post("/api/v1/cases", headers=operator, json={
+        "text": "Не прийшов рахунок за березень, прошу перевірити", "category_id": outage,
+        "client_id": known["client_id"]}), 201))["case"]
+    assert elsewhere["duplicate_of_id"] is None
+    # Outside the window (the admin's duplicate window, 10 minutes by default): no duplicate
+    late = await make_client(app_conn)
+    await old_case(admin_conn, late["client_id"], "email",
+                   "Не прийшов рахунок за квітень, перевірте будь ласка", None, minutes=30)
+    again = await intake.ingest(app_conn, FORMS, Inbound(
+        channel="walk_in", text="Рахунок за квітень не прийшов", client_id=late["client_id"]))
+    assert await app_conn.fetchval("SELECT duplicate_of_id FROM cases WHERE id = $1",
+                                   again.case_id) is None
+    # The window and the similarity threshold are the admin's
+    admin = await login_as(client, "admin")
+    settings = await ok(await client.put("/api/v1/case-settings", headers=admin, json={
+        "repeat_window_days": 30, "duplicate_window_minutes": 60,
+        "duplicate_similarity_percent": 70}))
+    assert settings["duplicate_similarity_percent"] == 70
+    # 3 of the 3 words of the shorter text: 100 % (>= 70)
+    again = await intake.ingest(app_conn, FORMS, Inbound(
+        channel="walk_in", text="Рахунок за квітень не прийшов!", client_id=late["client_id"]))
+    assert await app_conn.fetchval("SELECT duplicate_of_id FROM cases WHERE id = $1",
+                                   again.case_id) is not None
+    # Leaving the threshold out keeps it
+    settings = await ok(await client.put("/api/v1/case-settings", headers=admin, json={
+        "repeat_window_days": 30, "duplicate_window_minutes": 60}))
+    assert settings["duplicate_similarity_percent"] == 70
+    await bad(await client.put("/api/v1/case-settings", headers=admin, json={
+        "repeat_window_days": 30, "duplicate_window_minutes": 10,
+        "duplicate_similarity_percent": 5}), "duplicate_similarity_percent")
+
+
+def test_text_similarity_is_the_share_of_the_shorter_texts_words() -> None:
+    assert similarity("Не прийшов рахунок за березень", "не прийшов РАХУНОК за березень!") == 1.0
+    # Word endings do not matter (рахунок / рахунку), short words do not count
+    assert similarity("Немає рахунку за березень місяць", "Не прийшов рахунок за березень") \
+        >= 0.6
+    assert similarity("Запах газу в підʼїзді", "Не прийшов рахунок за березень") == 0.0
+    assert similarity("Так", "Так") == 1.0 and similarity("", "Так") == 0.0

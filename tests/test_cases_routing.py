@@ -416,3 +416,62 @@ async def test_supervisor_reassigns_to_user_or_group(client, demo_users, app_con
     await app_conn.execute("UPDATE cases SET status = 'resolved' WHERE id = $1", second)
     await bad(await client.post(f"/api/v1/cases/{second}/assignment", headers=supervisor,
                                 json={"group_code": "finance"}), "", 409)
+
+
+# -- reopening (issue 20 point 9) -------------------------------------------------------------
+
+async def test_a_reopened_case_never_puts_its_assignee_over_capacity(client, demo_users,
+                                                                     settings, app_conn) -> None:
+    from crm.cases import automation
+    from herald.db import create_pool
+
+    operator = await login_as(client, "operator_cc")
+    full = await make_agent(app_conn, capacity=2)
+    roomy = await make_agent(app_conn, capacity=5)
+    ids = await bulk_cases(app_conn, 6)
+    await app_conn.execute("UPDATE cases SET assignee_id = $2, status = 'in_progress', "
+                           "status_changed_at = herald_now() WHERE id = ANY($1::bigint[])",
+                           ids[:3], full)
+    await app_conn.execute("UPDATE cases SET assignee_id = $2, status = 'in_progress', "
+                           "status_changed_at = herald_now() WHERE id = ANY($1::bigint[])",
+                           ids[3:], roomy)
+    # Given a resolved case of each, while the first agent took on another (2 open of 2)
+    for case_id in (ids[0], ids[3]):
+        await ok(await client.post(f"/api/v1/cases/{case_id}/status", headers=operator,
+                                   json={"status": "resolved"}))
+    # When the operator reopens them
+    for case_id in (ids[0], ids[3]):
+        reopened = await ok(await client.post(f"/api/v1/cases/{case_id}/status",
+                                              headers=operator, json={"status": "in_progress"}))
+        assert reopened["status"] == "in_progress"
+    # Then the full agent's case went back to the group's queue; the other kept theirs
+    found = await assignees(app_conn)
+    assert (found[ids[0]], found[ids[3]]) == (None, roomy)
+    loads = {a.user_id: a.open_cases for a in await routing.agent_loads(app_conn)}
+    assert loads[full] == 2
+    [released] = [e for e in await events_of(client, operator, ids[0]) if e["kind"] == "assignment"]
+    assert released["data"]["by"] == "capacity" and released["data"]["from_assignee_id"] == full
+    assert ("assignee_id", None) in [(e["field"], e["new_value"])
+                                     for e in await journal(client, f"case/{ids[0]}")]
+    # The idle automation reopening cases in bulk holds capacity too
+    await app_conn.execute("UPDATE cases SET assignee_id = $2 WHERE id = $1", ids[0], full)
+    await app_conn.execute("UPDATE cases SET status = 'resolved', status_changed_at = herald_now() "
+                           "- interval '3 hours', last_inbound_at = herald_now() - interval "
+                           "'3 hours' WHERE id = ANY($1::bigint[])", [ids[0], ids[1]])
+    await app_conn.execute("UPDATE cases SET assignee_id = $2, status = 'in_progress' "
+                           "WHERE id = $1", ids[2], full)
+    await app_conn.execute("INSERT INTO case_automation_rules (name, trigger, from_status, "
+                           "to_status, idle_hours) VALUES ('Повернути', 'idle', 'resolved', "
+                           "'in_progress', 1)")
+    await app_conn.execute("UPDATE case_automation_rules SET is_active = false "
+                           "WHERE to_status = 'closed'")
+    pool = await create_pool(settings)
+    try:
+        # ids[0] and ids[1] idle Resolved; the agent has ids[2] open: one of the two fits
+        assert await automation.run_due_automations(pool) == 2
+    finally:
+        await pool.close()
+    found = await assignees(app_conn)
+    assert sorted([found[ids[0]], found[ids[1]]], key=str) == sorted([full, None], key=str)
+    loads = {a.user_id: a.open_cases for a in await routing.agent_loads(app_conn)}
+    assert loads[full] == 2

@@ -186,8 +186,9 @@ async def test_policy_matching_most_specific_wins_and_follows_reclassification(
         "name": "Технічні", "calendar_id": cal["id"], "case_type": "technical",
         "first_response_minutes": 240, "is_active": False}))
     assert (await _row(app_conn, await _case(app_conn, at)))["sla_policy_id"] is None
+    # ... and the open cases it applied to were planned again (issue 20 point 9)
     assert [e["action"] for e in await journal(client, f"case_sla_policy/{technical['id']}")] \
-        == ["update", "create"]
+        == ["replan", "update", "create"]
 
 
 # -- deadlines -------------------------------------------------------------------------------

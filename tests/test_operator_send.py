@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from typing import Any
+from zoneinfo import ZoneInfo
 
+import aio_pika
+import redis.asyncio as aioredis
 from conftest import login_as
 from dispatch_helpers import Stack, make_clients
 
 from crm.audit import SYSTEM
-from rules import consent, stop_lists
+from dispatcher import holds, pipeline
+from dispatcher.envelopes import RealtimeMessages
+from herald import clock
+from herald.db import create_pool
+from providers.registry import build_providers, close_providers
+from rules import consent, quiet_hours, stop_lists
+from rules.rate_limit import RedisRateLimiter
 
 BANK_DETAILS = {
     "name": "Реквізити для оплати", "topic": "billing",
@@ -129,7 +139,7 @@ async def test_refused_sends_say_why(stack: Stack) -> None:
     assert (await stack.sim_stats("sms"))["accepted"] == 0
 
 
-async def test_quiet_hours_refuse_and_a_withdrawn_consent_is_honoured_by_the_worker(
+async def test_quiet_hours_refuse_when_asked_and_a_withdrawn_consent_is_honoured_by_the_worker(
         stack: Stack) -> None:
     ids = await make_clients(stack.conn, 2)
     template = await allowed_template(stack)
@@ -138,8 +148,11 @@ async def test_quiet_hours_refuse_and_a_withdrawn_consent_is_honoured_by_the_wor
     for start, end in (("00:00", "12:00"), ("12:00", "00:00")):
         await stack.call("POST", "/api/v1/quiet-hours",
                          {"name": "Тиша", "start": start, "end": end, "channels": ["sms"]}, 201)
-    refused = await send(stack, operator, ids[0], {"template_id": template, "channel": "sms"}, 409)
+    # The operator who asks not to hold it is refused, and told when it could go
+    refused = await send(stack, operator, ids[0], {"template_id": template, "channel": "sms",
+                                                   "hold": False}, 409)
     assert refused["checks"]["reason"] == "quiet_hours"
+    assert refused["checks"]["release_at"] is not None
     # Viber is not quiet: the chain's first step can go
     accepted = await send(stack, operator, ids[0], {"template_id": template}, 202)
     assert (await wait_status(stack, operator, accepted["message_id"], "delivered", "read")
@@ -149,3 +162,66 @@ async def test_quiet_hours_refuse_and_a_withdrawn_consent_is_honoured_by_the_wor
     assert (await response.json())["errors"][0]["field"] == "message_id"
     response = await stack.api.get("/api/v1/messages/o999:1:0", headers=operator)
     assert response.status == 404
+
+
+async def test_quiet_hours_hold_an_operator_send_until_they_end_or_it_is_cancelled(
+        stack: Stack) -> None:
+    """Issue 20 point 3 (IC-09): queued, not dropped. The send is held until the window
+    ends, as campaigns and triggers are; the operator may cancel it meanwhile."""
+    ids = await make_clients(stack.conn, 2)
+    template = await allowed_template(stack)
+    operator = await login_as(stack.api, "operator_cc")
+    await stack.stop_worker()  # nothing is published for a held message: no worker needed
+    # Given a quiet window on SMS around the present moment in Kyiv
+    now = clock.now().astimezone(ZoneInfo("Europe/Kyiv"))
+    window = await quiet_hours.create_window(stack.conn, SYSTEM, quiet_hours.WindowSpec(
+        name="Ніч", start=(now - dt.timedelta(hours=1)).time().replace(microsecond=0),
+        end=(now + dt.timedelta(hours=1)).time().replace(microsecond=0), channels=["sms"]))
+    # When the operator sends by SMS
+    held = await send(stack, operator, ids[0], {"template_id": template, "channel": "sms"}, 202)
+    # Then it is accepted as held until the window ends, and shows so
+    assert (held["status"], held["held_reason"]) == ("held", "quiet_hours")
+    release = dt.datetime.fromisoformat(held["release_at"])
+    assert dt.timedelta(minutes=50) < release - clock.now() <= dt.timedelta(hours=1, minutes=1)
+    status = await wait_status(stack, operator, held["message_id"], "held")
+    assert status["held"] is True
+    timeline = await stack.call("GET", f"/api/v1/clients/{ids[0]}/timeline?limit=20")
+    assert [(i["status"], i["detail"]["message_id"]) for i in timeline["items"]
+            if i["source"] == "message"] == [("held", held["message_id"])]
+    # The operator who changes their mind cancels it: never sent, shown as cancelled
+    other = await send(stack, operator, ids[1], {"template_id": template, "channel": "sms"}, 202)
+    url = f"/api/v1/messages/{other['message_id']}/cancel"
+    cancelled = await stack.api.post(url, headers=operator)
+    assert cancelled.status == 200, await cancelled.text()
+    assert (await cancelled.json())["status"] == "cancelled"
+    assert (await stack.api.post(url, headers=operator)).status == 409
+    assert not await stack.conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM held_messages WHERE client_id = $1)", ids[1])
+    timeline = await stack.call("GET", f"/api/v1/clients/{ids[1]}/timeline?limit=20")
+    assert [i["status"] for i in timeline["items"] if i["source"] == "message"] == ["cancelled"]
+    history = await stack.call("GET", f"/api/v1/audit/client/{ids[1]}")
+    assert "cancel_message" in [e["action"] for e in history["items"]]
+    # When the window ends, the scheduler releases the first one and a worker sends it
+    await quiet_hours.delete_window(stack.conn, SYSTEM, window.id)
+    await stack.conn.execute("UPDATE held_messages SET release_at = herald_now()")
+    settings = stack.settings
+    pool = await create_pool(settings)
+    redis = aioredis.Redis.from_url(settings.redis_url)
+    providers = build_providers(settings)
+    connection = await aio_pika.connect_robust(settings.amqp_url)
+    try:
+        channel = await connection.channel()
+        assert await holds.release_all(pool, channel, settings, "due") == 1
+        row = await stack.conn.fetchrow("SELECT id, step FROM realtime_messages WHERE NOT done")
+        ctx = pipeline.Context(settings, pool, redis, providers, RedisRateLimiter(redis))
+        await pipeline.handle(ctx, RealtimeMessages([(row["id"], row["step"])]))
+        await channel.close()
+    finally:
+        await connection.close()
+        await close_providers(providers)
+        await redis.aclose()
+        await pool.close()
+    done = await wait_status(stack, operator, held["message_id"], "delivered", "read")
+    assert done["channel"] == "sms" and done["held"] is False
+    sms = await stack.sim_stats("sms")
+    assert (sms["accepted"], sms["duplicates"]) == (1, 0)

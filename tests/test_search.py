@@ -82,10 +82,33 @@ async def test_partial_phone_last_digits_and_number_start(client, operator) -> N
     assert await ids(client, operator, phone="9999999") == []
 
 
+async def test_last_digits_starting_with_zero_are_read_both_ways(client, operator,
+                                                                  admin_conn) -> None:
+    """Issue 20 point 6: the client reads out the end of the number, "0792424"; it could
+    also be the start of a national number (079 24 24...): both readings are searched."""
+    await insert_people(admin_conn, [
+        (301, "Мельник", "Ігор", None,
+         [("7000000007", "56XG00000000008K", "м. Київ", "вул. Лісова", "4", None)],
+         ["+380630792424"]),
+        (302, "Ткаченко", "Ніна", None,
+         [("8000000008", "56XG00000000009K", "м. Київ", "вул. Лісова", "5", None)],
+         ["+380792424111"])])
+    assert await ids(client, operator, phone="792424") == [301]
+    assert await ids(client, operator, phone="0792424") == [301, 302]
+    assert await ids(client, operator, phone="079 24 24") == [301, 302]
+    # Combined with another criterion, and with match=any
+    assert await ids(client, operator, phone="0792424", name="мельник") == [301]
+    assert await ids(client, operator, phone="0792424", name="бондар", match="any") == [
+        104, 301, 302]
+
+
 def test_phone_kinds() -> None:
     assert parse_phone("067 123 45 67").kind == "exact"
     assert parse_phone("1234567").kind == "suffix"
     assert parse_phone("067 12").digits == "3806712"
+    assert parse_phone("067 12").suffix == "06712"
+    assert parse_phone("+38 067 12").suffix is None
+    assert parse_phone("1234567").suffix is None
 
 
 async def test_or_full_and_prefix_client_id_and_eic(client, operator) -> None:

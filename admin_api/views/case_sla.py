@@ -218,3 +218,12 @@ async def case_stats(request: web.Request, query: CaseStatsQuery) -> CaseStats |
         await response.write_eof()
         return response
 
+
+
+@endpoints.get("/api/v1/case-stats/agent-load", permission="cases.read",
+               query=stats.AgentLoadStatsQuery, response=stats.AgentLoadStats, errors=(400,))
+async def agent_load(request: web.Request, query: stats.AgentLoadStatsQuery) -> stats.AgentLoadStats:
+    """Agent load now (SR-12): each agent's open assigned cases by status against their
+    capacity, and the total; ``group_code`` narrows to one group's members."""
+    async with request.app[DB].acquire() as conn:
+        return await stats.agent_load(conn, query)

@@ -11,12 +11,10 @@ the events of calls whose ``user`` is its login, whichever API process took the 
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 
 import msgspec
 from aiohttp import web
-from aiohttp_sse import sse_response
 
 from admin_api.routing import (
     ENDPOINT_ATTR,
@@ -26,6 +24,7 @@ from admin_api.routing import (
     path_int,
 )
 from admin_api.security import actor, principal
+from admin_api.sse import event_stream, viewer_gone
 from admin_api.typedefs import DB, REDIS, SETTINGS
 from crm import cti, cti_extensions
 from crm.cti import Call, CallAccepted, CallEvent, CallPush
@@ -110,25 +109,17 @@ async def call_stream(request: web.Request) -> web.StreamResponse:
     pubsub = request.app[REDIS].pubsub()
     try:
         await pubsub.subscribe(cti.agent_channel(request.app[SETTINGS].namespace, login))
-        async with sse_response(request, ping_interval=PING_SECONDS) as resp:
-            try:
-                await resp.send(msgspec.json.encode(StreamReady(login)).decode(), event="ready")
-                while resp.is_connected() and not _gone(request):
-                    message = await pubsub.get_message(ignore_subscribe_messages=True,
-                                                       timeout=POLL_SECONDS)
-                    if message is not None:
-                        await resp.send(message["data"].decode(), event="call")
-            except (ConnectionResetError, asyncio.CancelledError):
-                if (task := asyncio.current_task()) and task.cancelling():
-                    raise
+        async with event_stream(request, ping_interval=PING_SECONDS) as resp:
+            await resp.send(msgspec.json.encode(StreamReady(login)).decode(), event="ready")
+            while resp.is_connected() and not viewer_gone(request):
+                message = await pubsub.get_message(ignore_subscribe_messages=True,
+                                                   timeout=POLL_SECONDS)
+                if message is not None:
+                    await resp.send(message["data"].decode(), event="call")
         return resp
     finally:
         await pubsub.aclose()
 
-
-def _gone(request: web.Request) -> bool:
-    transport = request.transport
-    return transport is None or transport.is_closing()
 
 
 

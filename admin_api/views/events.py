@@ -12,11 +12,11 @@ from typing import Annotated
 
 import msgspec
 from aiohttp import web
-from aiohttp_sse import sse_response
 
 from admin_api.problems import FieldError, problem_response
 from admin_api.routing import PRODUCER, EndpointTable, path_int, validation_field
 from admin_api.security import actor, producer
+from admin_api.sse import event_stream
 from admin_api.typedefs import AMQP, DB, REDIS, SETTINGS
 from admin_api.views.campaigns import CampaignStats, collect_stats
 from dispatcher import intake, operator_send, outcomes, producers, realtime, triggers
@@ -26,6 +26,7 @@ from dispatcher.operator_send import (
     MessageStatus,
     OperatorSendRequest,
     SendAccepted,
+    SendCancelled,
     SendRefused,
 )
 from dispatcher.producers import Producer, ProducerCreated, ProducerSpec
@@ -35,7 +36,6 @@ from dispatcher.triggers import TriggerRule, TriggerRuleSpec
 endpoints = EndpointTable("events")
 
 FINAL_STATES = frozenset({"completed", "stopped", "failed"})
-STREAM_INTERVAL_SECONDS = 1.0
 
 
 # -- producers and their events ---------------------------------------------------------
@@ -203,7 +203,9 @@ def _organisation(request: web.Request) -> Organisation:
                 body=OperatorSendRequest, response=SendAccepted, status=202,
                 errors=(404, 409, 422))
 async def send_message(request: web.Request, body: OperatorSendRequest) -> SendAccepted | web.Response:
-    """Send the client an allowed template now (realtime path); 409/422 say why it cannot go."""
+    """Send the client an allowed template now (realtime path); 409/422 say why it cannot go.
+    Quiet hours or an air-raid alert hold it until they end (``status: held``), unless
+    ``hold`` is false: then 409 with ``checks.release_at``."""
     app = request.app
     client_id = path_int(request, "client_id")
     try:
@@ -212,10 +214,22 @@ async def send_message(request: web.Request, body: OperatorSendRequest) -> SendA
                                                       actor(request), client_id, body,
                                                       _organisation(request))
     except SendRefused as refused:
+        checks: dict[str, object] = {"reason": refused.reason, "channels": refused.channels}
+        if refused.release_at is not None:  # quiet hours: when it could go
+            checks["release_at"] = refused.release_at
         return problem_response(request, refused.status, code=refused.code, detail=refused.detail,
-                                checks={"reason": refused.reason, "channels": refused.channels})
+                                checks=checks)
     await realtime.publish(await app[AMQP].publisher(), app[SETTINGS], work)
     return accepted
+
+
+@endpoints.post("/api/v1/messages/{message}/cancel", permission="messages.send",
+                response=SendCancelled, errors=(400, 404, 409))
+async def cancel_message(request: web.Request) -> SendCancelled:
+    """Cancel an operator's message that is held (quiet hours, an air-raid alert): it is
+    never sent. 409 when it is not held (already sent, or on its way)."""
+    async with request.app[DB].acquire() as conn:
+        return await operator_send.cancel(conn, actor(request), request.match_info["message"])
 
 
 @endpoints.get("/api/v1/messages/{message}", permission="clients.read", response=MessageStatus,
@@ -274,10 +288,11 @@ _progress_encoder = msgspec.json.Encoder()
                response=Progress, media_type="text/event-stream", errors=(404,))
 async def campaign_stream(request: web.Request) -> web.StreamResponse:
     """Server-Sent Events: a 'progress' event about once a second while the figures change,
-    then one 'final' event when the campaign is completed, stopped or failed."""
+    then one 'final' event when the campaign is completed, stopped or failed. A viewer
+    may leave at any time (no error)."""
     campaign_id = path_int(request, "campaign_id")
     stats = await collect_stats(request.app, campaign_id)  # 404 before the stream opens
-    async with sse_response(request) as stream:
+    async with event_stream(request) as stream:
         last = b""
         while stream.is_connected():
             data = _progress_encoder.encode(progress_of(stats))
@@ -288,6 +303,6 @@ async def campaign_stream(request: web.Request) -> web.StreamResponse:
             if final:
                 await stream.send(data.decode(), event="final")
                 break
-            await asyncio.sleep(STREAM_INTERVAL_SECONDS)
+            await asyncio.sleep(request.app[SETTINGS].campaign_stream_interval_seconds)
             stats = await collect_stats(request.app, campaign_id)
     return stream

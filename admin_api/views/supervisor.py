@@ -14,9 +14,10 @@ from typing import Annotated, Literal
 import asyncpg
 import msgspec
 from aiohttp import web
-from aiohttp_sse import EventSourceResponse, sse_response
+from aiohttp_sse import EventSourceResponse
 
 from admin_api.routing import EndpointTable
+from admin_api.sse import event_stream, viewer_gone
 from admin_api.typedefs import DB, SETTINGS
 from crm.cases import supervisor
 from crm.cases.live import ChangeFeed
@@ -179,12 +180,12 @@ async def stream(request: web.Request, query: SupervisorFilter) -> web.StreamRes
     """
     scope = await _scope(request, query)
     feed = request.app[FEED]
-    async with feed.subscribe() as sub, sse_response(request, ping_interval=PING_SECONDS) as resp:
+    async with feed.subscribe() as sub, event_stream(request, ping_interval=PING_SECONDS) as resp:
         view = _LiveView(resp, scope, request.app[DB], request.app[READS])
         aggregates = asyncio.create_task(view.keep_aggregates())
         try:
             await view.send_snapshot(time.monotonic())
-            while resp.is_connected() and not _gone(request):
+            while resp.is_connected() and not viewer_gone(request) and not aggregates.done():
                 changes = await sub.next(timeout=POLL_SECONDS)
                 if changes is None:
                     continue
@@ -196,13 +197,15 @@ async def stream(request: web.Request, query: SupervisorFilter) -> web.StreamRes
                     view.refresh(fresh, counts=True)
                 elif changes.agents:
                     view.refresh(fresh, counts=False)
-        except (ConnectionResetError, asyncio.CancelledError):
-            if (task := asyncio.current_task()) and task.cancelling():
-                raise
         finally:
             aggregates.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ConnectionResetError):
-                await aggregates
+            with contextlib.suppress(asyncio.CancelledError):
+                try:
+                    await aggregates
+                except (ConnectionResetError, TimeoutError):
+                    # The aggregates' own write to a viewer who left ends the stream too.
+                    if not viewer_gone(request):
+                        raise
     return resp
 
 
@@ -286,7 +289,3 @@ def _counts_differ(a: Totals, b: Totals) -> bool:
     return (a.all, a.by_channel, a.by_group, a.by_category) != (
         b.all, b.by_channel, b.by_group, b.by_category)
 
-
-def _gone(request: web.Request) -> bool:
-    transport = request.transport
-    return transport is None or transport.is_closing()

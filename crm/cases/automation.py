@@ -15,7 +15,7 @@ import msgspec
 
 from crm import audit
 from crm.audit import Actor, Change
-from crm.cases import store, transitions
+from crm.cases import routing, store, transitions
 from crm.cases.store import NewEvent
 from crm.cases.types import Case, CaseAutomationRule, Status
 from crm.errors import InvalidInput, NotFound
@@ -152,6 +152,8 @@ async def _run_idle_batch(pool: asyncpg.Pool, rule: asyncpg.Record) -> int:
         await audit.record(conn, AUTOMATION, [
             Change("case", str(i), "update", "status", rule["from_status"], rule["to_status"])
             for i in ids])
+        if transitions.reopens(rule["from_status"], rule["to_status"]):
+            await routing.hold_capacity(conn, AUTOMATION, ids, reason="reopened")
         for r in rows:
             if r["client_id"] is not None:
                 await store.on_timeline(conn, await store.get_case(conn, r["id"]))

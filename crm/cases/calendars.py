@@ -13,7 +13,7 @@ import msgspec
 
 from crm import audit
 from crm.audit import Actor, Change
-from crm.cases import business_time
+from crm.cases import business_time, sla_replan
 from crm.cases.business_time import Calendar
 from crm.errors import Conflict, InvalidInput, NotFound
 from herald import clock
@@ -203,7 +203,8 @@ async def create_calendar(conn: asyncpg.Connection, actor: Actor,
 
 async def update_calendar(conn: asyncpg.Connection, actor: Actor, calendar_id: int,
                           spec: BusinessCalendarSpec) -> BusinessCalendar:
-    """Replace a calendar. Deadlines already set on cases stay as they were computed."""
+    """Replace a calendar. When its hours, holidays or time zone change, the open cases
+    whose policy uses it are planned again (``sla_replan``) in the same transaction."""
     cal = to_calendar(spec)
     data = _stored(spec)
     async with conn.transaction():
@@ -217,6 +218,9 @@ async def update_calendar(conn: asyncpg.Connection, actor: Actor, calendar_id: i
         await _materialise(conn, calendar_id, cal, _today(cal))
         await audit.record(conn, actor, audit.field_changes(
             "business_calendar", calendar_id, _stored(before), data))
+        old = _stored(before)
+        if any(old[k] != data[k] for k in ("time_zone", "week", "holidays")):
+            await sla_replan.after_calendar_change(conn, actor, calendar_id, data["name"])
         return await get_calendar(conn, calendar_id)
 
 

@@ -12,27 +12,37 @@ from crm.audit import Actor, Change
 from crm.cases import store
 from crm.cases.identify import Identification
 from crm.cases.store import NewEvent
+from crm.cases.text import similarity
 from crm.cases.types import Case, CaseSettings
 from crm.errors import Conflict, InvalidInput, NotFound
 
 
 class CaseSettingsSpec(msgspec.Struct, forbid_unknown_fields=True):
+    """``duplicate_similarity_percent`` left out keeps the current threshold."""
+
     repeat_window_days: Annotated[int, msgspec.Meta(ge=1, le=365)]
     duplicate_window_minutes: Annotated[int, msgspec.Meta(ge=1, le=1440)]
+    duplicate_similarity_percent: Annotated[int, msgspec.Meta(ge=30, le=100)] | None = None
 
 
 async def get_settings(conn: asyncpg.Connection) -> CaseSettings:
-    row = await conn.fetchrow("SELECT repeat_window_days, duplicate_window_minutes, updated_at, "
-                              "updated_by FROM case_settings")
+    row = await conn.fetchrow("SELECT repeat_window_days, duplicate_window_minutes, "
+                              "duplicate_similarity_percent, updated_at, updated_by "
+                              "FROM case_settings")
     return CaseSettings(**dict(row))
 
 
 async def put_settings(conn: asyncpg.Connection, actor: Actor, spec: CaseSettingsSpec) -> CaseSettings:
     async with conn.transaction():
         before = await get_settings(conn)
+        if spec.duplicate_similarity_percent is None:
+            spec = msgspec.structs.replace(
+                spec, duplicate_similarity_percent=before.duplicate_similarity_percent)
         await conn.execute("UPDATE case_settings SET repeat_window_days = $1, "
-                           "duplicate_window_minutes = $2, updated_at = herald_now(), updated_by = $3",
-                           spec.repeat_window_days, spec.duplicate_window_minutes, actor.login)
+                           "duplicate_window_minutes = $2, duplicate_similarity_percent = $3, "
+                           "updated_at = herald_now(), updated_by = $4",
+                           spec.repeat_window_days, spec.duplicate_window_minutes,
+                           spec.duplicate_similarity_percent, actor.login)
         await audit.record(conn, actor, audit.field_changes(
             "case_settings", "cases", msgspec.to_builtins(before), msgspec.to_builtins(spec)))
         return await get_settings(conn)
@@ -53,19 +63,94 @@ async def find_repeat(conn: asyncpg.Connection, *, client_id: int | None, catego
         """, client_id, category_id, window_days, exclude_id)
 
 
+class DuplicateMatch(msgspec.Struct):
+    """How a new case matched an earlier one of the same client (the ``flag`` event says it).
+
+    ``how``: ``same_text`` (the same normalised text) or ``similar_text`` (``similarity``
+    of at least the admin's threshold, and the topic agrees: ``topic`` is
+    ``same_category``, ``related_category`` (one under the other) or ``unknown`` (not
+    classified on either side)). ``matched_case_id`` is the case it matched, whose
+    original (``original_id``) the new case is flagged a duplicate of."""
+
+    original_id: int
+    matched_case_id: int
+    how: str
+    channel: str
+    cross_channel: bool
+    similarity: float
+    topic: str
+    minutes_apart: float
+
+
+# A client's cases in the window, newest first; a client writes a handful a day at most.
+_CANDIDATES = 50
+
+
+def _topic(tree: dict[int, int | None], a: int | None, b: int | None) -> str | None:
+    """How two categories agree: None when they are different topics."""
+    if a is None or b is None:
+        return "unknown"
+    if a == b:
+        return "same_category"
+
+    def chain(c: int | None) -> list[int]:
+        out: list[int] = []
+        while c is not None and c not in out and len(out) < 100:
+            out.append(c)
+            c = tree.get(c)
+        return out
+    return "related_category" if a in chain(b) or b in chain(a) else None
+
+
 async def find_duplicate(conn: asyncpg.Connection, *, client_id: int | None, channel: str,
-                         text_hash: bytes, window_minutes: int) -> int | None:
-    """The original of an obvious duplicate: the same client's earlier case on the same
-    channel with the same normalised text within the window."""
+                         subject: str | None, text: str, text_hash: bytes,
+                         category_id: int | None, settings: CaseSettings
+                         ) -> DuplicateMatch | None:
+    """The earlier case of the same client, on any channel and within the admin's window,
+    that a new case duplicates: the same normalised text first (the earliest), else the
+    most similar text on an agreeing topic."""
     if client_id is None:
         return None
-    return await conn.fetchval(
+    rows = await conn.fetch(
         """
-        SELECT coalesce(duplicate_of_id, id) FROM cases
-        WHERE client_id = $1 AND channel = $2 AND text_hash = $3 AND merged_into_id IS NULL
-          AND created_at > herald_now() - make_interval(mins => $4)
-        ORDER BY created_at LIMIT 1
-        """, client_id, channel, text_hash, window_minutes)
+        SELECT id, coalesce(duplicate_of_id, id) AS original_id, channel, subject, body,
+               text_hash, category_id,
+               extract(epoch FROM herald_now() - created_at) / 60 AS minutes_apart
+        FROM cases
+        WHERE client_id = $1 AND merged_into_id IS NULL
+          AND created_at > herald_now() - make_interval(mins => $2)
+        ORDER BY created_at DESC LIMIT $3
+        """, client_id, settings.duplicate_window_minutes, _CANDIDATES)
+    if not rows:
+        return None
+
+    def match(r: asyncpg.Record, how: str, score: float, topic: str) -> DuplicateMatch:
+        return DuplicateMatch(r["original_id"], r["id"], how, r["channel"],
+                              r["channel"] != channel, round(score, 3), topic,
+                              round(float(r["minutes_apart"]), 1))
+    same = [r for r in rows if r["text_hash"] == text_hash]
+    if same:
+        earliest = same[-1]
+        tree = await _category_tree(conn)
+        return match(earliest, "same_text", 1.0,
+                     _topic(tree, category_id, earliest["category_id"]) or "different_category")
+    tree = await _category_tree(conn)
+    threshold = settings.duplicate_similarity_percent / 100
+    best: tuple[float, DuplicateMatch] | None = None
+    new_text = f"{subject or ''} {text}"
+    for r in reversed(rows):  # oldest first: a tie keeps the earliest
+        topic = _topic(tree, category_id, r["category_id"])
+        if topic is None:
+            continue
+        score = similarity(new_text, f"{r['subject'] or ''} {r['body']}")
+        if score >= threshold and (best is None or score > best[0]):
+            best = (score, match(r, "similar_text", score, topic))
+    return best[1] if best else None
+
+
+async def _category_tree(conn: asyncpg.Connection) -> dict[int, int | None]:
+    return {r["id"]: r["parent_id"]
+            for r in await conn.fetch("SELECT id, parent_id FROM case_categories")}
 
 
 async def refresh_repeat(conn: asyncpg.Connection, actor: Actor, case: Case) -> None:

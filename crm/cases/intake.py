@@ -10,6 +10,7 @@ well under the 1 s target.
 from __future__ import annotations
 
 import asyncpg
+import msgspec
 
 from crm import audit
 from crm.audit import Actor, Change
@@ -141,9 +142,11 @@ async def _create(conn: asyncpg.Connection, actor: Actor, item: Inbound,
         conn, channel=item.channel, category_id=category_id, case_type=case_type, priority=priority)
     settings = await duplicates.get_settings(conn)
     digest = text_hash(item.subject, item.text)
-    duplicate_of = await duplicates.find_duplicate(
-        conn, client_id=found.client_id, channel=item.channel, text_hash=digest,
-        window_minutes=settings.duplicate_window_minutes)
+    duplicate = await duplicates.find_duplicate(
+        conn, client_id=found.client_id, channel=item.channel, subject=item.subject,
+        text=item.text, text_hash=digest, category_id=category_id, settings=settings)
+    duplicate_of = duplicate.original_id if duplicate is not None else None
+    duplicate_match = msgspec.to_builtins(duplicate) if duplicate is not None else None
     repeat_of = await duplicates.find_repeat(conn, client_id=found.client_id,
                                              category_id=category_id,
                                              window_days=settings.repeat_window_days)
@@ -172,6 +175,7 @@ async def _create(conn: asyncpg.Connection, actor: Actor, item: Inbound,
                  data={"identified_by": found.identified_by, "client_id": found.client_id,
                        "candidates": list(found.candidates), "proposed": proposed,
                        "repeat_of_id": repeat_of, "duplicate_of_id": duplicate_of,
+                       "duplicate_match": duplicate_match,
                        "group_code": group_code, "routing_rule_id": routing_rule_id}),
         NewEvent(kind="message", channel=item.channel, direction="in",
                  external_id=item.external_id, body=item.text,
@@ -183,7 +187,7 @@ async def _create(conn: asyncpg.Connection, actor: Actor, item: Inbound,
     if duplicate_of is not None or repeat_of is not None:
         new_events.append(NewEvent(kind="flag", data={
             "is_repeat": repeat_of is not None, "repeat_of_id": repeat_of,
-            "duplicate_of_id": duplicate_of}))
+            "duplicate_of_id": duplicate_of, "duplicate_match": duplicate_match}))
     await store.append_events(conn, actor, case_id, new_events)
     await audit.record(conn, actor, [Change("case", str(case_id), "create", None, None, {
         "number": row["number"], "channel": item.channel, "client_id": found.client_id,

@@ -159,6 +159,46 @@ async def place(conn: asyncpg.Connection, actor: Actor, case: Case, *, reason: s
     return await store.get_case(conn, case.id)
 
 
+# -- reopening ---------------------------------------------------------------------------------
+
+async def hold_capacity(conn: asyncpg.Connection, actor: Actor, case_ids: Sequence[int], *,
+                        reason: str) -> list[int]:
+    """Cases just reopened (open again, locked by the caller) whose assignee is now over
+    capacity go back to their group's queue, as many as the agent is over; the routing
+    pass gives them to whoever has room. Returns the cases released.
+
+    Called after the status change, so the reopened cases count in the load. Lock order as
+    ``reassign``: the cases first, then the agents (by user id)."""
+    rows = await conn.fetch(
+        f"SELECT id, assignee_id, group_code FROM cases WHERE id = ANY($1::bigint[]) "
+        f"AND assignee_id IS NOT NULL AND status IN {_OPEN_SQL} ORDER BY id DESC", list(case_ids))
+    if not rows:
+        return []
+    users = sorted({r["assignee_id"] for r in rows})
+    capacity = {r["user_id"]: r["capacity"] for r in await conn.fetch(
+        "SELECT user_id, capacity FROM case_agents WHERE user_id = ANY($1::bigint[]) "
+        "ORDER BY user_id FOR UPDATE", users)}
+    loads = await _load(conn, users)
+    over = {u: loads.get(u, 0) - capacity[u] for u in users if u in capacity}
+    released: list[asyncpg.Record] = []
+    for r in rows:  # the latest reopened first
+        if over.get(r["assignee_id"], 0) > 0:
+            over[r["assignee_id"]] -= 1
+            released.append(r)
+    if not released:
+        return []
+    ids = [r["id"] for r in released]
+    await conn.execute("UPDATE cases SET assignee_id = NULL, assigned_at = NULL, "
+                       "updated_at = herald_now() WHERE id = ANY($1::bigint[])", ids)
+    await store.append_many(conn, actor, [(r["id"], NewEvent(kind="assignment", data={
+        "by": "capacity", "reason": reason, "group_code": r["group_code"],
+        "from_assignee_id": r["assignee_id"], "assignee_id": None,
+        "capacity": capacity[r["assignee_id"]]})) for r in released])
+    await audit.record(conn, actor, [Change("case", str(r["id"]), "update", "assignee_id",
+                                            r["assignee_id"], None) for r in released])
+    return ids
+
+
 # -- the routing pass ------------------------------------------------------------------------
 
 class _Slot:

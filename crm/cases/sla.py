@@ -3,6 +3,8 @@
 The deadlines themselves are set by database triggers (migration 0021) on every path
 that creates or changes a case; the evaluator (``crm/cases/sla_evaluator.py``) moves
 states to warning and breached. Remaining time is business time of the policy's calendar.
+A target whose breach was recorded is not met, whatever its deadline became since; a
+deadline set by hand is kept by every re-plan (migration 0036).
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from crm.cases.store import NewEvent
 from crm.errors import Conflict, NotFound
 from herald import clock
 
-_COLUMNS = {"first_response": ("first_response_due_at", "first_response_at", "first_response_warn_at"),
-            "resolution": ("resolution_due_at", "resolved_at", "resolution_warn_at")}
+_COLUMNS = {"first_response": ("first_response_due_at", "first_response_at",
+                               "first_response_warn_at", "first_response_due_manual"),
+            "resolution": ("resolution_due_at", "resolved_at", "resolution_warn_at",
+                           "resolution_due_manual")}
 
 
 class DeadlineChange(msgspec.Struct, forbid_unknown_fields=True):
@@ -37,6 +41,8 @@ class DeadlineChange(msgspec.Struct, forbid_unknown_fields=True):
 _SQL = """
 SELECT c.id, c.status, c.sla_state, c.sla_paused_at, c.sla_policy_id,
        c.first_response_due_at, c.first_response_at, c.resolution_due_at, c.resolved_at,
+       c.first_response_breached_at, c.resolution_breached_at, c.first_response_due_manual,
+       c.resolution_due_manual,
        CASE WHEN c.first_response_due_at IS NOT NULL AND c.first_response_at IS NULL
                  AND c.status <> 'closed' AND p.calendar_id IS NOT NULL
             THEN business_between(p.calendar_id, coalesce(c.sla_paused_at, $2),
@@ -51,11 +57,15 @@ WHERE c.id = ANY($1::bigint[])
 
 
 def _target(due: dt.datetime | None, done: dt.datetime | None, left: float | None,
-            ref: dt.datetime) -> SlaTargetState | None:
+            ref: dt.datetime, breached_at: dt.datetime | None,
+            by_hand: bool) -> SlaTargetState | None:
     if due is None:
         return None
-    met = (done <= due) if done is not None else (False if ref > due else None)
-    return SlaTargetState(due, done, left, met)
+    if breached_at is not None:
+        met: bool | None = False  # a breach recorded stays, whatever the deadline is now
+    else:
+        met = (done <= due) if done is not None else (False if ref > due else None)
+    return SlaTargetState(due, done, left, met, breached_at, by_hand)
 
 
 async def sla_for(conn: asyncpg.Connection, case_ids: list[int], *,
@@ -71,15 +81,19 @@ async def sla_for(conn: asyncpg.Connection, case_ids: list[int], *,
             state=r["sla_state"], paused=r["sla_paused_at"] is not None,
             paused_at=r["sla_paused_at"], policy_id=r["sla_policy_id"],
             first_response=_target(r["first_response_due_at"], r["first_response_at"],
-                                   r["fr_left"], ref),
-            resolution=_target(r["resolution_due_at"], r["resolved_at"], r["res_left"], ref))
+                                   r["fr_left"], ref, r["first_response_breached_at"],
+                                   r["first_response_due_manual"]),
+            resolution=_target(r["resolution_due_at"], r["resolved_at"], r["res_left"], ref,
+                               r["resolution_breached_at"], r["resolution_due_manual"]))
     return out
 
 
 async def change_deadline(conn: asyncpg.Connection, actor: Actor, case_id: int,
                           change: DeadlineChange) -> CaseSla:
-    """Move a target's due time; a ``deadline`` event and the journal keep old, new and why."""
-    due_col, done_col, warn_col = _COLUMNS[change.target]
+    """Move a target's due time; a ``deadline`` event and the journal keep old, new and why.
+    The deadline is marked as set by hand: a later re-plan (a raised priority, a
+    reclassification, a calendar or policy change) keeps it."""
+    due_col, done_col, warn_col, manual_col = _COLUMNS[change.target]
     async with conn.transaction():
         row = await conn.fetchrow(
             f"SELECT number, status, sla_policy_id, {due_col} AS due, {done_col} AS done "
@@ -95,7 +109,7 @@ async def change_deadline(conn: asyncpg.Connection, actor: Actor, case_id: int,
             raise Conflict(f"case {row['number']}: the {change.target} target is already done")
         await conn.execute(
             f"UPDATE cases SET {due_col} = $2, "
-            f"{warn_col} = case_sla_warn_for(sla_policy_id, $3, $2), "
+            f"{warn_col} = case_sla_warn_for(sla_policy_id, $3, $2), {manual_col} = true, "
             "updated_at = herald_now() WHERE id = $1",
             case_id, change.due_at, change.target)
         await conn.execute("SELECT case_sla_check_now($1, true)", case_id)

@@ -4,9 +4,11 @@ Policy matching (done in SQL by ``case_sla_plan``, migration 0021): a policy app
 case when each of its given ``case_type``, ``priority`` and ``category_id`` equals the
 case's (a field left null matches anything). Of the policies that apply, the most
 specific wins: the one with the most fields given; on a tie, one with a category beats
-one without, then one with a type; then the lowest id. The scope (type, priority,
-category) of two policies is never the same. A policy change applies to cases from their
-next intake or reclassification; deadlines already set stay.
+one without, then the nearest category (a policy's category covers its subcategories,
+migration 0037), then one with a type; then the lowest id. The scope (type, priority,
+category) of two policies is never the same. Creating or changing a policy plans the open
+cases it applied to or now covers again (``sla_replan``), in the same transaction;
+deadlines set by hand, targets already done and recorded breaches stay.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import msgspec
 
 from crm import audit
 from crm.audit import Actor, Change
+from crm.cases import sla_replan
 from crm.cases.types import CaseType, Priority
 from crm.errors import Conflict, InvalidInput, NotFound
 
@@ -150,6 +153,7 @@ async def create_policy(conn: asyncpg.Connection, actor: Actor, spec: SlaPolicyS
             "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id", *values.values())
         await audit.record(conn, actor, [Change("case_sla_policy", str(policy_id), "create",
                                                 None, None, values)])
+        await sla_replan.after_policy_change(conn, actor, policy_id, spec.name)
         return await get_policy(conn, policy_id)
 
 
@@ -164,6 +168,8 @@ async def update_policy(conn: asyncpg.Connection, actor: Actor, policy_id: int,
                            policy_id, *values.values())
         await audit.record(conn, actor, audit.field_changes(
             "case_sla_policy", policy_id, _audited(before, _POLICY_FIELDS), values))
+        if _audited(before, _POLICY_FIELDS) | {"name": spec.name} != values:
+            await sla_replan.after_policy_change(conn, actor, policy_id, spec.name)
         return await get_policy(conn, policy_id)
 
 

@@ -9,7 +9,9 @@ every target is done). The ``cases`` row is updated only when its state changes:
 that finds nothing new moves one narrow row, not an entry in every index of ``cases``.
 
 A warning is recorded once per case, target and due time (a deadline moved later can
-warn again), a breach once per case and target; only a newly recorded
+warn again), a breach once per case and target, and the case keeps it (the target's
+``*_breached_at``, migration 0036): a breached target stays breached for the case's state
+whatever deadline is planned afterwards (a raised priority re-plans them). Only a newly recorded
 one writes a ``sla`` event and runs the escalation rules, and each rule acts at most once
 per case, target and level (unique key of ``case_escalations``).
 """
@@ -52,13 +54,18 @@ WITH due AS (
            c.resolved_at, c.first_response_due_at, c.first_response_warn_at,
            c.resolution_due_at, c.resolution_warn_at, c.channel, c.case_type, c.priority,
            c.category_id, c.group_code, c.assignee_id,
-           CASE WHEN c.sla_policy_id IS NULL OR c.first_response_due_at IS NULL THEN 0
+           CASE WHEN c.sla_policy_id IS NULL THEN 0
+                -- A breach recorded stays, whatever deadline was planned since (0036).
+                WHEN c.first_response_breached_at IS NOT NULL THEN 2
+                WHEN c.first_response_due_at IS NULL THEN 0
                 WHEN c.first_response_at IS NOT NULL
                     THEN CASE WHEN c.first_response_at > c.first_response_due_at THEN 2 ELSE 0 END
                 WHEN coalesce(c.sla_paused_at, $1) >= c.first_response_due_at THEN 2
                 WHEN coalesce(c.sla_paused_at, $1) >= c.first_response_warn_at THEN 1
                 ELSE 0 END AS fr,
-           CASE WHEN c.sla_policy_id IS NULL OR c.resolution_due_at IS NULL THEN 0
+           CASE WHEN c.sla_policy_id IS NULL THEN 0
+                WHEN c.resolution_breached_at IS NOT NULL THEN 2
+                WHEN c.resolution_due_at IS NULL THEN 0
                 WHEN c.resolved_at IS NOT NULL
                     THEN CASE WHEN c.resolved_at > c.resolution_due_at THEN 2 ELSE 0 END
                 WHEN coalesce(c.sla_paused_at, $1) >= c.resolution_due_at THEN 2
@@ -148,24 +155,50 @@ async def _record(conn: asyncpg.Connection, table: str, time_column: str,
             "SELECT i, t, d, $4 FROM unnest($1::bigint[], $2::text[], $3::timestamptz[]) AS a(i, t, d) "
             "ON CONFLICT DO NOTHING RETURNING case_id, target", ids, targets, dues, now)
     else:
+        # The case keeps the breach (its *_breached_at) for its state, the supervisor's
+        # lists and the statistics, whatever is re-planned later; its row is this batch's.
         rows = await conn.fetch(
             """
-            INSERT INTO case_sla_breaches (case_id, target, due_at, detected_at, policy_id,
-                                           channel, case_type, priority, category_id, group_code,
-                                           assignee_id)
-            SELECT a.i, a.t, a.d, $4, c.sla_policy_id, c.channel, c.case_type, c.priority,
-                   c.category_id, c.group_code, c.assignee_id
-            FROM unnest($1::bigint[], $2::text[], $3::timestamptz[]) AS a(i, t, d)
-            JOIN cases c ON c.id = a.i
-            ON CONFLICT DO NOTHING RETURNING case_id, target
+            WITH recorded AS (
+                INSERT INTO case_sla_breaches (case_id, target, due_at, detected_at, policy_id,
+                                               channel, case_type, priority, category_id,
+                                               group_code, assignee_id)
+                SELECT a.i, a.t, a.d, $4, c.sla_policy_id, c.channel, c.case_type, c.priority,
+                       c.category_id, c.group_code, c.assignee_id
+                FROM unnest($1::bigint[], $2::text[], $3::timestamptz[]) AS a(i, t, d)
+                JOIN cases c ON c.id = a.i
+                ON CONFLICT DO NOTHING RETURNING case_id, target, detected_at
+            ), stamped AS (
+                UPDATE cases c
+                SET first_response_breached_at = coalesce(c.first_response_breached_at, b.fr),
+                    resolution_breached_at = coalesce(c.resolution_breached_at, b.res)
+                FROM (SELECT case_id,
+                             min(detected_at) FILTER (WHERE target = 'first_response') AS fr,
+                             min(detected_at) FILTER (WHERE target = 'resolution') AS res
+                      FROM recorded GROUP BY case_id) b
+                WHERE c.id = b.case_id
+            )
+            SELECT case_id, target FROM recorded
             """, ids, targets, dues, now)
     return {(r["case_id"], r["target"]) for r in rows}
 
 
-def _matches(rule: EscalationRule, case: asyncpg.Record, target: str, level: str) -> bool:
+def _matches(rule: EscalationRule, case: asyncpg.Record, target: str, level: str,
+             tree: dict[int, int | None]) -> bool:
+    """Whether the rule acts on this alert; a rule's category covers its subcategories."""
     return (rule.on_level == level and rule.target in (None, target)
             and all(getattr(rule, f) is None or getattr(rule, f) == case[f]
-                    for f in ("case_type", "priority", "category_id", "group_code")))
+                    for f in ("case_type", "priority", "group_code"))
+            and (rule.category_id is None
+                 or rule.category_id in _chain(tree, case["category_id"])))
+
+
+def _chain(tree: dict[int, int | None], category_id: int | None) -> list[int]:
+    chain: list[int] = []
+    while category_id is not None and category_id not in chain and len(chain) < 50:
+        chain.append(category_id)
+        category_id = tree.get(category_id)
+    return chain
 
 
 def _raised(current: str, to: str) -> str:
@@ -204,9 +237,12 @@ async def _escalate(conn: asyncpg.Connection, cases: dict[int, asyncpg.Record],
                     now: dt.datetime) -> int:
     """Apply the matching rules, once each per case, target and level, in a few statements
     for the whole batch (a morning's backlog warns thousands of cases at once)."""
+    tree = ({r["id"]: r["parent_id"]
+             for r in await conn.fetch("SELECT id, parent_id FROM case_categories")}
+            if any(rule.category_id is not None for rule in rules) else {})
     candidates = [(case_id, rule.id, target, level)
                   for case_id, alerts in fired.items() for target, level in alerts
-                  for rule in rules if _matches(rule, cases[case_id], target, level)]
+                  for rule in rules if _matches(rule, cases[case_id], target, level, tree)]
     if not candidates:
         return 0
     done_before = {(r["case_id"], r["rule_id"], r["target"], r["level"]) for r in await conn.fetch(

@@ -2,16 +2,18 @@
 
 The population is the cohort of cases **created** in [from, to) (merged-away cases left
 out), grouped by any of agent (assignee), channel, case type, group and day of creation
-(in ``time_zone``). For each group:
+(in ``time_zone``) and status (the cases' status now). For each group:
 
 - ``created``: cases of the cohort; ``resolved``: of them, those with ``resolved_at`` set
   (Resolved now, or Closed after being resolved); ``closed``: of them, those Closed.
 - Time to first response and to resolution are **wall-clock** seconds from creation to
   ``first_response_at`` / ``resolved_at`` (mean and median of the cases that have one);
   on-hold time is included. SLA compliance uses the business-time deadlines instead.
-- SLA per target: ``met`` = done no later than its due time; ``breached`` = done after
-  it, or still not done and overdue at the time of the query; ``met_percent`` = met /
-  (met + breached). Cases without that target (no policy) are in neither.
+- SLA per target: ``met`` = done no later than its due time and no breach recorded;
+  ``breached`` = a breach recorded by the evaluator (kept whatever deadline was planned
+  since), or done after the due time, or still not done and overdue at the time of the
+  query; ``met_percent`` = met / (met + breached). Cases without that target (no policy)
+  are in neither.
 - First-contact resolution: a case counts as FCR when it has been resolved, was never
   reopened (``reopen_count`` = 0: it never left Resolved for an open status) and no later
   case of the same client was flagged a repeat of it (``repeat_of_id``: the same client
@@ -37,13 +39,15 @@ from crm.errors import InvalidInput
 from herald import clock
 
 GROUPS = {"agent": "c.assignee_id", "channel": "c.channel", "case_type": "c.case_type",
-          "group": "c.group_code", "day": "(c.created_at AT TIME ZONE {tz})::date"}
+          "group": "c.group_code", "status": "c.status",
+          "day": "(c.created_at AT TIME ZONE {tz})::date"}
 _GROUP_FIELDS = {"agent": "agent_id", "channel": "channel", "case_type": "case_type",
-                 "group": "group_code", "day": "day"}
+                 "group": "group_code", "status": "status", "day": "day"}
 
 
 class CaseStatsQuery(msgspec.Struct, forbid_unknown_fields=True):
-    """``group_by``: comma-separated agent, channel, case_type, group, day."""
+    """``group_by``: comma-separated agent, channel, case_type, group, status (the
+    status now), day."""
 
     from_: Annotated[dt.datetime, msgspec.Meta(tz=True)] = msgspec.field(name="from")
     to: Annotated[dt.datetime, msgspec.Meta(tz=True)] = msgspec.field()
@@ -60,6 +64,7 @@ class CaseStatsRow(msgspec.Struct):
     channel: str | None = None
     case_type: str | None = None
     group_code: str | None = None
+    status: str | None = None
     day: dt.date | None = None
     created: int = 0
     resolved: int = 0
@@ -120,10 +125,13 @@ def _sql(q: CaseStatsQuery, names: list[str]) -> tuple[str, list[object]]:
     group = f"GROUP BY {keys} ORDER BY {keys}" if names else ""
     fr = "extract(epoch FROM c.first_response_at - c.created_at)::float8"
     res = "extract(epoch FROM c.resolved_at - c.created_at)::float8"
-    fr_met = "c.first_response_at <= c.first_response_due_at"
-    fr_breached = "coalesce(c.first_response_at, $3) > c.first_response_due_at"
-    res_met = "c.resolved_at <= c.resolution_due_at"
-    res_breached = "coalesce(c.resolved_at, $3) > c.resolution_due_at"
+    # A breach the evaluator recorded counts whatever the deadline became since (0036).
+    fr_met = "c.first_response_at <= c.first_response_due_at AND c.first_response_breached_at IS NULL"
+    fr_breached = ("(c.first_response_breached_at IS NOT NULL "
+                   "OR coalesce(c.first_response_at, $3) > c.first_response_due_at)")
+    res_met = "c.resolved_at <= c.resolution_due_at AND c.resolution_breached_at IS NULL"
+    res_breached = ("(c.resolution_breached_at IS NOT NULL "
+                    "OR coalesce(c.resolved_at, $3) > c.resolution_due_at)")
     fcr = ("c.resolved_at IS NOT NULL AND c.reopen_count = 0 AND NOT EXISTS "
            "(SELECT 1 FROM cases r WHERE r.repeat_of_id = c.id)")
     sql = f"""
@@ -178,3 +186,63 @@ async def case_stats(conn: asyncpg.Connection, q: CaseStatsQuery) -> CaseStats:
 
 def csv_columns(names: list[str]) -> list[str]:
     return [_GROUP_FIELDS[n] for n in names] + METRICS
+
+
+# -- agent load ------------------------------------------------------------------------------
+
+class AgentLoadStatsQuery(msgspec.Struct, forbid_unknown_fields=True):
+    group_code: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+
+
+class AgentLoadStatsRow(msgspec.Struct):
+    """One agent now: open assigned cases (New, In Progress, On Hold) against capacity."""
+
+    user_id: int
+    login: str
+    full_name: str
+    presence: str
+    capacity: int
+    open_cases: int
+    by_status: dict[str, int]
+    # open_cases / capacity; None for a capacity of 0.
+    load_percent: float | None
+    groups: list[str]
+
+
+class AgentLoadStats(msgspec.Struct):
+    at: dt.datetime
+    open_cases: int
+    capacity: int
+    load_percent: float | None
+    rows: list[AgentLoadStatsRow]
+
+
+_AGENT_LOAD = """
+SELECT a.user_id, u.login, u.full_name, a.presence, a.capacity,
+       count(c.id) FILTER (WHERE c.status = 'new') AS new,
+       count(c.id) FILTER (WHERE c.status = 'in_progress') AS in_progress,
+       count(c.id) FILTER (WHERE c.status = 'on_hold') AS on_hold,
+       coalesce((SELECT array_agg(m.group_code ORDER BY m.group_code)
+                 FROM case_group_members m WHERE m.user_id = a.user_id), '{}') AS groups
+FROM case_agents a JOIN users u ON u.id = a.user_id
+LEFT JOIN cases c ON c.assignee_id = a.user_id AND c.status IN ('new', 'in_progress', 'on_hold')
+WHERE $1::text IS NULL OR EXISTS (SELECT 1 FROM case_group_members m
+                                  WHERE m.user_id = a.user_id AND m.group_code = $1)
+GROUP BY a.user_id, u.login, u.full_name, a.presence, a.capacity
+ORDER BY u.login
+"""
+
+
+async def agent_load(conn: asyncpg.Connection, q: AgentLoadStatsQuery) -> AgentLoadStats:
+    """Every agent's (or one group's agents') load now, and the total (SR-12)."""
+    at = await conn.fetchval("SELECT herald_now()")
+    rows: list[AgentLoadStatsRow] = []
+    for r in await conn.fetch(_AGENT_LOAD, q.group_code):
+        by_status = {"new": r["new"], "in_progress": r["in_progress"], "on_hold": r["on_hold"]}
+        total = sum(by_status.values())
+        rows.append(AgentLoadStatsRow(r["user_id"], r["login"], r["full_name"], r["presence"],
+                                 r["capacity"], total, by_status,
+                                 _percent(total, r["capacity"]), list(r["groups"])))
+    open_cases = sum(r.open_cases for r in rows)
+    capacity = sum(r.capacity for r in rows)
+    return AgentLoadStats(at, open_cases, capacity, _percent(open_cases, capacity), rows)

@@ -7,7 +7,7 @@ import msgspec
 
 from crm import audit
 from crm.audit import Actor, Change
-from crm.cases import store
+from crm.cases import routing, store
 from crm.cases.store import NewEvent
 from crm.cases.types import Case, CaseStatusInfo, CaseTransition
 from crm.errors import Conflict, InvalidInput
@@ -40,6 +40,35 @@ async def is_allowed(conn: asyncpg.Connection, from_status: str, to_status: str)
     return bool(await conn.fetchval(
         "SELECT EXISTS (SELECT 1 FROM case_transitions WHERE from_status = $1 AND to_status = $2)",
         from_status, to_status))
+
+
+async def path_to(conn: asyncpg.Connection, from_status: str, to_status: str,
+                  *, through: tuple[str, ...] = ("in_progress",)) -> list[str] | None:
+    """The statuses to pass to reach ``to_status`` (it included) by allowed transitions,
+    stopping on the way only at ``through``; [] when already there, None when there is no
+    such way. The default table has no New -> On Hold: a case asked for information goes
+    New -> In Progress -> On Hold."""
+    if from_status == to_status:
+        return []
+    rows = await conn.fetch("SELECT from_status, to_status FROM case_transitions")
+    moves: dict[str, list[str]] = {}
+    for r in rows:
+        moves.setdefault(r["from_status"], []).append(r["to_status"])
+    paths: dict[str, list[str]] = {from_status: []}
+    frontier = [from_status]
+    while frontier:
+        nxt: list[str] = []
+        for status in frontier:
+            for to in sorted(moves.get(status, [])):
+                if to in paths:
+                    continue
+                paths[to] = paths[status] + [to]
+                if to == to_status:
+                    return paths[to]
+                if to in through:
+                    nxt.append(to)
+        frontier = nxt
+    return None
 
 
 async def replace_table(conn: asyncpg.Connection, actor: Actor,
@@ -90,9 +119,17 @@ async def apply(conn: asyncpg.Connection, actor: Actor, case: Case, to_status: s
         kind="status", from_status=case.status, to_status=to_status, body=comment, data=data)])
     await audit.record(conn, actor, [Change("case", str(case.id), "update", "status",
                                             case.status, to_status)])
+    if reopens(case.status, to_status) and case.assignee_id is not None:
+        await routing.hold_capacity(conn, actor, [case.id], reason="reopened")
     after = await store.get_case(conn, case.id)
     await store.on_timeline(conn, after)
     return after
+
+
+def reopens(from_status: str, to_status: str) -> bool:
+    """Whether a move takes a Resolved case back to work (it counts in its assignee's load
+    again, so the assignee's capacity is checked: ``routing.hold_capacity``)."""
+    return from_status == "resolved" and to_status in routing.OPEN
 
 
 async def change_status(conn: asyncpg.Connection, actor: Actor, case_id: int, to_status: str,

@@ -195,5 +195,6 @@ class CaseTransition(msgspec.Struct, forbid_unknown_fields=True):
 class CaseSettings(msgspec.Struct):
     repeat_window_days: int
     duplicate_window_minutes: int
+    duplicate_similarity_percent: int
     updated_at: dt.datetime
     updated_by: str
