@@ -10,7 +10,7 @@ Every SSE view opens its stream here (tests/test_campaign_stream.py checks it).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 from aiohttp import web
@@ -28,10 +28,12 @@ def viewer_gone(request: web.Request) -> bool:
 
 
 @asynccontextmanager
-async def event_stream(request: web.Request, *,
-                       ping_interval: float = PING_SECONDS) -> AsyncIterator[EventSourceResponse]:
+async def event_stream(request: web.Request, *, ping_interval: float = PING_SECONDS,
+                       headers: Mapping[str, str] | None = None
+                       ) -> AsyncIterator[EventSourceResponse]:
     """An open SSE response; a write to a viewer who left ends the block quietly."""
-    async with sse_response(request, ping_interval=ping_interval) as resp:
+    async with sse_response(request, ping_interval=ping_interval,
+                            headers=dict(headers or {})) as resp:
         try:
             yield resp
         except (ConnectionResetError, TimeoutError):

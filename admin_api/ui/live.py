@@ -23,10 +23,10 @@ from typing import Any
 
 import msgspec
 from aiohttp import web
-from aiohttp_sse import sse_response
 
 from admin_api.routing import AUTHENTICATED, EndpointTable
 from admin_api.security import principal
+from admin_api.sse import event_stream
 from admin_api.typedefs import REDIS, SETTINGS
 from admin_api.ui.guard import SECURITY_HEADERS
 from admin_api.ui.rendering import render_text
@@ -95,20 +95,17 @@ async def live(request: web.Request) -> web.StreamResponse:
     if me is not None:
         request.app[STREAMS].add(me)
     try:
-        async with sse_response(request, ping_interval=PING_SECONDS,
+        async with event_stream(request, ping_interval=PING_SECONDS,
                                 headers=SECURITY_HEADERS) as stream:
-            try:
-                await stream.send("ready", event="ready")
-                while stream.is_connected():
-                    try:
-                        event, data = await asyncio.wait_for(queue.get(), timeout=PING_SECONDS)
-                    except TimeoutError:
-                        if any(t.done() for t in tasks):
-                            break  # a source failed (Redis gone): end; the browser reconnects
-                        continue
-                    await stream.send(data, event=event)
-            except ConnectionResetError:
-                pass  # the tab went away
+            await stream.send("ready", event="ready")
+            while stream.is_connected():
+                try:
+                    event, data = await asyncio.wait_for(queue.get(), timeout=PING_SECONDS)
+                except TimeoutError:
+                    if any(t.done() for t in tasks):
+                        break  # a source failed (Redis gone): end; the browser reconnects
+                    continue
+                await stream.send(data, event=event)
         return stream
     finally:
         request.app[STREAMS].discard(me)
