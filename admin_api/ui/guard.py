@@ -139,5 +139,7 @@ async def ui_guard(request: web.Request, handler: Any) -> web.StreamResponse:
     elif page and response.status == 403:
         response = await _error_page(request, 403, "")
     if not response.prepared:
-        response.headers.update(SECURITY_HEADERS)
+        for name, value in SECURITY_HEADERS.items():
+            # A view's own stricter choice stays (the unsubscribe page: no referrer at all).
+            response.headers.setdefault(name, value)
     return response
