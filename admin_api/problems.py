@@ -92,7 +92,7 @@ async def problem_middleware(request: web.Request, handler: Any) -> web.StreamRe
             raise
         detail = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else ""
         headers = {k: v for k, v in exc.headers.items()
-                   if k.lower() in ("allow", "retry-after", "www-authenticate")}
+                   if k.lower() in ("allow", "accept-post", "retry-after", "www-authenticate")}
         return problem_response(request, exc.status, detail=detail, headers=headers)
     except asyncpg.exceptions.QueryCanceledError:
         # The statement timeout: the database is overloaded or the query too broad. Not the

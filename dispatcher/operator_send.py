@@ -26,6 +26,7 @@ from dispatcher import realtime
 from dispatcher.envelopes import parse_realtime_id, realtime_message_id
 from dispatcher.recipients import Organisation, load_recipients
 from herald import clock
+from herald.bounds import Id
 from herald.settings import Settings
 from providers.base import Channel
 from rules import consent, quiet_hours, stop_lists
@@ -38,10 +39,10 @@ DEFAULT_CHAIN: tuple[str, ...] = ("viber", "sms", "email")
 class OperatorSendRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """What the operator picks: an allowed template, a channel or a chain, maybe an account."""
 
-    template_id: Annotated[int, Meta(ge=1)]
+    template_id: Id
     channel: Channel | None = None
     channel_chain: Annotated[list[Channel], Meta(min_length=1, max_length=3)] | None = None
-    account_id: Annotated[int, Meta(ge=1)] | None = None
+    account_id: Id | None = None
 
 
 class SendAccepted(msgspec.Struct, frozen=True):

@@ -14,6 +14,7 @@ from admin_api.typedefs import DB
 from crm import audit
 from crm.audit import AuditEntry
 from crm.errors import InvalidInput
+from herald.bounds import parse_id
 
 endpoints = EndpointTable("audit")
 
@@ -35,7 +36,7 @@ def _encode_cursor(entry: AuditEntry) -> str:
 def _decode_cursor(cursor: str) -> tuple[dt.datetime, int]:
     try:
         at, _, entry_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
-        return dt.datetime.fromisoformat(at), int(entry_id)
+        return dt.datetime.fromisoformat(at), parse_id(entry_id)
     except (ValueError, UnicodeDecodeError):
         raise InvalidInput("cursor", "not a cursor returned by this API") from None
 

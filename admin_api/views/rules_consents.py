@@ -27,6 +27,7 @@ from admin_api.security import actor
 from admin_api.typedefs import DB, REQUEST_ID, SETTINGS
 from crm.audit import Actor
 from crm.errors import InvalidInput, NotFound
+from herald.bounds import Id
 from rules import consent
 from rules.consent import (
     Applied,
@@ -141,7 +142,7 @@ async def set_client_consent(request: web.Request, body: ConsentChange) -> Conse
 
 class ConsentHistoryQuery(msgspec.Struct, forbid_unknown_fields=True):
     limit: Annotated[int, msgspec.Meta(ge=1, le=200)] = 50
-    before_id: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    before_id: Id | None = None
 
 
 class ConsentHistory(msgspec.Struct):
