@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from aiohttp import web
 
+from admin_api import inputs
 from admin_api.routing import PROVIDER, PUBLIC, EndpointTable, path_int
 from admin_api.security import actor
 from admin_api.typedefs import DB, REQUEST_ID, SETTINGS
@@ -386,6 +387,8 @@ async def _read_file(request: web.Request) -> str:
                                    "CSV UTF-8") from None
     if not text.strip():
         raise InvalidInput("body", "the file is empty")
+    if "\x00" in text or inputs.nul_field(text.encode()) is not None:
+        raise InvalidInput("body", "the file " + inputs.NUL_DETAIL)
     return text
 
 
