@@ -16,6 +16,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from crm import audit
 from crm.audit import Actor, Change
+from crm.rbac import keeping_an_administrator
 from crm.errors import (
     AccountLocked,
     AuthenticationFailed,
@@ -167,8 +168,11 @@ async def update_user(conn: asyncpg.Connection, actor: Actor, user_id: int, *,
                       full_name: str | None = None, email: str | None = None,
                       is_active: bool | None = None, roles: Sequence[str] | None = None,
                       unlock: bool = False) -> User:
-    """Change a user's attributes; deactivation ends their sessions at once."""
-    async with conn.transaction():
+    """Change a user's attributes; deactivation ends their sessions at once.
+
+    Conflict when the change would leave no active user able to manage roles and users.
+    """
+    async with keeping_an_administrator(conn):
         before = await conn.fetchrow("SELECT * FROM users WHERE id = $1 FOR UPDATE", user_id)
         if before is None:
             raise NotFound(f"user {user_id} does not exist")
