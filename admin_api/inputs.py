@@ -95,6 +95,15 @@ def require_json(request: web.Request) -> None:
         headers={"Accept-Post": "application/json"})
 
 
+def header_text(request: web.Request, name: str, max_length: int = 500) -> str | None:
+    """A header's value fit to store: invalid UTF-8 replaced (aiohttp keeps its bytes as
+    lone surrogates, which PostgreSQL's driver cannot encode), cut to ``max_length``."""
+    value = request.headers.get(name)
+    if value is None:
+        return None
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")[:max_length]
+
+
 async def read_form(request: web.Request) -> MultiDictProxy[Any]:
     """A form body (urlencoded or multipart) as fields; a malformed one, NUL included, is a 400."""
     try:

@@ -3,6 +3,7 @@ range, NUL characters, deep JSON, a wrong Content-Type, a multipart body without
 
 from __future__ import annotations
 
+import asyncio
 import io
 from typing import Any
 
@@ -179,3 +180,29 @@ async def test_a_json_body_in_another_content_type_is_a_415(client, demo_users) 
     response = await client.post("/api/v1/templates", data=template, headers={
         **marketer, "Content-Type": "application/json; charset=utf-8"})
     assert response.status != 415
+
+
+async def _raw_post(client: Any, path: str, header: bytes, body: bytes) -> int:
+    """The status of a POST with a header holding arbitrary bytes (no HTTP client sends those)."""
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    writer.write(b"POST " + path.encode() + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                 b"Content-Type: application/json\r\n" + header + b"\r\n"
+                 + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    status = int((await reader.readline()).split()[1])
+    writer.close()
+    return status
+
+
+async def test_headers_with_invalid_utf8_are_not_a_crash(client, demo_users, admin_conn) -> None:
+    from herald.demo import DEMO_USERS
+
+    await admin_conn.execute("INSERT INTO case_webhook_secrets (channel, secret, updated_by) "
+                             "VALUES ('viber', $1, 'test'), ('telegram', $1, 'test')", "s" * 32)
+
+    analyst = next(d for d in DEMO_USERS if d.role == "analyst")
+    login = f'{{"login": "{analyst.login}", "password": "{analyst.password}"}}'.encode()
+    assert await _raw_post(client, "/api/v1/auth/login", b"User-Agent: a\xffb", login) == 200
+    assert await _raw_post(client, "/api/v1/case-intake/viber",
+                           b"X-Viber-Content-Signature: a\xff\xc3\xa9", b"{}") < 500
+    assert await _raw_post(client, "/api/v1/case-intake/telegram",
+                           b"X-Telegram-Bot-Api-Secret-Token: a\xffb", b"{}") < 500

@@ -8,6 +8,7 @@ from typing import Annotated
 import msgspec
 from aiohttp import web
 
+from admin_api import inputs
 from admin_api.routing import AUTHENTICATED, PUBLIC, EndpointTable, json_response
 from admin_api.security import SESSION_COOKIE, actor, principal
 from admin_api.typedefs import DB, REQUEST_ID, SETTINGS, TOKEN
@@ -85,7 +86,7 @@ async def login(request: web.Request, body: LoginRequest) -> web.Response:
             conn, login_policy(settings),
             login_name=body.login, password=body.password, ttl=ttl,
             request_id=request.get(REQUEST_ID), client_ip=request.remote,
-            user_agent=request.headers.get("User-Agent"),
+            user_agent=inputs.header_text(request, "User-Agent"),
             device_token=request.cookies.get(DEVICE_COOKIE))
     response = json_response(LoginResponse(token=token, token_type="Bearer",
                                            expires_in=settings.session_ttl_seconds, user=_me(who)))

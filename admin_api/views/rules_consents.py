@@ -432,6 +432,10 @@ def _parse_jsonl(text: str) -> tuple[int, list[StagedRow], list[RowError]]:
         if not line.strip():
             continue
         rows += 1
+        if inputs.too_deep(line.encode()):
+            refused.append(RowError(number, "row", f"nested more than {inputs.MAX_JSON_DEPTH} "
+                                                   "levels deep"))
+            continue
         try:
             values = msgspec.json.decode(line)
         except msgspec.DecodeError as exc:
