@@ -88,7 +88,7 @@ def generate(ops: Iterable[Any], report: FuzzReport, *, valid: int,
                                  deadline=None, phases=[Phase.explicit, Phase.generate],
                                  suppress_health_check=list(HealthCheck))
             @hypothesis.given(case=strategy)
-            def collect(case: Any) -> None:
+            def collect(case: Any) -> None:  # noqa: B023 - run at once, in this iteration
                 cases.append(case)
 
             with warnings.catch_warnings():
