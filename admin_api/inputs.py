@@ -14,6 +14,7 @@ before a view sees it, so no view has to remember them:
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from typing import Annotated, Any
@@ -55,13 +56,18 @@ def path_param_type(name: str) -> Any:
     raise KeyError(name)
 
 
+@functools.cache
+def _is_integer(name: str) -> bool:
+    return isinstance(mi.type_info(path_param_type(name)), mi.IntType)
+
+
 def path_value(name: str, raw: str) -> Any:
     """A path parameter converted to its declared type, or InvalidInput naming it."""
     if "\x00" in raw:
         raise InvalidInput(name, NUL_DETAIL)
     type_ = path_param_type(name)
     value: Any = raw
-    if isinstance(mi.type_info(type_), mi.IntType):
+    if _is_integer(name):
         if not raw.isascii() or not raw.isdigit():
             raise InvalidInput(name, f"must be a positive integer, got {raw[:40]!r}")
         # Thousands of digits would cost int() dearly; anything past 20 is out of range.

@@ -9,6 +9,7 @@ failure is collected rather than raised, so one run reports them all.
 from __future__ import annotations
 
 import collections
+import time
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -40,11 +41,13 @@ class FuzzReport:
     statuses: collections.Counter[int] = field(default_factory=collections.Counter)
     failures: list[str] = field(default_factory=list)
     not_generated: list[str] = field(default_factory=list)
+    outages: int = 0
 
     def summary(self) -> str:
         every = set().union(*self.operations.values()) if self.operations else set()
         return (f"{len(every)} operations, {self.requests} requests, {len(self.failures)} 5xx; "
-                f"statuses {dict(sorted(self.statuses.items()))}")
+                f"statuses {dict(sorted(self.statuses.items()))}; sent again after a service "
+                f"outage: {self.outages}")
 
 
 def load_schema(document: dict[str, Any]) -> Any:
@@ -88,8 +91,8 @@ def generate(ops: Iterable[Any], report: FuzzReport, *, valid: int,
                                  deadline=None, phases=[Phase.explicit, Phase.generate],
                                  suppress_health_check=list(HealthCheck))
             @hypothesis.given(case=strategy)
-            def collect(case: Any) -> None:  # noqa: B023 - run at once, in this iteration
-                cases.append(case)
+            def collect(case: Any) -> None:
+                cases.append(case)  # noqa: B023 - collect() runs at once, in this iteration
 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -101,29 +104,46 @@ def generate(ops: Iterable[Any], report: FuzzReport, *, valid: int,
     return made
 
 
+def _ready(session: requests.Session, base_url: str) -> bool:
+    try:
+        return session.get(f"{base_url}/readyz", timeout=5).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def _wait_until_ready(session: requests.Session, base_url: str, seconds: float = 90) -> None:
+    """Wait for PostgreSQL, RabbitMQ and Redis to answer again (another test may restart the
+    broker meanwhile: a 5xx then is the outage's, not the request's)."""
+    deadline = time.monotonic() + seconds
+    while not _ready(session, base_url) and time.monotonic() < deadline:
+        time.sleep(0.5)
+
+
 def send(made: Iterable[tuple[Any, list[Any]]], base_url: str, token: Callable[[], str],
          report: FuzzReport, *, label: str, after_each: Callable[[], None] | None = None,
          timeout: float = 30.0) -> None:
-    """Send every case with the session ``token()`` gives; record statuses and any 5xx."""
+    """Send every case with the session ``token()`` gives; record statuses and any 5xx.
+
+    A 5xx (or no answer) while a service is down is sent again once the services are back;
+    only a 5xx with every service up counts.
+    """
     seen = report.operations.setdefault(label, set())
     with requests.Session() as session:
         for op, cases in made:
             stream = op.path.endswith("/stream")
             for case in cases:
-                request = case.as_transport_kwargs(
-                    base_url=base_url, headers={"Authorization": f"Bearer {token()}"})
-                try:
-                    # A live stream (SSE) is judged by its status line; its body never ends.
-                    with session.request(**request, timeout=timeout, stream=True) as response:
-                        status = response.status_code
-                        if not stream:
-                            response.content  # noqa: B018 - read it all: a crash mid-body shows
-                except requests.RequestException as exc:
-                    report.failures.append(f"[{label}] {name_of(op)}: {type(exc).__name__}: {exc}")
-                    continue
-                finally:
+                for attempt in (1, 2):
+                    status, error = _send_one(session, case, base_url, token, timeout, stream)
                     if after_each is not None:
                         after_each()
+                    if attempt == 1 and (error or status >= 500) and not _ready(session, base_url):
+                        report.outages += 1
+                        _wait_until_ready(session, base_url)
+                        continue
+                    break
+                if error:
+                    report.failures.append(f"[{label}] {name_of(op)}: {error}")
+                    continue
                 report.requests += 1
                 report.statuses[status] += 1
                 seen.add(name_of(op))
@@ -131,3 +151,17 @@ def send(made: Iterable[tuple[Any, list[Any]]], base_url: str, token: Callable[[
                     report.failures.append(
                         f"[{label}] {name_of(op)} -> {status}: "
                         f"{case.as_curl_command(headers={'Authorization': '[session]'})}")
+
+
+def _send_one(session: requests.Session, case: Any, base_url: str, token: Callable[[], str],
+              timeout: float, stream: bool) -> tuple[int, str]:
+    request = case.as_transport_kwargs(base_url=base_url,
+                                       headers={"Authorization": f"Bearer {token()}"})
+    try:
+        # A live stream (SSE) is judged by its status line; its body never ends.
+        with session.request(**request, timeout=timeout, stream=True) as response:
+            if not stream:
+                response.content  # noqa: B018 - read it all: a crash mid-body shows
+            return response.status_code, ""
+    except requests.RequestException as exc:
+        return 0, f"{type(exc).__name__}: {exc}"
