@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
+from typing import Any
 
 import prometheus_client
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from admin_api import observability, openapi
+from admin_api import inputs, observability, openapi
 from admin_api.observability import (
     METRICS_HELPER,
     HttpMetrics,
@@ -45,6 +47,10 @@ from admin_api.views import (
     templates,
     users,
 )
+from crm.activity import ChannelEvent, CxEvent
+from crm.cases.channels import TelegramUpdate, ViberCallback
+from crm.cti import CallEvent
+from dispatcher.intake import EventIn
 from dispatcher.templates import TemplateEngine
 from dispatcher.worker import declare_topology
 from herald import __version__, clock
@@ -62,6 +68,13 @@ ENDPOINT_TABLES: tuple[EndpointTable, ...] = (
     case_routing.endpoints, case_sla.endpoints, supervisor.endpoints,
     *UI_TABLES,
 )
+
+
+# Types a view decodes itself (items of a batch, webhook bodies, CTI's form or query): their
+# integers need bounds as much as those of declared bodies.
+DECODED_IN_VIEWS: tuple[Any, ...] = (ChannelEvent, CxEvent, EventIn, CallEvent, ViberCallback,
+                                      TelegramUpdate)
+_PATH_PARAM = re.compile(r"\{(\w+)(?::[^}]*)?\}")
 
 
 class UndeclaredRoute(RuntimeError):
@@ -102,6 +115,25 @@ def check_routes_declared(app: web.Application) -> None:
         raise UndeclaredRoute("routes without a declared permission: " + ", ".join(missing))
 
 
+def check_inputs_declared(app: web.Application) -> None:
+    """Refuse to start when a path parameter has no declared type or an input integer no bounds."""
+    undeclared = set()
+    for route in app.router.routes():
+        declared = endpoint_of(route.handler)
+        if declared is None:
+            continue
+        for name in _PATH_PARAM.findall(declared.path):
+            try:
+                inputs.path_param_type(name)
+            except KeyError:
+                undeclared.add(f"{name} in {declared.method} {declared.path}")
+        inputs.check_bounded(t for t in (declared.body, declared.query) if t is not None)
+    if undeclared:
+        raise UndeclaredRoute("path parameters without a type in admin_api.inputs.PATH_PARAMS: "
+                              + ", ".join(sorted(undeclared)))
+    inputs.check_bounded(DECODED_IN_VIEWS)
+
+
 def init_app(settings: Settings) -> web.Application:
     """Build the admin API for ``settings``; connections open when the app starts."""
     app = web.Application(middlewares=[request_context_middleware, problem_middleware,
@@ -117,6 +149,7 @@ def init_app(settings: Settings) -> web.Application:
     for table in ENDPOINT_TABLES:
         table.add_to(app)
     check_routes_declared(app)
+    check_inputs_declared(app)
     app[openapi.OPENAPI] = openapi.build_openapi(openapi.app_endpoints(app), title="Herald API",
                                                  version=__version__)
     app.cleanup_ctx.extend([_postgres, clients.billing_context, supervisor.live_context, _redis,

@@ -10,6 +10,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from admin_api.inputs import path_param_type
 from admin_api.problems import Problem
 from admin_api.routing import (
     AUTHENTICATED,
@@ -35,6 +36,8 @@ def _responses(ep: Endpoint, schema: dict[str, Any] | None) -> dict[str, Any]:
     errors = set(ep.errors)
     if ep.body is not None or ep.query is not None or _PATH_PARAM.search(ep.path):
         errors.add(400)
+    if ep.body is not None:
+        errors.add(415)
     if ep.permission != PUBLIC:
         errors.add(401)
     if ep.permission not in (PUBLIC, AUTHENTICATED, PROVIDER):
@@ -67,8 +70,7 @@ def build_openapi(declared: Iterable[Endpoint], *, title: str, version: str) -> 
             "responses": _responses(ep, schema_of.get(id(ep.response))),
         }
         params = [{"name": name, "in": "path", "required": True,
-                   "schema": {"type": "integer", "minimum": 1} if name.endswith("_id")
-                   else {"type": "string"}}
+                   "schema": msgspec.json.schema(path_param_type(name))}
                   for name in _PATH_PARAM.findall(ep.path)]
         if ep.query is not None:
             query_schema = components[ep.query.__name__]

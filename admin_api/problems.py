@@ -18,6 +18,7 @@ from crm.errors import (
     HeraldError,
     InvalidInput,
     NotFound,
+    TooManyAttempts,
 )
 
 log = logging.getLogger("herald.api")
@@ -51,6 +52,7 @@ _STATUS_OF: dict[type[HeraldError], int] = {
     NotFound: 404,
     Conflict: 409,
     AccountLocked: 423,
+    TooManyAttempts: 429,
 }
 
 
@@ -75,6 +77,9 @@ def from_domain(request: web.Request, error: HeraldError) -> web.Response:
     if isinstance(error, AccountLocked):
         return problem_response(request, status, code=error.code, detail=error.detail,
                                 locked_until=error.until)
+    if isinstance(error, TooManyAttempts):
+        return problem_response(request, status, code=error.code, detail=error.detail,
+                                headers={"Retry-After": str(error.retry_after)})
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return problem_response(request, status, code=error.code, detail=error.detail,
                             headers=headers)
@@ -92,7 +97,7 @@ async def problem_middleware(request: web.Request, handler: Any) -> web.StreamRe
             raise
         detail = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else ""
         headers = {k: v for k, v in exc.headers.items()
-                   if k.lower() in ("allow", "retry-after", "www-authenticate")}
+                   if k.lower() in ("allow", "accept-post", "retry-after", "www-authenticate")}
         return problem_response(request, exc.status, detail=detail, headers=headers)
     except asyncpg.exceptions.QueryCanceledError:
         # The statement timeout: the database is overloaded or the query too broad. Not the

@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from admin_api import inputs
 from crm.errors import InvalidInput
 
 PUBLIC = "public"
@@ -70,10 +71,18 @@ def validation_field(error: msgspec.ValidationError) -> tuple[str, str]:
     return path or "body", _AT_PATH.sub("", message)
 
 
-def decode_json(data: bytes, type_: type, *, where: str = "body") -> Any:
-    """Decode and validate JSON into ``type_``; raise InvalidInput naming the field."""
+def decode_json(data: bytes, type_: Any, *, where: str = "body") -> Any:
+    """Decode and validate JSON into ``type_``; raise InvalidInput naming the field.
+
+    Nesting deeper than ``inputs.MAX_JSON_DEPTH`` and the NUL character are refused first.
+    """
     if not data:
         raise InvalidInput(where, "a JSON body is required")
+    if inputs.too_deep(data):
+        raise InvalidInput(where, f"JSON nested more than {inputs.MAX_JSON_DEPTH} levels deep")
+    nul = inputs.nul_field(data)
+    if nul is not None:
+        raise InvalidInput(nul if nul != "body" else where, inputs.NUL_DETAIL)
     try:
         return msgspec.json.decode(data, type=type_)
     except msgspec.ValidationError as exc:
@@ -81,10 +90,13 @@ def decode_json(data: bytes, type_: type, *, where: str = "body") -> Any:
         raise InvalidInput(path, message) from None
     except msgspec.DecodeError as exc:
         raise InvalidInput(where, f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidInput(where, "JSON nested too deeply") from None
 
 
 def decode_query(query: Any, type_: type) -> Any:
     """Convert query-string parameters into ``type_`` (strings coerced to numbers and booleans)."""
+    inputs.check_query(query)
     try:
         return msgspec.convert(dict(query), type_, strict=False)
     except msgspec.ValidationError as exc:
@@ -115,8 +127,11 @@ class EndpointTable:
 
             @functools.wraps(view)
             async def handler(request: web.Request) -> web.StreamResponse:
+                inputs.check_path(request.match_info)
+                inputs.check_query(request.query)
                 kwargs: dict[str, Any] = {}
                 if body is not None:
+                    inputs.require_json(request)
                     kwargs["body"] = decode_json(await request.read(), body)
                 if query is not None:
                     kwargs["query"] = decode_query(request.query, query)
@@ -153,8 +168,7 @@ class EndpointTable:
 
 
 def path_int(request: web.Request, name: str) -> int:
-    """A positive integer path parameter, or a 400 problem naming it."""
-    raw = request.match_info[name]
-    if not raw.isdigit() or int(raw) < 1 or int(raw) > 2**63 - 1:
-        raise InvalidInput(name, f"must be a positive integer, got {raw!r}")
-    return int(raw)
+    """An integer path parameter within its declared range (``inputs.PATH_PARAMS``), or a 400."""
+    value = inputs.path_value(name, request.match_info[name])
+    assert isinstance(value, int), f"path parameter {name} is not declared as an integer"
+    return value

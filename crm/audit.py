@@ -9,6 +9,8 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from crm import pii
+
 _json = msgspec.json.Encoder()
 
 
@@ -78,9 +80,22 @@ async def record(conn: asyncpg.Connection, actor: Actor, changes: Sequence[Chang
     )
 
 
+def masked(entry: AuditEntry) -> AuditEntry:
+    """``entry`` as a role without ``clients.pii`` may see it (``crm.pii``: the card's rule)."""
+    old, new = pii.mask_value(entry.field, entry.old_value), pii.mask_value(entry.field, entry.new_value)
+    if old == entry.old_value and new == entry.new_value:
+        return entry
+    return msgspec.structs.replace(entry, old_value=old, new_value=new)
+
+
 async def history(conn: asyncpg.Connection, entity_type: str, entity_id: str, *, limit: int,
-                  before: tuple[dt.datetime, int] | None = None) -> list[AuditEntry]:
-    """An entity's journal, newest first; ``before`` is the (at, id) keyset cursor."""
+                  pii_visible: bool, before: tuple[dt.datetime, int] | None = None,
+                  ) -> list[AuditEntry]:
+    """An entity's journal, newest first; ``before`` is the (at, id) keyset cursor.
+
+    Personal data (``crm.pii.FIELDS``) comes masked unless ``pii_visible``: every reader of
+    the journal goes through here and must say whether its caller may see it.
+    """
     rows = await conn.fetch(
         """
         SELECT id, at, actor_id, actor_login, action, entity_type, entity_id, field,
@@ -92,4 +107,5 @@ async def history(conn: asyncpg.Connection, entity_type: str, entity_id: str, *,
         LIMIT $5
         """,
         entity_type, entity_id, before[0] if before else None, before[1] if before else None, limit)
-    return [AuditEntry(**dict(r)) for r in rows]
+    entries = [AuditEntry(**dict(r)) for r in rows]
+    return entries if pii_visible else [masked(e) for e in entries]

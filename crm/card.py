@@ -17,7 +17,7 @@ from decimal import Decimal
 import asyncpg
 import msgspec
 
-from crm import activity, meters
+from crm import activity, meters, pii
 from crm.activity import ChannelUsage, CustomerExperience, ShopOrders
 from crm.billing import (
     KYIV,
@@ -242,13 +242,7 @@ LIMIT $2
 """
 
 
-def mask(value: str | None) -> str | None:
-    """Hide all but the first two and last two characters: ``КА123456`` -> ``КА****56``."""
-    if value is None:
-        return None
-    if len(value) <= 4:
-        return "*" * len(value)
-    return value[:2] + "*" * (len(value) - 4) + value[-2:]
+mask = pii.mask
 
 
 def default_period(today: dt.date) -> tuple[dt.date, dt.date]:

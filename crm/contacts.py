@@ -29,7 +29,7 @@ import asyncpg
 import msgspec
 import phonenumbers
 
-from crm import audit
+from crm import audit, pii
 from crm.audit import Actor, Change
 from crm.errors import Conflict, InvalidInput, NotFound
 
@@ -146,12 +146,7 @@ def passport_norm(raw: str, field: str = "passport_number") -> str:
     return value
 
 
-def mask_passport(value: str | None) -> str | None:
-    """A passport number shown to a role without clients.pii: КА****56."""
-    if value is None:
-        return None
-    compact = re.sub(r"\s+", "", value)
-    return compact[:2] + "*" * max(len(compact) - 4, 0) + compact[-2:]
+mask_passport = pii.mask
 
 
 def _clean(name: str, value: Any) -> Any:

@@ -44,6 +44,7 @@ from crm.cases.intake import from_call
 from crm.cases.types import IntakeResult
 from crm.errors import InvalidInput, NotFound
 from herald import clock
+from herald.bounds import NonNegativeInt32, UnixTime
 
 PHONE_REGION = "UA"
 MAX_CANDIDATES = 10
@@ -80,8 +81,8 @@ class CallEvent(msgspec.Struct, forbid_unknown_fields=True):
     recording_url: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
     transcript: Annotated[str, msgspec.Meta(max_length=200_000)] | None = None
     lead_id: _Short | None = None
-    talk_time: Annotated[int, msgspec.Meta(ge=0)] | None = None
-    epoch: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    talk_time: NonNegativeInt32 | None = None
+    epoch: UnixTime | None = None
     # What the IVR collected before the call reached an agent.
     or_number: Annotated[str, msgspec.Meta(max_length=20)] | None = None
     client_id: Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)] | None = None

@@ -49,3 +49,13 @@ class AccountLocked(HeraldError):
     def __init__(self, detail: str, until: str) -> None:
         super().__init__(detail)
         self.until = until
+
+
+class TooManyAttempts(HeraldError):
+    """Too many failed logins from the caller's address; retry after ``retry_after`` seconds."""
+
+    code = "too-many-attempts"
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after

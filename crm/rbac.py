@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 import asyncpg
 import msgspec
 
@@ -32,11 +35,23 @@ _ROLE_SELECT = """
 """
 
 
-_ANY_ACTIVE_MATRIX_ADMIN = """
-    SELECT EXISTS (SELECT 1 FROM users u JOIN user_roles ur ON ur.user_id = u.id
-                   JOIN role_permissions rp ON rp.role_code = ur.role_code
-                   WHERE u.is_active AND rp.permission_code = 'rbac.manage')
-"""
+ADMINISTRATOR_PERMISSIONS = ("rbac.manage", "users.manage")
+_KEEP_AN_ADMINISTRATOR = "herald_keep_an_administrator"  # the constraint of migration 0032
+
+
+@contextlib.asynccontextmanager
+async def keeping_an_administrator(conn: asyncpg.Connection) -> AsyncIterator[None]:
+    """A transaction that fails with Conflict if, at commit, no active user is left holding
+    both ``rbac.manage`` and ``users.manage`` (the database checks it: migration 0032)."""
+    try:
+        async with conn.transaction():
+            yield
+    except asyncpg.CheckViolationError as exc:
+        if exc.constraint_name != _KEEP_AN_ADMINISTRATOR:
+            raise
+        raise Conflict("this change would leave no active user able to manage roles and "
+                       "users (rbac.manage and users.manage); grant both to another active "
+                       "user first") from None
 
 
 async def list_permissions(conn: asyncpg.Connection) -> list[Permission]:
@@ -76,7 +91,7 @@ async def set_role_permissions(conn: asyncpg.Connection, actor: Actor, code: str
                                permissions: list[str]) -> Role:
     """Replace a role's permission set; the journal keeps the old and the new set."""
     wanted = sorted(set(permissions))
-    async with conn.transaction():
+    async with keeping_an_administrator(conn):
         # Lock the role so two admins editing it at once cannot interleave.
         await conn.execute("SELECT 1 FROM roles WHERE code = $1 FOR UPDATE", code)
         role = await get_role(conn, code)
@@ -89,10 +104,6 @@ async def set_role_permissions(conn: asyncpg.Connection, actor: Actor, code: str
         await conn.execute("DELETE FROM role_permissions WHERE role_code = $1", code)
         await conn.executemany("INSERT INTO role_permissions (role_code, permission_code) "
                                "VALUES ($1, $2)", [(code, p) for p in wanted])
-        dropped_manage = "rbac.manage" in role.permissions and "rbac.manage" not in wanted
-        if dropped_manage and not await conn.fetchval(_ANY_ACTIVE_MATRIX_ADMIN):
-            raise Conflict("this change would leave no active user able to edit the "
-                           "permission matrix (rbac.manage)")
         await audit.record(conn, actor, [Change("role", code, "update", "permissions",
                                                 role.permissions, wanted)])
         return await get_role(conn, code)

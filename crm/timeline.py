@@ -23,6 +23,7 @@ import asyncpg
 import msgspec
 
 from crm.errors import InvalidInput
+from herald.bounds import Int64
 
 KYIV = ZoneInfo("Europe/Kyiv")
 SOURCES = ("charge", "event", "message", "payment", "reading")
@@ -66,7 +67,7 @@ class TimelineFilter(msgspec.Struct, frozen=True):
 class Cursor(msgspec.Struct, frozen=True, array_like=True):
     at: dt.datetime
     source: str
-    id: int | str
+    id: Int64 | str
 
 
 class NewEvent(msgspec.Struct, frozen=True):

@@ -14,7 +14,7 @@ import msgspec
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from crm import audit
+from crm import audit, login_guard
 from crm.audit import Actor, Change
 from crm.errors import (
     AccountLocked,
@@ -23,6 +23,8 @@ from crm.errors import (
     InvalidInput,
     NotFound,
 )
+from crm.login_guard import LoginPolicy
+from crm.rbac import keeping_an_administrator
 
 _hasher = PasswordHasher()
 # Verified when the login is unknown, so a wrong login costs as long as a wrong password
@@ -59,11 +61,6 @@ class PasswordPolicy(msgspec.Struct, frozen=True):
         found = self.problems(password, login)
         if found:
             raise InvalidInput(field, "password must have " + ", ".join(found))
-
-
-class LockoutPolicy(msgspec.Struct, frozen=True):
-    max_failures: int = 5
-    lockout_seconds: int = 900
 
 
 class Principal(msgspec.Struct, frozen=True):
@@ -167,8 +164,11 @@ async def update_user(conn: asyncpg.Connection, actor: Actor, user_id: int, *,
                       full_name: str | None = None, email: str | None = None,
                       is_active: bool | None = None, roles: Sequence[str] | None = None,
                       unlock: bool = False) -> User:
-    """Change a user's attributes; deactivation ends their sessions at once."""
-    async with conn.transaction():
+    """Change a user's attributes; deactivation ends their sessions at once.
+
+    Conflict when the change would leave no active user able to manage roles and users.
+    """
+    async with keeping_an_administrator(conn):
         before = await conn.fetchrow("SELECT * FROM users WHERE id = $1 FOR UPDATE", user_id)
         if before is None:
             raise NotFound(f"user {user_id} does not exist")
@@ -189,6 +189,8 @@ async def update_user(conn: asyncpg.Connection, actor: Actor, user_id: int, *,
                                    [(user_id, r) for r in sorted(set(roles))])
             changes.append(Change("user", str(user_id), "update", "roles", old_roles,
                                   sorted(set(roles))))
+        if unlock:
+            await login_guard.forget_locks(conn, user_id)
         if is_active is False:
             await conn.execute("DELETE FROM sessions WHERE user_id = $1", user_id)
         await audit.record(conn, actor, changes)
@@ -198,7 +200,11 @@ async def update_user(conn: asyncpg.Connection, actor: Actor, user_id: int, *,
 async def set_password(conn: asyncpg.Connection, actor: Actor, policy: PasswordPolicy,
                        user_id: int, new_password: str, *, current_password: str | None = None,
                        keep_session: bytes | None = None) -> None:
-    """Set a password (checking the current one when given) and end the user's other sessions."""
+    """Set a password (checking the current one when given) and end the user's other sessions.
+
+    An administrator's reset (no current password) ends every session of the user and
+    lifts their lock-outs.
+    """
     row = await conn.fetchrow("SELECT login, password_hash FROM users WHERE id = $1", user_id)
     if row is None:
         raise NotFound(f"user {user_id} does not exist")
@@ -211,59 +217,62 @@ async def set_password(conn: asyncpg.Connection, actor: Actor, policy: PasswordP
                            "updated_at = herald_now() WHERE id = $1", user_id, new_hash)
         await conn.execute("DELETE FROM sessions WHERE user_id = $1 AND token_hash <> $2",
                            user_id, keep_session or b"")
+        if current_password is None:
+            await login_guard.forget_locks(conn, user_id)
         # The journal says that the password changed, never what it is.
         await audit.record(conn, actor, [Change("user", str(user_id), "update", "password")])
 
 
-async def login(conn: asyncpg.Connection, lockout: LockoutPolicy, *, login_name: str,
+async def login(conn: asyncpg.Connection, policy: LoginPolicy, *, login_name: str,
                 password: str, ttl: dt.timedelta, request_id: str | None,
-                client_ip: str | None = None, user_agent: str | None = None) -> tuple[str, Principal]:
-    """Check credentials and open a session; return its bearer token and the principal.
+                client_ip: str | None = None, user_agent: str | None = None,
+                device_token: str | None = None) -> tuple[str, Principal, str]:
+    """Check credentials and open a session; return its bearer token, the principal and the
+    device token to keep (the same as given when it was one already).
 
-    Every outcome is journalled: success, a wrong password, a lock-out.
+    Throttled by ``crm.login_guard``: TooManyAttempts for an address that failed too often,
+    AccountLocked for a locked account (or device). Every outcome is journalled: success, a
+    wrong password, a lock-out; a lock-out ends the user's open sessions.
     """
-    row = await conn.fetchrow(
-        "SELECT id, login, password_hash, is_active, failed_logins, locked_until, "
-        "locked_until > herald_now() AS locked FROM users WHERE lower(login) = lower($1)", login_name)
+    row = await conn.fetchrow("SELECT id, login, password_hash, is_active FROM users "
+                              "WHERE lower(login) = lower($1)", login_name)
+    device = login_guard.device_hash(device_token)
+    known = row is not None and await login_guard.is_known_device(conn, policy, device, row["id"])
+    if not known:
+        await login_guard.take_address_attempt(conn, policy, client_ip)
     if row is None:
         await _verify(_DUMMY_HASH, password)
         raise AuthenticationFailed("login or password is wrong")
     actor = Actor(login=row["login"], id=row["id"], request_id=request_id)
     entity = str(row["id"])
-    if row["locked"]:
-        raise AccountLocked("too many failed logins; the account is locked",
-                            row["locked_until"].isoformat())
+    claim = await login_guard.take_attempt(conn, policy, row["id"], device if known else None)
     if not await _verify(row["password_hash"], password) or not row["is_active"]:
+        prefix = "device_" if known else ""
+        changes = [Change("user", entity, "login_failed", f"{prefix}failed_logins",
+                          claim.failures - 1, claim.failures)]
         async with conn.transaction():
-            failures, locked_until = await conn.fetchrow(
-                """
-                UPDATE users u SET failed_logins = n.failures,
-                    locked_until = CASE WHEN n.failures >= $2
-                                        THEN herald_now() + make_interval(secs => $3) END
-                FROM (
-                    -- a lock that has run out starts the count afresh
-                    SELECT CASE WHEN locked_until <= herald_now() THEN 1 ELSE failed_logins + 1 END
-                           AS failures
-                    FROM users WHERE id = $1
-                ) n
-                WHERE u.id = $1 RETURNING u.failed_logins, u.locked_until
-                """, row["id"], lockout.max_failures, lockout.lockout_seconds)
-            changes = [Change("user", entity, "login_failed", "failed_logins", failures - 1, failures)]
-            if locked_until is not None:
-                changes.append(Change("user", entity, "lock", "locked_until", None,
-                                      locked_until.isoformat()))
+            if claim.locks_until is not None:
+                changes.append(Change("user", entity, "lock", f"{prefix}locked_until", None,
+                                      claim.locks_until.isoformat()))
+                ended = await conn.fetchval("WITH d AS (DELETE FROM sessions WHERE user_id = $1 "
+                                            "RETURNING 1) SELECT count(*) FROM d", row["id"])
+                if ended:
+                    changes.append(Change("user", entity, "end_sessions", "sessions", ended, 0))
             await audit.record(conn, actor, changes)
-        if locked_until is not None:
-            raise AccountLocked("too many failed logins; the account is locked",
-                                locked_until.isoformat())
+        if claim.locks_until is not None:
+            raise AccountLocked("too many failed logins; the account is locked"
+                                + (" on this device" if known else " for devices not used before"),
+                                claim.locks_until.isoformat())
         raise AuthenticationFailed("login or password is wrong")
     if _hasher.check_needs_rehash(row["password_hash"]):
         await conn.execute("UPDATE users SET password_hash = $2 WHERE id = $1",
                            row["id"], await hash_password(password))
     token = secrets.token_urlsafe(32)
+    device_token = device_token if device is not None else login_guard.new_device_token()
     async with conn.transaction():
-        await conn.execute("UPDATE users SET failed_logins = 0, locked_until = NULL, "
-                           "last_login_at = herald_now() WHERE id = $1", row["id"])
+        if not known:
+            await login_guard.give_address_attempt_back(conn, client_ip)
+        await login_guard.succeeded(conn, row["id"], login_guard.device_hash(device_token) or b"")
         await conn.execute(
             "INSERT INTO sessions (token_hash, user_id, expires_at, client_ip, user_agent) "
             "VALUES ($1, $2, herald_now() + $3::interval, $4::inet, $5)",
@@ -271,7 +280,7 @@ async def login(conn: asyncpg.Connection, lockout: LockoutPolicy, *, login_name:
         await audit.record(conn, actor, [Change("user", entity, "login")])
     principal = await resolve_session(conn, token, ttl)
     assert principal is not None  # just created in this connection
-    return token, principal
+    return token, principal, device_token
 
 
 async def resolve_session(conn: asyncpg.Connection, token: str,

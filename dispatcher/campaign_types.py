@@ -8,6 +8,7 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
+from herald.bounds import Id, Version
 from providers.base import Channel
 
 ClientId = Annotated[int, Meta(ge=1, le=2**32 - 1)]
@@ -41,9 +42,9 @@ class CampaignSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """What a marketer sets when creating or editing a draft campaign."""
 
     name: Annotated[str, Meta(min_length=1, max_length=200)]
-    template_id: Annotated[int, Meta(ge=1)]
+    template_id: Id
     audience: Audience
-    template_version: Annotated[int, Meta(ge=1)] | None = None
+    template_version: Version | None = None
     channel_chain: Chain = msgspec.field(default_factory=lambda: ["email", "viber", "sms"])
     receipt_timeout_seconds: Annotated[int, Meta(ge=1, le=7 * 86400)] = 900
     rate_per_minute: Annotated[int, Meta(ge=1, le=10_000_000)] | None = None

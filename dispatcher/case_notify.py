@@ -40,6 +40,7 @@ from crm.errors import InvalidInput, NotFound
 from dispatcher import operator_send, realtime
 from dispatcher.case_replies import case_variables, deadline_text
 from dispatcher.recipients import Organisation, load_recipients
+from herald.bounds import Id, Version
 from herald.settings import Settings
 
 NotifyEvent = Literal["case_registered", "status_changed", "answer_given", "deadline_changed",
@@ -52,8 +53,8 @@ log = logging.getLogger("herald.case_notify")
 class NotificationRuleSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     name: Annotated[str, Meta(min_length=1, max_length=200)]
     event: NotifyEvent
-    template_id: Annotated[int, Meta(ge=1)]
-    template_version: Annotated[int, Meta(ge=1)] | None = None
+    template_id: Id
+    template_version: Version | None = None
     to_status: str | None = None
     channel_chain: Annotated[list[NotifyChannel], Meta(min_length=1, max_length=2)] = \
         msgspec.field(default_factory=lambda: ["viber", "sms"])

@@ -33,6 +33,7 @@ from dispatcher import outcomes, realtime
 from dispatcher.envelopes import parse_realtime_id, realtime_message_id
 from dispatcher.recipients import Organisation, load_recipients
 from herald import clock
+from herald.bounds import Id
 from herald.settings import Settings
 from providers.base import Channel
 from rules import consent, quiet_hours, stop_lists
@@ -47,10 +48,10 @@ class OperatorSendRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=Tru
     ``hold``: when quiet hours or an air-raid alert keep the message back, hold it until
     they end (the default) rather than refuse it."""
 
-    template_id: Annotated[int, Meta(ge=1)]
+    template_id: Id
     channel: Channel | None = None
     channel_chain: Annotated[list[Channel], Meta(min_length=1, max_length=3)] | None = None
-    account_id: Annotated[int, Meta(ge=1)] | None = None
+    account_id: Id | None = None
     hold: bool = True
 
 

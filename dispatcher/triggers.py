@@ -23,6 +23,7 @@ from crm import audit
 from crm.audit import Actor, Change
 from crm.errors import InvalidInput, NotFound
 from dispatcher.campaign_types import Chain
+from herald.bounds import Id, Int64, Version
 
 EventType = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$", max_length=100)]
 FieldPath = Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+){0,9}$",
@@ -50,7 +51,7 @@ _CLIENT_TYPES: dict[str, type | tuple[type, ...]] = {
     "destroyed_housing": bool, "debt": (int, float), "registers": str,
 }
 
-Scalar = str | int | float | bool | None
+Scalar = str | Int64 | float | bool | None
 PolicyScope = Literal["rule", "client"]
 
 
@@ -75,8 +76,8 @@ class TriggerRuleSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     name: Annotated[str, Meta(min_length=1, max_length=200)]
     event_type: EventType
-    template_id: Annotated[int, Meta(ge=1)]
-    template_version: Annotated[int, Meta(ge=1)] | None = None
+    template_id: Id
+    template_version: Version | None = None
     channel_chain: Chain = msgspec.field(default_factory=lambda: ["viber", "sms"])
     conditions: Annotated[list[Condition], Meta(max_length=20)] = []
     client_conditions: Annotated[list[ClientCondition], Meta(max_length=20)] = []

@@ -75,8 +75,20 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Authentication.
     session_ttl_seconds: PositiveInt = 8 * 3600
     password_min_length: Annotated[int, Meta(ge=8, le=256)] = 12
-    login_max_failures: PositiveInt = 5
-    login_lockout_seconds: PositiveInt = 15 * 60
+    # Log-in throttling (crm/login_guard.py; the README's auth section has the rule): an
+    # account or a known device is locked after login_max_failures failures in a row, first
+    # for login_lockout_seconds, each next lock twice as long up to login_lockout_max_seconds;
+    # a client address may fail login_address_free_failures times within
+    # login_address_window_seconds, then waits 1 s, 2 s, 4 s... up to
+    # login_address_max_delay_seconds between attempts. A browser stays a known device for
+    # login_device_days after its user's last login from it.
+    login_max_failures: Annotated[int, Meta(ge=1, le=1000)] = 5
+    login_lockout_seconds: Annotated[int, Meta(ge=1, le=86_400)] = 60
+    login_lockout_max_seconds: Annotated[int, Meta(ge=1, le=86_400)] = 15 * 60
+    login_address_free_failures: Annotated[int, Meta(ge=0, le=100_000)] = 10
+    login_address_window_seconds: Annotated[int, Meta(ge=1, le=86_400)] = 15 * 60
+    login_address_max_delay_seconds: Annotated[int, Meta(ge=1, le=3600)] = 60
+    login_device_days: Annotated[int, Meta(ge=1, le=3650)] = 90
 
     # Local simulators of outside providers (herald simulators).
     simulators_host: str = "127.0.0.1"

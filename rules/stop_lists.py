@@ -178,7 +178,7 @@ async def list_entries(conn: asyncpg.Connection, *, client_id: int | None = None
           AND ($2::bigint IS NULL OR segment_id = $2)
           AND ($3::timestamptz IS NULL
                OR (valid_from <= $3 AND (valid_until IS NULL OR valid_until > $3)))
-          AND id > coalesce($4, 0)
+          AND id > coalesce($4::bigint, 0)
         ORDER BY id
         LIMIT $5
         """,

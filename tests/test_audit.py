@@ -82,3 +82,42 @@ async def test_logins_and_user_changes_are_journalled(client, demo_users,
     assert ("update", "full_name") in actions and ("login_failed", "failed_logins") in actions
     rename = next(e for e in history["items"] if e["field"] == "full_name")
     assert rename["actor_login"] == "admin" and rename["request_id"]
+
+
+async def test_the_journal_masks_personal_data_for_roles_without_clients_pii(
+        client, demo_users, admin_conn: asyncpg.Connection) -> None:
+    # Given a contact whose passport was entered and corrected, and a client record journalled whole
+    client_id = await admin_conn.fetchval(
+        "INSERT INTO clients (last_name, first_name) VALUES ('Шевченко', 'Тарас') RETURNING id")
+    supervisor = await login_as(client, "supervisor")
+    response = await client.post("/api/v1/contacts", headers=supervisor, json={
+        "client_id": client_id, "phone": "0671234567", "passport_number": "КК123456"})
+    assert response.status == 201, await response.text()
+    contact_id = (await response.json())["id"]
+    response = await client.patch(f"/api/v1/contacts/{contact_id}", headers=supervisor,
+                                  json={"passport_number": "КК654321"})
+    assert response.status == 200, await response.text()
+    await audit.record(admin_conn, Actor(login="import"), [Change(
+        "client", str(client_id), "create", None, None,
+        {"last_name": "Шевченко", "passport_number": "КК123456", "tax_id": "1234567890"})])
+
+    # When an analyst (audit.read, no clients.pii) and an admin (both) read the journal
+    analyst, admin = await login_as(client, "analyst"), await login_as(client, "admin")
+    seen = {}
+    for who, headers in (("analyst", analyst), ("admin", admin)):
+        for path in (f"/api/v1/audit/contact/{contact_id}", f"/api/v1/audit/client/{client_id}",
+                     f"/api/v1/contacts/{contact_id}/history"):
+            response = await client.get(path, headers=headers)
+            if response.status == 403:
+                continue
+            assert response.status == 200, await response.text()
+            seen[who, path] = await response.text()
+
+    # Then the analyst sees the passport and tax id only masked, wherever the journal is read
+    analyst_text = "".join(text for (who, _), text in seen.items() if who == "analyst")
+    for raw in ("КК123456", "КК654321", "1234567890"):
+        assert raw not in analyst_text
+    assert "КК****56" in analyst_text and "КК****21" in analyst_text and "12******90" in analyst_text
+    assert "Шевченко" in analyst_text  # only personal document data is masked
+    admin_text = "".join(text for (who, _), text in seen.items() if who == "admin")
+    assert "КК123456" in admin_text and "КК654321" in admin_text and "1234567890" in admin_text

@@ -60,7 +60,8 @@ async def test_switching_keeps_state_history_and_journal(app_conn: asyncpg.Conne
     assert (period.ended_by, period.end_source) == ("admin1", "admin")
     assert period.ended_at is not None
     # And the journal has the two switches (the repeat changed nothing)
-    entries = await audit.history(app_conn, "air_raid_alert", "UA-63", limit=10)
+    entries = await audit.history(app_conn, "air_raid_alert", "UA-63", limit=10,
+                                  pii_visible=True)
     assert [(e.actor_login, e.old_value, e.new_value) for e in entries] == [
         ("admin1", True, False), ("alerts.in.ua", False, True)]
     assert [s.region_code for s in await air_raid.states(app_conn)] == ["UA-63"]

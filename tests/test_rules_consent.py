@@ -90,7 +90,8 @@ async def test_changes_are_journalled(app_conn: asyncpg.Connection) -> None:
     assert await record_consent(app_conn, OPERATOR, client_id=a, channel="email",
                                 topic="marketing", opted_in=False, source="email_unsubscribe") is True
     # Then the journal holds two entries, newest first, by the operator
-    entries = await audit.history(app_conn, "consent", f"{a}:email:marketing", limit=10)
+    entries = await audit.history(app_conn, "consent", f"{a}:email:marketing", limit=10,
+                                  pii_visible=True)
     assert [(e.action, e.old_value, e.new_value) for e in entries] == [
         ("update", True, False), ("create", None, True)]
     assert {e.actor_login for e in entries} == {"operator1"}
@@ -338,5 +339,6 @@ async def test_import_applies_valid_rows_and_lists_every_refused_one(
                                             ("viber", "debt", None, True, "import", "operator1")}
     loaded = await load_consents(app_conn, [a, b], ["sms", "email"], "debt")
     assert consent.check(loaded, [a, b], "sms") == {a: NO_CONSENT, b: NO_CONSENT}
-    journal = await audit.history(app_conn, "consent", f"{b}:viber:debt", limit=5)
+    journal = await audit.history(app_conn, "consent", f"{b}:viber:debt", limit=5,
+                                  pii_visible=True)
     assert [(e.action, e.new_value) for e in journal] == [("create", True)]

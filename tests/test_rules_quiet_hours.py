@@ -143,7 +143,8 @@ async def test_window_store_is_journalled(app_conn: asyncpg.Connection) -> None:
     [listed] = await quiet_hours.list_windows(app_conn)
     assert listed.end == dt.time(8) and listed.is_active is False
     # And the journal has one entry per changed field
-    history = await audit.history(app_conn, "quiet_hours_window", str(window.id), limit=10)
+    history = await audit.history(app_conn, "quiet_hours_window", str(window.id), limit=10,
+                                  pii_visible=True)
     assert [(h.action, h.field, h.old_value, h.new_value) for h in history][:2] == [
         ("update", "is_active", True, False), ("update", "end", "09:00:00", "08:00:00")]
     # When deleted, Then it is gone and a second delete is NotFound

@@ -280,7 +280,8 @@ async def test_limit_changes_are_journalled(app_conn: asyncpg.Connection) -> Non
     await rate_limit.set_limit(app_conn, ADMIN, channel="sms", per_minute=1200)
     await rate_limit.remove_limit(app_conn, ADMIN, channel="sms")
     # Then the journal has each step, newest first
-    history = await audit.history(app_conn, "rate_limit", "sms", limit=10)
+    history = await audit.history(app_conn, "rate_limit", "sms", limit=10,
+                                  pii_visible=True)
     assert [(h.action, h.field, h.old_value, h.new_value) for h in history] == [
         ("delete", None, {"per_minute": 1200, "per_hour": None}, None),
         ("update", "per_minute", 600, 1200),

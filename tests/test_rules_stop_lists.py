@@ -109,7 +109,8 @@ async def test_add_list_remove_are_journalled(app_conn: asyncpg.Connection) -> N
     with pytest.raises(NotFound):
         await remove_entry(app_conn, ADMIN, entry.id)
     # And the journal has the creation and the removal with the whole entry
-    history = await audit.history(app_conn, "stop_list_entry", str(entry.id), limit=10)
+    history = await audit.history(app_conn, "stop_list_entry", str(entry.id), limit=10,
+                                  pii_visible=True)
     assert [h.action for h in history] == ["delete", "create"]
     assert history[0].old_value["topics"] == ["billing", "marketing"]
     assert history[1].new_value["client_id"] == a

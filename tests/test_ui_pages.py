@@ -41,12 +41,21 @@ async def test_login_errors_and_lock_out_are_shown_in_the_language(client, demo_
     locked = await client.post("/ui/login", data={"login": user.login, "password": "nope"},
                                headers={"Origin": origin(client)})
     text = await locked.text()
-    assert locked.status == 401 and "обліковий запис заблоковано до" in text, text
+    assert locked.status == 423 and "обліковий запис заблоковано до" in text, text
     # never a redirect to another site after login
     good = await client.post("/ui/login", data={"login": "admin", "password": demo("admin").password,
                                                 "next": "//evil.example/"},
                              headers={"Origin": origin(client)}, allow_redirects=False)
     assert good.headers["Location"] == "/ui/search"
+    # The address that keeps failing (any login) must wait, and is told for how long
+    for attempt in range(12):
+        throttled = await client.post("/ui/login", data={"login": "nobody", "password": "x"},
+                                      headers={"Origin": origin(client)})
+        if throttled.status == 429:
+            break
+        assert throttled.status == 401
+    assert throttled.status == 429 and int(throttled.headers["Retry-After"]) >= 1
+    assert "Забагато невдалих спроб з цього комп’ютера" in await throttled.text()
 
 
 async def test_csrf_needs_own_origin_and_the_session_token(client, demo_users) -> None:
@@ -272,3 +281,30 @@ async def test_history_masks_passports_without_pii(client, demo_users, admin_con
     assert 'data-entity="client"' in shown and "2234567891" not in shown
     assert 'id="history-masked"' in shown  # the page says what it hides
     assert "9999999999" not in shown and "99****99" not in shown  # another client's record
+
+
+def test_every_form_of_the_pages_states_its_integers_bounds() -> None:
+    """A page's form lands in the same columns as the API's bodies: the same bounds."""
+    import importlib
+    import pkgutil
+
+    import msgspec
+
+    import admin_api.ui
+    from admin_api.inputs import unbounded_integers
+
+    forms = {cls for info in pkgutil.iter_modules(admin_api.ui.__path__)
+             for cls in vars(importlib.import_module(f"admin_api.ui.{info.name}")).values()
+             if isinstance(cls, type) and issubclass(cls, msgspec.Struct)
+             and cls.__name__.endswith("Form")}
+    assert len(forms) >= 10
+    assert [path for form in sorted(forms, key=lambda c: c.__name__)
+            for path in unbounded_integers(form)] == []
+
+
+async def test_a_nul_or_a_broken_form_is_a_400_naming_the_field(client, demo_users) -> None:
+    token = await ui_login(client, "operator_cc")
+    response = await post_form(client, "/ui/language", {"language": "e\x00n"}, token,
+                               allow_redirects=False)
+    assert response.status == 400
+    assert "NUL" in await response.text()

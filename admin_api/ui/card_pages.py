@@ -21,6 +21,7 @@ from crm import card as cards
 from crm.errors import InvalidInput
 from crm.timeline import TimelineFilter
 from dispatcher import operator_send
+from herald.bounds import Id
 
 endpoints = EndpointTable("ui")
 
@@ -35,7 +36,7 @@ TIMELINE_PAGE = 20
 class CardForm(msgspec.Struct):
     from_: dt.date | None = msgspec.field(name="from", default=None)
     to: dt.date | None = None
-    call: int | None = None
+    call: Id | None = None
 
 
 class ReadingForm(msgspec.Struct):

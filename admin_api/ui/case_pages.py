@@ -40,6 +40,7 @@ from dispatcher import case_deliveries, case_notify, case_replies, realtime
 from dispatcher.case_replies import InfoRequest, ReplyRequest
 from dispatcher.operator_send import SendRefused
 from herald import clock
+from herald.bounds import Id
 
 endpoints = EndpointTable("ui")
 
@@ -75,7 +76,7 @@ class TaskForm(msgspec.Struct):
 
 
 class MergeForm(msgspec.Struct):
-    into: int
+    into: Id
 
 
 async def _queue(request: web.Request, query: CaseQueueQuery) -> dict[str, object]:

@@ -16,6 +16,7 @@ from admin_api.ui.rendering import render
 from crm import card as cards
 from crm import contacts
 from crm.contacts import DuplicateContact
+from herald.bounds import Id
 
 endpoints = EndpointTable("ui")
 
@@ -28,18 +29,18 @@ class ContactForm(msgspec.Struct):
     middle_name: str | None = None
     phone: str | None = None
     email: str | None = None
-    account_id: int | None = None
+    account_id: Id | None = None
     role: str = "billing_contact"
     allow_duplicate: bool = False
 
 
 class LinkForm(msgspec.Struct):
-    account_id: int
+    account_id: Id
     role: str = "billing_contact"
 
 
 class MergeForm(msgspec.Struct):
-    into: int
+    into: Id
 
 
 async def contacts_block(request: web.Request, client_id: int, **extra: Any) -> web.Response:

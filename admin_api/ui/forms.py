@@ -6,6 +6,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from admin_api import inputs
 from admin_api.routing import decode_query
 
 T = TypeVar("T")
@@ -14,7 +15,7 @@ T = TypeVar("T")
 async def form(request: web.Request, type_: type[T], *, lists: tuple[str, ...] = ()) -> T:
     """The posted form as ``type_``: empty fields are absent, ``csrf_token`` is dropped,
     fields named in ``lists`` keep all their values. A bad field is a 400 naming it."""
-    posted = await request.post()
+    posted = await inputs.read_form(request)  # a malformed body or a NUL is a 400
     values: dict[str, Any] = {}
     for key in set(posted.keys()):
         if key == "csrf_token":

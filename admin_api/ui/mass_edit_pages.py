@@ -13,6 +13,7 @@ from admin_api.ui.rendering import render
 from crm import mass_edit
 from crm.errors import InvalidInput
 from crm.mass_edit import AccountChanges
+from herald.bounds import Id
 
 endpoints = EndpointTable("ui")
 
@@ -21,7 +22,7 @@ ACCOUNT_STATUSES = ("active", "suspended", "closed")
 
 
 class MassEditForm(msgspec.Struct):
-    account_ids: list[int] = []
+    account_ids: list[Id] = []
     consumer_type: str | None = None
     registers_add: str | None = None
     registers_remove: str | None = None

@@ -15,6 +15,7 @@ from admin_api.views.events import _organisation
 from admin_api.views.templates import ENGINE
 from dispatcher import operator_send, realtime, template_store
 from dispatcher.operator_send import OperatorSendRequest, SendRefused
+from herald.bounds import Id
 from rules.consent import UnsubscribeLinks
 
 endpoints = EndpointTable("ui")
@@ -25,7 +26,7 @@ STOP_POLLING = 286  # htmx stops an ``every`` poll on this status
 
 
 class SendForm(msgspec.Struct):
-    template_id: int | None = None
+    template_id: Id | None = None
     channel: str = "viber"
 
 

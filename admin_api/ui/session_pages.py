@@ -7,6 +7,7 @@ import datetime as dt
 import msgspec
 from aiohttp import web
 
+from admin_api import inputs
 from admin_api.routing import AUTHENTICATED, PUBLIC, EndpointTable
 from admin_api.security import SESSION_COOKIE, actor, principal
 from admin_api.typedefs import DB, REQUEST_ID, SETTINGS, TOKEN
@@ -14,9 +15,15 @@ from admin_api.ui import forms, i18n, menu
 from admin_api.ui.guard import safe_next
 from admin_api.ui.rendering import LANGUAGE, LANGUAGE_COOKIE, render
 from admin_api.ui.rendering import language as request_language
+from admin_api.views.auth import DEVICE_COOKIE, login_policy
 from crm import ui_prefs, users
-from crm.errors import AccountLocked, AuthenticationFailed, InvalidInput
-from crm.users import LockoutPolicy, PasswordPolicy
+from crm.errors import (
+    AccountLocked,
+    AuthenticationFailed,
+    InvalidInput,
+    TooManyAttempts,
+)
+from crm.users import PasswordPolicy
 
 endpoints = EndpointTable("ui")
 
@@ -64,7 +71,7 @@ def _lockout_message(error: AccountLocked, lang: str) -> str:
 
 
 @endpoints.post("/ui/login", permission=PUBLIC, response=str, media_type="text/html",
-                errors=(401, 423))
+                errors=(401, 423, 429))
 async def login_submit(request: web.Request) -> web.Response:
     """Check the login form; on success set the session cookie and go to ``next``."""
     body = await forms.form(request, LoginForm)
@@ -73,22 +80,29 @@ async def login_submit(request: web.Request) -> web.Response:
     next_path = safe_next(body.next)
     lang = await request_language(request)
     catalogue = i18n.translations(lang)
-    error = None
+    error, status, headers = None, 401, {}
     try:
         async with request.app[DB].acquire() as conn:
-            token, who = await users.login(
-                conn, LockoutPolicy(settings.login_max_failures, settings.login_lockout_seconds),
+            token, who, device = await users.login(
+                conn, login_policy(settings),
                 login_name=body.login, password=body.password, ttl=ttl,
                 request_id=request.get(REQUEST_ID), client_ip=request.remote,
-                user_agent=request.headers.get("User-Agent"))
+                user_agent=inputs.header_text(request, "User-Agent"),
+                device_token=request.cookies.get(DEVICE_COOKIE))
             stored = await ui_prefs.language_of(conn, who.user_id)
     except AccountLocked as locked:
-        error = _lockout_message(locked, lang)
+        error, status = _lockout_message(locked, lang), 423
+    except TooManyAttempts as throttled:
+        error, status = catalogue.gettext(
+            "Too many failed attempts from this computer: try again in %(seconds)s s.") % {
+            "seconds": throttled.retry_after}, 429
+        headers = {"Retry-After": str(throttled.retry_after)}
     except AuthenticationFailed:
         error = catalogue.gettext("The login or the password is wrong.")
     if error is not None:
         return await render(request, "login.html", {"next": next_path, "error": error,
-                                                    "login_name": body.login}, status=401)
+                                                    "login_name": body.login},
+                            status=status, headers=headers)
     if next_path == "/ui/":
         next_path = menu.home_for(who.permissions)
     response = web.Response(status=303, headers={"Location": next_path})
@@ -96,6 +110,10 @@ async def login_submit(request: web.Request) -> web.Response:
                         httponly=True, samesite="Strict", path="/",
                         secure=settings.environment == "production")
     _language_cookie(response, stored)
+    # This browser becomes a known device of the user's (see the README, Authentication).
+    response.set_cookie(DEVICE_COOKIE, device, max_age=settings.login_device_days * 86_400,
+                        httponly=True, samesite="Strict", path="/ui/login",
+                        secure=settings.environment == "production")
     return response
 
 

@@ -10,10 +10,12 @@ import msgspec
 from aiohttp import web
 
 from admin_api.routing import EndpointTable
+from admin_api.security import principal
 from admin_api.typedefs import DB
-from crm import audit
+from crm import audit, pii
 from crm.audit import AuditEntry
 from crm.errors import InvalidInput
+from herald.bounds import parse_id
 
 endpoints = EndpointTable("audit")
 
@@ -35,7 +37,7 @@ def _encode_cursor(entry: AuditEntry) -> str:
 def _decode_cursor(cursor: str) -> tuple[dt.datetime, int]:
     try:
         at, _, entry_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
-        return dt.datetime.fromisoformat(at), int(entry_id)
+        return dt.datetime.fromisoformat(at), parse_id(entry_id)
     except (ValueError, UnicodeDecodeError):
         raise InvalidInput("cursor", "not a cursor returned by this API") from None
 
@@ -48,6 +50,7 @@ async def entity_history(request: web.Request, query: HistoryQuery) -> HistoryPa
     before = _decode_cursor(query.cursor) if query.cursor else None
     async with request.app[DB].acquire() as conn:
         items = await audit.history(conn, entity_type, request.match_info["entity_id"],
-                                    limit=query.limit, before=before)
+                                    limit=query.limit, before=before,
+                                    pii_visible=pii.PERMISSION in principal(request).permissions)
     return HistoryPage(items=items,
                        next_cursor=_encode_cursor(items[-1]) if len(items) == query.limit else None)

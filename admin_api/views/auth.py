@@ -8,13 +8,18 @@ from typing import Annotated
 import msgspec
 from aiohttp import web
 
+from admin_api import inputs
 from admin_api.routing import AUTHENTICATED, PUBLIC, EndpointTable, json_response
 from admin_api.security import SESSION_COOKIE, actor, principal
 from admin_api.typedefs import DB, REQUEST_ID, SETTINGS, TOKEN
 from crm import users
-from crm.users import LockoutPolicy, PasswordPolicy
+from crm.login_guard import LoginPolicy
+from crm.users import PasswordPolicy
+from herald.settings import Settings
 
 endpoints = EndpointTable("auth")
+
+DEVICE_COOKIE = "herald_device"
 
 Login = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 Secret = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
@@ -54,23 +59,43 @@ def password_policy(request: web.Request) -> PasswordPolicy:
     return PasswordPolicy(min_length=request.app[SETTINGS].password_min_length)
 
 
+def login_policy(settings: Settings) -> LoginPolicy:
+    return LoginPolicy(
+        max_failures=settings.login_max_failures, lockout_seconds=settings.login_lockout_seconds,
+        lockout_max_seconds=settings.login_lockout_max_seconds,
+        address_free_failures=settings.login_address_free_failures,
+        address_window_seconds=settings.login_address_window_seconds,
+        address_max_delay_seconds=settings.login_address_max_delay_seconds,
+        device_days=settings.login_device_days)
+
+
 @endpoints.post("/api/v1/auth/login", permission=PUBLIC, body=LoginRequest,
-                response=LoginResponse, errors=(400, 401, 423))
+                response=LoginResponse, errors=(400, 401, 423, 429))
 async def login(request: web.Request, body: LoginRequest) -> web.Response:
-    """Log in with login and password; returns a bearer token (also set as a cookie)."""
+    """Log in with login and password; returns a bearer token (also set as a cookie).
+
+    Also sets the ``herald_device`` cookie: attempts from a browser its user has logged in
+    from are not bound by the account's lock-out, which only an unknown device's failures
+    set (see the README, Authentication). 429 with Retry-After when the client's address
+    failed too often; 423 while the account (or this device) is locked.
+    """
     settings = request.app[SETTINGS]
     ttl = dt.timedelta(seconds=settings.session_ttl_seconds)
     async with request.app[DB].acquire() as conn:
-        token, who = await users.login(
-            conn, LockoutPolicy(settings.login_max_failures, settings.login_lockout_seconds),
+        token, who, device = await users.login(
+            conn, login_policy(settings),
             login_name=body.login, password=body.password, ttl=ttl,
             request_id=request.get(REQUEST_ID), client_ip=request.remote,
-            user_agent=request.headers.get("User-Agent"))
+            user_agent=inputs.header_text(request, "User-Agent"),
+            device_token=request.cookies.get(DEVICE_COOKIE))
     response = json_response(LoginResponse(token=token, token_type="Bearer",
                                            expires_in=settings.session_ttl_seconds, user=_me(who)))
+    secure = settings.environment == "production"
     response.set_cookie(SESSION_COOKIE, token, max_age=settings.session_ttl_seconds,
-                        httponly=True, samesite="Strict", path="/",
-                        secure=settings.environment == "production")
+                        httponly=True, samesite="Strict", path="/", secure=secure)
+    response.set_cookie(DEVICE_COOKIE, device, max_age=settings.login_device_days * 86_400,
+                        httponly=True, samesite="Strict", path="/api/v1/auth/login",
+                        secure=secure)
     return response
 
 

@@ -15,6 +15,7 @@ from crm.errors import InvalidInput
 from dispatcher import campaigns, holds, outcomes, planner, receipts
 from dispatcher.campaign_types import Campaign, CampaignSpec
 from dispatcher.control import publish_state
+from herald.bounds import Id
 from providers.base import CHANNELS, Receipt
 
 endpoints = EndpointTable("campaigns")
@@ -22,7 +23,7 @@ endpoints = EndpointTable("campaigns")
 
 class CampaignQuery(msgspec.Struct, forbid_unknown_fields=True):
     limit: Annotated[int, msgspec.Meta(ge=1, le=200)] = 50
-    before_id: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    before_id: Id | None = None
     status: Literal["draft", "scheduled", "launching", "running", "paused", "stopped",
                     "completed", "failed"] | None = None
 
@@ -72,7 +73,7 @@ class ReceiptsAccepted(msgspec.Struct):
 
 
 class Conversions(msgspec.Struct, forbid_unknown_fields=True):
-    client_ids: Annotated[list[Annotated[int, msgspec.Meta(ge=1)]],
+    client_ids: Annotated[list[Id],
                           msgspec.Meta(min_length=1, max_length=10_000)]
 
 

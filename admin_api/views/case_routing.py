@@ -29,6 +29,7 @@ from crm.cases.routing import AgentLoad, Reassignment
 from crm.cases.tasks import CaseTask, CaseTaskClose, CaseTaskQuery, CaseTaskSpec
 from crm.cases.types import Case
 from crm.errors import InvalidInput
+from herald.bounds import Id
 
 endpoints = EndpointTable("case-routing")
 
@@ -38,7 +39,7 @@ class AgentLoadQuery(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class PresenceHistoryQuery(msgspec.Struct, forbid_unknown_fields=True):
-    user_id: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    user_id: Id | None = None
     since: dt.datetime | None = None
     until: dt.datetime | None = None
     limit: Annotated[int, msgspec.Meta(ge=1, le=5000)] = 1000

@@ -20,6 +20,7 @@ from crm.cases.sla import DeadlineChange
 from crm.cases.sla_config import EscalationRule, EscalationRuleSpec, SlaPolicy, SlaPolicySpec
 from crm.cases.sla_types import CaseSla
 from crm.cases.stats import CaseStats, CaseStatsQuery
+from herald.bounds import Id
 
 endpoints = EndpointTable("case-sla")
 
@@ -41,8 +42,8 @@ class CaseEscalationsQuery(msgspec.Struct, forbid_unknown_fields=True):
     before that id (newest first)."""
 
     notify: bool | None = None
-    case_id: Annotated[int, msgspec.Meta(ge=1)] | None = None
-    before_id: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    case_id: Id | None = None
+    before_id: Id | None = None
     limit: Annotated[int, msgspec.Meta(ge=1, le=500)] = 100
 
 

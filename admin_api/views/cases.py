@@ -55,10 +55,9 @@ from crm.cases.types import (
 )
 from crm.cases.webhooks import CaseWebhookSecret, CaseWebhookState
 from crm.errors import InvalidInput
+from herald.bounds import Id
 
 endpoints = EndpointTable("cases")
-
-Id = Annotated[int, msgspec.Meta(ge=1)]
 
 
 class WebhookReply(msgspec.Struct):

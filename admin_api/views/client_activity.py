@@ -40,6 +40,7 @@ from crm.activity import (
 from crm.errors import InvalidInput, NotFound
 from crm.meters import Meter, MeterSpec, Reading, ReadingSource
 from crm.timeline import TimelineFilter, TimelinePage
+from herald.bounds import Id, parse_id
 
 endpoints = EndpointTable("activity")
 
@@ -141,7 +142,7 @@ async def enter_reading(request: web.Request, body: NewReading) -> Any:
 def _reading_cursor(value: str) -> tuple[dt.date, int]:
     try:
         day, _, id_ = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode().partition("/")
-        return dt.date.fromisoformat(day), int(id_)
+        return dt.date.fromisoformat(day), parse_id(id_)
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise InvalidInput("cursor", "not a cursor this API gave out") from None
 
@@ -216,7 +217,7 @@ class ApplicationStatusChange(msgspec.Struct, forbid_unknown_fields=True):
 
 class ApplicationQuery(msgspec.Struct, forbid_unknown_fields=True):
     limit: Limit = 50
-    before_id: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    before_id: Id | None = None
 
 
 class ApplicationPage(msgspec.Struct):

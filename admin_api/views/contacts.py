@@ -24,15 +24,14 @@ from admin_api.views.audit import (
     _decode_cursor,
     _encode_cursor,
 )
-from crm import audit, contacts, mass_edit
-from crm.audit import AuditEntry
+from crm import audit, contacts, mass_edit, pii
 from crm.contacts import Candidate, Contact, DuplicateContact, Link, MergeResult, Role
 from crm.errors import InvalidInput
 from crm.mass_edit import MAX_SELECTION, AccountChanges, AccountFilter, MassEditReport
 
 endpoints = EndpointTable("contacts")
 
-PII = "clients.pii"
+PII = pii.PERMISSION
 Id = Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]
 Name = Annotated[str, msgspec.Meta(max_length=100)]
 Phone = Annotated[str, msgspec.Meta(max_length=40)]
@@ -253,18 +252,10 @@ async def history(request: web.Request, query: HistoryQuery) -> HistoryPage:
     async with request.app[DB].acquire() as conn:
         await contacts.get_contact(conn, contact_id)
         items = await audit.history(conn, "contact", str(contact_id), limit=query.limit,
+                                    pii_visible=PII in principal(request).permissions,
                                     before=before)
-    if PII not in principal(request).permissions:
-        items = [_masked_entry(e) for e in items]
     return HistoryPage(items=items,
                        next_cursor=_encode_cursor(items[-1]) if len(items) == query.limit else None)
-
-
-def _masked_entry(entry: AuditEntry) -> AuditEntry:
-    if entry.field != "passport_number":
-        return entry
-    return msgspec.structs.replace(entry, old_value=contacts.mask_passport(entry.old_value),
-                                   new_value=contacts.mask_passport(entry.new_value))
 
 
 @endpoints.post("/api/v1/accounts/mass-edit", permission="clients.mass_edit",

@@ -16,6 +16,7 @@ import dataclasses
 import msgspec
 from aiohttp import web
 
+from admin_api.inputs import read_form
 from admin_api.routing import (
     ENDPOINT_ATTR,
     EndpointTable,
@@ -50,7 +51,7 @@ async def _call_event(request: web.Request) -> CallEvent:
         return decode_json(await request.read(), CallEvent)
     params: dict[str, str] = {k: v for k, v in request.query.items() if v != ""}
     if request.content_type in _FORM_TYPES:
-        form = await request.post()
+        form = await read_form(request)
         params.update({k: v for k, v in form.items() if isinstance(v, str) and v != ""})
     elif request.can_read_body:
         raise web.HTTPUnsupportedMediaType(text="send JSON, a form, or query parameters")

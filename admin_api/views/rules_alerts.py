@@ -22,6 +22,7 @@ from admin_api.routing import EndpointTable
 from admin_api.security import actor
 from admin_api.typedefs import DB, REDIS, SETTINGS
 from crm.errors import InvalidInput
+from herald.bounds import Id
 from rules import air_raid
 from rules.air_raid import AlertMirror, AlertPeriod, AlertState, Source
 
@@ -53,7 +54,7 @@ class AlertSwitch(msgspec.Struct, forbid_unknown_fields=True):
 
 class AirRaidHistoryQuery(msgspec.Struct, forbid_unknown_fields=True):
     region: Annotated[str, msgspec.Meta(max_length=5)] | None = None
-    before_id: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    before_id: Id | None = None
     limit: Annotated[int, msgspec.Meta(ge=1, le=500)] = 100
 
 

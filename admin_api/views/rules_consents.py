@@ -22,11 +22,13 @@ from typing import Annotated, Any, Literal
 import msgspec
 from aiohttp import web
 
+from admin_api import inputs
 from admin_api.routing import PROVIDER, PUBLIC, EndpointTable, path_int
 from admin_api.security import actor
 from admin_api.typedefs import DB, REQUEST_ID, SETTINGS
 from crm.audit import Actor
 from crm.errors import InvalidInput, NotFound
+from herald.bounds import Id
 from rules import consent
 from rules.consent import (
     Applied,
@@ -141,7 +143,7 @@ async def set_client_consent(request: web.Request, body: ConsentChange) -> Conse
 
 class ConsentHistoryQuery(msgspec.Struct, forbid_unknown_fields=True):
     limit: Annotated[int, msgspec.Meta(ge=1, le=200)] = 50
-    before_id: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    before_id: Id | None = None
 
 
 class ConsentHistory(msgspec.Struct):
@@ -385,6 +387,8 @@ async def _read_file(request: web.Request) -> str:
                                    "CSV UTF-8") from None
     if not text.strip():
         raise InvalidInput("body", "the file is empty")
+    if "\x00" in text or inputs.nul_field(text.encode()) is not None:
+        raise InvalidInput("body", "the file " + inputs.NUL_DETAIL)
     return text
 
 
@@ -428,6 +432,10 @@ def _parse_jsonl(text: str) -> tuple[int, list[StagedRow], list[RowError]]:
         if not line.strip():
             continue
         rows += 1
+        if inputs.too_deep(line.encode()):
+            refused.append(RowError(number, "row", f"nested more than {inputs.MAX_JSON_DEPTH} "
+                                                   "levels deep"))
+            continue
         try:
             values = msgspec.json.decode(line)
         except msgspec.DecodeError as exc:

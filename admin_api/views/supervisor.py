@@ -33,6 +33,7 @@ from crm.cases.supervisor import (
     Totals,
 )
 from crm.errors import InvalidInput
+from herald.bounds import parse_id
 from herald.db import init_connection
 
 FEED = web.AppKey("case_change_feed", ChangeFeed)
@@ -110,7 +111,7 @@ def _decode_cursor(cursor: str) -> tuple[dt.datetime | None, int]:
         at = dt.datetime.fromisoformat(due) if due else None
         if at is not None and at.tzinfo is None:
             raise ValueError("naive time")
-        return at, int(case_id)
+        return at, parse_id(case_id)
     except (ValueError, UnicodeDecodeError):
         raise InvalidInput("cursor", "not a cursor returned by this API") from None
 

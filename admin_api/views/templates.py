@@ -22,6 +22,7 @@ from dispatcher.templates import (
     TranslationCheck,
     Variants,
 )
+from herald.bounds import IdOrZero, Version
 from rules.consent import UnsubscribeLinks
 
 endpoints = EndpointTable("templates")
@@ -54,7 +55,7 @@ class TemplatePage(msgspec.Struct):
 
 class TemplateQuery(msgspec.Struct, forbid_unknown_fields=True):
     limit: Annotated[int, msgspec.Meta(ge=1, le=200)] = 50
-    after_id: Annotated[int, msgspec.Meta(ge=0)] = 0
+    after_id: IdOrZero = 0
 
 
 def _engine(request: web.Request) -> TemplateEngine:
@@ -142,7 +143,7 @@ async def get_version(request: web.Request) -> TemplateVersion:
 
 class TemplateVersionQuery(msgspec.Struct, forbid_unknown_fields=True):
     limit: Annotated[int, msgspec.Meta(ge=1, le=200)] = 50
-    before_version: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    before_version: Version | None = None
 
 
 class TemplateVersionPage(msgspec.Struct):

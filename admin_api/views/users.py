@@ -13,6 +13,7 @@ from admin_api.typedefs import DB
 from admin_api.views.auth import Login, Secret, password_policy
 from crm import users
 from crm.users import User
+from herald.bounds import IdOrZero
 
 endpoints = EndpointTable("users")
 
@@ -48,7 +49,7 @@ class UserPage(msgspec.Struct):
 
 class UserQuery(msgspec.Struct, forbid_unknown_fields=True):
     limit: Annotated[int, msgspec.Meta(ge=1, le=500)] = 100
-    after_id: Annotated[int, msgspec.Meta(ge=0)] = 0
+    after_id: IdOrZero = 0
 
 
 @endpoints.get("/api/v1/users", permission="users.read", query=UserQuery, response=UserPage)

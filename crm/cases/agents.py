@@ -16,6 +16,7 @@ from crm import audit
 from crm.audit import Actor, Change
 from crm.cases.types import Channel
 from crm.errors import InvalidInput, NotFound
+from herald.bounds import Id
 
 Presence = Literal["online", "busy", "away", "offline"]
 Language = Literal["uk", "en"]
@@ -31,7 +32,7 @@ class AgentSkillsPatch(msgspec.Struct, forbid_unknown_fields=True, omit_defaults
     capacity: Annotated[int, msgspec.Meta(ge=0, le=1000)] | None = None
     languages: Annotated[list[Language], msgspec.Meta(max_length=2)] | None = None
     channels: Annotated[list[Channel], msgspec.Meta(max_length=8)] | None = None
-    category_ids: Annotated[list[Annotated[int, msgspec.Meta(ge=1)]],
+    category_ids: Annotated[list[Id],
                             msgspec.Meta(max_length=200)] | None = None
 
 

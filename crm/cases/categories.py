@@ -11,6 +11,7 @@ from crm import audit
 from crm.audit import Actor, Change
 from crm.cases.types import CaseCategory
 from crm.errors import Conflict, InvalidInput, NotFound
+from herald.bounds import Id, IdOrZero
 
 Code = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_.-]{1,62}$")]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
@@ -20,7 +21,7 @@ class CaseCategorySpec(msgspec.Struct, forbid_unknown_fields=True):
     code: Code
     name_uk: Name
     name_en: Name
-    parent_id: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    parent_id: Id | None = None
     position: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 0
 
 
@@ -29,7 +30,7 @@ class CaseCategoryPatch(msgspec.Struct, forbid_unknown_fields=True, omit_default
 
     name_uk: Name | None = None
     name_en: Name | None = None
-    parent_id: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    parent_id: IdOrZero | None = None
     position: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] | None = None
     is_active: bool | None = None
 

@@ -17,11 +17,12 @@ import msgspec
 from crm.cases.identify import normalise_phone, valid_email
 from crm.cases.types import CaseType, Priority
 from crm.errors import InvalidInput
+from herald.bounds import Id, Int64
 
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=20_000)]
 Short = Annotated[str, msgspec.Meta(min_length=1, max_length=300)]
 OrNumber = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{10}$")]
-PositiveId = Annotated[int, msgspec.Meta(ge=1)]
+PositiveId = Id
 CASE_NUMBER = re.compile(r"ЗВ-\d{4}-\d{7,}")
 
 
@@ -35,7 +36,7 @@ class Inbound(msgspec.Struct, kw_only=True, frozen=True):
     phone: str | None = None          # as received; normalised by the pipeline
     email: str | None = None
     or_number: str | None = None
-    client_id: int | None = None
+    client_id: Id | None = None
     # A chat: follow-ups of the same chat append to its open case.
     chat_ref: str | None = None
     # Unique id of this item ('email:<Message-ID>', ...): a replay adds nothing.
@@ -50,7 +51,7 @@ class Inbound(msgspec.Struct, kw_only=True, frozen=True):
 class Chosen(msgspec.Struct, frozen=True):
     """The operator's own classification at registration (overrides the proposal)."""
 
-    category_id: int | None = None
+    category_id: Id | None = None
     case_type: str | None = None
     priority: str | None = None
 
@@ -66,7 +67,7 @@ class CallRecord(msgspec.Struct, kw_only=True, frozen=True):
     started_at: dt.datetime
     ended_at: dt.datetime | None = None
     agent_login: str | None = None
-    client_id: int | None = None      # identified by the IVR / CTI before connection
+    client_id: Id | None = None      # identified by the IVR / CTI before connection
     or_number: str | None = None      # entered in the IVR
     queue: str | None = None          # VICIdial in-group
     notes: str | None = None          # the agent's wrap-up notes
@@ -121,8 +122,8 @@ class ViberCallback(msgspec.Struct):
     """A callback Viber posts to the bot's webhook (event 'message', 'subscribed', ...)."""
 
     event: str
-    timestamp: int | None = None
-    message_token: int | None = None
+    timestamp: Int64 | None = None
+    message_token: Int64 | None = None
     sender: ViberSender | None = None
     message: ViberMessage | None = None
 
@@ -155,7 +156,7 @@ def viber_inbound(cb: ViberCallback) -> Inbound | None:
 # -- Telegram Bot API updates -------------------------------------------------------------
 
 class TelegramUser(msgspec.Struct):
-    id: int
+    id: Int64
     is_bot: bool = False
     first_name: str = ""
     last_name: str | None = None
@@ -163,7 +164,7 @@ class TelegramUser(msgspec.Struct):
 
 
 class TelegramChat(msgspec.Struct):
-    id: int
+    id: Int64
     type: str = "private"
 
 
@@ -171,13 +172,13 @@ class TelegramContact(msgspec.Struct):
     phone_number: str
     first_name: str = ""
     last_name: str | None = None
-    user_id: int | None = None
+    user_id: Int64 | None = None
 
 
 class TelegramMessage(msgspec.Struct):
-    message_id: int
+    message_id: Int64
     chat: TelegramChat
-    date: int = 0
+    date: Int64 = 0
     sender: TelegramUser | None = msgspec.field(default=None, name="from")
     text: str | None = None
     caption: str | None = None
@@ -189,7 +190,7 @@ class TelegramMessage(msgspec.Struct):
 class TelegramUpdate(msgspec.Struct):
     """An Update Telegram posts to the bot's webhook."""
 
-    update_id: int
+    update_id: Int64
     message: TelegramMessage | None = None
 
 

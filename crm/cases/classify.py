@@ -19,6 +19,7 @@ from crm.cases.types import (
     Priority,
 )
 from crm.errors import InvalidInput, NotFound
+from herald.bounds import Id
 
 Keyword = Annotated[str, msgspec.Meta(min_length=2, max_length=100)]
 
@@ -34,7 +35,7 @@ class CaseRuleSpec(msgspec.Struct, forbid_unknown_fields=True):
     consumer_types: list[ConsumerType] = []
     has_debt: bool | None = None
     identified: bool | None = None
-    category_id: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    category_id: Id | None = None
     case_type: CaseType | None = None
     priority: Priority | None = None
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import asyncpg
 import msgspec
 
@@ -13,12 +11,13 @@ from crm.cases import duplicates, routing, store
 from crm.cases.store import NewEvent
 from crm.cases.types import Case, CaseType, Priority
 from crm.errors import Conflict, InvalidInput
+from herald.bounds import Id
 
 
 class ClassificationPatch(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     """The fields the operator sets; those left out stay as they are."""
 
-    category_id: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    category_id: Id | None = None
     case_type: CaseType | None = None
     priority: Priority | None = None
 

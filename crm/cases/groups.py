@@ -13,11 +13,11 @@ from crm import audit
 from crm.audit import Actor, Change
 from crm.cases.types import CaseType, Channel, Priority
 from crm.errors import Conflict, InvalidInput, NotFound
+from herald.bounds import Id
 
 GroupCode = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{1,40}$")]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Mode = Literal["round_robin", "skills"]
-Id = Annotated[int, msgspec.Meta(ge=1)]
 
 
 class CaseGroup(msgspec.Struct):

@@ -12,6 +12,7 @@ import msgspec
 from crm.cases.store import SUMMARY_COLUMNS
 from crm.cases.types import CaseSummary, CaseType, Channel, Priority, Status
 from crm.errors import InvalidInput
+from herald.bounds import Id
 
 
 class CaseQueueQuery(msgspec.Struct, forbid_unknown_fields=True):
@@ -23,9 +24,9 @@ class CaseQueueQuery(msgspec.Struct, forbid_unknown_fields=True):
     channel: Channel | None = None
     priority: Priority | None = None
     case_type: CaseType | None = None
-    category_id: Annotated[int, msgspec.Meta(ge=1)] | None = None
-    client_id: Annotated[int, msgspec.Meta(ge=1)] | None = None
-    assignee_id: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    category_id: Id | None = None
+    client_id: Id | None = None
+    assignee_id: Id | None = None
     anonymous: bool | None = None
     is_repeat: bool | None = None
     duplicate: bool | None = None

@@ -27,6 +27,7 @@ from crm.cases.store import NewEvent
 from crm.cases.types import Case
 from crm.errors import Conflict, InvalidInput
 from herald import clock
+from herald.bounds import Id
 
 ROUTING = Actor(login="routing")
 OPEN = ("new", "in_progress", "on_hold")
@@ -53,7 +54,7 @@ class AgentLoad(msgspec.Struct):
 class Reassignment(msgspec.Struct, forbid_unknown_fields=True):
     """To a user (of the case's group, or of ``group_code``), or to a group's queue."""
 
-    user_id: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    user_id: Id | None = None
     group_code: GroupCode | None = None
     comment: Annotated[str, msgspec.Meta(max_length=4000)] | None = None
 

@@ -24,6 +24,7 @@ from crm.audit import Actor, Change
 from crm.cases import sla_replan
 from crm.cases.types import CaseType, Priority
 from crm.errors import Conflict, InvalidInput, NotFound
+from herald.bounds import Id
 
 Target = Literal["first_response", "resolution"]
 Level = Literal["warning", "breached"]
@@ -33,10 +34,10 @@ class SlaPolicySpec(msgspec.Struct, forbid_unknown_fields=True):
     """Targets in business minutes of the calendar; at least one target."""
 
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-    calendar_id: Annotated[int, msgspec.Meta(ge=1)]
+    calendar_id: Id
     case_type: CaseType | None = None
     priority: Priority | None = None
-    category_id: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    category_id: Id | None = None
     first_response_minutes: Annotated[int, msgspec.Meta(ge=1, le=525600)] | None = None
     resolution_minutes: Annotated[int, msgspec.Meta(ge=1, le=5256000)] | None = None
     warning_percent: Annotated[int, msgspec.Meta(ge=1, le=99)] = 80
@@ -68,7 +69,7 @@ class EscalationRuleSpec(msgspec.Struct, forbid_unknown_fields=True):
     target: Target | None = None
     case_type: CaseType | None = None
     priority: Priority | None = None
-    category_id: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    category_id: Id | None = None
     group_code: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | None = None
     notify_supervisors: bool = False
     raise_priority: Literal["step", "normal", "high", "urgent"] | None = None

@@ -37,6 +37,7 @@ import msgspec
 from crm.cases.types import CaseType, Channel
 from crm.errors import InvalidInput
 from herald import clock
+from herald.bounds import Id
 
 GROUPS = {"agent": "c.assignee_id", "channel": "c.channel", "case_type": "c.case_type",
           "group": "c.group_code", "status": "c.status",
@@ -54,7 +55,7 @@ class CaseStatsQuery(msgspec.Struct, forbid_unknown_fields=True):
     group_by: Annotated[str, msgspec.Meta(max_length=100)] | None = None
     channel: Channel | None = None
     case_type: CaseType | None = None
-    agent_id: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    agent_id: Id | None = None
     time_zone: str = "Europe/Kyiv"
     format: Literal["json", "csv"] = "json"
 

@@ -23,6 +23,7 @@ from crm.cases import routing, sla
 from crm.cases.routing import AgentLoad
 from crm.cases.sla_types import CaseSla
 from crm.cases.types import CaseType, Channel, Priority
+from herald.bounds import Id
 
 SlaState = str
 LIST_LIMIT = 50
@@ -37,7 +38,7 @@ class SupervisorFilter(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """What a supervisor watches; all given must hold. ``category_id`` includes its subcategories."""
 
     channel: Channel | None = None
-    category_id: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    category_id: Id | None = None
     group_code: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
     case_type: CaseType | None = None
     priority: Priority | None = None

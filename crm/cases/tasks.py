@@ -15,6 +15,7 @@ from crm.cases import agents, groups, store
 from crm.cases.groups import GroupCode
 from crm.cases.store import NewEvent
 from crm.errors import Conflict, InvalidInput, NotFound
+from herald.bounds import Id
 
 TaskStatus = Literal["open", "done", "cancelled"]
 Text = Annotated[str, msgspec.Meta(max_length=4000)]
@@ -24,7 +25,7 @@ class CaseTaskSpec(msgspec.Struct, forbid_unknown_fields=True):
     group_code: GroupCode
     title: Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
     due_at: dt.datetime
-    assignee_id: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    assignee_id: Id | None = None
     body: Text | None = None
 
 
@@ -55,7 +56,7 @@ class CaseTaskQuery(msgspec.Struct, forbid_unknown_fields=True):
 
     mine: bool = False
     group_code: GroupCode | None = None
-    assignee_id: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    assignee_id: Id | None = None
     status: TaskStatus | None = None
     overdue: bool | None = None
     limit: Annotated[int, msgspec.Meta(ge=1, le=500)] = 100

@@ -67,7 +67,9 @@ async def viber_signed(conn: asyncpg.Connection, body: bytes, signature: str | N
     if secret is None or not signature:
         return False
     expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, signature.strip().lower())
+    # A header may hold any bytes (aiohttp keeps invalid UTF-8 as surrogates): compare bytes.
+    return hmac.compare_digest(expected.encode(),
+                               signature.strip().lower().encode("utf-8", "surrogateescape"))
 
 
 async def telegram_authentic(conn: asyncpg.Connection, token: str | None) -> bool:
@@ -75,4 +77,4 @@ async def telegram_authentic(conn: asyncpg.Connection, token: str | None) -> boo
     secret = await _secret(conn, "telegram")
     if secret is None or not token:
         return False
-    return hmac.compare_digest(secret.encode(), token.encode())
+    return hmac.compare_digest(secret.encode(), token.encode("utf-8", "surrogateescape"))

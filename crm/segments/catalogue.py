@@ -22,6 +22,7 @@ import msgspec
 
 from crm import audit
 from crm.errors import Conflict, InvalidInput, NotFound
+from herald.bounds import Id
 
 AttributeType = Literal["string", "number", "date", "boolean", "enum", "string_list"]
 Source = Literal["client", "account", "billing", "consent", "channel_usage", "external"]
@@ -209,7 +210,7 @@ def check_text(value: Any, path: str) -> str:
 class AttributeValue(msgspec.Struct, forbid_unknown_fields=True):
     """One client's value; null removes it."""
 
-    client_id: int
+    client_id: Id
     value: Any = None
 
 
