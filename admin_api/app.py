@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,7 +18,7 @@ from admin_api.observability import (
     request_context_middleware,
 )
 from admin_api.problems import problem_middleware
-from admin_api.routing import EndpointTable, endpoint_of
+from admin_api.routing import Endpoint, EndpointTable, endpoint_of
 from admin_api.security import security_middleware
 from admin_api.typedefs import AMQP, DB, METRICS, REDIS, SETTINGS
 from admin_api.ui.setup import UI_TABLES, setup_ui, ui_guard
@@ -115,23 +116,42 @@ def check_routes_declared(app: web.Application) -> None:
         raise UndeclaredRoute("routes without a declared permission: " + ", ".join(missing))
 
 
+# The declarations are the code's, the same for every app a process builds (the tests build
+# hundreds): each is checked, and the OpenAPI document made, once per process.
+@functools.cache
+def _undeclared_inputs(declared: Endpoint) -> tuple[str, ...]:
+    """Path parameters of ``declared`` without a type; raises on an unbounded integer."""
+    undeclared = []
+    for name in _PATH_PARAM.findall(declared.path):
+        try:
+            inputs.path_param_type(name)
+        except KeyError:
+            undeclared.append(f"{name} in {declared.method} {declared.path}")
+    inputs.check_bounded(t for t in (declared.body, declared.query) if t is not None)
+    return tuple(undeclared)
+
+
+@functools.cache
+def _check_decoded_in_views() -> None:
+    inputs.check_bounded(DECODED_IN_VIEWS)
+
+
+@functools.lru_cache(maxsize=4)
+def _openapi_document(declared: tuple[Endpoint, ...]) -> dict[str, Any]:
+    return openapi.build_openapi(declared, title="Herald API", version=__version__)
+
+
 def check_inputs_declared(app: web.Application) -> None:
     """Refuse to start when a path parameter has no declared type or an input integer no bounds."""
     undeclared = set()
     for route in app.router.routes():
         declared = endpoint_of(route.handler)
-        if declared is None:
-            continue
-        for name in _PATH_PARAM.findall(declared.path):
-            try:
-                inputs.path_param_type(name)
-            except KeyError:
-                undeclared.add(f"{name} in {declared.method} {declared.path}")
-        inputs.check_bounded(t for t in (declared.body, declared.query) if t is not None)
+        if declared is not None:
+            undeclared.update(_undeclared_inputs(declared))
     if undeclared:
         raise UndeclaredRoute("path parameters without a type in admin_api.inputs.PATH_PARAMS: "
                               + ", ".join(sorted(undeclared)))
-    inputs.check_bounded(DECODED_IN_VIEWS)
+    _check_decoded_in_views()
 
 
 def init_app(settings: Settings) -> web.Application:
@@ -150,8 +170,7 @@ def init_app(settings: Settings) -> web.Application:
         table.add_to(app)
     check_routes_declared(app)
     check_inputs_declared(app)
-    app[openapi.OPENAPI] = openapi.build_openapi(openapi.app_endpoints(app), title="Herald API",
-                                                 version=__version__)
+    app[openapi.OPENAPI] = _openapi_document(tuple(openapi.app_endpoints(app)))
     app.cleanup_ctx.extend([_postgres, clients.billing_context, supervisor.live_context, _redis,
                             _rabbitmq])
     return app

@@ -119,9 +119,17 @@ def _wait_until_ready(session: requests.Session, base_url: str, seconds: float =
         time.sleep(0.5)
 
 
+def stream_paths(document: dict[str, Any]) -> frozenset[str]:
+    """Paths whose GET answers a live stream (SSE): judged by the status line alone."""
+    return frozenset(
+        path for path, item in document.get("paths", {}).items()
+        if any("text/event-stream" in (r.get("content") or {})
+               for r in (item.get("get") or {}).get("responses", {}).values()))
+
+
 def send(made: Iterable[tuple[Any, list[Any]]], base_url: str, token: Callable[[], str],
-         report: FuzzReport, *, label: str, after_each: Callable[[], None] | None = None,
-         timeout: float = 30.0) -> None:
+         report: FuzzReport, *, label: str, streams: frozenset[str] = frozenset(),
+         after_each: Callable[[], None] | None = None, timeout: float = 30.0) -> None:
     """Send every case with the session ``token()`` gives; record statuses and any 5xx.
 
     A 5xx (or no answer) while a service is down is sent again once the services are back;
@@ -130,7 +138,7 @@ def send(made: Iterable[tuple[Any, list[Any]]], base_url: str, token: Callable[[
     seen = report.operations.setdefault(label, set())
     with requests.Session() as session:
         for op, cases in made:
-            stream = op.path.endswith("/stream")
+            stream = op.path in streams
             for case in cases:
                 for attempt in (1, 2):
                     status, error = _send_one(session, case, base_url, token, timeout, stream)

@@ -19,7 +19,16 @@ from typing import Any
 import asyncpg
 import msgspec
 import pytest
-from fuzz_helpers import APART, FuzzReport, generate, load_schema, name_of, operations, send
+from fuzz_helpers import (
+    APART,
+    FuzzReport,
+    generate,
+    load_schema,
+    name_of,
+    operations,
+    send,
+    stream_paths,
+)
 
 from admin_api.app import init_app
 from admin_api.openapi import OPENAPI
@@ -95,14 +104,16 @@ async def test_no_operation_answers_a_5xx(served: Served, admin_conn: asyncpg.Co
     made = await asyncio.to_thread(generate, chosen, report, valid=VALID, invalid=INVALID)
     shared = [(op, cases) for op, cases in made if (op.method.upper(), op.path) not in APART]
     apart = [(op, cases) for op, cases in made if (op.method.upper(), op.path) in APART]
+    streams = stream_paths(served.document)
+    assert {"/ui/live", "/api/v1/campaigns/{campaign_id}/stream"} <= streams
     for role in ROLES:
         token = await _session(admin_conn, role)
         await asyncio.to_thread(send, shared, served.base_url, lambda: token, report,  # noqa: B023
-                                label=role)
+                                label=role, streams=streams)
     for role in ROLES:
         await asyncio.to_thread(
             send, apart, served.base_url, lambda: on_loop(_session(admin_conn, role)),  # noqa: B023
-            report, label=f"{role} apart", after_each=lambda: on_loop(restore()))
+            report, label=f"{role} apart", streams=streams, after_each=lambda: on_loop(restore()))
 
     print(f"\nfuzz: {report.summary()}")
     every = {name_of(op) for op in chosen}
