@@ -51,6 +51,7 @@ from admin_api.views import (
 from crm.activity import ChannelEvent, CxEvent
 from crm.cases.channels import TelegramUpdate, ViberCallback
 from crm.cti import CallEvent
+from crm.users import configure_hashing
 from dispatcher.intake import EventIn
 from dispatcher.templates import TemplateEngine
 from dispatcher.worker import declare_topology
@@ -160,6 +161,8 @@ def init_app(settings: Settings) -> web.Application:
                                        ui_guard, security_middleware],
                           client_max_size=8 * 1024 * 1024)
     clock.configure(settings)
+    configure_hashing(time_cost=settings.password_hash_time_cost,
+                      memory_kib=settings.password_hash_memory_kib)
     app[SETTINGS] = settings
     app[templates.ENGINE] = TemplateEngine()
     setup_ui(app)

@@ -26,10 +26,24 @@ from crm.errors import (
 from crm.login_guard import LoginPolicy
 from crm.rbac import keeping_an_administrator
 
-_hasher = PasswordHasher()
-# Verified when the login is unknown, so a wrong login costs as long as a wrong password
-# and response times do not tell which logins exist.
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+class _Hashing:
+    """The process's argon2id parameters: set once at start-up by ``configure_hashing``."""
+
+    hasher = PasswordHasher()
+    # Verified when the login is unknown, so a wrong login costs as long as a wrong
+    # password and response times do not tell which logins exist.
+    dummy_hash = hasher.hash(secrets.token_urlsafe(16))
+
+
+def configure_hashing(*, time_cost: int, memory_kib: int) -> None:
+    """Hash new passwords with these argon2id costs (a stored hash of other costs is
+    verified as it is and rehashed at the next successful login)."""
+    current = _Hashing.hasher
+    if (current.time_cost, current.memory_cost) == (time_cost, memory_kib):
+        return
+    _Hashing.hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib)
+    _Hashing.dummy_hash = _Hashing.hasher.hash(secrets.token_urlsafe(16))
 
 
 class PasswordPolicy(msgspec.Struct, frozen=True):
@@ -90,13 +104,13 @@ class User(msgspec.Struct, frozen=True):
 
 async def hash_password(password: str) -> str:
     """argon2id hash; run off the event loop (it costs tens of milliseconds of CPU)."""
-    return await asyncio.get_running_loop().run_in_executor(None, _hasher.hash, password)
+    return await asyncio.get_running_loop().run_in_executor(None, _Hashing.hasher.hash, password)
 
 
 async def _verify(password_hash: str, password: str) -> bool:
     def verify() -> bool:
         try:
-            return _hasher.verify(password_hash, password)
+            return _Hashing.hasher.verify(password_hash, password)
         except (VerificationError, InvalidHashError):
             return False
     return await asyncio.get_running_loop().run_in_executor(None, verify)
@@ -241,7 +255,7 @@ async def login(conn: asyncpg.Connection, policy: LoginPolicy, *, login_name: st
     if not known:
         await login_guard.take_address_attempt(conn, policy, client_ip)
     if row is None:
-        await _verify(_DUMMY_HASH, password)
+        await _verify(_Hashing.dummy_hash, password)
         raise AuthenticationFailed("login or password is wrong")
     actor = Actor(login=row["login"], id=row["id"], request_id=request_id)
     entity = str(row["id"])
@@ -264,7 +278,7 @@ async def login(conn: asyncpg.Connection, policy: LoginPolicy, *, login_name: st
                                 + (" on this device" if known else " for devices not used before"),
                                 claim.locks_until.isoformat())
         raise AuthenticationFailed("login or password is wrong")
-    if _hasher.check_needs_rehash(row["password_hash"]):
+    if _Hashing.hasher.check_needs_rehash(row["password_hash"]):
         await conn.execute("UPDATE users SET password_hash = $2 WHERE id = $1",
                            row["id"], await hash_password(password))
     token = secrets.token_urlsafe(32)

@@ -200,6 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     from herald.logs import configure_logging
 
     clock.configure(settings)
+    from crm.users import configure_hashing
+
+    configure_hashing(time_cost=settings.password_hash_time_cost,
+                      memory_kib=settings.password_hash_memory_kib)
     configure_logging(settings, args.command)
     try:
         if args.command == "migrate":

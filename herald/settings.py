@@ -75,6 +75,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Authentication.
     session_ttl_seconds: PositiveInt = 8 * 3600
     password_min_length: Annotated[int, Meta(ge=8, le=256)] = 12
+    # argon2id costs of new password hashes (argon2-cffi's defaults). Production refuses
+    # less than OWASP's floor (19 MiB, 2 passes); the test suite uses the least there is.
+    password_hash_time_cost: Annotated[int, Meta(ge=1, le=10)] = 3
+    password_hash_memory_kib: Annotated[int, Meta(ge=64, le=1_048_576)] = 65_536
     # Log-in throttling (crm/login_guard.py; the README's auth section has the rule): an
     # account or a known device is locked after login_max_failures failures in a row, first
     # for login_lockout_seconds, each next lock twice as long up to login_lockout_max_seconds;
@@ -179,6 +183,11 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     if settings.environment == "production" and len(settings.unsubscribe_secret) < 32:
         raise SettingsError(env_name("unsubscribe_secret"),
                             "production needs a secret of at least 32 characters")
+    if settings.environment == "production" and (
+            settings.password_hash_memory_kib < 19_456 or settings.password_hash_time_cost < 2):
+        raise SettingsError(env_name("password_hash_memory_kib"),
+                            "production needs at least 19456 KiB and 2 passes "
+                            "(HERALD_PASSWORD_HASH_TIME_COST)")
     if settings.environment == "production" and settings.clock_offset_days:
         raise SettingsError(env_name("clock_offset_days"),
                             "production runs on the real clock (offset 0)")

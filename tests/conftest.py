@@ -14,11 +14,14 @@ import os
 from collections.abc import AsyncIterator, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
+import aio_pika
 import asyncpg
 import msgspec
 import pytest
 import redis.asyncio as aioredis
 
+from crm import users
+from dispatcher.worker import queue_names
 from herald import clock
 from herald.db import init_connection
 from herald.migrate import discover, migrate
@@ -44,6 +47,9 @@ def _load_base_settings() -> Settings:
     env.setdefault("HERALD_DB_POOL_MAX", "4")
     # Workers read an administrator's change to the rules at once (no waiting out a cache).
     env.setdefault("HERALD_RULES_CACHE_SECONDS", "0")
+    # The cheapest argon2id there is: the suite hashes and verifies thousands of passwords.
+    env.setdefault("HERALD_PASSWORD_HASH_TIME_COST", "1")
+    env.setdefault("HERALD_PASSWORD_HASH_MEMORY_KIB", "64")
     return load_settings(env)
 
 
@@ -51,6 +57,8 @@ def _load_base_settings() -> Settings:
 # that times a module computes at import are on it too.
 _BASE_SETTINGS = _load_base_settings()
 clock.configure(_BASE_SETTINGS)
+users.configure_hashing(time_cost=_BASE_SETTINGS.password_hash_time_cost,
+                        memory_kib=_BASE_SETTINGS.password_hash_memory_kib)
 
 
 @pytest.fixture(scope="session")
@@ -107,10 +115,17 @@ class _DatabaseSupply:
         self.next = asyncio.ensure_future(self._create())
         return name
 
-    def drop(self, name: str) -> None:
-        task = asyncio.ensure_future(self._execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    def drop(self, name: str, settings: Settings | None = None) -> None:
+        """Drop the database (and the test's queues, when ``settings`` says whose) in the
+        background."""
+        task = asyncio.ensure_future(self._drop(name, settings))
         self.drops.add(task)
         task.add_done_callback(self.drops.discard)
+
+    async def _drop(self, name: str, settings: Settings | None) -> None:
+        await self._execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if settings is not None:
+            await delete_queues(settings)
 
     async def close(self) -> None:
         if self.next is not None:
@@ -146,21 +161,44 @@ def clock_offset_days(request: pytest.FixtureRequest, base_settings: Settings) -
         clock.configure(base_settings)
 
 
+async def delete_queues(settings: Settings) -> None:
+    """Delete the durable queues a test's app or workers declared in its namespace.
+
+    Left behind, they pile up in the broker (17 a test, tens of thousands a day) until
+    RabbitMQ takes minutes to start. A broker that is down (a test restarting it) is let be.
+    """
+    try:
+        connection = await aio_pika.connect(settings.amqp_url, timeout=5)
+    except (OSError, asyncio.TimeoutError, aio_pika.exceptions.AMQPError):
+        return
+    try:
+        channel = await connection.channel()
+        for shard in range(settings.shards):
+            for queue in queue_names(settings, shard):
+                await channel.queue_delete(queue)
+        await channel.queue_delete(f"{settings.namespace}.dispatch.dead")
+    except aio_pika.exceptions.AMQPError:
+        pass
+    finally:
+        await connection.close()
+
+
 @pytest.fixture
 async def settings(base_settings: Settings, database_supply: _DatabaseSupply,
                    clock_offset_days: float) -> AsyncIterator[Settings]:
     """Settings pointing at a fresh migrated database and a namespace of this test's own."""
     name = await database_supply.take()
     n = name.rsplit("_", 1)[1]
+    settings = with_clock_offset(msgspec.structs.replace(
+        base_settings,
+        database_url=_with_database(base_settings.database_url, name),
+        database_admin_url=_with_database(base_settings.database_admin_url, name),
+        namespace=f"t{os.getpid()}x{n}",
+    ), clock_offset_days)
     try:
-        yield with_clock_offset(msgspec.structs.replace(
-            base_settings,
-            database_url=_with_database(base_settings.database_url, name),
-            database_admin_url=_with_database(base_settings.database_admin_url, name),
-            namespace=f"t{os.getpid()}x{n}",
-        ), clock_offset_days)
+        yield settings
     finally:
-        database_supply.drop(name)
+        database_supply.drop(name, settings)
 
 
 @pytest.fixture

@@ -163,18 +163,4 @@ async def start_stack(settings: Settings, aiohttp_client, aiohttp_server,  # typ
     await result.stop_worker()
     smtp.close()
     await smtp.wait_closed()
-    await _delete_queues(settings)
-
-
-
-
-async def _delete_queues(settings: Settings) -> None:
-    import aio_pika
-
-    connection = await aio_pika.connect_robust(settings.amqp_url)
-    channel = await connection.channel()
-    for shard in range(settings.shards):
-        for name in worker.queue_names(settings, shard):
-            await channel.queue_delete(name)
-    await channel.queue_delete(f"{settings.namespace}.dispatch.dead")
-    await connection.close()
+    # (the settings fixture deletes the test's queues afterwards)

@@ -85,13 +85,13 @@ async def send(request: web.Request) -> web.Response:
         headers={"HX-Trigger": "herald:timeline"})
 
 
-@endpoints.get("/ui/messages/{message_id}/status", permission="clients.read", response=str,
+@endpoints.get("/ui/messages/{message}/status", permission="clients.read", response=str,
                media_type="text/html", errors=(404,))
 async def status(request: web.Request) -> web.Response:
     """A sent message's latest status; polled until final, and the timeline reloads when it
     changes."""
     async with request.app[DB].acquire() as conn:
-        found = await operator_send.message_status(conn, request.match_info["message_id"])
+        found = await operator_send.message_status(conn, request.match_info["message"])
     final = found.status in FINAL_STATUSES
     headers = {"HX-Trigger": "herald:timeline"} if request.query.get("seen") != found.status else {}
     return await render(request, "_message_status.html", {"status": found, "final": final},
