@@ -60,3 +60,24 @@ def test_cli_stops_with_a_message_naming_the_variable() -> None:
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "HERALD_HTTP_PORT" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_production_refuses_cheap_password_hashes() -> None:
+    production = {"HERALD_ENVIRONMENT": "production", "HERALD_UNSUBSCRIBE_SECRET": "x" * 32}
+    assert load_settings(production).password_hash_memory_kib == 65_536
+    for variable, value in (("HERALD_PASSWORD_HASH_MEMORY_KIB", "1024"),
+                            ("HERALD_PASSWORD_HASH_TIME_COST", "1")):
+        with pytest.raises(SettingsError, match="HERALD_PASSWORD_HASH_MEMORY_KIB"):
+            load_settings({**production, variable: value})
+    assert load_settings({"HERALD_PASSWORD_HASH_MEMORY_KIB": "64"}).password_hash_memory_kib == 64
+
+
+async def test_new_password_hashes_take_the_configured_costs(base_settings) -> None:  # type: ignore[no-untyped-def]
+    from crm import users
+
+    users.configure_hashing(time_cost=2, memory_kib=128)
+    try:
+        assert (await users.hash_password("довгий-пароль-1")).startswith("$argon2id$v=19$m=128,t=2,")
+    finally:
+        users.configure_hashing(time_cost=base_settings.password_hash_time_cost,
+                                memory_kib=base_settings.password_hash_memory_kib)

@@ -7,15 +7,14 @@ import datetime as dt
 import msgspec
 from aiohttp import web
 
-from admin_api import inputs
 from admin_api.routing import AUTHENTICATED, PUBLIC, EndpointTable
 from admin_api.security import SESSION_COOKIE, actor, principal
-from admin_api.typedefs import DB, REQUEST_ID, SETTINGS, TOKEN
+from admin_api.typedefs import DB, SETTINGS, TOKEN
 from admin_api.ui import forms, i18n, menu
 from admin_api.ui.guard import safe_next
 from admin_api.ui.rendering import LANGUAGE, LANGUAGE_COOKIE, render
 from admin_api.ui.rendering import language as request_language
-from admin_api.views.auth import DEVICE_COOKIE, login_policy
+from admin_api.views.auth import DEVICE_COOKIE, log_in
 from crm import ui_prefs, users
 from crm.errors import (
     AccountLocked,
@@ -76,19 +75,13 @@ async def login_submit(request: web.Request) -> web.Response:
     """Check the login form; on success set the session cookie and go to ``next``."""
     body = await forms.form(request, LoginForm)
     settings = request.app[SETTINGS]
-    ttl = dt.timedelta(seconds=settings.session_ttl_seconds)
     next_path = safe_next(body.next)
     lang = await request_language(request)
     catalogue = i18n.translations(lang)
     error, status, headers = None, 401, {}
     try:
         async with request.app[DB].acquire() as conn:
-            token, who, device = await users.login(
-                conn, login_policy(settings),
-                login_name=body.login, password=body.password, ttl=ttl,
-                request_id=request.get(REQUEST_ID), client_ip=request.remote,
-                user_agent=inputs.header_text(request, "User-Agent"),
-                device_token=request.cookies.get(DEVICE_COOKIE))
+            token, who, device = await log_in(request, conn, body.login, body.password)
             stored = await ui_prefs.language_of(conn, who.user_id)
     except AccountLocked as locked:
         error, status = _lockout_message(locked, lang), 423

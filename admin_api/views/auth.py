@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated
 
+import asyncpg
 import msgspec
 from aiohttp import web
 
@@ -69,6 +70,19 @@ def login_policy(settings: Settings) -> LoginPolicy:
         device_days=settings.login_device_days)
 
 
+async def log_in(request: web.Request, conn: asyncpg.Connection, login_name: str,
+                 password: str) -> tuple[str, users.Principal, str]:
+    """``users.login`` for this request: its address, agent and known-device cookie (the
+    API's login and the web UI's login page alike)."""
+    settings = request.app[SETTINGS]
+    return await users.login(
+        conn, login_policy(settings), login_name=login_name, password=password,
+        ttl=dt.timedelta(seconds=settings.session_ttl_seconds),
+        request_id=request.get(REQUEST_ID), client_ip=request.remote,
+        user_agent=inputs.header_text(request, "User-Agent"),
+        device_token=request.cookies.get(DEVICE_COOKIE))
+
+
 @endpoints.post("/api/v1/auth/login", permission=PUBLIC, body=LoginRequest,
                 response=LoginResponse, errors=(400, 401, 423, 429))
 async def login(request: web.Request, body: LoginRequest) -> web.Response:
@@ -80,14 +94,8 @@ async def login(request: web.Request, body: LoginRequest) -> web.Response:
     failed too often; 423 while the account (or this device) is locked.
     """
     settings = request.app[SETTINGS]
-    ttl = dt.timedelta(seconds=settings.session_ttl_seconds)
     async with request.app[DB].acquire() as conn:
-        token, who, device = await users.login(
-            conn, login_policy(settings),
-            login_name=body.login, password=body.password, ttl=ttl,
-            request_id=request.get(REQUEST_ID), client_ip=request.remote,
-            user_agent=inputs.header_text(request, "User-Agent"),
-            device_token=request.cookies.get(DEVICE_COOKIE))
+        token, who, device = await log_in(request, conn, body.login, body.password)
     response = json_response(LoginResponse(token=token, token_type="Bearer",
                                            expires_in=settings.session_ttl_seconds, user=_me(who)))
     secure = settings.environment == "production"
