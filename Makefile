@@ -17,14 +17,14 @@ run: setup
 	$(BIN)/herald up
 
 test: setup
-	$(BIN)/pytest -q -n $(PYTEST_WORKERS) -m "not serial"
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadgroup -m "not serial"
 	$(BIN)/pytest -q -m serial
 
 # The whole suite as if it were another day: no test may depend on today's date.
 test-clock: setup
 	for days in $(CLOCK_OFFSETS); do \
 		echo "== HERALD_CLOCK_OFFSET_DAYS=$$days"; \
-		HERALD_CLOCK_OFFSET_DAYS=$$days $(BIN)/pytest -q -n $(PYTEST_WORKERS) -m "not serial" && \
+		HERALD_CLOCK_OFFSET_DAYS=$$days $(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadgroup -m "not serial" && \
 		HERALD_CLOCK_OFFSET_DAYS=$$days $(BIN)/pytest -q -m serial || exit 1; \
 	done
 

@@ -271,3 +271,12 @@ async def stack(settings: Settings, demo_users, aiohttp_client, aiohttp_server, 
 
     async for running in start_stack(settings, aiohttp_client, aiohttp_server, admin_conn):
         yield running
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that run a whole Herald (API, worker, simulators: the ``stack`` fixture) go to
+    one xdist process, one after another (``--dist loadgroup``): side by side they starved
+    each other of the two cores until receipts missed their 30 s waits."""
+    for item in items:
+        if "stack" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("stack"))

@@ -289,6 +289,7 @@ async def test_delayed_message_waits_then_the_scheduler_sends_it(stack: Stack) -
     assert sent_at - created >= dt.timedelta(seconds=3)
 
 
+@pytest.mark.serial  # misses its 30 s waits under parallel load (cause not found yet)
 async def test_triggered_message_falls_back_down_the_chain(stack: Stack) -> None:
     ids = await make_clients(stack.conn, 2)
     _, key = await producer(stack)
