@@ -7,6 +7,7 @@ import asyncio
 
 import aio_pika
 import msgspec
+import pytest
 import redis.asyncio as aioredis
 from conftest import login_as
 from dispatch_helpers import TEMPLATE, Stack, make_clients
