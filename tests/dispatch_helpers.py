@@ -10,7 +10,7 @@ import asyncpg
 import msgspec
 from aiohttp import ClientSession
 from conftest import login_as
-from sim_helpers import free_port, start_simulators
+from sim_helpers import bound_socket, start_simulators
 
 from admin_api.app import init_app
 from dispatcher import worker
@@ -142,15 +142,17 @@ def counter(stats: dict[str, Any], name: str) -> int:
 async def start_stack(settings: Settings, aiohttp_client, aiohttp_server,  # type: ignore[no-untyped-def]
                       admin_conn: asyncpg.Connection) -> AsyncIterator[Stack]:
     """Admin API + simulators + a worker on this test's database and namespace."""
-    # The SMTP sink's port is chosen first: the API sends e-mail replies itself.
-    smtp_port = free_port()
+    # The SMTP sink's port is taken first (held, so no parallel test takes it meanwhile):
+    # the API sends e-mail replies itself.
+    smtp_sock = bound_socket()
+    smtp_port = int(smtp_sock.getsockname()[1])
     settings = msgspec.structs.replace(settings, provider_api_token=TOKEN, shards=2,
                                        dispatch_batch_size=100, smtp_host="127.0.0.1",
                                        smtp_port=smtp_port)
     api = await aiohttp_client(init_app(settings))
     public = str(api.make_url("")).rstrip("/")
     settings, sim_server, sim_app, smtp = await start_simulators(
-        msgspec.structs.replace(settings, public_base_url=public), aiohttp_server, smtp_port)
+        msgspec.structs.replace(settings, public_base_url=public), aiohttp_server, smtp_sock)
     headers = await login_as(api, "admin")
     result = Stack(settings, api, str(sim_server.make_url("")).rstrip("/"), sim_app, headers,
                    admin_conn)

@@ -75,6 +75,15 @@ async def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> Non
         await asyncio.sleep(0.01)
 
 
+def bound_socket() -> socket.socket:
+    """A TCP socket bound to a free loopback port, held until a server takes it (no other
+    process can take the port in between, as with ``free_port``)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
 def free_port() -> int:
     """A TCP port nothing listens on (for connection-refused cases)."""
     with socket.socket() as s:
@@ -115,12 +124,12 @@ class Sim:
 
 
 async def start_simulators(settings: Settings, aiohttp_server,  # type: ignore[no-untyped-def]
-                           smtp_port: int = 0):
-    """Simulators (HTTP) and an SMTP sink on free ports (or on ``smtp_port``); settings
-    pointed at them."""
+                           smtp_sock: socket.socket | None = None):
+    """Simulators (HTTP) and an SMTP sink on free ports (or on the bound ``smtp_sock``);
+    settings pointed at them."""
     app = init_simulators_app(settings)
     server = await aiohttp_server(app)
-    smtp = await start_smtp_sink(app[EMAIL_SIM], "127.0.0.1", smtp_port)
+    smtp = await start_smtp_sink(app[EMAIL_SIM], "127.0.0.1", 0, sock=smtp_sock)
     settings = msgspec.structs.replace(
         settings, sms_gateway_url=str(server.make_url("/sms")),
         viber_api_url=str(server.make_url("/viber")), smtp_host="127.0.0.1",

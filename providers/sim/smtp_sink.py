@@ -16,6 +16,7 @@ import email.policy
 import hashlib
 import logging
 import re
+import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -83,8 +84,10 @@ class _SinkSMTP(SMTP):
 
 
 async def start_smtp_sink(ledger: Ledger, host: str, port: int, *,
-                          idle_timeout: float = 300.0) -> asyncio.Server:
-    """Listen for SMTP on host:port (0: any free port) in the running loop."""
+                          idle_timeout: float = 300.0,
+                          sock: socket.socket | None = None) -> asyncio.Server:
+    """Listen for SMTP on host:port (0: any free port), or on the bound ``sock``, in the
+    running loop."""
     loop = asyncio.get_running_loop()
     handler = SinkHandler(ledger)
     # aiosmtpd logs every connection at INFO; a sink taking a campaign must not.
@@ -95,6 +98,8 @@ async def start_smtp_sink(ledger: Ledger, host: str, port: int, *,
         return _SinkSMTP(handler, hostname="herald-smtp-sink", ident="Herald SMTP sink",
                     enable_SMTPUTF8=True, timeout=idle_timeout, loop=loop)
 
+    if sock is not None:
+        return await loop.create_server(protocol, sock=sock)
     return await loop.create_server(protocol, host=host, port=port)
 
 
