@@ -17,10 +17,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from crm.segments import member_sets, store
 from herald.audit import Actor
-from herald.cli.bench.triggers import trigger_latency
-from herald.db import create_pool
 from herald.settings import Settings
 
 if TYPE_CHECKING:
@@ -80,6 +77,11 @@ async def _timed(label: str, say: Callable[[str], None], work: Any) -> tuple[Any
 async def run_segments_bench(settings: Settings, *, members: int, set_members: int, keep: bool,
                              say: Callable[[str], None], triggers: bool = True) -> dict[str, Any]:
     """Measure, clean up, and return the figures (the trigger ones unless ``triggers`` is false)."""
+    # Imported when run: `herald` imports this module to build its parser (keeps it quick).
+    from crm.segments import member_sets, store
+    from herald.cli.bench.triggers import trigger_latency
+    from herald.db import create_pool
+
     pool = await create_pool(settings)
     made: list[int] = []
     figures: dict[str, Any] = {}
@@ -144,6 +146,8 @@ async def run_segments_bench(settings: Settings, *, members: int, set_members: i
 
 
 async def _drop_quietly(pool: asyncpg.Pool, ids: list[int]) -> None:
+    from crm.segments import store  # when run, as above
+
     async with pool.acquire() as conn:
         await conn.execute("SET statement_timeout = 0")
         for segment_id in reversed(ids):

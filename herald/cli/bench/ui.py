@@ -16,14 +16,7 @@ import sys
 import time
 from typing import Any
 
-import aiohttp
-import asyncpg
-
-from crm.users import PasswordPolicy
-from herald.cli import screenshots
-from herald.cli.browser import VIEWPORT, chromium
-from herald.cli.demo import DEMO_USERS, ensure_demo_users
-from herald.db import init_connection
+from herald.cli.demo import DEMO_USERS
 from herald.settings import Settings
 
 
@@ -57,6 +50,16 @@ async def _timed(http: Any, url: str, n: int) -> list[float]:
 
 async def main(settings: Settings, args: argparse.Namespace) -> int:
     """Measure and print the JSON report (progress on stderr)."""
+    # Imported when run: `herald` imports this module to build its parser (keeps it quick).
+    import aiohttp
+    import asyncpg
+
+    from crm.users import PasswordPolicy
+    from herald.cli import screenshots
+    from herald.cli.browser import VIEWPORT, chromium
+    from herald.cli.demo import ensure_demo_users
+    from herald.db import init_connection
+
     conn = await asyncpg.connect(settings.database_url)
     await init_connection(conn)
     try:
