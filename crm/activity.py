@@ -243,7 +243,7 @@ async def ingest_channel_events(conn: asyncpg.Connection, events: Sequence[tuple
     errors: list[ItemError] = []
     clients = await resolve_clients(conn, [(e.client_id, e.or_number) for _, e in events])
     valid: list[tuple[int, int, ChannelEvent]] = []
-    for (n, e), client in zip(events, clients):
+    for (n, e), client in zip(events, clients, strict=True):
         problem = client if isinstance(client, tuple) else _check_time(e.at, now)
         if problem:
             errors.append(ItemError(n, *problem))
@@ -256,7 +256,7 @@ async def ingest_channel_events(conn: asyncpg.Connection, events: Sequence[tuple
         for _, client, e in valid]
     async with conn.transaction():
         fresh = await timeline.append_new(conn, new_events)
-        stored = [(client, e) for (_, client, e), is_new in zip(valid, fresh) if is_new]
+        stored = [(client, e) for (_, client, e), is_new in zip(valid, fresh, strict=True) if is_new]
         if stored:
             await conn.execute(
                 """
@@ -361,7 +361,7 @@ async def ingest_cx_events(conn: asyncpg.Connection, events: Sequence[tuple[int,
     errors: list[ItemError] = []
     clients = await resolve_clients(conn, [(e.client_id, e.or_number) for _, e in events])
     valid: list[tuple[int, CxEvent]] = []
-    for (n, e), client in zip(events, clients):
+    for (n, e), client in zip(events, clients, strict=True):
         problem = client if isinstance(client, tuple) else _check_time(e.at, now)
         if problem is None and isinstance(e, SurveyEvent) and e.score > e.scale_max:
             problem = ("score", f"{e.score} is above scale_max {e.scale_max}")

@@ -217,9 +217,9 @@ async def identify(conn: asyncpg.Connection, phone: str | None, *, or_number: st
                                     re.sub(r"\s", "", or_number))
         if found is not None:
             return "match", "or_number", [found]
-    if client_id is not None:
-        if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM clients WHERE id = $1)", client_id):
-            return "match", "client_id", [client_id]
+    if client_id is not None and await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM clients WHERE id = $1)", client_id):
+        return "match", "client_id", [client_id]
     if by_phone:
         return "candidates", "phone", by_phone[:MAX_CANDIDATES]
     return "unknown", None, []

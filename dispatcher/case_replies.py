@@ -254,7 +254,7 @@ async def reply(conn: asyncpg.Connection, redis: aioredis.Redis, settings: Setti
     """Store the reply; returns it with the outbox ids to send and the realtime work to publish."""
     async with conn.transaction():
         case = await store.get_case(conn, case_id, lock=True)
-        phone, email = await _client_contact(conn, case.client_id, organisation)
+        _, email = await _client_contact(conn, case.client_id, organisation)
         address = case.contact.email or email
         channel = reply_channel(case, request, address is not None)
         if channel == "email":

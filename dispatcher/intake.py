@@ -93,7 +93,7 @@ async def ingest(conn: asyncpg.Connection, producer: Producer,
         resolved.append((index, event))
     attributes = await triggers.client_attributes(conn, pairs)
     known: list[tuple[int, EventIn, dict[str, Any]]] = []
-    for (index, event), attrs in zip(resolved, attributes):
+    for (index, event), attrs in zip(resolved, attributes, strict=True):
         if attrs is None:
             errors.append(ItemError(index, "client_id", f"no client {event.client_id}"))
         else:
@@ -121,10 +121,10 @@ async def ingest(conn: asyncpg.Connection, producer: Producer,
                                 receipt_timeout_seconds=rule.receipt_timeout_seconds,
                                 delay_seconds=rule.delay_seconds, rule_id=rule.id,
                                 producer_id=producer.id, event_id=event.event_id, refused=refused)
-            for (index, event, attrs, rule), refused in zip(candidates, refusals)])
+            for (index, event, attrs, rule), refused in zip(candidates, refusals, strict=True)])
         made: dict[int, list[str]] = {}
         refused_of: dict[int, list[str]] = {}
-        for (index, *_), unit in zip(candidates, created):
+        for (index, *_), unit in zip(candidates, created, strict=True):
             if unit.refused:
                 refused_of.setdefault(index, []).append(unit.refused)
             else:

@@ -13,6 +13,7 @@ same message id, which providers take as an idempotency key.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import time
@@ -103,10 +104,8 @@ class Context:
         Both kinds of work share one event loop per process; a campaign batch renders and
         encodes a thousand messages at a time, so without this a trigger waits behind it."""
         if self._realtime_in_hand:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._realtime_idle.wait(), REALTIME_YIELD_SECONDS)
-            except TimeoutError:
-                pass
 
     async def cached(self, name: str, load: object,
                      conn: asyncpg.Connection | None = None) -> object:
@@ -410,7 +409,7 @@ class Batch:
         elif rest:
             now = clock.now()
             for (recipient, step), wait in zip(
-                    rest, rate_limit.release_times(found, len(rest), paced.retry_after)):
+                    rest, rate_limit.release_times(found, len(rest), paced.retry_after), strict=True):
                 self._hold(recipient, step, "rate_limit", None,
                            now + dt.timedelta(seconds=max(wait, 1.0)))
         return failed

@@ -1,13 +1,14 @@
 """Delivery receipts and receipt timeouts: record them, and move failed messages down the chain.
 
-A sent message waits for its receipt in its campaign's Redis sorted set (member: message
-id, score: deadline); the set's size is the number of messages awaiting a receipt, exact
-even after crashes (a counter would count a crashed attempt's messages twice). A receipt or a timeout acts on a message only while it is still waiting, in
-this order: publish the next chain step (for a failure), write the events, and only
-then remove it from the set. A crash in between repeats the work on the provider's
-retry or the next sweep, and a repeated step is harmless (its message id is already
-final). The one race left: a receipt arriving in the very moment its timeout is being
-handled can let both act, sending the next channel although the first was delivered.
+A sent message waits for its receipt in its campaign's Redis sorted set (member: message id,
+score: deadline); the set's size is the number of messages awaiting a receipt, exact even
+after crashes (a counter would count a crashed attempt's messages twice). A receipt or a
+timeout acts on a message only while it is still waiting, in this order: publish the next
+chain step (for a failure), write the events, and only then remove it from the set. A crash
+in between repeats the work on the provider's retry or the next sweep, and a repeated step
+is harmless (its message id is already final). The one race left: a receipt arriving in the
+very moment its timeout is being handled can let both act, sending the next channel although
+the first was delivered.
 
 Realtime messages (triggers, operator sends; ids 't...'/'o...') wait in one set of
 their own; a failure reopens their realtime_messages row at the next step.
@@ -79,7 +80,7 @@ async def _waiting(redis: aioredis.Redis, settings: Settings, message_ids: Seque
     found: set[str] = set()
     for key, ids in _by_key(settings, message_ids).items():
         scores = await redis.zmscore(key, ids)
-        found.update(m for m, score in zip(ids, scores) if score is not None)
+        found.update(m for m, score in zip(ids, scores, strict=True) if score is not None)
     return found
 
 

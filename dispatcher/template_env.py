@@ -415,7 +415,10 @@ def build_environment(language: Language, *, html: bool) -> TemplateSandbox:
         cache_size=0,
     )
     env.globals.clear()  # no range, cycler, joiner, lipsum, namespace, dict
-    money: Callable[[object], str] = lambda value: format_money(value, language)
+
+    def money(value: object) -> str:
+        return format_money(value, language)
+
     filters: Mapping[str, Callable[..., Any]] = {**env.filters, "money": money, "date": format_date}
     env.filters = {name: _none_safe(f) if name in _TEXT_FILTERS else f
                    for name, f in filters.items() if name in ALLOWED_FILTERS}

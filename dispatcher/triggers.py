@@ -234,9 +234,10 @@ def _check_conditions(spec: TriggerRuleSpec) -> None:
         wanted = _CLIENT_TYPES[cc.attribute]
         values = cc.value if isinstance(cc.value, list) else [cc.value]
         for v in values:
-            if not isinstance(v, wanted) or (wanted != bool and isinstance(v, bool)):
-                raise InvalidInput(f"{where}.value", f"{cc.attribute} is compared with "
-                                                     f"{'a number' if cc.attribute == 'debt' else getattr(wanted, '__name__', 'a value')}")
+            if not isinstance(v, wanted) or (wanted is not bool and isinstance(v, bool)):
+                kind = ("a number" if cc.attribute == "debt"
+                        else getattr(wanted, "__name__", "a value"))
+                raise InvalidInput(f"{where}.value", f"{cc.attribute} is compared with {kind}")
 
 
 def _check_value(field: str, op: str, value: Any) -> None:

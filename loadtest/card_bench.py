@@ -16,6 +16,7 @@ one JSON object with p50/p95/p99 in milliseconds per figure.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import statistics
@@ -154,10 +155,8 @@ async def push_latencies(listen: Callable[[asyncio.Event, asyncio.Queue[tuple[An
                     break
     finally:
         listener.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError, aiohttp.ClientError):
             await listener
-        except (asyncio.CancelledError, aiohttp.ClientError):
-            pass
     return latencies
 
 

@@ -124,7 +124,7 @@ def parse_chain(channels: Sequence[str] = DEFAULT_CHAIN,
             raise InvalidInput(timeout_field, f"one timeout per channel: {len(channels)} expected")
     seen: set[str] = set()
     steps = []
-    for i, (channel, timeout) in enumerate(zip(channels, timeouts)):
+    for i, (channel, timeout) in enumerate(zip(channels, timeouts, strict=True)):
         if channel not in CHANNELS:
             raise InvalidInput(f"{field}[{i}]", f"unknown channel {channel!r}; one of {', '.join(CHANNELS)}")
         if channel in seen:

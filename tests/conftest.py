@@ -169,7 +169,7 @@ async def delete_queues(settings: Settings) -> None:
     """
     try:
         connection = await aio_pika.connect(settings.amqp_url, timeout=5)
-    except (OSError, asyncio.TimeoutError, aio_pika.exceptions.AMQPError):
+    except (TimeoutError, OSError, aio_pika.exceptions.AMQPError):
         return
     try:
         channel = await connection.channel()

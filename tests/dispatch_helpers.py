@@ -83,10 +83,10 @@ class Stack:
         return body
 
     async def sim(self, method: str, path: str, json: object = None) -> Any:
-        async with ClientSession() as session:
-            async with session.request(method, self.sim_url + path, json=json) as response:
-                assert response.status == 200, await response.text()
-                return await response.json()
+        async with (ClientSession() as session,
+                    session.request(method, self.sim_url + path, json=json) as response):
+            assert response.status == 200, await response.text()
+            return await response.json()
 
     async def configure(self, channel: str, **patch: object) -> None:
         await self.sim("PUT", f"/{channel}/sim/config", patch)

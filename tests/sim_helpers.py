@@ -107,17 +107,17 @@ class Sim:
         return self.app[{"sms": SMS_SIM, "viber": VIBER_SIM, "email": EMAIL_SIM}[channel]]
 
     async def configure(self, channel: str, **patch: object) -> dict[str, object]:
-        async with ClientSession() as session:
-            async with session.put(self.server.make_url(f"/{channel}/sim/config"),
-                                   json=patch) as response:
-                assert response.status == 200, await response.text()
-                return await response.json()  # type: ignore[no-any-return]
+        async with (ClientSession() as session,
+                    session.put(self.server.make_url(f"/{channel}/sim/config"),
+                                json=patch) as response):
+            assert response.status == 200, await response.text()
+            return await response.json()  # type: ignore[no-any-return]
 
     async def get(self, path: str, **params: str) -> dict[str, object]:
-        async with ClientSession() as session:
-            async with session.get(self.server.make_url(path), params=params) as response:
-                assert response.status == 200, await response.text()
-                return await response.json()  # type: ignore[no-any-return]
+        async with (ClientSession() as session,
+                    session.get(self.server.make_url(path), params=params) as response):
+            assert response.status == 200, await response.text()
+            return await response.json()  # type: ignore[no-any-return]
 
     async def stats(self, channel: str) -> dict[str, int]:
         return await self.get(f"/{channel}/sim/stats")  # type: ignore[return-value]

@@ -4,6 +4,7 @@ several intervals a day, and properties over random calendars."""
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -157,4 +158,4 @@ def test_add_is_monotonic(cal: Calendar, start: dt.datetime, s1: float, s2: floa
 def test_spans_are_ordered_and_disjoint(cal: Calendar, first: dt.date) -> None:
     spans = list(spans_between(cal, first, first + dt.timedelta(days=20)))
     assert all(a < b for a, b in spans)
-    assert all(b <= c for (_, b), (c, _) in zip(spans, spans[1:]))
+    assert all(b <= c for (_, b), (c, _) in itertools.pairwise(spans))

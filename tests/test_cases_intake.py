@@ -25,9 +25,9 @@ from test_cases_support import (
     viber_signature,
 )
 
-from herald import clock
 from crm.cases import intake
 from crm.cases.channels import CallRecord
+from herald import clock
 
 
 async def _case(client, headers, case_id: int) -> dict:  # type: ignore[no-untyped-def]

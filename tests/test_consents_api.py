@@ -318,7 +318,7 @@ async def test_csv_import_reports_every_bad_row(client, demo_users, admin_conn: 
     # Marketers may not import; a file that is not a consents file is a 400 naming the body
     assert (await client.post(path, data=csv_text.encode(), headers=marketer_cannot)).status == 403
     for bad in (b"", b"name;phone\r\nx;y\r\n", b"client_id,channel,topic\r\n1,sms,debt\r\n",
-                "client_id,channel,topic,opted_in\r\n".encode(), b"\xff\xfe\x00b",
+                b"client_id,channel,topic,opted_in\r\n", b"\xff\xfe\x00b",
                 b'client_id,channel,topic,opted_in\r\n1,"sms,debt,1\r\n'):
         await _bad(await client.post(path, data=bad, headers=operator), "body")
 

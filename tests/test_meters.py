@@ -12,6 +12,7 @@ from dispatch_helpers import make_clients
 from crm import meters
 from crm.meters import today_in_kyiv
 
+
 def day(offset: int) -> str:
     # Kyiv's date now, not when the module was imported: a run may cross Kyiv's midnight
     # (22:00 UTC in winter), and a reading dated "tomorrow" is then today.

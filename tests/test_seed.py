@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from datetime import timedelta
 
@@ -88,7 +89,7 @@ def test_names_helpers() -> None:
 def test_chunk_plan_ids_are_contiguous_and_generation_repeatable() -> None:
     tasks = plan_chunks(2500, 3, _REFERENCE, chunk_clients=1000)
     assert [t.clients for t in tasks] == [1000, 1000, 500]
-    for before, after in zip(tasks, tasks[1:]):
+    for before, after in itertools.pairwise(tasks):
         sizes = chunk_sizes(before.clients)
         assert after.first_account == before.first_account + sizes.accounts
         assert after.first_contact == before.first_contact + sizes.contacts

@@ -20,13 +20,13 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import pytest
 
-from herald import clock
 from crm.audit import SYSTEM
 from crm.errors import InvalidInput
 from crm.segments import catalogue as catalogue_mod
 from crm.segments.catalogue import AttributeDeclaration, AttributeValue, Catalogue
 from crm.segments.compiler import client_ids, count_query
 from crm.segments.conditions import MAX_DEPTH, parse
+from herald import clock
 
 REGIONS = ["UA-30", "UA-32", "UA-46", "UA-51"]
 TYPES = ["household", "household_heating", "condominium"]
@@ -102,7 +102,8 @@ async def load_population(conn: asyncpg.Connection, n: int = 80, seed: int = 7) 
     await conn.executemany(
         "INSERT INTO accounts (id, client_id, or_number, eic_code, region_code, city, street, building, "
         "consumer_type, registers, destroyed_housing, tariff_code, status, opened_at) "
-        "VALUES ($1::bigint, $2, lpad($1::bigint::text, 10, '0'), '56XS' || lpad($1::bigint::text, 11, '0') || 'A', $3, $4, "
+        "VALUES ($1::bigint, $2, lpad($1::bigint::text, 10, '0'), "
+        "'56XS' || lpad($1::bigint::text, 11, '0') || 'A', $3, $4, "
         "'вул. Шевченка', '1', $5, $6, $7, $8, $9, $10)",
         [(aid, cid, a["region_code"], a["city"], a["consumer_type"], a["registers"],
           a["destroyed_housing"], a["tariff_code"], a["status"], a["opened_at"]) for aid, cid, a in rows])

@@ -126,7 +126,8 @@ async def test_marks_only_what_segments_can_see(app_conn: asyncpg.Connection) ->
     assert await dirty(conn) == owners
     # An account moved to another client marks both
     await conn.execute("DELETE FROM segment_dirty_clients")
-    await conn.execute("UPDATE accounts SET client_id = 2 WHERE id = (SELECT min(id) FROM accounts WHERE client_id = 1)")
+    await conn.execute("UPDATE accounts SET client_id = 2 "
+                       "WHERE id = (SELECT min(id) FROM accounts WHERE client_id = 1)")
     assert await dirty(conn) == {1, 2}
 
 

@@ -216,7 +216,8 @@ async def test_external_attributes_through_the_api(client, demo_users,  # type: 
     preview = await _json(await client.post("/api/v1/segments/preview", headers=marketer, json={
         "condition": {"attribute": "ext.kub.app_logins", "op": "gte", "value": 10}}), 200)
     assert preview["count"] == 2
-    removed = await _json(await client.put(url, headers=marketer, json={"values": [{"client_id": 3, "value": None}]}), 200)
+    removed = await _json(await client.put(
+        url, headers=marketer, json={"values": [{"client_id": 3, "value": None}]}), 200)
     assert removed["removed"] == 1
     preview = await _json(await client.post("/api/v1/segments/preview", headers=marketer, json={
         "condition": {"attribute": "ext.kub.app_logins", "op": "gte", "value": 10}}), 200)

@@ -12,8 +12,8 @@ from conftest import login_as
 from dispatch_helpers import counter, make_clients
 
 from crm import meters, timeline
-from herald import clock
 from crm.audit import Actor
+from herald import clock
 
 UTC = dt.UTC
 T0 = clock.now().replace(microsecond=0) - dt.timedelta(days=2)

@@ -48,7 +48,7 @@ async def test_login_errors_and_lock_out_are_shown_in_the_language(client, demo_
                              headers={"Origin": origin(client)}, allow_redirects=False)
     assert good.headers["Location"] == "/ui/search"
     # The address that keeps failing (any login) must wait, and is told for how long
-    for attempt in range(12):
+    for _ in range(12):
         throttled = await client.post("/ui/login", data={"login": "nobody", "password": "x"},
                                       headers={"Origin": origin(client)})
         if throttled.status == 429:

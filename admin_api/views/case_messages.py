@@ -4,6 +4,7 @@ and the rules that send clients updates of their cases."""
 from __future__ import annotations
 
 import logging
+
 import msgspec
 from aiohttp import web
 

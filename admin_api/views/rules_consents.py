@@ -418,7 +418,7 @@ def _parse_csv(text: str) -> tuple[int, list[StagedRow], list[RowError]]:
                 refused.append(RowError(reader.line_num, field, f"{len(values)} values, the "
                                                                f"header has {len(header)}"))
                 continue
-            found = consent.stage_row(reader.line_num, dict(zip(header, values)))
+            found = consent.stage_row(reader.line_num, dict(zip(header, values, strict=True)))
             (refused if isinstance(found, RowError) else staged).append(found)
     except csv.Error as exc:
         raise InvalidInput("body", f"row {reader.line_num}: {exc}") from None

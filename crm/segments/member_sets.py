@@ -118,7 +118,7 @@ async def _acquire(pool: asyncpg.Pool, n: int) -> list[asyncpg.Connection]:
     try:
         for _ in range(n):
             helpers.append(await pool.acquire(timeout=ACQUIRE_TIMEOUT_S))
-    except asyncio.TimeoutError:
+    except TimeoutError:
         for helper in helpers:
             await pool.release(helper)
         return []
