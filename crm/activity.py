@@ -219,7 +219,7 @@ async def resolve_clients(conn: asyncpg.Connection,
         elif client_id is not None and or_number is not None and owner[or_number] != client_id:
             out.append(("or_number", f"account {or_number} is not client {client_id}'s"))
         else:
-            out.append(client_id if client_id is not None else owner[or_number])  # type: ignore[index]
+            out.append(client_id if client_id is not None else owner[or_number])
     return out
 
 

@@ -381,7 +381,7 @@ def _single(c: Criteria) -> list[Criteria]:
     for name in ("client_id", "name", "phone", "or_number", "eic", "address"):
         value = getattr(c, name)
         if value is not None:
-            out.append(Criteria(**{name: value}, common=c.common))  # type: ignore[arg-type]
+            out.append(Criteria(**{name: value}, common=c.common))
     return out
 
 

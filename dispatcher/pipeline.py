@@ -324,10 +324,10 @@ class Batch:
                     self._hold(recipient, k, "air_raid", region, None)
                     break
                 if not urgent:
-                    tz = time_zones.get(region or "", "Europe/Kyiv")  # type: ignore[union-attr]
+                    tz = time_zones.get(region or "", "Europe/Kyiv")
                     key = (tz, channel)
                     if key not in release:
-                        applicable = [w for w in windows if w.applies_to(channel)]  # type: ignore[union-attr]
+                        applicable = [w for w in windows if w.applies_to(channel)]
                         release[key] = quiet_hours.release_at(now, tz, applicable)
                     if release[key] is not None:
                         self._hold(recipient, k, "quiet_hours", region, release[key])
@@ -373,7 +373,7 @@ class Batch:
                 if channel == "email":
                     variables = {**variables, "unsubscribe_url": ctx.unsubscribe.url(
                         recipient.client_id, self.campaign.topic)}
-                content = template.render(channel, variables,  # type: ignore[arg-type]
+                content = template.render(channel, variables,
                                           recipient.language)
             except RenderError as exc:
                 self._event(recipient.client_id, step, "failed", f"render_error:{exc.field}")

@@ -396,7 +396,7 @@ class CompiledTemplate:
     def bodies_for(self, channel: str, language: str | None = None) -> _Bodies:
         """The bodies a recipient asking for ``language`` gets on ``channel``."""
         for wanted in (language, "uk", self.language):
-            found = self._bodies.get(wanted)  # type: ignore[arg-type]  # None or any str: not found
+            found = self._bodies.get(wanted)
             if found is not None and channel in found.channels:
                 return found
         raise RenderError(f"variants.{channel}", "the template has no body for this channel")

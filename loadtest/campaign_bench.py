@@ -189,7 +189,7 @@ async def _sim(session: aiohttp.ClientSession, settings: Settings, method: str, 
     url = f"http://127.0.0.1:{settings.simulators_port}{path}"
     async with session.request(method, url, json=body) as response:
         response.raise_for_status()
-        return await response.json()  # type: ignore[no-any-return]
+        return await response.json()
 
 
 async def account(settings: Settings, campaign_id: int) -> dict[str, int]:

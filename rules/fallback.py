@@ -133,7 +133,7 @@ def parse_chain(channels: Sequence[str] = DEFAULT_CHAIN,
             raise InvalidInput(where[i], f"from {MIN_RECEIPT_TIMEOUT:.0f} s to "
                                          f"{MAX_RECEIPT_TIMEOUT:.0f} s (7 days)")
         seen.add(channel)
-        steps.append(Step(channel, timeout))  # type: ignore[arg-type]
+        steps.append(Step(channel, timeout))
     return Chain(tuple(steps))
 
 

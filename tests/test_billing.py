@@ -34,14 +34,14 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 class BillingServer:
-    def __init__(self, server, sim: BillingSim) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, server, sim: BillingSim) -> None:
         self.server = server
         self.sim = sim
         self.url = str(server.make_url("/billing"))
 
 
 @pytest.fixture
-async def billing(base_settings: Settings, aiohttp_server) -> BillingServer:  # type: ignore[no-untyped-def]
+async def billing(base_settings: Settings, aiohttp_server) -> BillingServer:
     app = init_simulators_app(msgspec.structs.replace(base_settings, provider_api_token=TOKEN))
     server = await aiohttp_server(app)
     return BillingServer(server, app[BILLING_SIM])
@@ -184,7 +184,7 @@ async def test_connector_fetches_and_tells_failures_apart(
 async def _account(conn: asyncpg.Connection, or_number: str = "1000000077") -> int:
     client_id = await conn.fetchval(
         "INSERT INTO clients (last_name, first_name) VALUES ('Бондар', 'Ірина') RETURNING id")
-    return await conn.fetchval(  # type: ignore[no-any-return]
+    return await conn.fetchval(
         """
         INSERT INTO accounts (client_id, or_number, eic_code, region_code, city, street, building,
                               consumer_type, tariff_code, opened_at)

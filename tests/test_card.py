@@ -57,7 +57,7 @@ MakeApi = Callable[..., Awaitable[CardApi]]
 
 
 @pytest.fixture
-async def make_api(settings: Settings, demo_users: dict[str, str], aiohttp_client,  # type: ignore[no-untyped-def]
+async def make_api(settings: Settings, demo_users: dict[str, str], aiohttp_client,
                    aiohttp_server) -> MakeApi:
     """Start the billing simulator and the API; keyword arguments override settings."""
     async def make(**overrides: Any) -> CardApi:

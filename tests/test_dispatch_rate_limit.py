@@ -31,7 +31,7 @@ class Recording:
 
     async def send(self, batch: Sequence[Outbound]) -> list[SendResult]:
         self.calls.append((self.time.now - 1000.0, len(batch)))
-        return await self.inner.send(batch)  # type: ignore[no-any-return]
+        return await self.inner.send(batch)
 
     async def aclose(self) -> None:
         await self.inner.aclose()

@@ -51,7 +51,7 @@ class Served(msgspec.Struct):
 
 
 @pytest.fixture
-async def served(settings: Settings, demo_users: dict[str, str], aiohttp_server,  # type: ignore[no-untyped-def]
+async def served(settings: Settings, demo_users: dict[str, str], aiohttp_server,
                  ) -> AsyncIterator[Served]:
     """Herald with a few hundred seeded clients and the billing simulator, on loopback."""
     await seed_crm(settings, clients=200, seed=7, processes=1, progress=False)

@@ -19,7 +19,7 @@ def day(offset: int) -> str:
     return (today_in_kyiv() + dt.timedelta(days=offset)).isoformat()
 
 
-async def _meter(client, headers, account_id: int = 1, serial: str = "SN-0001") -> int:  # type: ignore[no-untyped-def]
+async def _meter(client, headers, account_id: int = 1, serial: str = "SN-0001") -> int:
     response = await client.post(f"/api/v1/accounts/{account_id}/meters", headers=headers, json={
         "serial_number": serial, "model": "Самгаз G4 RS/2001", "size_class": "G4",
         "installed_at": "2021-03-01"})
@@ -27,7 +27,7 @@ async def _meter(client, headers, account_id: int = 1, serial: str = "SN-0001") 
     return int((await response.json())["id"])
 
 
-async def _read(client, headers, meter_id: int, value, read_on: str, **extra):  # type: ignore[no-untyped-def]
+async def _read(client, headers, meter_id: int, value, read_on: str, **extra):
     return await client.post(f"/api/v1/meters/{meter_id}/readings", headers=headers,
                              json={"value": value, "read_on": read_on, **extra})
 

@@ -43,7 +43,7 @@ async def send(stack: Stack, headers: dict[str, str], client_id: int, body: dict
                                     headers=headers)
     found = await response.json()
     assert response.status == expect, found
-    return found  # type: ignore[no-any-return]
+    return found
 
 
 async def wait_status(stack: Stack, headers: dict[str, str], message_id: str,
@@ -53,7 +53,7 @@ async def wait_status(stack: Stack, headers: dict[str, str], message_id: str,
         found = await response.json()
         assert response.status == 200, found
         if found["status"] in wanted:
-            return found  # type: ignore[no-any-return]
+            return found
         await asyncio.sleep(0.1)
     raise AssertionError(f"{message_id} never reached {wanted}: {found}")
 

@@ -50,7 +50,7 @@ async def delete_queues(settings: Settings) -> None:
 
 
 async def test_api_declares_the_queues_so_a_trigger_waits_for_no_worker(
-        settings: Settings, demo_users, aiohttp_client, admin_conn) -> None:  # type: ignore[no-untyped-def]
+        settings: Settings, demo_users, aiohttp_client, admin_conn) -> None:
     from admin_api.app import init_app
 
     # Given only the admin API: no worker has ever declared this namespace's queues

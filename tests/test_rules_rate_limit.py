@@ -151,7 +151,7 @@ async def test_pace_splits_a_unit_larger_than_the_bucket_and_never_starves() -> 
     found = buckets("ns", "campaign.1", Limits(per_minute=30))
     sent: list[tuple[str, float, int]] = []
 
-    def sender(name: str):  # type: ignore[no-untyped-def]
+    def sender(name: str):
         async def send(k: int) -> bool:
             sent.append((name, time_.now - 1000.0, k))
             return True

@@ -41,7 +41,7 @@ async def test_a_query_word_has_the_key_of_its_start(app_conn) -> None:
     assert not set(query_keys("київ", NAME_TAG)) & set(query_keys("київ", ADDRESS_TAG))
 
 
-async def _keys_in_step(conn) -> None:  # type: ignore[no-untyped-def]
+async def _keys_in_step(conn) -> None:
     stale = await conn.fetch("SELECT id FROM clients WHERE search_keys <> herald_client_search_keys(id, name_search)")
     assert stale == []
 

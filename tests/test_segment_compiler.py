@@ -294,7 +294,7 @@ LEAVES: list[dict[str, Any]] = [
 ]
 
 
-async def test_every_leaf_matches_the_reference(world) -> None:  # type: ignore[no-untyped-def]
+async def test_every_leaf_matches_the_reference(world) -> None:
     conn, pop, catalogue = world
     for leaf in LEAVES:
         want = expected(leaf, pop, catalogue)
@@ -307,7 +307,7 @@ async def test_every_leaf_matches_the_reference(world) -> None:  # type: ignore[
     assert sum(0 < s < len(pop.clients) for s in sizes) >= len(LEAVES) - 3
 
 
-async def test_nesting_not_and_accounts_semantics(world) -> None:  # type: ignore[no-untyped-def]
+async def test_nesting_not_and_accounts_semantics(world) -> None:
     conn, pop, catalogue = world
     trees = [
         # The brief's example: a region, a debt and a payment older than 60 days.
@@ -363,7 +363,7 @@ BAD_TREES: list[tuple[Any, str]] = [
 ]
 
 
-async def test_bad_trees_name_the_path(world) -> None:  # type: ignore[no-untyped-def]
+async def test_bad_trees_name_the_path(world) -> None:
     _, _, catalogue = world
     for tree, path in BAD_TREES:
         with pytest.raises(InvalidInput) as caught:
@@ -371,7 +371,7 @@ async def test_bad_trees_name_the_path(world) -> None:  # type: ignore[no-untype
         assert caught.value.field == path, tree
 
 
-async def test_depth_and_size_limits(world) -> None:  # type: ignore[no-untyped-def]
+async def test_depth_and_size_limits(world) -> None:
     _, _, catalogue = world
     leaf = {"attribute": "billing.debt", "op": "gt", "value": 1}
     deep: Any = leaf
@@ -456,7 +456,7 @@ def random_tree(catalogue: Catalogue, rng: random.Random, depth: int = 0, hostil
     return leaf
 
 
-async def test_random_valid_trees_match_the_reference(world) -> None:  # type: ignore[no-untyped-def]
+async def test_random_valid_trees_match_the_reference(world) -> None:
     conn, pop, catalogue = world
     rng = random.Random(20261122)
     checked = 0
@@ -472,7 +472,7 @@ async def test_random_valid_trees_match_the_reference(world) -> None:  # type: i
     assert checked > 200
 
 
-async def test_hostile_trees_are_refused_or_answered_correctly(world) -> None:  # type: ignore[no-untyped-def]
+async def test_hostile_trees_are_refused_or_answered_correctly(world) -> None:
     conn, pop, catalogue = world
     rng = random.Random(4242)
     refused = answered = 0
@@ -534,7 +534,7 @@ def test_random_strings_are_only_parameters() -> None:
 
 
 async def test_preview_estimates_from_a_sample_above_the_exact_limit(
-        world, admin_conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+        world, admin_conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch) -> None:
     from crm.segments import store
 
     conn, pop, catalogue = world

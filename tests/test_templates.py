@@ -650,7 +650,7 @@ def bench(n: int) -> None:
         render = template.render
         started = time.process_time()
         for i, row in enumerate(rows, 1):
-            render(channel, row)  # type: ignore[arg-type]
+            render(channel, row)
             if i % 20_000 == 0:
                 print(f"  {label}: {i:,}/{n:,}", file=sys.stderr, end="\r", flush=True)
         seconds = time.process_time() - started

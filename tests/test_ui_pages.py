@@ -177,7 +177,7 @@ async def test_language_switch_is_stored_per_user(client, demo_users) -> None:
     assert "Client search" in await (await client.get("/ui/search")).text()
 
 
-async def _sse_event(response) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+async def _sse_event(response) -> tuple[str, str]:
     """The next event of a text/event-stream (comments skipped)."""
     import asyncio
 

@@ -68,7 +68,7 @@ async def _calls(request: web.Request, out: asyncio.Queue[tuple[str, str]]) -> N
 
 async def _cases(request: web.Request, out: asyncio.Queue[tuple[str, str]]) -> None:
     """Ids of changed cases, batched by the change feed's window."""
-    async with request.app[FEED].subscribe() as sub:  # type: ignore[attr-defined]
+    async with request.app[FEED].subscribe() as sub:
         while True:
             changes = await sub.next(timeout=30.0)
             if changes is None:

@@ -422,7 +422,7 @@ def _parse_csv(text: str) -> tuple[int, list[StagedRow], list[RowError]]:
             (refused if isinstance(found, RowError) else staged).append(found)
     except csv.Error as exc:
         raise InvalidInput("body", f"row {reader.line_num}: {exc}") from None
-    return rows, staged, refused  # type: ignore[return-value]
+    return rows, staged, refused
 
 
 def _parse_jsonl(text: str) -> tuple[int, list[StagedRow], list[RowError]]:
@@ -448,7 +448,7 @@ def _parse_jsonl(text: str) -> tuple[int, list[StagedRow], list[RowError]]:
         found = (RowError(number, unknown[0], "unknown field") if unknown
                  else consent.stage_row(number, values))
         (refused if isinstance(found, RowError) else staged).append(found)
-    return rows, staged, refused  # type: ignore[return-value]
+    return rows, staged, refused
 
 
 @endpoints.post("/api/v1/consents/import", permission="consents.manage", query=ConsentImportQuery,
