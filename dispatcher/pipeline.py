@@ -18,7 +18,8 @@ import datetime as dt
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TypeVar, cast
 
 import asyncpg
 import msgspec
@@ -39,6 +40,7 @@ from rules.air_raid import AlertMirror, AlertSnapshot, MirrorNotReady
 from rules.consent import UnsubscribeLinks
 from rules.regions import load_time_zones
 
+_T = TypeVar("_T")
 log = logging.getLogger("herald.pipeline")
 
 # How long a campaign batch waits for rate-limit tokens, sending each grant as it comes,
@@ -63,7 +65,7 @@ class Context:
     """What a worker process keeps for the pipeline: connections, providers, short caches."""
 
     def __init__(self, settings: Settings, pool: asyncpg.Pool, redis: aioredis.Redis,
-                 providers: dict[str, Provider], limiter: rate_limit.RateLimiter,
+                 providers: Mapping[str, Provider], limiter: rate_limit.RateLimiter,
                  engine: TemplateEngine | None = None, retry: RetryPolicy | None = None, *,
                  monotonic: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
@@ -107,8 +109,8 @@ class Context:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._realtime_idle.wait(), REALTIME_YIELD_SECONDS)
 
-    async def cached(self, name: str, load: object,
-                     conn: asyncpg.Connection | None = None) -> object:
+    async def cached(self, name: str, load: Callable[[asyncpg.Connection], Awaitable[_T]],
+                     conn: asyncpg.Connection | None = None) -> _T:
         """A small table reloaded at most every few seconds (limits, windows, time zones).
 
         Pass ``conn`` when the caller holds a connection already: taking a second one from
@@ -116,13 +118,13 @@ class Context:
         found = self._cached.get(name)
         if found is None or time.monotonic() - found[0] >= self.settings.rules_cache_seconds:
             if conn is not None:
-                value = await load(conn)  # type: ignore[operator]
+                value: object = await load(conn)
             else:
                 async with self.pool.acquire() as fresh:
-                    value = await load(fresh)  # type: ignore[operator]
+                    value = await load(fresh)
             found = (time.monotonic(), value)
             self._cached[name] = found
-        return found[1]
+        return cast(_T, found[1])  # a name is always loaded by the same function
 
     async def active_alerts(self) -> AlertSnapshot:
         try:
@@ -340,7 +342,7 @@ class Batch:
         ctx = self.ctx
         configured = await ctx.cached("rate_limits", rate_limit.list_limits)
         return rate_limit.buckets_for_send(
-            ctx.settings.namespace, configured, channel=channel,  # type: ignore[arg-type]
+            ctx.settings.namespace, configured, channel=channel,
             provider=provider.name, campaign_id=self.campaign.id, campaign_limits=self.campaign.rate)
 
     @property

@@ -118,7 +118,8 @@ async def apply_receipts(pool: asyncpg.Pool, redis: aioredis.Redis,
                          amqp_channel: aio_pika.abc.AbstractChannel, settings: Settings,
                          channel_name: str, receipts: Sequence[Receipt]) -> int:
     """Record a provider's batch of receipts; failed deliveries fall back. Returns how many applied."""
-    parsed = []  # (receipt, campaign id or None, realtime id or None, client, step)
+    # (receipt, campaign id or None, realtime id or None, client, step)
+    parsed: list[tuple[Receipt, int | None, int | None, int, int]] = []
     for receipt in receipts:
         try:
             if is_realtime_id(receipt.message_id):
@@ -159,7 +160,7 @@ async def expire_deadlines(pool: asyncpg.Pool, redis: aioredis.Redis,
     for campaign_id in campaign_ids:
         due = await redis.zrangebyscore(deadlines_key(settings, campaign_id), "-inf", clock.time(),
                                         start=0, num=limit)
-        ids = [m.decode() if isinstance(m, bytes) else m for m in due]
+        ids = [m.decode() if isinstance(m, bytes) else str(m) for m in due]
         if not ids:
             continue
         expired = [(m, *parse_message_id(m)) for m in ids]
@@ -179,7 +180,7 @@ async def _expire_realtime(pool: asyncpg.Pool, redis: aioredis.Redis,
     """The same for realtime messages: fail the overdue step and reopen the message at the next."""
     due = await redis.zrangebyscore(realtime_deadlines_key(settings), "-inf", clock.time(),
                                     start=0, num=limit)
-    ids = [m.decode() if isinstance(m, bytes) else m for m in due]
+    ids = [m.decode() if isinstance(m, bytes) else str(m) for m in due]
     expired = []
     for m in ids:
         try:

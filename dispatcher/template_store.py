@@ -21,13 +21,13 @@ from dispatcher.templates import (
     FieldError,
     RenderedContent,
     RenderError,
-    SmsContent,
     SmsCost,
     TemplateCheck,
     TemplateDraft,
     TemplateEngine,
     Variants,
 )
+from providers.base import SmsContent
 from rules.consent import UnsubscribeLinks
 
 

@@ -301,7 +301,7 @@ def _rule(row: asyncpg.Record) -> TriggerRule:
 
 def _stored(spec: TriggerRuleSpec, version: int) -> dict[str, Any]:
     """The rule's settings as journalled (and compared field by field on update)."""
-    data = msgspec.to_builtins(spec)
+    data: dict[str, Any] = msgspec.to_builtins(spec)
     data["template_version"] = version
     return data
 

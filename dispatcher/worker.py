@@ -23,7 +23,7 @@ import multiprocessing
 import os
 import signal
 from collections.abc import Coroutine
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import aio_pika
 import asyncpg
@@ -37,6 +37,9 @@ from herald.amqp import AmqpLink
 from herald.db import create_pool
 from herald.logs import configure_logging
 from herald.settings import Settings
+
+if TYPE_CHECKING:  # imported at run time inside Consumer (pipeline imports this module)
+    from dispatcher.pipeline import Context
 
 log = logging.getLogger("herald.worker")
 
@@ -94,7 +97,7 @@ class Consumer:
     triggers, instead of every message queueing for the pool on its own.
     """
 
-    def __init__(self, ctx: object, lanes: int = REALTIME_LANES) -> None:
+    def __init__(self, ctx: Context, lanes: int = REALTIME_LANES) -> None:
         from dispatcher import pipeline
 
         self._pipeline = pipeline

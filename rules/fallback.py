@@ -157,7 +157,7 @@ def next_action(chain: Chain, current: int | None, event: Event) -> Action:
     if isinstance(event, Skipped):
         if event.reason == "stop_list":
             return Finish("blocked", "stop_list", None, event.step)
-        reason = event.reason
+        reason: str = event.reason
     else:
         reason = _FAILURE_REASON[type(event)]
     if current + 1 < len(chain.steps):
