@@ -272,7 +272,7 @@ async def _timeline_call(conn: asyncpg.Connection, call: Call) -> None:
               "completed" if call.answered_at else "missed" if call.hung_up_at else "ringing")
     await _timeline.record_event(
         conn, client_id=call.client_id, kind="call",
-        at=call.ringing_at or call.answered_at or call.hung_up_at,
+        at=call.ringing_at or call.answered_at or call.hung_up_at or now(),
         title=f"Вхідний дзвінок {call.phone or call.phone_raw}" if call.direction == "in"
         else f"Вихідний дзвінок {call.phone or call.phone_raw}",
         status=status, channel="call", direction=call.direction, ref_type="call",

@@ -21,7 +21,7 @@ import json
 import random
 import statistics
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 import aiohttp
@@ -133,7 +133,7 @@ class Api:
 
 
 async def push_latencies(listen: Callable[[asyncio.Event, asyncio.Queue[tuple[Any, float]]],
-                                         Awaitable[None]],
+                                         Coroutine[Any, Any, None]],
                          keys: Sequence[Any], act: Callable[[Any], Awaitable[None]],
                          *, wait_s: float = 15) -> list[float]:
     """For each key, one at a time: ``act(key)``, then the time until ``listen`` (a stream

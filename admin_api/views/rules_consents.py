@@ -408,7 +408,9 @@ def _parse_csv(text: str) -> tuple[int, list[StagedRow], list[RowError]]:
         if missing or not {"client_id", "or_number"} & set(header):
             raise InvalidInput("body", "header: needs channel, topic, opted_in and client_id "
                                        "or or_number")
-        rows, staged, refused = 0, [], []
+        rows = 0
+        staged: list[StagedRow] = []
+        refused: list[RowError] = []
         for values in reader:
             if not values or values == [""]:
                 continue
@@ -419,7 +421,10 @@ def _parse_csv(text: str) -> tuple[int, list[StagedRow], list[RowError]]:
                                                                f"header has {len(header)}"))
                 continue
             found = consent.stage_row(reader.line_num, dict(zip(header, values, strict=True)))
-            (refused if isinstance(found, RowError) else staged).append(found)
+            if isinstance(found, RowError):
+                refused.append(found)
+            else:
+                staged.append(found)
     except csv.Error as exc:
         raise InvalidInput("body", f"row {reader.line_num}: {exc}") from None
     return rows, staged, refused
@@ -427,7 +432,9 @@ def _parse_csv(text: str) -> tuple[int, list[StagedRow], list[RowError]]:
 
 def _parse_jsonl(text: str) -> tuple[int, list[StagedRow], list[RowError]]:
     """One JSON object per line; row numbers are line numbers."""
-    rows, staged, refused = 0, [], []
+    rows = 0
+    staged: list[StagedRow] = []
+    refused: list[RowError] = []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
@@ -447,7 +454,10 @@ def _parse_jsonl(text: str) -> tuple[int, list[StagedRow], list[RowError]]:
         unknown = sorted(k for k in values if k not in consent.IMPORT_COLUMNS)
         found = (RowError(number, unknown[0], "unknown field") if unknown
                  else consent.stage_row(number, values))
-        (refused if isinstance(found, RowError) else staged).append(found)
+        if isinstance(found, RowError):
+            refused.append(found)
+        else:
+            staged.append(found)
     return rows, staged, refused
 
 

@@ -254,7 +254,7 @@ class Ledger:
         if error is None and not self._address.match(address):
             error = self.spec.invalid_error
         if error is not None:
-            status = TRANSIENT if error == "temporary_failure" else REJECTED
+            status: Judgement = TRANSIENT if error == "temporary_failure" else REJECTED
             if status is TRANSIENT:
                 stats.transient += 1
             else:
