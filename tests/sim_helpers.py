@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import msgspec
 import pytest
@@ -106,21 +107,21 @@ class Sim:
     def ledger(self, channel: str) -> Ledger:
         return self.app[{"sms": SMS_SIM, "viber": VIBER_SIM, "email": EMAIL_SIM}[channel]]
 
-    async def configure(self, channel: str, **patch: object) -> dict[str, object]:
+    async def configure(self, channel: str, **patch: object) -> dict[str, Any]:
         async with (ClientSession() as session,
                     session.put(self.server.make_url(f"/{channel}/sim/config"),
                                 json=patch) as response):
             assert response.status == 200, await response.text()
             return await response.json()
 
-    async def get(self, path: str, **params: str) -> dict[str, object]:
+    async def get(self, path: str, **params: str) -> dict[str, Any]:
         async with (ClientSession() as session,
                     session.get(self.server.make_url(path), params=params) as response):
             assert response.status == 200, await response.text()
             return await response.json()
 
     async def stats(self, channel: str) -> dict[str, int]:
-        return await self.get(f"/{channel}/sim/stats")  # type: ignore[return-value]
+        return await self.get(f"/{channel}/sim/stats")
 
 
 async def start_simulators(settings: Settings, aiohttp_server,

@@ -28,8 +28,9 @@ def office(holidays: dict[dt.date, tuple[tuple[int, int], ...]] | None = None) -
     return Calendar(KYIV, (day, day, day, day, day, (), ()), holidays or {})
 
 
-def kyiv(*args: int) -> dt.datetime:
-    return dt.datetime(*args, tzinfo=KYIV)
+def kyiv(year: int, month: int, day: int, hour: int = 0, minute: int = 0,
+         second: int = 0) -> dt.datetime:
+    return dt.datetime(year, month, day, hour, minute, second, tzinfo=KYIV)
 
 
 ALWAYS = Calendar(KYIV, tuple(((0, 1440),) for _ in range(7)))

@@ -216,7 +216,7 @@ async def test_link_change_role_unlink_relink_keeps_one_row(client, world: World
     listed = await _ok(await client.get(f"/api/v1/clients/{world.clients[1]}/contacts", headers=sup))
     assert [c["id"] for c in listed["items"]] == [cid]
 
-    link_history = [e for e in _entries(await _history(client, sup, cid)) if e[1].startswith("link:")]
+    link_history = [e for e in _entries(await _history(client, sup, cid)) if (e[1] or "").startswith("link:")]
     assert link_history == [
         ("link", f"link:{a1}", None, "owner"),
         ("link", f"link:{a4}", None, "billing_contact"),
@@ -369,7 +369,7 @@ async def test_merge_moves_links_fills_fields_and_keeps_both_histories(
     merged_history = _entries(await _history(client, sup, s))
     assert ("merge", "merged_into", None, v) in merged_history
     assert ("merge", "is_active", True, False) in merged_history
-    assert {e for e in merged_history if e[0] == "merge" and e[1].startswith("link:")} == {
+    assert {e for e in merged_history if e[0] == "merge" and (e[1] or "").startswith("link:")} == {
         ("merge", f"link:{a1}", "owner", None), ("merge", f"link:{a2}", "owner", None),
         ("merge", f"link:{a3}", "billing_contact", None)}
     survivor_history = _entries(await _history(client, sup, v))

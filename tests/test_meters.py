@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from typing import Any
 
 import asyncpg
 from conftest import login_as
@@ -178,7 +179,7 @@ async def test_billing_gdo_readings_are_imported_once(app_conn: asyncpg.Connecti
         "INSERT INTO meters (id, account_id, serial_number, model, size_class, installed_at) VALUES "
         "(1, 1, 'GDO-1', 'm', 'G4', '2020-01-01'), (2, 1, 'GDO-2', 'm', 'G6', '2020-01-01'), "
         "(3, 2, 'GDO-3', 'm', 'G4', '2020-01-01')")
-    items = [
+    items: list[dict[str, Any]] = [
         {"meter_serial": "GDO-1", "value": Decimal("100.5"), "read_on": dt.date(2025, 1, 31)},
         {"meter_serial": "GDO-1", "value": Decimal("140"), "read_on": dt.date(2025, 2, 28)},
         {"meter_serial": "GDO-2", "value": "7.25", "read_on": "2025-02-28"},

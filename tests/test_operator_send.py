@@ -202,6 +202,7 @@ async def test_quiet_hours_hold_an_operator_send_until_they_end_or_it_is_cancell
     history = await stack.call("GET", f"/api/v1/audit/client/{ids[1]}")
     assert "cancel_message" in [e["action"] for e in history["items"]]
     # When the window ends, the scheduler releases the first one and a worker sends it
+    assert window.id is not None
     await quiet_hours.delete_window(stack.conn, SYSTEM, window.id)
     await stack.conn.execute("UPDATE held_messages SET release_at = herald_now()")
     settings = stack.settings

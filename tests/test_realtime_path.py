@@ -27,11 +27,11 @@ async def realtime_backlog(settings: Settings) -> list[int]:
     connection = await aio_pika.connect_robust(settings.amqp_url)
     try:
         async with connection.channel() as channel:
-            counts = []
+            counts: list[int] = []
             for shard in range(settings.shards):
                 queue = await channel.declare_queue(worker.queue_names(settings, shard)[0],
                                                     passive=True)
-                counts.append(queue.declaration_result.message_count)
+                counts.append(queue.declaration_result.message_count or 0)
             return counts
     finally:
         await connection.close()

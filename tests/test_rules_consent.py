@@ -317,10 +317,14 @@ async def test_import_applies_valid_rows_and_lists_every_refused_one(
         {"client_id": a, "or_number": "0412345678", "channel": "sms", "topic": "debt",
          "opted_in": "1"},                                                                 # 13 mismatch
     ]
-    staged, refused = [], []
+    staged: list[consent.StagedRow] = []
+    refused: list[consent.RowError] = []
     for number, values in enumerate(rows, 2):
         found = consent.stage_row(number, values)  # type: ignore[arg-type]
-        (refused if isinstance(found, consent.RowError) else staged).append(found)
+        if isinstance(found, consent.RowError):
+            refused.append(found)
+        else:
+            staged.append(found)
     # When imported (a dry run first)
     dry = await consent.import_choices(app_conn, OPERATOR, source="import", rows=len(rows),
                                        staged=staged, refused=refused, dry_run=True)

@@ -132,6 +132,7 @@ async def test_window_store_is_journalled(app_conn: asyncpg.Connection) -> None:
     # Given an admin creates the night window for SMS
     spec = WindowSpec(name="Ніч", start=dt.time(21), end=dt.time(9), channels=["sms"])
     window = await quiet_hours.create_window(app_conn, ADMIN, spec)
+    assert window.id is not None
     assert window.weekdays == frozenset(range(1, 8)) and window.channels == frozenset({"sms"})
     # When they move its end to 08:00 and then switch it off
     await quiet_hours.update_window(app_conn, ADMIN, window.id, WindowSpec(

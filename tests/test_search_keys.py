@@ -4,6 +4,8 @@ search finds what the keys say only when the words hold exactly (on one account)
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from conftest import login_as
 from test_search import URL, ids, insert_people, operator  # noqa: F401 (a fixture)
@@ -107,7 +109,7 @@ async def test_pages_are_topped_up_past_candidates_whose_words_are_on_two_accoun
         client, demo_users, admin_conn) -> None:
     # 40 clients have "Львів" on one account and "Садова" on another (their keys hold
     # both), and every tenth also has both on one account: those 4 are the matches.
-    people = []
+    people: list[tuple[Any, ...]] = []
     for i in range(40):
         accounts = [(f"{7000000000 + 2 * i}", f"56XG{70000000000 + 2 * i:011d}K", "м. Львів", "вул. Франка", "1", None),
                     (f"{7000000001 + 2 * i}", f"56XG{70000000001 + 2 * i:011d}K", "м. Київ", "вул. Садова", "2", None)]

@@ -194,23 +194,26 @@ def evaluate(tree: dict[str, Any], pop: Population, catalogue: Catalogue, cid: i
         if choice is None:
             choice = not catalogue.topic_requires_opt_in[tree["topic"]]
         return choice == tree["value"]
+    column = attribute.source_column
     if source == "external":
         v = pop.external.get((attribute.code, cid))
+    elif column is None:
+        raise AssertionError(f"{attribute.code} has no source column")
     elif source == "channel_usage":
-        v = pop.usage.get((cid, tree["channel"]), {}).get(attribute.source_column)
+        v = pop.usage.get((cid, tree["channel"]), {}).get(column)
     elif source == "client":
-        v = pop.clients[cid][attribute.source_column]
+        v = pop.clients[cid][column]
     elif source == "account":
-        v = None if account is None else account[attribute.source_column]
+        v = None if account is None else account[column]
     else:
         billing = None if account is None else account["billing"]
-        v = None if billing is None else billing[attribute.source_column]
+        v = None if billing is None else billing[column]
     return _test(attribute.type, tree["op"], tree.get("value"), v)
 
 
 def expected(tree: dict[str, Any], pop: Population, catalogue: Catalogue) -> set[int]:
     return {cid for cid in pop.clients
-            if any(evaluate(tree, pop, catalogue, cid, a) for a in (pop.accounts[cid] or [None]))}
+            if any(evaluate(tree, pop, catalogue, cid, a) for a in (pop.accounts[cid] or (None,)))}
 
 
 async def run(conn: asyncpg.Connection, tree: Any, catalogue: Catalogue, shape: str = "all") -> set[int]:
@@ -309,7 +312,7 @@ async def test_every_leaf_matches_the_reference(world) -> None:
 
 async def test_nesting_not_and_accounts_semantics(world) -> None:
     conn, pop, catalogue = world
-    trees = [
+    trees: list[dict[str, Any]] = [
         # The brief's example: a region, a debt and a payment older than 60 days.
         {"all": [{"attribute": "account.region", "op": "in", "value": ["UA-30", "UA-32"]},
                  {"attribute": "billing.debt", "op": "gt", "value": 0},
@@ -551,6 +554,7 @@ async def test_preview_estimates_from_a_sample_above_the_exact_limit(
     # A smaller sample is an estimate, scaled up by the sampled share
     monkeypatch.setattr(store, "SAMPLE_CLIENTS", 40)
     estimate = await store.preview(conn, tree)
+    assert estimate.sample_percent is not None
     assert not estimate.exact and 0 < estimate.sample_percent < 100
     assert 0 <= estimate.count <= len(pop.clients) * 100 / estimate.sample_percent
     # An exact count can still be asked for

@@ -283,7 +283,8 @@ async def test_external_attribute_declaration_rules(app_conn: asyncpg.Connection
     for bad, field in ((dict(code="crm.score"), "code"), (dict(operators=["gt"]), "operators"),
                        (dict(values=[]), "values"), (dict(type="number", values=["x"]), "values"),
                        (dict(code="ext.crm.x", label_uk=""), "label_uk")):
-        fields = {**dict(code="ext.crm.other", label_uk="x", label_en="x", type="enum", values=["a"]), **bad}
+        fields: dict[str, Any] = {**dict(code="ext.crm.other", label_uk="x", label_en="x",
+                                         type="enum", values=["a"]), **bad}
         with pytest.raises(InvalidInput) as caught:
             await catalogue_mod.declare(app_conn, SYSTEM, AttributeDeclaration(**fields))
         assert caught.value.field == field

@@ -10,6 +10,7 @@ import datetime
 import sys
 import time
 from decimal import Decimal
+from typing import Any
 
 import msgspec
 import pytest
@@ -449,7 +450,7 @@ def test_compile_refuses_a_stored_template_that_no_longer_validates() -> None:
 
 # --- chatbot, IVR, languages ----------------------------------------------------------
 
-def _bilingual(**extra: object) -> TemplateDraft:
+def _bilingual(**extra: Any) -> TemplateDraft:
     return TemplateDraft("Борг", Variants(
         sms=SmsVariant("{{ first_name }}, борг {{ debt|money }}"),
         viber=ViberVariant("Борг {{ debt|money }} ({{ region }})"),

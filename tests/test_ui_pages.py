@@ -182,7 +182,7 @@ async def _sse_event(response) -> tuple[str, str]:
     import asyncio
 
     async def read() -> tuple[str, str]:
-        event, data = "message", []
+        event, data = "message", list[str]()
         while True:
             line = (await response.content.readline()).decode().rstrip("\r\n")
             if line == "" and data:
