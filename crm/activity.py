@@ -244,11 +244,12 @@ async def ingest_channel_events(conn: asyncpg.Connection, events: Sequence[tuple
     clients = await resolve_clients(conn, [(e.client_id, e.or_number) for _, e in events])
     valid: list[tuple[int, int, ChannelEvent]] = []
     for (n, e), client in zip(events, clients, strict=True):
-        problem = client if isinstance(client, tuple) else _check_time(e.at, now)
-        if problem:
+        if isinstance(client, tuple):
+            errors.append(ItemError(n, *client))
+        elif problem := _check_time(e.at, now):
             errors.append(ItemError(n, *problem))
         else:
-            valid.append((n, client, e))  # type: ignore[arg-type]
+            valid.append((n, client, e))
     new_events = [timeline.NewEvent(
         client, "chat" if e.type == "chat" else "channel", e.at,
         f"{_CHANNEL_TITLES[e.channel]}: {_TYPE_TITLES.get(e.type, e.type)}", None, e.channel, "in",
@@ -362,13 +363,16 @@ async def ingest_cx_events(conn: asyncpg.Connection, events: Sequence[tuple[int,
     clients = await resolve_clients(conn, [(e.client_id, e.or_number) for _, e in events])
     valid: list[tuple[int, CxEvent]] = []
     for (n, e), client in zip(events, clients, strict=True):
-        problem = client if isinstance(client, tuple) else _check_time(e.at, now)
+        if isinstance(client, tuple):
+            errors.append(ItemError(n, *client))
+            continue
+        problem = _check_time(e.at, now)
         if problem is None and isinstance(e, SurveyEvent) and e.score > e.scale_max:
             problem = ("score", f"{e.score} is above scale_max {e.scale_max}")
         if problem:
             errors.append(ItemError(n, *problem))
         else:
-            valid.append((client, e))  # type: ignore[arg-type]
+            valid.append((client, e))
     if not valid:
         return IntakeResult(0, 0, errors)
     kinds = ["survey" if isinstance(e, SurveyEvent) else "outbound_call" for _, e in valid]

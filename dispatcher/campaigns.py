@@ -158,7 +158,7 @@ async def copy(conn: asyncpg.Connection, actor: Actor, campaign_id: int) -> Camp
     source = await get(conn, campaign_id)
     spec = CampaignSpec(name=f"{source.name} (копія)"[:200], template_id=source.template_id,
                         template_version=source.template_version, audience=source.audience,
-                        channel_chain=list(source.channel_chain),  # type: ignore[arg-type]
+                        channel_chain=list(source.channel_chain),  # type: ignore[arg-type]  # stored from a spec
                         receipt_timeout_seconds=source.receipt_timeout_seconds,
                         rate_per_minute=source.rate_per_minute, rate_per_hour=source.rate_per_hour)
     return await create(conn, actor, spec)

@@ -89,7 +89,8 @@ async def ingest(conn: asyncpg.Connection, producer: Producer,
                 continue
             pairs.append(found)
         else:
-            pairs.append((event.client_id, None))  # type: ignore[arg-type]
+            # The view lets through only events with exactly one of client_id and or_number.
+            pairs.append((event.client_id, None))  # type: ignore[arg-type]  # see above
         resolved.append((index, event))
     attributes = await triggers.client_attributes(conn, pairs)
     known: list[tuple[int, EventIn, dict[str, Any]]] = []

@@ -382,8 +382,9 @@ class Batch:
                 failed.append((recipient, step))
                 continue
             address = recipient.email if channel == "email" else recipient.phone
+            # The address was checked above; a campaign renders only SMS, Viber or e-mail.
             outbound.append(Outbound(self.mid(recipient.client_id, step),
-                                     channel, address, content))  # type: ignore[arg-type]
+                                     channel, address, content))  # type: ignore[arg-type]  # see above
             sendable.append((recipient, step))
         if not outbound:
             return failed

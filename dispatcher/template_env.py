@@ -326,8 +326,9 @@ def constant_text(tree: nodes.Template) -> str | None:
     """Give the text of a body without any tags (the same for every recipient), else ``None``."""
     outputs = [node for node in tree.body if isinstance(node, nodes.Output)]
     data = [n for out in outputs for n in out.nodes]
-    if len(outputs) == len(tree.body) and all(isinstance(n, nodes.TemplateData) for n in data):
-        return "".join(n.data for n in data)  # type: ignore[attr-defined]
+    texts = [n for n in data if isinstance(n, nodes.TemplateData)]
+    if len(outputs) == len(tree.body) and len(texts) == len(data):
+        return "".join(n.data for n in texts)
     return None
 
 

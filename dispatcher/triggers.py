@@ -147,7 +147,7 @@ def _compare(op: str, a: Any, b: Any) -> bool:
     if _number(a) and _number(b):
         x, y = decimal.Decimal(str(a)), decimal.Decimal(str(b))
     elif isinstance(a, str) and isinstance(b, str):  # ISO dates and times order as text
-        x, y = a, b  # type: ignore[assignment]
+        x, y = a, b  # type: ignore[assignment]  # two str, compared as text below
     else:
         return False
     return {"gt": x > y, "gte": x >= y, "lt": x < y, "lte": x <= y}[op]

@@ -100,7 +100,7 @@ async def create_campaign(settings: Settings, chain: list[str], batch_size: int)
                                                   topic="debt", urgent=False)
         campaign = await campaigns.create(conn, SYSTEM, CampaignSpec(
             name="bench", template_id=template.id, audience=AllClientsAudience(),
-            channel_chain=chain, receipt_timeout_seconds=600))  # type: ignore[arg-type]
+            channel_chain=chain, receipt_timeout_seconds=600))  # type: ignore[arg-type]  # the CLI's choices
         await campaigns.launch(conn, SYSTEM, campaign.id, None)
         return campaign.id
     finally:

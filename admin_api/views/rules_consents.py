@@ -213,7 +213,8 @@ async def _resolve_client(conn: Any, client_id: int | None, or_number: str | Non
         return int(found)
     if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM clients WHERE id = $1)", client_id):
         raise NotFound(f"no client {client_id}")
-    return client_id  # type: ignore[return-value]
+    assert client_id is not None  # exactly one of the two is given, and it was not or_number
+    return client_id
 
 
 @endpoints.get("/api/v1/self-service/consents", permission="consents.client", query=ConsentClientRef,
