@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
 
 import aiosmtplib
 import pytest
@@ -21,6 +22,7 @@ from sim_helpers import (
 )
 
 from providers.base import (
+    Channel,
     Outbound,
     Outcome,
     Provider,
@@ -42,18 +44,18 @@ BUILD = {"sms": sms, "viber": viber, "email": mail}
 
 
 @contextlib.asynccontextmanager
-async def provider_for(sim: Sim, channel: str, **options: object) -> AsyncIterator[Provider]:
+async def provider_for(sim: Sim, channel: str, **options: Any) -> AsyncIterator[Provider]:
     """The registry's adapter for ``channel``, or one built with ``options``, closed afterwards."""
     if options:
         s = sim.settings
         provider: Provider
         if channel == "sms":
-            provider = SmsHttpProvider(base_url=s.sms_gateway_url, token=TOKEN, **options)  # type: ignore[arg-type]
+            provider = SmsHttpProvider(base_url=s.sms_gateway_url, token=TOKEN, **options)
         elif channel == "viber":
-            provider = ViberHttpProvider(base_url=s.viber_api_url, token=TOKEN, **options)  # type: ignore[arg-type]
+            provider = ViberHttpProvider(base_url=s.viber_api_url, token=TOKEN, **options)
         else:
             provider = SmtpProvider(host=s.smtp_host, port=s.smtp_port, sender=s.smtp_sender,
-                                    **options)  # type: ignore[arg-type]
+                                    **options)
         try:
             yield provider
         finally:
@@ -315,7 +317,9 @@ async def test_registry_builds_one_provider_per_channel(sim: Sim) -> None:
 class _Scripted:
     """A fake provider answering from a script of outcomes per attempt."""
 
-    name, channel, max_batch = "fake", "sms", 2
+    name: str = "fake"
+    channel: Channel = "sms"
+    max_batch: int = 2
 
     def __init__(self, script: list[Outcome | ProviderUnavailable]) -> None:
         self.script = script
@@ -339,7 +343,7 @@ async def _no_sleep(seconds: float) -> None:
 
 async def test_retry_gives_up_after_max_attempts_and_hands_back_transient() -> None:
     provider = _Scripted([Outcome.THROTTLED])
-    results = await send_with_retry(provider, [sms("a"), sms("b"), sms("c")],  # type: ignore[arg-type]
+    results = await send_with_retry(provider, [sms("a"), sms("b"), sms("c")],
                                     RetryPolicy(max_attempts=3), sleep=_no_sleep)
     # Chunks follow max_batch; three attempts each
     assert provider.calls == [["a", "b"], ["c"]] * 3
@@ -354,31 +358,31 @@ async def test_retry_respects_the_time_budget_and_the_stop_check() -> None:
         now[0] += seconds
 
     policy = RetryPolicy(max_attempts=100, min_backoff=1.0, max_backoff=4.0, max_elapsed=10.0)
-    await send_with_retry(provider, [sms("a")], policy, sleep=sleep, clock=lambda: now[0])  # type: ignore[arg-type]
+    await send_with_retry(provider, [sms("a")], policy, sleep=sleep, clock=lambda: now[0])
     assert now[0] <= 10.0 and 3 <= len(provider.calls) <= 6
     provider = _Scripted([Outcome.TRANSIENT])
-    await send_with_retry(provider, [sms("a")], policy, sleep=_no_sleep,  # type: ignore[arg-type]
+    await send_with_retry(provider, [sms("a")], policy, sleep=_no_sleep,
                           should_stop=lambda: True)
     assert len(provider.calls) == 1
 
 
 async def test_retry_does_not_retry_non_retryable_or_final_outcomes() -> None:
     provider = _Scripted([Outcome.TRANSIENT])
-    results = await send_with_retry(provider, [sms("a")],  # type: ignore[arg-type]
+    results = await send_with_retry(provider, [sms("a")],
                                     RetryPolicy(non_retryable=frozenset({"e"})), sleep=_no_sleep)
     assert len(provider.calls) == 1 and results[0].outcome is Outcome.TRANSIENT
     provider = _Scripted([Outcome.PERMANENT])
-    await send_with_retry(provider, [sms("a")], sleep=_no_sleep)  # type: ignore[arg-type]
+    await send_with_retry(provider, [sms("a")], sleep=_no_sleep)
     assert len(provider.calls) == 1
 
 
 async def test_retry_recovers_from_an_outage_and_keeps_it_apart_from_failures() -> None:
     provider = _Scripted([ProviderUnavailable("down"), Outcome.ACCEPTED])
-    results = await send_with_retry(provider, [sms("a")], sleep=_no_sleep)  # type: ignore[arg-type]
+    results = await send_with_retry(provider, [sms("a")], sleep=_no_sleep)
     assert results[0].outcome is Outcome.ACCEPTED
     provider = _Scripted([ProviderUnavailable("down")])
     with pytest.raises(ProviderUnavailable):
-        await send_with_retry(provider, [sms("a")], RetryPolicy(retry_unavailable=False),  # type: ignore[arg-type]
+        await send_with_retry(provider, [sms("a")], RetryPolicy(retry_unavailable=False),
                               sleep=_no_sleep)
     assert len(provider.calls) == 1
 
@@ -394,7 +398,7 @@ def test_backoff_is_capped_and_jittered() -> None:
 async def test_email_stale_pooled_connection_is_replaced_without_losing_the_message(sim: Sim) -> None:
     async with provider_for(sim, "email", pool_size=1) as provider:
         await provider.send([mail("stale-1")])
-        [smtp] = [c for c in provider._idle._queue if c is not None]  # type: ignore[attr-defined]
+        [smtp] = [c for c in provider._idle._queue if c is not None]  # type: ignore[attr-defined]  # the pool's internals
 
         async def gone(*args: object, **kwargs: object) -> None:
             raise aiosmtplib.SMTPServerDisconnected("closed while idle")

@@ -109,7 +109,7 @@ async def test_bad_input_names_the_field(app_conn: asyncpg.Connection, change: d
     values: dict[str, object] = {"client_id": a, "channel": "sms", "topic": "debt",
                                  "opted_in": False, "source": "operator"} | change
     with pytest.raises(InvalidInput) as caught:
-        await record_consent(app_conn, OPERATOR, **values)  # type: ignore[arg-type]
+        await record_consent(app_conn, OPERATOR, **values)  # type: ignore[arg-type]  # a bad value on purpose
     assert caught.value.field == field
 
 
@@ -301,7 +301,7 @@ async def test_import_applies_valid_rows_and_lists_every_refused_one(
         "'UA-30', 'Київ', 'Хрещатик', '1', 'household', 'household_fixed', '2020-01-01')", b)
     await record_consent(app_conn, OPERATOR, client_id=a, channel="sms", topic="debt",
                          opted_in=False, source="operator")
-    rows = [
+    rows: list[dict[str, object]] = [
         {"client_id": a, "channel": "email", "topic": "marketing", "opted_in": True},    # 2 applied
         {"or_number": "0412345678", "channel": "sms", "topic": "debt", "opted_in": "ні"},  # 3 applied
         {"client_id": a, "channel": "sms", "topic": "debt", "opted_in": "no"},            # 4 unchanged
@@ -320,7 +320,7 @@ async def test_import_applies_valid_rows_and_lists_every_refused_one(
     staged: list[consent.StagedRow] = []
     refused: list[consent.RowError] = []
     for number, values in enumerate(rows, 2):
-        found = consent.stage_row(number, values)  # type: ignore[arg-type]
+        found = consent.stage_row(number, values)
         if isinstance(found, consent.RowError):
             refused.append(found)
         else:

@@ -168,5 +168,5 @@ async def test_bad_windows_name_the_field(app_conn: asyncpg.Connection, changes:
                                           field: str) -> None:
     values: dict[str, object] = {"name": "n", "start": dt.time(21), "end": dt.time(9)} | changes
     with pytest.raises(InvalidInput) as caught:
-        await quiet_hours.create_window(app_conn, ADMIN, WindowSpec(**values))  # type: ignore[arg-type]
+        await quiet_hours.create_window(app_conn, ADMIN, WindowSpec(**values))  # type: ignore[arg-type]  # a bad value on purpose
     assert caught.value.field == field

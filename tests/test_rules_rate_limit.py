@@ -301,5 +301,5 @@ async def test_limit_changes_are_journalled(app_conn: asyncpg.Connection) -> Non
 async def test_bad_limits_name_the_field(app_conn: asyncpg.Connection, values: dict[str, object],
                                          field: str) -> None:
     with pytest.raises(InvalidInput) as caught:
-        await rate_limit.set_limit(app_conn, ADMIN, **values)  # type: ignore[arg-type]
+        await rate_limit.set_limit(app_conn, ADMIN, **values)  # type: ignore[arg-type]  # a bad value on purpose
     assert caught.value.field == field

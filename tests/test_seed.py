@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import re
 from datetime import timedelta
+from typing import Any
 
 import asyncpg
 import pytest
@@ -55,9 +56,9 @@ async def _digest(conn: asyncpg.Connection) -> dict[str, str]:
             for t in TABLES}
 
 
-async def _seed(settings: Settings, clients: int, **kwargs: object) -> SeedReport:
+async def _seed(settings: Settings, clients: int, **kwargs: Any) -> SeedReport:
     kwargs.setdefault("processes", 1)
-    return await seed_crm(settings, clients=clients, progress=False, **kwargs)  # type: ignore[arg-type]
+    return await seed_crm(settings, clients=clients, progress=False, **kwargs)
 
 
 # -- pure parts ---------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from rules.consent import UnsubscribeLinks
 
 NB = "\u00a0"
 
-V1 = {"name": "Борг", "topic": "debt",
+V1: dict[str, Any] = {"name": "Борг", "topic": "debt",
       "variants": {"sms": {"text": "{{ first_name }}, борг {{ debt|money }} за ОР {{ or_number }}"}}}
 V2 = {"name": "Борг (з перекладом)", "topic": "debt", "variants": {
     "sms": {"text": "{{ first_name }}, борг {{ debt|money }} ({{ region }})"},
@@ -90,7 +90,7 @@ async def test_every_save_is_a_version_and_a_pinned_version_stays_readable_and_s
         f"/api/v1/templates/{template_id}/versions?limit=1&before_version=2", headers=marketer))
     assert [v["version"] for v in page["items"]] == [1]
     old = await _ok(await client.get(f"/api/v1/templates/{template_id}/versions/1", headers=marketer))
-    assert old["variants"]["sms"]["text"] == V1["variants"]["sms"]["text"]  # type: ignore[index]
+    assert old["variants"]["sms"]["text"] == V1["variants"]["sms"]["text"]
     assert old["variants"]["translations"] is None
     # the campaign still pins version 1, which the sender compiles and renders as it was
     campaign = await _ok(await client.get(f"/api/v1/campaigns/{campaign['id']}", headers=marketer))

@@ -51,8 +51,8 @@ def make_environment(language: str, static_url: Callable[[str], str]) -> jinja2.
         trim_blocks=True, lstrip_blocks=True,
     )
     catalogue = i18n.translations(language)
-    # Added to the environment at run time by the jinja2.ext.i18n extension.
-    env.install_gettext_translations(catalogue, newstyle=True)  # type: ignore[attr-defined]
+    env.install_gettext_translations(  # type: ignore[attr-defined]  # added by jinja2.ext.i18n
+        catalogue, newstyle=True)
     formats = i18n.Formats(language)
     env.filters.update(dt=formats.datetime, date=formats.date, long_date=formats.long_date,
                        money=formats.money, num=formats.number, hms=hms)
