@@ -383,8 +383,8 @@ class Batch:
                 continue
             address = recipient.email if channel == "email" else recipient.phone
             # The address was checked above; a campaign renders only SMS, Viber or e-mail.
-            outbound.append(Outbound(self.mid(recipient.client_id, step),
-                                     channel, address, content))  # type: ignore[arg-type]  # see above
+            mid = self.mid(recipient.client_id, step)
+            outbound.append(Outbound(mid, channel, address, content))  # type: ignore[arg-type]  # see above
             sendable.append((recipient, step))
         if not outbound:
             return failed

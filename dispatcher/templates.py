@@ -277,8 +277,8 @@ class _Part:
             # What Template.render does, minus two copies of the variables and the traceback
             # rewriting; sharing ``variables`` is safe, the sandbox cannot change them.
             # _template is set whenever _constant is not; new_context only reads the mapping.
-            return "".join(template.root_render_func(  # type: ignore[union-attr]  # see above
-                template.new_context(variables, shared=True)))  # type: ignore[union-attr,arg-type]  # see above
+            context = template.new_context(variables, shared=True)  # type: ignore[union-attr,arg-type]  # see above
+            return "".join(template.root_render_func(context))  # type: ignore[union-attr]  # see above
         except Exception as exc:  # one recipient's bad data must not stop a batch
             raise RenderError(self.field, f"{type(exc).__name__}: {exc}") from exc
 

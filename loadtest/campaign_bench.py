@@ -32,6 +32,7 @@ from dispatcher.templates import TemplateDraft, TemplateEngine, Variants
 from herald.db import init_connection
 from herald.migrate import discover, migrate
 from herald.settings import Settings, env_name
+from providers.base import Channel
 from rules import rate_limit
 
 Say = Callable[[str], None]
@@ -98,9 +99,10 @@ async def create_campaign(settings: Settings, chain: list[str], batch_size: int)
         draft = TemplateDraft(name="Бенчмарк", variants=msgspec.convert(_TEMPLATE, Variants))
         template, _ = await template_store.create(conn, SYSTEM, TemplateEngine(), draft=draft,
                                                   topic="debt", urgent=False)
+        channels: list[Channel] = chain  # type: ignore[assignment]  # the CLI's choices
         campaign = await campaigns.create(conn, SYSTEM, CampaignSpec(
             name="bench", template_id=template.id, audience=AllClientsAudience(),
-            channel_chain=chain, receipt_timeout_seconds=600))  # type: ignore[arg-type]  # the CLI's choices
+            channel_chain=channels, receipt_timeout_seconds=600))
         await campaigns.launch(conn, SYSTEM, campaign.id, None)
         return campaign.id
     finally:
