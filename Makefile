@@ -20,9 +20,11 @@ test: setup lint
 	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadgroup -m "not serial"
 	$(BIN)/pytest -q -m serial
 
-# Static checks, configured in pyproject.toml: the linter, the formatter (check only: run
-# `$(BIN)/ruff format` to apply it) and the type checker (its cache in .mypy_cache).
+# Static checks, configured in pyproject.toml: the import contracts ([tool.importlinter]),
+# the linter, the formatter (check only: run `$(BIN)/ruff format` to apply it) and the type
+# checker (its cache in .mypy_cache).
 lint: $(STAMP)
+	$(BIN)/lint-imports
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

@@ -12,8 +12,8 @@ from conftest import login_as
 from dispatch_helpers import counter, make_clients
 
 from crm import meters, timeline
-from crm.audit import Actor
 from herald import clock
+from herald.audit import Actor
 
 UTC = dt.UTC
 T0 = clock.now().replace(microsecond=0) - dt.timedelta(days=2)
