@@ -58,6 +58,8 @@ LABELS: dict[str, str] = {
     "info_request": N_("Information request"), "sla": "SLA", "escalation": N_("Escalation"),
     "deadline": N_("Deadline"), "client_link": N_("Client linked"), "case_reply": N_("Reply"),
     "trigger": N_("Trigger"), "status": N_("Status"),
+    # hand-off task statuses
+    "open": N_("Open"), "done": N_("Done"), "cancelled": N_("Cancelled"),
     # agent presence
     "online": N_("Online"), "busy": N_("Busy"), "away": N_("Away"), "offline": N_("Offline"),
 }
