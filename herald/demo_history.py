@@ -15,7 +15,9 @@ deadline and closed by the operator or, after 72 hours, by the automation. Whate
 that lies in the future has not happened yet, so the recent cases are the open ones in
 the queue now. The deadlines are planned by the database's own ``case_sla_plan`` on the
 demo calendar (time On Hold extends them, as the update trigger would); a missed
-deadline is a recorded breach (``*_breached_at`` and ``case_sla_breaches``). The open
+deadline is a recorded breach (``*_breached_at`` and ``case_sla_breaches``). Some cases were
+handed off to another department (``case_tasks``: done where the case was resolved since,
+open, some overdue, where it is still open). The open
 cases are on the SLA evaluator's schedule (the insert trigger puts them there), so the
 evaluator's warnings and escalations follow as for any case.
 
@@ -50,6 +52,7 @@ class DemoHistory(msgspec.Struct):
     messages: int = 0
     readings: int = 0
     contact_changes: int = 0
+    tasks: int = 0
 
 
 # pg_temp.dh_r(id, stream): a deterministic number in [0, 1) per row and purpose.
@@ -477,6 +480,55 @@ INSERT INTO timeline_refs (client_id, kind, ref_type, ref_id, event_id, event_at
 SELECT client_id, kind, ref_type, ref_id, id, at FROM t;
 """
 
+# Hand-off tasks: work on some cases handed to another department, done where the case
+# was resolved since, open (and some overdue) where it is still open.
+_TASKS = """
+WITH picked AS (
+    SELECT p.case_id, p.agent_id, p.status, p.resolved_at, p.key, p.horizon,
+           p.first_response_at + interval '10 minutes' AS at,
+           CASE WHEN p.group_code = 'finance' THEN 'technical'
+                WHEN p.case_type = 'financial' OR p.group_code = 'technical' THEN 'finance'
+                WHEN p.group_code = 'service_centre' THEN 'cc_l2'
+                ELSE 'service_centre' END AS to_group,
+           CASE WHEN p.case_type = 'financial' THEN 'Перевірити платежі та нарахування за рік'
+                WHEN p.case_type = 'technical' THEN 'Узгодити виїзд майстра з оператором ГРМ'
+                ELSE 'Підготувати письмову відповідь клієнту' END AS title
+    FROM dh_plan p
+    WHERE p.first_response_at IS NOT NULL AND p.first_response_at < p.horizon - interval '1 hour'
+      AND pg_temp.dh_r(p.key, 70) < CASE WHEN p.status = 'closed' THEN 0.06 ELSE 0.3 END
+), timed AS (
+    SELECT k.*, ((((k.at AT TIME ZONE 'Europe/Kyiv')::date
+                  + (1 + floor(pg_temp.dh_r(k.key, 71) * 3))::int) + time '18:00')
+                 AT TIME ZONE 'Europe/Kyiv') AS due_at,
+           CASE WHEN k.resolved_at IS NOT NULL
+                THEN k.at + (k.resolved_at - k.at) * 0.7 END AS closed_at
+    FROM picked k
+), ins AS (
+    INSERT INTO case_tasks (case_id, group_code, title, body, due_at, status, result, created_by,
+                            created_by_login, created_at, closed_by, closed_by_login, closed_at)
+    SELECT t.case_id, t.to_group, t.title, 'Клієнт очікує відповіді, деталі в зверненні.', t.due_at,
+           CASE WHEN t.closed_at IS NULL THEN 'open' ELSE 'done' END,
+           CASE WHEN t.closed_at IS NOT NULL THEN 'Виконано, результат передано в звернення.' END,
+           t.agent_id, u.login, t.at,
+           CASE WHEN t.closed_at IS NOT NULL THEN t.agent_id END,
+           CASE WHEN t.closed_at IS NOT NULL THEN u.login END, t.closed_at
+    FROM timed t JOIN users u ON u.id = t.agent_id
+    ORDER BY t.at
+    RETURNING id, case_id, group_code, title, due_at, created_by, created_by_login, created_at,
+              status, closed_at, result
+)
+INSERT INTO case_events (case_id, at, kind, actor_id, actor_login, body, data)
+SELECT e.case_id, e.at, 'task', e.created_by, e.created_by_login, e.body, e.data
+FROM (SELECT case_id, created_at AS at, created_by, created_by_login, title AS body,
+             jsonb_build_object('action', 'create', 'task_id', id, 'group_code', group_code,
+                                'assignee_id', NULL, 'due_at', due_at) AS data FROM ins
+      UNION ALL
+      SELECT case_id, closed_at, created_by, created_by_login, result,
+             jsonb_build_object('action', 'done', 'task_id', id, 'group_code', group_code)
+      FROM ins WHERE closed_at IS NOT NULL) e
+ORDER BY e.at;
+"""
+
 # Messages an operator sent from the card (the demo templates), with their receipts: read,
 # delivered, or a Viber failure followed by SMS (the fallback chain), or undeliverable.
 _MESSAGES = """
@@ -592,6 +644,7 @@ async def ensure_demo_history(conn: asyncpg.Connection, *, clients: int = 3000,
         await _run(conn, _CASES)
         await _run(conn, _CALLS)
         await _run(conn, _EVENTS)
+        await _run(conn, _TASKS)
         await _run(conn, _MESSAGES, now, list(TEMPLATES))
         readings_before = await conn.fetchval("SELECT count(*) FROM meter_readings")
         contact_before = await conn.fetchval(
@@ -607,7 +660,9 @@ async def ensure_demo_history(conn: asyncpg.Connection, *, clients: int = 3000,
             readings=await conn.fetchval("SELECT count(*) FROM meter_readings") - readings_before,
             contact_changes=await conn.fetchval(
                 "SELECT count(*) FROM audit_log WHERE entity_type = 'contact' AND actor_login IN "
-                "('operator.cc', 'operator.cos')") - contact_before)
+                "('operator.cc', 'operator.cos')") - contact_before,
+            tasks=await conn.fetchval("SELECT count(*) FROM case_tasks t JOIN dh_plan p "
+                                      "ON p.case_id = t.case_id"))
         await conn.execute(
             "INSERT INTO audit_log (actor_login, action, entity_type, entity_id, new_value) "
             "VALUES ($1, 'create', $2, $3, $4::jsonb)", ACTOR, *MARK_ENTITY,

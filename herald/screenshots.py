@@ -68,12 +68,16 @@ async def log_in(page: Any, url: str, role: str) -> None:
 
 
 async def _demo_client(conn: asyncpg.Connection) -> tuple[int, str, str]:
-    """A client worth showing: several accounts and a phone (id, surname, phone)."""
+    """A client worth showing: several accounts and cases, a phone of theirs only (the
+    call pops their card, not a choice of candidates): (id, surname, phone)."""
     row = await conn.fetchrow(
         """
         SELECT c.id, c.last_name, ct.phone FROM clients c
         JOIN contacts ct ON ct.client_id = c.id AND ct.is_active AND ct.phone IS NOT NULL
-        ORDER BY (SELECT count(*) FROM accounts a WHERE a.client_id = c.id) DESC, c.id
+        WHERE NOT EXISTS (SELECT 1 FROM contacts o WHERE o.phone = ct.phone
+                          AND o.client_id <> c.id)
+        ORDER BY (SELECT count(*) FROM accounts a WHERE a.client_id = c.id)
+                 + (SELECT count(*) FROM cases k WHERE k.client_id = c.id) DESC, c.id
         LIMIT 1
         """)
     if row is None:
@@ -95,8 +99,9 @@ async def take(settings: Settings, out: Path) -> list[Path]:
         await conn.close()
     written: list[Path] = []
 
-    async def shot(page: Any, name: str) -> None:
-        await page.wait_for_load_state("networkidle")
+    async def shot(page: Any, name: str, settle: bool = True) -> None:
+        if settle:
+            await page.wait_for_load_state("networkidle")
         path = out / f"{name}.png"
         await page.screenshot(path=str(path))
         written.append(path)
@@ -157,11 +162,30 @@ async def take(settings: Settings, out: Path) -> list[Path]:
         await context.clear_cookies()
         await log_in(page, url, "supervisor")
         await shot(page, "11-supervisor-start")
+        await context.clear_cookies()
+        await log_in(page, url, "operator_cc")
+        await page.goto(url + "/ui/tasks")
+        await shot(page, "12-tasks")
         await context.close()
+        # The narrow, empty and error variants (herald/screenshot_variants.py)
+        from herald import screenshot_variants as variants
+
+        conn = await asyncpg.connect(settings.database_url)
+        await init_connection(conn)
+        try:
+            empty_id = await variants.empty_client(conn)
+            case_id = await variants.a_case(conn)
+        finally:
+            await conn.close()
+        await variants.narrow(browser, url, shot, log_in, client_id=client_id, surname=surname,
+                              case_id=case_id)
+        await variants.empty_and_errors(browser, url, shot, log_in, empty_client_id=empty_id,
+                                        viewport=VIEWPORT)
     return written
 
 
 async def run(settings: Settings, out: Path) -> int:
-    print(f"screenshots of the web UI into {out}/ (1440x900):", flush=True)
+    print(f"screenshots of the web UI into {out}/ (1440x900; 1024x768 and 400 px wide; "
+          "empty and error states):", flush=True)
     await take(settings, out)
     return 0

@@ -98,6 +98,12 @@ async def test_demo_history_is_made_once_and_is_consistent(settings: Settings, d
     assert {"sent", "delivered", "read", "failed"} <= receipts
     assert await c.fetchval("""SELECT count(*) FROM audit_log a JOIN contacts k ON k.id::text = a.entity_id
         WHERE a.entity_type = 'contact' AND a.field = 'phone' AND a.new_value <> to_jsonb(k.phone)""") == 0
+    # Hand-off tasks: done only on resolved or closed cases, open ones on open cases
+    assert made.tasks > 0
+    assert await c.fetchval("""SELECT count(*) FROM case_tasks t JOIN cases k ON k.id = t.case_id
+        WHERE (t.status = 'done') <> (k.resolved_at IS NOT NULL) OR t.created_at < k.first_response_at
+           OR t.closed_at > k.resolved_at""") == 0
+    assert await c.fetchval("SELECT count(*) FROM case_tasks WHERE status = 'open'") > 0
     # A client with history: the card's timeline is not empty, the case page opens
     client_id, case_id = await c.fetchrow(
         "SELECT client_id, id FROM cases WHERE channel = 'call' AND status = 'closed' ORDER BY id LIMIT 1")
