@@ -1,6 +1,7 @@
 """An operator-facing history for the demo stand: three months of cases through their
 whole lives on every channel, the calls that became cases, messages sent to clients with
-their receipts, meter readings and contact changes in the card's journal.
+their receipts, meter readings, contact changes in the card's journal, hand-off tasks,
+applications, digital-channel use, shop orders, surveys and outbound calls.
 
 Set-based SQL, one transaction, a few seconds for the 10,000-client demo stand: a sample
 of clients (every third id among the first ones, so two clients in three keep an empty
@@ -13,8 +14,8 @@ first answered (by a reply and New -> In Progress) within or after its first-res
 deadline, may wait On Hold for the client, is resolved within or after its resolution
 deadline and closed by the operator or, after 72 hours, by the automation. Whatever of
 that lies in the future has not happened yet, so the recent cases are the open ones in
-the queue now. The deadlines are planned by the database's own ``case_sla_plan`` on the
-demo calendar (time On Hold extends them, as the update trigger would); a missed
+the queue now. The deadlines follow the policy ``case_sla_plan`` chooses, on its
+calendar's working time (time On Hold extends them, as the update trigger would); a missed
 deadline is a recorded breach (``*_breached_at`` and ``case_sla_breaches``). Some cases were
 handed off to another department (``case_tasks``: done where the case was resolved since,
 open, some overdue, where it is still open). The open
@@ -53,6 +54,8 @@ class DemoHistory(msgspec.Struct):
     readings: int = 0
     contact_changes: int = 0
     tasks: int = 0
+    applications: int = 0
+    digital_activity: int = 0
 
 
 # pg_temp.dh_r(id, stream): a deterministic number in [0, 1) per row and purpose.
@@ -625,6 +628,125 @@ WHERE pg_temp.dh_r(c.client_id, 63) < 0.25 AND x.new IS NOT NULL
 """
 
 
+# Applications (заявки) on some clients' accounts, on the timeline as crm.activity puts them.
+_APPLICATIONS = """
+WITH picked AS (
+    SELECT c.client_id, c.account_id, c.client_id AS key,
+           (ARRAY['new_connection', 'data_update', 'owner_change', 'contract', 'other'])[
+               1 + floor(pg_temp.dh_r(c.client_id, 80) * 5)::int] AS kind,
+           (ARRAY['call', 'visit', 'chat', 'email', 'cabinet', 'app'])[
+               1 + floor(pg_temp.dh_r(c.client_id, 81) * 6)::int] AS channel,
+           $1::timestamptz - interval '2 hours'
+             - floor(pg_temp.dh_r(c.client_id, 82) * 85) * interval '1 day' AS at
+    FROM dh_clients c WHERE pg_temp.dh_r(c.client_id, 83) < 0.12
+), ins AS (
+    INSERT INTO applications (client_id, account_id, kind, channel, status, description,
+                              created_at, updated_at)
+    SELECT p.client_id, p.account_id, p.kind, p.channel,
+           CASE WHEN p.at > $1::timestamptz - interval '10 days' THEN 'in_progress'
+                WHEN pg_temp.dh_r(p.key, 84) < 0.85 THEN 'completed' ELSE 'rejected' END,
+           CASE p.kind WHEN 'new_connection' THEN 'Приєднання нового газового котла'
+                       WHEN 'data_update' THEN 'Оновлення паспортних даних власника'
+                       WHEN 'owner_change' THEN 'Переоформлення після купівлі житла'
+                       WHEN 'contract' THEN 'Укладення договору постачання'
+                       ELSE 'Довідка про відсутність заборгованості' END,
+           p.at, p.at + interval '2 days'
+    FROM picked p ORDER BY p.at
+    RETURNING id, client_id, account_id, kind, channel, status, description, created_at
+), t AS (
+    INSERT INTO timeline_events (client_id, kind, at, title, status, channel, direction, ref_type,
+                                 ref_id, detail, created_at, updated_at)
+    SELECT a.client_id, 'application', a.created_at,
+           'Заявка №' || a.id || ': ' || CASE a.kind WHEN 'new_connection' THEN 'нове приєднання'
+               WHEN 'data_update' THEN 'актуалізація даних' WHEN 'owner_change' THEN 'зміна власника'
+               WHEN 'contract' THEN 'договір' ELSE 'інше' END,
+           a.status, a.channel, 'in', 'application', a.id::text,
+           jsonb_build_object('application_kind', a.kind, 'account_id', a.account_id,
+                              'description', a.description), a.created_at, a.created_at
+    FROM ins a
+    RETURNING id, at, client_id, kind, ref_type, ref_id
+)
+INSERT INTO timeline_refs (client_id, kind, ref_type, ref_id, event_id, event_at)
+SELECT client_id, kind, ref_type, ref_id, id, at FROM t;
+"""
+
+_CHANNEL_TYPES = {"cabinet": ("login", "reading_submitted", "payment_viewed", "payment"),
+                  "app": ("login", "reading_submitted", "payment"), "chatbot": ("chat",)}
+_SHOP_ITEMS = (("Датчик загазованості «Сигнал»", "1450.00"), ("Газовий лічильник G4 Октава", "2890.00"),
+               ("Сервісне обслуговування котла", "1200.00"), ("Гнучкий шланг для плити 1 м", "260.00"))
+_TOPICS = ("Якість обслуговування в контакт-центрі", "Зручність мобільного застосунку",
+           "Нагадування про повірку лічильника", "Інформування про заборгованість")
+
+
+async def _digital_activity(conn: asyncpg.Connection, now: dt.datetime) -> int:
+    """Digital-channel interactions, shop orders, surveys and outbound calls of the sampled
+    clients, through crm.activity's own intake (deterministic per client)."""
+    import random
+    from decimal import Decimal
+
+    from crm import activity
+    from crm.activity import (
+        Answer,
+        ChannelEvent,
+        OutboundCallEvent,
+        ShopItem,
+        ShopOrderSpec,
+        SurveyEvent,
+    )
+
+    clients = [r["client_id"] for r in await conn.fetch("SELECT client_id FROM dh_clients ORDER BY n")]
+    channel_events: list[tuple[int, ChannelEvent]] = []
+    cx: list[tuple[int, activity.CxEvent]] = []
+    orders = 0
+    for client_id in clients:
+        rnd = random.Random(client_id)
+
+        def at(days: float) -> dt.datetime:
+            return now - dt.timedelta(hours=2) - dt.timedelta(days=rnd.random() * days)
+
+        for channel, share in (("cabinet", 0.6), ("app", 0.35), ("chatbot", 0.12)):
+            if rnd.random() < share:
+                for k in range(rnd.randint(1, 5)):
+                    kind = rnd.choice(_CHANNEL_TYPES[channel])
+                    channel_events.append((len(channel_events), ChannelEvent(
+                        channel=channel, type=kind, at=at(88),  # type: ignore[arg-type]
+                        external_id=f"demo-{channel}-{client_id}-{k}", client_id=client_id)))
+        if rnd.random() < 0.08:
+            for k in range(rnd.randint(1, 2)):
+                name, price = rnd.choice(_SHOP_ITEMS)
+                quantity = rnd.randint(1, 2)
+                ordered = at(80 if k else 12)
+                status = rnd.choice(("confirmed", "paid", "in_delivery")) if k == 0 else \
+                    rnd.choice(("delivered", "delivered", "cancelled"))
+                await activity.upsert_shop_order(conn, f"DEMO-{client_id}-{k}", ShopOrderSpec(
+                    status=status, total=Decimal(price) * quantity,  # type: ignore[arg-type]
+                    items=[ShopItem(name=name, quantity=quantity, price=Decimal(price))],
+                    ordered_at=ordered, client_id=client_id), now=now)
+                channel_events.append((len(channel_events), ChannelEvent(
+                    channel="shop", type="order_placed", at=ordered,
+                    external_id=f"demo-shop-{client_id}-{k}", client_id=client_id)))
+                orders += 1
+        if rnd.random() < 0.15:
+            score = rnd.choice((5, 5, 4, 4, 3, 2))
+            cx.append((len(cx), SurveyEvent(
+                external_id=f"demo-survey-{client_id}", at=at(80), score=score, scale_max=5,
+                topic=rnd.choice(_TOPICS), comment=None if score > 3 else "Довго чекав на лінії",
+                answers=[Answer(question="Чи вирішено ваше питання?",
+                                answer="Так" if score > 2 else "Ні")], client_id=client_id)))
+        if rnd.random() < 0.1:
+            result = rnd.choice(("answered", "answered", "no_answer", "busy", "callback_requested"))
+            cx.append((len(cx), OutboundCallEvent(
+                external_id=f"demo-outbound-{client_id}", at=at(60), result=result,  # type: ignore[arg-type]
+                topic="Нагадування про повірку лічильника",
+                comment="Клієнт запише дату повірки" if result == "answered" else None,
+                answers=[Answer(question="Чи зручно вам прийняти майстра цього місяця?",
+                                answer="Так, після 15 числа")] if result == "answered" else [],
+                client_id=client_id)))
+    await activity.ingest_channel_events(conn, channel_events, now=now)
+    await activity.ingest_cx_events(conn, cx, now=now)
+    return len(channel_events) + len(cx) + orders
+
+
 async def ensure_demo_history(conn: asyncpg.Connection, *, clients: int = 3000,
                               now: dt.datetime | None = None) -> DemoHistory:
     """Give up to ``clients`` demo clients their history, once; returns what was made."""
@@ -651,6 +773,8 @@ async def ensure_demo_history(conn: asyncpg.Connection, *, clients: int = 3000,
             "SELECT count(*) FROM audit_log WHERE entity_type = 'contact' AND actor_login IN "
             "('operator.cc', 'operator.cos')")
         await _run(conn, _READINGS_AND_CONTACTS, now)
+        await _run(conn, _APPLICATIONS, now)
+        activity_items = await _digital_activity(conn, now)
         made = DemoHistory(
             clients=await conn.fetchval("SELECT count(*) FROM dh_clients"),
             cases=await conn.fetchval("SELECT count(*) FROM dh_plan"),
@@ -662,7 +786,10 @@ async def ensure_demo_history(conn: asyncpg.Connection, *, clients: int = 3000,
                 "SELECT count(*) FROM audit_log WHERE entity_type = 'contact' AND actor_login IN "
                 "('operator.cc', 'operator.cos')") - contact_before,
             tasks=await conn.fetchval("SELECT count(*) FROM case_tasks t JOIN dh_plan p "
-                                      "ON p.case_id = t.case_id"))
+                                      "ON p.case_id = t.case_id"),
+            applications=await conn.fetchval("SELECT count(*) FROM applications a JOIN dh_clients c "
+                                             "ON c.client_id = a.client_id"),
+            digital_activity=activity_items)
         await conn.execute(
             "INSERT INTO audit_log (actor_login, action, entity_type, entity_id, new_value) "
             "VALUES ($1, 'create', $2, $3, $4::jsonb)", ACTOR, *MARK_ENTITY,

@@ -98,6 +98,12 @@ async def test_demo_history_is_made_once_and_is_consistent(settings: Settings, d
     assert {"sent", "delivered", "read", "failed"} <= receipts
     assert await c.fetchval("""SELECT count(*) FROM audit_log a JOIN contacts k ON k.id::text = a.entity_id
         WHERE a.entity_type = 'contact' AND a.field = 'phone' AND a.new_value <> to_jsonb(k.phone)""") == 0
+    # The card's other blocks: digital channels, shop orders, applications, surveys and calls
+    assert made.applications > 0 and made.digital_activity > 0
+    for table in ("channel_usage", "shop_orders", "applications"):
+        assert await c.fetchval(f"SELECT count(*) FROM {table}") > 0, table
+    kinds = {r["kind"] for r in await c.fetch("SELECT DISTINCT kind FROM cx_events")}
+    assert kinds == {"survey", "outbound_call"}
     # Hand-off tasks: done only on resolved or closed cases, open ones on open cases
     assert made.tasks > 0
     assert await c.fetchval("""SELECT count(*) FROM case_tasks t JOIN cases k ON k.id = t.case_id
