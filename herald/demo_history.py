@@ -133,10 +133,14 @@ JOIN LATERAL (SELECT id, phone, email FROM contacts
 WHERE c.id % 3 = 0
 ORDER BY c.id LIMIT $1;
 
+"""
+
+_USERS = """
 CREATE TEMP TABLE dh_users ON COMMIT DROP AS
 SELECT (SELECT id FROM users WHERE login = 'operator.cc') AS cc,
        (SELECT id FROM users WHERE login = 'operator.cos') AS cos,
-       (SELECT id FROM case_sla_policies WHERE is_active ORDER BY id LIMIT 1) AS any_policy;
+       (SELECT array_agg(id ORDER BY id) FROM users WHERE login = ANY($1::text[])) AS cc_pool,
+       (SELECT array_agg(id ORDER BY id) FROM users WHERE login = ANY($2::text[])) AS cos_pool;
 """
 
 # One row per case with its whole planned life; status and times follow from "now".
@@ -261,13 +265,25 @@ UPDATE dh_plan SET
     closed_at = CASE WHEN resolved_at IS NOT NULL AND closed_plan <= horizon THEN closed_plan END,
     assigned_at = CASE WHEN first_response_at IS NOT NULL THEN assigned_plan END;
 UPDATE dh_plan SET
-    -- a new case nobody has taken yet waits in its group's queue for "take next"
-    assignee_id = CASE WHEN assigned_at IS NOT NULL THEN agent_id END,
     status = CASE WHEN closed_at IS NOT NULL THEN 'closed'
                   WHEN resolved_at IS NOT NULL THEN 'resolved'
                   WHEN on_hold_since IS NOT NULL THEN 'on_hold'
                   WHEN first_response_at IS NOT NULL THEN 'in_progress'
                   ELSE 'new' END;
+-- The demo operators keep a few open cases (below their capacity, so "take next" works
+-- in the demo); the rest of the open work is their colleagues'.
+WITH ranked AS (
+    SELECT key, row_number() OVER (PARTITION BY agent_id ORDER BY created_at DESC) AS k
+    FROM dh_plan WHERE status IN ('in_progress', 'on_hold')
+)
+UPDATE dh_plan p
+SET agent_id = CASE WHEN p.agent_id = u.cos
+                    THEN u.cos_pool[1 + p.key % array_length(u.cos_pool, 1)]
+                    ELSE u.cc_pool[1 + p.key % array_length(u.cc_pool, 1)] END
+FROM ranked r, dh_users u
+WHERE r.key = p.key AND r.k > 3 AND p.agent_id IN (u.cc, u.cos);
+-- a new case nobody has taken yet waits in its group's queue for "take next"
+UPDATE dh_plan SET assignee_id = CASE WHEN assigned_at IS NOT NULL THEN agent_id END;
 UPDATE dh_plan SET status_changed_at = CASE status
     WHEN 'closed' THEN closed_at WHEN 'resolved' THEN resolved_at
     WHEN 'on_hold' THEN on_hold_since
@@ -747,6 +763,42 @@ async def _digital_activity(conn: asyncpg.Connection, now: dt.datetime) -> int:
     return len(channel_events) + len(cx) + orders
 
 
+# The demo operators' colleagues: the open work of a contact centre is more than two
+# people's (their logins get a random password nobody knows; an admin may reset it).
+COLLEAGUES = (("kateryna.hnatiuk", "Катерина Гнатюк", "operator_cc", ("cc_l1", "cc_l2", "technical")),
+              ("andrii.savchuk", "Андрій Савчук", "operator_cc", ("cc_l1", "cc_l2", "finance")),
+              ("olha.moroz", "Ольга Мороз", "operator_cc", ("cc_l1", "technical")),
+              ("serhii.lysenko", "Сергій Лисенко", "operator_cos", ("service_centre", "finance")))
+
+
+async def _colleagues(conn: asyncpg.Connection) -> tuple[list[str], list[str]]:
+    """Create the colleagues that are missing, in their groups; (cc logins, cos logins)."""
+    import secrets
+
+    from crm import users
+    from crm.audit import Actor
+    from crm.cases import agents, groups
+    from crm.users import PasswordPolicy
+
+    actor = Actor(login=ACTOR)
+    have = {r["login"] for r in await conn.fetch("SELECT login FROM users")}
+    wanted: dict[str, list[int]] = {}
+    for login, name, role, codes in COLLEAGUES:
+        if login not in have:
+            user = await users.create_user(conn, actor, PasswordPolicy(12), login=login,
+                                           full_name=name, roles=[role],
+                                           password=secrets.token_urlsafe(24) + "aA1!")
+            await agents.ensure_agent(conn, user.id)
+            for code in codes:
+                wanted.setdefault(code, []).append(user.id)
+    for group in await groups.list_groups(conn):
+        if group.code in wanted:
+            await groups.set_members(conn, actor, group.code,
+                                     sorted({*group.member_ids, *wanted[group.code]}))
+    return ([c[0] for c in COLLEAGUES if c[2] == "operator_cc"],
+            [c[0] for c in COLLEAGUES if c[2] == "operator_cos"])
+
+
 async def ensure_demo_history(conn: asyncpg.Connection, *, clients: int = 3000,
                               now: dt.datetime | None = None) -> DemoHistory:
     """Give up to ``clients`` demo clients their history, once; returns what was made."""
@@ -760,7 +812,9 @@ async def ensure_demo_history(conn: asyncpg.Connection, *, clients: int = 3000,
             return DemoHistory()
         if await conn.fetchval("SELECT to_regprocedure('pg_temp.dh_r(bigint, bigint)') IS NULL"):
             await conn.execute(_FUNCTIONS)
+        cc_pool, cos_pool = await _colleagues(conn)
         await _run(conn, _SETUP, now)
+        await _run(conn, _USERS, cc_pool, cos_pool)
         await _run(conn, _CLIENTS, clients)
         await _run(conn, _PLAN, now)
         await _run(conn, _CASES)

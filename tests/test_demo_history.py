@@ -104,6 +104,13 @@ async def test_demo_history_is_made_once_and_is_consistent(settings: Settings, d
         assert await c.fetchval(f"SELECT count(*) FROM {table}") > 0, table
     kinds = {r["kind"] for r in await c.fetch("SELECT DISTINCT kind FROM cx_events")}
     assert kinds == {"survey", "outbound_call"}
+    # The demo operators stay below their capacity ("take next" works in the demo)
+    loads = await c.fetch("""SELECT u.login, count(k.id) AS n FROM users u
+        LEFT JOIN cases k ON k.assignee_id = u.id AND k.status IN ('in_progress', 'on_hold')
+        WHERE u.login IN ('operator.cc', 'operator.cos') GROUP BY u.login""")
+    assert all(r["n"] <= 3 for r in loads), loads
+    assert await c.fetchval("SELECT count(DISTINCT assignee_id) FROM cases WHERE status "
+                            "IN ('in_progress', 'on_hold')") > 2
     # Hand-off tasks: done only on resolved or closed cases, open ones on open cases
     assert made.tasks > 0
     assert await c.fetchval("""SELECT count(*) FROM case_tasks t JOIN cases k ON k.id = t.case_id
