@@ -505,23 +505,27 @@ _TASKS = """
 WITH picked AS (
     SELECT p.case_id, p.agent_id, p.status, p.resolved_at, p.key, p.horizon,
            p.first_response_at + interval '10 minutes' AS at,
-           CASE WHEN p.group_code = 'finance' THEN 'technical'
-                WHEN p.case_type = 'financial' OR p.group_code = 'technical' THEN 'finance'
-                WHEN p.group_code = 'service_centre' THEN 'cc_l2'
-                ELSE 'service_centre' END AS to_group,
-           CASE WHEN p.case_type = 'financial' THEN 'Перевірити платежі та нарахування за рік'
-                WHEN p.case_type = 'technical' THEN 'Узгодити виїзд майстра з оператором ГРМ'
-                ELSE 'Підготувати письмову відповідь клієнту' END AS title
+           CASE WHEN p.case_type = 'financial' AND p.group_code <> 'finance' THEN 'finance'
+                WHEN p.case_type = 'technical' AND p.group_code <> 'technical' THEN 'technical'
+                WHEN p.case_type = 'informational' AND p.group_code <> 'service_centre'
+                THEN 'service_centre' ELSE 'cc_l2' END AS to_group
     FROM dh_plan p
     WHERE p.first_response_at IS NOT NULL AND p.first_response_at < p.horizon - interval '1 hour'
       AND pg_temp.dh_r(p.key, 70) < CASE WHEN p.status = 'closed' THEN 0.06 ELSE 0.3 END
+), titled AS (
+    SELECT k.*, CASE k.to_group
+                    WHEN 'finance' THEN 'Перевірити платежі та нарахування за рік'
+                    WHEN 'technical' THEN 'Узгодити виїзд майстра з оператором ГРМ'
+                    WHEN 'service_centre' THEN 'Прийняти документи клієнта в ЦОС'
+                    ELSE 'Зателефонувати клієнту з результатом' END AS title
+    FROM picked k
 ), timed AS (
     SELECT k.*, ((((k.at AT TIME ZONE 'Europe/Kyiv')::date
                   + (1 + floor(pg_temp.dh_r(k.key, 71) * 3))::int) + time '18:00')
                  AT TIME ZONE 'Europe/Kyiv') AS due_at,
            CASE WHEN k.resolved_at IS NOT NULL
                 THEN k.at + (k.resolved_at - k.at) * 0.7 END AS closed_at
-    FROM picked k
+    FROM titled k
 ), ins AS (
     INSERT INTO case_tasks (case_id, group_code, title, body, due_at, status, result, created_by,
                             created_by_login, created_at, closed_by, closed_by_login, closed_at)
