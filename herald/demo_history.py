@@ -403,16 +403,23 @@ FROM (
     FROM dh_plan p JOIN users lu ON lu.id = p.agent_id WHERE p.first_response_at IS NOT NULL
     UNION ALL
     SELECT p.case_id, p.hold_plan, 6, 'status', p.agent_id, lu.login, NULL, NULL, NULL, 'in_progress',
-           'on_hold', 'Очікуємо від клієнта фото лічильника та квитанції', NULL
+           'on_hold', 'Очікуємо від клієнта уточнення та документи', NULL
     FROM dh_plan p JOIN users lu ON lu.id = p.agent_id
     WHERE p.waits AND p.first_response_at IS NOT NULL AND p.hold_plan <= p.horizon
     UNION ALL
-    SELECT p.case_id, p.resume_plan, 7, 'status', NULL, 'automation', NULL, NULL, NULL, 'on_hold',
-           'in_progress', NULL, jsonb_build_object('automation', 'client_reply')
-    FROM dh_plan p WHERE p.waits AND p.first_response_at IS NOT NULL AND p.resume_plan <= p.horizon
+    SELECT p.case_id, p.resume_plan, 7, 'status',
+           CASE WHEN p.channel IN ('viber', 'telegram', 'email') THEN NULL ELSE p.agent_id END,
+           CASE WHEN p.channel IN ('viber', 'telegram', 'email') THEN 'automation' ELSE lu.login END,
+           NULL, NULL, NULL, 'on_hold', 'in_progress',
+           CASE WHEN p.channel IN ('viber', 'telegram', 'email') THEN NULL
+                ELSE 'Клієнт надав інформацію' END,
+           CASE WHEN p.channel IN ('viber', 'telegram', 'email')
+                THEN jsonb_build_object('automation', 'client_reply') END
+    FROM dh_plan p JOIN users lu ON lu.id = p.agent_id
+    WHERE p.waits AND p.first_response_at IS NOT NULL AND p.resume_plan <= p.horizon
     UNION ALL
     SELECT p.case_id, p.resume_plan - interval '1 second', 7, 'message', NULL, p.channel, p.channel, 'in',
-           NULL, NULL, NULL, 'Надсилаю фото лічильника та квитанцію.', '{}'::jsonb
+           NULL, NULL, NULL, 'Надсилаю уточнення та документи.', '{}'::jsonb
     FROM dh_plan p WHERE p.waits AND p.first_response_at IS NOT NULL AND p.resume_plan <= p.horizon
       AND p.channel IN ('viber', 'telegram', 'email')
     UNION ALL
@@ -426,15 +433,25 @@ FROM (
            NULL, NULL, NULL, 'resolved', 'closed', NULL,
            CASE WHEN p.closed_by_automation THEN jsonb_build_object('automation', 'idle') END
     FROM dh_plan p JOIN users lu ON lu.id = p.agent_id WHERE p.closed_at IS NOT NULL
+    UNION ALL
+    -- the SLA breaches, as the evaluator writes them
+    SELECT b.case_id, b.detected_at, 10, 'sla', NULL, 'sla', NULL, NULL, NULL, NULL, NULL, NULL,
+           jsonb_build_object('target', b.target, 'level', 'breached', 'due_at', b.due_at)
+    FROM case_sla_breaches b JOIN dh_plan p ON p.case_id = b.case_id
+    UNION ALL
+    -- hand-off tasks, as crm.cases.tasks writes them
+    SELECT t.case_id, t.created_at, 11, 'task', t.created_by, t.created_by_login, NULL, NULL, NULL,
+           NULL, NULL, t.title,
+           jsonb_build_object('action', 'create', 'task_id', t.id, 'group_code', t.group_code,
+                              'assignee_id', NULL, 'due_at', t.due_at)
+    FROM dh_tasks t
+    UNION ALL
+    SELECT t.case_id, t.closed_at, 12, 'task', t.created_by, t.created_by_login, NULL, NULL, NULL,
+           NULL, NULL, t.result,
+           jsonb_build_object('action', 'done', 'task_id', t.id, 'group_code', t.group_code)
+    FROM dh_tasks t WHERE t.closed_at IS NOT NULL
 ) e
 ORDER BY e.at, e.case_id, e.o;
-
--- The SLA breaches in the journal, as the evaluator writes them.
-INSERT INTO case_events (case_id, at, kind, actor_login, data)
-SELECT b.case_id, b.detected_at, 'sla', 'sla',
-       jsonb_build_object('target', b.target, 'level', 'breached', 'due_at', b.due_at)
-FROM case_sla_breaches b JOIN dh_plan p ON p.case_id = b.case_id
-ORDER BY b.detected_at;
 
 -- The client's timeline: the case (its current status) and the call.
 WITH t AS (
@@ -502,6 +519,7 @@ SELECT client_id, kind, ref_type, ref_id, id, at FROM t;
 # Hand-off tasks: work on some cases handed to another department, done where the case
 # was resolved since, open (and some overdue) where it is still open.
 _TASKS = """
+CREATE TEMP TABLE dh_tasks ON COMMIT DROP AS
 WITH picked AS (
     SELECT p.case_id, p.agent_id, p.status, p.resolved_at, p.key, p.horizon,
            p.first_response_at + interval '10 minutes' AS at,
@@ -540,16 +558,7 @@ WITH picked AS (
     RETURNING id, case_id, group_code, title, due_at, created_by, created_by_login, created_at,
               status, closed_at, result
 )
-INSERT INTO case_events (case_id, at, kind, actor_id, actor_login, body, data)
-SELECT e.case_id, e.at, 'task', e.created_by, e.created_by_login, e.body, e.data
-FROM (SELECT case_id, created_at AS at, created_by, created_by_login, title AS body,
-             jsonb_build_object('action', 'create', 'task_id', id, 'group_code', group_code,
-                                'assignee_id', NULL, 'due_at', due_at) AS data FROM ins
-      UNION ALL
-      SELECT case_id, closed_at, created_by, created_by_login, result,
-             jsonb_build_object('action', 'done', 'task_id', id, 'group_code', group_code)
-      FROM ins WHERE closed_at IS NOT NULL) e
-ORDER BY e.at;
+SELECT * FROM ins;
 """
 
 # Messages an operator sent from the card (the demo templates), with their receipts: read,
@@ -823,8 +832,8 @@ async def ensure_demo_history(conn: asyncpg.Connection, *, clients: int = 3000,
         await _run(conn, _PLAN, now)
         await _run(conn, _CASES)
         await _run(conn, _CALLS)
-        await _run(conn, _EVENTS)
         await _run(conn, _TASKS)
+        await _run(conn, _EVENTS)
         await _run(conn, _MESSAGES, now, list(TEMPLATES))
         readings_before = await conn.fetchval("SELECT count(*) FROM meter_readings")
         contact_before = await conn.fetchval(
@@ -843,8 +852,7 @@ async def ensure_demo_history(conn: asyncpg.Connection, *, clients: int = 3000,
             contact_changes=await conn.fetchval(
                 "SELECT count(*) FROM audit_log WHERE entity_type = 'contact' AND actor_login IN "
                 "('operator.cc', 'operator.cos')") - contact_before,
-            tasks=await conn.fetchval("SELECT count(*) FROM case_tasks t JOIN dh_plan p "
-                                      "ON p.case_id = t.case_id"),
+            tasks=await conn.fetchval("SELECT count(*) FROM dh_tasks"),
             applications=await conn.fetchval("SELECT count(*) FROM applications a JOIN dh_clients c "
                                              "ON c.client_id = a.client_id"),
             digital_activity=activity_items)

@@ -78,6 +78,9 @@ async def test_demo_history_is_made_once_and_is_consistent(settings: Settings, d
            OR (c.status = 'on_hold') <> (c.sla_paused_at IS NOT NULL)
         LIMIT 5""")
     assert not bad, bad
+    # Each case's journal is in time order (the case page lists it by id)
+    assert await c.fetchval("""SELECT count(*) FROM (SELECT at, lag(at) OVER (PARTITION BY case_id
+        ORDER BY id) AS before FROM case_events) x WHERE x.before > x.at""") == 0
     # A breach is recorded where a deadline was missed, and only there
     assert not await c.fetch("""
         SELECT id FROM cases c WHERE (c.first_response_breached_at IS NOT NULL) <> EXISTS (
