@@ -730,7 +730,7 @@ async def _digital_activity(conn: asyncpg.Connection, now: dt.datetime) -> int:
     for client_id in clients:
         rnd = random.Random(client_id)
 
-        def at(days: float) -> dt.datetime:
+        def at(days: float, rnd: random.Random = rnd) -> dt.datetime:
             return now - dt.timedelta(hours=2) - dt.timedelta(days=rnd.random() * days)
 
         for channel, share in (("cabinet", 0.6), ("app", 0.35), ("chatbot", 0.12)):

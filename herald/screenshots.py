@@ -134,6 +134,7 @@ async def take(settings: Settings, out: Path) -> list[Path]:
             await http.post(url + "/api/v1/cti/calls", headers=headers,
                             json={"event": "ringing", **call})
             await page.wait_for_selector("#client-id")
+            await page.wait_for_selector("#timeline .tl-item, #timeline-empty")
             await shot(page, "05-incoming-call")
             # answered and finished: the call becomes a case in the queue
             for event in ("answered", "hung_up"):
