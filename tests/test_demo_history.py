@@ -1,4 +1,4 @@
-"""The demo stand's history (herald/demo_history.py): made once, consistent lifecycles,
+"""The demo stand's history (herald/cli/demo_history.py): made once, consistent lifecycles,
 every time in the past relative to Herald's clock, and a card with a non-empty timeline."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import pytest
 from ui_helpers import ui_login
 
 from herald.db import init_connection
-from herald.demo_history import ensure_demo_history
-from herald.demo_setup import ensure_demo_setup
-from herald.seed import seed_crm
+from herald.cli.demo_history import ensure_demo_history
+from herald.cli.demo_setup import ensure_demo_setup
+from herald.cli.seed import seed_crm
 from herald.settings import Settings
 
 KYIV = ZoneInfo("Europe/Kyiv")

@@ -11,7 +11,7 @@ import pytest
 from playwright.async_api import Page, expect
 from test_ui_browser import base, log_in
 
-from herald.browser import VIEWPORT, chromium
+from herald.cli.browser import VIEWPORT, chromium
 
 TIMEOUT = 10_000
 
