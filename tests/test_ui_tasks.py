@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from ui_helpers import post_form, ui_login
 
-from crm.audit import Actor
+from herald.audit import Actor
 from crm.cases import groups, tasks
 from crm.cases.tasks import CaseTaskSpec
 

@@ -789,7 +789,7 @@ async def _colleagues(conn: asyncpg.Connection) -> tuple[list[str], list[str]]:
     import secrets
 
     from crm import users
-    from crm.audit import Actor
+    from herald.audit import Actor
     from crm.cases import agents, groups
     from crm.users import PasswordPolicy
 
