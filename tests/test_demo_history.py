@@ -11,10 +11,10 @@ import asyncpg
 import pytest
 from ui_helpers import ui_login
 
-from herald.db import init_connection
 from herald.cli.demo_history import ensure_demo_history
 from herald.cli.demo_setup import ensure_demo_setup
 from herald.cli.seed import seed_crm
+from herald.db import init_connection
 from herald.settings import Settings
 
 KYIV = ZoneInfo("Europe/Kyiv")

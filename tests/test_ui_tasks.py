@@ -10,9 +10,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from ui_helpers import post_form, ui_login
 
-from herald.audit import Actor
 from crm.cases import groups, tasks
 from crm.cases.tasks import CaseTaskSpec
+from herald.audit import Actor
 
 KYIV = ZoneInfo("Europe/Kyiv")
 NOW = dt.datetime(2026, 4, 15, 11, 0, tzinfo=KYIV)

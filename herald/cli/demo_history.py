@@ -789,9 +789,9 @@ async def _colleagues(conn: asyncpg.Connection) -> tuple[list[str], list[str]]:
     import secrets
 
     from crm import users
-    from herald.audit import Actor
     from crm.cases import agents, groups
     from crm.users import PasswordPolicy
+    from herald.audit import Actor
 
     actor = Actor(login=ACTOR)
     have = {r["login"] for r in await conn.fetch("SELECT login FROM users")}
