@@ -30,12 +30,28 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import random
+import secrets
 import time
+from decimal import Decimal
 
 import asyncpg
 import msgspec
 
+from crm import activity, users
+from crm.activity import (
+    Answer,
+    ChannelEvent,
+    OutboundCallEvent,
+    ShopItem,
+    ShopOrderSpec,
+    SurveyEvent,
+)
+from crm.cases import agents, groups
+from crm.users import PasswordPolicy
 from herald import clock
+from herald.audit import Actor
+from herald.cli.demo_setup import TEMPLATES
 
 log = logging.getLogger(__name__)
 
@@ -710,18 +726,6 @@ _TOPICS = ("Якість обслуговування в контакт-цент
 async def _digital_activity(conn: asyncpg.Connection, now: dt.datetime) -> int:
     """Digital-channel interactions, shop orders, surveys and outbound calls of the sampled
     clients, through crm.activity's own intake (deterministic per client)."""
-    import random
-    from decimal import Decimal
-
-    from crm import activity
-    from crm.activity import (
-        Answer,
-        ChannelEvent,
-        OutboundCallEvent,
-        ShopItem,
-        ShopOrderSpec,
-        SurveyEvent,
-    )
 
     clients = [r["client_id"] for r in await conn.fetch("SELECT client_id FROM dh_clients ORDER BY n")]
     channel_events: list[tuple[int, ChannelEvent]] = []
@@ -786,13 +790,6 @@ COLLEAGUES = (("kateryna.hnatiuk", "Катерина Гнатюк", "operator_cc
 
 async def _colleagues(conn: asyncpg.Connection) -> tuple[list[str], list[str]]:
     """Create the colleagues that are missing, in their groups; (cc logins, cos logins)."""
-    import secrets
-
-    from crm import users
-    from crm.cases import agents, groups
-    from crm.users import PasswordPolicy
-    from herald.audit import Actor
-
     actor = Actor(login=ACTOR)
     have = {r["login"] for r in await conn.fetch("SELECT login FROM users")}
     wanted: dict[str, list[int]] = {}
@@ -815,8 +812,6 @@ async def _colleagues(conn: asyncpg.Connection) -> tuple[list[str], list[str]]:
 async def ensure_demo_history(conn: asyncpg.Connection, *, clients: int = 3000,
                               now: dt.datetime | None = None) -> DemoHistory:
     """Give up to ``clients`` demo clients their history, once; returns what was made."""
-    from herald.cli.demo_setup import TEMPLATES
-
     now = now or clock.now()
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext('herald demo history'))")

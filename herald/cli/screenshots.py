@@ -21,6 +21,7 @@ from aiohttp import web
 
 from admin_api.app import init_app
 from crm.users import PasswordPolicy
+from herald.cli import screenshot_variants as variants
 from herald.cli.browser import VIEWPORT, chromium
 from herald.cli.demo import DEMO_USERS, ensure_demo_users
 from herald.db import init_connection
@@ -167,8 +168,6 @@ async def take(settings: Settings, out: Path) -> list[Path]:
         await shot(page, "12-tasks")
         await context.close()
         # The narrow, empty and error variants (herald/cli/screenshot_variants.py)
-        from herald.cli import screenshot_variants as variants
-
         conn = await asyncpg.connect(settings.database_url)
         await init_connection(conn)
         try:
