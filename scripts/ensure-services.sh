@@ -116,7 +116,10 @@ ensure_redis() {
 # own browser download is not used); fonts-dejavu-core gives it Cyrillic glyphs.
 ensure_chromium() {
   if [ ! -x "${HERALD_CHROMIUM:-/usr/bin/chromium}" ]; then
-    apt_install chromium fonts-dejavu-core
+    apt_install chromium chromium-l10n fonts-dejavu-core
+  elif [ ! -e /usr/lib/chromium/locales/uk.pak ] && [ -d /usr/lib/chromium/locales ]; then
+    # The Ukrainian locale of the browser itself: date inputs in dd.mm.yyyy
+    apt_install chromium-l10n
   fi
   log "Chromium ready: $("${HERALD_CHROMIUM:-/usr/bin/chromium}" --version 2>/dev/null || echo installed)"
 }

@@ -40,6 +40,26 @@ def normalise(language: str | None) -> str:
     return language if language in LANGUAGES else DEFAULT_LANGUAGE
 
 
+def from_accept_language(header: str | None) -> str | None:
+    """The first supported language a browser's ``Accept-Language`` asks for (by its
+    q-values, then its order), or None when it asks for none of ours."""
+    ranked: list[tuple[float, int, str]] = []
+    for position, part in enumerate((header or "").split(",")):
+        tag, _, params = part.strip().partition(";")
+        q = 1.0
+        for param in params.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        primary = tag.strip().split("-")[0].lower()
+        if primary in LANGUAGES and q > 0:
+            ranked.append((-q, position, primary))
+    return min(ranked)[2] if ranked else None
+
+
 class Formats:
     """Dates, times, numbers and money of one language, always in Kyiv time and UAH."""
 

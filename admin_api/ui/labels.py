@@ -48,7 +48,7 @@ LABELS: dict[str, str] = {
     # call directions and SLA states
     "inbound": N_("Incoming"), "outbound": N_("Outgoing"),
     "ok": N_("On time"), "warning": N_("At risk"), "breached": N_("Overdue"), "none": N_("No SLA"),
-    "met": N_("Met"),
+    "met": N_("Met"), "first_response": N_("first response"), "resolution": N_("resolution"),
     "in": N_("Incoming"), "out": N_("Outgoing"),
     "completed": N_("Completed"), "missed": N_("Missed"), "answered": N_("Answered"),
     "ringing": N_("Ringing"), "registered": N_("Registered"),
@@ -58,6 +58,8 @@ LABELS: dict[str, str] = {
     "info_request": N_("Information request"), "sla": "SLA", "escalation": N_("Escalation"),
     "deadline": N_("Deadline"), "client_link": N_("Client linked"), "case_reply": N_("Reply"),
     "trigger": N_("Trigger"), "status": N_("Status"),
+    # hand-off task statuses
+    "open": N_("Open"), "done": N_("Done"), "cancelled": N_("Cancelled"),
     # agent presence
     "online": N_("Online"), "busy": N_("Busy"), "away": N_("Away"), "offline": N_("Offline"),
 }

@@ -30,6 +30,7 @@ ITEMS: tuple[MenuItem, ...] = (
     MenuItem(N_("Clients"), "/ui/search", "clients.read", "search"),
     MenuItem(N_("Cases"), "/ui/cases", "cases.read", "cases"),
     MenuItem(N_("New case"), "/ui/cases/new", "cases.manage", "case-new"),
+    MenuItem(N_("Tasks"), "/ui/tasks", "cases.manage", "tasks"),
     MenuItem(N_("Supervisor"), "/ui/section/supervisor", "cases.supervise", "supervisor"),
     MenuItem(N_("Campaigns"), "/ui/section/campaigns", "campaigns.manage", "campaigns"),
     MenuItem(N_("Segments"), "/ui/section/segments", "segments.read", "segments"),

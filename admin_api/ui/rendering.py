@@ -90,7 +90,8 @@ def session_cookie(request: web.Request) -> str | None:
 
 
 async def language(request: web.Request) -> str:
-    """The person's language: stored per user once logged in, else the cookie, else Ukrainian."""
+    """The person's language: stored per user once logged in, else the login page's
+    choice (a cookie), else what the browser asks for, else Ukrainian."""
     if LANGUAGE in request:
         return request[LANGUAGE]
     found = None
@@ -98,7 +99,10 @@ async def language(request: web.Request) -> str:
     if who is not None:
         async with request.app[DB].acquire() as conn:
             found = await ui_prefs.language_of(conn, who.user_id)
-    lang = i18n.normalise(found or request.cookies.get(LANGUAGE_COOKIE))
+    # Nobody logged in: the language chosen on the login page (its cookie), else the
+    # browser's Accept-Language, else Ukrainian.
+    lang = i18n.normalise(found or request.cookies.get(LANGUAGE_COOKIE)
+                          or i18n.from_accept_language(request.headers.get("Accept-Language")))
     request[LANGUAGE] = lang
     return lang
 

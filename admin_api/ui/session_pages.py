@@ -60,6 +60,7 @@ async def login_page(request: web.Request) -> web.Response:
         "next": safe_next(request.query.get("next")), "error": None, "login_name": ""})
     if lang in ui_prefs.LANGUAGES:
         _language_cookie(response, lang)
+    response.headers["Vary"] = "Accept-Language, Cookie"
     return response
 
 

@@ -15,6 +15,7 @@ from admin_api.ui import (
     search_pages,
     session_pages,
     static_files,
+    task_pages,
 )
 from admin_api.ui.guard import ui_guard
 from admin_api.ui.rendering import RENDERER, Renderer
@@ -23,7 +24,7 @@ from admin_api.ui.static_files import STATIC, StaticFiles
 UI_TABLES: tuple[EndpointTable, ...] = (
     static_files.endpoints, session_pages.endpoints, search_pages.endpoints,
     card_pages.endpoints, contact_pages.endpoints, message_pages.endpoints,
-    case_pages.endpoints, mass_edit_pages.endpoints, live.endpoints,
+    case_pages.endpoints, mass_edit_pages.endpoints, live.endpoints, task_pages.endpoints,
 )
 
 __all__ = ["UI_TABLES", "setup_ui", "ui_guard"]

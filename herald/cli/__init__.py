@@ -135,6 +135,9 @@ async def _seed(settings: Settings, args: argparse.Namespace) -> int:
         async with pool.acquire() as conn:
             demo = await ensure_demo_users(conn, PasswordPolicy(settings.password_min_length))
             setup = await ensure_demo_setup(conn)
+            from herald.cli.demo_history import ensure_demo_history
+
+            history = await ensure_demo_history(conn)
     finally:
         await pool.close()
     print(format_logins(demo))
@@ -142,6 +145,11 @@ async def _seed(settings: Settings, args: argparse.Namespace) -> int:
         print(f"Demo workspace: {len(setup.templates)} operator templates, "
               f"{len(setup.sla_policies)} SLA policies on the calendar «{CALENDAR}», "
               f"{len(setup.escalation_rules)} escalation rules created")
+    if history.cases:
+        print(f"Demo history: {history.cases:,} cases ({history.open_cases:,} open), "
+              f"{history.calls:,} calls, {history.messages:,} messages, "
+              f"{history.readings:,} meter readings, {history.contact_changes:,} contact changes "
+              f"for {history.clients:,} clients")
     return 0
 
 

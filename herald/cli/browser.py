@@ -25,7 +25,12 @@ async def chromium() -> AsyncIterator[Any]:
         raise RuntimeError(f"{CHROMIUM} is missing: run scripts/ensure-services.sh "
                            "(apt-get install chromium)")
     async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        # The browser's own locale (date inputs read dd.mm.yyyy, like an operator's Chrome
+        # in Ukrainian): on Linux Chromium takes it from the environment, not from --lang,
+        # and needs Debian's chromium-l10n for it (scripts/ensure-services.sh).
+        env = {**os.environ, "LANG": "uk_UA.UTF-8", "LANGUAGE": "uk"}
+        env.pop("LC_ALL", None)
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, env=env)
         try:
             yield browser
         finally:

@@ -21,6 +21,7 @@ from aiohttp import web
 
 from admin_api.app import init_app
 from crm.users import PasswordPolicy
+from herald.cli import screenshot_variants as variants
 from herald.cli.browser import VIEWPORT, chromium
 from herald.cli.demo import DEMO_USERS, ensure_demo_users
 from herald.db import init_connection
@@ -68,12 +69,16 @@ async def log_in(page: Any, url: str, role: str) -> None:
 
 
 async def _demo_client(conn: asyncpg.Connection) -> tuple[int, str, str]:
-    """A client worth showing: several accounts and a phone (id, surname, phone)."""
+    """A client worth showing: several accounts and cases, a phone of theirs only (the
+    call pops their card, not a choice of candidates): (id, surname, phone)."""
     row = await conn.fetchrow(
         """
         SELECT c.id, c.last_name, ct.phone FROM clients c
         JOIN contacts ct ON ct.client_id = c.id AND ct.is_active AND ct.phone IS NOT NULL
-        ORDER BY (SELECT count(*) FROM accounts a WHERE a.client_id = c.id) DESC, c.id
+        WHERE NOT EXISTS (SELECT 1 FROM contacts o WHERE o.phone = ct.phone
+                          AND o.client_id <> c.id)
+        ORDER BY (SELECT count(*) FROM accounts a WHERE a.client_id = c.id)
+                 + (SELECT count(*) FROM cases k WHERE k.client_id = c.id) DESC, c.id
         LIMIT 1
         """)
     if row is None:
@@ -93,8 +98,9 @@ async def take(settings: Settings, out: Path) -> list[Path]:
         await conn.close()
     written: list[Path] = []
 
-    async def shot(page: Any, name: str) -> None:
-        await page.wait_for_load_state("networkidle")
+    async def shot(page: Any, name: str, settle: bool = True) -> None:
+        if settle:
+            await page.wait_for_load_state("networkidle")
         path = out / f"{name}.png"
         await page.screenshot(path=str(path))
         written.append(path)
@@ -127,6 +133,7 @@ async def take(settings: Settings, out: Path) -> list[Path]:
             await http.post(url + "/api/v1/cti/calls", headers=headers,
                             json={"event": "ringing", **call})
             await page.wait_for_selector("#client-id")
+            await page.wait_for_selector("#timeline .tl-item, #timeline-empty")
             await shot(page, "05-incoming-call")
             # answered and finished: the call becomes a case in the queue
             for event in ("answered", "hung_up"):
@@ -155,11 +162,28 @@ async def take(settings: Settings, out: Path) -> list[Path]:
         await context.clear_cookies()
         await log_in(page, url, "supervisor")
         await shot(page, "11-supervisor-start")
+        await context.clear_cookies()
+        await log_in(page, url, "operator_cc")
+        await page.goto(url + "/ui/tasks")
+        await shot(page, "12-tasks")
         await context.close()
+        # The narrow, empty and error variants (herald/cli/screenshot_variants.py)
+        conn = await asyncpg.connect(settings.database_url)
+        await init_connection(conn)
+        try:
+            empty_id = await variants.empty_client(conn)
+            case_id = await variants.a_case(conn)
+        finally:
+            await conn.close()
+        await variants.narrow(browser, url, shot, log_in, client_id=client_id, surname=surname,
+                              case_id=case_id)
+        await variants.empty_and_errors(browser, url, shot, log_in, empty_client_id=empty_id,
+                                        viewport=VIEWPORT)
     return written
 
 
 async def run(settings: Settings, out: Path) -> int:
-    print(f"screenshots of the web UI into {out}/ (1440x900):", flush=True)
+    print(f"screenshots of the web UI into {out}/ (1440x900; 1024x768 and 400 px wide; "
+          "empty and error states):", flush=True)
     await take(settings, out)
     return 0
