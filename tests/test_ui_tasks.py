@@ -7,6 +7,7 @@ import datetime as dt
 import re
 from zoneinfo import ZoneInfo
 
+import asyncpg
 import pytest
 from ui_helpers import post_form, ui_login
 
@@ -18,7 +19,7 @@ KYIV = ZoneInfo("Europe/Kyiv")
 NOW = dt.datetime(2026, 4, 15, 11, 0, tzinfo=KYIV)
 
 
-async def _ids(conn, *logins: str) -> list[int]:  # type: ignore[no-untyped-def]
+async def _ids(conn: asyncpg.Connection, *logins: str) -> list[int]:
     rows = await conn.fetch("SELECT id, login FROM users WHERE login = ANY($1::text[])", list(logins))
     by = {r["login"]: r["id"] for r in rows}
     return [by[login] for login in logins]

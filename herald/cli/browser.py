@@ -28,7 +28,7 @@ async def chromium() -> AsyncIterator[Any]:
         # The browser's own locale (date inputs read dd.mm.yyyy, like an operator's Chrome
         # in Ukrainian): on Linux Chromium takes it from the environment, not from --lang,
         # and needs Debian's chromium-l10n for it (scripts/ensure-services.sh).
-        env = {**os.environ, "LANG": "uk_UA.UTF-8", "LANGUAGE": "uk"}
+        env: dict[str, str | float | bool] = {**os.environ, "LANG": "uk_UA.UTF-8", "LANGUAGE": "uk"}
         env.pop("LC_ALL", None)
         browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, env=env)
         try:

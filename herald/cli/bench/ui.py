@@ -2,8 +2,9 @@
 
 - server time of the card page and of the search results fragment (p50/p95/p99 ms,
   sequential requests over HTTP to an in-process API, logged in as operator_cc);
-- ringing -> card visible (``call_to_card_ms``, p50/p95/p99 over ``--calls`` rings): a VICIdial ``ringing`` event posted to the API until the
-  identified client's card is on the screen of a logged-in operator's Chromium tab;
+- ringing -> card visible (``call_to_card_ms``, p50/p95/p99 over ``--calls`` rings): a
+  VICIdial ``ringing`` event posted to the API until the identified client's card is on
+  the screen of a logged-in operator's Chromium tab;
 - first-visit JavaScript + CSS, in KB (what the login page and the first page load).
 """
 
