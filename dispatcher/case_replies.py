@@ -410,3 +410,8 @@ async def email_statuses(conn: asyncpg.Connection, case_id: int) -> list[EmailRe
         "SELECT message_id, status, attempts, last_error, sent_at FROM case_email_outbox "
         "WHERE case_id = $1 ORDER BY id", case_id)
     return [EmailReplyStatus(**dict(r)) for r in rows]
+
+
+async def outbox_status(conn: asyncpg.Connection, outbox_id: int) -> str | None:
+    """The delivery status of one queued e-mail reply (pending, sent, failed)."""
+    return await conn.fetchval("SELECT status FROM case_email_outbox WHERE id = $1", outbox_id)

@@ -15,6 +15,7 @@ from crm.errors import InvalidInput
 from dispatcher import campaigns, holds, outcomes, planner, receipts
 from dispatcher.campaign_types import Campaign, CampaignSpec
 from dispatcher.control import publish_state
+from dispatcher.outcomes import MessageEvent
 from herald.bounds import Id
 from providers.base import CHANNELS, Receipt
 
@@ -49,16 +50,6 @@ class CampaignStats(msgspec.Struct):
     held_now: dict[str, int]
     awaiting_receipts: int
     updated_at: float | None
-
-
-class MessageEvent(msgspec.Struct):
-    message_id: str
-    step: int
-    channel: str | None
-    status: str
-    reason: str | None
-    provider_id: str | None
-    at: dt.datetime
 
 
 class RecipientHistory(msgspec.Struct):
@@ -181,13 +172,12 @@ async def collect_stats(app: web.Application, campaign_id: int) -> CampaignStats
     """A campaign's live statistics (also pushed by the progress stream); NotFound if none."""
     async with app[DB].acquire() as conn:
         campaign = await campaigns.get(conn, campaign_id)
-        held = await conn.fetch("SELECT reason, count(*) AS n FROM held_messages "
-                                "WHERE campaign_id = $1 GROUP BY reason", campaign_id)
+        held = await holds.held_by_reason(conn, campaign_id)
     raw = await outcomes.live_stats(app[REDIS], app[SETTINGS], campaign_id)
     updated = raw.pop("updated_at", None)
     return CampaignStats(campaign_id, campaign.status, campaign.audience_size,
                          {k: int(v) for k, v in raw.items()},
-                         {r["reason"]: r["n"] for r in held},
+                         held,
                          await receipts.awaiting(app[REDIS], app[SETTINGS], campaign_id), updated)
 
 
@@ -199,12 +189,9 @@ async def recipient_history(request: web.Request) -> RecipientHistory:
     client_id = path_int(request, "client_id")
     async with request.app[DB].acquire() as conn:
         await campaigns.get(conn, campaign_id)
-        rows = await conn.fetch(
-            "SELECT message_id, step, channel, status, reason, provider_id, at FROM message_events "
-            "WHERE client_id = $1 AND campaign_id = $2 ORDER BY at, step", client_id, campaign_id)
-        held = await conn.fetchval("SELECT EXISTS (SELECT 1 FROM held_messages "
-                                   "WHERE campaign_id = $1 AND client_id = $2)", campaign_id, client_id)
-    return RecipientHistory(campaign_id, client_id, [MessageEvent(**dict(r)) for r in rows], held)
+        events = await outcomes.recipient_events(conn, campaign_id, client_id)
+        held = await holds.is_held(conn, campaign_id, client_id)
+    return RecipientHistory(campaign_id, client_id, events, held)
 
 
 @endpoints.post("/api/v1/campaigns/{campaign_id}/conversions", permission="campaigns.conversions",

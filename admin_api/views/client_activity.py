@@ -21,7 +21,7 @@ from admin_api.routing import (
 )
 from admin_api.security import actor, principal
 from admin_api.typedefs import DB
-from crm import activity, meters, timeline
+from crm import activity, clients, meters, timeline
 from crm.activity import (
     Application,
     ApplicationChannel,
@@ -37,7 +37,7 @@ from crm.activity import (
     ShopOrders,
     ShopOrderSpec,
 )
-from crm.errors import InvalidInput, NotFound
+from crm.errors import InvalidInput
 from crm.meters import Meter, MeterSpec, Reading, ReadingSource
 from crm.timeline import TimelineFilter, TimelinePage
 from herald.bounds import Id, parse_id
@@ -178,11 +178,6 @@ class TimelineQuery(msgspec.Struct, forbid_unknown_fields=True):
     until: Annotated[dt.datetime, msgspec.Meta(tz=True)] | None = None
 
 
-async def _client_exists(conn: Any, client_id: int) -> None:
-    if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM clients WHERE id = $1)", client_id):
-        raise NotFound(f"no client {client_id}")
-
-
 @endpoints.get("/api/v1/clients/{client_id}/timeline", permission="clients.read",
                query=TimelineQuery, response=TimelinePage, errors=(404,))
 async def client_timeline(request: web.Request, query: TimelineQuery) -> TimelinePage:
@@ -195,7 +190,7 @@ async def client_timeline(request: web.Request, query: TimelineQuery) -> Timelin
     flt = TimelineFilter(frozenset(query.kinds.split(",")) if query.kinds else None,
                          query.channel, query.since, query.until)
     async with request.app[DB].acquire() as conn:
-        await _client_exists(conn, client_id)
+        await clients.require(conn, client_id)
         return await timeline.client_timeline(conn, client_id, limit=query.limit,
                                               cursor=cursor, flt=flt)
 
@@ -339,7 +334,7 @@ async def digital_channels(request: web.Request) -> DigitalChannels:
     """Cabinet, app, shop, chatbot: used or not, first and last interaction; shop orders."""
     client_id = path_int(request, "client_id")
     async with request.app[DB].acquire() as conn:
-        await _client_exists(conn, client_id)
+        await clients.require(conn, client_id)
         return DigitalChannels(await activity.channel_usage(conn, client_id),
                                await activity.shop_orders(conn, client_id))
 
@@ -350,5 +345,5 @@ async def customer_experience(request: web.Request) -> CustomerExperience:
     """Recent surveys and outbound call results, and the client's opt-outs."""
     client_id = path_int(request, "client_id")
     async with request.app[DB].acquire() as conn:
-        await _client_exists(conn, client_id)
+        await clients.require(conn, client_id)
         return await activity.customer_experience(conn, client_id)

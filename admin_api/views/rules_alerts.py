@@ -8,7 +8,6 @@ itself within a couple of seconds; nothing here has to trigger it.
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from typing import Annotated
 
@@ -24,25 +23,12 @@ from admin_api.typedefs import DB, REDIS, SETTINGS
 from crm.errors import InvalidInput
 from herald.bounds import Id
 from rules import air_raid
-from rules.air_raid import AlertMirror, AlertPeriod, AlertState, Source
+from rules.air_raid import AlertMirror, AlertPeriod, AlertState, RegionAlert, Source
 
 endpoints = EndpointTable("air-raid alerts")
 
 # The same rule as the regions.code CHECK.
 _REGION = re.compile(r"^UA-[0-9]{2}$")
-
-
-class RegionAlert(msgspec.Struct):
-    """A region and its alert; ``version`` etc. are null for a region never switched."""
-
-    region_code: str
-    name_uk: str
-    name_en: str
-    active: bool
-    version: int | None
-    changed_at: dt.datetime | None
-    changed_by: str | None
-    source: str | None
 
 
 class AlertSwitch(msgspec.Struct, forbid_unknown_fields=True):
@@ -64,8 +50,7 @@ class AlertPeriodPage(msgspec.Struct):
 
 
 async def _known_region(conn: asyncpg.Connection, field: str, code: str) -> None:
-    if not _REGION.match(code) or not await conn.fetchval(
-            "SELECT true FROM regions WHERE code = $1", code):
+    if not _REGION.match(code) or not await air_raid.region_exists(conn, code):
         raise InvalidInput(field, f"unknown region {code!r}: a region code such as UA-30 "
                                   "(see GET /api/v1/air-raid/alerts for all of them)")
 
@@ -74,14 +59,7 @@ async def _known_region(conn: asyncpg.Connection, field: str, code: str) -> None
 async def list_alerts(request: web.Request) -> list[RegionAlert]:
     """Every region with its current alert state, by region code."""
     async with request.app[DB].acquire() as conn:
-        rows = await conn.fetch(
-            """
-            SELECT r.code AS region_code, r.name_uk, r.name_en, coalesce(s.active, false) AS active,
-                   s.version, s.changed_at, s.changed_by, s.source
-            FROM regions r LEFT JOIN air_raid_states s ON s.region_code = r.code
-            ORDER BY r.code
-            """)
-    return [RegionAlert(**dict(r)) for r in rows]
+        return await air_raid.region_alerts(conn)
 
 
 @endpoints.put("/api/v1/air-raid/alerts/{region}", permission="alerts.manage", body=AlertSwitch,

@@ -19,6 +19,7 @@ from admin_api.routing import EndpointTable, path_int
 from admin_api.security import actor
 from admin_api.typedefs import DB
 from crm.errors import InvalidInput
+from crm.segments import store as segment_store
 from rules import stop_lists
 from rules.stop_lists import StopListEntry
 
@@ -75,8 +76,8 @@ async def list_stop_lists(request: web.Request, query: StopListQuery) -> StopLis
 async def add_stop_list_entry(request: web.Request, body: StopListCreate) -> StopListEntry:
     """Block a client or a segment from some topics (or all); it applies to batches not yet sent."""
     async with request.app[DB].acquire() as conn:
-        if body.segment_id is not None and body.client_id is None and not await conn.fetchval(
-                "SELECT EXISTS (SELECT 1 FROM segments WHERE id = $1)", body.segment_id):
+        if body.segment_id is not None and body.client_id is None and not await segment_store.exists(
+                conn, body.segment_id):
             raise InvalidInput("segment_id", f"no segment {body.segment_id}; give the id of an "
                                              "existing segment, or a client_id")
         return await stop_lists.add_entry(conn, actor(request), reason=body.reason,
