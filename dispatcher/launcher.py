@@ -1,8 +1,11 @@
-"""Starting due campaigns, republishing stalled batches, and noticing completion.
+"""Running campaigns: starting due ones, pausing, resuming and stopping them, republishing
+stalled batches, and noticing completion.
 
-Run periodically by the scheduler (one per installation, under an advisory lock). Every
-step is idempotent: running it twice, or on two hosts, publishes nothing that the
-workers would act on twice.
+``launch_due``, ``republish_stalled`` and ``complete_finished`` are run periodically by
+the scheduler (one per installation, under an advisory lock); ``apply`` is an operator's
+pause, resume or stop. Every status change is a move of the state machine in
+``dispatcher.campaigns``; every step is idempotent: running it twice, or on two hosts,
+publishes nothing that the workers would act on twice.
 """
 
 from __future__ import annotations
@@ -13,9 +16,12 @@ import aio_pika
 import asyncpg
 import redis.asyncio as aioredis
 
-from dispatcher import outcomes, planner, receipts
+from crm.audit import Actor
+from dispatcher import campaigns, holds, outcomes, planner, receipts
+from dispatcher.campaign_types import Campaign
 from dispatcher.campaigns import audience_decoder
 from dispatcher.control import publish_state
+from herald.amqp import AmqpLink
 from herald.settings import Settings
 
 log = logging.getLogger("herald.launcher")
@@ -39,10 +45,8 @@ async def launch_due(pool: asyncpg.Pool, redis: aioredis.Redis,
             recipients, batches = await planner.snapshot(
                 conn, campaign_id, audience_decoder.decode(row["audience"]), settings.shards,
                 settings.dispatch_batch_size)
-            await conn.execute(
-                "UPDATE campaigns SET status = 'running', launched_at = herald_now(), shards = $2, "
-                "audience_size = $3, batches_total = $4, updated_at = herald_now() WHERE id = $1",
-                campaign_id, settings.shards, recipients, batches)
+            await campaigns.start(conn, campaign_id, shards=settings.shards,
+                                  audience_size=recipients, batches_total=batches)
         await redis.hset(outcomes.stats_key(settings, campaign_id),
                          mapping={"audience": recipients, "batches_total": batches})
         await publish_state(redis, settings, campaign_id, "running")
@@ -50,6 +54,25 @@ async def launch_due(pool: asyncpg.Pool, redis: aioredis.Redis,
             await planner.publish_pending_batches(conn, channel, settings, campaign_id)
         log.info("campaign %d launched: %d recipients in %d batches", campaign_id, recipients, batches)
         started.append(campaign_id)
+
+
+async def apply(pool: asyncpg.Pool, redis: aioredis.Redis, amqp: AmqpLink, settings: Settings,
+                actor: Actor, campaign_id: int, action: str) -> Campaign:
+    """Pause, resume or stop a campaign for an operator; returns it as it is after the move.
+
+    Workers read the mirrored status before every batch and provider call group, so the
+    change reaches all of them within one batch's time. A resume also publishes the
+    batches not done yet and releases the messages held while paused.
+    """
+    async with pool.acquire() as conn:
+        _, after = await campaigns.transition(conn, actor, campaign_id, action)
+    await publish_state(redis, settings, campaign_id, after.status)
+    if action == "resume":
+        channel = await amqp.publisher()
+        async with pool.acquire() as conn:
+            await planner.publish_pending_batches(conn, channel, settings, campaign_id)
+        await holds.release_all(pool, channel, settings, "resumed", campaign_id)
+    return after
 
 
 async def republish_stalled(pool: asyncpg.Pool, channel: aio_pika.abc.AbstractChannel,
@@ -90,10 +113,9 @@ async def complete_finished(pool: asyncpg.Pool, redis: aioredis.Redis,
     for row in rows:
         if await receipts.awaiting(redis, settings, row["id"]):
             continue
-        status = await pool.fetchval(
-            "UPDATE campaigns SET status = 'completed', finished_at = herald_now(), updated_at = herald_now() "
-            "WHERE id = $1 AND status = 'running' RETURNING status", row["id"])
-        if status:
+        async with pool.acquire() as conn:
+            completed = await campaigns.complete(conn, row["id"])
+        if completed:
             await publish_state(redis, settings, row["id"], "completed")
             done.append(row["id"])
     return done

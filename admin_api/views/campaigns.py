@@ -12,9 +12,8 @@ from admin_api.routing import PROVIDER, EndpointTable, path_int
 from admin_api.security import actor
 from admin_api.typedefs import AMQP, DB, REDIS, SETTINGS
 from crm.errors import InvalidInput
-from dispatcher import campaigns, holds, outcomes, planner, receipts
+from dispatcher import campaigns, holds, launcher, outcomes, receipts
 from dispatcher.campaign_types import Campaign, CampaignSpec
-from dispatcher.control import publish_state
 from dispatcher.outcomes import MessageEvent
 from herald.bounds import Id
 from providers.base import CHANNELS, Receipt
@@ -126,18 +125,8 @@ async def launch_campaign(request: web.Request, body: LaunchRequest) -> Campaign
 
 async def _transition(request: web.Request, action: str) -> Campaign:
     app = request.app
-    campaign_id = path_int(request, "campaign_id")
-    async with app[DB].acquire() as conn:
-        _, after = await campaigns.transition(conn, actor(request), campaign_id, action)
-    # Workers read this before every batch and provider call group: the change reaches
-    # all of them within one batch's time.
-    await publish_state(app[REDIS], app[SETTINGS], campaign_id, after.status)
-    if action == "resume":
-        channel = await app[AMQP].publisher()
-        async with app[DB].acquire() as conn:
-            await planner.publish_pending_batches(conn, channel, app[SETTINGS], campaign_id)
-        await holds.release_all(app[DB], channel, app[SETTINGS], "resumed", campaign_id)
-    return after
+    return await launcher.apply(app[DB], app[REDIS], app[AMQP], app[SETTINGS], actor(request),
+                                path_int(request, "campaign_id"), action)
 
 
 @endpoints.post("/api/v1/campaigns/{campaign_id}/pause", permission="campaigns.launch",
