@@ -10,7 +10,7 @@ import msgspec
 from crm import audit
 from crm.audit import Actor, Change
 from crm.errors import Conflict, InvalidInput, NotFound
-from dispatcher import template_store
+from dispatcher import outcomes, template_store
 from dispatcher.campaign_types import Audience, Campaign, CampaignSpec, SegmentAudience
 from dispatcher.template_env import EVENT
 from dispatcher.templates import TemplateEngine
@@ -249,15 +249,4 @@ async def record_conversions(conn: asyncpg.Connection, campaign_id: int,
     Only recipients the campaign actually sent a message to can convert.
     """
     await get(conn, campaign_id)
-    rows = await conn.fetch(
-        """
-        INSERT INTO message_events (message_id, campaign_id, client_id, step, status)
-        SELECT 'c' || $1::bigint || ':' || c || ':conversion', $1::bigint, c, 0, 'converted'
-        FROM (SELECT DISTINCT unnest($2::bigint[]) AS c) ids
-        WHERE EXISTS (SELECT 1 FROM message_events e WHERE e.client_id = ids.c
-                      AND e.campaign_id = $1::bigint AND e.status = 'sent')
-          AND NOT EXISTS (SELECT 1 FROM message_events e WHERE e.message_id =
-                          'c' || $1::bigint || ':' || ids.c || ':conversion')
-        RETURNING client_id
-        """, campaign_id, client_ids)
-    return [r[0] for r in rows]
+    return await outcomes.record_conversions(conn, campaign_id, client_ids)

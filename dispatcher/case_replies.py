@@ -272,8 +272,7 @@ async def reply(conn: asyncpg.Connection, redis: aioredis.Redis, settings: Setti
                 data={"message_id": created.message_id, "channel_chain": chain})])
             accepted = ReplyAccepted(case.id, chain[0], created.message_id, chain)
             outbox = []
-        await conn.execute("UPDATE cases SET last_outbound_at = herald_now(), updated_at = herald_now() "
-                           "WHERE id = $1", case.id)
+        await store.mark_replied(conn, case.id)
         await audit.record(conn, actor, [Change("case", str(case.id), "reply", None, None, {
             "channel": accepted.channel, "message_id": accepted.message_id})])
     return accepted, outbox, work
