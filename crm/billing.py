@@ -20,7 +20,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal
 from typing import Any, Literal, Protocol
 from urllib.parse import quote
-from zoneinfo import ZoneInfo
 
 import aiohttp
 import asyncpg
@@ -31,7 +30,6 @@ from herald import clock
 
 log = logging.getLogger("herald.billing")
 
-KYIV = ZoneInfo("Europe/Kyiv")
 CENTS = Decimal("0.01")
 LITRES = Decimal("0.001")
 REQUEST_TIMEOUT_SECONDS = 5.0
@@ -414,7 +412,7 @@ class BillingCache:
                 last_charge.amount if last_charge else None,
                 last_charge.period if last_charge else None,
                 last_payment.amount if last_payment else None,
-                last_payment.paid_at.astimezone(KYIV).date() if last_payment else None,
+                last_payment.paid_at.astimezone(clock.business_tz()).date() if last_payment else None,
                 data.due_date, state.fetched_at, data.tariff_code, builtins(data.charges),
                 builtins(data.payments), builtins(data.equipment), builtins(data.gdo_readings),
                 refreshed_by)

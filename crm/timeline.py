@@ -17,15 +17,14 @@ import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import asyncpg
 import msgspec
 
 from crm.errors import InvalidInput
+from herald import clock
 from herald.bounds import Int64
 
-KYIV = ZoneInfo("Europe/Kyiv")
 SOURCES = ("charge", "event", "message", "payment", "reading")
 # Kinds of the merged sources; every other kind is a timeline_events row.
 SOURCE_KINDS = {"message": "message", "reading": "reading", "charge": "charge", "payment": "payment"}
@@ -363,7 +362,7 @@ async def _readings(conn: asyncpg.Connection, client_id: int, limit: int, cursor
 
 
 def _moment(value: Any) -> dt.datetime | None:
-    """An ISO date or date-time from billing's JSON (a bare date is midnight in Kyiv)."""
+    """An ISO date or date-time from billing's JSON (a bare date is midnight in the business time zone)."""
     if not isinstance(value, str):
         return None
     try:
@@ -371,7 +370,7 @@ def _moment(value: Any) -> dt.datetime | None:
     except ValueError:
         return None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=KYIV)
+        moment = moment.replace(tzinfo=clock.business_tz())
     return moment
 
 

@@ -28,7 +28,6 @@ import html
 import secrets
 from collections.abc import Sequence
 from typing import Annotated, Literal
-from zoneinfo import ZoneInfo
 
 import asyncpg
 import msgspec
@@ -57,7 +56,6 @@ from providers.base import (
 )
 from providers.smtp import SmtpProvider
 
-KYIV = ZoneInfo("Europe/Kyiv")
 # How long one attempt holds its row: a sender that died frees it after this.
 LEASE_SECONDS = 120.0
 MAX_BACKOFF_SECONDS = 900.0
@@ -130,7 +128,7 @@ def deadline_text(data: object) -> str:
                     continue
                 if moment.tzinfo is None:
                     moment = moment.replace(tzinfo=dt.UTC)
-                return moment.astimezone(KYIV).strftime("%d.%m.%Y %H:%M")
+                return moment.astimezone(clock.business_tz()).strftime("%d.%m.%Y %H:%M")
     return ""
 
 
