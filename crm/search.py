@@ -32,8 +32,6 @@ plus an EXPLAIN, never a full count.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import json
 import math
@@ -55,6 +53,8 @@ from crm.search_words import (
     starts_a_word,
     word_start_pattern,
 )
+from herald import cursors
+from herald.bounds import Id
 
 __all__ = ["search_norm", "starts_a_word", "word_start_pattern"]  # re-exported
 
@@ -263,17 +263,11 @@ async def with_key_shares(conn: asyncpg.Connection, c: Criteria) -> Criteria:
 
 
 def encode_cursor(last_id: int) -> str:
-    return base64.urlsafe_b64encode(f"c{last_id}".encode()).decode().rstrip("=")
+    return cursors.encode(last_id)
 
 
 def decode_cursor(cursor: str) -> int:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise InvalidInput("cursor", "not a cursor this API returned") from None
-    if not re.fullmatch(r"c[0-9]{1,19}", raw) or int(raw[1:]) > 2**63 - 1:
-        raise InvalidInput("cursor", "not a cursor this API returned")
-    return int(raw[1:])
+    return cursors.decode(cursor, tuple[Id])[0]
 
 
 @dataclass

@@ -11,8 +11,6 @@ over every source, so pages neither repeat nor skip items.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
@@ -22,7 +20,7 @@ import asyncpg
 import msgspec
 
 from crm.errors import InvalidInput
-from herald import clock
+from herald import clock, cursors
 from herald.bounds import Int64
 
 SOURCES = ("charge", "event", "message", "payment", "reading")
@@ -199,17 +197,12 @@ async def _append(conn: asyncpg.Connection, events: Sequence[NewEvent]) -> list[
 
 def encode_cursor(item: TimelineItem) -> str:
     native: int | str = int(item.id) if item.source in _INT_IDS else item.id
-    raw = msgspec.json.encode(Cursor(item.at, item.source, native))
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return cursors.encode(item.at, item.source, native)
 
 
 def decode_cursor(value: str) -> Cursor:
     """The position a cursor stands for, or a 400 naming ``cursor``."""
-    try:
-        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-        cursor = msgspec.json.decode(raw, type=Cursor)
-    except (binascii.Error, ValueError, msgspec.DecodeError):
-        raise InvalidInput("cursor", "not a cursor this API gave out") from None
+    cursor = cursors.decode(value, Cursor)
     if cursor.source not in SOURCES or cursor.at.tzinfo is None \
             or isinstance(cursor.id, int) != (cursor.source in _INT_IDS):
         raise InvalidInput("cursor", "not a cursor this API gave out")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
 from decimal import Decimal
 from typing import Annotated, Any
@@ -40,7 +38,8 @@ from crm.activity import (
 from crm.errors import InvalidInput
 from crm.meters import Meter, MeterSpec, Reading, ReadingSource
 from crm.timeline import TimelineFilter, TimelinePage
-from herald.bounds import Id, parse_id
+from herald import cursors
+from herald.bounds import Id
 
 endpoints = EndpointTable("activity")
 
@@ -140,11 +139,7 @@ async def enter_reading(request: web.Request, body: NewReading) -> Any:
 
 
 def _reading_cursor(value: str) -> tuple[dt.date, int]:
-    try:
-        day, _, id_ = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode().partition("/")
-        return dt.date.fromisoformat(day), parse_id(id_)
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise InvalidInput("cursor", "not a cursor this API gave out") from None
+    return cursors.decode(value, tuple[dt.date, Id])
 
 
 @endpoints.get("/api/v1/meters/{meter_id}/readings", permission="clients.read",
@@ -158,8 +153,7 @@ async def list_readings(request: web.Request, query: ReadingQuery) -> ReadingPag
     page = items[:query.limit]
     cursor = None
     if len(items) > query.limit:
-        cursor = base64.urlsafe_b64encode(
-            f"{page[-1].read_on.isoformat()}/{page[-1].id}".encode()).decode().rstrip("=")
+        cursor = cursors.encode(page[-1].read_on, page[-1].id)
     return ReadingPage(page, cursor)
 
 
