@@ -42,7 +42,6 @@ from typing import Literal
 
 import asyncpg
 import msgspec
-import phonenumbers
 
 from crm.errors import InvalidInput
 from crm.search_words import (
@@ -55,10 +54,10 @@ from crm.search_words import (
 )
 from herald import cursors
 from herald.bounds import Id
+from herald.phones import normalise_phone
 
 __all__ = ["search_norm", "starts_a_word", "word_start_pattern"]  # re-exported
 
-PHONE_REGION = "UA"
 MIN_PHONE_DIGITS = 4
 MIN_WORD = 3
 # Above this estimate the exact count is not even tried: the estimates of word searches
@@ -150,13 +149,9 @@ def parse_phone(raw: str, name: str = "phone") -> PhoneQuery:
         raise InvalidInput(name, f"give at least {MIN_PHONE_DIGITS} digits")
     if len(digits) > 15:
         raise InvalidInput(name, "a phone number has at most 15 digits")
-    try:
-        number = phonenumbers.parse(text, PHONE_REGION)
-        if phonenumbers.is_valid_number(number):
-            return PhoneQuery("exact", phonenumbers.format_number(
-                number, phonenumbers.PhoneNumberFormat.E164)[1:])
-    except phonenumbers.NumberParseException:
-        pass
+    full = normalise_phone(text)
+    if full is not None:
+        return PhoneQuery("exact", full[1:])
     if text.startswith("+") or digits.startswith("380"):
         return PhoneQuery("prefix", digits)
     if digits.startswith("0"):

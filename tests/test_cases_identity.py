@@ -11,7 +11,8 @@ from test_cases_support import bad, events_of, journal, make_client, ok
 from crm.audit import Actor
 from crm.cases import intake
 from crm.cases.channels import Inbound
-from crm.cases.identify import identify, normalise_phone
+from crm.cases.identify import identify
+from herald.phones import normalise_phone
 from crm.cases.text import similarity, text_hash
 
 FORMS = Actor(login="forms")

@@ -31,6 +31,7 @@ from crm import clients, consents
 from crm.consents import ClientConsents
 from crm.errors import InvalidInput
 from herald.bounds import Id
+from herald.phones import normalise_phone
 from rules import consent
 from rules.consent import (
     Applied,
@@ -277,7 +278,7 @@ class InboundSms(msgspec.Struct, forbid_unknown_fields=True):
 async def sms_inbound(request: web.Request, body: InboundSms) -> InboundResult:
     """An inbound SMS: "STOP" ("СТОП", "стоп"...) opts the number's clients out of SMS
     (every topic but service notices); other text is logged, nothing else."""
-    phone = consent.normalise_phone(body.phone)
+    phone = normalise_phone(body.phone)
     if phone is None:
         raise InvalidInput("phone", f"not a phone number: {body.phone!r}")
     async with request.app[DB].acquire() as conn:
