@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 import msgspec
 from aiohttp import web
 
+from admin_api import paging
 from admin_api.routing import PROVIDER, EndpointTable, path_int
 from admin_api.security import actor
 from admin_api.typedefs import AMQP, DB, REDIS, SETTINGS
@@ -23,14 +24,16 @@ endpoints = EndpointTable("campaigns")
 
 class CampaignQuery(msgspec.Struct, forbid_unknown_fields=True):
     limit: Annotated[int, msgspec.Meta(ge=1, le=200)] = 50
-    before_id: Id | None = None
+    before_id: Annotated[Id | None, paging.DEPRECATED_PARAM] = None
+    cursor: paging.Cursor | None = None
     status: Literal["draft", "scheduled", "launching", "running", "paused", "stopped",
                     "completed", "failed"] | None = None
 
 
 class CampaignPage(msgspec.Struct):
     items: list[Campaign]
-    next_before_id: int | None
+    next_before_id: Annotated[int | None, paging.DEPRECATED_FIELD]
+    next_cursor: str | None = None
 
 
 class LaunchRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -76,10 +79,11 @@ class ConversionsRecorded(msgspec.Struct):
                response=CampaignPage)
 async def list_campaigns(request: web.Request, query: CampaignQuery) -> CampaignPage:
     """Campaigns, newest first, optionally of one status."""
+    before_id = paging.start(query.cursor, query.before_id)
     async with request.app[DB].acquire() as conn:
-        items = await campaigns.list_campaigns(conn, limit=query.limit, before_id=query.before_id,
+        items = await campaigns.list_campaigns(conn, limit=query.limit, before_id=before_id,
                                                status=query.status)
-    return CampaignPage(items, items[-1].id if len(items) == query.limit else None)
+    return CampaignPage(items, *paging.following(items, query.limit, lambda i: i.id))
 
 
 @endpoints.post("/api/v1/campaigns", permission="campaigns.manage", body=CampaignSpec,

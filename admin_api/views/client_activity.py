@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import msgspec
 from aiohttp import web
 
+from admin_api import paging
 from admin_api.problems import problem_response
 from admin_api.routing import (
     AUTHENTICATED,
@@ -206,12 +207,14 @@ class ApplicationStatusChange(msgspec.Struct, forbid_unknown_fields=True):
 
 class ApplicationQuery(msgspec.Struct, forbid_unknown_fields=True):
     limit: Limit = 50
-    before_id: Id | None = None
+    before_id: Annotated[Id | None, paging.DEPRECATED_PARAM] = None
+    cursor: paging.Cursor | None = None
 
 
 class ApplicationPage(msgspec.Struct):
     items: list[Application]
-    next_before_id: int | None
+    next_before_id: Annotated[int | None, paging.DEPRECATED_FIELD]
+    next_cursor: str | None = None
 
 
 @endpoints.post("/api/v1/clients/{client_id}/applications", permission="clients.manage",
@@ -229,10 +232,11 @@ async def create_application(request: web.Request, body: NewApplication) -> Appl
                query=ApplicationQuery, response=ApplicationPage, errors=(404,))
 async def list_applications(request: web.Request, query: ApplicationQuery) -> ApplicationPage:
     """A client's applications, newest first."""
+    before_id = paging.start(query.cursor, query.before_id)
     async with request.app[DB].acquire() as conn:
         items = await activity.list_applications(conn, path_int(request, "client_id"),
-                                                 limit=query.limit, before_id=query.before_id)
-    return ApplicationPage(items, items[-1].id if len(items) == query.limit else None)
+                                                 limit=query.limit, before_id=before_id)
+    return ApplicationPage(items, *paging.following(items, query.limit, lambda i: i.id))
 
 
 @endpoints.post("/api/v1/applications/{application_id}/status", permission="clients.manage",

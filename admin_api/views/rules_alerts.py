@@ -16,6 +16,7 @@ import msgspec
 import redis.exceptions
 from aiohttp import web
 
+from admin_api import paging
 from admin_api.problems import problem_response
 from admin_api.routing import EndpointTable
 from admin_api.security import actor
@@ -40,13 +41,15 @@ class AlertSwitch(msgspec.Struct, forbid_unknown_fields=True):
 
 class AirRaidHistoryQuery(msgspec.Struct, forbid_unknown_fields=True):
     region: Annotated[str, msgspec.Meta(max_length=5)] | None = None
-    before_id: Id | None = None
+    before_id: Annotated[Id | None, paging.DEPRECATED_PARAM] = None
     limit: Annotated[int, msgspec.Meta(ge=1, le=500)] = 100
+    cursor: paging.Cursor | None = None
 
 
 class AlertPeriodPage(msgspec.Struct):
     items: list[AlertPeriod]
-    next_before_id: int | None
+    next_before_id: Annotated[int | None, paging.DEPRECATED_FIELD]
+    next_cursor: str | None = None
 
 
 async def _known_region(conn: asyncpg.Connection, field: str, code: str) -> None:
@@ -90,10 +93,11 @@ async def switch_alert(request: web.Request, body: AlertSwitch) -> AlertState | 
 @endpoints.get("/api/v1/air-raid/history", permission="rules.read", query=AirRaidHistoryQuery,
                response=AlertPeriodPage, errors=(400,))
 async def alert_history(request: web.Request, query: AirRaidHistoryQuery) -> AlertPeriodPage:
-    """Alert periods, newest first, of one region or all; pass next_before_id back as before_id."""
+    """Alert periods, newest first, of one region or all; pass next_cursor back as cursor."""
+    before_id = paging.start(query.cursor, query.before_id)
     async with request.app[DB].acquire() as conn:
         if query.region is not None:
             await _known_region(conn, "region", query.region)
-        items = await air_raid.history(conn, region_code=query.region, before_id=query.before_id,
+        items = await air_raid.history(conn, region_code=query.region, before_id=before_id,
                                        limit=query.limit)
-    return AlertPeriodPage(items, items[-1].id if len(items) == query.limit else None)
+    return AlertPeriodPage(items, *paging.following(items, query.limit, lambda i: i.id))

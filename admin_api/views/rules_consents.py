@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from aiohttp import web
 
+from admin_api import paging
 from admin_api import inputs
 from admin_api.routing import PROVIDER, PUBLIC, EndpointTable, path_int
 from admin_api.security import actor
@@ -96,13 +97,15 @@ async def set_client_consent(request: web.Request, body: ConsentChange) -> Conse
 
 class ConsentHistoryQuery(msgspec.Struct, forbid_unknown_fields=True):
     limit: Annotated[int, msgspec.Meta(ge=1, le=200)] = 50
-    before_id: Id | None = None
+    before_id: Annotated[Id | None, paging.DEPRECATED_PARAM] = None
+    cursor: paging.Cursor | None = None
 
 
 class ConsentHistory(msgspec.Struct):
     client_id: int
     items: list[ConsentLogEntry]
-    next_before_id: int | None
+    next_before_id: Annotated[int | None, paging.DEPRECATED_FIELD]
+    next_cursor: str | None = None
 
 
 @endpoints.get("/api/v1/clients/{client_id}/consents/history", permission="consents.read",
@@ -110,11 +113,11 @@ class ConsentHistory(msgspec.Struct):
 async def consent_history(request: web.Request, query: ConsentHistoryQuery) -> ConsentHistory:
     """Every change of the client's consents, newest first: who, when, source, old and new."""
     client_id = path_int(request, "client_id")
+    before_id = paging.start(query.cursor, query.before_id)
     async with request.app[DB].acquire() as conn:
         await clients.require(conn, client_id)
-        items = await consent.history(conn, client_id, limit=query.limit,
-                                      before_id=query.before_id)
-    return ConsentHistory(client_id, items, items[-1].id if len(items) == query.limit else None)
+        items = await consent.history(conn, client_id, limit=query.limit, before_id=before_id)
+    return ConsentHistory(client_id, items, *paging.following(items, query.limit, lambda i: i.id))
 
 
 # --- the cabinet, the app and the chatbot ------------------------------------------------

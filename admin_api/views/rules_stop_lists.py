@@ -15,6 +15,7 @@ from typing import Annotated
 import msgspec
 from aiohttp import web
 
+from admin_api import paging
 from admin_api.routing import EndpointTable, path_int
 from admin_api.security import actor
 from admin_api.typedefs import DB
@@ -34,13 +35,15 @@ class StopListQuery(msgspec.Struct, forbid_unknown_fields=True):
     client_id: PositiveId | None = None
     segment_id: PositiveId | None = None
     active_at: AwareDatetime | None = None
-    after_id: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] = 0
+    after_id: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1), paging.DEPRECATED_PARAM] = 0
     limit: Annotated[int, msgspec.Meta(ge=1, le=500)] = 100
+    cursor: paging.Cursor | None = None
 
 
 class StopListPage(msgspec.Struct):
     items: list[StopListEntry]
-    next_after_id: int | None
+    next_after_id: Annotated[int | None, paging.DEPRECATED_FIELD]
+    next_cursor: str | None = None
 
 
 class StopListCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -61,14 +64,15 @@ class StopListCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 async def list_stop_lists(request: web.Request, query: StopListQuery) -> StopListPage:
     """Entries in id order, of a client or segment or in force at active_at, a page at a time.
 
-    Pass next_after_id back as after_id for the next page.
+    Pass next_cursor back as cursor for the next page.
     """
+    after_id = paging.start(query.cursor, query.after_id) or 0
     async with request.app[DB].acquire() as conn:
         items = await stop_lists.list_entries(conn, client_id=query.client_id,
                                               segment_id=query.segment_id,
                                               active_at=query.active_at,
-                                              after_id=query.after_id, limit=query.limit)
-    return StopListPage(items, items[-1].id if len(items) == query.limit else None)
+                                              after_id=after_id, limit=query.limit)
+    return StopListPage(items, *paging.following(items, query.limit, lambda i: i.id))
 
 
 @endpoints.post("/api/v1/stop-lists", permission="stoplists.manage", body=StopListCreate,
