@@ -25,14 +25,13 @@ async def require(conn: asyncpg.Connection, client_id: int) -> None:
 
 async def resolve(conn: asyncpg.Connection, client_id: int | None, or_number: str | None) -> int:
     """The client named by exactly one of its id and the OR number of one of its accounts."""
-    if (client_id is None) == (or_number is None):
-        raise InvalidInput("client_id", "give exactly one of client_id and or_number")
-    if or_number is not None:
+    if client_id is None and or_number is not None:
         found = await conn.fetchval("SELECT client_id FROM accounts WHERE or_number = $1",
                                     or_number)
         if found is None:
             raise NotFound(f"no account with OR number {or_number}")
         return int(found)
-    assert client_id is not None  # one of the two is given: checked above
+    if client_id is None or or_number is not None:
+        raise InvalidInput("client_id", "give exactly one of client_id and or_number")
     await require(conn, client_id)
     return client_id
