@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from crm.errors import InvalidInput, NotFound
+from herald.errors import InvalidInput, NotFound
 
 
 async def exists(conn: asyncpg.Connection, client_id: int) -> bool:

@@ -12,7 +12,7 @@ import asyncpg
 import msgspec
 
 from crm import clients
-from crm.errors import InvalidInput, NotFound
+from herald.errors import InvalidInput, NotFound
 
 
 class ConsentRecord(msgspec.Struct):

@@ -28,10 +28,10 @@ from typing import Any, Literal
 import asyncpg
 import msgspec
 
-from crm import audit, pii
-from crm.audit import Actor, Change
-from crm.errors import Conflict, InvalidInput, NotFound
-from herald import phones
+from crm import pii
+from herald import audit, phones
+from herald.audit import Actor, Change
+from herald.errors import Conflict, InvalidInput, NotFound
 
 Role = Literal["owner", "co_owner", "billing_contact"]
 # A merge that meets two links to the same account keeps the stronger role.

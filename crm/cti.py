@@ -41,9 +41,9 @@ from crm import timeline as _timeline
 from crm.cases.channels import CallRecord
 from crm.cases.intake import from_call
 from crm.cases.types import IntakeResult
-from crm.errors import InvalidInput, NotFound
 from herald import clock
 from herald.bounds import NonNegativeInt32, UnixTime
+from herald.errors import InvalidInput, NotFound
 from herald.phones import normalise_phone
 
 MAX_CANDIDATES = 10

@@ -18,9 +18,9 @@ from typing import Any, Literal
 import asyncpg
 import msgspec
 
-from crm.audit import Actor, Change, record
-from crm.errors import Conflict, InvalidInput, NotFound
 from herald import clock
+from herald.audit import Actor, Change, record
+from herald.errors import Conflict, InvalidInput, NotFound
 
 SOURCES = ("cabinet", "app", "ivr", "chatbot", "operator", "gdo")
 ReadingSource = Literal["cabinet", "app", "ivr", "chatbot", "operator", "gdo"]

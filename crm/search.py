@@ -43,7 +43,6 @@ from typing import Literal
 import asyncpg
 import msgspec
 
-from crm.errors import InvalidInput
 from crm.search_words import (
     ADDRESS_TAG,
     NAME_TAG,
@@ -54,6 +53,7 @@ from crm.search_words import (
 )
 from herald import cursors
 from herald.bounds import Id
+from herald.errors import InvalidInput
 from herald.phones import normalise_phone
 
 __all__ = ["search_norm", "starts_a_word", "word_start_pattern"]  # re-exported

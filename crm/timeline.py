@@ -19,9 +19,10 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from crm.errors import InvalidInput
 from herald import clock, cursors
+from herald.errors import InvalidInput
 from herald.bounds import Int64
+from herald.errors import InvalidInput
 
 SOURCES = ("charge", "event", "message", "payment", "reading")
 # Kinds of the merged sources; every other kind is a timeline_events row.

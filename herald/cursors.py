@@ -15,7 +15,7 @@ from typing import Annotated, TypeVar
 
 import msgspec
 
-from crm.errors import InvalidInput
+from herald.errors import InvalidInput
 
 #: An aware instant within a cursor (a naive one would compare wrongly with ``timestamptz``).
 AwareTime = Annotated[dt.datetime, msgspec.Meta(tz=True)]

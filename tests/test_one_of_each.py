@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from crm.errors import InvalidInput
+from herald.errors import InvalidInput
 from herald import cursors
 from herald.bounds import Id
 from herald.cursors import AwareTime
@@ -23,8 +23,8 @@ def _modules_matching(pattern: str) -> list[str]:
     return sorted(p.relative_to(ROOT).as_posix() for package in PACKAGES
                   for p in (ROOT / package).rglob("*.py")
                   if found.search(p.read_text())
-                  and not p.relative_to(ROOT).as_posix().startswith(("herald/seed/",
-                                                                     "herald/bench")))
+                  and not p.relative_to(ROOT).as_posix().startswith(("herald/cli/seed/",
+                                                                     "herald/cli/bench/")))
 
 
 def test_phones_are_parsed_in_one_place() -> None:

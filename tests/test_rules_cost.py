@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 import redis.asyncio as aioredis
 
-from crm import audit
+from herald import audit
 from herald.settings import Settings
 from rules import (
     air_raid,

@@ -12,11 +12,14 @@ from admin_api import paging
 from admin_api.routing import PROVIDER, EndpointTable, path_int
 from admin_api.security import actor
 from admin_api.typedefs import AMQP, DB, REDIS, SETTINGS
-from crm.errors import InvalidInput
-from dispatcher import campaigns, holds, launcher, outcomes, receipts
-from dispatcher.campaign_types import Campaign, CampaignSpec
+from dispatcher import deadlines, outcomes, scheduler
+from dispatcher.campaigns import store as campaigns
+from dispatcher.campaigns.types import Campaign, CampaignSpec
 from dispatcher.outcomes import MessageEvent
+from dispatcher.receipts import apply as receipts
+from dispatcher.receipts import holds
 from herald.bounds import Id
+from herald.errors import InvalidInput
 from providers.base import CHANNELS, Receipt
 
 endpoints = EndpointTable("campaigns")
@@ -129,7 +132,7 @@ async def launch_campaign(request: web.Request, body: LaunchRequest) -> Campaign
 
 async def _transition(request: web.Request, action: str) -> Campaign:
     app = request.app
-    return await launcher.apply(app[DB], app[REDIS], app[AMQP], app[SETTINGS], actor(request),
+    return await scheduler.control(app[DB], app[REDIS], app[AMQP], app[SETTINGS], actor(request),
                                 path_int(request, "campaign_id"), action)
 
 
@@ -171,7 +174,7 @@ async def collect_stats(app: web.Application, campaign_id: int) -> CampaignStats
     return CampaignStats(campaign_id, campaign.status, campaign.audience_size,
                          {k: int(v) for k, v in raw.items()},
                          held,
-                         await receipts.awaiting(app[REDIS], app[SETTINGS], campaign_id), updated)
+                         await deadlines.awaiting(app[REDIS], app[SETTINGS], campaign_id), updated)
 
 
 @endpoints.get("/api/v1/campaigns/{campaign_id}/recipients/{client_id}",

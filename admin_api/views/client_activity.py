@@ -36,11 +36,11 @@ from crm.activity import (
     ShopOrders,
     ShopOrderSpec,
 )
-from crm.errors import InvalidInput
 from crm.meters import Meter, MeterSpec, Reading, ReadingSource
 from crm.timeline import TimelineFilter, TimelinePage
 from herald import cursors
 from herald.bounds import Id
+from herald.errors import InvalidInput
 
 endpoints = EndpointTable("activity")
 

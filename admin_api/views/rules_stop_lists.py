@@ -19,8 +19,8 @@ from admin_api import paging
 from admin_api.routing import EndpointTable, path_int
 from admin_api.security import actor
 from admin_api.typedefs import DB
-from crm.errors import InvalidInput
 from crm.segments import store as segment_store
+from herald.errors import InvalidInput
 from rules import stop_lists
 from rules.stop_lists import StopListEntry
 
