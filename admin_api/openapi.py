@@ -76,6 +76,8 @@ def build_openapi(declared: Iterable[Endpoint], *, title: str, version: str) -> 
             query_schema = components[ep.query.__name__]
             required = set(query_schema.get("required", []))
             params += [{"name": name, "in": "query", "required": name in required, "schema": prop}
+                       # A parameter kept for old clients says so where they look (admin_api.paging).
+                       | ({"deprecated": True} if prop.get("deprecated") else {})
                        for name, prop in query_schema["properties"].items()]
         if params:
             op["parameters"] = params

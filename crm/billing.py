@@ -19,7 +19,6 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal
 from typing import Any, Literal
-from zoneinfo import ZoneInfo
 
 import asyncpg
 import msgspec
@@ -40,8 +39,6 @@ from providers.billing import (
 )
 
 log = logging.getLogger("herald.billing")
-
-KYIV = ZoneInfo("Europe/Kyiv")
 
 
 # -- What Herald knows: the cached state and the card's billing block ----------------------
@@ -275,7 +272,7 @@ class BillingCache:
                 last_charge.amount if last_charge else None,
                 last_charge.period if last_charge else None,
                 last_payment.amount if last_payment else None,
-                last_payment.paid_at.astimezone(KYIV).date() if last_payment else None,
+                last_payment.paid_at.astimezone(clock.business_tz()).date() if last_payment else None,
                 data.due_date, state.fetched_at, data.tariff_code, builtins(data.charges),
                 builtins(data.payments), builtins(data.equipment), builtins(data.gdo_readings),
                 refreshed_by)

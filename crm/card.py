@@ -20,7 +20,6 @@ import msgspec
 from crm import activity, meters, pii
 from crm.activity import ChannelUsage, CustomerExperience, ShopOrders
 from crm.billing import (
-    KYIV,
     SNAPSHOT_COLUMNS,
     AccountRef,
     BillingBlock,
@@ -255,7 +254,7 @@ def default_period(today: dt.date) -> tuple[dt.date, dt.date]:
 
 
 def kyiv_today() -> dt.date:
-    return clock.today(KYIV)
+    return clock.today(clock.business_tz())
 
 
 async def build_card(pool: asyncpg.Pool, billing: BillingCache, *, client_id: int | None = None,
@@ -388,7 +387,7 @@ def _dashboard(period: tuple[dt.date, dt.date], billing: Sequence[ResolvedBillin
         if block.charges:
             history.append(min(c.period for c in block.charges))
         for payment in block.payments:
-            if start <= payment.paid_at.astimezone(KYIV).date() <= end:
+            if start <= payment.paid_at.astimezone(clock.business_tz()).date() <= end:
                 count += 1
                 total += payment.amount
     return Dashboard(period_from=start, period_to=end, payments_count=count, payments_sum=total,

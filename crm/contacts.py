@@ -27,10 +27,9 @@ from typing import Any, Literal
 
 import asyncpg
 import msgspec
-import phonenumbers
 
 from crm import pii
-from herald import audit
+from herald import audit, phones
 from herald.audit import Actor, Change
 from herald.errors import Conflict, InvalidInput, NotFound
 
@@ -40,7 +39,6 @@ ROLE_STRENGTH: Mapping[str, int] = {"owner": 3, "co_owner": 2, "billing_contact"
 NAME_FIELDS = ("last_name", "first_name", "middle_name")
 FIELDS = (*NAME_FIELDS, "phone", "email", "passport_number")
 MAX_CANDIDATES = 50
-DEFAULT_PHONE_REGION = "UA"
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _PASSPORT = re.compile(r"^(?:[А-ЯҐЄІЇ]{2}[0-9]{6}|[0-9]{9})$")
@@ -122,13 +120,10 @@ class MergeResult(msgspec.Struct, frozen=True):
 
 def normalise_phone(raw: str, field: str = "phone") -> str:
     """E.164 of a phone written any usual way (0671234567, +38 (067) 123-45-67, 380671234567)."""
-    try:
-        number = phonenumbers.parse(raw, DEFAULT_PHONE_REGION)
-    except phonenumbers.NumberParseException:
-        number = None
-    if number is None or not phonenumbers.is_valid_number(number):
+    found = phones.normalise_phone(raw)
+    if found is None:
         raise InvalidInput(field, f"not a valid phone number: {raw!r}")
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return found
 
 
 def normalise_email(raw: str, field: str = "email") -> str:

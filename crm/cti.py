@@ -34,7 +34,6 @@ from typing import Annotated, Literal
 
 import asyncpg
 import msgspec
-import phonenumbers
 import redis.asyncio as aioredis
 
 from crm import cti_extensions
@@ -45,8 +44,8 @@ from crm.cases.types import IntakeResult
 from herald import clock
 from herald.bounds import NonNegativeInt32, UnixTime
 from herald.errors import InvalidInput, NotFound
+from herald.phones import normalise_phone
 
-PHONE_REGION = "UA"
 MAX_CANDIDATES = 10
 Event = Literal["ringing", "answered", "hung_up"]
 Identification = Literal["match", "candidates", "unknown"]
@@ -159,17 +158,6 @@ def event_name(raw: str) -> Event:
         raise InvalidInput("event", f"unknown call event {raw!r}; use ringing, answered or hung_up "
                                     "(VICIdial names: start, call_answered, call_dead, dispo, ...)")
     return found
-
-
-def normalise_phone(raw: str) -> str | None:
-    """E.164 of the caller's number, or None when it is not a valid number (anonymous, short)."""
-    try:
-        number = phonenumbers.parse(raw, PHONE_REGION)
-    except phonenumbers.NumberParseException:
-        return None
-    if not phonenumbers.is_valid_number(number):
-        return None
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
 def agent_channel(namespace: str, login: str) -> str:

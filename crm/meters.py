@@ -14,7 +14,6 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
-from zoneinfo import ZoneInfo
 
 import asyncpg
 import msgspec
@@ -23,7 +22,6 @@ from herald import clock
 from herald.audit import Actor, Change, record
 from herald.errors import Conflict, InvalidInput, NotFound
 
-KYIV = ZoneInfo("Europe/Kyiv")
 SOURCES = ("cabinet", "app", "ivr", "chatbot", "operator", "gdo")
 ReadingSource = Literal["cabinet", "app", "ivr", "chatbot", "operator", "gdo"]
 SizeClass = Literal["G1.6", "G2.5", "G4", "G6", "G10"]
@@ -86,7 +84,7 @@ def _meter(row: Mapping[str, Any], latest: Reading | None) -> Meter:
 
 def today_in_kyiv(now: dt.datetime | None = None) -> dt.date:
     """The calendar date of the client (Ukraine): a reading may not be dated after it."""
-    return (now or clock.now()).astimezone(KYIV).date()
+    return (now or clock.now()).astimezone(clock.business_tz()).date()
 
 
 async def latest_readings(conn: asyncpg.Connection, meter_ids: Sequence[int]) -> dict[int, Reading]:
@@ -291,7 +289,7 @@ async def record_billing_readings(conn: asyncpg.Connection, account_id: int,
     status = await conn.execute(
         """
         INSERT INTO meter_readings (meter_id, read_on, value, source, at)
-        SELECT m.id, i.read_on, i.value, 'gdo', i.read_on::timestamp AT TIME ZONE 'Europe/Kyiv'
+        SELECT m.id, i.read_on, i.value, 'gdo', i.read_on::timestamp AT TIME ZONE herald_business_tz()
         FROM unnest($2::text[], $3::numeric[], $4::date[]) AS i(serial, value, read_on)
         CROSS JOIN LATERAL (
             SELECT id FROM meters

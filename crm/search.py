@@ -32,8 +32,6 @@ plus an EXPLAIN, never a full count.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import json
 import math
@@ -44,7 +42,6 @@ from typing import Any, Literal
 
 import asyncpg
 import msgspec
-import phonenumbers
 
 from crm.search_words import (
     ADDRESS_TAG,
@@ -54,11 +51,13 @@ from crm.search_words import (
     starts_a_word,
     word_start_pattern,
 )
+from herald import cursors
+from herald.bounds import Id
 from herald.errors import InvalidInput
+from herald.phones import normalise_phone
 
 __all__ = ["search_norm", "starts_a_word", "word_start_pattern"]  # re-exported
 
-PHONE_REGION = "UA"
 MIN_PHONE_DIGITS = 4
 MIN_WORD = 3
 # Above this estimate the exact count is not even tried: the estimates of word searches
@@ -150,13 +149,9 @@ def parse_phone(raw: str, name: str = "phone") -> PhoneQuery:
         raise InvalidInput(name, f"give at least {MIN_PHONE_DIGITS} digits")
     if len(digits) > 15:
         raise InvalidInput(name, "a phone number has at most 15 digits")
-    try:
-        number = phonenumbers.parse(text, PHONE_REGION)
-        if phonenumbers.is_valid_number(number):
-            return PhoneQuery("exact", phonenumbers.format_number(
-                number, phonenumbers.PhoneNumberFormat.E164)[1:])
-    except phonenumbers.NumberParseException:
-        pass
+    full = normalise_phone(text)
+    if full is not None:
+        return PhoneQuery("exact", full[1:])
     if text.startswith("+") or digits.startswith("380"):
         return PhoneQuery("prefix", digits)
     if digits.startswith("0"):
@@ -263,17 +258,11 @@ async def with_key_shares(conn: asyncpg.Connection, c: Criteria) -> Criteria:
 
 
 def encode_cursor(last_id: int) -> str:
-    return base64.urlsafe_b64encode(f"c{last_id}".encode()).decode().rstrip("=")
+    return cursors.encode(last_id)
 
 
 def decode_cursor(cursor: str) -> int:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise InvalidInput("cursor", "not a cursor this API returned") from None
-    if not re.fullmatch(r"c[0-9]{1,19}", raw) or int(raw[1:]) > 2**63 - 1:
-        raise InvalidInput("cursor", "not a cursor this API returned")
-    return int(raw[1:])
+    return cursors.decode(cursor, tuple[Id])[0]
 
 
 @dataclass

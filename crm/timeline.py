@@ -11,21 +11,18 @@ over every source, so pages neither repeat nor skip items.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import asyncpg
 import msgspec
 
+from herald import clock, cursors
 from herald.bounds import Int64
 from herald.errors import InvalidInput
 
-KYIV = ZoneInfo("Europe/Kyiv")
 SOURCES = ("charge", "event", "message", "payment", "reading")
 # Kinds of the merged sources; every other kind is a timeline_events row.
 SOURCE_KINDS = {"message": "message", "reading": "reading", "charge": "charge", "payment": "payment"}
@@ -203,17 +200,12 @@ async def _append(conn: asyncpg.Connection, events: Sequence[NewEvent]) -> list[
 
 def encode_cursor(item: TimelineItem) -> str:
     native: int | str = int(item.id) if item.source in _INT_IDS else item.id
-    raw = msgspec.json.encode(Cursor(item.at, item.source, native))
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return cursors.encode(item.at, item.source, native)
 
 
 def decode_cursor(value: str) -> Cursor:
     """The position a cursor stands for, or a 400 naming ``cursor``."""
-    try:
-        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-        cursor = msgspec.json.decode(raw, type=Cursor)
-    except (binascii.Error, ValueError, msgspec.DecodeError):
-        raise InvalidInput("cursor", "not a cursor this API gave out") from None
+    cursor = cursors.decode(value, Cursor)
     if cursor.source not in SOURCES or cursor.at.tzinfo is None \
             or isinstance(cursor.id, int) != (cursor.source in _INT_IDS):
         raise InvalidInput("cursor", "not a cursor this API gave out")
@@ -366,7 +358,7 @@ async def _readings(conn: asyncpg.Connection, client_id: int, limit: int, cursor
 
 
 def _moment(value: Any) -> dt.datetime | None:
-    """An ISO date or date-time from billing's JSON (a bare date is midnight in Kyiv)."""
+    """An ISO date or date-time from billing's JSON (a bare date is midnight in the business time zone)."""
     if not isinstance(value, str):
         return None
     try:
@@ -374,7 +366,7 @@ def _moment(value: Any) -> dt.datetime | None:
     except ValueError:
         return None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=KYIV)
+        moment = moment.replace(tzinfo=clock.business_tz())
     return moment
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import Counter
 from collections.abc import Sequence
 
@@ -138,3 +139,42 @@ async def live_stats(redis: aioredis.Redis, settings: Settings,
         text = v.decode() if isinstance(v, bytes) else v
         out[name] = float(text) if name == "updated_at" else int(text)
     return out
+
+
+class MessageEvent(msgspec.Struct):
+    """One recorded step of a message, as the API shows it."""
+
+    message_id: str
+    step: int
+    channel: str | None
+    status: str
+    reason: str | None
+    provider_id: str | None
+    at: dt.datetime
+
+
+async def recipient_events(conn: asyncpg.Connection, campaign_id: int,
+                           client_id: int) -> list[MessageEvent]:
+    """Everything recorded about one client's messages in a campaign, oldest first."""
+    rows = await conn.fetch(
+        "SELECT message_id, step, channel, status, reason, provider_id, at FROM message_events "
+        "WHERE client_id = $1 AND campaign_id = $2 ORDER BY at, step", client_id, campaign_id)
+    return [MessageEvent(**dict(r)) for r in rows]
+
+
+async def record_conversions(conn: asyncpg.Connection, campaign_id: int,
+                             client_ids: list[int]) -> list[int]:
+    """Record a ``converted`` event for each recipient the campaign sent a message to and
+    that has none yet; returns the clients newly recorded."""
+    rows = await conn.fetch(
+        """
+        INSERT INTO message_events (message_id, campaign_id, client_id, step, status)
+        SELECT 'c' || $1::bigint || ':' || c || ':conversion', $1::bigint, c, 0, 'converted'
+        FROM (SELECT DISTINCT unnest($2::bigint[]) AS c) ids
+        WHERE EXISTS (SELECT 1 FROM message_events e WHERE e.client_id = ids.c
+                      AND e.campaign_id = $1::bigint AND e.status = 'sent')
+          AND NOT EXISTS (SELECT 1 FROM message_events e WHERE e.message_id =
+                          'c' || $1::bigint || ':' || ids.c || ':conversion')
+        RETURNING client_id
+        """, campaign_id, client_ids)
+    return [r[0] for r in rows]

@@ -25,7 +25,7 @@ class Recipient(msgspec.Struct, frozen=True):
 # the active contacts of that account, the owner first.
 _SQL = """
 SELECT c.id AS client_id, coalesce(c.language, 'uk') AS language, c.first_name, c.middle_name, c.last_name,
-       a.or_number, a.eic_code, a.region_code, coalesce(r.time_zone, 'Europe/Kyiv') AS time_zone,
+       a.or_number, a.eic_code, a.region_code, coalesce(r.time_zone, herald_business_tz()) AS time_zone,
        r.name_uk AS region, r.name_en AS region_en, concat_ws(', ', a.city, a.street, a.building,
                                       CASE WHEN a.flat IS NOT NULL THEN 'кв. ' || a.flat END) AS address,
        a.city, t.name_uk AS tariff, t.name_en AS tariff_en, t.price_per_m3 AS tariff_price, b.balance, b.debt,

@@ -1,4 +1,5 @@
-"""The periodic side of the dispatcher: one active scheduler per installation.
+"""The periodic side of the dispatcher: one active scheduler per installation; and an
+operator's pause, resume and stop of a campaign (``control``), beside its launch.
 
 Every worker process on every host runs this loop, but only the one holding a
 PostgreSQL advisory lock does the work; if it dies, its session ends, the lock is freed
@@ -21,12 +22,16 @@ from crm.cases.routing import run_pass as route_cases
 from crm.cases.sla_evaluator import run_sla_cycle
 from crm.segments import refresh as segment_refresh
 from crm.users import purge_expired_sessions
-from dispatcher.campaigns import launcher
+from dispatcher.campaigns import launcher, planner
+from dispatcher.campaigns import store as campaigns
+from dispatcher.campaigns.control import publish_state
+from dispatcher.campaigns.types import Campaign
 from dispatcher.realtime import case_notify, case_replies
 from dispatcher.realtime import messages as realtime
 from dispatcher.receipts import apply as receipts
 from dispatcher.receipts import holds
 from herald.amqp import AmqpLink
+from herald.audit import Actor
 from herald.settings import Settings
 from rules.air_raid import AlertMirror
 
@@ -121,3 +126,23 @@ class Scheduler:
 async def _sleep(stop: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), seconds)
+
+
+async def control(pool: asyncpg.Pool, redis: aioredis.Redis, amqp: AmqpLink, settings: Settings,
+                actor: Actor, campaign_id: int, action: str) -> Campaign:
+    """Pause, resume or stop a campaign for an operator (its launch is a duty of the
+    scheduler: ``launcher.launch_due``); returns the campaign as it is after the move.
+
+    Workers read the mirrored status before every batch and provider call group, so the
+    change reaches all of them within one batch's time. A resume also publishes the
+    batches not done yet and releases the messages held while paused.
+    """
+    async with pool.acquire() as conn:
+        _, after = await campaigns.transition(conn, actor, campaign_id, action)
+    await publish_state(redis, settings, campaign_id, after.status)
+    if action == "resume":
+        channel = await amqp.publisher()
+        async with pool.acquire() as conn:
+            await planner.publish_pending_batches(conn, channel, settings, campaign_id)
+        await holds.release_all(pool, channel, settings, "resumed", campaign_id)
+    return after

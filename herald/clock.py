@@ -9,6 +9,11 @@ connection of every process has it. So the whole suite, or a whole
 stand, can run as if it were another day, and a date written into a test that the real
 calendar reaches one day shows up at once instead of on that day.
 
+The business time zone (``HERALD_BUSINESS_TZ``: what "today" means for billing, meters,
+segments, case numbers and the UI) is configured here as well and read with
+``business_tz()``; SQL reads the same setting with ``herald_business_tz()`` (migration
+0045), which ``load_settings`` also puts in the database URLs when it is not the default.
+
 The offset is process-wide, as the wall clock itself is: it is set once by the process's
 entry point (``configure``) and never changes while requests are served. Code that must
 be driven to an exact instant (SLA cycles, the planner, retries) still takes ``now`` or a
@@ -20,8 +25,9 @@ from __future__ import annotations
 import datetime as dt
 import time as _time
 from typing import Protocol
+from zoneinfo import ZoneInfo
 
-from herald.settings import CLOCK_PG_SETTING, Settings
+from herald.settings import CLOCK_PG_SETTING, DEFAULT_BUSINESS_TZ, Settings
 
 #: The PostgreSQL setting ``herald_now()`` adds to ``now()`` (an interval).
 PG_SETTING = CLOCK_PG_SETTING
@@ -37,11 +43,19 @@ class _Offset:
     """The process's offset from the wall clock (zero in production)."""
 
     seconds: float = 0.0
+    business_tz: ZoneInfo = ZoneInfo(DEFAULT_BUSINESS_TZ)
 
 
 def configure(settings: Settings) -> None:
-    """Take the offset from the settings; called once by each process's entry point."""
+    """Take the offset and the business time zone from the settings; called once by each
+    process's entry point."""
     _Offset.seconds = settings.clock_offset_days * 86_400.0
+    _Offset.business_tz = ZoneInfo(settings.business_tz)
+
+
+def business_tz() -> ZoneInfo:
+    """The business's time zone (``HERALD_BUSINESS_TZ``, Europe/Kyiv by default)."""
+    return _Offset.business_tz
 
 
 def offset() -> dt.timedelta:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -42,3 +43,15 @@ async def admin_connection(settings: Settings) -> AsyncIterator[asyncpg.Connecti
         yield conn
     finally:
         await conn.close()
+
+
+async def schema_version(conn: asyncpg.Connection) -> int | None:
+    """The newest migration applied (None before the first): the readiness probe's round trip."""
+    version: int | None = await conn.fetchval("SELECT max(version) FROM schema_migrations")
+    return version
+
+
+async def now(conn: asyncpg.Connection) -> dt.datetime:
+    """The database's clock, ``herald_now()``: the time rows written now will carry."""
+    at: dt.datetime = await conn.fetchval("SELECT herald_now()")
+    return at

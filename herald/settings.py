@@ -6,6 +6,7 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 from msgspec import Meta
@@ -13,6 +14,9 @@ from msgspec import Meta
 ENV_PREFIX = "HERALD_"
 #: The PostgreSQL setting that moves ``herald_now()`` (migration 0031, herald/clock.py).
 CLOCK_PG_SETTING = "herald.clock_offset"
+#: The PostgreSQL setting ``herald_business_tz()`` reads (migration 0045); unset means the default.
+BUSINESS_TZ_PG_SETTING = "herald.business_tz"
+DEFAULT_BUSINESS_TZ = "Europe/Kyiv"
 
 PositiveInt = Annotated[int, Meta(ge=1)]
 NonNegativeInt = Annotated[int, Meta(ge=0)]
@@ -59,6 +63,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # wall clock; negative runs behind. Zero in production; the test suite is run at other
     # offsets to prove that no test depends on today's date.
     clock_offset_days: Annotated[float, Meta(ge=-36_500, le=36_500)] = 0.0
+    # The business's time zone (IANA name): what "today" is for billing, meters, segments'
+    # relative dates, case numbers and the UI's times, and the zone of a region without one.
+    # Python reads it as herald.clock.business_tz(), SQL as herald_business_tz().
+    business_tz: Annotated[str, Meta(min_length=1, max_length=64)] = DEFAULT_BUSINESS_TZ
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"
@@ -194,6 +202,11 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     if settings.db_pool_min > settings.db_pool_max:
         raise SettingsError(env_name("db_pool_min"),
                             f"must not exceed HERALD_DB_POOL_MAX ({settings.db_pool_max})")
+    try:
+        ZoneInfo(settings.business_tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SettingsError(env_name("business_tz"), f"{settings.business_tz!r} is not an IANA "
+                                                     "time zone (e.g. Europe/Kyiv)") from None
     return with_clock_offset(settings, settings.clock_offset_days)
 
 
@@ -205,18 +218,24 @@ def with_clock_offset(settings: Settings, days: float) -> Settings:
     session settings).
     """
     offset = f"{days * 86_400:.3f} seconds"
+    zone = settings.business_tz if settings.business_tz != DEFAULT_BUSINESS_TZ else None
     return msgspec.structs.replace(
         settings, clock_offset_days=days,
-        database_url=_with_clock_setting(settings.database_url, offset if days else None),
-        database_admin_url=_with_clock_setting(settings.database_admin_url,
-                                               offset if days else None))
+        database_url=_with_session_settings(settings.database_url, offset if days else None, zone),
+        database_admin_url=_with_session_settings(settings.database_admin_url,
+                                                  offset if days else None, zone))
 
 
-def _with_clock_setting(url: str, offset: str | None) -> str:
+def _with_session_settings(url: str, offset: str | None, zone: str | None) -> str:
+    """``url`` carrying the clock offset and the business time zone as session settings
+    (each left out when it has its default)."""
     parts = urlsplit(url)
-    query = [(k, v) for k, v in parse_qsl(parts.query) if k != CLOCK_PG_SETTING]
+    query = [(k, v) for k, v in parse_qsl(parts.query)
+             if k not in (CLOCK_PG_SETTING, BUSINESS_TZ_PG_SETTING)]
     if offset is not None:
         query.append((CLOCK_PG_SETTING, offset))
+    if zone is not None:
+        query.append((BUSINESS_TZ_PG_SETTING, zone))
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 

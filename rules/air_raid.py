@@ -170,6 +170,37 @@ async def states(conn: asyncpg.Connection) -> list[AlertState]:
     return [AlertState(**dict(r)) for r in rows]
 
 
+class RegionAlert(msgspec.Struct):
+    """A region and its alert; ``version`` etc. are null for a region never switched."""
+
+    region_code: str
+    name_uk: str
+    name_en: str
+    active: bool
+    version: int | None
+    changed_at: dt.datetime | None
+    changed_by: str | None
+    source: str | None
+
+
+async def region_alerts(conn: asyncpg.Connection) -> list[RegionAlert]:
+    """Every region with its alert state (off for a region never switched), by region code."""
+    rows = await conn.fetch(
+        """
+        SELECT r.code AS region_code, r.name_uk, r.name_en, coalesce(s.active, false) AS active,
+               s.version, s.changed_at, s.changed_by, s.source
+        FROM regions r LEFT JOIN air_raid_states s ON s.region_code = r.code
+        ORDER BY r.code
+        """)
+    return [RegionAlert(**dict(r)) for r in rows]
+
+
+async def region_exists(conn: asyncpg.Connection, code: str) -> bool:
+    """Whether ``code`` is a region's code."""
+    return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM regions WHERE code = $1)",
+                                    code))
+
+
 async def history(conn: asyncpg.Connection, *, region_code: str | None = None,
                   before_id: int | None = None, limit: int = 100) -> list[AlertPeriod]:
     """Alert periods, newest first; keyset paging by id."""

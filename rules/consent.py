@@ -25,7 +25,6 @@ from typing import Any, Literal, get_args
 
 import asyncpg
 import msgspec
-import phonenumbers
 
 from herald import audit
 from herald.errors import InvalidInput
@@ -300,17 +299,6 @@ def is_stop(text: str) -> bool:
     if not words or len(words) > 3:
         return False
     return all(w in STOP_WORDS or w.translate(_LOOKALIKES) in STOP_WORDS for w in words)
-
-
-def normalise_phone(raw: str) -> str | None:
-    """A sender's number as contacts store it (E.164; national Ukrainian forms accepted), or None."""
-    try:
-        number = phonenumbers.parse(raw, "UA")
-    except phonenumbers.NumberParseException:
-        return None
-    if not phonenumbers.is_valid_number(number):
-        return None
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
 InboundAction = Literal["opted_out", "ignored", "unknown_number"]

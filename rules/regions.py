@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import asyncpg
 
-DEFAULT_TIME_ZONE = "Europe/Kyiv"
+from herald import clock
 
 ClientRegions = dict[int, tuple[str, ...]]
 
@@ -40,15 +40,16 @@ async def load_client_regions(conn: asyncpg.Connection, client_ids: Sequence[int
 
 @lru_cache(maxsize=64)
 def zone(name: str) -> ZoneInfo:
-    """The ZoneInfo of ``name``; an unknown name falls back to the default zone."""
+    """The ZoneInfo of ``name``; an unknown name falls back to the business time zone."""
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo(DEFAULT_TIME_ZONE)
+        return clock.business_tz()
 
 
 def time_zones_of(regions: Sequence[str], time_zones: Mapping[str, str]) -> frozenset[str]:
-    """The distinct time zone names of ``regions`` (the default one when there are none)."""
+    """The distinct time zone names of ``regions`` (the business time zone when there are none)."""
+    home = clock.business_tz().key
     if not regions:
-        return frozenset((DEFAULT_TIME_ZONE,))
-    return frozenset(time_zones.get(r, DEFAULT_TIME_ZONE) for r in regions)
+        return frozenset((home,))
+    return frozenset(time_zones.get(r, home) for r in regions)

@@ -76,7 +76,7 @@ async def test_openapi_document_is_generated_from_the_routes(client) -> None:
     users = doc["paths"]["/api/v1/users"]["get"]
     assert users["x-permission"] == "users.read"
     assert {"401", "403"} <= set(users["responses"])
-    assert {p["name"] for p in users["parameters"]} == {"limit", "after_id"}
+    assert {p["name"] for p in users["parameters"]} == {"limit", "after_id", "cursor"}
     assert "Problem" in doc["components"]["schemas"]
 
 

@@ -10,9 +10,10 @@ from test_cases_support import bad, events_of, journal, make_client, ok
 
 from crm.cases import intake
 from crm.cases.channels import Inbound
-from crm.cases.identify import identify, normalise_phone
+from crm.cases.identify import identify
 from crm.cases.text import similarity, text_hash
 from herald.audit import Actor
+from herald.phones import normalise_phone
 
 FORMS = Actor(login="forms")
 

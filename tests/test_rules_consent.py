@@ -8,6 +8,7 @@ import pytest
 from crm import audit as audit_journal
 from herald import audit
 from herald.errors import InvalidInput
+from herald.phones import normalise_phone
 from rules import consent
 from rules.consent import Consents, allowed, load_consents, record_consent
 from rules.decision import NO_CONSENT
@@ -217,12 +218,12 @@ def test_stop_words(text: str, stop: bool) -> None:
 
 
 def test_sender_numbers_are_normalised() -> None:
-    assert consent.normalise_phone("+380501234567") == "+380501234567"
-    assert consent.normalise_phone("380501234567") == "+380501234567"
-    assert consent.normalise_phone("050 123 45 67") == "+380501234567"
-    assert consent.normalise_phone("+4915112345678") == "+4915112345678"
+    assert normalise_phone("+380501234567") == "+380501234567"
+    assert normalise_phone("380501234567") == "+380501234567"
+    assert normalise_phone("050 123 45 67") == "+380501234567"
+    assert normalise_phone("+4915112345678") == "+4915112345678"
     for bad in ("12", "abc", "+38050"):
-        assert consent.normalise_phone(bad) is None
+        assert normalise_phone(bad) is None
 
 
 async def _with_phone(conn: asyncpg.Connection, client_id: int, phone: str,

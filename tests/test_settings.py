@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
+from zoneinfo import ZoneInfo
 
+import asyncpg
+import msgspec
 import pytest
 
-from herald.settings import SettingsError, load_settings
+from herald import clock
+from herald.settings import BUSINESS_TZ_PG_SETTING, SettingsError, load_settings, with_clock_offset
 
 
 def test_defaults_point_at_local_services() -> None:
@@ -81,3 +87,48 @@ async def test_new_password_hashes_take_the_configured_costs(base_settings) -> N
     finally:
         users.configure_hashing(time_cost=base_settings.password_hash_time_cost,
                                 memory_kib=base_settings.password_hash_memory_kib)
+
+
+def test_business_time_zone_must_be_an_iana_zone() -> None:
+    with pytest.raises(SettingsError) as err:
+        load_settings({"HERALD_BUSINESS_TZ": "Mars/Olympus"})
+    assert err.value.variable == "HERALD_BUSINESS_TZ"
+    assert load_settings({}).business_tz == "Europe/Kyiv"
+
+
+async def test_business_time_zone_reaches_python_and_every_connection(settings) -> None:
+    # Given a business in New York, when its settings are loaded, then Python's clock and
+    # every database connection name the same zone; the default zone adds no parameter.
+    assert BUSINESS_TZ_PG_SETTING not in settings.database_url
+    moved = with_clock_offset(msgspec.structs.replace(settings, business_tz="America/New_York"),
+                              settings.clock_offset_days)
+    assert f"{BUSINESS_TZ_PG_SETTING}=" in moved.database_url
+    assert f"{BUSINESS_TZ_PG_SETTING}=" in moved.database_admin_url
+    for url, expected in ((moved.database_url, "America/New_York"),
+                          (settings.database_url, "Europe/Kyiv")):
+        conn = await asyncpg.connect(url)
+        try:
+            assert await conn.fetchval("SELECT herald_business_tz()") == expected
+        finally:
+            await conn.close()
+    clock.configure(moved)
+    try:
+        assert clock.business_tz() == ZoneInfo("America/New_York")
+    finally:
+        clock.configure(settings)
+    assert clock.business_tz() == ZoneInfo("Europe/Kyiv")
+
+
+def test_no_module_names_the_business_time_zone_itself() -> None:
+    # The zone is read from the setting (herald.clock.business_tz(), herald_business_tz()),
+    # never written as a literal in code.
+    root = Path(__file__).resolve().parent.parent
+    literal = re.compile(r"""["']Europe/Kyiv["']""")
+    found = [str(p.relative_to(root)) for package in ("admin_api", "crm", "dispatcher", "herald",
+                                                       "providers", "rules")
+             for p in (root / package).rglob("*.py")
+             if literal.search(p.read_text())
+             and p.relative_to(root).as_posix() not in ("herald/settings.py",)
+             and not p.relative_to(root).as_posix().startswith(("herald/cli/seed/",
+                                                                 "herald/cli/bench/"))]
+    assert not found, found

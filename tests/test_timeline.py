@@ -232,7 +232,7 @@ async def test_readings_entered_through_the_api_reach_the_timeline(
         ("operator", "12.500", "in"), ("gdo", "10.000", "out")]
     # A GDO reading from billing is placed at its read date (midnight in Kyiv)
     assert dt.datetime.fromisoformat(page["items"][1]["at"]) == dt.datetime(
-        2025, 1, 31, tzinfo=meters.KYIV)
+        2025, 1, 31, tzinfo=clock.business_tz())
 
 
 @pytest.mark.timeout(300)

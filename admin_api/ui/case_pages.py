@@ -13,7 +13,6 @@ from admin_api.routing import EndpointTable, decode_query, path_int
 from admin_api.security import actor, principal
 from admin_api.typedefs import AMQP, DB, REDIS, SETTINGS
 from admin_api.ui import forms
-from admin_api.ui.i18n import KYIV
 from admin_api.ui.rendering import render
 from admin_api.views.case_messages import _send_now
 from crm.cases import (
@@ -273,7 +272,7 @@ async def hand_off(request: web.Request) -> web.Response:
     """Hand work on the case to another department, due at the end of a day."""
     case_id = path_int(request, "case_id")
     form = await forms.form(request, TaskForm)
-    due = dt.datetime.combine(form.due_on, dt.time(18, 0), tzinfo=KYIV)
+    due = dt.datetime.combine(form.due_on, dt.time(18, 0), tzinfo=clock.business_tz())
     spec = CaseTaskSpec(group_code=form.group_code, title=form.title, due_at=due, body=form.body)
     async with request.app[DB].acquire() as conn:
         await tasks.create_task(conn, actor(request), case_id, spec)

@@ -13,15 +13,14 @@ import datetime as dt
 import gettext
 from decimal import Decimal
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 from babel import dates, numbers
 
 from crm.ui_prefs import DEFAULT_LANGUAGE, LANGUAGES
+from herald import clock
 
 LOCALE_DIR = Path(__file__).parent / "locale"
 DOMAIN = "messages"
-KYIV = ZoneInfo("Europe/Kyiv")
 # Babel's locale per UI language: Ukrainian of Ukraine; English as written in Ukraine's
 # offices would still show hryvnias and Kyiv time, so only the words change.
 BABEL_LOCALE = {"uk": "uk_UA", "en": "en_GB"}
@@ -70,8 +69,9 @@ class Formats:
         if value is None:
             return "—"
         if fmt == "short":
-            return dates.format_datetime(value, "dd.MM.yyyy HH:mm", tzinfo=KYIV, locale=self.locale)
-        return dates.format_datetime(value, fmt, tzinfo=KYIV, locale=self.locale)
+            return dates.format_datetime(value, "dd.MM.yyyy HH:mm", tzinfo=clock.business_tz(),
+                                         locale=self.locale)
+        return dates.format_datetime(value, fmt, tzinfo=clock.business_tz(), locale=self.locale)
 
     def date(self, value: dt.date | None) -> str:
         if value is None:

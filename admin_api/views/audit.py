@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 from typing import Annotated
 
@@ -14,8 +13,9 @@ from admin_api.security import principal
 from admin_api.typedefs import DB
 from crm import audit, pii
 from crm.audit import AuditEntry
-from herald.bounds import parse_id
-from herald.errors import InvalidInput
+from herald import cursors
+from herald.bounds import Id
+from herald.cursors import AwareTime
 
 endpoints = EndpointTable("audit")
 
@@ -31,15 +31,11 @@ class HistoryPage(msgspec.Struct):
 
 
 def _encode_cursor(entry: AuditEntry) -> str:
-    return base64.urlsafe_b64encode(f"{entry.at.isoformat()}|{entry.id}".encode()).decode()
+    return cursors.encode(entry.at, entry.id)
 
 
 def _decode_cursor(cursor: str) -> tuple[dt.datetime, int]:
-    try:
-        at, _, entry_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
-        return dt.datetime.fromisoformat(at), parse_id(entry_id)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidInput("cursor", "not a cursor returned by this API") from None
+    return cursors.decode(cursor, tuple[AwareTime, Id])
 
 
 @endpoints.get("/api/v1/audit/{entity_type}/{entity_id}", permission="audit.read",

@@ -8,14 +8,14 @@ from typing import Annotated, Literal
 import msgspec
 from aiohttp import web
 
+from admin_api import paging
 from admin_api.routing import PROVIDER, EndpointTable, path_int
 from admin_api.security import actor
 from admin_api.typedefs import AMQP, DB, REDIS, SETTINGS
-from dispatcher import deadlines, outcomes
-from dispatcher.campaigns import planner
+from dispatcher import deadlines, outcomes, scheduler
 from dispatcher.campaigns import store as campaigns
-from dispatcher.campaigns.control import publish_state
 from dispatcher.campaigns.types import Campaign, CampaignSpec
+from dispatcher.outcomes import MessageEvent
 from dispatcher.receipts import apply as receipts
 from dispatcher.receipts import holds
 from herald.bounds import Id
@@ -27,14 +27,16 @@ endpoints = EndpointTable("campaigns")
 
 class CampaignQuery(msgspec.Struct, forbid_unknown_fields=True):
     limit: Annotated[int, msgspec.Meta(ge=1, le=200)] = 50
-    before_id: Id | None = None
+    before_id: Annotated[Id | None, paging.DEPRECATED_PARAM] = None
+    cursor: paging.Cursor | None = None
     status: Literal["draft", "scheduled", "launching", "running", "paused", "stopped",
                     "completed", "failed"] | None = None
 
 
 class CampaignPage(msgspec.Struct):
     items: list[Campaign]
-    next_before_id: int | None
+    next_before_id: Annotated[int | None, paging.DEPRECATED_FIELD]
+    next_cursor: str | None = None
 
 
 class LaunchRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -53,16 +55,6 @@ class CampaignStats(msgspec.Struct):
     held_now: dict[str, int]
     awaiting_receipts: int
     updated_at: float | None
-
-
-class MessageEvent(msgspec.Struct):
-    message_id: str
-    step: int
-    channel: str | None
-    status: str
-    reason: str | None
-    provider_id: str | None
-    at: dt.datetime
 
 
 class RecipientHistory(msgspec.Struct):
@@ -90,10 +82,11 @@ class ConversionsRecorded(msgspec.Struct):
                response=CampaignPage)
 async def list_campaigns(request: web.Request, query: CampaignQuery) -> CampaignPage:
     """Campaigns, newest first, optionally of one status."""
+    before_id = paging.start(query.cursor, query.before_id)
     async with request.app[DB].acquire() as conn:
-        items = await campaigns.list_campaigns(conn, limit=query.limit, before_id=query.before_id,
+        items = await campaigns.list_campaigns(conn, limit=query.limit, before_id=before_id,
                                                status=query.status)
-    return CampaignPage(items, items[-1].id if len(items) == query.limit else None)
+    return CampaignPage(items, *paging.following(items, query.limit, lambda i: i.id))
 
 
 @endpoints.post("/api/v1/campaigns", permission="campaigns.manage", body=CampaignSpec,
@@ -139,18 +132,8 @@ async def launch_campaign(request: web.Request, body: LaunchRequest) -> Campaign
 
 async def _transition(request: web.Request, action: str) -> Campaign:
     app = request.app
-    campaign_id = path_int(request, "campaign_id")
-    async with app[DB].acquire() as conn:
-        _, after = await campaigns.transition(conn, actor(request), campaign_id, action)
-    # Workers read this before every batch and provider call group: the change reaches
-    # all of them within one batch's time.
-    await publish_state(app[REDIS], app[SETTINGS], campaign_id, after.status)
-    if action == "resume":
-        channel = await app[AMQP].publisher()
-        async with app[DB].acquire() as conn:
-            await planner.publish_pending_batches(conn, channel, app[SETTINGS], campaign_id)
-        await holds.release_all(app[DB], channel, app[SETTINGS], "resumed", campaign_id)
-    return after
+    return await scheduler.control(app[DB], app[REDIS], app[AMQP], app[SETTINGS], actor(request),
+                                path_int(request, "campaign_id"), action)
 
 
 @endpoints.post("/api/v1/campaigns/{campaign_id}/pause", permission="campaigns.launch",
@@ -185,13 +168,12 @@ async def collect_stats(app: web.Application, campaign_id: int) -> CampaignStats
     """A campaign's live statistics (also pushed by the progress stream); NotFound if none."""
     async with app[DB].acquire() as conn:
         campaign = await campaigns.get(conn, campaign_id)
-        held = await conn.fetch("SELECT reason, count(*) AS n FROM held_messages "
-                                "WHERE campaign_id = $1 GROUP BY reason", campaign_id)
+        held = await holds.held_by_reason(conn, campaign_id)
     raw = await outcomes.live_stats(app[REDIS], app[SETTINGS], campaign_id)
     updated = raw.pop("updated_at", None)
     return CampaignStats(campaign_id, campaign.status, campaign.audience_size,
                          {k: int(v) for k, v in raw.items()},
-                         {r["reason"]: r["n"] for r in held},
+                         held,
                          await deadlines.awaiting(app[REDIS], app[SETTINGS], campaign_id), updated)
 
 
@@ -203,12 +185,9 @@ async def recipient_history(request: web.Request) -> RecipientHistory:
     client_id = path_int(request, "client_id")
     async with request.app[DB].acquire() as conn:
         await campaigns.get(conn, campaign_id)
-        rows = await conn.fetch(
-            "SELECT message_id, step, channel, status, reason, provider_id, at FROM message_events "
-            "WHERE client_id = $1 AND campaign_id = $2 ORDER BY at, step", client_id, campaign_id)
-        held = await conn.fetchval("SELECT EXISTS (SELECT 1 FROM held_messages "
-                                   "WHERE campaign_id = $1 AND client_id = $2)", campaign_id, client_id)
-    return RecipientHistory(campaign_id, client_id, [MessageEvent(**dict(r)) for r in rows], held)
+        events = await outcomes.recipient_events(conn, campaign_id, client_id)
+        held = await holds.is_held(conn, campaign_id, client_id)
+    return RecipientHistory(campaign_id, client_id, events, held)
 
 
 @endpoints.post("/api/v1/campaigns/{campaign_id}/conversions", permission="campaigns.conversions",

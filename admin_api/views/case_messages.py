@@ -75,8 +75,7 @@ async def post_reply(request: web.Request, body: ReplyRequest) -> ReplyAccepted 
     await _send_now(app, outbox)
     if outbox:
         async with app[DB].acquire() as conn:
-            status = await conn.fetchval("SELECT status FROM case_email_outbox WHERE id = $1",
-                                         outbox[0])
+            status = await case_replies.outbox_status(conn, outbox[0])
         accepted = msgspec.structs.replace(accepted, status=status)
     return accepted
 

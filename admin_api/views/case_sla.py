@@ -4,9 +4,8 @@ a case's deadlines changed by hand, escalations for supervisors, and case statis
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import io
-from typing import Annotated, Any
+from typing import Annotated
 
 import msgspec
 from aiohttp import web
@@ -14,27 +13,16 @@ from aiohttp import web
 from admin_api.routing import EndpointTable, path_int
 from admin_api.security import actor
 from admin_api.typedefs import DB
-from crm.cases import calendars, sla, sla_config, stats
+from crm.cases import calendars, sla, sla_config, sla_evaluator, stats
 from crm.cases.calendars import BusinessCalendar, BusinessCalendarSpec
 from crm.cases.sla import DeadlineChange
 from crm.cases.sla_config import EscalationRule, EscalationRuleSpec, SlaPolicy, SlaPolicySpec
+from crm.cases.sla_evaluator import CaseEscalation
 from crm.cases.sla_types import CaseSla
 from crm.cases.stats import CaseStats, CaseStatsQuery
 from herald.bounds import Id
 
 endpoints = EndpointTable("case-sla")
-
-
-class CaseEscalation(msgspec.Struct):
-    id: int
-    case_id: int
-    number: str
-    rule_id: int
-    target: str
-    level: str
-    at: dt.datetime
-    notify_supervisors: bool
-    actions: dict[str, Any]
 
 
 class CaseEscalationsQuery(msgspec.Struct, forbid_unknown_fields=True):
@@ -172,17 +160,8 @@ async def change_deadline(request: web.Request, body: DeadlineChange) -> CaseSla
 async def list_escalations(request: web.Request, query: CaseEscalationsQuery) -> list[CaseEscalation]:
     """What escalation rules did, newest first (the supervisor's notifications)."""
     async with request.app[DB].acquire() as conn:
-        rows = await conn.fetch(
-            """
-            SELECT e.id, e.case_id, c.number, e.rule_id, e.target, e.level, e.at,
-                   e.notify_supervisors, e.actions
-            FROM case_escalations e JOIN cases c ON c.id = e.case_id
-            WHERE ($1::boolean IS NULL OR e.notify_supervisors = $1)
-              AND ($2::bigint IS NULL OR e.case_id = $2)
-              AND ($3::bigint IS NULL OR e.id < $3)
-            ORDER BY e.id DESC LIMIT $4
-            """, query.notify, query.case_id, query.before_id, query.limit)
-    return [CaseEscalation(**dict(r)) for r in rows]
+        return await sla_evaluator.escalations(conn, notify=query.notify, case_id=query.case_id,
+                                               before_id=query.before_id, limit=query.limit)
 
 
 # -- statistics -----------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import asyncpg
 import msgspec
 from aiohttp import web
 
+from admin_api import paging
 from admin_api.problems import problem_response
 from admin_api.routing import PUBLIC, EndpointTable, decode_json, path_int
 from admin_api.security import actor
@@ -82,13 +83,15 @@ class CaseMergeRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class CaseEventsQuery(msgspec.Struct, forbid_unknown_fields=True):
-    after_id: Id | None = None
+    after_id: Annotated[Id | None, paging.DEPRECATED_PARAM] = None
     limit: Annotated[int, msgspec.Meta(ge=1, le=500)] = 100
+    cursor: paging.Cursor | None = None
 
 
 class CaseEventsPage(msgspec.Struct):
     items: list[CaseEvent]
-    next_after_id: int | None
+    next_after_id: Annotated[int | None, paging.DEPRECATED_FIELD]
+    next_cursor: str | None = None
 
 
 class CaseCategoriesQuery(msgspec.Struct, forbid_unknown_fields=True):
@@ -198,10 +201,11 @@ async def get_case(request: web.Request) -> CaseDetail:
 async def case_events(request: web.Request, query: CaseEventsQuery) -> CaseEventsPage:
     """The case's history, oldest first: messages, transitions, corrections, merges."""
     case_id = path_int(request, "case_id")
+    after_id = paging.start(query.cursor, query.after_id)
     async with request.app[DB].acquire() as conn:
         await store.get_case(conn, case_id)
-        items = await store.events(conn, case_id, after_id=query.after_id, limit=query.limit)
-    return CaseEventsPage(items, items[-1].id if len(items) == query.limit else None)
+        items = await store.events(conn, case_id, after_id=after_id, limit=query.limit)
+    return CaseEventsPage(items, *paging.following(items, query.limit, lambda i: i.id))
 
 
 @endpoints.post("/api/v1/cases/{case_id}/status", permission="cases.manage", body=CaseStatusChange,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
 from decimal import Decimal
 from typing import Annotated, Any
@@ -11,6 +9,7 @@ from typing import Annotated, Any
 import msgspec
 from aiohttp import web
 
+from admin_api import paging
 from admin_api.problems import problem_response
 from admin_api.routing import (
     AUTHENTICATED,
@@ -21,7 +20,7 @@ from admin_api.routing import (
 )
 from admin_api.security import actor, principal
 from admin_api.typedefs import DB
-from crm import activity, meters, timeline
+from crm import activity, clients, meters, timeline
 from crm.activity import (
     Application,
     ApplicationChannel,
@@ -39,8 +38,9 @@ from crm.activity import (
 )
 from crm.meters import Meter, MeterSpec, Reading, ReadingSource
 from crm.timeline import TimelineFilter, TimelinePage
-from herald.bounds import Id, parse_id
-from herald.errors import InvalidInput, NotFound
+from herald import cursors
+from herald.bounds import Id
+from herald.errors import InvalidInput
 
 endpoints = EndpointTable("activity")
 
@@ -140,11 +140,7 @@ async def enter_reading(request: web.Request, body: NewReading) -> Any:
 
 
 def _reading_cursor(value: str) -> tuple[dt.date, int]:
-    try:
-        day, _, id_ = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode().partition("/")
-        return dt.date.fromisoformat(day), parse_id(id_)
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise InvalidInput("cursor", "not a cursor this API gave out") from None
+    return cursors.decode(value, tuple[dt.date, Id])
 
 
 @endpoints.get("/api/v1/meters/{meter_id}/readings", permission="clients.read",
@@ -158,8 +154,7 @@ async def list_readings(request: web.Request, query: ReadingQuery) -> ReadingPag
     page = items[:query.limit]
     cursor = None
     if len(items) > query.limit:
-        cursor = base64.urlsafe_b64encode(
-            f"{page[-1].read_on.isoformat()}/{page[-1].id}".encode()).decode().rstrip("=")
+        cursor = cursors.encode(page[-1].read_on, page[-1].id)
     return ReadingPage(page, cursor)
 
 
@@ -178,11 +173,6 @@ class TimelineQuery(msgspec.Struct, forbid_unknown_fields=True):
     until: Annotated[dt.datetime, msgspec.Meta(tz=True)] | None = None
 
 
-async def _client_exists(conn: Any, client_id: int) -> None:
-    if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM clients WHERE id = $1)", client_id):
-        raise NotFound(f"no client {client_id}")
-
-
 @endpoints.get("/api/v1/clients/{client_id}/timeline", permission="clients.read",
                query=TimelineQuery, response=TimelinePage, errors=(404,))
 async def client_timeline(request: web.Request, query: TimelineQuery) -> TimelinePage:
@@ -195,7 +185,7 @@ async def client_timeline(request: web.Request, query: TimelineQuery) -> Timelin
     flt = TimelineFilter(frozenset(query.kinds.split(",")) if query.kinds else None,
                          query.channel, query.since, query.until)
     async with request.app[DB].acquire() as conn:
-        await _client_exists(conn, client_id)
+        await clients.require(conn, client_id)
         return await timeline.client_timeline(conn, client_id, limit=query.limit,
                                               cursor=cursor, flt=flt)
 
@@ -217,12 +207,14 @@ class ApplicationStatusChange(msgspec.Struct, forbid_unknown_fields=True):
 
 class ApplicationQuery(msgspec.Struct, forbid_unknown_fields=True):
     limit: Limit = 50
-    before_id: Id | None = None
+    before_id: Annotated[Id | None, paging.DEPRECATED_PARAM] = None
+    cursor: paging.Cursor | None = None
 
 
 class ApplicationPage(msgspec.Struct):
     items: list[Application]
-    next_before_id: int | None
+    next_before_id: Annotated[int | None, paging.DEPRECATED_FIELD]
+    next_cursor: str | None = None
 
 
 @endpoints.post("/api/v1/clients/{client_id}/applications", permission="clients.manage",
@@ -240,10 +232,11 @@ async def create_application(request: web.Request, body: NewApplication) -> Appl
                query=ApplicationQuery, response=ApplicationPage, errors=(404,))
 async def list_applications(request: web.Request, query: ApplicationQuery) -> ApplicationPage:
     """A client's applications, newest first."""
+    before_id = paging.start(query.cursor, query.before_id)
     async with request.app[DB].acquire() as conn:
         items = await activity.list_applications(conn, path_int(request, "client_id"),
-                                                 limit=query.limit, before_id=query.before_id)
-    return ApplicationPage(items, items[-1].id if len(items) == query.limit else None)
+                                                 limit=query.limit, before_id=before_id)
+    return ApplicationPage(items, *paging.following(items, query.limit, lambda i: i.id))
 
 
 @endpoints.post("/api/v1/applications/{application_id}/status", permission="clients.manage",
@@ -339,7 +332,7 @@ async def digital_channels(request: web.Request) -> DigitalChannels:
     """Cabinet, app, shop, chatbot: used or not, first and last interaction; shop orders."""
     client_id = path_int(request, "client_id")
     async with request.app[DB].acquire() as conn:
-        await _client_exists(conn, client_id)
+        await clients.require(conn, client_id)
         return DigitalChannels(await activity.channel_usage(conn, client_id),
                                await activity.shop_orders(conn, client_id))
 
@@ -350,5 +343,5 @@ async def customer_experience(request: web.Request) -> CustomerExperience:
     """Recent surveys and outbound call results, and the client's opt-outs."""
     client_id = path_int(request, "client_id")
     async with request.app[DB].acquire() as conn:
-        await _client_exists(conn, client_id)
+        await clients.require(conn, client_id)
         return await activity.customer_experience(conn, client_id)

@@ -12,6 +12,7 @@ from aiohttp import web
 from admin_api.problems import problem_response
 from admin_api.routing import PUBLIC, EndpointTable
 from admin_api.typedefs import AMQP, DB, REDIS, SETTINGS
+from herald import db
 
 endpoints = EndpointTable("system")
 
@@ -58,7 +59,7 @@ async def readyz(request: web.Request) -> Readiness | web.Response:
 
     async def postgres() -> None:
         async with app[DB].acquire(timeout=timeout) as conn:
-            await conn.fetchval("SELECT max(version) FROM schema_migrations")
+            await db.schema_version(conn)
 
     async def rabbitmq() -> None:
         channel = await app[AMQP].connection.channel()

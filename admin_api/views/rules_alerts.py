@@ -8,7 +8,6 @@ itself within a couple of seconds; nothing here has to trigger it.
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from typing import Annotated
 
@@ -17,6 +16,7 @@ import msgspec
 import redis.exceptions
 from aiohttp import web
 
+from admin_api import paging
 from admin_api.problems import problem_response
 from admin_api.routing import EndpointTable
 from admin_api.security import actor
@@ -24,25 +24,12 @@ from admin_api.typedefs import DB, REDIS, SETTINGS
 from herald.bounds import Id
 from herald.errors import InvalidInput
 from rules import air_raid
-from rules.air_raid import AlertMirror, AlertPeriod, AlertState, Source
+from rules.air_raid import AlertMirror, AlertPeriod, AlertState, RegionAlert, Source
 
 endpoints = EndpointTable("air-raid alerts")
 
 # The same rule as the regions.code CHECK.
 _REGION = re.compile(r"^UA-[0-9]{2}$")
-
-
-class RegionAlert(msgspec.Struct):
-    """A region and its alert; ``version`` etc. are null for a region never switched."""
-
-    region_code: str
-    name_uk: str
-    name_en: str
-    active: bool
-    version: int | None
-    changed_at: dt.datetime | None
-    changed_by: str | None
-    source: str | None
 
 
 class AlertSwitch(msgspec.Struct, forbid_unknown_fields=True):
@@ -54,18 +41,19 @@ class AlertSwitch(msgspec.Struct, forbid_unknown_fields=True):
 
 class AirRaidHistoryQuery(msgspec.Struct, forbid_unknown_fields=True):
     region: Annotated[str, msgspec.Meta(max_length=5)] | None = None
-    before_id: Id | None = None
+    before_id: Annotated[Id | None, paging.DEPRECATED_PARAM] = None
     limit: Annotated[int, msgspec.Meta(ge=1, le=500)] = 100
+    cursor: paging.Cursor | None = None
 
 
 class AlertPeriodPage(msgspec.Struct):
     items: list[AlertPeriod]
-    next_before_id: int | None
+    next_before_id: Annotated[int | None, paging.DEPRECATED_FIELD]
+    next_cursor: str | None = None
 
 
 async def _known_region(conn: asyncpg.Connection, field: str, code: str) -> None:
-    if not _REGION.match(code) or not await conn.fetchval(
-            "SELECT true FROM regions WHERE code = $1", code):
+    if not _REGION.match(code) or not await air_raid.region_exists(conn, code):
         raise InvalidInput(field, f"unknown region {code!r}: a region code such as UA-30 "
                                   "(see GET /api/v1/air-raid/alerts for all of them)")
 
@@ -74,14 +62,7 @@ async def _known_region(conn: asyncpg.Connection, field: str, code: str) -> None
 async def list_alerts(request: web.Request) -> list[RegionAlert]:
     """Every region with its current alert state, by region code."""
     async with request.app[DB].acquire() as conn:
-        rows = await conn.fetch(
-            """
-            SELECT r.code AS region_code, r.name_uk, r.name_en, coalesce(s.active, false) AS active,
-                   s.version, s.changed_at, s.changed_by, s.source
-            FROM regions r LEFT JOIN air_raid_states s ON s.region_code = r.code
-            ORDER BY r.code
-            """)
-    return [RegionAlert(**dict(r)) for r in rows]
+        return await air_raid.region_alerts(conn)
 
 
 @endpoints.put("/api/v1/air-raid/alerts/{region}", permission="alerts.manage", body=AlertSwitch,
@@ -112,10 +93,11 @@ async def switch_alert(request: web.Request, body: AlertSwitch) -> AlertState | 
 @endpoints.get("/api/v1/air-raid/history", permission="rules.read", query=AirRaidHistoryQuery,
                response=AlertPeriodPage, errors=(400,))
 async def alert_history(request: web.Request, query: AirRaidHistoryQuery) -> AlertPeriodPage:
-    """Alert periods, newest first, of one region or all; pass next_before_id back as before_id."""
+    """Alert periods, newest first, of one region or all; pass next_cursor back as cursor."""
+    before_id = paging.start(query.cursor, query.before_id)
     async with request.app[DB].acquire() as conn:
         if query.region is not None:
             await _known_region(conn, "region", query.region)
-        items = await air_raid.history(conn, region_code=query.region, before_id=query.before_id,
+        items = await air_raid.history(conn, region_code=query.region, before_id=before_id,
                                        limit=query.limit)
-    return AlertPeriodPage(items, items[-1].id if len(items) == query.limit else None)
+    return AlertPeriodPage(items, *paging.following(items, query.limit, lambda i: i.id))

@@ -22,13 +22,16 @@ from typing import Annotated, Any, Literal
 import msgspec
 from aiohttp import web
 
-from admin_api import inputs
+from admin_api import inputs, paging
 from admin_api.routing import PROVIDER, PUBLIC, EndpointTable, path_int
 from admin_api.security import actor
 from admin_api.typedefs import DB, REQUEST_ID, SETTINGS
+from crm import clients, consents
+from crm.consents import ClientConsents
 from herald.audit import Actor
 from herald.bounds import Id
-from herald.errors import InvalidInput, NotFound
+from herald.errors import InvalidInput
+from herald.phones import normalise_phone
 from rules import consent
 from rules.consent import (
     Applied,
@@ -44,30 +47,6 @@ from rules.consent import (
 )
 
 endpoints = EndpointTable("consents")
-
-
-class ConsentRecord(msgspec.Struct):
-    channel: str
-    topic: str
-    opted_in: bool
-    source: str
-    changed_at: dt.datetime
-
-
-class TopicDefault(msgspec.Struct):
-    """A topic and what applies on a channel without an explicit choice."""
-
-    code: str
-    name_uk: str
-    name_en: str
-    requires_opt_in: bool
-    allowed_by_default: bool
-
-
-class ClientConsents(msgspec.Struct):
-    client_id: int
-    consents: list[ConsentRecord]
-    topics: list[TopicDefault]
 
 
 class ConsentChange(msgspec.Struct, forbid_unknown_fields=True):
@@ -90,31 +69,12 @@ class ConsentRecorded(msgspec.Struct):
     previous: bool | None
 
 
-_CLIENT_AND_TOPICS = """
-SELECT EXISTS (SELECT 1 FROM clients WHERE id = $1) AS known,
-       coalesce((SELECT array_agg(code ORDER BY code) FROM message_topics), '{}') AS topics
-"""
-
-
-async def _consents_of(conn: Any, client_id: int) -> ClientConsents:
-    if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM clients WHERE id = $1)", client_id):
-        raise NotFound(f"no client {client_id}")
-    rows = await conn.fetch(
-        "SELECT channel, topic, opted_in, source, changed_at FROM consents "
-        "WHERE client_id = $1 ORDER BY topic, channel", client_id)
-    topics = await conn.fetch(
-        "SELECT code, name_uk, name_en, requires_opt_in FROM message_topics ORDER BY code")
-    return ClientConsents(
-        client_id, [ConsentRecord(**dict(r)) for r in rows],
-        [TopicDefault(**dict(t), allowed_by_default=not t["requires_opt_in"]) for t in topics])
-
-
 @endpoints.get("/api/v1/clients/{client_id}/consents", permission="consents.read",
                response=ClientConsents, errors=(404,))
 async def client_consents(request: web.Request) -> ClientConsents:
     """The client's explicit choices, and each topic's default for channels without one."""
     async with request.app[DB].acquire() as conn:
-        return await _consents_of(conn, path_int(request, "client_id"))
+        return await consents.of_client(conn, path_int(request, "client_id"))
 
 
 @endpoints.put("/api/v1/clients/{client_id}/consents", permission="consents.manage",
@@ -123,18 +83,11 @@ async def set_client_consent(request: web.Request, body: ConsentChange) -> Conse
     """Record a client's opt-in or opt-out of a topic on a channel (journalled)."""
     client_id = path_int(request, "client_id")
     async with request.app[DB].acquire() as conn:
-        found = await conn.fetchrow(_CLIENT_AND_TOPICS, client_id)
-        if not found["known"]:
-            raise NotFound(f"no client {client_id}")
-        if body.topic not in found["topics"]:
-            raise InvalidInput("topic", f"unknown topic {body.topic!r}; "
-                                        f"one of {', '.join(found['topics'])}")
+        await consents.require_client_and_topic(conn, client_id, body.topic)
         previous = await record_consent(conn, actor(request), client_id=client_id,
                                         channel=body.channel, topic=body.topic,
                                         opted_in=body.opted_in, source=body.source)
-        changed_at = await conn.fetchval(
-            "SELECT changed_at FROM consents WHERE client_id = $1 AND channel = $2 AND topic = $3",
-            client_id, body.channel, body.topic)
+        changed_at = await consents.changed_at(conn, client_id, body.channel, body.topic)
     return ConsentRecorded(client_id, body.channel, body.topic, body.opted_in, body.source,
                            changed_at, previous)
 
@@ -143,13 +96,15 @@ async def set_client_consent(request: web.Request, body: ConsentChange) -> Conse
 
 class ConsentHistoryQuery(msgspec.Struct, forbid_unknown_fields=True):
     limit: Annotated[int, msgspec.Meta(ge=1, le=200)] = 50
-    before_id: Id | None = None
+    before_id: Annotated[Id | None, paging.DEPRECATED_PARAM] = None
+    cursor: paging.Cursor | None = None
 
 
 class ConsentHistory(msgspec.Struct):
     client_id: int
     items: list[ConsentLogEntry]
-    next_before_id: int | None
+    next_before_id: Annotated[int | None, paging.DEPRECATED_FIELD]
+    next_cursor: str | None = None
 
 
 @endpoints.get("/api/v1/clients/{client_id}/consents/history", permission="consents.read",
@@ -157,13 +112,11 @@ class ConsentHistory(msgspec.Struct):
 async def consent_history(request: web.Request, query: ConsentHistoryQuery) -> ConsentHistory:
     """Every change of the client's consents, newest first: who, when, source, old and new."""
     client_id = path_int(request, "client_id")
+    before_id = paging.start(query.cursor, query.before_id)
     async with request.app[DB].acquire() as conn:
-        if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM clients WHERE id = $1)",
-                                   client_id):
-            raise NotFound(f"no client {client_id}")
-        items = await consent.history(conn, client_id, limit=query.limit,
-                                      before_id=query.before_id)
-    return ConsentHistory(client_id, items, items[-1].id if len(items) == query.limit else None)
+        await clients.require(conn, client_id)
+        items = await consent.history(conn, client_id, limit=query.limit, before_id=before_id)
+    return ConsentHistory(client_id, items, *paging.following(items, query.limit, lambda i: i.id))
 
 
 # --- the cabinet, the app and the chatbot ------------------------------------------------
@@ -202,28 +155,13 @@ class SelfServiceRecorded(msgspec.Struct):
     changes: list[Applied]
 
 
-async def _resolve_client(conn: Any, client_id: int | None, or_number: str | None) -> int:
-    if (client_id is None) == (or_number is None):
-        raise InvalidInput("client_id", "give exactly one of client_id and or_number")
-    if or_number is not None:
-        found = await conn.fetchval("SELECT client_id FROM accounts WHERE or_number = $1",
-                                    or_number)
-        if found is None:
-            raise NotFound(f"no account with OR number {or_number}")
-        return int(found)
-    if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM clients WHERE id = $1)", client_id):
-        raise NotFound(f"no client {client_id}")
-    assert client_id is not None  # exactly one of the two is given, and it was not or_number
-    return client_id
-
-
 @endpoints.get("/api/v1/self-service/consents", permission="consents.client", query=ConsentClientRef,
                response=ClientConsents, errors=(404,))
 async def self_service_consents(request: web.Request, query: ConsentClientRef) -> ClientConsents:
     """A client's choices and the topic defaults, for the cabinet, app or chatbot to show."""
     async with request.app[DB].acquire() as conn:
-        client_id = await _resolve_client(conn, query.client_id, query.or_number)
-        return await _consents_of(conn, client_id)
+        client_id = await clients.resolve(conn, query.client_id, query.or_number)
+        return await consents.of_client(conn, client_id)
 
 
 @endpoints.put("/api/v1/self-service/consents", permission="consents.client",
@@ -238,12 +176,10 @@ async def self_service_change(request: web.Request,
                                                f"changes.{seen[(change.channel, change.topic)]}")
         seen[(change.channel, change.topic)] = i
     async with request.app[DB].acquire() as conn:
-        client_id = await _resolve_client(conn, body.client_id, body.or_number)
-        topics = {r[0] for r in await conn.fetch("SELECT code FROM message_topics")}
+        client_id = await clients.resolve(conn, body.client_id, body.or_number)
+        topics = await consents.topic_codes(conn)
         for i, change in enumerate(body.changes):
-            if change.topic not in topics:
-                raise InvalidInput(f"changes.{i}.topic", f"unknown topic {change.topic!r}; one of "
-                                                         f"{', '.join(sorted(topics))}")
+            await consents.require_topic(conn, f"changes.{i}.topic", change.topic, topics)
         applied = await consent.apply_choices(
             conn, actor(request), body.source,
             [consent.Choice(client_id, c.channel, c.topic, c.opted_in) for c in body.changes])
@@ -281,9 +217,7 @@ async def _link_target(request: web.Request, conn: Any) -> tuple[int, str, str] 
     if found is None:
         return None
     client_id, topic = found
-    name = await conn.fetchval(
-        "SELECT t.name_uk FROM message_topics t WHERE t.code = $2 "
-        "AND EXISTS (SELECT 1 FROM clients WHERE id = $1)", client_id, topic)
+    name = await consents.link_topic_name(conn, client_id, topic)
     return None if name is None else (client_id, topic, name)
 
 
@@ -302,9 +236,7 @@ async def unsubscribe_page(request: web.Request) -> web.Response:
         if target is None:
             return _invalid_link()
         client_id, topic, name = target
-        opted_in = await conn.fetchval(
-            "SELECT opted_in FROM consents WHERE client_id = $1 AND channel = 'email' "
-            "AND topic = $2", client_id, topic)
+        opted_in = await consents.email_choice(conn, client_id, topic)
     if opted_in is False:
         return _page("Ви вже відписані",
                      f"<p>Ви вже не отримуєте листів «{html.escape(name)}» на електронну пошту.</p>")
@@ -348,7 +280,7 @@ class InboundSms(msgspec.Struct, forbid_unknown_fields=True):
 async def sms_inbound(request: web.Request, body: InboundSms) -> InboundResult:
     """An inbound SMS: "STOP" ("СТОП", "стоп"...) opts the number's clients out of SMS
     (every topic but service notices); other text is logged, nothing else."""
-    phone = consent.normalise_phone(body.phone)
+    phone = normalise_phone(body.phone)
     if phone is None:
         raise InvalidInput("phone", f"not a phone number: {body.phone!r}")
     async with request.app[DB].acquire() as conn:

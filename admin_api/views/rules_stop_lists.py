@@ -15,9 +15,11 @@ from typing import Annotated
 import msgspec
 from aiohttp import web
 
+from admin_api import paging
 from admin_api.routing import EndpointTable, path_int
 from admin_api.security import actor
 from admin_api.typedefs import DB
+from crm.segments import store as segment_store
 from herald.errors import InvalidInput
 from rules import stop_lists
 from rules.stop_lists import StopListEntry
@@ -33,13 +35,15 @@ class StopListQuery(msgspec.Struct, forbid_unknown_fields=True):
     client_id: PositiveId | None = None
     segment_id: PositiveId | None = None
     active_at: AwareDatetime | None = None
-    after_id: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] = 0
+    after_id: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1), paging.DEPRECATED_PARAM] = 0
     limit: Annotated[int, msgspec.Meta(ge=1, le=500)] = 100
+    cursor: paging.Cursor | None = None
 
 
 class StopListPage(msgspec.Struct):
     items: list[StopListEntry]
-    next_after_id: int | None
+    next_after_id: Annotated[int | None, paging.DEPRECATED_FIELD]
+    next_cursor: str | None = None
 
 
 class StopListCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -60,14 +64,15 @@ class StopListCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 async def list_stop_lists(request: web.Request, query: StopListQuery) -> StopListPage:
     """Entries in id order, of a client or segment or in force at active_at, a page at a time.
 
-    Pass next_after_id back as after_id for the next page.
+    Pass next_cursor back as cursor for the next page.
     """
+    after_id = paging.start(query.cursor, query.after_id) or 0
     async with request.app[DB].acquire() as conn:
         items = await stop_lists.list_entries(conn, client_id=query.client_id,
                                               segment_id=query.segment_id,
                                               active_at=query.active_at,
-                                              after_id=query.after_id, limit=query.limit)
-    return StopListPage(items, items[-1].id if len(items) == query.limit else None)
+                                              after_id=after_id, limit=query.limit)
+    return StopListPage(items, *paging.following(items, query.limit, lambda i: i.id))
 
 
 @endpoints.post("/api/v1/stop-lists", permission="stoplists.manage", body=StopListCreate,
@@ -75,8 +80,8 @@ async def list_stop_lists(request: web.Request, query: StopListQuery) -> StopLis
 async def add_stop_list_entry(request: web.Request, body: StopListCreate) -> StopListEntry:
     """Block a client or a segment from some topics (or all); it applies to batches not yet sent."""
     async with request.app[DB].acquire() as conn:
-        if body.segment_id is not None and body.client_id is None and not await conn.fetchval(
-                "SELECT EXISTS (SELECT 1 FROM segments WHERE id = $1)", body.segment_id):
+        if body.segment_id is not None and body.client_id is None and not await segment_store.exists(
+                conn, body.segment_id):
             raise InvalidInput("segment_id", f"no segment {body.segment_id}; give the id of an "
                                              "existing segment, or a client_id")
         return await stop_lists.add_entry(conn, actor(request), reason=body.reason,

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from aiohttp import web
 
+from admin_api import paging
 from admin_api.routing import EndpointTable, path_int
 from admin_api.security import actor
 from admin_api.typedefs import DB
@@ -49,14 +50,16 @@ class ImportResult(msgspec.Struct):
 
 
 class SegmentQuery(msgspec.Struct, forbid_unknown_fields=True):
-    after_id: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] = 0
+    after_id: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1), paging.DEPRECATED_PARAM] = 0
     limit: Annotated[int, msgspec.Meta(ge=1, le=200)] = 50
     kind: Literal["static", "dynamic"] | None = None
+    cursor: paging.Cursor | None = None
 
 
 class SegmentPage(msgspec.Struct):
     items: list[Segment]
-    next_after_id: int | None
+    next_after_id: Annotated[int | None, paging.DEPRECATED_FIELD]
+    next_cursor: str | None = None
 
 
 class SegmentCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -85,8 +88,9 @@ class PreviewRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class MembersQuery(msgspec.Struct, forbid_unknown_fields=True):
-    after_client_id: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] = 0
+    after_client_id: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1), paging.DEPRECATED_PARAM] = 0
     limit: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 1000
+    cursor: paging.Cursor | None = None
 
 
 class MembersPage(msgspec.Struct):
@@ -94,7 +98,8 @@ class MembersPage(msgspec.Struct):
     member_count: int
     materialised_at: dt.datetime | None
     client_ids: list[int]
-    next_after_client_id: int | None
+    next_after_client_id: Annotated[int | None, paging.DEPRECATED_FIELD]
+    next_cursor: str | None = None
 
 
 class CombineRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -146,11 +151,12 @@ async def preview_segment(request: web.Request, body: PreviewRequest) -> Preview
 @endpoints.get("/api/v1/segments", permission="segments.read", query=SegmentQuery,
                response=SegmentPage)
 async def list_segments(request: web.Request, query: SegmentQuery) -> SegmentPage:
-    """Segments in id order, a page at a time (pass next_after_id back as after_id)."""
+    """Segments in id order, a page at a time (pass next_cursor back as cursor)."""
+    after_id = paging.start(query.cursor, query.after_id) or 0
     async with request.app[DB].acquire() as conn:
-        items = await store.list_segments(conn, after_id=query.after_id, limit=query.limit,
+        items = await store.list_segments(conn, after_id=after_id, limit=query.limit,
                                           kind=query.kind)
-    return SegmentPage(items, items[-1].id if len(items) == query.limit else None)
+    return SegmentPage(items, *paging.following(items, query.limit, lambda i: i.id))
 
 
 @endpoints.post("/api/v1/segments", permission="segments.manage", body=SegmentCreate,
@@ -205,10 +211,11 @@ async def segment_members(request: web.Request, query: MembersQuery) -> MembersP
     segment_id = path_int(request, "segment_id")
     async with request.app[DB].acquire() as conn:
         segment = await store.get(conn, segment_id)
-        ids = await store.members_page(conn, segment_id, after_client_id=query.after_client_id,
-                                       limit=query.limit)
+        ids = await store.members_page(
+            conn, segment_id, after_client_id=paging.start(query.cursor, query.after_client_id) or 0,
+            limit=query.limit)
     return MembersPage(segment_id, segment.member_count, segment.materialised_at, ids,
-                       ids[-1] if len(ids) == query.limit else None)
+                       *paging.following(ids, query.limit, lambda i: i))
 
 
 @endpoints.get("/api/v1/segments/{segment_id}/export", permission="segments.read",

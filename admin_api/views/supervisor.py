@@ -4,7 +4,6 @@ cases by nearest deadline, and a Server-Sent Events stream of changes."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import datetime as dt
 import time
@@ -23,7 +22,6 @@ from crm.cases import supervisor
 from crm.cases.live import ChangeFeed
 from crm.cases.routing import AgentLoad
 from crm.cases.supervisor import (
-    NEXT_DUE_SQL,
     Escalation,
     Scope,
     SharedReads,
@@ -32,9 +30,10 @@ from crm.cases.supervisor import (
     SupervisorSnapshot,
     Totals,
 )
-from herald.bounds import parse_id
+from herald import cursors, db
+from herald.bounds import Id
+from herald.cursors import AwareTime
 from herald.db import init_connection
-from herald.errors import InvalidInput
 
 FEED = web.AppKey("case_change_feed", ChangeFeed)
 READS = web.AppKey("supervisor_reads", SharedReads)
@@ -100,20 +99,7 @@ def _filter(query: SupervisorFilter) -> SupervisorFilter:
                             priority=query.priority)
 
 
-def _cursor(case: SupervisorCase) -> str:
-    due = case.next_due_at.isoformat() if case.next_due_at else ""
-    return base64.urlsafe_b64encode(f"{due}|{case.id}".encode()).decode()
-
-
-def _decode_cursor(cursor: str) -> tuple[dt.datetime | None, int]:
-    try:
-        due, _, case_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
-        at = dt.datetime.fromisoformat(due) if due else None
-        if at is not None and at.tzinfo is None:
-            raise ValueError("naive time")
-        return at, parse_id(case_id)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidInput("cursor", "not a cursor returned by this API") from None
+_CURSOR = tuple[AwareTime | None, Id]
 
 
 async def _scope(request: web.Request, query: SupervisorFilter) -> Scope:
@@ -136,29 +122,11 @@ async def get_view(request: web.Request, query: SupervisorFilter) -> SupervisorS
 async def list_cases(request: web.Request, query: SupervisorCasesQuery) -> SupervisorCasesPage:
     """One page of open cases of the filter (and SLA state), the nearest deadline first."""
     scope = await _scope(request, query)
-    args: list[object] = []
-    where = [scope.where(args)]
-    if query.sla_state is not None:
-        args.append(query.sla_state)
-        where.append(f"sla_state = ${len(args)}")
-    if query.cursor:
-        due, case_id = _decode_cursor(query.cursor)
-        args.append(case_id)
-        after_id = f"id > ${len(args)}"
-        if due is None:
-            where.append(f"({NEXT_DUE_SQL}) IS NULL AND {after_id}")
-        else:
-            args.append(due)
-            d = f"${len(args)}"
-            where.append(f"(({NEXT_DUE_SQL}) > {d} OR (({NEXT_DUE_SQL}) = {d} AND {after_id}) "
-                         f"OR ({NEXT_DUE_SQL}) IS NULL)")
-    args.append(query.limit)
+    after = cursors.decode(query.cursor, _CURSOR) if query.cursor else None
     async with request.app[DB].acquire() as conn:
-        rows = await conn.fetch(
-            f"SELECT {supervisor.CASE_COLUMNS} FROM cases WHERE {' AND '.join(where)} "
-            f"ORDER BY {NEXT_DUE_SQL} NULLS LAST, id LIMIT ${len(args)}", *args)
-        items = await supervisor.with_sla(conn, rows)
-    return SupervisorCasesPage(items, _cursor(items[-1]) if len(items) == query.limit else None)
+        items = await supervisor.listed(conn, scope, query.sla_state, query.limit, after)
+    return SupervisorCasesPage(
+        items, cursors.encode(*supervisor.position(items[-1])) if len(items) == query.limit else None)
 
 
 def _json(value: object) -> str:
@@ -234,8 +202,7 @@ class _LiveView:
     async def send_snapshot(self, fresh: float) -> None:
         async with self.pool.acquire() as conn:
             snap = await supervisor.snapshot(conn, self.reads, self.scope, fresh)
-            self.last_escalation = await conn.fetchval(
-                "SELECT coalesce(max(id), 0) FROM case_escalations")
+            self.last_escalation = await supervisor.last_escalation_id(conn)
         self.shown = {c.id for c in (*snap.breached, *snap.at_risk)}
         self.last_totals, self.last_agents = snap.totals, snap.agents
         await self._send(snap, "snapshot")
@@ -243,7 +210,7 @@ class _LiveView:
     async def send_cases(self, case_ids: set[int]) -> None:
         async with self.pool.acquire() as conn:
             changed = await supervisor.cases_by_ids(conn, case_ids)
-            at = await conn.fetchval("SELECT herald_now()")
+            at = await db.now(conn)
             escalated = await supervisor.escalations_of(conn, self.scope, case_ids,
                                                         self.last_escalation)
         items = []
@@ -275,7 +242,7 @@ class _LiveView:
             if counts:
                 rows = await self.reads.counts.get(fresh)
                 async with self.pool.acquire() as conn:
-                    at = await conn.fetchval("SELECT herald_now()")
+                    at = await db.now(conn)
                 new_totals = supervisor.totals(rows, self.scope, at)
                 if self.last_totals is None or _counts_differ(new_totals, self.last_totals):
                     self.last_totals = new_totals

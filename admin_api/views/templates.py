@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 import msgspec
 from aiohttp import web
 
+from admin_api import paging
 from admin_api.routing import EndpointTable, path_int
 from admin_api.security import actor
 from admin_api.typedefs import DB, SETTINGS
@@ -51,12 +52,14 @@ class TemplateSaved(msgspec.Struct):
 
 class TemplatePage(msgspec.Struct):
     items: list[Template]
-    next_after_id: int | None
+    next_after_id: Annotated[int | None, paging.DEPRECATED_FIELD]
+    next_cursor: str | None = None
 
 
 class TemplateQuery(msgspec.Struct, forbid_unknown_fields=True):
     limit: Annotated[int, msgspec.Meta(ge=1, le=200)] = 50
-    after_id: IdOrZero = 0
+    after_id: Annotated[IdOrZero, paging.DEPRECATED_PARAM] = 0
+    cursor: paging.Cursor | None = None
 
 
 def _engine(request: web.Request) -> TemplateEngine:
@@ -98,9 +101,10 @@ async def variables(request: web.Request) -> list[VariableInfo]:
                response=TemplatePage)
 async def list_templates(request: web.Request, query: TemplateQuery) -> TemplatePage:
     """Templates with their current version, in id order."""
+    after_id = paging.start(query.cursor, query.after_id) or 0
     async with request.app[DB].acquire() as conn:
-        items = await template_store.list_templates(conn, limit=query.limit, after_id=query.after_id)
-    return TemplatePage(items, items[-1].id if len(items) == query.limit else None)
+        items = await template_store.list_templates(conn, limit=query.limit, after_id=after_id)
+    return TemplatePage(items, *paging.following(items, query.limit, lambda i: i.id))
 
 
 @endpoints.post("/api/v1/templates", permission="templates.manage", body=TemplateSave,
@@ -144,23 +148,26 @@ async def get_version(request: web.Request) -> TemplateVersion:
 
 class TemplateVersionQuery(msgspec.Struct, forbid_unknown_fields=True):
     limit: Annotated[int, msgspec.Meta(ge=1, le=200)] = 50
-    before_version: Version | None = None
+    before_version: Annotated[Version | None, paging.DEPRECATED_PARAM] = None
+    cursor: paging.Cursor | None = None
 
 
 class TemplateVersionPage(msgspec.Struct):
     items: list[TemplateVersion]
-    next_before_version: int | None
+    next_before_version: Annotated[int | None, paging.DEPRECATED_FIELD]
+    next_cursor: str | None = None
 
 
 @endpoints.get("/api/v1/templates/{template_id}/versions", permission="templates.read",
                query=TemplateVersionQuery, response=TemplateVersionPage, errors=(404,))
 async def list_versions(request: web.Request, query: TemplateVersionQuery) -> TemplateVersionPage:
     """Every version of a template, newest first (campaigns and triggers pin one of them)."""
+    before_version = paging.start(query.cursor, query.before_version)
     async with request.app[DB].acquire() as conn:
         items = await template_store.list_versions(
             conn, path_int(request, "template_id"), limit=query.limit,
-            before_version=query.before_version)
-    return TemplateVersionPage(items, items[-1].version if len(items) == query.limit else None)
+            before_version=before_version)
+    return TemplateVersionPage(items, *paging.following(items, query.limit, lambda i: i.version))
 
 
 class TemplatePreviewRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

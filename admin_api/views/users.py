@@ -7,6 +7,7 @@ from typing import Annotated
 import msgspec
 from aiohttp import web
 
+from admin_api import paging
 from admin_api.routing import EndpointTable, path_int
 from admin_api.security import actor
 from admin_api.typedefs import DB
@@ -44,21 +45,23 @@ class PasswordReset(msgspec.Struct, forbid_unknown_fields=True):
 
 class UserPage(msgspec.Struct):
     items: list[User]
-    next_after_id: int | None
+    next_after_id: Annotated[int | None, paging.DEPRECATED_FIELD]
+    next_cursor: str | None = None
 
 
 class UserQuery(msgspec.Struct, forbid_unknown_fields=True):
     limit: Annotated[int, msgspec.Meta(ge=1, le=500)] = 100
-    after_id: IdOrZero = 0
+    after_id: Annotated[IdOrZero, paging.DEPRECATED_PARAM] = 0
+    cursor: paging.Cursor | None = None
 
 
 @endpoints.get("/api/v1/users", permission="users.read", query=UserQuery, response=UserPage)
 async def list_users(request: web.Request, query: UserQuery) -> UserPage:
-    """Users in id order, a page at a time (pass next_after_id back as after_id)."""
+    """Users in id order, a page at a time (pass next_cursor back as cursor)."""
+    after_id = paging.start(query.cursor, query.after_id) or 0
     async with request.app[DB].acquire() as conn:
-        items = await users.list_users(conn, limit=query.limit, after_id=query.after_id)
-    return UserPage(items=items,
-                    next_after_id=items[-1].id if len(items) == query.limit else None)
+        items = await users.list_users(conn, limit=query.limit, after_id=after_id)
+    return UserPage(items, *paging.following(items, query.limit, lambda i: i.id))
 
 
 @endpoints.post("/api/v1/users", permission="users.manage", body=UserCreate, response=User,

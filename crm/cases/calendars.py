@@ -58,7 +58,8 @@ class Holiday(msgspec.Struct, forbid_unknown_fields=True):
 class BusinessCalendarSpec(msgspec.Struct, forbid_unknown_fields=True):
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
     week: WeekHours
-    time_zone: str = "Europe/Kyiv"
+    # The business time zone (HERALD_BUSINESS_TZ) when not given.
+    time_zone: Annotated[str, msgspec.Meta(max_length=64)] | None = None
     holidays: Annotated[list[Holiday], msgspec.Meta(max_length=2000)] = []
 
 
@@ -113,7 +114,7 @@ def to_calendar(spec: BusinessCalendarSpec | BusinessCalendar) -> Calendar:
         if h.date in holidays:
             raise InvalidInput(f"holidays[{i}].date", f"{h.date} is given twice")
         holidays[h.date] = _intervals(h.hours, f"holidays[{i}].hours")
-    return Calendar(_zone(spec.time_zone), week, holidays)
+    return Calendar(_zone(spec.time_zone or clock.business_tz().key), week, holidays)
 
 
 def _spans(cal: Calendar, first: dt.date, last: dt.date
@@ -169,7 +170,7 @@ async def get_calendar(conn: asyncpg.Connection, calendar_id: int) -> BusinessCa
 
 
 def _stored(spec: BusinessCalendarSpec | BusinessCalendar) -> dict[str, Any]:
-    return {"name": spec.name, "time_zone": spec.time_zone,
+    return {"name": spec.name, "time_zone": spec.time_zone or clock.business_tz().key,
             "week": msgspec.to_builtins(spec.week),
             "holidays": sorted(msgspec.to_builtins(spec.holidays), key=lambda h: h["date"])}
 

@@ -14,10 +14,11 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from crm.cases.identify import normalise_phone, valid_email
+from crm.cases.identify import valid_email
 from crm.cases.types import CaseType, Priority
 from herald.bounds import Id, Int64
 from herald.errors import InvalidInput
+from herald.phones import normalise_phone
 
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=20_000)]
 Short = Annotated[str, msgspec.Meta(min_length=1, max_length=300)]

@@ -6,7 +6,6 @@ import re
 
 import asyncpg
 import msgspec
-import phonenumbers
 
 _OR_NUMBER = re.compile(r"^[0-9]{10}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -24,18 +23,6 @@ class Identification(msgspec.Struct, frozen=True):
 
 
 ANONYMOUS = Identification()
-
-
-def normalise_phone(raw: str) -> str | None:
-    """E.164 of a phone number as people write it in Ukraine (050..., 38050..., +38 050...);
-    None when it is not a valid number."""
-    try:
-        number = phonenumbers.parse(raw, "UA")
-    except phonenumbers.NumberParseException:
-        return None
-    if not phonenumbers.is_valid_number(number):
-        return None
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
 def valid_or_number(raw: str) -> bool:

@@ -31,13 +31,14 @@ from crm.cases.channels import (
     viber_inbound,
     walk_in_inbound,
 )
-from crm.cases.identify import Identification, identify, normalise_phone
+from crm.cases.identify import Identification, identify
 from crm.cases.store import NewEvent
 from crm.cases.text import text_hash
 from crm.cases.types import Case, IntakeResult
 from herald import audit
 from herald.audit import Actor, Change
 from herald.errors import InvalidInput
+from herald.phones import normalise_phone
 
 CTI = Actor(login="cti")
 VIBER = Actor(login="viber")

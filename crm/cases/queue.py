@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 from typing import Annotated, Literal
 
@@ -11,8 +10,9 @@ import msgspec
 
 from crm.cases.store import SUMMARY_COLUMNS
 from crm.cases.types import CaseSummary, CaseType, Channel, Priority, Status
+from herald import cursors
 from herald.bounds import Id
-from herald.errors import InvalidInput
+from herald.cursors import AwareTime
 
 
 class CaseQueueQuery(msgspec.Struct, forbid_unknown_fields=True):
@@ -44,18 +44,11 @@ class CaseQueuePage(msgspec.Struct):
 
 
 def encode_cursor(item: CaseSummary) -> str:
-    return base64.urlsafe_b64encode(f"{item.created_at.isoformat()}|{item.id}".encode()).decode()
+    return cursors.encode(item.created_at, item.id)
 
 
 def decode_cursor(cursor: str) -> tuple[dt.datetime, int]:
-    try:
-        at, _, case_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
-        parsed = dt.datetime.fromisoformat(at)
-        if parsed.tzinfo is None:
-            raise ValueError("naive time")
-        return parsed, int(case_id)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidInput("cursor", "not a cursor returned by this API") from None
+    return cursors.decode(cursor, tuple[AwareTime, Id])
 
 
 async def list_queue(conn: asyncpg.Connection, q: CaseQueueQuery) -> CaseQueuePage:

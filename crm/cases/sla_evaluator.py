@@ -350,3 +350,34 @@ async def run_sla_cycle(pool: asyncpg.Pool, *, now: dt.datetime | None = None,
                     return total
 
     return sum(await asyncio.gather(*(drain() for _ in range(max(1, parallel)))))
+
+
+class CaseEscalation(msgspec.Struct):
+    """What one escalation rule did to a case, and when."""
+
+    id: int
+    case_id: int
+    number: str
+    rule_id: int
+    target: str
+    level: str
+    at: dt.datetime
+    notify_supervisors: bool
+    actions: dict[str, Any]
+
+
+async def escalations(conn: asyncpg.Connection, *, notify: bool | None, case_id: int | None,
+                      before_id: int | None, limit: int) -> list[CaseEscalation]:
+    """Escalations newest first, optionally only those that notify supervisors or of one case;
+    ``before_id`` is the keyset cursor."""
+    rows = await conn.fetch(
+        """
+        SELECT e.id, e.case_id, c.number, e.rule_id, e.target, e.level, e.at,
+               e.notify_supervisors, e.actions
+        FROM case_escalations e JOIN cases c ON c.id = e.case_id
+        WHERE ($1::boolean IS NULL OR e.notify_supervisors = $1)
+          AND ($2::bigint IS NULL OR e.case_id = $2)
+          AND ($3::bigint IS NULL OR e.id < $3)
+        ORDER BY e.id DESC LIMIT $4
+        """, notify, case_id, before_id, limit)
+    return [CaseEscalation(**dict(r)) for r in rows]

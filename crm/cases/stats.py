@@ -56,7 +56,8 @@ class CaseStatsQuery(msgspec.Struct, forbid_unknown_fields=True):
     channel: Channel | None = None
     case_type: CaseType | None = None
     agent_id: Id | None = None
-    time_zone: str = "Europe/Kyiv"
+    # Of the "day" grouping; the business time zone (HERALD_BUSINESS_TZ) when not given.
+    time_zone: Annotated[str, msgspec.Meta(max_length=64)] | None = None
     format: Literal["json", "csv"] = "json"
 
 
@@ -98,7 +99,7 @@ METRICS = [f for f in CaseStatsRow.__struct_fields__ if f not in _GROUP_FIELDS.v
 def groups_of(q: CaseStatsQuery) -> list[str]:
     if q.from_ >= q.to:
         raise InvalidInput("from", "from must be before to")
-    if q.time_zone not in available_timezones():
+    if q.time_zone is not None and q.time_zone not in available_timezones():
         raise InvalidInput("time_zone", f"{q.time_zone!r} is not an IANA time zone")
     names = [g.strip() for g in (q.group_by or "").split(",") if g.strip()]
     for name in names:
@@ -113,7 +114,7 @@ def _sql(q: CaseStatsQuery, names: list[str]) -> tuple[str, list[object]]:
     args: list[object] = [q.from_, q.to, clock.now()]
     exprs = dict(GROUPS)
     if "day" in names:
-        args.append(q.time_zone)
+        args.append(q.time_zone or clock.business_tz().key)
         exprs["day"] = GROUPS["day"].format(tz=f"${len(args)}::text")
     where = ["c.created_at >= $1", "c.created_at < $2", "c.merged_into_id IS NULL"]
     for column, value in (("c.channel", q.channel), ("c.case_type", q.case_type),

@@ -151,6 +151,12 @@ async def append_many(conn: asyncpg.Connection, actor: Actor,
         [None if e.data is None else _ENCODE.encode(e.data).decode() for _, e in new])
 
 
+async def mark_replied(conn: asyncpg.Connection, case_id: int) -> None:
+    """Note that the client was just written to (``last_outbound_at``)."""
+    await conn.execute("UPDATE cases SET last_outbound_at = herald_now(), updated_at = herald_now() "
+                       "WHERE id = $1", case_id)
+
+
 async def on_timeline(conn: asyncpg.Connection, case: Case, *, at: dt.datetime | None = None) -> None:
     """Put (or update) the case on its client's timeline: kind 'case', ref = case number."""
     if case.client_id is None:

@@ -27,6 +27,8 @@ from herald.bounds import Id
 
 SlaState = str
 LIST_LIMIT = 50
+#: Where a page of the nearest-deadline order stops: the last case's next deadline and id.
+Position = tuple[dt.datetime | None, int]
 
 # The next deadline that matters: first response while none was given, else resolution.
 NEXT_DUE_SQL = ("CASE WHEN first_response_at IS NULL "
@@ -238,16 +240,41 @@ async def cases_by_ids(conn: asyncpg.Connection, ids: Iterable[int]) -> list[Sup
     return await with_sla(conn, rows)
 
 
-async def listed(conn: asyncpg.Connection, scope: Scope, sla_state: str,
-                 limit: int = LIST_LIMIT) -> list[SupervisorCase]:
-    """Open cases of ``scope`` in ``sla_state``, the nearest deadline first."""
-    args: list[object] = [sla_state]
-    where = scope.where(args)
+async def listed(conn: asyncpg.Connection, scope: Scope, sla_state: str | None,
+                 limit: int = LIST_LIMIT, after: Position | None = None) -> list[SupervisorCase]:
+    """Open cases of ``scope`` (in ``sla_state`` if given), the nearest deadline first,
+    cases without one last; ``after`` is the keyset position of the previous page's last case."""
+    args: list[object] = []
+    where = [scope.where(args)]
+    if sla_state is not None:
+        args.append(sla_state)
+        where.append(f"sla_state = ${len(args)}")
+    if after is not None:
+        due, case_id = after
+        args.append(case_id)
+        after_id = f"id > ${len(args)}"
+        if due is None:
+            where.append(f"({NEXT_DUE_SQL}) IS NULL AND {after_id}")
+        else:
+            args.append(due)
+            d = f"${len(args)}"
+            where.append(f"(({NEXT_DUE_SQL}) > {d} OR (({NEXT_DUE_SQL}) = {d} AND {after_id}) "
+                         f"OR ({NEXT_DUE_SQL}) IS NULL)")
     args.append(limit)
     rows = await conn.fetch(
-        f"SELECT {CASE_COLUMNS} FROM cases WHERE sla_state = $1 AND {where} "
+        f"SELECT {CASE_COLUMNS} FROM cases WHERE {' AND '.join(where)} "
         f"ORDER BY {NEXT_DUE_SQL} NULLS LAST, id LIMIT ${len(args)}", *args)
     return await with_sla(conn, rows)
+
+
+def position(case: SupervisorCase) -> Position:
+    """The keyset position of ``case`` in the nearest-deadline order."""
+    return case.next_due_at, case.id
+
+
+async def last_escalation_id(conn: asyncpg.Connection) -> int:
+    """The id of the newest escalation (0 for none): a stream shows only those after it."""
+    return int(await conn.fetchval("SELECT coalesce(max(id), 0) FROM case_escalations"))
 
 
 _ESCALATIONS = """

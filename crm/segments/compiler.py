@@ -27,7 +27,7 @@ Shape = Literal["all", "ids", "sample"]
 
 _ALIAS = {"client": "c", "account": "a", "billing": "b"}
 _COLUMN = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-_TODAY = "(herald_now() AT TIME ZONE 'Europe/Kyiv')::date"
+_TODAY = "(herald_now() AT TIME ZONE herald_business_tz())::date"
 _SQL_TYPE = {"string": "text", "enum": "text", "number": "numeric", "date": "date",
              "boolean": "boolean", "string_list": "text"}
 _COMPARE = {"equals": "=", "not_equals": "<>", "lt": "<", "lte": "<=", "gt": ">", "gte": ">="}

@@ -88,8 +88,8 @@ async def refresh_relative_dates(pool: asyncpg.Pool) -> list[int]:
                 SELECT id, condition FROM segments
                 WHERE kind = 'dynamic' AND relative_dates
                   AND (materialised_at IS NULL
-                       OR (materialised_at AT TIME ZONE 'Europe/Kyiv')::date
-                          < (herald_now() AT TIME ZONE 'Europe/Kyiv')::date)
+                       OR (materialised_at AT TIME ZONE herald_business_tz())::date
+                          < (herald_now() AT TIME ZONE herald_business_tz())::date)
                 ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED
                 """)
             if row is None:

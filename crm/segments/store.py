@@ -73,6 +73,12 @@ async def get(conn: asyncpg.Connection, segment_id: int, *, lock: bool = False) 
     return _segment(row)
 
 
+async def exists(conn: asyncpg.Connection, segment_id: int) -> bool:
+    """Whether the segment ``segment_id`` exists."""
+    return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM segments WHERE id = $1)",
+                                    segment_id))
+
+
 async def list_segments(conn: asyncpg.Connection, *, after_id: int, limit: int,
                         kind: str | None = None) -> list[Segment]:
     rows = await conn.fetch(

@@ -1,8 +1,10 @@
 """Starting due campaigns, republishing stalled batches, and noticing completion.
 
-Run periodically by the scheduler (one per installation, under an advisory lock). Every
-step is idempotent: running it twice, or on two hosts, publishes nothing that the
-workers would act on twice.
+Run periodically by the scheduler (one per installation, under an advisory lock); an
+operator's pause, resume and stop are ``dispatcher.scheduler.control``. Every status
+change is a move of the state machine in ``dispatcher.campaigns.store``; every step is
+idempotent: running it twice, or on two hosts, publishes nothing that the workers would
+act on twice.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import redis.asyncio as aioredis
 
 from dispatcher import deadlines, outcomes
 from dispatcher.campaigns import planner
+from dispatcher.campaigns import store as campaigns
 from dispatcher.campaigns.control import publish_state
 from dispatcher.campaigns.store import audience_decoder
 from herald.settings import Settings
@@ -40,10 +43,8 @@ async def launch_due(pool: asyncpg.Pool, redis: aioredis.Redis,
             recipients, batches = await planner.snapshot(
                 conn, campaign_id, audience_decoder.decode(row["audience"]), settings.shards,
                 settings.dispatch_batch_size)
-            await conn.execute(
-                "UPDATE campaigns SET status = 'running', launched_at = herald_now(), shards = $2, "
-                "audience_size = $3, batches_total = $4, updated_at = herald_now() WHERE id = $1",
-                campaign_id, settings.shards, recipients, batches)
+            await campaigns.start(conn, campaign_id, shards=settings.shards,
+                                  audience_size=recipients, batches_total=batches)
         await redis.hset(outcomes.stats_key(settings, campaign_id),
                          mapping={"audience": recipients, "batches_total": batches})
         await publish_state(redis, settings, campaign_id, "running")
@@ -91,10 +92,9 @@ async def complete_finished(pool: asyncpg.Pool, redis: aioredis.Redis,
     for row in rows:
         if await deadlines.awaiting(redis, settings, row["id"]):
             continue
-        status = await pool.fetchval(
-            "UPDATE campaigns SET status = 'completed', finished_at = herald_now(), updated_at = herald_now() "
-            "WHERE id = $1 AND status = 'running' RETURNING status", row["id"])
-        if status:
+        async with pool.acquire() as conn:
+            completed = await campaigns.complete(conn, row["id"])
+        if completed:
             await publish_state(redis, settings, row["id"], "completed")
             done.append(row["id"])
     return done

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import asyncpg
 import msgspec
 
+from dispatcher import outcomes
 from dispatcher.campaigns.types import Audience, Campaign, CampaignSpec, SegmentAudience
 from dispatcher.templating import store as template_store
 from dispatcher.templating.env import EVENT
@@ -25,14 +26,41 @@ SELECT id, name, status, template_id, template_version, channel_chain, receipt_t
 FROM campaigns
 """
 
-# action -> {from status: to status}
+# The campaign state machine, action -> {from status: to status}. Every write of
+# campaigns.status is a move of this table, made by ``_move`` (tests/test_ownership.py
+# holds the table to it): an operator launches, pauses, resumes, stops or unschedules;
+# the scheduler starts a due campaign and completes a finished one.
 TRANSITIONS: dict[str, dict[str, str]] = {
+    "launch": {"draft": "scheduled"},
+    "start": {"scheduled": "running"},
     "pause": {"running": "paused", "launching": "paused"},
     "resume": {"paused": "running"},
     "stop": {"scheduled": "stopped", "launching": "stopped", "running": "stopped",
              "paused": "stopped"},
     "unschedule": {"scheduled": "draft"},
+    "complete": {"running": "completed"},
 }
+# What a move writes besides status and updated_at; its parameters follow $1-$3.
+_ALSO_SETS = {
+    "launch": ", scheduled_at = coalesce($4::timestamptz, herald_now())",
+    "start": ", launched_at = herald_now(), shards = $4, audience_size = $5, batches_total = $6",
+    "stop": ", finished_at = herald_now()",
+    "complete": ", finished_at = herald_now()",
+}
+
+
+async def _move(conn: asyncpg.Connection, campaign_id: int, action: str,
+                *args: object) -> str | None:
+    """Move the campaign by ``action`` if the state machine allows it from its status at this
+    moment (checked by the statement itself); the new status, or None when not allowed."""
+    allowed = TRANSITIONS[action]
+    status: str | None = await conn.fetchval(
+        "UPDATE campaigns SET status = m.target, updated_at = herald_now()"
+        + _ALSO_SETS.get(action, "")
+        + " FROM unnest($2::text[], $3::text[]) AS m(source, target) "
+          "WHERE id = $1 AND campaigns.status = m.source RETURNING campaigns.status",
+        campaign_id, list(allowed), list(allowed.values()), *args)
+    return status
 
 
 def _campaign(row: asyncpg.Record) -> Campaign:
@@ -182,9 +210,7 @@ async def launch(conn: asyncpg.Connection, actor: Actor, campaign_id: int,
                                           campaign.channel_chain)
         if at is not None and at.tzinfo is None:
             raise InvalidInput("at", "give a time zone, e.g. 2026-12-01T09:00:00+02:00")
-        await conn.execute("UPDATE campaigns SET status = 'scheduled', "
-                           "scheduled_at = coalesce($2, herald_now()), updated_at = herald_now() WHERE id = $1",
-                           campaign_id, at)
+        await _move(conn, campaign_id, "launch", at)
         await audit.record(conn, actor, [Change("campaign", str(campaign_id), "update", "status",
                                                 "draft", "scheduled")])
         return await get(conn, campaign_id)
@@ -200,13 +226,23 @@ async def transition(conn: asyncpg.Connection, actor: Actor, campaign_id: int,
         if target is None:
             raise Conflict(f"cannot {action} a campaign that is {before.status} "
                            f"(allowed from: {', '.join(sorted(allowed))})")
-        await conn.execute(
-            "UPDATE campaigns SET status = $2, updated_at = herald_now(), "
-            "finished_at = CASE WHEN $2 = 'stopped' THEN herald_now() ELSE finished_at END WHERE id = $1",
-            campaign_id, target)
+        await _move(conn, campaign_id, action)
         await audit.record(conn, actor, [Change("campaign", str(campaign_id), "update", "status",
                                                 before.status, target)])
         return before, await get(conn, campaign_id)
+
+
+async def start(conn: asyncpg.Connection, campaign_id: int, *, shards: int, audience_size: int,
+                batches_total: int) -> None:
+    """Mark a scheduled campaign running with its snapshot's figures (the scheduler's move,
+    in the transaction that wrote the snapshot); Conflict if it is no longer scheduled."""
+    if await _move(conn, campaign_id, "start", shards, audience_size, batches_total) is None:
+        raise Conflict(f"campaign {campaign_id} is no longer scheduled")
+
+
+async def complete(conn: asyncpg.Connection, campaign_id: int) -> bool:
+    """Mark a running campaign completed; False when it was not running any more."""
+    return await _move(conn, campaign_id, "complete") is not None
 
 
 async def record_conversions(conn: asyncpg.Connection, campaign_id: int,
@@ -216,15 +252,4 @@ async def record_conversions(conn: asyncpg.Connection, campaign_id: int,
     Only recipients the campaign actually sent a message to can convert.
     """
     await get(conn, campaign_id)
-    rows = await conn.fetch(
-        """
-        INSERT INTO message_events (message_id, campaign_id, client_id, step, status)
-        SELECT 'c' || $1::bigint || ':' || c || ':conversion', $1::bigint, c, 0, 'converted'
-        FROM (SELECT DISTINCT unnest($2::bigint[]) AS c) ids
-        WHERE EXISTS (SELECT 1 FROM message_events e WHERE e.client_id = ids.c
-                      AND e.campaign_id = $1::bigint AND e.status = 'sent')
-          AND NOT EXISTS (SELECT 1 FROM message_events e WHERE e.message_id =
-                          'c' || $1::bigint || ':' || ids.c || ':conversion')
-        RETURNING client_id
-        """, campaign_id, client_ids)
-    return [r[0] for r in rows]
+    return await outcomes.record_conversions(conn, campaign_id, client_ids)

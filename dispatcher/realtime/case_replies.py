@@ -28,7 +28,6 @@ import html
 import secrets
 from collections.abc import Sequence
 from typing import Annotated, Literal
-from zoneinfo import ZoneInfo
 
 import asyncpg
 import msgspec
@@ -57,7 +56,6 @@ from providers.base import (
 )
 from providers.smtp import SmtpProvider
 
-KYIV = ZoneInfo("Europe/Kyiv")
 # How long one attempt holds its row: a sender that died frees it after this.
 LEASE_SECONDS = 120.0
 MAX_BACKOFF_SECONDS = 900.0
@@ -130,7 +128,7 @@ def deadline_text(data: object) -> str:
                     continue
                 if moment.tzinfo is None:
                     moment = moment.replace(tzinfo=dt.UTC)
-                return moment.astimezone(KYIV).strftime("%d.%m.%Y %H:%M")
+                return moment.astimezone(clock.business_tz()).strftime("%d.%m.%Y %H:%M")
     return ""
 
 
@@ -273,8 +271,7 @@ async def reply(conn: asyncpg.Connection, redis: aioredis.Redis, settings: Setti
                 data={"message_id": created.message_id, "channel_chain": chain})])
             accepted = ReplyAccepted(case.id, chain[0], created.message_id, chain)
             outbox = []
-        await conn.execute("UPDATE cases SET last_outbound_at = herald_now(), updated_at = herald_now() "
-                           "WHERE id = $1", case.id)
+        await store.mark_replied(conn, case.id)
         await audit.record(conn, actor, [Change("case", str(case.id), "reply", None, None, {
             "channel": accepted.channel, "message_id": accepted.message_id})])
     return accepted, outbox, work
@@ -411,3 +408,10 @@ async def email_statuses(conn: asyncpg.Connection, case_id: int) -> list[EmailRe
         "SELECT message_id, status, attempts, last_error, sent_at FROM case_email_outbox "
         "WHERE case_id = $1 ORDER BY id", case_id)
     return [EmailReplyStatus(**dict(r)) for r in rows]
+
+
+async def outbox_status(conn: asyncpg.Connection, outbox_id: int) -> str | None:
+    """The delivery status of one queued e-mail reply (pending, sent, failed)."""
+    status: str | None = await conn.fetchval(
+        "SELECT status FROM case_email_outbox WHERE id = $1", outbox_id)
+    return status

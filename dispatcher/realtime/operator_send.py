@@ -200,7 +200,7 @@ async def judge(conn: asyncpg.Connection, redis: aioredis.Redis, settings: Setti
             reason = "air_raid"
         elif not urgent:
             release = quiet_hours.release_at(
-                now, time_zones.get(recipient.region_code or "", "Europe/Kyiv"),
+                now, time_zones.get(recipient.region_code or "", clock.business_tz().key),
                 [w for w in windows if w.applies_to(channel)])
             if release is not None:
                 reason = "quiet_hours"

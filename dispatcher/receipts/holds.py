@@ -85,3 +85,17 @@ async def _record(conn: asyncpg.Connection, settings: Settings,
     for (campaign_id, step), client_ids in groups.items():
         work += await planner.record_steps(conn, settings, campaign_id, step, client_ids)
     return work
+
+
+async def held_by_reason(conn: asyncpg.Connection, campaign_id: int) -> dict[str, int]:
+    """How many of the campaign's messages are held at this moment, by reason."""
+    rows = await conn.fetch("SELECT reason, count(*) AS n FROM held_messages "
+                            "WHERE campaign_id = $1 GROUP BY reason", campaign_id)
+    return {r["reason"]: r["n"] for r in rows}
+
+
+async def is_held(conn: asyncpg.Connection, campaign_id: int, client_id: int) -> bool:
+    """Whether a message of the campaign to this client is held at this moment."""
+    return bool(await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM held_messages WHERE campaign_id = $1 AND client_id = $2)",
+        campaign_id, client_id))

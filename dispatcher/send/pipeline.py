@@ -292,7 +292,7 @@ class Batch:
                       urgent: bool) -> dict[str, list[tuple[Recipient, int]]]:
         """Walk each recipient down the chain to a channel it can be sent on, now or later."""
         ctx, campaign = self.ctx, self.campaign
-        now = clock.now()
+        now, home = clock.now(), clock.business_tz().key
         alerts = await ctx.active_alerts()
         windows = await ctx.cached("quiet_windows", quiet_hours.load_windows)
         time_zones = await ctx.cached("time_zones", load_time_zones)
@@ -322,7 +322,7 @@ class Batch:
                     self._hold(recipient, k, "air_raid", region, None)
                     break
                 if not urgent:
-                    tz = time_zones.get(region or "", "Europe/Kyiv")
+                    tz = time_zones.get(region or "", home)
                     key = (tz, channel)
                     if key not in release:
                         applicable = [w for w in windows if w.applies_to(channel)]
