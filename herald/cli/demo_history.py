@@ -165,10 +165,10 @@ CREATE TEMP TABLE dh_plan ON COMMIT DROP AS
 WITH raw AS MATERIALIZED (
     SELECT c.*, g.i, c.client_id * 10 + g.i AS key,
            -- created on a working day between 08:00 and 19:00 Kyiv time, up to 90 days back
-           ((date_trunc('day', $1::timestamptz AT TIME ZONE 'Europe/Kyiv')
+           ((date_trunc('day', $1::timestamptz AT TIME ZONE herald_business_tz())
              - floor(pg_temp.dh_r(c.client_id * 10 + g.i, 1) ^ 1.25 * 90) * interval '1 day'
              + interval '8 hours' + pg_temp.dh_r(c.client_id * 10 + g.i, 2) * interval '11 hours')
-            AT TIME ZONE 'Europe/Kyiv') AS t0
+            AT TIME ZONE herald_business_tz()) AS t0
     FROM dh_clients c
     CROSS JOIN LATERAL generate_series(0, (pg_temp.dh_r(c.client_id, 3) < 0.35)::int
                                           + (pg_temp.dh_r(c.client_id, 4) < 0.12)::int) AS g(i)
@@ -554,9 +554,9 @@ WITH picked AS (
                     ELSE 'Зателефонувати клієнту з результатом' END AS title
     FROM picked k
 ), timed AS (
-    SELECT k.*, ((((k.at AT TIME ZONE 'Europe/Kyiv')::date
+    SELECT k.*, ((((k.at AT TIME ZONE herald_business_tz())::date
                   + (1 + floor(pg_temp.dh_r(k.key, 71) * 3))::int) + time '18:00')
-                 AT TIME ZONE 'Europe/Kyiv') AS due_at,
+                 AT TIME ZONE herald_business_tz()) AS due_at,
            CASE WHEN k.resolved_at IS NOT NULL
                 THEN k.at + (k.resolved_at - k.at) * 0.7 END AS closed_at
     FROM titled k
@@ -634,7 +634,7 @@ INSERT INTO meter_readings (meter_id, read_on, value, source, at, entered_by, en
 SELECT m.id, r.read_on, round((1000 + pg_temp.dh_r(m.id, 50) * 8000
                               + (3 - r.k) * (20 + pg_temp.dh_r(m.id, 51) * 120))::numeric, 3),
        r.source, (r.read_on + time '10:00' + pg_temp.dh_r(m.id * 10 + r.k, 53) * interval '8 hours')
-                   AT TIME ZONE 'Europe/Kyiv',
+                   AT TIME ZONE herald_business_tz(),
        CASE WHEN r.source = 'operator' THEN u.cos END,
        CASE WHEN r.source = 'operator' THEN 'operator.cos' END
 FROM dh_clients c
@@ -642,14 +642,14 @@ JOIN accounts a ON a.client_id = c.client_id
 JOIN meters m ON m.account_id = a.id AND m.status = 'active'
 CROSS JOIN dh_users u
 CROSS JOIN LATERAL (
-    SELECT k, (date_trunc('month', ($1::timestamptz - interval '1 hour') AT TIME ZONE 'Europe/Kyiv')
+    SELECT k, (date_trunc('month', ($1::timestamptz - interval '1 hour') AT TIME ZONE herald_business_tz())
                - (k - 1) * interval '1 month')::date
               + floor(pg_temp.dh_r(m.id * 10 + k, 52) * 5)::int AS read_on,
            (ARRAY['cabinet', 'app', 'chatbot', 'operator', 'ivr', 'gdo'])[
                1 + floor(pg_temp.dh_r(m.id * 10 + k, 54) * 6)::int] AS source
     FROM generate_series(1, 3) AS k
 ) r
-WHERE (r.read_on + time '18:00') AT TIME ZONE 'Europe/Kyiv' <= $1::timestamptz - interval '1 hour'
+WHERE (r.read_on + time '18:00') AT TIME ZONE herald_business_tz() <= $1::timestamptz - interval '1 hour'
 ON CONFLICT DO NOTHING;
 
 INSERT INTO audit_log (at, actor_id, actor_login, action, entity_type, entity_id, field,
@@ -742,7 +742,7 @@ async def _digital_activity(conn: asyncpg.Connection, now: dt.datetime) -> int:
                 for k in range(rnd.randint(1, 5)):
                     kind = rnd.choice(_CHANNEL_TYPES[channel])
                     channel_events.append((len(channel_events), ChannelEvent(
-                        channel=channel, type=kind, at=at(88),  # type: ignore[arg-type]
+                        channel=channel, type=kind, at=at(88),  # type: ignore[arg-type]  # kind: one of the Literal's values
                         external_id=f"demo-{channel}-{client_id}-{k}", client_id=client_id)))
         if rnd.random() < 0.08:
             for k in range(rnd.randint(1, 2)):
@@ -752,7 +752,7 @@ async def _digital_activity(conn: asyncpg.Connection, now: dt.datetime) -> int:
                 status = rnd.choice(("confirmed", "paid", "in_delivery")) if k == 0 else \
                     rnd.choice(("delivered", "delivered", "cancelled"))
                 await activity.upsert_shop_order(conn, f"DEMO-{client_id}-{k}", ShopOrderSpec(
-                    status=status, total=Decimal(price) * quantity,  # type: ignore[arg-type]
+                    status=status, total=Decimal(price) * quantity,  # type: ignore[arg-type]  # status: a ShopStatus value
                     items=[ShopItem(name=name, quantity=quantity, price=Decimal(price))],
                     ordered_at=ordered, client_id=client_id), now=now)
                 channel_events.append((len(channel_events), ChannelEvent(
@@ -769,7 +769,7 @@ async def _digital_activity(conn: asyncpg.Connection, now: dt.datetime) -> int:
         if rnd.random() < 0.1:
             result = rnd.choice(("answered", "answered", "no_answer", "busy", "callback_requested"))
             cx.append((len(cx), OutboundCallEvent(
-                external_id=f"demo-outbound-{client_id}", at=at(60), result=result,  # type: ignore[arg-type]
+                external_id=f"demo-outbound-{client_id}", at=at(60), result=result,  # type: ignore[arg-type]  # one of the Literal's values
                 topic="Нагадування про повірку лічильника",
                 comment="Клієнт запише дату повірки" if result == "answered" else None,
                 answers=[Answer(question="Чи зручно вам прийняти майстра цього місяця?",
