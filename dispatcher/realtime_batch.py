@@ -29,6 +29,7 @@ from dispatcher.recipients import Recipient, load_recipients
 from dispatcher.template_env import EVENT
 from dispatcher.templates import CompiledTemplate
 from rules import consent
+from rules.decision import Verdicts
 
 T = TypeVar("T")
 
@@ -138,7 +139,7 @@ class RealtimeBatch(Batch):
     def token_wait_seconds(self) -> float:
         return TOKEN_WAIT_SECONDS
 
-    async def _inputs(self) -> tuple[dict[int, Recipient], dict[str, str], set[int],
+    async def _inputs(self) -> tuple[dict[int, Recipient], dict[str, str], Verdicts,
                                      consent.Consents, CompiledTemplate, bool]:
         # The same reads as a campaign batch, side by side on their own connections: a
         # realtime message waits for the slowest one instead of their sum.
@@ -154,13 +155,12 @@ class RealtimeBatch(Batch):
             return await outcomes.already_final(conn, [
                 self.mid(c, s) for c in ids for s in range(self.first_step, len(campaign.chain))])
 
-        found, done, blocked, consents, (template, urgent) = await asyncio.gather(
+        found, done, stopped, consents, (template, urgent) = await asyncio.gather(
             on_conn(self._load_recipients), on_conn(finals),
-            on_conn(lambda conn: self._blocked(conn, ids)),
+            on_conn(lambda conn: self._stopped(conn, ids)),
             on_conn(lambda conn: consent.load_consents(conn, ids, campaign.chain, campaign.topic)),
             on_conn(self._load_template))
-        return ({r.client_id: r for r in found}, done, blocked & {r.client_id for r in found},
-                consents, template, urgent)
+        return {r.client_id: r for r in found}, done, stopped, consents, template, urgent
 
     async def _load_template(self, conn: asyncpg.Connection) -> tuple[CompiledTemplate, bool]:
         # A pinned version never changes; its urgency is re-read every few seconds.
