@@ -40,7 +40,7 @@ from herald import clock
 from rules import air_raid, consent, contact, fallback, quiet_hours, regions, stop_lists
 from rules.air_raid import AlertMirror, AlertSnapshot, MirrorNotReady
 from rules.contact import Addressee
-from rules.decision import Decision, Skip, Verdicts, combine
+from rules.decision import SEND, Decision, Skip, Verdicts, combine
 from rules.quiet_hours import QuietWindow
 
 # The order of the checks; the first that objects decides. Skips before holds (a message
@@ -154,6 +154,9 @@ class Rules:
             decided = self.decide(ids, chain.steps[k].channel)
             for client_id in ids:
                 what = decided[client_id]
+                if what is SEND and not known:  # the common case, first
+                    moves[client_id].append((k, what))
+                    continue
                 done = known.get((client_id, k)) if known else None
                 if isinstance(what, Skip) and what.reason == "stop_list":
                     if done is None:
