@@ -1,7 +1,8 @@
 """The hot path: one batch of recipients through rules, rendering, rate limits and providers.
 
 One batch is one unit of work. Recipient data comes in one query, each rule answers for
-the whole batch at once, tokens are taken in bulk, providers get batches, and every
+the whole batch at once (``rules.batch``: the one place a send is decided, in the one
+order of the rules), tokens are taken in bulk, providers get batches, and every
 outcome (events, holds, the batch marked done) commits in one transaction before the
 queue message is acknowledged. A permanent provider failure moves the recipient to the
 next channel inside the same unit of work. Redelivered work skips message ids that

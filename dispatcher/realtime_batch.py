@@ -1,9 +1,9 @@
 """The worker side of realtime messages: the campaign pipeline, for the messages of one post.
 
-A triggered or operator message goes through exactly the campaign path (stop list,
-consent, missing contact, air-raid and quiet-hours holds unless urgent, rate limits,
-rendering, the provider with retries, fallback down the chain, one outcome
-transaction), with these differences: its ids are 't<row>:<client>:<step>' /
+A triggered or operator message goes through exactly the campaign path (the send rules
+of ``rules.batch``: stop list, missing contact, consent, air-raid and quiet-hours holds
+unless urgent; rendering, rate limits, the provider with retries, fallback down the
+chain, one outcome transaction), with these differences: its ids are 't<row>:<client>:<step>' /
 'o<row>:<client>:<step>'; it is never paused; it waits for rate-limit tokens at most
 ``TOKEN_WAIT_SECONDS`` and is then held (reason ``rate_limit``) until tokens are due, so
 a realtime worker slot is never tied up behind a saturated channel; and its outcome
