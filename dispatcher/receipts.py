@@ -150,7 +150,8 @@ async def apply_receipts(pool: asyncpg.Pool, redis: aioredis.Redis,
                        [(c, cl, s) for _, c, u, cl, s in failed if c is not None],
                        fallback.PermanentFailure)
         await realtime.advance(conn, amqp_channel, settings,
-                               [(u, s) for _, c, u, _, s in failed if u is not None])
+                               [(u, s) for _, c, u, _, s in failed if u is not None],
+                               fallback.PermanentFailure)
         await outcomes.write_events(conn, events)
     await _count_by_campaign(redis, settings, events)
     await stop_waiting(redis, settings, sorted(waiting))
@@ -200,7 +201,8 @@ async def _expire_realtime(pool: asyncpg.Pool, redis: aioredis.Redis,
         return 0
     events = [Event(m, None, cl, s, None, "failed", "receipt_timeout") for m, _, cl, s in expired]
     async with pool.acquire() as conn:
-        await realtime.advance(conn, amqp_channel, settings, [(u, s) for _, u, _, s in expired])
+        await realtime.advance(conn, amqp_channel, settings, [(u, s) for _, u, _, s in expired],
+                               fallback.ReceiptTimeout)
         await outcomes.write_events(conn, events)
     await _count_by_campaign(redis, settings, events)
     await stop_waiting(redis, settings, ids)
