@@ -16,7 +16,9 @@ CLOCK_OFFSETS ?= 30 400 -200
 run: setup
 	$(BIN)/herald up
 
+# lint-imports: the import contracts of pyproject.toml ([tool.importlinter]) first.
 test: setup
+	$(BIN)/lint-imports
 	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadgroup -m "not serial"
 	$(BIN)/pytest -q -m serial
 

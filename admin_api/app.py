@@ -52,9 +52,9 @@ from crm.activity import ChannelEvent, CxEvent
 from crm.cases.channels import TelegramUpdate, ViberCallback
 from crm.cti import CallEvent
 from crm.users import configure_hashing
-from dispatcher.intake import EventIn
-from dispatcher.templates import TemplateEngine
-from dispatcher.worker import declare_topology
+from dispatcher.realtime.intake import EventIn
+from dispatcher.templating.templates import TemplateEngine
+from dispatcher.topology import declare_topology
 from herald import __version__, clock
 from herald.amqp import AmqpLink
 from herald.db import create_pool

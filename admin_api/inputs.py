@@ -24,8 +24,8 @@ import msgspec.inspect as mi
 from aiohttp import web
 from multidict import MultiDictProxy
 
-from crm.errors import InvalidInput
 from herald.bounds import INT64_MAX, INT64_MIN, Id, Version
+from herald.errors import InvalidInput
 
 MAX_JSON_DEPTH = 32
 """Arrays and objects nested deeper than this are refused before decoding."""

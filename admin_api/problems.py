@@ -11,7 +11,7 @@ import msgspec
 from aiohttp import web
 
 from admin_api.typedefs import REQUEST_ID
-from crm.errors import (
+from herald.errors import (
     AccountLocked,
     AuthenticationFailed,
     Conflict,

@@ -19,7 +19,7 @@ import msgspec
 from aiohttp import web
 
 from admin_api import inputs
-from crm.errors import InvalidInput
+from herald.errors import InvalidInput
 
 PUBLIC = "public"
 """Anyone, without credentials (health, readiness, metrics, login, the API document)."""

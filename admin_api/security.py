@@ -11,9 +11,9 @@ from aiohttp import web
 from admin_api.problems import problem_response
 from admin_api.routing import AUTHENTICATED, PRODUCER, PROVIDER, PUBLIC, endpoint_of
 from admin_api.typedefs import DB, PRINCIPAL, REQUEST_ID, SETTINGS, TOKEN
-from crm.audit import Actor
 from crm.users import Principal, resolve_session
-from dispatcher.producers import Producer, authenticate
+from dispatcher.realtime.producers import Producer, authenticate
+from herald.audit import Actor
 
 SESSION_COOKIE = "herald_session"
 PRODUCER_KEY = web.RequestKey("producer", Producer)

@@ -19,9 +19,9 @@ import asyncpg
 import msgspec
 
 from crm import timeline
-from crm.audit import Actor, Change, record
-from crm.errors import Conflict, InvalidInput, NotFound
 from herald import clock
+from herald.audit import Actor, Change, record
+from herald.errors import Conflict, InvalidInput, NotFound
 
 CHANNELS = ("cabinet", "app", "shop", "chatbot")
 Channel = Literal["cabinet", "app", "shop", "chatbot"]

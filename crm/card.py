@@ -25,13 +25,13 @@ from crm.billing import (
     AccountRef,
     BillingBlock,
     BillingCache,
-    Equipment,
     ResolvedBilling,
     state_from_row,
 )
-from crm.errors import NotFound
 from crm.meters import Meter, Reading
 from herald import clock
+from herald.errors import NotFound
+from providers.billing import Equipment
 
 # -- The card ------------------------------------------------------------------------------
 

@@ -29,9 +29,10 @@ import asyncpg
 import msgspec
 import phonenumbers
 
-from crm import audit, pii
-from crm.audit import Actor, Change
-from crm.errors import Conflict, InvalidInput, NotFound
+from crm import pii
+from herald import audit
+from herald.audit import Actor, Change
+from herald.errors import Conflict, InvalidInput, NotFound
 
 Role = Literal["owner", "co_owner", "billing_contact"]
 # A merge that meets two links to the same account keeps the stronger role.

@@ -42,9 +42,9 @@ from crm import timeline as _timeline
 from crm.cases.channels import CallRecord
 from crm.cases.intake import from_call
 from crm.cases.types import IntakeResult
-from crm.errors import InvalidInput, NotFound
 from herald import clock
 from herald.bounds import NonNegativeInt32, UnixTime
+from herald.errors import InvalidInput, NotFound
 
 PHONE_REGION = "UA"
 MAX_CANDIDATES = 10

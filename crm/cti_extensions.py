@@ -13,9 +13,9 @@ from typing import Annotated
 import asyncpg
 import msgspec
 
-from crm import audit
-from crm.audit import Actor, Change
-from crm.errors import InvalidInput, NotFound
+from herald import audit
+from herald.audit import Actor, Change
+from herald.errors import InvalidInput, NotFound
 
 Extension = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/@-]{0,63}$")]
 

@@ -30,7 +30,7 @@ import secrets
 import asyncpg
 import msgspec
 
-from crm.errors import AccountLocked, TooManyAttempts
+from herald.errors import AccountLocked, TooManyAttempts
 
 DEVICE_TOKEN_MAX_LENGTH = 100
 

@@ -15,9 +15,9 @@ from typing import Annotated, Any, Literal
 import asyncpg
 import msgspec
 
-from crm import audit
-from crm.audit import Actor, Change
-from crm.errors import Conflict, InvalidInput
+from herald import audit
+from herald.audit import Actor, Change
+from herald.errors import Conflict, InvalidInput
 
 MAX_SELECTION = 100_000
 DETAIL_CAP = 1_000

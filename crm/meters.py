@@ -19,9 +19,9 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import msgspec
 
-from crm.audit import Actor, Change, record
-from crm.errors import Conflict, InvalidInput, NotFound
 from herald import clock
+from herald.audit import Actor, Change, record
+from herald.errors import Conflict, InvalidInput, NotFound
 
 KYIV = ZoneInfo("Europe/Kyiv")
 SOURCES = ("cabinet", "app", "ivr", "chatbot", "operator", "gdo")

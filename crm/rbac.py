@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 import asyncpg
 import msgspec
 
-from crm import audit
-from crm.audit import Actor, Change
-from crm.errors import Conflict, InvalidInput, NotFound
+from herald import audit
+from herald.audit import Actor, Change
+from herald.errors import Conflict, InvalidInput, NotFound
 
 
 class Permission(msgspec.Struct, frozen=True):

@@ -46,7 +46,6 @@ import asyncpg
 import msgspec
 import phonenumbers
 
-from crm.errors import InvalidInput
 from crm.search_words import (
     ADDRESS_TAG,
     NAME_TAG,
@@ -55,6 +54,7 @@ from crm.search_words import (
     starts_a_word,
     word_start_pattern,
 )
+from herald.errors import InvalidInput
 
 __all__ = ["search_norm", "starts_a_word", "word_start_pattern"]  # re-exported
 

@@ -22,8 +22,8 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import msgspec
 
-from crm.errors import InvalidInput
 from herald.bounds import Int64
+from herald.errors import InvalidInput
 
 KYIV = ZoneInfo("Europe/Kyiv")
 SOURCES = ("charge", "event", "message", "payment", "reading")

@@ -6,8 +6,8 @@ from typing import Literal, get_args
 
 import asyncpg
 
-from crm.audit import Actor, Change, record
-from crm.errors import InvalidInput, NotFound
+from herald.audit import Actor, Change, record
+from herald.errors import InvalidInput, NotFound
 
 Language = Literal["uk", "en"]
 LANGUAGES: tuple[str, ...] = get_args(Language)

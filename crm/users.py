@@ -14,17 +14,18 @@ import msgspec
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from crm import audit, login_guard
-from crm.audit import Actor, Change
-from crm.errors import (
+from crm import login_guard
+from crm.login_guard import LoginPolicy
+from crm.rbac import keeping_an_administrator
+from herald import audit
+from herald.audit import Actor, Change
+from herald.errors import (
     AccountLocked,
     AuthenticationFailed,
     Conflict,
     InvalidInput,
     NotFound,
 )
-from crm.login_guard import LoginPolicy
-from crm.rbac import keeping_an_administrator
 
 
 class _Hashing:
@@ -329,3 +330,9 @@ async def logout(conn: asyncpg.Connection, actor: Actor, token: str) -> None:
 def session_key(token: str) -> bytes:
     """The stored form of a token (for keeping the current session on password change)."""
     return _token_hash(token)
+
+
+async def purge_expired_sessions(pool: asyncpg.Pool) -> int:
+    """Delete sessions past their expiry; returns how many (a scheduler duty)."""
+    result = await pool.execute("DELETE FROM sessions WHERE expires_at < herald_now()")
+    return int(result.split()[-1])

@@ -1,8 +1,20 @@
-"""What travels through the dispatch queues: small tagged msgspec structs, never recipient data."""
+"""What travels through the dispatch queues: small tagged msgspec structs, never recipient data.
+
+Also the message ids, and ``Chain``, the channels a message tries in order (a campaign's
+and a trigger rule's alike). Bottom of ``dispatcher``: imports nothing of Herald's but
+``providers.base``.
+"""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
+from msgspec import Meta
+
+from providers.base import Channel
+
+Chain = Annotated[list[Channel], Meta(min_length=1, max_length=3)]
 
 
 class CampaignBatch(msgspec.Struct, frozen=True, tag_field="kind", tag="campaign.batch"):

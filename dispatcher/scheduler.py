@@ -19,8 +19,12 @@ from crm.cases.calendars import extend_horizons
 from crm.cases.routing import run_pass as route_cases
 from crm.cases.sla_evaluator import run_sla_cycle
 from crm.segments import refresh as segment_refresh
-from dispatcher import case_notify, case_replies, holds, launcher, realtime, receipts
-from dispatcher.worker import purge_expired_sessions
+from crm.users import purge_expired_sessions
+from dispatcher.campaigns import launcher
+from dispatcher.realtime import case_notify, case_replies
+from dispatcher.realtime import messages as realtime
+from dispatcher.receipts import apply as receipts
+from dispatcher.receipts import holds
 from herald.amqp import AmqpLink
 from herald.settings import Settings
 from rules.air_raid import AlertMirror

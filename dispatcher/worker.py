@@ -1,4 +1,4 @@
-"""Worker processes: consume the dispatch shards, run the pipeline, and the scheduler.
+"""Worker processes: consume the dispatch shards, run the send path, and the scheduler.
 
 One uvloop process per core consumes its shards' bulk queues (campaign batches), and
 one more process (``--realtime-processes``, default 1) consumes the realtime queues of
@@ -12,6 +12,9 @@ realtime process. Each message is processed as its own task, bounded by the pref
 count. SIGTERM/SIGINT stops consuming, lets the tasks in hand finish (their outcomes are
 written before the ack), then exits. A message that cannot be decoded is dead-lettered,
 never dropped.
+
+The process entry of ``dispatcher``: it wires the send path (``dispatcher.send``), the
+scheduler and the providers together, and nothing in ``dispatcher`` imports it.
 """
 
 from __future__ import annotations
@@ -26,17 +29,23 @@ from collections.abc import Coroutine
 from typing import Literal
 
 import aio_pika
-import asyncpg
 import msgspec
 import redis.asyncio as aioredis
+import uvloop
 from aio_pika.abc import AbstractIncomingMessage
 
 from dispatcher.envelopes import Envelope, RealtimeMessages, decoder
+from dispatcher.scheduler import Scheduler
+from dispatcher.send import pipeline, realtime_batch
+from dispatcher.send.pipeline import Context
+from dispatcher.topology import declare_topology, queue_names, shards_of
 from herald import clock
 from herald.amqp import AmqpLink
 from herald.db import create_pool
 from herald.logs import configure_logging
 from herald.settings import Settings
+from providers.registry import build_providers, close_providers
+from rules.rate_limit import RedisRateLimiter
 
 log = logging.getLogger("herald.worker")
 
@@ -56,31 +65,12 @@ FALLBACK_PRIORITY = 0
 Role = Literal["all", "bulk", "realtime"]
 
 
-def queue_names(settings: Settings, shard: int) -> tuple[str, str]:
-    """(realtime, bulk) queue names of a shard."""
-    base = f"{settings.namespace}.dispatch.{shard}"
-    return f"{base}.realtime", f"{base}.bulk"
-
-
-def shards_of(settings: Settings, index: int, processes: int) -> list[int]:
-    """The shards process ``index`` of ``processes`` consumes on this host."""
-    return [s for s in range(settings.shards) if s % processes == index]
-
-
-async def declare_topology(channel: aio_pika.abc.AbstractChannel, settings: Settings) -> None:
-    """Durable queues of every shard, all dead-lettering into one parking queue."""
-    dead = f"{settings.namespace}.dispatch.dead"
-    await channel.declare_queue(dead, durable=True)
-    for shard in range(settings.shards):
-        for name in queue_names(settings, shard):
-            await channel.declare_queue(name, durable=True, arguments={
-                "x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead})
-
-
-async def purge_expired_sessions(pool: asyncpg.Pool) -> int:
-    """Delete sessions past their expiry; returns how many."""
-    result = await pool.execute("DELETE FROM sessions WHERE expires_at < herald_now()")
-    return int(result.split()[-1])
+async def handle(ctx: Context, envelope: Envelope) -> None:
+    """Process one queue message: a campaign batch, or a realtime (trigger, operator) message."""
+    if isinstance(envelope, RealtimeMessages):
+        await realtime_batch.handle(ctx, envelope)
+        return
+    await pipeline.handle_batch(ctx, envelope)
 
 
 class Consumer:
@@ -94,10 +84,7 @@ class Consumer:
     triggers, instead of every message queueing for the pool on its own.
     """
 
-    def __init__(self, ctx: object, lanes: int = REALTIME_LANES) -> None:
-        from dispatcher import pipeline
-
-        self._pipeline = pipeline
+    def __init__(self, ctx: Context, lanes: int = REALTIME_LANES) -> None:
         self._ctx = ctx
         self._tasks: set[asyncio.Task[None]] = set()
         self._lanes = lanes
@@ -154,7 +141,7 @@ class Consumer:
         try:
             # Shielded: a shutdown must not cancel a batch between its provider call and
             # the write of its outcomes.
-            await asyncio.shield(self._pipeline.handle(self._ctx, envelope))
+            await asyncio.shield(handle(self._ctx, envelope))
         except Exception:
             log.exception("handling failed: %s", envelope)
             return False
@@ -195,11 +182,6 @@ async def run_worker(settings: Settings, index: int, processes: int,
 
     A realtime process never runs the scheduler: its duties (receipt expiry, releases,
     segment refreshes) would take the loop from the triggers it is there for."""
-    from dispatcher.pipeline import Context
-    from dispatcher.scheduler import Scheduler
-    from providers.registry import build_providers, close_providers
-    from rules.rate_limit import RedisRateLimiter
-
     if stop is None:  # a process of its own: signals stop it
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -247,8 +229,6 @@ async def run_worker(settings: Settings, index: int, processes: int,
 
 def _process_main(settings: Settings, index: int, processes: int, role: Role) -> None:
     clock.configure(settings)  # a spawned process starts with the module's defaults
-    import uvloop
-
     if role == "bulk":
         # On a busy host the scheduler then runs the realtime process and the API first
         # whenever they have work; campaign throughput only loses what they use.

@@ -15,7 +15,7 @@ Settings come from ``LOADTEST_*`` environment variables, not ``HERALD_*``: ``her
 rejects unknown ``HERALD_*`` variables, and the two often share a shell.
 
 * ``LOADTEST_LOGIN`` / ``LOADTEST_PASSWORD``: the staff user (default: the demo admin of
-  herald/demo.py, created by ``herald seed --users-only``);
+  herald/cli/demo.py, created by ``herald seed --users-only``);
 * ``LOADTEST_WAIT_MAX``: each user waits a random 0..N seconds between tasks
   (default 0: as fast as the server answers);
 * ``LOADTEST_HOST``: the default target when ``--host`` is not given
@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 from locust import FastHttpUser, TaskSet, between, constant, events, task
 from locust.env import Environment
 
-from herald.demo import DEMO_USERS
+from herald.cli.demo import DEMO_USERS
 
 DEFAULT_HOST = os.environ.get("LOADTEST_HOST", "http://127.0.0.1:8080")
 

@@ -1,1 +1,1 @@
-"""Versioned SQL migrations, applied in order by ``herald migrate`` (see herald/migrate.py)."""
+"""Versioned SQL migrations, applied in order by ``herald migrate`` (see herald/cli/migrate.py)."""

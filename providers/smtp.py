@@ -6,7 +6,7 @@ has no idempotency key of its own, so a message whose DATA reply was lost (timeo
 dropped connection) comes back TRANSIENT and may reach a real server twice if resent;
 the Herald SMTP sink deduplicates on ``X-Herald-Message-Id`` and counts it.
 
-A message whose content carries an ``unsubscribe_url`` (dispatcher.templates.EmailMessage)
+A message whose content carries an ``unsubscribe_url`` (dispatcher.templating.templates.EmailMessage)
 also gets ``List-Unsubscribe`` and, for an https link, ``List-Unsubscribe-Post:
 List-Unsubscribe=One-Click`` (RFC 2369, RFC 8058), so mail clients offer their own
 unsubscribe button; the link's POST opts the recipient out at once.

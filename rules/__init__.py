@@ -2,8 +2,8 @@
 
 ``rules.batch`` is the one place a send is decided; every path that sends asks it:
 campaign batches and realtime messages (triggers, operator sends, case messages) in the
-worker (``dispatcher.pipeline``), and the operator's check before a send, which the API
-and the UI show as a refusal (``dispatcher.operator_send.judge``).
+worker (``dispatcher.send.pipeline``), and the operator's check before a send, which the API
+and the UI show as a refusal (``dispatcher.realtime.operator_send.judge``).
 
 Every check takes a whole batch (hundreds to thousands of recipients) and costs at most
 one query or one Redis round trip per batch. It returns ``Verdicts`` (``rules.decision``):
@@ -33,7 +33,7 @@ honour stop lists, contacts, consent and rate limits.
 skipped recipient on with it, and the worker (a failed step) and the receipt handling (a
 failed receipt, a receipt timeout) ask it for the next step (``fallback.next_step``).
 
-Per batch, a worker does (``dispatcher.pipeline.Batch``):
+Per batch, a worker does (``dispatcher.send.pipeline.Batch``):
 
     recipients = ...                                   # its recipient query: addresses, region
     stopped, consents = await batch.read(conn, ids, chain.channels, topic, membership=segments)

@@ -33,8 +33,8 @@ import asyncpg
 import msgspec
 import redis.asyncio as aioredis
 
-from crm import audit
-from crm.errors import HeraldError, InvalidInput
+from herald import audit
+from herald.errors import HeraldError, InvalidInput
 from rules.decision import Hold
 
 Source = Literal["admin", "integration"]

@@ -1,9 +1,9 @@
 """The one place a send is decided: a batch of recipients, walked down its channel chain.
 
 Every path that sends asks this module: campaign batches and realtime messages
-(triggers, operator sends, case messages) in the worker (``dispatcher.pipeline``), and
+(triggers, operator sends, case messages) in the worker (``dispatcher.send.pipeline``), and
 the operator's check before a send, which is what the UI and the API show as a refusal
-(``dispatcher.operator_send.judge``). The order of the rules is written here once
+(``dispatcher.realtime.operator_send.judge``). The order of the rules is written here once
 (``Rules.verdicts``, named in ``ORDER``); ``decision.combine`` applies it and the first
 rule that objects gives the reason.
 

@@ -27,8 +27,8 @@ import asyncpg
 import msgspec
 import phonenumbers
 
-from crm import audit
-from crm.errors import InvalidInput
+from herald import audit
+from herald.errors import InvalidInput
 from rules.decision import NO_CONSENT, Skip
 
 Source = Literal["cabinet", "app", "chatbot", "operator", "import", "sms_stop",

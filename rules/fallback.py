@@ -16,7 +16,7 @@ from typing import Literal
 
 import msgspec
 
-from crm.errors import InvalidInput
+from herald.errors import InvalidInput
 from providers.base import CHANNELS, Channel
 
 DEFAULT_CHAIN: tuple[Channel, ...] = ("email", "viber", "sms")

@@ -22,8 +22,8 @@ from collections.abc import Iterable, Mapping, Sequence
 import asyncpg
 import msgspec
 
-from crm import audit
-from crm.errors import InvalidInput, NotFound
+from herald import audit
+from herald.errors import InvalidInput, NotFound
 from providers.base import CHANNELS
 from rules.decision import Hold
 from rules.regions import DEFAULT_TIME_ZONE, time_zones_of, zone

@@ -37,8 +37,8 @@ import asyncpg
 import msgspec
 import redis.asyncio as aioredis
 
-from crm import audit
-from crm.errors import InvalidInput, NotFound
+from herald import audit
+from herald.errors import InvalidInput, NotFound
 from providers.base import CHANNELS
 
 MAX_PER_MINUTE = 10_000_000

@@ -20,9 +20,8 @@ from typing import Protocol
 import asyncpg
 import msgspec
 
-from crm import audit
-from crm.errors import HeraldError, InvalidInput, NotFound
-from herald import clock
+from herald import audit, clock
+from herald.errors import HeraldError, InvalidInput, NotFound
 from rules.decision import STOP_LIST, Skip
 
 

@@ -21,10 +21,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from crm import users
-from dispatcher.worker import queue_names
+from dispatcher.topology import queue_names
 from herald import clock
+from herald.cli.migrate import discover, migrate
 from herald.db import init_connection
-from herald.migrate import discover, migrate
 from herald.settings import Settings, load_settings, with_clock_offset
 
 _counter = itertools.count(1)
@@ -242,7 +242,7 @@ async def client(settings: Settings, aiohttp_client):  # type: ignore[no-untyped
 async def demo_users(settings: Settings) -> dict[str, str]:
     """The demo users (one per role) in this test's database: role -> login."""
     from crm.users import PasswordPolicy
-    from herald.demo import DEMO_USERS, ensure_demo_users
+    from herald.cli.demo import DEMO_USERS, ensure_demo_users
 
     conn = await asyncpg.connect(settings.database_url)
     try:
@@ -254,7 +254,7 @@ async def demo_users(settings: Settings) -> dict[str, str]:
 
 async def login_as(client, role: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
     """Log a demo user of ``role`` in; return the Authorization header to send."""
-    from herald.demo import DEMO_USERS
+    from herald.cli.demo import DEMO_USERS
 
     demo = next(d for d in DEMO_USERS if d.role == role)
     response = await client.post("/api/v1/auth/login",

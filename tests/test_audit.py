@@ -6,8 +6,8 @@ import asyncpg
 import pytest
 from conftest import login_as
 
-from crm import audit
-from crm.audit import Actor, Change
+from herald import audit
+from herald.audit import Actor, Change
 
 
 async def _one_entry(conn: asyncpg.Connection) -> None:

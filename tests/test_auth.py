@@ -6,7 +6,7 @@ import asyncpg
 import pytest
 from conftest import login_as
 
-from herald.demo import DEMO_USERS
+from herald.cli.demo import DEMO_USERS
 
 ADMIN = next(d for d in DEMO_USERS if d.role == "admin")
 OPERATOR = next(d for d in DEMO_USERS if d.role == "operator_cc")

@@ -15,10 +15,9 @@ import msgspec
 import pytest
 import redis.asyncio as aioredis
 
-from herald.benchmarks import register_benchmarks
 from herald.cli import build_parser
-from herald.settings import Settings
-from loadtest.primitives import (
+from herald.cli.bench import register_benchmarks
+from herald.cli.bench.primitives import (
     Bounds,
     Measurement,
     NotLocalError,
@@ -34,6 +33,7 @@ from loadtest.primitives import (
     report_json,
     run_primitives,
 )
+from herald.settings import Settings
 
 TINY = 0.2  # seconds per measurement
 
@@ -188,7 +188,7 @@ def test_bench_cases_options_are_parsed() -> None:
 
 
 def test_card_percentiles() -> None:
-    from loadtest.card_bench import percentiles
+    from herald.cli.bench.card import percentiles
 
     figures = percentiles([float(n) for n in range(1, 101)])
     assert figures == {"p50": 50.5, "p95": 95.0, "p99": 99.0}

@@ -14,18 +14,17 @@ import msgspec
 import pytest
 from sim_helpers import free_port, wait_until
 
-from crm.billing import (
-    AccountRef,
+from crm.billing import AccountRef, BillingCache
+from herald import clock
+from herald.db import create_pool
+from herald.settings import Settings, SettingsError, load_settings
+from providers.billing import (
     BillingAccountUnknown,
-    BillingCache,
     BillingTimeout,
     BillingUnavailable,
     HttpBillingConnector,
     normalise,
 )
-from herald import clock
-from herald.db import create_pool
-from herald.settings import Settings, SettingsError, load_settings
 from providers.sim.billing import BILLING_SIM, BillingSim, account_data
 from providers.sim.server import init_simulators_app
 

@@ -13,8 +13,8 @@ from sim_helpers import free_port
 from test_cases_support import bad, ok
 
 from admin_api.app import init_app
-from crm.audit import SYSTEM
-from dispatcher import case_replies
+from dispatcher.realtime import case_replies
+from herald.audit import SYSTEM
 from herald.db import create_pool
 from providers.sim.server import init_simulators_app
 from providers.sim.smtp_sink import EMAIL_SIM, start_smtp_sink

@@ -8,11 +8,11 @@ import pytest
 from conftest import login_as
 from test_cases_support import bad, events_of, journal, make_client, ok
 
-from crm.audit import Actor
 from crm.cases import intake
 from crm.cases.channels import Inbound
 from crm.cases.identify import identify, normalise_phone
 from crm.cases.text import similarity, text_hash
+from herald.audit import Actor
 
 FORMS = Actor(login="forms")
 

@@ -11,9 +11,9 @@ import asyncpg
 from conftest import login_as
 from test_cases_support import bad, events_of, journal, make_client, ok
 
-from crm.audit import Actor
 from crm.cases import intake, routing
 from crm.cases.channels import Inbound
+from herald.audit import Actor
 from herald.db import init_connection
 
 SITE = Actor(login="forms")

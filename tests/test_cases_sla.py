@@ -17,7 +17,6 @@ import pytest
 from conftest import login_as
 from test_cases_support import bad, events_of, journal, ok
 
-from crm.audit import Actor
 from crm.cases import (
     automation,
     business_time,
@@ -32,6 +31,7 @@ from crm.cases.calendars import BusinessCalendarSpec
 from crm.cases.channels import Inbound
 from crm.cases.sla_evaluator import run_sla_cycle
 from herald import clock
+from herald.audit import Actor
 from herald.db import create_pool
 
 KYIV = ZoneInfo("Europe/Kyiv")

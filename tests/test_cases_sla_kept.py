@@ -17,7 +17,7 @@ from test_cases_sla import _calendar, _case, _policy, _row
 from test_cases_support import events_of, ok
 
 from crm.cases.sla_evaluator import run_sla_cycle
-from dispatcher import case_notify
+from dispatcher.realtime import case_notify
 from herald import clock
 from herald.db import create_pool
 from herald.settings import Settings

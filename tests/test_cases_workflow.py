@@ -16,9 +16,9 @@ from test_cases_support import (
     telegram_update,
 )
 
-from crm.audit import Actor
 from crm.cases import automation, intake
 from crm.cases.channels import Inbound
+from herald.audit import Actor
 from herald.db import create_pool
 
 SITE = Actor(login="forms")

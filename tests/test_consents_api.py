@@ -17,7 +17,12 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from conftest import login_as
 from dispatch_helpers import make_clients
 
-from dispatcher.templates import EmailVariant, TemplateDraft, TemplateEngine, Variants
+from dispatcher.templating.templates import (
+    EmailVariant,
+    TemplateDraft,
+    TemplateEngine,
+    Variants,
+)
 from herald.settings import Settings
 from providers.base import Outbound, Outcome
 from providers.smtp import SmtpProvider

@@ -1,4 +1,4 @@
-"""The demo stand's configuration (herald/demo_setup.py): what `herald up` adds so that the
+"""The demo stand's configuration (herald/cli/demo_setup.py): what `herald up` adds so that the
 demo scenario's Blocks 2-3 can be shown, created once and kept on later runs."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from test_card import make_client
 from ui_helpers import post_form, ui_login
 
-from herald.demo_setup import SLA_POLICIES, TEMPLATES, ensure_demo_setup
+from herald.cli.demo_setup import SLA_POLICIES, TEMPLATES, ensure_demo_setup
 
 
 async def test_demo_setup_is_idempotent_and_fills_the_send_panel_and_the_sla(

@@ -16,8 +16,8 @@ import pytest
 import redis.asyncio as aioredis
 from dispatch_helpers import Stack, counter, make_clients
 
-from crm.audit import SYSTEM
 from herald import clock
+from herald.audit import SYSTEM
 from herald.settings import Settings, env_name
 from rules import air_raid, quiet_hours
 

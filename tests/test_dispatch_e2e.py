@@ -6,8 +6,8 @@ import asyncio
 
 from dispatch_helpers import Stack, counter, make_clients
 
-from crm.audit import SYSTEM
 from herald import clock
+from herald.audit import SYSTEM
 from rules import consent, stop_lists
 
 

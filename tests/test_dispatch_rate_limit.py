@@ -13,8 +13,10 @@ import redis.asyncio as aioredis
 from dispatch_helpers import Stack, make_clients
 from test_rules_rate_limit import VirtualTime
 
-from dispatcher import holds, launcher, pipeline
+from dispatcher.campaigns import launcher
 from dispatcher.envelopes import CampaignBatch
+from dispatcher.receipts import holds
+from dispatcher.send import pipeline
 from herald.db import create_pool
 from providers.base import Outbound, SendResult
 from providers.registry import build_providers, close_providers

@@ -33,7 +33,7 @@ from fuzz_helpers import (
 from admin_api.app import init_app
 from admin_api.openapi import OPENAPI
 from crm.users import session_key
-from herald.seed import seed_crm
+from herald.cli.seed import seed_crm
 from herald.settings import Settings
 from providers.sim.server import init_simulators_app
 

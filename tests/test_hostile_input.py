@@ -194,7 +194,7 @@ async def _raw_post(client: Any, path: str, header: bytes, body: bytes) -> int:
 
 
 async def test_headers_with_invalid_utf8_are_not_a_crash(client, demo_users, admin_conn) -> None:
-    from herald.demo import DEMO_USERS
+    from herald.cli.demo import DEMO_USERS
 
     await admin_conn.execute("INSERT INTO case_webhook_secrets (channel, secret, updated_by) "
                              "VALUES ('viber', $1, 'test'), ('telegram', $1, 'test')", "s" * 32)

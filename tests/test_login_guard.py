@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 from conftest import login_as
 
-from herald.demo import DEMO_USERS
+from herald.cli.demo import DEMO_USERS
 
 OPERATOR = next(d for d in DEMO_USERS if d.role == "operator_cc")
 ANALYST = next(d for d in DEMO_USERS if d.role == "analyst")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from herald.migrate import Migration, MigrationError, discover, migrate, plan
+from herald.cli.migrate import Migration, MigrationError, discover, migrate, plan
 
 
 async def test_migrate_is_idempotent(admin_conn: asyncpg.Connection) -> None:

@@ -12,10 +12,12 @@ import redis.asyncio as aioredis
 from conftest import login_as
 from dispatch_helpers import Stack, make_clients
 
-from crm.audit import SYSTEM
-from dispatcher import holds, pipeline
+from dispatcher import worker
 from dispatcher.envelopes import RealtimeMessages
+from dispatcher.receipts import holds
+from dispatcher.send import pipeline
 from herald import clock
+from herald.audit import SYSTEM
 from herald.db import create_pool
 from providers.registry import build_providers, close_providers
 from rules import consent, quiet_hours, stop_lists
@@ -214,7 +216,7 @@ async def test_quiet_hours_hold_an_operator_send_until_they_end_or_it_is_cancell
         assert await holds.release_all(pool, channel, settings, "due") == 1
         row = await stack.conn.fetchrow("SELECT id, step FROM realtime_messages WHERE NOT done")
         ctx = pipeline.Context(settings, pool, redis, providers, RedisRateLimiter(redis))
-        await pipeline.handle(ctx, RealtimeMessages([(row["id"], row["step"])]))
+        await worker.handle(ctx, RealtimeMessages([(row["id"], row["step"])]))
         await channel.close()
     finally:
         await connection.close()

@@ -13,9 +13,9 @@ from conftest import login_as
 from dispatch_helpers import TEMPLATE, Stack, make_clients
 from test_triggers import event, post, producer, rule, status_is
 
-from dispatcher import worker
+from dispatcher import topology, worker
 from dispatcher.envelopes import RealtimeMessages
-from dispatcher.pipeline import Context
+from dispatcher.send.pipeline import Context
 from herald.db import create_pool
 from herald.settings import Settings
 from providers.registry import build_providers, close_providers
@@ -29,7 +29,7 @@ async def realtime_backlog(settings: Settings) -> list[int]:
         async with connection.channel() as channel:
             counts = []
             for shard in range(settings.shards):
-                queue = await channel.declare_queue(worker.queue_names(settings, shard)[0],
+                queue = await channel.declare_queue(topology.queue_names(settings, shard)[0],
                                                     passive=True)
                 counts.append(queue.declaration_result.message_count)
             return counts
@@ -42,7 +42,7 @@ async def delete_queues(settings: Settings) -> None:
     try:
         async with connection.channel() as channel:
             for shard in range(settings.shards):
-                for name in worker.queue_names(settings, shard):
+                for name in topology.queue_names(settings, shard):
                     await channel.queue_delete(name)
             await channel.queue_delete(f"{settings.namespace}.dispatch.dead")
     finally:
@@ -100,7 +100,7 @@ async def test_messages_that_arrive_together_are_one_unit_of_work(stack: Stack) 
         channel = await connection.channel()
         deliveries = []
         for shard in range(settings.shards):
-            queue = await channel.get_queue(worker.queue_names(settings, shard)[0])
+            queue = await channel.get_queue(topology.queue_names(settings, shard)[0])
             while (message := await queue.get(fail=False)) is not None:
                 deliveries.append(message)
         assert sorted(len(msgspec.json.decode(m.body, type=RealtimeMessages).refs)
@@ -196,7 +196,7 @@ async def test_one_bad_message_does_not_take_its_merged_neighbours_down(stack: S
         channel = await connection.channel()
         deliveries = []
         for shard in range(settings.shards):
-            queue = await channel.get_queue(worker.queue_names(settings, shard)[0])
+            queue = await channel.get_queue(topology.queue_names(settings, shard)[0])
             while (message := await queue.get(fail=False)) is not None:
                 deliveries.append(message)
         assert len(deliveries) == 3

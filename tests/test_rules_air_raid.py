@@ -8,8 +8,9 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from crm import audit
-from crm.errors import InvalidInput
+from crm import audit as audit_journal
+from herald import audit
+from herald.errors import InvalidInput
 from herald.settings import Settings
 from rules import air_raid, regions
 from rules.air_raid import (
@@ -60,7 +61,7 @@ async def test_switching_keeps_state_history_and_journal(app_conn: asyncpg.Conne
     assert (period.ended_by, period.end_source) == ("admin1", "admin")
     assert period.ended_at is not None
     # And the journal has the two switches (the repeat changed nothing)
-    entries = await audit.history(app_conn, "air_raid_alert", "UA-63", limit=10,
+    entries = await audit_journal.history(app_conn, "air_raid_alert", "UA-63", limit=10,
                                   pii_visible=True)
     assert [(e.actor_login, e.old_value, e.new_value) for e in entries] == [
         ("admin1", True, False), ("alerts.in.ua", False, True)]

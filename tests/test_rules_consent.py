@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from crm import audit
-from crm.errors import InvalidInput
+from crm import audit as audit_journal
+from herald import audit
+from herald.errors import InvalidInput
 from rules import consent
 from rules.consent import Consents, allowed, load_consents, record_consent
 from rules.decision import NO_CONSENT
@@ -90,7 +91,7 @@ async def test_changes_are_journalled(app_conn: asyncpg.Connection) -> None:
     assert await record_consent(app_conn, OPERATOR, client_id=a, channel="email",
                                 topic="marketing", opted_in=False, source="email_unsubscribe") is True
     # Then the journal holds two entries, newest first, by the operator
-    entries = await audit.history(app_conn, "consent", f"{a}:email:marketing", limit=10,
+    entries = await audit_journal.history(app_conn, "consent", f"{a}:email:marketing", limit=10,
                                   pii_visible=True)
     assert [(e.action, e.old_value, e.new_value) for e in entries] == [
         ("update", True, False), ("create", None, True)]
@@ -339,6 +340,6 @@ async def test_import_applies_valid_rows_and_lists_every_refused_one(
                                             ("viber", "debt", None, True, "import", "operator1")}
     loaded = await load_consents(app_conn, [a, b], ["sms", "email"], "debt")
     assert consent.check(loaded, [a, b], "sms") == {a: NO_CONSENT, b: NO_CONSENT}
-    journal = await audit.history(app_conn, "consent", f"{b}:viber:debt", limit=5,
+    journal = await audit_journal.history(app_conn, "consent", f"{b}:viber:debt", limit=5,
                                   pii_visible=True)
     assert [(e.action, e.new_value) for e in journal] == [("create", True)]

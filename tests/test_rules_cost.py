@@ -20,7 +20,7 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from crm import audit
+from herald import audit
 from herald.settings import Settings
 from crm.segments.membership import SegmentMembers
 from dispatcher.recipients import Organisation, load_recipients

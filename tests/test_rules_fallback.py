@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from crm.errors import InvalidInput
+from herald.errors import InvalidInput
 from rules.fallback import (
     DEFAULT_CHAIN,
     WAIT,

@@ -7,8 +7,9 @@ import datetime as dt
 import asyncpg
 import pytest
 
-from crm import audit
-from crm.errors import InvalidInput, NotFound
+from crm import audit as audit_journal
+from herald import audit
+from herald.errors import InvalidInput, NotFound
 from rules import quiet_hours
 from rules.decision import Hold
 from rules.quiet_hours import QuietWindow, WindowSpec, release_at
@@ -143,7 +144,7 @@ async def test_window_store_is_journalled(app_conn: asyncpg.Connection) -> None:
     [listed] = await quiet_hours.list_windows(app_conn)
     assert listed.end == dt.time(8) and listed.is_active is False
     # And the journal has one entry per changed field
-    history = await audit.history(app_conn, "quiet_hours_window", str(window.id), limit=10,
+    history = await audit_journal.history(app_conn, "quiet_hours_window", str(window.id), limit=10,
                                   pii_visible=True)
     assert [(h.action, h.field, h.old_value, h.new_value) for h in history][:2] == [
         ("update", "is_active", True, False), ("update", "end", "09:00:00", "08:00:00")]

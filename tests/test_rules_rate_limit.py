@@ -12,8 +12,9 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from crm import audit
-from crm.errors import InvalidInput, NotFound
+from crm import audit as audit_journal
+from herald import audit
+from herald.errors import InvalidInput, NotFound
 from herald.settings import Settings
 from rules import rate_limit
 from rules.rate_limit import (
@@ -280,7 +281,7 @@ async def test_limit_changes_are_journalled(app_conn: asyncpg.Connection) -> Non
     await rate_limit.set_limit(app_conn, ADMIN, channel="sms", per_minute=1200)
     await rate_limit.remove_limit(app_conn, ADMIN, channel="sms")
     # Then the journal has each step, newest first
-    history = await audit.history(app_conn, "rate_limit", "sms", limit=10,
+    history = await audit_journal.history(app_conn, "rate_limit", "sms", limit=10,
                                   pii_visible=True)
     assert [(h.action, h.field, h.old_value, h.new_value) for h in history] == [
         ("delete", None, {"per_minute": 1200, "per_hour": None}, None),

@@ -8,9 +8,9 @@ from collections.abc import Sequence
 import asyncpg
 import pytest
 
-from crm import audit
-from crm.errors import InvalidInput, NotFound
-from herald import clock
+from crm import audit as audit_journal
+from herald import audit, clock
+from herald.errors import InvalidInput, NotFound
 from rules import stop_lists
 from rules.decision import STOP_LIST
 from rules.stop_lists import (
@@ -109,7 +109,7 @@ async def test_add_list_remove_are_journalled(app_conn: asyncpg.Connection) -> N
     with pytest.raises(NotFound):
         await remove_entry(app_conn, ADMIN, entry.id)
     # And the journal has the creation and the removal with the whole entry
-    history = await audit.history(app_conn, "stop_list_entry", str(entry.id), limit=10,
+    history = await audit_journal.history(app_conn, "stop_list_entry", str(entry.id), limit=10,
                                   pii_visible=True)
     assert [h.action for h in history] == ["delete", "create"]
     assert history[0].old_value["topics"] == ["billing", "marketing"]

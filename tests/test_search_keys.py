@@ -8,7 +8,14 @@ import pytest
 from conftest import login_as
 from test_search import URL, ids, insert_people, operator  # noqa: F401 (a fixture)
 
-from crm.search_words import ADDRESS_TAG, NAME_TAG, client_search_keys, query_keys, search_keys, search_norm
+from crm.search_words import (
+    ADDRESS_TAG,
+    NAME_TAG,
+    client_search_keys,
+    query_keys,
+    search_keys,
+    search_norm,
+)
 
 
 @pytest.mark.parametrize("text", [

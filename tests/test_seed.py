@@ -8,22 +8,22 @@ from datetime import timedelta
 import asyncpg
 import pytest
 
-from herald.seed import SeedError, SeedReport, generate, load, seed_crm
-from herald.seed.codes import (
+from herald.cli.seed import SeedError, SeedReport, generate, load, seed_crm
+from herald.cli.seed.codes import (
     TAX_EPOCH,
     Permutation,
     eic_check_char,
     eic_code,
     tax_id_valid,
 )
-from herald.seed.generate import (
+from herald.cli.seed.generate import (
     TABLES,
     Reference,
     chunk_sizes,
     generate_chunk,
     plan_chunks,
 )
-from herald.seed.names import feminine_surname, transliterate
+from herald.cli.seed.names import feminine_surname, transliterate
 from herald.settings import Settings
 
 _PHONE = re.compile(r"^\+380(50|66|95|99|67|68|96|97|98|63|73|93)[0-9]{7}$")

@@ -20,13 +20,13 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import pytest
 
-from herald import clock
-from crm.audit import SYSTEM
-from crm.errors import InvalidInput
 from crm.segments import catalogue as catalogue_mod
 from crm.segments.catalogue import AttributeDeclaration, AttributeValue, Catalogue
 from crm.segments.compiler import client_ids, count_query
 from crm.segments.conditions import MAX_DEPTH, parse
+from herald import clock
+from herald.audit import SYSTEM
+from herald.errors import InvalidInput
 
 REGIONS = ["UA-30", "UA-32", "UA-46", "UA-51"]
 TYPES = ["household", "household_heating", "condominium"]

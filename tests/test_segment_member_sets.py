@@ -8,9 +8,9 @@ import asyncpg
 import pytest
 from test_segment_compiler import load_population
 
-from crm.audit import SYSTEM
 from crm.segments import member_sets, store
 from crm.segments.refresh import refresh_dirty, run_duty
+from herald.audit import SYSTEM
 from herald.db import create_pool, init_connection
 from herald.settings import Settings
 

@@ -10,13 +10,13 @@ import pytest
 from dispatch_helpers import Stack, counter, make_clients
 from test_segment_compiler import load_population
 
-from crm.audit import SYSTEM
 from crm.segments import catalogue as catalogue_mod
 from crm.segments import store
 from crm.segments.catalogue import AttributeDeclaration, AttributeValue
 from crm.segments.compiler import client_ids
 from crm.segments.membership import SegmentMembers
 from crm.segments.refresh import refresh_dirty, refresh_relative_dates, run_duty
+from herald.audit import SYSTEM
 from herald.db import create_pool
 from herald.settings import Settings
 from rules import stop_lists
@@ -196,8 +196,8 @@ async def test_stop_list_by_segment_blocks_its_members(app_conn: asyncpg.Connect
 
 
 async def test_planner_freezes_segment_members(app_conn: asyncpg.Connection) -> None:
-    from dispatcher import planner
-    from dispatcher.campaign_types import SegmentAudience
+    from dispatcher.campaigns import planner
+    from dispatcher.campaigns.types import SegmentAudience
 
     await load_population(app_conn, n=80)
     segment = await store.create(app_conn, SYSTEM, name="d", kind="dynamic", condition=CONDITIONS["mixed"])
@@ -222,7 +222,7 @@ async def test_planner_freezes_segment_members(app_conn: asyncpg.Connection) -> 
                                              campaign) for c in r["client_ids"]}
     assert after == inside != await members(app_conn, segment.id)
     # and the segment cannot be deleted while the campaign is unfinished
-    from crm.errors import Conflict
+    from herald.errors import Conflict
 
     with pytest.raises(Conflict):
         await store.delete(app_conn, SYSTEM, segment.id)
@@ -249,8 +249,8 @@ async def test_campaign_to_a_segment_end_to_end(stack: Stack) -> None:
 
 async def test_the_seeder_disables_and_restores_the_segment_triggers(
         admin_conn: asyncpg.Connection) -> None:
-    from herald.seed import schema
-    from herald.seed.generate import TABLES
+    from herald.cli.seed import schema
+    from herald.cli.seed.generate import TABLES
 
     await admin_conn.execute("INSERT INTO segments (name, kind, condition, created_by) VALUES "
                              "('d', 'dynamic', $1, 'test')", {"attribute": "billing.debt", "op": "gt",
@@ -271,7 +271,7 @@ async def test_the_seeder_disables_and_restores_the_segment_triggers(
 
 
 async def test_external_attribute_declaration_rules(app_conn: asyncpg.Connection) -> None:
-    from crm.errors import Conflict, InvalidInput
+    from herald.errors import Conflict, InvalidInput
 
     spec = AttributeDeclaration(code="ext.crm.score", label_uk="Оцінка", label_en="Score", type="enum",
                                 values=["a", "b"], operators=["equals", "in"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dispatcher.sms_text import SmsStats, is_gsm7, sms_stats, transliterate
+from dispatcher.templating.sms_text import SmsStats, is_gsm7, sms_stats, transliterate
 
 
 @pytest.mark.parametrize(("text", "expected"), [

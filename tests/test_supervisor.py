@@ -13,9 +13,9 @@ from conftest import login_as
 from sse_helpers import Stream
 from test_cases_support import bad, ok
 
-from crm.audit import Actor
 from crm.cases import intake
 from crm.cases.channels import Inbound
+from herald.audit import Actor
 
 VIEW = "/api/v1/supervisor/view"
 CASES = "/api/v1/supervisor/cases"

@@ -9,11 +9,11 @@ import msgspec
 from conftest import login_as
 from dispatch_helpers import make_clients
 
-from dispatcher import template_store
 from dispatcher.recipients import Organisation, load_recipients
-from dispatcher.sms_text import sms_stats
-from dispatcher.template_env import CASE_VARIABLES
-from dispatcher.templates import SmsCost, TemplateEngine
+from dispatcher.templating import store as template_store
+from dispatcher.templating.env import CASE_VARIABLES
+from dispatcher.templating.sms_text import sms_stats
+from dispatcher.templating.templates import SmsCost, TemplateEngine
 from herald.settings import Settings
 from rules.consent import UnsubscribeLinks
 

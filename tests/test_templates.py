@@ -15,16 +15,15 @@ import msgspec
 import pytest
 from jinja2.exceptions import SecurityError, UndefinedError
 
-from crm.errors import InvalidInput
-from dispatcher.sms_text import sms_stats
-from dispatcher.template_env import (
+from dispatcher.templating.env import (
     DEFAULT_VARIABLES,
     VariableCatalogue,
     build_environment,
     format_date,
     format_money,
 )
-from dispatcher.templates import (
+from dispatcher.templating.sms_text import sms_stats
+from dispatcher.templating.templates import (
     ChannelBodies,
     ChatbotButton,
     ChatbotButtonContent,
@@ -46,6 +45,7 @@ from dispatcher.templates import (
     ViberVariant,
     decode_draft,
 )
+from herald.errors import InvalidInput
 from providers.base import SmsContent, ViberContent
 
 NB = "\u00a0"

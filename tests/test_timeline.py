@@ -13,7 +13,7 @@ from dispatch_helpers import counter, make_clients
 
 from crm import meters, timeline
 from herald import clock
-from crm.audit import Actor
+from herald.audit import Actor
 
 UTC = dt.UTC
 T0 = clock.now().replace(microsecond=0) - dt.timedelta(days=2)

@@ -12,7 +12,7 @@ import pytest
 from aiohttp import ClientSession
 from dispatch_helpers import Stack, make_clients
 
-from dispatcher import triggers
+from dispatcher.realtime import triggers
 
 NOW = "2026-11-22T10:00:00+02:00"
 

@@ -18,8 +18,8 @@ from test_card import make_client
 from test_operator_send import allowed_template
 
 from admin_api.ui import menu
-from herald.browser import VIEWPORT, chromium
-from herald.demo import DEMO_USERS
+from herald.cli.browser import VIEWPORT, chromium
+from herald.cli.demo import DEMO_USERS
 
 TIMEOUT = 10_000
 

@@ -10,10 +10,11 @@ import asyncpg
 import msgspec
 import pytest
 
-from dispatcher import worker
+from crm import users
+from dispatcher import topology, worker
+from herald.cli.up import supervise
 from herald.db import create_pool
 from herald.settings import Settings
-from herald.up import supervise
 
 
 @pytest.fixture
@@ -22,7 +23,7 @@ async def channel(settings: Settings):  # type: ignore[no-untyped-def]
     channel = await connection.channel()
     yield channel
     for shard in range(settings.shards):
-        for name in worker.queue_names(settings, shard):
+        for name in topology.queue_names(settings, shard):
             await channel.queue_delete(name)
     await channel.queue_delete(f"{settings.namespace}.dispatch.dead")
     await connection.close()
@@ -30,7 +31,7 @@ async def channel(settings: Settings):  # type: ignore[no-untyped-def]
 
 def test_shards_are_split_between_processes() -> None:
     settings = Settings(shards=8)
-    split = [worker.shards_of(settings, i, 3) for i in range(3)]
+    split = [topology.shards_of(settings, i, 3) for i in range(3)]
     assert sorted(s for part in split for s in part) == list(range(8))
     assert split[0] == [0, 3, 6]
 
@@ -38,10 +39,10 @@ def test_shards_are_split_between_processes() -> None:
 async def test_unhandled_message_is_dead_lettered_not_lost(settings: Settings, channel) -> None:
     settings = msgspec.structs.replace(settings, shards=2)
     # Given the shard topology and a running worker
-    await worker.declare_topology(channel, settings)
+    await topology.declare_topology(channel, settings)
     stop = asyncio.Event()
     stopper = asyncio.create_task(worker.run_worker(settings, 0, 1, stop))
-    realtime, _bulk = worker.queue_names(settings, 1)
+    realtime, _bulk = topology.queue_names(settings, 1)
     # When a message of a kind nobody handles arrives
     await channel.default_exchange.publish(
         aio_pika.Message(msgspec.json.encode({"kind": "no_such_kind"}),
@@ -70,7 +71,7 @@ async def test_expired_sessions_are_purged(settings: Settings, demo_users,
         user_id)
     pool = await create_pool(settings)
     try:
-        assert await worker.purge_expired_sessions(pool) == 1
+        assert await users.purge_expired_sessions(pool) == 1
     finally:
         await pool.close()
     assert await app_conn.fetchval("SELECT count(*) FROM sessions") == 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from herald.demo import DEMO_USERS
+from herald.cli.demo import DEMO_USERS
 
 _TOKEN = re.compile(r'name="csrf_token" value="([0-9a-f]+)"')
 

@@ -18,10 +18,10 @@ from admin_api.views.client_activity import TimelineQuery
 from admin_api.views.clients import BILLING
 from crm import audit, card_history, contacts, meters, timeline
 from crm import card as cards
-from crm.errors import InvalidInput
 from crm.timeline import TimelineFilter
-from dispatcher import operator_send
+from dispatcher.realtime import operator_send
 from herald.bounds import Id
+from herald.errors import InvalidInput
 
 endpoints = EndpointTable("ui")
 

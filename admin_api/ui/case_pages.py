@@ -35,12 +35,13 @@ from crm.cases.correction import ClassificationPatch
 from crm.cases.queue import CaseQueueQuery
 from crm.cases.tasks import CaseTaskSpec
 from crm.cases.types import CHANNELS
-from crm.errors import InvalidInput, NotFound
-from dispatcher import case_deliveries, case_notify, case_replies, realtime
-from dispatcher.case_replies import InfoRequest, ReplyRequest
-from dispatcher.operator_send import SendRefused
+from dispatcher.realtime import case_deliveries, case_notify, case_replies
+from dispatcher.realtime import messages as realtime
+from dispatcher.realtime.case_replies import InfoRequest, ReplyRequest
+from dispatcher.realtime.operator_send import SendRefused
 from herald import clock
 from herald.bounds import Id
+from herald.errors import InvalidInput, NotFound
 
 endpoints = EndpointTable("ui")
 

@@ -24,7 +24,7 @@ from admin_api.routing import PUBLIC, Endpoint, endpoint_of
 from admin_api.security import authorization_bearer
 from admin_api.typedefs import SETTINGS
 from admin_api.ui.rendering import csrf_token, render, session_cookie
-from crm.errors import HeraldError, NotFound
+from herald.errors import HeraldError, NotFound
 
 PAGE_TAG = "ui"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})

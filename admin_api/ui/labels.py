@@ -62,7 +62,7 @@ LABELS: dict[str, str] = {
     "online": N_("Online"), "busy": N_("Busy"), "away": N_("Away"), "offline": N_("Offline"),
 }
 
-# Why a message or reply cannot go now (dispatcher.operator_send / case_replies).
+# Why a message or reply cannot go now (dispatcher.realtime.operator_send / case_replies).
 REFUSALS: dict[str, str] = {
     "stop_list": N_("the client is on a stop list for this topic"),
     "no_consent": N_("the client has not consented to this topic on this channel"),

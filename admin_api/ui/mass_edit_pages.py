@@ -11,9 +11,9 @@ from admin_api.typedefs import DB
 from admin_api.ui import forms
 from admin_api.ui.rendering import render
 from crm import mass_edit
-from crm.errors import InvalidInput
 from crm.mass_edit import AccountChanges
 from herald.bounds import Id
+from herald.errors import InvalidInput
 
 endpoints = EndpointTable("ui")
 

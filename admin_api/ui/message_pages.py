@@ -13,8 +13,10 @@ from admin_api.ui import forms
 from admin_api.ui.rendering import render
 from admin_api.views.events import _organisation
 from admin_api.views.templates import ENGINE
-from dispatcher import operator_send, realtime, template_store
-from dispatcher.operator_send import OperatorSendRequest, SendRefused
+from dispatcher.realtime import messages as realtime
+from dispatcher.realtime import operator_send
+from dispatcher.realtime.operator_send import OperatorSendRequest, SendRefused
+from dispatcher.templating import store as template_store
 from herald.bounds import Id
 from rules.consent import UnsubscribeLinks
 

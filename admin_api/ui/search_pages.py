@@ -13,7 +13,7 @@ from admin_api.ui import forms
 from admin_api.ui.mass_edit_pages import ACCOUNT_STATUSES, CONSUMER_TYPES
 from admin_api.ui.rendering import render
 from admin_api.views.search import SearchQuery, run_search
-from crm.errors import InvalidInput
+from herald.errors import InvalidInput
 
 endpoints = EndpointTable("ui")
 

@@ -16,13 +16,13 @@ from admin_api.ui.rendering import LANGUAGE, LANGUAGE_COOKIE, render
 from admin_api.ui.rendering import language as request_language
 from admin_api.views.auth import DEVICE_COOKIE, log_in
 from crm import ui_prefs, users
-from crm.errors import (
+from crm.users import PasswordPolicy
+from herald.errors import (
     AccountLocked,
     AuthenticationFailed,
     InvalidInput,
     TooManyAttempts,
 )
-from crm.users import PasswordPolicy
 
 endpoints = EndpointTable("ui")
 

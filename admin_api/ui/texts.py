@@ -17,8 +17,8 @@ from typing import Any
 from admin_api.ui.i18n import Formats
 from admin_api.ui.labels import LABELS
 from admin_api.ui.menu import N_
-from crm.errors import Conflict, HeraldError, InvalidInput, NotFound
 from crm.timeline import TimelineItem
+from herald.errors import Conflict, HeraldError, InvalidInput, NotFound
 
 Translate = Callable[[str], str]
 

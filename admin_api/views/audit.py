@@ -14,8 +14,8 @@ from admin_api.security import principal
 from admin_api.typedefs import DB
 from crm import audit, pii
 from crm.audit import AuditEntry
-from crm.errors import InvalidInput
 from herald.bounds import parse_id
+from herald.errors import InvalidInput
 
 endpoints = EndpointTable("audit")
 

@@ -11,11 +11,15 @@ from aiohttp import web
 from admin_api.routing import PROVIDER, EndpointTable, path_int
 from admin_api.security import actor
 from admin_api.typedefs import AMQP, DB, REDIS, SETTINGS
-from crm.errors import InvalidInput
-from dispatcher import campaigns, holds, outcomes, planner, receipts
-from dispatcher.campaign_types import Campaign, CampaignSpec
-from dispatcher.control import publish_state
+from dispatcher import deadlines, outcomes
+from dispatcher.campaigns import planner
+from dispatcher.campaigns import store as campaigns
+from dispatcher.campaigns.control import publish_state
+from dispatcher.campaigns.types import Campaign, CampaignSpec
+from dispatcher.receipts import apply as receipts
+from dispatcher.receipts import holds
 from herald.bounds import Id
+from herald.errors import InvalidInput
 from providers.base import CHANNELS, Receipt
 
 endpoints = EndpointTable("campaigns")
@@ -188,7 +192,7 @@ async def collect_stats(app: web.Application, campaign_id: int) -> CampaignStats
     return CampaignStats(campaign_id, campaign.status, campaign.audience_size,
                          {k: int(v) for k, v in raw.items()},
                          {r["reason"]: r["n"] for r in held},
-                         await receipts.awaiting(app[REDIS], app[SETTINGS], campaign_id), updated)
+                         await deadlines.awaiting(app[REDIS], app[SETTINGS], campaign_id), updated)
 
 
 @endpoints.get("/api/v1/campaigns/{campaign_id}/recipients/{client_id}",

@@ -4,6 +4,7 @@ and the rules that send clients updates of their cases."""
 from __future__ import annotations
 
 import logging
+
 import msgspec
 from aiohttp import web
 
@@ -12,16 +13,21 @@ from admin_api.routing import EndpointTable, path_int
 from admin_api.security import actor
 from admin_api.typedefs import AMQP, DB, REDIS, SETTINGS
 from crm.cases import store
-from dispatcher import case_notify, case_replies, realtime
-from dispatcher.case_notify import CaseNotification, NotificationRule, NotificationRuleSpec
-from dispatcher.case_replies import (
+from dispatcher.realtime import case_notify, case_replies
+from dispatcher.realtime import messages as realtime
+from dispatcher.realtime.case_notify import (
+    CaseNotification,
+    NotificationRule,
+    NotificationRuleSpec,
+)
+from dispatcher.realtime.case_replies import (
     EmailReplyStatus,
     InfoRequest,
     InfoRequested,
     ReplyAccepted,
     ReplyRequest,
 )
-from dispatcher.operator_send import SendRefused
+from dispatcher.realtime.operator_send import SendRefused
 
 log = logging.getLogger("herald.api.case_messages")
 

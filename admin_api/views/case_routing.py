@@ -28,8 +28,8 @@ from crm.cases.groups import (
 from crm.cases.routing import AgentLoad, Reassignment
 from crm.cases.tasks import CaseTask, CaseTaskClose, CaseTaskQuery, CaseTaskSpec
 from crm.cases.types import Case
-from crm.errors import InvalidInput
 from herald.bounds import Id
+from herald.errors import InvalidInput
 
 endpoints = EndpointTable("case-routing")
 

@@ -54,8 +54,8 @@ from crm.cases.types import (
     Status,
 )
 from crm.cases.webhooks import CaseWebhookSecret, CaseWebhookState
-from crm.errors import InvalidInput
 from herald.bounds import Id
+from herald.errors import InvalidInput
 
 endpoints = EndpointTable("cases")
 

@@ -37,10 +37,10 @@ from crm.activity import (
     ShopOrders,
     ShopOrderSpec,
 )
-from crm.errors import InvalidInput, NotFound
 from crm.meters import Meter, MeterSpec, Reading, ReadingSource
 from crm.timeline import TimelineFilter, TimelinePage
 from herald.bounds import Id, parse_id
+from herald.errors import InvalidInput, NotFound
 
 endpoints = EndpointTable("activity")
 

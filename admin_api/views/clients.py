@@ -29,9 +29,10 @@ from admin_api.routing import EndpointTable, path_int
 from admin_api.security import principal
 from admin_api.typedefs import DB, SETTINGS
 from crm import card as cards
-from crm.billing import BillingBlock, BillingCache, Equipment, HttpBillingConnector
-from crm.errors import InvalidInput
+from crm.billing import BillingBlock, BillingCache
 from crm.meters import record_billing_readings
+from herald.errors import InvalidInput
+from providers.billing import Equipment, HttpBillingConnector
 
 BILLING = web.AppKey("billing_cache", BillingCache)
 BILLING_SESSION = web.AppKey("billing_session", aiohttp.ClientSession)

@@ -26,8 +26,8 @@ from admin_api.views.audit import (
 )
 from crm import audit, contacts, mass_edit, pii
 from crm.contacts import Candidate, Contact, DuplicateContact, Link, MergeResult, Role
-from crm.errors import InvalidInput
 from crm.mass_edit import MAX_SELECTION, AccountChanges, AccountFilter, MassEditReport
+from herald.errors import InvalidInput
 
 endpoints = EndpointTable("contacts")
 

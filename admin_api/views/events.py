@@ -19,9 +19,12 @@ from admin_api.security import actor, producer
 from admin_api.sse import event_stream
 from admin_api.typedefs import AMQP, DB, REDIS, SETTINGS
 from admin_api.views.campaigns import CampaignStats, collect_stats
-from dispatcher import intake, operator_send, outcomes, producers, realtime, triggers
-from dispatcher.intake import EventBatch, EventIn, IngestResult, ItemError
-from dispatcher.operator_send import (
+from dispatcher import outcomes
+from dispatcher.deadlines import realtime_deadlines_key
+from dispatcher.realtime import intake, operator_send, producers, triggers
+from dispatcher.realtime import messages as realtime
+from dispatcher.realtime.intake import EventBatch, EventIn, IngestResult, ItemError
+from dispatcher.realtime.operator_send import (
     AllowedTemplate,
     MessageStatus,
     OperatorSendRequest,
@@ -29,9 +32,9 @@ from dispatcher.operator_send import (
     SendCancelled,
     SendRefused,
 )
-from dispatcher.producers import Producer, ProducerCreated, ProducerSpec
+from dispatcher.realtime.producers import Producer, ProducerCreated, ProducerSpec
+from dispatcher.realtime.triggers import TriggerRule, TriggerRuleSpec
 from dispatcher.recipients import Organisation
-from dispatcher.triggers import TriggerRule, TriggerRuleSpec
 
 endpoints = EndpointTable("events")
 
@@ -153,8 +156,6 @@ class RealtimeStats(msgspec.Struct):
 @endpoints.get("/api/v1/realtime-messages/stats", permission="triggers.read", response=RealtimeStats)
 async def realtime_stats(request: web.Request) -> RealtimeStats:
     """Sent, delivered, failed, skipped by reason... of triggered and operator messages."""
-    from dispatcher.receipts import realtime_deadlines_key
-
     app = request.app
     raw = await outcomes.live_stats(app[REDIS], app[SETTINGS], None)
     raw.pop("updated_at", None)

@@ -21,8 +21,8 @@ from admin_api.problems import problem_response
 from admin_api.routing import EndpointTable
 from admin_api.security import actor
 from admin_api.typedefs import DB, REDIS, SETTINGS
-from crm.errors import InvalidInput
 from herald.bounds import Id
+from herald.errors import InvalidInput
 from rules import air_raid
 from rules.air_raid import AlertMirror, AlertPeriod, AlertState, Source
 

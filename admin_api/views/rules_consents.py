@@ -26,9 +26,9 @@ from admin_api import inputs
 from admin_api.routing import PROVIDER, PUBLIC, EndpointTable, path_int
 from admin_api.security import actor
 from admin_api.typedefs import DB, REQUEST_ID, SETTINGS
-from crm.audit import Actor
-from crm.errors import InvalidInput, NotFound
+from herald.audit import Actor
 from herald.bounds import Id
+from herald.errors import InvalidInput, NotFound
 from rules import consent
 from rules.consent import (
     Applied,

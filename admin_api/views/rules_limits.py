@@ -18,7 +18,7 @@ from aiohttp import web
 from admin_api.routing import EndpointTable, path_int
 from admin_api.security import actor
 from admin_api.typedefs import DB
-from crm.errors import InvalidInput
+from herald.errors import InvalidInput
 from providers.base import CHANNELS
 from rules import quiet_hours, rate_limit
 from rules.quiet_hours import QuietWindow, WindowSpec

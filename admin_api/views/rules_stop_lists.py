@@ -18,7 +18,7 @@ from aiohttp import web
 from admin_api.routing import EndpointTable, path_int
 from admin_api.security import actor
 from admin_api.typedefs import DB
-from crm.errors import InvalidInput
+from herald.errors import InvalidInput
 from rules import stop_lists
 from rules.stop_lists import StopListEntry
 

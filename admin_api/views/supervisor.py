@@ -32,9 +32,9 @@ from crm.cases.supervisor import (
     SupervisorSnapshot,
     Totals,
 )
-from crm.errors import InvalidInput
 from herald.bounds import parse_id
 from herald.db import init_connection
+from herald.errors import InvalidInput
 
 FEED = web.AppKey("case_change_feed", ChangeFeed)
 READS = web.AppKey("supervisor_reads", SharedReads)

@@ -10,11 +10,11 @@ from aiohttp import web
 from admin_api.routing import EndpointTable, path_int
 from admin_api.security import actor
 from admin_api.typedefs import DB, SETTINGS
-from dispatcher import template_store
 from dispatcher.recipients import Organisation
-from dispatcher.template_env import format_date, format_money
-from dispatcher.template_store import Template, TemplatePreview, TemplateVersion
-from dispatcher.templates import (
+from dispatcher.templating import store as template_store
+from dispatcher.templating.env import format_date, format_money
+from dispatcher.templating.store import Template, TemplatePreview, TemplateVersion
+from dispatcher.templating.templates import (
     SmsCost,
     TemplateChannel,
     TemplateDraft,

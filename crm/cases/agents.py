@@ -12,11 +12,11 @@ from typing import Annotated, Literal
 import asyncpg
 import msgspec
 
-from crm import audit
-from crm.audit import Actor, Change
 from crm.cases.types import Channel
-from crm.errors import InvalidInput, NotFound
+from herald import audit
+from herald.audit import Actor, Change
 from herald.bounds import Id
+from herald.errors import InvalidInput, NotFound
 
 Presence = Literal["online", "busy", "away", "offline"]
 Language = Literal["uk", "en"]

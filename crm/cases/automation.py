@@ -13,12 +13,12 @@ from typing import Annotated, Literal
 import asyncpg
 import msgspec
 
-from crm import audit
-from crm.audit import Actor, Change
 from crm.cases import routing, store, transitions
 from crm.cases.store import NewEvent
 from crm.cases.types import Case, CaseAutomationRule, Status
-from crm.errors import InvalidInput, NotFound
+from herald import audit
+from herald.audit import Actor, Change
+from herald.errors import InvalidInput, NotFound
 
 log = logging.getLogger("herald.cases.automation")
 

@@ -11,12 +11,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 import asyncpg
 import msgspec
 
-from crm import audit
-from crm.audit import Actor, Change
 from crm.cases import business_time, sla_replan
 from crm.cases.business_time import Calendar
-from crm.errors import Conflict, InvalidInput, NotFound
-from herald import clock
+from herald import audit, clock
+from herald.audit import Actor, Change
+from herald.errors import Conflict, InvalidInput, NotFound
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 # Spans are kept for local days from this many days back to this many ahead of today;

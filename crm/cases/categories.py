@@ -7,11 +7,11 @@ from typing import Annotated
 import asyncpg
 import msgspec
 
-from crm import audit
-from crm.audit import Actor, Change
 from crm.cases.types import CaseCategory
-from crm.errors import Conflict, InvalidInput, NotFound
+from herald import audit
+from herald.audit import Actor, Change
 from herald.bounds import Id, IdOrZero
+from herald.errors import Conflict, InvalidInput, NotFound
 
 Code = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_.-]{1,62}$")]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]

@@ -16,8 +16,8 @@ import msgspec
 
 from crm.cases.identify import normalise_phone, valid_email
 from crm.cases.types import CaseType, Priority
-from crm.errors import InvalidInput
 from herald.bounds import Id, Int64
+from herald.errors import InvalidInput
 
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=20_000)]
 Short = Annotated[str, msgspec.Meta(min_length=1, max_length=300)]

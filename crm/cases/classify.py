@@ -7,8 +7,6 @@ from typing import Annotated
 import asyncpg
 import msgspec
 
-from crm import audit
-from crm.audit import Actor, Change
 from crm.cases.text import contains_any, normalise
 from crm.cases.types import (
     CaseClassificationRule,
@@ -18,8 +16,10 @@ from crm.cases.types import (
     ConsumerType,
     Priority,
 )
-from crm.errors import InvalidInput, NotFound
+from herald import audit
+from herald.audit import Actor, Change
 from herald.bounds import Id
+from herald.errors import InvalidInput, NotFound
 
 Keyword = Annotated[str, msgspec.Meta(min_length=2, max_length=100)]
 

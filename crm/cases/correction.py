@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncpg
 import msgspec
 
-from crm import audit
-from crm.audit import Actor
 from crm.cases import duplicates, routing, store
 from crm.cases.store import NewEvent
 from crm.cases.types import Case, CaseType, Priority
-from crm.errors import Conflict, InvalidInput
+from herald import audit
+from herald.audit import Actor
 from herald.bounds import Id
+from herald.errors import Conflict, InvalidInput
 
 
 class ClassificationPatch(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):

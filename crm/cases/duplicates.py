@@ -7,14 +7,14 @@ from typing import Annotated
 import asyncpg
 import msgspec
 
-from crm import audit
-from crm.audit import Actor, Change
 from crm.cases import store
 from crm.cases.identify import Identification
 from crm.cases.store import NewEvent
 from crm.cases.text import similarity
 from crm.cases.types import Case, CaseSettings
-from crm.errors import Conflict, InvalidInput, NotFound
+from herald import audit
+from herald.audit import Actor, Change
+from herald.errors import Conflict, InvalidInput, NotFound
 
 
 class CaseSettingsSpec(msgspec.Struct, forbid_unknown_fields=True):

@@ -9,11 +9,11 @@ from typing import Annotated, Literal
 import asyncpg
 import msgspec
 
-from crm import audit
-from crm.audit import Actor, Change
 from crm.cases.types import CaseType, Channel, Priority
-from crm.errors import Conflict, InvalidInput, NotFound
+from herald import audit
+from herald.audit import Actor, Change
 from herald.bounds import Id
+from herald.errors import Conflict, InvalidInput, NotFound
 
 GroupCode = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{1,40}$")]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]

@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncpg
 import msgspec
 
-from crm import audit
-from crm.audit import Actor, Change
 from crm.cases import automation, classify, duplicates, groups, store
 from crm.cases.channels import (
     AppRequest,
@@ -37,7 +35,9 @@ from crm.cases.identify import Identification, identify, normalise_phone
 from crm.cases.store import NewEvent
 from crm.cases.text import text_hash
 from crm.cases.types import Case, IntakeResult
-from crm.errors import InvalidInput
+from herald import audit
+from herald.audit import Actor, Change
+from herald.errors import InvalidInput
 
 CTI = Actor(login="cti")
 VIBER = Actor(login="viber")

@@ -11,8 +11,8 @@ import msgspec
 
 from crm.cases.store import SUMMARY_COLUMNS
 from crm.cases.types import CaseSummary, CaseType, Channel, Priority, Status
-from crm.errors import InvalidInput
 from herald.bounds import Id
+from herald.errors import InvalidInput
 
 
 class CaseQueueQuery(msgspec.Struct, forbid_unknown_fields=True):

@@ -19,15 +19,14 @@ from typing import Annotated
 import asyncpg
 import msgspec
 
-from crm import audit
-from crm.audit import Actor, Change
 from crm.cases import agents, groups, store
 from crm.cases.groups import GroupCode
 from crm.cases.store import NewEvent
 from crm.cases.types import Case
-from crm.errors import Conflict, InvalidInput
-from herald import clock
+from herald import audit, clock
+from herald.audit import Actor, Change
 from herald.bounds import Id
+from herald.errors import Conflict, InvalidInput
 
 ROUTING = Actor(login="routing")
 OPEN = ("new", "in_progress", "on_hold")

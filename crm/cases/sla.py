@@ -15,14 +15,13 @@ from typing import Annotated
 import asyncpg
 import msgspec
 
-from crm import audit
-from crm.audit import Actor, Change
 from crm.cases import store
 from crm.cases.sla_config import Target
 from crm.cases.sla_types import CaseSla, SlaTargetState
 from crm.cases.store import NewEvent
-from crm.errors import Conflict, NotFound
-from herald import clock
+from herald import audit, clock
+from herald.audit import Actor, Change
+from herald.errors import Conflict, NotFound
 
 _COLUMNS = {"first_response": ("first_response_due_at", "first_response_at",
                                "first_response_warn_at", "first_response_due_manual"),

@@ -19,12 +19,12 @@ from typing import Annotated, Any, Literal
 import asyncpg
 import msgspec
 
-from crm import audit
-from crm.audit import Actor, Change
 from crm.cases import sla_replan
 from crm.cases.types import CaseType, Priority
-from crm.errors import Conflict, InvalidInput, NotFound
+from herald import audit
+from herald.audit import Actor, Change
 from herald.bounds import Id
+from herald.errors import Conflict, InvalidInput, NotFound
 
 Target = Literal["first_response", "resolution"]
 Level = Literal["warning", "breached"]

@@ -26,12 +26,11 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from crm import audit
-from crm.audit import Actor, Change
 from crm.cases import sla_config, store
 from crm.cases.sla_config import EscalationRule
 from crm.cases.store import NewEvent
-from herald import clock
+from herald import audit, clock
+from herald.audit import Actor, Change
 
 EVALUATOR = Actor(login="sla")
 BATCH = 2000

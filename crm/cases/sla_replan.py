@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import asyncpg
 
-from crm import audit
-from crm.audit import Actor, Change
+from herald import audit
+from herald.audit import Actor, Change
 
 _REPLAN = """
 WITH affected AS (

@@ -35,9 +35,9 @@ import asyncpg
 import msgspec
 
 from crm.cases.types import CaseType, Channel
-from crm.errors import InvalidInput
 from herald import clock
 from herald.bounds import Id
+from herald.errors import InvalidInput
 
 GROUPS = {"agent": "c.assignee_id", "channel": "c.channel", "case_type": "c.case_type",
           "group": "c.group_code", "status": "c.status",

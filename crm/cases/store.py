@@ -10,7 +10,6 @@ import asyncpg
 import msgspec
 
 from crm import timeline
-from crm.audit import Actor
 from crm.cases.types import (
     Case,
     CaseClientCandidate,
@@ -20,7 +19,8 @@ from crm.cases.types import (
     CaseProposal,
     CaseSummary,
 )
-from crm.errors import NotFound
+from herald.audit import Actor
+from herald.errors import NotFound
 
 _CASE = """
 SELECT c.id, c.number, c.channel, c.status, c.priority, c.case_type, c.category_id,

@@ -9,13 +9,13 @@ from typing import Annotated, Literal
 import asyncpg
 import msgspec
 
-from crm import audit
-from crm.audit import Actor, Change
 from crm.cases import agents, groups, store
 from crm.cases.groups import GroupCode
 from crm.cases.store import NewEvent
-from crm.errors import Conflict, InvalidInput, NotFound
+from herald import audit
+from herald.audit import Actor, Change
 from herald.bounds import Id
+from herald.errors import Conflict, InvalidInput, NotFound
 
 TaskStatus = Literal["open", "done", "cancelled"]
 Text = Annotated[str, msgspec.Meta(max_length=4000)]

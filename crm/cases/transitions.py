@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncpg
 import msgspec
 
-from crm import audit
-from crm.audit import Actor, Change
 from crm.cases import routing, store
 from crm.cases.store import NewEvent
 from crm.cases.types import Case, CaseStatusInfo, CaseTransition
-from crm.errors import Conflict, InvalidInput
+from herald import audit
+from herald.audit import Actor, Change
+from herald.errors import Conflict, InvalidInput
 
 
 class CaseTransitionTable(msgspec.Struct):

@@ -16,8 +16,8 @@ from typing import Annotated, Literal
 import asyncpg
 import msgspec
 
-from crm import audit
-from crm.audit import Actor, Change
+from herald import audit
+from herald.audit import Actor, Change
 
 WebhookChannel = Literal["viber", "telegram"]
 VIBER_SIGNATURE = "X-Viber-Content-Signature"

@@ -20,9 +20,9 @@ from typing import Any, Literal
 import asyncpg
 import msgspec
 
-from crm import audit
-from crm.errors import Conflict, InvalidInput, NotFound
+from herald import audit
 from herald.bounds import Id
+from herald.errors import Conflict, InvalidInput, NotFound
 
 AttributeType = Literal["string", "number", "date", "boolean", "enum", "string_list"]
 Source = Literal["client", "account", "billing", "consent", "channel_usage", "external"]

@@ -17,8 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from crm.errors import InvalidInput
 from crm.segments.catalogue import Attribute, Catalogue, check_text, check_value
+from herald.errors import InvalidInput
 
 MAX_DEPTH = 10
 MAX_NODES = 200

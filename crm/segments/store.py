@@ -15,13 +15,13 @@ from typing import Any, Literal
 import asyncpg
 import msgspec
 
-from crm import audit
-from crm.errors import Conflict, InvalidInput, NotFound
 from crm.segments import catalogue as catalogue_mod
 from crm.segments import member_sets
 from crm.segments.catalogue import Catalogue
 from crm.segments.compiler import client_ids, count_query
 from crm.segments.conditions import Condition, parse
+from herald import audit
+from herald.errors import Conflict, InvalidInput, NotFound
 
 Kind = Literal["static", "dynamic"]
 SetOp = Literal["union", "intersection", "exclusion"]

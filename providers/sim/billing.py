@@ -31,7 +31,9 @@ import msgspec
 from aiohttp import web
 from msgspec import Meta
 
-from crm.billing import (
+from herald import clock
+from herald.settings import Settings
+from providers.billing import (
     CENTS,
     LITRES,
     BillingData,
@@ -41,8 +43,6 @@ from crm.billing import (
     GdoReading,
     Payment,
 )
-from herald import clock
-from herald.settings import Settings
 from providers.sim.control import json_response, problem
 
 Share = Annotated[float, Meta(ge=0.0, le=1.0)]

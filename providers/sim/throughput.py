@@ -24,7 +24,14 @@ import msgspec
 import uvloop
 from aiohttp import web
 
-from providers.base import Outbound, Outcome, Provider
+from providers.base import (
+    EmailContent,
+    Outbound,
+    Outcome,
+    Provider,
+    SmsContent,
+    ViberContent,
+)
 from providers.sms_http import SmsHttpProvider
 from providers.smtp import SmtpProvider
 from providers.viber_http import ViberHttpProvider
@@ -46,8 +53,6 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def _message(channel: str, n: int) -> Outbound:
-    from providers.base import EmailContent, SmsContent, ViberContent
-
     mid = f"bench:{n:09d}:s1"
     if channel == "sms":
         return Outbound(mid, "sms", f"+38050{n % 10_000_000:07d}",

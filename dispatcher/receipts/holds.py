@@ -1,0 +1,87 @@
+"""Releasing held messages: quiet hours over, an alert lifted, a campaign resumed.
+
+Held rows are deleted and replaced by pending batches of their recipients in one
+transaction, then those batches are published: a crash before the commit releases
+nothing, a crash after it leaves pending batches that the stalled-work sweep publishes.
+A worker that re-holds a released message while the transaction is open waits for it,
+so a new hold is never deleted by mistake. A held realtime message (trigger, operator
+send; no campaign) is reopened at its held step and published to the realtime queue.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+import aio_pika
+import asyncpg
+
+from dispatcher import topology
+from dispatcher.campaigns import planner
+from dispatcher.envelopes import Envelope, parse_realtime_id
+from dispatcher.realtime import messages as realtime
+from herald.settings import Settings
+
+_CONDITIONS = {
+    "due": "reason IN ('quiet_hours', 'rate_limit') AND release_at <= herald_now()",
+    "lifted": "reason = 'air_raid' AND NOT (region_code = ANY($2::text[]))",
+    "resumed": "reason = 'paused' AND campaign_id = $2",
+}
+
+
+async def release(pool: asyncpg.Pool, channel: aio_pika.abc.AbstractChannel, settings: Settings,
+                  kind: str, argument: object = None, *, limit: int = 5000) -> int:
+    """Release up to ``limit`` held messages of one kind; returns how many.
+
+    kind: ``due`` (release time passed), ``lifted`` (argument: the regions still under
+    alert), ``resumed`` (argument: the campaign id).
+    """
+    condition = _CONDITIONS[kind]
+    args: list[object] = [limit] if argument is None else [limit, argument]
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            rows = await conn.fetch(
+            f"""
+                DELETE FROM held_messages WHERE message_id IN (
+                    SELECT message_id FROM held_messages WHERE {condition}
+                    LIMIT $1 FOR UPDATE SKIP LOCKED)
+                RETURNING message_id, campaign_id, client_id, step
+                """, *args)
+            work = await _record(conn, settings, rows)
+            instant = await realtime.reopen(conn, _realtime(rows))
+        await topology.publish(channel, settings, work)
+        await realtime.publish(channel, settings, instant)
+    return len(rows)
+
+
+async def release_all(pool: asyncpg.Pool, channel: aio_pika.abc.AbstractChannel,
+                      settings: Settings, kind: str, argument: object = None) -> int:
+    """Release in rounds until nothing of that kind is left."""
+    total = 0
+    while released := await release(pool, channel, settings, kind, argument):
+        total += released
+    return total
+
+
+def _realtime(rows: Sequence[asyncpg.Record]) -> list[tuple[int, int]]:
+    found = []
+    for row in rows:
+        if row["campaign_id"] is None:
+            try:
+                unit, _, step = parse_realtime_id(row["message_id"])
+            except ValueError:
+                continue
+            found.append((unit, step))
+    return found
+
+
+async def _record(conn: asyncpg.Connection, settings: Settings,
+                  rows: Sequence[asyncpg.Record]) -> list[tuple[int, Envelope]]:
+    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for row in rows:
+        if row["campaign_id"] is not None:
+            groups[(row["campaign_id"], row["step"])].append(row["client_id"])
+    work: list[tuple[int, Envelope]] = []
+    for (campaign_id, step), client_ids in groups.items():
+        work += await planner.record_steps(conn, settings, campaign_id, step, client_ids)
+    return work
