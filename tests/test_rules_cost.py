@@ -20,10 +20,10 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from herald import audit
-from herald.settings import Settings
 from crm.segments.membership import SegmentMembers
 from dispatcher.recipients import Organisation, load_recipients
+from herald import audit
+from herald.settings import Settings
 from rules import air_raid, batch, fallback, quiet_hours, rate_limit, regions, stop_lists
 from rules.decision import Hold, Send, Skip
 from rules.quiet_hours import WindowSpec
