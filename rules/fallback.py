@@ -12,7 +12,7 @@ channel ends the chain, even when its receipt arrives after the chain moved on.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, cast
 
 import msgspec
 
@@ -142,7 +142,7 @@ def chain_of(channels: Sequence[str],
     """The chain of a stored campaign or message (validated when it was saved, with
     ``parse_chain`` or its API schema), one receipt timeout for every step."""
     timeout = float(receipt_timeout)
-    return Chain(tuple(Step(channel, timeout) for channel in channels))  # type: ignore[arg-type]  # stored chains hold known channels
+    return Chain(tuple(Step(cast(Channel, channel), timeout) for channel in channels))
 
 
 def first_action(chain: Chain) -> TryStep:
