@@ -11,16 +11,23 @@ PYTEST_WORKERS ?= 3
 # The days `make test-clock` moves Herald's clock by, Python's and the database's alike.
 CLOCK_OFFSETS ?= 30 400 -200
 
-.PHONY: run test test-clock setup services seed-13m catalogues
+.PHONY: run test lint test-clock setup services seed-13m catalogues
 
 run: setup
 	$(BIN)/herald up
 
-# lint-imports: the import contracts of pyproject.toml ([tool.importlinter]) first.
-test: setup
-	$(BIN)/lint-imports
+test: setup lint
 	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadgroup -m "not serial"
 	$(BIN)/pytest -q -m serial
+
+# Static checks, configured in pyproject.toml: the import contracts ([tool.importlinter]),
+# the linter, the formatter (check only: run `$(BIN)/ruff format` to apply it) and the type
+# checker (its cache in .mypy_cache).
+lint: $(STAMP)
+	$(BIN)/lint-imports
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # The whole suite as if it were another day: no test may depend on today's date.
 test-clock: setup

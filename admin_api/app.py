@@ -144,7 +144,7 @@ def _openapi_document(declared: tuple[Endpoint, ...]) -> dict[str, Any]:
 
 def check_inputs_declared(app: web.Application) -> None:
     """Refuse to start when a path parameter has no declared type or an input integer no bounds."""
-    undeclared = set()
+    undeclared: set[str] = set()
     for route in app.router.routes():
         declared = endpoint_of(route.handler)
         if declared is not None:

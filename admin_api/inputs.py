@@ -196,7 +196,7 @@ def _nul_path(value: Any, path: str) -> str | None:
 def unbounded_integers(type_: Any, name: str | None = None) -> list[str]:
     """Paths of every integer in ``type_`` lacking a lower or an upper bound within bigint."""
     found: list[str] = []
-    _walk(mi.type_info(type_), name or getattr(type_, "__name__", str(type_)), found, set())
+    _walk(mi.type_info(type_), name or str(getattr(type_, "__name__", type_)), found, set())
     return found
 
 

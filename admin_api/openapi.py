@@ -56,7 +56,7 @@ def build_openapi(declared: Iterable[Endpoint], *, title: str, version: str) -> 
         types.extend(t for t in (ep.body, ep.query, ep.response) if t is not None)
     schemas, components = msgspec.json.schema_components(
         types, ref_template="#/components/schemas/{name}")
-    schema_of = {id(t): s for t, s in zip(types, schemas)}
+    schema_of = {id(t): s for t, s in zip(types, schemas, strict=True)}
 
     paths: dict[str, dict[str, Any]] = {}
     for ep in eps:

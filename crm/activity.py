@@ -219,7 +219,7 @@ async def resolve_clients(conn: asyncpg.Connection,
         elif client_id is not None and or_number is not None and owner[or_number] != client_id:
             out.append(("or_number", f"account {or_number} is not client {client_id}'s"))
         else:
-            out.append(client_id if client_id is not None else owner[or_number])  # type: ignore[index]
+            out.append(client_id if client_id is not None else owner[or_number])
     return out
 
 
@@ -243,12 +243,13 @@ async def ingest_channel_events(conn: asyncpg.Connection, events: Sequence[tuple
     errors: list[ItemError] = []
     clients = await resolve_clients(conn, [(e.client_id, e.or_number) for _, e in events])
     valid: list[tuple[int, int, ChannelEvent]] = []
-    for (n, e), client in zip(events, clients):
-        problem = client if isinstance(client, tuple) else _check_time(e.at, now)
-        if problem:
+    for (n, e), client in zip(events, clients, strict=True):
+        if isinstance(client, tuple):
+            errors.append(ItemError(n, *client))
+        elif problem := _check_time(e.at, now):
             errors.append(ItemError(n, *problem))
         else:
-            valid.append((n, client, e))  # type: ignore[arg-type]
+            valid.append((n, client, e))
     new_events = [timeline.NewEvent(
         client, "chat" if e.type == "chat" else "channel", e.at,
         f"{_CHANNEL_TITLES[e.channel]}: {_TYPE_TITLES.get(e.type, e.type)}", None, e.channel, "in",
@@ -256,7 +257,7 @@ async def ingest_channel_events(conn: asyncpg.Connection, events: Sequence[tuple
         for _, client, e in valid]
     async with conn.transaction():
         fresh = await timeline.append_new(conn, new_events)
-        stored = [(client, e) for (_, client, e), is_new in zip(valid, fresh) if is_new]
+        stored = [(client, e) for (_, client, e), is_new in zip(valid, fresh, strict=True) if is_new]
         if stored:
             await conn.execute(
                 """
@@ -361,14 +362,17 @@ async def ingest_cx_events(conn: asyncpg.Connection, events: Sequence[tuple[int,
     errors: list[ItemError] = []
     clients = await resolve_clients(conn, [(e.client_id, e.or_number) for _, e in events])
     valid: list[tuple[int, CxEvent]] = []
-    for (n, e), client in zip(events, clients):
-        problem = client if isinstance(client, tuple) else _check_time(e.at, now)
+    for (n, e), client in zip(events, clients, strict=True):
+        if isinstance(client, tuple):
+            errors.append(ItemError(n, *client))
+            continue
+        problem = _check_time(e.at, now)
         if problem is None and isinstance(e, SurveyEvent) and e.score > e.scale_max:
             problem = ("score", f"{e.score} is above scale_max {e.scale_max}")
         if problem:
             errors.append(ItemError(n, *problem))
         else:
-            valid.append((client, e))  # type: ignore[arg-type]
+            valid.append((client, e))
     if not valid:
         return IntakeResult(0, 0, errors)
     kinds = ["survey" if isinstance(e, SurveyEvent) else "outbound_call" for _, e in valid]

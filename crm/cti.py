@@ -217,9 +217,9 @@ async def identify(conn: asyncpg.Connection, phone: str | None, *, or_number: st
                                     re.sub(r"\s", "", or_number))
         if found is not None:
             return "match", "or_number", [found]
-    if client_id is not None:
-        if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM clients WHERE id = $1)", client_id):
-            return "match", "client_id", [client_id]
+    if client_id is not None and await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM clients WHERE id = $1)", client_id):
+        return "match", "client_id", [client_id]
     if by_phone:
         return "candidates", "phone", by_phone[:MAX_CANDIDATES]
     return "unknown", None, []
@@ -272,7 +272,7 @@ async def _timeline_call(conn: asyncpg.Connection, call: Call) -> None:
               "completed" if call.answered_at else "missed" if call.hung_up_at else "ringing")
     await _timeline.record_event(
         conn, client_id=call.client_id, kind="call",
-        at=call.ringing_at or call.answered_at or call.hung_up_at,
+        at=call.ringing_at or call.answered_at or call.hung_up_at or now(),
         title=f"Вхідний дзвінок {call.phone or call.phone_raw}" if call.direction == "in"
         else f"Вихідний дзвінок {call.phone or call.phone_raw}",
         status=status, channel="call", direction=call.direction, ref_type="call",

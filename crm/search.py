@@ -40,7 +40,7 @@ import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import asyncpg
 import msgspec
@@ -216,7 +216,7 @@ def parse_criteria(*, phone: str | None = None, or_number: str | None = None,
                    client_id: int | None = None, eic: str | None = None,
                    address: str | None = None, name: str | None = None) -> Criteria:
     """Validate what the operator typed; raise InvalidInput naming the parameter."""
-    parsed: dict[str, object] = {}
+    parsed: dict[str, Any] = {}  # Criteria's fields, each parsed above
     if phone is not None:
         parsed["phone"] = parse_phone(phone)
     if or_number is not None:
@@ -235,7 +235,7 @@ def parse_criteria(*, phone: str | None = None, or_number: str | None = None,
         parsed["address"] = _words(address, "address")
     if name is not None:
         parsed["name"] = _words(name, "name")
-    criteria = Criteria(**parsed)  # type: ignore[arg-type]
+    criteria = Criteria(**parsed)
     if criteria.count() == 0:
         raise InvalidInput("query", "give at least one of phone, or, client_id, eic, address, name")
     return criteria
@@ -381,7 +381,7 @@ def _single(c: Criteria) -> list[Criteria]:
     for name in ("client_id", "name", "phone", "or_number", "eic", "address"):
         value = getattr(c, name)
         if value is not None:
-            out.append(Criteria(**{name: value}, common=c.common))  # type: ignore[arg-type]
+            out.append(Criteria(**{name: value}, common=c.common))
     return out
 
 

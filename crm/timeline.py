@@ -64,6 +64,9 @@ class TimelineFilter(msgspec.Struct, frozen=True):
     until: dt.datetime | None = None
 
 
+NO_FILTER = TimelineFilter()
+
+
 class Cursor(msgspec.Struct, frozen=True, array_like=True):
     at: dt.datetime
     source: str
@@ -425,7 +428,7 @@ async def _billing(conn: asyncpg.Connection, client_id: int, wanted: set[str],
 
 async def client_timeline(conn: asyncpg.Connection, client_id: int, *, limit: int,
                           cursor: Cursor | None = None,
-                          flt: TimelineFilter = TimelineFilter()) -> TimelinePage:
+                          flt: TimelineFilter = NO_FILTER) -> TimelinePage:
     """One page of the client's feed, newest first."""
     wanted = set(SOURCES)
     if flt.kinds is not None:

@@ -189,7 +189,7 @@ async def update_user(conn: asyncpg.Connection, actor: Actor, user_id: int, *,
             raise NotFound(f"user {user_id} does not exist")
         old_roles = sorted(r["role_code"] for r in await conn.fetch(
             "SELECT role_code FROM user_roles WHERE user_id = $1", user_id))
-        new = {k: v for k, v in {"full_name": full_name, "email": email,
+        new: dict[str, object] = {k: v for k, v in {"full_name": full_name, "email": email,
                                  "is_active": is_active}.items() if v is not None}
         if unlock:
             new.update(locked_until=None, failed_logins=0)
@@ -283,7 +283,8 @@ async def login(conn: asyncpg.Connection, policy: LoginPolicy, *, login_name: st
         await conn.execute("UPDATE users SET password_hash = $2 WHERE id = $1",
                            row["id"], await hash_password(password))
     token = secrets.token_urlsafe(32)
-    device_token = device_token if device is not None else login_guard.new_device_token()
+    if device is None or device_token is None:  # no device token, or not one of ours
+        device_token = login_guard.new_device_token()
     async with conn.transaction():
         if not known:
             await login_guard.give_address_attempt_back(conn, client_ip)

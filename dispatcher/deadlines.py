@@ -67,7 +67,7 @@ async def still_waiting(redis: aioredis.Redis, settings: Settings, message_ids: 
     found: set[str] = set()
     for key, ids in _by_key(settings, message_ids).items():
         scores = await redis.zmscore(key, ids)
-        found.update(m for m, score in zip(ids, scores) if score is not None)
+        found.update(m for m, score in zip(ids, scores, strict=True) if score is not None)
     return found
 
 

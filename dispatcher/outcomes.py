@@ -123,8 +123,8 @@ async def count(redis: aioredis.Redis, settings: Settings, campaign_id: int | No
     key = stats_key(settings, campaign_id)
     async with redis.pipeline(transaction=False) as pipe:
         for name, amount in fields.items():
-            pipe.hincrby(key, name, amount)
-        pipe.hset(key, "updated_at", f"{clock.time():.3f}")
+            pipe.hincrby(key, name, amount)  # type: ignore[unused-awaitable]  # queued, run by execute()
+        pipe.hset(key, "updated_at", f"{clock.time():.3f}")  # type: ignore[unused-awaitable]  # queued
         await pipe.execute()
 
 

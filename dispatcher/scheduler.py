@@ -8,6 +8,7 @@ and another worker takes over within a tick. Each duty is idempotent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -118,7 +119,5 @@ class Scheduler:
 
 
 async def _sleep(stop: asyncio.Event, seconds: float) -> None:
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), seconds)
-    except TimeoutError:
-        pass

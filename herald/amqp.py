@@ -81,7 +81,9 @@ class AmqpLink:
             async with connection.channel() as channel:
                 await self._on_connect(channel)
 
-    async def _reconnected(self, connection: AbstractRobustConnection) -> None:
+    async def _reconnected(self, connection: AbstractRobustConnection | None) -> None:
+        if connection is None:  # aio-pika's callback type allows it; a reconnect always has one
+            return
         # A broker restarted without its durable state would have lost the queues.
         try:
             await self._prepare(connection)

@@ -223,7 +223,7 @@ def _with_clock_setting(url: str, offset: str | None) -> str:
 def _check_url(variable: str, url: str, schemes: tuple[str, ...]) -> None:
     try:
         parts = urlsplit(url)
-        parts.port
+        parts.port  # noqa: B018  # reading it raises ValueError for a port out of range
     except ValueError as exc:
         raise SettingsError(variable, f"not a valid URL: {exc}") from None
     if parts.scheme not in schemes:

@@ -182,13 +182,13 @@ class HttpBatchProvider(abc.ABC):
             answer = self._decoder.decode(body).results
         except (msgspec.DecodeError, msgspec.ValidationError):
             return _all(ids, Outcome.TRANSIENT, "bad_response")
-        if len(answer) != len(ids) or any(a.message_id != i for a, i in zip(answer, ids)):
+        if len(answer) != len(ids) or any(a.message_id != i for a, i in zip(answer, ids, strict=True)):
             by_id = {a.message_id: a for a in answer}
             answer_or_none = [by_id.get(i) for i in ids]
         else:
             answer_or_none = list(answer)
         results = []
-        for message_id, item in zip(ids, answer_or_none):
+        for message_id, item in zip(ids, answer_or_none, strict=True):
             if item is None:
                 results.append(SendResult(message_id, Outcome.TRANSIENT, error="missing_in_response"))
                 continue

@@ -7,13 +7,13 @@ import contextlib
 from collections.abc import AsyncIterator, Mapping
 
 from herald.settings import Settings
-from providers.base import Channel, Provider
+from providers.base import Provider
 from providers.sms_http import SmsHttpProvider
 from providers.smtp import SmtpProvider
 from providers.viber_http import ViberHttpProvider
 
 
-def build_providers(settings: Settings) -> dict[Channel, Provider]:
+def build_providers(settings: Settings) -> dict[str, Provider]:
     """One adapter per channel (email, viber, sms), not yet connected: pools open on first send."""
     return {
         "email": SmtpProvider(host=settings.smtp_host, port=settings.smtp_port,
@@ -25,13 +25,13 @@ def build_providers(settings: Settings) -> dict[Channel, Provider]:
     }
 
 
-async def close_providers(providers: Mapping[Channel, Provider]) -> None:
+async def close_providers(providers: Mapping[str, Provider]) -> None:
     """Close every adapter; one failing to close does not keep the others open."""
     await asyncio.gather(*(p.aclose() for p in providers.values()), return_exceptions=True)
 
 
 @contextlib.asynccontextmanager
-async def open_providers(settings: Settings) -> AsyncIterator[dict[Channel, Provider]]:
+async def open_providers(settings: Settings) -> AsyncIterator[dict[str, Provider]]:
     """The adapters of ``build_providers`` for the life of a ``async with`` block."""
     providers = build_providers(settings)
     try:

@@ -257,8 +257,8 @@ class AlertMirror:
     async def active_regions(self) -> AlertSnapshot:
         """The regions under alert now: one Redis round trip, made once per batch."""
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.get(self.counter_key)
-            pipe.smembers(self.active_key)
+            pipe.get(self.counter_key)  # type: ignore[unused-awaitable]  # queued, run by execute()
+            pipe.smembers(self.active_key)  # type: ignore[unused-awaitable]  # queued
             version, members = await pipe.execute()
         if version is None:
             raise MirrorNotReady("the air-raid alert mirror in Redis is empty; sync it from PostgreSQL")

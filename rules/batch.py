@@ -73,9 +73,14 @@ RECOVERED = Recovered()
 Move = tuple[int, Decision | Recovered]  # (step, what happens there)
 
 
-async def read(conn: asyncpg.Connection, client_ids: Sequence[int], channels: Sequence[str],
-               topic: str, *, membership: stop_lists.SegmentMembership | None
-               ) -> tuple[Verdicts, consent.Consents]:
+async def read(
+    conn: asyncpg.Connection,
+    client_ids: Sequence[int],
+    channels: Sequence[str],
+    topic: str,
+    *,
+    membership: stop_lists.SegmentMembership | None,
+) -> tuple[Verdicts, consent.Consents]:
     """The per-batch reads of the rules on one connection: stop lists (one query, plus one
     membership call for segment entries) and consents on the chain's channels (one query)."""
     stopped = await stop_lists.check(conn, client_ids, topic, membership=membership)
@@ -83,9 +88,16 @@ async def read(conn: asyncpg.Connection, client_ids: Sequence[int], channels: Se
     return stopped, consents
 
 
-async def load(conn: asyncpg.Connection, client_ids: Sequence[int], channels: Sequence[str],
-               topic: str, *, urgent: bool, mirror: AlertMirror,
-               membership: stop_lists.SegmentMembership | None) -> Facts:
+async def load(
+    conn: asyncpg.Connection,
+    client_ids: Sequence[int],
+    channels: Sequence[str],
+    topic: str,
+    *,
+    urgent: bool,
+    mirror: AlertMirror,
+    membership: stop_lists.SegmentMembership | None,
+) -> Facts:
     """Every fact of a batch read now, uncached (the operator's check; workers cache the
     small tables and read the rest with ``read``)."""
     stopped, consents = await read(conn, client_ids, channels, topic, membership=membership)
@@ -93,9 +105,16 @@ async def load(conn: asyncpg.Connection, client_ids: Sequence[int], channels: Se
         alerts = await mirror.active_regions()
     except MirrorNotReady:
         alerts = await mirror.sync(conn)
-    return Facts(topic=topic, urgent=urgent, now=clock.now(), stopped=stopped,
-                 consents=consents, alerts=alerts, windows=await quiet_hours.load_windows(conn),
-                 time_zones=await regions.load_time_zones(conn))
+    return Facts(
+        topic=topic,
+        urgent=urgent,
+        now=clock.now(),
+        stopped=stopped,
+        consents=consents,
+        alerts=alerts,
+        windows=await quiet_hours.load_windows(conn),
+        time_zones=await regions.load_time_zones(conn),
+    )
 
 
 class Rules:
@@ -113,12 +132,21 @@ class Rules:
     def verdicts(self, client_ids: Sequence[int], channel: str) -> tuple[Verdicts, ...]:
         """Every rule's batch check on ``channel``, in ``ORDER``."""
         f = self.facts
-        return (f.stopped,
-                contact.check(self.recipients, client_ids, channel),
-                consent.check(f.consents, client_ids, channel),
-                self._alerts,
-                quiet_hours.check(f.now, client_ids, self._where, f.time_zones, f.windows,
-                                  channel=channel, urgent=f.urgent))
+        return (
+            f.stopped,
+            contact.check(self.recipients, client_ids, channel),
+            consent.check(f.consents, client_ids, channel),
+            self._alerts,
+            quiet_hours.check(
+                f.now,
+                client_ids,
+                self._where,
+                f.time_zones,
+                f.windows,
+                channel=channel,
+                urgent=f.urgent,
+            ),
+        )
 
     def decide(self, client_ids: Sequence[int], channel: str) -> dict[int, Decision]:
         """Each client's decision on ``channel``: the first rule that objects, else ``SEND``."""
@@ -128,8 +156,12 @@ class Rules:
         """The client's decision on every channel of a chain, as if each were tried now."""
         return [self.decide([client_id], channel)[client_id] for channel in channels]
 
-    def walk(self, stage: Mapping[int, int], chain: fallback.Chain,
-             settled: Mapping[tuple[int, int], str] | None = None) -> dict[int, list[Move]]:
+    def walk(
+        self,
+        stage: Mapping[int, int],
+        chain: fallback.Chain,
+        settled: Mapping[tuple[int, int], str] | None = None,
+    ) -> dict[int, list[Move]]:
         """Walk each client of ``stage`` (client -> the step it is at) down ``chain``.
 
         Returns, per client in the order of ``stage``, what happens at each step it
@@ -178,4 +210,3 @@ class Rules:
                     if isinstance(action, fallback.TryStep):
                         waiting[action.step].append(client_id)
         return moves
-

@@ -21,7 +21,7 @@ import hashlib
 import hmac
 import re
 from collections.abc import Iterable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import asyncpg
 import msgspec
@@ -33,11 +33,11 @@ from rules.decision import NO_CONSENT, Skip
 
 Source = Literal["cabinet", "app", "chatbot", "operator", "import", "sms_stop",
                  "email_unsubscribe", "contract"]
-SOURCES: frozenset[str] = frozenset(Source.__args__)  # type: ignore[attr-defined]
+SOURCES: frozenset[str] = frozenset(get_args(Source))
 # The channels a consent may be about (the consents.channel CHECK): a client may opt out
 # of channels Herald does not send on itself yet (push, telegram, voice).
 ConsentChannel = Literal["sms", "viber", "email", "push", "telegram", "voice"]
-CONSENT_CHANNELS: frozenset[str] = frozenset(ConsentChannel.__args__)  # type: ignore[attr-defined]
+CONSENT_CHANNELS: frozenset[str] = frozenset(get_args(ConsentChannel))
 
 
 class Consents(msgspec.Struct, frozen=True):
@@ -313,11 +313,14 @@ def normalise_phone(raw: str) -> str | None:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
+InboundAction = Literal["opted_out", "ignored", "unknown_number"]
+
+
 class InboundResult(msgspec.Struct, frozen=True):
     """What an inbound SMS did: ``opted_out`` (a STOP from a known number), ``ignored`` (other
     text), ``unknown_number``; ``duplicate`` is true when the provider posted it before."""
 
-    action: Literal["opted_out", "ignored", "unknown_number"]
+    action: InboundAction
     clients: list[int]
     topics: list[str]
     duplicate: bool = False
@@ -334,7 +337,8 @@ async def inbound_sms(conn: asyncpg.Connection, actor: audit.Actor, *, phone: st
             "ORDER BY client_id", phone.removeprefix("+"))] if stop else []
         topics = [r[0] for r in await conn.fetch(
             "SELECT code FROM message_topics WHERE stop_reply ORDER BY code")] if clients else []
-        action = "ignored" if not stop else "opted_out" if clients else "unknown_number"
+        action: InboundAction = ("ignored" if not stop else "opted_out" if clients
+                                 else "unknown_number")
         inserted = await conn.fetchval(
             "INSERT INTO sms_inbound (phone, text, provider_message_id, action, clients) "
             "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (provider_message_id) "
@@ -348,7 +352,7 @@ async def inbound_sms(conn: asyncpg.Connection, actor: audit.Actor, *, phone: st
             await apply_choices(conn, actor, "sms_stop",
                                 [Choice(c, "sms", t, False) for c in clients for t in topics],
                                 {"phone": phone, "text": text[:160], "inbound_id": inserted})
-    return InboundResult(action, clients, topics)  # type: ignore[arg-type]
+    return InboundResult(action, clients, topics)
 
 
 # --- import: a file of choices, set-based --------------------------------------------

@@ -35,8 +35,9 @@ def address(recipient: Addressee, channel: str) -> str | None:
     return recipient.email if channel == "email" else recipient.phone
 
 
-def check(recipients: Mapping[int, Addressee], client_ids: Iterable[int],
-          channel: str) -> dict[int, Skip]:
+def check(
+    recipients: Mapping[int, Addressee], client_ids: Iterable[int], channel: str
+) -> dict[int, Skip]:
     """The batch check: clients with no address for ``channel``, skipped with ``no_contact``."""
     if channel == "email":
         return {c: NO_CONTACT for c in client_ids if not recipients[c].email}

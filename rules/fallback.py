@@ -124,7 +124,7 @@ def parse_chain(channels: Sequence[str] = DEFAULT_CHAIN,
             raise InvalidInput(timeout_field, f"one timeout per channel: {len(channels)} expected")
     seen: set[str] = set()
     steps = []
-    for i, (channel, timeout) in enumerate(zip(channels, timeouts)):
+    for i, (channel, timeout) in enumerate(zip(channels, timeouts, strict=True)):
         if channel not in CHANNELS:
             raise InvalidInput(f"{field}[{i}]", f"unknown channel {channel!r}; one of {', '.join(CHANNELS)}")
         if channel in seen:
@@ -133,7 +133,7 @@ def parse_chain(channels: Sequence[str] = DEFAULT_CHAIN,
             raise InvalidInput(where[i], f"from {MIN_RECEIPT_TIMEOUT:.0f} s to "
                                          f"{MAX_RECEIPT_TIMEOUT:.0f} s (7 days)")
         seen.add(channel)
-        steps.append(Step(channel, timeout))  # type: ignore[arg-type]
+        steps.append(Step(channel, timeout))
     return Chain(tuple(steps))
 
 
@@ -165,7 +165,7 @@ def next_action(chain: Chain, current: int | None, event: Event) -> Action:
     if isinstance(event, Skipped):
         if event.reason == "stop_list":
             return Finish("blocked", "stop_list", None, event.step)
-        reason = event.reason
+        reason: str = event.reason
     else:
         reason = _FAILURE_REASON[type(event)]
     if current + 1 < len(chain.steps):

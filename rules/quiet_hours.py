@@ -88,12 +88,13 @@ def check(now_utc: dt.datetime, client_ids: Iterable[int],
     for client_id in client_ids:
         regions = tuple(client_regions.get(client_id, ()))
         if regions not in by_regions:
-            ends = []
+            ends: list[dt.datetime] = []
             for name in time_zones_of(regions, time_zones):
                 if name not in by_zone:
                     by_zone[name] = release_at(now_utc, name, applicable)
-                if by_zone[name] is not None:
-                    ends.append(by_zone[name])
+                end = by_zone[name]
+                if end is not None:
+                    ends.append(end)
             by_regions[regions] = max(ends) if ends else None
         until = by_regions[regions]
         if until is not None:

@@ -162,7 +162,7 @@ class StubRateLimiter(RateLimiter):
             have.append(min(b.capacity, tokens + max(0.0, now - at) * b.rate))
         granted = max(0, min(n, *(math.floor(t) for t in have)))
         wait = 0.0
-        for b, tokens in zip(buckets, have):
+        for b, tokens in zip(buckets, have, strict=True):
             left = tokens - granted
             self._state[b.key] = (left, now)
             if granted < n and left < 1:

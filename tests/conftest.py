@@ -169,7 +169,7 @@ async def delete_queues(settings: Settings) -> None:
     """
     try:
         connection = await aio_pika.connect(settings.amqp_url, timeout=5)
-    except (OSError, asyncio.TimeoutError, aio_pika.exceptions.AMQPError):
+    except (TimeoutError, OSError, aio_pika.exceptions.AMQPError):
         return
     try:
         channel = await connection.channel()
@@ -231,7 +231,7 @@ async def app_conn(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
 
 
 @pytest.fixture
-async def client(settings: Settings, aiohttp_client):  # type: ignore[no-untyped-def]
+async def client(settings: Settings, aiohttp_client):
     """A test client of the admin API on this test's own database."""
     from admin_api.app import init_app
 
@@ -252,7 +252,7 @@ async def demo_users(settings: Settings) -> dict[str, str]:
     return {d.role: d.login for d in DEMO_USERS}
 
 
-async def login_as(client, role: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
+async def login_as(client, role: str) -> dict[str, str]:
     """Log a demo user of ``role`` in; return the Authorization header to send."""
     from herald.cli.demo import DEMO_USERS
 
@@ -264,7 +264,7 @@ async def login_as(client, role: str) -> dict[str, str]:  # type: ignore[no-unty
 
 
 @pytest.fixture
-async def stack(settings: Settings, demo_users, aiohttp_client, aiohttp_server,  # type: ignore[no-untyped-def]
+async def stack(settings: Settings, demo_users, aiohttp_client, aiohttp_server,
                 admin_conn: asyncpg.Connection):
     """A whole Herald (API, simulators, a worker) for dispatch tests: see dispatch_helpers."""
     from dispatch_helpers import start_stack

@@ -83,16 +83,16 @@ class Stack:
         return body
 
     async def sim(self, method: str, path: str, json: object = None) -> Any:
-        async with ClientSession() as session:
-            async with session.request(method, self.sim_url + path, json=json) as response:
-                assert response.status == 200, await response.text()
-                return await response.json()
+        async with (ClientSession() as session,
+                    session.request(method, self.sim_url + path, json=json) as response):
+            assert response.status == 200, await response.text()
+            return await response.json()
 
     async def configure(self, channel: str, **patch: object) -> None:
         await self.sim("PUT", f"/{channel}/sim/config", patch)
 
     async def sim_stats(self, channel: str) -> dict[str, int]:
-        return await self.sim("GET", f"/{channel}/sim/stats")  # type: ignore[no-any-return]
+        return await self.sim("GET", f"/{channel}/sim/stats")
 
     async def template(self, **changes: object) -> int:
         body = {**TEMPLATE, **changes}
@@ -110,7 +110,7 @@ class Stack:
         await self.call("POST", f"/api/v1/campaigns/{campaign_id}/launch", {})
 
     async def stats(self, campaign_id: int) -> dict[str, Any]:
-        return await self.call("GET", f"/api/v1/campaigns/{campaign_id}/stats")  # type: ignore[no-any-return]
+        return await self.call("GET", f"/api/v1/campaigns/{campaign_id}/stats")
 
     async def wait(self, condition: Callable[[dict[str, Any]], bool], campaign_id: int,
                    timeout: float = 30.0) -> dict[str, Any]:
@@ -139,7 +139,7 @@ def counter(stats: dict[str, Any], name: str) -> int:
     return int(stats["counters"].get(name, 0))
 
 
-async def start_stack(settings: Settings, aiohttp_client, aiohttp_server,  # type: ignore[no-untyped-def]
+async def start_stack(settings: Settings, aiohttp_client, aiohttp_server,
                       admin_conn: asyncpg.Connection) -> AsyncIterator[Stack]:
     """Admin API + simulators + a worker on this test's database and namespace."""
     # The SMTP sink's port is taken first (held, so no parallel test takes it meanwhile):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import msgspec
 import pytest
@@ -106,24 +107,24 @@ class Sim:
     def ledger(self, channel: str) -> Ledger:
         return self.app[{"sms": SMS_SIM, "viber": VIBER_SIM, "email": EMAIL_SIM}[channel]]
 
-    async def configure(self, channel: str, **patch: object) -> dict[str, object]:
-        async with ClientSession() as session:
-            async with session.put(self.server.make_url(f"/{channel}/sim/config"),
-                                   json=patch) as response:
-                assert response.status == 200, await response.text()
-                return await response.json()  # type: ignore[no-any-return]
+    async def configure(self, channel: str, **patch: object) -> dict[str, Any]:
+        async with (ClientSession() as session,
+                    session.put(self.server.make_url(f"/{channel}/sim/config"),
+                                json=patch) as response):
+            assert response.status == 200, await response.text()
+            return await response.json()
 
-    async def get(self, path: str, **params: str) -> dict[str, object]:
-        async with ClientSession() as session:
-            async with session.get(self.server.make_url(path), params=params) as response:
-                assert response.status == 200, await response.text()
-                return await response.json()  # type: ignore[no-any-return]
+    async def get(self, path: str, **params: str) -> dict[str, Any]:
+        async with (ClientSession() as session,
+                    session.get(self.server.make_url(path), params=params) as response):
+            assert response.status == 200, await response.text()
+            return await response.json()
 
     async def stats(self, channel: str) -> dict[str, int]:
-        return await self.get(f"/{channel}/sim/stats")  # type: ignore[return-value]
+        return await self.get(f"/{channel}/sim/stats")
 
 
-async def start_simulators(settings: Settings, aiohttp_server,  # type: ignore[no-untyped-def]
+async def start_simulators(settings: Settings, aiohttp_server,
                            smtp_sock: socket.socket | None = None):
     """Simulators (HTTP) and an SMTP sink on free ports (or on the bound ``smtp_sock``);
     settings pointed at them."""
@@ -138,7 +139,7 @@ async def start_simulators(settings: Settings, aiohttp_server,  # type: ignore[n
 
 
 @pytest.fixture
-async def sim(base_settings: Settings, aiohttp_server) -> AsyncIterator[Sim]:  # type: ignore[no-untyped-def]
+async def sim(base_settings: Settings, aiohttp_server) -> AsyncIterator[Sim]:
     """The simulators on free ports, posting receipts to a ReceiptReceiver of the test."""
     receiver = ReceiptReceiver()
     receiver_server = await aiohttp_server(receiver.app())

@@ -18,7 +18,7 @@ class Stream:
 
     async def next(self) -> tuple[str, Any]:
         async def read() -> tuple[str, Any]:
-            event, data = "message", []
+            event, data = "message", list[str]()
             while True:
                 raw = await self.response.content.readline()
                 assert raw, "the stream ended"

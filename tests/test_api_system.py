@@ -86,7 +86,7 @@ def test_every_route_declares_a_permission(settings: Settings) -> None:
     assert routes
     for route in routes:
         declared = endpoint_of(route.handler)
-        assert declared is not None, f"{route.method} {route.resource.canonical} declares nothing"
+        assert declared is not None, f"{route.method} {route.resource and route.resource.canonical} declares nothing"
         assert declared.permission
 
 

@@ -7,6 +7,7 @@ import datetime as dt
 import re
 from collections.abc import AsyncIterator
 from decimal import Decimal
+from typing import Any
 
 import aiohttp
 import asyncpg
@@ -33,14 +34,14 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 class BillingServer:
-    def __init__(self, server, sim: BillingSim) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, server, sim: BillingSim) -> None:
         self.server = server
         self.sim = sim
         self.url = str(server.make_url("/billing"))
 
 
 @pytest.fixture
-async def billing(base_settings: Settings, aiohttp_server) -> BillingServer:  # type: ignore[no-untyped-def]
+async def billing(base_settings: Settings, aiohttp_server) -> BillingServer:
     app = init_simulators_app(msgspec.structs.replace(base_settings, provider_api_token=TOKEN))
     server = await aiohttp_server(app)
     return BillingServer(server, app[BILLING_SIM])
@@ -52,12 +53,12 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-async def _get(http: aiohttp.ClientSession, url: str, **kw: object) -> tuple[int, object]:
-    async with http.get(url, **kw) as r:  # type: ignore[arg-type]
+async def _get(http: aiohttp.ClientSession, url: str, **kw: Any) -> tuple[int, Any]:
+    async with http.get(url, **kw) as r:
         return r.status, await r.json(content_type=None)
 
 
-async def _put(http: aiohttp.ClientSession, url: str, body: object) -> tuple[int, object]:
+async def _put(http: aiohttp.ClientSession, url: str, body: object) -> tuple[int, Any]:
     async with http.put(url, json=body) as r:
         return r.status, await r.json(content_type=None)
 
@@ -123,14 +124,14 @@ async def test_simulator_can_be_down_fail_a_few_requests_and_be_reset(
         billing: BillingServer, http: aiohttp.ClientSession) -> None:
     url = f"{billing.url}/v1/accounts/1000000001"
     status, config = await _put(http, f"{billing.url}/sim/config", {"down": True})
-    assert status == 200 and config["down"] is True  # type: ignore[index]
+    assert status == 200 and config["down"] is True
     assert (await _get(http, url, headers=AUTH))[0] == 503
     await _put(http, f"{billing.url}/sim/config", {"down": False, "fail_next_requests": 1,
                                                    "fail_status": 502})
     assert (await _get(http, url, headers=AUTH))[0] == 502
     assert (await _get(http, url, headers=AUTH))[0] == 200
     status, problem = await _put(http, f"{billing.url}/sim/config", {"failure_rate": 2})
-    assert status == 400 and "failure_rate" in problem["detail"]  # type: ignore[index]
+    assert status == 400 and "failure_rate" in problem["detail"]
     status, problem = await _put(http, f"{billing.url}/sim/config", {"unknown_or_pattern": "("})
     assert status == 400
     await _put(http, f"{billing.url}/sim/config", {"unknown_or_pattern": "^1000000001$"})
@@ -149,10 +150,10 @@ async def test_an_account_answer_can_be_overridden_for_tests(
     assert status == 200
     _, served = await _get(http, f"{billing.url}/v1/accounts/1000000001", headers=AUTH)
     assert served == data
-    assert served["balance"] == "-10.00"  # type: ignore[index]
-    assert served["meters"][0]["serial_number"] == "SN1"  # type: ignore[index]
+    assert served["balance"] == "-10.00"
+    assert served["meters"][0]["serial_number"] == "SN1"
     status, problem = await _put(http, f"{billing.url}/sim/accounts/1000000001", {"colour": 1})
-    assert status == 400 and "colour" in problem["detail"]  # type: ignore[index]
+    assert status == 400 and "colour" in problem["detail"]
     status, _ = await _put(http, f"{billing.url}/sim/accounts/1000000001", {"balance": "x"})
     assert status == 400
 
@@ -183,7 +184,7 @@ async def test_connector_fetches_and_tells_failures_apart(
 async def _account(conn: asyncpg.Connection, or_number: str = "1000000077") -> int:
     client_id = await conn.fetchval(
         "INSERT INTO clients (last_name, first_name) VALUES ('Бондар', 'Ірина') RETURNING id")
-    return await conn.fetchval(  # type: ignore[no-any-return]
+    return await conn.fetchval(
         """
         INSERT INTO accounts (client_id, or_number, eic_code, region_code, city, street, building,
                               consumer_type, tariff_code, opened_at)

@@ -4,6 +4,7 @@ several intervals a day, and properties over random calendars."""
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -27,8 +28,9 @@ def office(holidays: dict[dt.date, tuple[tuple[int, int], ...]] | None = None) -
     return Calendar(KYIV, (day, day, day, day, day, (), ()), holidays or {})
 
 
-def kyiv(*args: int) -> dt.datetime:
-    return dt.datetime(*args, tzinfo=KYIV)
+def kyiv(year: int, month: int, day: int, hour: int = 0, minute: int = 0,
+         second: int = 0) -> dt.datetime:
+    return dt.datetime(year, month, day, hour, minute, second, tzinfo=KYIV)
 
 
 ALWAYS = Calendar(KYIV, tuple(((0, 1440),) for _ in range(7)))
@@ -157,4 +159,4 @@ def test_add_is_monotonic(cal: Calendar, start: dt.datetime, s1: float, s2: floa
 def test_spans_are_ordered_and_disjoint(cal: Calendar, first: dt.date) -> None:
     spans = list(spans_between(cal, first, first + dt.timedelta(days=20)))
     assert all(a < b for a, b in spans)
-    assert all(b <= c for (_, b), (c, _) in zip(spans, spans[1:]))
+    assert all(b <= c for (_, b), (c, _) in itertools.pairwise(spans))

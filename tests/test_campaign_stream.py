@@ -92,9 +92,10 @@ async def test_stream_of_a_finished_campaign_ends_at_once_and_needs_the_permissi
     # Unknown campaign: 404 before any stream; no session: 401; operators lack campaigns.read
     missing = await stack.api.get("/api/v1/campaigns/999/stream", headers=stack.headers)
     assert missing.status == 404
-    async with ClientSession() as anonymous:  # the test client keeps the login cookie
-        async with anonymous.get(stack.api.make_url(f"/api/v1/campaigns/{campaign}/stream")) as r:
-            assert r.status == 401
+    # A session of its own: the test client keeps the login cookie.
+    async with (ClientSession() as anonymous,
+                anonymous.get(stack.api.make_url(f"/api/v1/campaigns/{campaign}/stream")) as r):
+        assert r.status == 401
     operator = await login_as(stack.api, "operator_cc")
     denied = await stack.api.get(f"/api/v1/campaigns/{campaign}/stream", headers=operator)
     assert denied.status == 403

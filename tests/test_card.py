@@ -57,7 +57,7 @@ MakeApi = Callable[..., Awaitable[CardApi]]
 
 
 @pytest.fixture
-async def make_api(settings: Settings, demo_users: dict[str, str], aiohttp_client,  # type: ignore[no-untyped-def]
+async def make_api(settings: Settings, demo_users: dict[str, str], aiohttp_client,
                    aiohttp_server) -> MakeApi:
     """Start the billing simulator and the API; keyword arguments override settings."""
     async def make(**overrides: Any) -> CardApi:
@@ -239,7 +239,7 @@ async def test_slow_billing_gives_the_cached_card_marked_stale_and_refreshes_in_
 async def test_billing_down_never_fails_the_card(make_api: MakeApi,
                                                  admin_conn: asyncpg.Connection) -> None:
     api = await make_api()
-    client_id, (cached, uncached) = await make_client(admin_conn, ("1000000101", "1000000102"))
+    client_id, (cached, _uncached) = await make_client(admin_conn, ("1000000101", "1000000102"))
     old = now() - dt.timedelta(days=1)
     await cache(admin_conn, cached, fetched_at=old, balance="-80.00", debt="30.00",
                 payments=[_payment("p1", (now() - dt.timedelta(days=3)).isoformat(), "50.00")])
@@ -340,7 +340,7 @@ async def test_passport_and_tax_id_are_masked_unless_the_role_may_see_them(
     assert masked["pii_masked"] is True
     assert shown["passport_number"] == "КА123456" and shown["tax_id"] == "1234567890"
     assert shown["pii_masked"] is False
-    status, by_or = await api.call("GET", "/api/v1/accounts/by-or/1000000101", "operator_cc")
+    _, by_or = await api.call("GET", "/api/v1/accounts/by-or/1000000101", "operator_cc")
     assert by_or["client"]["passport_number"] == "КА****56"
     # An ID-card number (9 digits) is masked the same way.
     other, _ = await make_client(admin_conn, ("1000000109",), passport="123456789", tax_id=None)

@@ -30,7 +30,7 @@ async def old_case(admin_conn: asyncpg.Connection, client_id: int, channel: str,
         """, channel, client_id, text, text_hash(None, text), category_id, days, minutes)
 
 
-async def _form(client, headers, **fields):  # type: ignore[no-untyped-def]
+async def _form(client, headers, **fields):
     return await ok(await client.post("/api/v1/case-intake/forms", headers=headers,
                                       json={"source": "site", **fields}))
 

@@ -25,12 +25,12 @@ from test_cases_support import (
     viber_signature,
 )
 
-from herald import clock
 from crm.cases import intake
 from crm.cases.channels import CallRecord
+from herald import clock
 
 
-async def _case(client, headers, case_id: int) -> dict:  # type: ignore[no-untyped-def]
+async def _case(client, headers, case_id: int) -> dict:
     return (await ok(await client.get(f"/api/v1/cases/{case_id}", headers=headers)))["case"]
 
 

@@ -36,7 +36,7 @@ async def make_agent(conn: asyncpg.Connection, *, groups: tuple[str, ...] = ("cc
     return user_id
 
 
-async def new_case(conn: asyncpg.Connection, text: str = "Питання", **kw) -> int:  # type: ignore[no-untyped-def]
+async def new_case(conn: asyncpg.Connection, text: str = "Питання", **kw) -> int:
     return (await intake.ingest(conn, SITE, Inbound(channel=kw.pop("channel", "site"), text=text,
                                                     **kw))).case_id
 
@@ -57,7 +57,7 @@ async def user_id_of(conn: asyncpg.Connection, login: str) -> int:
     return await conn.fetchval("SELECT id FROM users WHERE login = $1", login)
 
 
-async def connect(settings) -> asyncpg.Connection:  # type: ignore[no-untyped-def]
+async def connect(settings) -> asyncpg.Connection:
     conn = await asyncpg.connect(settings.database_url)
     await init_connection(conn)
     return conn

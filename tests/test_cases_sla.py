@@ -39,8 +39,9 @@ H = 3600.0
 OFFICE = {d: [{"start": "08:00", "end": "17:00"}] for d in ("mon", "tue", "wed", "thu", "fri")}
 
 
-def kyiv(*args: int) -> dt.datetime:
-    return dt.datetime(*args, tzinfo=KYIV)
+def kyiv(year: int, month: int, day: int, hour: int = 0, minute: int = 0,
+         second: int = 0) -> dt.datetime:
+    return dt.datetime(year, month, day, hour, minute, second, tzinfo=KYIV)
 
 
 async def _calendar(client: Any, headers: dict[str, str], **kw: Any) -> dict[str, Any]:
@@ -93,7 +94,7 @@ async def test_calendar_crud_and_bad_input_names_the_field(client, demo_users) -
     updated = await ok(await client.put(url, headers=admin, json={
         "name": "Офіс Київ", "week": week, "time_zone": "Europe/Kyiv"}))
     assert updated["name"] == "Офіс Київ" and len(updated["week"]["sat"]) == 2
-    cases = [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"week": {"mon": [{"start": "25:00", "end": "26:00"}]}}, "week.mon[0].start"),
         ({"week": {"tue": [{"start": "09:00", "end": "08:00"}]}}, "week.tue[0].end"),
         ({"week": {"wed": [{"start": "08:00", "end": "12:00"},
@@ -213,6 +214,7 @@ async def test_business_hours_sla_with_a_holiday_and_an_on_hold_pause(client, de
     assert row["first_response_at"] == kyiv(2026, 12, 28, 8, 30)
     assert row["sla_paused_at"] == kyiv(2026, 12, 28, 10)
     paused = (await sla.sla_for(app_conn, [case_id], now=kyiv(2026, 12, 29, 9)))[case_id]
+    assert paused.first_response is not None and paused.resolution is not None
     assert paused.paused and paused.first_response.met is True
     # While paused the remaining time stands still: 3 h used of 16 by Monday 10:00
     assert paused.resolution.remaining_seconds == 13 * H
@@ -222,13 +224,16 @@ async def test_business_hours_sla_with_a_holiday_and_an_on_hold_pause(client, de
     assert row["sla_paused_at"] is None and row["sla_paused_seconds"] == 9 * H
     assert row["resolution_due_at"] == kyiv(2026, 12, 30, 14)
     block = (await sla.sla_for(app_conn, [case_id], now=kyiv(2026, 12, 29, 16)))[case_id]
+    assert block.resolution is not None
     assert not block.paused and block.resolution.remaining_seconds == 7 * H
     late = (await sla.sla_for(app_conn, [case_id], now=kyiv(2026, 12, 31, 9)))[case_id]
+    assert late.resolution is not None
     assert late.resolution.remaining_seconds == -4 * H and late.resolution.met is False
     # Resolved on Wednesday 12:00: met; reopened: cleared and counted
     await _move(app_conn, case_id, "resolved", kyiv(2026, 12, 30, 12))
     assert (await _row(app_conn, case_id))["resolved_at"] == kyiv(2026, 12, 30, 12)
     done = (await sla.sla_for(app_conn, [case_id], now=kyiv(2027, 1, 5, 9)))[case_id]
+    assert done.resolution is not None
     assert done.resolution.met is True and done.resolution.remaining_seconds is None
     await _move(app_conn, case_id, "in_progress", kyiv(2026, 12, 30, 15))
     row = await _row(app_conn, case_id)

@@ -27,12 +27,12 @@ DEFAULT_TRANSITIONS = [("new", "in_progress"), ("in_progress", "on_hold"),
                        ("on_hold", "resolved"), ("resolved", "in_progress"), ("resolved", "closed")]
 
 
-async def _new(conn: asyncpg.Connection, text: str = "Питання", **kw) -> int:  # type: ignore[no-untyped-def]
+async def _new(conn: asyncpg.Connection, text: str = "Питання", **kw) -> int:
     return (await intake.ingest(conn, SITE, Inbound(channel=kw.pop("channel", "site"), text=text,
                                                     **kw))).case_id
 
 
-async def _status(client, headers, case_id: int, status: str):  # type: ignore[no-untyped-def]
+async def _status(client, headers, case_id: int, status: str):
     return await client.post(f"/api/v1/cases/{case_id}/status", headers=headers,
                              json={"status": status})
 

@@ -25,10 +25,10 @@ def event(n: int, **fields: Any) -> dict[str, Any]:
             "client_id": 1, **fields}
 
 
-async def _timeline(client, headers, client_id: int, kinds: str) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+async def _timeline(client, headers, client_id: int, kinds: str) -> list[dict[str, Any]]:
     response = await client.get(f"/api/v1/clients/{client_id}/timeline?kinds={kinds}", headers=headers)
     assert response.status == 200, await response.text()
-    return (await response.json())["items"]  # type: ignore[no-any-return]
+    return (await response.json())["items"]
 
 
 async def test_channel_events_count_once_and_fill_the_usage_block(

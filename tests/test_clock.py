@@ -128,7 +128,7 @@ async def test_database_clock_follows_the_setting(admin_conn: asyncpg.Connection
     assert await admin_conn.fetchval("SELECT herald_now() = now()")
 
 
-async def test_settings_move_python_and_every_connection_together(settings) -> None:  # type: ignore[no-untyped-def]
+async def test_settings_move_python_and_every_connection_together(settings) -> None:
     moved = with_clock_offset(settings, -200)
     assert f"{CLOCK_PG_SETTING}=" in moved.database_url
     assert f"{CLOCK_PG_SETTING}=" in moved.database_admin_url
@@ -161,7 +161,7 @@ def test_offset_setting_is_checked() -> None:
 
 
 @pytest.mark.clock(dt.datetime(2031, 2, 3, 9, 0, tzinfo=KYIV))
-async def test_a_pinned_test_lives_on_its_day(settings, app_conn) -> None:  # type: ignore[no-untyped-def]
+async def test_a_pinned_test_lives_on_its_day(settings, app_conn) -> None:
     assert clock.today(KYIV) == dt.date(2031, 2, 3)
     db_now = await app_conn.fetchval("SELECT herald_now()")
     assert abs(db_now - dt.datetime(2031, 2, 3, 9, 0, tzinfo=KYIV)) < dt.timedelta(minutes=1)

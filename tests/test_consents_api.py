@@ -122,7 +122,7 @@ async def test_self_service_channels_record_the_source_they_name(
     assert not await _allowed(app_conn, a, "viber", "debt")
     assert not await _allowed(app_conn, a, "email", "marketing")
     # Bad requests name the field; an operator may not use this API
-    base = {"client_id": a, "source": "chatbot",
+    base: dict[str, Any] = {"client_id": a, "source": "chatbot",
             "changes": [{"channel": "sms", "topic": "debt", "opted_in": False}]}
     put = "/api/v1/self-service/consents"
     await _bad(await client.put(put, headers=cabinet, json={**base, "source": "operator"}), "source")
@@ -221,7 +221,7 @@ async def test_an_email_carries_list_unsubscribe_whose_one_click_post_opts_out(
     compiled = TemplateEngine().compile(TemplateDraft("Борг", Variants(email=EmailVariant(
         "Борг", '<p>Борг.</p><a href="{{ unsubscribe_url }}">Відписатися</a>'))))
     https_links = UnsubscribeLinks.from_settings(settings)
-    content = compiled.render("email", {"unsubscribe_url": https_links.url(a, "debt")})
+    content = compiled.render_email({"unsubscribe_url": https_links.url(a, "debt")})
     # When it goes out over SMTP
     provider = SmtpProvider(host="127.0.0.1", port=port, sender=settings.smtp_sender, pool_size=1)
     try:
@@ -323,7 +323,7 @@ async def test_csv_import_reports_every_bad_row(client, demo_users, admin_conn: 
     # Marketers may not import; a file that is not a consents file is a 400 naming the body
     assert (await client.post(path, data=csv_text.encode(), headers=marketer_cannot)).status == 403
     for bad in (b"", b"name;phone\r\nx;y\r\n", b"client_id,channel,topic\r\n1,sms,debt\r\n",
-                "client_id,channel,topic,opted_in\r\n".encode(), b"\xff\xfe\x00b",
+                b"client_id,channel,topic,opted_in\r\n", b"\xff\xfe\x00b",
                 b'client_id,channel,topic,opted_in\r\n1,"sms,debt,1\r\n'):
         await _bad(await client.post(path, data=bad, headers=operator), "body")
 

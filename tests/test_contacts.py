@@ -84,7 +84,7 @@ async def test_create_read_edit_deactivate_journalled(client, world: World) -> N
     assert contact["phone"] == "+380671234567"
     assert contact["email"] == "Maria.Sh@Example.com"
     assert contact["is_active"] and contact["merged_into"] is None
-    assert [(l["account_id"], l["role"], l["is_active"]) for l in contact["links"]] == \
+    assert [(link["account_id"], link["role"], link["is_active"]) for link in contact["links"]] == \
         [(world.accounts[0], "co_owner", True)]
     assert await _ok(await client.get(f"/api/v1/contacts/{cid}", headers=sup)) == contact
 
@@ -210,13 +210,13 @@ async def test_link_change_role_unlink_relink_keeps_one_row(client, world: World
         "SELECT count(*) FROM account_contacts WHERE contact_id = $1", cid) == 2
 
     card = await _ok(await client.get(f"/api/v1/contacts/{cid}", headers=sup))
-    assert {(l["account_id"], l["role"], l["is_active"]) for l in card["links"]} == \
+    assert {(link["account_id"], link["role"], link["is_active"]) for link in card["links"]} == \
         {(a1, "billing_contact", True), (a4, "billing_contact", True)}
     # The contact also appears among the second client's contacts (linked to its account).
     listed = await _ok(await client.get(f"/api/v1/clients/{world.clients[1]}/contacts", headers=sup))
     assert [c["id"] for c in listed["items"]] == [cid]
 
-    link_history = [e for e in _entries(await _history(client, sup, cid)) if e[1].startswith("link:")]
+    link_history = [e for e in _entries(await _history(client, sup, cid)) if (e[1] or "").startswith("link:")]
     assert link_history == [
         ("link", f"link:{a1}", None, "owner"),
         ("link", f"link:{a4}", None, "billing_contact"),
@@ -319,7 +319,7 @@ async def test_duplicates_on_edit_and_reactivation(client, world: World) -> None
 async def test_concurrent_saves_of_one_phone_make_one_contact(client, world: World) -> None:
     sup = await login_as(client, "supervisor")
     bodies = [{"client_id": c, "phone": phone}
-              for c, phone in zip(world.clients, ("0671234567", "+380 67 123 45 67"))]
+              for c, phone in zip(world.clients, ("0671234567", "+380 67 123 45 67"), strict=True)]
     responses = await asyncio.gather(*(client.post("/api/v1/contacts", headers=sup, json=b)
                                        for b in bodies))
     assert sorted(r.status for r in responses) == [201, 409]
@@ -347,16 +347,16 @@ async def test_merge_moves_links_fills_fields_and_keeps_both_histories(
 
     result = await _ok(await client.post(f"/api/v1/contacts/{s}/merge", headers=sup, json={"into": v}))
     assert sorted(result["filled_fields"]) == ["first_name", "passport_number"]
-    outcomes = {l["account_id"]: (l["outcome"], l["role"]) for l in result["links"]}
+    outcomes = {link["account_id"]: (link["outcome"], link["role"]) for link in result["links"]}
     assert outcomes == {a1: ("moved", "owner"), a2: ("role_upgraded", "owner"),
                         a3: ("kept_stronger_role", "owner")}
-    assert all(l["note"] for l in result["links"] if l["outcome"] != "moved")
+    assert all(link["note"] for link in result["links"] if link["outcome"] != "moved")
 
     kept = result["survivor"]
     assert (kept["phone"], kept["email"], kept["first_name"], kept["last_name"],
             kept["passport_number"]) == ("+380509998877", "taras@example.com", "Тарас",
                                          "Шевченко", "АВ 111222")
-    assert {(l["account_id"], l["role"]) for l in kept["links"] if l["is_active"]} == \
+    assert {(link["account_id"], link["role"]) for link in kept["links"] if link["is_active"]} == \
         {(a1, "owner"), (a2, "owner"), (a3, "owner")}
     assert kept["merged_from"] == [s]
     assert await admin_conn.fetchval("SELECT passport_norm FROM contacts WHERE id = $1", v) == "АВ111222"
@@ -364,12 +364,12 @@ async def test_merge_moves_links_fills_fields_and_keeps_both_histories(
     assert merged == result["merged"]
     assert merged["is_active"] is False and merged["merged_into"] == v
     assert merged["phone"] == "+380671234567"  # data kept
-    assert [l["is_active"] for l in merged["links"]] == [False] * 4
+    assert [link["is_active"] for link in merged["links"]] == [False] * 4
 
     merged_history = _entries(await _history(client, sup, s))
     assert ("merge", "merged_into", None, v) in merged_history
     assert ("merge", "is_active", True, False) in merged_history
-    assert {e for e in merged_history if e[0] == "merge" and e[1].startswith("link:")} == {
+    assert {e for e in merged_history if e[0] == "merge" and (e[1] or "").startswith("link:")} == {
         ("merge", f"link:{a1}", "owner", None), ("merge", f"link:{a2}", "owner", None),
         ("merge", f"link:{a3}", "billing_contact", None)}
     survivor_history = _entries(await _history(client, sup, v))

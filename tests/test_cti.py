@@ -36,7 +36,7 @@ async def insert_clients(conn: asyncpg.Connection) -> None:
 
 
 @asynccontextmanager
-async def open_stream(client, headers) -> AsyncIterator[Stream]:  # type: ignore[no-untyped-def]
+async def open_stream(client, headers) -> AsyncIterator[Stream]:
     response = await client.get(STREAM, headers=headers)
     assert response.status == 200, await response.text()
     assert response.headers["Content-Type"].startswith("text/event-stream")
@@ -50,7 +50,7 @@ async def open_stream(client, headers) -> AsyncIterator[Stream]:  # type: ignore
 
 
 @pytest.fixture
-async def cti(client, demo_users, admin_conn):  # type: ignore[no-untyped-def]
+async def cti(client, demo_users, admin_conn):
     await insert_clients(admin_conn)
     roles = {}
     for role in ("integration", "operator_cc", "supervisor"):
@@ -63,7 +63,7 @@ def _h(headers: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in headers.items() if not k.startswith("_")}
 
 
-async def post(client, cti, **event) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+async def post(client, cti, **event) -> dict[str, Any]:
     response = await client.post(CALLS, json=event, headers=_h(cti["integration"]))
     body = await response.json()
     assert response.status == 200, body

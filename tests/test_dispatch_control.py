@@ -43,6 +43,7 @@ async def test_quiet_hours_hold_then_release(stack: Stack) -> None:
     assert (await stack.sim_stats("sms"))["accepted"] == 0
     assert stats["status"] == "running"
     # When the window ends (moved to now) the held messages go out, once each
+    assert window.id is not None
     await quiet_hours.delete_window(stack.conn, SYSTEM, window.id)
     await stack.conn.execute("UPDATE held_messages SET release_at = herald_now() WHERE campaign_id = $1",
                              campaign)

@@ -112,9 +112,11 @@ async def test_bad_campaign_input_is_a_clear_4xx(stack: Stack) -> None:
     assert (await problem({**base, "channel_chain": ["fax"]}))["errors"][0]["field"].startswith("channel_chain")
     assert (await problem({**base, "template_id": 999}))["errors"][0]["field"] == "template_id"
     assert (await problem({**base, "template_version": 7}))["errors"][0]["field"] == "template_version"
-    assert (await problem({**base, "audience": {"kind": "segment", "segment_id": 1}}))["errors"][0]["field"] == "audience.segment_id"
+    assert (await problem({**base, "audience": {"kind": "segment", "segment_id": 1}})
+            )["errors"][0]["field"] == "audience.segment_id"
     assert (await problem({**base, "audience": {"kind": "everyone"}}))["errors"][0]["field"] == "audience.kind"
-    assert (await problem({**base, "audience": {"kind": "all", "regions": ["Kyiv"]}}))["errors"][0]["field"].startswith("audience.regions")
+    assert (await problem({**base, "audience": {"kind": "all", "regions": ["Kyiv"]}})
+            )["errors"][0]["field"].startswith("audience.regions")
     sms_only = await stack.template(variants={"sms": {"text": "Борг {{ debt|money }}"}})
     body = {**base, "template_id": sms_only, "channel_chain": ["viber", "sms"]}
     assert "viber" in (await problem(body))["detail"]

@@ -13,7 +13,7 @@ import asyncio
 import os
 import re
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import asyncpg
@@ -51,7 +51,7 @@ class Served(msgspec.Struct):
 
 
 @pytest.fixture
-async def served(settings: Settings, demo_users: dict[str, str], aiohttp_server,  # type: ignore[no-untyped-def]
+async def served(settings: Settings, demo_users: dict[str, str], aiohttp_server,
                  ) -> AsyncIterator[Served]:
     """Herald with a few hundred seeded clients and the billing simulator, on loopback."""
     await seed_crm(settings, clients=200, seed=7, processes=1, progress=False)
@@ -100,6 +100,12 @@ async def test_no_operation_answers_a_5xx(served: Served, admin_conn: asyncpg.Co
     def on_loop(coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, loop).result()
 
+    def same_session(token: str) -> Callable[[], str]:
+        return lambda: token
+
+    def new_session(role: str) -> Callable[[], str]:
+        return lambda: on_loop(_session(admin_conn, role))
+
     chosen = [op for op in operations(schema) if ONLY.search(name_of(op))]
     made = await asyncio.to_thread(generate, chosen, report, valid=VALID, invalid=INVALID)
     shared = [(op, cases) for op, cases in made if (op.method.upper(), op.path) not in APART]
@@ -108,11 +114,11 @@ async def test_no_operation_answers_a_5xx(served: Served, admin_conn: asyncpg.Co
     assert {"/ui/live", "/api/v1/campaigns/{campaign_id}/stream"} <= streams
     for role in ROLES:
         token = await _session(admin_conn, role)
-        await asyncio.to_thread(send, shared, served.base_url, lambda: token, report,  # noqa: B023
+        await asyncio.to_thread(send, shared, served.base_url, same_session(token), report,
                                 label=role, streams=streams)
     for role in ROLES:
         await asyncio.to_thread(
-            send, apart, served.base_url, lambda: on_loop(_session(admin_conn, role)),  # noqa: B023
+            send, apart, served.base_url, new_session(role),
             report, label=f"{role} apart", streams=streams, after_each=lambda: on_loop(restore()))
 
     print(f"\nfuzz: {report.summary()}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from typing import Any
 
 import asyncpg
 from conftest import login_as
@@ -12,13 +13,14 @@ from dispatch_helpers import make_clients
 from crm import meters
 from crm.meters import today_in_kyiv
 
+
 def day(offset: int) -> str:
     # Kyiv's date now, not when the module was imported: a run may cross Kyiv's midnight
     # (22:00 UTC in winter), and a reading dated "tomorrow" is then today.
     return (today_in_kyiv() + dt.timedelta(days=offset)).isoformat()
 
 
-async def _meter(client, headers, account_id: int = 1, serial: str = "SN-0001") -> int:  # type: ignore[no-untyped-def]
+async def _meter(client, headers, account_id: int = 1, serial: str = "SN-0001") -> int:
     response = await client.post(f"/api/v1/accounts/{account_id}/meters", headers=headers, json={
         "serial_number": serial, "model": "Самгаз G4 RS/2001", "size_class": "G4",
         "installed_at": "2021-03-01"})
@@ -26,7 +28,7 @@ async def _meter(client, headers, account_id: int = 1, serial: str = "SN-0001") 
     return int((await response.json())["id"])
 
 
-async def _read(client, headers, meter_id: int, value, read_on: str, **extra):  # type: ignore[no-untyped-def]
+async def _read(client, headers, meter_id: int, value, read_on: str, **extra):
     return await client.post(f"/api/v1/meters/{meter_id}/readings", headers=headers,
                              json={"value": value, "read_on": read_on, **extra})
 
@@ -177,7 +179,7 @@ async def test_billing_gdo_readings_are_imported_once(app_conn: asyncpg.Connecti
         "INSERT INTO meters (id, account_id, serial_number, model, size_class, installed_at) VALUES "
         "(1, 1, 'GDO-1', 'm', 'G4', '2020-01-01'), (2, 1, 'GDO-2', 'm', 'G6', '2020-01-01'), "
         "(3, 2, 'GDO-3', 'm', 'G4', '2020-01-01')")
-    items = [
+    items: list[dict[str, Any]] = [
         {"meter_serial": "GDO-1", "value": Decimal("100.5"), "read_on": dt.date(2025, 1, 31)},
         {"meter_serial": "GDO-1", "value": Decimal("140"), "read_on": dt.date(2025, 2, 28)},
         {"meter_serial": "GDO-2", "value": "7.25", "read_on": "2025-02-28"},

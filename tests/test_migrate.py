@@ -51,7 +51,7 @@ def test_discover_rejects_badly_named_file(tmp_path, monkeypatch) -> None:
     (pkg / "__init__.py").write_text("")
     (pkg / "1_oops.sql").write_text("SELECT 1")
     monkeypatch.syspath_prepend(str(tmp_path))
-    with pytest.raises(MigrationError, match="not named NNNN_name.sql"):
+    with pytest.raises(MigrationError, match=r"not named NNNN_name\.sql"):
         discover("badmigrations")
 
 

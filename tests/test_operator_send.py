@@ -45,7 +45,7 @@ async def send(stack: Stack, headers: dict[str, str], client_id: int, body: dict
                                     headers=headers)
     found = await response.json()
     assert response.status == expect, found
-    return found  # type: ignore[no-any-return]
+    return found
 
 
 async def wait_status(stack: Stack, headers: dict[str, str], message_id: str,
@@ -55,7 +55,7 @@ async def wait_status(stack: Stack, headers: dict[str, str], message_id: str,
         found = await response.json()
         assert response.status == 200, found
         if found["status"] in wanted:
-            return found  # type: ignore[no-any-return]
+            return found
         await asyncio.sleep(0.1)
     raise AssertionError(f"{message_id} never reached {wanted}: {found}")
 
@@ -204,6 +204,7 @@ async def test_quiet_hours_hold_an_operator_send_until_they_end_or_it_is_cancell
     history = await stack.call("GET", f"/api/v1/audit/client/{ids[1]}")
     assert "cancel_message" in [e["action"] for e in history["items"]]
     # When the window ends, the scheduler releases the first one and a worker sends it
+    assert window.id is not None
     await quiet_hours.delete_window(stack.conn, SYSTEM, window.id)
     await stack.conn.execute("UPDATE held_messages SET release_at = herald_now()")
     settings = stack.settings

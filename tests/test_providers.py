@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
 
 import aiosmtplib
 import pytest
@@ -21,6 +22,7 @@ from sim_helpers import (
 )
 
 from providers.base import (
+    Channel,
     Outbound,
     Outcome,
     Provider,
@@ -42,25 +44,25 @@ BUILD = {"sms": sms, "viber": viber, "email": mail}
 
 
 @contextlib.asynccontextmanager
-async def provider_for(sim: Sim, channel: str, **options: object) -> AsyncIterator[Provider]:
+async def provider_for(sim: Sim, channel: str, **options: Any) -> AsyncIterator[Provider]:
     """The registry's adapter for ``channel``, or one built with ``options``, closed afterwards."""
     if options:
         s = sim.settings
         provider: Provider
         if channel == "sms":
-            provider = SmsHttpProvider(base_url=s.sms_gateway_url, token=TOKEN, **options)  # type: ignore[arg-type]
+            provider = SmsHttpProvider(base_url=s.sms_gateway_url, token=TOKEN, **options)
         elif channel == "viber":
-            provider = ViberHttpProvider(base_url=s.viber_api_url, token=TOKEN, **options)  # type: ignore[arg-type]
+            provider = ViberHttpProvider(base_url=s.viber_api_url, token=TOKEN, **options)
         else:
             provider = SmtpProvider(host=s.smtp_host, port=s.smtp_port, sender=s.smtp_sender,
-                                    **options)  # type: ignore[arg-type]
+                                    **options)
         try:
             yield provider
         finally:
             await provider.aclose()
         return
     async with open_providers(sim.settings) as providers:
-        yield providers[channel]  # type: ignore[index]
+        yield providers[channel]
 
 
 CHANNELS = ["sms", "viber", "email"]
@@ -177,11 +179,12 @@ async def test_rate_limit_throttles_over_the_configured_rate(sim: Sim) -> None:
 async def test_connection_refused_is_provider_unavailable(sim: Sim, channel: str) -> None:
     port = free_port()
     s = sim.settings
-    provider: Provider = {
+    makers: dict[str, Callable[[], Provider]] = {
         "sms": lambda: SmsHttpProvider(base_url=f"http://127.0.0.1:{port}/sms", token=TOKEN),
         "viber": lambda: ViberHttpProvider(base_url=f"http://127.0.0.1:{port}/viber", token=TOKEN),
         "email": lambda: SmtpProvider(host="127.0.0.1", port=port, sender=s.smtp_sender),
-    }[channel]()
+    }
+    provider = makers[channel]()
     try:
         with pytest.raises(ProviderUnavailable):
             await provider.send([BUILD[channel](f"{channel}-down")])
@@ -217,7 +220,7 @@ async def test_resend_is_counted_as_duplicate_and_delivered_once(sim: Sim, chann
     assert stats["accepted"] == 4 and stats["duplicates"] == 4
     found = await sim.get(f"/{channel}/sim/messages", message_id=f"{channel}-dup-0")
     assert found["accepted"] is True
-    assert found["messages"][0]["submissions"] == 2  # type: ignore[index]
+    assert found["messages"][0]["submissions"] == 2
     delivered = sim.receiver.receipts[channel]
     await wait_until(lambda: len(delivered) >= 4)
     await asyncio.sleep(0.05)
@@ -244,7 +247,7 @@ async def test_viber_carries_button_and_image(sim: Sim) -> None:
     async with provider_for(sim, "viber") as provider:
         await provider.send([viber("v-rich")])
     found = await sim.get("/viber/sim/messages", message_id="v-rich")
-    content = found["messages"][0]["content"]  # type: ignore[index]
+    content = found["messages"][0]["content"]
     assert content == {"message_id": "v-rich", "to": "+380501234567", "text": "Нагадування про оплату",
                        "button_text": "Сплатити", "button_url": "https://pay.example/1",
                        "image_url": "https://img.example/1.png"}
@@ -262,7 +265,7 @@ async def test_email_is_multipart_with_herald_headers(sim: Sim) -> None:
         [result] = await provider.send([mail("cmp7:client42:s1", to="mykola@пошта.укр")])
     assert result.outcome is Outcome.ACCEPTED and result.provider_id
     found = await sim.get("/email/sim/messages", message_id="cmp7:client42:s1")
-    content = found["messages"][0]["content"]  # type: ignore[index]
+    content = found["messages"][0]["content"]
     assert content["subject"] == "Рахунок за газ: 1 234,56 грн до 20.05"
     assert content["content_type"] == "multipart/alternative"
     assert content["text"].strip() == "Шановна Олено, сплатіть рахунок."
@@ -314,7 +317,9 @@ async def test_registry_builds_one_provider_per_channel(sim: Sim) -> None:
 class _Scripted:
     """A fake provider answering from a script of outcomes per attempt."""
 
-    name, channel, max_batch = "fake", "sms", 2
+    name: str = "fake"
+    channel: Channel = "sms"
+    max_batch: int = 2
 
     def __init__(self, script: list[Outcome | ProviderUnavailable]) -> None:
         self.script = script
@@ -338,7 +343,7 @@ async def _no_sleep(seconds: float) -> None:
 
 async def test_retry_gives_up_after_max_attempts_and_hands_back_transient() -> None:
     provider = _Scripted([Outcome.THROTTLED])
-    results = await send_with_retry(provider, [sms("a"), sms("b"), sms("c")],  # type: ignore[arg-type]
+    results = await send_with_retry(provider, [sms("a"), sms("b"), sms("c")],
                                     RetryPolicy(max_attempts=3), sleep=_no_sleep)
     # Chunks follow max_batch; three attempts each
     assert provider.calls == [["a", "b"], ["c"]] * 3
@@ -353,31 +358,31 @@ async def test_retry_respects_the_time_budget_and_the_stop_check() -> None:
         now[0] += seconds
 
     policy = RetryPolicy(max_attempts=100, min_backoff=1.0, max_backoff=4.0, max_elapsed=10.0)
-    await send_with_retry(provider, [sms("a")], policy, sleep=sleep, clock=lambda: now[0])  # type: ignore[arg-type]
+    await send_with_retry(provider, [sms("a")], policy, sleep=sleep, clock=lambda: now[0])
     assert now[0] <= 10.0 and 3 <= len(provider.calls) <= 6
     provider = _Scripted([Outcome.TRANSIENT])
-    await send_with_retry(provider, [sms("a")], policy, sleep=_no_sleep,  # type: ignore[arg-type]
+    await send_with_retry(provider, [sms("a")], policy, sleep=_no_sleep,
                           should_stop=lambda: True)
     assert len(provider.calls) == 1
 
 
 async def test_retry_does_not_retry_non_retryable_or_final_outcomes() -> None:
     provider = _Scripted([Outcome.TRANSIENT])
-    results = await send_with_retry(provider, [sms("a")],  # type: ignore[arg-type]
+    results = await send_with_retry(provider, [sms("a")],
                                     RetryPolicy(non_retryable=frozenset({"e"})), sleep=_no_sleep)
     assert len(provider.calls) == 1 and results[0].outcome is Outcome.TRANSIENT
     provider = _Scripted([Outcome.PERMANENT])
-    await send_with_retry(provider, [sms("a")], sleep=_no_sleep)  # type: ignore[arg-type]
+    await send_with_retry(provider, [sms("a")], sleep=_no_sleep)
     assert len(provider.calls) == 1
 
 
 async def test_retry_recovers_from_an_outage_and_keeps_it_apart_from_failures() -> None:
     provider = _Scripted([ProviderUnavailable("down"), Outcome.ACCEPTED])
-    results = await send_with_retry(provider, [sms("a")], sleep=_no_sleep)  # type: ignore[arg-type]
+    results = await send_with_retry(provider, [sms("a")], sleep=_no_sleep)
     assert results[0].outcome is Outcome.ACCEPTED
     provider = _Scripted([ProviderUnavailable("down")])
     with pytest.raises(ProviderUnavailable):
-        await send_with_retry(provider, [sms("a")], RetryPolicy(retry_unavailable=False),  # type: ignore[arg-type]
+        await send_with_retry(provider, [sms("a")], RetryPolicy(retry_unavailable=False),
                               sleep=_no_sleep)
     assert len(provider.calls) == 1
 
@@ -393,7 +398,7 @@ def test_backoff_is_capped_and_jittered() -> None:
 async def test_email_stale_pooled_connection_is_replaced_without_losing_the_message(sim: Sim) -> None:
     async with provider_for(sim, "email", pool_size=1) as provider:
         await provider.send([mail("stale-1")])
-        [smtp] = [c for c in provider._idle._queue if c is not None]  # type: ignore[attr-defined]
+        [smtp] = [c for c in provider._idle._queue if c is not None]  # type: ignore[attr-defined]  # the pool's internals
 
         async def gone(*args: object, **kwargs: object) -> None:
             raise aiosmtplib.SMTPServerDisconnected("closed while idle")

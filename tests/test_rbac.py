@@ -64,7 +64,7 @@ async def test_new_role(client, demo_users) -> None:
     assert response.status == 403
 
 
-async def _user_id(client, headers, login: str) -> int:  # type: ignore[no-untyped-def]
+async def _user_id(client, headers, login: str) -> int:
     page = await (await client.get("/api/v1/users", headers=headers)).json()
     return next(u["id"] for u in page["items"] if u["login"] == login)
 

@@ -27,11 +27,11 @@ async def realtime_backlog(settings: Settings) -> list[int]:
     connection = await aio_pika.connect_robust(settings.amqp_url)
     try:
         async with connection.channel() as channel:
-            counts = []
+            counts: list[int] = []
             for shard in range(settings.shards):
                 queue = await channel.declare_queue(topology.queue_names(settings, shard)[0],
                                                     passive=True)
-                counts.append(queue.declaration_result.message_count)
+                counts.append(queue.declaration_result.message_count or 0)
             return counts
     finally:
         await connection.close()
@@ -50,7 +50,7 @@ async def delete_queues(settings: Settings) -> None:
 
 
 async def test_api_declares_the_queues_so_a_trigger_waits_for_no_worker(
-        settings: Settings, demo_users, aiohttp_client, admin_conn) -> None:  # type: ignore[no-untyped-def]
+        settings: Settings, demo_users, aiohttp_client, admin_conn) -> None:
     from admin_api.app import init_app
 
     # Given only the admin API: no worker has ever declared this namespace's queues

@@ -73,7 +73,7 @@ async def test_unknown_region_or_source_is_refused(app_conn: asyncpg.Connection)
         await switch_alert(app_conn, ADMIN, "UA-99", True)
     assert caught.value.field == "region_code"
     with pytest.raises(InvalidInput) as caught:
-        await switch_alert(app_conn, ADMIN, "UA-30", True, source="rumour")  # type: ignore[arg-type]
+        await switch_alert(app_conn, ADMIN, "UA-30", True, source="rumour")  # type: ignore[arg-type]  # a bad value on purpose
     assert caught.value.field == "source"
 
 

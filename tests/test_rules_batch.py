@@ -25,30 +25,52 @@ class Person(msgspec.Struct, frozen=True):
     region_code: str | None = "UA-46"
 
 
-def _facts(*, stopped: dict[int, Skip] | None = None,
-           opted_out: dict[tuple[int, str], bool] | None = None,
-           alerts: frozenset[str] = frozenset(), urgent: bool = False,
-           now: dt.datetime = KYIV_NIGHT) -> batch.Facts:
-    return batch.Facts(topic="debt", urgent=urgent, now=now, stopped=stopped or {},
-                       consents=Consents("debt", False, opted_out or {}),
-                       alerts=AlertSnapshot(1, alerts), windows=[NIGHT], time_zones=ZONES)
+def _facts(
+    *,
+    stopped: dict[int, Skip] | None = None,
+    opted_out: dict[tuple[int, str], bool] | None = None,
+    alerts: frozenset[str] = frozenset(),
+    urgent: bool = False,
+    now: dt.datetime = KYIV_NIGHT,
+) -> batch.Facts:
+    return batch.Facts(
+        topic="debt",
+        urgent=urgent,
+        now=now,
+        stopped=stopped or {},
+        consents=Consents("debt", False, opted_out or {}),
+        alerts=AlertSnapshot(1, alerts),
+        windows=[NIGHT],
+        time_zones=ZONES,
+    )
 
 
 def test_the_first_rule_in_order_gives_the_reason() -> None:
     # Given five clients, each with one more objection than the next: a stop list, no
     # phone, no consent on SMS, an alert in their region, quiet hours on SMS
-    people = {1: Person(1, phone=None, region_code="UA-30"),
-              2: Person(2, phone=None, region_code="UA-30"),
-              3: Person(3, region_code="UA-30"), 4: Person(4, region_code="UA-30"), 5: Person(5)}
-    facts = _facts(stopped={1: STOP_LIST}, opted_out={(1, "sms"): False, (2, "sms"): False,
-                                                      (3, "sms"): False},
-                   alerts=frozenset({"UA-30"}))
+    people = {
+        1: Person(1, phone=None, region_code="UA-30"),
+        2: Person(2, phone=None, region_code="UA-30"),
+        3: Person(3, region_code="UA-30"),
+        4: Person(4, region_code="UA-30"),
+        5: Person(5),
+    }
+    facts = _facts(
+        stopped={1: STOP_LIST},
+        opted_out={(1, "sms"): False, (2, "sms"): False, (3, "sms"): False},
+        alerts=frozenset({"UA-30"}),
+    )
     # When the batch is decided on SMS
     decided = batch.Rules(facts, people).decide([1, 2, 3, 4, 5], "sms")
     # Then each carries the first objection in the documented order
     assert batch.ORDER == ("stop_lists", "contact", "consent", "air_raid", "quiet_hours")
-    assert decided == {1: STOP_LIST, 2: NO_CONTACT, 3: NO_CONSENT,
-                       4: Hold("air_raid", None, "UA-30"), 5: Hold("quiet_hours", MORNING)}
+    assert decided == {
+        1: STOP_LIST,
+        2: NO_CONTACT,
+        3: NO_CONSENT,
+        4: Hold("air_raid", None, "UA-30"),
+        5: Hold("quiet_hours", MORNING),
+    }
     # And an urgent message is held by neither alert nor quiet hours, on a channel
     # without windows nobody is held by quiet hours
     urgent = batch.Rules(_facts(alerts=frozenset({"UA-30"}), urgent=True), people)
@@ -60,8 +82,13 @@ def test_the_walk_moves_skips_on_and_stops_at_a_send_a_hold_or_a_stop_list() -> 
     # Given a chain e-mail, Viber, SMS and clients: stop-listed, without e-mail, without
     # any address, opted out of Viber into SMS quiet hours, and one sendable at once
     chain = fallback.chain_of(("email", "viber", "sms"), 600)
-    people = {1: Person(1), 2: Person(2, email=None), 3: Person(3, email=None, phone=None),
-              4: Person(4, email=None), 5: Person(5)}
+    people = {
+        1: Person(1),
+        2: Person(2, email=None),
+        3: Person(3, email=None, phone=None),
+        4: Person(4, email=None),
+        5: Person(5),
+    }
     facts = _facts(stopped={1: STOP_LIST}, opted_out={(4, "viber"): False})
     # When the batch walks from step 0
     walked = batch.Rules(facts, people).walk(dict.fromkeys(people, 0), chain)
@@ -75,7 +102,9 @@ def test_the_walk_moves_skips_on_and_stops_at_a_send_a_hold_or_a_stop_list() -> 
         5: [(0, SEND)],
     }
     # And a walk may start further down the chain (a failed step's fallback)
-    assert batch.Rules(facts, people).walk({5: 2}, chain) == {5: [(2, Hold("quiet_hours", MORNING))]}
+    assert batch.Rules(facts, people).walk({5: 2}, chain) == {
+        5: [(2, Hold("quiet_hours", MORNING))]
+    }
 
 
 def test_a_redelivered_walk_keeps_what_was_settled() -> None:

@@ -110,7 +110,7 @@ async def test_bad_input_names_the_field(app_conn: asyncpg.Connection, change: d
     values: dict[str, object] = {"client_id": a, "channel": "sms", "topic": "debt",
                                  "opted_in": False, "source": "operator"} | change
     with pytest.raises(InvalidInput) as caught:
-        await record_consent(app_conn, OPERATOR, **values)  # type: ignore[arg-type]
+        await record_consent(app_conn, OPERATOR, **values)  # type: ignore[arg-type]  # a bad value on purpose
     assert caught.value.field == field
 
 
@@ -302,7 +302,7 @@ async def test_import_applies_valid_rows_and_lists_every_refused_one(
         "'UA-30', 'Київ', 'Хрещатик', '1', 'household', 'household_fixed', '2020-01-01')", b)
     await record_consent(app_conn, OPERATOR, client_id=a, channel="sms", topic="debt",
                          opted_in=False, source="operator")
-    rows = [
+    rows: list[dict[str, object]] = [
         {"client_id": a, "channel": "email", "topic": "marketing", "opted_in": True},    # 2 applied
         {"or_number": "0412345678", "channel": "sms", "topic": "debt", "opted_in": "ні"},  # 3 applied
         {"client_id": a, "channel": "sms", "topic": "debt", "opted_in": "no"},            # 4 unchanged
@@ -318,10 +318,14 @@ async def test_import_applies_valid_rows_and_lists_every_refused_one(
         {"client_id": a, "or_number": "0412345678", "channel": "sms", "topic": "debt",
          "opted_in": "1"},                                                                 # 13 mismatch
     ]
-    staged, refused = [], []
+    staged: list[consent.StagedRow] = []
+    refused: list[consent.RowError] = []
     for number, values in enumerate(rows, 2):
-        found = consent.stage_row(number, values)  # type: ignore[arg-type]
-        (refused if isinstance(found, consent.RowError) else staged).append(found)
+        found = consent.stage_row(number, values)
+        if isinstance(found, consent.RowError):
+            refused.append(found)
+        else:
+            staged.append(found)
     # When imported (a dry run first)
     dry = await consent.import_choices(app_conn, OPERATOR, source="import", rows=len(rows),
                                        staged=staged, refused=refused, dry_run=True)

@@ -68,7 +68,7 @@ def test_receipt_timeouts_are_validated_per_step() -> None:
     (RetriesExhausted(0), "retries_exhausted"),
     (ReceiptTimeout(0), "receipt_timeout"),
 ])
-def test_each_failure_moves_to_the_next_channel(event, reason: str) -> None:  # type: ignore[no-untyped-def]
+def test_each_failure_moves_to_the_next_channel(event, reason: str) -> None:
     # Given the default chain at its first step (e-mail)
     chain = parse_chain()
     # When the step fails in any way
@@ -88,7 +88,7 @@ def test_stop_list_ends_the_chain() -> None:
 
 
 @pytest.mark.parametrize("event_type", [Delivered, Read])
-def test_first_delivered_channel_ends_the_chain(event_type) -> None:  # type: ignore[no-untyped-def]
+def test_first_delivered_channel_ends_the_chain(event_type) -> None:
     # Given the chain at Viber
     chain = parse_chain()
     # When Viber reports delivery (or a read, which implies it)

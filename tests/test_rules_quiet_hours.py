@@ -133,6 +133,7 @@ async def test_window_store_is_journalled(app_conn: asyncpg.Connection) -> None:
     # Given an admin creates the night window for SMS
     spec = WindowSpec(name="Ніч", start=dt.time(21), end=dt.time(9), channels=["sms"])
     window = await quiet_hours.create_window(app_conn, ADMIN, spec)
+    assert window.id is not None
     assert window.weekdays == frozenset(range(1, 8)) and window.channels == frozenset({"sms"})
     # When they move its end to 08:00 and then switch it off
     await quiet_hours.update_window(app_conn, ADMIN, window.id, WindowSpec(
@@ -168,5 +169,5 @@ async def test_bad_windows_name_the_field(app_conn: asyncpg.Connection, changes:
                                           field: str) -> None:
     values: dict[str, object] = {"name": "n", "start": dt.time(21), "end": dt.time(9)} | changes
     with pytest.raises(InvalidInput) as caught:
-        await quiet_hours.create_window(app_conn, ADMIN, WindowSpec(**values))  # type: ignore[arg-type]
+        await quiet_hours.create_window(app_conn, ADMIN, WindowSpec(**values))  # type: ignore[arg-type]  # a bad value on purpose
     assert caught.value.field == field

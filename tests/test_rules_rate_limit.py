@@ -152,7 +152,7 @@ async def test_pace_splits_a_unit_larger_than_the_bucket_and_never_starves() -> 
     found = buckets("ns", "campaign.1", Limits(per_minute=30))
     sent: list[tuple[str, float, int]] = []
 
-    def sender(name: str):  # type: ignore[no-untyped-def]
+    def sender(name: str):
         async def send(k: int) -> bool:
             sent.append((name, time_.now - 1000.0, k))
             return True
@@ -302,5 +302,5 @@ async def test_limit_changes_are_journalled(app_conn: asyncpg.Connection) -> Non
 async def test_bad_limits_name_the_field(app_conn: asyncpg.Connection, values: dict[str, object],
                                          field: str) -> None:
     with pytest.raises(InvalidInput) as caught:
-        await rate_limit.set_limit(app_conn, ADMIN, **values)  # type: ignore[arg-type]
+        await rate_limit.set_limit(app_conn, ADMIN, **values)  # type: ignore[arg-type]  # a bad value on purpose
     assert caught.value.field == field

@@ -130,6 +130,6 @@ async def test_add_list_remove_are_journalled(app_conn: asyncpg.Connection) -> N
 async def test_bad_entries_name_the_field(app_conn: asyncpg.Connection, values: dict[str, object],
                                           field: str) -> None:
     with pytest.raises(InvalidInput) as caught:
-        await add_entry(app_conn, ADMIN, **values)  # type: ignore[arg-type]
+        await add_entry(app_conn, ADMIN, **values)  # type: ignore[arg-type]  # a bad value on purpose
     assert caught.value.field == field
     assert await app_conn.fetchval("SELECT count(*) FROM audit_log") == 0

@@ -39,7 +39,7 @@ PEOPLE = [
 ]
 
 
-async def insert_people(conn: asyncpg.Connection, people=PEOPLE) -> None:  # type: ignore[no-untyped-def]
+async def insert_people(conn: asyncpg.Connection, people=PEOPLE) -> None:
     for client_id, last, first, middle, accounts, phones in people:
         await conn.execute("INSERT INTO clients (id, last_name, first_name, middle_name) "
                            "VALUES ($1, $2, $3, $4)", client_id, last, first, middle)
@@ -54,14 +54,14 @@ async def insert_people(conn: asyncpg.Connection, people=PEOPLE) -> None:  # typ
                                "VALUES ($1, $2, $3, $4)", client_id, last, first, phone)
 
 
-async def ids(client, headers, **params) -> list[int]:  # type: ignore[no-untyped-def]
+async def ids(client, headers, **params) -> list[int]:
     response = await client.get(URL, params=params, headers=headers)
     assert response.status == 200, await response.text()
     return [item["client_id"] for item in (await response.json())["items"]]
 
 
 @pytest.fixture
-async def operator(client, demo_users, admin_conn):  # type: ignore[no-untyped-def]
+async def operator(client, demo_users, admin_conn):
     await insert_people(admin_conn)
     return await login_as(client, "operator_cc")
 

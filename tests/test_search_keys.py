@@ -4,6 +4,8 @@ search finds what the keys say only when the words hold exactly (on one account)
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from conftest import login_as
 from test_search import URL, ids, insert_people, operator  # noqa: F401 (a fixture)
@@ -41,7 +43,7 @@ async def test_a_query_word_has_the_key_of_its_start(app_conn) -> None:
     assert not set(query_keys("київ", NAME_TAG)) & set(query_keys("київ", ADDRESS_TAG))
 
 
-async def _keys_in_step(conn) -> None:  # type: ignore[no-untyped-def]
+async def _keys_in_step(conn) -> None:
     stale = await conn.fetch("SELECT id FROM clients WHERE search_keys <> herald_client_search_keys(id, name_search)")
     assert stale == []
 
@@ -107,7 +109,7 @@ async def test_pages_are_topped_up_past_candidates_whose_words_are_on_two_accoun
         client, demo_users, admin_conn) -> None:
     # 40 clients have "Львів" on one account and "Садова" on another (their keys hold
     # both), and every tenth also has both on one account: those 4 are the matches.
-    people = []
+    people: list[tuple[Any, ...]] = []
     for i in range(40):
         accounts = [(f"{7000000000 + 2 * i}", f"56XG{70000000000 + 2 * i:011d}K", "м. Львів", "вул. Франка", "1", None),
                     (f"{7000000001 + 2 * i}", f"56XG{70000000001 + 2 * i:011d}K", "м. Київ", "вул. Садова", "2", None)]

@@ -102,7 +102,8 @@ async def load_population(conn: asyncpg.Connection, n: int = 80, seed: int = 7) 
     await conn.executemany(
         "INSERT INTO accounts (id, client_id, or_number, eic_code, region_code, city, street, building, "
         "consumer_type, registers, destroyed_housing, tariff_code, status, opened_at) "
-        "VALUES ($1::bigint, $2, lpad($1::bigint::text, 10, '0'), '56XS' || lpad($1::bigint::text, 11, '0') || 'A', $3, $4, "
+        "VALUES ($1::bigint, $2, lpad($1::bigint::text, 10, '0'), "
+        "'56XS' || lpad($1::bigint::text, 11, '0') || 'A', $3, $4, "
         "'вул. Шевченка', '1', $5, $6, $7, $8, $9, $10)",
         [(aid, cid, a["region_code"], a["city"], a["consumer_type"], a["registers"],
           a["destroyed_housing"], a["tariff_code"], a["status"], a["opened_at"]) for aid, cid, a in rows])
@@ -193,23 +194,26 @@ def evaluate(tree: dict[str, Any], pop: Population, catalogue: Catalogue, cid: i
         if choice is None:
             choice = not catalogue.topic_requires_opt_in[tree["topic"]]
         return choice == tree["value"]
+    column = attribute.source_column
     if source == "external":
         v = pop.external.get((attribute.code, cid))
+    elif column is None:
+        raise AssertionError(f"{attribute.code} has no source column")
     elif source == "channel_usage":
-        v = pop.usage.get((cid, tree["channel"]), {}).get(attribute.source_column)
+        v = pop.usage.get((cid, tree["channel"]), {}).get(column)
     elif source == "client":
-        v = pop.clients[cid][attribute.source_column]
+        v = pop.clients[cid][column]
     elif source == "account":
-        v = None if account is None else account[attribute.source_column]
+        v = None if account is None else account[column]
     else:
         billing = None if account is None else account["billing"]
-        v = None if billing is None else billing[attribute.source_column]
+        v = None if billing is None else billing[column]
     return _test(attribute.type, tree["op"], tree.get("value"), v)
 
 
 def expected(tree: dict[str, Any], pop: Population, catalogue: Catalogue) -> set[int]:
     return {cid for cid in pop.clients
-            if any(evaluate(tree, pop, catalogue, cid, a) for a in (pop.accounts[cid] or [None]))}
+            if any(evaluate(tree, pop, catalogue, cid, a) for a in (pop.accounts[cid] or (None,)))}
 
 
 async def run(conn: asyncpg.Connection, tree: Any, catalogue: Catalogue, shape: str = "all") -> set[int]:
@@ -293,7 +297,7 @@ LEAVES: list[dict[str, Any]] = [
 ]
 
 
-async def test_every_leaf_matches_the_reference(world) -> None:  # type: ignore[no-untyped-def]
+async def test_every_leaf_matches_the_reference(world) -> None:
     conn, pop, catalogue = world
     for leaf in LEAVES:
         want = expected(leaf, pop, catalogue)
@@ -306,9 +310,9 @@ async def test_every_leaf_matches_the_reference(world) -> None:  # type: ignore[
     assert sum(0 < s < len(pop.clients) for s in sizes) >= len(LEAVES) - 3
 
 
-async def test_nesting_not_and_accounts_semantics(world) -> None:  # type: ignore[no-untyped-def]
+async def test_nesting_not_and_accounts_semantics(world) -> None:
     conn, pop, catalogue = world
-    trees = [
+    trees: list[dict[str, Any]] = [
         # The brief's example: a region, a debt and a payment older than 60 days.
         {"all": [{"attribute": "account.region", "op": "in", "value": ["UA-30", "UA-32"]},
                  {"attribute": "billing.debt", "op": "gt", "value": 0},
@@ -362,7 +366,7 @@ BAD_TREES: list[tuple[Any, str]] = [
 ]
 
 
-async def test_bad_trees_name_the_path(world) -> None:  # type: ignore[no-untyped-def]
+async def test_bad_trees_name_the_path(world) -> None:
     _, _, catalogue = world
     for tree, path in BAD_TREES:
         with pytest.raises(InvalidInput) as caught:
@@ -370,7 +374,7 @@ async def test_bad_trees_name_the_path(world) -> None:  # type: ignore[no-untype
         assert caught.value.field == path, tree
 
 
-async def test_depth_and_size_limits(world) -> None:  # type: ignore[no-untyped-def]
+async def test_depth_and_size_limits(world) -> None:
     _, _, catalogue = world
     leaf = {"attribute": "billing.debt", "op": "gt", "value": 1}
     deep: Any = leaf
@@ -455,7 +459,7 @@ def random_tree(catalogue: Catalogue, rng: random.Random, depth: int = 0, hostil
     return leaf
 
 
-async def test_random_valid_trees_match_the_reference(world) -> None:  # type: ignore[no-untyped-def]
+async def test_random_valid_trees_match_the_reference(world) -> None:
     conn, pop, catalogue = world
     rng = random.Random(20261122)
     checked = 0
@@ -471,7 +475,7 @@ async def test_random_valid_trees_match_the_reference(world) -> None:  # type: i
     assert checked > 200
 
 
-async def test_hostile_trees_are_refused_or_answered_correctly(world) -> None:  # type: ignore[no-untyped-def]
+async def test_hostile_trees_are_refused_or_answered_correctly(world) -> None:
     conn, pop, catalogue = world
     rng = random.Random(4242)
     refused = answered = 0
@@ -533,7 +537,7 @@ def test_random_strings_are_only_parameters() -> None:
 
 
 async def test_preview_estimates_from_a_sample_above_the_exact_limit(
-        world, admin_conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+        world, admin_conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch) -> None:
     from crm.segments import store
 
     conn, pop, catalogue = world
@@ -550,6 +554,7 @@ async def test_preview_estimates_from_a_sample_above_the_exact_limit(
     # A smaller sample is an estimate, scaled up by the sampled share
     monkeypatch.setattr(store, "SAMPLE_CLIENTS", 40)
     estimate = await store.preview(conn, tree)
+    assert estimate.sample_percent is not None
     assert not estimate.exact and 0 < estimate.sample_percent < 100
     assert 0 <= estimate.count <= len(pop.clients) * 100 / estimate.sample_percent
     # An exact count can still be asked for

@@ -101,7 +101,9 @@ async def test_shared_set_operations_match_python_sets(app_conn: asyncpg.Connect
         "attribute": "account.region", "op": "in", "value": ["UA-30", "UA-51"]})
     a, b = await members(app_conn, left.id), await members(app_conn, right.id)
     assert a & b and a - b and b - a
-    for op, expected in (("union", a | b), ("intersection", a & b), ("exclusion", a - b)):
+    combinations: tuple[tuple[store.SetOp, set[int]], ...] = (
+        ("union", a | b), ("intersection", a & b), ("exclusion", a - b))
+    for op, expected in combinations:
         made = await store.combine(app_conn, SYSTEM, left.id, op, right.id, pool=pool)
         assert await members(app_conn, made.id) == expected, op
         assert made.member_count == len(expected)

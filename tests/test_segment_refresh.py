@@ -126,7 +126,8 @@ async def test_marks_only_what_segments_can_see(app_conn: asyncpg.Connection) ->
     assert await dirty(conn) == owners
     # An account moved to another client marks both
     await conn.execute("DELETE FROM segment_dirty_clients")
-    await conn.execute("UPDATE accounts SET client_id = 2 WHERE id = (SELECT min(id) FROM accounts WHERE client_id = 1)")
+    await conn.execute("UPDATE accounts SET client_id = 2 "
+                       "WHERE id = (SELECT min(id) FROM accounts WHERE client_id = 1)")
     assert await dirty(conn) == {1, 2}
 
 
@@ -282,7 +283,8 @@ async def test_external_attribute_declaration_rules(app_conn: asyncpg.Connection
     for bad, field in ((dict(code="crm.score"), "code"), (dict(operators=["gt"]), "operators"),
                        (dict(values=[]), "values"), (dict(type="number", values=["x"]), "values"),
                        (dict(code="ext.crm.x", label_uk=""), "label_uk")):
-        fields = {**dict(code="ext.crm.other", label_uk="x", label_en="x", type="enum", values=["a"]), **bad}
+        fields: dict[str, Any] = {**dict(code="ext.crm.other", label_uk="x", label_en="x",
+                                         type="enum", values=["a"]), **bad}
         with pytest.raises(InvalidInput) as caught:
             await catalogue_mod.declare(app_conn, SYSTEM, AttributeDeclaration(**fields))
         assert caught.value.field == field

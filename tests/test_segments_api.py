@@ -38,7 +38,7 @@ async def _sql_ids(conn: asyncpg.Connection, where: str) -> set[int]:
         f"WHERE {where}")}
 
 
-async def test_catalogue_and_permissions(client, demo_users) -> None:  # type: ignore[no-untyped-def]
+async def test_catalogue_and_permissions(client, demo_users) -> None:
     analyst = await login_as(client, "analyst")
     items = (await _json(await client.get("/api/v1/segments/attributes", headers=analyst), 200))["items"]
     by_code = {a["code"]: a for a in items}
@@ -61,7 +61,7 @@ async def test_catalogue_and_permissions(client, demo_users) -> None:  # type: i
     assert (await client.post("/api/v1/segments", json=body, headers=marketer)).status == 201
 
 
-async def test_validation_errors_name_the_path(client, demo_users) -> None:  # type: ignore[no-untyped-def]
+async def test_validation_errors_name_the_path(client, demo_users) -> None:
     marketer = await login_as(client, "marketer")
 
     async def create(condition: Any, **extra: Any) -> Any:
@@ -88,7 +88,7 @@ async def test_validation_errors_name_the_path(client, demo_users) -> None:  # t
                                  json={"op": "join", "other": 1}), "op")
 
 
-async def test_preview_member_list_export_and_static_snapshot(client, demo_users,  # type: ignore[no-untyped-def]
+async def test_preview_member_list_export_and_static_snapshot(client, demo_users,
                                                             app_conn: asyncpg.Connection) -> None:
     await load_population(app_conn, n=300)
     marketer = await login_as(client, "marketer")
@@ -135,7 +135,7 @@ async def test_preview_member_list_export_and_static_snapshot(client, demo_users
     assert [e["action"] for e in journal["items"]][:2] in (["refresh", "create"], ["create", "refresh"])
 
 
-async def test_set_operations(client, demo_users, app_conn: asyncpg.Connection) -> None:  # type: ignore[no-untyped-def]
+async def test_set_operations(client, demo_users, app_conn: asyncpg.Connection) -> None:
     await load_population(app_conn, n=200)
     marketer = await login_as(client, "marketer")
     kyiv = {"attribute": "account.region", "op": "equals", "value": "UA-30"}
@@ -165,7 +165,7 @@ async def test_set_operations(client, demo_users, app_conn: asyncpg.Connection) 
                                  json={"op": "union", "other": a["id"]}), "", 404)
 
 
-async def test_update_delete_and_stop_list_by_segment(client, demo_users,  # type: ignore[no-untyped-def]
+async def test_update_delete_and_stop_list_by_segment(client, demo_users,
                                                      app_conn: asyncpg.Connection) -> None:
     await load_population(app_conn, n=100)
     marketer = await login_as(client, "marketer")
@@ -191,7 +191,7 @@ async def test_update_delete_and_stop_list_by_segment(client, demo_users,  # typ
     await _bad(await client.get(f"/api/v1/segments/{sid}", headers=marketer), "", 404)
 
 
-async def test_external_attributes_through_the_api(client, demo_users,  # type: ignore[no-untyped-def]
+async def test_external_attributes_through_the_api(client, demo_users,
                                                   app_conn: asyncpg.Connection) -> None:
     await load_population(app_conn, n=20)
     marketer = await login_as(client, "marketer")
@@ -216,14 +216,15 @@ async def test_external_attributes_through_the_api(client, demo_users,  # type: 
     preview = await _json(await client.post("/api/v1/segments/preview", headers=marketer, json={
         "condition": {"attribute": "ext.kub.app_logins", "op": "gte", "value": 10}}), 200)
     assert preview["count"] == 2
-    removed = await _json(await client.put(url, headers=marketer, json={"values": [{"client_id": 3, "value": None}]}), 200)
+    removed = await _json(await client.put(
+        url, headers=marketer, json={"values": [{"client_id": 3, "value": None}]}), 200)
     assert removed["removed"] == 1
     preview = await _json(await client.post("/api/v1/segments/preview", headers=marketer, json={
         "condition": {"attribute": "ext.kub.app_logins", "op": "gte", "value": 10}}), 200)
     assert preview["count"] == 1
 
 
-async def test_hostile_conditions_never_crash_the_api(client, demo_users,  # type: ignore[no-untyped-def]
+async def test_hostile_conditions_never_crash_the_api(client, demo_users,
                                                      app_conn: asyncpg.Connection) -> None:
     await load_population(app_conn, n=30)
     marketer = await login_as(client, "marketer")

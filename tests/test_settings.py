@@ -72,7 +72,7 @@ def test_production_refuses_cheap_password_hashes() -> None:
     assert load_settings({"HERALD_PASSWORD_HASH_MEMORY_KIB": "64"}).password_hash_memory_kib == 64
 
 
-async def test_new_password_hashes_take_the_configured_costs(base_settings) -> None:  # type: ignore[no-untyped-def]
+async def test_new_password_hashes_take_the_configured_costs(base_settings) -> None:
     from crm import users
 
     users.configure_hashing(time_cost=2, memory_kib=128)

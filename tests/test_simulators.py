@@ -23,10 +23,10 @@ async def _post_batch(sim: Sim, channel: str, items: list[WireMessage], *,
     headers = {"Authorization": f"Bearer {token}"}
     if key:
         headers["Idempotency-Key"] = key
-    async with ClientSession() as session:
-        async with session.post(sim.server.make_url(f"/{channel}/v1/messages"),
-                                data=msgspec.json.encode(items), headers=headers) as response:
-            return response.status, dict(response.headers), await response.read()
+    async with (ClientSession() as session,
+                session.post(sim.server.make_url(f"/{channel}/v1/messages"),
+                             data=msgspec.json.encode(items), headers=headers) as response):
+        return response.status, dict(response.headers), await response.read()
 
 
 def _items(prefix: str, n: int, to: str = "+380671234567") -> list[WireMessage]:
@@ -35,13 +35,13 @@ def _items(prefix: str, n: int, to: str = "+380671234567") -> list[WireMessage]:
 
 async def test_healthz_lists_the_simulators(sim: Sim) -> None:
     body = await sim.get("/healthz")
-    assert {"sms", "viber", "email"} <= set(body["simulators"])  # type: ignore[arg-type]
+    assert {"sms", "viber", "email"} <= set(body["simulators"])
 
 
 async def test_config_is_read_merged_and_validated(sim: Sim) -> None:
     config = await sim.get("/sms/sim/config")
     # Receipts go to Herald's callback path by default, with the provider token
-    assert config["callback_url"].endswith("/api/v1/providers/sms/receipts")  # type: ignore[union-attr]
+    assert config["callback_url"].endswith("/api/v1/providers/sms/receipts")
     assert config["callback_token"] == TOKEN
     changed = await sim.configure("sms", latency_ms=5, permanent_rate=0.5)
     assert changed["latency_ms"] == 5 and changed["permanent_rate"] == 0.5
@@ -73,13 +73,13 @@ async def test_stats_count_every_kind_of_outcome_and_reset_clears_them(sim: Sim)
     # Only the newest keep_messages are kept for inspection, but acceptance is known for all
     recent = await sim.get("/sms/sim/messages")
     assert [(m["message_id"], m["submissions"]) for m in recent["messages"]] == \
-        [("x-invalid", 1), ("s-0", 2), ("s-1", 2)]  # type: ignore[index]
+        [("x-invalid", 1), ("s-0", 2), ("s-1", 2)]
     assert (await sim.get("/sms/sim/messages", message_id="s-0"))["accepted"] is True
     by_address = await sim.get("/sms/sim/messages", address="not-a-number")
-    assert [m["error"] for m in by_address["messages"]] == ["invalid_number"]  # type: ignore[index]
-    async with ClientSession() as session:
-        async with session.post(sim.server.make_url("/sms/sim/reset")) as response:
-            assert response.status == 200
+    assert [m["error"] for m in by_address["messages"]] == ["invalid_number"]
+    async with (ClientSession() as session,
+                session.post(sim.server.make_url("/sms/sim/reset")) as response):
+        assert response.status == 200
     stats = await sim.stats("sms")
     assert stats["messages"] == 0 and stats["accepted"] == 0
     assert (await sim.get("/sms/sim/config"))["permanent_pattern"] is None
@@ -95,10 +95,10 @@ async def test_batch_replays_and_auth_and_size_limits(sim: Sim) -> None:
     assert stats["batch_replays"] == 1 and stats["duplicates"] == 3
     assert (await _post_batch(sim, "viber", items, token="wrong"))[0] == 401
     assert (await _post_batch(sim, "viber", _items("big", 1001)))[0] == 413
-    async with ClientSession() as session:
-        async with session.post(sim.server.make_url("/viber/v1/messages"), data=b"{nope",
-                                headers={"Authorization": f"Bearer {TOKEN}"}) as response:
-            assert response.status == 400
+    async with (ClientSession() as session,
+                session.post(sim.server.make_url("/viber/v1/messages"), data=b"{nope",
+                             headers={"Authorization": f"Bearer {TOKEN}"}) as response):
+        assert response.status == 400
 
 
 async def test_throttling_answers_429_with_fractional_retry_after(sim: Sim) -> None:

@@ -146,4 +146,4 @@ def test_georgian_national_transliteration(georgian: str, latin: str) -> None:
 def test_unknown_table_is_refused() -> None:
     # Given a table name that is not "uk" or "ka", When used, Then it is refused outright
     with pytest.raises(ValueError, match="unknown transliteration table"):
-        transliterate("текст", "ru")  # type: ignore[arg-type]
+        transliterate("текст", "ru")  # type: ignore[arg-type]  # a bad value on purpose

@@ -236,7 +236,7 @@ async def test_readings_entered_through_the_api_reach_the_timeline(
 
 
 @pytest.mark.timeout(300)
-async def test_a_dispatched_message_appears_with_its_latest_status(stack) -> None:  # type: ignore[no-untyped-def]
+async def test_a_dispatched_message_appears_with_its_latest_status(stack) -> None:
     # Given a client and a one-recipient SMS campaign run by the real worker and simulator
     await make_clients(stack.conn, 1)
     campaign_id = await stack.campaign([1], chain=("sms",), name="Борг за газ: травень")

@@ -27,7 +27,7 @@ async def rule(stack: Stack, **fields: Any) -> dict[str, Any]:
     template = fields.pop("template_id", None) or await stack.template()
     body = {"name": "Дякуємо за оплату", "event_type": "payment.received",
             "template_id": template, "channel_chain": ["sms"], **fields}
-    return await stack.call("POST", "/api/v1/trigger-rules", body, 201)  # type: ignore[no-any-return]
+    return await stack.call("POST", "/api/v1/trigger-rules", body, 201)
 
 
 def event(event_id: str, client_id: int | None = None, **fields: Any) -> dict[str, Any]:
@@ -44,7 +44,7 @@ async def post(stack: Stack, key: dict[str, str], events: list[dict[str, Any]],
     response = await stack.api.post("/api/v1/events", json={"events": events}, headers=key)
     body = await response.json()
     assert response.status == expect, body
-    return body  # type: ignore[no-any-return]
+    return body
 
 
 async def eventually(probe: Callable[[], Any], timeout: float = 30.0) -> Any:
@@ -60,14 +60,14 @@ async def eventually(probe: Callable[[], Any], timeout: float = 30.0) -> Any:
 
 
 async def message(stack: Stack, message_id: str) -> dict[str, Any]:
-    return await stack.call("GET", f"/api/v1/messages/{message_id}")  # type: ignore[no-any-return]
+    return await stack.call("GET", f"/api/v1/messages/{message_id}")
 
 
 async def status_is(stack: Stack, message_id: str, *wanted: str) -> dict[str, Any]:
     async def probe() -> dict[str, Any] | None:
         found = await message(stack, message_id)
         return found if found["status"] in wanted else None
-    return await eventually(probe)  # type: ignore[no-any-return]
+    return await eventually(probe)
 
 
 # -- pure: the condition operators -------------------------------------------------------
@@ -215,7 +215,7 @@ async def test_bad_rules_are_refused_naming_the_field(stack: Stack) -> None:
     async def field(body: dict[str, Any]) -> str:
         response = await stack.api.post("/api/v1/trigger-rules", json=body, headers=stack.headers)
         assert response.status == 400, await response.text()
-        return (await response.json())["errors"][0]["field"]  # type: ignore[no-any-return]
+        return (await response.json())["errors"][0]["field"]
 
     assert await field({**base, "channel_chain": ["viber"]}) == "channel_chain"
     assert await field({**base, "template_id": 999}) == "template_id"

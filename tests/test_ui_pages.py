@@ -48,7 +48,7 @@ async def test_login_errors_and_lock_out_are_shown_in_the_language(client, demo_
                              headers={"Origin": origin(client)}, allow_redirects=False)
     assert good.headers["Location"] == "/ui/search"
     # The address that keeps failing (any login) must wait, and is told for how long
-    for attempt in range(12):
+    for _ in range(12):
         throttled = await client.post("/ui/login", data={"login": "nobody", "password": "x"},
                                       headers={"Origin": origin(client)})
         if throttled.status == 429:
@@ -177,12 +177,12 @@ async def test_language_switch_is_stored_per_user(client, demo_users) -> None:
     assert "Client search" in await (await client.get("/ui/search")).text()
 
 
-async def _sse_event(response) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+async def _sse_event(response) -> tuple[str, str]:
     """The next event of a text/event-stream (comments skipped)."""
     import asyncio
 
     async def read() -> tuple[str, str]:
-        event, data = "message", []
+        event, data = "message", list[str]()
         while True:
             line = (await response.content.readline()).decode().rstrip("\r\n")
             if line == "" and data:

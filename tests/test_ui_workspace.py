@@ -19,7 +19,7 @@ KYIV = ZoneInfo("Europe/Kyiv")
 OFFICE_HOURS = {d: [{"start": "09:00", "end": "18:00"}] for d in ("mon", "tue", "wed", "thu", "fri")}
 
 
-async def _policy(client, name: str, week: dict, **targets: int) -> None:  # type: ignore[no-untyped-def]
+async def _policy(client, name: str, week: dict, **targets: int) -> None:
     admin = await login_as(client, "admin")
     calendar = await (await client.post("/api/v1/business-calendars", headers=admin,
                                         json={"name": name, "week": week})).json()
@@ -28,7 +28,7 @@ async def _policy(client, name: str, week: dict, **targets: int) -> None:  # typ
     assert policy.status == 201, await policy.text()
 
 
-async def _walk_in(client, token: str, **fields: str) -> int:  # type: ignore[no-untyped-def]
+async def _walk_in(client, token: str, **fields: str) -> int:
     response = await post_form(client, "/ui/cases/new", {"text": "Перевірте нарахування",
                                                          **fields}, token, allow_redirects=False)
     assert response.status == 303, await response.text()

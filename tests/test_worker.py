@@ -18,7 +18,7 @@ from herald.settings import Settings
 
 
 @pytest.fixture
-async def channel(settings: Settings):  # type: ignore[no-untyped-def]
+async def channel(settings: Settings):
     connection = await aio_pika.connect_robust(settings.amqp_url)
     channel = await connection.channel()
     yield channel

@@ -120,7 +120,7 @@ async def set_presence(request: web.Request) -> web.Response:
     form = await forms.form(request, PresenceForm)
     async with request.app[DB].acquire() as conn:
         agent = await agents.set_presence(conn, actor(request), principal(request).user_id,
-                                          form.presence)  # type: ignore[arg-type]
+                                          form.presence)
     return await render(request, "_presence.html", {"agent": agent, "presences": PRESENCES})
 
 

@@ -37,13 +37,14 @@ from crm.cti import CallPush
 endpoints = EndpointTable("ui")
 
 PING_SECONDS = 15.0
-STREAMS = web.AppKey("ui_live_streams", set)
+STREAMS = web.AppKey("ui_live_streams", set[asyncio.Task[Any]])
 
 
 async def end_streams(app: web.Application) -> None:
     """On shutdown: end the open streams now (browsers reconnect to another process)
     rather than keep the server waiting for them."""
-    for task in list(app[STREAMS]):
+    streams = app[STREAMS]
+    for task in list(streams):
         task.cancel()
 _decode_push = msgspec.json.Decoder(CallPush)
 
@@ -68,7 +69,7 @@ async def _calls(request: web.Request, out: asyncio.Queue[tuple[str, str]]) -> N
 
 async def _cases(request: web.Request, out: asyncio.Queue[tuple[str, str]]) -> None:
     """Ids of changed cases, batched by the change feed's window."""
-    async with request.app[FEED].subscribe() as sub:  # type: ignore[attr-defined]
+    async with request.app[FEED].subscribe() as sub:
         while True:
             changes = await sub.next(timeout=30.0)
             if changes is None:

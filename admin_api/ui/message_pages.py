@@ -72,7 +72,8 @@ async def send(request: web.Request) -> web.Response:
     if form.template_id is None or form.channel not in SEND_CHANNELS:
         return await render(request, "_send_result.html", {
             "refused": None, "missing": True, "status": None})
-    body = OperatorSendRequest(template_id=form.template_id, channel=form.channel)  # type: ignore[arg-type]
+    body = OperatorSendRequest(template_id=form.template_id,
+                               channel=form.channel)  # type: ignore[arg-type]  # in SEND_CHANNELS
     try:
         async with app[DB].acquire() as conn:
             accepted, work = await operator_send.send(conn, app[REDIS], app[SETTINGS],

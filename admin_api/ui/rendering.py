@@ -7,6 +7,7 @@ cookie before login), and gives every template ``user``, ``menu``, ``csrf_token`
 
 from __future__ import annotations
 
+import gettext
 import hashlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -35,6 +36,12 @@ def hms(seconds: float | None) -> str:
     return f"{sign}{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
+def _translated(catalogue: gettext.NullTranslations,
+                names: Mapping[str, str]) -> Callable[[str], str]:
+    """A code's name in the catalogue's language (the code itself when it has none)."""
+    return lambda code: catalogue.gettext(names.get(code, code))
+
+
 def make_environment(language: str, static_url: Callable[[str], str]) -> jinja2.Environment:
     """The environment of one language: gettext installed, filters formatting for it."""
     env = jinja2.Environment(
@@ -44,14 +51,15 @@ def make_environment(language: str, static_url: Callable[[str], str]) -> jinja2.
         trim_blocks=True, lstrip_blocks=True,
     )
     catalogue = i18n.translations(language)
-    env.install_gettext_translations(catalogue, newstyle=True)  # type: ignore[attr-defined]
+    env.install_gettext_translations(  # type: ignore[attr-defined]  # added by jinja2.ext.i18n
+        catalogue, newstyle=True)
     formats = i18n.Formats(language)
     env.filters.update(dt=formats.datetime, date=formats.date, long_date=formats.long_date,
                        money=formats.money, num=formats.number, hms=hms)
     env.globals.update(language=language, language_names=i18n.LANGUAGE_NAMES, static=static_url,
-                       role_name=lambda code: catalogue.gettext(menu.ROLE_NAMES.get(code, code)),
-                       label=lambda code: catalogue.gettext(labels.LABELS.get(code, code)),
-                       refusal=lambda code: catalogue.gettext(labels.REFUSALS.get(code, code)),
+                       role_name=_translated(catalogue, menu.ROLE_NAMES),
+                       label=_translated(catalogue, labels.LABELS),
+                       refusal=_translated(catalogue, labels.REFUSALS),
                        error_text=lambda error: texts.error_text(error, catalogue.gettext),
                        tl_title=lambda item: texts.timeline_title(item, catalogue.gettext,
                                                                   formats),

@@ -63,7 +63,7 @@ def to_query(form: SearchForm) -> SearchQuery | None:
     if "client_id" in fields:
         if not fields["client_id"].isdigit():
             raise InvalidInput("client_id", "a Client_ID is a number")
-        fields["client_id"] = int(fields["client_id"])  # type: ignore[assignment]
+        fields["client_id"] = int(fields["client_id"])
     if "or_number" in fields:
         fields["or"] = fields.pop("or_number")
     return decode_query({**fields, "match": form.match if form.match in ("all", "any") else "all",

@@ -89,7 +89,10 @@ def timeline_title(item: TimelineItem, translate: Translate, formats: Formats) -
     """The entry's title in the person's language, made from its kind and data."""
     money = formats.money
     d = item.detail or {}
-    label = (lambda code: translate(LABELS[code]) if code in LABELS else code)
+
+    def label(code: str) -> str:
+        return translate(LABELS[code]) if code in LABELS else code
+
     try:
         if item.kind == "message" and item.source == "message":
             channel = label(item.channel or "")

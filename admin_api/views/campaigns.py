@@ -226,7 +226,7 @@ async def record_conversions(request: web.Request, body: Conversions) -> Convers
 
 
 @endpoints.post("/api/v1/providers/{channel}/receipts", permission=PROVIDER,
-                body=Annotated[list[Receipt], msgspec.Meta(max_length=10_000)],  # type: ignore[arg-type]
+                body=Annotated[list[Receipt], msgspec.Meta(max_length=10_000)],
                 response=ReceiptsAccepted, errors=(400,))
 async def provider_receipts(request: web.Request, body: list[Receipt]) -> ReceiptsAccepted:
     """Delivery and read receipts posted back by a provider, in batches."""

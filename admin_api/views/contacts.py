@@ -61,12 +61,12 @@ class ContactCreate(msgspec.Struct, forbid_unknown_fields=True):
 class ContactPatch(msgspec.Struct, forbid_unknown_fields=True):
     """Only the fields sent change; null (or "") clears a field; is_active false deactivates."""
 
-    last_name: Name | None | msgspec.UnsetType = msgspec.UNSET
-    first_name: Name | None | msgspec.UnsetType = msgspec.UNSET
-    middle_name: Name | None | msgspec.UnsetType = msgspec.UNSET
-    phone: Phone | None | msgspec.UnsetType = msgspec.UNSET
-    email: Email | None | msgspec.UnsetType = msgspec.UNSET
-    passport_number: Passport | None | msgspec.UnsetType = msgspec.UNSET
+    last_name: Name | msgspec.UnsetType | None = msgspec.UNSET
+    first_name: Name | msgspec.UnsetType | None = msgspec.UNSET
+    middle_name: Name | msgspec.UnsetType | None = msgspec.UNSET
+    phone: Phone | msgspec.UnsetType | None = msgspec.UNSET
+    email: Email | msgspec.UnsetType | None = msgspec.UNSET
+    passport_number: Passport | msgspec.UnsetType | None = msgspec.UNSET
     is_active: bool | msgspec.UnsetType = msgspec.UNSET
     allow_duplicate: bool = False
 

@@ -69,7 +69,7 @@ async def readyz(request: web.Request) -> Readiness | web.Response:
 
     names = ("postgresql", "rabbitmq", "redis")
     results = await asyncio.gather(*(_timed(p, timeout) for p in (postgres, rabbitmq, redis)))
-    checks = dict(zip(names, results))
+    checks = dict(zip(names, results, strict=True))
     if all(c.ok for c in results):
         return Readiness(status="ready", checks=checks)
     down = ", ".join(n for n, c in checks.items() if not c.ok)

@@ -213,7 +213,8 @@ async def _resolve_client(conn: Any, client_id: int | None, or_number: str | Non
         return int(found)
     if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM clients WHERE id = $1)", client_id):
         raise NotFound(f"no client {client_id}")
-    return client_id  # type: ignore[return-value]
+    assert client_id is not None  # exactly one of the two is given, and it was not or_number
+    return client_id
 
 
 @endpoints.get("/api/v1/self-service/consents", permission="consents.client", query=ConsentClientRef,
@@ -408,7 +409,9 @@ def _parse_csv(text: str) -> tuple[int, list[StagedRow], list[RowError]]:
         if missing or not {"client_id", "or_number"} & set(header):
             raise InvalidInput("body", "header: needs channel, topic, opted_in and client_id "
                                        "or or_number")
-        rows, staged, refused = 0, [], []
+        rows = 0
+        staged: list[StagedRow] = []
+        refused: list[RowError] = []
         for values in reader:
             if not values or values == [""]:
                 continue
@@ -418,16 +421,21 @@ def _parse_csv(text: str) -> tuple[int, list[StagedRow], list[RowError]]:
                 refused.append(RowError(reader.line_num, field, f"{len(values)} values, the "
                                                                f"header has {len(header)}"))
                 continue
-            found = consent.stage_row(reader.line_num, dict(zip(header, values)))
-            (refused if isinstance(found, RowError) else staged).append(found)
+            found = consent.stage_row(reader.line_num, dict(zip(header, values, strict=True)))
+            if isinstance(found, RowError):
+                refused.append(found)
+            else:
+                staged.append(found)
     except csv.Error as exc:
         raise InvalidInput("body", f"row {reader.line_num}: {exc}") from None
-    return rows, staged, refused  # type: ignore[return-value]
+    return rows, staged, refused
 
 
 def _parse_jsonl(text: str) -> tuple[int, list[StagedRow], list[RowError]]:
     """One JSON object per line; row numbers are line numbers."""
-    rows, staged, refused = 0, [], []
+    rows = 0
+    staged: list[StagedRow] = []
+    refused: list[RowError] = []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
@@ -447,8 +455,11 @@ def _parse_jsonl(text: str) -> tuple[int, list[StagedRow], list[RowError]]:
         unknown = sorted(k for k in values if k not in consent.IMPORT_COLUMNS)
         found = (RowError(number, unknown[0], "unknown field") if unknown
                  else consent.stage_row(number, values))
-        (refused if isinstance(found, RowError) else staged).append(found)
-    return rows, staged, refused  # type: ignore[return-value]
+        if isinstance(found, RowError):
+            refused.append(found)
+        else:
+            staged.append(found)
+    return rows, staged, refused
 
 
 @endpoints.post("/api/v1/consents/import", permission="consents.manage", query=ConsentImportQuery,

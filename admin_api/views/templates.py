@@ -37,7 +37,8 @@ class TemplateSave(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     urgent: bool = False
 
     def draft(self) -> TemplateDraft:
-        return TemplateDraft(name=self.name, variants=self.variants, language=self.language)  # type: ignore[arg-type]
+        return TemplateDraft(name=self.name, variants=self.variants,
+                             language=self.language)  # type: ignore[arg-type]  # "uk" or "en" by its pattern
 
 
 class TemplateSaved(msgspec.Struct):

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 MINUTES_PER_DAY = 24 * 60
 # add_business_seconds gives up after this many days without reaching the target (a
 # calendar with no working time at all, or a target of decades).

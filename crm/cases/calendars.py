@@ -4,6 +4,7 @@ days, a time zone; stored as given and materialised as working spans for SQL sum
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import re
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
@@ -89,7 +90,7 @@ def _intervals(items: list[WorkInterval], where: str) -> tuple[business_time.Int
             raise InvalidInput(f"{where}[{i}].end", "the end must be after the start")
         parsed.append((start, end, i))
     parsed.sort()
-    for (_, prev_end, _), (start, _, i) in zip(parsed, parsed[1:]):
+    for (_, prev_end, _), (start, _, i) in itertools.pairwise(parsed):
         if start < prev_end:
             raise InvalidInput(f"{where}[{i}]", "working intervals of a day must not overlap")
     return tuple((s, e) for s, e, _ in parsed)

@@ -4,7 +4,7 @@ in a group (SR-10). Administrators edit all of it; every change is journalled.""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import asyncpg
 import msgspec
@@ -178,7 +178,8 @@ _RULE = ("SELECT id, name, group_code, position, is_active, channels, category_i
 
 
 def _rule(row: asyncpg.Record) -> CaseRoutingRule:
-    return CaseRoutingRule(**{k: list(v) if isinstance(v, list) else v for k, v in dict(row).items()})
+    fields: dict[str, Any] = {k: list(v) if isinstance(v, list) else v for k, v in dict(row).items()}
+    return CaseRoutingRule(**fields)
 
 
 async def list_rules(conn: asyncpg.Connection) -> list[CaseRoutingRule]:

@@ -274,7 +274,7 @@ async def _escalate(conn: asyncpg.Connection, cases: dict[int, asyncpg.Record],
         [_ENCODE.encode(f[4]).decode() for f in fired_rows])
     events: list[tuple[int, NewEvent]] = []
     changes: list[Change] = []
-    for (plan, rule, target, level, actions), row in zip(fired_rows, ids):
+    for (plan, rule, target, level, actions), row in zip(fired_rows, ids, strict=True):
         data = {"escalation_id": row["id"], "rule_id": rule.id, "rule": rule.name,
                 "target": target, "level": level, "actions": actions}
         events.append((plan.case["id"], NewEvent(kind="escalation", data=data)))

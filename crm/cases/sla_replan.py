@@ -13,8 +13,9 @@ policy's own journal counts the cases (none when no case changed).
 
 Affected cases: open work (New, In Progress, On Hold; a Resolved case keeps its plan)
 whose policy uses the calendar; for a policy, the open work it applied to and that its
-scope now covers (a category with its subcategories). Run in the transaction of the change, so an edit and its re-plan commit
-together; the rows are locked in id order for the statement.
+scope now covers (a category with its subcategories). Run in the transaction of the change,
+so an edit and its re-plan commit together; the rows are locked in id order for the
+statement.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 A condition is ``{"all": [...]}``, ``{"any": [...]}``, ``{"not": {...}}`` or a leaf
 ``{"attribute": "billing.debt", "op": "gt", "value": 500}`` (consent leaves also give
-``channel`` and ``topic``, channel-usage leaves ``channel``). Attributes and operators must be in the catalogue, values must
-fit the attribute's type; a tree is at most MAX_DEPTH deep and MAX_NODES nodes.
+``channel`` and ``topic``, channel-usage leaves ``channel``). Attributes and operators must
+be in the catalogue, values must fit the attribute's type; a tree is at most MAX_DEPTH deep and MAX_NODES nodes.
 
 Semantics (what the compiler implements): a client matches when one of its accounts
 (with that account's billing snapshot) makes the whole tree true; client-level attributes

@@ -118,7 +118,7 @@ async def _acquire(pool: asyncpg.Pool, n: int) -> list[asyncpg.Connection]:
     try:
         for _ in range(n):
             helpers.append(await pool.acquire(timeout=ACQUIRE_TIMEOUT_S))
-    except asyncio.TimeoutError:
+    except TimeoutError:
         for helper in helpers:
             await pool.release(helper)
         return []
@@ -157,10 +157,12 @@ async def _fill_shared(conn: asyncpg.Connection, helpers: list[asyncpg.Connectio
               for i, helper in enumerate(helpers)), return_exceptions=True)
         # Every helper has finished before an error is raised, and leaving this block then
         # rolls all of them back.
+        counts: list[int] = []
         for result in results:
             if isinstance(result, BaseException):
                 raise result
-    return set_id, sum(int(r) for r in results)  # type: ignore[arg-type]
+            counts.append(result)
+    return set_id, sum(counts)
 
 
 async def _insert(conn: asyncpg.Connection, build: RangeQuery, params: Sequence[Any], set_id: int,

@@ -31,7 +31,8 @@ async def current_state(redis: aioredis.Redis, pool: asyncpg.Pool, settings: Set
     value = await redis.get(state_key(settings, campaign_id))
     if value is not None:
         return value.decode() if isinstance(value, bytes) else str(value)
-    status = await pool.fetchval("SELECT status FROM campaigns WHERE id = $1", campaign_id)
+    status: str | None = await pool.fetchval("SELECT status FROM campaigns WHERE id = $1",
+                                             campaign_id)
     if status is not None:
         await publish_state(redis, settings, campaign_id, status)
     return status

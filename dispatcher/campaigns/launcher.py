@@ -25,7 +25,7 @@ log = logging.getLogger("herald.launcher")
 async def launch_due(pool: asyncpg.Pool, redis: aioredis.Redis,
                      channel: aio_pika.abc.AbstractChannel, settings: Settings) -> list[int]:
     """Snapshot and start every campaign whose time has come; returns their ids."""
-    started = []
+    started: list[int] = []
     while True:
         async with pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(

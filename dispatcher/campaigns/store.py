@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 
 import asyncpg
 import msgspec
@@ -55,7 +56,7 @@ async def list_campaigns(conn: asyncpg.Connection, *, limit: int, before_id: int
     return [_campaign(r) for r in rows]
 
 
-def validate_chain(chain: list[str]) -> None:
+def validate_chain(chain: Sequence[str]) -> None:
     """A chain names each channel at most once."""
     if len(set(chain)) != len(chain):
         raise InvalidInput("channel_chain", "a channel may appear only once in the chain")
@@ -76,7 +77,7 @@ async def _template_version(conn: asyncpg.Connection, template_id: int,
 
 
 async def _check_channels_in_template(conn: asyncpg.Connection, template_id: int, version: int,
-                                      chain: list[str]) -> None:
+                                      chain: Sequence[str]) -> None:
     variants = await conn.fetchval("SELECT variants FROM message_template_versions "
                                    "WHERE template_id = $1 AND version = $2", template_id, version)
     missing = [c for c in chain if not (variants or {}).get(c)]
@@ -157,7 +158,7 @@ async def copy(conn: asyncpg.Connection, actor: Actor, campaign_id: int) -> Camp
     source = await get(conn, campaign_id)
     spec = CampaignSpec(name=f"{source.name} (копія)"[:200], template_id=source.template_id,
                         template_version=source.template_version, audience=source.audience,
-                        channel_chain=list(source.channel_chain),  # type: ignore[arg-type]
+                        channel_chain=list(source.channel_chain),  # type: ignore[arg-type]  # stored from a spec
                         receipt_timeout_seconds=source.receipt_timeout_seconds,
                         rate_per_minute=source.rate_per_minute, rate_per_hour=source.rate_per_hour)
     return await create(conn, actor, spec)

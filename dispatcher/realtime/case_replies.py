@@ -252,9 +252,10 @@ async def reply(conn: asyncpg.Connection, redis: aioredis.Redis, settings: Setti
                 actor: Actor, case_id: int, request: ReplyRequest,
                 organisation: Organisation) -> tuple[ReplyAccepted, list[int], realtime.Work]:
     """Store the reply; returns it with the outbox ids to send and the realtime work to publish."""
+    work: realtime.Work
     async with conn.transaction():
         case = await store.get_case(conn, case_id, lock=True)
-        phone, email = await _client_contact(conn, case.client_id, organisation)
+        _, email = await _client_contact(conn, case.client_id, organisation)
         address = case.contact.email or email
         channel = reply_channel(case, request, address is not None)
         if channel == "email":
@@ -332,7 +333,7 @@ async def request_info(conn: asyncpg.Connection, actor: Actor, case_id: int,
 
 
 def _backoff(attempts: int) -> float:
-    return min(5.0 * 2 ** max(attempts - 1, 0), MAX_BACKOFF_SECONDS)
+    return min(5.0 * 2.0 ** max(attempts - 1, 0), MAX_BACKOFF_SECONDS)
 
 
 _CLAIM = """

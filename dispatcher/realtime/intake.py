@@ -90,11 +90,12 @@ async def ingest(conn: asyncpg.Connection, producer: Producer,
                 continue
             pairs.append(found)
         else:
-            pairs.append((event.client_id, None))  # type: ignore[arg-type]
+            # The view lets through only events with exactly one of client_id and or_number.
+            pairs.append((event.client_id, None))  # type: ignore[arg-type]  # see above
         resolved.append((index, event))
     attributes = await triggers.client_attributes(conn, pairs)
     known: list[tuple[int, EventIn, dict[str, Any]]] = []
-    for (index, event), attrs in zip(resolved, attributes):
+    for (index, event), attrs in zip(resolved, attributes, strict=True):
         if attrs is None:
             errors.append(ItemError(index, "client_id", f"no client {event.client_id}"))
         else:
@@ -122,10 +123,10 @@ async def ingest(conn: asyncpg.Connection, producer: Producer,
                                 receipt_timeout_seconds=rule.receipt_timeout_seconds,
                                 delay_seconds=rule.delay_seconds, rule_id=rule.id,
                                 producer_id=producer.id, event_id=event.event_id, refused=refused)
-            for (index, event, attrs, rule), refused in zip(candidates, refusals)])
+            for (index, event, attrs, rule), refused in zip(candidates, refusals, strict=True)])
         made: dict[int, list[str]] = {}
         refused_of: dict[int, list[str]] = {}
-        for (index, *_), unit in zip(candidates, created):
+        for (index, *_), unit in zip(candidates, created, strict=True):
             if unit.refused:
                 refused_of.setdefault(index, []).append(unit.refused)
             else:

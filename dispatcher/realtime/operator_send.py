@@ -142,7 +142,7 @@ def _chain(request: OperatorSendRequest, variants: dict[str, Any]) -> list[str]:
     if request.channel is not None and request.channel_chain is not None:
         raise InvalidInput("channel", "give channel or channel_chain, not both")
     if request.channel_chain is not None:
-        chain = list(request.channel_chain)
+        chain: list[str] = list(request.channel_chain)
         if len(set(chain)) != len(chain):
             raise InvalidInput("channel_chain", "a channel may appear only once in the chain")
     elif request.channel is not None:
@@ -179,7 +179,7 @@ async def judge(conn: asyncpg.Connection, redis: aioredis.Redis, settings: Setti
                              membership=SegmentMembers(conn))
     decisions = batch.Rules(facts, {client_id: recipient}).preview(client_id, chain)
     verdict = Verdict({})
-    for step, (channel, decision) in enumerate(zip(chain, decisions)):
+    for step, (channel, decision) in enumerate(zip(chain, decisions, strict=True)):
         if isinstance(decision, Send):
             return verdict  # this channel can go now
         verdict.reasons[channel] = decision.reason

@@ -147,7 +147,7 @@ def _compare(op: str, a: Any, b: Any) -> bool:
     if _number(a) and _number(b):
         x, y = decimal.Decimal(str(a)), decimal.Decimal(str(b))
     elif isinstance(a, str) and isinstance(b, str):  # ISO dates and times order as text
-        x, y = a, b  # type: ignore[assignment]
+        x, y = a, b  # type: ignore[assignment]  # two str, compared as text below
     else:
         return False
     return {"gt": x > y, "gte": x >= y, "lt": x < y, "lte": x <= y}[op]
@@ -234,9 +234,10 @@ def _check_conditions(spec: TriggerRuleSpec) -> None:
         wanted = _CLIENT_TYPES[cc.attribute]
         values = cc.value if isinstance(cc.value, list) else [cc.value]
         for v in values:
-            if not isinstance(v, wanted) or (wanted != bool and isinstance(v, bool)):
-                raise InvalidInput(f"{where}.value", f"{cc.attribute} is compared with "
-                                                     f"{'a number' if cc.attribute == 'debt' else getattr(wanted, '__name__', 'a value')}")
+            if not isinstance(v, wanted) or (wanted is not bool and isinstance(v, bool)):
+                kind = ("a number" if cc.attribute == "debt"
+                        else getattr(wanted, "__name__", "a value"))
+                raise InvalidInput(f"{where}.value", f"{cc.attribute} is compared with {kind}")
 
 
 def _check_value(field: str, op: str, value: Any) -> None:
@@ -300,7 +301,7 @@ def _rule(row: asyncpg.Record) -> TriggerRule:
 
 def _stored(spec: TriggerRuleSpec, version: int) -> dict[str, Any]:
     """The rule's settings as journalled (and compared field by field on update)."""
-    data = msgspec.to_builtins(spec)
+    data: dict[str, Any] = msgspec.to_builtins(spec)
     data["template_version"] = version
     return data
 

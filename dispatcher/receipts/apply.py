@@ -1,13 +1,14 @@
 """Delivery receipts and receipt timeouts: record them, and move failed messages down the chain.
 
-A sent message waits for its receipt in its campaign's Redis sorted set (member: message
-id, score: deadline); the set's size is the number of messages awaiting a receipt, exact
-even after crashes (a counter would count a crashed attempt's messages twice). A receipt or a timeout acts on a message only while it is still waiting, in
-this order: publish the next chain step (for a failure), write the events, and only
-then remove it from the set. A crash in between repeats the work on the provider's
-retry or the next sweep, and a repeated step is harmless (its message id is already
-final). The one race left: a receipt arriving in the very moment its timeout is being
-handled can let both act, sending the next channel although the first was delivered.
+A sent message waits for its receipt in its campaign's Redis sorted set (member: message id,
+score: deadline); the set's size is the number of messages awaiting a receipt, exact even
+after crashes (a counter would count a crashed attempt's messages twice). A receipt or a
+timeout acts on a message only while it is still waiting, in this order: publish the next
+chain step (for a failure), write the events, and only then remove it from the set. A crash
+in between repeats the work on the provider's retry or the next sweep, and a repeated step
+is harmless (its message id is already final). The one race left: a receipt arriving in the
+very moment its timeout is being handled can let both act, sending the next channel although
+the first was delivered.
 
 Realtime messages (triggers, operator sends; ids 't...'/'o...') wait in one set of
 their own; a failure reopens their realtime_messages row at the next step.
@@ -68,7 +69,8 @@ async def apply_receipts(pool: asyncpg.Pool, redis: aioredis.Redis,
                          amqp_channel: aio_pika.abc.AbstractChannel, settings: Settings,
                          channel_name: str, receipts: Sequence[Receipt]) -> int:
     """Record a provider's batch of receipts; failed deliveries fall back. Returns how many applied."""
-    parsed = []  # (receipt, campaign id or None, realtime id or None, client, step)
+    # (receipt, campaign id or None, realtime id or None, client, step)
+    parsed: list[tuple[Receipt, int | None, int | None, int, int]] = []
     for receipt in receipts:
         try:
             if is_realtime_id(receipt.message_id):
@@ -112,7 +114,7 @@ async def expire_deadlines(pool: asyncpg.Pool, redis: aioredis.Redis,
     for campaign_id in campaign_ids:
         due = await redis.zrangebyscore(deadlines_key(settings, campaign_id), "-inf", clock.time(),
                                         start=0, num=limit)
-        ids = [m.decode() if isinstance(m, bytes) else m for m in due]
+        ids = [m.decode() if isinstance(m, bytes) else str(m) for m in due]
         if not ids:
             continue
         expired = [(m, *parse_message_id(m)) for m in ids]
@@ -133,7 +135,7 @@ async def _expire_realtime(pool: asyncpg.Pool, redis: aioredis.Redis,
     """The same for realtime messages: fail the overdue step and reopen the message at the next."""
     due = await redis.zrangebyscore(realtime_deadlines_key(settings), "-inf", clock.time(),
                                     start=0, num=limit)
-    ids = [m.decode() if isinstance(m, bytes) else m for m in due]
+    ids = [m.decode() if isinstance(m, bytes) else str(m) for m in due]
     expired = []
     for m in ids:
         try:

@@ -14,12 +14,13 @@ same message id, which providers take as an idempotency key.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
-from typing import cast
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TypeVar, cast
 
 import asyncpg
 import msgspec
@@ -46,9 +47,9 @@ from rules.air_raid import AlertMirror, AlertSnapshot, MirrorNotReady
 from rules.consent import UnsubscribeLinks
 from rules.decision import Hold as HoldDecision
 from rules.decision import Send, Skip, Verdicts
-from rules.quiet_hours import QuietWindow
 from rules.regions import load_time_zones
 
+_T = TypeVar("_T")
 log = logging.getLogger("herald.pipeline")
 
 # How long a campaign batch waits for rate-limit tokens, sending each grant as it comes,
@@ -73,7 +74,7 @@ class Context:
     """What a worker process keeps for the pipeline: connections, providers, short caches."""
 
     def __init__(self, settings: Settings, pool: asyncpg.Pool, redis: aioredis.Redis,
-                 providers: dict[str, Provider], limiter: rate_limit.RateLimiter,
+                 providers: Mapping[str, Provider], limiter: rate_limit.RateLimiter,
                  engine: TemplateEngine | None = None, retry: RetryPolicy | None = None, *,
                  monotonic: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
@@ -114,13 +115,11 @@ class Context:
         Both kinds of work share one event loop per process; a campaign batch renders and
         encodes a thousand messages at a time, so without this a trigger waits behind it."""
         if self._realtime_in_hand:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._realtime_idle.wait(), REALTIME_YIELD_SECONDS)
-            except TimeoutError:
-                pass
 
-    async def cached(self, name: str, load: object,
-                     conn: asyncpg.Connection | None = None) -> object:
+    async def cached(self, name: str, load: Callable[[asyncpg.Connection], Awaitable[_T]],
+                     conn: asyncpg.Connection | None = None) -> _T:
         """A small table reloaded at most every few seconds (limits, windows, time zones).
 
         Pass ``conn`` when the caller holds a connection already: taking a second one from
@@ -128,13 +127,13 @@ class Context:
         found = self._cached.get(name)
         if found is None or time.monotonic() - found[0] >= self.settings.rules_cache_seconds:
             if conn is not None:
-                value = await load(conn)  # type: ignore[operator]
+                value: object = await load(conn)
             else:
                 async with self.pool.acquire() as fresh:
-                    value = await load(fresh)  # type: ignore[operator]
+                    value = await load(fresh)
             found = (time.monotonic(), value)
             self._cached[name] = found
-        return found[1]
+        return cast(_T, found[1])  # a name is always loaded by the same function
 
     async def active_alerts(self) -> AlertSnapshot:
         try:
@@ -300,9 +299,8 @@ class Batch:
         (``rules.batch``); record the skips and holds on the way, group the sends by channel."""
         ctx, campaign = self.ctx, self.campaign
         alerts = await ctx.active_alerts()
-        windows = cast(list[QuietWindow], await ctx.cached("quiet_windows",
-                                                           quiet_hours.load_windows))
-        time_zones = cast(dict[str, str], await ctx.cached("time_zones", load_time_zones))
+        windows = await ctx.cached("quiet_windows", quiet_hours.load_windows)
+        time_zones = await ctx.cached("time_zones", load_time_zones)
         facts = batch.Facts(topic=campaign.topic, urgent=urgent, now=clock.now(),
                             stopped=stopped, consents=consents, alerts=alerts,
                             windows=windows, time_zones=time_zones)
@@ -330,7 +328,7 @@ class Batch:
         ctx = self.ctx
         configured = await ctx.cached("rate_limits", rate_limit.list_limits)
         return rate_limit.buckets_for_send(
-            ctx.settings.namespace, configured, channel=channel,  # type: ignore[arg-type]
+            ctx.settings.namespace, configured, channel=channel,
             provider=provider.name, campaign_id=self.campaign.id, campaign_limits=self.campaign.rate)
 
     @property
@@ -363,15 +361,16 @@ class Batch:
                 if channel == "email":
                     variables = {**variables, "unsubscribe_url": ctx.unsubscribe.url(
                         recipient.client_id, self.campaign.topic)}
-                content = template.render(channel, variables,  # type: ignore[arg-type]
+                content = template.render(channel, variables,
                                           recipient.language)
             except RenderError as exc:
                 self._event(recipient.client_id, step, "failed", f"render_error:{exc.field}")
                 failed.append((recipient, step))
                 continue
             address = contact.address(recipient, channel)
-            outbound.append(Outbound(self.mid(recipient.client_id, step),
-                                     channel, address, content))  # type: ignore[arg-type]
+            # The address was checked above; a campaign renders only SMS, Viber or e-mail.
+            mid = self.mid(recipient.client_id, step)
+            outbound.append(Outbound(mid, channel, address, content))  # type: ignore[arg-type]  # see above
             sendable.append((recipient, step))
         if not outbound:
             return failed
@@ -399,7 +398,7 @@ class Batch:
         elif rest:
             now = clock.now()
             for (recipient, step), wait in zip(
-                    rest, rate_limit.release_times(found, len(rest), paced.retry_after)):
+                    rest, rate_limit.release_times(found, len(rest), paced.retry_after), strict=True):
                 self._hold(recipient, step, "rate_limit", None,
                            now + dt.timedelta(seconds=max(wait, 1.0)))
         return failed

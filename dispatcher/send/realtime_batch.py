@@ -82,7 +82,9 @@ async def handle(ctx: Context, envelope: RealtimeMessages) -> None:
 async def _handle(ctx: Context, envelope: RealtimeMessages) -> None:
     async with ctx.pool.acquire() as conn:
         rows = await conn.fetch(_CLAIM, [u for u, _ in envelope.refs], [s for _, s in envelope.refs])
-    groups: dict[tuple[object, ...], list[asyncpg.Record]] = defaultdict(list)
+    # (kind, template id, version, chain, receipt timeout, step, topic)
+    groups: dict[tuple[str, int, int, tuple[str, ...], int, int, str],
+                 list[asyncpg.Record]] = defaultdict(list)
     for row in rows:
         groups[(row["kind"], row["template_id"], row["template_version"],
                 tuple(row["channel_chain"]), row["receipt_timeout_seconds"], row["step"],
@@ -170,7 +172,7 @@ class RealtimeBatch(Batch):
             f"template:{info.template_id}:{info.template_version}",
             lambda c: template_store.load_for_sending(c, self.ctx.engine, info.template_id,
                                                       info.template_version), conn)
-        return found  # type: ignore[return-value]
+        return found
 
     async def _load_recipients(self, conn: asyncpg.Connection) -> list[Recipient]:
         found = await load_recipients(conn, self.client_ids, self.ctx.organisation)

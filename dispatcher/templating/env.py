@@ -326,8 +326,9 @@ def constant_text(tree: nodes.Template) -> str | None:
     """Give the text of a body without any tags (the same for every recipient), else ``None``."""
     outputs = [node for node in tree.body if isinstance(node, nodes.Output)]
     data = [n for out in outputs for n in out.nodes]
-    if len(outputs) == len(tree.body) and all(isinstance(n, nodes.TemplateData) for n in data):
-        return "".join(n.data for n in data)  # type: ignore[attr-defined]
+    texts = [n for n in data if isinstance(n, nodes.TemplateData)]
+    if len(outputs) == len(tree.body) and len(texts) == len(data):
+        return "".join(n.data for n in texts)
     return None
 
 
@@ -415,7 +416,10 @@ def build_environment(language: Language, *, html: bool) -> TemplateSandbox:
         cache_size=0,
     )
     env.globals.clear()  # no range, cycler, joiner, lipsum, namespace, dict
-    money: Callable[[object], str] = lambda value: format_money(value, language)
+
+    def money(value: object) -> str:
+        return format_money(value, language)
+
     filters: Mapping[str, Callable[..., Any]] = {**env.filters, "money": money, "date": format_date}
     env.filters = {name: _none_safe(f) if name in _TEXT_FILTERS else f
                    for name, f in filters.items() if name in ALLOWED_FILTERS}

@@ -18,7 +18,6 @@ from dispatcher.templating.templates import (
     FieldError,
     RenderedContent,
     RenderError,
-    SmsContent,
     SmsCost,
     TemplateCheck,
     TemplateDraft,
@@ -28,6 +27,7 @@ from dispatcher.templating.templates import (
 from herald import audit
 from herald.audit import Actor, Change
 from herald.errors import InvalidInput, NotFound
+from providers.base import SmsContent
 from rules.consent import UnsubscribeLinks
 
 

@@ -280,8 +280,9 @@ class _Part:
         try:
             # What Template.render does, minus two copies of the variables and the traceback
             # rewriting; sharing ``variables`` is safe, the sandbox cannot change them.
-            return "".join(template.root_render_func(  # type: ignore[union-attr]
-                template.new_context(variables, shared=True)))  # type: ignore[union-attr,arg-type]
+            # _template is set whenever _constant is not; new_context only reads the mapping.
+            context = template.new_context(variables, shared=True)  # type: ignore[union-attr,arg-type]  # see above
+            return "".join(template.root_render_func(context))  # type: ignore[union-attr]  # see above
         except Exception as exc:  # one recipient's bad data must not stop a batch
             raise RenderError(self.field, f"{type(exc).__name__}: {exc}") from exc
 
@@ -334,16 +335,16 @@ class _Bodies:
             extras.append(value)
         return ViberContent(text, *extras)
 
-    def render_email(self, variables: Mapping[str, object]) -> EmailContent:
+    def render_email(self, variables: Mapping[str, object]) -> EmailMessage:
         subject = _squeeze(self.part("email.subject").render(variables).translate(_LINE_BREAKS))
         html = self._parts["email.html"].render(variables)
         text = self._parts["email.text"].render(variables).strip()
         if "\n\n\n" in text:  # a false {% if %} between paragraphs
             text = _BLANK_LINES.sub("\n\n", text)
         unsubscribe = variables.get("unsubscribe_url")
-        if isinstance(unsubscribe, str) and unsubscribe:
-            return EmailMessage(subject, html, text, unsubscribe)
-        return EmailContent(subject, html, text)
+        # Always the EmailMessage of RenderedContent, so that a preview's schema holds.
+        return EmailMessage(subject, html, text,
+                            unsubscribe if isinstance(unsubscribe, str) and unsubscribe else None)
 
     def render_chatbot(self, variables: Mapping[str, object]) -> ChatbotContent:
         text = self.part("chatbot.text").render(variables).strip()
@@ -391,7 +392,8 @@ class CompiledTemplate:
         self.variables = variables  # the catalogue names the template reads: load only these
         self.languages: tuple[Language, ...] = (language, *(k for k in bodies if k != language))
         self.channels: tuple[TemplateChannel, ...] = bodies[language].channels
-        self._bodies = bodies
+        # Keyed by str: a recipient may ask for any language (or none).
+        self._bodies: dict[str | None, _Bodies] = {k: v for k, v in bodies.items()}
 
     def bodies(self, language: Language) -> _Bodies:
         """The compiled bodies of one of the version's languages."""
@@ -400,7 +402,7 @@ class CompiledTemplate:
     def bodies_for(self, channel: str, language: str | None = None) -> _Bodies:
         """The bodies a recipient asking for ``language`` gets on ``channel``."""
         for wanted in (language, "uk", self.language):
-            found = self._bodies.get(wanted)  # type: ignore[arg-type]  # None or any str: not found
+            found = self._bodies.get(wanted)
             if found is not None and channel in found.channels:
                 return found
         raise RenderError(f"variants.{channel}", "the template has no body for this channel")
@@ -417,28 +419,38 @@ class CompiledTemplate:
             variables = _in_english(variables)
         return bodies.render(channel, variables)
 
+    def _for(self, channel: str, variables: Mapping[str, object],
+             language: str | None) -> tuple[_Bodies, Mapping[str, object]]:
+        bodies = self.bodies_for(channel, language)
+        return bodies, _in_english(variables) if bodies.language == "en" else variables
+
     def render_sms(self, variables: Mapping[str, object], language: str | None = None) -> SmsContent:
         """Render the SMS text, squeezed of extra spaces and transliterated if the variant says so."""
-        return self.render("sms", variables, language)  # type: ignore[return-value]
+        bodies, variables = self._for("sms", variables, language)
+        return bodies.render_sms(variables)
 
     def render_viber(self, variables: Mapping[str, object],
                      language: str | None = None) -> ViberContent:
         """Render the Viber text, button and image; a link that is not https is refused."""
-        return self.render("viber", variables, language)  # type: ignore[return-value]
+        bodies, variables = self._for("viber", variables, language)
+        return bodies.render_viber(variables)
 
     def render_email(self, variables: Mapping[str, object],
                      language: str | None = None) -> EmailContent:
         """Render the subject (forced onto one line), the HTML (escaped) and the text part."""
-        return self.render("email", variables, language)  # type: ignore[return-value]
+        bodies, variables = self._for("email", variables, language)
+        return bodies.render_email(variables)
 
     def render_chatbot(self, variables: Mapping[str, object],
                        language: str | None = None) -> ChatbotContent:
         """Render the chatbot text and buttons; a button link that is not https is refused."""
-        return self.render("chatbot", variables, language)  # type: ignore[return-value]
+        bodies, variables = self._for("chatbot", variables, language)
+        return bodies.render_chatbot(variables)
 
     def render_ivr(self, variables: Mapping[str, object], language: str | None = None) -> IvrContent:
         """Render the IVR text as one plain line to speak."""
-        return self.render("ivr", variables, language)  # type: ignore[return-value]
+        bodies, variables = self._for("ivr", variables, language)
+        return bodies.render_ivr(variables)
 
 
 class TemplateEngine:
@@ -509,10 +521,10 @@ class TemplateEngine:
     def validate(self, draft: TemplateDraft) -> TemplateCheck:
         """Check a template completely before it is saved; raise TemplateInvalid listing every problem."""
         errors = _structure_errors(draft)
-        for _, prefix, bodies in _languages(draft):
-            if bodies.chatbot and len(bodies.chatbot.buttons) > self.limits.max_chatbot_buttons:
+        for _, prefix, variants in _languages(draft):
+            if variants.chatbot and len(variants.chatbot.buttons) > self.limits.max_chatbot_buttons:
                 errors.append(FieldError(f"{prefix}.chatbot.buttons", (
-                    f"{len(bodies.chatbot.buttons)} buttons; at most "
+                    f"{len(variants.chatbot.buttons)} buttons; at most "
                     f"{self.limits.max_chatbot_buttons}")))
         try:
             compiled = self.compile(draft)

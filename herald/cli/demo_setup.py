@@ -20,6 +20,7 @@ import msgspec
 from crm.cases import calendars, groups, sla_config
 from crm.cases.calendars import BusinessCalendarSpec
 from crm.cases.sla_config import EscalationRuleSpec, SlaPolicySpec
+from crm.cases.types import CaseType, Priority
 from dispatcher.realtime import case_notify, operator_send
 from dispatcher.realtime.case_notify import NotificationRuleSpec
 from dispatcher.templating import store as template_store
@@ -63,7 +64,7 @@ CALENDAR_WEEK = {"mon": _WORKDAY, "tue": _WORKDAY, "wed": _WORKDAY, "thu": _WORK
 
 # (name, case type, priority, first response, resolution) in business minutes of the
 # calendar (a weekday has 720). The most specific policy of a case wins.
-SLA_POLICIES: tuple[tuple[str, str | None, str | None, int, int], ...] = (
+SLA_POLICIES: tuple[tuple[str, CaseType | None, Priority | None, int, int], ...] = (
     ("Базовий SLA", None, None, 120, 1440),
     ("Технічні звернення", "technical", None, 60, 720),
     ("Фінансові звернення", "financial", None, 120, 2160),
@@ -119,8 +120,8 @@ async def _sla(conn: asyncpg.Connection, calendar_id: int, done: DemoSetup) -> N
         if name in have or (case_type, priority, None) in scopes:
             continue
         await sla_config.create_policy(conn, DEMO, SlaPolicySpec(
-            name=name, calendar_id=calendar_id, case_type=case_type,  # type: ignore[arg-type]
-            priority=priority, first_response_minutes=first,  # type: ignore[arg-type]
+            name=name, calendar_id=calendar_id, case_type=case_type,
+            priority=priority, first_response_minutes=first,
             resolution_minutes=resolution))
         done.sla_policies.append(name)
     rules = {r.name for r in await sla_config.list_rules(conn)}
@@ -149,9 +150,10 @@ async def _first_run(conn: asyncpg.Connection, done: DemoSetup) -> None:
     for rule in await case_notify.list_rules(conn):
         if rule.name in NOTIFICATIONS_ON and not rule.is_active:
             await case_notify.update_rule(conn, DEMO, rule.id, NotificationRuleSpec(
-                name=rule.name, event=rule.event,  # type: ignore[arg-type]
+                # A stored rule's event and chain are str; they hold what its spec allowed.
+                name=rule.name, event=rule.event,  # type: ignore[arg-type]  # see above
                 template_id=rule.template_id, template_version=rule.template_version,
-                to_status=rule.to_status, channel_chain=rule.channel_chain,  # type: ignore[arg-type]
+                to_status=rule.to_status, channel_chain=rule.channel_chain,  # type: ignore[arg-type]  # as above
                 is_active=True))
             done.notifications_on.append(rule.name)
 

@@ -63,7 +63,7 @@ def _mount_gateway(app: web.Application, settings: Settings, channel: str,
             if status == ACCEPTED:
                 results.append(WireResult(item.message_id, status, provider_id=detail))
             else:
-                results.append(WireResult(item.message_id, status, error=detail))  # type: ignore[arg-type]
+                results.append(WireResult(item.message_id, status, error=detail))
         ledger.schedule_receipts(receipts)
         # The work is done before the wait: a client timing out has still been served,
         # as with a real gateway, and its resend must be caught as a duplicate.

@@ -11,7 +11,7 @@ import collections
 import random
 import re
 import time
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 from msgspec import Meta
@@ -102,7 +102,10 @@ SPECS: dict[str, ChannelSpec] = {
     "email": ChannelSpec("email", r"^[^@\s]+@[^@\s]+$", "invalid_address", "no_such_mailbox"),
 }
 
-ACCEPTED, REJECTED, TRANSIENT = "accepted", "rejected", "transient"
+Judgement = Literal["accepted", "rejected", "transient"]
+ACCEPTED: Final = "accepted"
+REJECTED: Final = "rejected"
+TRANSIENT: Final = "transient"
 
 
 class MessageRecord(msgspec.Struct, kw_only=True):
@@ -238,7 +241,7 @@ class Ledger:
         return round((n - tokens) / rate, 3)
 
     def submit(self, message_id: str, address: str, content: Any,
-               receipts: ReceiptBatch) -> tuple[str, str | None]:
+               receipts: ReceiptBatch) -> tuple[Judgement, str | None]:
         """Judge one message: (ACCEPTED, provider id) or (REJECTED | TRANSIENT, error code)."""
         stats = self.stats
         stats.messages += 1
@@ -251,7 +254,7 @@ class Ledger:
         if error is None and not self._address.match(address):
             error = self.spec.invalid_error
         if error is not None:
-            status = TRANSIENT if error == "temporary_failure" else REJECTED
+            status: Judgement = TRANSIENT if error == "temporary_failure" else REJECTED
             if status is TRANSIENT:
                 stats.transient += 1
             else:

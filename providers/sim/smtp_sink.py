@@ -118,8 +118,8 @@ def smtp_sink_context(settings: Settings) -> Callable[[web.Application], AsyncIt
 def describe_email(raw: Any) -> dict[str, Any]:
     """The parts of a recorded message a test looks at: headers, subject, text and HTML."""
     message = email.message_from_bytes(bytes(raw), policy=email.policy.default)
-    text = message.get_body(("plain",))  # type: ignore[attr-defined]
-    html = message.get_body(("html",))  # type: ignore[attr-defined]
+    text = message.get_body(("plain",))
+    html = message.get_body(("html",))
     return {
         "from": str(message["From"]), "to": str(message["To"]),
         "subject": str(message["Subject"]), "message_id_header": str(message["Message-ID"]),

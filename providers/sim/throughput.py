@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import aiohttp
 import msgspec
@@ -116,7 +117,7 @@ async def _run(args: argparse.Namespace) -> dict[str, object]:
             outcome = await _push(provider, args, child.pid)
             await provider.aclose()
             deadline = time.monotonic() + 10
-            while received < outcome["accepted"] and time.monotonic() < deadline:  # type: ignore[operator]
+            while received < outcome["accepted"] and time.monotonic() < deadline:
                 await asyncio.sleep(0.1)
             async with session.get(f"{base}/{args.channel}/sim/stats") as response:
                 stats = await response.json()
@@ -127,7 +128,7 @@ async def _run(args: argparse.Namespace) -> dict[str, object]:
     return {**outcome, "receipts_received": received, "sim_stats": stats}
 
 
-async def _push(provider: Provider, args: argparse.Namespace, sim_pid: int) -> dict[str, object]:
+async def _push(provider: Provider, args: argparse.Namespace, sim_pid: int) -> dict[str, Any]:
     total, batch_size = args.messages, args.batch
     next_batch = iter(range(0, total, batch_size))
     sent = accepted = 0

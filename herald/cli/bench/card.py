@@ -16,11 +16,12 @@ one JSON object with p50/p95/p99 in milliseconds per figure.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import statistics
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 import aiohttp
@@ -132,7 +133,7 @@ class Api:
 
 
 async def push_latencies(listen: Callable[[asyncio.Event, asyncio.Queue[tuple[Any, float]]],
-                                         Awaitable[None]],
+                                         Coroutine[Any, Any, None]],
                          keys: Sequence[Any], act: Callable[[Any], Awaitable[None]],
                          *, wait_s: float = 15) -> list[float]:
     """For each key, one at a time: ``act(key)``, then the time until ``listen`` (a stream
@@ -154,10 +155,8 @@ async def push_latencies(listen: Callable[[asyncio.Event, asyncio.Queue[tuple[An
                     break
     finally:
         listener.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError, aiohttp.ClientError):
             await listener
-        except (asyncio.CancelledError, aiohttp.ClientError):
-            pass
     return latencies
 
 

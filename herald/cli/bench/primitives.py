@@ -322,7 +322,7 @@ async def measure_redis_pipeline(settings: Settings, *, seconds: float, max_comm
             size = min(pipeline_size, max_commands - commands)
             pipe = client.pipeline(transaction=False)
             for _ in range(size):
-                pipe.incrby(key, 1)
+                pipe.incrby(key, 1)  # type: ignore[unused-awaitable]  # queued, run by execute()
             await pipe.execute()
             commands += size
             pipelines += 1

@@ -98,7 +98,7 @@ async def _prepare(conn: asyncpg.Connection, n: int, tag: str) -> _Setup:
         name=f"bench {tag}", event_types=["payment.received"]))
     rule = await triggers.create_rule(conn, SYSTEM, triggers.TriggerRuleSpec(
         name=f"bench {tag}", event_type="payment.received", template_id=template.id,
-        channel_chain=["sms"]))  # type: ignore[arg-type]
+        channel_chain=["sms"]))
     return _Setup(created.producer.id, created.api_key, rule.id, clients)
 
 
@@ -127,8 +127,8 @@ async def _start_campaign(conn: asyncpg.Connection, tag: str, say: Say) -> int:
                                               topic="service", urgent=True)
     campaign = await campaigns.create(conn, SYSTEM, CampaignSpec(
         name=f"bench: trigger latency during a campaign {tag}", template_id=template.id,
-        audience=AllClientsAudience(regions=regions or None),  # type: ignore[arg-type]
-        channel_chain=["viber"], receipt_timeout_seconds=600))  # type: ignore[arg-type]
+        audience=AllClientsAudience(regions=regions or None),
+        channel_chain=["viber"], receipt_timeout_seconds=600))
     await campaigns.launch(conn, SYSTEM, campaign.id, None)
     say(f"campaign {campaign.id} launched to ~{total:,} accounts in {len(regions)} regions")
     return campaign.id

@@ -8,6 +8,7 @@ client and contact ids. Everything else is drawn from the chunk's RNG.
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from bisect import bisect
@@ -64,31 +65,31 @@ _CONSENTS: Final = (
 
 
 def _interpolate(anchors: tuple[tuple[int, float], ...], age: float) -> float:
-    for (a0, v0), (a1, v1) in zip(anchors, anchors[1:]):
+    for (a0, v0), (a1, v1) in itertools.pairwise(anchors):
         if age <= a1:
             return v0 + (v1 - v0) * max(0.0, age - a0) / (a1 - a0)
     return anchors[-1][1]
 
 
-def _email_local(pattern: int, f: str, l: str, year: int, n: int) -> str:
-    """Local part of an e-mail from Latin first name f, last name l (ivan.kovalenko, kovalenko87...)."""
+def _email_local(pattern: int, first: str, last: str, year: int, n: int) -> str:
+    """Local part of an e-mail from Latin first and last names (ivan.kovalenko, kovalenko87...)."""
     if pattern == 0:
-        return f"{f}.{l}"
+        return f"{first}.{last}"
     if pattern == 1:
-        return f"{l}.{f}"
+        return f"{last}.{first}"
     if pattern == 2:
-        return f"{f}{l}{year % 100:02d}"
+        return f"{first}{last}{year % 100:02d}"
     if pattern == 3:
-        return f"{l}{year % 100:02d}"
+        return f"{last}{year % 100:02d}"
     if pattern == 4:
-        return f"{f[0]}.{l}"
+        return f"{first[0]}.{last}"
     if pattern == 5:
-        return f"{f}_{l}"
+        return f"{first}_{last}"
     if pattern == 6:
-        return f"{l}_{f[0]}"
+        return f"{last}_{first[0]}"
     if pattern == 7:
-        return f"{f}{year}"
-    return f"{l}{n}"
+        return f"{first}{year}"
+    return f"{last}{n}"
 
 
 class _Births:
