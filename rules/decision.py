@@ -48,9 +48,12 @@ STOP_LIST = Skip("stop_list")
 
 def combine(client_ids: Iterable[int], *verdicts: Verdicts) -> dict[int, Decision]:
     """Each client's decision: the first verdict (in the order given) that names it, else SEND."""
+    objecting = [rule for rule in verdicts if rule]  # most rules object to nobody
+    if not objecting:
+        return dict.fromkeys(client_ids, SEND)
     decided: dict[int, Decision] = {}
     for client_id in client_ids:
-        for rule in verdicts:
+        for rule in objecting:
             found = rule.get(client_id)
             if found is not None:
                 decided[client_id] = found

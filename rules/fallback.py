@@ -12,7 +12,7 @@ channel ends the chain, even when its receipt arrives after the chain moved on.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, cast
 
 import msgspec
 
@@ -137,6 +137,14 @@ def parse_chain(channels: Sequence[str] = DEFAULT_CHAIN,
     return Chain(tuple(steps))
 
 
+def chain_of(channels: Sequence[str],
+             receipt_timeout: float = DEFAULT_RECEIPT_TIMEOUT) -> Chain:
+    """The chain of a stored campaign or message (validated when it was saved, with
+    ``parse_chain`` or its API schema), one receipt timeout for every step."""
+    timeout = float(receipt_timeout)
+    return Chain(tuple(Step(cast(Channel, channel), timeout) for channel in channels))
+
+
 def first_action(chain: Chain) -> TryStep:
     """Where every message starts: step 0."""
     return _try(chain, 0)
@@ -163,6 +171,13 @@ def next_action(chain: Chain, current: int | None, event: Event) -> Action:
     if current + 1 < len(chain.steps):
         return _try(chain, current + 1)
     return Finish("exhausted", reason, chain.steps[current].channel, current)
+
+
+def next_step(chain: Chain, current: int, event: Event) -> int | None:
+    """The step to try after ``event`` at the step being tried, or None: the chain is over
+    (delivered, blocked or exhausted). What the worker and the receipt handling ask."""
+    action = next_action(chain, current, event)
+    return action.step if isinstance(action, TryStep) else None
 
 
 def _try(chain: Chain, step: int) -> TryStep:

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import asyncpg
 import msgspec
 
-from herald import audit
+from herald import audit, clock
 from herald.errors import InvalidInput, NotFound
 from providers.base import CHANNELS
 from rules.decision import Hold
@@ -76,8 +76,14 @@ def check(now_utc: dt.datetime, client_ids: Iterable[int],
     applicable = [w for w in windows if w.applies_to(channel)]
     if not applicable:
         return {}
+    # Every zone a client can be in (their regions' zones, else the default) is among
+    # these few: when none of them is quiet now, nobody is held.
+    by_zone: dict[str, dt.datetime | None] = {
+        name: release_at(now_utc, name, applicable)
+        for name in {*time_zones.values(), clock.business_tz().key}}
+    if not any(by_zone.values()):
+        return {}
     by_regions: dict[tuple[str, ...], dt.datetime | None] = {}
-    by_zone: dict[str, dt.datetime | None] = {}
     held: dict[int, Hold] = {}
     for client_id in client_ids:
         regions = tuple(client_regions.get(client_id, ()))

@@ -1,10 +1,16 @@
 """Where the recipients of a batch are: their regions and those regions' time zones.
 
-A client's regions are those of their accounts that are not closed (all their accounts
-if every one is closed). A client with accounts in several regions is held while any
-of them is under an air-raid alert, and until the latest end of quiet hours among their
+The send path (``rules.batch``) takes each recipient's region from the dispatcher's
+recipient query: the region of their primary account (the oldest active one, else the
+oldest), read in the same query as their addresses. The air-raid and quiet-hours checks
+take a client -> regions mapping, so a client with several regions is held while any of
+them is under an air-raid alert, and until the latest end of quiet hours among their
 time zones. A client with no account has no region: the default time zone applies and
 no alert holds them.
+
+``load_client_regions`` gives every region a client has an account in that is not
+closed (all of them if every one is closed); it is not on the send path, which uses
+the primary account's region as said above.
 """
 
 from __future__ import annotations

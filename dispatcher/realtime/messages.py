@@ -13,7 +13,7 @@ reference published twice, or one for a step already left, costs one lookup.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import aio_pika
 import asyncpg
@@ -24,6 +24,7 @@ from dispatcher.envelopes import RealtimeMessages, realtime_message_id
 from dispatcher.outcomes import Event
 from dispatcher.topology import shard_of
 from herald.settings import Settings
+from rules import fallback
 
 # A reference published this long ago whose row is still not done is published again.
 STALE_SECONDS = 60.0
@@ -127,8 +128,10 @@ async def publish(channel: aio_pika.abc.AbstractChannel, settings: Settings, wor
 
 
 async def advance(conn: asyncpg.Connection, channel: aio_pika.abc.AbstractChannel,
-                  settings: Settings, failed: Sequence[tuple[int, int]]) -> int:
-    """Reopen messages whose step failed (receipt failed or timed out) at the next step.
+                  settings: Settings, failed: Sequence[tuple[int, int]],
+                  event: Callable[[int], fallback.Event] = fallback.ReceiptTimeout) -> int:
+    """Reopen messages whose step failed (``event``: a failed receipt or a timeout) at the
+    step the fallback state machine names.
 
     ``failed``: (message row id, failed step). A message at another step already, or
     at the end of its chain, is left alone. Returns how many were reopened. A receipt can
@@ -137,15 +140,30 @@ async def advance(conn: asyncpg.Connection, channel: aio_pika.abc.AbstractChanne
     """
     if not failed:
         return 0
+    found = await conn.fetch(
+        """
+        SELECT m.id, f.s, m.channel_chain, m.receipt_timeout_seconds
+        FROM realtime_messages m JOIN unnest($1::bigint[], $2::int[]) AS f(u, s) ON m.id = f.u
+        WHERE m.step = f.s AND m.refused IS NULL
+        """, [u for u, _ in failed], [s for _, s in failed])
+    moves: list[tuple[int, int, int]] = []
+    for row in found:
+        chain = fallback.chain_of(row["channel_chain"], row["receipt_timeout_seconds"])
+        step = row["s"]
+        if 0 <= step < len(chain.steps):
+            following = fallback.next_step(chain, step, event(step))
+            if following is not None:
+                moves.append((row["id"], step, following))
+    if not moves:
+        return 0
     rows = await conn.fetch(
         """
         UPDATE realtime_messages m
-        SET step = f.s + 1, done = false, done_at = NULL, due_at = herald_now(), published_at = herald_now()
-        FROM unnest($1::bigint[], $2::int[]) AS f(u, s)
-        WHERE m.id = f.u AND m.step = f.s AND m.refused IS NULL
-          AND cardinality(m.channel_chain) > f.s + 1
+        SET step = f.n, done = false, done_at = NULL, due_at = herald_now(), published_at = herald_now()
+        FROM unnest($1::bigint[], $2::int[], $3::int[]) AS f(u, s, n)
+        WHERE m.id = f.u AND m.step = f.s
         RETURNING m.id, m.client_id, m.step
-        """, [u for u, _ in failed], [s for _, s in failed])
+        """, [u for u, _, _ in moves], [s for _, s, _ in moves], [n for _, _, n in moves])
     await publish(channel, settings, _work(rows))
     return len(rows)
 

@@ -30,15 +30,15 @@ from dispatcher import outcomes
 from dispatcher.envelopes import parse_realtime_id, realtime_message_id
 from dispatcher.realtime import messages as realtime
 from dispatcher.recipients import Organisation, load_recipients
-from herald import audit, clock
+from herald import audit
 from herald.audit import Actor, Change
 from herald.bounds import Id
 from herald.errors import Conflict, HeraldError, InvalidInput, NotFound
 from herald.settings import Settings
 from providers.base import Channel
-from rules import consent, quiet_hours, stop_lists
-from rules.air_raid import AlertMirror, MirrorNotReady
-from rules.regions import load_time_zones
+from rules import batch
+from rules.air_raid import AlertMirror
+from rules.decision import Hold, Send
 
 DEFAULT_CHAIN: tuple[str, ...] = ("viber", "sms", "email")
 
@@ -167,49 +167,25 @@ async def check_rules(conn: asyncpg.Connection, redis: aioredis.Redis, settings:
 async def judge(conn: asyncpg.Connection, redis: aioredis.Redis, settings: Settings,
                 client_id: int, topic: str, urgent: bool, chain: Sequence[str],
                 organisation: Organisation) -> Verdict:
-    """The rules for each channel of the chain, walked as the worker walks it: a missing
-    contact or consent passes to the next channel; quiet hours or an air-raid alert on
-    the first channel that has both hold the message there."""
+    """The rules for each channel of the chain (``rules.batch``, as the worker applies
+    them): a missing contact or consent passes to the next channel; quiet hours or an
+    air-raid alert on the first channel that has both hold the message there."""
     recipients = await load_recipients(conn, [client_id], organisation)
     if not recipients:
         raise NotFound(f"no client {client_id}")
     recipient = recipients[0]
-    blocked = await stop_lists.blocked_clients(conn, [client_id], topic,
-                                               membership=SegmentMembers(conn))
-    if blocked:
-        return Verdict(dict.fromkeys(chain, "stop_list"))
-    consents = await consent.load_consents(conn, [client_id], chain, topic)
-    mirror = AlertMirror(redis, settings.namespace)
-    try:
-        alerts = await mirror.active_regions()
-    except MirrorNotReady:
-        alerts = await mirror.sync(conn)
-    windows = await quiet_hours.load_windows(conn)
-    time_zones = await load_time_zones(conn)
-    now = clock.now()
+    facts = await batch.load(conn, [client_id], chain, topic, urgent=urgent,
+                             mirror=AlertMirror(redis, settings.namespace),
+                             membership=SegmentMembers(conn))
+    decisions = batch.Rules(facts, {client_id: recipient}).preview(client_id, chain)
     verdict = Verdict({})
-    for step, channel in enumerate(chain):
-        address = recipient.email if channel == "email" else recipient.phone
-        reason: str | None = None
-        release: dt.datetime | None = None
-        if not address:
-            reason = "no_contact"
-        elif not consent.allowed(consents, client_id, channel):
-            reason = "no_consent"
-        elif not urgent and recipient.region_code in alerts.regions:
-            reason = "air_raid"
-        elif not urgent:
-            release = quiet_hours.release_at(
-                now, time_zones.get(recipient.region_code or "", clock.business_tz().key),
-                [w for w in windows if w.applies_to(channel)])
-            if release is not None:
-                reason = "quiet_hours"
-        if reason is None:
+    for step, (channel, decision) in enumerate(zip(chain, decisions, strict=True)):
+        if isinstance(decision, Send):
             return verdict  # this channel can go now
-        verdict.reasons[channel] = reason
-        if reason in ("air_raid", "quiet_hours") and verdict.hold_step is None:
-            verdict.hold_step, verdict.hold_reason = step, reason
-            verdict.release_at, verdict.region_code = release, recipient.region_code
+        verdict.reasons[channel] = decision.reason
+        if isinstance(decision, Hold) and verdict.hold_step is None:
+            verdict.hold_step, verdict.hold_reason = step, decision.reason
+            verdict.release_at, verdict.region_code = decision.until, recipient.region_code
     return verdict
 
 

@@ -17,7 +17,7 @@ their own; a failure reopens their realtime_messages row at the next step.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import aio_pika
 import asyncpg
@@ -32,25 +32,33 @@ from dispatcher.realtime import messages as realtime
 from herald import clock
 from herald.settings import Settings
 from providers.base import Receipt, ReceiptStatus
+from rules import fallback
 
 
-async def _chain_lengths(conn: asyncpg.Connection, campaign_ids: set[int]) -> dict[int, tuple[int, str]]:
-    rows = await conn.fetch("SELECT id, cardinality(channel_chain) AS n, status FROM campaigns "
-                            "WHERE id = ANY($1::bigint[])", list(campaign_ids))
-    return {r["id"]: (r["n"], r["status"]) for r in rows}
+async def _chains(conn: asyncpg.Connection,
+                  campaign_ids: set[int]) -> dict[int, tuple[fallback.Chain, str]]:
+    rows = await conn.fetch("SELECT id, channel_chain, receipt_timeout_seconds, status "
+                            "FROM campaigns WHERE id = ANY($1::bigint[])", list(campaign_ids))
+    return {r["id"]: (fallback.chain_of(r["channel_chain"], r["receipt_timeout_seconds"]),
+                      r["status"]) for r in rows}
 
 
 async def _advance(conn: asyncpg.Connection, channel: aio_pika.abc.AbstractChannel,
-                   settings: Settings, failed: Sequence[tuple[int, int, int]]) -> int:
-    """Publish the next chain step for (campaign, client, step) that failed; returns how many."""
+                   settings: Settings, failed: Sequence[tuple[int, int, int]],
+                   event: Callable[[int], fallback.Event]) -> int:
+    """Publish the next chain step for (campaign, client, step) that failed with ``event``
+    (the fallback state machine decides the step); returns how many."""
     if not failed:
         return 0
-    chains = await _chain_lengths(conn, {c for c, _, _ in failed})
+    chains = await _chains(conn, {c for c, _, _ in failed})
     next_steps: dict[tuple[int, int], list[int]] = defaultdict(list)
     for campaign_id, client_id, step in failed:
-        length, status = chains.get(campaign_id, (0, "stopped"))
-        if step + 1 < length and status not in ("stopped",):
-            next_steps[(campaign_id, step + 1)].append(client_id)
+        found = chains.get(campaign_id)
+        if found is None or found[1] == "stopped" or not 0 <= step < len(found[0].steps):
+            continue
+        following = fallback.next_step(found[0], step, event(step))
+        if following is not None:
+            next_steps[(campaign_id, following)].append(client_id)
     for (campaign_id, step), client_ids in next_steps.items():
         work = await planner.record_steps(conn, settings, campaign_id, step, client_ids)
         await topology.publish(channel, settings, work)
@@ -82,10 +90,13 @@ async def apply_receipts(pool: asyncpg.Pool, redis: aioredis.Redis,
               for r, campaign_id, _, client_id, step in parsed]
     failed = [p for p in parsed if p[0].status is ReceiptStatus.FAILED and p[0].message_id in waiting]
     async with pool.acquire() as conn:
+        # A failed delivery receipt: the provider gave up on the message for good.
         await _advance(conn, amqp_channel, settings,
-                       [(c, cl, s) for _, c, u, cl, s in failed if c is not None])
+                       [(c, cl, s) for _, c, u, cl, s in failed if c is not None],
+                       fallback.PermanentFailure)
         await realtime.advance(conn, amqp_channel, settings,
-                               [(u, s) for _, c, u, _, s in failed if u is not None])
+                               [(u, s) for _, c, u, _, s in failed if u is not None],
+                               fallback.PermanentFailure)
         await outcomes.write_events(conn, events)
     await _count_by_campaign(redis, settings, events)
     await stop_waiting(redis, settings, sorted(waiting))
@@ -109,7 +120,8 @@ async def expire_deadlines(pool: asyncpg.Pool, redis: aioredis.Redis,
         expired = [(m, *parse_message_id(m)) for m in ids]
         events = [Event(m, c, cl, s, None, "failed", "receipt_timeout") for m, c, cl, s in expired]
         async with pool.acquire() as conn:
-            await _advance(conn, amqp_channel, settings, [(c, cl, s) for _, c, cl, s in expired])
+            await _advance(conn, amqp_channel, settings, [(c, cl, s) for _, c, cl, s in expired],
+                           fallback.ReceiptTimeout)
             await outcomes.write_events(conn, events)
         await _count_by_campaign(redis, settings, events)
         await stop_waiting(redis, settings, ids)
@@ -134,7 +146,8 @@ async def _expire_realtime(pool: asyncpg.Pool, redis: aioredis.Redis,
         return 0
     events = [Event(m, None, cl, s, None, "failed", "receipt_timeout") for m, _, cl, s in expired]
     async with pool.acquire() as conn:
-        await realtime.advance(conn, amqp_channel, settings, [(u, s) for _, u, _, s in expired])
+        await realtime.advance(conn, amqp_channel, settings, [(u, s) for _, u, _, s in expired],
+                               fallback.ReceiptTimeout)
         await outcomes.write_events(conn, events)
     await _count_by_campaign(redis, settings, events)
     await stop_waiting(redis, settings, ids)

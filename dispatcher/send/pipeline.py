@@ -1,7 +1,8 @@
 """The hot path: one batch of recipients through rules, rendering, rate limits and providers.
 
 One batch is one unit of work. Recipient data comes in one query, each rule answers for
-the whole batch at once, tokens are taken in bulk, providers get batches, and every
+the whole batch at once (``rules.batch``: the one place a send is decided, in the one
+order of the rules), tokens are taken in bulk, providers get batches, and every
 outcome (events, holds, the batch marked done) commits in one transaction before the
 queue message is acknowledged. A permanent provider failure moves the recipient to the
 next channel inside the same unit of work. Redelivered work skips message ids that
@@ -41,9 +42,11 @@ from herald import clock
 from herald.settings import Settings
 from providers.base import Outbound, Outcome, Provider, ProviderUnavailable
 from providers.retry import RetryPolicy, send_with_retry
-from rules import consent, quiet_hours, rate_limit, stop_lists
+from rules import batch, consent, contact, fallback, quiet_hours, rate_limit, stop_lists
 from rules.air_raid import AlertMirror, AlertSnapshot, MirrorNotReady
 from rules.consent import UnsubscribeLinks
+from rules.decision import Hold as HoldDecision
+from rules.decision import Send, Skip, Verdicts
 from rules.regions import load_time_zones
 
 _T = TypeVar("_T")
@@ -179,7 +182,9 @@ class Batch:
 
     A campaign batch; ``dispatcher.send.realtime_batch.RealtimeBatch`` reuses it for triggered
     and operator messages by overriding the hooks below (ids, reads, tokens, receipts,
-    commit). The stop-list check is ``_blocked``: segment membership is wired there.
+    commit). The stop-list read is ``_stopped``: segment membership is wired there. What
+    may be sent is decided by ``rules.batch`` (``_decide``); what follows a failure, by
+    ``rules.fallback``.
     """
 
     def __init__(self, ctx: Context, campaign: CampaignInfo, client_ids: Sequence[int], step: int,
@@ -190,6 +195,7 @@ class Batch:
         self.first_step = step
         self.batch_id = batch_id
         self.state = state
+        self.chain = fallback.chain_of(campaign.chain, campaign.receipt_timeout)
         self.events: list[Event] = []
         self.holds: list[Hold] = []
         # A first attempt cannot meet ids already sent, so it skips looking them up.
@@ -241,12 +247,12 @@ class Batch:
     async def _load_recipients(self, conn: asyncpg.Connection) -> list[Recipient]:
         return await load_recipients(conn, self.client_ids, self.ctx.organisation)
 
-    async def _blocked(self, conn: asyncpg.Connection, client_ids: list[int]) -> set[int]:
-        """The clients a stop list blocks from the topic (the one place the pipeline asks)."""
-        return await stop_lists.blocked_clients(conn, client_ids, self.campaign.topic,
-                                                membership=SegmentMembers(conn))
+    async def _stopped(self, conn: asyncpg.Connection, client_ids: list[int]) -> Verdicts:
+        """The stop-list verdicts of the batch (the one place the pipeline asks)."""
+        return await stop_lists.check(conn, client_ids, self.campaign.topic,
+                                      membership=SegmentMembers(conn))
 
-    async def _inputs(self) -> tuple[dict[int, Recipient], dict[str, str], set[int],
+    async def _inputs(self) -> tuple[dict[int, Recipient], dict[str, str], Verdicts,
                                      consent.Consents, CompiledTemplate, bool]:
         """Everything the decisions need, read on one connection (one batch, one query each)."""
         campaign = self.campaign
@@ -257,30 +263,29 @@ class Batch:
                 finals = await outcomes.already_final(conn, [
                     self.mid(c, s) for c in recipients
                     for s in range(self.first_step, len(campaign.chain))])
-            blocked = await self._blocked(conn, list(recipients))
-            consents = await consent.load_consents(conn, list(recipients), campaign.chain,
-                                                   campaign.topic)
+            ids = list(recipients)
+            stopped = await self._stopped(conn, ids)
+            consents = await consent.load_consents(conn, ids, campaign.chain, campaign.topic)
             template, urgent = await self._load_template(conn)
-        return recipients, finals, blocked, consents, template, urgent
+        return recipients, finals, stopped, consents, template, urgent
 
     async def run(self) -> None:
-        campaign = self.campaign
         await self._yield()
-        recipients, finals, blocked, consents, template, urgent = await self._inputs()
-        for client_id in blocked:
-            if self.mid(client_id, self.first_step) not in finals:
-                self._event(client_id, self.first_step, "skipped", "stop_list")
-        stage = {c: self.first_step for c in recipients if c not in blocked}
+        recipients, finals, stopped, consents, template, urgent = await self._inputs()
+        stage = dict.fromkeys(recipients, self.first_step)
         while stage:
-            groups = await self._decide(stage, recipients, finals, consents, urgent)
+            groups = await self._decide(stage, recipients, finals, stopped, consents, urgent)
             stage = {}
             for channel, members in groups.items():
                 if self.state != "running":
                     self._park_unsent(members)
                     continue
                 for recipient, step in await self._send(channel, members, template):
-                    if step + 1 < len(campaign.chain):
-                        stage[recipient.client_id] = step + 1
+                    # Failed at this step (render, provider): the fallback chain moves on.
+                    following = fallback.next_step(self.chain, step,
+                                                   fallback.PermanentFailure(step))
+                    if following is not None:
+                        stage[recipient.client_id] = following
             if self.state != "running":
                 # Paused or stopped mid-batch: park (pause) or leave (stop) the fallbacks.
                 self._park_unsent([(recipients[c], s) for c, s in stage.items()])
@@ -288,50 +293,35 @@ class Batch:
         await self._commit()
 
     async def _decide(self, stage: dict[int, int], recipients: dict[int, Recipient],
-                      finals: dict[str, str], consents: consent.Consents,
+                      finals: dict[str, str], stopped: Verdicts, consents: consent.Consents,
                       urgent: bool) -> dict[str, list[tuple[Recipient, int]]]:
-        """Walk each recipient down the chain to a channel it can be sent on, now or later."""
+        """Walk each recipient down the chain to a channel it can be sent on, now or later
+        (``rules.batch``); record the skips and holds on the way, group the sends by channel."""
         ctx, campaign = self.ctx, self.campaign
-        now, home = clock.now(), clock.business_tz().key
         alerts = await ctx.active_alerts()
         windows = await ctx.cached("quiet_windows", quiet_hours.load_windows)
         time_zones = await ctx.cached("time_zones", load_time_zones)
-        release: dict[tuple[str, str], dt.datetime | None] = {}
+        facts = batch.Facts(topic=campaign.topic, urgent=urgent, now=clock.now(),
+                            stopped=stopped, consents=consents, alerts=alerts,
+                            windows=windows, time_zones=time_zones)
+        settled: dict[tuple[int, int], str] | None = None
+        if finals:
+            length = len(campaign.chain)
+            settled = {(c, k): finals[m] for c, s in stage.items() for k in range(s, length)
+                       if (m := self.mid(c, k)) in finals}
+        walked = batch.Rules(facts, recipients).walk(stage, self.chain, settled)
         groups: dict[str, list[tuple[Recipient, int]]] = defaultdict(list)
-        for client_id, step in stage.items():
+        for client_id, moves in walked.items():
             recipient = recipients[client_id]
-            for k in range(step, len(campaign.chain)):
-                channel = campaign.chain[k]
-                done = finals.get(self.mid(client_id, k))
-                if done == "skipped":
-                    continue  # decided before this redelivery: keep walking
-                if done == "receipted":
-                    self._event(client_id, k, "sent", "recovered")
-                    break
-                if done is not None:
-                    break  # sent or failed before: never again
-                address = recipient.email if channel == "email" else recipient.phone
-                if not address:
-                    self._event(client_id, k, "skipped", "no_contact")
-                    continue
-                if not consent.allowed(consents, client_id, channel):
-                    self._event(client_id, k, "skipped", "no_consent")
-                    continue
-                region = recipient.region_code
-                if not urgent and region in alerts.regions:
-                    self._hold(recipient, k, "air_raid", region, None)
-                    break
-                if not urgent:
-                    tz = time_zones.get(region or "", home)
-                    key = (tz, channel)
-                    if key not in release:
-                        applicable = [w for w in windows if w.applies_to(channel)]
-                        release[key] = quiet_hours.release_at(now, tz, applicable)
-                    if release[key] is not None:
-                        self._hold(recipient, k, "quiet_hours", region, release[key])
-                        break
-                groups[channel].append((recipient, k))
-                break
+            for step, what in moves:
+                if isinstance(what, Send):
+                    groups[campaign.chain[step]].append((recipient, step))
+                elif isinstance(what, HoldDecision):
+                    self._hold(recipient, step, what.reason, recipient.region_code, what.until)
+                elif isinstance(what, Skip):
+                    self._event(client_id, step, "skipped", what.reason)
+                else:  # batch.Recovered
+                    self._event(client_id, step, "sent", "recovered")
         return groups
 
     async def _buckets(self, channel: str, provider: Provider) -> list[rate_limit.Bucket]:
@@ -377,7 +367,7 @@ class Batch:
                 self._event(recipient.client_id, step, "failed", f"render_error:{exc.field}")
                 failed.append((recipient, step))
                 continue
-            address = recipient.email if channel == "email" else recipient.phone
+            address = contact.address(recipient, channel)
             # The address was checked above; a campaign renders only SMS, Viber or e-mail.
             mid = self.mid(recipient.client_id, step)
             outbound.append(Outbound(mid, channel, address, content))  # type: ignore[arg-type]  # see above

@@ -1,9 +1,9 @@
 """The worker side of realtime messages: the campaign pipeline, for the messages of one post.
 
-A triggered or operator message goes through exactly the campaign path (stop list,
-consent, missing contact, air-raid and quiet-hours holds unless urgent, rate limits,
-rendering, the provider with retries, fallback down the chain, one outcome
-transaction), with these differences: its ids are 't<row>:<client>:<step>' /
+A triggered or operator message goes through exactly the campaign path (the send rules
+of ``rules.batch``: stop list, missing contact, consent, air-raid and quiet-hours holds
+unless urgent; rendering, rate limits, the provider with retries, fallback down the
+chain, one outcome transaction), with these differences: its ids are 't<row>:<client>:<step>' /
 'o<row>:<client>:<step>'; it is never paused; it waits for rate-limit tokens at most
 ``TOKEN_WAIT_SECONDS`` and is then held (reason ``rate_limit``) until tokens are due, so
 a realtime worker slot is never tied up behind a saturated channel; and its outcome
@@ -30,6 +30,7 @@ from dispatcher.templating import store as template_store
 from dispatcher.templating.env import EVENT
 from dispatcher.templating.templates import CompiledTemplate
 from rules import consent
+from rules.decision import Verdicts
 
 T = TypeVar("T")
 
@@ -141,7 +142,7 @@ class RealtimeBatch(Batch):
     def token_wait_seconds(self) -> float:
         return TOKEN_WAIT_SECONDS
 
-    async def _inputs(self) -> tuple[dict[int, Recipient], dict[str, str], set[int],
+    async def _inputs(self) -> tuple[dict[int, Recipient], dict[str, str], Verdicts,
                                      consent.Consents, CompiledTemplate, bool]:
         # The same reads as a campaign batch, side by side on their own connections: a
         # realtime message waits for the slowest one instead of their sum.
@@ -157,13 +158,12 @@ class RealtimeBatch(Batch):
             return await outcomes.already_final(conn, [
                 self.mid(c, s) for c in ids for s in range(self.first_step, len(campaign.chain))])
 
-        found, done, blocked, consents, (template, urgent) = await asyncio.gather(
+        found, done, stopped, consents, (template, urgent) = await asyncio.gather(
             on_conn(self._load_recipients), on_conn(finals),
-            on_conn(lambda conn: self._blocked(conn, ids)),
+            on_conn(lambda conn: self._stopped(conn, ids)),
             on_conn(lambda conn: consent.load_consents(conn, ids, campaign.chain, campaign.topic)),
             on_conn(self._load_template))
-        return ({r.client_id: r for r in found}, done, blocked & {r.client_id for r in found},
-                consents, template, urgent)
+        return {r.client_id: r for r in found}, done, stopped, consents, template, urgent
 
     async def _load_template(self, conn: asyncpg.Connection) -> tuple[CompiledTemplate, bool]:
         # A pinned version never changes; its urgency is re-read every few seconds.
