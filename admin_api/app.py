@@ -61,21 +61,46 @@ from herald.db import create_pool
 from herald.settings import Settings
 
 ENDPOINT_TABLES: tuple[EndpointTable, ...] = (
-    home.endpoints, health.endpoints, observability.endpoints, openapi.endpoints,
-    auth.endpoints, users.endpoints, rbac.endpoints, audit.endpoints,
-    templates.endpoints, campaigns.endpoints,
-    rules_limits.endpoints, rules_alerts.endpoints, rules_stop_lists.endpoints, rules_consents.endpoints,
-    clients.endpoints, contacts.endpoints, client_activity.endpoints, search.endpoints, cti.endpoints,
-    segments.endpoints, events.endpoints, cases.endpoints, case_messages.endpoints,
-    case_routing.endpoints, case_sla.endpoints, supervisor.endpoints,
+    home.endpoints,
+    health.endpoints,
+    observability.endpoints,
+    openapi.endpoints,
+    auth.endpoints,
+    users.endpoints,
+    rbac.endpoints,
+    audit.endpoints,
+    templates.endpoints,
+    campaigns.endpoints,
+    rules_limits.endpoints,
+    rules_alerts.endpoints,
+    rules_stop_lists.endpoints,
+    rules_consents.endpoints,
+    clients.endpoints,
+    contacts.endpoints,
+    client_activity.endpoints,
+    search.endpoints,
+    cti.endpoints,
+    segments.endpoints,
+    events.endpoints,
+    cases.endpoints,
+    case_messages.endpoints,
+    case_routing.endpoints,
+    case_sla.endpoints,
+    supervisor.endpoints,
     *UI_TABLES,
 )
 
 
 # Types a view decodes itself (items of a batch, webhook bodies, CTI's form or query): their
 # integers need bounds as much as those of declared bodies.
-DECODED_IN_VIEWS: tuple[Any, ...] = (ChannelEvent, CxEvent, EventIn, CallEvent, ViberCallback,
-                                      TelegramUpdate)
+DECODED_IN_VIEWS: tuple[Any, ...] = (
+    ChannelEvent,
+    CxEvent,
+    EventIn,
+    CallEvent,
+    ViberCallback,
+    TelegramUpdate,
+)
 _PATH_PARAM = re.compile(r"\{(\w+)(?::[^}]*)?\}")
 
 
@@ -111,8 +136,11 @@ async def _rabbitmq(app: web.Application) -> AsyncIterator[None]:
 
 def check_routes_declared(app: web.Application) -> None:
     """Refuse to start when any route has no declared permission."""
-    missing = [f"{r.method} {r.resource.canonical if r.resource else '?'}"
-               for r in app.router.routes() if endpoint_of(r.handler) is None]
+    missing = [
+        f"{r.method} {r.resource.canonical if r.resource else '?'}"
+        for r in app.router.routes()
+        if endpoint_of(r.handler) is None
+    ]
     if missing:
         raise UndeclaredRoute("routes without a declared permission: " + ", ".join(missing))
 
@@ -150,19 +178,23 @@ def check_inputs_declared(app: web.Application) -> None:
         if declared is not None:
             undeclared.update(_undeclared_inputs(declared))
     if undeclared:
-        raise UndeclaredRoute("path parameters without a type in admin_api.inputs.PATH_PARAMS: "
-                              + ", ".join(sorted(undeclared)))
+        raise UndeclaredRoute(
+            "path parameters without a type in admin_api.inputs.PATH_PARAMS: "
+            + ", ".join(sorted(undeclared))
+        )
     _check_decoded_in_views()
 
 
 def init_app(settings: Settings) -> web.Application:
     """Build the admin API for ``settings``; connections open when the app starts."""
-    app = web.Application(middlewares=[request_context_middleware, problem_middleware,
-                                       ui_guard, security_middleware],
-                          client_max_size=8 * 1024 * 1024)
+    app = web.Application(
+        middlewares=[request_context_middleware, problem_middleware, ui_guard, security_middleware],
+        client_max_size=8 * 1024 * 1024,
+    )
     clock.configure(settings)
-    configure_hashing(time_cost=settings.password_hash_time_cost,
-                      memory_kib=settings.password_hash_memory_kib)
+    configure_hashing(
+        time_cost=settings.password_hash_time_cost, memory_kib=settings.password_hash_memory_kib
+    )
     app[SETTINGS] = settings
     app[templates.ENGINE] = TemplateEngine()
     setup_ui(app)
@@ -174,6 +206,7 @@ def init_app(settings: Settings) -> web.Application:
     check_routes_declared(app)
     check_inputs_declared(app)
     app[openapi.OPENAPI] = _openapi_document(tuple(openapi.app_endpoints(app)))
-    app.cleanup_ctx.extend([_postgres, clients.billing_context, supervisor.live_context, _redis,
-                            _rabbitmq])
+    app.cleanup_ctx.extend(
+        [_postgres, clients.billing_context, supervisor.live_context, _redis, _rabbitmq]
+    )
     return app

@@ -41,8 +41,20 @@ PATH_PARAMS: dict[str, Any] = {
     "token": Annotated[str, msgspec.Meta(min_length=1, max_length=1000)],
     "or_number": Annotated[str, msgspec.Meta(min_length=1, max_length=20)],
     "role": Annotated[str, msgspec.Meta(min_length=1, max_length=63)],
-    **{name: PathText for name in ("channel", "code", "entity_id", "entity_type", "message",
-                                   "name", "provider", "region", "source_id")},
+    **{
+        name: PathText
+        for name in (
+            "channel",
+            "code",
+            "entity_id",
+            "entity_type",
+            "message",
+            "name",
+            "provider",
+            "region",
+            "source_id",
+        )
+    },
 }
 """The type of each path parameter by name; any other ``<name>_id`` is a ``bigint`` key."""
 
@@ -104,7 +116,8 @@ def require_json(request: web.Request) -> None:
         return
     raise web.HTTPUnsupportedMediaType(
         text=f"send the body as application/json, not {kind or 'without a Content-Type'}",
-        headers={"Accept-Post": "application/json"})
+        headers={"Accept-Post": "application/json"},
+    )
 
 
 def header_text(request: web.Request, name: str, max_length: int = 500) -> str | None:
@@ -229,5 +242,7 @@ def check_bounded(types: Iterable[Any]) -> None:
     """Raise TypeError naming every integer without both bounds among ``types``."""
     missing = [p for t in types for p in unbounded_integers(t)]
     if missing:
-        raise TypeError("integers without both bounds (use herald.bounds, or Meta(ge=, le=) "
-                        "within the column's range): " + ", ".join(sorted(set(missing))))
+        raise TypeError(
+            "integers without both bounds (use herald.bounds, or Meta(ge=, le=) "
+            "within the column's range): " + ", ".join(sorted(set(missing)))
+        )

@@ -28,12 +28,18 @@ class HttpMetrics:
 
     def __init__(self, registry: prometheus_client.CollectorRegistry) -> None:
         self.requests = prometheus_client.Counter(
-            "herald_http_requests_total", "HTTP requests by route and status",
-            ["method", "route", "status"], registry=registry)
+            "herald_http_requests_total",
+            "HTTP requests by route and status",
+            ["method", "route", "status"],
+            registry=registry,
+        )
         self.latency = prometheus_client.Histogram(
-            "herald_http_request_duration_seconds", "HTTP request latency by route",
-            ["method", "route"], registry=registry,
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+            "herald_http_request_duration_seconds",
+            "HTTP request latency by route",
+            ["method", "route"],
+            registry=registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
 
 
 METRICS_HELPER = web.AppKey("http_metrics", HttpMetrics)
@@ -76,9 +82,20 @@ async def request_context_middleware(request: web.Request, handler: Any) -> web.
         metrics = request.app[METRICS_HELPER]
         metrics.requests.labels(request.method, route, str(status)).inc()
         metrics.latency.labels(request.method, route).observe(elapsed)
-        log.info("%s %s %s", request.method, request.path, status, extra={
-            "method": request.method, "path": request.path, "route": route, "status": status,
-            "duration_ms": round(elapsed * 1000, 2), "remote": request.remote})
+        log.info(
+            "%s %s %s",
+            request.method,
+            request.path,
+            status,
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "route": route,
+                "status": status,
+                "duration_ms": round(elapsed * 1000, 2),
+                "remote": request.remote,
+            },
+        )
         request_id_var.reset(token)
 
 

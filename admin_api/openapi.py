@@ -55,7 +55,8 @@ def build_openapi(declared: Iterable[Endpoint], *, title: str, version: str) -> 
     for ep in eps:
         types.extend(t for t in (ep.body, ep.query, ep.response) if t is not None)
     schemas, components = msgspec.json.schema_components(
-        types, ref_template="#/components/schemas/{name}")
+        types, ref_template="#/components/schemas/{name}"
+    )
     schema_of = {id(t): s for t, s in zip(types, schemas, strict=True)}
 
     paths: dict[str, dict[str, Any]] = {}
@@ -65,43 +66,67 @@ def build_openapi(declared: Iterable[Endpoint], *, title: str, version: str) -> 
             "summary": ep.summary,
             "tags": list(ep.tags),
             "x-permission": ep.permission,
-            "security": ([] if ep.permission == PUBLIC else [{"provider_token": []}]
-                         if ep.permission == PROVIDER else [{"bearer": []}, {"session_cookie": []}]),
+            "security": (
+                []
+                if ep.permission == PUBLIC
+                else [{"provider_token": []}]
+                if ep.permission == PROVIDER
+                else [{"bearer": []}, {"session_cookie": []}]
+            ),
             "responses": _responses(ep, schema_of.get(id(ep.response))),
         }
-        params = [{"name": name, "in": "path", "required": True,
-                   "schema": msgspec.json.schema(path_param_type(name))}
-                  for name in _PATH_PARAM.findall(ep.path)]
+        params = [
+            {
+                "name": name,
+                "in": "path",
+                "required": True,
+                "schema": msgspec.json.schema(path_param_type(name)),
+            }
+            for name in _PATH_PARAM.findall(ep.path)
+        ]
         if ep.query is not None:
             query_schema = components[ep.query.__name__]
             required = set(query_schema.get("required", []))
-            params += [{"name": name, "in": "query", "required": name in required, "schema": prop}
-                       # A parameter kept for old clients says so where they look (admin_api.paging).
-                       | ({"deprecated": True} if prop.get("deprecated") else {})
-                       for name, prop in query_schema["properties"].items()]
+            params += [
+                {"name": name, "in": "query", "required": name in required, "schema": prop}
+                # A parameter kept for old clients says so where they look (admin_api.paging).
+                | ({"deprecated": True} if prop.get("deprecated") else {})
+                for name, prop in query_schema["properties"].items()
+            ]
         if params:
             op["parameters"] = params
         if ep.body is not None:
-            op["requestBody"] = {"required": True, "content": {
-                "application/json": {"schema": schema_of[id(ep.body)]}}}
+            op["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": schema_of[id(ep.body)]}},
+            }
         path = _PATH_PARAM.sub(r"{\1}", ep.path)
         paths.setdefault(path, {})[ep.method.lower()] = op
 
     return {
         "openapi": "3.1.0",
-        "info": {"title": title, "version": version,
-                 "description": "Herald admin, CRM and event API. Errors are RFC 9457 problem "
-                                "documents; x-permission names the permission each operation "
-                                "requires."},
+        "info": {
+            "title": title,
+            "version": version,
+            "description": "Herald admin, CRM and event API. Errors are RFC 9457 problem "
+            "documents; x-permission names the permission each operation "
+            "requires.",
+        },
         "paths": paths,
         "components": {
             "schemas": components,
             "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer",
-                           "description": "token from POST /api/v1/auth/login"},
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "token from POST /api/v1/auth/login",
+                },
                 "session_cookie": {"type": "apiKey", "in": "cookie", "name": "herald_session"},
-                "provider_token": {"type": "http", "scheme": "bearer",
-                                   "description": "HERALD_PROVIDER_API_TOKEN, for receipt callbacks"},
+                "provider_token": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "HERALD_PROVIDER_API_TOKEN, for receipt callbacks",
+                },
             },
         },
     }

@@ -20,15 +20,18 @@ from herald.bounds import Id
 T = TypeVar("T")
 
 #: The ``cursor`` query parameter: a page's ``next_cursor``, given back unchanged.
-Cursor = Annotated[str, msgspec.Meta(min_length=1, max_length=200,
-                                     description="The previous page's next_cursor.")]
+Cursor = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=200, description="The previous page's next_cursor.")
+]
 #: The old id parameter of a list.
-DEPRECATED_PARAM = msgspec.Meta(description="Deprecated: pass the previous page's next_cursor "
-                                            "as cursor instead.",
-                                extra_json_schema={"deprecated": True})
+DEPRECATED_PARAM = msgspec.Meta(
+    description="Deprecated: pass the previous page's next_cursor as cursor instead.",
+    extra_json_schema={"deprecated": True},
+)
 #: The old next-id field of a page.
-DEPRECATED_FIELD = msgspec.Meta(description="Deprecated: use next_cursor.",
-                                extra_json_schema={"deprecated": True})
+DEPRECATED_FIELD = msgspec.Meta(
+    description="Deprecated: use next_cursor.", extra_json_schema={"deprecated": True}
+)
 
 
 def start(cursor: str | None, legacy: int | None) -> int | None:
@@ -36,8 +39,9 @@ def start(cursor: str | None, legacy: int | None) -> int | None:
     return legacy if cursor is None else cursors.decode(cursor, tuple[Id])[0]
 
 
-def following(items: Sequence[T], limit: int,
-              key: Callable[[T], int]) -> tuple[int | None, str | None]:
+def following(
+    items: Sequence[T], limit: int, key: Callable[[T], int]
+) -> tuple[int | None, str | None]:
     """(the deprecated next id, ``next_cursor``) of a full page; both None on the last one."""
     if len(items) < limit or not items:
         return None, None

@@ -56,33 +56,60 @@ _STATUS_OF: dict[type[HeraldError], int] = {
 }
 
 
-def problem_response(request: web.Request, status: int, *, code: str | None = None,
-                     detail: str = "", errors: list[FieldError] | None = None,
-                     headers: dict[str, str] | None = None, **extra: Any) -> web.Response:
+def problem_response(
+    request: web.Request,
+    status: int,
+    *,
+    code: str | None = None,
+    detail: str = "",
+    errors: list[FieldError] | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> web.Response:
     """A problem+json response; ``code`` becomes the type URI ``/problems/<code>``."""
     title = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
     problem = Problem(
         type=f"/problems/{code}" if code else "about:blank",
-        title=title, status=status, detail=detail, instance=request.path,
-        request_id=request.get(REQUEST_ID, ""), errors=errors or [], **extra)
-    return web.Response(body=_encoder.encode(problem), status=status,
-                        content_type=PROBLEM_CONTENT_TYPE, headers=headers)
+        title=title,
+        status=status,
+        detail=detail,
+        instance=request.path,
+        request_id=request.get(REQUEST_ID, ""),
+        errors=errors or [],
+        **extra,
+    )
+    return web.Response(
+        body=_encoder.encode(problem),
+        status=status,
+        content_type=PROBLEM_CONTENT_TYPE,
+        headers=headers,
+    )
 
 
 def from_domain(request: web.Request, error: HeraldError) -> web.Response:
     status = next((s for cls, s in _STATUS_OF.items() if isinstance(error, cls)), 400)
     if isinstance(error, InvalidInput):
-        return problem_response(request, status, code=error.code, detail=error.detail,
-                                errors=[FieldError(error.field, error.detail)])
+        return problem_response(
+            request,
+            status,
+            code=error.code,
+            detail=error.detail,
+            errors=[FieldError(error.field, error.detail)],
+        )
     if isinstance(error, AccountLocked):
-        return problem_response(request, status, code=error.code, detail=error.detail,
-                                locked_until=error.until)
+        return problem_response(
+            request, status, code=error.code, detail=error.detail, locked_until=error.until
+        )
     if isinstance(error, TooManyAttempts):
-        return problem_response(request, status, code=error.code, detail=error.detail,
-                                headers={"Retry-After": str(error.retry_after)})
+        return problem_response(
+            request,
+            status,
+            code=error.code,
+            detail=error.detail,
+            headers={"Retry-After": str(error.retry_after)},
+        )
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return problem_response(request, status, code=error.code, detail=error.detail,
-                            headers=headers)
+    return problem_response(request, status, code=error.code, detail=error.detail, headers=headers)
 
 
 @web.middleware
@@ -96,22 +123,36 @@ async def problem_middleware(request: web.Request, handler: Any) -> web.StreamRe
         if exc.status < 400 or exc.content_type == PROBLEM_CONTENT_TYPE:
             raise
         detail = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else ""
-        headers = {k: v for k, v in exc.headers.items()
-                   if k.lower() in ("allow", "accept-post", "retry-after", "www-authenticate")}
+        headers = {
+            k: v
+            for k, v in exc.headers.items()
+            if k.lower() in ("allow", "accept-post", "retry-after", "www-authenticate")
+        }
         return problem_response(request, exc.status, detail=detail, headers=headers)
     except asyncpg.exceptions.QueryCanceledError:
         # The statement timeout: the database is overloaded or the query too broad. Not the
         # caller's fault and not a crash: 503 with a hint, so a client may narrow or retry.
         log.warning("statement timeout in %s %s", request.method, request.path)
-        return problem_response(request, 503, code="query-timeout",
-                                detail="the database did not answer in time; narrow the query "
-                                       "or retry", headers={"Retry-After": "5"})
+        return problem_response(
+            request,
+            503,
+            code="query-timeout",
+            detail="the database did not answer in time; narrow the query or retry",
+            headers={"Retry-After": "5"},
+        )
     except Exception:  # the last line of defence: log it whole, tell the client little
         log.exception("unhandled error in %s %s", request.method, request.path)
-        return problem_response(request, 500, code="internal-error",
-                                detail="an internal error occurred; quote the request id "
-                                       "to the administrator")
-    if response.status >= 400 and response.content_type != PROBLEM_CONTENT_TYPE \
-            and isinstance(response, web.Response) and not response.body:
+        return problem_response(
+            request,
+            500,
+            code="internal-error",
+            detail="an internal error occurred; quote the request id to the administrator",
+        )
+    if (
+        response.status >= 400
+        and response.content_type != PROBLEM_CONTENT_TYPE
+        and isinstance(response, web.Response)
+        and not response.body
+    ):
         return problem_response(request, response.status)
     return response

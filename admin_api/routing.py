@@ -105,8 +105,7 @@ def decode_query(query: Any, type_: type) -> Any:
 
 
 def json_response(value: Any, status: int = 200) -> web.Response:
-    return web.Response(body=_encoder.encode(value), status=status,
-                        content_type="application/json")
+    return web.Response(body=_encoder.encode(value), status=status, content_type="application/json")
 
 
 @dataclass
@@ -116,14 +115,34 @@ class EndpointTable:
     tag: str
     endpoints: list[tuple[Endpoint, Handler]] = field(default_factory=list)
 
-    def route(self, method: str, path: str, *, permission: str, summary: str = "",
-              body: type | None = None, query: type | None = None, response: Any = None,
-              status: int = 200, errors: tuple[int, ...] = (),
-              media_type: str = "application/json") -> Callable[[Handler], Handler]:
+    def route(
+        self,
+        method: str,
+        path: str,
+        *,
+        permission: str,
+        summary: str = "",
+        body: type | None = None,
+        query: type | None = None,
+        response: Any = None,
+        status: int = 200,
+        errors: tuple[int, ...] = (),
+        media_type: str = "application/json",
+    ) -> Callable[[Handler], Handler]:
         def register(view: Handler) -> Handler:
-            declared = Endpoint(method, path, permission,
-                                summary or (view.__doc__ or "").strip().splitlines()[0],
-                                (self.tag,), body, query, response, status, errors, media_type)
+            declared = Endpoint(
+                method,
+                path,
+                permission,
+                summary or (view.__doc__ or "").strip().splitlines()[0],
+                (self.tag,),
+                body,
+                query,
+                response,
+                status,
+                errors,
+                media_type,
+            )
 
             @functools.wraps(view)
             async def handler(request: web.Request) -> web.StreamResponse:
@@ -145,6 +164,7 @@ class EndpointTable:
             setattr(handler, ENDPOINT_ATTR, declared)
             self.endpoints.append((declared, handler))
             return handler
+
         return register
 
     def get(self, path: str, **kw: Any) -> Callable[[Handler], Handler]:

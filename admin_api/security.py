@@ -57,35 +57,54 @@ async def security_middleware(request: web.Request, handler: Any) -> web.StreamR
         # Router-made responses (404, 405) have no declaration and need no session.
         if request.match_info.http_exception is not None:
             return await handler(request)
-        return problem_response(request, 500, code="undeclared-route",
-                                detail="this route declares no permission")
+        return problem_response(
+            request, 500, code="undeclared-route", detail="this route declares no permission"
+        )
     if declared.permission == PUBLIC:
         return await handler(request)
     token = bearer_token(request)
     if declared.permission == PROVIDER:
         expected = request.app[SETTINGS].provider_api_token
         if token is None or not hmac.compare_digest(token.encode(), expected.encode()):
-            return problem_response(request, 401, code="provider-token-invalid",
-                                    detail="send the provider API token as a bearer token",
-                                    headers={"WWW-Authenticate": "Bearer"})
+            return problem_response(
+                request,
+                401,
+                code="provider-token-invalid",
+                detail="send the provider API token as a bearer token",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         return await handler(request)
     if declared.permission == PRODUCER:
         # A producer key travels only in the header, never in a browser's cookie.
         return await _producer(request, handler, authorization_bearer(request))
     if token is None:
-        return problem_response(request, 401, code="authentication-required",
-                                detail="log in first: send Authorization: Bearer <token>",
-                                headers={"WWW-Authenticate": "Bearer"})
+        return problem_response(
+            request,
+            401,
+            code="authentication-required",
+            detail="log in first: send Authorization: Bearer <token>",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     settings = request.app[SETTINGS]
     async with request.app[DB].acquire() as conn:
-        found = await resolve_session(conn, token, dt.timedelta(seconds=settings.session_ttl_seconds))
+        found = await resolve_session(
+            conn, token, dt.timedelta(seconds=settings.session_ttl_seconds)
+        )
     if found is None:
-        return problem_response(request, 401, code="session-invalid",
-                                detail="the session has expired or was ended; log in again",
-                                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        return problem_response(
+            request,
+            401,
+            code="session-invalid",
+            detail="the session has expired or was ended; log in again",
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        )
     if declared.permission != AUTHENTICATED and declared.permission not in found.permissions:
-        return problem_response(request, 403, code="permission-denied",
-                                detail=f"your roles do not grant {declared.permission!r}")
+        return problem_response(
+            request,
+            403,
+            code="permission-denied",
+            detail=f"your roles do not grant {declared.permission!r}",
+        )
     request[PRINCIPAL] = found
     request[TOKEN] = token
     return await handler(request)
@@ -98,11 +117,19 @@ async def _producer(request: web.Request, handler: Any, key: str | None) -> web.
         async with request.app[DB].acquire() as conn:
             found = await authenticate(conn, key)
     if found is None:
-        return problem_response(request, 401, code="producer-key-invalid",
-                                detail="send the producer's API key as a bearer token",
-                                headers={"WWW-Authenticate": "Bearer"})
+        return problem_response(
+            request,
+            401,
+            code="producer-key-invalid",
+            detail="send the producer's API key as a bearer token",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     if not found.is_active:
-        return problem_response(request, 403, code="producer-deactivated",
-                                detail=f"producer {found.name!r} is deactivated")
+        return problem_response(
+            request,
+            403,
+            code="producer-deactivated",
+            detail=f"producer {found.name!r} is deactivated",
+        )
     request[PRODUCER_KEY] = found
     return await handler(request)

@@ -28,12 +28,16 @@ def viewer_gone(request: web.Request) -> bool:
 
 
 @asynccontextmanager
-async def event_stream(request: web.Request, *, ping_interval: float = PING_SECONDS,
-                       headers: Mapping[str, str] | None = None
-                       ) -> AsyncIterator[EventSourceResponse]:
+async def event_stream(
+    request: web.Request,
+    *,
+    ping_interval: float = PING_SECONDS,
+    headers: Mapping[str, str] | None = None,
+) -> AsyncIterator[EventSourceResponse]:
     """An open SSE response; a write to a viewer who left ends the block quietly."""
-    async with sse_response(request, ping_interval=ping_interval,
-                            headers=dict(headers or {})) as resp:
+    async with sse_response(
+        request, ping_interval=ping_interval, headers=dict(headers or {})
+    ) as resp:
         try:
             yield resp
         except (ConnectionResetError, TimeoutError):

@@ -33,11 +33,21 @@ Text = Annotated[str, msgspec.Meta(max_length=2000)]
 # Clocks of the posting systems may run a little ahead of ours.
 CLOCK_SKEW = dt.timedelta(minutes=5)
 
-_CHANNEL_TITLES = {"cabinet": "Особовий кабінет", "app": "Мобільний застосунок",
-                   "shop": "Інтернет-магазин", "chatbot": "Чат-бот"}
-_TYPE_TITLES = {"login": "вхід", "reading_submitted": "передано показник",
-                "payment_viewed": "переглянуто рахунок", "payment": "оплата", "chat": "чат",
-                "application": "заявка", "order_placed": "замовлення"}
+_CHANNEL_TITLES = {
+    "cabinet": "Особовий кабінет",
+    "app": "Мобільний застосунок",
+    "shop": "Інтернет-магазин",
+    "chatbot": "Чат-бот",
+}
+_TYPE_TITLES = {
+    "login": "вхід",
+    "reading_submitted": "передано показник",
+    "payment_viewed": "переглянуто рахунок",
+    "payment": "оплата",
+    "chat": "чат",
+    "application": "заявка",
+    "order_placed": "замовлення",
+}
 
 
 class ItemError(msgspec.Struct, frozen=True):
@@ -86,7 +96,9 @@ class ShopItem(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     sku: Annotated[str, msgspec.Meta(max_length=100)] | None = None
 
 
-ShopStatus = Literal["new", "confirmed", "paid", "in_delivery", "delivered", "cancelled", "returned"]
+ShopStatus = Literal[
+    "new", "confirmed", "paid", "in_delivery", "delivered", "cancelled", "returned"
+]
 FINAL_SHOP_STATUSES = ("delivered", "cancelled", "returned")
 
 
@@ -126,8 +138,9 @@ class Answer(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     answer: Annotated[str, msgspec.Meta(max_length=2000)]
 
 
-class SurveyEvent(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag="survey",
-                  tag_field="kind"):
+class SurveyEvent(
+    msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag="survey", tag_field="kind"
+):
     """A client's survey answer: a score out of ``scale_max`` and an optional comment."""
 
     external_id: ExternalId
@@ -141,12 +154,14 @@ class SurveyEvent(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag="
     or_number: OrNumber | None = None
 
 
-CallResult = Literal["answered", "no_answer", "busy", "refused", "wrong_number",
-                     "callback_requested", "failed"]
+CallResult = Literal[
+    "answered", "no_answer", "busy", "refused", "wrong_number", "callback_requested", "failed"
+]
 
 
-class OutboundCallEvent(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
-                        tag="outbound_call", tag_field="kind"):
+class OutboundCallEvent(
+    msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag="outbound_call", tag_field="kind"
+):
     """The result of an outbound call (VICIdial campaign): time, result, answers."""
 
     external_id: ExternalId
@@ -197,17 +212,30 @@ class CustomerExperience(msgspec.Struct, frozen=True):
 # -- Resolving the client of an item ---------------------------------------------------------
 
 
-async def resolve_clients(conn: asyncpg.Connection,
-                          refs: Sequence[tuple[int | None, str | None]]
-                          ) -> list[int | tuple[str, str]]:
+async def resolve_clients(
+    conn: asyncpg.Connection, refs: Sequence[tuple[int | None, str | None]]
+) -> list[int | tuple[str, str]]:
     """Per (client_id, or_number): the client's id, or (field, message) why not."""
     ids = sorted({c for c, _ in refs if c is not None})
     ors = sorted({o for _, o in refs if o is not None})
-    known = {r["id"] for r in await conn.fetch(
-        "SELECT id FROM clients WHERE id = ANY($1::bigint[])", ids)} if ids else set()
-    owner = {r["or_number"]: r["client_id"] for r in await conn.fetch(
-        "SELECT or_number, client_id FROM accounts WHERE or_number = ANY($1::text[])",
-        ors)} if ors else {}
+    known = (
+        {
+            r["id"]
+            for r in await conn.fetch("SELECT id FROM clients WHERE id = ANY($1::bigint[])", ids)
+        }
+        if ids
+        else set()
+    )
+    owner = (
+        {
+            r["or_number"]: r["client_id"]
+            for r in await conn.fetch(
+                "SELECT or_number, client_id FROM accounts WHERE or_number = ANY($1::text[])", ors
+            )
+        }
+        if ors
+        else {}
+    )
     out: list[int | tuple[str, str]] = []
     for client_id, or_number in refs:
         if client_id is None and or_number is None:
@@ -232,8 +260,12 @@ def _check_time(at: dt.datetime, now: dt.datetime) -> tuple[str, str] | None:
 # -- Channel interactions --------------------------------------------------------------------
 
 
-async def ingest_channel_events(conn: asyncpg.Connection, events: Sequence[tuple[int, ChannelEvent]],
-                                *, now: dt.datetime | None = None) -> IntakeResult:
+async def ingest_channel_events(
+    conn: asyncpg.Connection,
+    events: Sequence[tuple[int, ChannelEvent]],
+    *,
+    now: dt.datetime | None = None,
+) -> IntakeResult:
     """Store interactions (index, event) once each: a repost of an external id counts once.
 
     Updates the per-channel usage of each client and puts each new interaction on the
@@ -250,14 +282,26 @@ async def ingest_channel_events(conn: asyncpg.Connection, events: Sequence[tuple
             errors.append(ItemError(n, *problem))
         else:
             valid.append((n, client, e))
-    new_events = [timeline.NewEvent(
-        client, "chat" if e.type == "chat" else "channel", e.at,
-        f"{_CHANNEL_TITLES[e.channel]}: {_TYPE_TITLES.get(e.type, e.type)}", None, e.channel, "in",
-        f"{e.channel}_event", e.external_id, {"type": e.type, **(e.detail or {})})
-        for _, client, e in valid]
+    new_events = [
+        timeline.NewEvent(
+            client,
+            "chat" if e.type == "chat" else "channel",
+            e.at,
+            f"{_CHANNEL_TITLES[e.channel]}: {_TYPE_TITLES.get(e.type, e.type)}",
+            None,
+            e.channel,
+            "in",
+            f"{e.channel}_event",
+            e.external_id,
+            {"type": e.type, **(e.detail or {})},
+        )
+        for _, client, e in valid
+    ]
     async with conn.transaction():
         fresh = await timeline.append_new(conn, new_events)
-        stored = [(client, e) for (_, client, e), is_new in zip(valid, fresh, strict=True) if is_new]
+        stored = [
+            (client, e) for (_, client, e), is_new in zip(valid, fresh, strict=True) if is_new
+        ]
         if stored:
             await conn.execute(
                 """
@@ -272,34 +316,64 @@ async def ingest_channel_events(conn: asyncpg.Connection, events: Sequence[tuple
                     interactions = u.interactions + excluded.interactions,
                     last_type = CASE WHEN excluded.last_at >= u.last_at THEN excluded.last_type
                                      ELSE u.last_type END
-                """, [c for c, _ in stored], [e.channel for _, e in stored],
-                [e.at for _, e in stored], [e.type for _, e in stored])
+                """,
+                [c for c, _ in stored],
+                [e.channel for _, e in stored],
+                [e.at for _, e in stored],
+                [e.type for _, e in stored],
+            )
     return IntakeResult(len(stored), len(valid) - len(stored), errors)
 
 
 async def channel_usage(conn: asyncpg.Connection, client_id: int) -> list[ChannelUsage]:
     """The four digital channels, used or not, with first and last interaction."""
-    rows = {r["channel"]: r for r in await conn.fetch(
-        "SELECT channel, first_at, last_at, interactions, last_type FROM channel_usage "
-        "WHERE client_id = $1", client_id)}
-    return [ChannelUsage(c, True, rows[c]["first_at"], rows[c]["last_at"], rows[c]["interactions"],
-                         rows[c]["last_type"]) if c in rows else ChannelUsage(c, False)
-            for c in CHANNELS]
+    rows = {
+        r["channel"]: r
+        for r in await conn.fetch(
+            "SELECT channel, first_at, last_at, interactions, last_type FROM channel_usage "
+            "WHERE client_id = $1",
+            client_id,
+        )
+    }
+    return [
+        ChannelUsage(
+            c,
+            True,
+            rows[c]["first_at"],
+            rows[c]["last_at"],
+            rows[c]["interactions"],
+            rows[c]["last_type"],
+        )
+        if c in rows
+        else ChannelUsage(c, False)
+        for c in CHANNELS
+    ]
 
 
 # -- Shop orders -----------------------------------------------------------------------------
 
-_ORDER_COLUMNS = ("source_id, client_id, status, is_final, total, currency, items, ordered_at, "
-                  "updated_at")
+_ORDER_COLUMNS = (
+    "source_id, client_id, status, is_final, total, currency, items, ordered_at, updated_at"
+)
 
 
 def _order(row: Any) -> ShopOrder:
-    return ShopOrder(row["source_id"], row["client_id"], row["status"], row["is_final"],
-                     row["total"], row["currency"], row["items"], row["ordered_at"], row["updated_at"])
+    return ShopOrder(
+        row["source_id"],
+        row["client_id"],
+        row["status"],
+        row["is_final"],
+        row["total"],
+        row["currency"],
+        row["items"],
+        row["ordered_at"],
+        row["updated_at"],
+    )
 
 
-async def upsert_shop_order(conn: asyncpg.Connection, source_id: str, spec: ShopOrderSpec, *,
-                            now: dt.datetime | None = None) -> tuple[ShopOrder, bool]:
+async def upsert_shop_order(
+    conn: asyncpg.Connection, source_id: str, spec: ShopOrderSpec, *, now: dt.datetime | None = None
+) -> tuple[ShopOrder, bool]:
     """Create or replace the shop's order ``source_id``; return it and whether it is new."""
     if not 1 <= len(source_id) <= 100:
         raise InvalidInput("source_id", "1 to 100 characters")
@@ -308,14 +382,15 @@ async def upsert_shop_order(conn: asyncpg.Connection, source_id: str, spec: Shop
     for n, item in enumerate(spec.items):
         if not item.price.is_finite() or item.price < 0:
             raise InvalidInput(f"items[{n}].price", "a non-negative amount")
-    if (problem := _check_time(spec.ordered_at, now or clock.now())):
+    if problem := _check_time(spec.ordered_at, now or clock.now()):
         raise InvalidInput("ordered_at", problem[1])
     client = (await resolve_clients(conn, [(spec.client_id, spec.or_number)]))[0]
     if isinstance(client, tuple):
         raise InvalidInput(*client)
     async with conn.transaction():
         before = await conn.fetchrow(
-            "SELECT client_id, status FROM shop_orders WHERE source_id = $1 FOR UPDATE", source_id)
+            "SELECT client_id, status FROM shop_orders WHERE source_id = $1 FOR UPDATE", source_id
+        )
         if before is not None and before["client_id"] != client:
             raise Conflict(f"order {source_id} belongs to another client ({before['client_id']})")
         row = await conn.fetchrow(
@@ -326,19 +401,39 @@ async def upsert_shop_order(conn: asyncpg.Connection, source_id: str, spec: Shop
                 status = excluded.status, total = excluded.total, currency = excluded.currency,
                 items = excluded.items, ordered_at = excluded.ordered_at, updated_at = herald_now()
             RETURNING {_ORDER_COLUMNS}
-            """, source_id, client, spec.status, spec.total, spec.currency,
-            msgspec.to_builtins(spec.items), spec.ordered_at)
+            """,
+            source_id,
+            client,
+            spec.status,
+            spec.total,
+            spec.currency,
+            msgspec.to_builtins(spec.items),
+            spec.ordered_at,
+        )
         if before is None or before["status"] != spec.status:
             await timeline.record_event(
-                conn, client_id=client, kind="shop_order", at=spec.ordered_at,
+                conn,
+                client_id=client,
+                kind="shop_order",
+                at=spec.ordered_at,
                 title=f"Замовлення {source_id} в інтернет-магазині: {spec.total} {spec.currency}",
-                status=spec.status, channel="shop", direction="in", ref_type="shop_order",
-                ref_id=source_id, detail={"total": str(spec.total), "currency": spec.currency,
-                                          "items": len(spec.items)})
+                status=spec.status,
+                channel="shop",
+                direction="in",
+                ref_type="shop_order",
+                ref_id=source_id,
+                detail={
+                    "total": str(spec.total),
+                    "currency": spec.currency,
+                    "items": len(spec.items),
+                },
+            )
     return _order(row), before is None
 
 
-async def shop_orders(conn: asyncpg.Connection, client_id: int, *, past_limit: int = 20) -> ShopOrders:
+async def shop_orders(
+    conn: asyncpg.Connection, client_id: int, *, past_limit: int = 20
+) -> ShopOrders:
     """The client's current orders (all) and the latest ``past_limit`` finished ones."""
     rows = await conn.fetch(
         f"""
@@ -347,7 +442,10 @@ async def shop_orders(conn: asyncpg.Connection, client_id: int, *, past_limit: i
         UNION ALL
         (SELECT {_ORDER_COLUMNS} FROM shop_orders WHERE client_id = $1 AND is_final
          ORDER BY ordered_at DESC LIMIT $2)
-        """, client_id, past_limit)
+        """,
+        client_id,
+        past_limit,
+    )
     orders = [_order(r) for r in rows]
     return ShopOrders([o for o in orders if not o.is_final], [o for o in orders if o.is_final])
 
@@ -355,8 +453,12 @@ async def shop_orders(conn: asyncpg.Connection, client_id: int, *, past_limit: i
 # -- Customer experience ---------------------------------------------------------------------
 
 
-async def ingest_cx_events(conn: asyncpg.Connection, events: Sequence[tuple[int, CxEvent]], *,
-                           now: dt.datetime | None = None) -> IntakeResult:
+async def ingest_cx_events(
+    conn: asyncpg.Connection,
+    events: Sequence[tuple[int, CxEvent]],
+    *,
+    now: dt.datetime | None = None,
+) -> IntakeResult:
     """Store survey answers and outbound call results once per (kind, external id)."""
     now = now or clock.now()
     errors: list[ItemError] = []
@@ -388,26 +490,52 @@ async def ingest_cx_events(conn: asyncpg.Connection, events: Sequence[tuple[int,
             ON CONFLICT (kind, external_id) DO NOTHING
             RETURNING id, client_id, kind, external_id, at, topic, score, scale_max, result
             """,
-            [c for c, _ in valid], kinds, [e.external_id for _, e in valid],
-            [e.at for _, e in valid], [e.topic for _, e in valid],
+            [c for c, _ in valid],
+            kinds,
+            [e.external_id for _, e in valid],
+            [e.at for _, e in valid],
+            [e.topic for _, e in valid],
             [getattr(e, "score", None) for _, e in valid],
-            [getattr(e, "scale_max", None) for _, e in valid], [e.comment for _, e in valid],
+            [getattr(e, "scale_max", None) for _, e in valid],
+            [e.comment for _, e in valid],
             [getattr(e, "result", None) for _, e in valid],
-            [msgspec.json.encode(e.answers).decode() for _, e in valid])
-        await timeline.append_new(conn, [timeline.NewEvent(
-            r["client_id"], r["kind"], r["at"],
-            (f"Опитування{' «' + r['topic'] + '»' if r['topic'] else ''}: "
-             f"{r['score']} з {r['scale_max']}") if r["kind"] == "survey" else
-            f"Вихідний обдзвін{' «' + r['topic'] + '»' if r['topic'] else ''}: {r['result']}",
-            r["result"], "call" if r["kind"] == "outbound_call" else None,
-            "out" if r["kind"] == "outbound_call" else "in", "cx", str(r["id"]),
-            {"external_id": r["external_id"], "score": r["score"], "scale_max": r["scale_max"]}
-            if r["kind"] == "survey" else {"external_id": r["external_id"]}) for r in rows])
+            [msgspec.json.encode(e.answers).decode() for _, e in valid],
+        )
+        await timeline.append_new(
+            conn,
+            [
+                timeline.NewEvent(
+                    r["client_id"],
+                    r["kind"],
+                    r["at"],
+                    (
+                        f"Опитування{' «' + r['topic'] + '»' if r['topic'] else ''}: "
+                        f"{r['score']} з {r['scale_max']}"
+                    )
+                    if r["kind"] == "survey"
+                    else f"Вихідний обдзвін{' «' + r['topic'] + '»' if r['topic'] else ''}: {r['result']}",
+                    r["result"],
+                    "call" if r["kind"] == "outbound_call" else None,
+                    "out" if r["kind"] == "outbound_call" else "in",
+                    "cx",
+                    str(r["id"]),
+                    {
+                        "external_id": r["external_id"],
+                        "score": r["score"],
+                        "scale_max": r["scale_max"],
+                    }
+                    if r["kind"] == "survey"
+                    else {"external_id": r["external_id"]},
+                )
+                for r in rows
+            ],
+        )
     return IntakeResult(len(rows), len(valid) - len(rows), errors)
 
 
-async def customer_experience(conn: asyncpg.Connection, client_id: int, *,
-                              limit: int = 10) -> CustomerExperience:
+async def customer_experience(
+    conn: asyncpg.Connection, client_id: int, *, limit: int = 10
+) -> CustomerExperience:
     """The latest ``limit`` surveys and outbound calls, and the client's opt-outs."""
     rows = await conn.fetch(
         """
@@ -416,16 +544,30 @@ async def customer_experience(conn: asyncpg.Connection, client_id: int, *,
         UNION ALL
         (SELECT kind, at, topic, score, scale_max, comment, result, answers FROM cx_events
          WHERE client_id = $1 AND kind = 'outbound_call' ORDER BY at DESC LIMIT $2)
-        """, client_id, limit)
+        """,
+        client_id,
+        limit,
+    )
     opt_outs = await conn.fetch(
         "SELECT channel, topic, source, changed_at FROM consents "
-        "WHERE client_id = $1 AND NOT opted_in ORDER BY changed_at DESC", client_id)
+        "WHERE client_id = $1 AND NOT opted_in ORDER BY changed_at DESC",
+        client_id,
+    )
     return CustomerExperience(
-        [SurveyResult(r["at"], r["topic"], r["score"], r["scale_max"], r["comment"], r["answers"] or [])
-         for r in rows if r["kind"] == "survey"],
-        [OutboundCallResult(r["at"], r["topic"], r["result"], r["comment"], r["answers"] or [])
-         for r in rows if r["kind"] == "outbound_call"],
-        [OptOut(r["channel"], r["topic"], r["source"], r["changed_at"]) for r in opt_outs])
+        [
+            SurveyResult(
+                r["at"], r["topic"], r["score"], r["scale_max"], r["comment"], r["answers"] or []
+            )
+            for r in rows
+            if r["kind"] == "survey"
+        ],
+        [
+            OutboundCallResult(r["at"], r["topic"], r["result"], r["comment"], r["answers"] or [])
+            for r in rows
+            if r["kind"] == "outbound_call"
+        ],
+        [OptOut(r["channel"], r["topic"], r["source"], r["changed_at"]) for r in opt_outs],
+    )
 
 
 # -- Applications ----------------------------------------------------------------------------
@@ -433,8 +575,13 @@ async def customer_experience(conn: asyncpg.Connection, client_id: int, *,
 ApplicationKind = Literal["new_connection", "data_update", "owner_change", "contract", "other"]
 ApplicationChannel = Literal["call", "visit", "chat", "email", "cabinet", "app"]
 ApplicationStatus = Literal["registered", "in_progress", "completed", "rejected", "cancelled"]
-_KIND_TITLES = {"new_connection": "нове приєднання", "data_update": "актуалізація даних",
-                "owner_change": "зміна власника", "contract": "договір", "other": "інше"}
+_KIND_TITLES = {
+    "new_connection": "нове приєднання",
+    "data_update": "актуалізація даних",
+    "owner_change": "зміна власника",
+    "contract": "договір",
+    "other": "інше",
+}
 
 
 class Application(msgspec.Struct, frozen=True):
@@ -450,8 +597,10 @@ class Application(msgspec.Struct, frozen=True):
     updated_at: dt.datetime
 
 
-_APP_COLUMNS = ("id, client_id, account_id, kind, channel, status, description, created_by, "
-                "created_at, updated_at")
+_APP_COLUMNS = (
+    "id, client_id, account_id, kind, channel, status, description, created_by, "
+    "created_at, updated_at"
+)
 
 
 def _application(row: Any) -> Application:
@@ -460,62 +609,125 @@ def _application(row: Any) -> Application:
 
 async def _on_timeline(conn: asyncpg.Connection, app: Application) -> None:
     await timeline.record_event(
-        conn, client_id=app.client_id, kind="application", at=app.created_at,
-        title=f"Заявка №{app.id}: {_KIND_TITLES[app.kind]}", status=app.status,
-        channel=app.channel, direction="in", ref_type="application", ref_id=str(app.id),
-        detail={"application_kind": app.kind, "account_id": app.account_id,
-                "description": app.description})
+        conn,
+        client_id=app.client_id,
+        kind="application",
+        at=app.created_at,
+        title=f"Заявка №{app.id}: {_KIND_TITLES[app.kind]}",
+        status=app.status,
+        channel=app.channel,
+        direction="in",
+        ref_type="application",
+        ref_id=str(app.id),
+        detail={
+            "application_kind": app.kind,
+            "account_id": app.account_id,
+            "description": app.description,
+        },
+    )
 
 
-async def create_application(conn: asyncpg.Connection, actor: Actor, client_id: int, *,
-                             kind: ApplicationKind, channel: ApplicationChannel,
-                             status: ApplicationStatus = "registered",
-                             account_id: int | None = None,
-                             description: str | None = None) -> Application:
+async def create_application(
+    conn: asyncpg.Connection,
+    actor: Actor,
+    client_id: int,
+    *,
+    kind: ApplicationKind,
+    channel: ApplicationChannel,
+    status: ApplicationStatus = "registered",
+    account_id: int | None = None,
+    description: str | None = None,
+) -> Application:
     """Register a client's application (journalled, on the timeline)."""
     async with conn.transaction():
-        if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM clients WHERE id = $1)", client_id):
+        if not await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM clients WHERE id = $1)", client_id
+        ):
             raise NotFound(f"no client {client_id}")
-        if account_id is not None and await conn.fetchval(
-                "SELECT client_id FROM accounts WHERE id = $1", account_id) != client_id:
+        if (
+            account_id is not None
+            and await conn.fetchval("SELECT client_id FROM accounts WHERE id = $1", account_id)
+            != client_id
+        ):
             raise InvalidInput("account_id", f"account {account_id} is not client {client_id}'s")
-        app = _application(await conn.fetchrow(
-            f"INSERT INTO applications (client_id, account_id, kind, channel, status, description, "
-            f"created_by) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {_APP_COLUMNS}",
-            client_id, account_id, kind, channel, status, description, actor.id))
-        await record(conn, actor, [Change("application", str(app.id), "create", None, None, {
-            "client_id": client_id, "account_id": account_id, "kind": kind, "channel": channel,
-            "status": status, "description": description})])
+        app = _application(
+            await conn.fetchrow(
+                f"INSERT INTO applications (client_id, account_id, kind, channel, status, description, "
+                f"created_by) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {_APP_COLUMNS}",
+                client_id,
+                account_id,
+                kind,
+                channel,
+                status,
+                description,
+                actor.id,
+            )
+        )
+        await record(
+            conn,
+            actor,
+            [
+                Change(
+                    "application",
+                    str(app.id),
+                    "create",
+                    None,
+                    None,
+                    {
+                        "client_id": client_id,
+                        "account_id": account_id,
+                        "kind": kind,
+                        "channel": channel,
+                        "status": status,
+                        "description": description,
+                    },
+                )
+            ],
+        )
         await _on_timeline(conn, app)
     return app
 
 
-async def set_application_status(conn: asyncpg.Connection, actor: Actor, application_id: int,
-                                 status: ApplicationStatus) -> Application:
+async def set_application_status(
+    conn: asyncpg.Connection, actor: Actor, application_id: int, status: ApplicationStatus
+) -> Application:
     """Change an application's status (journalled; its timeline item follows)."""
     async with conn.transaction():
         before = await conn.fetchrow(
-            f"SELECT {_APP_COLUMNS} FROM applications WHERE id = $1 FOR UPDATE", application_id)
+            f"SELECT {_APP_COLUMNS} FROM applications WHERE id = $1 FOR UPDATE", application_id
+        )
         if before is None:
             raise NotFound(f"no application {application_id}")
         if before["status"] == status:
             return _application(before)
-        app = _application(await conn.fetchrow(
-            f"UPDATE applications SET status = $2, updated_at = herald_now() WHERE id = $1 "
-            f"RETURNING {_APP_COLUMNS}", application_id, status))
-        await record(conn, actor, [Change("application", str(app.id), "update", "status",
-                                          before["status"], status)])
+        app = _application(
+            await conn.fetchrow(
+                f"UPDATE applications SET status = $2, updated_at = herald_now() WHERE id = $1 "
+                f"RETURNING {_APP_COLUMNS}",
+                application_id,
+                status,
+            )
+        )
+        await record(
+            conn,
+            actor,
+            [Change("application", str(app.id), "update", "status", before["status"], status)],
+        )
         await _on_timeline(conn, app)
     return app
 
 
-async def list_applications(conn: asyncpg.Connection, client_id: int, *, limit: int,
-                            before_id: int | None = None) -> list[Application]:
+async def list_applications(
+    conn: asyncpg.Connection, client_id: int, *, limit: int, before_id: int | None = None
+) -> list[Application]:
     """A client's applications, newest first (keyset on id)."""
     if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM clients WHERE id = $1)", client_id):
         raise NotFound(f"no client {client_id}")
     rows = await conn.fetch(
         f"SELECT {_APP_COLUMNS} FROM applications WHERE client_id = $1 "
         "AND ($2::bigint IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
-        client_id, before_id, limit)
+        client_id,
+        before_id,
+        limit,
+    )
     return [_application(r) for r in rows]

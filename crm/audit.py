@@ -30,15 +30,24 @@ class AuditEntry(msgspec.Struct, frozen=True):
 
 def masked(entry: AuditEntry) -> AuditEntry:
     """``entry`` as a role without ``clients.pii`` may see it (``crm.pii``: the card's rule)."""
-    old, new = pii.mask_value(entry.field, entry.old_value), pii.mask_value(entry.field, entry.new_value)
+    old, new = (
+        pii.mask_value(entry.field, entry.old_value),
+        pii.mask_value(entry.field, entry.new_value),
+    )
     if old == entry.old_value and new == entry.new_value:
         return entry
     return msgspec.structs.replace(entry, old_value=old, new_value=new)
 
 
-async def history(conn: asyncpg.Connection, entity_type: str, entity_id: str, *, limit: int,
-                  pii_visible: bool, before: tuple[dt.datetime, int] | None = None,
-                  ) -> list[AuditEntry]:
+async def history(
+    conn: asyncpg.Connection,
+    entity_type: str,
+    entity_id: str,
+    *,
+    limit: int,
+    pii_visible: bool,
+    before: tuple[dt.datetime, int] | None = None,
+) -> list[AuditEntry]:
     """An entity's journal, newest first; ``before`` is the (at, id) keyset cursor.
 
     Personal data (``crm.pii.FIELDS``) comes masked unless ``pii_visible``: every reader of
@@ -54,6 +63,11 @@ async def history(conn: asyncpg.Connection, entity_type: str, entity_id: str, *,
         ORDER BY at DESC, id DESC
         LIMIT $5
         """,
-        entity_type, entity_id, before[0] if before else None, before[1] if before else None, limit)
+        entity_type,
+        entity_id,
+        before[0] if before else None,
+        before[1] if before else None,
+        limit,
+    )
     entries = [AuditEntry(**dict(r)) for r in rows]
     return entries if pii_visible else [masked(e) for e in entries]

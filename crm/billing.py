@@ -43,6 +43,7 @@ log = logging.getLogger("herald.billing")
 
 # -- What Herald knows: the cached state and the card's billing block ----------------------
 
+
 class BillingState(msgspec.Struct, frozen=True, kw_only=True):
     """Billing data of one account as Herald holds it, and when it was fetched."""
 
@@ -57,10 +58,12 @@ class BillingState(msgspec.Struct, frozen=True, kw_only=True):
     complete: bool  # False: a row not written by the connector (e.g. seeded totals only)
 
 
-SNAPSHOT_COLUMNS = ("b.balance AS b_balance, b.debt AS b_debt, b.due_date AS b_due_date, "
-                    "b.tariff_code AS b_tariff_code, b.charges AS b_charges, "
-                    "b.payments AS b_payments, b.equipment AS b_equipment, "
-                    "b.fetched_at AS b_fetched_at")
+SNAPSHOT_COLUMNS = (
+    "b.balance AS b_balance, b.debt AS b_debt, b.due_date AS b_due_date, "
+    "b.tariff_code AS b_tariff_code, b.charges AS b_charges, "
+    "b.payments AS b_payments, b.equipment AS b_equipment, "
+    "b.fetched_at AS b_fetched_at"
+)
 """The billing_snapshots columns (table alias ``b``) that ``state_from_row`` reads."""
 
 
@@ -70,23 +73,35 @@ def state_from_row(row: asyncpg.Record) -> BillingState | None:
         return None
     charges = row["b_charges"]
     return BillingState(
-        balance=row["b_balance"], debt=row["b_debt"], due_date=row["b_due_date"],
+        balance=row["b_balance"],
+        debt=row["b_debt"],
+        due_date=row["b_due_date"],
         tariff_code=row["b_tariff_code"],
         charges=msgspec.convert(charges or [], list[Charge]),
         payments=msgspec.convert(row["b_payments"] or [], list[Payment]),
         equipment=msgspec.convert(row["b_equipment"] or [], list[Equipment]),
-        fetched_at=row["b_fetched_at"], complete=charges is not None)
+        fetched_at=row["b_fetched_at"],
+        complete=charges is not None,
+    )
 
 
 def state_from_data(data: BillingData, fetched_at: dt.datetime) -> BillingState:
-    return BillingState(balance=data.balance, debt=data.debt, due_date=data.due_date,
-                        tariff_code=data.tariff_code, charges=data.charges,
-                        payments=data.payments, equipment=data.equipment,
-                        fetched_at=fetched_at, complete=True)
+    return BillingState(
+        balance=data.balance,
+        debt=data.debt,
+        due_date=data.due_date,
+        tariff_code=data.tariff_code,
+        charges=data.charges,
+        payments=data.payments,
+        equipment=data.equipment,
+        fetched_at=fetched_at,
+        complete=True,
+    )
 
 
-RefreshOutcome = Literal["not_needed", "done", "pending", "unavailable", "timeout",
-                         "unknown_account"]
+RefreshOutcome = Literal[
+    "not_needed", "done", "pending", "unavailable", "timeout", "unknown_account"
+]
 
 
 class BillingBlock(msgspec.Struct, kw_only=True):
@@ -174,10 +189,16 @@ def _utcnow() -> dt.datetime:
 class BillingCache:
     """Reads billing through the cache: refresh rules, single flight, background completion."""
 
-    def __init__(self, connector: BillingConnector, pool: asyncpg.Pool, *,
-                 max_age_seconds: float, wait_seconds: float,
-                 record_readings: RecordReadings | None = None,
-                 clock: Callable[[], dt.datetime] = _utcnow) -> None:
+    def __init__(
+        self,
+        connector: BillingConnector,
+        pool: asyncpg.Pool,
+        *,
+        max_age_seconds: float,
+        wait_seconds: float,
+        record_readings: RecordReadings | None = None,
+        clock: Callable[[], dt.datetime] = _utcnow,
+    ) -> None:
         self._connector = connector
         self._pool = pool
         self.max_age = dt.timedelta(seconds=max_age_seconds)
@@ -193,19 +214,28 @@ class BillingCache:
 
     def is_current(self, state: BillingState | None) -> bool:
         """Whether cached data may be shown without asking billing."""
-        return (state is not None and state.complete
-                and state.fetched_at >= self._clock() - self.max_age)
+        return (
+            state is not None
+            and state.complete
+            and state.fetched_at >= self._clock() - self.max_age
+        )
 
-    def begin(self, accounts: Sequence[AccountRef], *, force: bool,
-              refreshed_by: str) -> BillingRead:
+    def begin(
+        self, accounts: Sequence[AccountRef], *, force: bool, refreshed_by: str
+    ) -> BillingRead:
         """Start the refreshes these accounts need (all of them with ``force``); do not wait."""
-        flights = {a.account_id: self._start(a.account_id, a.or_number, refreshed_by)
-                   for a in accounts if force or not self.is_current(a.cached)}
-        return BillingRead(self, list(accounts), flights,
-                           asyncio.get_running_loop().time() + self.wait_seconds)
+        flights = {
+            a.account_id: self._start(a.account_id, a.or_number, refreshed_by)
+            for a in accounts
+            if force or not self.is_current(a.cached)
+        }
+        return BillingRead(
+            self, list(accounts), flights, asyncio.get_running_loop().time() + self.wait_seconds
+        )
 
-    async def refresh_now(self, accounts: Sequence[AccountRef], *,
-                          refreshed_by: str) -> dict[int, ResolvedBilling]:
+    async def refresh_now(
+        self, accounts: Sequence[AccountRef], *, refreshed_by: str
+    ) -> dict[int, ResolvedBilling]:
         """Refresh every account and wait until billing answered and the answer is stored."""
         read = self.begin(accounts, force=True, refreshed_by=refreshed_by)
         tasks = [f.task for f in read.flights.values()]
@@ -220,8 +250,10 @@ class BillingCache:
         if flight is not None:
             return flight
         fetched: asyncio.Future[Refreshed] = asyncio.get_running_loop().create_future()
-        task = asyncio.create_task(self._refresh(account_id, or_number, refreshed_by, fetched),
-                                   name=f"billing-refresh-{account_id}")
+        task = asyncio.create_task(
+            self._refresh(account_id, or_number, refreshed_by, fetched),
+            name=f"billing-refresh-{account_id}",
+        )
         flight = _Flight(fetched, task)
         self._flights[account_id] = flight
         task.add_done_callback(lambda _: self._finished(account_id, flight))
@@ -235,8 +267,9 @@ class BillingCache:
             if future.done() and not future.cancelled():
                 future.exception()
 
-    async def _refresh(self, account_id: int, or_number: str, refreshed_by: str,
-                       fetched: asyncio.Future[Refreshed]) -> Refreshed:
+    async def _refresh(
+        self, account_id: int, or_number: str, refreshed_by: str, fetched: asyncio.Future[Refreshed]
+    ) -> Refreshed:
         try:
             try:
                 data = await self._connector.fetch(or_number)
@@ -268,17 +301,30 @@ class BillingCache:
         builtins = msgspec.to_builtins
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(
-                _UPSERT, account_id, data.balance, data.debt,
+                _UPSERT,
+                account_id,
+                data.balance,
+                data.debt,
                 last_charge.amount if last_charge else None,
                 last_charge.period if last_charge else None,
                 last_payment.amount if last_payment else None,
-                last_payment.paid_at.astimezone(clock.business_tz()).date() if last_payment else None,
-                data.due_date, state.fetched_at, data.tariff_code, builtins(data.charges),
-                builtins(data.payments), builtins(data.equipment), builtins(data.gdo_readings),
-                refreshed_by)
+                last_payment.paid_at.astimezone(clock.business_tz()).date()
+                if last_payment
+                else None,
+                data.due_date,
+                state.fetched_at,
+                data.tariff_code,
+                builtins(data.charges),
+                builtins(data.payments),
+                builtins(data.equipment),
+                builtins(data.gdo_readings),
+                refreshed_by,
+            )
             if self._record_readings is not None and data.gdo_readings:
-                items = [{"meter_serial": g.meter_serial, "value": g.value, "read_on": g.read_on}
-                         for g in data.gdo_readings]
+                items = [
+                    {"meter_serial": g.meter_serial, "value": g.value, "read_on": g.read_on}
+                    for g in data.gdo_readings
+                ]
                 try:
                     async with conn.transaction():  # a savepoint: readings never lose the snapshot
                         await self._record_readings(conn, account_id, items)
@@ -297,8 +343,13 @@ class BillingCache:
 class BillingRead:
     """The billing part of one card read: refreshes started, and a deadline to wait for them."""
 
-    def __init__(self, cache: BillingCache, accounts: list[AccountRef],
-                 flights: dict[int, _Flight], deadline: float) -> None:
+    def __init__(
+        self,
+        cache: BillingCache,
+        accounts: list[AccountRef],
+        flights: dict[int, _Flight],
+        deadline: float,
+    ) -> None:
         self._cache = cache
         self.accounts = accounts
         self.flights = flights
@@ -330,22 +381,37 @@ class BillingRead:
             elif (exc := fetched.exception()) is None:
                 return _resolved(fetched.result().state, stale=False, refresh="done", error=None)
             else:
-                refresh = ("timeout" if isinstance(exc, BillingTimeout) else
-                           "unknown_account" if isinstance(exc, BillingAccountUnknown) else
-                           "unavailable")
+                refresh = (
+                    "timeout"
+                    if isinstance(exc, BillingTimeout)
+                    else "unknown_account"
+                    if isinstance(exc, BillingAccountUnknown)
+                    else "unavailable"
+                )
                 error = exc.detail if isinstance(exc, HeraldError) else str(exc)
         stale = flight is not None and not self._cache.is_current(cached)
         if cached is None:
-            block = BillingBlock(available=False, stale=True, fetched_at=None, refresh=refresh,
-                                 error=error)
+            block = BillingBlock(
+                available=False, stale=True, fetched_at=None, refresh=refresh, error=error
+            )
             return ResolvedBilling(block, [])
         return _resolved(cached, stale=stale, refresh=refresh, error=error)
 
 
-def _resolved(state: BillingState, *, stale: bool, refresh: RefreshOutcome,
-              error: str | None) -> ResolvedBilling:
-    block = BillingBlock(available=True, stale=stale, fetched_at=state.fetched_at,
-                         refresh=refresh, error=error, balance=state.balance, debt=state.debt,
-                         due_date=state.due_date, tariff_code=state.tariff_code,
-                         charges=state.charges, payments=state.payments)
+def _resolved(
+    state: BillingState, *, stale: bool, refresh: RefreshOutcome, error: str | None
+) -> ResolvedBilling:
+    block = BillingBlock(
+        available=True,
+        stale=stale,
+        fetched_at=state.fetched_at,
+        refresh=refresh,
+        error=error,
+        balance=state.balance,
+        debt=state.debt,
+        due_date=state.due_date,
+        tariff_code=state.tariff_code,
+        charges=state.charges,
+        payments=state.payments,
+    )
     return ResolvedBilling(block, state.equipment)

@@ -257,9 +257,17 @@ def kyiv_today() -> dt.date:
     return clock.today(clock.business_tz())
 
 
-async def build_card(pool: asyncpg.Pool, billing: BillingCache, *, client_id: int | None = None,
-                     or_number: str | None = None, pii: bool, refresh: bool,
-                     period: tuple[dt.date, dt.date], refreshed_by: str) -> Card:
+async def build_card(
+    pool: asyncpg.Pool,
+    billing: BillingCache,
+    *,
+    client_id: int | None = None,
+    or_number: str | None = None,
+    pii: bool,
+    refresh: bool,
+    period: tuple[dt.date, dt.date],
+    refreshed_by: str,
+) -> Card:
     """The card of a client, by Client_ID or by one of its OR numbers; NotFound if none."""
     async with pool.acquire() as conn:
         if client_id is not None:
@@ -267,11 +275,17 @@ async def build_card(pool: asyncpg.Pool, billing: BillingCache, *, client_id: in
         else:
             rows = await conn.fetch(_BY_OR, or_number)
         if not rows:
-            raise NotFound(f"no client {client_id}" if client_id is not None
-                           else f"no account with OR number {or_number}")
+            raise NotFound(
+                f"no client {client_id}"
+                if client_id is not None
+                else f"no account with OR number {or_number}"
+            )
         accounts = [r for r in rows if r["account_id"] is not None]
-        read = billing.begin([AccountRef(r["account_id"], r["or_number"], state_from_row(r))
-                              for r in accounts], force=refresh, refreshed_by=refreshed_by)
+        read = billing.begin(
+            [AccountRef(r["account_id"], r["or_number"], state_from_row(r)) for r in accounts],
+            force=refresh,
+            refreshed_by=refreshed_by,
+        )
         account_ids = [r["account_id"] for r in accounts]
         found_id = rows[0]["client_id"]
         contact_rows = await conn.fetch(_CONTACTS, found_id, account_ids)
@@ -287,22 +301,40 @@ async def build_card(pool: asyncpg.Pool, billing: BillingCache, *, client_id: in
     return Card(
         client=_identity(first, pii),
         requested_account_id=requested,
-        accounts=[_account(r, resolved[r["account_id"]], contact_rows, meter_rows, latest)
-                  for r in accounts],
-        contacts=_contacts(found_id, contact_rows,
-                           {r["account_id"]: r["or_number"] for r in accounts}),
-        channels=channels, shop_orders=shop, customer_experience=experience,
-        dashboard=_dashboard(period, [resolved[r["account_id"]] for r in accounts], open_cases))
+        accounts=[
+            _account(r, resolved[r["account_id"]], contact_rows, meter_rows, latest)
+            for r in accounts
+        ],
+        contacts=_contacts(
+            found_id, contact_rows, {r["account_id"]: r["or_number"] for r in accounts}
+        ),
+        channels=channels,
+        shop_orders=shop,
+        customer_experience=experience,
+        dashboard=_dashboard(period, [resolved[r["account_id"]] for r in accounts], open_cases),
+    )
 
 
-async def active_cases(conn: asyncpg.Connection, client_id: int,
-                       shown: int = ACTIVE_CASES_SHOWN) -> ActiveCases:
+async def active_cases(
+    conn: asyncpg.Connection, client_id: int, shown: int = ACTIVE_CASES_SHOWN
+) -> ActiveCases:
     """How many of the client's cases are open, and the ``shown`` newest of them."""
     rows = await conn.fetch(_ACTIVE_CASES, client_id, shown)
-    return ActiveCases(count=rows[0]["total"] if rows else 0, newest=[ActiveCase(
-        case_id=r["id"], number=r["number"], status=r["status"], channel=r["channel"],
-        created_at=r["created_at"], category=r["category"], category_name=r["category_name"])
-        for r in rows])
+    return ActiveCases(
+        count=rows[0]["total"] if rows else 0,
+        newest=[
+            ActiveCase(
+                case_id=r["id"],
+                number=r["number"],
+                status=r["status"],
+                channel=r["channel"],
+                created_at=r["created_at"],
+                category=r["category"],
+                category_name=r["category_name"],
+            )
+            for r in rows
+        ],
+    )
 
 
 async def client_accounts(conn: asyncpg.Connection, client_id: int) -> list[AccountRef]:
@@ -310,70 +342,140 @@ async def client_accounts(conn: asyncpg.Connection, client_id: int) -> list[Acco
     rows = await conn.fetch(_BY_ID, client_id)
     if not rows:
         raise NotFound(f"no client {client_id}")
-    return [AccountRef(r["account_id"], r["or_number"], state_from_row(r))
-            for r in rows if r["account_id"] is not None]
+    return [
+        AccountRef(r["account_id"], r["or_number"], state_from_row(r))
+        for r in rows
+        if r["account_id"] is not None
+    ]
 
 
 def _identity(row: asyncpg.Record, pii: bool) -> Identity:
     names = (row["last_name"], row["first_name"], row["middle_name"])
     return Identity(
-        client_id=row["client_id"], full_name=" ".join(n for n in names if n),
-        last_name=row["last_name"], first_name=row["first_name"], middle_name=row["middle_name"],
+        client_id=row["client_id"],
+        full_name=" ".join(n for n in names if n),
+        last_name=row["last_name"],
+        first_name=row["first_name"],
+        middle_name=row["middle_name"],
         birth_date=row["birth_date"],
         passport_number=row["passport_number"] if pii else mask(row["passport_number"]),
         tax_id=row["tax_id"] if pii else mask(row["tax_id"]),
-        pii_masked=not pii, created_at=row["created_at"], updated_at=row["updated_at"])
+        pii_masked=not pii,
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
 
 
 def _address(row: asyncpg.Record) -> Address:
-    parts = [row["postal_code"], row["region_name"], row["district"], row["city"],
-             row["street"], row["building"], f"кв. {row['flat']}" if row["flat"] else None]
-    return Address(text=", ".join(p for p in parts if p), postal_code=row["postal_code"],
-                   region_code=row["region_code"], region_name=row["region_name"],
-                   district=row["district"], city=row["city"], street=row["street"],
-                   building=row["building"], flat=row["flat"])
+    parts = [
+        row["postal_code"],
+        row["region_name"],
+        row["district"],
+        row["city"],
+        row["street"],
+        row["building"],
+        f"кв. {row['flat']}" if row["flat"] else None,
+    ]
+    return Address(
+        text=", ".join(p for p in parts if p),
+        postal_code=row["postal_code"],
+        region_code=row["region_code"],
+        region_name=row["region_name"],
+        district=row["district"],
+        city=row["city"],
+        street=row["street"],
+        building=row["building"],
+        flat=row["flat"],
+    )
 
 
-def _account(row: asyncpg.Record, billing: ResolvedBilling, contact_rows: Sequence[asyncpg.Record],
-             meter_rows: Sequence[asyncpg.Record], latest: dict[int, Reading]) -> AccountCard:
+def _account(
+    row: asyncpg.Record,
+    billing: ResolvedBilling,
+    contact_rows: Sequence[asyncpg.Record],
+    meter_rows: Sequence[asyncpg.Record],
+    latest: dict[int, Reading],
+) -> AccountCard:
     account_id = row["account_id"]
     return AccountCard(
-        id=account_id, or_number=row["or_number"], eic_code=row["eic_code"],
-        address=_address(row), consumer_type=row["consumer_type"],
-        registers=list(row["registers"]), destroyed_housing=row["destroyed_housing"],
-        tariff=Tariff(code=row["tariff_code"], name_uk=row["tariff_name"],
-                      price_per_m3=row["price_per_m3"]),
-        status=row["status"], opened_at=row["opened_at"], closed_at=row["closed_at"],
+        id=account_id,
+        or_number=row["or_number"],
+        eic_code=row["eic_code"],
+        address=_address(row),
+        consumer_type=row["consumer_type"],
+        registers=list(row["registers"]),
+        destroyed_housing=row["destroyed_housing"],
+        tariff=Tariff(
+            code=row["tariff_code"], name_uk=row["tariff_name"], price_per_m3=row["price_per_m3"]
+        ),
+        status=row["status"],
+        opened_at=row["opened_at"],
+        closed_at=row["closed_at"],
         equipment=billing.equipment,
-        contacts=[AccountContact(contact_id=c["id"], role=c["role"], is_active=c["link_active"],
-                                 linked_at=c["linked_at"], unlinked_at=c["unlinked_at"])
-                  for c in contact_rows if c["account_id"] == account_id],
-        meters=[Meter(m["id"], m["account_id"], m["serial_number"], m["model"],
-                      m["size_class"], m["installed_at"], m["verified_until"], m["status"],
-                      m["created_at"], latest.get(m["id"]))
-                for m in meter_rows if m["account_id"] == account_id],
-        billing=billing.block)
+        contacts=[
+            AccountContact(
+                contact_id=c["id"],
+                role=c["role"],
+                is_active=c["link_active"],
+                linked_at=c["linked_at"],
+                unlinked_at=c["unlinked_at"],
+            )
+            for c in contact_rows
+            if c["account_id"] == account_id
+        ],
+        meters=[
+            Meter(
+                m["id"],
+                m["account_id"],
+                m["serial_number"],
+                m["model"],
+                m["size_class"],
+                m["installed_at"],
+                m["verified_until"],
+                m["status"],
+                m["created_at"],
+                latest.get(m["id"]),
+            )
+            for m in meter_rows
+            if m["account_id"] == account_id
+        ],
+        billing=billing.block,
+    )
 
 
-def _contacts(client_id: int, rows: Sequence[asyncpg.Record],
-              or_numbers: dict[int, str]) -> list[ContactCard]:
+def _contacts(
+    client_id: int, rows: Sequence[asyncpg.Record], or_numbers: dict[int, str]
+) -> list[ContactCard]:
     cards: dict[int, ContactCard] = {}
     for r in rows:
         card = cards.get(r["id"])
         if card is None:
             card = cards[r["id"]] = ContactCard(
-                id=r["id"], last_name=r["last_name"], first_name=r["first_name"],
-                middle_name=r["middle_name"], phone=r["phone"], email=r["email"],
-                is_active=r["is_active"], owned=r["client_id"] == client_id, links=[])
+                id=r["id"],
+                last_name=r["last_name"],
+                first_name=r["first_name"],
+                middle_name=r["middle_name"],
+                phone=r["phone"],
+                email=r["email"],
+                is_active=r["is_active"],
+                owned=r["client_id"] == client_id,
+                links=[],
+            )
         if r["account_id"] is not None:
-            card.links.append(ContactLink(account_id=r["account_id"],
-                                          or_number=or_numbers[r["account_id"]],
-                                          role=r["role"], is_active=r["link_active"]))
+            card.links.append(
+                ContactLink(
+                    account_id=r["account_id"],
+                    or_number=or_numbers[r["account_id"]],
+                    role=r["role"],
+                    is_active=r["link_active"],
+                )
+            )
     return list(cards.values())
 
 
-def _dashboard(period: tuple[dt.date, dt.date], billing: Sequence[ResolvedBilling],
-               open_cases: ActiveCases) -> Dashboard:
+def _dashboard(
+    period: tuple[dt.date, dt.date], billing: Sequence[ResolvedBilling], open_cases: ActiveCases
+) -> Dashboard:
     start, end = period
     count, total = 0, Decimal("0.00")
     debt, balance = Decimal("0.00"), Decimal("0.00")
@@ -390,7 +492,14 @@ def _dashboard(period: tuple[dt.date, dt.date], billing: Sequence[ResolvedBillin
             if start <= payment.paid_at.astimezone(clock.business_tz()).date() <= end:
                 count += 1
                 total += payment.amount
-    return Dashboard(period_from=start, period_to=end, payments_count=count, payments_sum=total,
-                     debt_total=debt, balance_total=balance,
-                     billing_complete=all(i.block.available for i in billing),
-                     billing_history_from=min(history, default=None), active_cases=open_cases)
+    return Dashboard(
+        period_from=start,
+        period_to=end,
+        payments_count=count,
+        payments_sum=total,
+        debt_total=debt,
+        balance_total=balance,
+        billing_complete=all(i.block.available for i in billing),
+        billing_history_from=min(history, default=None),
+        active_cases=open_cases,
+    )

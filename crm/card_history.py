@@ -29,14 +29,17 @@ async def card_entities(conn: asyncpg.Connection, client_id: int) -> list[tuple[
         WHERE a.client_id = $1
         UNION ALL
         SELECT 'application', p.id FROM applications p WHERE p.client_id = $1
-        """, client_id)
+        """,
+        client_id,
+    )
     keys += [(r["t"], str(r["id"])) for r in rows]
     keys += [("contact", str(c.id)) for c in await contacts.client_contacts(conn, client_id)]
     return keys
 
 
-async def card_history(conn: asyncpg.Connection, client_id: int, *,
-                       limit: int = 100) -> list[AuditEntry]:
+async def card_history(
+    conn: asyncpg.Connection, client_id: int, *, limit: int = 100
+) -> list[AuditEntry]:
     """The newest ``limit`` journal entries of the card's records, newest first."""
     keys = await card_entities(conn, client_id)
     rows = await conn.fetch(
@@ -48,5 +51,9 @@ async def card_history(conn: asyncpg.Connection, client_id: int, *,
             SELECT * FROM audit_log a WHERE a.entity_type = k.t AND a.entity_id = k.i
             ORDER BY a.at DESC, a.id DESC LIMIT $3) l
         ORDER BY l.at DESC, l.id DESC LIMIT $3
-        """, [k[0] for k in keys], [k[1] for k in keys], limit)
+        """,
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        limit,
+    )
     return [AuditEntry(**dict(r)) for r in rows]

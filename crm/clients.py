@@ -13,8 +13,9 @@ from herald.errors import InvalidInput, NotFound
 
 async def exists(conn: asyncpg.Connection, client_id: int) -> bool:
     """Whether the client ``client_id`` exists."""
-    return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM clients WHERE id = $1)",
-                                    client_id))
+    return bool(
+        await conn.fetchval("SELECT EXISTS (SELECT 1 FROM clients WHERE id = $1)", client_id)
+    )
 
 
 async def require(conn: asyncpg.Connection, client_id: int) -> None:
@@ -26,8 +27,9 @@ async def require(conn: asyncpg.Connection, client_id: int) -> None:
 async def resolve(conn: asyncpg.Connection, client_id: int | None, or_number: str | None) -> int:
     """The client named by exactly one of its id and the OR number of one of its accounts."""
     if client_id is None and or_number is not None:
-        found = await conn.fetchval("SELECT client_id FROM accounts WHERE or_number = $1",
-                                    or_number)
+        found = await conn.fetchval(
+            "SELECT client_id FROM accounts WHERE or_number = $1", or_number
+        )
         if found is None:
             raise NotFound(f"no account with OR number {or_number}")
         return int(found)

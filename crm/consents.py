@@ -44,12 +44,17 @@ async def of_client(conn: asyncpg.Connection, client_id: int) -> ClientConsents:
     await clients.require(conn, client_id)
     rows = await conn.fetch(
         "SELECT channel, topic, opted_in, source, changed_at FROM consents "
-        "WHERE client_id = $1 ORDER BY topic, channel", client_id)
+        "WHERE client_id = $1 ORDER BY topic, channel",
+        client_id,
+    )
     topics = await conn.fetch(
-        "SELECT code, name_uk, name_en, requires_opt_in FROM message_topics ORDER BY code")
+        "SELECT code, name_uk, name_en, requires_opt_in FROM message_topics ORDER BY code"
+    )
     return ClientConsents(
-        client_id, [ConsentRecord(**dict(r)) for r in rows],
-        [TopicDefault(**dict(t), allowed_by_default=not t["requires_opt_in"]) for t in topics])
+        client_id,
+        [ConsentRecord(**dict(r)) for r in rows],
+        [TopicDefault(**dict(t), allowed_by_default=not t["requires_opt_in"]) for t in topics],
+    )
 
 
 async def topic_codes(conn: asyncpg.Connection) -> list[str]:
@@ -57,8 +62,9 @@ async def topic_codes(conn: asyncpg.Connection) -> list[str]:
     return [r[0] for r in await conn.fetch("SELECT code FROM message_topics ORDER BY code")]
 
 
-async def require_topic(conn: asyncpg.Connection, field: str, topic: str,
-                        known: list[str] | None = None) -> None:
+async def require_topic(
+    conn: asyncpg.Connection, field: str, topic: str, known: list[str] | None = None
+) -> None:
     """InvalidInput naming ``field`` unless ``topic`` is a topic's code."""
     codes = known if known is not None else await topic_codes(conn)
     if topic not in codes:
@@ -70,19 +76,24 @@ async def require_client_and_topic(conn: asyncpg.Connection, client_id: int, top
     found = await conn.fetchrow(
         "SELECT EXISTS (SELECT 1 FROM clients WHERE id = $1) AS known, "
         "coalesce((SELECT array_agg(code ORDER BY code) FROM message_topics), '{}') AS topics",
-        client_id)
+        client_id,
+    )
     if not found["known"]:
         raise NotFound(f"no client {client_id}")
     await require_topic(conn, "topic", topic, list(found["topics"]))
 
 
-async def changed_at(conn: asyncpg.Connection, client_id: int, channel: str,
-                     topic: str) -> dt.datetime:
+async def changed_at(
+    conn: asyncpg.Connection, client_id: int, channel: str, topic: str
+) -> dt.datetime:
     """When the client's explicit choice for this channel and topic was last changed (asked
     after recording it: a missing row is a broken invariant, not a client error)."""
     at: dt.datetime | None = await conn.fetchval(
         "SELECT changed_at FROM consents WHERE client_id = $1 AND channel = $2 AND topic = $3",
-        client_id, channel, topic)
+        client_id,
+        channel,
+        topic,
+    )
     if at is None:
         raise LookupError(f"no consent of client {client_id} on {channel}/{topic}")
     return at
@@ -92,7 +103,9 @@ async def email_choice(conn: asyncpg.Connection, client_id: int, topic: str) -> 
     """The client's explicit e-mail choice for ``topic``; None when the topic default applies."""
     return await conn.fetchval(
         "SELECT opted_in FROM consents WHERE client_id = $1 AND channel = 'email' AND topic = $2",
-        client_id, topic)
+        client_id,
+        topic,
+    )
 
 
 async def link_topic_name(conn: asyncpg.Connection, client_id: int, topic: str) -> str | None:
@@ -100,4 +113,7 @@ async def link_topic_name(conn: asyncpg.Connection, client_id: int, topic: str) 
     target), else None."""
     return await conn.fetchval(
         "SELECT t.name_uk FROM message_topics t WHERE t.code = $2 "
-        "AND EXISTS (SELECT 1 FROM clients WHERE id = $1)", client_id, topic)
+        "AND EXISTS (SELECT 1 FROM clients WHERE id = $1)",
+        client_id,
+        topic,
+    )

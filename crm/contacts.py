@@ -93,8 +93,10 @@ class DuplicateContact(Conflict):
     code = "duplicate-contact"
 
     def __init__(self, candidates: list[Candidate]) -> None:
-        super().__init__(f"{len(candidates)} possible duplicate(s) found; merge, change the data, "
-                         "or repeat with allow_duplicate true to keep both")
+        super().__init__(
+            f"{len(candidates)} possible duplicate(s) found; merge, change the data, "
+            "or repeat with allow_duplicate true to keep both"
+        )
         self.candidates = candidates
 
 
@@ -103,8 +105,9 @@ class MergedLink(msgspec.Struct, frozen=True):
 
     account_id: int
     role: str
-    outcome: Literal["moved", "already_linked", "kept_stronger_role", "role_upgraded",
-                     "reactivated"]
+    outcome: Literal[
+        "moved", "already_linked", "kept_stronger_role", "role_upgraded", "reactivated"
+    ]
     note: str | None = None
 
 
@@ -137,8 +140,11 @@ def passport_norm(raw: str, field: str = "passport_number") -> str:
     """The comparable form of a passport: a booklet (КА123456) or an ID card (9 digits)."""
     value = re.sub(r"[\s\-]+", "", raw).upper().translate(_LATIN_TWINS)
     if not _PASSPORT.match(value):
-        raise InvalidInput(field, "a passport is two Cyrillic letters and 6 digits (booklet) "
-                                  f"or 9 digits (ID card), got {raw!r}")
+        raise InvalidInput(
+            field,
+            "a passport is two Cyrillic letters and 6 digits (booklet) "
+            f"or 9 digits (ID card), got {raw!r}",
+        )
     return value
 
 
@@ -208,20 +214,25 @@ async def get_contact(conn: asyncpg.Connection, contact_id: int) -> Contact:
     return (await _assemble(conn, [row]))[0]
 
 
-async def client_contacts(conn: asyncpg.Connection, client_id: int, *,
-                          active_only: bool = False) -> list[Contact]:
+async def client_contacts(
+    conn: asyncpg.Connection, client_id: int, *, active_only: bool = False
+) -> list[Contact]:
     """The client's own contacts and those linked to its accounts, active and inactive."""
     if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM clients WHERE id = $1)", client_id):
         raise NotFound(f"client {client_id} does not exist")
     rows = await conn.fetch(
-        _CONTACT + """
+        _CONTACT
+        + """
         WHERE c.id IN (SELECT id FROM contacts WHERE client_id = $1
                        UNION
                        SELECT ac.contact_id FROM accounts a
                        JOIN account_contacts ac ON ac.account_id = a.id WHERE a.client_id = $1)
           AND (c.is_active OR NOT $2)
         ORDER BY c.is_active DESC, c.id
-        LIMIT 500""", client_id, active_only)
+        LIMIT 500""",
+        client_id,
+        active_only,
+    )
     return await _assemble(conn, rows)
 
 
@@ -246,10 +257,15 @@ LIMIT $6
 """
 
 
-async def find_duplicates(conn: asyncpg.Connection, *, phone: str | None = None,
-                          email: str | None = None, passport: str | None = None,
-                          exclude_contact_id: int | None = None,
-                          client_id: int | None = None) -> list[Candidate]:
+async def find_duplicates(
+    conn: asyncpg.Connection,
+    *,
+    phone: str | None = None,
+    email: str | None = None,
+    passport: str | None = None,
+    exclude_contact_id: int | None = None,
+    client_id: int | None = None,
+) -> list[Candidate]:
     """Active contacts sharing the normalised phone, e-mail or passport; clients sharing the passport.
 
     Values are already normalised (E.164 phone, e-mail, passport as written). The contact
@@ -258,24 +274,39 @@ async def find_duplicates(conn: asyncpg.Connection, *, phone: str | None = None,
     keys = _dup_keys({"phone": phone, "email": email, "passport_number": passport})
     if not keys:
         return []
-    rows = await conn.fetch(_DUPLICATES, keys.get("phone"), keys.get("email"),
-                            keys.get("passport_number"), exclude_contact_id or 0, client_id or 0,
-                            MAX_CANDIDATES)
+    rows = await conn.fetch(
+        _DUPLICATES,
+        keys.get("phone"),
+        keys.get("email"),
+        keys.get("passport_number"),
+        exclude_contact_id or 0,
+        client_id or 0,
+        MAX_CANDIDATES,
+    )
     return [Candidate(**dict(r)) for r in rows]
 
 
-async def _check_duplicates(conn: asyncpg.Connection, contact_id: int | None,
-                            client_id: int, values: Mapping[str, Any], *,
-                            allow: bool) -> list[Candidate]:
+async def _check_duplicates(
+    conn: asyncpg.Connection,
+    contact_id: int | None,
+    client_id: int,
+    values: Mapping[str, Any],
+    *,
+    allow: bool,
+) -> list[Candidate]:
     """Raise DuplicateContact unless ``allow``; serialise concurrent saves of the same keys."""
     keys = _dup_keys(values)
     for name, key in sorted(keys.items()):
         # Two operators saving the same phone at once: the second waits and sees the first.
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-                           f"herald:contact:{name}:{key}")
-    found = await find_duplicates(conn, exclude_contact_id=contact_id, client_id=client_id,
-                                  **{("passport" if k == "passport_number" else k): values[k]
-                                     for k in keys})
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"herald:contact:{name}:{key}"
+        )
+    found = await find_duplicates(
+        conn,
+        exclude_contact_id=contact_id,
+        client_id=client_id,
+        **{("passport" if k == "passport_number" else k): values[k] for k in keys},
+    )
     if found and not allow:
         raise DuplicateContact(found)
     return found
@@ -283,16 +314,25 @@ async def _check_duplicates(conn: asyncpg.Connection, contact_id: int | None,
 
 def _duplicate_note(contact_id: int, found: Iterable[Candidate]) -> list[Change]:
     listed = [{"kind": c.kind, "id": c.id, "matched": c.matched} for c in found]
-    return [Change("contact", str(contact_id), "allow_duplicate", "duplicate_of", None, listed)] \
-        if listed else []
+    return (
+        [Change("contact", str(contact_id), "allow_duplicate", "duplicate_of", None, listed)]
+        if listed
+        else []
+    )
 
 
 # -- create and edit -------------------------------------------------------------------
 
 
-async def create_contact(conn: asyncpg.Connection, actor: Actor, *, client_id: int,
-                         fields: Mapping[str, Any], links: Sequence[tuple[int, str]] = (),
-                         allow_duplicate: bool = False) -> Contact:
+async def create_contact(
+    conn: asyncpg.Connection,
+    actor: Actor,
+    *,
+    client_id: int,
+    fields: Mapping[str, Any],
+    links: Sequence[tuple[int, str]] = (),
+    allow_duplicate: bool = False,
+) -> Contact:
     """A new active contact of ``client_id``, optionally linked to accounts at once."""
     values = {name: _clean(name, fields.get(name)) for name in FIELDS}
     if values["phone"] is None and values["email"] is None:
@@ -302,10 +342,16 @@ async def create_contact(conn: asyncpg.Connection, actor: Actor, *, client_id: i
         if account_id in account_ids[:i]:
             raise InvalidInput(f"links[{i}].account_id", f"account {account_id} is listed twice")
     async with conn.transaction():
-        if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM clients WHERE id = $1)", client_id):
+        if not await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM clients WHERE id = $1)", client_id
+        ):
             raise InvalidInput("client_id", f"client {client_id} does not exist")
-        known = {r["id"] for r in await conn.fetch(
-            "SELECT id FROM accounts WHERE id = ANY($1::bigint[])", account_ids)}
+        known = {
+            r["id"]
+            for r in await conn.fetch(
+                "SELECT id FROM accounts WHERE id = ANY($1::bigint[])", account_ids
+            )
+        }
         for i, account_id in enumerate(account_ids):
             if account_id not in known:
                 raise InvalidInput(f"links[{i}].account_id", f"account {account_id} does not exist")
@@ -314,15 +360,21 @@ async def create_contact(conn: asyncpg.Connection, actor: Actor, *, client_id: i
             """INSERT INTO contacts (client_id, last_name, first_name, middle_name, phone, email,
                                      passport_number, passport_norm)
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id""",
-            client_id, *(values[f] for f in FIELDS),
-            passport_norm(values["passport_number"]) if values["passport_number"] else None)
+            client_id,
+            *(values[f] for f in FIELDS),
+            passport_norm(values["passport_number"]) if values["passport_number"] else None,
+        )
         await conn.executemany(
             "INSERT INTO account_contacts (account_id, contact_id, role) VALUES ($1, $2, $3)",
-            [(account_id, contact_id, role) for account_id, role in links])
+            [(account_id, contact_id, role) for account_id, role in links],
+        )
         entity = str(contact_id)
         changes = [Change("contact", entity, "create", "client_id", None, client_id)]
-        changes += [Change("contact", entity, "create", f, None, values[f])
-                    for f in FIELDS if values[f] is not None]
+        changes += [
+            Change("contact", entity, "create", f, None, values[f])
+            for f in FIELDS
+            if values[f] is not None
+        ]
         changes += [Change("contact", entity, "link", f"link:{a}", None, role) for a, role in links]
         await audit.record(conn, actor, changes + _duplicate_note(contact_id, found))
         return await get_contact(conn, contact_id)
@@ -335,41 +387,67 @@ async def _locked(conn: asyncpg.Connection, contact_id: int) -> asyncpg.Record:
     return row
 
 
-async def update_contact(conn: asyncpg.Connection, actor: Actor, contact_id: int,
-                         changes: Mapping[str, Any], *, allow_duplicate: bool = False) -> Contact:
+async def update_contact(
+    conn: asyncpg.Connection,
+    actor: Actor,
+    contact_id: int,
+    changes: Mapping[str, Any],
+    *,
+    allow_duplicate: bool = False,
+) -> Contact:
     """Change names, phone, e-mail, passport or activity; ``changes`` holds only what was sent."""
-    asked = {name: _clean(name, value) for name, value in changes.items()
-             if name in FIELDS or name == "is_active"}
+    asked = {
+        name: _clean(name, value)
+        for name, value in changes.items()
+        if name in FIELDS or name == "is_active"
+    }
     async with conn.transaction():
         row = await _locked(conn, contact_id)
         old = {name: row[name] for name in (*FIELDS, "is_active")}
         new = {**old, **asked}
         if new["phone"] is None and new["email"] is None:
-            raise InvalidInput("phone" if "phone" in asked else "email",
-                               "a contact keeps a phone or an e-mail")
+            raise InvalidInput(
+                "phone" if "phone" in asked else "email", "a contact keeps a phone or an e-mail"
+            )
         if row["merged_into"] is not None and new["is_active"]:
-            raise Conflict(f"contact {contact_id} was merged into {row['merged_into']}; "
-                           "edit that contact instead")
+            raise Conflict(
+                f"contact {contact_id} was merged into {row['merged_into']}; "
+                "edit that contact instead"
+            )
         changed = {name: value for name, value in asked.items() if old[name] != value}
         if not changed:
             return await get_contact(conn, contact_id)
         # An inactive contact is nobody's duplicate; a reactivated one is checked whole.
-        check = ({} if not new["is_active"] else
-                 {f: new[f] for f in ("phone", "email", "passport_number")}
-                 if not old["is_active"] else changed)
-        found = await _check_duplicates(conn, contact_id, row["client_id"],
-                                        {k: v for k, v in check.items() if v is not None},
-                                        allow=allow_duplicate)
+        check = (
+            {}
+            if not new["is_active"]
+            else {f: new[f] for f in ("phone", "email", "passport_number")}
+            if not old["is_active"]
+            else changed
+        )
+        found = await _check_duplicates(
+            conn,
+            contact_id,
+            row["client_id"],
+            {k: v for k, v in check.items() if v is not None},
+            allow=allow_duplicate,
+        )
         await conn.execute(
             """UPDATE contacts SET last_name = $2, first_name = $3, middle_name = $4, phone = $5,
                    email = $6, passport_number = $7, passport_norm = $8, is_active = $9,
                    updated_at = herald_now()
                WHERE id = $1""",
-            contact_id, *(new[f] for f in FIELDS),
+            contact_id,
+            *(new[f] for f in FIELDS),
             passport_norm(new["passport_number"]) if new["passport_number"] else None,
-            new["is_active"])
-        await audit.record(conn, actor, audit.field_changes("contact", contact_id, old, changed)
-                           + _duplicate_note(contact_id, found))
+            new["is_active"],
+        )
+        await audit.record(
+            conn,
+            actor,
+            audit.field_changes("contact", contact_id, old, changed)
+            + _duplicate_note(contact_id, found),
+        )
         return await get_contact(conn, contact_id)
 
 
@@ -383,29 +461,44 @@ async def _link_of(conn: asyncpg.Connection, contact_id: int, account_id: int) -
     return next(link for link in contact.links if link.account_id == account_id)
 
 
-async def set_link(conn: asyncpg.Connection, actor: Actor, contact_id: int, account_id: int,
-                   role: str) -> Link:
+async def set_link(
+    conn: asyncpg.Connection, actor: Actor, contact_id: int, account_id: int, role: str
+) -> Link:
     """Link the contact to the account with ``role``, re-link it, or change the role."""
     async with conn.transaction():
         contact = await _locked(conn, contact_id)
         if not contact["is_active"]:
             raise Conflict(f"contact {contact_id} is inactive; reactivate it before linking")
-        if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM accounts WHERE id = $1)", account_id):
+        if not await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM accounts WHERE id = $1)", account_id
+        ):
             raise NotFound(f"account {account_id} does not exist")
         row = await conn.fetchrow(_LINK_ROW, account_id, contact_id)
         field = f"link:{account_id}"
         if row is None:
-            await conn.execute("INSERT INTO account_contacts (account_id, contact_id, role) "
-                               "VALUES ($1, $2, $3)", account_id, contact_id, role)
+            await conn.execute(
+                "INSERT INTO account_contacts (account_id, contact_id, role) VALUES ($1, $2, $3)",
+                account_id,
+                contact_id,
+                role,
+            )
             change = Change("contact", str(contact_id), "link", field, None, role)
         elif not row["is_active"]:
             await conn.execute(
                 "UPDATE account_contacts SET is_active = true, unlinked_at = NULL, role = $3 "
-                "WHERE account_id = $1 AND contact_id = $2", account_id, contact_id, role)
+                "WHERE account_id = $1 AND contact_id = $2",
+                account_id,
+                contact_id,
+                role,
+            )
             change = Change("contact", str(contact_id), "link", field, None, role)
         elif row["role"] != role:
-            await conn.execute("UPDATE account_contacts SET role = $3 "
-                               "WHERE account_id = $1 AND contact_id = $2", account_id, contact_id, role)
+            await conn.execute(
+                "UPDATE account_contacts SET role = $3 WHERE account_id = $1 AND contact_id = $2",
+                account_id,
+                contact_id,
+                role,
+            )
             change = Change("contact", str(contact_id), "update", field, row["role"], role)
         else:
             return await _link_of(conn, contact_id, account_id)
@@ -423,24 +516,44 @@ async def unlink(conn: asyncpg.Connection, actor: Actor, contact_id: int, accoun
         if row["is_active"]:
             await conn.execute(
                 "UPDATE account_contacts SET is_active = false, unlinked_at = herald_now() "
-                "WHERE account_id = $1 AND contact_id = $2", account_id, contact_id)
-            await audit.record(conn, actor, [Change("contact", str(contact_id), "unlink",
-                                                    f"link:{account_id}", row["role"], None)])
+                "WHERE account_id = $1 AND contact_id = $2",
+                account_id,
+                contact_id,
+            )
+            await audit.record(
+                conn,
+                actor,
+                [
+                    Change(
+                        "contact",
+                        str(contact_id),
+                        "unlink",
+                        f"link:{account_id}",
+                        row["role"],
+                        None,
+                    )
+                ],
+            )
         return await _link_of(conn, contact_id, account_id)
 
 
 # -- merge -----------------------------------------------------------------------------
 
 
-async def merge_contacts(conn: asyncpg.Connection, actor: Actor, source_id: int,
-                         into_id: int) -> MergeResult:
+async def merge_contacts(
+    conn: asyncpg.Connection, actor: Actor, source_id: int, into_id: int
+) -> MergeResult:
     """Merge ``source_id`` into ``into_id``: move its active links, fill empty fields, retire it."""
     if source_id == into_id:
         raise InvalidInput("into", "a contact cannot be merged into itself")
     async with conn.transaction():
-        rows = {r["id"]: r for r in await conn.fetch(
-            "SELECT * FROM contacts WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE",
-            [source_id, into_id])}
+        rows = {
+            r["id"]: r
+            for r in await conn.fetch(
+                "SELECT * FROM contacts WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE",
+                [source_id, into_id],
+            )
+        }
         if source_id not in rows:
             raise NotFound(f"contact {source_id} does not exist")
         if into_id not in rows:
@@ -449,13 +562,16 @@ async def merge_contacts(conn: asyncpg.Connection, actor: Actor, source_id: int,
         if source["merged_into"] is not None:
             raise Conflict(f"contact {source_id} was already merged into {source['merged_into']}")
         if into["merged_into"] is not None:
-            raise Conflict(f"contact {into_id} was merged into {into['merged_into']}; "
-                           "merge into that contact")
+            raise Conflict(
+                f"contact {into_id} was merged into {into['merged_into']}; merge into that contact"
+            )
         if not into["is_active"]:
             raise Conflict(f"contact {into_id} is inactive; reactivate it before merging into it")
         src, dst = str(source_id), str(into_id)
-        changes = [Change("contact", src, "merge", "merged_into", None, into_id),
-                   Change("contact", dst, "merge", "merged_from", None, source_id)]
+        changes = [
+            Change("contact", src, "merge", "merged_into", None, into_id),
+            Change("contact", dst, "merge", "merged_from", None, source_id),
+        ]
         if source["is_active"]:
             changes.append(Change("contact", src, "merge", "is_active", True, False))
         filled = [f for f in FIELDS if into[f] is None and source[f] is not None]
@@ -470,19 +586,31 @@ async def merge_contacts(conn: asyncpg.Connection, actor: Actor, source_id: int,
                                         ELSE d.passport_norm END,
                    passport_number = coalesce(d.passport_number, s.passport_number),
                    updated_at = herald_now()
-               FROM contacts s WHERE d.id = $2 AND s.id = $1""", source_id, into_id)
-        await conn.execute("UPDATE contacts SET is_active = false, merged_into = $2, updated_at = herald_now() "
-                           "WHERE id = $1", source_id, into_id)
+               FROM contacts s WHERE d.id = $2 AND s.id = $1""",
+            source_id,
+            into_id,
+        )
+        await conn.execute(
+            "UPDATE contacts SET is_active = false, merged_into = $2, updated_at = herald_now() "
+            "WHERE id = $1",
+            source_id,
+            into_id,
+        )
         await audit.record(conn, actor, changes)
-        return MergeResult(await get_contact(conn, into_id), await get_contact(conn, source_id),
-                           filled, outcomes)
+        return MergeResult(
+            await get_contact(conn, into_id), await get_contact(conn, source_id), filled, outcomes
+        )
 
 
-async def _move_links(conn: asyncpg.Connection, source_id: int, into_id: int,
-                      changes: list[Change]) -> list[MergedLink]:
+async def _move_links(
+    conn: asyncpg.Connection, source_id: int, into_id: int, changes: list[Change]
+) -> list[MergedLink]:
     """Give the survivor every active link of the merged contact; journal into ``changes``."""
-    rows = await conn.fetch("SELECT * FROM account_contacts WHERE contact_id = ANY($1::bigint[]) "
-                            "ORDER BY account_id, contact_id FOR UPDATE", [source_id, into_id])
+    rows = await conn.fetch(
+        "SELECT * FROM account_contacts WHERE contact_id = ANY($1::bigint[]) "
+        "ORDER BY account_id, contact_id FOR UPDATE",
+        [source_id, into_id],
+    )
     theirs = {r["account_id"]: r for r in rows if r["contact_id"] == into_id}
     outcomes: list[MergedLink] = []
     src, dst = str(source_id), str(into_id)
@@ -492,30 +620,55 @@ async def _move_links(conn: asyncpg.Connection, source_id: int, into_id: int,
         if other is None:
             await conn.execute(
                 "INSERT INTO account_contacts (account_id, contact_id, role, linked_at) "
-                "VALUES ($1, $2, $3, $4)", account, into_id, role, link["linked_at"])
+                "VALUES ($1, $2, $3, $4)",
+                account,
+                into_id,
+                role,
+                link["linked_at"],
+            )
             changes.append(Change("contact", dst, "merge", field, None, role))
             outcomes.append(MergedLink(account, role, "moved"))
         elif not other["is_active"]:
             await conn.execute(
                 "UPDATE account_contacts SET is_active = true, unlinked_at = NULL, role = $3 "
-                "WHERE account_id = $1 AND contact_id = $2", account, into_id, role)
+                "WHERE account_id = $1 AND contact_id = $2",
+                account,
+                into_id,
+                role,
+            )
             changes.append(Change("contact", dst, "merge", field, None, role))
             outcomes.append(MergedLink(account, role, "reactivated"))
         elif ROLE_STRENGTH[role] > ROLE_STRENGTH[other["role"]]:
-            await conn.execute("UPDATE account_contacts SET role = $3 "
-                               "WHERE account_id = $1 AND contact_id = $2", account, into_id, role)
+            await conn.execute(
+                "UPDATE account_contacts SET role = $3 WHERE account_id = $1 AND contact_id = $2",
+                account,
+                into_id,
+                role,
+            )
             changes.append(Change("contact", dst, "merge", field, other["role"], role))
-            outcomes.append(MergedLink(account, role, "role_upgraded",
-                                       f"both were linked; the stronger role {role} replaced "
-                                       f"{other['role']}"))
+            outcomes.append(
+                MergedLink(
+                    account,
+                    role,
+                    "role_upgraded",
+                    f"both were linked; the stronger role {role} replaced {other['role']}",
+                )
+            )
         elif ROLE_STRENGTH[role] < ROLE_STRENGTH[other["role"]]:
-            outcomes.append(MergedLink(account, other["role"], "kept_stronger_role",
-                                       f"both were linked; the stronger role {other['role']} was "
-                                       f"kept over {role}"))
+            outcomes.append(
+                MergedLink(
+                    account,
+                    other["role"],
+                    "kept_stronger_role",
+                    f"both were linked; the stronger role {other['role']} was kept over {role}",
+                )
+            )
         else:
             outcomes.append(MergedLink(account, role, "already_linked"))
         changes.append(Change("contact", src, "merge", field, role, None))
     await conn.execute(
         "UPDATE account_contacts SET is_active = false, unlinked_at = herald_now() "
-        "WHERE contact_id = $1 AND is_active", source_id)
+        "WHERE contact_id = $1 AND is_active",
+        source_id,
+    )
     return outcomes

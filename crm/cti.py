@@ -51,10 +51,14 @@ Event = Literal["ringing", "answered", "hung_up"]
 Identification = Literal["match", "candidates", "unknown"]
 
 EVENT_NAMES: dict[str, Event] = {
-    **dict.fromkeys(("ringing", "ring", "start", "start_call", "call_start", "incoming"), "ringing"),
+    **dict.fromkeys(
+        ("ringing", "ring", "start", "start_call", "call_start", "incoming"), "ringing"
+    ),
     **dict.fromkeys(("answered", "answer", "call_answered", "connected", "talk"), "answered"),
-    **dict.fromkeys(("hung_up", "hangup", "hang_up", "call_dead", "end", "dispo", "dispo_set",
-                     "dispo_call"), "hung_up"),
+    **dict.fromkeys(
+        ("hung_up", "hangup", "hang_up", "call_dead", "end", "dispo", "dispo_set", "dispo_call"),
+        "hung_up",
+    ),
 }
 _DIRECTIONS = {"in": "in", "inbound": "in", "out": "out", "outbound": "out", "manual": "out"}
 
@@ -64,8 +68,12 @@ _Short = Annotated[str, msgspec.Meta(max_length=100)]
 class CallEvent(msgspec.Struct, forbid_unknown_fields=True):
     """A VICIdial call event (JSON body, or the same names as form or query parameters)."""
 
-    event: Annotated[str, msgspec.Meta(min_length=1, max_length=40,
-                                       description="ringing, answered, hung_up or a VICIdial name")]
+    event: Annotated[
+        str,
+        msgspec.Meta(
+            min_length=1, max_length=40, description="ringing, answered, hung_up or a VICIdial name"
+        ),
+    ]
     # VICIdial's call identifiers: call_id (the call's caller-id string) or Asterisk's uniqueid.
     call_id: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | None = None
     uniqueid: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | None = None
@@ -155,8 +163,11 @@ class CallAccepted(msgspec.Struct):
 def event_name(raw: str) -> Event:
     found = EVENT_NAMES.get(raw.strip().lower())
     if found is None:
-        raise InvalidInput("event", f"unknown call event {raw!r}; use ringing, answered or hung_up "
-                                    "(VICIdial names: start, call_answered, call_dead, dispo, ...)")
+        raise InvalidInput(
+            "event",
+            f"unknown call event {raw!r}; use ringing, answered or hung_up "
+            "(VICIdial names: start, call_answered, call_dead, dispo, ...)",
+        )
     return found
 
 
@@ -184,29 +195,45 @@ async def client_summaries(conn: asyncpg.Connection, ids: list[int]) -> list[Cli
     for r in await conn.fetch(_SUMMARY, ids):
         summary = found.setdefault(r["id"], ClientSummary(r["id"], r["full_name"], []))
         if r["account_id"] is not None:
-            summary.accounts.append(AccountSummary(
-                r["account_id"], r["or_number"], r["eic_code"], r["address"], r["status"],
-                None if r["debt"] is None else str(r["debt"])))
+            summary.accounts.append(
+                AccountSummary(
+                    r["account_id"],
+                    r["or_number"],
+                    r["eic_code"],
+                    r["address"],
+                    r["status"],
+                    None if r["debt"] is None else str(r["debt"]),
+                )
+            )
     return [found[i] for i in ids if i in found]
 
 
-async def identify(conn: asyncpg.Connection, phone: str | None, *, or_number: str | None,
-                   client_id: int | None) -> tuple[Identification, str | None, list[int]]:
+async def identify(
+    conn: asyncpg.Connection, phone: str | None, *, or_number: str | None, client_id: int | None
+) -> tuple[Identification, str | None, list[int]]:
     """(identification, identified_by, client ids): see the module docstring for the order."""
     by_phone: list[int] = []
     if phone is not None:
-        by_phone = [r[0] for r in await conn.fetch(
-            "SELECT DISTINCT client_id FROM contacts WHERE phone_digits = $1 AND is_active "
-            "ORDER BY client_id LIMIT $2", phone[1:], MAX_CANDIDATES + 1)]
+        by_phone = [
+            r[0]
+            for r in await conn.fetch(
+                "SELECT DISTINCT client_id FROM contacts WHERE phone_digits = $1 AND is_active "
+                "ORDER BY client_id LIMIT $2",
+                phone[1:],
+                MAX_CANDIDATES + 1,
+            )
+        ]
     if len(by_phone) == 1:
         return "match", "phone", by_phone
     if or_number:
-        found = await conn.fetchval("SELECT client_id FROM accounts WHERE or_number = $1",
-                                    re.sub(r"\s", "", or_number))
+        found = await conn.fetchval(
+            "SELECT client_id FROM accounts WHERE or_number = $1", re.sub(r"\s", "", or_number)
+        )
         if found is not None:
             return "match", "or_number", [found]
     if client_id is not None and await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM clients WHERE id = $1)", client_id):
+        "SELECT EXISTS (SELECT 1 FROM clients WHERE id = $1)", client_id
+    ):
         return "match", "client_id", [client_id]
     if by_phone:
         return "candidates", "phone", by_phone[:MAX_CANDIDATES]
@@ -256,35 +283,65 @@ async def _timeline_call(conn: asyncpg.Connection, call: Call) -> None:
     """Put the call (or its new state) on its client's timeline."""
     if call.client_id is None:
         return
-    status = ("answered" if call.answered_at and not call.hung_up_at else
-              "completed" if call.answered_at else "missed" if call.hung_up_at else "ringing")
+    status = (
+        "answered"
+        if call.answered_at and not call.hung_up_at
+        else "completed"
+        if call.answered_at
+        else "missed"
+        if call.hung_up_at
+        else "ringing"
+    )
     await _timeline.record_event(
-        conn, client_id=call.client_id, kind="call",
+        conn,
+        client_id=call.client_id,
+        kind="call",
         at=call.ringing_at or call.answered_at or call.hung_up_at or now(),
-        title=f"Вхідний дзвінок {call.phone or call.phone_raw}" if call.direction == "in"
+        title=f"Вхідний дзвінок {call.phone or call.phone_raw}"
+        if call.direction == "in"
         else f"Вихідний дзвінок {call.phone or call.phone_raw}",
-        status=status, channel="call", direction=call.direction, ref_type="call",
+        status=status,
+        channel="call",
+        direction=call.direction,
+        ref_type="call",
         ref_id=str(call.id),
-        detail={"recording_url": call.recording_url, "transcript": call.transcript,
-                "disposition": call.disposition, "talk_time": call.talk_time,
-                "agent": call.agent_login, "answered_at": call.answered_at and call.answered_at.isoformat(),
-                "hung_up_at": call.hung_up_at and call.hung_up_at.isoformat()})
+        detail={
+            "recording_url": call.recording_url,
+            "transcript": call.transcript,
+            "disposition": call.disposition,
+            "talk_time": call.talk_time,
+            "agent": call.agent_login,
+            "answered_at": call.answered_at and call.answered_at.isoformat(),
+            "hung_up_at": call.hung_up_at and call.hung_up_at.isoformat(),
+        },
+    )
 
 
-async def _case_of_call(conn: asyncpg.Connection, call: Call,
-                        or_number: str | None) -> IntakeResult:
+async def _case_of_call(
+    conn: asyncpg.Connection, call: Call, or_number: str | None
+) -> IntakeResult:
     """A finished or missed call becomes a case in the operators' queue (SR-01)."""
     started = call.ringing_at or call.answered_at or call.hung_up_at or now()
-    return await from_call(conn, CallRecord(
-        call_id=call.call_ref, caller=call.phone or call.phone_raw,
-        outcome="answered" if call.answered_at else "missed", started_at=started,
-        ended_at=call.hung_up_at, agent_login=call.agent_login, client_id=call.client_id,
-        or_number=or_number, queue=call.campaign,
-        notes=call.transcript or call.disposition))
+    return await from_call(
+        conn,
+        CallRecord(
+            call_id=call.call_ref,
+            caller=call.phone or call.phone_raw,
+            outcome="answered" if call.answered_at else "missed",
+            started_at=started,
+            ended_at=call.hung_up_at,
+            agent_login=call.agent_login,
+            client_id=call.client_id,
+            or_number=or_number,
+            queue=call.campaign,
+            notes=call.transcript or call.disposition,
+        ),
+    )
 
 
-async def record_event(conn: asyncpg.Connection, body: CallEvent, *,
-                       received: dt.datetime) -> tuple[Call, Event, bool, CallPush | None]:
+async def record_event(
+    conn: asyncpg.Connection, body: CallEvent, *, received: dt.datetime
+) -> tuple[Call, Event, bool, CallPush | None]:
     """Store one event (once per call and event); return the call, the event, whether it was
     new, and what to push to the agent (None for a repost).
 
@@ -302,7 +359,8 @@ async def record_event(conn: asyncpg.Connection, body: CallEvent, *,
     at = _event_time(body, received)
     async with conn.transaction():
         before = await conn.fetchrow(
-            "SELECT agent_login, identification FROM calls WHERE call_ref = $1", call_ref)
+            "SELECT agent_login, identification FROM calls WHERE call_ref = $1", call_ref
+        )
         if before is None and not body.phone_number:
             raise InvalidInput("phone_number", "the caller's number is required for a new call")
         raw = body.phone_number or ""
@@ -310,30 +368,57 @@ async def record_event(conn: asyncpg.Connection, body: CallEvent, *,
         phone_ref = body.extension or body.phone_login
         agent = body.user or await cti_extensions.login_at(conn, phone_ref)
         row = await conn.fetchrow(
-            _UPSERT, call_ref, direction, phone, raw, agent, phone_ref,
-            body.campaign, body.lead_id, body.or_number, body.client_id)
+            _UPSERT,
+            call_ref,
+            direction,
+            phone,
+            raw,
+            agent,
+            phone_ref,
+            body.campaign,
+            body.lead_id,
+            body.or_number,
+            body.client_id,
+        )
         call_id = row["id"]
         inserted = await conn.fetchval(
             "INSERT INTO call_events (call_id, event, at, payload) VALUES ($1, $2, $3, $4) "
-            "ON CONFLICT DO NOTHING RETURNING true", call_id, event, at, msgspec.to_builtins(body))
+            "ON CONFLICT DO NOTHING RETURNING true",
+            call_id,
+            event,
+            at,
+            msgspec.to_builtins(body),
+        )
         if not inserted:
             return await get_call(conn, call_id), event, False, None
         identified_now = before is None or before["identification"] is None
         if identified_now:
-            kind, by, ids = await identify(conn, row["phone"], or_number=body.or_number,
-                                           client_id=body.client_id)
+            kind, by, ids = await identify(
+                conn, row["phone"], or_number=body.or_number, client_id=body.client_id
+            )
             await conn.execute(
                 "UPDATE calls SET client_id = $2, identified_by = $3, candidate_client_ids = $4, "
                 "identification = $5 WHERE id = $1",
-                call_id, ids[0] if kind == "match" else None, by,
-                ids if kind == "candidates" else [], kind)
-        column = {"ringing": "ringing_at", "answered": "answered_at", "hung_up": "hung_up_at"}[event]
+                call_id,
+                ids[0] if kind == "match" else None,
+                by,
+                ids if kind == "candidates" else [],
+                kind,
+            )
+        column = {"ringing": "ringing_at", "answered": "answered_at", "hung_up": "hung_up_at"}[
+            event
+        ]
         await conn.execute(
             f"UPDATE calls SET {column} = $2, disposition = coalesce($3, disposition), "
             "talk_time = coalesce($4, talk_time), recording_url = coalesce($5, recording_url), "
             "transcript = coalesce($6, transcript), updated_at = herald_now() WHERE id = $1",
-            call_id, at, (body.dispo or body.status) if event == "hung_up" else None,
-            body.talk_time, body.recording_url, body.transcript)
+            call_id,
+            at,
+            (body.dispo or body.status) if event == "hung_up" else None,
+            body.talk_time,
+            body.recording_url,
+            body.transcript,
+        )
         call = await get_call(conn, call_id)
         if event != "ringing":
             await _timeline_call(conn, call)
@@ -341,27 +426,39 @@ async def record_event(conn: asyncpg.Connection, body: CallEvent, *,
         if event == "hung_up":
             case = await _case_of_call(conn, call, body.or_number)
         agent_now_known = (before is None or before["agent_login"] is None) and call.agent_login
-        push = CallPush(event, call_id, call_ref, call.phone, received_at=received.timestamp(),
-                        case_id=case.case_id if case else None,
-                        case_number=case.number if case else None)
+        push = CallPush(
+            event,
+            call_id,
+            call_ref,
+            call.phone,
+            received_at=received.timestamp(),
+            case_id=case.case_id if case else None,
+            case_number=case.number if case else None,
+        )
         if event == "ringing" or identified_now or agent_now_known:
-            ids = ([call.client_id] if call.client_id is not None else call.candidate_client_ids)
+            ids = [call.client_id] if call.client_id is not None else call.candidate_client_ids
             summaries = await client_summaries(conn, ids)
             push = msgspec.structs.replace(
-                push, identification=call.identification, identified_by=call.identified_by,
+                push,
+                identification=call.identification,
+                identified_by=call.identified_by,
                 client=summaries[0] if call.identification == "match" and summaries else None,
-                candidates=summaries if call.identification == "candidates" else [])
+                candidates=summaries if call.identification == "candidates" else [],
+            )
     return call, event, True, push
 
 
-async def push_to_agent(redis: aioredis.Redis, namespace: str, agent_login: str,
-                        push: CallPush) -> int:
+async def push_to_agent(
+    redis: aioredis.Redis, namespace: str, agent_login: str, push: CallPush
+) -> int:
     """THE push: publish the event on the operator's channel; returns how many streams got it.
 
     This is the end of the ringing -> workspace path that ``herald bench card`` measures
     (``CallPush.received_at`` is stamped when the event reached Herald).
     """
-    return int(await redis.publish(agent_channel(namespace, agent_login), msgspec.json.encode(push)))
+    return int(
+        await redis.publish(agent_channel(namespace, agent_login), msgspec.json.encode(push))
+    )
 
 
 def now() -> dt.datetime:

@@ -54,27 +54,47 @@ async def login_at(conn: asyncpg.Connection, extension: str | None) -> str | Non
         return None
     return await conn.fetchval(
         "SELECT u.login FROM cti_extensions e JOIN users u ON u.id = e.user_id "
-        "WHERE e.extension = $1 AND u.is_active", extension)
+        "WHERE e.extension = $1 AND u.is_active",
+        extension,
+    )
 
 
-async def set_mapping(conn: asyncpg.Connection, actor: Actor,
-                      spec: ExtensionSpec) -> ExtensionMapping:
+async def set_mapping(
+    conn: asyncpg.Connection, actor: Actor, spec: ExtensionSpec
+) -> ExtensionMapping:
     extension = spec.extension
     async with conn.transaction():
         user_id = await conn.fetchval(
-            "SELECT id FROM users WHERE lower(login) = lower($1) AND is_active", spec.login)
+            "SELECT id FROM users WHERE lower(login) = lower($1) AND is_active", spec.login
+        )
         if user_id is None:
             raise InvalidInput("login", f"no active user {spec.login!r}")
         before = await conn.fetchval(
-            "SELECT user_id FROM cti_extensions WHERE extension = $1 FOR UPDATE", extension)
+            "SELECT user_id FROM cti_extensions WHERE extension = $1 FOR UPDATE", extension
+        )
         await conn.execute(
             "INSERT INTO cti_extensions (extension, user_id, updated_by) VALUES ($1, $2, $3) "
             "ON CONFLICT (extension) DO UPDATE SET user_id = excluded.user_id, "
-            "updated_at = herald_now(), updated_by = excluded.updated_by", extension, user_id, actor.login)
+            "updated_at = herald_now(), updated_by = excluded.updated_by",
+            extension,
+            user_id,
+            actor.login,
+        )
         if before != user_id:
-            await audit.record(conn, actor, [Change(
-                "cti_extension", extension, "create" if before is None else "update", "user_id",
-                before, user_id)])
+            await audit.record(
+                conn,
+                actor,
+                [
+                    Change(
+                        "cti_extension",
+                        extension,
+                        "create" if before is None else "update",
+                        "user_id",
+                        before,
+                        user_id,
+                    )
+                ],
+            )
         row = await conn.fetchrow(_SELECT + " WHERE e.extension = $1", extension)
         return ExtensionMapping(**dict(row))
 
@@ -82,8 +102,10 @@ async def set_mapping(conn: asyncpg.Connection, actor: Actor,
 async def delete_mapping(conn: asyncpg.Connection, actor: Actor, extension: str) -> None:
     async with conn.transaction():
         before = await conn.fetchval(
-            "DELETE FROM cti_extensions WHERE extension = $1 RETURNING user_id", extension)
+            "DELETE FROM cti_extensions WHERE extension = $1 RETURNING user_id", extension
+        )
         if before is None:
             raise NotFound(f"extension {extension!r} is not mapped")
-        await audit.record(conn, actor, [Change("cti_extension", extension, "delete", "user_id",
-                                                before, None)])
+        await audit.record(
+            conn, actor, [Change("cti_extension", extension, "delete", "user_id", before, None)]
+        )

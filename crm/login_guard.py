@@ -73,8 +73,9 @@ def new_device_token() -> str:
     return secrets.token_urlsafe(32)
 
 
-async def take_address_attempt(conn: asyncpg.Connection, policy: LoginPolicy,
-                               address: str | None) -> None:
+async def take_address_attempt(
+    conn: asyncpg.Connection, policy: LoginPolicy, address: str | None
+) -> None:
     """Count an attempt from an unknown device against its address, or TooManyAttempts.
 
     An address with ``address_free_failures`` failures in the window must wait 1 s after
@@ -97,63 +98,90 @@ async def take_address_attempt(conn: asyncpg.Connection, policy: LoginPolicy,
            OR f.last_attempt_at + make_interval(secs => least($4, 2 ^ {exponent}))
               <= herald_now()
         RETURNING f.failures
-        """, address, free, window, policy.address_max_delay_seconds)
+        """,
+        address,
+        free,
+        window,
+        policy.address_max_delay_seconds,
+    )
     if taken is None:
         wait = await conn.fetchval(
             f"""
             SELECT extract(epoch FROM f.last_attempt_at + make_interval(secs => least($3, 2 ^ {exponent}))
                                       - herald_now())
             FROM login_address_failures f WHERE f.address = herald_login_address($1::inet)
-            """, address, free, policy.address_max_delay_seconds)
+            """,
+            address,
+            free,
+            policy.address_max_delay_seconds,
+        )
         seconds = max(1, math.ceil(wait or 1))
-        raise TooManyAttempts(f"too many failed logins from this address; try again in "
-                              f"{seconds} s", retry_after=seconds)
+        raise TooManyAttempts(
+            f"too many failed logins from this address; try again in {seconds} s",
+            retry_after=seconds,
+        )
 
 
 async def give_address_attempt_back(conn: asyncpg.Connection, address: str | None) -> None:
     """A successful login does not count against its address."""
     if address is not None:
-        await conn.execute("UPDATE login_address_failures SET failures = greatest(failures - 1, 0) "
-                           "WHERE address = herald_login_address($1::inet)", address)
+        await conn.execute(
+            "UPDATE login_address_failures SET failures = greatest(failures - 1, 0) "
+            "WHERE address = herald_login_address($1::inet)",
+            address,
+        )
 
 
-async def is_known_device(conn: asyncpg.Connection, policy: LoginPolicy, device: bytes | None,
-                          user_id: int) -> bool:
+async def is_known_device(
+    conn: asyncpg.Connection, policy: LoginPolicy, device: bytes | None, user_id: int
+) -> bool:
     """Whether the user logged in from this device within ``device_days``."""
     if device is None:
         return False
-    return bool(await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM login_devices WHERE token_hash = $1 AND user_id = $2 "
-        "AND last_login_at > herald_now() - make_interval(days => $3))",
-        device, user_id, policy.device_days))
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM login_devices WHERE token_hash = $1 AND user_id = $2 "
+            "AND last_login_at > herald_now() - make_interval(days => $3))",
+            device,
+            user_id,
+            policy.device_days,
+        )
+    )
 
 
-async def take_attempt(conn: asyncpg.Connection, policy: LoginPolicy, user_id: int,
-                       device: bytes | None) -> Claim:
+async def take_attempt(
+    conn: asyncpg.Connection, policy: LoginPolicy, user_id: int, device: bytes | None
+) -> Claim:
     """Count an attempt against the known device (if any) or the account; AccountLocked if
     the one it counts against is locked. Commits at once, before the password is checked."""
     columns = "failed_logins, locked_until, lockouts, herald_now() AS now"
     if device is not None:
         key: tuple[object, ...] = (device, user_id)
         select = f"SELECT {columns} FROM login_devices WHERE token_hash = $1 AND user_id = $2"
-        update = ("UPDATE login_devices SET failed_logins = $3, locked_until = $4, lockouts = $5 "
-                  "WHERE token_hash = $1 AND user_id = $2")
+        update = (
+            "UPDATE login_devices SET failed_logins = $3, locked_until = $4, lockouts = $5 "
+            "WHERE token_hash = $1 AND user_id = $2"
+        )
     else:
         key = (user_id,)
         select = f"SELECT {columns} FROM users WHERE id = $1"
-        update = "UPDATE users SET failed_logins = $2, locked_until = $3, lockouts = $4 WHERE id = $1"
+        update = (
+            "UPDATE users SET failed_logins = $2, locked_until = $3, lockouts = $4 WHERE id = $1"
+        )
     async with conn.transaction():
         row = await conn.fetchrow(select + " FOR UPDATE", *key)
         now, until = row["now"], row["locked_until"]
         if until is not None and until > now:
             where = "on this device" if device is not None else "for devices not used before"
-            raise AccountLocked(f"too many failed logins; the account is locked {where}",
-                                until.isoformat())
+            raise AccountLocked(
+                f"too many failed logins; the account is locked {where}", until.isoformat()
+            )
         # A lock that has run out starts the count afresh (but not the doubling).
         failures = 1 if until is not None else row["failed_logins"] + 1
         locks = failures >= policy.max_failures
-        new_until = now + dt.timedelta(seconds=policy.lock_seconds(row["lockouts"])) if locks \
-            else None
+        new_until = (
+            now + dt.timedelta(seconds=policy.lock_seconds(row["lockouts"])) if locks else None
+        )
         await conn.execute(update, *key, failures, new_until, row["lockouts"] + locks)
     return Claim(device=device, failures=failures, locks_until=new_until)
 
@@ -161,19 +189,30 @@ async def take_attempt(conn: asyncpg.Connection, policy: LoginPolicy, user_id: i
 async def succeeded(conn: asyncpg.Connection, user_id: int, remember: bytes) -> None:
     """A right password: clear the counters and remember the device (in the caller's
     transaction)."""
-    await conn.execute("UPDATE users SET failed_logins = 0, locked_until = NULL, lockouts = 0, "
-                       "last_login_at = herald_now() WHERE id = $1", user_id)
+    await conn.execute(
+        "UPDATE users SET failed_logins = 0, locked_until = NULL, lockouts = 0, "
+        "last_login_at = herald_now() WHERE id = $1",
+        user_id,
+    )
     await conn.execute(
         """
         INSERT INTO login_devices (token_hash, user_id) VALUES ($1, $2)
         ON CONFLICT (token_hash, user_id) DO UPDATE SET last_login_at = herald_now(),
             failed_logins = 0, locked_until = NULL, lockouts = 0
-        """, remember, user_id)
+        """,
+        remember,
+        user_id,
+    )
 
 
 async def forget_locks(conn: asyncpg.Connection, user_id: int) -> None:
     """An administrator's unlock or password reset: the account and its devices start afresh."""
-    await conn.execute("UPDATE users SET failed_logins = 0, locked_until = NULL, lockouts = 0 "
-                       "WHERE id = $1", user_id)
-    await conn.execute("UPDATE login_devices SET failed_logins = 0, locked_until = NULL, "
-                       "lockouts = 0 WHERE user_id = $1", user_id)
+    await conn.execute(
+        "UPDATE users SET failed_logins = 0, locked_until = NULL, lockouts = 0 WHERE id = $1",
+        user_id,
+    )
+    await conn.execute(
+        "UPDATE login_devices SET failed_logins = 0, locked_until = NULL, "
+        "lockouts = 0 WHERE user_id = $1",
+        user_id,
+    )

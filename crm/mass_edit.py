@@ -37,8 +37,13 @@ EDITED = ("consumer_type", "registers", "destroyed_housing", "tariff_code", "sta
 class AccountFilter(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     """Accounts matching every criterion given; a list means any of its values."""
 
-    region: Annotated[list[Annotated[str, msgspec.Meta(pattern=r"^UA-[0-9]{2}$")]],
-                      msgspec.Meta(min_length=1, max_length=30)] | None = None
+    region: (
+        Annotated[
+            list[Annotated[str, msgspec.Meta(pattern=r"^UA-[0-9]{2}$")]],
+            msgspec.Meta(min_length=1, max_length=30),
+        ]
+        | None
+    ) = None
     consumer_type: Annotated[list[ConsumerType], msgspec.Meta(min_length=1)] | None = None
     registers_contains: Registers | None = None
     destroyed_housing: bool | None = None
@@ -110,13 +115,19 @@ def _filter_sql(f: AccountFilter) -> tuple[str, list[Any]]:
     return " AND ".join(clauses), params
 
 
-async def _select(conn: asyncpg.Connection, *, account_ids: list[int] | None,
-                  client_ids: list[int] | None,
-                  account_filter: AccountFilter | None) -> tuple[list[int], list[int]]:
+async def _select(
+    conn: asyncpg.Connection,
+    *,
+    account_ids: list[int] | None,
+    client_ids: list[int] | None,
+    account_filter: AccountFilter | None,
+) -> tuple[list[int], list[int]]:
     """(selected account ids in id order, given ids that selected nothing)."""
     given = [x is not None for x in (account_ids, client_ids, account_filter)]
     if sum(given) != 1:
-        raise InvalidInput("account_ids", "select by exactly one of account_ids, client_ids, filter")
+        raise InvalidInput(
+            "account_ids", "select by exactly one of account_ids, client_ids, filter"
+        )
     limit = MAX_SELECTION + 1
     if account_ids is not None:
         rows = await conn.fetch("SELECT id FROM accounts WHERE id = ANY($1::bigint[])", account_ids)
@@ -124,21 +135,30 @@ async def _select(conn: asyncpg.Connection, *, account_ids: list[int] | None,
         found = set(ids)
         return ids, [i for i in dict.fromkeys(account_ids) if i not in found][:DETAIL_CAP]
     if client_ids is not None:
-        rows = await conn.fetch("SELECT id, client_id FROM accounts WHERE client_id = ANY($1::bigint[]) "
-                                "LIMIT $2", client_ids, limit)
+        rows = await conn.fetch(
+            "SELECT id, client_id FROM accounts WHERE client_id = ANY($1::bigint[]) LIMIT $2",
+            client_ids,
+            limit,
+        )
         if len(rows) > MAX_SELECTION:
-            raise InvalidInput("client_ids", f"these clients hold more than {MAX_SELECTION:,} "
-                                             "accounts; split the request")
+            raise InvalidInput(
+                "client_ids",
+                f"these clients hold more than {MAX_SELECTION:,} accounts; split the request",
+            )
         owners = {r["client_id"] for r in rows}
-        return (sorted(r["id"] for r in rows),
-                [i for i in dict.fromkeys(client_ids) if i not in owners][:DETAIL_CAP])
+        return (
+            sorted(r["id"] for r in rows),
+            [i for i in dict.fromkeys(client_ids) if i not in owners][:DETAIL_CAP],
+        )
     assert account_filter is not None
     where, params = _filter_sql(account_filter)
-    rows = await conn.fetch(f"SELECT id FROM accounts WHERE {where} LIMIT ${len(params) + 1}",
-                            *params, limit)
+    rows = await conn.fetch(
+        f"SELECT id FROM accounts WHERE {where} LIMIT ${len(params) + 1}", *params, limit
+    )
     if len(rows) > MAX_SELECTION:
-        raise InvalidInput("filter", f"the filter selects more than {MAX_SELECTION:,} accounts; "
-                                     "narrow it")
+        raise InvalidInput(
+            "filter", f"the filter selects more than {MAX_SELECTION:,} accounts; narrow it"
+        )
     return sorted(r["id"] for r in rows), []
 
 
@@ -169,7 +189,9 @@ WITH cur AS (
 )
 """
 _PREVIEW = _COMPUTE.format(lock="") + "SELECT * FROM diff ORDER BY id"
-_APPLY = _COMPUTE.format(lock="FOR UPDATE") + """
+_APPLY = (
+    _COMPUTE.format(lock="FOR UPDATE")
+    + """
 , upd AS (
     UPDATE accounts a
     SET consumer_type = d.new_consumer_type, registers = d.new_registers,
@@ -180,18 +202,27 @@ _APPLY = _COMPUTE.format(lock="FOR UPDATE") + """
 )
 SELECT * FROM upd ORDER BY id
 """
+)
 
 
 def _record(row: asyncpg.Record) -> RecordChange:
-    return RecordChange(row["id"], row["client_id"],
-                        [FieldChange(f, row[f], row[f"new_{f}"]) for f in EDITED
-                         if row[f] != row[f"new_{f}"]])
+    return RecordChange(
+        row["id"],
+        row["client_id"],
+        [FieldChange(f, row[f], row[f"new_{f}"]) for f in EDITED if row[f] != row[f"new_{f}"]],
+    )
 
 
-async def mass_edit(conn: asyncpg.Connection, actor: Actor, *, changes: AccountChanges,
-                    account_ids: list[int] | None = None, client_ids: list[int] | None = None,
-                    account_filter: AccountFilter | None = None,
-                    dry_run: bool = False) -> MassEditReport:
+async def mass_edit(
+    conn: asyncpg.Connection,
+    actor: Actor,
+    *,
+    changes: AccountChanges,
+    account_ids: list[int] | None = None,
+    client_ids: list[int] | None = None,
+    account_filter: AccountFilter | None = None,
+    dry_run: bool = False,
+) -> MassEditReport:
     """Apply ``changes`` to the selected accounts (or only report them when ``dry_run``)."""
     if all(getattr(changes, f) is None for f in changes.__struct_fields__):
         raise InvalidInput("set", "give at least one attribute to change")
@@ -203,25 +234,50 @@ async def mass_edit(conn: asyncpg.Connection, actor: Actor, *, changes: AccountC
         await conn.execute(f"SET LOCAL statement_timeout = '{STATEMENT_TIMEOUT}'")
         await conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
         if changes.tariff_code is not None and not await conn.fetchval(
-                "SELECT EXISTS (SELECT 1 FROM tariffs WHERE code = $1)", changes.tariff_code):
+            "SELECT EXISTS (SELECT 1 FROM tariffs WHERE code = $1)", changes.tariff_code
+        ):
             raise InvalidInput("set.tariff_code", f"unknown tariff {changes.tariff_code!r}")
-        ids, not_found = await _select(conn, account_ids=account_ids, client_ids=client_ids,
-                                       account_filter=account_filter)
-        params = (ids, changes.consumer_type, list(dict.fromkeys(add)) or None, remove or None,
-                  changes.destroyed_housing, changes.tariff_code, changes.status)
+        ids, not_found = await _select(
+            conn, account_ids=account_ids, client_ids=client_ids, account_filter=account_filter
+        )
+        params = (
+            ids,
+            changes.consumer_type,
+            list(dict.fromkeys(add)) or None,
+            remove or None,
+            changes.destroyed_housing,
+            changes.tariff_code,
+            changes.status,
+        )
         try:
             rows = await conn.fetch(_PREVIEW if dry_run else _APPLY, *params)
         except asyncpg.LockNotAvailableError:
-            raise Conflict("some of the selected accounts are being changed by another request; "
-                           "nothing was changed, try again") from None
+            raise Conflict(
+                "some of the selected accounts are being changed by another request; "
+                "nothing was changed, try again"
+            ) from None
         except asyncpg.QueryCanceledError:
-            raise Conflict(f"the mass edit did not finish within {STATEMENT_TIMEOUT} and was "
-                           "cancelled; nothing was changed") from None
+            raise Conflict(
+                f"the mass edit did not finish within {STATEMENT_TIMEOUT} and was "
+                "cancelled; nothing was changed"
+            ) from None
         records = [_record(r) for r in rows]
         if not dry_run:
-            await audit.record(conn, actor, [
-                Change("account", str(rec.account_id), "update", c.field, c.old, c.new)
-                for rec in records for c in rec.changes])
-    return MassEditReport(dry_run=dry_run, matched=len(ids), changed=len(records),
-                          unchanged=len(ids) - len(records), records=records[:DETAIL_CAP],
-                          records_capped=len(records) > DETAIL_CAP, not_found=not_found)
+            await audit.record(
+                conn,
+                actor,
+                [
+                    Change("account", str(rec.account_id), "update", c.field, c.old, c.new)
+                    for rec in records
+                    for c in rec.changes
+                ],
+            )
+    return MassEditReport(
+        dry_run=dry_run,
+        matched=len(ids),
+        changed=len(records),
+        unchanged=len(ids) - len(records),
+        records=records[:DETAIL_CAP],
+        records_capped=len(records) > DETAIL_CAP,
+        not_found=not_found,
+    )

@@ -49,13 +49,17 @@ async def keeping_an_administrator(conn: asyncpg.Connection) -> AsyncIterator[No
     except asyncpg.CheckViolationError as exc:
         if exc.constraint_name != _KEEP_AN_ADMINISTRATOR:
             raise
-        raise Conflict("this change would leave no active user able to manage roles and "
-                       "users (rbac.manage and users.manage); grant both to another active "
-                       "user first") from None
+        raise Conflict(
+            "this change would leave no active user able to manage roles and "
+            "users (rbac.manage and users.manage); grant both to another active "
+            "user first"
+        ) from None
 
 
 async def list_permissions(conn: asyncpg.Connection) -> list[Permission]:
-    rows = await conn.fetch("SELECT code, description_uk, description_en FROM permissions ORDER BY code")
+    rows = await conn.fetch(
+        "SELECT code, description_uk, description_en FROM permissions ORDER BY code"
+    )
     return [Permission(**dict(r)) for r in rows]
 
 
@@ -71,24 +75,42 @@ async def get_role(conn: asyncpg.Connection, code: str) -> Role:
     return Role(**dict(row))
 
 
-async def create_role(conn: asyncpg.Connection, actor: Actor, *, code: str, name_uk: str,
-                      name_en: str, description: str, permissions: list[str]) -> Role:
+async def create_role(
+    conn: asyncpg.Connection,
+    actor: Actor,
+    *,
+    code: str,
+    name_uk: str,
+    name_en: str,
+    description: str,
+    permissions: list[str],
+) -> Role:
     async with conn.transaction():
         try:
-            await conn.execute("INSERT INTO roles (code, name_uk, name_en, description) "
-                               "VALUES ($1, $2, $3, $4)", code, name_uk, name_en, description)
+            await conn.execute(
+                "INSERT INTO roles (code, name_uk, name_en, description) VALUES ($1, $2, $3, $4)",
+                code,
+                name_uk,
+                name_en,
+                description,
+            )
         except asyncpg.UniqueViolationError:
             raise Conflict(f"role {code!r} exists") from None
         except asyncpg.CheckViolationError:
-            raise InvalidInput("code", "role code must be lower-case latin letters, digits "
-                                       "and _ (2-63 characters)") from None
-        await audit.record(conn, actor, [Change("role", code, "create", None, None,
-                                                {"name_uk": name_uk, "name_en": name_en})])
+            raise InvalidInput(
+                "code", "role code must be lower-case latin letters, digits and _ (2-63 characters)"
+            ) from None
+        await audit.record(
+            conn,
+            actor,
+            [Change("role", code, "create", None, None, {"name_uk": name_uk, "name_en": name_en})],
+        )
         return await set_role_permissions(conn, actor, code, permissions)
 
 
-async def set_role_permissions(conn: asyncpg.Connection, actor: Actor, code: str,
-                               permissions: list[str]) -> Role:
+async def set_role_permissions(
+    conn: asyncpg.Connection, actor: Actor, code: str, permissions: list[str]
+) -> Role:
     """Replace a role's permission set; the journal keeps the old and the new set."""
     wanted = sorted(set(permissions))
     async with keeping_an_administrator(conn):
@@ -102,8 +124,11 @@ async def set_role_permissions(conn: asyncpg.Connection, actor: Actor, code: str
         if wanted == role.permissions:
             return role
         await conn.execute("DELETE FROM role_permissions WHERE role_code = $1", code)
-        await conn.executemany("INSERT INTO role_permissions (role_code, permission_code) "
-                               "VALUES ($1, $2)", [(code, p) for p in wanted])
-        await audit.record(conn, actor, [Change("role", code, "update", "permissions",
-                                                role.permissions, wanted)])
+        await conn.executemany(
+            "INSERT INTO role_permissions (role_code, permission_code) VALUES ($1, $2)",
+            [(code, p) for p in wanted],
+        )
+        await audit.record(
+            conn, actor, [Change("role", code, "update", "permissions", role.permissions, wanted)]
+        )
         return await get_role(conn, code)

@@ -180,8 +180,13 @@ class Criteria(msgspec.Struct, frozen=True):
     @property
     def words_only(self) -> bool:
         """Name and/or address words and nothing else."""
-        return ((self.name is not None or self.address is not None) and self.phone is None
-                and self.or_number is None and self.client_id is None and self.eic is None)
+        return (
+            (self.name is not None or self.address is not None)
+            and self.phone is None
+            and self.or_number is None
+            and self.client_id is None
+            and self.eic is None
+        )
 
     def all_keys(self) -> list[int]:
         """The search keys (migration 0029) a matching client has: one per word part."""
@@ -203,13 +208,21 @@ class Criteria(msgspec.Struct, frozen=True):
         return math.prod(f for k, f in self.common if k in left_out)
 
     def count(self) -> int:
-        return sum(v is not None for v in (self.phone, self.or_number, self.client_id,
-                                           self.eic, self.address, self.name))
+        return sum(
+            v is not None
+            for v in (self.phone, self.or_number, self.client_id, self.eic, self.address, self.name)
+        )
 
 
-def parse_criteria(*, phone: str | None = None, or_number: str | None = None,
-                   client_id: int | None = None, eic: str | None = None,
-                   address: str | None = None, name: str | None = None) -> Criteria:
+def parse_criteria(
+    *,
+    phone: str | None = None,
+    or_number: str | None = None,
+    client_id: int | None = None,
+    eic: str | None = None,
+    address: str | None = None,
+    name: str | None = None,
+) -> Criteria:
     """Validate what the operator typed; raise InvalidInput naming the parameter."""
     parsed: dict[str, Any] = {}  # Criteria's fields, each parsed above
     if phone is not None:
@@ -217,7 +230,9 @@ def parse_criteria(*, phone: str | None = None, or_number: str | None = None,
     if or_number is not None:
         value = re.sub(r"\s", "", or_number)
         if not re.fullmatch(r"[0-9]{3,10}", value):
-            raise InvalidInput("or", "an OR number is 10 digits; give all of them or the first 3 or more")
+            raise InvalidInput(
+                "or", "an OR number is 10 digits; give all of them or the first 3 or more"
+            )
         parsed["or_number"] = value
     if client_id is not None:
         parsed["client_id"] = client_id
@@ -356,12 +371,19 @@ class _Range:
 def _branch(p: _Params, c: Criteria, ids: _Range) -> str:
     """Matching client ids (unordered, maybe repeated) for criteria of one table or client_id."""
     if c.client_id is not None:
-        return f"SELECT c.id FROM clients c WHERE c.id = {p.add(c.client_id)} AND {ids.cond('c.id')}"
+        return (
+            f"SELECT c.id FROM clients c WHERE c.id = {p.add(c.client_id)} AND {ids.cond('c.id')}"
+        )
     if c.phone is not None:
-        return (f"SELECT k.client_id FROM contacts k WHERE {ids.cond('k.client_id')}"
-                + " AND k.is_active AND " + _phone_cond(p, c.phone, "k"))
-    return (f"SELECT a.client_id FROM accounts a WHERE {ids.cond('a.client_id')} AND "
-            + " AND ".join(_account_conds(p, c, "a")))
+        return (
+            f"SELECT k.client_id FROM contacts k WHERE {ids.cond('k.client_id')}"
+            + " AND k.is_active AND "
+            + _phone_cond(p, c.phone, "k")
+        )
+    return (
+        f"SELECT a.client_id FROM accounts a WHERE {ids.cond('a.client_id')} AND "
+        + " AND ".join(_account_conds(p, c, "a"))
+    )
 
 
 def _single(c: Criteria) -> list[Criteria]:
@@ -389,11 +411,17 @@ def _matches(p: _Params, c: Criteria, ids: _Range, *, accounts: bool = True) -> 
         conds.append(f"c.id = {p.add(c.client_id)}")
     conds += _name_conds(p, c, "c")
     if c.phone is not None:
-        conds.append("EXISTS (SELECT 1 FROM contacts k WHERE k.client_id = c.id AND k.is_active AND "
-                     + _phone_cond(p, c.phone, "k") + ")")
+        conds.append(
+            "EXISTS (SELECT 1 FROM contacts k WHERE k.client_id = c.id AND k.is_active AND "
+            + _phone_cond(p, c.phone, "k")
+            + ")"
+        )
     if c.account_level and accounts:
-        conds.append("EXISTS (SELECT 1 FROM accounts a WHERE a.client_id = c.id AND "
-                     + " AND ".join(_account_conds(p, c, "a")) + ")")
+        conds.append(
+            "EXISTS (SELECT 1 FROM accounts a WHERE a.client_id = c.id AND "
+            + " AND ".join(_account_conds(p, c, "a"))
+            + ")"
+        )
     return "SELECT c.id FROM clients c WHERE " + " AND ".join(conds)
 
 
@@ -420,8 +448,10 @@ def parts(c: Criteria, match: Match) -> list[Criteria]:
 def _ids_query(c: Criteria, match: Match, cursor: int, limit: int) -> tuple[str, list[object]]:
     p = _Params()
     cur, lim = p.add(cursor), p.add(limit)
-    streams = [f"({_first(_matches(p, part, _Range(cur)), lim, i)})"
-               for i, part in enumerate(parts(c, match))]
+    streams = [
+        f"({_first(_matches(p, part, _Range(cur)), lim, i)})"
+        for i, part in enumerate(parts(c, match))
+    ]
     if len(streams) == 1:
         return streams[0][1:-1], p.values
     return f"SELECT id FROM ({' UNION '.join(streams)}) u(id) ORDER BY id LIMIT {lim}", p.values
@@ -457,10 +487,21 @@ async def _hits(conn: asyncpg.Connection, c: Criteria, ids: list[int]) -> list[C
     clients = {r["id"]: r for r in await conn.fetch(_DETAILS, ids)}
     accounts: dict[int, list[AccountHit]] = {}
     for r in await conn.fetch(_ACCOUNTS, ids):
-        accounts.setdefault(r["client_id"], []).append(AccountHit(
-            r["id"], r["or_number"], r["eic_code"], r["address"], r["status"], _account_matches(c, r)))
-    return [ClientHit(i, clients[i]["full_name"], accounts.get(i, []), sorted(clients[i]["phones"]))
-            for i in ids if i in clients]
+        accounts.setdefault(r["client_id"], []).append(
+            AccountHit(
+                r["id"],
+                r["or_number"],
+                r["eic_code"],
+                r["address"],
+                r["status"],
+                _account_matches(c, r),
+            )
+        )
+    return [
+        ClientHit(i, clients[i]["full_name"], accounts.get(i, []), sorted(clients[i]["phones"]))
+        for i in ids
+        if i in clients
+    ]
 
 
 # Each search is planned for its own values (a generic plan cannot tell a rare surname
@@ -468,8 +509,10 @@ async def _hits(conn: asyncpg.Connection, c: Criteria, ids: list[int]) -> list[C
 _LOCAL_SETTINGS = "SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL jit = off"
 # Walk the ids in order: no bitmap of all matches, no sort of them, and no parallel
 # workers (each would walk its share of the ids ahead of the page, to the end).
-_WALK = ("SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off; SET LOCAL enable_sort = off; "
-         "SET LOCAL max_parallel_workers_per_gather = 0")
+_WALK = (
+    "SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off; SET LOCAL enable_sort = off; "
+    "SET LOCAL max_parallel_workers_per_gather = 0"
+)
 # Collect the matches from the GIN index and sort them.
 _COLLECT = "SET LOCAL enable_indexscan = off"
 
@@ -505,12 +548,15 @@ async def estimate(conn: asyncpg.Connection, c: Criteria, match: Match) -> list[
                     rows = await _plan_rows(conn, _keys_only(p, part, _Range(p.add(0))), p.values)
                     out.append(max(1, round(rows * part.common_share())))
                 else:
-                    out.append(await _plan_rows(conn, _matches(p, part, _Range(p.add(0))), p.values))
+                    out.append(
+                        await _plan_rows(conn, _matches(p, part, _Range(p.add(0))), p.values)
+                    )
     return out
 
 
-async def count_matches(conn: asyncpg.Connection, c: Criteria, match: Match,
-                        estimates: list[int]) -> tuple[int, bool]:
+async def count_matches(
+    conn: asyncpg.Connection, c: Criteria, match: Match, estimates: list[int]
+) -> tuple[int, bool]:
     """(count, exact): exact up to COUNT_CAP within COUNT_BUDGET_MS, else the planner's estimate."""
     guess = sum(estimates)
     if guess >= COUNT_TRY_BELOW:
@@ -519,7 +565,9 @@ async def count_matches(conn: asyncpg.Connection, c: Criteria, match: Match,
     try:
         with _timeouts_as_timeouts():
             async with conn.transaction():
-                await conn.execute(f"SET LOCAL statement_timeout = {COUNT_BUDGET_MS}; {_LOCAL_SETTINGS}")
+                await conn.execute(
+                    f"SET LOCAL statement_timeout = {COUNT_BUDGET_MS}; {_LOCAL_SETTINGS}"
+                )
                 n = await conn.fetchval(f"SELECT count(*) FROM ({sql}) m", *args)
     except asyncpg.QueryCanceledError:
         return guess, False
@@ -528,8 +576,12 @@ async def count_matches(conn: asyncpg.Connection, c: Criteria, match: Match,
     return max(guess, n), False
 
 
-async def _fetch_ids(conn: asyncpg.Connection, settings: str, sql: str, args: list[object],
-                     ) -> list[int]:
+async def _fetch_ids(
+    conn: asyncpg.Connection,
+    settings: str,
+    sql: str,
+    args: list[object],
+) -> list[int]:
     with _timeouts_as_timeouts():
         async with conn.transaction():
             await conn.execute(f"{_LOCAL_SETTINGS}; {settings}" if settings else _LOCAL_SETTINGS)
@@ -567,12 +619,16 @@ async def _on_one_account(conn: asyncpg.Connection, part: Criteria, ids: list[in
     if not ids:
         return set()
     p = _Params()
-    sql = (f"SELECT DISTINCT a.client_id FROM accounts a WHERE a.client_id = ANY({p.add(ids)}::bigint[]) AND "
-           + " AND ".join(_account_conds(p, part, "a")))
+    sql = (
+        f"SELECT DISTINCT a.client_id FROM accounts a WHERE a.client_id = ANY({p.add(ids)}::bigint[]) AND "
+        + " AND ".join(_account_conds(p, part, "a"))
+    )
     return {r[0] for r in await conn.fetch(sql, *p.values)}
 
 
-async def _candidates(conn: asyncpg.Connection, part: Criteria, after: int, limit: int) -> list[int]:
+async def _candidates(
+    conn: asyncpg.Connection, part: Criteria, after: int, limit: int
+) -> list[int]:
     """The first ``limit`` ids above ``after`` of one stream, ascending, before the
     account check of its address words (see ``_stream``).
 
@@ -591,8 +647,9 @@ async def _candidates(conn: asyncpg.Connection, part: Criteria, after: int, limi
     if not part.words_only:
         p = _Params()
         lower, lim = p.add(after), p.add(limit)
-        return await _fetch_ids(conn, "", _first(_matches(p, part, _Range(lower)), lim, 0),
-                                p.values)
+        return await _fetch_ids(
+            conn, "", _first(_matches(p, part, _Range(lower)), lim, 0), p.values
+        )
     p = _Params()
     keys_after = _keys_only(p, part, _Range(p.add(after)))
     with _timeouts_as_timeouts():
@@ -609,18 +666,24 @@ async def _candidates(conn: asyncpg.Connection, part: Criteria, after: int, limi
         edge = min(after + span, MAX_ID)
         p = _Params()
         lower, lim, upper = p.add(after), p.add(limit), p.add(edge)
-        found = await _fetch_ids(conn, _WALK, _first(_matches(p, part, _Range(lower, upper), accounts=False),
-                                                      lim, 0), p.values)
+        found = await _fetch_ids(
+            conn,
+            _WALK,
+            _first(_matches(p, part, _Range(lower, upper), accounts=False), lim, 0),
+            p.values,
+        )
         if len(found) >= limit or edge == MAX_ID:
             return found
     p = _Params()
     lower, lim = p.add(edge), p.add(limit - len(found))
-    return found + await _fetch_ids(conn, _COLLECT, _first(_matches(p, part, _Range(lower), accounts=False),
-                                                           lim, 0), p.values)
+    return found + await _fetch_ids(
+        conn, _COLLECT, _first(_matches(p, part, _Range(lower), accounts=False), lim, 0), p.values
+    )
 
 
-async def search_page(conn: asyncpg.Connection, c: Criteria, match: Match, *, limit: int,
-                      after: int = 0) -> tuple[list[ClientHit], str | None]:
+async def search_page(
+    conn: asyncpg.Connection, c: Criteria, match: Match, *, limit: int, after: int = 0
+) -> tuple[list[ClientHit], str | None]:
     """One page of matching clients after the ``after`` id, and the next page's cursor.
 
     match=any reads the first page of each criterion and keeps the lowest ids of their
@@ -629,7 +692,7 @@ async def search_page(conn: asyncpg.Connection, c: Criteria, match: Match, *, li
     found: set[int] = set()
     for part in parts(c, match):
         found.update(await _stream(conn, part, after, limit + 1))
-    ids = sorted(found)[:limit + 1]
+    ids = sorted(found)[: limit + 1]
     more = len(ids) > limit
     ids = ids[:limit]
     hits = await _hits(conn, c, ids)

@@ -14,7 +14,7 @@ import hashlib
 import re
 
 # The characters herald_search_norm (migration 0001) removes: apostrophe and quote variants.
-_REMOVED = dict.fromkeys(map(ord, "\u02BC\u2019\u2018'`\u00B4\u201C\u201D\u00AB\u00BB\""))
+_REMOVED = dict.fromkeys(map(ord, "\u02bc\u2019\u2018'`\u00b4\u201c\u201d\u00ab\u00bb\""))
 _SPACES = re.compile(r"\s+")
 # A word starts the text or follows a space or a hyphen (Іванова-Петренко); the keys of
 # migration 0029 split words at the same two characters.
@@ -76,7 +76,9 @@ def search_keys(norm: str | None, tag: str) -> set[int]:
 def client_search_keys(name_norm: str, addresses_norm: list[str]) -> list[int]:
     """The Python twin of herald_client_search_keys: the name's keys ascending, then the
     addresses' keys ascending."""
-    return sorted(search_keys(name_norm, NAME_TAG)) + sorted(search_keys(" ".join(addresses_norm), ADDRESS_TAG))
+    return sorted(search_keys(name_norm, NAME_TAG)) + sorted(
+        search_keys(" ".join(addresses_norm), ADDRESS_TAG)
+    )
 
 
 def query_keys(word: str, tag: str) -> list[int]:

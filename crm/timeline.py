@@ -25,12 +25,29 @@ from herald.errors import InvalidInput
 
 SOURCES = ("charge", "event", "message", "payment", "reading")
 # Kinds of the merged sources; every other kind is a timeline_events row.
-SOURCE_KINDS = {"message": "message", "reading": "reading", "charge": "charge", "payment": "payment"}
+SOURCE_KINDS = {
+    "message": "message",
+    "reading": "reading",
+    "charge": "charge",
+    "payment": "payment",
+}
 _INT_IDS = ("event", "reading")
-_CHANNEL_NAMES = {"sms": "SMS", "viber": "Viber", "email": "E-mail", "push": "Push",
-                  "telegram": "Telegram", "voice": "Голосове"}
-_SOURCE_NAMES = {"cabinet": "особовий кабінет", "app": "мобільний застосунок", "ivr": "IVR",
-                 "chatbot": "чат-бот", "operator": "оператор", "gdo": "оператор ГРМ"}
+_CHANNEL_NAMES = {
+    "sms": "SMS",
+    "viber": "Viber",
+    "email": "E-mail",
+    "push": "Push",
+    "telegram": "Telegram",
+    "voice": "Голосове",
+}
+_SOURCE_NAMES = {
+    "cabinet": "особовий кабінет",
+    "app": "мобільний застосунок",
+    "ivr": "IVR",
+    "chatbot": "чат-бот",
+    "operator": "оператор",
+    "gdo": "оператор ГРМ",
+}
 
 
 class TimelineItem(msgspec.Struct, frozen=True):
@@ -102,25 +119,41 @@ def _checked(event: NewEvent) -> NewEvent:
     return msgspec.structs.replace(event, title=event.title[:500], detail=detail)
 
 
-async def record_event(conn: asyncpg.Connection, *, client_id: int, kind: str, at: dt.datetime,
-                       title: str, status: str | None = None, channel: str | None = None,
-                       direction: str | None = None, ref_type: str | None = None,
-                       ref_id: str | None = None, detail: dict[str, Any] | None = None) -> None:
+async def record_event(
+    conn: asyncpg.Connection,
+    *,
+    client_id: int,
+    kind: str,
+    at: dt.datetime,
+    title: str,
+    status: str | None = None,
+    channel: str | None = None,
+    direction: str | None = None,
+    ref_type: str | None = None,
+    ref_id: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> None:
     """Append an item to a client's feed, or update the one of the same object.
 
     With (ref_type, ref_id), an existing item of that client, kind and object gets the new
     title and status and its detail merged with ``detail`` (keys given replace old ones);
     channel and direction are kept unless given; ``at`` stays the first one.
     """
-    event = _checked(NewEvent(client_id, kind, at, title, status, channel, direction,
-                              ref_type, ref_id, detail))
+    event = _checked(
+        NewEvent(client_id, kind, at, title, status, channel, direction, ref_type, ref_id, detail)
+    )
     async with conn.transaction():
         created = await _append(conn, [event])
         if created[0] or event.ref_type is None:
             return
         ref = await conn.fetchrow(
             "SELECT event_id, event_at FROM timeline_refs WHERE client_id = $1 AND kind = $2 "
-            "AND ref_type = $3 AND ref_id = $4", client_id, kind, ref_type, ref_id)
+            "AND ref_type = $3 AND ref_id = $4",
+            client_id,
+            kind,
+            ref_type,
+            ref_id,
+        )
         await conn.execute(
             """
             UPDATE timeline_events SET
@@ -132,8 +165,15 @@ async def record_event(conn: asyncpg.Connection, *, client_id: int, kind: str, a
                               ELSE $7::jsonb END,
                 updated_at = herald_now()
             WHERE at = $1 AND id = $2
-            """, ref["event_at"], ref["event_id"], event.title, status, channel, direction,
-            event.detail)
+            """,
+            ref["event_at"],
+            ref["event_id"],
+            event.title,
+            status,
+            channel,
+            direction,
+            event.detail,
+        )
 
 
 async def append_new(conn: asyncpg.Connection, events: Sequence[NewEvent]) -> list[bool]:
@@ -165,10 +205,16 @@ async def _append(conn: asyncpg.Connection, events: Sequence[NewEvent]) -> list[
                  AS i(c, k, t, r, a)
             ON CONFLICT DO NOTHING
             RETURNING client_id, kind, ref_type, ref_id, event_id
-            """, [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys],
-            [k[3] for k in keys], [events[keyed[k]].at for k in keys])
-        inserted = {(r["client_id"], r["kind"], r["ref_type"], r["ref_id"]): r["event_id"]
-                    for r in rows}
+            """,
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [k[2] for k in keys],
+            [k[3] for k in keys],
+            [events[keyed[k]].at for k in keys],
+        )
+        inserted = {
+            (r["client_id"], r["kind"], r["ref_type"], r["ref_id"]): r["event_id"] for r in rows
+        }
         for key, n in keyed.items():
             if key in inserted:
                 ids[n] = inserted[key]
@@ -185,13 +231,21 @@ async def _append(conn: asyncpg.Connection, events: Sequence[NewEvent]) -> list[
                         $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[])
                  AS x(i, c, k, a, t, s, ch, d, rt, ri, de)
             """,
-            [ids[n] for n in todo], [events[n].client_id for n in todo],
-            [events[n].kind for n in todo], [events[n].at for n in todo],
-            [events[n].title for n in todo], [events[n].status for n in todo],
-            [events[n].channel for n in todo], [events[n].direction for n in todo],
-            [events[n].ref_type for n in todo], [events[n].ref_id for n in todo],
-            [None if events[n].detail is None else _json.encode(events[n].detail).decode()
-             for n in todo])
+            [ids[n] for n in todo],
+            [events[n].client_id for n in todo],
+            [events[n].kind for n in todo],
+            [events[n].at for n in todo],
+            [events[n].title for n in todo],
+            [events[n].status for n in todo],
+            [events[n].channel for n in todo],
+            [events[n].direction for n in todo],
+            [events[n].ref_type for n in todo],
+            [events[n].ref_id for n in todo],
+            [
+                None if events[n].detail is None else _json.encode(events[n].detail).decode()
+                for n in todo
+            ],
+        )
     return new
 
 
@@ -206,8 +260,11 @@ def encode_cursor(item: TimelineItem) -> str:
 def decode_cursor(value: str) -> Cursor:
     """The position a cursor stands for, or a 400 naming ``cursor``."""
     cursor = cursors.decode(value, Cursor)
-    if cursor.source not in SOURCES or cursor.at.tzinfo is None \
-            or isinstance(cursor.id, int) != (cursor.source in _INT_IDS):
+    if (
+        cursor.source not in SOURCES
+        or cursor.at.tzinfo is None
+        or isinstance(cursor.id, int) != (cursor.source in _INT_IDS)
+    ):
         raise InvalidInput("cursor", "not a cursor this API gave out")
     return cursor
 
@@ -230,8 +287,9 @@ class _Where:
     def add(self, fragment: str, *values: Any) -> None:
         self.parts.append(fragment.format(*(self.param(v) for v in values)))
 
-    def position(self, at: str, id_: str, source: str, cursor: Cursor | None,
-                 flt: TimelineFilter) -> None:
+    def position(
+        self, at: str, id_: str, source: str, cursor: Cursor | None, flt: TimelineFilter
+    ) -> None:
         """Below the cursor (in (at, source, id) order, descending) and within the period."""
         if cursor is not None:
             if source > cursor.source:
@@ -257,8 +315,9 @@ def _below(item: TimelineItem, cursor: Cursor | None) -> bool:
 # -- Reading the sources --------------------------------------------------------------------
 
 
-async def _events(conn: asyncpg.Connection, client_id: int, limit: int, cursor: Cursor | None,
-                  flt: TimelineFilter) -> list[TimelineItem]:
+async def _events(
+    conn: asyncpg.Connection, client_id: int, limit: int, cursor: Cursor | None, flt: TimelineFilter
+) -> list[TimelineItem]:
     where = _Where(client_id)
     where.position("at", "id", "event", cursor, flt)
     if flt.kinds is not None:
@@ -270,27 +329,46 @@ async def _events(conn: asyncpg.Connection, client_id: int, limit: int, cursor: 
         SELECT id, kind, at, title, status, channel, direction, ref_type, ref_id, detail
         FROM timeline_events WHERE client_id = $1 AND {where.sql}
         ORDER BY at DESC, id DESC LIMIT {limit}
-        """, *where.args)
+        """,
+        *where.args,
+    )
     items = []
     for r in rows:
-        detail = dict(r["detail"]) if isinstance(r["detail"], dict) else (
-            None if r["detail"] is None else {"value": r["detail"]})
+        detail = (
+            dict(r["detail"])
+            if isinstance(r["detail"], dict)
+            else (None if r["detail"] is None else {"value": r["detail"]})
+        )
         if r["ref_type"] is not None:
             detail = {**(detail or {}), "ref_type": r["ref_type"], "ref_id": r["ref_id"]}
-        items.append(TimelineItem("event", str(r["id"]), r["kind"], r["at"], r["title"],
-                                  r["status"], r["channel"], r["direction"], detail))
+        items.append(
+            TimelineItem(
+                "event",
+                str(r["id"]),
+                r["kind"],
+                r["at"],
+                r["title"],
+                r["status"],
+                r["channel"],
+                r["direction"],
+                detail,
+            )
+        )
     return items
 
 
 # Ties of one message's events (one COPY shares its transaction's clock) go to the later stage.
-_STAGE = ("CASE e.status WHEN 'read' THEN 7 WHEN 'delivered' THEN 6 WHEN 'failed' THEN 5 "
-          "WHEN 'sent' THEN 4 WHEN 'skipped' THEN 3 WHEN 'cancelled' THEN 3 WHEN 'held' THEN 2 "
-          "WHEN 'queued' THEN 1 "
-          "ELSE 0 END")
+_STAGE = (
+    "CASE e.status WHEN 'read' THEN 7 WHEN 'delivered' THEN 6 WHEN 'failed' THEN 5 "
+    "WHEN 'sent' THEN 4 WHEN 'skipped' THEN 3 WHEN 'cancelled' THEN 3 WHEN 'held' THEN 2 "
+    "WHEN 'queued' THEN 1 "
+    "ELSE 0 END"
+)
 
 
-async def _messages(conn: asyncpg.Connection, client_id: int, limit: int, cursor: Cursor | None,
-                    flt: TimelineFilter) -> list[TimelineItem]:
+async def _messages(
+    conn: asyncpg.Connection, client_id: int, limit: int, cursor: Cursor | None, flt: TimelineFilter
+) -> list[TimelineItem]:
     where = _Where(client_id)
     where.position("m.at", 'm.message_id COLLATE "C"', "message", cursor, flt)
     if flt.channel is not None:
@@ -312,22 +390,44 @@ async def _messages(conn: asyncpg.Connection, client_id: int, limit: int, cursor
         LEFT JOIN message_templates t ON t.id = c.template_id
         WHERE {where.sql}
         ORDER BY m.at DESC, m.message_id COLLATE "C" DESC LIMIT {limit}
-        """, *where.args)
+        """,
+        *where.args,
+    )
     items = []
     for r in rows:
         channel_name = _CHANNEL_NAMES.get(r["channel"] or "", r["channel"] or "")
-        title = f"{channel_name}: {r['campaign_name']}" if r["campaign_name"] else \
-            f"Повідомлення {channel_name}".strip()
-        items.append(TimelineItem(
-            "message", r["message_id"], "message", r["at"], title, r["status"], r["channel"],
-            "out", {"message_id": r["message_id"], "campaign_id": r["campaign_id"],
-                    "campaign_name": r["campaign_name"], "topic": r["topic"], "step": r["step"],
-                    "reason": r["reason"], "status_at": r["updated_at"].isoformat()}))
+        title = (
+            f"{channel_name}: {r['campaign_name']}"
+            if r["campaign_name"]
+            else f"Повідомлення {channel_name}".strip()
+        )
+        items.append(
+            TimelineItem(
+                "message",
+                r["message_id"],
+                "message",
+                r["at"],
+                title,
+                r["status"],
+                r["channel"],
+                "out",
+                {
+                    "message_id": r["message_id"],
+                    "campaign_id": r["campaign_id"],
+                    "campaign_name": r["campaign_name"],
+                    "topic": r["topic"],
+                    "step": r["step"],
+                    "reason": r["reason"],
+                    "status_at": r["updated_at"].isoformat(),
+                },
+            )
+        )
     return items
 
 
-async def _readings(conn: asyncpg.Connection, client_id: int, limit: int, cursor: Cursor | None,
-                    flt: TimelineFilter) -> list[TimelineItem]:
+async def _readings(
+    conn: asyncpg.Connection, client_id: int, limit: int, cursor: Cursor | None, flt: TimelineFilter
+) -> list[TimelineItem]:
     where = _Where(client_id)
     where.position("r.at", "r.id", "reading", cursor, flt)
     if flt.channel is not None:
@@ -345,16 +445,33 @@ async def _readings(conn: asyncpg.Connection, client_id: int, limit: int, cursor
             ORDER BY r.at DESC, r.id DESC LIMIT {limit}) r
         WHERE a.client_id = $1
         ORDER BY r.at DESC, r.id DESC LIMIT {limit}
-        """, *where.args)
-    return [TimelineItem(
-        "reading", str(r["id"]), "reading", r["at"],
-        f"Показник лічильника {r['serial_number']}: {r['value']} м³"
-        f" ({_SOURCE_NAMES.get(r['source'], r['source'])})",
-        None, r["source"], "out" if r["source"] == "gdo" else "in",
-        {"meter_id": r["meter_id"], "account_id": r["account_id"], "serial_number": r["serial_number"],
-         "value": str(r["value"]), "read_on": r["read_on"].isoformat(), "source": r["source"],
-         "is_replacement": r["is_replacement"], "entered_by": r["entered_by_login"]})
-        for r in rows]
+        """,
+        *where.args,
+    )
+    return [
+        TimelineItem(
+            "reading",
+            str(r["id"]),
+            "reading",
+            r["at"],
+            f"Показник лічильника {r['serial_number']}: {r['value']} м³"
+            f" ({_SOURCE_NAMES.get(r['source'], r['source'])})",
+            None,
+            r["source"],
+            "out" if r["source"] == "gdo" else "in",
+            {
+                "meter_id": r["meter_id"],
+                "account_id": r["account_id"],
+                "serial_number": r["serial_number"],
+                "value": str(r["value"]),
+                "read_on": r["read_on"].isoformat(),
+                "source": r["source"],
+                "is_replacement": r["is_replacement"],
+                "entered_by": r["entered_by_login"],
+            },
+        )
+        for r in rows
+    ]
 
 
 def _moment(value: Any) -> dt.datetime | None:
@@ -386,41 +503,86 @@ def _billing_items(rows: Iterable[Mapping[str, Any]]) -> list[TimelineItem]:
                 continue
             period = str(c.get("period") or "")[:7]
             amount = _amount(c.get("amount"))
-            items.append(TimelineItem(
-                "charge", f"{r['account_id']}:{c['id']}", "charge", at,
-                f"Нарахування за {period}: {amount} грн (ОР {r['or_number']})", None, None, None,
-                {"account_id": r["account_id"], "or_number": r["or_number"], "charge_id": str(c["id"]),
-                 "period": c.get("period"), "volume_m3": _amount(c.get("volume_m3")),
-                 "amount": amount}))
+            items.append(
+                TimelineItem(
+                    "charge",
+                    f"{r['account_id']}:{c['id']}",
+                    "charge",
+                    at,
+                    f"Нарахування за {period}: {amount} грн (ОР {r['or_number']})",
+                    None,
+                    None,
+                    None,
+                    {
+                        "account_id": r["account_id"],
+                        "or_number": r["or_number"],
+                        "charge_id": str(c["id"]),
+                        "period": c.get("period"),
+                        "volume_m3": _amount(c.get("volume_m3")),
+                        "amount": amount,
+                    },
+                )
+            )
         for p in r["payments"] if isinstance(r["payments"], list) else ():
             at = _moment(p.get("paid_at")) if isinstance(p, dict) else None
             if at is None or p.get("id") is None:
                 continue
             amount = _amount(p.get("amount"))
-            items.append(TimelineItem(
-                "payment", f"{r['account_id']}:{p['id']}", "payment", at,
-                f"Оплата {amount} грн (ОР {r['or_number']})", None, None, "in",
-                {"account_id": r["account_id"], "or_number": r["or_number"],
-                 "payment_id": str(p["id"]), "amount": amount, "method": p.get("method")}))
+            items.append(
+                TimelineItem(
+                    "payment",
+                    f"{r['account_id']}:{p['id']}",
+                    "payment",
+                    at,
+                    f"Оплата {amount} грн (ОР {r['or_number']})",
+                    None,
+                    None,
+                    "in",
+                    {
+                        "account_id": r["account_id"],
+                        "or_number": r["or_number"],
+                        "payment_id": str(p["id"]),
+                        "amount": amount,
+                        "method": p.get("method"),
+                    },
+                )
+            )
     return items
 
 
-async def _billing(conn: asyncpg.Connection, client_id: int, wanted: set[str],
-                   cursor: Cursor | None, flt: TimelineFilter) -> list[TimelineItem]:
+async def _billing(
+    conn: asyncpg.Connection,
+    client_id: int,
+    wanted: set[str],
+    cursor: Cursor | None,
+    flt: TimelineFilter,
+) -> list[TimelineItem]:
     # Billing's recent lists are a few dozen entries per account: filter them here.
     if flt.channel is not None:
         return []
     rows = await conn.fetch(
         "SELECT b.account_id, a.or_number, b.charges, b.payments FROM accounts a "
-        "JOIN billing_snapshots b ON b.account_id = a.id WHERE a.client_id = $1", client_id)
-    return [i for i in _billing_items(rows)
-            if i.source in wanted and _below(i, cursor)
-            and (flt.since is None or i.at >= flt.since) and (flt.until is None or i.at < flt.until)]
+        "JOIN billing_snapshots b ON b.account_id = a.id WHERE a.client_id = $1",
+        client_id,
+    )
+    return [
+        i
+        for i in _billing_items(rows)
+        if i.source in wanted
+        and _below(i, cursor)
+        and (flt.since is None or i.at >= flt.since)
+        and (flt.until is None or i.at < flt.until)
+    ]
 
 
-async def client_timeline(conn: asyncpg.Connection, client_id: int, *, limit: int,
-                          cursor: Cursor | None = None,
-                          flt: TimelineFilter = NO_FILTER) -> TimelinePage:
+async def client_timeline(
+    conn: asyncpg.Connection,
+    client_id: int,
+    *,
+    limit: int,
+    cursor: Cursor | None = None,
+    flt: TimelineFilter = NO_FILTER,
+) -> TimelinePage:
     """One page of the client's feed, newest first."""
     wanted = set(SOURCES)
     if flt.kinds is not None:

@@ -30,6 +30,7 @@ async def set_language(conn: asyncpg.Connection, actor: Actor, user_id: int, lan
             raise NotFound(f"user {user_id} not found")
         if old != language:
             await conn.execute("UPDATE users SET ui_language = $2 WHERE id = $1", user_id, language)
-            await record(conn, actor, [Change("user", str(user_id), "update", "ui_language",
-                                              old, language)])
+            await record(
+                conn, actor, [Change("user", str(user_id), "update", "ui_language", old, language)]
+            )
     return language

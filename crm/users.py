@@ -114,6 +114,7 @@ async def _verify(password_hash: str, password: str) -> bool:
             return _Hashing.hasher.verify(password_hash, password)
         except (VerificationError, InvalidHashError):
             return False
+
     return await asyncio.get_running_loop().run_in_executor(None, verify)
 
 
@@ -138,8 +139,9 @@ async def get_user(conn: asyncpg.Connection, user_id: int) -> User:
 
 
 async def list_users(conn: asyncpg.Connection, *, limit: int, after_id: int = 0) -> list[User]:
-    rows = await conn.fetch(_USER_SELECT + " WHERE u.id > $1 GROUP BY u.id ORDER BY u.id LIMIT $2",
-                            after_id, limit)
+    rows = await conn.fetch(
+        _USER_SELECT + " WHERE u.id > $1 GROUP BY u.id ORDER BY u.id LIMIT $2", after_id, limit
+    )
     return [User(**dict(r)) for r in rows]
 
 
@@ -147,13 +149,22 @@ async def _check_roles(conn: asyncpg.Connection, roles: Sequence[str]) -> None:
     known = {r["code"] for r in await conn.fetch("SELECT code FROM roles")}
     unknown = sorted(set(roles) - known)
     if unknown:
-        raise InvalidInput("roles", f"unknown role(s): {', '.join(unknown)}; "
-                                    f"known: {', '.join(sorted(known))}")
+        raise InvalidInput(
+            "roles", f"unknown role(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
 
 
-async def create_user(conn: asyncpg.Connection, actor: Actor, policy: PasswordPolicy, *,
-                      login: str, full_name: str, password: str, roles: Sequence[str],
-                      email: str | None = None) -> User:
+async def create_user(
+    conn: asyncpg.Connection,
+    actor: Actor,
+    policy: PasswordPolicy,
+    *,
+    login: str,
+    full_name: str,
+    password: str,
+    roles: Sequence[str],
+    email: str | None = None,
+) -> User:
     """Create a user with roles; the journal gets the creation and each role granted."""
     policy.check(password, login)
     password_hash = await hash_password(password)
@@ -162,23 +173,47 @@ async def create_user(conn: asyncpg.Connection, actor: Actor, policy: PasswordPo
         try:
             user_id = await conn.fetchval(
                 "INSERT INTO users (login, full_name, email, password_hash) VALUES ($1, $2, $3, $4) "
-                "RETURNING id", login, full_name, email, password_hash)
+                "RETURNING id",
+                login,
+                full_name,
+                email,
+                password_hash,
+            )
         except asyncpg.UniqueViolationError:
             raise Conflict(f"login {login!r} is taken") from None
-        await conn.executemany("INSERT INTO user_roles (user_id, role_code) VALUES ($1, $2)",
-                               [(user_id, r) for r in sorted(set(roles))])
-        await audit.record(conn, actor, [
-            Change("user", str(user_id), "create", None, None,
-                   {"login": login, "full_name": full_name, "email": email}),
-            Change("user", str(user_id), "update", "roles", [], sorted(set(roles))),
-        ])
+        await conn.executemany(
+            "INSERT INTO user_roles (user_id, role_code) VALUES ($1, $2)",
+            [(user_id, r) for r in sorted(set(roles))],
+        )
+        await audit.record(
+            conn,
+            actor,
+            [
+                Change(
+                    "user",
+                    str(user_id),
+                    "create",
+                    None,
+                    None,
+                    {"login": login, "full_name": full_name, "email": email},
+                ),
+                Change("user", str(user_id), "update", "roles", [], sorted(set(roles))),
+            ],
+        )
         return await get_user(conn, user_id)
 
 
-async def update_user(conn: asyncpg.Connection, actor: Actor, user_id: int, *,
-                      full_name: str | None = None, email: str | None = None,
-                      is_active: bool | None = None, roles: Sequence[str] | None = None,
-                      unlock: bool = False) -> User:
+async def update_user(
+    conn: asyncpg.Connection,
+    actor: Actor,
+    user_id: int,
+    *,
+    full_name: str | None = None,
+    email: str | None = None,
+    is_active: bool | None = None,
+    roles: Sequence[str] | None = None,
+    unlock: bool = False,
+) -> User:
     """Change a user's attributes; deactivation ends their sessions at once.
 
     Conflict when the change would leave no active user able to manage roles and users.
@@ -187,23 +222,36 @@ async def update_user(conn: asyncpg.Connection, actor: Actor, user_id: int, *,
         before = await conn.fetchrow("SELECT * FROM users WHERE id = $1 FOR UPDATE", user_id)
         if before is None:
             raise NotFound(f"user {user_id} does not exist")
-        old_roles = sorted(r["role_code"] for r in await conn.fetch(
-            "SELECT role_code FROM user_roles WHERE user_id = $1", user_id))
-        new: dict[str, object] = {k: v for k, v in {"full_name": full_name, "email": email,
-                                 "is_active": is_active}.items() if v is not None}
+        old_roles = sorted(
+            r["role_code"]
+            for r in await conn.fetch(
+                "SELECT role_code FROM user_roles WHERE user_id = $1", user_id
+            )
+        )
+        new: dict[str, object] = {
+            k: v
+            for k, v in {"full_name": full_name, "email": email, "is_active": is_active}.items()
+            if v is not None
+        }
         if unlock:
             new.update(locked_until=None, failed_logins=0)
         changes = audit.field_changes("user", user_id, dict(before), new)
         for change in changes:
-            await conn.execute(f"UPDATE users SET {change.field} = $2, updated_at = herald_now() "
-                               "WHERE id = $1", user_id, change.new)
+            await conn.execute(
+                f"UPDATE users SET {change.field} = $2, updated_at = herald_now() WHERE id = $1",
+                user_id,
+                change.new,
+            )
         if roles is not None and sorted(set(roles)) != old_roles:
             await _check_roles(conn, roles)
             await conn.execute("DELETE FROM user_roles WHERE user_id = $1", user_id)
-            await conn.executemany("INSERT INTO user_roles (user_id, role_code) VALUES ($1, $2)",
-                                   [(user_id, r) for r in sorted(set(roles))])
-            changes.append(Change("user", str(user_id), "update", "roles", old_roles,
-                                  sorted(set(roles))))
+            await conn.executemany(
+                "INSERT INTO user_roles (user_id, role_code) VALUES ($1, $2)",
+                [(user_id, r) for r in sorted(set(roles))],
+            )
+            changes.append(
+                Change("user", str(user_id), "update", "roles", old_roles, sorted(set(roles)))
+            )
         if unlock:
             await login_guard.forget_locks(conn, user_id)
         if is_active is False:
@@ -212,9 +260,16 @@ async def update_user(conn: asyncpg.Connection, actor: Actor, user_id: int, *,
         return await get_user(conn, user_id)
 
 
-async def set_password(conn: asyncpg.Connection, actor: Actor, policy: PasswordPolicy,
-                       user_id: int, new_password: str, *, current_password: str | None = None,
-                       keep_session: bytes | None = None) -> None:
+async def set_password(
+    conn: asyncpg.Connection,
+    actor: Actor,
+    policy: PasswordPolicy,
+    user_id: int,
+    new_password: str,
+    *,
+    current_password: str | None = None,
+    keep_session: bytes | None = None,
+) -> None:
     """Set a password (checking the current one when given) and end the user's other sessions.
 
     An administrator's reset (no current password) ends every session of the user and
@@ -228,20 +283,35 @@ async def set_password(conn: asyncpg.Connection, actor: Actor, policy: PasswordP
     policy.check(new_password, row["login"], field="new_password")
     new_hash = await hash_password(new_password)
     async with conn.transaction():
-        await conn.execute("UPDATE users SET password_hash = $2, password_changed_at = herald_now(), "
-                           "updated_at = herald_now() WHERE id = $1", user_id, new_hash)
-        await conn.execute("DELETE FROM sessions WHERE user_id = $1 AND token_hash <> $2",
-                           user_id, keep_session or b"")
+        await conn.execute(
+            "UPDATE users SET password_hash = $2, password_changed_at = herald_now(), "
+            "updated_at = herald_now() WHERE id = $1",
+            user_id,
+            new_hash,
+        )
+        await conn.execute(
+            "DELETE FROM sessions WHERE user_id = $1 AND token_hash <> $2",
+            user_id,
+            keep_session or b"",
+        )
         if current_password is None:
             await login_guard.forget_locks(conn, user_id)
         # The journal says that the password changed, never what it is.
         await audit.record(conn, actor, [Change("user", str(user_id), "update", "password")])
 
 
-async def login(conn: asyncpg.Connection, policy: LoginPolicy, *, login_name: str,
-                password: str, ttl: dt.timedelta, request_id: str | None,
-                client_ip: str | None = None, user_agent: str | None = None,
-                device_token: str | None = None) -> tuple[str, Principal, str]:
+async def login(
+    conn: asyncpg.Connection,
+    policy: LoginPolicy,
+    *,
+    login_name: str,
+    password: str,
+    ttl: dt.timedelta,
+    request_id: str | None,
+    client_ip: str | None = None,
+    user_agent: str | None = None,
+    device_token: str | None = None,
+) -> tuple[str, Principal, str]:
     """Check credentials and open a session; return its bearer token, the principal and the
     device token to keep (the same as given when it was one already).
 
@@ -249,8 +319,10 @@ async def login(conn: asyncpg.Connection, policy: LoginPolicy, *, login_name: st
     AccountLocked for a locked account (or device). Every outcome is journalled: success, a
     wrong password, a lock-out; a lock-out ends the user's open sessions.
     """
-    row = await conn.fetchrow("SELECT id, login, password_hash, is_active FROM users "
-                              "WHERE lower(login) = lower($1)", login_name)
+    row = await conn.fetchrow(
+        "SELECT id, login, password_hash, is_active FROM users WHERE lower(login) = lower($1)",
+        login_name,
+    )
     device = login_guard.device_hash(device_token)
     known = row is not None and await login_guard.is_known_device(conn, policy, device, row["id"])
     if not known:
@@ -263,25 +335,49 @@ async def login(conn: asyncpg.Connection, policy: LoginPolicy, *, login_name: st
     claim = await login_guard.take_attempt(conn, policy, row["id"], device if known else None)
     if not await _verify(row["password_hash"], password) or not row["is_active"]:
         prefix = "device_" if known else ""
-        changes = [Change("user", entity, "login_failed", f"{prefix}failed_logins",
-                          claim.failures - 1, claim.failures)]
+        changes = [
+            Change(
+                "user",
+                entity,
+                "login_failed",
+                f"{prefix}failed_logins",
+                claim.failures - 1,
+                claim.failures,
+            )
+        ]
         async with conn.transaction():
             if claim.locks_until is not None:
-                changes.append(Change("user", entity, "lock", f"{prefix}locked_until", None,
-                                      claim.locks_until.isoformat()))
-                ended = await conn.fetchval("WITH d AS (DELETE FROM sessions WHERE user_id = $1 "
-                                            "RETURNING 1) SELECT count(*) FROM d", row["id"])
+                changes.append(
+                    Change(
+                        "user",
+                        entity,
+                        "lock",
+                        f"{prefix}locked_until",
+                        None,
+                        claim.locks_until.isoformat(),
+                    )
+                )
+                ended = await conn.fetchval(
+                    "WITH d AS (DELETE FROM sessions WHERE user_id = $1 "
+                    "RETURNING 1) SELECT count(*) FROM d",
+                    row["id"],
+                )
                 if ended:
                     changes.append(Change("user", entity, "end_sessions", "sessions", ended, 0))
             await audit.record(conn, actor, changes)
         if claim.locks_until is not None:
-            raise AccountLocked("too many failed logins; the account is locked"
-                                + (" on this device" if known else " for devices not used before"),
-                                claim.locks_until.isoformat())
+            raise AccountLocked(
+                "too many failed logins; the account is locked"
+                + (" on this device" if known else " for devices not used before"),
+                claim.locks_until.isoformat(),
+            )
         raise AuthenticationFailed("login or password is wrong")
     if _Hashing.hasher.check_needs_rehash(row["password_hash"]):
-        await conn.execute("UPDATE users SET password_hash = $2 WHERE id = $1",
-                           row["id"], await hash_password(password))
+        await conn.execute(
+            "UPDATE users SET password_hash = $2 WHERE id = $1",
+            row["id"],
+            await hash_password(password),
+        )
     token = secrets.token_urlsafe(32)
     if device is None or device_token is None:  # no device token, or not one of ours
         device_token = login_guard.new_device_token()
@@ -292,15 +388,21 @@ async def login(conn: asyncpg.Connection, policy: LoginPolicy, *, login_name: st
         await conn.execute(
             "INSERT INTO sessions (token_hash, user_id, expires_at, client_ip, user_agent) "
             "VALUES ($1, $2, herald_now() + $3::interval, $4::inet, $5)",
-            _token_hash(token), row["id"], ttl, client_ip, (user_agent or "")[:500])
+            _token_hash(token),
+            row["id"],
+            ttl,
+            client_ip,
+            (user_agent or "")[:500],
+        )
         await audit.record(conn, actor, [Change("user", entity, "login")])
     principal = await resolve_session(conn, token, ttl)
     assert principal is not None  # just created in this connection
     return token, principal, device_token
 
 
-async def resolve_session(conn: asyncpg.Connection, token: str,
-                          ttl: dt.timedelta) -> Principal | None:
+async def resolve_session(
+    conn: asyncpg.Connection, token: str, ttl: dt.timedelta
+) -> Principal | None:
     """The principal of a live session token, or None; sliding expiry, at most one write a minute."""
     key = _token_hash(token)
     row = await conn.fetchrow(
@@ -311,14 +413,25 @@ async def resolve_session(conn: asyncpg.Connection, token: str,
                      JOIN role_permissions rp USING (role_code) WHERE ur.user_id = u.id) AS permissions
         FROM sessions s JOIN users u ON u.id = s.user_id
         WHERE s.token_hash = $1 AND s.expires_at > herald_now() AND u.is_active
-        """, key)
+        """,
+        key,
+    )
     if row is not None and row["stale"]:
-        await conn.execute("UPDATE sessions SET last_seen_at = herald_now(), expires_at = herald_now() + $2::interval "
-                           "WHERE token_hash = $1", key, ttl)
+        await conn.execute(
+            "UPDATE sessions SET last_seen_at = herald_now(), expires_at = herald_now() + $2::interval "
+            "WHERE token_hash = $1",
+            key,
+            ttl,
+        )
     if row is None:
         return None
-    return Principal(user_id=row["id"], login=row["login"], full_name=row["full_name"],
-                     roles=frozenset(row["roles"]), permissions=frozenset(row["permissions"]))
+    return Principal(
+        user_id=row["id"],
+        login=row["login"],
+        full_name=row["full_name"],
+        roles=frozenset(row["roles"]),
+        permissions=frozenset(row["permissions"]),
+    )
 
 
 async def logout(conn: asyncpg.Connection, actor: Actor, token: str) -> None:

@@ -26,16 +26,22 @@ def realtime_deadlines_key(settings: Settings) -> str:
     return f"{settings.namespace}:realtime:receipt_deadlines"
 
 
-async def await_realtime_receipts(redis: aioredis.Redis, settings: Settings,
-                                  message_ids: Sequence[str], timeout_seconds: float) -> None:
+async def await_realtime_receipts(
+    redis: aioredis.Redis, settings: Settings, message_ids: Sequence[str], timeout_seconds: float
+) -> None:
     """Start the receipt clock of realtime messages about to be handed to a provider."""
     if message_ids:
         deadline = clock.time() + timeout_seconds
         await redis.zadd(realtime_deadlines_key(settings), {m: deadline for m in message_ids})
 
 
-async def await_receipts(redis: aioredis.Redis, settings: Settings, campaign_id: int,
-                         message_ids: Sequence[str], timeout_seconds: float) -> None:
+async def await_receipts(
+    redis: aioredis.Redis,
+    settings: Settings,
+    campaign_id: int,
+    message_ids: Sequence[str],
+    timeout_seconds: float,
+) -> None:
     """Start the receipt clock of messages about to be handed to a provider."""
     if message_ids:
         deadline = clock.time() + timeout_seconds
@@ -62,7 +68,9 @@ def _by_key(settings: Settings, message_ids: Sequence[str]) -> dict[str, list[st
     return groups
 
 
-async def still_waiting(redis: aioredis.Redis, settings: Settings, message_ids: Sequence[str]) -> set[str]:
+async def still_waiting(
+    redis: aioredis.Redis, settings: Settings, message_ids: Sequence[str]
+) -> set[str]:
     """The ids among these still waiting for a receipt."""
     found: set[str] = set()
     for key, ids in _by_key(settings, message_ids).items():
@@ -71,8 +79,9 @@ async def still_waiting(redis: aioredis.Redis, settings: Settings, message_ids: 
     return found
 
 
-async def stop_waiting(redis: aioredis.Redis, settings: Settings,
-                       message_ids: Sequence[str]) -> None:
+async def stop_waiting(
+    redis: aioredis.Redis, settings: Settings, message_ids: Sequence[str]
+) -> None:
     """Stop the receipt clock of these messages (received, timed out, or never accepted)."""
     for key, ids in _by_key(settings, message_ids).items():
         await redis.zrem(key, *ids)

@@ -13,8 +13,16 @@ import redis.asyncio as aioredis
 from herald import clock
 from herald.settings import Settings
 
-EVENT_COLUMNS = ("message_id", "campaign_id", "client_id", "step", "channel", "status",
-                 "reason", "provider_id")
+EVENT_COLUMNS = (
+    "message_id",
+    "campaign_id",
+    "client_id",
+    "step",
+    "channel",
+    "status",
+    "reason",
+    "provider_id",
+)
 
 
 class Event(msgspec.Struct, frozen=True, array_like=True):
@@ -82,17 +90,23 @@ async def already_final(conn: asyncpg.Connection, message_ids: Sequence[str]) ->
             WHERE message_id = ids.m
               AND status IN ('sent', 'failed', 'skipped', 'delivered', 'read')) e
         GROUP BY ids.m
-        """, list(message_ids))
-    return {r["message_id"]: r["outcome"] if r["hard"] else
-            "receipted" if r["receipted"] else "skipped" for r in rows}
+        """,
+        list(message_ids),
+    )
+    return {
+        r["message_id"]: r["outcome"] if r["hard"] else "receipted" if r["receipted"] else "skipped"
+        for r in rows
+    }
 
 
 async def write_events(conn: asyncpg.Connection, events: Sequence[Event]) -> None:
     """Append events with COPY (one round trip for the whole batch)."""
     if events:
         await conn.copy_records_to_table(
-            "message_events", records=[msgspec.structs.astuple(e) for e in events],
-            columns=EVENT_COLUMNS)
+            "message_events",
+            records=[msgspec.structs.astuple(e) for e in events],
+            columns=EVENT_COLUMNS,
+        )
 
 
 async def write_holds(conn: asyncpg.Connection, holds: Sequence[Hold]) -> None:
@@ -108,13 +122,19 @@ async def write_holds(conn: asyncpg.Connection, holds: Sequence[Hold]) -> None:
                     $6::text[], $7::float8[]) AS h(m, c, cl, s, r, rg, ra)
         ON CONFLICT (message_id) DO NOTHING
         """,
-        [h.message_id for h in holds], [h.campaign_id for h in holds],
-        [h.client_id for h in holds], [h.step for h in holds], [h.reason for h in holds],
-        [h.region_code for h in holds], [h.release_at for h in holds])
+        [h.message_id for h in holds],
+        [h.campaign_id for h in holds],
+        [h.client_id for h in holds],
+        [h.step for h in holds],
+        [h.reason for h in holds],
+        [h.region_code for h in holds],
+        [h.release_at for h in holds],
+    )
 
 
-async def count(redis: aioredis.Redis, settings: Settings, campaign_id: int | None,
-                events: Sequence[Event]) -> None:
+async def count(
+    redis: aioredis.Redis, settings: Settings, campaign_id: int | None, events: Sequence[Event]
+) -> None:
     """Add a batch's outcomes to the campaign's live counters in one round trip.
 
     Realtime messages (``campaign_id`` None) count into one set of counters of their own."""
@@ -129,8 +149,9 @@ async def count(redis: aioredis.Redis, settings: Settings, campaign_id: int | No
         await pipe.execute()
 
 
-async def live_stats(redis: aioredis.Redis, settings: Settings,
-                     campaign_id: int | None) -> dict[str, int | float]:
+async def live_stats(
+    redis: aioredis.Redis, settings: Settings, campaign_id: int | None
+) -> dict[str, int | float]:
     """The campaign's live counters as stored (names from counter_fields)."""
     raw = await redis.hgetall(stats_key(settings, campaign_id))
     out: dict[str, int | float] = {}
@@ -153,17 +174,22 @@ class MessageEvent(msgspec.Struct):
     at: dt.datetime
 
 
-async def recipient_events(conn: asyncpg.Connection, campaign_id: int,
-                           client_id: int) -> list[MessageEvent]:
+async def recipient_events(
+    conn: asyncpg.Connection, campaign_id: int, client_id: int
+) -> list[MessageEvent]:
     """Everything recorded about one client's messages in a campaign, oldest first."""
     rows = await conn.fetch(
         "SELECT message_id, step, channel, status, reason, provider_id, at FROM message_events "
-        "WHERE client_id = $1 AND campaign_id = $2 ORDER BY at, step", client_id, campaign_id)
+        "WHERE client_id = $1 AND campaign_id = $2 ORDER BY at, step",
+        client_id,
+        campaign_id,
+    )
     return [MessageEvent(**dict(r)) for r in rows]
 
 
-async def record_conversions(conn: asyncpg.Connection, campaign_id: int,
-                             client_ids: list[int]) -> list[int]:
+async def record_conversions(
+    conn: asyncpg.Connection, campaign_id: int, client_ids: list[int]
+) -> list[int]:
     """Record a ``converted`` event for each recipient the campaign sent a message to and
     that has none yet; returns the clients newly recorded."""
     rows = await conn.fetch(
@@ -176,5 +202,8 @@ async def record_conversions(conn: asyncpg.Connection, campaign_id: int,
           AND NOT EXISTS (SELECT 1 FROM message_events e WHERE e.message_id =
                           'c' || $1::bigint || ':' || ids.c || ':conversion')
         RETURNING client_id
-        """, campaign_id, client_ids)
+        """,
+        campaign_id,
+        client_ids,
+    )
     return [r[0] for r in rows]

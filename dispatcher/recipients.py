@@ -52,10 +52,29 @@ LEFT JOIN LATERAL (
     ORDER BY ac.role = 'owner' DESC, ct.id LIMIT 1) em ON true
 """
 
-_TEXT = ("first_name", "middle_name", "last_name", "or_number", "eic_code", "region", "address",
-         "city", "tariff", "meter_number", "region_en", "tariff_en")
-_VALUES = ("balance", "debt", "due_date", "last_charge_amount", "last_payment_amount",
-           "last_payment_date", "tariff_price")
+_TEXT = (
+    "first_name",
+    "middle_name",
+    "last_name",
+    "or_number",
+    "eic_code",
+    "region",
+    "address",
+    "city",
+    "tariff",
+    "meter_number",
+    "region_en",
+    "tariff_en",
+)
+_VALUES = (
+    "balance",
+    "debt",
+    "due_date",
+    "last_charge_amount",
+    "last_payment_amount",
+    "last_payment_date",
+    "tariff_price",
+)
 
 
 class Organisation(msgspec.Struct, frozen=True):
@@ -68,8 +87,9 @@ class Organisation(msgspec.Struct, frozen=True):
     payment_url: str  # the OR number is appended: <payment_url>/<or_number>
 
 
-async def load_recipients(conn: asyncpg.Connection, client_ids: Sequence[int],
-                          organisation: Organisation) -> list[Recipient]:
+async def load_recipients(
+    conn: asyncpg.Connection, client_ids: Sequence[int], organisation: Organisation
+) -> list[Recipient]:
     """Recipients of the given clients (unknown ids are left out), in no particular order."""
     rows = await conn.fetch(_SQL, list(client_ids))
     constants = msgspec.structs.asdict(organisation)
@@ -82,8 +102,17 @@ async def load_recipients(conn: asyncpg.Connection, client_ids: Sequence[int],
         variables.update(constants)
         variables["payment_url"] = f"{organisation.payment_url.rstrip('/')}/{row['or_number']}"
         variables["full_name"] = " ".join(
-            p for p in (row["last_name"], row["first_name"], row["middle_name"]) if p)
-        found.append(Recipient(client_id=row["client_id"], phone=row["phone"], email=row["email"],
-                               region_code=row["region_code"], time_zone=row["time_zone"],
-                               variables=variables, language=row["language"]))
+            p for p in (row["last_name"], row["first_name"], row["middle_name"]) if p
+        )
+        found.append(
+            Recipient(
+                client_id=row["client_id"],
+                phone=row["phone"],
+                email=row["email"],
+                region_code=row["region_code"],
+                time_zone=row["time_zone"],
+                variables=variables,
+                language=row["language"],
+            )
+        )
     return found

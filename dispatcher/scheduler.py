@@ -45,8 +45,9 @@ STALLED_SECONDS = 60.0
 class Scheduler:
     """Launches due campaigns, releases holds, expires receipts, completes campaigns."""
 
-    def __init__(self, settings: Settings, pool: asyncpg.Pool, redis: aioredis.Redis,
-                 amqp: AmqpLink) -> None:
+    def __init__(
+        self, settings: Settings, pool: asyncpg.Pool, redis: aioredis.Redis, amqp: AmqpLink
+    ) -> None:
         self.settings = settings
         self.pool = pool
         self.redis = redis
@@ -128,8 +129,15 @@ async def _sleep(stop: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stop.wait(), seconds)
 
 
-async def control(pool: asyncpg.Pool, redis: aioredis.Redis, amqp: AmqpLink, settings: Settings,
-                actor: Actor, campaign_id: int, action: str) -> Campaign:
+async def control(
+    pool: asyncpg.Pool,
+    redis: aioredis.Redis,
+    amqp: AmqpLink,
+    settings: Settings,
+    actor: Actor,
+    campaign_id: int,
+    action: str,
+) -> Campaign:
     """Pause, resume or stop a campaign for an operator (its launch is a duty of the
     scheduler: ``launcher.launch_due``); returns the campaign as it is after the move.
 

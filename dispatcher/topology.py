@@ -43,22 +43,38 @@ async def declare_topology(channel: aio_pika.abc.AbstractChannel, settings: Sett
     await channel.declare_queue(dead, durable=True)
     for shard in range(settings.shards):
         for name in queue_names(settings, shard):
-            await channel.declare_queue(name, durable=True, arguments={
-                "x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead})
+            await channel.declare_queue(
+                name,
+                durable=True,
+                arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead},
+            )
 
 
-async def publish(channel: aio_pika.abc.AbstractChannel, settings: Settings,
-                  items: Sequence[tuple[int, Envelope]], *, realtime: bool = False) -> None:
+async def publish(
+    channel: aio_pika.abc.AbstractChannel,
+    settings: Settings,
+    items: Sequence[tuple[int, Envelope]],
+    *,
+    realtime: bool = False,
+) -> None:
     """Publish (shard, envelope) pairs persistently, awaiting broker confirms in windows."""
     exchange = channel.default_exchange
     for start in range(0, len(items), _CONFIRM_WINDOW):
-        window = items[start:start + _CONFIRM_WINDOW]
-        await asyncio.gather(*(
-            exchange.publish(
-                aio_pika.Message(encoder.encode(envelope),
-                                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                                 content_type="application/json"),
-                # A campaign keeps the shard numbers of its snapshot; fold them
-                # onto the current shard count if it changed since.
-                routing_key=queue_names(settings, shard % settings.shards)[0 if realtime else 1])
-            for shard, envelope in window))
+        window = items[start : start + _CONFIRM_WINDOW]
+        await asyncio.gather(
+            *(
+                exchange.publish(
+                    aio_pika.Message(
+                        encoder.encode(envelope),
+                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                        content_type="application/json",
+                    ),
+                    # A campaign keeps the shard numbers of its snapshot; fold them
+                    # onto the current shard count if it changed since.
+                    routing_key=queue_names(settings, shard % settings.shards)[
+                        0 if realtime else 1
+                    ],
+                )
+                for shard, envelope in window
+            )
+        )

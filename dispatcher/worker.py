@@ -90,7 +90,8 @@ class Consumer:
         self._lanes = lanes
         self._lanes_running = 0
         self._waiting: collections.deque[tuple[AbstractIncomingMessage, RealtimeMessages]] = (
-            collections.deque())
+            collections.deque()
+        )
 
     def _spawn(self, work: Coroutine[object, object, None]) -> None:
         task = asyncio.create_task(work)
@@ -120,8 +121,9 @@ class Consumer:
             while self._waiting:
                 taken: list[tuple[AbstractIncomingMessage, RealtimeMessages]] = []
                 refs: list[tuple[int, int]] = []
-                while self._waiting and (not refs or len(refs) + len(self._waiting[0][1].refs)
-                                         <= MERGED_REFS):
+                while self._waiting and (
+                    not refs or len(refs) + len(self._waiting[0][1].refs) <= MERGED_REFS
+                ):
                     taken.append(self._waiting.popleft())
                     refs.extend(taken[-1][1].refs)
                 merged = RealtimeMessages(refs)
@@ -150,8 +152,9 @@ class Consumer:
     async def _run(self, envelope: Envelope, messages: list[AbstractIncomingMessage]) -> None:
         await self._settle(messages, envelope, done=await self._attempt(envelope))
 
-    async def _settle(self, messages: list[AbstractIncomingMessage], envelope: Envelope, *,
-                      done: bool) -> None:
+    async def _settle(
+        self, messages: list[AbstractIncomingMessage], envelope: Envelope, *, done: bool
+    ) -> None:
         """Ack what was handled; requeue what failed once, dead-letter what failed twice."""
         for message in messages:
             if not done:
@@ -168,16 +171,22 @@ class Consumer:
             except (aio_pika.exceptions.AMQPError, RuntimeError) as exc:
                 # The connection dropped after the work was committed: the broker hands
                 # the message out again and the batch, already done, is skipped.
-                log.warning("could not ack %s (%s); it will be redelivered and skipped",
-                            envelope, exc)
+                log.warning(
+                    "could not ack %s (%s); it will be redelivered and skipped", envelope, exc
+                )
 
     async def drain(self) -> None:
         while self._tasks:  # a message task may start a round while we wait
             await asyncio.wait(set(self._tasks))
 
 
-async def run_worker(settings: Settings, index: int, processes: int,
-                     stop: asyncio.Event | None = None, role: Role = "all") -> None:
+async def run_worker(
+    settings: Settings,
+    index: int,
+    processes: int,
+    stop: asyncio.Event | None = None,
+    role: Role = "all",
+) -> None:
     """One worker process: consume its shards (and maybe lead the scheduler) until stopped.
 
     A realtime process never runs the scheduler: its duties (receipt expiry, releases,
@@ -195,26 +204,32 @@ async def run_worker(settings: Settings, index: int, processes: int,
     await amqp.wait_connected(timeout=30)
     consumer = Consumer(Context(settings, pool, redis, providers, RedisRateLimiter(redis)))
     scheduler = asyncio.create_task(
-        Scheduler(settings, pool, redis, amqp).run(stop) if role != "realtime" else stop.wait())
+        Scheduler(settings, pool, redis, amqp).run(stop) if role != "realtime" else stop.wait()
+    )
     try:
         connection = amqp.connection
         bulk = await connection.channel()
         await bulk.set_qos(prefetch_count=BULK_PREFETCH)
         realtime = await connection.channel()
         await realtime.set_qos(prefetch_count=REALTIME_PREFETCH)
-        mine = list(range(settings.shards)) if role == "realtime" else shards_of(
-            settings, index, processes)
+        mine = (
+            list(range(settings.shards))
+            if role == "realtime"
+            else shards_of(settings, index, processes)
+        )
         priority = FALLBACK_PRIORITY if role == "bulk" else REALTIME_PRIORITY
         for shard in mine:
             realtime_name, bulk_name = queue_names(settings, shard)
             await (await realtime.get_queue(realtime_name)).consume(
-                consumer.on_message, arguments={"x-priority": priority})
+                consumer.on_message, arguments={"x-priority": priority}
+            )
             if role != "realtime":
                 await (await bulk.get_queue(bulk_name)).consume(consumer.on_message)
         log.info("%s worker %d/%d consuming shards %s", role, index + 1, processes, mine)
         await stop.wait()
-        log.info("worker %d stopping: finishing %d messages in hand", index + 1,
-                 len(consumer._tasks))
+        log.info(
+            "worker %d stopping: finishing %d messages in hand", index + 1, len(consumer._tasks)
+        )
         await bulk.close()
         await realtime.close()
         await consumer.drain()
@@ -233,8 +248,9 @@ def _process_main(settings: Settings, index: int, processes: int, role: Role) ->
         # On a busy host the scheduler then runs the realtime process and the API first
         # whenever they have work; campaign throughput only loses what they use.
         os.nice(BULK_NICENESS)
-    configure_logging(settings, f"worker-{index + 1}" if role != "realtime"
-                      else f"realtime-{index + 1}")
+    configure_logging(
+        settings, f"worker-{index + 1}" if role != "realtime" else f"realtime-{index + 1}"
+    )
     uvloop.run(run_worker(settings, index, processes, role=role))
 
 
@@ -244,10 +260,22 @@ def run_workers(settings: Settings, processes: int, realtime_processes: int = 1)
     take realtime work at full priority, as a single process does."""
     ctx = multiprocessing.get_context("spawn")
     bulk_role: Role = "bulk" if realtime_processes else "all"
-    procs = [ctx.Process(target=_process_main, args=(settings, i, processes, bulk_role),
-                         name=f"herald-worker-{i + 1}") for i in range(processes)]
-    procs += [ctx.Process(target=_process_main, args=(settings, i, realtime_processes, "realtime"),
-                          name=f"herald-realtime-{i + 1}") for i in range(realtime_processes)]
+    procs = [
+        ctx.Process(
+            target=_process_main,
+            args=(settings, i, processes, bulk_role),
+            name=f"herald-worker-{i + 1}",
+        )
+        for i in range(processes)
+    ]
+    procs += [
+        ctx.Process(
+            target=_process_main,
+            args=(settings, i, realtime_processes, "realtime"),
+            name=f"herald-realtime-{i + 1}",
+        )
+        for i in range(realtime_processes)
+    ]
     for proc in procs:
         proc.start()
 

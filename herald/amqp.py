@@ -25,8 +25,11 @@ class AmqpLink:
     publish to the default exchange for a queue nobody declared yet is silently dropped.
     """
 
-    def __init__(self, settings: Settings,
-                 on_connect: Callable[[AbstractChannel], Awaitable[None]] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        on_connect: Callable[[AbstractChannel], Awaitable[None]] | None = None,
+    ) -> None:
         self._url = settings.amqp_url
         self._on_connect = on_connect
         self._connection: AbstractRobustConnection | None = None

@@ -38,11 +38,15 @@ class Change(msgspec.Struct, frozen=True):
     new: Any = None
 
 
-def field_changes(entity_type: str, entity_id: str | int, old: Mapping[str, Any],
-                  new: Mapping[str, Any]) -> list[Change]:
+def field_changes(
+    entity_type: str, entity_id: str | int, old: Mapping[str, Any], new: Mapping[str, Any]
+) -> list[Change]:
     """One ``update`` change per field of ``new`` whose value differs from ``old``."""
-    return [Change(entity_type, str(entity_id), "update", name, old.get(name), value)
-            for name, value in new.items() if old.get(name) != value]
+    return [
+        Change(entity_type, str(entity_id), "update", name, old.get(name), value)
+        for name, value in new.items()
+        if old.get(name) != value
+    ]
 
 
 def _encode(value: Any) -> str | None:
@@ -61,8 +65,13 @@ async def record(conn: asyncpg.Connection, actor: Actor, changes: Sequence[Chang
         FROM unnest($4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[])
              AS c(action, entity_type, entity_id, field, old, new)
         """,
-        actor.id, actor.login, actor.request_id,
-        [c.action for c in changes], [c.entity_type for c in changes],
-        [c.entity_id for c in changes], [c.field for c in changes],
-        [_encode(c.old) for c in changes], [_encode(c.new) for c in changes],
+        actor.id,
+        actor.login,
+        actor.request_id,
+        [c.action for c in changes],
+        [c.entity_type for c in changes],
+        [c.entity_id for c in changes],
+        [c.field for c in changes],
+        [_encode(c.old) for c in changes],
+        [_encode(c.new) for c in changes],
     )

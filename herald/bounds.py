@@ -33,6 +33,9 @@ UnixTime = Annotated[int, Meta(ge=0, le=253_402_300_799)]
 
 def parse_id(text: str) -> int:
     """The ``bigint`` key written in ``text`` (an opaque cursor's part); ValueError otherwise."""
-    if not (text.isascii() and text.isdigit() and len(text) <= 19) or not 1 <= int(text) <= INT64_MAX:
+    if (
+        not (text.isascii() and text.isdigit() and len(text) <= 19)
+        or not 1 <= int(text) <= INT64_MAX
+    ):
         raise ValueError(f"not an id: {text[:40]!r}")
     return int(text)

@@ -36,8 +36,9 @@ async def create_pool(settings: Settings, *, dsn: str | None = None) -> asyncpg.
 @asynccontextmanager
 async def admin_connection(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
     """One connection as the owner role, for migrations and bulk loads."""
-    conn = await asyncpg.connect(settings.database_admin_url,
-                                 server_settings={"application_name": "herald-admin"})
+    conn = await asyncpg.connect(
+        settings.database_admin_url, server_settings={"application_name": "herald-admin"}
+    )
     try:
         await init_connection(conn)
         yield conn

@@ -10,7 +10,9 @@ from pythonjsonlogger.json import JsonFormatter
 
 from herald.settings import Settings
 
-request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "request_id", default=None
+)
 
 
 class _RequestIdFilter(logging.Filter):
@@ -24,13 +26,19 @@ def configure_logging(settings: Settings, process: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(_RequestIdFilter())
     if settings.log_format == "json":
-        handler.setFormatter(JsonFormatter(
-            "{levelname}{name}{message}{request_id}", style="{",
-            rename_fields={"levelname": "level", "name": "logger"},
-            static_fields={"process": process}, timestamp="time"))
+        handler.setFormatter(
+            JsonFormatter(
+                "{levelname}{name}{message}{request_id}",
+                style="{",
+                rename_fields={"levelname": "level", "name": "logger"},
+                static_fields={"process": process},
+                timestamp="time",
+            )
+        )
     else:
-        handler.setFormatter(logging.Formatter(
-            f"%(asctime)s %(levelname)-7s [{process}] %(name)s: %(message)s"))
+        handler.setFormatter(
+            logging.Formatter(f"%(asctime)s %(levelname)-7s [{process}] %(name)s: %(message)s")
+        )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)

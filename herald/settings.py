@@ -167,11 +167,15 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     """Build settings from an environment mapping; raise SettingsError naming the variable."""
     fields = {f.name for f in msgspec.structs.fields(Settings)}
     unknown = sorted(
-        k for k in environ if k.startswith(ENV_PREFIX) and k[len(ENV_PREFIX):].lower() not in fields
+        k
+        for k in environ
+        if k.startswith(ENV_PREFIX) and k[len(ENV_PREFIX) :].lower() not in fields
     )
     if unknown:
-        raise SettingsError(unknown[0], "unknown setting (typo?); known: "
-                            + ", ".join(sorted(env_name(f) for f in fields)))
+        raise SettingsError(
+            unknown[0],
+            "unknown setting (typo?); known: " + ", ".join(sorted(env_name(f) for f in fields)),
+        )
     raw: dict[str, str] = {}
     for name in fields:
         value = environ.get(env_name(name))
@@ -189,24 +193,31 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     for name, schemes in _URL_SCHEMES.items():
         _check_url(env_name(name), getattr(settings, name), schemes)
     if settings.environment == "production" and len(settings.unsubscribe_secret) < 32:
-        raise SettingsError(env_name("unsubscribe_secret"),
-                            "production needs a secret of at least 32 characters")
+        raise SettingsError(
+            env_name("unsubscribe_secret"), "production needs a secret of at least 32 characters"
+        )
     if settings.environment == "production" and (
-            settings.password_hash_memory_kib < 19_456 or settings.password_hash_time_cost < 2):
-        raise SettingsError(env_name("password_hash_memory_kib"),
-                            "production needs at least 19456 KiB and 2 passes "
-                            "(HERALD_PASSWORD_HASH_TIME_COST)")
+        settings.password_hash_memory_kib < 19_456 or settings.password_hash_time_cost < 2
+    ):
+        raise SettingsError(
+            env_name("password_hash_memory_kib"),
+            "production needs at least 19456 KiB and 2 passes (HERALD_PASSWORD_HASH_TIME_COST)",
+        )
     if settings.environment == "production" and settings.clock_offset_days:
-        raise SettingsError(env_name("clock_offset_days"),
-                            "production runs on the real clock (offset 0)")
+        raise SettingsError(
+            env_name("clock_offset_days"), "production runs on the real clock (offset 0)"
+        )
     if settings.db_pool_min > settings.db_pool_max:
-        raise SettingsError(env_name("db_pool_min"),
-                            f"must not exceed HERALD_DB_POOL_MAX ({settings.db_pool_max})")
+        raise SettingsError(
+            env_name("db_pool_min"), f"must not exceed HERALD_DB_POOL_MAX ({settings.db_pool_max})"
+        )
     try:
         ZoneInfo(settings.business_tz)
     except (ZoneInfoNotFoundError, ValueError):
-        raise SettingsError(env_name("business_tz"), f"{settings.business_tz!r} is not an IANA "
-                                                     "time zone (e.g. Europe/Kyiv)") from None
+        raise SettingsError(
+            env_name("business_tz"),
+            f"{settings.business_tz!r} is not an IANA time zone (e.g. Europe/Kyiv)",
+        ) from None
     return with_clock_offset(settings, settings.clock_offset_days)
 
 
@@ -220,18 +231,24 @@ def with_clock_offset(settings: Settings, days: float) -> Settings:
     offset = f"{days * 86_400:.3f} seconds"
     zone = settings.business_tz if settings.business_tz != DEFAULT_BUSINESS_TZ else None
     return msgspec.structs.replace(
-        settings, clock_offset_days=days,
+        settings,
+        clock_offset_days=days,
         database_url=_with_session_settings(settings.database_url, offset if days else None, zone),
-        database_admin_url=_with_session_settings(settings.database_admin_url,
-                                                  offset if days else None, zone))
+        database_admin_url=_with_session_settings(
+            settings.database_admin_url, offset if days else None, zone
+        ),
+    )
 
 
 def _with_session_settings(url: str, offset: str | None, zone: str | None) -> str:
     """``url`` carrying the clock offset and the business time zone as session settings
     (each left out when it has its default)."""
     parts = urlsplit(url)
-    query = [(k, v) for k, v in parse_qsl(parts.query)
-             if k not in (CLOCK_PG_SETTING, BUSINESS_TZ_PG_SETTING)]
+    query = [
+        (k, v)
+        for k, v in parse_qsl(parts.query)
+        if k not in (CLOCK_PG_SETTING, BUSINESS_TZ_PG_SETTING)
+    ]
     if offset is not None:
         query.append((CLOCK_PG_SETTING, offset))
     if zone is not None:
@@ -246,8 +263,11 @@ def _check_url(variable: str, url: str, schemes: tuple[str, ...]) -> None:
     except ValueError as exc:
         raise SettingsError(variable, f"not a valid URL: {exc}") from None
     if parts.scheme not in schemes:
-        raise SettingsError(variable, f"URL scheme must be one of {', '.join(schemes)}, "
-                                      f"got {parts.scheme or 'none'!r} in {_redact(url)!r}")
+        raise SettingsError(
+            variable,
+            f"URL scheme must be one of {', '.join(schemes)}, "
+            f"got {parts.scheme or 'none'!r} in {_redact(url)!r}",
+        )
     if parts.scheme != "unix" and not parts.hostname:
         raise SettingsError(variable, f"URL has no host: {_redact(url)!r}")
 

@@ -42,8 +42,10 @@ DEFAULT_HOST = os.environ.get("LOADTEST_HOST", "http://127.0.0.1:8080")
 
 def _credentials() -> tuple[str, str]:
     admin = next(d for d in DEMO_USERS if d.role == "admin")
-    return (os.environ.get("LOADTEST_LOGIN", admin.login),
-            os.environ.get("LOADTEST_PASSWORD", admin.password))
+    return (
+        os.environ.get("LOADTEST_LOGIN", admin.login),
+        os.environ.get("LOADTEST_PASSWORD", admin.password),
+    )
 
 
 def _wait_time() -> Any:
@@ -69,8 +71,10 @@ def _check_bounds(environment: Environment, **_: Any) -> None:
         return
     host = options.host or DEFAULT_HOST
     if not _is_local(host) and os.environ.get("LOADTEST_ALLOW_REMOTE") != "1":
-        raise SystemExit(f"locustfile: {host} is not on this machine; set "
-                         "LOADTEST_ALLOW_REMOTE=1 to load a remote installation on purpose")
+        raise SystemExit(
+            f"locustfile: {host} is not on this machine; set "
+            "LOADTEST_ALLOW_REMOTE=1 to load a remote installation on purpose"
+        )
     if options.headless and not options.run_time:
         raise SystemExit("locustfile: a headless run needs --run-time (e.g. --run-time 20s)")
 
@@ -89,11 +93,17 @@ class HeraldUser(FastHttpUser):
     def login(self) -> bool:
         """Log in with the configured credentials; False (and a failure recorded) if refused."""
         login, password = _credentials()
-        with self.client.post("/api/v1/auth/login", json={"login": login, "password": password},
-                              name="POST /api/v1/auth/login", catch_response=True) as response:
+        with self.client.post(
+            "/api/v1/auth/login",
+            json={"login": login, "password": password},
+            name="POST /api/v1/auth/login",
+            catch_response=True,
+        ) as response:
             if response.status_code != 200:
-                response.failure(f"login as {login!r} refused: {response.status_code} "
-                                 f"{(response.text or '')[:200]}")
+                response.failure(
+                    f"login as {login!r} refused: {response.status_code} "
+                    f"{(response.text or '')[:200]}"
+                )
                 self.auth_headers = {}
                 return False
             self.auth_headers = {"Authorization": f"Bearer {response.json()['token']}"}
@@ -101,16 +111,18 @@ class HeraldUser(FastHttpUser):
 
     def logout(self) -> None:
         if self.auth_headers:
-            self.client.post("/api/v1/auth/logout", headers=self.auth_headers,
-                             name="POST /api/v1/auth/logout")
+            self.client.post(
+                "/api/v1/auth/logout", headers=self.auth_headers, name="POST /api/v1/auth/logout"
+            )
             self.auth_headers = {}
 
     def api_get(self, path: str, *, name: str | None = None) -> None:
         """GET with the session; a 401 (expired session) logs in again and counts as a failure."""
         if not self.auth_headers and not self.login():
             return
-        with self.client.get(path, headers=self.auth_headers, name=name or f"GET {path}",
-                             catch_response=True) as response:
+        with self.client.get(
+            path, headers=self.auth_headers, name=name or f"GET {path}", catch_response=True
+        ) as response:
             if response.status_code == 401:
                 response.failure("session no longer valid; logging in again")
                 self.login()

@@ -49,10 +49,10 @@ class Outbound(msgspec.Struct, frozen=True):
 
 
 class Outcome(enum.Enum):
-    ACCEPTED = "accepted"      # the provider took it; a receipt may follow
-    THROTTLED = "throttled"    # 429: try again after retry_after
-    TRANSIENT = "transient"    # 5xx, timeout of this message: try again later
-    PERMANENT = "permanent"    # rejected for good (bad number, blocked): go to fallback
+    ACCEPTED = "accepted"  # the provider took it; a receipt may follow
+    THROTTLED = "throttled"  # 429: try again after retry_after
+    TRANSIENT = "transient"  # 5xx, timeout of this message: try again later
+    PERMANENT = "permanent"  # rejected for good (bad number, blocked): go to fallback
 
 
 class SendResult(msgspec.Struct, frozen=True):
@@ -95,5 +95,4 @@ class Provider(Protocol):
         """Hand a batch over; one result per message, same order."""
         ...
 
-    async def aclose(self) -> None:
-        ...
+    async def aclose(self) -> None: ...

@@ -26,6 +26,7 @@ REQUEST_TIMEOUT_SECONDS = 5.0
 
 # -- What billing answers (the wire format of the billing API) ---------------------------
 
+
 class Charge(msgspec.Struct, frozen=True):
     """A monthly charge: ``period`` is the first day of the month billed."""
 
@@ -70,8 +71,8 @@ class BillingData(msgspec.Struct, frozen=True, kw_only=True):
     """Billing's answer for one account. New fields always get defaults (mixed versions)."""
 
     or_number: str
-    balance: Decimal           # > 0 prepaid, < 0 owed
-    debt: Decimal              # overdue part of what is owed, >= 0
+    balance: Decimal  # > 0 prepaid, < 0 owed
+    debt: Decimal  # overdue part of what is owed, >= 0
     tariff_code: str
     due_date: dt.date | None = None
     charges: list[Charge] = []
@@ -82,6 +83,7 @@ class BillingData(msgspec.Struct, frozen=True, kw_only=True):
 
 
 # -- Errors --------------------------------------------------------------------------------
+
 
 class BillingError(HeraldError):
     """Billing could not give an account's data."""
@@ -109,6 +111,7 @@ class BillingAccountUnknown(BillingError):
 
 # -- The connector -------------------------------------------------------------------------
 
+
 class BillingConnector(Protocol):
     """Anything that fetches one account's billing data by its OR number."""
 
@@ -120,8 +123,14 @@ class BillingConnector(Protocol):
 class HttpBillingConnector:
     """The billing service's HTTP API; the session is owned by the caller."""
 
-    def __init__(self, session: aiohttp.ClientSession, base_url: str, token: str, *,
-                 request_timeout: float = REQUEST_TIMEOUT_SECONDS) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        token: str,
+        *,
+        request_timeout: float = REQUEST_TIMEOUT_SECONDS,
+    ) -> None:
         self._session = session
         self._base = base_url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
@@ -134,8 +143,9 @@ class HttpBillingConnector:
             async with self._session.get(url, headers=self._headers, timeout=self._timeout) as r:
                 status, body = r.status, await r.read()
         except TimeoutError:
-            raise BillingTimeout(f"billing did not answer for {or_number} within "
-                                 f"{self._timeout.total:g} s") from None
+            raise BillingTimeout(
+                f"billing did not answer for {or_number} within {self._timeout.total:g} s"
+            ) from None
         except aiohttp.ClientError as exc:
             raise BillingUnavailable(f"billing is unreachable: {exc}") from None
         if status == 404:
@@ -146,10 +156,12 @@ class HttpBillingConnector:
             data = self._decoder.decode(body)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise BillingUnavailable(
-                f"billing sent a malformed answer for {or_number}: {exc}") from None
+                f"billing sent a malformed answer for {or_number}: {exc}"
+            ) from None
         if data.or_number != or_number:
             raise BillingUnavailable(
-                f"billing answered about {data.or_number} when asked for {or_number}")
+                f"billing answered about {data.or_number} when asked for {or_number}"
+            )
         if data.debt < 0:
             raise BillingUnavailable(f"billing sent a negative debt for {or_number}")
         return normalise(data)
@@ -157,13 +169,29 @@ class HttpBillingConnector:
 
 def normalise(data: BillingData) -> BillingData:
     """Money to cents, volumes and readings to litres, lists newest first."""
-    charges = sorted((msgspec.structs.replace(c, volume_m3=c.volume_m3.quantize(LITRES),
-                                              amount=c.amount.quantize(CENTS))
-                      for c in data.charges), key=lambda c: (c.period, c.posted_at), reverse=True)
-    payments = sorted((msgspec.structs.replace(p, amount=p.amount.quantize(CENTS))
-                       for p in data.payments), key=lambda p: p.paid_at, reverse=True)
-    readings = [msgspec.structs.replace(g, value=g.value.quantize(LITRES))
-                for g in data.gdo_readings]
-    return msgspec.structs.replace(data, balance=data.balance.quantize(CENTS),
-                                   debt=data.debt.quantize(CENTS), charges=charges,
-                                   payments=payments, gdo_readings=readings)
+    charges = sorted(
+        (
+            msgspec.structs.replace(
+                c, volume_m3=c.volume_m3.quantize(LITRES), amount=c.amount.quantize(CENTS)
+            )
+            for c in data.charges
+        ),
+        key=lambda c: (c.period, c.posted_at),
+        reverse=True,
+    )
+    payments = sorted(
+        (msgspec.structs.replace(p, amount=p.amount.quantize(CENTS)) for p in data.payments),
+        key=lambda p: p.paid_at,
+        reverse=True,
+    )
+    readings = [
+        msgspec.structs.replace(g, value=g.value.quantize(LITRES)) for g in data.gdo_readings
+    ]
+    return msgspec.structs.replace(
+        data,
+        balance=data.balance.quantize(CENTS),
+        debt=data.debt.quantize(CENTS),
+        charges=charges,
+        payments=payments,
+        gdo_readings=readings,
+    )

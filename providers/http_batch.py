@@ -94,9 +94,18 @@ class HttpBatchProvider(abc.ABC):
     channel: Channel
     max_batch: int
 
-    def __init__(self, *, name: str, channel: Channel, base_url: str, token: str,
-                 max_batch: int = 1000, timeout: float = 15.0, connect_timeout: float = 3.0,
-                 pool_size: int = 32) -> None:
+    def __init__(
+        self,
+        *,
+        name: str,
+        channel: Channel,
+        base_url: str,
+        token: str,
+        max_batch: int = 1000,
+        timeout: float = 15.0,
+        connect_timeout: float = 3.0,
+        pool_size: int = 32,
+    ) -> None:
         self.name = name
         self.channel = channel
         self.max_batch = max_batch
@@ -117,16 +126,20 @@ class HttpBatchProvider(abc.ABC):
         if self._closed:
             raise ProviderUnavailable(f"{self.name}: provider is closed")
         if self._session is None:
-            connector = aiohttp.TCPConnector(limit=self._pool_size, keepalive_timeout=30,
-                                             ttl_dns_cache=300)
-            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout,
-                                                  raise_for_status=False)
+            connector = aiohttp.TCPConnector(
+                limit=self._pool_size, keepalive_timeout=30, ttl_dns_cache=300
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector, timeout=self._timeout, raise_for_status=False
+            )
         return self._session
 
     async def send(self, batch: Sequence[Outbound]) -> list[SendResult]:
         """Hand a batch over in one request; one result per message, same order."""
         if len(batch) > self.max_batch:
-            raise ValueError(f"{self.name}: batch of {len(batch)} exceeds max_batch {self.max_batch}")
+            raise ValueError(
+                f"{self.name}: batch of {len(batch)} exceeds max_batch {self.max_batch}"
+            )
         results: list[SendResult | None] = [None] * len(batch)
         wire: list[WireMessage] = []
         positions: list[int] = []
@@ -135,8 +148,11 @@ class HttpBatchProvider(abc.ABC):
             if item is None:
                 # Wrong content for this channel is our bug, but one message's bug must
                 # not sink the batch: fail it for good and send the rest.
-                results[i] = SendResult(message.message_id, Outcome.PERMANENT,
-                                        error=f"unsupported_content:{type(message.content).__name__}")
+                results[i] = SendResult(
+                    message.message_id,
+                    Outcome.PERMANENT,
+                    error=f"unsupported_content:{type(message.content).__name__}",
+                )
             else:
                 wire.append(item)
                 positions.append(i)
@@ -152,8 +168,9 @@ class HttpBatchProvider(abc.ABC):
         headers["Idempotency-Key"] = batch_idempotency_key(ids)
         session = self._session_for_send()
         try:
-            async with session.post(self.url, data=self._encoder.encode(wire),
-                                    headers=headers) as response:
+            async with session.post(
+                self.url, data=self._encoder.encode(wire), headers=headers
+            ) as response:
                 body = await response.read()
                 status = response.status
                 retry_after = response.headers.get("Retry-After")
@@ -173,8 +190,9 @@ class HttpBatchProvider(abc.ABC):
             return _all(ids, Outcome.TRANSIENT, f"http_{status}")
         if status in (401, 403, 404):
             # Wrong token or URL: no message is at fault, so none may go to fallback.
-            raise ProviderUnavailable(f"{self.name}: HTTP {status} from {self.url}: "
-                                      f"{body[:200].decode(errors='replace')}")
+            raise ProviderUnavailable(
+                f"{self.name}: HTTP {status} from {self.url}: {body[:200].decode(errors='replace')}"
+            )
         return _all(ids, Outcome.PERMANENT, f"http_{status}")
 
     def _per_item(self, ids: list[str], body: bytes) -> list[SendResult]:
@@ -182,7 +200,9 @@ class HttpBatchProvider(abc.ABC):
             answer = self._decoder.decode(body).results
         except (msgspec.DecodeError, msgspec.ValidationError):
             return _all(ids, Outcome.TRANSIENT, "bad_response")
-        if len(answer) != len(ids) or any(a.message_id != i for a, i in zip(answer, ids, strict=True)):
+        if len(answer) != len(ids) or any(
+            a.message_id != i for a, i in zip(answer, ids, strict=True)
+        ):
             by_id = {a.message_id: a for a in answer}
             answer_or_none = [by_id.get(i) for i in ids]
         else:
@@ -190,14 +210,23 @@ class HttpBatchProvider(abc.ABC):
         results = []
         for message_id, item in zip(ids, answer_or_none, strict=True):
             if item is None:
-                results.append(SendResult(message_id, Outcome.TRANSIENT, error="missing_in_response"))
+                results.append(
+                    SendResult(message_id, Outcome.TRANSIENT, error="missing_in_response")
+                )
                 continue
             outcome = _OUTCOMES[item.status]
             retry_after = item.retry_after
             if outcome is Outcome.THROTTLED and retry_after is None:
                 retry_after = DEFAULT_RETRY_AFTER
-            results.append(SendResult(message_id, outcome, provider_id=item.provider_id,
-                                      retry_after=retry_after, error=item.error))
+            results.append(
+                SendResult(
+                    message_id,
+                    outcome,
+                    provider_id=item.provider_id,
+                    retry_after=retry_after,
+                    error=item.error,
+                )
+            )
         return results
 
     async def aclose(self) -> None:
@@ -208,6 +237,7 @@ class HttpBatchProvider(abc.ABC):
             await session.close()
 
 
-def _all(ids: list[str], outcome: Outcome, error: str,
-         retry_after: float | None = None) -> list[SendResult]:
+def _all(
+    ids: list[str], outcome: Outcome, error: str, retry_after: float | None = None
+) -> list[SendResult]:
     return [SendResult(i, outcome, retry_after=retry_after, error=error) for i in ids]

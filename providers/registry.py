@@ -16,12 +16,15 @@ from providers.viber_http import ViberHttpProvider
 def build_providers(settings: Settings) -> dict[str, Provider]:
     """One adapter per channel (email, viber, sms), not yet connected: pools open on first send."""
     return {
-        "email": SmtpProvider(host=settings.smtp_host, port=settings.smtp_port,
-                              sender=settings.smtp_sender),
-        "viber": ViberHttpProvider(base_url=settings.viber_api_url,
-                                   token=settings.provider_api_token),
-        "sms": SmsHttpProvider(base_url=settings.sms_gateway_url,
-                               token=settings.provider_api_token),
+        "email": SmtpProvider(
+            host=settings.smtp_host, port=settings.smtp_port, sender=settings.smtp_sender
+        ),
+        "viber": ViberHttpProvider(
+            base_url=settings.viber_api_url, token=settings.provider_api_token
+        ),
+        "sms": SmsHttpProvider(
+            base_url=settings.sms_gateway_url, token=settings.provider_api_token
+        ),
     }
 
 

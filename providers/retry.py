@@ -22,10 +22,10 @@ _FINAL = (Outcome.ACCEPTED, Outcome.PERMANENT)
 class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
     """How hard ``send_with_retry`` tries before handing failures back to the caller."""
 
-    max_attempts: int = 5        # sends of one message, the first included
-    min_backoff: float = 0.1     # seconds before the first retry (before jitter)
-    max_backoff: float = 5.0     # cap of the exponential backoff (a Retry-After may exceed it)
-    max_elapsed: float = 30.0    # no retry starts later than this after the first send
+    max_attempts: int = 5  # sends of one message, the first included
+    min_backoff: float = 0.1  # seconds before the first retry (before jitter)
+    max_backoff: float = 5.0  # cap of the exponential backoff (a Retry-After may exceed it)
+    max_elapsed: float = 30.0  # no retry starts later than this after the first send
     retry_unavailable: bool = True  # also retry when the whole provider is unreachable
     # Error codes (SendResult.error) that are transient but not worth retrying now,
     # like dramatiq's ``throws``: they go straight back to the caller.
@@ -71,14 +71,15 @@ async def send_with_retry(
     while pending:
         attempt += 1
         for start in range(0, len(pending), provider.max_batch):
-            chunk = pending[start:start + provider.max_batch]
+            chunk = pending[start : start + provider.max_batch]
             try:
                 answered = await provider.send([batch[i] for i in chunk])
             except ProviderUnavailable as exc:
                 unavailable = exc
                 for i in chunk:
-                    last[i] = SendResult(batch[i].message_id, Outcome.TRANSIENT,
-                                         error=f"unavailable: {exc}")
+                    last[i] = SendResult(
+                        batch[i].message_id, Outcome.TRANSIENT, error=f"unavailable: {exc}"
+                    )
                 continue
             reached_provider = True
             for i, result in zip(chunk, answered, strict=True):
@@ -117,5 +118,10 @@ async def send_with_retry(
 def _as_transient(result: SendResult) -> SendResult:
     if result.outcome is Outcome.TRANSIENT:
         return result
-    return SendResult(result.message_id, Outcome.TRANSIENT, provider_id=result.provider_id,
-                      retry_after=result.retry_after, error=result.error or result.outcome.value)
+    return SendResult(
+        result.message_id,
+        Outcome.TRANSIENT,
+        provider_id=result.provider_id,
+        retry_after=result.retry_after,
+        error=result.error or result.outcome.value,
+    )

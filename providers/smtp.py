@@ -43,8 +43,13 @@ _THREAD_ID = re.compile(r"^[\x21-\x3b\x3d\x3f-\x7e]{1,900}$")
 # A link that can go into a header as is: http(s), printable ASCII, no <, > or spaces.
 _HEADER_URL = re.compile(r"^https?://[\x21-\x3b\x3d\x3f-\x7e]{1,900}$")
 # Failures of the connection itself (as opposed to an SMTP reply with a code).
-_CONNECTION_ERRORS = (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError,
-                      ConnectionError, OSError, asyncio.TimeoutError)
+_CONNECTION_ERRORS = (
+    aiosmtplib.SMTPServerDisconnected,
+    aiosmtplib.SMTPTimeoutError,
+    ConnectionError,
+    OSError,
+    asyncio.TimeoutError,
+)
 
 
 class _ConnectFailed(Exception):
@@ -57,10 +62,20 @@ class SmtpProvider:
     name: str = "smtp"
     channel: Channel = "email"
 
-    def __init__(self, *, host: str, port: int, sender: str, pool_size: int = 8,
-                 max_batch: int = 200, timeout: float = 15.0, start_tls: bool | None = False,
-                 username: str | None = None, password: str | None = None,
-                 local_hostname: str = "herald.local") -> None:
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        sender: str,
+        pool_size: int = 8,
+        max_batch: int = 200,
+        timeout: float = 15.0,
+        start_tls: bool | None = False,
+        username: str | None = None,
+        password: str | None = None,
+        local_hostname: str = "herald.local",
+    ) -> None:
         self.max_batch = max_batch
         self._host, self._port, self._timeout = host, port, timeout
         self._start_tls, self._username, self._password = start_tls, username, password
@@ -90,16 +105,23 @@ class SmtpProvider:
         workers = min(self._pool_size, len(batch))
         await asyncio.gather(*(self._worker(batch, results, state, date) for _ in range(workers)))
         if not state.reached_server and state.connect_error is not None:
-            raise ProviderUnavailable(f"smtp: cannot connect to {self._host}:{self._port}: "
-                                      f"{state.connect_error}")
+            raise ProviderUnavailable(
+                f"smtp: cannot connect to {self._host}:{self._port}: {state.connect_error}"
+            )
         for i, result in enumerate(results):
             if result is None:  # left when the server went away mid-batch
-                results[i] = SendResult(batch[i].message_id, Outcome.TRANSIENT,
-                                        error="connect_failed")
+                results[i] = SendResult(
+                    batch[i].message_id, Outcome.TRANSIENT, error="connect_failed"
+                )
         return results  # type: ignore[return-value]  # every slot is filled above
 
-    async def _worker(self, batch: Sequence[Outbound], results: list[SendResult | None],
-                      state: _BatchState, date: str) -> None:
+    async def _worker(
+        self,
+        batch: Sequence[Outbound],
+        results: list[SendResult | None],
+        state: _BatchState,
+        date: str,
+    ) -> None:
         smtp = await self._idle.get()
         try:
             for i in state.indices:
@@ -111,8 +133,9 @@ class SmtpProvider:
                     results[i] = SendResult(message.message_id, Outcome.PERMANENT, error=prepared)
                     continue
                 try:
-                    smtp, results[i] = await self._transaction(smtp, message.message_id,
-                                                               *prepared, state)
+                    smtp, results[i] = await self._transaction(
+                        smtp, message.message_id, *prepared, state
+                    )
                 except _ConnectFailed as exc:
                     state.connect_error = str(exc) or type(exc.__cause__).__name__
                     smtp = None
@@ -129,9 +152,14 @@ class SmtpProvider:
                 smtp = None
             self._idle.put_nowait(smtp)
 
-    async def _transaction(self, smtp: aiosmtplib.SMTP | None, mid: str, address: str,
-                           payload: bytes, state: _BatchState,
-                           ) -> tuple[aiosmtplib.SMTP | None, SendResult]:
+    async def _transaction(
+        self,
+        smtp: aiosmtplib.SMTP | None,
+        mid: str,
+        address: str,
+        payload: bytes,
+        state: _BatchState,
+    ) -> tuple[aiosmtplib.SMTP | None, SendResult]:
         # A pooled connection the server closed while idle fails on MAIL, before any
         # content left: reconnecting once and sending again is safe.
         for fresh in (False, True):
@@ -157,18 +185,27 @@ class SmtpProvider:
                 if step == "data" or fresh:
                     # The server may have taken the message: hand it back as transient
                     # instead of sending it again here.
-                    return None, SendResult(mid, Outcome.TRANSIENT,
-                                            error=f"connection_lost:{type(exc).__name__}")
+                    return None, SendResult(
+                        mid, Outcome.TRANSIENT, error=f"connection_lost:{type(exc).__name__}"
+                    )
                 continue
             state.reached_server = True
             found = _QUEUED_AS.search(reply.message)
-            return smtp, SendResult(mid, Outcome.ACCEPTED, provider_id=found.group(1) if found else None)
+            return smtp, SendResult(
+                mid, Outcome.ACCEPTED, provider_id=found.group(1) if found else None
+            )
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _connect(self) -> aiosmtplib.SMTP:
-        smtp = aiosmtplib.SMTP(hostname=self._host, port=self._port, timeout=self._timeout,
-                               start_tls=self._start_tls, username=self._username,
-                               password=self._password, local_hostname=self._local_hostname)
+        smtp = aiosmtplib.SMTP(
+            hostname=self._host,
+            port=self._port,
+            timeout=self._timeout,
+            start_tls=self._start_tls,
+            username=self._username,
+            password=self._password,
+            local_hostname=self._local_hostname,
+        )
         try:
             await smtp.connect()
             if smtp.last_ehlo_response is None:
@@ -215,13 +252,15 @@ class _BatchState:
         self.connect_error: str | None = None
 
 
-def build_mime(message_id: str, from_header: str, to: str, content: EmailContent,
-               date: str) -> bytes:
+def build_mime(
+    message_id: str, from_header: str, to: str, content: EmailContent, date: str
+) -> bytes:
     """A multipart/alternative UTF-8 message with Herald's id headers, built without the slow email package."""
     boundary = "=_herald_" + hashlib.blake2b(message_id.encode(), digest_size=8).hexdigest()
     subject = content.subject.replace("\r", " ").replace("\n", " ")
-    thread = thread_headers(getattr(content, "in_reply_to", None),
-                            getattr(content, "references", ()))
+    thread = thread_headers(
+        getattr(content, "in_reply_to", None), getattr(content, "references", ())
+    )
     if not subject.isascii() or len(subject) > 70:
         subject = encode_header_words(subject)
     lines = (
@@ -240,12 +279,16 @@ def build_mime(message_id: str, from_header: str, to: str, content: EmailContent
         'Content-Type: text/plain; charset="utf-8"\r\n'
         "Content-Transfer-Encoding: base64\r\n\r\n"
     ).encode()
-    return b"".join((
-        lines, _base64_lines(content.text),
-        f'--{boundary}\r\nContent-Type: text/html; charset="utf-8"\r\n'
-        "Content-Transfer-Encoding: base64\r\n\r\n".encode(),
-        _base64_lines(content.html), f"--{boundary}--\r\n".encode(),
-    ))
+    return b"".join(
+        (
+            lines,
+            _base64_lines(content.text),
+            f'--{boundary}\r\nContent-Type: text/html; charset="utf-8"\r\n'
+            "Content-Transfer-Encoding: base64\r\n\r\n".encode(),
+            _base64_lines(content.html),
+            f"--{boundary}--\r\n".encode(),
+        )
+    )
 
 
 def unsubscribe_headers(url: str | None) -> str:
@@ -255,8 +298,11 @@ def unsubscribe_headers(url: str | None) -> str:
     """
     if not url or not _HEADER_URL.match(url):
         return ""
-    one_click = "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n" if url.startswith(
-        "https://") else ""
+    one_click = (
+        "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
+        if url.startswith("https://")
+        else ""
+    )
     return f"List-Unsubscribe: <{url}>\r\n{one_click}"
 
 
@@ -265,8 +311,9 @@ def thread_headers(in_reply_to: str | None, references: Sequence[str]) -> str:
 
     Ids are given without angle brackets; References is folded one id per line.
     """
-    out = (f"In-Reply-To: <{in_reply_to}>\r\n"
-           if in_reply_to and _THREAD_ID.match(in_reply_to) else "")
+    out = (
+        f"In-Reply-To: <{in_reply_to}>\r\n" if in_reply_to and _THREAD_ID.match(in_reply_to) else ""
+    )
     kept = [f"<{r}>" for r in references if _THREAD_ID.match(r)]
     if kept:
         out += "References: " + "\r\n ".join(kept) + "\r\n"
@@ -307,7 +354,11 @@ def _hex(match: re.Match[str]) -> str:
 
 def _ascii_address(address: str) -> str | None:
     """The address as SMTP can carry it without SMTPUTF8 (IDN domain in punycode), or None."""
-    if _UNSAFE_HEADER.search(address) or address.count("@") != 1 or _ADDRESS_SPECIALS.search(address):
+    if (
+        _UNSAFE_HEADER.search(address)
+        or address.count("@") != 1
+        or _ADDRESS_SPECIALS.search(address)
+    ):
         return None
     local, domain = address.split("@")
     if not local or not domain or not local.isascii():

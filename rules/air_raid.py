@@ -82,8 +82,13 @@ class AlertChange(msgspec.Struct, frozen=True):
     mirror_version: int
 
 
-def check(alerts: AlertSnapshot, client_ids: Iterable[int],
-          client_regions: Mapping[int, Sequence[str]], *, urgent: bool = False) -> dict[int, Hold]:
+def check(
+    alerts: AlertSnapshot,
+    client_ids: Iterable[int],
+    client_regions: Mapping[int, Sequence[str]],
+    *,
+    urgent: bool = False,
+) -> dict[int, Hold]:
     """The batch check: clients in a region under alert, held until it is lifted."""
     if urgent or not alerts.regions:
         return {}
@@ -105,12 +110,17 @@ def lifted(before: AlertSnapshot, after: AlertSnapshot) -> frozenset[str]:
 # -- store ----------------------------------------------------------------------------
 
 _STATE = "region_code, active, version, changed_at, changed_by, source"
-_PERIOD = ("id, region_code, started_at, started_by, start_source, ended_at, ended_by, "
-           "end_source")
+_PERIOD = "id, region_code, started_at, started_by, start_source, ended_at, ended_by, end_source"
 
 
-async def switch_alert(conn: asyncpg.Connection, actor: audit.Actor, region_code: str,
-                       active: bool, *, source: Source = "admin") -> tuple[AlertState, bool]:
+async def switch_alert(
+    conn: asyncpg.Connection,
+    actor: audit.Actor,
+    region_code: str,
+    active: bool,
+    *,
+    source: Source = "admin",
+) -> tuple[AlertState, bool]:
     """Switch a region's alert on or off (journalled); returns the state and whether it changed.
 
     Switching to the current state is a no-op. Mirror the returned state to Redis after
@@ -125,9 +135,14 @@ async def switch_alert(conn: asyncpg.Connection, actor: audit.Actor, region_code
             """
             INSERT INTO air_raid_states (region_code, active, version, changed_by, source)
             VALUES ($1, false, 0, $2, $3) ON CONFLICT (region_code) DO NOTHING
-            """, region_code, actor.login, source)
+            """,
+            region_code,
+            actor.login,
+            source,
+        )
         old = await conn.fetchrow(
-            f"SELECT {_STATE} FROM air_raid_states WHERE region_code = $1 FOR UPDATE", region_code)
+            f"SELECT {_STATE} FROM air_raid_states WHERE region_code = $1 FOR UPDATE", region_code
+        )
         if old["active"] == active:
             return AlertState(**dict(old)), False
         row = await conn.fetchrow(
@@ -135,26 +150,53 @@ async def switch_alert(conn: asyncpg.Connection, actor: audit.Actor, region_code
             UPDATE air_raid_states
             SET active = $2, version = version + 1, changed_at = herald_now(), changed_by = $3, source = $4
             WHERE region_code = $1 RETURNING {_STATE}
-            """, region_code, active, actor.login, source)
+            """,
+            region_code,
+            active,
+            actor.login,
+            source,
+        )
         if active:
             await conn.execute(
                 """
                 INSERT INTO air_raid_alerts (region_code, started_at, started_by, start_source)
                 VALUES ($1, herald_now(), $2, $3)
-                """, region_code, actor.login, source)
+                """,
+                region_code,
+                actor.login,
+                source,
+            )
         else:
             await conn.execute(
                 """
                 UPDATE air_raid_alerts SET ended_at = herald_now(), ended_by = $2, end_source = $3
                 WHERE region_code = $1 AND ended_at IS NULL
-                """, region_code, actor.login, source)
-        await audit.record(conn, actor, [audit.Change(
-            "air_raid_alert", region_code, "update", "active", old["active"], active)])
+                """,
+                region_code,
+                actor.login,
+                source,
+            )
+        await audit.record(
+            conn,
+            actor,
+            [
+                audit.Change(
+                    "air_raid_alert", region_code, "update", "active", old["active"], active
+                )
+            ],
+        )
     return AlertState(**dict(row)), True
 
 
-async def set_alert(conn: asyncpg.Connection, mirror: AlertMirror, actor: audit.Actor,
-                    region_code: str, active: bool, *, source: Source = "admin") -> AlertState:
+async def set_alert(
+    conn: asyncpg.Connection,
+    mirror: AlertMirror,
+    actor: audit.Actor,
+    region_code: str,
+    active: bool,
+    *,
+    source: Source = "admin",
+) -> AlertState:
     """Switch an alert, commit, then mirror it to Redis: what the API and integrations call."""
     if conn.is_in_transaction():
         raise RuntimeError("set_alert commits before mirroring; call it outside a transaction")
@@ -191,25 +233,34 @@ async def region_alerts(conn: asyncpg.Connection) -> list[RegionAlert]:
                s.version, s.changed_at, s.changed_by, s.source
         FROM regions r LEFT JOIN air_raid_states s ON s.region_code = r.code
         ORDER BY r.code
-        """)
+        """
+    )
     return [RegionAlert(**dict(r)) for r in rows]
 
 
 async def region_exists(conn: asyncpg.Connection, code: str) -> bool:
     """Whether ``code`` is a region's code."""
-    return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM regions WHERE code = $1)",
-                                    code))
+    return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM regions WHERE code = $1)", code))
 
 
-async def history(conn: asyncpg.Connection, *, region_code: str | None = None,
-                  before_id: int | None = None, limit: int = 100) -> list[AlertPeriod]:
+async def history(
+    conn: asyncpg.Connection,
+    *,
+    region_code: str | None = None,
+    before_id: int | None = None,
+    limit: int = 100,
+) -> list[AlertPeriod]:
     """Alert periods, newest first; keyset paging by id."""
     rows = await conn.fetch(
         f"""
         SELECT {_PERIOD} FROM air_raid_alerts
         WHERE ($1::text IS NULL OR region_code = $1) AND ($2::bigint IS NULL OR id < $2)
         ORDER BY id DESC LIMIT $3
-        """, region_code, before_id, limit)
+        """,
+        region_code,
+        before_id,
+        limit,
+    )
     return [AlertPeriod(**dict(r)) for r in rows]
 
 
@@ -277,8 +328,11 @@ class AlertMirror:
         args: list[str | int] = [self.channel, "1" if full else "0"]
         for s in changes:
             args += [s.region_code, s.version, "1" if s.active else "0"]
-        return int(await self._apply(keys=[self.versions_key, self.active_key, self.counter_key],
-                                     args=args))
+        return int(
+            await self._apply(
+                keys=[self.versions_key, self.active_key, self.counter_key], args=args
+            )
+        )
 
     async def sync(self, conn: asyncpg.Connection) -> AlertSnapshot:
         """Rebuild the mirror from PostgreSQL: at start-up and periodically (cheap, idempotent)."""
@@ -292,9 +346,12 @@ class AlertMirror:
             pipe.smembers(self.active_key)  # type: ignore[unused-awaitable]  # queued
             version, members = await pipe.execute()
         if version is None:
-            raise MirrorNotReady("the air-raid alert mirror in Redis is empty; sync it from PostgreSQL")
-        return AlertSnapshot(int(version), frozenset(
-            m.decode() if isinstance(m, bytes) else m for m in members))
+            raise MirrorNotReady(
+                "the air-raid alert mirror in Redis is empty; sync it from PostgreSQL"
+            )
+        return AlertSnapshot(
+            int(version), frozenset(m.decode() if isinstance(m, bytes) else m for m in members)
+        )
 
     @asynccontextmanager
     async def subscribe(self) -> AsyncIterator[AsyncIterator[AlertChange]]:

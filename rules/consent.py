@@ -30,8 +30,9 @@ from herald import audit
 from herald.errors import InvalidInput
 from rules.decision import NO_CONSENT, Skip
 
-Source = Literal["cabinet", "app", "chatbot", "operator", "import", "sms_stop",
-                 "email_unsubscribe", "contract"]
+Source = Literal[
+    "cabinet", "app", "chatbot", "operator", "import", "sms_stop", "email_unsubscribe", "contract"
+]
 SOURCES: frozenset[str] = frozenset(get_args(Source))
 # The channels a consent may be about (the consents.channel CHECK): a client may opt out
 # of channels Herald does not send on itself yet (push, telegram, voice).
@@ -57,14 +58,16 @@ WHERE t.code = $3
 """
 
 
-async def load_consents(conn: asyncpg.Connection, client_ids: Sequence[int],
-                        channels: Sequence[str], topic: str) -> Consents:
+async def load_consents(
+    conn: asyncpg.Connection, client_ids: Sequence[int], channels: Sequence[str], topic: str
+) -> Consents:
     """The consents of ``client_ids`` on ``channels`` for ``topic``, in one query."""
     rows = await conn.fetch(_LOAD, list(client_ids), list(channels), topic)
     if not rows:
         raise InvalidInput("topic", f"unknown message topic {topic!r}")
-    explicit = {(r["client_id"], r["channel"]): r["opted_in"]
-                for r in rows if r["client_id"] is not None}
+    explicit = {
+        (r["client_id"], r["channel"]): r["opted_in"] for r in rows if r["client_id"] is not None
+    }
     return Consents(topic, rows[0]["requires_opt_in"], explicit)
 
 
@@ -121,8 +124,10 @@ journalled AS (
 )
 {result}
 """
-_UNNEST = ("SELECT * FROM unnest($6::bigint[], $7::text[], $8::text[], $9::boolean[]) "
-           "WITH ORDINALITY AS s(client_id, channel, topic, opted_in, ord)")
+_UNNEST = (
+    "SELECT * FROM unnest($6::bigint[], $7::text[], $8::text[], $9::boolean[]) "
+    "WITH ORDINALITY AS s(client_id, channel, topic, opted_in, ord)"
+)
 _PER_ROW = """
 SELECT s.client_id, s.channel, s.topic, o.opted_in AS previous, c.client_id IS NOT NULL AS changed
 FROM staged s
@@ -133,8 +138,9 @@ ORDER BY s.ord
 _APPLY_ARRAYS = _APPLY.format(staged=_UNNEST, result=_PER_ROW)
 _APPLY_IMPORT = _APPLY.format(
     staged="SELECT client_id, channel, topic, opted_in FROM consent_checked "
-           "WHERE field IS NULL AND row_no = last_row",
-    result="SELECT count(*) FROM changed")
+    "WHERE field IS NULL AND row_no = last_row",
+    result="SELECT count(*) FROM changed",
+)
 
 _CONSTRAINT_FIELDS = {
     "consents_channel_check": ("channel", "unknown channel"),
@@ -166,43 +172,71 @@ class Applied(msgspec.Struct, frozen=True):
 
 def _check_source(source: str) -> None:
     if source not in SOURCES:
-        raise InvalidInput("source", f"unknown consent source {source!r}; "
-                                     f"one of {', '.join(sorted(SOURCES))}")
+        raise InvalidInput(
+            "source", f"unknown consent source {source!r}; one of {', '.join(sorted(SOURCES))}"
+        )
 
 
 def _log_args(actor: audit.Actor, source: str, detail: dict[str, Any] | None) -> tuple[Any, ...]:
     return source, actor.id, actor.login, actor.request_id, detail
 
 
-async def apply_choices(conn: asyncpg.Connection, actor: audit.Actor, source: str,
-                        choices: Sequence[Choice],
-                        detail: dict[str, Any] | None = None) -> list[Applied]:
+async def apply_choices(
+    conn: asyncpg.Connection,
+    actor: audit.Actor,
+    source: str,
+    choices: Sequence[Choice],
+    detail: dict[str, Any] | None = None,
+) -> list[Applied]:
     """Record several choices in one statement (logged and journalled); the last of a key wins."""
     _check_source(source)
     unique = list({(c.client_id, c.channel, c.topic): c for c in choices}.values())
     try:
         rows = await conn.fetch(
-            _APPLY_ARRAYS, *_log_args(actor, source, detail), [c.client_id for c in unique],
-            [c.channel for c in unique], [c.topic for c in unique], [c.opted_in for c in unique])
+            _APPLY_ARRAYS,
+            *_log_args(actor, source, detail),
+            [c.client_id for c in unique],
+            [c.channel for c in unique],
+            [c.topic for c in unique],
+            [c.opted_in for c in unique],
+        )
     except (asyncpg.CheckViolationError, asyncpg.ForeignKeyViolationError) as exc:
         field, message = _CONSTRAINT_FIELDS.get(exc.constraint_name or "", ("consent", str(exc)))
         raise InvalidInput(field, message) from None
     by_key = {(c.client_id, c.channel, c.topic): c.opted_in for c in unique}
-    return [Applied(r["client_id"], r["channel"], r["topic"],
-                    by_key[(r["client_id"], r["channel"], r["topic"])], r["previous"], r["changed"])
-            for r in rows]
+    return [
+        Applied(
+            r["client_id"],
+            r["channel"],
+            r["topic"],
+            by_key[(r["client_id"], r["channel"], r["topic"])],
+            r["previous"],
+            r["changed"],
+        )
+        for r in rows
+    ]
 
 
-async def record_consent(conn: asyncpg.Connection, actor: audit.Actor, *, client_id: int,
-                         channel: str, topic: str, opted_in: bool, source: str,
-                         detail: dict[str, Any] | None = None) -> bool | None:
+async def record_consent(
+    conn: asyncpg.Connection,
+    actor: audit.Actor,
+    *,
+    client_id: int,
+    channel: str,
+    topic: str,
+    opted_in: bool,
+    source: str,
+    detail: dict[str, Any] | None = None,
+) -> bool | None:
     """Record a client's choice (logged and journalled in one statement); return the previous one."""
-    [applied] = await apply_choices(conn, actor, source,
-                                    [Choice(client_id, channel, topic, opted_in)], detail)
+    [applied] = await apply_choices(
+        conn, actor, source, [Choice(client_id, channel, topic, opted_in)], detail
+    )
     return applied.previous
 
 
 # --- the log the card shows ----------------------------------------------------------
+
 
 class ConsentLogEntry(msgspec.Struct, frozen=True):
     """One change of a client's consent: who, when, from where, and the state before and after."""
@@ -220,17 +254,23 @@ class ConsentLogEntry(msgspec.Struct, frozen=True):
     detail: dict[str, Any] | None
 
 
-async def history(conn: asyncpg.Connection, client_id: int, *, limit: int,
-                  before_id: int | None = None) -> list[ConsentLogEntry]:
+async def history(
+    conn: asyncpg.Connection, client_id: int, *, limit: int, before_id: int | None = None
+) -> list[ConsentLogEntry]:
     """A client's consent changes, newest first; ``before_id`` is the keyset cursor."""
     rows = await conn.fetch(
         "SELECT id, at, channel, topic, old_opted_in, new_opted_in, source, actor_id, actor_login, "
         "request_id, detail FROM consent_log WHERE client_id = $1 AND ($2::bigint IS NULL OR id < $2) "
-        "ORDER BY id DESC LIMIT $3", client_id, before_id, limit)
+        "ORDER BY id DESC LIMIT $3",
+        client_id,
+        before_id,
+        limit,
+    )
     return [ConsentLogEntry(**dict(r)) for r in rows]
 
 
 # --- unsubscribe links in e-mails ----------------------------------------------------
+
 
 class UnsubscribeLinks:
     """Signs and reads the token of an e-mail's unsubscribe link: ``<client>.<topic>.<mac>``.
@@ -240,8 +280,10 @@ class UnsubscribeLinks:
     confirms the same opt-out.
     """
 
-    _TOKEN = re.compile(r"^(?P<client>[1-9][0-9]{0,18})\.(?P<topic>[a-z][a-z0-9_]{1,40})\."
-                        r"(?P<mac>[A-Za-z0-9_-]{22})$")
+    _TOKEN = re.compile(
+        r"^(?P<client>[1-9][0-9]{0,18})\.(?P<topic>[a-z][a-z0-9_]{1,40})\."
+        r"(?P<mac>[A-Za-z0-9_-]{22})$"
+    )
 
     def __init__(self, key: bytes, base_url: str) -> None:
         if len(key) < 16:
@@ -253,9 +295,13 @@ class UnsubscribeLinks:
     def from_settings(cls, settings: Any) -> UnsubscribeLinks:
         """The links of ``herald.settings.Settings``: its secret, or in development a derived one."""
         secret = settings.unsubscribe_secret
-        key = (secret.encode() if secret else hashlib.sha256(
-            f"herald development unsubscribe|{settings.provider_api_token}|{settings.namespace}"
-            .encode()).digest())
+        key = (
+            secret.encode()
+            if secret
+            else hashlib.sha256(
+                f"herald development unsubscribe|{settings.provider_api_token}|{settings.namespace}".encode()
+            ).digest()
+        )
         return cls(key, settings.public_base_url)
 
     def _mac(self, client_id: int, topic: str) -> str:
@@ -285,10 +331,24 @@ class UnsubscribeLinks:
 # Whole-message keywords (punctuation, case and spaces ignored): the international ones
 # and their Ukrainian and Russian forms. Cyrillic letters that look Latin are read as
 # Latin, so "SТОР" typed with a Cyrillic Т, О and Р is still STOP.
-STOP_WORDS = frozenset({
-    "stop", "stopall", "unsubscribe", "cancel", "end", "quit", "optout",
-    "стоп", "відписатися", "відписатись", "відписка", "відмова", "отписаться", "отписка",
-})
+STOP_WORDS = frozenset(
+    {
+        "stop",
+        "stopall",
+        "unsubscribe",
+        "cancel",
+        "end",
+        "quit",
+        "optout",
+        "стоп",
+        "відписатися",
+        "відписатись",
+        "відписка",
+        "відмова",
+        "отписаться",
+        "отписка",
+    }
+)
 _LOOKALIKES = str.maketrans("асеіјорхуктмнв", "aceijopxyktmhb")
 _WORD = re.compile(r"[^\W\d_]+")
 
@@ -314,32 +374,67 @@ class InboundResult(msgspec.Struct, frozen=True):
     duplicate: bool = False
 
 
-async def inbound_sms(conn: asyncpg.Connection, actor: audit.Actor, *, phone: str, text: str,
-                      provider_message_id: str | None) -> InboundResult:
+async def inbound_sms(
+    conn: asyncpg.Connection,
+    actor: audit.Actor,
+    *,
+    phone: str,
+    text: str,
+    provider_message_id: str | None,
+) -> InboundResult:
     """Log an inbound SMS; a STOP opts every client with an active contact on that number out of
     SMS for each topic marked ``stop_reply`` (all but service notices), source ``sms_stop``."""
     async with conn.transaction():
         stop = is_stop(text)
-        clients = [r[0] for r in await conn.fetch(
-            "SELECT DISTINCT client_id FROM contacts WHERE phone_digits = $1 AND is_active "
-            "ORDER BY client_id", phone.removeprefix("+"))] if stop else []
-        topics = [r[0] for r in await conn.fetch(
-            "SELECT code FROM message_topics WHERE stop_reply ORDER BY code")] if clients else []
-        action: InboundAction = ("ignored" if not stop else "opted_out" if clients
-                                 else "unknown_number")
+        clients = (
+            [
+                r[0]
+                for r in await conn.fetch(
+                    "SELECT DISTINCT client_id FROM contacts WHERE phone_digits = $1 AND is_active "
+                    "ORDER BY client_id",
+                    phone.removeprefix("+"),
+                )
+            ]
+            if stop
+            else []
+        )
+        topics = (
+            [
+                r[0]
+                for r in await conn.fetch(
+                    "SELECT code FROM message_topics WHERE stop_reply ORDER BY code"
+                )
+            ]
+            if clients
+            else []
+        )
+        action: InboundAction = (
+            "ignored" if not stop else "opted_out" if clients else "unknown_number"
+        )
         inserted = await conn.fetchval(
             "INSERT INTO sms_inbound (phone, text, provider_message_id, action, clients) "
             "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (provider_message_id) "
             "WHERE provider_message_id IS NOT NULL DO NOTHING RETURNING id",
-            phone, text, provider_message_id, action, clients)
+            phone,
+            text,
+            provider_message_id,
+            action,
+            clients,
+        )
         if inserted is None:
-            before = await conn.fetchrow("SELECT action, clients FROM sms_inbound "
-                                         "WHERE provider_message_id = $1", provider_message_id)
+            before = await conn.fetchrow(
+                "SELECT action, clients FROM sms_inbound WHERE provider_message_id = $1",
+                provider_message_id,
+            )
             return InboundResult(before["action"], list(before["clients"]), [], duplicate=True)
         if clients:
-            await apply_choices(conn, actor, "sms_stop",
-                                [Choice(c, "sms", t, False) for c in clients for t in topics],
-                                {"phone": phone, "text": text[:160], "inbound_id": inserted})
+            await apply_choices(
+                conn,
+                actor,
+                "sms_stop",
+                [Choice(c, "sms", t, False) for c in clients for t in topics],
+                {"phone": phone, "text": text[:160], "inbound_id": inserted},
+            )
     return InboundResult(action, clients, topics)
 
 
@@ -383,6 +478,7 @@ class ImportReport(msgspec.Struct, frozen=True):
 
 def stage_row(row: int, values: dict[str, object]) -> StagedRow | RowError:
     """Check one row's own values (formats, channel, yes/no); existence is checked in SQL."""
+
     def text(name: str) -> str:
         value = values.get(name)
         return "" if value is None else str(value).strip()
@@ -396,8 +492,11 @@ def stage_row(row: int, values: dict[str, object]) -> StagedRow | RowError:
         return RowError(row, "or_number", f"an OR number has 10 digits, got {or_number[:40]!r}")
     channel = text("channel").lower()
     if channel not in CONSENT_CHANNELS:
-        return RowError(row, "channel", f"unknown channel {channel[:40]!r}; one of "
-                                        f"{', '.join(sorted(CONSENT_CHANNELS))}")
+        return RowError(
+            row,
+            "channel",
+            f"unknown channel {channel[:40]!r}; one of {', '.join(sorted(CONSENT_CHANNELS))}",
+        )
     topic = text("topic")
     if not topic:
         return RowError(row, "topic", "missing")
@@ -406,8 +505,14 @@ def stage_row(row: int, values: dict[str, object]) -> StagedRow | RowError:
     if flag not in _TRUE and flag not in _FALSE and not isinstance(flag, bool):
         return RowError(row, "opted_in", f"not yes/no: {str(raw)[:40]!r}")
     opted_in = flag if isinstance(flag, bool) else flag in _TRUE
-    return StagedRow(row, int(client_raw) if client_raw else None, or_number or None, channel,
-                     topic[:64], opted_in)
+    return StagedRow(
+        row,
+        int(client_raw) if client_raw else None,
+        or_number or None,
+        channel,
+        topic[:64],
+        opted_in,
+    )
 
 
 # Resolves OR numbers, refuses unknown clients and topics, and marks which row of a
@@ -452,9 +557,16 @@ WHERE k.field IS NULL AND k.row_no = k.last_row AND c.opted_in IS DISTINCT FROM 
 MAX_LISTED_ERRORS = 10_000
 
 
-async def import_choices(conn: asyncpg.Connection, actor: audit.Actor, *, source: str,
-                         rows: int, staged: Sequence[StagedRow], refused: Sequence[RowError],
-                         dry_run: bool = False) -> ImportReport:
+async def import_choices(
+    conn: asyncpg.Connection,
+    actor: audit.Actor,
+    *,
+    source: str,
+    rows: int,
+    staged: Sequence[StagedRow],
+    refused: Sequence[RowError],
+    dry_run: bool = False,
+) -> ImportReport:
     """Check and apply an import in one transaction: COPY, one check, one upsert + log + journal.
 
     ``rows`` is the number of data rows read; ``refused`` those that failed the per-row
@@ -465,23 +577,36 @@ async def import_choices(conn: asyncpg.Connection, actor: audit.Actor, *, source
     async with conn.transaction():
         await conn.execute(
             "CREATE TEMP TABLE consent_import (row_no integer, client_id bigint, or_number text, "
-            "channel text, topic text, opted_in boolean) ON COMMIT DROP")
+            "channel text, topic text, opted_in boolean) ON COMMIT DROP"
+        )
         await conn.copy_records_to_table(
-            "consent_import", records=[msgspec.structs.astuple(r) for r in staged],
-            columns=["row_no", "client_id", "or_number", "channel", "topic", "opted_in"])
+            "consent_import",
+            records=[msgspec.structs.astuple(r) for r in staged],
+            columns=["row_no", "client_id", "or_number", "channel", "topic", "opted_in"],
+        )
         await conn.execute(_CHECK_IMPORT)
         # Without statistics the planner takes the temporary table for one row and joins
         # the upsert's CTEs by nested loops: quadratic when a file changes existing rows.
         await conn.execute("ANALYZE consent_checked")
-        found = [RowError(r["row_no"], r["field"], r["detail"]) for r in await conn.fetch(
-            _IMPORT_ERRORS, MAX_LISTED_ERRORS)]
-        bad = await conn.fetchval("SELECT count(*) FROM consent_checked "
-                                  "WHERE field IS NOT NULL OR row_no <> last_row")
+        found = [
+            RowError(r["row_no"], r["field"], r["detail"])
+            for r in await conn.fetch(_IMPORT_ERRORS, MAX_LISTED_ERRORS)
+        ]
+        bad = await conn.fetchval(
+            "SELECT count(*) FROM consent_checked WHERE field IS NOT NULL OR row_no <> last_row"
+        )
         valid = len(staged) - bad
         if dry_run:  # what the import would change
             applied = await conn.fetchval(_WOULD_CHANGE)
         else:
             applied = await conn.fetchval(_APPLY_IMPORT, *_log_args(actor, source, None))
     errors = sorted([*refused, *found], key=lambda e: e.row)
-    return ImportReport(rows, applied, valid - applied, len(refused) + bad,
-                        errors[:MAX_LISTED_ERRORS], len(refused) + bad > MAX_LISTED_ERRORS, dry_run)
+    return ImportReport(
+        rows,
+        applied,
+        valid - applied,
+        len(refused) + bad,
+        errors[:MAX_LISTED_ERRORS],
+        len(refused) + bad > MAX_LISTED_ERRORS,
+        dry_run,
+    )

@@ -42,6 +42,7 @@ class Chain(msgspec.Struct, frozen=True):
 
 # -- events: what happened to the message at step ``step`` --------------------------
 
+
 class Skipped(msgspec.Struct, frozen=True, tag="skipped"):
     step: int
     reason: SkipReason
@@ -98,14 +99,20 @@ class Wait(msgspec.Struct, frozen=True, tag="wait"):
 Action = TryStep | Finish | Wait
 WAIT = Wait()
 
-_FAILURE_REASON = {PermanentFailure: "provider_failed", RetriesExhausted: "retries_exhausted",
-                   ReceiptTimeout: "receipt_timeout"}
+_FAILURE_REASON = {
+    PermanentFailure: "provider_failed",
+    RetriesExhausted: "retries_exhausted",
+    ReceiptTimeout: "receipt_timeout",
+}
 
 
-def parse_chain(channels: Sequence[str] = DEFAULT_CHAIN,
-                receipt_timeouts: float | Sequence[float] = DEFAULT_RECEIPT_TIMEOUT, *,
-                field: str = "channel_chain",
-                timeout_field: str = "receipt_timeout_seconds") -> Chain:
+def parse_chain(
+    channels: Sequence[str] = DEFAULT_CHAIN,
+    receipt_timeouts: float | Sequence[float] = DEFAULT_RECEIPT_TIMEOUT,
+    *,
+    field: str = "channel_chain",
+    timeout_field: str = "receipt_timeout_seconds",
+) -> Chain:
     """A validated chain: non-empty, known channels, no repeats; InvalidInput names the field.
 
     ``receipt_timeouts`` is one value for every step or one per step (seconds).
@@ -113,7 +120,9 @@ def parse_chain(channels: Sequence[str] = DEFAULT_CHAIN,
     if isinstance(channels, str):
         raise InvalidInput(field, "a list of channels is expected, not a string")
     if not channels:
-        raise InvalidInput(field, f"at least one channel is required (e.g. {', '.join(DEFAULT_CHAIN)})")
+        raise InvalidInput(
+            field, f"at least one channel is required (e.g. {', '.join(DEFAULT_CHAIN)})"
+        )
     if isinstance(receipt_timeouts, (int, float)):
         timeouts = [float(receipt_timeouts)] * len(channels)
         where = [timeout_field] * len(channels)
@@ -126,19 +135,22 @@ def parse_chain(channels: Sequence[str] = DEFAULT_CHAIN,
     steps = []
     for i, (channel, timeout) in enumerate(zip(channels, timeouts, strict=True)):
         if channel not in CHANNELS:
-            raise InvalidInput(f"{field}[{i}]", f"unknown channel {channel!r}; one of {', '.join(CHANNELS)}")
+            raise InvalidInput(
+                f"{field}[{i}]", f"unknown channel {channel!r}; one of {', '.join(CHANNELS)}"
+            )
         if channel in seen:
             raise InvalidInput(f"{field}[{i}]", f"channel {channel!r} appears twice in the chain")
         if not MIN_RECEIPT_TIMEOUT <= timeout <= MAX_RECEIPT_TIMEOUT:
-            raise InvalidInput(where[i], f"from {MIN_RECEIPT_TIMEOUT:.0f} s to "
-                                         f"{MAX_RECEIPT_TIMEOUT:.0f} s (7 days)")
+            raise InvalidInput(
+                where[i],
+                f"from {MIN_RECEIPT_TIMEOUT:.0f} s to {MAX_RECEIPT_TIMEOUT:.0f} s (7 days)",
+            )
         seen.add(channel)
         steps.append(Step(channel, timeout))
     return Chain(tuple(steps))
 
 
-def chain_of(channels: Sequence[str],
-             receipt_timeout: float = DEFAULT_RECEIPT_TIMEOUT) -> Chain:
+def chain_of(channels: Sequence[str], receipt_timeout: float = DEFAULT_RECEIPT_TIMEOUT) -> Chain:
     """The chain of a stored campaign or message (validated when it was saved, with
     ``parse_chain`` or its API schema), one receipt timeout for every step."""
     timeout = float(receipt_timeout)

@@ -50,8 +50,9 @@ class QuietWindow(msgspec.Struct, frozen=True, kw_only=True):
         return self.is_active and (self.channels is None or channel in self.channels)
 
 
-def release_at(now_utc: dt.datetime, tz: dt.tzinfo | str,
-               windows: Iterable[QuietWindow]) -> dt.datetime | None:
+def release_at(
+    now_utc: dt.datetime, tz: dt.tzinfo | str, windows: Iterable[QuietWindow]
+) -> dt.datetime | None:
     """None if a message may go now; else the UTC moment the covering window(s) end."""
     if now_utc.tzinfo is None:
         raise ValueError("now_utc must be an aware datetime")
@@ -67,9 +68,16 @@ def release_at(now_utc: dt.datetime, tz: dt.tzinfo | str,
     return released
 
 
-def check(now_utc: dt.datetime, client_ids: Iterable[int],
-          client_regions: Mapping[int, Sequence[str]], time_zones: Mapping[str, str],
-          windows: Sequence[QuietWindow], *, channel: str, urgent: bool = False) -> dict[int, Hold]:
+def check(
+    now_utc: dt.datetime,
+    client_ids: Iterable[int],
+    client_regions: Mapping[int, Sequence[str]],
+    time_zones: Mapping[str, str],
+    windows: Sequence[QuietWindow],
+    *,
+    channel: str,
+    urgent: bool = False,
+) -> dict[int, Hold]:
     """The batch check: clients inside a window on ``channel``, held until it ends."""
     if urgent:
         return {}
@@ -80,7 +88,8 @@ def check(now_utc: dt.datetime, client_ids: Iterable[int],
     # these few: when none of them is quiet now, nobody is held.
     by_zone: dict[str, dt.datetime | None] = {
         name: release_at(now_utc, name, applicable)
-        for name in {*time_zones.values(), clock.business_tz().key}}
+        for name in {*time_zones.values(), clock.business_tz().key}
+    }
     if not any(by_zone.values()):
         return {}
     by_regions: dict[tuple[str, ...], dt.datetime | None] = {}
@@ -102,7 +111,9 @@ def check(now_utc: dt.datetime, client_ids: Iterable[int],
     return held
 
 
-def _end_of_covering(t: dt.datetime, tz: dt.tzinfo, windows: Sequence[QuietWindow]) -> dt.datetime | None:
+def _end_of_covering(
+    t: dt.datetime, tz: dt.tzinfo, windows: Sequence[QuietWindow]
+) -> dt.datetime | None:
     """The latest end among the window occurrences covering instant ``t``."""
     today = t.astimezone(tz).date()
     best: dt.datetime | None = None
@@ -149,6 +160,7 @@ def _jump(before: dt.datetime, after: dt.datetime, tz: dt.tzinfo) -> dt.datetime
 
 # -- store ----------------------------------------------------------------------------
 
+
 class WindowSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """What an administrator sets for a window."""
 
@@ -170,36 +182,58 @@ def _validate(spec: WindowSpec) -> None:
         if getattr(spec, field).tzinfo is not None:
             raise InvalidInput(field, "a wall-clock time without a time zone is expected")
     if spec.start == spec.end:
-        raise InvalidInput("end", "must differ from start (a window of 24 hours is not quiet hours)")
+        raise InvalidInput(
+            "end", "must differ from start (a window of 24 hours is not quiet hours)"
+        )
     if not spec.weekdays or any(d not in ALL_DAYS for d in spec.weekdays):
         raise InvalidInput("weekdays", "ISO weekdays 1 (Monday) to 7 (Sunday), at least one")
     if spec.channels is not None:
         unknown = sorted(set(spec.channels) - set(CHANNELS))
         if not spec.channels or unknown:
-            raise InvalidInput("channels", f"channels among {', '.join(CHANNELS)}, at least one "
-                                           "(or none at all for every channel)")
+            raise InvalidInput(
+                "channels",
+                f"channels among {', '.join(CHANNELS)}, at least one "
+                "(or none at all for every channel)",
+            )
 
 
 def _from_row(row: asyncpg.Record) -> QuietWindow:
-    return QuietWindow(id=row["id"], name=row["name"], start=row["start_time"], end=row["end_time"],
-                       weekdays=frozenset(row["weekdays"]),
-                       channels=None if row["channels"] is None else frozenset(row["channels"]),
-                       is_active=row["is_active"])
+    return QuietWindow(
+        id=row["id"],
+        name=row["name"],
+        start=row["start_time"],
+        end=row["end_time"],
+        weekdays=frozenset(row["weekdays"]),
+        channels=None if row["channels"] is None else frozenset(row["channels"]),
+        is_active=row["is_active"],
+    )
 
 
 def _journal_value(w: QuietWindow) -> dict[str, object]:
-    return {"name": w.name, "start": w.start.isoformat(), "end": w.end.isoformat(),
-            "weekdays": sorted(w.weekdays),
-            "channels": None if w.channels is None else sorted(w.channels),
-            "is_active": w.is_active}
+    return {
+        "name": w.name,
+        "start": w.start.isoformat(),
+        "end": w.end.isoformat(),
+        "weekdays": sorted(w.weekdays),
+        "channels": None if w.channels is None else sorted(w.channels),
+        "is_active": w.is_active,
+    }
 
 
 def _args(spec: WindowSpec) -> tuple[object, ...]:
-    return (spec.name.strip(), sorted(set(spec.weekdays)), spec.start, spec.end,
-            None if spec.channels is None else sorted(set(spec.channels)), spec.is_active)
+    return (
+        spec.name.strip(),
+        sorted(set(spec.weekdays)),
+        spec.start,
+        spec.end,
+        None if spec.channels is None else sorted(set(spec.channels)),
+        spec.is_active,
+    )
 
 
-async def create_window(conn: asyncpg.Connection, actor: audit.Actor, spec: WindowSpec) -> QuietWindow:
+async def create_window(
+    conn: asyncpg.Connection, actor: audit.Actor, spec: WindowSpec
+) -> QuietWindow:
     """Add a window; journalled in the same transaction."""
     _validate(spec)
     async with conn.transaction():
@@ -207,20 +241,36 @@ async def create_window(conn: asyncpg.Connection, actor: audit.Actor, spec: Wind
             f"""
             INSERT INTO quiet_hours_windows (name, weekdays, start_time, end_time, channels, is_active)
             VALUES ($1, $2, $3, $4, $5, $6) RETURNING {_COLUMNS}
-            """, *_args(spec))
+            """,
+            *_args(spec),
+        )
         window = _from_row(row)
-        await audit.record(conn, actor, [audit.Change(
-            "quiet_hours_window", str(window.id), "create", None, None, _journal_value(window))])
+        await audit.record(
+            conn,
+            actor,
+            [
+                audit.Change(
+                    "quiet_hours_window",
+                    str(window.id),
+                    "create",
+                    None,
+                    None,
+                    _journal_value(window),
+                )
+            ],
+        )
     return window
 
 
-async def update_window(conn: asyncpg.Connection, actor: audit.Actor, window_id: int,
-                        spec: WindowSpec) -> QuietWindow:
+async def update_window(
+    conn: asyncpg.Connection, actor: audit.Actor, window_id: int, spec: WindowSpec
+) -> QuietWindow:
     """Replace a window's settings; one journal entry per changed field."""
     _validate(spec)
     async with conn.transaction():
         old = await conn.fetchrow(
-            f"SELECT {_COLUMNS} FROM quiet_hours_windows WHERE id = $1 FOR UPDATE", window_id)
+            f"SELECT {_COLUMNS} FROM quiet_hours_windows WHERE id = $1 FOR UPDATE", window_id
+        )
         if old is None:
             raise NotFound(f"no quiet-hours window {window_id}")
         row = await conn.fetchrow(
@@ -229,10 +279,21 @@ async def update_window(conn: asyncpg.Connection, actor: audit.Actor, window_id:
             SET name = $2, weekdays = $3, start_time = $4, end_time = $5, channels = $6,
                 is_active = $7, updated_at = herald_now()
             WHERE id = $1 RETURNING {_COLUMNS}
-            """, window_id, *_args(spec))
+            """,
+            window_id,
+            *_args(spec),
+        )
         window = _from_row(row)
-        await audit.record(conn, actor, audit.field_changes(
-            "quiet_hours_window", window_id, _journal_value(_from_row(old)), _journal_value(window)))
+        await audit.record(
+            conn,
+            actor,
+            audit.field_changes(
+                "quiet_hours_window",
+                window_id,
+                _journal_value(_from_row(old)),
+                _journal_value(window),
+            ),
+        )
     return window
 
 
@@ -240,17 +301,32 @@ async def delete_window(conn: asyncpg.Connection, actor: audit.Actor, window_id:
     """Remove a window; the journal keeps what it was."""
     async with conn.transaction():
         row = await conn.fetchrow(
-            f"DELETE FROM quiet_hours_windows WHERE id = $1 RETURNING {_COLUMNS}", window_id)
+            f"DELETE FROM quiet_hours_windows WHERE id = $1 RETURNING {_COLUMNS}", window_id
+        )
         if row is None:
             raise NotFound(f"no quiet-hours window {window_id}")
-        await audit.record(conn, actor, [audit.Change(
-            "quiet_hours_window", str(window_id), "delete", None, _journal_value(_from_row(row)), None)])
+        await audit.record(
+            conn,
+            actor,
+            [
+                audit.Change(
+                    "quiet_hours_window",
+                    str(window_id),
+                    "delete",
+                    None,
+                    _journal_value(_from_row(row)),
+                    None,
+                )
+            ],
+        )
 
 
 async def list_windows(conn: asyncpg.Connection, *, active_only: bool = False) -> list[QuietWindow]:
     """The configured windows by id; ``active_only`` for what the worker applies."""
     rows = await conn.fetch(
-        f"SELECT {_COLUMNS} FROM quiet_hours_windows WHERE is_active OR NOT $1 ORDER BY id", active_only)
+        f"SELECT {_COLUMNS} FROM quiet_hours_windows WHERE is_active OR NOT $1 ORDER BY id",
+        active_only,
+    )
     return [_from_row(r) for r in rows]
 
 

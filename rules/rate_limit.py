@@ -96,8 +96,7 @@ class RateLimiter(abc.ABC):
         return await self._take(buckets, n)
 
     @abc.abstractmethod
-    async def _take(self, buckets: Sequence[Bucket], n: int) -> Grant:
-        ...
+    async def _take(self, buckets: Sequence[Bucket], n: int) -> Grant: ...
 
 
 # KEYS: bucket hashes {t: tokens, at: seconds}. ARGV: n, then (capacity, rate) per key.
@@ -172,6 +171,7 @@ class StubRateLimiter(RateLimiter):
 
 # -- pacing a unit of work ------------------------------------------------------------
 
+
 class Paced(msgspec.Struct):
     """How pacing a unit ended: ``granted`` of its sends went, ``retry_after`` seconds
     until the next token when it stopped short (0 when all were granted)."""
@@ -180,9 +180,16 @@ class Paced(msgspec.Struct):
     retry_after: float = 0.0
 
 
-async def pace(limiter: RateLimiter, found: Sequence[Bucket], n: int, *,
-               send: Callable[[int], Awaitable[bool]], max_wait: float,
-               monotonic: Callable[[], float], sleep: Callable[[float], Awaitable[None]]) -> Paced:
+async def pace(
+    limiter: RateLimiter,
+    found: Sequence[Bucket],
+    n: int,
+    *,
+    send: Callable[[int], Awaitable[bool]],
+    max_wait: float,
+    monotonic: Callable[[], float],
+    sleep: Callable[[float], Awaitable[None]],
+) -> Paced:
     """Take tokens for ``n`` sends as they come and ``send(k)`` each grant of k at once.
 
     Stops when all are granted, when the next tokens would come more than ``max_wait``
@@ -221,6 +228,7 @@ def release_times(found: Sequence[Bucket], left: int, retry_after: float) -> lis
 
 # -- configuration (admin) ------------------------------------------------------------
 
+
 class RateLimit(msgspec.Struct, frozen=True):
     """A configured limit of a channel (provider None: all its providers) or of one provider."""
 
@@ -241,9 +249,15 @@ _PROVIDER = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")
 _COLUMNS = "id, channel, provider, per_minute, per_hour, updated_by, updated_at"
 
 
-def buckets_for_send(namespace: str, configured: Sequence[RateLimit], *, channel: str,
-                     provider: str | None = None, campaign_id: int | None = None,
-                     campaign_limits: Limits | None = None) -> list[Bucket]:
+def buckets_for_send(
+    namespace: str,
+    configured: Sequence[RateLimit],
+    *,
+    channel: str,
+    provider: str | None = None,
+    campaign_id: int | None = None,
+    campaign_limits: Limits | None = None,
+) -> list[Bucket]:
     """Every bucket a send on ``channel`` through ``provider`` for ``campaign_id`` takes from."""
     found: list[Bucket] = []
     for limit in configured:
@@ -258,15 +272,19 @@ def buckets_for_send(namespace: str, configured: Sequence[RateLimit], *, channel
     return found
 
 
-def _validate(channel: str, provider: str | None, per_minute: int | None, per_hour: int | None) -> None:
+def _validate(
+    channel: str, provider: str | None, per_minute: int | None, per_hour: int | None
+) -> None:
     if channel not in CHANNELS:
         raise InvalidInput("channel", f"one of {', '.join(CHANNELS)}")
     if provider is not None and not _PROVIDER.match(provider):
         raise InvalidInput("provider", "lower-case latin letters, digits, '.', '_' or '-'")
     if per_minute is None and per_hour is None:
         raise InvalidInput("per_minute", "set per_minute, per_hour or both")
-    for name, value, top in (("per_minute", per_minute, MAX_PER_MINUTE),
-                             ("per_hour", per_hour, MAX_PER_HOUR)):
+    for name, value, top in (
+        ("per_minute", per_minute, MAX_PER_MINUTE),
+        ("per_hour", per_hour, MAX_PER_HOUR),
+    ):
         if value is not None and not (isinstance(value, int) and 1 <= value <= top):
             raise InvalidInput(name, f"an integer from 1 to {top}")
 
@@ -279,15 +297,24 @@ def _entity_id(channel: str, provider: str | None) -> str:
     return channel if provider is None else f"{channel}:{provider}"
 
 
-async def set_limit(conn: asyncpg.Connection, actor: audit.Actor, *, channel: str,
-                    provider: str | None = None, per_minute: int | None = None,
-                    per_hour: int | None = None) -> RateLimit:
+async def set_limit(
+    conn: asyncpg.Connection,
+    actor: audit.Actor,
+    *,
+    channel: str,
+    provider: str | None = None,
+    per_minute: int | None = None,
+    per_hour: int | None = None,
+) -> RateLimit:
     """Create or replace the limits of a channel or provider; journalled."""
     _validate(channel, provider, per_minute, per_hour)
     async with conn.transaction():
         old = await conn.fetchrow(
             f"SELECT {_COLUMNS} FROM rate_limits WHERE channel = $1 AND provider IS NOT DISTINCT FROM $2"
-            " FOR UPDATE", channel, provider)
+            " FOR UPDATE",
+            channel,
+            provider,
+        )
         row = await conn.fetchrow(
             f"""
             INSERT INTO rate_limits (channel, provider, per_minute, per_hour, updated_by)
@@ -296,34 +323,57 @@ async def set_limit(conn: asyncpg.Connection, actor: audit.Actor, *, channel: st
             SET per_minute = EXCLUDED.per_minute, per_hour = EXCLUDED.per_hour,
                 updated_by = EXCLUDED.updated_by, updated_at = herald_now()
             RETURNING {_COLUMNS}
-            """, channel, provider, per_minute, per_hour, actor.login)
+            """,
+            channel,
+            provider,
+            per_minute,
+            per_hour,
+            actor.login,
+        )
         limit = RateLimit(**dict(row))
         entity = _entity_id(channel, provider)
         if old is None:
             changes = [audit.Change("rate_limit", entity, "create", None, None, _journal(limit))]
         else:
-            changes = audit.field_changes("rate_limit", entity, _journal(RateLimit(**dict(old))) or {},
-                                          _journal(limit) or {})
+            changes = audit.field_changes(
+                "rate_limit", entity, _journal(RateLimit(**dict(old))) or {}, _journal(limit) or {}
+            )
         await audit.record(conn, actor, changes)
     return limit
 
 
-async def remove_limit(conn: asyncpg.Connection, actor: audit.Actor, *, channel: str,
-                       provider: str | None = None) -> None:
+async def remove_limit(
+    conn: asyncpg.Connection, actor: audit.Actor, *, channel: str, provider: str | None = None
+) -> None:
     """Drop the limits of a channel or provider (unlimited from then on); journalled."""
     async with conn.transaction():
         row = await conn.fetchrow(
             f"DELETE FROM rate_limits WHERE channel = $1 AND provider IS NOT DISTINCT FROM $2"
-            f" RETURNING {_COLUMNS}", channel, provider)
+            f" RETURNING {_COLUMNS}",
+            channel,
+            provider,
+        )
         if row is None:
             raise NotFound(f"no rate limit for {_entity_id(channel, provider)}")
-        await audit.record(conn, actor, [audit.Change(
-            "rate_limit", _entity_id(channel, provider), "delete", None,
-            _journal(RateLimit(**dict(row))), None)])
+        await audit.record(
+            conn,
+            actor,
+            [
+                audit.Change(
+                    "rate_limit",
+                    _entity_id(channel, provider),
+                    "delete",
+                    None,
+                    _journal(RateLimit(**dict(row))),
+                    None,
+                )
+            ],
+        )
 
 
 async def list_limits(conn: asyncpg.Connection) -> list[RateLimit]:
     """Every configured limit, channel-wide first; workers load it and refresh it now and then."""
     rows = await conn.fetch(
-        f"SELECT {_COLUMNS} FROM rate_limits ORDER BY channel, provider NULLS FIRST")
+        f"SELECT {_COLUMNS} FROM rate_limits ORDER BY channel, provider NULLS FIRST"
+    )
     return [RateLimit(**dict(r)) for r in rows]

@@ -36,7 +36,9 @@ async def load_client_regions(conn: asyncpg.Connection, client_ids: Sequence[int
     """Client -> its region codes (sorted), for a batch, in one query."""
     rows = await conn.fetch(
         "SELECT client_id, region_code, status <> 'closed' AS open FROM accounts "
-        "WHERE client_id = ANY($1::bigint[])", list(client_ids))
+        "WHERE client_id = ANY($1::bigint[])",
+        list(client_ids),
+    )
     open_: dict[int, set[str]] = {}
     closed: dict[int, set[str]] = {}
     for client_id, region, is_open in rows:

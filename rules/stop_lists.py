@@ -34,8 +34,9 @@ class MembershipUnavailable(HeraldError):
 class SegmentMembership(Protocol):
     """Answers which clients belong to segments; implemented by the segments module."""
 
-    async def members_among(self, segment_ids: Sequence[int],
-                            client_ids: Sequence[int]) -> set[int]:
+    async def members_among(
+        self, segment_ids: Sequence[int], client_ids: Sequence[int]
+    ) -> set[int]:
         """The clients of ``client_ids`` that belong to at least one of ``segment_ids``."""
         ...
 
@@ -53,8 +54,10 @@ class StopListEntry(msgspec.Struct, frozen=True):
     created_at: dt.datetime
 
 
-_COLUMNS = ("id, client_id, segment_id, topics, reason, valid_from, valid_until, "
-            "created_by, created_by_id, created_at")
+_COLUMNS = (
+    "id, client_id, segment_id, topics, reason, valid_from, valid_until, "
+    "created_by, created_by_id, created_at"
+)
 
 _ACTIVE_FOR_BATCH = """
 SELECT client_id, NULL::bigint AS segment_id FROM stop_list_entries
@@ -69,9 +72,14 @@ WHERE segment_id IS NOT NULL
 """
 
 
-async def blocked_clients(conn: asyncpg.Connection, client_ids: Sequence[int], topic: str, *,
-                          now: dt.datetime | None = None,
-                          membership: SegmentMembership | None = None) -> set[int]:
+async def blocked_clients(
+    conn: asyncpg.Connection,
+    client_ids: Sequence[int],
+    topic: str,
+    *,
+    now: dt.datetime | None = None,
+    membership: SegmentMembership | None = None,
+) -> set[int]:
     """The clients of the batch an active entry blocks from ``topic``: one query (+ one membership call)."""
     at = now or clock.now()
     rows = await conn.fetch(_ACTIVE_FOR_BATCH, list(client_ids), topic, at)
@@ -81,16 +89,22 @@ async def blocked_clients(conn: asyncpg.Connection, client_ids: Sequence[int], t
         if membership is None:
             raise MembershipUnavailable(
                 f"stop-list entries for segments {segments} apply to topic {topic!r}, "
-                "but no segment membership was given to resolve them")
+                "but no segment membership was given to resolve them"
+            )
         rest = [c for c in client_ids if c not in blocked]
         if rest:
             blocked |= await membership.members_among(segments, rest)
     return blocked
 
 
-async def check(conn: asyncpg.Connection, client_ids: Sequence[int], topic: str, *,
-                now: dt.datetime | None = None,
-                membership: SegmentMembership | None = None) -> dict[int, Skip]:
+async def check(
+    conn: asyncpg.Connection,
+    client_ids: Sequence[int],
+    topic: str,
+    *,
+    now: dt.datetime | None = None,
+    membership: SegmentMembership | None = None,
+) -> dict[int, Skip]:
     """The batch check: blocked clients, skipped with ``stop_list``."""
     blocked = await blocked_clients(conn, client_ids, topic, now=now, membership=membership)
     return dict.fromkeys(blocked, STOP_LIST)
@@ -102,8 +116,12 @@ async def _check_topics(conn: asyncpg.Connection, topics: Sequence[str] | None) 
     wanted = sorted(set(topics))
     if not wanted:
         raise InvalidInput("topics", "give at least one topic, or none at all for every topic")
-    known = {r["code"] for r in await conn.fetch(
-        "SELECT code FROM message_topics WHERE code = ANY($1::text[])", wanted)}
+    known = {
+        r["code"]
+        for r in await conn.fetch(
+            "SELECT code FROM message_topics WHERE code = ANY($1::text[])", wanted
+        )
+    }
     unknown = [t for t in wanted if t not in known]
     if unknown:
         raise InvalidInput("topics", f"unknown topic(s): {', '.join(unknown)}")
@@ -111,15 +129,27 @@ async def _check_topics(conn: asyncpg.Connection, topics: Sequence[str] | None) 
 
 
 def _journal_value(entry: StopListEntry) -> dict[str, object]:
-    return {"client_id": entry.client_id, "segment_id": entry.segment_id, "topics": entry.topics,
-            "reason": entry.reason, "valid_from": entry.valid_from.isoformat(),
-            "valid_until": entry.valid_until.isoformat() if entry.valid_until else None}
+    return {
+        "client_id": entry.client_id,
+        "segment_id": entry.segment_id,
+        "topics": entry.topics,
+        "reason": entry.reason,
+        "valid_from": entry.valid_from.isoformat(),
+        "valid_until": entry.valid_until.isoformat() if entry.valid_until else None,
+    }
 
 
-async def add_entry(conn: asyncpg.Connection, actor: audit.Actor, *, reason: str,
-                    client_id: int | None = None, segment_id: int | None = None,
-                    topics: Sequence[str] | None = None, valid_from: dt.datetime | None = None,
-                    valid_until: dt.datetime | None = None) -> StopListEntry:
+async def add_entry(
+    conn: asyncpg.Connection,
+    actor: audit.Actor,
+    *,
+    reason: str,
+    client_id: int | None = None,
+    segment_id: int | None = None,
+    topics: Sequence[str] | None = None,
+    valid_from: dt.datetime | None = None,
+    valid_until: dt.datetime | None = None,
+) -> StopListEntry:
     """Block a client or a segment (exactly one) from ``topics`` (None: all); journalled."""
     if (client_id is None) == (segment_id is None):
         raise InvalidInput("client_id", "give either client_id or segment_id, not both or neither")
@@ -143,32 +173,62 @@ async def add_entry(conn: asyncpg.Connection, actor: audit.Actor, *, reason: str
                 VALUES ($1, $2, $3, $4, coalesce($5, herald_now()), $6, $7, $8)
                 RETURNING {_COLUMNS}
                 """,
-                client_id, segment_id, checked, reason, valid_from, valid_until,
-                actor.login, actor.id)
+                client_id,
+                segment_id,
+                checked,
+                reason,
+                valid_from,
+                valid_until,
+                actor.login,
+                actor.id,
+            )
         except asyncpg.ForeignKeyViolationError:
             raise InvalidInput("client_id", f"no client {client_id}") from None
         entry = StopListEntry(**dict(row))
-        await audit.record(conn, actor, [audit.Change(
-            "stop_list_entry", str(entry.id), "create", None, None, _journal_value(entry))])
+        await audit.record(
+            conn,
+            actor,
+            [
+                audit.Change(
+                    "stop_list_entry", str(entry.id), "create", None, None, _journal_value(entry)
+                )
+            ],
+        )
     return entry
 
 
-async def remove_entry(conn: asyncpg.Connection, actor: audit.Actor, entry_id: int) -> StopListEntry:
+async def remove_entry(
+    conn: asyncpg.Connection, actor: audit.Actor, entry_id: int
+) -> StopListEntry:
     """Delete an entry (the journal keeps what it was); NotFound if there is none."""
     async with conn.transaction():
         row = await conn.fetchrow(
-            f"DELETE FROM stop_list_entries WHERE id = $1 RETURNING {_COLUMNS}", entry_id)
+            f"DELETE FROM stop_list_entries WHERE id = $1 RETURNING {_COLUMNS}", entry_id
+        )
         if row is None:
             raise NotFound(f"no stop-list entry {entry_id}")
         entry = StopListEntry(**dict(row))
-        await audit.record(conn, actor, [audit.Change(
-            "stop_list_entry", str(entry.id), "delete", None, _journal_value(entry), None)])
+        await audit.record(
+            conn,
+            actor,
+            [
+                audit.Change(
+                    "stop_list_entry", str(entry.id), "delete", None, _journal_value(entry), None
+                )
+            ],
+        )
     return entry
 
 
-async def list_entries(conn: asyncpg.Connection, *, client_id: int | None = None,
-                       segment_id: int | None = None, active_at: dt.datetime | None = None,
-                       after_id: int | None = None, limit: int = 100) -> list[StopListEntry]:
+async def list_entries(
+    conn: asyncpg.Connection,
+    *,
+    client_id: int | None = None,
+    segment_id: int | None = None,
+    active_at: dt.datetime | None = None,
+    after_id: int | None = None,
+    limit: int = 100,
+) -> list[StopListEntry]:
     """Entries, oldest first, filtered by client, segment or validity at a moment; keyset by id."""
     rows = await conn.fetch(
         f"""
@@ -181,5 +241,10 @@ async def list_entries(conn: asyncpg.Connection, *, client_id: int | None = None
         ORDER BY id
         LIMIT $5
         """,
-        client_id, segment_id, active_at, after_id, limit)
+        client_id,
+        segment_id,
+        active_at,
+        after_id,
+        limit,
+    )
     return [StopListEntry(**dict(r)) for r in rows]

@@ -57,8 +57,10 @@ def _load_base_settings() -> Settings:
 # that times a module computes at import are on it too.
 _BASE_SETTINGS = _load_base_settings()
 clock.configure(_BASE_SETTINGS)
-users.configure_hashing(time_cost=_BASE_SETTINGS.password_hash_time_cost,
-                        memory_kib=_BASE_SETTINGS.password_hash_memory_kib)
+users.configure_hashing(
+    time_cost=_BASE_SETTINGS.password_hash_time_cost,
+    memory_kib=_BASE_SETTINGS.password_hash_memory_kib,
+)
 
 
 @pytest.fixture(scope="session")
@@ -72,7 +74,7 @@ async def template_database(base_settings: Settings) -> AsyncIterator[str]:
     admin = await asyncpg.connect(_maintenance_url(base_settings))
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE template0 ENCODING \'UTF8\'')
+        await admin.execute(f"CREATE DATABASE \"{name}\" TEMPLATE template0 ENCODING 'UTF8'")
         conn = await asyncpg.connect(_with_database(base_settings.database_admin_url, name))
         try:
             await migrate(conn, discover())
@@ -134,8 +136,9 @@ class _DatabaseSupply:
 
 
 @pytest.fixture(scope="session")
-async def database_supply(base_settings: Settings,
-                          template_database: str) -> AsyncIterator[_DatabaseSupply]:
+async def database_supply(
+    base_settings: Settings, template_database: str
+) -> AsyncIterator[_DatabaseSupply]:
     supply = _DatabaseSupply(base_settings, template_database)
     yield supply
     await supply.close()
@@ -184,17 +187,21 @@ async def delete_queues(settings: Settings) -> None:
 
 
 @pytest.fixture
-async def settings(base_settings: Settings, database_supply: _DatabaseSupply,
-                   clock_offset_days: float) -> AsyncIterator[Settings]:
+async def settings(
+    base_settings: Settings, database_supply: _DatabaseSupply, clock_offset_days: float
+) -> AsyncIterator[Settings]:
     """Settings pointing at a fresh migrated database and a namespace of this test's own."""
     name = await database_supply.take()
     n = name.rsplit("_", 1)[1]
-    settings = with_clock_offset(msgspec.structs.replace(
-        base_settings,
-        database_url=_with_database(base_settings.database_url, name),
-        database_admin_url=_with_database(base_settings.database_admin_url, name),
-        namespace=f"t{os.getpid()}x{n}",
-    ), clock_offset_days)
+    settings = with_clock_offset(
+        msgspec.structs.replace(
+            base_settings,
+            database_url=_with_database(base_settings.database_url, name),
+            database_admin_url=_with_database(base_settings.database_admin_url, name),
+            namespace=f"t{os.getpid()}x{n}",
+        ),
+        clock_offset_days,
+    )
     try:
         yield settings
     finally:
@@ -257,15 +264,17 @@ async def login_as(client, role: str) -> dict[str, str]:
     from herald.cli.demo import DEMO_USERS
 
     demo = next(d for d in DEMO_USERS if d.role == role)
-    response = await client.post("/api/v1/auth/login",
-                                 json={"login": demo.login, "password": demo.password})
+    response = await client.post(
+        "/api/v1/auth/login", json={"login": demo.login, "password": demo.password}
+    )
     assert response.status == 200, await response.text()
     return {"Authorization": "Bearer " + (await response.json())["token"]}
 
 
 @pytest.fixture
-async def stack(settings: Settings, demo_users, aiohttp_client, aiohttp_server,
-                admin_conn: asyncpg.Connection):
+async def stack(
+    settings: Settings, demo_users, aiohttp_client, aiohttp_server, admin_conn: asyncpg.Connection
+):
     """A whole Herald (API, simulators, a worker) for dispatch tests: see dispatch_helpers."""
     from dispatch_helpers import start_stack
 

@@ -23,13 +23,15 @@ from schemathesis import GenerationMode
 
 # Operations that would end or weaken the fuzzing session itself: run apart, each example
 # with a fresh session and the users and roles restored after it.
-APART = frozenset({
-    ("POST", "/api/v1/auth/logout"),
-    ("POST", "/api/v1/auth/password"),
-    ("PUT", "/api/v1/roles/{role}/permissions"),
-    ("PATCH", "/api/v1/users/{user_id}"),
-    ("POST", "/api/v1/users/{user_id}/password"),
-})
+APART = frozenset(
+    {
+        ("POST", "/api/v1/auth/logout"),
+        ("POST", "/api/v1/auth/password"),
+        ("PUT", "/api/v1/roles/{role}/permissions"),
+        ("PATCH", "/api/v1/users/{user_id}"),
+        ("POST", "/api/v1/users/{user_id}/password"),
+    }
+)
 
 
 @dataclass
@@ -45,9 +47,11 @@ class FuzzReport:
 
     def summary(self) -> str:
         every = set().union(*self.operations.values()) if self.operations else set()
-        return (f"{len(every)} operations, {self.requests} requests, {len(self.failures)} 5xx; "
-                f"statuses {dict(sorted(self.statuses.items()))}; sent again after a service "
-                f"outage: {self.outages}")
+        return (
+            f"{len(every)} operations, {self.requests} requests, {len(self.failures)} 5xx; "
+            f"statuses {dict(sorted(self.statuses.items()))}; sent again after a service "
+            f"outage: {self.outages}"
+        )
 
 
 def load_schema(document: dict[str, Any]) -> Any:
@@ -68,8 +72,9 @@ def name_of(op: Any) -> str:
     return f"{op.method.upper()} {op.path}"
 
 
-def generate(ops: Iterable[Any], report: FuzzReport, *, valid: int,
-             invalid: int) -> list[tuple[Any, list[Any]]]:
+def generate(
+    ops: Iterable[Any], report: FuzzReport, *, valid: int, invalid: int
+) -> list[tuple[Any, list[Any]]]:
     """Cases for each operation: ``valid`` that fit the schema and ``invalid`` that do not.
 
     Derandomized: the same cases every run. Generating costs more than sending, so the
@@ -87,9 +92,14 @@ def generate(ops: Iterable[Any], report: FuzzReport, *, valid: int,
                 report.not_generated.append(f"{name_of(op)} {mode.value}: {exc}")
                 continue
 
-            @hypothesis.settings(max_examples=count, derandomize=True, database=None,
-                                 deadline=None, phases=[Phase.explicit, Phase.generate],
-                                 suppress_health_check=list(HealthCheck))
+            @hypothesis.settings(
+                max_examples=count,
+                derandomize=True,
+                database=None,
+                deadline=None,
+                phases=[Phase.explicit, Phase.generate],
+                suppress_health_check=list(HealthCheck),
+            )
             @hypothesis.given(case=strategy)
             def collect(case: Any) -> None:
                 cases.append(case)  # noqa: B023 - collect() runs at once, in this iteration
@@ -122,14 +132,26 @@ def _wait_until_ready(session: requests.Session, base_url: str, seconds: float =
 def stream_paths(document: dict[str, Any]) -> frozenset[str]:
     """Paths whose GET answers a live stream (SSE): judged by the status line alone."""
     return frozenset(
-        path for path, item in document.get("paths", {}).items()
-        if any("text/event-stream" in (r.get("content") or {})
-               for r in (item.get("get") or {}).get("responses", {}).values()))
+        path
+        for path, item in document.get("paths", {}).items()
+        if any(
+            "text/event-stream" in (r.get("content") or {})
+            for r in (item.get("get") or {}).get("responses", {}).values()
+        )
+    )
 
 
-def send(made: Iterable[tuple[Any, list[Any]]], base_url: str, token: Callable[[], str],
-         report: FuzzReport, *, label: str, streams: frozenset[str] = frozenset(),
-         after_each: Callable[[], None] | None = None, timeout: float = 30.0) -> None:
+def send(
+    made: Iterable[tuple[Any, list[Any]]],
+    base_url: str,
+    token: Callable[[], str],
+    report: FuzzReport,
+    *,
+    label: str,
+    streams: frozenset[str] = frozenset(),
+    after_each: Callable[[], None] | None = None,
+    timeout: float = 30.0,
+) -> None:
     """Send every case with the session ``token()`` gives; record statuses and any 5xx.
 
     A 5xx (or no answer) while a service is down is sent again once the services are back;
@@ -158,13 +180,21 @@ def send(made: Iterable[tuple[Any, list[Any]]], base_url: str, token: Callable[[
                 if status >= 500:
                     report.failures.append(
                         f"[{label}] {name_of(op)} -> {status}: "
-                        f"{case.as_curl_command(headers={'Authorization': '[session]'})}")
+                        f"{case.as_curl_command(headers={'Authorization': '[session]'})}"
+                    )
 
 
-def _send_one(session: requests.Session, case: Any, base_url: str, token: Callable[[], str],
-              timeout: float, stream: bool) -> tuple[int, str]:
-    request = case.as_transport_kwargs(base_url=base_url,
-                                       headers={"Authorization": f"Bearer {token()}"})
+def _send_one(
+    session: requests.Session,
+    case: Any,
+    base_url: str,
+    token: Callable[[], str],
+    timeout: float,
+    stream: bool,
+) -> tuple[int, str]:
+    request = case.as_transport_kwargs(
+        base_url=base_url, headers={"Authorization": f"Bearer {token()}"}
+    )
     try:
         # A live stream (SSE) is judged by its status line; its body never ends.
         with session.request(**request, timeout=timeout, stream=True) as response:

@@ -47,7 +47,8 @@ class ReceiptReceiver:
             self.fail_next -= 1
             return web.Response(status=503)
         self.receipts[request.match_info["channel"]].extend(
-            self._decoder.decode(await request.read()))
+            self._decoder.decode(await request.read())
+        )
         return web.Response(status=204)
 
 
@@ -56,15 +57,30 @@ def sms(message_id: str, to: str = "+380501234567", text: str = "Борг 120 г
 
 
 def viber(message_id: str, to: str = "+380501234567") -> Outbound:
-    return Outbound(message_id, "viber", to, ViberContent(
-        "Нагадування про оплату", button_text="Сплатити", button_url="https://pay.example/1",
-        image_url="https://img.example/1.png"))
+    return Outbound(
+        message_id,
+        "viber",
+        to,
+        ViberContent(
+            "Нагадування про оплату",
+            button_text="Сплатити",
+            button_url="https://pay.example/1",
+            image_url="https://img.example/1.png",
+        ),
+    )
 
 
 def mail(message_id: str, to: str = "olena@example.com") -> Outbound:
-    return Outbound(message_id, "email", to, EmailContent(
-        subject="Рахунок за газ: 1 234,56 грн до 20.05", html="<p>Шановна Олено, <b>сплатіть</b></p>",
-        text="Шановна Олено, сплатіть рахунок."))
+    return Outbound(
+        message_id,
+        "email",
+        to,
+        EmailContent(
+            subject="Рахунок за газ: 1 234,56 грн до 20.05",
+            html="<p>Шановна Олено, <b>сплатіть</b></p>",
+            text="Шановна Олено, сплатіть рахунок.",
+        ),
+    )
 
 
 async def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -95,8 +111,14 @@ def free_port() -> int:
 class Sim:
     """A running simulators app (HTTP) plus its SMTP sink, and the receiver of its receipts."""
 
-    def __init__(self, settings: Settings, server: TestServer, app: web.Application,
-                 receiver: ReceiptReceiver, smtp: asyncio.Server) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        server: TestServer,
+        app: web.Application,
+        receiver: ReceiptReceiver,
+        smtp: asyncio.Server,
+    ) -> None:
         self.settings = settings
         self.server = server
         self.app = app
@@ -108,15 +130,18 @@ class Sim:
         return self.app[{"sms": SMS_SIM, "viber": VIBER_SIM, "email": EMAIL_SIM}[channel]]
 
     async def configure(self, channel: str, **patch: object) -> dict[str, Any]:
-        async with (ClientSession() as session,
-                    session.put(self.server.make_url(f"/{channel}/sim/config"),
-                                json=patch) as response):
+        async with (
+            ClientSession() as session,
+            session.put(self.server.make_url(f"/{channel}/sim/config"), json=patch) as response,
+        ):
             assert response.status == 200, await response.text()
             return await response.json()
 
     async def get(self, path: str, **params: str) -> dict[str, Any]:
-        async with (ClientSession() as session,
-                    session.get(self.server.make_url(path), params=params) as response):
+        async with (
+            ClientSession() as session,
+            session.get(self.server.make_url(path), params=params) as response,
+        ):
             assert response.status == 200, await response.text()
             return await response.json()
 
@@ -124,17 +149,21 @@ class Sim:
         return await self.get(f"/{channel}/sim/stats")
 
 
-async def start_simulators(settings: Settings, aiohttp_server,
-                           smtp_sock: socket.socket | None = None):
+async def start_simulators(
+    settings: Settings, aiohttp_server, smtp_sock: socket.socket | None = None
+):
     """Simulators (HTTP) and an SMTP sink on free ports (or on the bound ``smtp_sock``);
     settings pointed at them."""
     app = init_simulators_app(settings)
     server = await aiohttp_server(app)
     smtp = await start_smtp_sink(app[EMAIL_SIM], "127.0.0.1", 0, sock=smtp_sock)
     settings = msgspec.structs.replace(
-        settings, sms_gateway_url=str(server.make_url("/sms")),
-        viber_api_url=str(server.make_url("/viber")), smtp_host="127.0.0.1",
-        smtp_port=int(smtp.sockets[0].getsockname()[1]))
+        settings,
+        sms_gateway_url=str(server.make_url("/sms")),
+        viber_api_url=str(server.make_url("/viber")),
+        smtp_host="127.0.0.1",
+        smtp_port=int(smtp.sockets[0].getsockname()[1]),
+    )
     return settings, server, app, smtp
 
 
@@ -144,8 +173,10 @@ async def sim(base_settings: Settings, aiohttp_server) -> AsyncIterator[Sim]:
     receiver = ReceiptReceiver()
     receiver_server = await aiohttp_server(receiver.app())
     settings = msgspec.structs.replace(
-        base_settings, provider_api_token=TOKEN,
-        public_base_url=str(receiver_server.make_url("")).rstrip("/"))
+        base_settings,
+        provider_api_token=TOKEN,
+        public_base_url=str(receiver_server.make_url("")).rstrip("/"),
+    )
     settings, server, app, smtp = await start_simulators(settings, aiohttp_server)
     yield Sim(settings, server, app, receiver, smtp)
     smtp.close()

@@ -35,4 +35,5 @@ class Stream:
                     event = value
                 elif key == "data":
                     data.append(value)
+
         return await asyncio.wait_for(read(), GUARD)

@@ -32,11 +32,13 @@ async def test_readyz_checks_all_three_services(client) -> None:
     assert all(check["ok"] for check in body["checks"].values())
 
 
-async def test_readyz_reports_a_service_down_as_503_problem(settings: Settings,
-                                                            aiohttp_client) -> None:
+async def test_readyz_reports_a_service_down_as_503_problem(
+    settings: Settings, aiohttp_client
+) -> None:
     # Given Redis pointed at a port where nothing listens
-    broken = msgspec.structs.replace(settings, redis_url="redis://127.0.0.1:1/0",
-                                     readiness_timeout=1.0)
+    broken = msgspec.structs.replace(
+        settings, redis_url="redis://127.0.0.1:1/0", readiness_timeout=1.0
+    )
     client = await aiohttp_client(init_app(broken))
     # When readiness is asked
     response = await client.get("/readyz")
@@ -86,7 +88,9 @@ def test_every_route_declares_a_permission(settings: Settings) -> None:
     assert routes
     for route in routes:
         declared = endpoint_of(route.handler)
-        assert declared is not None, f"{route.method} {route.resource and route.resource.canonical} declares nothing"
+        assert declared is not None, (
+            f"{route.method} {route.resource and route.resource.canonical} declares nothing"
+        )
         assert declared.permission
 
 

@@ -17,8 +17,8 @@ PACKAGES = ("herald", "crm", "rules", "providers", "dispatcher", "admin_api", "l
 # Module -> why it imports inside functions.
 INNER_IMPORTS_ALLOWED = {
     "herald.cli": "each command imports what it runs when it runs: `herald --help` or "
-                  "`herald migrate` need not load the web app, the worker or Playwright "
-                  "(~0.5 s to import instead of several seconds)",
+    "`herald migrate` need not load the web app, the worker or Playwright "
+    "(~0.5 s to import instead of several seconds)",
     "herald.cli.bench": "the same for the benchmarks the CLI registers",
     "herald.cli.bench.segments": "imported to build the CLI's parser; measuring code loads when run",
     "herald.cli.bench.ui": "imported to build the CLI's parser; measuring code loads when run",
@@ -65,12 +65,16 @@ def test_the_walk_finds_imports_in_functions_methods_and_nested_blocks() -> None
 
 
 def test_no_imports_inside_functions_outside_the_allowlist() -> None:
-    offending = [f"{module}:{line}: {statement}"
-                 for module, imports in _all_inner_imports().items()
-                 if module not in INNER_IMPORTS_ALLOWED
-                 for line, statement in imports]
-    assert not offending, ("import at module level (a cycle is fixed by moving the shared "
-                           "thing down, not by hiding the import):\n" + "\n".join(offending))
+    offending = [
+        f"{module}:{line}: {statement}"
+        for module, imports in _all_inner_imports().items()
+        if module not in INNER_IMPORTS_ALLOWED
+        for line, statement in imports
+    ]
+    assert not offending, (
+        "import at module level (a cycle is fixed by moving the shared "
+        "thing down, not by hiding the import):\n" + "\n".join(offending)
+    )
 
 
 def test_every_allowed_module_still_needs_its_exception() -> None:

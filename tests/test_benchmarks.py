@@ -67,14 +67,21 @@ async def _namespace_keys(settings: Settings) -> list[bytes]:
 
 
 @pytest.mark.parametrize("batch_size", [1, 100])
-async def test_amqp_publish_measures_and_deletes_its_queue(settings: Settings,
-                                                           batch_size: int) -> None:
+async def test_amqp_publish_measures_and_deletes_its_queue(
+    settings: Settings, batch_size: int
+) -> None:
     # Given a queue name under the test's namespace
     name = bench_queue_name(settings)
     assert name.startswith(settings.namespace + ".")
     # When publishing into it for a moment
-    m = await measure_amqp_publish(settings, batch_size=batch_size, seconds=TINY,
-                                   max_messages=2_000, in_flight=32, queue_name=name)
+    m = await measure_amqp_publish(
+        settings,
+        batch_size=batch_size,
+        seconds=TINY,
+        max_messages=2_000,
+        in_flight=32,
+        queue_name=name,
+    )
     # Then recipients were counted per message and the queue is gone
     _did_work(m)
     assert m.count == m.operations * batch_size
@@ -82,8 +89,9 @@ async def test_amqp_publish_measures_and_deletes_its_queue(settings: Settings,
 
 
 async def test_amqp_publish_stops_at_its_count_limit(settings: Settings) -> None:
-    m = await measure_amqp_publish(settings, batch_size=1, seconds=30, max_messages=50,
-                                   in_flight=16)
+    m = await measure_amqp_publish(
+        settings, batch_size=1, seconds=30, max_messages=50, in_flight=16
+    )
     assert m.operations == 50
 
 
@@ -97,8 +105,9 @@ async def test_pg_copy_and_insert(settings: Settings) -> None:
 
 async def test_redis_lua_and_pipeline_leave_no_keys(settings: Settings) -> None:
     lua = await measure_redis_lua(settings, seconds=TINY, max_calls=5_000)
-    pipeline = await measure_redis_pipeline(settings, seconds=TINY, max_commands=20_000,
-                                            pipeline_size=500)
+    pipeline = await measure_redis_pipeline(
+        settings, seconds=TINY, max_commands=20_000, pipeline_size=500
+    )
     _did_work(lua)
     _did_work(pipeline)
     assert await _namespace_keys(settings) == []
@@ -118,16 +127,27 @@ def test_remote_services_are_refused(base_settings: Settings) -> None:
 
 async def test_run_reports_every_selected_step(settings: Settings) -> None:
     # Given tiny bounds and two groups
-    bounds = Bounds(seconds=0.1, batch_size=10, max_messages=500, max_batches=100,
-                    max_lua_calls=500, max_pipelined=2_000)
+    bounds = Bounds(
+        seconds=0.1,
+        batch_size=10,
+        max_messages=500,
+        max_batches=100,
+        max_lua_calls=500,
+        max_pipelined=2_000,
+    )
     lines: list[str] = []
     # When the run goes
-    report = await run_primitives(settings, bounds, groups=("rabbitmq", "redis"),
-                                  progress=lines.append)
+    report = await run_primitives(
+        settings, bounds, groups=("rabbitmq", "redis"), progress=lines.append
+    )
     # Then each step has a measurement, a progress line, a table row and a JSON entry
     steps = [m.step for m in report.measurements]
-    assert steps == ["rabbitmq.publish.single", "rabbitmq.publish.batch", "redis.lua",
-                     "redis.pipeline"]
+    assert steps == [
+        "rabbitmq.publish.single",
+        "rabbitmq.publish.batch",
+        "redis.lua",
+        "redis.pipeline",
+    ]
     assert sum(line.startswith("[") for line in lines) == 4
     for m in report.measurements:
         _did_work(m)
@@ -139,10 +159,15 @@ async def test_run_reports_every_selected_step(settings: Settings) -> None:
 
 
 def test_bench_primitives_options_are_parsed() -> None:
-    args = build_parser().parse_args(["bench", "primitives", "--seconds", "0.5",
-                                      "--only", "redis,http", "--json"])
+    args = build_parser().parse_args(
+        ["bench", "primitives", "--seconds", "0.5", "--only", "redis,http", "--json"]
+    )
     assert (args.benchmark, args.seconds, args.only, args.json) == (
-        "primitives", 0.5, ("redis", "http"), True)
+        "primitives",
+        0.5,
+        ("redis", "http"),
+        True,
+    )
     with pytest.raises(SystemExit):
         build_parser().parse_args(["bench", "primitives", "--only", "mongodb"])
 
@@ -160,8 +185,9 @@ def test_registration_is_idempotent() -> None:
 
 
 def test_bench_campaign_options_are_parsed() -> None:
-    args = build_parser().parse_args(["bench", "campaign", "--recipients", "5_000_000",
-                                      "--chain", "email,sms"])
+    args = build_parser().parse_args(
+        ["bench", "campaign", "--recipients", "5_000_000", "--chain", "email,sms"]
+    )
     assert (args.recipients, args.chain, args.workers) == (5_000_000, ["email", "sms"], 2)
     for bad in (["--recipients", "0"], ["--chain", "sms,sms"], ["--chain", "fax"]):
         with pytest.raises(SystemExit):
@@ -179,7 +205,11 @@ def test_bench_card_options_are_parsed() -> None:
 def test_bench_cases_options_are_parsed() -> None:
     args = build_parser().parse_args(["bench", "cases"])
     assert (args.cases, args.open_cases, args.requests, args.concurrency) == (
-        10_000_000, 50_000, 300, 4)
+        10_000_000,
+        50_000,
+        300,
+        4,
+    )
     args = build_parser().parse_args(["bench", "cases", "--cases", "20000", "--open-cases", "500"])
     assert (args.cases, args.open_cases) == (20_000, 500)
     for bad in (["--cases", "10"], ["--open-cases", "0"], ["--requests", "x"]):

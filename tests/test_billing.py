@@ -64,7 +64,8 @@ async def _put(http: aiohttp.ClientSession, url: str, body: object) -> tuple[int
 
 
 async def test_simulator_answers_the_same_for_an_account_and_differently_for_another(
-        billing: BillingServer, http: aiohttp.ClientSession) -> None:
+    billing: BillingServer, http: aiohttp.ClientSession
+) -> None:
     status, first = await _get(http, f"{billing.url}/v1/accounts/1000000123", headers=AUTH)
     assert status == 200
     _, again = await _get(http, f"{billing.url}/v1/accounts/1000000123", headers=AUTH)
@@ -84,16 +85,24 @@ async def test_simulator_answers_the_same_for_an_account_and_differently_for_ano
     assert all(dt.datetime.fromisoformat(p["paid_at"]).date() < today for p in data["payments"])
     # Balance follows from payments and charges, debt is never negative.
     assert Decimal(data["debt"]) >= 0
-    assert data["tariff_code"] in {"household_fixed", "household_annual", "household_monthly",
-                                   "condominium"}
+    assert data["tariff_code"] in {
+        "household_fixed",
+        "household_annual",
+        "household_monthly",
+        "condominium",
+    }
     # GDO readings name the account's meters and grow month by month.
     serials = {m["serial_number"] for m in data["meters"]}
     assert serials and {g["meter_serial"] for g in data["gdo_readings"]} == serials
-    first_meter = [Decimal(g["value"]) for g in data["gdo_readings"]
-                   if g["meter_serial"] == data["meters"][0]["serial_number"]]
+    first_meter = [
+        Decimal(g["value"])
+        for g in data["gdo_readings"]
+        if g["meter_serial"] == data["meters"][0]["serial_number"]
+    ]
     assert len(first_meter) == 3 and first_meter == sorted(first_meter)
-    assert data["equipment"] and all(e["kind"] in {"stove", "boiler", "water_heater"}
-                                     for e in data["equipment"])
+    assert data["equipment"] and all(
+        e["kind"] in {"stove", "boiler", "water_heater"} for e in data["equipment"]
+    )
 
 
 def test_generated_balance_is_payments_minus_charges_and_debt_is_the_overdue_part() -> None:
@@ -109,7 +118,8 @@ def test_generated_balance_is_payments_minus_charges_and_debt_is_the_overdue_par
 
 
 async def test_simulator_refuses_unknown_accounts_and_bad_tokens(
-        billing: BillingServer, http: aiohttp.ClientSession) -> None:
+    billing: BillingServer, http: aiohttp.ClientSession
+) -> None:
     status, _ = await _get(http, f"{billing.url}/v1/accounts/0900000001", headers=AUTH)
     assert status == 404
     status, _ = await _get(http, f"{billing.url}/v1/accounts/12345", headers=AUTH)
@@ -121,13 +131,17 @@ async def test_simulator_refuses_unknown_accounts_and_bad_tokens(
 
 
 async def test_simulator_can_be_down_fail_a_few_requests_and_be_reset(
-        billing: BillingServer, http: aiohttp.ClientSession) -> None:
+    billing: BillingServer, http: aiohttp.ClientSession
+) -> None:
     url = f"{billing.url}/v1/accounts/1000000001"
     status, config = await _put(http, f"{billing.url}/sim/config", {"down": True})
     assert status == 200 and config["down"] is True
     assert (await _get(http, url, headers=AUTH))[0] == 503
-    await _put(http, f"{billing.url}/sim/config", {"down": False, "fail_next_requests": 1,
-                                                   "fail_status": 502})
+    await _put(
+        http,
+        f"{billing.url}/sim/config",
+        {"down": False, "fail_next_requests": 1, "fail_status": 502},
+    )
     assert (await _get(http, url, headers=AUTH))[0] == 502
     assert (await _get(http, url, headers=AUTH))[0] == 200
     status, problem = await _put(http, f"{billing.url}/sim/config", {"failure_rate": 2})
@@ -137,16 +151,24 @@ async def test_simulator_can_be_down_fail_a_few_requests_and_be_reset(
     await _put(http, f"{billing.url}/sim/config", {"unknown_or_pattern": "^1000000001$"})
     assert (await _get(http, url, headers=AUTH))[0] == 404
     async with http.post(f"{billing.url}/sim/reset") as r:
-        assert await r.json() == {"requests": 0, "served": 0, "not_found": 0, "failed": 0,
-                                  "refused": 0}
+        assert await r.json() == {
+            "requests": 0,
+            "served": 0,
+            "not_found": 0,
+            "failed": 0,
+            "refused": 0,
+        }
     assert (await _get(http, url, headers=AUTH))[0] == 200
 
 
 async def test_an_account_answer_can_be_overridden_for_tests(
-        billing: BillingServer, http: aiohttp.ClientSession) -> None:
-    status, data = await _put(http, f"{billing.url}/sim/accounts/1000000001",
-                              {"balance": "-10.00", "meters": [{"serial_number": "SN1",
-                                                                 "model": "Metrix G4"}]})
+    billing: BillingServer, http: aiohttp.ClientSession
+) -> None:
+    status, data = await _put(
+        http,
+        f"{billing.url}/sim/accounts/1000000001",
+        {"balance": "-10.00", "meters": [{"serial_number": "SN1", "model": "Metrix G4"}]},
+    )
     assert status == 200
     _, served = await _get(http, f"{billing.url}/v1/accounts/1000000001", headers=AUTH)
     assert served == data
@@ -159,7 +181,8 @@ async def test_an_account_answer_can_be_overridden_for_tests(
 
 
 async def test_connector_fetches_and_tells_failures_apart(
-        billing: BillingServer, http: aiohttp.ClientSession) -> None:
+    billing: BillingServer, http: aiohttp.ClientSession
+) -> None:
     connector = HttpBillingConnector(http, billing.url, TOKEN, request_timeout=0.3)
     data = await connector.fetch("1000000042")
     assert data == normalise(account_data("1000000042", clock.today(dt.UTC)))
@@ -183,7 +206,8 @@ async def test_connector_fetches_and_tells_failures_apart(
 
 async def _account(conn: asyncpg.Connection, or_number: str = "1000000077") -> int:
     client_id = await conn.fetchval(
-        "INSERT INTO clients (last_name, first_name) VALUES ('Бондар', 'Ірина') RETURNING id")
+        "INSERT INTO clients (last_name, first_name) VALUES ('Бондар', 'Ірина') RETURNING id"
+    )
     return await conn.fetchval(
         """
         INSERT INTO accounts (client_id, or_number, eic_code, region_code, city, street, building,
@@ -191,7 +215,10 @@ async def _account(conn: asyncpg.Connection, or_number: str = "1000000077") -> i
         VALUES ($1, $2, '56XS' || $2 || '0A', 'UA-30', 'Київ', 'вул. Січова', '3', 'household',
                 'household_fixed', '2019-05-01')
         RETURNING id
-        """, client_id, or_number)
+        """,
+        client_id,
+        or_number,
+    )
 
 
 @pytest.fixture
@@ -202,21 +229,27 @@ async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
 
 
 async def test_concurrent_refreshes_of_one_account_ask_billing_once_and_store_the_answer(
-        billing: BillingServer, http: aiohttp.ClientSession, pool: asyncpg.Pool,
-        admin_conn: asyncpg.Connection) -> None:
+    billing: BillingServer,
+    http: aiohttp.ClientSession,
+    pool: asyncpg.Pool,
+    admin_conn: asyncpg.Connection,
+) -> None:
     account_id = await _account(admin_conn)
     billing.sim.configure({"latency_ms": 200})
-    cache = BillingCache(HttpBillingConnector(http, billing.url, TOKEN), pool,
-                         max_age_seconds=300, wait_seconds=5)
+    cache = BillingCache(
+        HttpBillingConnector(http, billing.url, TOKEN), pool, max_age_seconds=300, wait_seconds=5
+    )
     ref = AccountRef(account_id, "1000000077", None)
-    results = await asyncio.gather(*(cache.refresh_now([ref], refreshed_by="olena")
-                                     for _ in range(5)))
+    results = await asyncio.gather(
+        *(cache.refresh_now([ref], refreshed_by="olena") for _ in range(5))
+    )
     assert billing.sim.stats.requests == 1
     assert {r[account_id].block.refresh for r in results} == {"done"}
     assert cache.in_flight == 0
 
-    row = await admin_conn.fetchrow("SELECT * FROM billing_snapshots WHERE account_id = $1",
-                                    account_id)
+    row = await admin_conn.fetchrow(
+        "SELECT * FROM billing_snapshots WHERE account_id = $1", account_id
+    )
     expected = account_data("1000000077", clock.today(dt.UTC))
     assert row["balance"] == expected.balance and row["debt"] == expected.debt
     assert row["tariff_code"] == expected.tariff_code and row["refreshed_by"] == "olena"
@@ -237,8 +270,9 @@ async def test_concurrent_refreshes_of_one_account_ask_billing_once_and_store_th
         assert re.fullmatch(r"-?\d+\.\d{2}", payment["amount"])
         assert dt.datetime.fromisoformat(payment["paid_at"]).tzinfo is not None
     assert [p["id"] for p in row["payments"]] == [p.id for p in expected.payments]
-    assert {g["meter_serial"] for g in row["gdo_readings"]} == {m.serial_number
-                                                               for m in expected.meters}
+    assert {g["meter_serial"] for g in row["gdo_readings"]} == {
+        m.serial_number for m in expected.meters
+    }
 
     # The next refresh, once the first is over, asks again.
     await cache.refresh_now([ref], refreshed_by="petro")
@@ -247,34 +281,45 @@ async def test_concurrent_refreshes_of_one_account_ask_billing_once_and_store_th
 
 
 async def test_a_failed_refresh_keeps_the_cached_data_and_is_not_stored(
-        billing: BillingServer, http: aiohttp.ClientSession, pool: asyncpg.Pool,
-        admin_conn: asyncpg.Connection) -> None:
+    billing: BillingServer,
+    http: aiohttp.ClientSession,
+    pool: asyncpg.Pool,
+    admin_conn: asyncpg.Connection,
+) -> None:
     account_id = await _account(admin_conn, "1000000078")
-    cache = BillingCache(HttpBillingConnector(http, billing.url, TOKEN), pool,
-                         max_age_seconds=300, wait_seconds=5)
+    cache = BillingCache(
+        HttpBillingConnector(http, billing.url, TOKEN), pool, max_age_seconds=300, wait_seconds=5
+    )
     ref = AccountRef(account_id, "1000000078", None)
     await cache.refresh_now([ref], refreshed_by="olena")
-    before = await admin_conn.fetchrow("SELECT * FROM billing_snapshots WHERE account_id = $1",
-                                       account_id)
+    before = await admin_conn.fetchrow(
+        "SELECT * FROM billing_snapshots WHERE account_id = $1", account_id
+    )
     billing.sim.configure({"down": True})
     result = await cache.refresh_now([ref], refreshed_by="petro")
     block = result[account_id].block
     assert block.refresh == "unavailable" and "503" in (block.error or "")
-    after = await admin_conn.fetchrow("SELECT * FROM billing_snapshots WHERE account_id = $1",
-                                      account_id)
+    after = await admin_conn.fetchrow(
+        "SELECT * FROM billing_snapshots WHERE account_id = $1", account_id
+    )
     assert dict(after) == dict(before)
     await cache.close()
 
 
 async def test_a_background_refresh_still_running_at_shutdown_is_stopped(
-        billing: BillingServer, http: aiohttp.ClientSession, pool: asyncpg.Pool,
-        admin_conn: asyncpg.Connection) -> None:
+    billing: BillingServer,
+    http: aiohttp.ClientSession,
+    pool: asyncpg.Pool,
+    admin_conn: asyncpg.Connection,
+) -> None:
     account_id = await _account(admin_conn, "1000000079")
     billing.sim.configure({"latency_ms": 3000})
-    cache = BillingCache(HttpBillingConnector(http, billing.url, TOKEN), pool,
-                         max_age_seconds=300, wait_seconds=0.05)
-    read = cache.begin([AccountRef(account_id, "1000000079", None)], force=False,
-                       refreshed_by="olena")
+    cache = BillingCache(
+        HttpBillingConnector(http, billing.url, TOKEN), pool, max_age_seconds=300, wait_seconds=0.05
+    )
+    read = cache.begin(
+        [AccountRef(account_id, "1000000079", None)], force=False, refreshed_by="olena"
+    )
     resolved = await read.wait()
     assert resolved[account_id].block.refresh == "pending"
     assert resolved[account_id].block.available is False
@@ -282,16 +327,27 @@ async def test_a_background_refresh_still_running_at_shutdown_is_stopped(
     assert cache.in_flight == 1
     await cache.close()
     assert cache.in_flight == 0
-    assert await admin_conn.fetchval(
-        "SELECT count(*) FROM billing_snapshots WHERE account_id = $1", account_id) == 0
+    assert (
+        await admin_conn.fetchval(
+            "SELECT count(*) FROM billing_snapshots WHERE account_id = $1", account_id
+        )
+        == 0
+    )
 
 
 def test_billing_settings_are_read_and_checked() -> None:
-    settings = load_settings({"HERALD_BILLING_URL": "https://billing.example/api",
-                              "HERALD_BILLING_TIMEOUT_SECONDS": "0.5",
-                              "HERALD_BILLING_MAX_AGE_SECONDS": "60"})
-    assert (settings.billing_url, settings.billing_timeout_seconds,
-            settings.billing_max_age_seconds) == ("https://billing.example/api", 0.5, 60)
+    settings = load_settings(
+        {
+            "HERALD_BILLING_URL": "https://billing.example/api",
+            "HERALD_BILLING_TIMEOUT_SECONDS": "0.5",
+            "HERALD_BILLING_MAX_AGE_SECONDS": "60",
+        }
+    )
+    assert (
+        settings.billing_url,
+        settings.billing_timeout_seconds,
+        settings.billing_max_age_seconds,
+    ) == ("https://billing.example/api", 0.5, 60)
     defaults = load_settings({})
     assert defaults.billing_url == "http://127.0.0.1:8090/billing"
     assert (defaults.billing_timeout_seconds, defaults.billing_max_age_seconds) == (0.3, 300)

@@ -28,8 +28,9 @@ def office(holidays: dict[dt.date, tuple[tuple[int, int], ...]] | None = None) -
     return Calendar(KYIV, (day, day, day, day, day, (), ()), holidays or {})
 
 
-def kyiv(year: int, month: int, day: int, hour: int = 0, minute: int = 0,
-         second: int = 0) -> dt.datetime:
+def kyiv(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0
+) -> dt.datetime:
     return dt.datetime(year, month, day, hour, minute, second, tzinfo=KYIV)
 
 
@@ -59,7 +60,10 @@ def test_holiday_and_shortened_day() -> None:
     assert add_business_seconds(cal, kyiv(2026, 12, 24, 16), 2 * H) == kyiv(2026, 12, 28, 9)
     # The shortened 31st ends at 13:00: 12:00 + 2 h -> Friday 1 January 09:00.
     assert add_business_seconds(cal, kyiv(2026, 12, 31, 12), 2 * H) == kyiv(2027, 1, 1, 9)
-    assert business_seconds_between(cal, kyiv(2026, 12, 21), kyiv(2027, 1, 1)) == (4 * 9 + 3 * 9 + 5) * H
+    assert (
+        business_seconds_between(cal, kyiv(2026, 12, 21), kyiv(2027, 1, 1))
+        == (4 * 9 + 3 * 9 + 5) * H
+    )
     # A holiday given on a weekend with hours makes it a working day.
     saturday = office({dt.date(2026, 12, 26): ((10 * 60, 12 * 60),)})
     assert add_business_seconds(saturday, kyiv(2026, 12, 25, 16), 2 * H) == kyiv(2026, 12, 26, 11)
@@ -93,6 +97,7 @@ def test_bad_calendars_and_inputs_are_refused() -> None:
 
 # -- properties over random calendars ---------------------------------------------------------
 
+
 @st.composite
 def day_intervals(draw: st.DrawFn) -> tuple[tuple[int, int], ...]:
     cuts = sorted(set(draw(st.lists(st.integers(0, 96), max_size=6))))
@@ -106,16 +111,21 @@ def calendars(draw: st.DrawFn) -> Calendar:
     week = tuple(draw(day_intervals()) for _ in range(7))
     if not any(week):
         week = (((9 * 60, 18 * 60),),) + week[1:]
-    zone = ZoneInfo(draw(st.sampled_from(["Europe/Kyiv", "America/New_York", "Asia/Kolkata",
-                                          "Australia/Lord_Howe", "UTC"])))
-    days = draw(st.lists(st.dates(dt.date(2026, 1, 1), dt.date(2027, 12, 31)), max_size=8,
-                         unique=True))
+    zone = ZoneInfo(
+        draw(
+            st.sampled_from(
+                ["Europe/Kyiv", "America/New_York", "Asia/Kolkata", "Australia/Lord_Howe", "UTC"]
+            )
+        )
+    )
+    days = draw(
+        st.lists(st.dates(dt.date(2026, 1, 1), dt.date(2027, 12, 31)), max_size=8, unique=True)
+    )
     holidays = {d: draw(day_intervals()) for d in days}
     return Calendar(zone, week, holidays)
 
 
-instants = st.datetimes(dt.datetime(2026, 1, 1), dt.datetime(2027, 12, 1),
-                        timezones=st.just(UTC))
+instants = st.datetimes(dt.datetime(2026, 1, 1), dt.datetime(2027, 12, 1), timezones=st.just(UTC))
 
 
 @settings(max_examples=300, deadline=None)
@@ -140,8 +150,9 @@ def test_between_undoes_add(cal: Calendar, start: dt.datetime, seconds: float) -
 
 @settings(max_examples=300, deadline=None)
 @given(calendars(), instants, instants, instants)
-def test_between_is_additive_and_bounded(cal: Calendar, a: dt.datetime, b: dt.datetime,
-                                         c: dt.datetime) -> None:
+def test_between_is_additive_and_bounded(
+    cal: Calendar, a: dt.datetime, b: dt.datetime, c: dt.datetime
+) -> None:
     ab, bc = business_seconds_between(cal, a, b), business_seconds_between(cal, b, c)
     assert ab + bc == pytest.approx(business_seconds_between(cal, a, c), abs=1e-3)
     assert abs(ab) <= abs((b - a).total_seconds()) + 1e-6

@@ -76,11 +76,15 @@ async def test_stream_pushes_progress_then_a_final_event(stack: Stack) -> None:
     # The per-client drill-down shows the fallback of one client
     history = await stack.call("GET", f"/api/v1/campaigns/{campaign}/recipients/{ids[0]}")
     assert [(e["channel"], e["status"]) for e in history["events"]][:3] == [
-        ("viber", "failed"), ("sms", "sent"), ("sms", "delivered")]
+        ("viber", "failed"),
+        ("sms", "sent"),
+        ("sms", "delivered"),
+    ]
 
 
 async def test_stream_of_a_finished_campaign_ends_at_once_and_needs_the_permission(
-        stack: Stack) -> None:
+    stack: Stack,
+) -> None:
     ids = await make_clients(stack.conn, 2)
     campaign = await stack.campaign(ids)
     await stack.launch(campaign)
@@ -93,8 +97,10 @@ async def test_stream_of_a_finished_campaign_ends_at_once_and_needs_the_permissi
     missing = await stack.api.get("/api/v1/campaigns/999/stream", headers=stack.headers)
     assert missing.status == 404
     # A session of its own: the test client keeps the login cookie.
-    async with (ClientSession() as anonymous,
-                anonymous.get(stack.api.make_url(f"/api/v1/campaigns/{campaign}/stream")) as r):
+    async with (
+        ClientSession() as anonymous,
+        anonymous.get(stack.api.make_url(f"/api/v1/campaigns/{campaign}/stream")) as r,
+    ):
         assert r.status == 401
     operator = await login_as(stack.api, "operator_cc")
     denied = await stack.api.get(f"/api/v1/campaigns/{campaign}/stream", headers=operator)
@@ -104,8 +110,11 @@ async def test_stream_of_a_finished_campaign_ends_at_once_and_needs_the_permissi
 async def _requests_counted(api: Any, route: str) -> dict[str, float]:
     """This API process's request counts of ``route`` by status (its /metrics)."""
     text = await (await api.get("/metrics")).text()
-    pattern = (r'herald_http_requests_total\{method="GET",route="' + re.escape(route)
-               + r'",status="(\d+)"\} ([0-9.]+)')
+    pattern = (
+        r'herald_http_requests_total\{method="GET",route="'
+        + re.escape(route)
+        + r'",status="(\d+)"\} ([0-9.]+)'
+    )
     return {m.group(1): float(m.group(2)) for m in re.finditer(pattern, text)}
 
 
@@ -123,18 +132,35 @@ class _Server(TestServer):
 
 @pytest.mark.parametrize(("cancel", "status"), [(False, "200"), (True, "499")])
 async def test_a_viewer_leaving_the_stream_is_not_a_server_error(
-        settings: Settings, demo_users: Any, aiohttp_client: Any, admin_conn: asyncpg.Connection,
-        caplog: Any, cancel: bool, status: str) -> None:
+    settings: Settings,
+    demo_users: Any,
+    aiohttp_client: Any,
+    admin_conn: asyncpg.Connection,
+    caplog: Any,
+    cancel: bool,
+    status: str,
+) -> None:
     """Issue 20 point 8: the viewer closes the stream while figures are still moving. The
     write that finds the viewer gone ends the stream as the 200 it was; a server that
     cancels the handler instead counts a 499 (client closed request). Never a 5xx."""
-    api = await aiohttp_client(_Server(init_app(msgspec.structs.replace(
-        settings, campaign_stream_interval_seconds=0.01)), cancel=cancel))
+    api = await aiohttp_client(
+        _Server(
+            init_app(msgspec.structs.replace(settings, campaign_stream_interval_seconds=0.01)),
+            cancel=cancel,
+        )
+    )
     admin = await login_as(api, "admin")
-    template = (await (await api.post("/api/v1/templates", headers=admin, json=TEMPLATE)).json())
-    created = await api.post("/api/v1/campaigns", headers=admin, json={
-        "name": "Тестова розсилка", "template_id": template["template"]["id"],
-        "audience": {"kind": "clients", "client_ids": [1]}, "channel_chain": ["sms"]})
+    template = await (await api.post("/api/v1/templates", headers=admin, json=TEMPLATE)).json()
+    created = await api.post(
+        "/api/v1/campaigns",
+        headers=admin,
+        json={
+            "name": "Тестова розсилка",
+            "template_id": template["template"]["id"],
+            "audience": {"kind": "clients", "client_ids": [1]},
+            "channel_chain": ["sms"],
+        },
+    )
     campaign = (await created.json())["id"]
     route = "/api/v1/campaigns/{campaign_id}/stream"
     response = await api.get(f"/api/v1/campaigns/{campaign}/stream", headers=admin)
@@ -148,8 +174,9 @@ async def test_a_viewer_leaving_the_stream_is_not_a_server_error(
         while not (counted := await _requests_counted(api, route)):
             assert loop.time() < guard, "the stream never ended"
             audience += 1
-            await admin_conn.execute("UPDATE campaigns SET audience_size = $2 WHERE id = $1",
-                                     campaign, audience)
+            await admin_conn.execute(
+                "UPDATE campaigns SET audience_size = $2 WHERE id = $1", campaign, audience
+            )
             await asyncio.sleep(0.01)
     # Then the stream ended without a server error, and none was logged
     assert counted == {status: 1.0}
@@ -159,14 +186,21 @@ async def test_a_viewer_leaving_the_stream_is_not_a_server_error(
 def test_every_sse_view_opens_its_stream_through_the_helper() -> None:
     """The same for the CTI and supervisor streams: no view opens an SSE response itself."""
     views = pathlib.Path(__file__).resolve().parent.parent / "admin_api" / "views"
-    direct = [p.name for p in sorted(views.glob("*.py"))
-              if re.search(r"\bsse_response\b|EventSourceResponse\(", p.read_text(encoding="utf-8"))]
+    direct = [
+        p.name
+        for p in sorted(views.glob("*.py"))
+        if re.search(r"\bsse_response\b|EventSourceResponse\(", p.read_text(encoding="utf-8"))
+    ]
     assert direct == []
-    streams = [p.name for p in sorted(views.glob("*.py"))
-               if 'media_type="text/event-stream"' in p.read_text(encoding="utf-8")]
+    streams = [
+        p.name
+        for p in sorted(views.glob("*.py"))
+        if 'media_type="text/event-stream"' in p.read_text(encoding="utf-8")
+    ]
     assert streams == ["cti.py", "events.py", "supervisor.py"]
-    assert all("event_stream(request" in (views / name).read_text(encoding="utf-8")
-               for name in streams)
+    assert all(
+        "event_stream(request" in (views / name).read_text(encoding="utf-8") for name in streams
+    )
     # The web UI's one stream per tab too
     live = (views.parent / "ui" / "live.py").read_text(encoding="utf-8")
     assert "event_stream(request" in live and not re.search(r"\bsse_response\b", live)

@@ -23,9 +23,11 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 KYIV = dt.timezone(dt.timedelta(hours=2))
 
 # What reads the wall clock in SQL, and in Python.
-SQL_CLOCK = re.compile(r"(?<![.\w])(now\(\)|clock_timestamp\(\)|current_date\b|current_timestamp\b"
-                       r"|localtimestamp\b|statement_timestamp\(\)|transaction_timestamp\(\))",
-                       re.IGNORECASE)
+SQL_CLOCK = re.compile(
+    r"(?<![.\w])(now\(\)|clock_timestamp\(\)|current_date\b|current_timestamp\b"
+    r"|localtimestamp\b|statement_timestamp\(\)|transaction_timestamp\(\))",
+    re.IGNORECASE,
+)
 PY_CLOCK = re.compile(r"\b(datetime\.now\(|datetime\.utcnow\(|date\.today\(|time\.time\(\))")
 
 # Code that may read the wall clock itself, and why.
@@ -47,16 +49,20 @@ def _sources() -> list[pathlib.Path]:
 
 def _sql_strings(path: pathlib.Path) -> list[tuple[int, str]]:
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    return [(node.lineno, node.value) for node in ast.walk(tree)
-            if isinstance(node, ast.Constant) and isinstance(node.value, str)]
+    return [
+        (node.lineno, node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str)
+    ]
 
 
 def test_python_code_reads_only_the_one_clock() -> None:
     found = []
     for path in _sources():
         name = path.relative_to(ROOT).as_posix()
-        if name in WALL_CLOCK_ALLOWED or any(name.startswith(d + "/")
-                                             for d in WALL_CLOCK_ALLOWED_DIRS):
+        if name in WALL_CLOCK_ALLOWED or any(
+            name.startswith(d + "/") for d in WALL_CLOCK_ALLOWED_DIRS
+        ):
             continue
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             if PY_CLOCK.search(line) and not line.lstrip().startswith("#"):
@@ -92,19 +98,26 @@ async def test_database_objects_read_only_herald_now(admin_conn: asyncpg.Connect
     functions = await admin_conn.fetch(
         "SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
         "WHERE n.nspname = 'public' AND p.proname NOT IN ('herald_now', 'herald_clock_timestamp') "
-        "AND p.prosrc ~* $1", pattern)
+        "AND p.prosrc ~* $1",
+        pattern,
+    )
     defaults = await admin_conn.fetch(
         "SELECT ad.adrelid::regclass::text AS rel FROM pg_attrdef ad "
-        "WHERE pg_get_expr(ad.adbin, ad.adrelid) ~* $1", pattern)
+        "WHERE pg_get_expr(ad.adbin, ad.adrelid) ~* $1",
+        pattern,
+    )
     views = await admin_conn.fetch(
         "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE n.nspname = 'public' AND c.relkind IN ('v', 'm') AND pg_get_viewdef(c.oid) ~* $1",
-        pattern)
+        pattern,
+    )
     triggers = await admin_conn.fetch(
         "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal AND pg_get_triggerdef(oid) ~* $1",
-        pattern)
+        pattern,
+    )
     checks = await admin_conn.fetch(
-        "SELECT conname FROM pg_constraint WHERE pg_get_constraintdef(oid) ~* $1", pattern)
+        "SELECT conname FROM pg_constraint WHERE pg_get_constraintdef(oid) ~* $1", pattern
+    )
     assert [t["tgname"] for t in triggers] == []
     assert [c["conname"] for c in checks] == []
     assert [f["proname"] for f in functions] == []
@@ -116,13 +129,15 @@ async def test_database_clock_follows_the_setting(admin_conn: asyncpg.Connection
     await admin_conn.execute(f"SET {CLOCK_PG_SETTING} = '30 days'")
     async with admin_conn.transaction():
         wall, shifted, ticking = await admin_conn.fetchrow(
-            "SELECT now(), herald_now(), herald_clock_timestamp()")
+            "SELECT now(), herald_now(), herald_clock_timestamp()"
+        )
     assert shifted - wall == dt.timedelta(days=30)
     assert dt.timedelta(days=30) <= ticking - wall < dt.timedelta(days=30, seconds=5)
     # Column defaults read it too: the audit journal's time
     at = await admin_conn.fetchval(
         "INSERT INTO audit_log (actor_login, entity_type, entity_id, action) "
-        "VALUES ('test', 'clock', '1', 'create') RETURNING at")
+        "VALUES ('test', 'clock', '1', 'create') RETURNING at"
+    )
     assert dt.timedelta(days=30) <= at - wall < dt.timedelta(days=30, seconds=5)
     await admin_conn.execute(f"SET {CLOCK_PG_SETTING} = ''")
     assert await admin_conn.fetchval("SELECT herald_now() = now()")
@@ -143,12 +158,14 @@ async def test_settings_move_python_and_every_connection_together(settings) -> N
     before = clock.offset()
     clock.configure(moved)
     try:
-        assert abs((dt.datetime.now(dt.UTC) - clock.now()) - dt.timedelta(days=200)) \
-            < dt.timedelta(seconds=1)
+        assert abs((dt.datetime.now(dt.UTC) - clock.now()) - dt.timedelta(days=200)) < dt.timedelta(
+            seconds=1
+        )
         assert abs(dt.datetime.now(dt.UTC).timestamp() - clock.time() - 200 * 86_400) < 1
     finally:
-        clock.configure(msgspec.structs.replace(moved, clock_offset_days=before.total_seconds()
-                                                / 86_400))
+        clock.configure(
+            msgspec.structs.replace(moved, clock_offset_days=before.total_seconds() / 86_400)
+        )
 
 
 def test_offset_setting_is_checked() -> None:
@@ -156,8 +173,13 @@ def test_offset_setting_is_checked() -> None:
     with pytest.raises(SettingsError, match="HERALD_CLOCK_OFFSET_DAYS"):
         load_settings({"HERALD_CLOCK_OFFSET_DAYS": "soon"})
     with pytest.raises(SettingsError, match="HERALD_CLOCK_OFFSET_DAYS"):
-        load_settings({"HERALD_CLOCK_OFFSET_DAYS": "1", "HERALD_ENVIRONMENT": "production",
-                       "HERALD_UNSUBSCRIBE_SECRET": "x" * 32})
+        load_settings(
+            {
+                "HERALD_CLOCK_OFFSET_DAYS": "1",
+                "HERALD_ENVIRONMENT": "production",
+                "HERALD_UNSUBSCRIBE_SECRET": "x" * 32,
+            }
+        )
 
 
 @pytest.mark.clock(dt.datetime(2031, 2, 3, 9, 0, tzinfo=KYIV))

@@ -28,9 +28,9 @@ SELECT (SELECT count(*) FROM cases) AS cases, (SELECT count(*) FROM case_events)
 
 
 @pytest.mark.clock(NOW)
-async def test_demo_history_is_made_once_and_is_consistent(settings: Settings, demo_users,
-                                                           admin_conn: asyncpg.Connection,
-                                                           client) -> None:
+async def test_demo_history_is_made_once_and_is_consistent(
+    settings: Settings, demo_users, admin_conn: asyncpg.Connection, client
+) -> None:
     await seed_crm(settings, clients=1500, processes=1, progress=False)
     conn = await asyncpg.connect(settings.database_url)
     await init_connection(conn)
@@ -52,7 +52,10 @@ async def test_demo_history_is_made_once_and_is_consistent(settings: Settings, d
     assert statuses == {"new", "in_progress", "on_hold", "resolved", "closed"}, statuses
     channels = {r["channel"] for r in await c.fetch("SELECT DISTINCT channel FROM cases")}
     assert channels == {"call", "viber", "telegram", "site", "cabinet", "email", "app", "walk_in"}
-    states = {r["sla_state"] for r in await c.fetch("SELECT DISTINCT sla_state FROM cases WHERE status = 'closed'")}
+    states = {
+        r["sla_state"]
+        for r in await c.fetch("SELECT DISTINCT sla_state FROM cases WHERE status = 'closed'")
+    }
     assert states == {"ok", "breached"}
     # Nothing in the future or newer than an hour; three months back at most
     newest = await c.fetchval("""SELECT max(t) FROM (SELECT max(at) t FROM case_events UNION ALL
@@ -79,28 +82,47 @@ async def test_demo_history_is_made_once_and_is_consistent(settings: Settings, d
         LIMIT 5""")
     assert not bad, bad
     # Each case's journal is in time order (the case page lists it by id)
-    assert await c.fetchval("""SELECT count(*) FROM (SELECT at, lag(at) OVER (PARTITION BY case_id
-        ORDER BY id) AS before FROM case_events) x WHERE x.before > x.at""") == 0
+    assert (
+        await c.fetchval("""SELECT count(*) FROM (SELECT at, lag(at) OVER (PARTITION BY case_id
+        ORDER BY id) AS before FROM case_events) x WHERE x.before > x.at""")
+        == 0
+    )
     # A breach is recorded where a deadline was missed, and only there
-    assert not await c.fetch("""
+    assert not await c.fetch(
+        """
         SELECT id FROM cases c WHERE (c.first_response_breached_at IS NOT NULL) <> EXISTS (
             SELECT 1 FROM case_sla_breaches b WHERE b.case_id = c.id AND b.target = 'first_response')
            OR (c.first_response_breached_at IS NOT NULL) <> (c.first_response_due_at <
                 coalesce(c.first_response_at, $1::timestamptz - interval '1 hour'))
            OR (c.resolution_breached_at IS NOT NULL AND c.resolved_at IS NOT NULL
                AND c.resolved_at <= c.resolution_due_at)
-        LIMIT 5""", NOW)
+        LIMIT 5""",
+        NOW,
+    )
     # Open cases are on the SLA evaluator's schedule; every call became its case
-    assert await c.fetchval("SELECT count(*) FROM cases WHERE status <> 'closed' AND sla_policy_id "
-                            "IS NOT NULL AND id NOT IN (SELECT case_id FROM case_sla_checks)") == 0
-    assert await c.fetchval("SELECT count(*) FROM calls k WHERE NOT EXISTS (SELECT 1 FROM case_events "
-                            "e WHERE e.external_id = 'call:' || k.call_ref)") == 0
+    assert (
+        await c.fetchval(
+            "SELECT count(*) FROM cases WHERE status <> 'closed' AND sla_policy_id "
+            "IS NOT NULL AND id NOT IN (SELECT case_id FROM case_sla_checks)"
+        )
+        == 0
+    )
+    assert (
+        await c.fetchval(
+            "SELECT count(*) FROM calls k WHERE NOT EXISTS (SELECT 1 FROM case_events "
+            "e WHERE e.external_id = 'call:' || k.call_ref)"
+        )
+        == 0
+    )
     assert await c.fetchval("SELECT count(*) FROM calls WHERE answered_at IS NULL") > 0
     # Receipts: read, delivered and failed ones; contact changes end at the current value
     receipts = {r["status"] for r in await c.fetch("SELECT DISTINCT status FROM message_events")}
     assert {"sent", "delivered", "read", "failed"} <= receipts
-    assert await c.fetchval("""SELECT count(*) FROM audit_log a JOIN contacts k ON k.id::text = a.entity_id
-        WHERE a.entity_type = 'contact' AND a.field = 'phone' AND a.new_value <> to_jsonb(k.phone)""") == 0
+    assert (
+        await c.fetchval("""SELECT count(*) FROM audit_log a JOIN contacts k ON k.id::text = a.entity_id
+        WHERE a.entity_type = 'contact' AND a.field = 'phone' AND a.new_value <> to_jsonb(k.phone)""")
+        == 0
+    )
     # The card's other blocks: digital channels, shop orders, applications, surveys and calls
     assert made.applications > 0 and made.digital_activity > 0
     for table in ("channel_usage", "shop_orders", "applications"):
@@ -112,17 +134,26 @@ async def test_demo_history_is_made_once_and_is_consistent(settings: Settings, d
         LEFT JOIN cases k ON k.assignee_id = u.id AND k.status IN ('in_progress', 'on_hold')
         WHERE u.login IN ('operator.cc', 'operator.cos') GROUP BY u.login""")
     assert all(r["n"] <= 3 for r in loads), loads
-    assert await c.fetchval("SELECT count(DISTINCT assignee_id) FROM cases WHERE status "
-                            "IN ('in_progress', 'on_hold')") > 2
+    assert (
+        await c.fetchval(
+            "SELECT count(DISTINCT assignee_id) FROM cases WHERE status "
+            "IN ('in_progress', 'on_hold')"
+        )
+        > 2
+    )
     # Hand-off tasks: done only on resolved or closed cases, open ones on open cases
     assert made.tasks > 0
-    assert await c.fetchval("""SELECT count(*) FROM case_tasks t JOIN cases k ON k.id = t.case_id
+    assert (
+        await c.fetchval("""SELECT count(*) FROM case_tasks t JOIN cases k ON k.id = t.case_id
         WHERE (t.status = 'done') <> (k.resolved_at IS NOT NULL) OR t.created_at < k.first_response_at
-           OR t.closed_at > k.resolved_at""") == 0
+           OR t.closed_at > k.resolved_at""")
+        == 0
+    )
     assert await c.fetchval("SELECT count(*) FROM case_tasks WHERE status = 'open'") > 0
     # A client with history: the card's timeline is not empty, the case page opens
     client_id, case_id = await c.fetchrow(
-        "SELECT client_id, id FROM cases WHERE channel = 'call' AND status = 'closed' ORDER BY id LIMIT 1")
+        "SELECT client_id, id FROM cases WHERE channel = 'call' AND status = 'closed' ORDER BY id LIMIT 1"
+    )
     await ui_login(client, "operator_cc")
     timeline = await (await client.get(f"/ui/clients/{client_id}/timeline")).text()
     kinds = set(re.findall(r'data-kind="([a-z_]+)"', timeline))

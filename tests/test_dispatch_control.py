@@ -29,24 +29,32 @@ def _completed(stats: dict) -> bool:
 async def test_quiet_hours_hold_then_release(stack: Stack) -> None:
     # Given a quiet window around the present moment in Kyiv
     now = clock.now().astimezone(ZoneInfo("Europe/Kyiv"))
-    window = await quiet_hours.create_window(stack.conn, SYSTEM, quiet_hours.WindowSpec(
-        name="Ніч", start=(now - dt.timedelta(hours=1)).time().replace(microsecond=0),
-        end=(now + dt.timedelta(hours=1)).time().replace(microsecond=0)))
+    window = await quiet_hours.create_window(
+        stack.conn,
+        SYSTEM,
+        quiet_hours.WindowSpec(
+            name="Ніч",
+            start=(now - dt.timedelta(hours=1)).time().replace(microsecond=0),
+            end=(now + dt.timedelta(hours=1)).time().replace(microsecond=0),
+        ),
+    )
     ids = await make_clients(stack.conn, 12)
     campaign = await stack.campaign(ids, chain=["sms"])
     # When the campaign runs, every message is held, none sent
     await stack.launch(campaign)
     stats = await stack.wait(lambda s: s["held_now"].get("quiet_hours") == 12, campaign)
     held_until = await stack.conn.fetchval(
-        "SELECT min(release_at) FROM held_messages WHERE campaign_id = $1", campaign)
+        "SELECT min(release_at) FROM held_messages WHERE campaign_id = $1", campaign
+    )
     assert held_until > clock.now() + dt.timedelta(minutes=50)
     assert (await stack.sim_stats("sms"))["accepted"] == 0
     assert stats["status"] == "running"
     # When the window ends (moved to now) the held messages go out, once each
     assert window.id is not None
     await quiet_hours.delete_window(stack.conn, SYSTEM, window.id)
-    await stack.conn.execute("UPDATE held_messages SET release_at = herald_now() WHERE campaign_id = $1",
-                             campaign)
+    await stack.conn.execute(
+        "UPDATE held_messages SET release_at = herald_now() WHERE campaign_id = $1", campaign
+    )
     await stack.wait(_completed, campaign)
     sms = await stack.sim_stats("sms")
     assert (sms["accepted"], sms["duplicates"]) == (12, 0)
@@ -65,8 +73,9 @@ async def _air_raid_scenario(stack: Stack, mirror: air_raid.AlertMirror) -> None
     await air_raid.set_alert(stack.conn, mirror, SYSTEM, "UA-32", True)
     ids = await make_clients(stack.conn, 10)
     campaign = await stack.campaign(ids, chain=["sms"])
-    urgent = await stack.campaign(ids, chain=["viber"],
-                                  template_id=await stack.template(urgent=True, name="Аварія"))
+    urgent = await stack.campaign(
+        ids, chain=["viber"], template_id=await stack.template(urgent=True, name="Аварія")
+    )
     await stack.launch(campaign)
     await stack.launch(urgent)
     # Then ordinary messages are held, the urgent ones are sent
@@ -128,11 +137,16 @@ def _environment(settings: Settings) -> dict[str, str]:
 
 def _start_worker(settings: Settings) -> subprocess.Popen[bytes]:
     # The worker's log goes next to the test databases' names, for a post-mortem.
-    with open(os.path.join(tempfile.gettempdir(), f"herald-worker-{settings.namespace}.log"),
-              "ab") as log:
-        return subprocess.Popen([sys.executable, "-m", "herald", "worker"],
-                                env=_environment(settings), start_new_session=True,
-                                stdout=log, stderr=log)
+    with open(
+        os.path.join(tempfile.gettempdir(), f"herald-worker-{settings.namespace}.log"), "ab"
+    ) as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "herald", "worker"],
+            env=_environment(settings),
+            start_new_session=True,
+            stdout=log,
+            stderr=log,
+        )
 
 
 async def test_worker_killed_mid_campaign_loses_nothing(stack: Stack) -> None:
@@ -161,7 +175,9 @@ async def test_worker_killed_mid_campaign_loses_nothing(stack: Stack) -> None:
     assert sms["duplicates"] <= 1000
     delivered = await stack.conn.fetchval(
         "SELECT count(DISTINCT client_id) FROM message_events WHERE campaign_id = $1 "
-        "AND status = 'sent'", campaign)
+        "AND status = 'sent'",
+        campaign,
+    )
     assert delivered == 4000
 
 
@@ -175,8 +191,9 @@ async def test_rabbitmq_restart_mid_campaign_loses_nothing(stack: Stack) -> None
     await stack.wait(lambda s: counter(s, "sent") > 0, campaign, timeout=60)
     # When the broker's application restarts (durable queues, persistent messages)
     for command in (["rabbitmqctl", "stop_app"], ["rabbitmqctl", "start_app"]):
-        done = await asyncio.create_subprocess_exec(*command, stdout=subprocess.DEVNULL,
-                                                    stderr=subprocess.DEVNULL)
+        done = await asyncio.create_subprocess_exec(
+            *command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         assert await done.wait() == 0
     # Then the workers reconnect and the campaign completes with one message each
     await stack.wait(_completed, campaign, timeout=240)

@@ -69,10 +69,18 @@ async def test_consent_stop_list_and_missing_contact(stack: Stack) -> None:
     ids = await make_clients(stack.conn, 6)
     no_email = await make_clients(stack.conn, 2, email=False, start=100)
     # Given one client opted out of e-mail about debt, one on a stop list for debt
-    await consent.record_consent(stack.conn, SYSTEM, client_id=ids[0], channel="email",
-                                 topic="debt", opted_in=False, source="cabinet")
-    await stop_lists.add_entry(stack.conn, SYSTEM, reason="court case", client_id=ids[1],
-                               topics=["debt"])
+    await consent.record_consent(
+        stack.conn,
+        SYSTEM,
+        client_id=ids[0],
+        channel="email",
+        topic="debt",
+        opted_in=False,
+        source="cabinet",
+    )
+    await stop_lists.add_entry(
+        stack.conn, SYSTEM, reason="court case", client_id=ids[1], topics=["debt"]
+    )
     campaign = await stack.campaign([*ids, *no_email], chain=["email", "sms"])
     await stack.launch(campaign)
     stats = await stack.wait(_completed, campaign)
@@ -101,34 +109,52 @@ async def test_scheduled_launch_starts_on_time(stack: Stack) -> None:
 async def test_bad_campaign_input_is_a_clear_4xx(stack: Stack) -> None:
     ids = await make_clients(stack.conn, 2)
     template = await stack.template()
-    base = {"name": "x", "template_id": template, "audience": {"kind": "clients", "client_ids": ids}}
+    base = {
+        "name": "x",
+        "template_id": template,
+        "audience": {"kind": "clients", "client_ids": ids},
+    }
 
     async def problem(body: dict, expect: int = 400) -> dict:
         response = await stack.api.post("/api/v1/campaigns", json=body, headers=stack.headers)
         assert response.status == expect, await response.text()
         return await response.json()
 
-    assert (await problem({**base, "channel_chain": ["sms", "sms"]}))["errors"][0]["field"] == "channel_chain"
-    assert (await problem({**base, "channel_chain": ["fax"]}))["errors"][0]["field"].startswith("channel_chain")
+    assert (await problem({**base, "channel_chain": ["sms", "sms"]}))["errors"][0][
+        "field"
+    ] == "channel_chain"
+    assert (await problem({**base, "channel_chain": ["fax"]}))["errors"][0]["field"].startswith(
+        "channel_chain"
+    )
     assert (await problem({**base, "template_id": 999}))["errors"][0]["field"] == "template_id"
-    assert (await problem({**base, "template_version": 7}))["errors"][0]["field"] == "template_version"
-    assert (await problem({**base, "audience": {"kind": "segment", "segment_id": 1}})
-            )["errors"][0]["field"] == "audience.segment_id"
-    assert (await problem({**base, "audience": {"kind": "everyone"}}))["errors"][0]["field"] == "audience.kind"
-    assert (await problem({**base, "audience": {"kind": "all", "regions": ["Kyiv"]}})
-            )["errors"][0]["field"].startswith("audience.regions")
+    assert (await problem({**base, "template_version": 7}))["errors"][0][
+        "field"
+    ] == "template_version"
+    assert (await problem({**base, "audience": {"kind": "segment", "segment_id": 1}}))["errors"][0][
+        "field"
+    ] == "audience.segment_id"
+    assert (await problem({**base, "audience": {"kind": "everyone"}}))["errors"][0][
+        "field"
+    ] == "audience.kind"
+    assert (await problem({**base, "audience": {"kind": "all", "regions": ["Kyiv"]}}))["errors"][0][
+        "field"
+    ].startswith("audience.regions")
     sms_only = await stack.template(variants={"sms": {"text": "Борг {{ debt|money }}"}})
     body = {**base, "template_id": sms_only, "channel_chain": ["viber", "sms"]}
     assert "viber" in (await problem(body))["detail"]
     campaign = await stack.campaign(ids, chain=["sms"])
     await stack.launch(campaign)
-    again = await stack.api.post(f"/api/v1/campaigns/{campaign}/launch", json={},
-                                 headers=stack.headers)
+    again = await stack.api.post(
+        f"/api/v1/campaigns/{campaign}/launch", json={}, headers=stack.headers
+    )
     assert again.status == 409
     edit = await stack.api.put(f"/api/v1/campaigns/{campaign}", json=base, headers=stack.headers)
     assert edit.status == 409
-    naive = await stack.api.post(f"/api/v1/campaigns/{await stack.campaign(ids)}/launch",
-                                 json={"at": "2030-01-01T09:00:00"}, headers=stack.headers)
+    naive = await stack.api.post(
+        f"/api/v1/campaigns/{await stack.campaign(ids)}/launch",
+        json={"at": "2030-01-01T09:00:00"},
+        headers=stack.headers,
+    )
     assert (await naive.json())["errors"][0]["field"] == "at"
     bad_template = dict(TEMPLATE_BAD)
     response = await stack.api.post("/api/v1/templates", json=bad_template, headers=stack.headers)
@@ -136,5 +162,8 @@ async def test_bad_campaign_input_is_a_clear_4xx(stack: Stack) -> None:
     assert (await response.json())["errors"][0]["field"] == "variants.sms.text"
 
 
-TEMPLATE_BAD = {"name": "Зламаний", "topic": "debt",
-                "variants": {"sms": {"text": "Вітаємо, {{ nickname }}!"}}}
+TEMPLATE_BAD = {
+    "name": "Зламаний",
+    "topic": "debt",
+    "variants": {"sms": {"text": "Вітаємо, {{ nickname }}!"}},
+}

@@ -40,7 +40,8 @@ class Recording:
 
 
 async def test_a_limit_below_the_batch_size_sends_at_once_spread_and_holds_the_rest(
-        stack: Stack) -> None:
+    stack: Stack,
+) -> None:
     # Given a campaign of 37 clients limited to 30 a minute, one shard: one unit of 37
     ids = await make_clients(stack.conn, 37)
     await stack.stop_worker()
@@ -57,18 +58,32 @@ async def test_a_limit_below_the_batch_size_sends_at_once_spread_and_holds_the_r
     try:
         channel = await connection.channel()
         assert await launcher.launch_due(pool, redis, channel, settings) == [campaign]
-        ctx = pipeline.Context(settings, pool, redis, providers, StubRateLimiter(time_),
-                               monotonic=time_, sleep=time_.sleep)
+        ctx = pipeline.Context(
+            settings,
+            pool,
+            redis,
+            providers,
+            StubRateLimiter(time_),
+            monotonic=time_,
+            sleep=time_.sleep,
+        )
 
         async def run_pending() -> None:
             batches = await stack.conn.fetch(
                 "SELECT id FROM campaign_batches WHERE campaign_id = $1 AND NOT done ORDER BY id",
-                campaign)
+                campaign,
+            )
             for b in batches:
                 await time_.run(pipeline.handle_batch(ctx, CampaignBatch(campaign, b["id"])))
 
-        assert len(await stack.conn.fetch("SELECT id FROM campaign_batches "
-                                          "WHERE campaign_id = $1", campaign)) == 1
+        assert (
+            len(
+                await stack.conn.fetch(
+                    "SELECT id FROM campaign_batches WHERE campaign_id = $1", campaign
+                )
+            )
+            == 1
+        )
         # When the worker takes the unit
         await run_pending()
         # Then the first message went at once and the others one token (2 s) apart, for
@@ -77,24 +92,31 @@ async def test_a_limit_below_the_batch_size_sends_at_once_spread_and_holds_the_r
         # And the other 26 are held until their tokens should be due, 2 s apart
         held = await stack.conn.fetch(
             "SELECT release_at FROM held_messages WHERE campaign_id = $1 AND reason = 'rate_limit' "
-            "ORDER BY release_at", campaign)
+            "ORDER BY release_at",
+            campaign,
+        )
         assert len(held) == 26
         spread = (held[-1]["release_at"] - held[0]["release_at"]).total_seconds()
         assert 49 <= spread <= 51
         # When their time comes, again and again (the scheduler's release duty)
         for _ in range(10):
             if not await stack.conn.fetchval(
-                    "SELECT count(*) FROM held_messages WHERE campaign_id = $1", campaign):
+                "SELECT count(*) FROM held_messages WHERE campaign_id = $1", campaign
+            ):
                 break
             time_.now += 60.0
-            await stack.conn.execute("UPDATE held_messages SET release_at = herald_now() "
-                                     "WHERE campaign_id = $1", campaign)
+            await stack.conn.execute(
+                "UPDATE held_messages SET release_at = herald_now() WHERE campaign_id = $1",
+                campaign,
+            )
             await holds.release_all(pool, channel, settings, "due")
             await run_pending()
         # Then everyone got exactly one message, and no window of 60 s saw more than 30 + 1
         sent = await stack.conn.fetch(
             "SELECT client_id, count(*) AS n FROM message_events WHERE campaign_id = $1 "
-            "AND status = 'sent' GROUP BY client_id", campaign)
+            "AND status = 'sent' GROUP BY client_id",
+            campaign,
+        )
         assert sorted(r["client_id"] for r in sent) == ids and {r["n"] for r in sent} == {1}
         stats = await stack.sim_stats("sms")
         assert (stats["accepted"], stats["duplicates"]) == (37, 0)

@@ -51,15 +51,21 @@ class Served(msgspec.Struct):
 
 
 @pytest.fixture
-async def served(settings: Settings, demo_users: dict[str, str], aiohttp_server,
-                 ) -> AsyncIterator[Served]:
+async def served(
+    settings: Settings,
+    demo_users: dict[str, str],
+    aiohttp_server,
+) -> AsyncIterator[Served]:
     """Herald with a few hundred seeded clients and the billing simulator, on loopback."""
     await seed_crm(settings, clients=200, seed=7, processes=1, progress=False)
     token = "fuzz-provider-token"
-    sim = await aiohttp_server(init_simulators_app(
-        msgspec.structs.replace(settings, provider_api_token=token)), host="127.0.0.1")
-    configured = msgspec.structs.replace(settings, provider_api_token=token,
-                                         billing_url=str(sim.make_url("/billing")))
+    sim = await aiohttp_server(
+        init_simulators_app(msgspec.structs.replace(settings, provider_api_token=token)),
+        host="127.0.0.1",
+    )
+    configured = msgspec.structs.replace(
+        settings, provider_api_token=token, billing_url=str(sim.make_url("/billing"))
+    )
     app = init_app(configured)
     # Live streams (SSE) still open at the end need not hold the shutdown up for long.
     server = await aiohttp_server(app, host="127.0.0.1", shutdown_timeout=1.0)
@@ -72,7 +78,10 @@ async def _session(conn: asyncpg.Connection, role: str) -> str:
     await conn.execute(
         "INSERT INTO sessions (token_hash, user_id, expires_at) SELECT $1, u.id, "
         "herald_now() + interval '1 hour' FROM users u JOIN user_roles r ON r.user_id = u.id "
-        "WHERE r.role_code = $2 ORDER BY u.id LIMIT 1", session_key(token), role)
+        "WHERE r.role_code = $2 ORDER BY u.id LIMIT 1",
+        session_key(token),
+        role,
+    )
     return token
 
 
@@ -81,21 +90,27 @@ async def test_no_operation_answers_a_5xx(served: Served, admin_conn: asyncpg.Co
     schema = load_schema(served.document)
     report = FuzzReport()
     # Users, roles and their permissions as they were, put back after each case kept apart.
-    snapshot = {t: await admin_conn.fetch(f"SELECT * FROM {t}")
-                for t in ("users", "user_roles", "role_permissions")}
+    snapshot = {
+        t: await admin_conn.fetch(f"SELECT * FROM {t}")
+        for t in ("users", "user_roles", "role_permissions")
+    }
 
     async def restore() -> None:
         async with admin_conn.transaction():
             await admin_conn.execute("DELETE FROM role_permissions")
-            await admin_conn.executemany("INSERT INTO role_permissions VALUES ($1, $2)",
-                                         [tuple(r) for r in snapshot["role_permissions"]])
+            await admin_conn.executemany(
+                "INSERT INTO role_permissions VALUES ($1, $2)",
+                [tuple(r) for r in snapshot["role_permissions"]],
+            )
             await admin_conn.execute("DELETE FROM user_roles")
-            await admin_conn.executemany("INSERT INTO user_roles VALUES ($1, $2)",
-                                         [tuple(r) for r in snapshot["user_roles"]])
+            await admin_conn.executemany(
+                "INSERT INTO user_roles VALUES ($1, $2)", [tuple(r) for r in snapshot["user_roles"]]
+            )
             await admin_conn.executemany(
                 "UPDATE users SET is_active = $2, password_hash = $3, locked_until = NULL, "
                 "failed_logins = 0 WHERE id = $1",
-                [(r["id"], r["is_active"], r["password_hash"]) for r in snapshot["users"]])
+                [(r["id"], r["is_active"], r["password_hash"]) for r in snapshot["users"]],
+            )
 
     def on_loop(coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, loop).result()
@@ -114,12 +129,20 @@ async def test_no_operation_answers_a_5xx(served: Served, admin_conn: asyncpg.Co
     assert {"/ui/live", "/api/v1/campaigns/{campaign_id}/stream"} <= streams
     for role in ROLES:
         token = await _session(admin_conn, role)
-        await asyncio.to_thread(send, shared, served.base_url, same_session(token), report,
-                                label=role, streams=streams)
+        await asyncio.to_thread(
+            send, shared, served.base_url, same_session(token), report, label=role, streams=streams
+        )
     for role in ROLES:
         await asyncio.to_thread(
-            send, apart, served.base_url, new_session(role),
-            report, label=f"{role} apart", streams=streams, after_each=lambda: on_loop(restore()))
+            send,
+            apart,
+            served.base_url,
+            new_session(role),
+            report,
+            label=f"{role} apart",
+            streams=streams,
+            after_each=lambda: on_loop(restore()),
+        )
 
     print(f"\nfuzz: {report.summary()}")
     every = {name_of(op) for op in chosen}

@@ -20,7 +20,8 @@ async def test_migrate_is_idempotent(admin_conn: asyncpg.Connection) -> None:
 
 async def test_refuses_database_with_unknown_newer_version(admin_conn: asyncpg.Connection) -> None:
     await admin_conn.execute(
-        "INSERT INTO schema_migrations (version, name, checksum) VALUES (9999, 'from_the_future', 'x')")
+        "INSERT INTO schema_migrations (version, name, checksum) VALUES (9999, 'from_the_future', 'x')"
+    )
     with pytest.raises(MigrationError, match="newer than this Herald"):
         await migrate(admin_conn, discover())
 
@@ -33,7 +34,8 @@ async def test_refuses_edited_migration(admin_conn: asyncpg.Connection) -> None:
 
 
 async def test_applies_pending_in_order_and_rolls_back_a_failing_one(
-        admin_conn: asyncpg.Connection) -> None:
+    admin_conn: asyncpg.Connection,
+) -> None:
     files = discover()
     top = files[-1].version
     good = Migration(top + 1, "add_probe", "CREATE TABLE probe_ok (id int)", True)
@@ -58,5 +60,6 @@ def test_discover_rejects_badly_named_file(tmp_path, monkeypatch) -> None:
 async def test_search_norm_folds_case_and_apostrophes(app_conn: asyncpg.Connection) -> None:
     rows = await app_conn.fetch(
         "SELECT herald_search_norm(x) FROM unnest($1::text[]) x",
-        ["Мар'яна  ЇЖАК", "МАРʼЯНА їжак", " мар’яна\tїжак "])
+        ["Мар'яна  ЇЖАК", "МАРʼЯНА їжак", " мар’яна\tїжак "],
+    )
     assert {r[0] for r in rows} == {"маряна їжак"}

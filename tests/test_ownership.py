@@ -16,8 +16,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SCANNED = ("admin_api", "crm", "dispatcher", "herald", "providers", "rules")
 # Seeders, demo data and benchmarks load data in bulk on purpose; they are not the product.
-NOT_SCANNED = ("herald/cli/seed/", "herald/cli/bench/", "herald/cli/demo",
-               "herald/cli/screenshots.py")
+NOT_SCANNED = (
+    "herald/cli/seed/",
+    "herald/cli/bench/",
+    "herald/cli/demo",
+    "herald/cli/screenshots.py",
+)
 
 # table -> the module(s) that own it (paths, or a package ending in "/").
 OWNERS: dict[str, tuple[str, ...]] = {
@@ -109,26 +113,44 @@ OWNERS: dict[str, tuple[str, ...]] = {
 
 # (table, module) -> why that module writes a table it does not own.
 EXCEPTIONS: dict[tuple[str, str], str] = {
-    ("audit_log", "rules/consent.py"):
-        "a consent change journals itself in the statement that makes it (one round trip "
-        "per import chunk); the rows have crm.audit's shape",
-    ("case_agents", "crm/cases/groups.py"):
-        "adding members to a group registers them as agents (INSERT ... ON CONFLICT DO NOTHING)",
-    ("case_agents", "crm/cases/routing.py"):
-        "round-robin routing stamps last_assigned_at in the assignment's transaction",
-    ("case_events", "crm/cases/sla_replan.py"):
-        "a set-based replan writes the 'sla' events of thousands of cases in one statement",
-    ("held_messages", "dispatcher/realtime/operator_send.py"):
-        "cancelling an operator's held message deletes its hold with the message (send-path "
-        "module, reshaped by the rules work of issue 18)",
-    ("message_templates", "dispatcher/realtime/operator_send.py"):
-        "the operator-send switch of a template is managed with the operator-send settings",
-    ("realtime_messages", "dispatcher/realtime/operator_send.py"):
-        "an operator's cancel and a refused send finish the message in their own transaction",
-    ("segments", "crm/segments/member_sets.py"):
-        "the materialiser swaps a segment's member set and count with the set it wrote",
-    ("segments", "crm/segments/refresh.py"):
-        "the incremental refresh moves a segment's member count and materialised_at",
+    (
+        "audit_log",
+        "rules/consent.py",
+    ): "a consent change journals itself in the statement that makes it (one round trip "
+    "per import chunk); the rows have crm.audit's shape",
+    (
+        "case_agents",
+        "crm/cases/groups.py",
+    ): "adding members to a group registers them as agents (INSERT ... ON CONFLICT DO NOTHING)",
+    (
+        "case_agents",
+        "crm/cases/routing.py",
+    ): "round-robin routing stamps last_assigned_at in the assignment's transaction",
+    (
+        "case_events",
+        "crm/cases/sla_replan.py",
+    ): "a set-based replan writes the 'sla' events of thousands of cases in one statement",
+    (
+        "held_messages",
+        "dispatcher/realtime/operator_send.py",
+    ): "cancelling an operator's held message deletes its hold with the message (send-path "
+    "module, reshaped by the rules work of issue 18)",
+    (
+        "message_templates",
+        "dispatcher/realtime/operator_send.py",
+    ): "the operator-send switch of a template is managed with the operator-send settings",
+    (
+        "realtime_messages",
+        "dispatcher/realtime/operator_send.py",
+    ): "an operator's cancel and a refused send finish the message in their own transaction",
+    (
+        "segments",
+        "crm/segments/member_sets.py",
+    ): "the materialiser swaps a segment's member set and count with the set it wrote",
+    (
+        "segments",
+        "crm/segments/refresh.py",
+    ): "the incremental refresh moves a segment's member count and materialised_at",
     ("users", "crm/login_guard.py"): "the lock-out columns (failed_logins, locked_until, lockouts)",
     ("users", "crm/ui_prefs.py"): "the user's own interface language (ui_language)",
 }
@@ -136,9 +158,12 @@ EXCEPTIONS: dict[tuple[str, str], str] = {
 _WRITE = re.compile(
     r"(?<![A-Za-z_])(?:INSERT\s+INTO|(?<!FOR\s)(?<!KEY\s)UPDATE|DELETE\s+FROM|TRUNCATE(?:\s+TABLE)?)"
     r"\s+(?:ONLY\s+)?([a-z_][a-z0-9_]*)"
-    r"|copy_(?:records_)?to_table\(\s*['\"]([a-z_][a-z0-9_]*)['\"]")
-_CREATE = re.compile(r"CREATE\s+(?:UNLOGGED\s+)?TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?([a-z_][a-z0-9_]*)"
-                     r"|ALTER\s+TABLE\s+[a-z_][a-z0-9_]*\s+RENAME\s+TO\s+([a-z_][a-z0-9_]*)")
+    r"|copy_(?:records_)?to_table\(\s*['\"]([a-z_][a-z0-9_]*)['\"]"
+)
+_CREATE = re.compile(
+    r"CREATE\s+(?:UNLOGGED\s+)?TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?([a-z_][a-z0-9_]*)"
+    r"|ALTER\s+TABLE\s+[a-z_][a-z0-9_]*\s+RENAME\s+TO\s+([a-z_][a-z0-9_]*)"
+)
 
 
 def _tables() -> set[str]:
@@ -186,9 +211,11 @@ def test_the_scan_sees_the_writes_it_is_about() -> None:
 def test_every_table_is_written_only_by_its_owner_or_a_named_exception() -> None:
     stray = sorted(
         f"{table} written by {module} (owner: {', '.join(OWNERS.get(table, ('none listed',)))})"
-        for table, modules in _writers().items() for module in modules
+        for table, modules in _writers().items()
+        for module in modules
         if not any(_owns(o, module) for o in OWNERS.get(table, ()))
-        and (table, module) not in EXCEPTIONS)
+        and (table, module) not in EXCEPTIONS
+    )
     assert not stray, "\n".join(stray)
 
 
@@ -201,21 +228,31 @@ def test_the_mapping_names_only_real_tables_and_live_exceptions() -> None:
 
 def test_campaign_status_is_written_by_the_state_machine_alone() -> None:
     status_writes = [
-        (name, m.group(0)) for name, text in _modules()
+        (name, m.group(0))
+        for name, text in _modules()
         for m in re.finditer(r"UPDATE\s+campaigns\b[^;]*?(?=\"\"\"|\"\s*,|\"\)|$)", text, re.S)
-        if re.search(r"\bstatus\s*=", m.group(0))]
+        if re.search(r"\bstatus\s*=", m.group(0))
+    ]
     assert [name for name, _ in status_writes] == ["dispatcher/campaigns/store.py"], status_writes
     assert "m.target" in status_writes[0][1]  # the move of TRANSITIONS, in _move
-    triggers = [f.name for f in (ROOT / "migrations").glob("*.sql")
-                if re.search(r"UPDATE\s+campaigns\b", f.read_text(), re.IGNORECASE)]
+    triggers = [
+        f.name
+        for f in (ROOT / "migrations").glob("*.sql")
+        if re.search(r"UPDATE\s+campaigns\b", f.read_text(), re.IGNORECASE)
+    ]
     assert not triggers
 
 
 def test_views_hold_no_sql() -> None:
     # The admin API parses input, calls the domain and shapes the answer: no statements.
-    sql = re.compile(r"\b(?:SELECT|INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+[a-z_*(]"
-                     r"|\.(?:fetch|fetchrow|fetchval|execute|executemany)\(")
-    found = [f"{path.relative_to(ROOT)}:{text[:m.start()].count(chr(10)) + 1}"
-             for path in sorted((ROOT / "admin_api").rglob("*.py"))
-             for text in [path.read_text()] for m in sql.finditer(text)]
+    sql = re.compile(
+        r"\b(?:SELECT|INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+[a-z_*(]"
+        r"|\.(?:fetch|fetchrow|fetchval|execute|executemany)\("
+    )
+    found = [
+        f"{path.relative_to(ROOT)}:{text[: m.start()].count(chr(10)) + 1}"
+        for path in sorted((ROOT / "admin_api").rglob("*.py"))
+        for text in [path.read_text()]
+        for m in sql.finditer(text)
+    ]
     assert not found, found

@@ -28,8 +28,9 @@ async def _walk(client: Any, headers: dict[str, str], path: str, param: str | No
             assert page["next_after_id"] is None
             return seen
         assert page["next_after_id"] == seen[-1]
-        params = {"limit": "1"} | ({param: str(page["next_after_id"])} if param
-                                   else {"cursor": page["next_cursor"]})
+        params = {"limit": "1"} | (
+            {param: str(page["next_after_id"])} if param else {"cursor": page["next_cursor"]}
+        )
 
 
 async def test_the_cursor_and_the_deprecated_id_walk_the_same_pages(client, demo_users) -> None:
@@ -58,7 +59,10 @@ async def test_the_document_marks_the_old_style_deprecated(client) -> None:
     assert old_lists >= 10
     for name, schema in schemas.items():
         for field, prop in schema.get("properties", {}).items():
-            if field.startswith("next_") and field != "next_cursor" and (
-                    field.endswith("_id") or field.endswith("_version")):
+            if (
+                field.startswith("next_")
+                and field != "next_cursor"
+                and (field.endswith("_id") or field.endswith("_version"))
+            ):
                 assert prop.get("deprecated") is True, (name, field)
                 assert "next_cursor" in schema["properties"], name

@@ -54,8 +54,9 @@ async def provider_for(sim: Sim, channel: str, **options: Any) -> AsyncIterator[
         elif channel == "viber":
             provider = ViberHttpProvider(base_url=s.viber_api_url, token=TOKEN, **options)
         else:
-            provider = SmtpProvider(host=s.smtp_host, port=s.smtp_port, sender=s.smtp_sender,
-                                    **options)
+            provider = SmtpProvider(
+                host=s.smtp_host, port=s.smtp_port, sender=s.smtp_sender, **options
+            )
         try:
             yield provider
         finally:
@@ -87,7 +88,8 @@ async def test_accepts_a_batch_and_receipts_come_back(sim: Sim, channel: str) ->
     await wait_until(lambda: len(received) == 60)
     ids = {r.message_id: r.provider_id for r in results}
     assert {(r.message_id, r.status) for r in received} == {
-        (m.message_id, s) for m in batch for s in (ReceiptStatus.DELIVERED, ReceiptStatus.READ)}
+        (m.message_id, s) for m in batch for s in (ReceiptStatus.DELIVERED, ReceiptStatus.READ)
+    }
     assert all(ids[r.message_id] == r.provider_id for r in received)
     assert sim.receiver.bad_auth == 0
 
@@ -112,7 +114,9 @@ async def test_permanent_rejection(sim: Sim, channel: str) -> None:
 async def test_transient_failures_are_retried_until_accepted(sim: Sim, channel: str) -> None:
     # Given messages that fail transiently on their first two tries
     await sim.configure(channel, transient_pattern="-flaky-", transient_attempts=2)
-    batch = [BUILD[channel](f"{channel}-flaky-{i}") for i in range(3)] + [BUILD[channel](f"{channel}-fine")]
+    batch = [BUILD[channel](f"{channel}-flaky-{i}") for i in range(3)] + [
+        BUILD[channel](f"{channel}-fine")
+    ]
     async with provider_for(sim, channel) as provider:
         first = await provider.send(batch)
         assert [r.outcome for r in first] == [Outcome.TRANSIENT] * 3 + [Outcome.ACCEPTED]
@@ -125,7 +129,9 @@ async def test_transient_failures_are_retried_until_accepted(sim: Sim, channel: 
 
 
 @pytest.mark.parametrize("channel", ["sms", "viber"])
-async def test_server_error_fails_the_batch_transiently_then_retry_succeeds(sim: Sim, channel: str) -> None:
+async def test_server_error_fails_the_batch_transiently_then_retry_succeeds(
+    sim: Sim, channel: str
+) -> None:
     await sim.configure(channel, fail_next_requests=2, fail_status=502)
     batch = [BUILD[channel](f"{channel}-5xx-{i}") for i in range(5)]
     async with provider_for(sim, channel) as provider:
@@ -190,8 +196,11 @@ async def test_connection_refused_is_provider_unavailable(sim: Sim, channel: str
             await provider.send([BUILD[channel](f"{channel}-down")])
         # And the retry loop gives up raising it too, since nothing ever reached the provider
         with pytest.raises(ProviderUnavailable):
-            await send_with_retry(provider, [BUILD[channel](f"{channel}-down")],
-                                  RetryPolicy(max_attempts=2, min_backoff=0.01))
+            await send_with_retry(
+                provider,
+                [BUILD[channel](f"{channel}-down")],
+                RetryPolicy(max_attempts=2, min_backoff=0.01),
+            )
     finally:
         await provider.aclose()
 
@@ -224,8 +233,9 @@ async def test_resend_is_counted_as_duplicate_and_delivered_once(sim: Sim, chann
     delivered = sim.receiver.receipts[channel]
     await wait_until(lambda: len(delivered) >= 4)
     await asyncio.sleep(0.05)
-    assert sorted(r.message_id for r in delivered if r.status is ReceiptStatus.DELIVERED) == \
-        sorted(m.message_id for m in batch)
+    assert sorted(r.message_id for r in delivered if r.status is ReceiptStatus.DELIVERED) == sorted(
+        m.message_id for m in batch
+    )
 
 
 @pytest.mark.parametrize("channel", ["sms", "viber"])
@@ -248,15 +258,22 @@ async def test_viber_carries_button_and_image(sim: Sim) -> None:
         await provider.send([viber("v-rich")])
     found = await sim.get("/viber/sim/messages", message_id="v-rich")
     content = found["messages"][0]["content"]
-    assert content == {"message_id": "v-rich", "to": "+380501234567", "text": "Нагадування про оплату",
-                       "button_text": "Сплатити", "button_url": "https://pay.example/1",
-                       "image_url": "https://img.example/1.png"}
+    assert content == {
+        "message_id": "v-rich",
+        "to": "+380501234567",
+        "text": "Нагадування про оплату",
+        "button_text": "Сплатити",
+        "button_url": "https://pay.example/1",
+        "image_url": "https://img.example/1.png",
+    }
 
 
 async def test_wrong_content_for_the_channel_is_permanent_for_that_message_only(sim: Sim) -> None:
     async with provider_for(sim, "sms") as provider:
         results = await provider.send([viber("wrong-kind"), sms("right-kind")])
-    assert results[0].outcome is Outcome.PERMANENT and "unsupported_content" in (results[0].error or "")
+    assert results[0].outcome is Outcome.PERMANENT and "unsupported_content" in (
+        results[0].error or ""
+    )
     assert results[1].outcome is Outcome.ACCEPTED
 
 
@@ -279,10 +296,16 @@ async def test_email_is_multipart_with_herald_headers(sim: Sim) -> None:
 async def test_email_pool_reconnects_after_the_server_drops_idle_connections(sim: Sim) -> None:
     # Given a sink that closes connections idle for 0.2 s
     sink = await start_smtp_sink(sim.ledger("email"), "127.0.0.1", 0, idle_timeout=0.2)
-    provider = SmtpProvider(host="127.0.0.1", port=sink.sockets[0].getsockname()[1],
-                            sender=sim.settings.smtp_sender, pool_size=2)
+    provider = SmtpProvider(
+        host="127.0.0.1",
+        port=sink.sockets[0].getsockname()[1],
+        sender=sim.settings.smtp_sender,
+        pool_size=2,
+    )
     try:
-        assert (await provider.send([mail("idle-1"), mail("idle-2")]))[0].outcome is Outcome.ACCEPTED
+        assert (await provider.send([mail("idle-1"), mail("idle-2")]))[
+            0
+        ].outcome is Outcome.ACCEPTED
         # When the pooled connections have been dropped by the server
         await asyncio.sleep(0.5)
         results = await provider.send([mail("idle-3"), mail("idle-4"), mail("idle-5")])
@@ -343,8 +366,9 @@ async def _no_sleep(seconds: float) -> None:
 
 async def test_retry_gives_up_after_max_attempts_and_hands_back_transient() -> None:
     provider = _Scripted([Outcome.THROTTLED])
-    results = await send_with_retry(provider, [sms("a"), sms("b"), sms("c")],
-                                    RetryPolicy(max_attempts=3), sleep=_no_sleep)
+    results = await send_with_retry(
+        provider, [sms("a"), sms("b"), sms("c")], RetryPolicy(max_attempts=3), sleep=_no_sleep
+    )
     # Chunks follow max_batch; three attempts each
     assert provider.calls == [["a", "b"], ["c"]] * 3
     assert {(r.outcome, r.retry_after) for r in results} == {(Outcome.TRANSIENT, 0.5)}
@@ -361,15 +385,15 @@ async def test_retry_respects_the_time_budget_and_the_stop_check() -> None:
     await send_with_retry(provider, [sms("a")], policy, sleep=sleep, clock=lambda: now[0])
     assert now[0] <= 10.0 and 3 <= len(provider.calls) <= 6
     provider = _Scripted([Outcome.TRANSIENT])
-    await send_with_retry(provider, [sms("a")], policy, sleep=_no_sleep,
-                          should_stop=lambda: True)
+    await send_with_retry(provider, [sms("a")], policy, sleep=_no_sleep, should_stop=lambda: True)
     assert len(provider.calls) == 1
 
 
 async def test_retry_does_not_retry_non_retryable_or_final_outcomes() -> None:
     provider = _Scripted([Outcome.TRANSIENT])
-    results = await send_with_retry(provider, [sms("a")],
-                                    RetryPolicy(non_retryable=frozenset({"e"})), sleep=_no_sleep)
+    results = await send_with_retry(
+        provider, [sms("a")], RetryPolicy(non_retryable=frozenset({"e"})), sleep=_no_sleep
+    )
     assert len(provider.calls) == 1 and results[0].outcome is Outcome.TRANSIENT
     provider = _Scripted([Outcome.PERMANENT])
     await send_with_retry(provider, [sms("a")], sleep=_no_sleep)
@@ -382,8 +406,9 @@ async def test_retry_recovers_from_an_outage_and_keeps_it_apart_from_failures() 
     assert results[0].outcome is Outcome.ACCEPTED
     provider = _Scripted([ProviderUnavailable("down")])
     with pytest.raises(ProviderUnavailable):
-        await send_with_retry(provider, [sms("a")], RetryPolicy(retry_unavailable=False),
-                              sleep=_no_sleep)
+        await send_with_retry(
+            provider, [sms("a")], RetryPolicy(retry_unavailable=False), sleep=_no_sleep
+        )
     assert len(provider.calls) == 1
 
 
@@ -395,7 +420,9 @@ def test_backoff_is_capped_and_jittered() -> None:
     assert backoff(30, policy, lambda: 1.0) == pytest.approx(1.0)
 
 
-async def test_email_stale_pooled_connection_is_replaced_without_losing_the_message(sim: Sim) -> None:
+async def test_email_stale_pooled_connection_is_replaced_without_losing_the_message(
+    sim: Sim,
+) -> None:
     async with provider_for(sim, "email", pool_size=1) as provider:
         await provider.send([mail("stale-1")])
         [smtp] = [c for c in provider._idle._queue if c is not None]  # type: ignore[attr-defined]  # the pool's internals

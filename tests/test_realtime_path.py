@@ -29,8 +29,9 @@ async def realtime_backlog(settings: Settings) -> list[int]:
         async with connection.channel() as channel:
             counts: list[int] = []
             for shard in range(settings.shards):
-                queue = await channel.declare_queue(topology.queue_names(settings, shard)[0],
-                                                    passive=True)
+                queue = await channel.declare_queue(
+                    topology.queue_names(settings, shard)[0], passive=True
+                )
                 counts.append(queue.declaration_result.message_count or 0)
             return counts
     finally:
@@ -50,7 +51,8 @@ async def delete_queues(settings: Settings) -> None:
 
 
 async def test_api_declares_the_queues_so_a_trigger_waits_for_no_worker(
-        settings: Settings, demo_users, aiohttp_client, admin_conn) -> None:
+    settings: Settings, demo_users, aiohttp_client, admin_conn
+) -> None:
     from admin_api.app import init_app
 
     # Given only the admin API: no worker has ever declared this namespace's queues
@@ -60,21 +62,36 @@ async def test_api_declares_the_queues_so_a_trigger_waits_for_no_worker(
         ids = await make_clients(admin_conn, 1)
         response = await api.post("/api/v1/templates", json=TEMPLATE, headers=admin)
         template = (await response.json())["template"]["id"]
-        response = await api.post("/api/v1/producers", headers=admin, json={
-            "name": "Білінг", "event_types": ["payment.received"]})
+        response = await api.post(
+            "/api/v1/producers",
+            headers=admin,
+            json={"name": "Білінг", "event_types": ["payment.received"]},
+        )
         key = {"Authorization": f"Bearer {(await response.json())['api_key']}"}
-        response = await api.post("/api/v1/trigger-rules", headers=admin, json={
-            "name": "Дякуємо", "event_type": "payment.received", "template_id": template,
-            "channel_chain": ["sms"]})
+        response = await api.post(
+            "/api/v1/trigger-rules",
+            headers=admin,
+            json={
+                "name": "Дякуємо",
+                "event_type": "payment.received",
+                "template_id": template,
+                "channel_chain": ["sms"],
+            },
+        )
         assert response.status == 201, await response.text()
         # When a producer posts an event
-        response = await api.post("/api/v1/events", headers=key, json={"events": [
-            event("pay-1", ids[0])]})
+        response = await api.post(
+            "/api/v1/events", headers=key, json={"events": [event("pay-1", ids[0])]}
+        )
         assert response.status == 200, await response.text()
         # Then its reference is already on a realtime queue, not dropped for the sweep
         assert sum(await realtime_backlog(settings)) == 1
-        assert await admin_conn.fetchval(
-            "SELECT published_at IS NOT NULL AND NOT done FROM realtime_messages") is True
+        assert (
+            await admin_conn.fetchval(
+                "SELECT published_at IS NOT NULL AND NOT done FROM realtime_messages"
+            )
+            is True
+        )
     finally:
         await delete_queues(settings)
 
@@ -95,16 +112,18 @@ async def test_messages_that_arrive_together_are_one_unit_of_work(stack: Stack) 
     providers = build_providers(settings)
     connection = await aio_pika.connect_robust(settings.amqp_url)
     try:
-        consumer = worker.Consumer(Context(settings, pool, redis, providers,
-                                           RedisRateLimiter(redis)))
+        consumer = worker.Consumer(
+            Context(settings, pool, redis, providers, RedisRateLimiter(redis))
+        )
         channel = await connection.channel()
         deliveries = []
         for shard in range(settings.shards):
             queue = await channel.get_queue(topology.queue_names(settings, shard)[0])
             while (message := await queue.get(fail=False)) is not None:
                 deliveries.append(message)
-        assert sorted(len(msgspec.json.decode(m.body, type=RealtimeMessages).refs)
-                      for m in deliveries) == [1, 1, 1]
+        assert sorted(
+            len(msgspec.json.decode(m.body, type=RealtimeMessages).refs) for m in deliveries
+        ) == [1, 1, 1]
         for message in deliveries:
             await consumer.on_message(message)
         await consumer.drain()
@@ -115,8 +134,10 @@ async def test_messages_that_arrive_together_are_one_unit_of_work(stack: Stack) 
         assert (sms["requests"], sms["accepted"], sms["duplicates"]) == (1, 3, 0)
         await channel.close()
         assert sum(await realtime_backlog(settings)) == 0
-        assert await stack.conn.fetchval(
-            "SELECT count(*) FILTER (WHERE done) FROM realtime_messages") == 3
+        assert (
+            await stack.conn.fetchval("SELECT count(*) FILTER (WHERE done) FROM realtime_messages")
+            == 3
+        )
     finally:
         await connection.close()
         await close_providers(providers)
@@ -129,8 +150,7 @@ async def run_role(stack: Stack, role: worker.Role) -> tuple[asyncio.Event, asyn
     return stop, asyncio.create_task(worker.run_worker(stack.settings, 0, 1, stop, role=role))
 
 
-async def test_bulk_workers_take_realtime_work_when_no_realtime_process_runs(
-        stack: Stack) -> None:
+async def test_bulk_workers_take_realtime_work_when_no_realtime_process_runs(stack: Stack) -> None:
     ids = await make_clients(stack.conn, 1)
     _, key = await producer(stack)
     await rule(stack)
@@ -160,9 +180,12 @@ async def test_realtime_process_takes_no_campaign_batch(stack: Stack) -> None:
         result = await post(stack, key, [event("pay-1", ids[1])])
         await status_is(stack, result["results"][0]["messages"][0], "delivered", "read")
         # Then the campaign's batch is left for the bulk workers
-        assert await stack.conn.fetchval(
-            "SELECT count(*) FROM campaign_batches WHERE campaign_id = $1 AND done",
-            campaign) == 0
+        assert (
+            await stack.conn.fetchval(
+                "SELECT count(*) FROM campaign_batches WHERE campaign_id = $1 AND done", campaign
+            )
+            == 0
+        )
     finally:
         stop.set()
         await task
@@ -180,8 +203,11 @@ async def test_one_bad_message_does_not_take_its_merged_neighbours_down(stack: S
     broken = await stack.template(name="Зламаний")
     await rule(stack, template_id=broken, event_type="debt.created")
     # Given a stored version that no longer decodes (what a bad migration could leave)
-    await stack.conn.execute("UPDATE message_template_versions SET variants = "
-                             "'{\"sms\": {\"no_such_field\": 1}}' WHERE template_id = $1", broken)
+    await stack.conn.execute(
+        "UPDATE message_template_versions SET variants = "
+        '\'{"sms": {"no_such_field": 1}}\' WHERE template_id = $1',
+        broken,
+    )
     await stack.stop_worker()
     good = [await post(stack, key, [event(f"pay-{i}", c)]) for i, c in enumerate(ids[:2])]
     bad = await post(stack, key, [event("debt-1", ids[2], type="debt.created")])
@@ -191,8 +217,9 @@ async def test_one_bad_message_does_not_take_its_merged_neighbours_down(stack: S
     providers = build_providers(settings)
     connection = await aio_pika.connect_robust(settings.amqp_url)
     try:
-        consumer = worker.Consumer(Context(settings, pool, redis, providers,
-                                           RedisRateLimiter(redis)))
+        consumer = worker.Consumer(
+            Context(settings, pool, redis, providers, RedisRateLimiter(redis))
+        )
         channel = await connection.channel()
         deliveries = []
         for shard in range(settings.shards):

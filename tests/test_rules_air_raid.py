@@ -61,10 +61,13 @@ async def test_switching_keeps_state_history_and_journal(app_conn: asyncpg.Conne
     assert (period.ended_by, period.end_source) == ("admin1", "admin")
     assert period.ended_at is not None
     # And the journal has the two switches (the repeat changed nothing)
-    entries = await audit_journal.history(app_conn, "air_raid_alert", "UA-63", limit=10,
-                                  pii_visible=True)
+    entries = await audit_journal.history(
+        app_conn, "air_raid_alert", "UA-63", limit=10, pii_visible=True
+    )
     assert [(e.actor_login, e.old_value, e.new_value) for e in entries] == [
-        ("admin1", True, False), ("alerts.in.ua", False, True)]
+        ("admin1", True, False),
+        ("alerts.in.ua", False, True),
+    ]
     assert [s.region_code for s in await air_raid.states(app_conn)] == ["UA-63"]
 
 
@@ -77,8 +80,9 @@ async def test_unknown_region_or_source_is_refused(app_conn: asyncpg.Connection)
     assert caught.value.field == "source"
 
 
-async def test_hold_while_active_release_when_lifted(app_conn: asyncpg.Connection,
-                                                     mirror: AlertMirror) -> None:
+async def test_hold_while_active_release_when_lifted(
+    app_conn: asyncpg.Connection, mirror: AlertMirror
+) -> None:
     # Given the mirror synced and an alert raised in Kyiv through set_alert
     await mirror.sync(app_conn)
     await set_alert(app_conn, mirror, ADMIN, "UA-30", True)
@@ -96,7 +100,9 @@ async def test_hold_while_active_release_when_lifted(app_conn: asyncpg.Connectio
     assert air_raid.check(after, [1, 2], regions) == {}
 
 
-async def test_holders_hear_the_lift_on_pub_sub(app_conn: asyncpg.Connection, mirror: AlertMirror) -> None:
+async def test_holders_hear_the_lift_on_pub_sub(
+    app_conn: asyncpg.Connection, mirror: AlertMirror
+) -> None:
     # Given a scheduler subscribed to alert changes and an alert in Odesa
     await set_alert(app_conn, mirror, ADMIN, "UA-51", True)
     async with mirror.subscribe() as changes:
@@ -107,9 +113,9 @@ async def test_holders_hear_the_lift_on_pub_sub(app_conn: asyncpg.Connection, mi
     assert change == AlertChange("UA-51", False, 2, (await mirror.active_regions()).version)
 
 
-async def test_an_empty_mirror_is_never_read_as_no_alerts(app_conn: asyncpg.Connection,
-                                                          mirror: AlertMirror,
-                                                          redis: aioredis.Redis) -> None:
+async def test_an_empty_mirror_is_never_read_as_no_alerts(
+    app_conn: asyncpg.Connection, mirror: AlertMirror, redis: aioredis.Redis
+) -> None:
     # Given an alert in Sumy recorded in PostgreSQL
     await set_alert(app_conn, mirror, ADMIN, "UA-59", True)
     # When Redis loses the mirror (restart without persistence)
@@ -121,9 +127,9 @@ async def test_an_empty_mirror_is_never_read_as_no_alerts(app_conn: asyncpg.Conn
     assert (await mirror.sync(app_conn)).regions == {"UA-59"}
 
 
-async def test_older_states_never_overwrite_newer_ones(app_conn: asyncpg.Connection,
-                                                       mirror: AlertMirror,
-                                                       redis: aioredis.Redis) -> None:
+async def test_older_states_never_overwrite_newer_ones(
+    app_conn: asyncpg.Connection, mirror: AlertMirror, redis: aioredis.Redis
+) -> None:
     # Given an alert raised (version 1) and lifted (version 2) in Poltava
     on, _ = await switch_alert(app_conn, ADMIN, "UA-53", True)
     off, _ = await switch_alert(app_conn, ADMIN, "UA-53", False)
@@ -137,27 +143,37 @@ async def test_older_states_never_overwrite_newer_ones(app_conn: asyncpg.Connect
     assert (await mirror.sync(app_conn)).regions == frozenset()
 
 
-async def test_set_alert_refuses_to_mirror_an_uncommitted_change(app_conn: asyncpg.Connection,
-                                                                 mirror: AlertMirror) -> None:
+async def test_set_alert_refuses_to_mirror_an_uncommitted_change(
+    app_conn: asyncpg.Connection, mirror: AlertMirror
+) -> None:
     async with app_conn.transaction():
         with pytest.raises(RuntimeError):
             await set_alert(app_conn, mirror, ADMIN, "UA-30", True)
 
 
-async def test_a_clients_regions_come_from_their_open_accounts(app_conn: asyncpg.Connection) -> None:
+async def test_a_clients_regions_come_from_their_open_accounts(
+    app_conn: asyncpg.Connection,
+) -> None:
     # Given a client with an open account in Kyiv and a closed one in Lviv, and a client
     # whose only account (in Odesa) is closed
-    a, b = [r["id"] for r in await app_conn.fetch(
-        "INSERT INTO clients (last_name, first_name) VALUES ('А', 'А'), ('Б', 'Б') RETURNING id")]
+    a, b = [
+        r["id"]
+        for r in await app_conn.fetch(
+            "INSERT INTO clients (last_name, first_name) VALUES ('А', 'А'), ('Б', 'Б') RETURNING id"
+        )
+    ]
     await app_conn.executemany(
         """
         INSERT INTO accounts (client_id, or_number, eic_code, region_code, city, street, building,
                               consumer_type, tariff_code, opened_at, status)
         VALUES ($1, $2, $3, $4, 'Місто', 'Вулиця', '1', 'household', 'household_fixed', '2020-01-01', $5)
         """,
-        [(a, "0000000001", "56X000000000001Z", "UA-30", "active"),
-         (a, "0000000002", "56X000000000002Z", "UA-46", "closed"),
-         (b, "0000000003", "56X000000000003Z", "UA-51", "closed")])
+        [
+            (a, "0000000001", "56X000000000001Z", "UA-30", "active"),
+            (a, "0000000002", "56X000000000002Z", "UA-46", "closed"),
+            (b, "0000000003", "56X000000000003Z", "UA-51", "closed"),
+        ],
+    )
     # When the batch's regions are loaded
     where = await regions.load_client_regions(app_conn, [a, b, 999_999])
     # Then the open account decides, a client with only closed accounts keeps their region,

@@ -30,12 +30,15 @@ def test_default_chain_is_email_viber_sms() -> None:
     assert first_action(chain) == TryStep(0, "email", 900.0)
 
 
-@pytest.mark.parametrize("channels, field", [
-    ([], "channel_chain"),
-    (["email", "fax"], "channel_chain[1]"),
-    (["sms", "viber", "sms"], "channel_chain[2]"),
-    ("sms", "channel_chain"),
-])
+@pytest.mark.parametrize(
+    "channels, field",
+    [
+        ([], "channel_chain"),
+        (["email", "fax"], "channel_chain[1]"),
+        (["sms", "viber", "sms"], "channel_chain[2]"),
+        ("sms", "channel_chain"),
+    ],
+)
 def test_invalid_chains_name_the_field(channels: list[str], field: str) -> None:
     # Given an empty chain, an unknown channel, a repeated channel or a bare string
     # When it is validated
@@ -61,13 +64,16 @@ def test_receipt_timeouts_are_validated_per_step() -> None:
     assert caught.value.field == "receipt_timeout_seconds"
 
 
-@pytest.mark.parametrize("event, reason", [
-    (Skipped(0, "no_contact"), "no_contact"),
-    (Skipped(0, "no_consent"), "no_consent"),
-    (PermanentFailure(0, "invalid address"), "provider_failed"),
-    (RetriesExhausted(0), "retries_exhausted"),
-    (ReceiptTimeout(0), "receipt_timeout"),
-])
+@pytest.mark.parametrize(
+    "event, reason",
+    [
+        (Skipped(0, "no_contact"), "no_contact"),
+        (Skipped(0, "no_consent"), "no_consent"),
+        (PermanentFailure(0, "invalid address"), "provider_failed"),
+        (RetriesExhausted(0), "retries_exhausted"),
+        (ReceiptTimeout(0), "receipt_timeout"),
+    ],
+)
 def test_each_failure_moves_to_the_next_channel(event, reason: str) -> None:
     # Given the default chain at its first step (e-mail)
     chain = parse_chain()
@@ -129,4 +135,6 @@ def test_custom_chain_email_plus_viber() -> None:
     first = next_action(chain, 0, Skipped(0, "no_contact"))
     assert first == TryStep(1, "viber", 300.0)
     # Then the chain is exhausted after Viber
-    assert next_action(chain, 1, ReceiptTimeout(1)) == Finish("exhausted", "receipt_timeout", "viber", 1)
+    assert next_action(chain, 1, ReceiptTimeout(1)) == Finish(
+        "exhausted", "receipt_timeout", "viber", 1
+    )

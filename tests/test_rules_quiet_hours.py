@@ -24,15 +24,18 @@ def utc(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
-@pytest.mark.parametrize("now, expected", [
-    ("2025-01-15 18:59", None),                    # 20:59 in Kyiv (UTC+2): still allowed
-    ("2025-01-15 19:00", "2025-01-16 07:00"),      # 21:00: quiet until 09:00 next morning
-    ("2025-01-15 23:30", "2025-01-16 07:00"),      # 01:30 after midnight: same night
-    ("2025-01-16 06:59", "2025-01-16 07:00"),      # 08:59: one minute left
-    ("2025-01-16 07:00", None),                    # 09:00 sharp: the window has ended
-    ("2025-07-15 06:30", None),                    # summer (UTC+3): 09:30 local
-    ("2025-07-15 05:30", "2025-07-15 06:00"),      # summer: 08:30 local, until 09:00 = 06:00Z
-])
+@pytest.mark.parametrize(
+    "now, expected",
+    [
+        ("2025-01-15 18:59", None),  # 20:59 in Kyiv (UTC+2): still allowed
+        ("2025-01-15 19:00", "2025-01-16 07:00"),  # 21:00: quiet until 09:00 next morning
+        ("2025-01-15 23:30", "2025-01-16 07:00"),  # 01:30 after midnight: same night
+        ("2025-01-16 06:59", "2025-01-16 07:00"),  # 08:59: one minute left
+        ("2025-01-16 07:00", None),  # 09:00 sharp: the window has ended
+        ("2025-07-15 06:30", None),  # summer (UTC+3): 09:30 local
+        ("2025-07-15 05:30", "2025-07-15 06:00"),  # summer: 08:30 local, until 09:00 = 06:00Z
+    ],
+)
 def test_window_crossing_midnight(now: str, expected: str | None) -> None:
     # Given the window 21:00-09:00 every day
     # When a message is due at `now` for a recipient in Kyiv
@@ -115,11 +118,16 @@ def test_batch_check_by_channel_zone_and_urgency() -> None:
     # When an SMS batch is checked
     held = quiet_hours.check(now, [1, 2, 3], regions, zones, [window], channel="sms")
     # Then Kyiv and the default-zone client are held until 07:00Z, London goes now
-    assert held == {1: Hold("quiet_hours", utc("2025-01-16 07:00")),
-                    3: Hold("quiet_hours", utc("2025-01-16 07:00"))}
+    assert held == {
+        1: Hold("quiet_hours", utc("2025-01-16 07:00")),
+        3: Hold("quiet_hours", utc("2025-01-16 07:00")),
+    }
     # And e-mail or an urgent message is not held
     assert quiet_hours.check(now, [1, 2, 3], regions, zones, [window], channel="email") == {}
-    assert quiet_hours.check(now, [1, 2, 3], regions, zones, [window], channel="sms", urgent=True) == {}
+    assert (
+        quiet_hours.check(now, [1, 2, 3], regions, zones, [window], channel="sms", urgent=True)
+        == {}
+    )
 
 
 def test_client_in_two_zones_waits_for_the_later_end() -> None:
@@ -136,19 +144,32 @@ async def test_window_store_is_journalled(app_conn: asyncpg.Connection) -> None:
     assert window.id is not None
     assert window.weekdays == frozenset(range(1, 8)) and window.channels == frozenset({"sms"})
     # When they move its end to 08:00 and then switch it off
-    await quiet_hours.update_window(app_conn, ADMIN, window.id, WindowSpec(
-        name="Ніч", start=dt.time(21), end=dt.time(8), channels=["sms"]))
-    await quiet_hours.update_window(app_conn, ADMIN, window.id, WindowSpec(
-        name="Ніч", start=dt.time(21), end=dt.time(8), channels=["sms"], is_active=False))
+    await quiet_hours.update_window(
+        app_conn,
+        ADMIN,
+        window.id,
+        WindowSpec(name="Ніч", start=dt.time(21), end=dt.time(8), channels=["sms"]),
+    )
+    await quiet_hours.update_window(
+        app_conn,
+        ADMIN,
+        window.id,
+        WindowSpec(
+            name="Ніч", start=dt.time(21), end=dt.time(8), channels=["sms"], is_active=False
+        ),
+    )
     # Then the worker loads no active window, the admin list still shows it
     assert await quiet_hours.load_windows(app_conn) == []
     [listed] = await quiet_hours.list_windows(app_conn)
     assert listed.end == dt.time(8) and listed.is_active is False
     # And the journal has one entry per changed field
-    history = await audit_journal.history(app_conn, "quiet_hours_window", str(window.id), limit=10,
-                                  pii_visible=True)
+    history = await audit_journal.history(
+        app_conn, "quiet_hours_window", str(window.id), limit=10, pii_visible=True
+    )
     assert [(h.action, h.field, h.old_value, h.new_value) for h in history][:2] == [
-        ("update", "is_active", True, False), ("update", "end", "09:00:00", "08:00:00")]
+        ("update", "is_active", True, False),
+        ("update", "end", "09:00:00", "08:00:00"),
+    ]
     # When deleted, Then it is gone and a second delete is NotFound
     await quiet_hours.delete_window(app_conn, ADMIN, window.id)
     assert await quiet_hours.list_windows(app_conn) == []
@@ -156,17 +177,21 @@ async def test_window_store_is_journalled(app_conn: asyncpg.Connection) -> None:
         await quiet_hours.delete_window(app_conn, ADMIN, window.id)
 
 
-@pytest.mark.parametrize("changes, field", [
-    ({"name": ""}, "name"),
-    ({"end": dt.time(21)}, "end"),
-    ({"weekdays": [0, 1]}, "weekdays"),
-    ({"weekdays": []}, "weekdays"),
-    ({"channels": ["fax"]}, "channels"),
-    ({"channels": []}, "channels"),
-    ({"start": dt.time(21, tzinfo=UTC)}, "start"),
-])
-async def test_bad_windows_name_the_field(app_conn: asyncpg.Connection, changes: dict[str, object],
-                                          field: str) -> None:
+@pytest.mark.parametrize(
+    "changes, field",
+    [
+        ({"name": ""}, "name"),
+        ({"end": dt.time(21)}, "end"),
+        ({"weekdays": [0, 1]}, "weekdays"),
+        ({"weekdays": []}, "weekdays"),
+        ({"channels": ["fax"]}, "channels"),
+        ({"channels": []}, "channels"),
+        ({"start": dt.time(21, tzinfo=UTC)}, "start"),
+    ],
+)
+async def test_bad_windows_name_the_field(
+    app_conn: asyncpg.Connection, changes: dict[str, object], field: str
+) -> None:
     values: dict[str, object] = {"name": "n", "start": dt.time(21), "end": dt.time(9)} | changes
     with pytest.raises(InvalidInput) as caught:
         await quiet_hours.create_window(app_conn, ADMIN, WindowSpec(**values))  # type: ignore[arg-type]  # a bad value on purpose

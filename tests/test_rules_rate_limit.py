@@ -72,7 +72,9 @@ async def test_stub_bucket_bursts_two_seconds_worth_then_refills_at_the_rate() -
 def test_the_burst_is_two_seconds_of_the_rate_and_at_least_one() -> None:
     """Issue 20 point 2: a minute's limit is spread over the minute, not spent at once."""
     assert [b.capacity for b in buckets("ns", "x", Limits(per_minute=300, per_hour=5000))] == [
-        10, 3]
+        10,
+        3,
+    ]
     assert [b.capacity for b in buckets("ns", "x", Limits(per_minute=30, per_hour=10))] == [1, 1]
     assert [b.capacity for b in buckets("ns", "x", Limits(per_minute=6000))] == [200]
 
@@ -133,8 +135,11 @@ async def test_pace_spreads_a_minutes_limit_over_the_minute() -> None:
         sent.append((time_.now - 1000.0, k))
         return True
 
-    [paced] = await time_.run(rate_limit.pace(limiter, found, 1000, send=send, max_wait=600.0,
-                                              monotonic=time_, sleep=time_.sleep))
+    [paced] = await time_.run(
+        rate_limit.pace(
+            limiter, found, 1000, send=send, max_wait=600.0, monotonic=time_, sleep=time_.sleep
+        )
+    )
     assert paced.granted == 1000 and paced.retry_after == 0.0
     assert sent[0] == (0.0, 10)
     # Any 60-second window: at most the burst plus a minute's rate
@@ -156,12 +161,24 @@ async def test_pace_splits_a_unit_larger_than_the_bucket_and_never_starves() -> 
         async def send(k: int) -> bool:
             sent.append((name, time_.now - 1000.0, k))
             return True
+
         return send
 
     # Two units at once, each willing to wait 20 s for tokens
-    a, b = await time_.run(*(
-        rate_limit.pace(limiter, found, 37, send=sender(name), max_wait=20.0,
-                        monotonic=time_, sleep=time_.sleep) for name in ("a", "b")))
+    a, b = await time_.run(
+        *(
+            rate_limit.pace(
+                limiter,
+                found,
+                37,
+                send=sender(name),
+                max_wait=20.0,
+                monotonic=time_,
+                sleep=time_.sleep,
+            )
+            for name in ("a", "b")
+        )
+    )
     # Every token was sent the moment it came (the burst of 1 at once, then one every
     # 2 s), none kept waiting for the rest of a unit...
     assert [t for _, t, _ in sent] == [2.0 * i for i in range(11)]
@@ -185,11 +202,15 @@ async def test_pace_stops_when_the_sender_says_so() -> None:
         calls += 1
         return calls < 3  # paused after the third grant
 
-    [paced] = await time_.run(rate_limit.pace(limiter, found, 100, send=send, max_wait=60.0,
-                                              monotonic=time_, sleep=time_.sleep))
+    [paced] = await time_.run(
+        rate_limit.pace(
+            limiter, found, 100, send=send, max_wait=60.0, monotonic=time_, sleep=time_.sleep
+        )
+    )
     assert calls == 3 and paced.granted == 4  # the burst of 2, then 1 and 1
-    assert await rate_limit.pace(limiter, [], 5, send=send, max_wait=1.0, monotonic=time_,
-                                 sleep=time_.sleep) == rate_limit.Paced(5, 0.0)
+    assert await rate_limit.pace(
+        limiter, [], 5, send=send, max_wait=1.0, monotonic=time_, sleep=time_.sleep
+    ) == rate_limit.Paced(5, 0.0)
 
 
 async def test_trivial_requests_need_no_bucket() -> None:
@@ -210,7 +231,9 @@ async def test_both_backends_agree(limiter: RateLimiter, settings: Settings) -> 
     assert 0.5 < second.retry_after <= 0.6
 
 
-async def test_redis_buckets_are_shared_and_atomic(settings: Settings, redis: aioredis.Redis) -> None:
+async def test_redis_buckets_are_shared_and_atomic(
+    settings: Settings, redis: aioredis.Redis
+) -> None:
     # Given 20 worker tasks on separate connections sharing a bucket of 100 per 2 s
     clients = [aioredis.Redis.from_url(settings.redis_url) for _ in range(4)]
     limiters = [RedisRateLimiter(c) for c in clients]
@@ -229,8 +252,9 @@ async def test_redis_buckets_are_shared_and_atomic(settings: Settings, redis: ai
     assert 0 < await redis.pttl(key) <= 4000
 
 
-async def test_measured_rate_follows_the_configured_rate(settings: Settings,
-                                                         redis: aioredis.Redis) -> None:
+async def test_measured_rate_follows_the_configured_rate(
+    settings: Settings, redis: aioredis.Redis
+) -> None:
     # Given 600 per minute on SMS, shared by two workers
     bucket = buckets(settings.namespace, "channel.sms", Limits(per_minute=600))
     limiter = RedisRateLimiter(redis)
@@ -262,15 +286,27 @@ async def test_configured_limits_select_the_buckets(app_conn: asyncpg.Connection
     await rate_limit.set_limit(app_conn, ADMIN, channel="sms", provider="acme", per_minute=1000)
     await rate_limit.set_limit(app_conn, ADMIN, channel="viber", per_hour=50_000)
     configured = await rate_limit.list_limits(app_conn)
-    assert [(c.channel, c.provider) for c in configured] == [("sms", None), ("sms", "acme"), ("viber", None)]
+    assert [(c.channel, c.provider) for c in configured] == [
+        ("sms", None),
+        ("sms", "acme"),
+        ("viber", None),
+    ]
     # When an SMS of campaign 42 (300/min) goes through provider acme
-    found = buckets_for_send("ns", configured, channel="sms", provider="acme", campaign_id=42,
-                             campaign_limits=Limits(per_minute=300))
+    found = buckets_for_send(
+        "ns",
+        configured,
+        channel="sms",
+        provider="acme",
+        campaign_id=42,
+        campaign_limits=Limits(per_minute=300),
+    )
     # Then it takes from the channel's two, the provider's and the campaign's buckets
-    assert found == [Bucket("ns:rl:channel.sms:minute", 200, 100.0),
-                     Bucket("ns:rl:channel.sms:hour", 112, 200_000 / 3600),
-                     Bucket("ns:rl:provider.sms.acme:minute", 34, 1000 / 60),
-                     Bucket("ns:rl:campaign.42:minute", 10, 5.0)]
+    assert found == [
+        Bucket("ns:rl:channel.sms:minute", 200, 100.0),
+        Bucket("ns:rl:channel.sms:hour", 112, 200_000 / 3600),
+        Bucket("ns:rl:provider.sms.acme:minute", 34, 1000 / 60),
+        Bucket("ns:rl:campaign.42:minute", 10, 5.0),
+    ]
     # And an e-mail has no bucket at all
     assert buckets_for_send("ns", configured, channel="email") == []
 
@@ -281,26 +317,30 @@ async def test_limit_changes_are_journalled(app_conn: asyncpg.Connection) -> Non
     await rate_limit.set_limit(app_conn, ADMIN, channel="sms", per_minute=1200)
     await rate_limit.remove_limit(app_conn, ADMIN, channel="sms")
     # Then the journal has each step, newest first
-    history = await audit_journal.history(app_conn, "rate_limit", "sms", limit=10,
-                                  pii_visible=True)
+    history = await audit_journal.history(app_conn, "rate_limit", "sms", limit=10, pii_visible=True)
     assert [(h.action, h.field, h.old_value, h.new_value) for h in history] == [
         ("delete", None, {"per_minute": 1200, "per_hour": None}, None),
         ("update", "per_minute", 600, 1200),
-        ("create", None, None, {"per_minute": 600, "per_hour": None})]
+        ("create", None, None, {"per_minute": 600, "per_hour": None}),
+    ]
     assert await rate_limit.list_limits(app_conn) == []
     with pytest.raises(NotFound):
         await rate_limit.remove_limit(app_conn, ADMIN, channel="sms")
 
 
-@pytest.mark.parametrize("values, field", [
-    ({"channel": "fax", "per_minute": 1}, "channel"),
-    ({"channel": "sms"}, "per_minute"),
-    ({"channel": "sms", "per_minute": 0}, "per_minute"),
-    ({"channel": "sms", "per_hour": 10**9}, "per_hour"),
-    ({"channel": "sms", "provider": "Bad Name", "per_hour": 5}, "provider"),
-])
-async def test_bad_limits_name_the_field(app_conn: asyncpg.Connection, values: dict[str, object],
-                                         field: str) -> None:
+@pytest.mark.parametrize(
+    "values, field",
+    [
+        ({"channel": "fax", "per_minute": 1}, "channel"),
+        ({"channel": "sms"}, "per_minute"),
+        ({"channel": "sms", "per_minute": 0}, "per_minute"),
+        ({"channel": "sms", "per_hour": 10**9}, "per_hour"),
+        ({"channel": "sms", "provider": "Bad Name", "per_hour": 5}, "provider"),
+    ],
+)
+async def test_bad_limits_name_the_field(
+    app_conn: asyncpg.Connection, values: dict[str, object], field: str
+) -> None:
     with pytest.raises(InvalidInput) as caught:
         await rate_limit.set_limit(app_conn, ADMIN, **values)  # type: ignore[arg-type]  # a bad value on purpose
     assert caught.value.field == field

@@ -29,7 +29,9 @@ DAY = dt.timedelta(days=1)
 async def _clients(conn: asyncpg.Connection, n: int) -> list[int]:
     rows = await conn.fetch(
         "INSERT INTO clients (last_name, first_name) SELECT 'Тест', 'Клієнт' || g "
-        "FROM generate_series(1, $1) g RETURNING id", n)
+        "FROM generate_series(1, $1) g RETURNING id",
+        n,
+    )
     return [r["id"] for r in rows]
 
 
@@ -40,7 +42,9 @@ class Segments:
         self.members = members
         self.calls = 0
 
-    async def members_among(self, segment_ids: Sequence[int], client_ids: Sequence[int]) -> set[int]:
+    async def members_among(
+        self, segment_ids: Sequence[int], client_ids: Sequence[int]
+    ) -> set[int]:
         self.calls += 1
         inside = set().union(*(self.members.get(s, set()) for s in segment_ids))
         return inside & set(client_ids)
@@ -63,8 +67,14 @@ async def test_validity_period_is_respected(app_conn: asyncpg.Connection) -> Non
     # Given an entry starting tomorrow and one that ended an hour ago
     a, b = await _clients(app_conn, 2)
     await add_entry(app_conn, ADMIN, client_id=a, reason="from tomorrow", valid_from=NOW + DAY)
-    await add_entry(app_conn, ADMIN, client_id=b, reason="old", valid_from=NOW - 2 * DAY,
-                    valid_until=NOW + dt.timedelta(hours=1))
+    await add_entry(
+        app_conn,
+        ADMIN,
+        client_id=b,
+        reason="old",
+        valid_from=NOW - 2 * DAY,
+        valid_until=NOW + dt.timedelta(hours=1),
+    )
     # When checked now, Then only the running entry blocks
     assert await blocked_clients(app_conn, [a, b], "debt", now=NOW) == {b}
     # When checked in two days, Then the roles are swapped
@@ -85,7 +95,9 @@ async def test_segment_entries_use_the_callers_membership(app_conn: asyncpg.Conn
     assert await blocked_clients(app_conn, [a, c], "debt") == set()
 
 
-async def test_segment_entry_without_membership_refuses_to_guess(app_conn: asyncpg.Connection) -> None:
+async def test_segment_entry_without_membership_refuses_to_guess(
+    app_conn: asyncpg.Connection,
+) -> None:
     # Given a segment entry for every topic
     (a,) = await _clients(app_conn, 1)
     await add_entry(app_conn, ADMIN, segment_id=3, reason="pilot")
@@ -98,9 +110,14 @@ async def test_segment_entry_without_membership_refuses_to_guess(app_conn: async
 async def test_add_list_remove_are_journalled(app_conn: asyncpg.Connection) -> None:
     # Given an entry added by an admin
     (a,) = await _clients(app_conn, 1)
-    entry = await add_entry(app_conn, ADMIN, client_id=a, topics=["marketing", "billing"],
-                            reason="  complaint  ")
-    assert (entry.topics, entry.reason, entry.created_by) == (["billing", "marketing"], "complaint", "admin1")
+    entry = await add_entry(
+        app_conn, ADMIN, client_id=a, topics=["marketing", "billing"], reason="  complaint  "
+    )
+    assert (entry.topics, entry.reason, entry.created_by) == (
+        ["billing", "marketing"],
+        "complaint",
+        "admin1",
+    )
     # When listed, Then it is there; When removed, Then it is gone and cannot be removed twice
     assert [e.id for e in await list_entries(app_conn, client_id=a)] == [entry.id]
     assert [e.id for e in await list_entries(app_conn, active_at=NOW + DAY)] == [entry.id]
@@ -109,26 +126,31 @@ async def test_add_list_remove_are_journalled(app_conn: asyncpg.Connection) -> N
     with pytest.raises(NotFound):
         await remove_entry(app_conn, ADMIN, entry.id)
     # And the journal has the creation and the removal with the whole entry
-    history = await audit_journal.history(app_conn, "stop_list_entry", str(entry.id), limit=10,
-                                  pii_visible=True)
+    history = await audit_journal.history(
+        app_conn, "stop_list_entry", str(entry.id), limit=10, pii_visible=True
+    )
     assert [h.action for h in history] == ["delete", "create"]
     assert history[0].old_value["topics"] == ["billing", "marketing"]
     assert history[1].new_value["client_id"] == a
 
 
-@pytest.mark.parametrize("values, field", [
-    ({"reason": "x"}, "client_id"),
-    ({"reason": "x", "client_id": 1, "segment_id": 2}, "client_id"),
-    ({"reason": "x", "client_id": 999_999_999}, "client_id"),
-    ({"reason": "x", "segment_id": -1}, "segment_id"),
-    ({"reason": " ", "segment_id": 1}, "reason"),
-    ({"reason": "x", "segment_id": 1, "topics": ["lottery"]}, "topics"),
-    ({"reason": "x", "segment_id": 1, "topics": []}, "topics"),
-    ({"reason": "x", "segment_id": 1, "valid_until": NOW - DAY}, "valid_until"),
-    ({"reason": "x", "segment_id": 1, "valid_from": dt.datetime(2030, 1, 1)}, "valid_from"),
-])
-async def test_bad_entries_name_the_field(app_conn: asyncpg.Connection, values: dict[str, object],
-                                          field: str) -> None:
+@pytest.mark.parametrize(
+    "values, field",
+    [
+        ({"reason": "x"}, "client_id"),
+        ({"reason": "x", "client_id": 1, "segment_id": 2}, "client_id"),
+        ({"reason": "x", "client_id": 999_999_999}, "client_id"),
+        ({"reason": "x", "segment_id": -1}, "segment_id"),
+        ({"reason": " ", "segment_id": 1}, "reason"),
+        ({"reason": "x", "segment_id": 1, "topics": ["lottery"]}, "topics"),
+        ({"reason": "x", "segment_id": 1, "topics": []}, "topics"),
+        ({"reason": "x", "segment_id": 1, "valid_until": NOW - DAY}, "valid_until"),
+        ({"reason": "x", "segment_id": 1, "valid_from": dt.datetime(2030, 1, 1)}, "valid_from"),
+    ],
+)
+async def test_bad_entries_name_the_field(
+    app_conn: asyncpg.Connection, values: dict[str, object], field: str
+) -> None:
     with pytest.raises(InvalidInput) as caught:
         await add_entry(app_conn, ADMIN, **values)  # type: ignore[arg-type]  # a bad value on purpose
     assert caught.value.field == field

@@ -20,13 +20,24 @@ from crm.search_words import (
 )
 
 
-@pytest.mark.parametrize("text", [
-    "Іванова-Петренко Ольга Степанівна", "м. Одеса вул. Соборна 112/2 53", "с. Гай 8А",
-    "Мар’яна О'Коннор", "  a--b  7 ", "", "ʼЇжак-Ґанджа 1-2 12345678 абвгдеєж"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Іванова-Петренко Ольга Степанівна",
+        "м. Одеса вул. Соборна 112/2 53",
+        "с. Гай 8А",
+        "Мар’яна О'Коннор",
+        "  a--b  7 ",
+        "",
+        "ʼЇжак-Ґанджа 1-2 12345678 абвгдеєж",
+    ],
+)
 @pytest.mark.parametrize("tag", [NAME_TAG, ADDRESS_TAG])
 async def test_python_keys_are_the_database_ones(app_conn, text, tag) -> None:
     norm = search_norm(text)
-    in_db = await app_conn.fetchval("SELECT herald_search_keys(herald_search_norm($1), $2)", text, tag)
+    in_db = await app_conn.fetchval(
+        "SELECT herald_search_keys(herald_search_norm($1), $2)", text, tag
+    )
     assert in_db == sorted(search_keys(norm, tag))
 
 
@@ -37,14 +48,19 @@ async def test_a_query_word_has_the_key_of_its_start(app_conn) -> None:
     # An abbreviation gives the key of its letters, a long word that of its first 8.
     address = set(search_keys(search_norm("м. Київ вул. Незалежності 8"), ADDRESS_TAG))
     for word in ("вул.", "м.", "м", "8", "незалежності", "київ"):
-        assert len(query_keys(word, ADDRESS_TAG)) == 1 and set(query_keys(word, ADDRESS_TAG)) <= address, word
+        assert (
+            len(query_keys(word, ADDRESS_TAG)) == 1
+            and set(query_keys(word, ADDRESS_TAG)) <= address
+        ), word
     assert query_keys("незалежн", ADDRESS_TAG) == query_keys("незалежності", ADDRESS_TAG)
     # Name and address keys differ: "київ" in a name is not "київ" in an address.
     assert not set(query_keys("київ", NAME_TAG)) & set(query_keys("київ", ADDRESS_TAG))
 
 
 async def _keys_in_step(conn) -> None:
-    stale = await conn.fetch("SELECT id FROM clients WHERE search_keys <> herald_client_search_keys(id, name_search)")
+    stale = await conn.fetch(
+        "SELECT id FROM clients WHERE search_keys <> herald_client_search_keys(id, name_search)"
+    )
     assert stale == []
 
 
@@ -53,18 +69,23 @@ async def test_triggers_keep_keys_in_step(client, demo_users, admin_conn) -> Non
     operator = await login_as(client, "operator_cc")
     await _keys_in_step(admin_conn)
     keys = await admin_conn.fetchval("SELECT search_keys FROM clients WHERE id = 102")
-    assert keys == client_search_keys(search_norm("Ковальчук Мар’яна Іванівна"),
-                                      [search_norm("м. Львів вул. Івана Франка 10"),
-                                       search_norm("м. Київ вул. Садова 7 12")])
+    assert keys == client_search_keys(
+        search_norm("Ковальчук Мар’яна Іванівна"),
+        [search_norm("м. Львів вул. Івана Франка 10"), search_norm("м. Київ вул. Садова 7 12")],
+    )
 
     # An address edit: the new street is found, the old one is not.
-    await admin_conn.execute("UPDATE accounts SET street = 'вул. Яворницького' WHERE or_number = '4000000004'")
+    await admin_conn.execute(
+        "UPDATE accounts SET street = 'вул. Яворницького' WHERE or_number = '4000000004'"
+    )
     await _keys_in_step(admin_conn)
     assert await ids(client, operator, address="яворн 22") == [104]
     assert await ids(client, operator, address="собор 22") == []
     # An update that leaves the address alone leaves the client row alone.
     before = await admin_conn.fetchval("SELECT xmin::text FROM clients WHERE id = 104")
-    await admin_conn.execute("UPDATE accounts SET status = 'suspended' WHERE or_number = '4000000004'")
+    await admin_conn.execute(
+        "UPDATE accounts SET status = 'suspended' WHERE or_number = '4000000004'"
+    )
     assert await admin_conn.fetchval("SELECT xmin::text FROM clients WHERE id = 104") == before
 
     # An account moved to another client takes its address along.
@@ -72,8 +93,10 @@ async def test_triggers_keep_keys_in_step(client, demo_users, admin_conn) -> Non
     await _keys_in_step(admin_conn)
     assert await ids(client, operator, address="яворн 22") == [101]
     # Deleted, it is found no more; a renamed client is found by the new name only.
-    await admin_conn.execute("DELETE FROM meters WHERE account_id IN "
-                             "(SELECT id FROM accounts WHERE or_number = '4000000004')")
+    await admin_conn.execute(
+        "DELETE FROM meters WHERE account_id IN "
+        "(SELECT id FROM accounts WHERE or_number = '4000000004')"
+    )
     await admin_conn.execute("DELETE FROM accounts WHERE or_number = '4000000004'")
     await admin_conn.execute("UPDATE clients SET last_name = 'Гончаренко' WHERE id = 104")
     await _keys_in_step(admin_conn)
@@ -106,13 +129,30 @@ async def test_abbreviations_and_short_words_narrow_the_search(client, operator)
 
 
 async def test_pages_are_topped_up_past_candidates_whose_words_are_on_two_accounts(
-        client, demo_users, admin_conn) -> None:
+    client, demo_users, admin_conn
+) -> None:
     # 40 clients have "Львів" on one account and "Садова" on another (their keys hold
     # both), and every tenth also has both on one account: those 4 are the matches.
     people: list[tuple[Any, ...]] = []
     for i in range(40):
-        accounts = [(f"{7000000000 + 2 * i}", f"56XG{70000000000 + 2 * i:011d}K", "м. Львів", "вул. Франка", "1", None),
-                    (f"{7000000001 + 2 * i}", f"56XG{70000000001 + 2 * i:011d}K", "м. Київ", "вул. Садова", "2", None)]
+        accounts = [
+            (
+                f"{7000000000 + 2 * i}",
+                f"56XG{70000000000 + 2 * i:011d}K",
+                "м. Львів",
+                "вул. Франка",
+                "1",
+                None,
+            ),
+            (
+                f"{7000000001 + 2 * i}",
+                f"56XG{70000000001 + 2 * i:011d}K",
+                "м. Київ",
+                "вул. Садова",
+                "2",
+                None,
+            ),
+        ]
         if i % 10 == 9:
             accounts[1] = accounts[1][:2] + ("м. Львів", "вул. Садова", "3", None)
         people.append((500 + i, "Тестенко", "Іван", None, accounts, []))

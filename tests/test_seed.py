@@ -30,9 +30,11 @@ from herald.settings import Settings
 
 _PHONE = re.compile(r"^\+380(50|66|95|99|67|68|96|97|98|63|73|93)[0-9]{7}$")
 _PASSPORT = re.compile(r"^([А-ЯІЇЄҐ]{2} ?[0-9]{6}|[0-9]{9})$")
-_REFERENCE = Reference(regions=("UA-05", "UA-30", "UA-32", "UA-43", "UA-63"),
-                       tariffs=(("household_fixed", 7.96), ("condominium", 9.4)),
-                       topics=("billing", "debt", "marketing"))
+_REFERENCE = Reference(
+    regions=("UA-05", "UA-30", "UA-32", "UA-43", "UA-63"),
+    tariffs=(("household_fixed", 7.96), ("condominium", 9.4)),
+    topics=("billing", "debt", "marketing"),
+)
 
 _SCHEMA = """
 SELECT 'index ' || indexname || ': ' || indexdef FROM pg_indexes WHERE schemaname = 'public'
@@ -52,8 +54,12 @@ async def _schema(conn: asyncpg.Connection) -> list[str]:
 
 async def _digest(conn: asyncpg.Connection) -> dict[str, str]:
     """md5 of each seeded table's rows in a fixed order (all columns, generated ones too)."""
-    return {t: await conn.fetchval(f"SELECT md5(string_agg(x::text, E'\\n' ORDER BY x::text)) FROM {t} x")
-            for t in TABLES}
+    return {
+        t: await conn.fetchval(
+            f"SELECT md5(string_agg(x::text, E'\\n' ORDER BY x::text)) FROM {t} x"
+        )
+        for t in TABLES
+    }
 
 
 async def _seed(settings: Settings, clients: int, **kwargs: Any) -> SeedReport:
@@ -62,6 +68,7 @@ async def _seed(settings: Settings, clients: int, **kwargs: Any) -> SeedReport:
 
 
 # -- pure parts ---------------------------------------------------------------------------
+
 
 def test_eic_check_character_matches_published_codes() -> None:
     assert eic_check_char("21Z000000000163") == "R"
@@ -105,7 +112,10 @@ def test_chunk_plan_ids_are_contiguous_and_generation_repeatable() -> None:
 
 # -- against PostgreSQL -------------------------------------------------------------------
 
-async def test_seeds_plausible_ukrainian_data(settings: Settings, admin_conn: asyncpg.Connection) -> None:
+
+async def test_seeds_plausible_ukrainian_data(
+    settings: Settings, admin_conn: asyncpg.Connection
+) -> None:
     # Given an empty migrated database; when 3,000 clients are seeded
     report = await _seed(settings, 3000)
     # Then every table is filled, with the counts the report gives
@@ -115,8 +125,12 @@ async def test_seeds_plausible_ukrainian_data(settings: Settings, admin_conn: as
     assert 1.04 < report.rows["accounts"] / 3000 < 1.08
     assert report.rows["contacts"] > report.rows["clients"]
     # The search keys the seeder writes itself (its triggers are off) are the database's.
-    assert await admin_conn.fetchval(
-        "SELECT count(*) FROM clients WHERE search_keys <> herald_client_search_keys(id, name_search)") == 0
+    assert (
+        await admin_conn.fetchval(
+            "SELECT count(*) FROM clients WHERE search_keys <> herald_client_search_keys(id, name_search)"
+        )
+        == 0
+    )
     assert await admin_conn.fetchval("SELECT min(cardinality(search_keys)) FROM clients") >= 10
 
     accounts = await admin_conn.fetch("SELECT or_number, eic_code, region_code FROM accounts")
@@ -127,46 +141,65 @@ async def test_seeds_plausible_ukrainian_data(settings: Settings, admin_conn: as
     assert all(e.startswith("56X") and eic_check_char(e) == e[15] for e in eics)
     assert "UA-43" not in {r["region_code"] for r in accounts}
 
-    phones = [r[0] for r in await admin_conn.fetch("SELECT phone FROM contacts WHERE phone IS NOT NULL")]
+    phones = [
+        r[0] for r in await admin_conn.fetch("SELECT phone FROM contacts WHERE phone IS NOT NULL")
+    ]
     assert all(_PHONE.match(p) for p in phones)
     # A few numbers are shared by two different clients (family members), not many.
     shared = await admin_conn.fetchval(
         "SELECT count(*) FROM (SELECT phone FROM contacts WHERE phone IS NOT NULL "
-        "GROUP BY phone HAVING count(DISTINCT client_id) > 1) s")
+        "GROUP BY phone HAVING count(DISTINCT client_id) > 1) s"
+    )
     assert 0 < shared < 0.05 * 3000
     email_share = await admin_conn.fetchval("SELECT avg((email IS NOT NULL)::int) FROM contacts")
     assert 0.35 < email_share < 0.6
-    assert await admin_conn.fetchval("SELECT count(*) FROM contacts WHERE phone IS NULL") > 0  # e-mail only
+    assert (
+        await admin_conn.fetchval("SELECT count(*) FROM contacts WHERE phone IS NULL") > 0
+    )  # e-mail only
 
     # Every account has exactly one active owner; a holder's contact is shared by their accounts.
-    assert await admin_conn.fetchval("""
+    assert (
+        await admin_conn.fetchval("""
         SELECT count(*) FROM accounts a
         WHERE (SELECT count(*) FROM account_contacts l
-               WHERE l.account_id = a.id AND l.role = 'owner' AND l.is_active) <> 1""") == 0
-    assert await admin_conn.fetchval("""
+               WHERE l.account_id = a.id AND l.role = 'owner' AND l.is_active) <> 1""")
+        == 0
+    )
+    assert (
+        await admin_conn.fetchval("""
         SELECT count(*) FROM (SELECT contact_id FROM account_contacts GROUP BY contact_id
-                              HAVING count(*) > 1) s""") > 0
+                              HAVING count(*) > 1) s""")
+        > 0
+    )
     roles = {r[0] for r in await admin_conn.fetch("SELECT DISTINCT role FROM account_contacts")}
     assert roles == {"owner", "co_owner", "billing_contact"}
 
     # Debt is never negative and never more than what the balance owes; 15-25 % are debtors.
-    assert await admin_conn.fetchval(
-        "SELECT count(*) FROM billing_snapshots WHERE debt < 0 OR (debt > 0 AND balance > -debt)") == 0
+    assert (
+        await admin_conn.fetchval(
+            "SELECT count(*) FROM billing_snapshots WHERE debt < 0 OR (debt > 0 AND balance > -debt)"
+        )
+        == 0
+    )
     debtors = await admin_conn.fetchval("SELECT avg((debt > 0)::int) FROM billing_snapshots")
     assert 0.12 < debtors < 0.28
 
     # Consents are sparse explicit choices: marketing opt-ins a minority per channel.
-    shares = dict(await admin_conn.fetch("""
+    shares = dict(
+        await admin_conn.fetch("""
         SELECT channel, count(*)::float / 3000 FROM consents
-        WHERE topic = 'marketing' AND opted_in GROUP BY channel"""))
+        WHERE topic = 'marketing' AND opted_in GROUP BY channel""")
+    )
     assert 0.02 < shares["sms"] < 0.15 and 0.03 < shares["viber"] < 0.2
     assert all(share < 0.25 for share in shares.values())
     service_out = await admin_conn.fetchval(
-        "SELECT count(*)::float / 3000 FROM consents WHERE topic <> 'marketing' AND NOT opted_in")
+        "SELECT count(*)::float / 3000 FROM consents WHERE topic <> 'marketing' AND NOT opted_in"
+    )
     assert 0.01 < service_out < 0.1
 
     clients = await admin_conn.fetch(
-        "SELECT last_name, first_name, middle_name, birth_date, passport_number, tax_id FROM clients")
+        "SELECT last_name, first_name, middle_name, birth_date, passport_number, tax_id FROM clients"
+    )
     for c in clients:
         if c["passport_number"] is not None:
             assert _PASSPORT.match(c["passport_number"]), c["passport_number"]
@@ -184,12 +217,14 @@ async def test_seeds_plausible_ukrainian_data(settings: Settings, admin_conn: as
 
     # Identity sequences continue after the seeded ids.
     new_id = await admin_conn.fetchval(
-        "INSERT INTO clients (last_name, first_name) VALUES ('Тест', 'Тест') RETURNING id")
+        "INSERT INTO clients (last_name, first_name) VALUES ('Тест', 'Тест') RETURNING id"
+    )
     assert new_id == 3001
 
 
-async def test_same_seed_same_rows_whatever_the_processes(settings: Settings, admin_conn: asyncpg.Connection,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_same_seed_same_rows_whatever_the_processes(
+    settings: Settings, admin_conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Small chunks, so two processes really generate different chunks at once.
     monkeypatch.setattr(generate, "CHUNK_CLIENTS", 700)
     await _seed(settings, 2000, seed=5, processes=1)
@@ -202,8 +237,9 @@ async def test_same_seed_same_rows_whatever_the_processes(settings: Settings, ad
     assert all(other_seed[t] != one_process[t] for t in TABLES)
 
 
-async def test_indexes_constraints_and_triggers_come_back(settings: Settings,
-                                                          admin_conn: asyncpg.Connection) -> None:
+async def test_indexes_constraints_and_triggers_come_back(
+    settings: Settings, admin_conn: asyncpg.Connection
+) -> None:
     # Given a user trigger on a seeded table (as an audit trigger would be)
     await admin_conn.execute("""
         CREATE FUNCTION seed_test_count() RETURNS trigger LANGUAGE plpgsql AS
@@ -220,8 +256,9 @@ async def test_indexes_constraints_and_triggers_come_back(settings: Settings,
         await admin_conn.execute("INSERT INTO clients (last_name, first_name) VALUES ('А', 'Б')")
 
 
-async def test_failure_midway_rolls_back_rows_and_schema(settings: Settings, admin_conn: asyncpg.Connection,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_failure_midway_rolls_back_rows_and_schema(
+    settings: Settings, admin_conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(generate, "CHUNK_CLIENTS", 400)
     before = await _schema(admin_conn)
     real_copy = load.copy_chunk
@@ -241,7 +278,9 @@ async def test_failure_midway_rolls_back_rows_and_schema(settings: Settings, adm
     assert await admin_conn.fetchval("SELECT count(*) FROM clients") == 0
 
 
-async def test_refuses_data_without_reset_and_resets(settings: Settings, admin_conn: asyncpg.Connection) -> None:
+async def test_refuses_data_without_reset_and_resets(
+    settings: Settings, admin_conn: asyncpg.Connection
+) -> None:
     await _seed(settings, 300)
     digest = await _digest(admin_conn)
     with pytest.raises(SeedError, match="already hold data"):
@@ -249,16 +288,21 @@ async def test_refuses_data_without_reset_and_resets(settings: Settings, admin_c
     assert await _digest(admin_conn) == digest  # untouched
 
     report = await _seed(settings, 400, seed=2, reset=True)
-    assert report.rows["clients"] == await admin_conn.fetchval("SELECT count(*) FROM clients") == 400
+    assert (
+        report.rows["clients"] == await admin_conn.fetchval("SELECT count(*) FROM clients") == 400
+    )
     assert await admin_conn.fetchval("SELECT min(id) FROM clients") == 1
 
 
-async def test_reset_never_empties_protected_tables(settings: Settings, admin_conn: asyncpg.Connection) -> None:
+async def test_reset_never_empties_protected_tables(
+    settings: Settings, admin_conn: asyncpg.Connection
+) -> None:
     # Given users pointing at clients (so TRUNCATE clients CASCADE would reach users)
     await _seed(settings, 100)
     await admin_conn.execute("ALTER TABLE users ADD COLUMN client_id bigint REFERENCES clients")
     await admin_conn.execute(
-        "INSERT INTO users (login, full_name, password_hash) VALUES ('seedtest', 'Seed Test', 'x')")
+        "INSERT INTO users (login, full_name, password_hash) VALUES ('seedtest', 'Seed Test', 'x')"
+    )
     with pytest.raises(SeedError, match="users"):
         await _seed(settings, 100, reset=True)
     assert await admin_conn.fetchval("SELECT count(*) FROM users WHERE login = 'seedtest'") == 1

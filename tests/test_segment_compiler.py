@@ -63,33 +63,62 @@ async def load_population(conn: asyncpg.Connection, n: int = 80, seed: int = 7) 
     pop = Population()
     account_id = 0
     for cid in range(1, n + 1):
-        birth = None if rng.random() < 0.2 else dt.date(1940 + rng.randrange(60), 1 + rng.randrange(12), 1)
-        pop.clients[cid] = {"birth_date": birth, "created_at": today() - dt.timedelta(days=rng.randrange(900))}
+        birth = (
+            None
+            if rng.random() < 0.2
+            else dt.date(1940 + rng.randrange(60), 1 + rng.randrange(12), 1)
+        )
+        pop.clients[cid] = {
+            "birth_date": birth,
+            "created_at": today() - dt.timedelta(days=rng.randrange(900)),
+        }
         accounts = []
         for _ in range(0 if cid % 10 == 0 else (2 if cid % 5 == 0 else 1)):
             account_id += 1
             billing = None
             if rng.random() < 0.85:
-                paid = None if rng.random() < 0.2 else today() - dt.timedelta(days=rng.randrange(200))
+                paid = (
+                    None if rng.random() < 0.2 else today() - dt.timedelta(days=rng.randrange(200))
+                )
                 debt = Decimal(rng.choice([0, 0, 50, 120.5, 900, 2500]))
-                billing = {"balance": -debt if debt else Decimal(rng.randrange(300)), "debt": debt,
-                           "last_payment_at": paid, "due_date": today() + dt.timedelta(days=rng.randrange(-30, 30)),
-                           "last_charge_amount": None if rng.random() < 0.3 else Decimal(rng.randrange(1000)),
-                           "last_payment_amount": Decimal(rng.randrange(500))}
-            accounts.append({
-                "id": account_id, "region_code": rng.choice(REGIONS), "consumer_type": rng.choice(TYPES),
-                "registers": rng.sample(REGISTERS, rng.randrange(3)), "destroyed_housing": rng.random() < 0.1,
-                "tariff_code": rng.choice(TARIFFS), "status": rng.choice(STATUSES), "city": rng.choice(CITIES),
-                "opened_at": today() - dt.timedelta(days=rng.randrange(4000)), "billing": billing})
+                billing = {
+                    "balance": -debt if debt else Decimal(rng.randrange(300)),
+                    "debt": debt,
+                    "last_payment_at": paid,
+                    "due_date": today() + dt.timedelta(days=rng.randrange(-30, 30)),
+                    "last_charge_amount": None
+                    if rng.random() < 0.3
+                    else Decimal(rng.randrange(1000)),
+                    "last_payment_amount": Decimal(rng.randrange(500)),
+                }
+            accounts.append(
+                {
+                    "id": account_id,
+                    "region_code": rng.choice(REGIONS),
+                    "consumer_type": rng.choice(TYPES),
+                    "registers": rng.sample(REGISTERS, rng.randrange(3)),
+                    "destroyed_housing": rng.random() < 0.1,
+                    "tariff_code": rng.choice(TARIFFS),
+                    "status": rng.choice(STATUSES),
+                    "city": rng.choice(CITIES),
+                    "opened_at": today() - dt.timedelta(days=rng.randrange(4000)),
+                    "billing": billing,
+                }
+            )
         pop.accounts[cid] = accounts
         for channel in ("app", "cabinet"):
             if rng.random() < 0.4:
-                first = dt.datetime.combine(today() - dt.timedelta(days=rng.randrange(300, 900)),
-                                            dt.time(12), dt.UTC)
-                last = dt.datetime.combine(today() - dt.timedelta(days=rng.randrange(0, 300)),
-                                           dt.time(12), dt.UTC)
-                pop.usage[(cid, channel)] = {"first_at": first, "last_at": last,
-                                             "interactions": rng.randrange(1, 50)}
+                first = dt.datetime.combine(
+                    today() - dt.timedelta(days=rng.randrange(300, 900)), dt.time(12), dt.UTC
+                )
+                last = dt.datetime.combine(
+                    today() - dt.timedelta(days=rng.randrange(0, 300)), dt.time(12), dt.UTC
+                )
+                pop.usage[(cid, channel)] = {
+                    "first_at": first,
+                    "last_at": last,
+                    "interactions": rng.randrange(1, 50),
+                }
         for channel in ("sms", "email"):
             for topic in ("marketing", "debt"):
                 if rng.random() < 0.3:
@@ -97,7 +126,8 @@ async def load_population(conn: asyncpg.Connection, n: int = 80, seed: int = 7) 
     await conn.executemany(
         "INSERT INTO clients (id, last_name, first_name, birth_date, created_at) "
         "VALUES ($1, 'Шевченко', 'Тарас', $2, $3::date)",
-        [(cid, c["birth_date"], c["created_at"]) for cid, c in pop.clients.items()])
+        [(cid, c["birth_date"], c["created_at"]) for cid, c in pop.clients.items()],
+    )
     rows = [(a["id"], cid, a) for cid, accounts in pop.accounts.items() for a in accounts]
     await conn.executemany(
         "INSERT INTO accounts (id, client_id, or_number, eic_code, region_code, city, street, building, "
@@ -105,32 +135,81 @@ async def load_population(conn: asyncpg.Connection, n: int = 80, seed: int = 7) 
         "VALUES ($1::bigint, $2, lpad($1::bigint::text, 10, '0'), "
         "'56XS' || lpad($1::bigint::text, 11, '0') || 'A', $3, $4, "
         "'вул. Шевченка', '1', $5, $6, $7, $8, $9, $10)",
-        [(aid, cid, a["region_code"], a["city"], a["consumer_type"], a["registers"],
-          a["destroyed_housing"], a["tariff_code"], a["status"], a["opened_at"]) for aid, cid, a in rows])
+        [
+            (
+                aid,
+                cid,
+                a["region_code"],
+                a["city"],
+                a["consumer_type"],
+                a["registers"],
+                a["destroyed_housing"],
+                a["tariff_code"],
+                a["status"],
+                a["opened_at"],
+            )
+            for aid, cid, a in rows
+        ],
+    )
     await conn.executemany(
         "INSERT INTO billing_snapshots (account_id, balance, debt, last_payment_at, due_date, "
         "last_charge_amount, last_payment_amount, fetched_at) VALUES ($1, $2, $3, $4, $5, $6, $7, herald_now())",
-        [(aid, b["balance"], b["debt"], b["last_payment_at"], b["due_date"], b["last_charge_amount"],
-          b["last_payment_amount"]) for aid, _, a in rows if (b := a["billing"]) is not None])
+        [
+            (
+                aid,
+                b["balance"],
+                b["debt"],
+                b["last_payment_at"],
+                b["due_date"],
+                b["last_charge_amount"],
+                b["last_payment_amount"],
+            )
+            for aid, _, a in rows
+            if (b := a["billing"]) is not None
+        ],
+    )
     await conn.executemany(
         "INSERT INTO consents (client_id, channel, topic, opted_in, source) VALUES ($1, $2, $3, $4, 'import')",
-        [(cid, ch, t, v) for (cid, ch, t), v in pop.consents.items()])
+        [(cid, ch, t, v) for (cid, ch, t), v in pop.consents.items()],
+    )
     await conn.executemany(
         "INSERT INTO channel_usage (client_id, channel, first_at, last_at, interactions, last_type) "
         "VALUES ($1, $2, $3, $4, $5, 'login')",
-        [(cid, ch, u["first_at"], u["last_at"], u["interactions"]) for (cid, ch), u in pop.usage.items()])
-    for decl, make in ((AttributeDeclaration(code="ext.shop.orders", label_uk="Замовлення",
-                                             label_en="Orders", type="number"),
-                        lambda: rng.randrange(10)),
-                       (AttributeDeclaration(code="ext.app.tier", label_uk="Рівень", label_en="Tier",
-                                             type="enum", values=["gold", "silver"]),
-                        lambda: rng.choice(["gold", "silver"])),
-                       (AttributeDeclaration(code="ext.app.tags", label_uk="Мітки", label_en="Tags",
-                                             type="string_list"),
-                        lambda: rng.sample(["eco", "vip", "new"], rng.randrange(3))),
-                       (AttributeDeclaration(code="ext.app.nick", label_uk="Нік", label_en="Nick",
-                                             type="string"),
-                        lambda: rng.choice(["Олег", "олеГ", "Mar'yana", "", "  "]))):
+        [
+            (cid, ch, u["first_at"], u["last_at"], u["interactions"])
+            for (cid, ch), u in pop.usage.items()
+        ],
+    )
+    for decl, make in (
+        (
+            AttributeDeclaration(
+                code="ext.shop.orders", label_uk="Замовлення", label_en="Orders", type="number"
+            ),
+            lambda: rng.randrange(10),
+        ),
+        (
+            AttributeDeclaration(
+                code="ext.app.tier",
+                label_uk="Рівень",
+                label_en="Tier",
+                type="enum",
+                values=["gold", "silver"],
+            ),
+            lambda: rng.choice(["gold", "silver"]),
+        ),
+        (
+            AttributeDeclaration(
+                code="ext.app.tags", label_uk="Мітки", label_en="Tags", type="string_list"
+            ),
+            lambda: rng.sample(["eco", "vip", "new"], rng.randrange(3)),
+        ),
+        (
+            AttributeDeclaration(
+                code="ext.app.nick", label_uk="Нік", label_en="Nick", type="string"
+            ),
+            lambda: rng.choice(["Олег", "олеГ", "Mar'yana", "", "  "]),
+        ),
+    ):
         await catalogue_mod.declare(conn, SYSTEM, decl)
         values = [AttributeValue(cid, make()) for cid in pop.clients if rng.random() < 0.6]
         await catalogue_mod.import_values(conn, SYSTEM, decl.code, values)
@@ -141,6 +220,7 @@ async def load_population(conn: asyncpg.Connection, n: int = 80, seed: int = 7) 
 
 
 # -- the reference evaluator -------------------------------------------------------------
+
 
 def _test(kind: str, op: str, value: Any, v: Any) -> bool:
     if op == "is_empty":
@@ -157,11 +237,19 @@ def _test(kind: str, op: str, value: Any, v: Any) -> bool:
         v = v.date()
     if kind in ("number",):
         v = Decimal(v)
-        value = ([Decimal(str(x)) for x in value] if isinstance(value, list) else
-                 Decimal(str(value)) if not isinstance(value, bool) and isinstance(value, (int, float)) else value)
+        value = (
+            [Decimal(str(x)) for x in value]
+            if isinstance(value, list)
+            else Decimal(str(value))
+            if not isinstance(value, bool) and isinstance(value, (int, float))
+            else value
+        )
     if kind == "date" and op not in ("older_than_days", "within_last_days"):
-        value = ([dt.date.fromisoformat(x) for x in value] if isinstance(value, list)
-                 else dt.date.fromisoformat(value))
+        value = (
+            [dt.date.fromisoformat(x) for x in value]
+            if isinstance(value, list)
+            else dt.date.fromisoformat(value)
+        )
     if kind == "string_list":
         return value in v if op == "contains" else bool(set(v) & set(value))
     if kind == "string":
@@ -173,14 +261,26 @@ def _test(kind: str, op: str, value: Any, v: Any) -> bool:
         return v < today() - dt.timedelta(days=value)
     if op == "within_last_days":
         return today() - dt.timedelta(days=value) <= v <= today()
-    return {"equals": lambda: v == value, "not_equals": lambda: v != value,
-            "in": lambda: v in value, "not_in": lambda: v not in value,
-            "between": lambda: value[0] <= v <= value[1], "lt": lambda: v < value,
-            "lte": lambda: v <= value, "gt": lambda: v > value, "gte": lambda: v >= value}[op]()
+    return {
+        "equals": lambda: v == value,
+        "not_equals": lambda: v != value,
+        "in": lambda: v in value,
+        "not_in": lambda: v not in value,
+        "between": lambda: value[0] <= v <= value[1],
+        "lt": lambda: v < value,
+        "lte": lambda: v <= value,
+        "gt": lambda: v > value,
+        "gte": lambda: v >= value,
+    }[op]()
 
 
-def evaluate(tree: dict[str, Any], pop: Population, catalogue: Catalogue, cid: int,
-             account: dict[str, Any] | None) -> bool:
+def evaluate(
+    tree: dict[str, Any],
+    pop: Population,
+    catalogue: Catalogue,
+    cid: int,
+    account: dict[str, Any] | None,
+) -> bool:
     if "all" in tree:
         return all(evaluate(t, pop, catalogue, cid, account) for t in tree["all"])
     if "any" in tree:
@@ -212,11 +312,16 @@ def evaluate(tree: dict[str, Any], pop: Population, catalogue: Catalogue, cid: i
 
 
 def expected(tree: dict[str, Any], pop: Population, catalogue: Catalogue) -> set[int]:
-    return {cid for cid in pop.clients
-            if any(evaluate(tree, pop, catalogue, cid, a) for a in (pop.accounts[cid] or (None,)))}
+    return {
+        cid
+        for cid in pop.clients
+        if any(evaluate(tree, pop, catalogue, cid, a) for a in (pop.accounts[cid] or (None,)))
+    }
 
 
-async def run(conn: asyncpg.Connection, tree: Any, catalogue: Catalogue, shape: str = "all") -> set[int]:
+async def run(
+    conn: asyncpg.Connection, tree: Any, catalogue: Catalogue, shape: str = "all"
+) -> set[int]:
     condition = parse(tree, catalogue)
     if shape == "ids":
         query = client_ids(condition, catalogue, "ids", ids=list(range(1, 200)))
@@ -274,15 +379,43 @@ LEAVES: list[dict[str, Any]] = [
     {"attribute": "client.birth_date", "op": "lt", "value": "1970-01-01"},
     {"attribute": "client.birth_date", "op": "is_empty"},
     {"attribute": "client.created_at", "op": "within_last_days", "value": 100},
-    {"attribute": "consent.opted_in", "op": "equals", "value": True, "channel": "sms", "topic": "marketing"},
-    {"attribute": "consent.opted_in", "op": "equals", "value": False, "channel": "sms", "topic": "marketing"},
-    {"attribute": "consent.opted_in", "op": "equals", "value": True, "channel": "email", "topic": "debt"},
-    {"attribute": "consent.opted_in", "op": "equals", "value": False, "channel": "email", "topic": "debt"},
+    {
+        "attribute": "consent.opted_in",
+        "op": "equals",
+        "value": True,
+        "channel": "sms",
+        "topic": "marketing",
+    },
+    {
+        "attribute": "consent.opted_in",
+        "op": "equals",
+        "value": False,
+        "channel": "sms",
+        "topic": "marketing",
+    },
+    {
+        "attribute": "consent.opted_in",
+        "op": "equals",
+        "value": True,
+        "channel": "email",
+        "topic": "debt",
+    },
+    {
+        "attribute": "consent.opted_in",
+        "op": "equals",
+        "value": False,
+        "channel": "email",
+        "topic": "debt",
+    },
     {"attribute": "usage.last_at", "op": "within_last_days", "value": 90, "channel": "app"},
     {"attribute": "usage.last_at", "op": "older_than_days", "value": 90, "channel": "cabinet"},
     {"attribute": "usage.last_at", "op": "is_empty", "channel": "app"},
-    {"attribute": "usage.first_at", "op": "lt", "value": (today() - dt.timedelta(days=600)).isoformat(),
-     "channel": "app"},
+    {
+        "attribute": "usage.first_at",
+        "op": "lt",
+        "value": (today() - dt.timedelta(days=600)).isoformat(),
+        "channel": "app",
+    },
     {"attribute": "usage.interactions", "op": "gt", "value": 20, "channel": "cabinet"},
     {"attribute": "ext.shop.orders", "op": "gte", "value": 5},
     {"attribute": "ext.shop.orders", "op": "in", "value": [1, 2]},
@@ -302,7 +435,9 @@ async def test_every_leaf_matches_the_reference(world) -> None:
     for leaf in LEAVES:
         want = expected(leaf, pop, catalogue)
         assert await run(conn, leaf, catalogue) == want, leaf
-        assert await run(conn, {"not": leaf}, catalogue) == expected({"not": leaf}, pop, catalogue), leaf
+        assert await run(conn, {"not": leaf}, catalogue) == expected(
+            {"not": leaf}, pop, catalogue
+        ), leaf
         # The incremental shape (by client ids) agrees with the bulk one.
         assert await run(conn, leaf, catalogue, "ids") == want, leaf
     # The leaves are not trivial: most select some clients and leave out others.
@@ -314,18 +449,47 @@ async def test_nesting_not_and_accounts_semantics(world) -> None:
     conn, pop, catalogue = world
     trees: list[dict[str, Any]] = [
         # The brief's example: a region, a debt and a payment older than 60 days.
-        {"all": [{"attribute": "account.region", "op": "in", "value": ["UA-30", "UA-32"]},
-                 {"attribute": "billing.debt", "op": "gt", "value": 0},
-                 {"attribute": "billing.last_payment_at", "op": "older_than_days", "value": 60}]},
+        {
+            "all": [
+                {"attribute": "account.region", "op": "in", "value": ["UA-30", "UA-32"]},
+                {"attribute": "billing.debt", "op": "gt", "value": 0},
+                {"attribute": "billing.last_payment_at", "op": "older_than_days", "value": 60},
+            ]
+        },
         # Not in Kyiv: clients without accounts match (they have no account in Kyiv).
         {"not": {"attribute": "account.region", "op": "equals", "value": "UA-30"}},
-        {"any": [{"all": [{"attribute": "account.status", "op": "equals", "value": "active"},
-                          {"not": {"attribute": "consent.opted_in", "op": "equals", "value": True,
-                                   "channel": "sms", "topic": "marketing"}}]},
-                 {"not": {"any": [{"attribute": "ext.shop.orders", "op": "lt", "value": 3},
-                                  {"attribute": "client.birth_date", "op": "is_empty"}]}}]},
-        {"all": [{"not": {"not": {"attribute": "billing.balance", "op": "is_empty"}}},
-                 {"attribute": "client.created_at", "op": "older_than_days", "value": 10}]},
+        {
+            "any": [
+                {
+                    "all": [
+                        {"attribute": "account.status", "op": "equals", "value": "active"},
+                        {
+                            "not": {
+                                "attribute": "consent.opted_in",
+                                "op": "equals",
+                                "value": True,
+                                "channel": "sms",
+                                "topic": "marketing",
+                            }
+                        },
+                    ]
+                },
+                {
+                    "not": {
+                        "any": [
+                            {"attribute": "ext.shop.orders", "op": "lt", "value": 3},
+                            {"attribute": "client.birth_date", "op": "is_empty"},
+                        ]
+                    }
+                },
+            ]
+        },
+        {
+            "all": [
+                {"not": {"not": {"attribute": "billing.balance", "op": "is_empty"}}},
+                {"attribute": "client.created_at", "op": "older_than_days", "value": 10},
+            ]
+        },
     ]
     for tree in trees:
         want = expected(tree, pop, catalogue)
@@ -338,22 +502,55 @@ async def test_nesting_not_and_accounts_semantics(world) -> None:
 
 BAD_TREES: list[tuple[Any, str]] = [
     ({"attribute": "account.nowhere", "op": "equals", "value": 1}, "condition.attribute"),
-    ({"all": [{"attribute": "billing.debt", "op": "gt", "value": 1},
-              {"attribute": "billing.debt", "op": "gt", "value": 1},
-              {"attribute": "billing.debt", "op": "gt", "value": "many"}]}, "condition.all[2].value"),
-    ({"any": [{"attribute": "account.region", "op": "contains", "value": "UA"}]}, "condition.any[0].op"),
-    ({"not": {"attribute": "account.region", "op": "equals", "value": "UA-99"}}, "condition.not.value"),
+    (
+        {
+            "all": [
+                {"attribute": "billing.debt", "op": "gt", "value": 1},
+                {"attribute": "billing.debt", "op": "gt", "value": 1},
+                {"attribute": "billing.debt", "op": "gt", "value": "many"},
+            ]
+        },
+        "condition.all[2].value",
+    ),
+    (
+        {"any": [{"attribute": "account.region", "op": "contains", "value": "UA"}]},
+        "condition.any[0].op",
+    ),
+    (
+        {"not": {"attribute": "account.region", "op": "equals", "value": "UA-99"}},
+        "condition.not.value",
+    ),
     ({"attribute": "billing.debt", "op": "between", "value": [10, 1]}, "condition.value"),
-    ({"attribute": "billing.last_payment_at", "op": "older_than_days", "value": -1}, "condition.value"),
-    ({"attribute": "billing.last_payment_at", "op": "equals", "value": "2024-02-30"}, "condition.value"),
+    (
+        {"attribute": "billing.last_payment_at", "op": "older_than_days", "value": -1},
+        "condition.value",
+    ),
+    (
+        {"attribute": "billing.last_payment_at", "op": "equals", "value": "2024-02-30"},
+        "condition.value",
+    ),
     ({"attribute": "account.destroyed_housing", "op": "equals", "value": 1}, "condition.value"),
     ({"attribute": "billing.debt", "op": "is_empty", "value": 3}, "condition.value"),
-    ({"attribute": "consent.opted_in", "op": "equals", "value": True, "channel": "fax",
-      "topic": "debt"}, "condition.channel"),
-    ({"attribute": "consent.opted_in", "op": "equals", "value": True, "channel": "sms"}, "condition.topic"),
+    (
+        {
+            "attribute": "consent.opted_in",
+            "op": "equals",
+            "value": True,
+            "channel": "fax",
+            "topic": "debt",
+        },
+        "condition.channel",
+    ),
+    (
+        {"attribute": "consent.opted_in", "op": "equals", "value": True, "channel": "sms"},
+        "condition.topic",
+    ),
     ({"attribute": "billing.debt", "op": "gt", "value": 1, "topic": "debt"}, "condition.topic"),
     ({"attribute": "usage.last_at", "op": "is_empty", "channel": "sms"}, "condition.channel"),
-    ({"attribute": "usage.last_at", "op": "is_empty", "channel": "app", "topic": "debt"}, "condition.topic"),
+    (
+        {"attribute": "usage.last_at", "op": "is_empty", "channel": "app", "topic": "debt"},
+        "condition.topic",
+    ),
     ({"attribute": "billing.debt", "op": "gt", "value": 1, "sql": "1"}, "condition.sql"),
     ({"all": []}, "condition.all"),
     ({"all": [{"attribute": "billing.debt", "op": "gt", "value": 1}], "any": []}, "condition"),
@@ -390,19 +587,46 @@ async def test_depth_and_size_limits(world) -> None:
 # -- fuzz: random and hostile trees -------------------------------------------------------
 
 HOSTILE_STRINGS = [
-    "'; DROP TABLE clients; --", "\" OR 1=1 --", "$1", "$$;SELECT pg_sleep(5);$$", "%_\\",
-    "Кам'янське", "ʼ’‘`", "😀" * 50, "a" * 600, "\u202e\u0000", "NULL", "'", "\\x00",
-    "1e309", "ARRAY[1]", ")", "UA-30') OR ('1'='1",
+    "'; DROP TABLE clients; --",
+    '" OR 1=1 --',
+    "$1",
+    "$$;SELECT pg_sleep(5);$$",
+    "%_\\",
+    "Кам'янське",
+    "ʼ’‘`",
+    "😀" * 50,
+    "a" * 600,
+    "\u202e\u0000",
+    "NULL",
+    "'",
+    "\\x00",
+    "1e309",
+    "ARRAY[1]",
+    ")",
+    "UA-30') OR ('1'='1",
 ]
 
 
 def _hostile_value(rng: random.Random) -> Any:
-    return rng.choice([
-        rng.choice(HOSTILE_STRINGS), rng.randrange(-10**20, 10**20), rng.random() * 1e16,
-        True, None, [], [rng.choice(HOSTILE_STRINGS)] * rng.randrange(3),
-        {"$ne": 1}, [1, 2, 3], ["2024-01-01", "2023-01-01"], "2024-13-01", -5, 10**6,
-        list(range(rng.choice([2, 1500]))), float("nan"),
-    ])
+    return rng.choice(
+        [
+            rng.choice(HOSTILE_STRINGS),
+            rng.randrange(-(10**20), 10**20),
+            rng.random() * 1e16,
+            True,
+            None,
+            [],
+            [rng.choice(HOSTILE_STRINGS)] * rng.randrange(3),
+            {"$ne": 1},
+            [1, 2, 3],
+            ["2024-01-01", "2023-01-01"],
+            "2024-13-01",
+            -5,
+            10**6,
+            list(range(rng.choice([2, 1500]))),
+            float("nan"),
+        ]
+    )
 
 
 def _good_value(attribute: Any, op: str, rng: random.Random) -> Any:
@@ -424,6 +648,7 @@ def _good_value(attribute: Any, op: str, rng: random.Random) -> Any:
         if kind == "string_list" or attribute.code == "ext.app.nick":
             return rng.choice(["idp", "veteran", "vip", "eco", "олег", "x'y"])
         return rng.choice(CITIES + ["київ", "ЛЬВ", "кам’ян", "'; DROP TABLE x; --"])
+
     if op == "between":
         a, b = sorted([one(), one()])
         return [a, b]
@@ -434,28 +659,50 @@ def _good_value(attribute: Any, op: str, rng: random.Random) -> Any:
     return one()
 
 
-def random_tree(catalogue: Catalogue, rng: random.Random, depth: int = 0, hostile: bool = False) -> Any:
+def random_tree(
+    catalogue: Catalogue, rng: random.Random, depth: int = 0, hostile: bool = False
+) -> Any:
     roll = rng.random()
     if hostile and roll < 0.08:
-        return rng.choice([None, 3, "all", [], {"all": None}, {"not": []}, {"any": [None]},
-                           {"attribute": rng.choice(HOSTILE_STRINGS), "op": "equals", "value": 1},
-                           {"attribute": "billing.debt", "op": rng.choice(HOSTILE_STRINGS), "value": 1}])
+        return rng.choice(
+            [
+                None,
+                3,
+                "all",
+                [],
+                {"all": None},
+                {"not": []},
+                {"any": [None]},
+                {"attribute": rng.choice(HOSTILE_STRINGS), "op": "equals", "value": 1},
+                {"attribute": "billing.debt", "op": rng.choice(HOSTILE_STRINGS), "value": 1},
+            ]
+        )
     if depth < 4 and roll < 0.35:
         key = rng.choice(["all", "any", "not"])
         if key == "not":
             return {"not": random_tree(catalogue, rng, depth + 1, hostile)}
-        return {key: [random_tree(catalogue, rng, depth + 1, hostile) for _ in range(rng.randrange(1, 4))]}
+        return {
+            key: [
+                random_tree(catalogue, rng, depth + 1, hostile) for _ in range(rng.randrange(1, 4))
+            ]
+        }
     attribute = rng.choice(list(catalogue.attributes.values()))
     op = rng.choice(attribute.operators)
     leaf: dict[str, Any] = {"attribute": attribute.code, "op": op}
-    value = _hostile_value(rng) if hostile and rng.random() < 0.5 else _good_value(attribute, op, rng)
+    value = (
+        _hostile_value(rng) if hostile and rng.random() < 0.5 else _good_value(attribute, op, rng)
+    )
     if value is not None or (hostile and rng.random() < 0.1):
         leaf["value"] = value
     if attribute.source == "consent":
-        leaf["channel"] = rng.choice(["sms", "email"]) if not hostile or rng.random() < 0.9 else "x'"
+        leaf["channel"] = (
+            rng.choice(["sms", "email"]) if not hostile or rng.random() < 0.9 else "x'"
+        )
         leaf["topic"] = rng.choice(["marketing", "debt"])
     if attribute.source == "channel_usage":
-        leaf["channel"] = rng.choice(["app", "cabinet"]) if not hostile or rng.random() < 0.9 else ["app"]
+        leaf["channel"] = (
+            rng.choice(["app", "cabinet"]) if not hostile or rng.random() < 0.9 else ["app"]
+        )
     return leaf
 
 
@@ -501,22 +748,41 @@ async def test_hostile_trees_are_refused_or_answered_correctly(world) -> None:
 def test_values_are_never_in_the_sql() -> None:
     from crm.segments.catalogue import Attribute
 
-    city = Attribute("account.city", "Місто", "City", "string", ["equals", "in"], "account",
-                     source_column="city")
+    city = Attribute(
+        "account.city", "Місто", "City", "string", ["equals", "in"], "account", source_column="city"
+    )
     catalogue = Catalogue({"account.city": city}, {"debt": False})
     evil = "x'); DROP TABLE clients; --"
-    query = client_ids(parse({"any": [{"attribute": "account.city", "op": "equals", "value": evil},
-                                      {"attribute": "account.city", "op": "in", "value": [evil]}]},
-                             catalogue), catalogue)
+    query = client_ids(
+        parse(
+            {
+                "any": [
+                    {"attribute": "account.city", "op": "equals", "value": evil},
+                    {"attribute": "account.city", "op": "in", "value": [evil]},
+                ]
+            },
+            catalogue,
+        ),
+        catalogue,
+    )
     assert evil not in query.sql and "DROP" not in query.sql
     assert query.params == [evil, [evil]]
     # Identifiers: a catalogue column that is not one is refused before any SQL is made.
-    broken = Attribute("account.city", "Місто", "City", "string", ["equals"], "account",
-                       source_column="city; DROP TABLE x")
+    broken = Attribute(
+        "account.city",
+        "Місто",
+        "City",
+        "string",
+        ["equals"],
+        "account",
+        source_column="city; DROP TABLE x",
+    )
     bad_catalogue = Catalogue({"account.city": broken}, {})
     with pytest.raises(ValueError):
-        client_ids(parse({"attribute": "account.city", "op": "equals", "value": "a"}, bad_catalogue),
-                   bad_catalogue)
+        client_ids(
+            parse({"attribute": "account.city", "op": "equals", "value": "a"}, bad_catalogue),
+            bad_catalogue,
+        )
 
 
 def test_random_strings_are_only_parameters() -> None:
@@ -524,28 +790,40 @@ def test_random_strings_are_only_parameters() -> None:
     alphabet = string.printable + "ʼ’Їїєґ😀"
     from crm.segments.catalogue import Attribute
 
-    city = Attribute("account.city", "Місто", "City", "string", ["contains"], "account",
-                     source_column="city")
+    city = Attribute(
+        "account.city", "Місто", "City", "string", ["contains"], "account", source_column="city"
+    )
     catalogue = Catalogue({"account.city": city}, {})
     for _ in range(200):
         text = "".join(rng.choice(alphabet) for _ in range(rng.randrange(1, 40)))
         if "\x00" in text:
             continue
-        query = client_ids(parse({"attribute": "account.city", "op": "contains", "value": text},
-                                 catalogue), catalogue)
+        query = client_ids(
+            parse({"attribute": "account.city", "op": "contains", "value": text}, catalogue),
+            catalogue,
+        )
         assert query.params == [text]
 
 
 async def test_preview_estimates_from_a_sample_above_the_exact_limit(
-        world, admin_conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch) -> None:
+    world, admin_conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from crm.segments import store
 
     conn, pop, catalogue = world
     await admin_conn.execute("ANALYZE clients")
-    tree = {"all": [{"attribute": "account.region", "op": "in", "value": ["UA-30", "UA-32"]},
-                    {"attribute": "billing.debt", "op": "gt", "value": 0}]}
+    tree = {
+        "all": [
+            {"attribute": "account.region", "op": "in", "value": ["UA-30", "UA-32"]},
+            {"attribute": "billing.debt", "op": "gt", "value": 0},
+        ]
+    }
     exact = await store.preview(conn, tree)
-    assert (exact.count, exact.exact, exact.sample_percent) == (len(expected(tree, pop, catalogue)), True, None)
+    assert (exact.count, exact.exact, exact.sample_percent) == (
+        len(expected(tree, pop, catalogue)),
+        True,
+        None,
+    )
     # Above the limit the count comes from a sample of the clients' pages: all of them here
     monkeypatch.setattr(store, "EXACT_PREVIEW_LIMIT", 10)
     monkeypatch.setattr(store, "SAMPLE_CLIENTS", 10_000)

@@ -18,14 +18,20 @@ from providers.sim.receipts import ReceiptQueue
 __all__ = ["sim"]  # the fixture, imported for pytest
 
 
-async def _post_batch(sim: Sim, channel: str, items: list[WireMessage], *,
-                      token: str = TOKEN, key: str | None = None) -> tuple[int, dict[str, str], bytes]:
+async def _post_batch(
+    sim: Sim, channel: str, items: list[WireMessage], *, token: str = TOKEN, key: str | None = None
+) -> tuple[int, dict[str, str], bytes]:
     headers = {"Authorization": f"Bearer {token}"}
     if key:
         headers["Idempotency-Key"] = key
-    async with (ClientSession() as session,
-                session.post(sim.server.make_url(f"/{channel}/v1/messages"),
-                             data=msgspec.json.encode(items), headers=headers) as response):
+    async with (
+        ClientSession() as session,
+        session.post(
+            sim.server.make_url(f"/{channel}/v1/messages"),
+            data=msgspec.json.encode(items),
+            headers=headers,
+        ) as response,
+    ):
         return response.status, dict(response.headers), await response.read()
 
 
@@ -56,29 +62,42 @@ async def test_config_is_read_merged_and_validated(sim: Sim) -> None:
 
 
 async def test_stats_count_every_kind_of_outcome_and_reset_clears_them(sim: Sim) -> None:
-    await sim.configure("sms", permanent_pattern="-bad$", unknown_addresses=["+380990000000"],
-                        keep_messages=3)
-    items = _items("s", 5) + [WireMessage("x-bad", "+380671234567", "t"),
-                              WireMessage("x-unknown", "+380990000000", "t"),
-                              WireMessage("x-invalid", "not-a-number", "t")]
+    await sim.configure(
+        "sms", permanent_pattern="-bad$", unknown_addresses=["+380990000000"], keep_messages=3
+    )
+    items = _items("s", 5) + [
+        WireMessage("x-bad", "+380671234567", "t"),
+        WireMessage("x-unknown", "+380990000000", "t"),
+        WireMessage("x-invalid", "not-a-number", "t"),
+    ]
     status, _, body = await _post_batch(sim, "sms", items)
     assert status == 200
     answer = msgspec.json.decode(body)["results"]
     assert [a["status"] for a in answer] == ["accepted"] * 5 + ["rejected"] * 3
-    assert [a.get("error") for a in answer[5:]] == ["rejected", "no_such_subscriber", "invalid_number"]
+    assert [a.get("error") for a in answer[5:]] == [
+        "rejected",
+        "no_such_subscriber",
+        "invalid_number",
+    ]
     await _post_batch(sim, "sms", _items("s", 2))
     stats = await sim.stats("sms")
-    assert {k: stats[k] for k in ("requests", "messages", "accepted", "duplicates", "permanent")} == \
-        {"requests": 2, "messages": 10, "accepted": 5, "duplicates": 2, "permanent": 3}
+    assert {
+        k: stats[k] for k in ("requests", "messages", "accepted", "duplicates", "permanent")
+    } == {"requests": 2, "messages": 10, "accepted": 5, "duplicates": 2, "permanent": 3}
     # Only the newest keep_messages are kept for inspection, but acceptance is known for all
     recent = await sim.get("/sms/sim/messages")
-    assert [(m["message_id"], m["submissions"]) for m in recent["messages"]] == \
-        [("x-invalid", 1), ("s-0", 2), ("s-1", 2)]
+    assert [(m["message_id"], m["submissions"]) for m in recent["messages"]] == [
+        ("x-invalid", 1),
+        ("s-0", 2),
+        ("s-1", 2),
+    ]
     assert (await sim.get("/sms/sim/messages", message_id="s-0"))["accepted"] is True
     by_address = await sim.get("/sms/sim/messages", address="not-a-number")
     assert [m["error"] for m in by_address["messages"]] == ["invalid_number"]
-    async with (ClientSession() as session,
-                session.post(sim.server.make_url("/sms/sim/reset")) as response):
+    async with (
+        ClientSession() as session,
+        session.post(sim.server.make_url("/sms/sim/reset")) as response,
+    ):
         assert response.status == 200
     stats = await sim.stats("sms")
     assert stats["messages"] == 0 and stats["accepted"] == 0
@@ -95,9 +114,14 @@ async def test_batch_replays_and_auth_and_size_limits(sim: Sim) -> None:
     assert stats["batch_replays"] == 1 and stats["duplicates"] == 3
     assert (await _post_batch(sim, "viber", items, token="wrong"))[0] == 401
     assert (await _post_batch(sim, "viber", _items("big", 1001)))[0] == 413
-    async with (ClientSession() as session,
-                session.post(sim.server.make_url("/viber/v1/messages"), data=b"{nope",
-                             headers={"Authorization": f"Bearer {TOKEN}"}) as response):
+    async with (
+        ClientSession() as session,
+        session.post(
+            sim.server.make_url("/viber/v1/messages"),
+            data=b"{nope",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        ) as response,
+    ):
         assert response.status == 400
 
 
@@ -173,14 +197,21 @@ async def test_refused_receipts_are_dropped_not_retried_forever(sim: Sim) -> Non
 
 
 async def test_smtp_sink_counts_duplicates_and_answers_smtp_codes(sim: Sim) -> None:
-    await sim.configure("email", unknown_addresses=["nobody@example.com"],
-                        transient_pattern="^soft", **FAST_RECEIPTS, read_share=0.0)
+    await sim.configure(
+        "email",
+        unknown_addresses=["nobody@example.com"],
+        transient_pattern="^soft",
+        **FAST_RECEIPTS,
+        read_share=0.0,
+    )
     smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=sim.smtp_port, start_tls=False)
     await smtp.connect()
 
     def message(mid: str) -> bytes:
-        return (f"From: a@herald.local\r\nTo: b@example.com\r\nX-Herald-Message-Id: {mid}\r\n"
-                "Subject: hi\r\n\r\nbody\r\n").encode()
+        return (
+            f"From: a@herald.local\r\nTo: b@example.com\r\nX-Herald-Message-Id: {mid}\r\n"
+            "Subject: hi\r\n\r\nbody\r\n"
+        ).encode()
 
     try:
         await smtp.sendmail("a@herald.local", ["b@example.com"], message("m-1"))
@@ -198,9 +229,17 @@ async def test_smtp_sink_counts_duplicates_and_answers_smtp_codes(sim: Sim) -> N
     finally:
         await smtp.quit()
     stats = await sim.stats("email")
-    assert {k: stats[k] for k in ("messages", "accepted", "duplicates", "permanent", "transient",
-                                  "throttled")} == \
-        {"messages": 5, "accepted": 1, "duplicates": 1, "permanent": 1, "transient": 1, "throttled": 1}
+    assert {
+        k: stats[k]
+        for k in ("messages", "accepted", "duplicates", "permanent", "transient", "throttled")
+    } == {
+        "messages": 5,
+        "accepted": 1,
+        "duplicates": 1,
+        "permanent": 1,
+        "transient": 1,
+        "throttled": 1,
+    }
     await wait_until(lambda: len(sim.receiver.receipts["email"]) == 1)
 
 
@@ -220,11 +259,16 @@ def test_receipt_queue_takes_due_receipts_in_order_and_in_limits() -> None:
     queue.schedule(10.0, ReceiptStatus.DELIVERED, ["a", "b", "c"])
     assert queue.take_due(5.0, 10, str.upper) == []
     first = queue.take_due(25.0, 2, str.upper)
-    assert [(r.message_id, r.status, r.provider_id) for r in first] == \
-        [("a", ReceiptStatus.DELIVERED, "A"), ("b", ReceiptStatus.DELIVERED, "B")]
+    assert [(r.message_id, r.status, r.provider_id) for r in first] == [
+        ("a", ReceiptStatus.DELIVERED, "A"),
+        ("b", ReceiptStatus.DELIVERED, "B"),
+    ]
     assert queue.pending == 5  # two in flight, three queued
     queue.done(first)
     assert queue.pending == 3
     rest = queue.take_due(25.0, 10, str.upper)
-    assert [(r.message_id, r.status) for r in rest] == \
-        [("c", ReceiptStatus.DELIVERED), ("a", ReceiptStatus.READ), ("b", ReceiptStatus.READ)]
+    assert [(r.message_id, r.status) for r in rest] == [
+        ("c", ReceiptStatus.DELIVERED),
+        ("a", ReceiptStatus.READ),
+        ("b", ReceiptStatus.READ),
+    ]

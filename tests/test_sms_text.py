@@ -7,17 +7,20 @@ import pytest
 from dispatcher.templating.sms_text import SmsStats, is_gsm7, sms_stats, transliterate
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("", SmsStats("gsm7", 0, 0)),
-    ("a" * 160, SmsStats("gsm7", 160, 1)),
-    ("a" * 161, SmsStats("gsm7", 161, 2)),
-    ("a" * 306, SmsStats("gsm7", 306, 2)),
-    ("a" * 307, SmsStats("gsm7", 307, 3)),
-    ("a" * 158 + "€", SmsStats("gsm7", 160, 1)),
-    ("a" * 159 + "€", SmsStats("gsm7", 161, 2)),
-    ("{[~]}" + "a" * 150, SmsStats("gsm7", 160, 1)),
-    ("Hello @ £5, Ça va? ÄÖÑÜ§¿ ΔΦΓ\n", SmsStats("gsm7", 30, 1)),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", SmsStats("gsm7", 0, 0)),
+        ("a" * 160, SmsStats("gsm7", 160, 1)),
+        ("a" * 161, SmsStats("gsm7", 161, 2)),
+        ("a" * 306, SmsStats("gsm7", 306, 2)),
+        ("a" * 307, SmsStats("gsm7", 307, 3)),
+        ("a" * 158 + "€", SmsStats("gsm7", 160, 1)),
+        ("a" * 159 + "€", SmsStats("gsm7", 161, 2)),
+        ("{[~]}" + "a" * 150, SmsStats("gsm7", 160, 1)),
+        ("Hello @ £5, Ça va? ÄÖÑÜ§¿ ΔΦΓ\n", SmsStats("gsm7", 30, 1)),
+    ],
+)
 def test_gsm7_counts_septets_and_segments(text: str, expected: SmsStats) -> None:
     # Given a text within the GSM-7 alphabet (extension characters cost two septets)
     # When it is measured
@@ -36,16 +39,19 @@ def test_extension_character_is_not_split_across_segments() -> None:
     assert sms_stats("€" + "a" * 304).segments == 2
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("я" * 70, SmsStats("ucs2", 70, 1)),
-    ("я" * 71, SmsStats("ucs2", 71, 2)),
-    ("я" * 134, SmsStats("ucs2", 134, 2)),
-    ("я" * 135, SmsStats("ucs2", 135, 3)),
-    ("a" * 69 + "ç", SmsStats("ucs2", 70, 1)),  # lower-case ç is not GSM-7, Ç is
-    ("😀", SmsStats("ucs2", 2, 1)),
-    ("я" * 68 + "😀", SmsStats("ucs2", 70, 1)),
-    ("я" * 69 + "😀", SmsStats("ucs2", 71, 2)),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("я" * 70, SmsStats("ucs2", 70, 1)),
+        ("я" * 71, SmsStats("ucs2", 71, 2)),
+        ("я" * 134, SmsStats("ucs2", 134, 2)),
+        ("я" * 135, SmsStats("ucs2", 135, 3)),
+        ("a" * 69 + "ç", SmsStats("ucs2", 70, 1)),  # lower-case ç is not GSM-7, Ç is
+        ("😀", SmsStats("ucs2", 2, 1)),
+        ("я" * 68 + "😀", SmsStats("ucs2", 70, 1)),
+        ("я" * 69 + "😀", SmsStats("ucs2", 71, 2)),
+    ],
+)
 def test_ucs2_counts_utf16_units(text: str, expected: SmsStats) -> None:
     # Given a text with Cyrillic, a non-GSM Latin letter or an emoji
     # When it is measured
@@ -79,24 +85,56 @@ def test_ukrainian_apostrophes_are_ucs2_characters_like_any_other() -> None:
         assert sms_stats(name) == SmsStats("ucs2", 7, 1)
 
 
-@pytest.mark.parametrize(("cyrillic", "latin"), [
-    # Examples from the table of CMU resolution No. 55 (27.01.2010).
-    ("Алушта", "Alushta"), ("Андрій", "Andrii"), ("Борщагівка", "Borshchahivka"),
-    ("Вінниця", "Vinnytsia"), ("Гадяч", "Hadiach"), ("Згорани", "Zghorany"),
-    ("Розгон", "Rozghon"), ("Згурський", "Zghurskyi"), ("Ґалаґан", "Galagan"),
-    ("Ґорґани", "Gorgany"), ("Донецьк", "Donetsk"), ("Єнакієве", "Yenakiieve"),
-    ("Гаєвич", "Haievych"), ("Короп'є", "Koropie"), ("Житомир", "Zhytomyr"),
-    ("Закарпаття", "Zakarpattia"), ("Їжакевич", "Yizhakevych"), ("Кадиївка", "Kadyivka"),
-    ("Мар'їне", "Marine"), ("Йосипівка", "Yosypivka"), ("Стрий", "Stryi"),
-    ("Олексій", "Oleksii"), ("Київ", "Kyiv"), ("Миколаїв", "Mykolaiv"),
-    ("Наталія", "Nataliia"), ("Рибчинський", "Rybchynskyi"), ("Соломія", "Solomiia"),
-    ("Тернопіль", "Ternopil"), ("Троць", "Trots"), ("Ужгород", "Uzhhorod"),
-    ("Уляна", "Uliana"), ("Харків", "Kharkiv"), ("Біла Церква", "Bila Tserkva"),
-    ("Чернівці", "Chernivtsi"), ("Шевченко", "Shevchenko"), ("Щербухи", "Shcherbukhy"),
-    ("Гоща", "Hoshcha"), ("Юрій", "Yurii"), ("Корюківка", "Koriukivka"),
-    ("Яготин", "Yahotyn"), ("Ярошенко", "Yaroshenko"), ("Костянтин", "Kostiantyn"),
-    ("Знам'янка", "Znamianka"), ("Феодосія", "Feodosiia"),
-])
+@pytest.mark.parametrize(
+    ("cyrillic", "latin"),
+    [
+        # Examples from the table of CMU resolution No. 55 (27.01.2010).
+        ("Алушта", "Alushta"),
+        ("Андрій", "Andrii"),
+        ("Борщагівка", "Borshchahivka"),
+        ("Вінниця", "Vinnytsia"),
+        ("Гадяч", "Hadiach"),
+        ("Згорани", "Zghorany"),
+        ("Розгон", "Rozghon"),
+        ("Згурський", "Zghurskyi"),
+        ("Ґалаґан", "Galagan"),
+        ("Ґорґани", "Gorgany"),
+        ("Донецьк", "Donetsk"),
+        ("Єнакієве", "Yenakiieve"),
+        ("Гаєвич", "Haievych"),
+        ("Короп'є", "Koropie"),
+        ("Житомир", "Zhytomyr"),
+        ("Закарпаття", "Zakarpattia"),
+        ("Їжакевич", "Yizhakevych"),
+        ("Кадиївка", "Kadyivka"),
+        ("Мар'їне", "Marine"),
+        ("Йосипівка", "Yosypivka"),
+        ("Стрий", "Stryi"),
+        ("Олексій", "Oleksii"),
+        ("Київ", "Kyiv"),
+        ("Миколаїв", "Mykolaiv"),
+        ("Наталія", "Nataliia"),
+        ("Рибчинський", "Rybchynskyi"),
+        ("Соломія", "Solomiia"),
+        ("Тернопіль", "Ternopil"),
+        ("Троць", "Trots"),
+        ("Ужгород", "Uzhhorod"),
+        ("Уляна", "Uliana"),
+        ("Харків", "Kharkiv"),
+        ("Біла Церква", "Bila Tserkva"),
+        ("Чернівці", "Chernivtsi"),
+        ("Шевченко", "Shevchenko"),
+        ("Щербухи", "Shcherbukhy"),
+        ("Гоща", "Hoshcha"),
+        ("Юрій", "Yurii"),
+        ("Корюківка", "Koriukivka"),
+        ("Яготин", "Yahotyn"),
+        ("Ярошенко", "Yaroshenko"),
+        ("Костянтин", "Kostiantyn"),
+        ("Знам'янка", "Znamianka"),
+        ("Феодосія", "Feodosiia"),
+    ],
+)
 def test_ukrainian_national_transliteration(cyrillic: str, latin: str) -> None:
     # Given a word from the official table
     # When transliterated with the Ukrainian table
@@ -104,12 +142,21 @@ def test_ukrainian_national_transliteration(cyrillic: str, latin: str) -> None:
     assert transliterate(cyrillic, "uk") == latin
 
 
-@pytest.mark.parametrize(("cyrillic", "latin"), [
-    ("Мар'яна", "Mariana"), ("Марʼяна", "Mariana"), ("Мар’яна", "Mariana"),
-    ("ЮРІЙ ЩУКА", "YURII SHCHUKA"), ("МАР'ЯНА", "MARIANA"), ("ЗГОРАНИ", "ZGHORANY"),
-    ("ПОДВІР'Я", "PODVIRIA"), ("Щ", "Shch"), ("'Ярошенко'", "'Yaroshenko'"),
-    ("Іван-Юрій", "Ivan-Yurii"),
-])
+@pytest.mark.parametrize(
+    ("cyrillic", "latin"),
+    [
+        ("Мар'яна", "Mariana"),
+        ("Марʼяна", "Mariana"),
+        ("Мар’яна", "Mariana"),
+        ("ЮРІЙ ЩУКА", "YURII SHCHUKA"),
+        ("МАР'ЯНА", "MARIANA"),
+        ("ЗГОРАНИ", "ZGHORANY"),
+        ("ПОДВІР'Я", "PODVIRIA"),
+        ("Щ", "Shch"),
+        ("'Ярошенко'", "'Yaroshenko'"),
+        ("Іван-Юрій", "Ivan-Yurii"),
+    ],
+)
 def test_apostrophes_and_capitals(cyrillic: str, latin: str) -> None:
     # Given apostrophes of every kind inside words, all-capital words, quotes and hyphens
     # When transliterated
@@ -119,23 +166,37 @@ def test_apostrophes_and_capitals(cyrillic: str, latin: str) -> None:
 
 def test_transliterated_sms_becomes_gsm7_and_cheaper() -> None:
     # Given a typical Ukrainian debt SMS with typographic quotes, a dash and no-break spaces
-    text = ("Шановна Мар'яно! Борг за ОР №0412345678 — 1\u00a0234,50\u00a0грн. "
-            "Сплатіть до 25.12.2026 у застосунку «Нафтогаз».")
+    text = (
+        "Шановна Мар'яно! Борг за ОР №0412345678 — 1\u00a0234,50\u00a0грн. "
+        "Сплатіть до 25.12.2026 у застосунку «Нафтогаз»."
+    )
     # When it is transliterated
     latin = transliterate(text, "uk")
     # Then it is plain GSM-7 and costs one part instead of two
-    assert latin == ('Shanovna Mariano! Borh za OR No0412345678 - 1 234,50 hrn. '
-                     'Splatit do 25.12.2026 u zastosunku "Naftohaz".')
+    assert latin == (
+        "Shanovna Mariano! Borh za OR No0412345678 - 1 234,50 hrn. "
+        'Splatit do 25.12.2026 u zastosunku "Naftohaz".'
+    )
     assert sms_stats(text).segments == 2
     assert sms_stats(latin) == SmsStats("gsm7", len(latin), 1)
 
 
-@pytest.mark.parametrize(("georgian", "latin"), [
-    ("თბილისი", "tbilisi"), ("მეღვინეთუხუცესი", "meghvinetukhutsesi"),
-    ("ჭიანჭველა", "ch'ianch'vela"), ("ბაყაყი", "baq'aq'i"), ("მცხეთა", "mtskheta"),
-    ("ქუთაისი", "kutaisi"), ("ჟურნალი", "zhurnali"), ("ძმა", "dzma"), ("წყალი", "ts'q'ali"),
-    ("ᲗᲑᲘᲚᲘᲡᲘ", "TBILISI"), ("გადასახადი 25 ₾", "gadasakhadi 25 ₾"),
-])
+@pytest.mark.parametrize(
+    ("georgian", "latin"),
+    [
+        ("თბილისი", "tbilisi"),
+        ("მეღვინეთუხუცესი", "meghvinetukhutsesi"),
+        ("ჭიანჭველა", "ch'ianch'vela"),
+        ("ბაყაყი", "baq'aq'i"),
+        ("მცხეთა", "mtskheta"),
+        ("ქუთაისი", "kutaisi"),
+        ("ჟურნალი", "zhurnali"),
+        ("ძმა", "dzma"),
+        ("წყალი", "ts'q'ali"),
+        ("ᲗᲑᲘᲚᲘᲡᲘ", "TBILISI"),
+        ("გადასახადი 25 ₾", "gadasakhadi 25 ₾"),
+    ],
+)
 def test_georgian_national_transliteration(georgian: str, latin: str) -> None:
     # Given Georgian text (Mkhedruli, or Mtavruli capitals)
     # When transliterated with the Georgian table (national system, ejectives with ')

@@ -25,67 +25,114 @@ def t(minutes: int) -> dt.datetime:
 
 async def _campaign(conn: asyncpg.Connection, name: str) -> int:
     template = await conn.fetchval(
-        "INSERT INTO message_templates (name, topic) VALUES ('Борг', 'debt') RETURNING id")
-    await conn.execute("INSERT INTO message_template_versions (template_id, version, variants) "
-                       "VALUES ($1, 1, '{}')", template)
-    return int(await conn.fetchval(
-        "INSERT INTO campaigns (name, template_id, template_version, audience) "
-        "VALUES ($1, $2, 1, '{\"kind\": \"clients\", \"client_ids\": [1]}') RETURNING id",
-        name, template))
+        "INSERT INTO message_templates (name, topic) VALUES ('Борг', 'debt') RETURNING id"
+    )
+    await conn.execute(
+        "INSERT INTO message_template_versions (template_id, version, variants) "
+        "VALUES ($1, 1, '{}')",
+        template,
+    )
+    return int(
+        await conn.fetchval(
+            "INSERT INTO campaigns (name, template_id, template_version, audience) "
+            'VALUES ($1, $2, 1, \'{"kind": "clients", "client_ids": [1]}\') RETURNING id',
+            name,
+            template,
+        )
+    )
 
 
 async def _message_events(conn: asyncpg.Connection, rows: list[tuple[Any, ...]]) -> None:
     """Rows of message_events as the dispatcher writes them (several per message)."""
     await conn.executemany(
         "INSERT INTO message_events (message_id, campaign_id, client_id, step, channel, status, "
-        "reason, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)", rows)
+        "reason, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        rows,
+    )
 
 
-async def _billing(conn: asyncpg.Connection, account_id: int, charges: list[dict[str, Any]],
-                   payments: list[dict[str, Any]]) -> None:
+async def _billing(
+    conn: asyncpg.Connection,
+    account_id: int,
+    charges: list[dict[str, Any]],
+    payments: list[dict[str, Any]],
+) -> None:
     # The billing helper's migration 0009 adds these columns; add them if it has not landed.
-    await conn.execute("ALTER TABLE billing_snapshots ADD COLUMN IF NOT EXISTS charges jsonb, "
-                       "ADD COLUMN IF NOT EXISTS payments jsonb")
-    await conn.execute("UPDATE billing_snapshots SET charges = $2, payments = $3 WHERE account_id = $1",
-                       account_id, charges, payments)
+    await conn.execute(
+        "ALTER TABLE billing_snapshots ADD COLUMN IF NOT EXISTS charges jsonb, "
+        "ADD COLUMN IF NOT EXISTS payments jsonb"
+    )
+    await conn.execute(
+        "UPDATE billing_snapshots SET charges = $2, payments = $3 WHERE account_id = $1",
+        account_id,
+        charges,
+        payments,
+    )
 
 
 async def _every_source(admin_conn: asyncpg.Connection, app_conn: asyncpg.Connection) -> int:
     """Client 1 with one item or more of every source at known times; returns the campaign id."""
     await make_clients(app_conn, 2)
     campaign = await _campaign(admin_conn, "Нагадування про борг, травень")
-    await _message_events(app_conn, [
-        ("c1:1:0", campaign, 1, 0, "viber", "sent", None, t(10)),
-        ("c1:1:0", campaign, 1, 0, "viber", "failed", "not_viber_user", t(11)),
-        ("c1:1:1", campaign, 1, 1, "sms", "sent", None, t(12)),
-        ("c1:1:1", campaign, 1, 1, "sms", "delivered", None, t(13)),
-        ("c1:1:1", campaign, 1, 1, "sms", "converted", None, t(300)),
-        ("op:77", None, 1, 0, "sms", "sent", None, t(40)),
-        ("op:77", None, 1, 0, "sms", "delivered", None, t(40)),   # one COPY: the same clock
-        ("c1:2:0", campaign, 2, 0, "sms", "sent", None, t(15)),  # another client's
-    ])
-    await timeline.record_event(app_conn, client_id=1, kind="call", at=t(20), title="Вхідний дзвінок",
-                                status="completed", channel="call", direction="in",
-                                ref_type="call", ref_id="9001",
-                                detail={"recording_url": "https://pbx/rec/9001.mp3",
-                                        "transcript": "Добрий день..."})
+    await _message_events(
+        app_conn,
+        [
+            ("c1:1:0", campaign, 1, 0, "viber", "sent", None, t(10)),
+            ("c1:1:0", campaign, 1, 0, "viber", "failed", "not_viber_user", t(11)),
+            ("c1:1:1", campaign, 1, 1, "sms", "sent", None, t(12)),
+            ("c1:1:1", campaign, 1, 1, "sms", "delivered", None, t(13)),
+            ("c1:1:1", campaign, 1, 1, "sms", "converted", None, t(300)),
+            ("op:77", None, 1, 0, "sms", "sent", None, t(40)),
+            ("op:77", None, 1, 0, "sms", "delivered", None, t(40)),  # one COPY: the same clock
+            ("c1:2:0", campaign, 2, 0, "sms", "sent", None, t(15)),  # another client's
+        ],
+    )
+    await timeline.record_event(
+        app_conn,
+        client_id=1,
+        kind="call",
+        at=t(20),
+        title="Вхідний дзвінок",
+        status="completed",
+        channel="call",
+        direction="in",
+        ref_type="call",
+        ref_id="9001",
+        detail={"recording_url": "https://pbx/rec/9001.mp3", "transcript": "Добрий день..."},
+    )
     await timeline.record_event(app_conn, client_id=2, kind="call", at=t(21), title="Чужий дзвінок")
     await app_conn.execute(
         "INSERT INTO meters (id, account_id, serial_number, model, size_class, installed_at) "
-        "VALUES (1, 1, 'SN-1', 'm', 'G4', '2020-01-01'), (2, 2, 'SN-2', 'm', 'G4', '2020-01-01')")
+        "VALUES (1, 1, 'SN-1', 'm', 'G4', '2020-01-01'), (2, 2, 'SN-2', 'm', 'G4', '2020-01-01')"
+    )
     await app_conn.execute(
         "INSERT INTO meter_readings (meter_id, read_on, value, source, at) VALUES "
-        "(1, $1, 100, 'cabinet', $2), (2, $1, 5, 'app', $3)", t(30).date(), t(30), t(31))
-    await _billing(admin_conn, 1, [
-        {"id": "ch-5", "period": "2025-05-01", "volume_m3": "12.5", "amount": "99.50",
-         "posted_at": t(5).isoformat()},
-        {"id": "ch-bad", "period": "2025-04-01", "amount": "1", "posted_at": "not a date"}],
-        [{"id": "p-1", "paid_at": t(50).isoformat(), "amount": "200.00", "method": "card"}])
+        "(1, $1, 100, 'cabinet', $2), (2, $1, 5, 'app', $3)",
+        t(30).date(),
+        t(30),
+        t(31),
+    )
+    await _billing(
+        admin_conn,
+        1,
+        [
+            {
+                "id": "ch-5",
+                "period": "2025-05-01",
+                "volume_m3": "12.5",
+                "amount": "99.50",
+                "posted_at": t(5).isoformat(),
+            },
+            {"id": "ch-bad", "period": "2025-04-01", "amount": "1", "posted_at": "not a date"},
+        ],
+        [{"id": "p-1", "paid_at": t(50).isoformat(), "amount": "200.00", "method": "card"}],
+    )
     return campaign
 
 
-async def test_sources_merge_newest_first(client, demo_users, admin_conn: asyncpg.Connection,
-                                          app_conn: asyncpg.Connection) -> None:
+async def test_sources_merge_newest_first(
+    client, demo_users, admin_conn: asyncpg.Connection, app_conn: asyncpg.Connection
+) -> None:
     await _every_source(admin_conn, app_conn)
     headers = await login_as(client, "operator_cc")
     response = await client.get("/api/v1/clients/1/timeline", headers=headers)
@@ -94,11 +141,11 @@ async def test_sources_merge_newest_first(client, demo_users, admin_conn: asyncp
     got = [(i["source"], i["kind"], i["status"], i["channel"]) for i in page["items"]]
     assert got == [
         ("payment", "payment", None, None),
-        ("message", "message", "delivered", "sms"),     # op:77, sent and delivered at once
+        ("message", "message", "delivered", "sms"),  # op:77, sent and delivered at once
         ("reading", "reading", None, "cabinet"),
         ("event", "call", "completed", "call"),
-        ("message", "message", "delivered", "sms"),     # c1:1:1: converted is not a status
-        ("message", "message", "failed", "viber"),      # c1:1:0
+        ("message", "message", "delivered", "sms"),  # c1:1:1: converted is not a status
+        ("message", "message", "failed", "viber"),  # c1:1:0
         ("charge", "charge", None, None),
     ]
     assert page["next_cursor"] is None
@@ -116,19 +163,25 @@ async def test_sources_merge_newest_first(client, demo_users, admin_conn: asyncp
     assert by_source["reading"]["detail"]["value"] == "100.000"
 
 
-async def test_pages_have_no_gaps_or_repeats(client, demo_users, admin_conn: asyncpg.Connection,
-                                             app_conn: asyncpg.Connection) -> None:
+async def test_pages_have_no_gaps_or_repeats(
+    client, demo_users, admin_conn: asyncpg.Connection, app_conn: asyncpg.Connection
+) -> None:
     await _every_source(admin_conn, app_conn)
     # Many items sharing one instant across sources: the cursor must order ties itself
     same = t(100)
     for n in range(5):
-        await timeline.record_event(app_conn, client_id=1, kind="chat", at=same, title=f"Чат {n}",
-                                    channel="chatbot")
-    await _message_events(app_conn, [(f"tie:{n}", None, 1, 0, "email", "sent", None, same)
-                                     for n in range(4)])
+        await timeline.record_event(
+            app_conn, client_id=1, kind="chat", at=same, title=f"Чат {n}", channel="chatbot"
+        )
+    await _message_events(
+        app_conn, [(f"tie:{n}", None, 1, 0, "email", "sent", None, same) for n in range(4)]
+    )
     await app_conn.execute(
         "INSERT INTO meter_readings (meter_id, read_on, value, source, at) "
-        "SELECT 1, $1::date - n, 100 - n, 'operator', $2 FROM generate_series(1, 3) n", same.date(), same)
+        "SELECT 1, $1::date - n, 100 - n, 'operator', $2 FROM generate_series(1, 3) n",
+        same.date(),
+        same,
+    )
     headers = await login_as(client, "analyst")
     whole = await (await client.get("/api/v1/clients/1/timeline?limit=200", headers=headers)).json()
     assert len(whole["items"]) == 7 + 5 + 4 + 3
@@ -136,7 +189,9 @@ async def test_pages_have_no_gaps_or_repeats(client, demo_users, admin_conn: asy
         seen: list[tuple[str, str]] = []
         cursor = None
         while True:
-            url = f"/api/v1/clients/1/timeline?limit={limit}" + (f"&cursor={cursor}" if cursor else "")
+            url = f"/api/v1/clients/1/timeline?limit={limit}" + (
+                f"&cursor={cursor}" if cursor else ""
+            )
             page = await (await client.get(url, headers=headers)).json()
             assert len(page["items"]) <= limit
             seen += [(i["source"], i["id"]) for i in page["items"]]
@@ -148,8 +203,9 @@ async def test_pages_have_no_gaps_or_repeats(client, demo_users, admin_conn: asy
     assert stamps == sorted(stamps, reverse=True)
 
 
-async def test_filters_by_kind_channel_and_period(client, demo_users, admin_conn: asyncpg.Connection,
-                                                  app_conn: asyncpg.Connection) -> None:
+async def test_filters_by_kind_channel_and_period(
+    client, demo_users, admin_conn: asyncpg.Connection, app_conn: asyncpg.Connection
+) -> None:
     await _every_source(admin_conn, app_conn)
     headers = await login_as(client, "operator_cos")
 
@@ -165,18 +221,26 @@ async def test_filters_by_kind_channel_and_period(client, demo_users, admin_conn
     assert await sources("channel=cabinet") == [("reading", "reading")]
     since, until = t(11).isoformat().replace("+", "%2B"), t(40).isoformat().replace("+", "%2B")
     assert await sources(f"since={since}&until={until}") == [
-        ("reading", "reading"), ("event", "call"), ("message", "message")]
+        ("reading", "reading"),
+        ("event", "call"),
+        ("message", "message"),
+    ]
     assert await sources("kinds=case") == []
 
 
 async def test_bad_queries_and_access(client, demo_users, app_conn: asyncpg.Connection) -> None:
     await make_clients(app_conn, 1)
     headers = await login_as(client, "operator_cc")
-    for query, field in [("cursor=abc", "cursor"), ("cursor=WzEsMiwzXQ", "cursor"),
-                         ("kinds=Call", "kinds"), ("limit=0", "limit"), ("limit=500", "limit"),
-                         ("since=2025-01-01T00:00:00", "since"),
-                         ("since=2025-02-01T00:00:00Z&until=2025-01-01T00:00:00Z", "until"),
-                         ("colour=red", "colour")]:
+    for query, field in [
+        ("cursor=abc", "cursor"),
+        ("cursor=WzEsMiwzXQ", "cursor"),
+        ("kinds=Call", "kinds"),
+        ("limit=0", "limit"),
+        ("limit=500", "limit"),
+        ("since=2025-01-01T00:00:00", "since"),
+        ("since=2025-02-01T00:00:00Z&until=2025-01-01T00:00:00Z", "until"),
+        ("colour=red", "colour"),
+    ]:
         response = await client.get(f"/api/v1/clients/1/timeline?{query}", headers=headers)
         assert response.status == 400, query
         assert (await response.json())["errors"][0]["field"] == field, query
@@ -185,32 +249,76 @@ async def test_bad_queries_and_access(client, demo_users, app_conn: asyncpg.Conn
     assert (await client.get("/api/v1/clients/1/timeline", headers=marketer)).status == 403
 
 
-async def test_record_event_updates_the_item_of_the_same_object(app_conn: asyncpg.Connection) -> None:
+async def test_record_event_updates_the_item_of_the_same_object(
+    app_conn: asyncpg.Connection,
+) -> None:
     await make_clients(app_conn, 2)
-    await timeline.record_event(app_conn, client_id=1, kind="call", at=t(0), title="Дзвінок",
-                                status="ringing", channel="call", direction="in", ref_type="call",
-                                ref_id="42", detail={"agent": "operator.cc"})
-    await timeline.record_event(app_conn, client_id=1, kind="call", at=t(3), title="Дзвінок завершено",
-                                status="completed", ref_type="call", ref_id="42",
-                                detail={"recording_url": "https://pbx/42.mp3", "talk_time": 95})
-    await timeline.record_event(app_conn, client_id=1, kind="case", at=t(1), title="Звернення",
-                                status="new", ref_type="call", ref_id="42")
+    await timeline.record_event(
+        app_conn,
+        client_id=1,
+        kind="call",
+        at=t(0),
+        title="Дзвінок",
+        status="ringing",
+        channel="call",
+        direction="in",
+        ref_type="call",
+        ref_id="42",
+        detail={"agent": "operator.cc"},
+    )
+    await timeline.record_event(
+        app_conn,
+        client_id=1,
+        kind="call",
+        at=t(3),
+        title="Дзвінок завершено",
+        status="completed",
+        ref_type="call",
+        ref_id="42",
+        detail={"recording_url": "https://pbx/42.mp3", "talk_time": 95},
+    )
+    await timeline.record_event(
+        app_conn,
+        client_id=1,
+        kind="case",
+        at=t(1),
+        title="Звернення",
+        status="new",
+        ref_type="call",
+        ref_id="42",
+    )
     page = await timeline.client_timeline(app_conn, 1, limit=10)
     calls = [i for i in page.items if i.kind == "call"]
     assert len(calls) == 1 and len(page.items) == 2
     call = calls[0]
     assert (call.title, call.status, call.channel, call.direction, call.at) == (
-        "Дзвінок завершено", "completed", "call", "in", t(0))
-    assert call.detail == {"agent": "operator.cc", "recording_url": "https://pbx/42.mp3",
-                           "talk_time": 95, "ref_type": "call", "ref_id": "42"}
+        "Дзвінок завершено",
+        "completed",
+        "call",
+        "in",
+        t(0),
+    )
+    assert call.detail == {
+        "agent": "operator.cc",
+        "recording_url": "https://pbx/42.mp3",
+        "talk_time": 95,
+        "ref_type": "call",
+        "ref_id": "42",
+    }
     with pytest.raises(Exception, match="own source"):
         await timeline.record_event(app_conn, client_id=1, kind="message", at=t(0), title="x")
     # A bulk repost of the same objects is recognised, not duplicated
-    again = await timeline.append_new(app_conn, [
-        timeline.NewEvent(1, "call", t(5), "x", ref_type="call", ref_id="42"),
-        timeline.NewEvent(2, "call", t(5), "y", ref_type="call", ref_id="42"),
-        timeline.NewEvent(2, "call", t(5), "y", ref_type="call", ref_id="42"),
-        timeline.NewEvent(2, "note", t(6), "z", detail={"sum": Decimal("1.50"), "on": dt.date(2025, 1, 2)})])
+    again = await timeline.append_new(
+        app_conn,
+        [
+            timeline.NewEvent(1, "call", t(5), "x", ref_type="call", ref_id="42"),
+            timeline.NewEvent(2, "call", t(5), "y", ref_type="call", ref_id="42"),
+            timeline.NewEvent(2, "call", t(5), "y", ref_type="call", ref_id="42"),
+            timeline.NewEvent(
+                2, "note", t(6), "z", detail={"sum": Decimal("1.50"), "on": dt.date(2025, 1, 2)}
+            ),
+        ],
+    )
     assert again == [False, True, False, True]
     assert await app_conn.fetchval("SELECT count(*) FROM timeline_events") == 4
     note = await app_conn.fetchval("SELECT detail FROM timeline_events WHERE kind = 'note'")
@@ -218,21 +326,38 @@ async def test_record_event_updates_the_item_of_the_same_object(app_conn: asyncp
 
 
 async def test_readings_entered_through_the_api_reach_the_timeline(
-        client, demo_users, app_conn: asyncpg.Connection) -> None:
+    client, demo_users, app_conn: asyncpg.Connection
+) -> None:
     await make_clients(app_conn, 1)
-    await app_conn.execute("INSERT INTO meters (id, account_id, serial_number, model, size_class, "
-                           "installed_at) VALUES (1, 1, 'SN-7', 'm', 'G4', '2020-01-01')")
-    await meters.enter_reading(app_conn, Actor("operator.cc", 1), 1, value=Decimal("12.5"),
-                               read_on=meters.today_in_kyiv(), source="operator")
-    await meters.record_billing_readings(app_conn, 1, [
-        {"meter_serial": "SN-7", "value": Decimal("10"), "read_on": dt.date(2025, 1, 31)}])
+    await app_conn.execute(
+        "INSERT INTO meters (id, account_id, serial_number, model, size_class, "
+        "installed_at) VALUES (1, 1, 'SN-7', 'm', 'G4', '2020-01-01')"
+    )
+    await meters.enter_reading(
+        app_conn,
+        Actor("operator.cc", 1),
+        1,
+        value=Decimal("12.5"),
+        read_on=meters.today_in_kyiv(),
+        source="operator",
+    )
+    await meters.record_billing_readings(
+        app_conn,
+        1,
+        [{"meter_serial": "SN-7", "value": Decimal("10"), "read_on": dt.date(2025, 1, 31)}],
+    )
     headers = await login_as(client, "operator_cc")
-    page = await (await client.get("/api/v1/clients/1/timeline?kinds=reading", headers=headers)).json()
+    page = await (
+        await client.get("/api/v1/clients/1/timeline?kinds=reading", headers=headers)
+    ).json()
     assert [(i["channel"], i["detail"]["value"], i["direction"]) for i in page["items"]] == [
-        ("operator", "12.500", "in"), ("gdo", "10.000", "out")]
+        ("operator", "12.500", "in"),
+        ("gdo", "10.000", "out"),
+    ]
     # A GDO reading from billing is placed at its read date (midnight in Kyiv)
     assert dt.datetime.fromisoformat(page["items"][1]["at"]) == dt.datetime(
-        2025, 1, 31, tzinfo=clock.business_tz())
+        2025, 1, 31, tzinfo=clock.business_tz()
+    )
 
 
 @pytest.mark.timeout(300)

@@ -59,17 +59,23 @@ async def log_in(page: Page, url: str, role: str) -> None:
     await expect(page.locator(".topbar")).to_be_visible()
 
 
-async def test_roles_menus_language_and_return_after_login(client, demo_users, admin_conn,
-                                                            page: Page) -> None:
+async def test_roles_menus_language_and_return_after_login(
+    client, demo_users, admin_conn, page: Page
+) -> None:
     url = base(client)
-    perms = {r["role_code"]: set(r["perms"]) for r in await admin_conn.fetch(
-        "SELECT role_code, array_agg(permission_code) AS perms FROM role_permissions "
-        "GROUP BY role_code")}
+    perms = {
+        r["role_code"]: set(r["perms"])
+        for r in await admin_conn.fetch(
+            "SELECT role_code, array_agg(permission_code) AS perms FROM role_permissions "
+            "GROUP BY role_code"
+        )
+    }
     for role in ("operator_cc", "operator_cos", "supervisor", "marketer", "analyst", "admin"):
         await log_in(page, url, role)
         expected = [i.key for i in menu.ITEMS if i.permission in perms[role]]
         shown = await page.locator("nav.menu a").evaluate_all(
-            "links => links.map(a => a.dataset.menu)")
+            "links => links.map(a => a.dataset.menu)"
+        )
         assert shown == expected, role
         await page.click("text=Вийти")
         await expect(page.locator("#login")).to_be_visible()
@@ -92,7 +98,8 @@ async def test_roles_menus_language_and_return_after_login(client, demo_users, a
 
 
 async def test_search_by_keyboard_open_card_edit_phone_and_see_the_audit(
-        client, demo_users, admin_conn, page: Page) -> None:
+    client, demo_users, admin_conn, page: Page
+) -> None:
     client_id, _ = await make_client(admin_conn, ("1000000501", "1000000502"))
     url = base(client)
     await log_in(page, url, "operator_cc")
@@ -117,7 +124,8 @@ async def test_search_by_keyboard_open_card_edit_phone_and_see_the_audit(
 
 
 async def test_incoming_call_pops_the_card_and_an_sms_reaches_the_timeline(
-        stack: Stack, page: Page) -> None:
+    stack: Stack, page: Page
+) -> None:
     ids = await make_clients(stack.conn, 1)
     template = await allowed_template(stack)
     url = base(stack.api)
@@ -126,9 +134,16 @@ async def test_incoming_call_pops_the_card_and_an_sms_reaches_the_timeline(
     # VICIdial rings: the card opens before the call is answered
     integration = await login_as(stack.api, "integration")
     phone = await stack.conn.fetchval("SELECT phone FROM contacts WHERE client_id = $1", ids[0])
-    response = await stack.api.post("/api/v1/cti/calls", headers=integration, json={
-        "event": "ringing", "call_id": "V2000000001", "phone_number": phone,
-        "user": "operator.cc"})
+    response = await stack.api.post(
+        "/api/v1/cti/calls",
+        headers=integration,
+        json={
+            "event": "ringing",
+            "call_id": "V2000000001",
+            "phone_number": phone,
+            "user": "operator.cc",
+        },
+    )
     assert response.status == 200, await response.text()
     await expect(page.locator("#call-pop .call-ringing")).to_be_visible()
     await expect(page.locator("#client-id")).to_have_text(str(ids[0]))
@@ -143,9 +158,16 @@ async def test_incoming_call_pops_the_card_and_an_sms_reaches_the_timeline(
     await expect(page.locator("#timeline .tl-message[data-status=delivered]").first).to_be_visible()
     # The call ends: the panel names the case it became and opens exactly that case
     for event in ("answered", "hung_up"):
-        response = await stack.api.post("/api/v1/cti/calls", headers=integration, json={
-            "event": event, "call_id": "V2000000001", "phone_number": phone,
-            "user": "operator.cc"})
+        response = await stack.api.post(
+            "/api/v1/cti/calls",
+            headers=integration,
+            json={
+                "event": event,
+                "call_id": "V2000000001",
+                "phone_number": phone,
+                "user": "operator.cc",
+            },
+        )
         assert response.status == 200, await response.text()
     case_id = await stack.conn.fetchval("SELECT id FROM cases WHERE client_id = $1", ids[0])
     link = page.locator(f"#call-pop #call-case-link[data-case='{case_id}']")
@@ -158,24 +180,41 @@ async def test_incoming_call_pops_the_card_and_an_sms_reaches_the_timeline(
     await page.fill("#reply-text", "Показники прийнято.")
     await page.click("#reply-form button.primary")
     # (the client's "case registered" notification by Viber is in the thread too)
-    await expect(page.locator("#thread .ev-delivery .delivery[data-status=delivered]")
-                 .filter(has_text="SMS")).to_be_visible()
+    await expect(
+        page.locator("#thread .ev-delivery .delivery[data-status=delivered]").filter(has_text="SMS")
+    ).to_be_visible()
 
 
 async def test_walk_in_case_take_next_status_reply_and_the_sla_timer(
-        client, demo_users, admin_conn, page: Page) -> None:
+    client, demo_users, admin_conn, page: Page
+) -> None:
     admin = await login_as(client, "admin")
-    all_week = {d: [{"start": "00:00", "end": "24:00"}]
-                for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}
-    calendar = await (await client.post("/api/v1/business-calendars", headers=admin,
-                                        json={"name": "Цілодобово", "week": all_week})).json()
-    policy = await client.post("/api/v1/case-sla-policies", headers=admin, json={
-        "name": "Візити", "calendar_id": calendar["id"], "first_response_minutes": 120,
-        "resolution_minutes": 2880})
+    all_week = {
+        d: [{"start": "00:00", "end": "24:00"}]
+        for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+    }
+    calendar = await (
+        await client.post(
+            "/api/v1/business-calendars",
+            headers=admin,
+            json={"name": "Цілодобово", "week": all_week},
+        )
+    ).json()
+    policy = await client.post(
+        "/api/v1/case-sla-policies",
+        headers=admin,
+        json={
+            "name": "Візити",
+            "calendar_id": calendar["id"],
+            "first_response_minutes": 120,
+            "resolution_minutes": 2880,
+        },
+    )
     assert policy.status == 201, await policy.text()
     operator_id = await admin_conn.fetchval("SELECT id FROM users WHERE login = 'operator.cc'")
-    await admin_conn.execute("INSERT INTO case_group_members (group_code, user_id) "
-                             "VALUES ('cc_l1', $1)", operator_id)
+    await admin_conn.execute(
+        "INSERT INTO case_group_members (group_code, user_id) VALUES ('cc_l1', $1)", operator_id
+    )
     url = base(client)
     # A service-centre operator registers a walk-in case
     await log_in(page, url, "operator_cos")
@@ -187,8 +226,9 @@ async def test_walk_in_case_take_next_status_reply_and_the_sla_timer(
     await page.click("#register-case")
     await expect(page.locator("#case-number")).to_have_text(re.compile(r"^ЗВ-\d{4}-\d+$"))
     case_id = int(page.url.rsplit("/", 1)[1])
-    await admin_conn.execute("UPDATE cases SET group_code = 'cc_l1', assignee_id = NULL "
-                             "WHERE id = $1", case_id)
+    await admin_conn.execute(
+        "UPDATE cases SET group_code = 'cc_l1', assignee_id = NULL WHERE id = $1", case_id
+    )
     await page.click("text=Вийти")
     # A contact-centre operator goes online and takes the next case
     await log_in(page, url, "operator_cc")
@@ -214,8 +254,9 @@ async def test_walk_in_case_take_next_status_reply_and_the_sla_timer(
     await expect(page.locator("#thread")).to_contain_text("Перевірили: нарахування правильні.")
 
 
-async def test_more_search_results_extend_the_same_table(client, demo_users, admin_conn,
-                                                         page: Page) -> None:
+async def test_more_search_results_extend_the_same_table(
+    client, demo_users, admin_conn, page: Page
+) -> None:
     await make_clients(admin_conn, 45, start=700_001)  # 45 × Коваленко Олена Петрівна
     await log_in(page, base(client), "operator_cc")
     await page.fill("#q", "Коваленко Олена")

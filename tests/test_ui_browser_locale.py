@@ -28,8 +28,9 @@ async def _context_page(browser: Any, locale: str) -> tuple[Any, Page]:
     return context, await context.new_page()
 
 
-async def test_login_language_from_browser_switch_cookie_and_stored(client, demo_users,
-                                                                    chromium_browser) -> None:
+async def test_login_language_from_browser_switch_cookie_and_stored(
+    client, demo_users, chromium_browser
+) -> None:
     url = base(client)
     # An English browser gets the English login page; a Ukrainian or Polish one Ukrainian
     context, page = await _context_page(chromium_browser, "en-US")

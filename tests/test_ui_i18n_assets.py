@@ -21,11 +21,23 @@ def test_the_ukrainian_catalogue_is_complete_and_compiled() -> None:
     assert catalogues.problems("uk") == []
 
 
-@pytest.mark.parametrize(("n", "expected"), [
-    (1, "1 звернення"), (2, "2 звернення"), (4, "4 звернення"), (5, "5 звернень"),
-    (11, "11 звернень"), (12, "12 звернень"), (14, "14 звернень"), (21, "21 звернення"),
-    (22, "22 звернення"), (25, "25 звернень"), (101, "101 звернення"), (111, "111 звернень"),
-])
+@pytest.mark.parametrize(
+    ("n", "expected"),
+    [
+        (1, "1 звернення"),
+        (2, "2 звернення"),
+        (4, "4 звернення"),
+        (5, "5 звернень"),
+        (11, "11 звернень"),
+        (12, "12 звернень"),
+        (14, "14 звернень"),
+        (21, "21 звернення"),
+        (22, "22 звернення"),
+        (25, "25 звернень"),
+        (101, "101 звернення"),
+        (111, "111 звернень"),
+    ],
+)
 def test_ukrainian_plurals_have_three_forms(n: int, expected: str) -> None:
     uk = i18n.translations("uk")
     assert uk.ngettext("%(num)d case", "%(num)d cases", n) % {"num": n} == expected
@@ -49,8 +61,11 @@ def test_dates_in_kyiv_time_and_money_in_hryvnias() -> None:
 
 def test_vendored_files_match_their_listed_hashes() -> None:
     listing = (STATIC_DIR / "VENDORED.md").read_text()
-    rows = re.findall(r"^\| ([\w.-]+\.js) \| ([@\w./-]+) \| ([\d.]+) \|.*\| ([0-9a-f]{64}) \|$",
-                      listing, re.MULTILINE)
+    rows = re.findall(
+        r"^\| ([\w.-]+\.js) \| ([@\w./-]+) \| ([\d.]+) \|.*\| ([0-9a-f]{64}) \|$",
+        listing,
+        re.MULTILINE,
+    )
     assert {r[0] for r in rows} == {"htmx.min.js", "htmx-sse.min.js", "alpine-csp.min.js"}
     for name, _package, _version, digest in rows:
         assert hashlib.sha256((STATIC_DIR / name).read_bytes()).hexdigest() == digest, name

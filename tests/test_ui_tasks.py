@@ -20,30 +20,57 @@ NOW = dt.datetime(2026, 4, 15, 11, 0, tzinfo=KYIV)
 
 
 async def _ids(conn: asyncpg.Connection, *logins: str) -> list[int]:
-    rows = await conn.fetch("SELECT id, login FROM users WHERE login = ANY($1::text[])", list(logins))
+    rows = await conn.fetch(
+        "SELECT id, login FROM users WHERE login = ANY($1::text[])", list(logins)
+    )
     by = {r["login"]: r["id"] for r in rows}
     return [by[login] for login in logins]
 
 
 @pytest.mark.clock(NOW)
-async def test_tasks_page_lists_mine_marks_overdue_and_closes(client, demo_users, admin_conn) -> None:
+async def test_tasks_page_lists_mine_marks_overdue_and_closes(
+    client, demo_users, admin_conn
+) -> None:
     cos_id, cc_id = await _ids(admin_conn, "operator.cos", "operator.cc")
     actor = Actor(login="test")
     await groups.set_members(admin_conn, actor, "finance", [cos_id])
     await groups.set_members(admin_conn, actor, "technical", [cc_id])
     token = await ui_login(client, "operator_cc")
-    response = await post_form(client, "/ui/cases/new", {"text": "Переплата за березень"}, token,
-                               allow_redirects=False)
+    response = await post_form(
+        client, "/ui/cases/new", {"text": "Переплата за березень"}, token, allow_redirects=False
+    )
     assert response.status == 303, await response.text()
     case_id = int(response.headers["Location"].rsplit("/", 1)[1])
     cc = Actor(id=cc_id, login="operator.cc")
-    late = await tasks.create_task(admin_conn, cc, case_id, CaseTaskSpec(
-        group_code="finance", title="Перерахувати <b>переплату</b>", due_at=NOW - dt.timedelta(days=1)))
-    soon = await tasks.create_task(admin_conn, cc, case_id, CaseTaskSpec(
-        group_code="finance", title="Підтвердити оплату", due_at=NOW + dt.timedelta(days=2),
-        assignee_id=cos_id))
-    other = await tasks.create_task(admin_conn, cc, case_id, CaseTaskSpec(
-        group_code="technical", title="Перевірити лічильник", due_at=NOW + dt.timedelta(days=1)))
+    late = await tasks.create_task(
+        admin_conn,
+        cc,
+        case_id,
+        CaseTaskSpec(
+            group_code="finance",
+            title="Перерахувати <b>переплату</b>",
+            due_at=NOW - dt.timedelta(days=1),
+        ),
+    )
+    soon = await tasks.create_task(
+        admin_conn,
+        cc,
+        case_id,
+        CaseTaskSpec(
+            group_code="finance",
+            title="Підтвердити оплату",
+            due_at=NOW + dt.timedelta(days=2),
+            assignee_id=cos_id,
+        ),
+    )
+    other = await tasks.create_task(
+        admin_conn,
+        cc,
+        case_id,
+        CaseTaskSpec(
+            group_code="technical", title="Перевірити лічильник", due_at=NOW + dt.timedelta(days=1)
+        ),
+    )
 
     token = await ui_login(client, "operator_cos")
     page = await (await client.get("/ui/tasks")).text()

@@ -45,8 +45,12 @@ async def test_unhandled_message_is_dead_lettered_not_lost(settings: Settings, c
     realtime, _bulk = topology.queue_names(settings, 1)
     # When a message of a kind nobody handles arrives
     await channel.default_exchange.publish(
-        aio_pika.Message(msgspec.json.encode({"kind": "no_such_kind"}),
-                         delivery_mode=aio_pika.DeliveryMode.PERSISTENT), routing_key=realtime)
+        aio_pika.Message(
+            msgspec.json.encode({"kind": "no_such_kind"}),
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        ),
+        routing_key=realtime,
+    )
     dead = await channel.declare_queue(f"{settings.namespace}.dispatch.dead", durable=True)
     message = None
     for _ in range(50):
@@ -62,13 +66,15 @@ async def test_unhandled_message_is_dead_lettered_not_lost(settings: Settings, c
     await message.ack()
 
 
-async def test_expired_sessions_are_purged(settings: Settings, demo_users,
-                                           app_conn: asyncpg.Connection) -> None:
+async def test_expired_sessions_are_purged(
+    settings: Settings, demo_users, app_conn: asyncpg.Connection
+) -> None:
     user_id = await app_conn.fetchval("SELECT min(id) FROM users")
     await app_conn.execute(
         "INSERT INTO sessions (token_hash, user_id, expires_at) VALUES "
         "('\\x01', $1, herald_now() - interval '1 hour'), ('\\x02', $1, herald_now() + interval '1 hour')",
-        user_id)
+        user_id,
+    )
     pool = await create_pool(settings)
     try:
         assert await users.purge_expired_sessions(pool) == 1
@@ -79,8 +85,10 @@ async def test_expired_sessions_are_purged(settings: Settings, demo_users,
 
 def test_up_stops_everything_when_one_child_dies() -> None:
     # Given two children, one of which exits at once with an error
-    commands = {"long": [sys.executable, "-c", "import time; time.sleep(60)"],
-                "short": [sys.executable, "-c", "raise SystemExit(3)"]}
+    commands = {
+        "long": [sys.executable, "-c", "import time; time.sleep(60)"],
+        "short": [sys.executable, "-c", "raise SystemExit(3)"],
+    }
     # When supervised
     code = supervise(commands, grace_seconds=5)
     # Then the failing child's code is returned and the long one was stopped (no 60 s wait)

@@ -24,8 +24,12 @@ async def ui_login(client: Any, role: str) -> str:
     client's jar); return the page's CSRF token."""
     user = demo(role)
     client.session.cookie_jar.clear()
-    response = await client.post("/ui/login", data={"login": user.login, "password": user.password},
-                                 headers={"Origin": origin(client)}, allow_redirects=False)
+    response = await client.post(
+        "/ui/login",
+        data={"login": user.login, "password": user.password},
+        headers={"Origin": origin(client)},
+        allow_redirects=False,
+    )
     assert response.status == 303, await response.text()
     page = await client.get("/ui/account")
     assert page.status == 200
@@ -34,8 +38,7 @@ async def ui_login(client: Any, role: str) -> str:
     return found.group(1)
 
 
-async def post_form(client: Any, path: str, data: dict[str, str], token: str,
-                    **kw: Any) -> Any:
+async def post_form(client: Any, path: str, data: dict[str, str], token: str, **kw: Any) -> Any:
     """A form post as the page's htmx makes it: own origin, CSRF header."""
     headers = {"Origin": origin(client), "X-CSRF-Token": token, "HX-Request": "true"}
     return await client.post(path, data=data, headers=headers, **kw)

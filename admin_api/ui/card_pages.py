@@ -27,8 +27,13 @@ endpoints = EndpointTable("ui")
 
 # The timeline's filter buttons: a label and the kinds it shows.
 TIMELINE_FILTERS = (
-    ("all", ""), ("message", "message"), ("call", "call"), ("case", "case,application"),
-    ("reading", "reading"), ("payment", "charge,payment"), ("shop_order", "shop_order"),
+    ("all", ""),
+    ("message", "message"),
+    ("call", "call"),
+    ("case", "case,application"),
+    ("reading", "reading"),
+    ("payment", "charge,payment"),
+    ("shop_order", "shop_order"),
 )
 TIMELINE_PAGE = 20
 
@@ -53,16 +58,28 @@ def period(form: CardForm) -> tuple[dt.date, dt.date]:
     return start, end
 
 
-async def _card(request: web.Request, client_id: int, form: CardForm,
-                refresh: bool = False) -> cards.Card:
+async def _card(
+    request: web.Request, client_id: int, form: CardForm, refresh: bool = False
+) -> cards.Card:
     who = principal(request)
-    return await cards.build_card(request.app[DB], request.app[BILLING], client_id=client_id,
-                                  pii="clients.pii" in who.permissions, refresh=refresh,
-                                  period=period(form), refreshed_by=who.login)
+    return await cards.build_card(
+        request.app[DB],
+        request.app[BILLING],
+        client_id=client_id,
+        pii="clients.pii" in who.permissions,
+        refresh=refresh,
+        period=period(form),
+        refreshed_by=who.login,
+    )
 
 
-@endpoints.get(r"/ui/clients/{client_id:\d+}", permission="clients.read", response=str,
-               media_type="text/html", errors=(404,))
+@endpoints.get(
+    r"/ui/clients/{client_id:\d+}",
+    permission="clients.read",
+    response=str,
+    media_type="text/html",
+    errors=(404,),
+)
 async def card_page(request: web.Request) -> web.Response:
     """The client card: identity, dashboard, accounts with billing and meters, contacts,
     channels, orders, experience; the timeline and the history load beside it."""
@@ -73,16 +90,31 @@ async def card_page(request: web.Request) -> web.Response:
     if "messages.send" in principal(request).permissions:
         async with request.app[DB].acquire() as conn:
             templates = await operator_send.allowed_templates(conn)
-    return await render(request, "card.html", {
-        "card": card, "form": form, "templates": templates, "call_id": form.call,
-        "timeline_filters": TIMELINE_FILTERS,
-        # the contacts block (also rendered alone by contact_pages)
-        "client_id": client_id, "contacts_list": card.contacts, "roles": ROLES,
-        "account_choices": [(a.id, a.or_number) for a in card.accounts]})
+    return await render(
+        request,
+        "card.html",
+        {
+            "card": card,
+            "form": form,
+            "templates": templates,
+            "call_id": form.call,
+            "timeline_filters": TIMELINE_FILTERS,
+            # the contacts block (also rendered alone by contact_pages)
+            "client_id": client_id,
+            "contacts_list": card.contacts,
+            "roles": ROLES,
+            "account_choices": [(a.id, a.or_number) for a in card.accounts],
+        },
+    )
 
 
-@endpoints.get(r"/ui/clients/{client_id:\d+}/dashboard", permission="clients.read", response=str,
-               media_type="text/html", errors=(404,))
+@endpoints.get(
+    r"/ui/clients/{client_id:\d+}/dashboard",
+    permission="clients.read",
+    response=str,
+    media_type="text/html",
+    errors=(404,),
+)
 async def dashboard(request: web.Request) -> web.Response:
     """The dashboard for another period."""
     form = forms.query(request, CardForm)
@@ -90,8 +122,13 @@ async def dashboard(request: web.Request) -> web.Response:
     return await render(request, "_dashboard.html", {"card": card, "form": form})
 
 
-@endpoints.post(r"/ui/clients/{client_id:\d+}/billing/refresh", permission="clients.read",
-                response=str, media_type="text/html", errors=(404,))
+@endpoints.post(
+    r"/ui/clients/{client_id:\d+}/billing/refresh",
+    permission="clients.read",
+    response=str,
+    media_type="text/html",
+    errors=(404,),
+)
 async def refresh_billing(request: web.Request) -> web.Response:
     """Ask billing now; the accounts block comes back with what billing answered (or the
     cache marked stale when billing fails)."""
@@ -99,25 +136,42 @@ async def refresh_billing(request: web.Request) -> web.Response:
     return await render(request, "_accounts.html", {"card": card, "refreshed": True})
 
 
-@endpoints.get(r"/ui/clients/{client_id:\d+}/timeline", permission="clients.read", response=str,
-               media_type="text/html", errors=(404,))
+@endpoints.get(
+    r"/ui/clients/{client_id:\d+}/timeline",
+    permission="clients.read",
+    response=str,
+    media_type="text/html",
+    errors=(404,),
+)
 async def timeline_part(request: web.Request) -> web.Response:
     """A page of the timeline (newest first); the last row fetches the next when revealed."""
     client_id = path_int(request, "client_id")
     query = forms.query(request, TimelineQuery)
     cursor = timeline.decode_cursor(query.cursor) if query.cursor else None
-    flt = TimelineFilter(frozenset(query.kinds.split(",")) if query.kinds else None,
-                         query.channel, query.since, query.until)
+    flt = TimelineFilter(
+        frozenset(query.kinds.split(",")) if query.kinds else None,
+        query.channel,
+        query.since,
+        query.until,
+    )
     async with request.app[DB].acquire() as conn:
-        page = await timeline.client_timeline(conn, client_id, limit=min(query.limit, TIMELINE_PAGE),
-                                              cursor=cursor, flt=flt)
-    return await render(request, "_timeline.html", {
-        "page": page, "client_id": client_id, "kinds": query.kinds or "",
-        "first": cursor is None})
+        page = await timeline.client_timeline(
+            conn, client_id, limit=min(query.limit, TIMELINE_PAGE), cursor=cursor, flt=flt
+        )
+    return await render(
+        request,
+        "_timeline.html",
+        {"page": page, "client_id": client_id, "kinds": query.kinds or "", "first": cursor is None},
+    )
 
 
-@endpoints.get(r"/ui/clients/{client_id:\d+}/history", permission="clients.read", response=str,
-               media_type="text/html", errors=(404,))
+@endpoints.get(
+    r"/ui/clients/{client_id:\d+}/history",
+    permission="clients.read",
+    response=str,
+    media_type="text/html",
+    errors=(404,),
+)
 async def history_part(request: web.Request) -> web.Response:
     """The change history of the card, newest first: the client record, its accounts,
     meters, contacts and applications (crm.card_history: what the card shows, so whoever
@@ -128,8 +182,11 @@ async def history_part(request: web.Request) -> web.Response:
     pii = "clients.pii" in principal(request).permissions
     if not pii:
         entries = [masked(e) for e in entries]
-    return await render(request, "_history.html", {
-        "entries": entries, "pii_masked": not pii, "limit": HISTORY_LIMIT})
+    return await render(
+        request,
+        "_history.html",
+        {"entries": entries, "pii_masked": not pii, "limit": HISTORY_LIMIT},
+    )
 
 
 HISTORY_LIMIT = 100
@@ -141,12 +198,18 @@ def masked(entry: audit.AuditEntry) -> audit.AuditEntry:
     if entry.field not in PII_FIELDS:
         return entry
     hide = contacts.mask_passport if entry.field == "passport_number" else cards.mask
-    return msgspec.structs.replace(entry, old_value=hide(entry.old_value),
-                                   new_value=hide(entry.new_value))
+    return msgspec.structs.replace(
+        entry, old_value=hide(entry.old_value), new_value=hide(entry.new_value)
+    )
 
 
-@endpoints.post(r"/ui/meters/{meter_id:\d+}/readings", permission="clients.manage", response=str,
-                media_type="text/html", errors=(400, 404, 409))
+@endpoints.post(
+    r"/ui/meters/{meter_id:\d+}/readings",
+    permission="clients.manage",
+    response=str,
+    media_type="text/html",
+    errors=(400, 404, 409),
+)
 async def enter_reading(request: web.Request) -> web.Response:
     """An operator enters a meter reading; the meter's row comes back with it."""
     meter_id = path_int(request, "meter_id")
@@ -156,8 +219,14 @@ async def enter_reading(request: web.Request) -> web.Response:
     except InvalidOperation:
         raise InvalidInput("value", "a reading is a number, e.g. 1234.5") from None
     async with request.app[DB].acquire() as conn:
-        await meters.enter_reading(conn, actor(request), meter_id, value=value,
-                                   read_on=body.read_on or meters.today_in_kyiv(),
-                                   source="operator", is_replacement=body.is_replacement)
+        await meters.enter_reading(
+            conn,
+            actor(request),
+            meter_id,
+            value=value,
+            read_on=body.read_on or meters.today_in_kyiv(),
+            source="operator",
+            is_replacement=body.is_replacement,
+        )
         meter = await meters.get_meter(conn, meter_id)
     return await render(request, "_meter.html", {"meter": meter, "saved": True})

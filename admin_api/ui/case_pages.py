@@ -97,8 +97,9 @@ def _filters(request: web.Request) -> CaseQueueQuery:
     return decode_query(raw, CaseQueueQuery)
 
 
-@endpoints.get("/ui/cases", permission="cases.read", response=str, media_type="text/html",
-               errors=(400,))
+@endpoints.get(
+    "/ui/cases", permission="cases.read", response=str, media_type="text/html", errors=(400,)
+)
 async def queue_page(request: web.Request) -> web.Response:
     """The queue across channels with its filters; it reloads itself when cases change."""
     ctx = await _queue(request, _filters(request))
@@ -107,47 +108,69 @@ async def queue_page(request: web.Request) -> web.Response:
         async with request.app[DB].acquire() as conn:
             await agents.ensure_agent(conn, principal(request).user_id)
             agent = await agents.get_agent(conn, principal(request).user_id)
-    return await render(request, "cases.html", {
-        **ctx, "statuses": STATUSES, "channels": CHANNELS, "priorities": PRIORITIES,
-        "sla_states": SLA_STATES, "agent": agent, "presences": PRESENCES})
+    return await render(
+        request,
+        "cases.html",
+        {
+            **ctx,
+            "statuses": STATUSES,
+            "channels": CHANNELS,
+            "priorities": PRIORITIES,
+            "sla_states": SLA_STATES,
+            "agent": agent,
+            "presences": PRESENCES,
+        },
+    )
 
 
-@endpoints.post("/ui/me/presence", permission="cases.manage", response=str,
-                media_type="text/html", errors=(400,))
+@endpoints.post(
+    "/ui/me/presence",
+    permission="cases.manage",
+    response=str,
+    media_type="text/html",
+    errors=(400,),
+)
 async def set_presence(request: web.Request) -> web.Response:
     """Set my presence: online gets new cases (and may take next)."""
     form = await forms.form(request, PresenceForm)
     async with request.app[DB].acquire() as conn:
-        agent = await agents.set_presence(conn, actor(request), principal(request).user_id,
-                                          form.presence)
+        agent = await agents.set_presence(
+            conn, actor(request), principal(request).user_id, form.presence
+        )
     return await render(request, "_presence.html", {"agent": agent, "presences": PRESENCES})
 
 
-@endpoints.get("/ui/cases/rows", permission="cases.read", response=str, media_type="text/html",
-               errors=(400,))
+@endpoints.get(
+    "/ui/cases/rows", permission="cases.read", response=str, media_type="text/html", errors=(400,)
+)
 async def queue_rows(request: web.Request) -> web.Response:
     """The queue's rows for the filters (and the next page)."""
     return await render(request, "_case_rows.html", await _queue(request, _filters(request)))
 
 
-@endpoints.post("/ui/cases/next", permission="cases.manage", response=str, media_type="text/html",
-                errors=(409,))
+@endpoints.post(
+    "/ui/cases/next", permission="cases.manage", response=str, media_type="text/html", errors=(409,)
+)
 async def take_next(request: web.Request) -> web.Response:
     """Claim the best unassigned case of my groups and open it."""
     async with request.app[DB].acquire() as conn:
         case = await routing.take_next(conn, actor(request))
     if case is None:
-        return await render(request, "_flash.html", {
-            "status": 200, "level": "warn", "message": "", "nothing_to_take": True},
-            headers={"HX-Retarget": "#flash", "HX-Reswap": "innerHTML"})
+        return await render(
+            request,
+            "_flash.html",
+            {"status": 200, "level": "warn", "message": "", "nothing_to_take": True},
+            headers={"HX-Retarget": "#flash", "HX-Reswap": "innerHTML"},
+        )
     if request.headers.get("HX-Request") == "true":
         return web.Response(status=200, headers={"HX-Location": _hx_location(case.id)})
     raise web.HTTPSeeOther(f"/ui/cases/{case.id}")
 
 
 def _hx_location(case_id: int) -> str:
-    return msgspec.json.encode({"path": f"/ui/cases/{case_id}", "target": "#main",
-                                "select": "#main", "swap": "outerHTML"}).decode()
+    return msgspec.json.encode(
+        {"path": f"/ui/cases/{case_id}", "target": "#main", "select": "#main", "swap": "outerHTML"}
+    ).decode()
 
 
 async def _case_context(request: web.Request, case_id: int) -> dict[str, object]:
@@ -163,32 +186,61 @@ async def _case_context(request: web.Request, case_id: int) -> dict[str, object]
         case_tasks = await tasks.case_tasks(conn, case_id)
         deliveries = await case_deliveries.deliveries(conn, events)
     names = {c.id: c for c in tree}
-    return {"d": detail, "c": detail.case, "events": events, "allowed": allowed,
-            "categories": tree, "category_names": names, "groups": case_groups,
-            "tasks": case_tasks, "priorities": PRIORITIES, "case_types": CASE_TYPES,
-            "server_now": now.isoformat(), "sla_clocks": clocks, "deliveries": deliveries}
+    return {
+        "d": detail,
+        "c": detail.case,
+        "events": events,
+        "allowed": allowed,
+        "categories": tree,
+        "category_names": names,
+        "groups": case_groups,
+        "tasks": case_tasks,
+        "priorities": PRIORITIES,
+        "case_types": CASE_TYPES,
+        "server_now": now.isoformat(),
+        "sla_clocks": clocks,
+        "deliveries": deliveries,
+    }
 
 
-@endpoints.get(r"/ui/cases/{case_id:\d+}", permission="cases.read", response=str,
-               media_type="text/html", errors=(404,))
+@endpoints.get(
+    r"/ui/cases/{case_id:\d+}",
+    permission="cases.read",
+    response=str,
+    media_type="text/html",
+    errors=(404,),
+)
 async def case_page(request: web.Request) -> web.Response:
     """One case: client, flags, SLA timer, classification, thread, actions."""
-    return await render(request, "case.html", await _case_context(request, path_int(request, "case_id")))
+    return await render(
+        request, "case.html", await _case_context(request, path_int(request, "case_id"))
+    )
 
 
-@endpoints.get(r"/ui/cases/{case_id:\d+}/body", permission="cases.read", response=str,
-               media_type="text/html", errors=(404,))
+@endpoints.get(
+    r"/ui/cases/{case_id:\d+}/body",
+    permission="cases.read",
+    response=str,
+    media_type="text/html",
+    errors=(404,),
+)
 async def case_body(request: web.Request) -> web.Response:
     """The case page's body alone: reloaded when the live stream says the case changed."""
-    return await render(request, "_case_body.html",
-                        await _case_context(request, path_int(request, "case_id")))
+    return await render(
+        request, "_case_body.html", await _case_context(request, path_int(request, "case_id"))
+    )
 
 
 STOP_POLLING = 286  # htmx stops an ``every`` poll on this status
 
 
-@endpoints.get(r"/ui/cases/{case_id:\d+}/events/{event_id:\d+}/delivery", permission="cases.read",
-               response=str, media_type="text/html", errors=(404,))
+@endpoints.get(
+    r"/ui/cases/{case_id:\d+}/events/{event_id:\d+}/delivery",
+    permission="cases.read",
+    response=str,
+    media_type="text/html",
+    errors=(404,),
+)
 async def delivery(request: web.Request) -> web.Response:
     """The delivery status of what one thread event sent the client; polled until final."""
     case_id, event_id = path_int(request, "case_id"), path_int(request, "event_id")
@@ -199,18 +251,28 @@ async def delivery(request: web.Request) -> web.Response:
         shown = await case_deliveries.delivery(conn, found[0])
     if shown is None:
         raise NotFound(f"event {event_id} sent nothing")
-    return await render(request, "_delivery.html", {"dl": shown, "case_id": case_id},
-                        status=STOP_POLLING if shown.final else 200)
+    return await render(
+        request,
+        "_delivery.html",
+        {"dl": shown, "case_id": case_id},
+        status=STOP_POLLING if shown.final else 200,
+    )
 
 
-async def _reloaded(request: web.Request, case_id: int, message: str = "",
-                    level: str = "ok") -> web.Response:
+async def _reloaded(
+    request: web.Request, case_id: int, message: str = "", level: str = "ok"
+) -> web.Response:
     ctx = await _case_context(request, case_id)
     return await render(request, "_case_body.html", {**ctx, "message": message, "level": level})
 
 
-@endpoints.post(r"/ui/cases/{case_id:\d+}/status", permission="cases.manage", response=str,
-                media_type="text/html", errors=(400, 404, 409))
+@endpoints.post(
+    r"/ui/cases/{case_id:\d+}/status",
+    permission="cases.manage",
+    response=str,
+    media_type="text/html",
+    errors=(400, 404, 409),
+)
 async def change_status(request: web.Request) -> web.Response:
     """Move the case along the configured status model."""
     case_id = path_int(request, "case_id")
@@ -220,8 +282,13 @@ async def change_status(request: web.Request) -> web.Response:
     return await _reloaded(request, case_id, "status")
 
 
-@endpoints.post(r"/ui/cases/{case_id:\d+}/classification", permission="cases.manage",
-                response=str, media_type="text/html", errors=(400, 404, 409))
+@endpoints.post(
+    r"/ui/cases/{case_id:\d+}/classification",
+    permission="cases.manage",
+    response=str,
+    media_type="text/html",
+    errors=(400, 404, 409),
+)
 async def classify(request: web.Request) -> web.Response:
     """Correct category, type or priority (the history keeps what was proposed)."""
     case_id = path_int(request, "case_id")
@@ -231,20 +298,32 @@ async def classify(request: web.Request) -> web.Response:
     return await _reloaded(request, case_id, "classification")
 
 
-@endpoints.post(r"/ui/cases/{case_id:\d+}/reply", permission="cases.manage", response=str,
-                media_type="text/html", errors=(400, 404))
+@endpoints.post(
+    r"/ui/cases/{case_id:\d+}/reply",
+    permission="cases.manage",
+    response=str,
+    media_type="text/html",
+    errors=(400, 404),
+)
 async def reply(request: web.Request) -> web.Response:
     """Reply by e-mail in the thread, or by Viber/SMS; a refusal says why."""
     app = request.app
     case_id = path_int(request, "case_id")
     form = await forms.form(request, ReplyForm)
-    body = decode_query({k: v for k, v in msgspec.structs.asdict(form).items() if v is not None},
-                        ReplyRequest)
+    body = decode_query(
+        {k: v for k, v in msgspec.structs.asdict(form).items() if v is not None}, ReplyRequest
+    )
     try:
         async with app[DB].acquire() as conn:
             _accepted, outbox, work = await case_replies.reply(
-                conn, app[REDIS], app[SETTINGS], actor(request), case_id, body,
-                case_notify.organisation_of(app[SETTINGS]))
+                conn,
+                app[REDIS],
+                app[SETTINGS],
+                actor(request),
+                case_id,
+                body,
+                case_notify.organisation_of(app[SETTINGS]),
+            )
     except SendRefused as refused:
         return await _reloaded(request, case_id, f"refused:{refused.reason}", "error")
     await realtime.publish(await app[AMQP].publisher(), app[SETTINGS], work)
@@ -252,8 +331,13 @@ async def reply(request: web.Request) -> web.Response:
     return await _reloaded(request, case_id, "reply")
 
 
-@endpoints.post(r"/ui/cases/{case_id:\d+}/info-request", permission="cases.manage", response=str,
-                media_type="text/html", errors=(400, 404, 409))
+@endpoints.post(
+    r"/ui/cases/{case_id:\d+}/info-request",
+    permission="cases.manage",
+    response=str,
+    media_type="text/html",
+    errors=(400, 404, 409),
+)
 async def info_request(request: web.Request) -> web.Response:
     """Ask the client for information; the case goes On Hold."""
     app = request.app
@@ -261,13 +345,19 @@ async def info_request(request: web.Request) -> web.Response:
     body = await forms.form(request, InfoRequest)
     async with app[DB].acquire() as conn:
         _result, outbox = await case_replies.request_info(
-            conn, actor(request), case_id, body, case_notify.organisation_of(app[SETTINGS]))
+            conn, actor(request), case_id, body, case_notify.organisation_of(app[SETTINGS])
+        )
     await _send_now(app, outbox)
     return await _reloaded(request, case_id, "info")
 
 
-@endpoints.post(r"/ui/cases/{case_id:\d+}/tasks", permission="cases.manage", response=str,
-                media_type="text/html", errors=(400, 404, 409))
+@endpoints.post(
+    r"/ui/cases/{case_id:\d+}/tasks",
+    permission="cases.manage",
+    response=str,
+    media_type="text/html",
+    errors=(400, 404, 409),
+)
 async def hand_off(request: web.Request) -> web.Response:
     """Hand work on the case to another department, due at the end of a day."""
     case_id = path_int(request, "case_id")
@@ -279,8 +369,13 @@ async def hand_off(request: web.Request) -> web.Response:
     return await _reloaded(request, case_id, "task")
 
 
-@endpoints.post(r"/ui/cases/{case_id:\d+}/merge", permission="cases.manage", response=str,
-                media_type="text/html", errors=(400, 404, 409))
+@endpoints.post(
+    r"/ui/cases/{case_id:\d+}/merge",
+    permission="cases.manage",
+    response=str,
+    media_type="text/html",
+    errors=(400, 404, 409),
+)
 async def merge(request: web.Request) -> web.Response:
     """Merge this case into another (a duplicate into its original) and open that one."""
     case_id = path_int(request, "case_id")
@@ -297,13 +392,22 @@ async def new_case(request: web.Request) -> web.Response:
     """Register a case by hand: a walk-in visit (or a call taken without CTI)."""
     async with request.app[DB].acquire() as conn:
         tree = await categories.list_categories(conn, include_inactive=False)
-    return await render(request, "case_new.html", {
-        "categories": tree, "priorities": PRIORITIES, "case_types": CASE_TYPES,
-        "client_id": request.query.get("client_id", ""), "error": None})
+    return await render(
+        request,
+        "case_new.html",
+        {
+            "categories": tree,
+            "priorities": PRIORITIES,
+            "case_types": CASE_TYPES,
+            "client_id": request.query.get("client_id", ""),
+            "error": None,
+        },
+    )
 
 
-@endpoints.post("/ui/cases/new", permission="cases.manage", response=str, media_type="text/html",
-                errors=(400,))
+@endpoints.post(
+    "/ui/cases/new", permission="cases.manage", response=str, media_type="text/html", errors=(400,)
+)
 async def register(request: web.Request) -> web.Response:
     """Register the case and open it."""
     body = await forms.form(request, WalkInRegistration)

@@ -24,10 +24,17 @@ ROOT = UI_DIR.parent.parent
 LOCALE_DIR = UI_DIR / "locale"
 KEYWORDS = {"_": None, "gettext": None, "ngettext": (1, 2), "N_": None}
 METHOD_MAP = [("admin_api/ui/**.py", "python"), ("admin_api/ui/templates/**.html", "jinja2")]
-OPTIONS = {"admin_api/ui/templates/**.html": {"extensions": "jinja2.ext.i18n",
-                                              "trim_blocks": "True", "lstrip_blocks": "True"}}
-UK_PLURALS = ("nplurals=3; plural=(n%10==1 && n%100!=11 ? 0 : n%10>=2 && n%10<=4 && "
-              "(n%100<10 || n%100>=20) ? 1 : 2);")
+OPTIONS = {
+    "admin_api/ui/templates/**.html": {
+        "extensions": "jinja2.ext.i18n",
+        "trim_blocks": "True",
+        "lstrip_blocks": "True",
+    }
+}
+UK_PLURALS = (
+    "nplurals=3; plural=(n%10==1 && n%100!=11 ? 0 : n%10>=2 && n%10<=4 && "
+    "(n%100<10 || n%100>=20) ? 1 : 2);"
+)
 
 
 def po_path(language: str) -> Path:
@@ -38,10 +45,12 @@ def extract() -> Catalog:
     """Every message id the UI's code and templates use."""
     catalog = Catalog()
     for filename, lineno, message, comments, context in extract_from_dir(
-            str(ROOT), METHOD_MAP, OPTIONS, KEYWORDS, strip_comment_tags=True):
+        str(ROOT), METHOD_MAP, OPTIONS, KEYWORDS, strip_comment_tags=True
+    ):
         if filename.startswith("admin_api/ui/") or filename.startswith("admin_api\\ui\\"):
-            catalog.add(message, None, [(filename, lineno)], auto_comments=comments,
-                        context=context)
+            catalog.add(
+                message, None, [(filename, lineno)], auto_comments=comments, context=context
+            )
     return catalog
 
 

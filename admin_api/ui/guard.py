@@ -28,9 +28,11 @@ from herald.errors import HeraldError, NotFound
 
 PAGE_TAG = "ui"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-       "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
-       "form-action 'self'; frame-ancestors 'none'")
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
 SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Frame-Options": "DENY",
@@ -66,8 +68,12 @@ async def _check_csrf(request: web.Request, declared: Endpoint | None) -> str | 
     """Why this state-changing request is refused, or None when it may go on."""
     origin = request.headers.get("Origin")
     cookie = session_cookie(request)
-    if origin is not None and origin != "null" and not _own_origin(request, origin) \
-            and (cookie is not None or is_page(declared)):
+    if (
+        origin is not None
+        and origin != "null"
+        and not _own_origin(request, origin)
+        and (cookie is not None or is_page(declared))
+    ):
         return "the request comes from another site"
     if not is_page(declared) or authorization_bearer(request) is not None:
         return None
@@ -79,8 +85,10 @@ async def _check_csrf(request: web.Request, declared: Endpoint | None) -> str | 
     if cookie is None:
         return None  # the security middleware answers 401
     sent = request.headers.get("X-CSRF-Token")
-    if sent is None and request.content_type in ("application/x-www-form-urlencoded",
-                                                 "multipart/form-data"):
+    if sent is None and request.content_type in (
+        "application/x-www-form-urlencoded",
+        "multipart/form-data",
+    ):
         value = (await request.post()).get("csrf_token")
         sent = value if isinstance(value, str) else None
     if sent is None or not hmac.compare_digest(sent, csrf_token(cookie)):
@@ -98,8 +106,9 @@ def _login_redirect(request: web.Request) -> web.Response:
     return web.Response(status=303, headers={"Location": target})
 
 
-async def _error_page(request: web.Request, status: int, message: str = "",
-                      error: HeraldError | None = None) -> web.Response:
+async def _error_page(
+    request: web.Request, status: int, message: str = "", error: HeraldError | None = None
+) -> web.Response:
     headers = {}
     template = "error.html"
     if request.headers.get("HX-Request") == "true":
@@ -107,9 +116,13 @@ async def _error_page(request: web.Request, status: int, message: str = "",
         headers = {"HX-Retarget": "#flash", "HX-Reswap": "innerHTML"}
         template = "_flash.html"
     # The real status even for htmx: the page's htmx config swaps 4xx/5xx answers too.
-    return await render(request, template, {"status": status, "message": message,
-                                            "error": error, "level": "error"},
-                        status=status, headers=headers)
+    return await render(
+        request,
+        template,
+        {"status": status, "message": message, "error": error, "level": "error"},
+        status=status,
+        headers=headers,
+    )
 
 
 @web.middleware
@@ -119,8 +132,9 @@ async def ui_guard(request: web.Request, handler: Any) -> web.StreamResponse:
     if request.method not in SAFE_METHODS:
         refused = await _check_csrf(request, declared)
         if refused is not None:
-            response: web.StreamResponse = web.Response(status=403, text=refused,
-                                                        content_type="text/plain")
+            response: web.StreamResponse = web.Response(
+                status=403, text=refused, content_type="text/plain"
+            )
             response.headers.update(SECURITY_HEADERS)
             return response
     page = is_page(declared)

@@ -69,8 +69,9 @@ class Formats:
         if value is None:
             return "—"
         if fmt == "short":
-            return dates.format_datetime(value, "dd.MM.yyyy HH:mm", tzinfo=clock.business_tz(),
-                                         locale=self.locale)
+            return dates.format_datetime(
+                value, "dd.MM.yyyy HH:mm", tzinfo=clock.business_tz(), locale=self.locale
+            )
         return dates.format_datetime(value, fmt, tzinfo=clock.business_tz(), locale=self.locale)
 
     def date(self, value: dt.date | None) -> str:

@@ -46,6 +46,8 @@ async def end_streams(app: web.Application) -> None:
     streams = app[STREAMS]
     for task in list(streams):
         task.cancel()
+
+
 _decode_push = msgspec.json.Decoder(CallPush)
 
 
@@ -53,8 +55,9 @@ async def _calls(request: web.Request, out: asyncio.Queue[tuple[str, str]]) -> N
     """This operator's call events, rendered as the call panel."""
     pubsub = request.app[REDIS].pubsub()
     try:
-        await pubsub.subscribe(cti.agent_channel(request.app[SETTINGS].namespace,
-                                                 principal(request).login))
+        await pubsub.subscribe(
+            cti.agent_channel(request.app[SETTINGS].namespace, principal(request).login)
+        )
         while True:
             message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
             if message is None:
@@ -80,8 +83,7 @@ async def _cases(request: web.Request, out: asyncio.Queue[tuple[str, str]]) -> N
                 await out.put(("case", " ".join(str(i) for i in sorted(changes.case_ids))))
 
 
-@endpoints.get("/ui/live", permission=AUTHENTICATED, response=str,
-               media_type="text/event-stream")
+@endpoints.get("/ui/live", permission=AUTHENTICATED, response=str, media_type="text/event-stream")
 async def live(request: web.Request) -> web.StreamResponse:
     """The tab's one stream: ``ready``, then ``call`` and ``case`` events as they happen."""
     permissions = principal(request).permissions
@@ -96,8 +98,9 @@ async def live(request: web.Request) -> web.StreamResponse:
     if me is not None:
         request.app[STREAMS].add(me)
     try:
-        async with event_stream(request, ping_interval=PING_SECONDS,
-                                headers=SECURITY_HEADERS) as stream:
+        async with event_stream(
+            request, ping_interval=PING_SECONDS, headers=SECURITY_HEADERS
+        ) as stream:
             await stream.send("ready", event="ready")
             while stream.is_connected():
                 try:

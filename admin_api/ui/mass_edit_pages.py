@@ -39,7 +39,8 @@ def _words(text: str | None) -> list[str] | None:
 def changes_of(form: MassEditForm) -> AccountChanges:
     """The API's typed changes from the form (a bad value is a 400 naming the field)."""
     raw: dict[str, object] = {
-        "consumer_type": form.consumer_type, "status": form.status,
+        "consumer_type": form.consumer_type,
+        "status": form.status,
         "registers_add": _words(form.registers_add),
         "registers_remove": _words(form.registers_remove),
         "destroyed_housing": {"yes": True, "no": False}.get(form.destroyed_housing or ""),
@@ -50,8 +51,13 @@ def changes_of(form: MassEditForm) -> AccountChanges:
     return changes
 
 
-@endpoints.post("/ui/accounts/mass-edit", permission="clients.mass_edit", response=str,
-                media_type="text/html", errors=(400,))
+@endpoints.post(
+    "/ui/accounts/mass-edit",
+    permission="clients.mass_edit",
+    response=str,
+    media_type="text/html",
+    errors=(400,),
+)
 async def mass_edit_accounts(request: web.Request) -> web.Response:
     """Preview (dry run) or apply the changes to the accounts ticked in the results."""
     form = await forms.form(request, MassEditForm, lists=("account_ids",))
@@ -59,7 +65,13 @@ async def mass_edit_accounts(request: web.Request) -> web.Response:
         raise InvalidInput("account_ids", "tick the accounts to change in the results")
     dry_run = form.apply != "true"
     async with request.app[DB].acquire() as conn:
-        report = await mass_edit.mass_edit(conn, actor(request), changes=changes_of(form),
-                                           account_ids=form.account_ids, client_ids=None,
-                                           account_filter=None, dry_run=dry_run)
+        report = await mass_edit.mass_edit(
+            conn,
+            actor(request),
+            changes=changes_of(form),
+            account_ids=form.account_ids,
+            client_ids=None,
+            account_filter=None,
+            dry_run=dry_run,
+        )
     return await render(request, "_mass_edit_report.html", {"report": report})

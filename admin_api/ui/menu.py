@@ -42,7 +42,9 @@ ITEMS: tuple[MenuItem, ...] = (
 def menu_for(permissions: Set[str], path: str) -> list[MenuItem]:
     """The entries this person may open, the current one marked active."""
     found = [i for i in ITEMS if i.permission in permissions]
-    best = max((i for i in found if path.startswith(i.href)), key=lambda i: len(i.href), default=None)
+    best = max(
+        (i for i in found if path.startswith(i.href)), key=lambda i: len(i.href), default=None
+    )
     return [msgspec.structs.replace(i, active=i is best) for i in found]
 
 

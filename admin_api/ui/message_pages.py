@@ -41,8 +41,13 @@ def _text(content: object) -> str:
     return ""
 
 
-@endpoints.get(r"/ui/clients/{client_id:\d+}/send/preview", permission="messages.send",
-               response=str, media_type="text/html", errors=(400, 404))
+@endpoints.get(
+    r"/ui/clients/{client_id:\d+}/send/preview",
+    permission="messages.send",
+    response=str,
+    media_type="text/html",
+    errors=(400, 404),
+)
 async def preview(request: web.Request) -> web.Response:
     """The chosen template rendered for this client on the chosen channel."""
     client_id = path_int(request, "client_id")
@@ -54,42 +59,71 @@ async def preview(request: web.Request) -> web.Response:
         if form.template_id not in allowed:
             return await render(request, "_send_preview.html", {"preview": None, "text": ""})
         shown = await template_store.preview(
-            conn, request.app[ENGINE], form.template_id, allowed[form.template_id].current_version,
-            client_id=client_id, channel=form.channel, language=None,
+            conn,
+            request.app[ENGINE],
+            form.template_id,
+            allowed[form.template_id].current_version,
+            client_id=client_id,
+            channel=form.channel,
+            language=None,
             organisation=_organisation(request),
-            links=UnsubscribeLinks.from_settings(request.app[SETTINGS]))
-    return await render(request, "_send_preview.html", {
-        "preview": shown, "text": _text(shown.content) if shown.content else ""})
+            links=UnsubscribeLinks.from_settings(request.app[SETTINGS]),
+        )
+    return await render(
+        request,
+        "_send_preview.html",
+        {"preview": shown, "text": _text(shown.content) if shown.content else ""},
+    )
 
 
-@endpoints.post(r"/ui/clients/{client_id:\d+}/send", permission="messages.send", response=str,
-                media_type="text/html", errors=(400, 404))
+@endpoints.post(
+    r"/ui/clients/{client_id:\d+}/send",
+    permission="messages.send",
+    response=str,
+    media_type="text/html",
+    errors=(400, 404),
+)
 async def send(request: web.Request) -> web.Response:
     """Send now on the realtime path; the result polls the delivery status."""
     app = request.app
     client_id = path_int(request, "client_id")
     form = await forms.form(request, SendForm)
     if form.template_id is None or form.channel not in SEND_CHANNELS:
-        return await render(request, "_send_result.html", {
-            "refused": None, "missing": True, "status": None})
-    body = OperatorSendRequest(template_id=form.template_id,
-                               channel=form.channel)  # type: ignore[arg-type]  # in SEND_CHANNELS
+        return await render(
+            request, "_send_result.html", {"refused": None, "missing": True, "status": None}
+        )
+    body = OperatorSendRequest(template_id=form.template_id, channel=form.channel)  # type: ignore[arg-type]  # in SEND_CHANNELS
     try:
         async with app[DB].acquire() as conn:
-            accepted, work = await operator_send.send(conn, app[REDIS], app[SETTINGS],
-                                                      actor(request), client_id, body,
-                                                      _organisation(request))
+            accepted, work = await operator_send.send(
+                conn,
+                app[REDIS],
+                app[SETTINGS],
+                actor(request),
+                client_id,
+                body,
+                _organisation(request),
+            )
     except SendRefused as refused:
-        return await render(request, "_send_result.html", {
-            "refused": refused, "missing": False, "status": None})
+        return await render(
+            request, "_send_result.html", {"refused": refused, "missing": False, "status": None}
+        )
     await realtime.publish(await app[AMQP].publisher(), app[SETTINGS], work)
-    return await render(request, "_send_result.html", {
-        "refused": None, "missing": False, "status": None, "accepted": accepted},
-        headers={"HX-Trigger": "herald:timeline"})
+    return await render(
+        request,
+        "_send_result.html",
+        {"refused": None, "missing": False, "status": None, "accepted": accepted},
+        headers={"HX-Trigger": "herald:timeline"},
+    )
 
 
-@endpoints.get("/ui/messages/{message}/status", permission="clients.read", response=str,
-               media_type="text/html", errors=(404,))
+@endpoints.get(
+    "/ui/messages/{message}/status",
+    permission="clients.read",
+    response=str,
+    media_type="text/html",
+    errors=(404,),
+)
 async def status(request: web.Request) -> web.Response:
     """A sent message's latest status; polled until final, and the timeline reloads when it
     changes."""
@@ -97,5 +131,10 @@ async def status(request: web.Request) -> web.Response:
         found = await operator_send.message_status(conn, request.match_info["message"])
     final = found.status in FINAL_STATUSES
     headers = {"HX-Trigger": "herald:timeline"} if request.query.get("seen") != found.status else {}
-    return await render(request, "_message_status.html", {"status": found, "final": final},
-                        status=STOP_POLLING if final else 200, headers=headers)
+    return await render(
+        request,
+        "_message_status.html",
+        {"status": found, "final": final},
+        status=STOP_POLLING if final else 200,
+        headers=headers,
+    )

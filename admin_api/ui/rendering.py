@@ -36,8 +36,9 @@ def hms(seconds: float | None) -> str:
     return f"{sign}{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
-def _translated(catalogue: gettext.NullTranslations,
-                names: Mapping[str, str]) -> Callable[[str], str]:
+def _translated(
+    catalogue: gettext.NullTranslations, names: Mapping[str, str]
+) -> Callable[[str], str]:
     """A code's name in the catalogue's language (the code itself when it has none)."""
     return lambda code: catalogue.gettext(names.get(code, code))
 
@@ -48,22 +49,33 @@ def make_environment(language: str, static_url: Callable[[str], str]) -> jinja2.
         loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
         autoescape=True,  # every template, whatever its name
         extensions=["jinja2.ext.i18n"],
-        trim_blocks=True, lstrip_blocks=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
     )
     catalogue = i18n.translations(language)
     env.install_gettext_translations(  # type: ignore[attr-defined]  # added by jinja2.ext.i18n
-        catalogue, newstyle=True)
+        catalogue, newstyle=True
+    )
     formats = i18n.Formats(language)
-    env.filters.update(dt=formats.datetime, date=formats.date, long_date=formats.long_date,
-                       money=formats.money, num=formats.number, hms=hms)
-    env.globals.update(language=language, language_names=i18n.LANGUAGE_NAMES, static=static_url,
-                       role_name=_translated(catalogue, menu.ROLE_NAMES),
-                       label=_translated(catalogue, labels.LABELS),
-                       refusal=_translated(catalogue, labels.REFUSALS),
-                       error_text=lambda error: texts.error_text(error, catalogue.gettext),
-                       tl_title=lambda item: texts.timeline_title(item, catalogue.gettext,
-                                                                  formats),
-                       generated=lambda text: texts.generated(text, catalogue.gettext))
+    env.filters.update(
+        dt=formats.datetime,
+        date=formats.date,
+        long_date=formats.long_date,
+        money=formats.money,
+        num=formats.number,
+        hms=hms,
+    )
+    env.globals.update(
+        language=language,
+        language_names=i18n.LANGUAGE_NAMES,
+        static=static_url,
+        role_name=_translated(catalogue, menu.ROLE_NAMES),
+        label=_translated(catalogue, labels.LABELS),
+        refusal=_translated(catalogue, labels.REFUSALS),
+        error_text=lambda error: texts.error_text(error, catalogue.gettext),
+        tl_title=lambda item: texts.timeline_title(item, catalogue.gettext, formats),
+        generated=lambda text: texts.generated(text, catalogue.gettext),
+    )
     return env
 
 
@@ -71,7 +83,9 @@ class Renderer:
     """The environments of all languages, built once at start-up."""
 
     def __init__(self, static_url: Callable[[str], str]) -> None:
-        self.environments = {lang: make_environment(lang, static_url) for lang in ui_prefs.LANGUAGES}
+        self.environments = {
+            lang: make_environment(lang, static_url) for lang in ui_prefs.LANGUAGES
+        }
 
     def template(self, language: str, name: str) -> jinja2.Template:
         return self.environments[i18n.normalise(language)].get_template(name)
@@ -101,8 +115,11 @@ async def language(request: web.Request) -> str:
             found = await ui_prefs.language_of(conn, who.user_id)
     # Nobody logged in: the language chosen on the login page (its cookie), else the
     # browser's Accept-Language, else Ukrainian.
-    lang = i18n.normalise(found or request.cookies.get(LANGUAGE_COOKIE)
-                          or i18n.from_accept_language(request.headers.get("Accept-Language")))
+    lang = i18n.normalise(
+        found
+        or request.cookies.get(LANGUAGE_COOKIE)
+        or i18n.from_accept_language(request.headers.get("Accept-Language"))
+    )
     request[LANGUAGE] = lang
     return lang
 
@@ -129,9 +146,16 @@ async def render_text(request: web.Request, name: str, ctx: Mapping[str, Any] | 
     return request.app[RENDERER].template(await language(request), name).render(base)
 
 
-async def render(request: web.Request, name: str, ctx: Mapping[str, Any] | None = None, *,
-                 status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
+async def render(
+    request: web.Request,
+    name: str,
+    ctx: Mapping[str, Any] | None = None,
+    *,
+    status: int = 200,
+    headers: Mapping[str, str] | None = None,
+) -> web.Response:
     """The template rendered as an HTML response."""
     text = await render_text(request, name, ctx)
-    return web.Response(text=text, status=status, content_type="text/html",
-                        headers=dict(headers or {}))
+    return web.Response(
+        text=text, status=status, content_type="text/html", headers=dict(headers or {})
+    )

@@ -44,8 +44,11 @@ def guess(q: str) -> dict[str, str]:
         return {"eic": text}
     if digits.isdigit() and len(digits) == 10 and not digits.startswith("0"):
         return {"or_number": digits}
-    if digits.lstrip("+").isdigit() and _PHONE.match(text) and (
-            text.startswith("+") or digits.startswith(("0", "380")) or len(digits) >= 7):
+    if (
+        digits.lstrip("+").isdigit()
+        and _PHONE.match(text)
+        and (text.startswith("+") or digits.startswith(("0", "380")) or len(digits) >= 7)
+    ):
         return {"phone": text}
     if digits.isdigit() and len(digits) < 10:
         return {"client_id": digits}
@@ -54,8 +57,11 @@ def guess(q: str) -> dict[str, str]:
 
 def to_query(form: SearchForm) -> SearchQuery | None:
     """The API's search query of the form, or None when nothing is typed yet."""
-    fields = {k: getattr(form, k) for k in ("phone", "or_number", "client_id", "eic",
-                                            "address", "name") if getattr(form, k)}
+    fields = {
+        k: getattr(form, k)
+        for k in ("phone", "or_number", "client_id", "eic", "address", "name")
+        if getattr(form, k)
+    }
     if form.q:
         fields.update(guess(form.q))
     if not fields:
@@ -66,8 +72,15 @@ def to_query(form: SearchForm) -> SearchQuery | None:
         fields["client_id"] = int(fields["client_id"])
     if "or_number" in fields:
         fields["or"] = fields.pop("or_number")
-    return decode_query({**fields, "match": form.match if form.match in ("all", "any") else "all",
-                         "cursor": form.cursor, "limit": 20}, SearchQuery)
+    return decode_query(
+        {
+            **fields,
+            "match": form.match if form.match in ("all", "any") else "all",
+            "cursor": form.cursor,
+            "limit": 20,
+        },
+        SearchQuery,
+    )
 
 
 async def _results(request: web.Request, form: SearchForm) -> dict[str, object]:
@@ -83,13 +96,20 @@ async def _results(request: web.Request, form: SearchForm) -> dict[str, object]:
 async def search_page(request: web.Request) -> web.Response:
     """The search page (with results when the query string has criteria)."""
     form = forms.query(request, SearchForm)
-    return await render(request, "search.html", {
-        **await _results(request, form), "consumer_types": CONSUMER_TYPES,
-        "account_statuses": ACCOUNT_STATUSES})
+    return await render(
+        request,
+        "search.html",
+        {
+            **await _results(request, form),
+            "consumer_types": CONSUMER_TYPES,
+            "account_statuses": ACCOUNT_STATUSES,
+        },
+    )
 
 
-@endpoints.get("/ui/search/results", permission="clients.read", response=str,
-               media_type="text/html")
+@endpoints.get(
+    "/ui/search/results", permission="clients.read", response=str, media_type="text/html"
+)
 async def search_results(request: web.Request) -> web.Response:
     """The results fragment, fetched as the operator types; the next page (a cursor) is
     only its rows, which extend the same table."""

@@ -46,8 +46,9 @@ class LanguageForm(msgspec.Struct):
 
 
 def _language_cookie(response: web.StreamResponse, language: str) -> None:
-    response.set_cookie(LANGUAGE_COOKIE, language, max_age=YEAR, path="/", samesite="Strict",
-                        httponly=True)
+    response.set_cookie(
+        LANGUAGE_COOKIE, language, max_age=YEAR, path="/", samesite="Strict", httponly=True
+    )
 
 
 @endpoints.get("/ui/login", permission=PUBLIC, response=str, media_type="text/html")
@@ -56,8 +57,11 @@ async def login_page(request: web.Request) -> web.Response:
     lang = request.query.get("lang")
     if lang in ui_prefs.LANGUAGES:
         request[LANGUAGE] = lang
-    response = await render(request, "login.html", {
-        "next": safe_next(request.query.get("next")), "error": None, "login_name": ""})
+    response = await render(
+        request,
+        "login.html",
+        {"next": safe_next(request.query.get("next")), "error": None, "login_name": ""},
+    )
     if lang in ui_prefs.LANGUAGES:
         _language_cookie(response, lang)
     response.headers["Vary"] = "Accept-Language, Cookie"
@@ -67,11 +71,13 @@ async def login_page(request: web.Request) -> web.Response:
 def _lockout_message(error: AccountLocked, lang: str) -> str:
     until = i18n.Formats(lang).datetime(dt.datetime.fromisoformat(error.until))
     return i18n.translations(lang).gettext(
-        "Too many failed attempts: the account is locked until %(time)s.") % {"time": until}
+        "Too many failed attempts: the account is locked until %(time)s."
+    ) % {"time": until}
 
 
-@endpoints.post("/ui/login", permission=PUBLIC, response=str, media_type="text/html",
-                errors=(401, 423, 429))
+@endpoints.post(
+    "/ui/login", permission=PUBLIC, response=str, media_type="text/html", errors=(401, 423, 429)
+)
 async def login_submit(request: web.Request) -> web.Response:
     """Check the login form; on success set the session cookie and go to ``next``."""
     body = await forms.form(request, LoginForm)
@@ -87,27 +93,47 @@ async def login_submit(request: web.Request) -> web.Response:
     except AccountLocked as locked:
         error, status = _lockout_message(locked, lang), 423
     except TooManyAttempts as throttled:
-        error, status = catalogue.gettext(
-            "Too many failed attempts from this computer: try again in %(seconds)s s.") % {
-            "seconds": throttled.retry_after}, 429
+        error, status = (
+            catalogue.gettext(
+                "Too many failed attempts from this computer: try again in %(seconds)s s."
+            )
+            % {"seconds": throttled.retry_after},
+            429,
+        )
         headers = {"Retry-After": str(throttled.retry_after)}
     except AuthenticationFailed:
         error = catalogue.gettext("The login or the password is wrong.")
     if error is not None:
-        return await render(request, "login.html", {"next": next_path, "error": error,
-                                                    "login_name": body.login},
-                            status=status, headers=headers)
+        return await render(
+            request,
+            "login.html",
+            {"next": next_path, "error": error, "login_name": body.login},
+            status=status,
+            headers=headers,
+        )
     if next_path == "/ui/":
         next_path = menu.home_for(who.permissions)
     response = web.Response(status=303, headers={"Location": next_path})
-    response.set_cookie(SESSION_COOKIE, token, max_age=settings.session_ttl_seconds,
-                        httponly=True, samesite="Strict", path="/",
-                        secure=settings.environment == "production")
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=settings.session_ttl_seconds,
+        httponly=True,
+        samesite="Strict",
+        path="/",
+        secure=settings.environment == "production",
+    )
     _language_cookie(response, stored)
     # This browser becomes a known device of the user's (see the README, Authentication).
-    response.set_cookie(DEVICE_COOKIE, device, max_age=settings.login_device_days * 86_400,
-                        httponly=True, samesite="Strict", path="/ui/login",
-                        secure=settings.environment == "production")
+    response.set_cookie(
+        DEVICE_COOKIE,
+        device,
+        max_age=settings.login_device_days * 86_400,
+        httponly=True,
+        samesite="Strict",
+        path="/ui/login",
+        secure=settings.environment == "production",
+    )
     return response
 
 
@@ -127,11 +153,19 @@ async def start(request: web.Request) -> web.Response:
     raise web.HTTPSeeOther(menu.home_for(principal(request).permissions))
 
 
-async def _account(request: web.Request, message: str = "", level: str = "ok",
-                   status: int = 200) -> web.Response:
-    return await render(request, "account.html", {
-        "message": message, "level": level,
-        "min_length": request.app[SETTINGS].password_min_length}, status=status)
+async def _account(
+    request: web.Request, message: str = "", level: str = "ok", status: int = 200
+) -> web.Response:
+    return await render(
+        request,
+        "account.html",
+        {
+            "message": message,
+            "level": level,
+            "min_length": request.app[SETTINGS].password_min_length,
+        },
+        status=status,
+    )
 
 
 @endpoints.get("/ui/account", permission=AUTHENTICATED, response=str, media_type="text/html")
@@ -140,8 +174,13 @@ async def account(request: web.Request) -> web.Response:
     return await _account(request)
 
 
-@endpoints.post("/ui/account/password", permission=AUTHENTICATED, response=str,
-                media_type="text/html", errors=(400,))
+@endpoints.post(
+    "/ui/account/password",
+    permission=AUTHENTICATED,
+    response=str,
+    media_type="text/html",
+    errors=(400,),
+)
 async def change_password(request: web.Request) -> web.Response:
     """Change one's own password; the person's other sessions end."""
     body = await forms.form(request, PasswordForm)
@@ -149,42 +188,58 @@ async def change_password(request: web.Request) -> web.Response:
     try:
         async with request.app[DB].acquire() as conn:
             await users.set_password(
-                conn, actor(request),
+                conn,
+                actor(request),
                 PasswordPolicy(min_length=request.app[SETTINGS].password_min_length),
-                principal(request).user_id, body.new_password,
+                principal(request).user_id,
+                body.new_password,
                 current_password=body.current_password,
-                keep_session=users.session_key(request[TOKEN]))
+                keep_session=users.session_key(request[TOKEN]),
+            )
     except (InvalidInput, AuthenticationFailed) as error:
-        return await _account(request, catalogue.gettext("The password was not changed: %(why)s")
-                              % {"why": str(error)}, "error", 400)
+        return await _account(
+            request,
+            catalogue.gettext("The password was not changed: %(why)s") % {"why": str(error)},
+            "error",
+            400,
+        )
     return await _account(request, catalogue.gettext("The password is changed."))
 
 
-@endpoints.post("/ui/language", permission=AUTHENTICATED, response=str, media_type="text/html",
-                errors=(400,))
+@endpoints.post(
+    "/ui/language", permission=AUTHENTICATED, response=str, media_type="text/html", errors=(400,)
+)
 async def set_language(request: web.Request) -> web.Response:
     """Switch one's UI language (stored for the user) and go back to the page."""
     body = await forms.form(request, LanguageForm)
     async with request.app[DB].acquire() as conn:
-        lang = await ui_prefs.set_language(conn, actor(request), principal(request).user_id,
-                                           body.language)
+        lang = await ui_prefs.set_language(
+            conn, actor(request), principal(request).user_id, body.language
+        )
     response = web.Response(status=303, headers={"Location": safe_next(body.next)})
     _language_cookie(response, lang)
     return response
 
 
-SECTIONS = {"supervisor": ("cases.supervise", menu.N_("Supervisor")),
-            "campaigns": ("campaigns.manage", menu.N_("Campaigns")),
-            "segments": ("segments.read", menu.N_("Segments")),
-            "reports": ("audit.read", menu.N_("Reports")),
-            "admin": ("users.manage", menu.N_("Administration"))}
+SECTIONS = {
+    "supervisor": ("cases.supervise", menu.N_("Supervisor")),
+    "campaigns": ("campaigns.manage", menu.N_("Campaigns")),
+    "segments": ("segments.read", menu.N_("Segments")),
+    "reports": ("audit.read", menu.N_("Reports")),
+    "admin": ("users.manage", menu.N_("Administration")),
+}
 
 
 def _section(key: str) -> None:
     permission, title = SECTIONS[key]
 
-    @endpoints.get(f"/ui/section/{key}", permission=permission, response=str,
-                   media_type="text/html", summary=f"The {key} workspace (parts 2 and 3 of the UI)")
+    @endpoints.get(
+        f"/ui/section/{key}",
+        permission=permission,
+        response=str,
+        media_type="text/html",
+        summary=f"The {key} workspace (parts 2 and 3 of the UI)",
+    )
     async def section(request: web.Request) -> web.Response:
         return await render(request, "section.html", {"title": title, "key": key})
 

@@ -22,9 +22,16 @@ from admin_api.ui.rendering import RENDERER, Renderer
 from admin_api.ui.static_files import STATIC, StaticFiles
 
 UI_TABLES: tuple[EndpointTable, ...] = (
-    static_files.endpoints, session_pages.endpoints, search_pages.endpoints,
-    card_pages.endpoints, contact_pages.endpoints, message_pages.endpoints,
-    case_pages.endpoints, mass_edit_pages.endpoints, live.endpoints, task_pages.endpoints,
+    static_files.endpoints,
+    session_pages.endpoints,
+    search_pages.endpoints,
+    card_pages.endpoints,
+    contact_pages.endpoints,
+    message_pages.endpoints,
+    case_pages.endpoints,
+    mass_edit_pages.endpoints,
+    live.endpoints,
+    task_pages.endpoints,
 )
 
 __all__ = ["UI_TABLES", "setup_ui", "ui_guard"]

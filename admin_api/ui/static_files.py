@@ -15,8 +15,13 @@ from aiohttp import web
 from admin_api.routing import PUBLIC, EndpointTable
 
 STATIC_DIR = Path(__file__).parent / "static"
-_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml",
-          ".png": "image/png", ".ico": "image/x-icon"}
+_TYPES = {
+    ".js": "text/javascript",
+    ".css": "text/css",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+}
 
 endpoints = EndpointTable("ui")
 
@@ -29,8 +34,11 @@ class StaticFiles:
         for path in sorted(root.iterdir()):
             if path.is_file() and path.suffix in _TYPES:
                 data = path.read_bytes()
-                self.files[path.name] = (data, _TYPES[path.suffix],
-                                         hashlib.sha256(data).hexdigest()[:12])
+                self.files[path.name] = (
+                    data,
+                    _TYPES[path.suffix],
+                    hashlib.sha256(data).hexdigest()[:12],
+                )
 
     def url(self, name: str) -> str:
         return f"/ui/static/{name}?v={self.files[name][2]}"
@@ -39,15 +47,24 @@ class StaticFiles:
 STATIC = web.AppKey("ui_static", StaticFiles)
 
 
-@endpoints.get("/ui/static/{name}", permission=PUBLIC, response=bytes,
-               media_type="application/octet-stream", errors=(404,))
+@endpoints.get(
+    "/ui/static/{name}",
+    permission=PUBLIC,
+    response=bytes,
+    media_type="application/octet-stream",
+    errors=(404,),
+)
 async def static_file(request: web.Request) -> web.Response:
     """A static file of the UI (scripts, stylesheet, icons)."""
     found = request.app[STATIC].files.get(request.match_info["name"])
     if found is None:
         raise web.HTTPNotFound()
     data, content_type, version = found
-    cache = "public, max-age=31536000, immutable" if request.query.get("v") == version \
-        else "no-cache"
-    return web.Response(body=data, content_type=content_type,
-                        headers={"Cache-Control": cache, "ETag": f'"{version}"'})
+    cache = (
+        "public, max-age=31536000, immutable" if request.query.get("v") == version else "no-cache"
+    )
+    return web.Response(
+        body=data,
+        content_type=content_type,
+        headers={"Cache-Control": cache, "ETag": f'"{version}"'},
+    )

@@ -41,39 +41,64 @@ def _is_supervisor(request: web.Request) -> bool:
 
 async def _context(request: web.Request, filters: TaskFilters) -> dict[str, object]:
     scope = filters.scope if _is_supervisor(request) else "mine"
-    query = CaseTaskQuery(mine=scope == "mine", overdue=filters.overdue, limit=500,
-                          status=None if filters.status == "any" else filters.status)
+    query = CaseTaskQuery(
+        mine=scope == "mine",
+        overdue=filters.overdue,
+        limit=500,
+        status=None if filters.status == "any" else filters.status,
+    )
     async with request.app[DB].acquire() as conn:
         found = await tasks.list_tasks(conn, actor(request), query)
         group_names = {g.code: g for g in await groups.list_groups(conn)}
-    return {"tasks": found, "filters": filters, "scope": scope, "group_names": group_names,
-            "statuses": TASK_STATUSES, "may_see_all": _is_supervisor(request),
-            "overdue_count": sum(1 for t in found if t.overdue)}
+    return {
+        "tasks": found,
+        "filters": filters,
+        "scope": scope,
+        "group_names": group_names,
+        "statuses": TASK_STATUSES,
+        "may_see_all": _is_supervisor(request),
+        "overdue_count": sum(1 for t in found if t.overdue),
+    }
 
 
-@endpoints.get("/ui/tasks", permission="cases.manage", response=str, media_type="text/html",
-               errors=(400,))
+@endpoints.get(
+    "/ui/tasks", permission="cases.manage", response=str, media_type="text/html", errors=(400,)
+)
 async def tasks_page(request: web.Request) -> web.Response:
     """The hand-off tasks handed to me and to my groups, soonest deadline first."""
-    return await render(request, "tasks.html",
-                        await _context(request, forms.query(request, TaskFilters)))
+    return await render(
+        request, "tasks.html", await _context(request, forms.query(request, TaskFilters))
+    )
 
 
-@endpoints.get("/ui/tasks/rows", permission="cases.manage", response=str, media_type="text/html",
-               errors=(400,))
+@endpoints.get(
+    "/ui/tasks/rows", permission="cases.manage", response=str, media_type="text/html", errors=(400,)
+)
 async def task_rows(request: web.Request) -> web.Response:
     """The table of tasks for the filters."""
-    return await render(request, "_task_rows.html",
-                        await _context(request, forms.query(request, TaskFilters)))
+    return await render(
+        request, "_task_rows.html", await _context(request, forms.query(request, TaskFilters))
+    )
 
 
-@endpoints.post(r"/ui/tasks/{task_id:\d+}/done", permission="cases.manage", response=str,
-                media_type="text/html", errors=(400, 404, 409))
+@endpoints.post(
+    r"/ui/tasks/{task_id:\d+}/done",
+    permission="cases.manage",
+    response=str,
+    media_type="text/html",
+    errors=(400, 404, 409),
+)
 async def task_done(request: web.Request) -> web.Response:
     """Mark a task done with its result; the row shows it done."""
     form = await forms.form(request, CloseForm)
     async with request.app[DB].acquire() as conn:
-        task = await tasks.close_task(conn, actor(request), path_int(request, "task_id"), "done",
-                                      form.result, supervisor=_is_supervisor(request))
+        task = await tasks.close_task(
+            conn,
+            actor(request),
+            path_int(request, "task_id"),
+            "done",
+            form.result,
+            supervisor=_is_supervisor(request),
+        )
         group_names = {g.code: g for g in await groups.list_groups(conn)}
     return await render(request, "_task_row.html", {"t": task, "group_names": group_names})

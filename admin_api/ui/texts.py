@@ -24,15 +24,34 @@ Translate = Callable[[str], str]
 
 # Fields the operator's forms send, as the form labels them.
 FIELDS: dict[str, str] = {
-    "phone": N_("Phone"), "email": N_("E-mail"), "first_name": N_("First name"),
-    "last_name": N_("Last name"), "middle_name": N_("Patronymic"), "text": N_("Text"),
-    "subject": N_("Subject"), "status": N_("Status"), "value": N_("Reading"),
-    "read_on": N_("Date of the reading"), "into": N_("into case id"), "from": N_("From"),
-    "to": N_("To"), "due_on": N_("Due on"), "due_at": N_("Due on"), "title": N_("Task"),
-    "group_code": N_("Department"), "category_id": N_("Category"), "case_type": N_("Type"),
-    "priority": N_("Priority"), "role": N_("Role"), "account_id": N_("Account"),
-    "client_id": "Client_ID", "or_number": N_("OR"), "q": N_("Search"),
-    "template_id": N_("Template"), "channel": N_("Channel"), "question": N_("Question"),
+    "phone": N_("Phone"),
+    "email": N_("E-mail"),
+    "first_name": N_("First name"),
+    "last_name": N_("Last name"),
+    "middle_name": N_("Patronymic"),
+    "text": N_("Text"),
+    "subject": N_("Subject"),
+    "status": N_("Status"),
+    "value": N_("Reading"),
+    "read_on": N_("Date of the reading"),
+    "into": N_("into case id"),
+    "from": N_("From"),
+    "to": N_("To"),
+    "due_on": N_("Due on"),
+    "due_at": N_("Due on"),
+    "title": N_("Task"),
+    "group_code": N_("Department"),
+    "category_id": N_("Category"),
+    "case_type": N_("Type"),
+    "priority": N_("Priority"),
+    "role": N_("Role"),
+    "account_id": N_("Account"),
+    "client_id": "Client_ID",
+    "or_number": N_("OR"),
+    "q": N_("Search"),
+    "template_id": N_("Template"),
+    "channel": N_("Channel"),
+    "question": N_("Question"),
     "comment": N_("Comment"),
 }
 
@@ -52,7 +71,8 @@ def error_text(error: HeraldError, translate: Translate) -> ErrorText:
         name = FIELDS.get(base)
         if name is not None:
             headline = translate(N_("The value of “%(field)s” is not accepted.")) % {
-                "field": translate(name)}
+                "field": translate(name)
+            }
         else:
             headline = translate(N_("A value is not accepted."))
     elif isinstance(error, NotFound):
@@ -73,7 +93,8 @@ def _amount(value: Any) -> Decimal | None:
 
 # Subjects the domain generates for cases (crm.cases.channels), as messages.
 GENERATED: dict[str, str] = {
-    "Пропущений дзвінок": N_("Missed call"), "Вхідний дзвінок": N_("Incoming call"),
+    "Пропущений дзвінок": N_("Missed call"),
+    "Вхідний дзвінок": N_("Incoming call"),
 }
 
 
@@ -101,26 +122,40 @@ def timeline_title(item: TimelineItem, translate: Translate, formats: Formats) -
             return translate(N_("Message %(channel)s")) % {"channel": channel}
         if item.kind == "reading" and "serial_number" in d and "value" in d:
             return translate(N_("Meter %(serial)s reading: %(value)s m³ (%(source)s)")) % {
-                "serial": d["serial_number"], "value": formats.number(Decimal(str(d["value"]))),
-                "source": label(str(d.get("source") or ""))}
+                "serial": d["serial_number"],
+                "value": formats.number(Decimal(str(d["value"]))),
+                "source": label(str(d.get("source") or "")),
+            }
         if item.kind == "charge" and _amount(d.get("amount")) is not None:
             return translate(N_("Charge for %(period)s: %(amount)s (OR %(or_number)s)")) % {
                 "period": str(d.get("period") or "")[:7],
-                "amount": money(_amount(d["amount"])), "or_number": d.get("or_number", "")}
+                "amount": money(_amount(d["amount"])),
+                "or_number": d.get("or_number", ""),
+            }
         if item.kind == "payment" and _amount(d.get("amount")) is not None:
             return translate(N_("Payment %(amount)s (OR %(or_number)s)")) % {
-                "amount": money(_amount(d["amount"])), "or_number": d.get("or_number", "")}
+                "amount": money(_amount(d["amount"])),
+                "or_number": d.get("or_number", ""),
+            }
         if item.kind == "call" and d.get("ref_type") == "call":
             phone = item.title.rsplit(" ", 1)[-1]
-            what = N_("Incoming call %(phone)s") if item.direction == "in" else \
-                N_("Outgoing call %(phone)s")
+            what = (
+                N_("Incoming call %(phone)s")
+                if item.direction == "in"
+                else N_("Outgoing call %(phone)s")
+            )
             return translate(what) % {"phone": phone}
         if item.kind == "application" and d.get("application_kind"):
             return translate(N_("Application No. %(id)s: %(kind)s")) % {
-                "id": d.get("ref_id", ""), "kind": label(str(d["application_kind"]))}
+                "id": d.get("ref_id", ""),
+                "kind": label(str(d["application_kind"])),
+            }
         if item.kind == "shop_order" and d.get("ref_id") and _amount(d.get("total")) is not None:
             return translate(N_("Online shop order %(id)s: %(total)s %(currency)s")) % {
-                "id": d["ref_id"], "total": d["total"], "currency": d.get("currency", "")}
+                "id": d["ref_id"],
+                "total": d["total"],
+                "currency": d.get("currency", ""),
+            }
         if item.kind == "case":
             return generated(item.title, translate)
     except (KeyError, TypeError, ValueError, InvalidOperation):

@@ -38,15 +38,26 @@ def _decode_cursor(cursor: str) -> tuple[dt.datetime, int]:
     return cursors.decode(cursor, tuple[AwareTime, Id])
 
 
-@endpoints.get("/api/v1/audit/{entity_type}/{entity_id}", permission="audit.read",
-               query=HistoryQuery, response=HistoryPage, errors=(400,))
+@endpoints.get(
+    "/api/v1/audit/{entity_type}/{entity_id}",
+    permission="audit.read",
+    query=HistoryQuery,
+    response=HistoryPage,
+    errors=(400,),
+)
 async def entity_history(request: web.Request, query: HistoryQuery) -> HistoryPage:
     """Every recorded change of one entity (e.g. user/42, contact/7), newest first."""
     entity_type = request.match_info["entity_type"]
     before = _decode_cursor(query.cursor) if query.cursor else None
     async with request.app[DB].acquire() as conn:
-        items = await audit.history(conn, entity_type, request.match_info["entity_id"],
-                                    limit=query.limit, before=before,
-                                    pii_visible=pii.PERMISSION in principal(request).permissions)
-    return HistoryPage(items=items,
-                       next_cursor=_encode_cursor(items[-1]) if len(items) == query.limit else None)
+        items = await audit.history(
+            conn,
+            entity_type,
+            request.match_info["entity_id"],
+            limit=query.limit,
+            before=before,
+            pii_visible=pii.PERMISSION in principal(request).permissions,
+        )
+    return HistoryPage(
+        items=items, next_cursor=_encode_cursor(items[-1]) if len(items) == query.limit else None
+    )

@@ -29,8 +29,12 @@ class CampaignQuery(msgspec.Struct, forbid_unknown_fields=True):
     limit: Annotated[int, msgspec.Meta(ge=1, le=200)] = 50
     before_id: Annotated[Id | None, paging.DEPRECATED_PARAM] = None
     cursor: paging.Cursor | None = None
-    status: Literal["draft", "scheduled", "launching", "running", "paused", "stopped",
-                    "completed", "failed"] | None = None
+    status: (
+        Literal[
+            "draft", "scheduled", "launching", "running", "paused", "stopped", "completed", "failed"
+        ]
+        | None
+    ) = None
 
 
 class CampaignPage(msgspec.Struct):
@@ -69,8 +73,7 @@ class ReceiptsAccepted(msgspec.Struct):
 
 
 class Conversions(msgspec.Struct, forbid_unknown_fields=True):
-    client_ids: Annotated[list[Id],
-                          msgspec.Meta(min_length=1, max_length=10_000)]
+    client_ids: Annotated[list[Id], msgspec.Meta(min_length=1, max_length=10_000)]
 
 
 class ConversionsRecorded(msgspec.Struct):
@@ -78,87 +81,135 @@ class ConversionsRecorded(msgspec.Struct):
     ignored: int
 
 
-@endpoints.get("/api/v1/campaigns", permission="campaigns.read", query=CampaignQuery,
-               response=CampaignPage)
+@endpoints.get(
+    "/api/v1/campaigns", permission="campaigns.read", query=CampaignQuery, response=CampaignPage
+)
 async def list_campaigns(request: web.Request, query: CampaignQuery) -> CampaignPage:
     """Campaigns, newest first, optionally of one status."""
     before_id = paging.start(query.cursor, query.before_id)
     async with request.app[DB].acquire() as conn:
-        items = await campaigns.list_campaigns(conn, limit=query.limit, before_id=before_id,
-                                               status=query.status)
+        items = await campaigns.list_campaigns(
+            conn, limit=query.limit, before_id=before_id, status=query.status
+        )
     return CampaignPage(items, *paging.following(items, query.limit, lambda i: i.id))
 
 
-@endpoints.post("/api/v1/campaigns", permission="campaigns.manage", body=CampaignSpec,
-                response=Campaign, status=201, errors=(400,))
+@endpoints.post(
+    "/api/v1/campaigns",
+    permission="campaigns.manage",
+    body=CampaignSpec,
+    response=Campaign,
+    status=201,
+    errors=(400,),
+)
 async def create_campaign(request: web.Request, body: CampaignSpec) -> Campaign:
     """Create a draft campaign: audience, template version, channel chain, rate limits."""
     async with request.app[DB].acquire() as conn:
         return await campaigns.create(conn, actor(request), body)
 
 
-@endpoints.get("/api/v1/campaigns/{campaign_id}", permission="campaigns.read", response=Campaign,
-               errors=(404,))
+@endpoints.get(
+    "/api/v1/campaigns/{campaign_id}", permission="campaigns.read", response=Campaign, errors=(404,)
+)
 async def get_campaign(request: web.Request) -> Campaign:
     """One campaign."""
     async with request.app[DB].acquire() as conn:
         return await campaigns.get(conn, path_int(request, "campaign_id"))
 
 
-@endpoints.put("/api/v1/campaigns/{campaign_id}", permission="campaigns.manage",
-               body=CampaignSpec, response=Campaign, errors=(404, 409))
+@endpoints.put(
+    "/api/v1/campaigns/{campaign_id}",
+    permission="campaigns.manage",
+    body=CampaignSpec,
+    response=Campaign,
+    errors=(404, 409),
+)
 async def update_campaign(request: web.Request, body: CampaignSpec) -> Campaign:
     """Replace the settings of a draft (a launched campaign is copied instead)."""
     async with request.app[DB].acquire() as conn:
         return await campaigns.update(conn, actor(request), path_int(request, "campaign_id"), body)
 
 
-@endpoints.post("/api/v1/campaigns/{campaign_id}/copy", permission="campaigns.manage",
-                response=Campaign, status=201, errors=(404,))
+@endpoints.post(
+    "/api/v1/campaigns/{campaign_id}/copy",
+    permission="campaigns.manage",
+    response=Campaign,
+    status=201,
+    errors=(404,),
+)
 async def copy_campaign(request: web.Request) -> Campaign:
     """A new draft with this campaign's settings."""
     async with request.app[DB].acquire() as conn:
         return await campaigns.copy(conn, actor(request), path_int(request, "campaign_id"))
 
 
-@endpoints.post("/api/v1/campaigns/{campaign_id}/launch", permission="campaigns.launch",
-                body=LaunchRequest, response=Campaign, errors=(404, 409))
+@endpoints.post(
+    "/api/v1/campaigns/{campaign_id}/launch",
+    permission="campaigns.launch",
+    body=LaunchRequest,
+    response=Campaign,
+    errors=(404, 409),
+)
 async def launch_campaign(request: web.Request, body: LaunchRequest) -> Campaign:
     """Launch a draft now, or at ``at``; the scheduler snapshots the audience and starts it."""
     async with request.app[DB].acquire() as conn:
-        return await campaigns.launch(conn, actor(request), path_int(request, "campaign_id"),
-                                      body.at)
+        return await campaigns.launch(
+            conn, actor(request), path_int(request, "campaign_id"), body.at
+        )
 
 
 async def _transition(request: web.Request, action: str) -> Campaign:
     app = request.app
-    return await scheduler.control(app[DB], app[REDIS], app[AMQP], app[SETTINGS], actor(request),
-                                path_int(request, "campaign_id"), action)
+    return await scheduler.control(
+        app[DB],
+        app[REDIS],
+        app[AMQP],
+        app[SETTINGS],
+        actor(request),
+        path_int(request, "campaign_id"),
+        action,
+    )
 
 
-@endpoints.post("/api/v1/campaigns/{campaign_id}/pause", permission="campaigns.launch",
-                response=Campaign, errors=(404, 409))
+@endpoints.post(
+    "/api/v1/campaigns/{campaign_id}/pause",
+    permission="campaigns.launch",
+    response=Campaign,
+    errors=(404, 409),
+)
 async def pause_campaign(request: web.Request) -> Campaign:
     """Pause: no new message goes to a provider after this returns (in-flight ones finish)."""
     return await _transition(request, "pause")
 
 
-@endpoints.post("/api/v1/campaigns/{campaign_id}/resume", permission="campaigns.launch",
-                response=Campaign, errors=(404, 409))
+@endpoints.post(
+    "/api/v1/campaigns/{campaign_id}/resume",
+    permission="campaigns.launch",
+    response=Campaign,
+    errors=(404, 409),
+)
 async def resume_campaign(request: web.Request) -> Campaign:
     """Resume where it paused; nothing already sent is sent again."""
     return await _transition(request, "resume")
 
 
-@endpoints.post("/api/v1/campaigns/{campaign_id}/stop", permission="campaigns.launch",
-                response=Campaign, errors=(404, 409))
+@endpoints.post(
+    "/api/v1/campaigns/{campaign_id}/stop",
+    permission="campaigns.launch",
+    response=Campaign,
+    errors=(404, 409),
+)
 async def stop_campaign(request: web.Request) -> Campaign:
     """Stop for good: recipients not reached yet are not sent to."""
     return await _transition(request, "stop")
 
 
-@endpoints.get("/api/v1/campaigns/{campaign_id}/stats", permission="campaigns.read",
-               response=CampaignStats, errors=(404,))
+@endpoints.get(
+    "/api/v1/campaigns/{campaign_id}/stats",
+    permission="campaigns.read",
+    response=CampaignStats,
+    errors=(404,),
+)
 async def campaign_stats(request: web.Request) -> CampaignStats:
     """Live counters: sent, delivered, read, failed, skipped by reason, held, per channel."""
     return await collect_stats(request.app, path_int(request, "campaign_id"))
@@ -171,14 +222,23 @@ async def collect_stats(app: web.Application, campaign_id: int) -> CampaignStats
         held = await holds.held_by_reason(conn, campaign_id)
     raw = await outcomes.live_stats(app[REDIS], app[SETTINGS], campaign_id)
     updated = raw.pop("updated_at", None)
-    return CampaignStats(campaign_id, campaign.status, campaign.audience_size,
-                         {k: int(v) for k, v in raw.items()},
-                         held,
-                         await deadlines.awaiting(app[REDIS], app[SETTINGS], campaign_id), updated)
+    return CampaignStats(
+        campaign_id,
+        campaign.status,
+        campaign.audience_size,
+        {k: int(v) for k, v in raw.items()},
+        held,
+        await deadlines.awaiting(app[REDIS], app[SETTINGS], campaign_id),
+        updated,
+    )
 
 
-@endpoints.get("/api/v1/campaigns/{campaign_id}/recipients/{client_id}",
-               permission="campaigns.read", response=RecipientHistory, errors=(404,))
+@endpoints.get(
+    "/api/v1/campaigns/{campaign_id}/recipients/{client_id}",
+    permission="campaigns.read",
+    response=RecipientHistory,
+    errors=(404,),
+)
 async def recipient_history(request: web.Request) -> RecipientHistory:
     """Everything that happened to one client's messages in a campaign, oldest first."""
     campaign_id = path_int(request, "campaign_id")
@@ -190,29 +250,42 @@ async def recipient_history(request: web.Request) -> RecipientHistory:
     return RecipientHistory(campaign_id, client_id, events, held)
 
 
-@endpoints.post("/api/v1/campaigns/{campaign_id}/conversions", permission="campaigns.conversions",
-                body=Conversions, response=ConversionsRecorded, errors=(404,))
+@endpoints.post(
+    "/api/v1/campaigns/{campaign_id}/conversions",
+    permission="campaigns.conversions",
+    body=Conversions,
+    response=ConversionsRecorded,
+    errors=(404,),
+)
 async def record_conversions(request: web.Request, body: Conversions) -> ConversionsRecorded:
     """Clients who acted on the campaign (paid, ordered); counted once each, only if sent to."""
     campaign_id = path_int(request, "campaign_id")
     async with request.app[DB].acquire() as conn:
         recorded = await campaigns.record_conversions(conn, campaign_id, body.client_ids)
     if recorded:
-        await outcomes.count(request.app[REDIS], request.app[SETTINGS], campaign_id,
-                             [outcomes.Event("", campaign_id, c, 0, None, "converted")
-                              for c in recorded])
+        await outcomes.count(
+            request.app[REDIS],
+            request.app[SETTINGS],
+            campaign_id,
+            [outcomes.Event("", campaign_id, c, 0, None, "converted") for c in recorded],
+        )
     return ConversionsRecorded(len(recorded), len(set(body.client_ids)) - len(recorded))
 
 
-@endpoints.post("/api/v1/providers/{channel}/receipts", permission=PROVIDER,
-                body=Annotated[list[Receipt], msgspec.Meta(max_length=10_000)],
-                response=ReceiptsAccepted, errors=(400,))
+@endpoints.post(
+    "/api/v1/providers/{channel}/receipts",
+    permission=PROVIDER,
+    body=Annotated[list[Receipt], msgspec.Meta(max_length=10_000)],
+    response=ReceiptsAccepted,
+    errors=(400,),
+)
 async def provider_receipts(request: web.Request, body: list[Receipt]) -> ReceiptsAccepted:
     """Delivery and read receipts posted back by a provider, in batches."""
     channel = request.match_info["channel"]
     if channel not in CHANNELS:
         raise InvalidInput("channel", f"unknown channel {channel!r}; one of {', '.join(CHANNELS)}")
     app = request.app
-    applied = await receipts.apply_receipts(app[DB], app[REDIS], await app[AMQP].publisher(),
-                                            app[SETTINGS], channel, body)
+    applied = await receipts.apply_receipts(
+        app[DB], app[REDIS], await app[AMQP].publisher(), app[SETTINGS], channel, body
+    )
     return ReceiptsAccepted(applied)

@@ -42,8 +42,13 @@ class CaseMessages(msgspec.Struct):
 
 
 def _refused(request: web.Request, refused: SendRefused) -> web.Response:
-    return problem_response(request, refused.status, code=refused.code, detail=refused.detail,
-                            checks={"reason": refused.reason, "channels": refused.channels})
+    return problem_response(
+        request,
+        refused.status,
+        code=refused.code,
+        detail=refused.detail,
+        checks={"reason": refused.reason, "channels": refused.channels},
+    )
 
 
 async def _send_now(app: web.Application, outbox: list[int]) -> None:
@@ -56,8 +61,14 @@ async def _send_now(app: web.Application, outbox: list[int]) -> None:
         log.exception("sending e-mail replies %s failed; the scheduler retries", outbox)
 
 
-@endpoints.post("/api/v1/cases/{case_id}/replies", permission="cases.manage", body=ReplyRequest,
-                response=ReplyAccepted, status=202, errors=(404, 409, 422))
+@endpoints.post(
+    "/api/v1/cases/{case_id}/replies",
+    permission="cases.manage",
+    body=ReplyRequest,
+    response=ReplyAccepted,
+    status=202,
+    errors=(404, 409, 422),
+)
 async def post_reply(request: web.Request, body: ReplyRequest) -> ReplyAccepted | web.Response:
     """Reply to the client: e-mail in the case's thread, or SMS/Viber on the realtime path.
 
@@ -67,8 +78,14 @@ async def post_reply(request: web.Request, body: ReplyRequest) -> ReplyAccepted 
     try:
         async with app[DB].acquire() as conn:
             accepted, outbox, work = await case_replies.reply(
-                conn, app[REDIS], app[SETTINGS], actor(request), path_int(request, "case_id"),
-                body, case_notify.organisation_of(app[SETTINGS]))
+                conn,
+                app[REDIS],
+                app[SETTINGS],
+                actor(request),
+                path_int(request, "case_id"),
+                body,
+                case_notify.organisation_of(app[SETTINGS]),
+            )
     except SendRefused as refused:
         return _refused(request, refused)
     await realtime.publish(await app[AMQP].publisher(), app[SETTINGS], work)
@@ -80,60 +97,88 @@ async def post_reply(request: web.Request, body: ReplyRequest) -> ReplyAccepted 
     return accepted
 
 
-@endpoints.post("/api/v1/cases/{case_id}/info-request", permission="cases.manage",
-                body=InfoRequest, response=InfoRequested, errors=(404, 409))
+@endpoints.post(
+    "/api/v1/cases/{case_id}/info-request",
+    permission="cases.manage",
+    body=InfoRequest,
+    response=InfoRequested,
+    errors=(404, 409),
+)
 async def post_info_request(request: web.Request, body: InfoRequest) -> InfoRequested:
     """Ask the client for more information: the case goes On Hold (if the transitions
     allow it) and the question is sent (e-mail in the thread, else the info_needed rules)."""
     app = request.app
     async with app[DB].acquire() as conn:
         result, outbox = await case_replies.request_info(
-            conn, actor(request), path_int(request, "case_id"), body,
-            case_notify.organisation_of(app[SETTINGS]))
+            conn,
+            actor(request),
+            path_int(request, "case_id"),
+            body,
+            case_notify.organisation_of(app[SETTINGS]),
+        )
     await _send_now(app, outbox)
     return result
 
 
-@endpoints.get("/api/v1/cases/{case_id}/messages", permission="cases.read",
-               response=CaseMessages, errors=(404,))
+@endpoints.get(
+    "/api/v1/cases/{case_id}/messages",
+    permission="cases.read",
+    response=CaseMessages,
+    errors=(404,),
+)
 async def case_messages(request: web.Request) -> CaseMessages:
     """The e-mail replies of the case (SMTP status) and its client notifications (delivery)."""
     case_id = path_int(request, "case_id")
     async with request.app[DB].acquire() as conn:
         await store.get_case(conn, case_id)
-        return CaseMessages(await case_replies.email_statuses(conn, case_id),
-                            await case_notify.of_case(conn, case_id))
+        return CaseMessages(
+            await case_replies.email_statuses(conn, case_id),
+            await case_notify.of_case(conn, case_id),
+        )
 
 
-@endpoints.get("/api/v1/case-notification-rules", permission="cases.admin",
-               response=list[NotificationRule])
+@endpoints.get(
+    "/api/v1/case-notification-rules", permission="cases.admin", response=list[NotificationRule]
+)
 async def list_rules(request: web.Request) -> list[NotificationRule]:
     """Every notification rule, active or not."""
     async with request.app[DB].acquire() as conn:
         return await case_notify.list_rules(conn)
 
 
-@endpoints.post("/api/v1/case-notification-rules", permission="cases.admin",
-                body=NotificationRuleSpec, response=NotificationRule, status=201, errors=(400,))
+@endpoints.post(
+    "/api/v1/case-notification-rules",
+    permission="cases.admin",
+    body=NotificationRuleSpec,
+    response=NotificationRule,
+    status=201,
+    errors=(400,),
+)
 async def create_rule(request: web.Request, body: NotificationRuleSpec) -> NotificationRule:
     """A case event kind (and status) -> a template version and a Viber/SMS chain."""
     async with request.app[DB].acquire() as conn:
         return await case_notify.create_rule(conn, actor(request), body)
 
 
-@endpoints.put("/api/v1/case-notification-rules/{rule_id}", permission="cases.admin",
-               body=NotificationRuleSpec, response=NotificationRule, errors=(400, 404))
+@endpoints.put(
+    "/api/v1/case-notification-rules/{rule_id}",
+    permission="cases.admin",
+    body=NotificationRuleSpec,
+    response=NotificationRule,
+    errors=(400, 404),
+)
 async def update_rule(request: web.Request, body: NotificationRuleSpec) -> NotificationRule:
     """Change a rule (each changed field journalled)."""
     async with request.app[DB].acquire() as conn:
-        return await case_notify.update_rule(conn, actor(request), path_int(request, "rule_id"),
-                                             body)
+        return await case_notify.update_rule(
+            conn, actor(request), path_int(request, "rule_id"), body
+        )
 
 
-@endpoints.delete("/api/v1/case-notification-rules/{rule_id}", permission="cases.admin",
-                  status=204, errors=(404,))
+@endpoints.delete(
+    "/api/v1/case-notification-rules/{rule_id}", permission="cases.admin", status=204, errors=(404,)
+)
 async def delete_rule(request: web.Request) -> None:
     """Switch the rule off (kept: the notifications it made name it)."""
     async with request.app[DB].acquire() as conn:
         await case_notify.deactivate_rule(conn, actor(request), path_int(request, "rule_id"))
-

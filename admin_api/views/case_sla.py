@@ -37,41 +37,63 @@ class CaseEscalationsQuery(msgspec.Struct, forbid_unknown_fields=True):
 
 # -- calendars -------------------------------------------------------------------------------
 
-@endpoints.get("/api/v1/business-calendars", permission="cases.read",
-               response=list[BusinessCalendar])
+
+@endpoints.get(
+    "/api/v1/business-calendars", permission="cases.read", response=list[BusinessCalendar]
+)
 async def list_calendars(request: web.Request) -> list[BusinessCalendar]:
     """Business calendars: weekly hours, holidays and shortened days, time zone."""
     async with request.app[DB].acquire() as conn:
         return await calendars.list_calendars(conn)
 
 
-@endpoints.get("/api/v1/business-calendars/{calendar_id}", permission="cases.read",
-               response=BusinessCalendar, errors=(404,))
+@endpoints.get(
+    "/api/v1/business-calendars/{calendar_id}",
+    permission="cases.read",
+    response=BusinessCalendar,
+    errors=(404,),
+)
 async def get_calendar(request: web.Request) -> BusinessCalendar:
     """One business calendar."""
     async with request.app[DB].acquire() as conn:
         return await calendars.get_calendar(conn, path_int(request, "calendar_id"))
 
 
-@endpoints.post("/api/v1/business-calendars", permission="cases.admin", body=BusinessCalendarSpec,
-                response=BusinessCalendar, status=201, errors=(400, 409))
+@endpoints.post(
+    "/api/v1/business-calendars",
+    permission="cases.admin",
+    body=BusinessCalendarSpec,
+    response=BusinessCalendar,
+    status=201,
+    errors=(400, 409),
+)
 async def create_calendar(request: web.Request, body: BusinessCalendarSpec) -> BusinessCalendar:
     """Add a business calendar."""
     async with request.app[DB].acquire() as conn:
         return await calendars.create_calendar(conn, actor(request), body)
 
 
-@endpoints.put("/api/v1/business-calendars/{calendar_id}", permission="cases.admin",
-               body=BusinessCalendarSpec, response=BusinessCalendar, errors=(400, 404, 409))
+@endpoints.put(
+    "/api/v1/business-calendars/{calendar_id}",
+    permission="cases.admin",
+    body=BusinessCalendarSpec,
+    response=BusinessCalendar,
+    errors=(400, 404, 409),
+)
 async def update_calendar(request: web.Request, body: BusinessCalendarSpec) -> BusinessCalendar:
     """Replace a calendar (deadlines already set on cases stay)."""
     async with request.app[DB].acquire() as conn:
-        return await calendars.update_calendar(conn, actor(request),
-                                               path_int(request, "calendar_id"), body)
+        return await calendars.update_calendar(
+            conn, actor(request), path_int(request, "calendar_id"), body
+        )
 
 
-@endpoints.delete("/api/v1/business-calendars/{calendar_id}", permission="cases.admin",
-                  status=204, errors=(404, 409))
+@endpoints.delete(
+    "/api/v1/business-calendars/{calendar_id}",
+    permission="cases.admin",
+    status=204,
+    errors=(404, 409),
+)
 async def delete_calendar(request: web.Request) -> None:
     """Delete a calendar no SLA policy uses."""
     async with request.app[DB].acquire() as conn:
@@ -80,6 +102,7 @@ async def delete_calendar(request: web.Request) -> None:
 
 # -- policies and escalation rules ----------------------------------------------------------
 
+
 @endpoints.get("/api/v1/case-sla-policies", permission="cases.read", response=list[SlaPolicy])
 async def list_policies(request: web.Request) -> list[SlaPolicy]:
     """SLA policies; the most specific matching one applies to a case."""
@@ -87,58 +110,88 @@ async def list_policies(request: web.Request) -> list[SlaPolicy]:
         return await sla_config.list_policies(conn)
 
 
-@endpoints.post("/api/v1/case-sla-policies", permission="cases.admin", body=SlaPolicySpec,
-                response=SlaPolicy, status=201, errors=(400, 409))
+@endpoints.post(
+    "/api/v1/case-sla-policies",
+    permission="cases.admin",
+    body=SlaPolicySpec,
+    response=SlaPolicy,
+    status=201,
+    errors=(400, 409),
+)
 async def create_policy(request: web.Request, body: SlaPolicySpec) -> SlaPolicy:
     """Add a policy: targets for a case type / priority / category, with a calendar."""
     async with request.app[DB].acquire() as conn:
         return await sla_config.create_policy(conn, actor(request), body)
 
 
-@endpoints.put("/api/v1/case-sla-policies/{policy_id}", permission="cases.admin",
-               body=SlaPolicySpec, response=SlaPolicy, errors=(400, 404, 409))
+@endpoints.put(
+    "/api/v1/case-sla-policies/{policy_id}",
+    permission="cases.admin",
+    body=SlaPolicySpec,
+    response=SlaPolicy,
+    errors=(400, 404, 409),
+)
 async def update_policy(request: web.Request, body: SlaPolicySpec) -> SlaPolicy:
     """Replace a policy (applies from a case's next intake or reclassification)."""
     async with request.app[DB].acquire() as conn:
-        return await sla_config.update_policy(conn, actor(request),
-                                              path_int(request, "policy_id"), body)
+        return await sla_config.update_policy(
+            conn, actor(request), path_int(request, "policy_id"), body
+        )
 
 
-@endpoints.delete("/api/v1/case-sla-policies/{policy_id}", permission="cases.admin", status=204,
-                  errors=(404, 409))
+@endpoints.delete(
+    "/api/v1/case-sla-policies/{policy_id}", permission="cases.admin", status=204, errors=(404, 409)
+)
 async def delete_policy(request: web.Request) -> None:
     """Delete a policy no case uses (deactivate a used one)."""
     async with request.app[DB].acquire() as conn:
         await sla_config.delete_policy(conn, actor(request), path_int(request, "policy_id"))
 
 
-@endpoints.get("/api/v1/case-escalation-rules", permission="cases.read",
-               response=list[EscalationRule])
+@endpoints.get(
+    "/api/v1/case-escalation-rules", permission="cases.read", response=list[EscalationRule]
+)
 async def list_rules(request: web.Request) -> list[EscalationRule]:
     """Escalation rules: on a warning or breach, notify, raise the priority, reassign."""
     async with request.app[DB].acquire() as conn:
         return await sla_config.list_rules(conn)
 
 
-@endpoints.post("/api/v1/case-escalation-rules", permission="cases.admin", body=EscalationRuleSpec,
-                response=EscalationRule, status=201, errors=(400,))
+@endpoints.post(
+    "/api/v1/case-escalation-rules",
+    permission="cases.admin",
+    body=EscalationRuleSpec,
+    response=EscalationRule,
+    status=201,
+    errors=(400,),
+)
 async def create_rule(request: web.Request, body: EscalationRuleSpec) -> EscalationRule:
     """Add an escalation rule."""
     async with request.app[DB].acquire() as conn:
         return await sla_config.create_rule(conn, actor(request), body)
 
 
-@endpoints.put("/api/v1/case-escalation-rules/{rule_id}", permission="cases.admin",
-               body=EscalationRuleSpec, response=EscalationRule, errors=(400, 404))
+@endpoints.put(
+    "/api/v1/case-escalation-rules/{rule_id}",
+    permission="cases.admin",
+    body=EscalationRuleSpec,
+    response=EscalationRule,
+    errors=(400, 404),
+)
 async def update_rule(request: web.Request, body: EscalationRuleSpec) -> EscalationRule:
     """Replace an escalation rule."""
     async with request.app[DB].acquire() as conn:
-        return await sla_config.update_rule(conn, actor(request), path_int(request, "rule_id"),
-                                            body)
+        return await sla_config.update_rule(
+            conn, actor(request), path_int(request, "rule_id"), body
+        )
 
 
-@endpoints.delete("/api/v1/case-escalation-rules/{rule_id}", permission="cases.admin",
-                  status=204, errors=(404, 409))
+@endpoints.delete(
+    "/api/v1/case-escalation-rules/{rule_id}",
+    permission="cases.admin",
+    status=204,
+    errors=(404, 409),
+)
 async def delete_rule(request: web.Request) -> None:
     """Delete a rule that never fired (deactivate one that did)."""
     async with request.app[DB].acquire() as conn:
@@ -147,31 +200,55 @@ async def delete_rule(request: web.Request) -> None:
 
 # -- a case's SLA ---------------------------------------------------------------------------
 
-@endpoints.patch("/api/v1/cases/{case_id}/sla", permission="cases.manage", body=DeadlineChange,
-                 response=CaseSla, errors=(400, 404, 409))
+
+@endpoints.patch(
+    "/api/v1/cases/{case_id}/sla",
+    permission="cases.manage",
+    body=DeadlineChange,
+    response=CaseSla,
+    errors=(400, 404, 409),
+)
 async def change_deadline(request: web.Request, body: DeadlineChange) -> CaseSla:
     """Set a target's due time by hand, with a reason (a ``deadline`` event)."""
     async with request.app[DB].acquire() as conn:
         return await sla.change_deadline(conn, actor(request), path_int(request, "case_id"), body)
 
 
-@endpoints.get("/api/v1/case-escalations", permission="cases.read", query=CaseEscalationsQuery,
-               response=list[CaseEscalation], errors=(400,))
-async def list_escalations(request: web.Request, query: CaseEscalationsQuery) -> list[CaseEscalation]:
+@endpoints.get(
+    "/api/v1/case-escalations",
+    permission="cases.read",
+    query=CaseEscalationsQuery,
+    response=list[CaseEscalation],
+    errors=(400,),
+)
+async def list_escalations(
+    request: web.Request, query: CaseEscalationsQuery
+) -> list[CaseEscalation]:
     """What escalation rules did, newest first (the supervisor's notifications)."""
     async with request.app[DB].acquire() as conn:
-        return await sla_evaluator.escalations(conn, notify=query.notify, case_id=query.case_id,
-                                               before_id=query.before_id, limit=query.limit)
+        return await sla_evaluator.escalations(
+            conn,
+            notify=query.notify,
+            case_id=query.case_id,
+            before_id=query.before_id,
+            limit=query.limit,
+        )
 
 
 # -- statistics -----------------------------------------------------------------------------
+
 
 def _cell(value: object) -> object:
     return "" if value is None else value
 
 
-@endpoints.get("/api/v1/case-stats", permission="cases.read", query=CaseStatsQuery,
-               response=CaseStats, errors=(400,))
+@endpoints.get(
+    "/api/v1/case-stats",
+    permission="cases.read",
+    query=CaseStatsQuery,
+    response=CaseStats,
+    errors=(400,),
+)
 async def case_stats(request: web.Request, query: CaseStatsQuery) -> CaseStats | web.StreamResponse:
     """Counts, response and resolution times, SLA met/breached and FCR for a period,
     grouped; ``Accept: text/csv`` or ``format=csv`` streams the same rows as CSV."""
@@ -181,9 +258,12 @@ async def case_stats(request: web.Request, query: CaseStatsQuery) -> CaseStats |
             return await stats.case_stats(conn, query)
         names = stats.groups_of(query)
         columns = stats.csv_columns(names)
-        response = web.StreamResponse(headers={
-            "Content-Type": "text/csv; charset=utf-8",
-            "Content-Disposition": 'attachment; filename="case-stats.csv"'})
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/csv; charset=utf-8",
+                "Content-Disposition": 'attachment; filename="case-stats.csv"',
+            }
+        )
         await response.prepare(request)
         buffer = io.StringIO()
         writer = csv.writer(buffer)
@@ -199,10 +279,16 @@ async def case_stats(request: web.Request, query: CaseStatsQuery) -> CaseStats |
         return response
 
 
-
-@endpoints.get("/api/v1/case-stats/agent-load", permission="cases.read",
-               query=stats.AgentLoadStatsQuery, response=stats.AgentLoadStats, errors=(400,))
-async def agent_load(request: web.Request, query: stats.AgentLoadStatsQuery) -> stats.AgentLoadStats:
+@endpoints.get(
+    "/api/v1/case-stats/agent-load",
+    permission="cases.read",
+    query=stats.AgentLoadStatsQuery,
+    response=stats.AgentLoadStats,
+    errors=(400,),
+)
+async def agent_load(
+    request: web.Request, query: stats.AgentLoadStatsQuery
+) -> stats.AgentLoadStats:
     """Agent load now (SR-12): each agent's open assigned cases by status against their
     capacity, and the total; ``group_code`` narrows to one group's members."""
     async with request.app[DB].acquire() as conn:

@@ -87,54 +87,83 @@ class ReadingPage(msgspec.Struct):
     next_cursor: str | None
 
 
-@endpoints.get("/api/v1/accounts/{account_id}/meters", permission="clients.read",
-               response=MeterList, errors=(404,))
+@endpoints.get(
+    "/api/v1/accounts/{account_id}/meters",
+    permission="clients.read",
+    response=MeterList,
+    errors=(404,),
+)
 async def account_meters(request: web.Request) -> MeterList:
     """An account's meters, active first, each with its latest reading."""
     async with request.app[DB].acquire() as conn:
         return MeterList(await meters.list_meters(conn, path_int(request, "account_id")))
 
 
-@endpoints.post("/api/v1/accounts/{account_id}/meters", permission="clients.manage",
-                body=NewMeter, response=Meter, status=201, errors=(404, 409))
+@endpoints.post(
+    "/api/v1/accounts/{account_id}/meters",
+    permission="clients.manage",
+    body=NewMeter,
+    response=Meter,
+    status=201,
+    errors=(404, 409),
+)
 async def add_meter(request: web.Request, body: NewMeter) -> Meter:
     """Install a meter on an account (journalled)."""
-    spec = MeterSpec(body.serial_number, body.model, body.size_class, body.installed_at,
-                     body.verified_until)
+    spec = MeterSpec(
+        body.serial_number, body.model, body.size_class, body.installed_at, body.verified_until
+    )
     async with request.app[DB].acquire() as conn:
         return await meters.add_meter(conn, actor(request), path_int(request, "account_id"), spec)
 
 
-@endpoints.get("/api/v1/meters/{meter_id}", permission="clients.read", response=Meter,
-               errors=(404,))
+@endpoints.get(
+    "/api/v1/meters/{meter_id}", permission="clients.read", response=Meter, errors=(404,)
+)
 async def get_meter(request: web.Request) -> Meter:
     """One meter with its latest reading."""
     async with request.app[DB].acquire() as conn:
         return await meters.get_meter(conn, path_int(request, "meter_id"))
 
 
-@endpoints.post("/api/v1/meters/{meter_id}/remove", permission="clients.manage", response=Meter,
-                errors=(404,))
+@endpoints.post(
+    "/api/v1/meters/{meter_id}/remove", permission="clients.manage", response=Meter, errors=(404,)
+)
 async def remove_meter(request: web.Request) -> Meter:
     """Mark a meter removed; its readings stay (journalled)."""
     async with request.app[DB].acquire() as conn:
         return await meters.remove_meter(conn, actor(request), path_int(request, "meter_id"))
 
 
-@endpoints.post("/api/v1/meters/{meter_id}/readings", permission=AUTHENTICATED, body=NewReading,
-                response=ReadingEntered, status=201, errors=(403, 404, 409))
+@endpoints.post(
+    "/api/v1/meters/{meter_id}/readings",
+    permission=AUTHENTICATED,
+    body=NewReading,
+    response=ReadingEntered,
+    status=201,
+    errors=(403, 404, 409),
+)
 async def enter_reading(request: web.Request, body: NewReading) -> Any:
     """Enter a reading. Source operator needs clients.manage; client channels (cabinet, app,
     ivr, chatbot) and gdo need channels.ingest. Lower than the last reading: 400, unless
     is_replacement. The same reading posted again: 200 with created false."""
     needed = "clients.manage" if body.source == "operator" else "channels.ingest"
     if needed not in principal(request).permissions:
-        return problem_response(request, 403, code="permission-denied",
-                                detail=f"readings from source {body.source!r} need {needed!r}")
+        return problem_response(
+            request,
+            403,
+            code="permission-denied",
+            detail=f"readings from source {body.source!r} need {needed!r}",
+        )
     async with request.app[DB].acquire() as conn:
         reading, created = await meters.enter_reading(
-            conn, actor(request), path_int(request, "meter_id"), value=body.value,
-            read_on=body.read_on, source=body.source, is_replacement=body.is_replacement)
+            conn,
+            actor(request),
+            path_int(request, "meter_id"),
+            value=body.value,
+            read_on=body.read_on,
+            source=body.source,
+            is_replacement=body.is_replacement,
+        )
     result = ReadingEntered(reading, created)
     return result if created else json_response(result, 200)
 
@@ -143,15 +172,21 @@ def _reading_cursor(value: str) -> tuple[dt.date, int]:
     return cursors.decode(value, tuple[dt.date, Id])
 
 
-@endpoints.get("/api/v1/meters/{meter_id}/readings", permission="clients.read",
-               query=ReadingQuery, response=ReadingPage, errors=(404,))
+@endpoints.get(
+    "/api/v1/meters/{meter_id}/readings",
+    permission="clients.read",
+    query=ReadingQuery,
+    response=ReadingPage,
+    errors=(404,),
+)
 async def list_readings(request: web.Request, query: ReadingQuery) -> ReadingPage:
     """A meter's readings, newest read date first, with source and who entered them."""
     before = _reading_cursor(query.cursor) if query.cursor else None
     async with request.app[DB].acquire() as conn:
-        items = await meters.list_readings(conn, path_int(request, "meter_id"),
-                                           limit=query.limit + 1, before=before)
-    page = items[:query.limit]
+        items = await meters.list_readings(
+            conn, path_int(request, "meter_id"), limit=query.limit + 1, before=before
+        )
+    page = items[: query.limit]
     cursor = None
     if len(items) > query.limit:
         cursor = cursors.encode(page[-1].read_on, page[-1].id)
@@ -167,14 +202,22 @@ class TimelineQuery(msgspec.Struct, forbid_unknown_fields=True):
 
     limit: Limit = 50
     cursor: str | None = None
-    kinds: Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{1,40}(,[a-z][a-z0-9_]{1,40}){0,30}$")] | None = None
+    kinds: (
+        Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{1,40}(,[a-z][a-z0-9_]{1,40}){0,30}$")]
+        | None
+    ) = None
     channel: Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{1,40}$")] | None = None
     since: Annotated[dt.datetime, msgspec.Meta(tz=True)] | None = None
     until: Annotated[dt.datetime, msgspec.Meta(tz=True)] | None = None
 
 
-@endpoints.get("/api/v1/clients/{client_id}/timeline", permission="clients.read",
-               query=TimelineQuery, response=TimelinePage, errors=(404,))
+@endpoints.get(
+    "/api/v1/clients/{client_id}/timeline",
+    permission="clients.read",
+    query=TimelineQuery,
+    response=TimelinePage,
+    errors=(404,),
+)
 async def client_timeline(request: web.Request, query: TimelineQuery) -> TimelinePage:
     """The client's feed, newest first: calls, messages with delivery status, cases,
     applications, channel interactions, readings, charges, payments (CM-07)."""
@@ -182,12 +225,17 @@ async def client_timeline(request: web.Request, query: TimelineQuery) -> Timelin
     if query.since and query.until and query.since >= query.until:
         raise InvalidInput("until", "must be after since")
     cursor = timeline.decode_cursor(query.cursor) if query.cursor else None
-    flt = TimelineFilter(frozenset(query.kinds.split(",")) if query.kinds else None,
-                         query.channel, query.since, query.until)
+    flt = TimelineFilter(
+        frozenset(query.kinds.split(",")) if query.kinds else None,
+        query.channel,
+        query.since,
+        query.until,
+    )
     async with request.app[DB].acquire() as conn:
         await clients.require(conn, client_id)
-        return await timeline.client_timeline(conn, client_id, limit=query.limit,
-                                              cursor=cursor, flt=flt)
+        return await timeline.client_timeline(
+            conn, client_id, limit=query.limit, cursor=cursor, flt=flt
+        )
 
 
 # -- Applications ----------------------------------------------------------------------------
@@ -217,41 +265,69 @@ class ApplicationPage(msgspec.Struct):
     next_cursor: str | None = None
 
 
-@endpoints.post("/api/v1/clients/{client_id}/applications", permission="clients.manage",
-                body=NewApplication, response=Application, status=201, errors=(404,))
+@endpoints.post(
+    "/api/v1/clients/{client_id}/applications",
+    permission="clients.manage",
+    body=NewApplication,
+    response=Application,
+    status=201,
+    errors=(404,),
+)
 async def create_application(request: web.Request, body: NewApplication) -> Application:
     """Register a client's application (new connection, data update, owner change...)."""
     async with request.app[DB].acquire() as conn:
         return await activity.create_application(
-            conn, actor(request), path_int(request, "client_id"), kind=body.kind,
-            channel=body.channel, status=body.status, account_id=body.account_id,
-            description=body.description)
+            conn,
+            actor(request),
+            path_int(request, "client_id"),
+            kind=body.kind,
+            channel=body.channel,
+            status=body.status,
+            account_id=body.account_id,
+            description=body.description,
+        )
 
 
-@endpoints.get("/api/v1/clients/{client_id}/applications", permission="clients.read",
-               query=ApplicationQuery, response=ApplicationPage, errors=(404,))
+@endpoints.get(
+    "/api/v1/clients/{client_id}/applications",
+    permission="clients.read",
+    query=ApplicationQuery,
+    response=ApplicationPage,
+    errors=(404,),
+)
 async def list_applications(request: web.Request, query: ApplicationQuery) -> ApplicationPage:
     """A client's applications, newest first."""
     before_id = paging.start(query.cursor, query.before_id)
     async with request.app[DB].acquire() as conn:
-        items = await activity.list_applications(conn, path_int(request, "client_id"),
-                                                 limit=query.limit, before_id=before_id)
+        items = await activity.list_applications(
+            conn, path_int(request, "client_id"), limit=query.limit, before_id=before_id
+        )
     return ApplicationPage(items, *paging.following(items, query.limit, lambda i: i.id))
 
 
-@endpoints.post("/api/v1/applications/{application_id}/status", permission="clients.manage",
-                body=ApplicationStatusChange, response=Application, errors=(404,))
-async def set_application_status(request: web.Request, body: ApplicationStatusChange) -> Application:
+@endpoints.post(
+    "/api/v1/applications/{application_id}/status",
+    permission="clients.manage",
+    body=ApplicationStatusChange,
+    response=Application,
+    errors=(404,),
+)
+async def set_application_status(
+    request: web.Request, body: ApplicationStatusChange
+) -> Application:
     """Change an application's status (journalled; the timeline item follows)."""
     async with request.app[DB].acquire() as conn:
         return await activity.set_application_status(
-            conn, actor(request), path_int(request, "application_id"), body.status)
+            conn, actor(request), path_int(request, "application_id"), body.status
+        )
 
 
 # -- Digital-channel intake ------------------------------------------------------------------
 
 
-def _decode_items(items: list[msgspec.Raw], type_: Any) -> tuple[list[tuple[int, Any]], list[ItemError]]:
+def _decode_items(
+    items: list[msgspec.Raw], type_: Any
+) -> tuple[list[tuple[int, Any]], list[ItemError]]:
     """Each item of a batch decoded on its own: the good ones, and one error per bad one."""
     good: list[tuple[int, Any]] = []
     bad: list[ItemError] = []
@@ -285,8 +361,12 @@ ChannelEventBody = ChannelEvent | Annotated[list[msgspec.Raw], msgspec.Meta(max_
 CxEventBody = CxEvent | Annotated[list[msgspec.Raw], msgspec.Meta(max_length=MAX_BATCH)]
 
 
-@endpoints.post("/api/v1/channel-events", permission="channels.ingest", body=ChannelEventBody,
-                response=IntakeResult)
+@endpoints.post(
+    "/api/v1/channel-events",
+    permission="channels.ingest",
+    body=ChannelEventBody,
+    response=IntakeResult,
+)
 async def channel_events(request: web.Request, body: Any) -> IntakeResult:
     """Interactions from the cabinet, app, shop and chatbot: one ChannelEvent, or a list of up
     to 1,000. Idempotent per (channel, external_id). In a batch, good items are stored and
@@ -297,18 +377,26 @@ async def channel_events(request: web.Request, body: Any) -> IntakeResult:
     return _result(result, decoding, single)
 
 
-@endpoints.put("/api/v1/shop-orders/{source_id}", permission="channels.ingest", body=ShopOrderSpec,
-               response=ShopOrder, errors=(409,))
+@endpoints.put(
+    "/api/v1/shop-orders/{source_id}",
+    permission="channels.ingest",
+    body=ShopOrderSpec,
+    response=ShopOrder,
+    errors=(409,),
+)
 async def put_shop_order(request: web.Request, body: ShopOrderSpec) -> Any:
     """Create (201) or replace (200) the shop's order ``source_id``; current while not in a
     final status (delivered, cancelled, returned)."""
     async with request.app[DB].acquire() as conn:
-        order, created = await activity.upsert_shop_order(conn, request.match_info["source_id"], body)
+        order, created = await activity.upsert_shop_order(
+            conn, request.match_info["source_id"], body
+        )
     return json_response(order, 201 if created else 200)
 
 
-@endpoints.post("/api/v1/cx-events", permission="channels.ingest", body=CxEventBody,
-                response=IntakeResult)
+@endpoints.post(
+    "/api/v1/cx-events", permission="channels.ingest", body=CxEventBody, response=IntakeResult
+)
 async def cx_events(request: web.Request, body: Any) -> IntakeResult:
     """Survey answers (kind survey) and outbound call results (kind outbound_call): one, or a
     list of up to 1,000; once per (kind, external_id); per-item errors as for channel events."""
@@ -326,19 +414,29 @@ class DigitalChannels(msgspec.Struct):
     shop_orders: ShopOrders
 
 
-@endpoints.get("/api/v1/clients/{client_id}/digital-channels", permission="clients.read",
-               response=DigitalChannels, errors=(404,))
+@endpoints.get(
+    "/api/v1/clients/{client_id}/digital-channels",
+    permission="clients.read",
+    response=DigitalChannels,
+    errors=(404,),
+)
 async def digital_channels(request: web.Request) -> DigitalChannels:
     """Cabinet, app, shop, chatbot: used or not, first and last interaction; shop orders."""
     client_id = path_int(request, "client_id")
     async with request.app[DB].acquire() as conn:
         await clients.require(conn, client_id)
-        return DigitalChannels(await activity.channel_usage(conn, client_id),
-                               await activity.shop_orders(conn, client_id))
+        return DigitalChannels(
+            await activity.channel_usage(conn, client_id),
+            await activity.shop_orders(conn, client_id),
+        )
 
 
-@endpoints.get("/api/v1/clients/{client_id}/customer-experience", permission="clients.read",
-               response=CustomerExperience, errors=(404,))
+@endpoints.get(
+    "/api/v1/clients/{client_id}/customer-experience",
+    permission="clients.read",
+    response=CustomerExperience,
+    errors=(404,),
+)
 async def customer_experience(request: web.Request) -> CustomerExperience:
     """Recent surveys and outbound call results, and the client's opt-outs."""
     client_id = path_int(request, "client_id")

@@ -46,10 +46,13 @@ async def billing_context(app: web.Application) -> AsyncIterator[None]:
     session = aiohttp.ClientSession()
     app[BILLING_SESSION] = session
     connector = HttpBillingConnector(session, settings.billing_url, settings.provider_api_token)
-    app[BILLING] = BillingCache(connector, app[DB],
-                                max_age_seconds=settings.billing_max_age_seconds,
-                                wait_seconds=settings.billing_timeout_seconds,
-                                record_readings=record_billing_readings)
+    app[BILLING] = BillingCache(
+        connector,
+        app[DB],
+        max_age_seconds=settings.billing_max_age_seconds,
+        wait_seconds=settings.billing_timeout_seconds,
+        record_readings=record_billing_readings,
+    )
     try:
         yield
     finally:
@@ -89,24 +92,45 @@ def _period(query: CardQuery) -> tuple[dt.date, dt.date]:
     return start, end
 
 
-async def _card(request: web.Request, query: CardQuery, *, client_id: int | None = None,
-                or_number: str | None = None) -> cards.Card:
+async def _card(
+    request: web.Request,
+    query: CardQuery,
+    *,
+    client_id: int | None = None,
+    or_number: str | None = None,
+) -> cards.Card:
     user = principal(request)
     return await cards.build_card(
-        request.app[DB], request.app[BILLING], client_id=client_id, or_number=or_number,
-        pii="clients.pii" in user.permissions, refresh=query.refresh, period=_period(query),
-        refreshed_by=user.login)
+        request.app[DB],
+        request.app[BILLING],
+        client_id=client_id,
+        or_number=or_number,
+        pii="clients.pii" in user.permissions,
+        refresh=query.refresh,
+        period=_period(query),
+        refreshed_by=user.login,
+    )
 
 
-@endpoints.get(r"/api/v1/clients/{client_id:\d+}", permission="clients.read", query=CardQuery,
-               response=cards.Card, errors=(400, 404))
+@endpoints.get(
+    r"/api/v1/clients/{client_id:\d+}",
+    permission="clients.read",
+    query=CardQuery,
+    response=cards.Card,
+    errors=(400, 404),
+)
 async def client_card(request: web.Request, query: CardQuery) -> cards.Card:
     """The client card: identity, accounts, contacts, billing, meters, dashboard."""
     return await _card(request, query, client_id=path_int(request, "client_id"))
 
 
-@endpoints.get("/api/v1/accounts/by-or/{or_number}", permission="clients.read", query=CardQuery,
-               response=cards.Card, errors=(400, 404))
+@endpoints.get(
+    "/api/v1/accounts/by-or/{or_number}",
+    permission="clients.read",
+    query=CardQuery,
+    response=cards.Card,
+    errors=(400, 404),
+)
 async def card_by_or(request: web.Request, query: CardQuery) -> cards.Card:
     """The card of the client holding a personal account, by its OR number (10 digits)."""
     or_number = request.match_info["or_number"]
@@ -115,8 +139,12 @@ async def card_by_or(request: web.Request, query: CardQuery) -> cards.Card:
     return await _card(request, query, or_number=or_number)
 
 
-@endpoints.post(r"/api/v1/clients/{client_id:\d+}/billing/refresh", permission="clients.read",
-                response=BillingRefresh, errors=(400, 404, 503, 504))
+@endpoints.post(
+    r"/api/v1/clients/{client_id:\d+}/billing/refresh",
+    permission="clients.read",
+    response=BillingRefresh,
+    errors=(400, 404, 503, 504),
+)
 async def refresh_billing(request: web.Request) -> BillingRefresh | web.Response:
     """Refresh the client's billing data now; 503/504 problems when billing fails."""
     client_id = path_int(request, "client_id")
@@ -124,17 +152,25 @@ async def refresh_billing(request: web.Request) -> BillingRefresh | web.Response
         accounts = await cards.client_accounts(conn, client_id)
     billing = request.app[BILLING]
     resolved = await billing.refresh_now(accounts, refreshed_by=principal(request).login)
-    items = [AccountBilling(account_id=a.account_id, or_number=a.or_number,
-                            billing=resolved[a.account_id].block,
-                            equipment=resolved[a.account_id].equipment) for a in accounts]
+    items = [
+        AccountBilling(
+            account_id=a.account_id,
+            or_number=a.or_number,
+            billing=resolved[a.account_id].block,
+            equipment=resolved[a.account_id].equipment,
+        )
+        for a in accounts
+    ]
     down = [i for i in items if i.billing.refresh == "unavailable"]
     slow = [i for i in items if i.billing.refresh in ("timeout", "pending")]
     if down or slow:
         failed = down or slow
         detail = "; ".join(f"{i.or_number}: {i.billing.error or 'no answer yet'}" for i in failed)
         return problem_response(
-            request, 503 if down else 504,
+            request,
+            503 if down else 504,
             code="billing-unavailable" if down else "billing-timeout",
             detail=f"billing could not refresh {len(failed)} of {len(items)} accounts ({detail}); "
-                   "the card shows the cached data marked stale")
+            "the card shows the cached data marked stale",
+        )
     return BillingRefresh(client_id=client_id, accounts=items)

@@ -59,8 +59,9 @@ async def _call_event(request: web.Request) -> CallEvent:
     return decode_query(params, CallEvent)
 
 
-@endpoints.post("/api/v1/cti/calls", permission="cti.events", response=CallAccepted,
-                errors=(400, 415))
+@endpoints.post(
+    "/api/v1/cti/calls", permission="cti.events", response=CallAccepted, errors=(400, 415)
+)
 async def post_call_event(request: web.Request) -> CallAccepted:
     """A VICIdial call event (ringing, answered, hung_up); on ringing the agent gets the match.
 
@@ -75,10 +76,19 @@ async def post_call_event(request: web.Request) -> CallAccepted:
         call, event, new, push = await cti.record_event(conn, body, received=received)
     pushed = False
     if push is not None and call.agent_login:
-        pushed = await cti.push_to_agent(request.app[REDIS], request.app[SETTINGS].namespace,
-                                         call.agent_login, push) > 0
-    return CallAccepted(call=call, event=event, new=new,
-                        identification=push.identification if push else None, pushed=pushed)
+        pushed = (
+            await cti.push_to_agent(
+                request.app[REDIS], request.app[SETTINGS].namespace, call.agent_login, push
+            )
+            > 0
+        )
+    return CallAccepted(
+        call=call,
+        event=event,
+        new=new,
+        identification=push.identification if push else None,
+        pushed=pushed,
+    )
 
 
 # The handler reads JSON, forms and query strings itself; the document declares the JSON body.
@@ -88,8 +98,9 @@ endpoints.endpoints[-1] = (_declared, _handler)
 setattr(_handler, ENDPOINT_ATTR, _declared)
 
 
-@endpoints.get("/api/v1/cti/calls/{call_id}", permission="clients.read", response=Call,
-               errors=(404,))
+@endpoints.get(
+    "/api/v1/cti/calls/{call_id}", permission="clients.read", response=Call, errors=(404,)
+)
 async def get_call(request: web.Request) -> Call:
     """One call: client, agent, times, disposition, recording and transcript."""
     call_id = path_int(request, "call_id")
@@ -97,8 +108,12 @@ async def get_call(request: web.Request) -> Call:
         return await cti.get_call(conn, call_id)
 
 
-@endpoints.get("/api/v1/cti/stream", permission="clients.read", response=CallPush,
-               media_type="text/event-stream")
+@endpoints.get(
+    "/api/v1/cti/stream",
+    permission="clients.read",
+    response=CallPush,
+    media_type="text/event-stream",
+)
 async def call_stream(request: web.Request) -> web.StreamResponse:
     """Server-Sent Events for the logged-in operator: ``ready``, then ``call`` events.
 
@@ -113,8 +128,9 @@ async def call_stream(request: web.Request) -> web.StreamResponse:
         async with event_stream(request, ping_interval=PING_SECONDS) as resp:
             await resp.send(msgspec.json.encode(StreamReady(login)).decode(), event="ready")
             while resp.is_connected() and not viewer_gone(request):
-                message = await pubsub.get_message(ignore_subscribe_messages=True,
-                                                   timeout=POLL_SECONDS)
+                message = await pubsub.get_message(
+                    ignore_subscribe_messages=True, timeout=POLL_SECONDS
+                )
                 if message is not None:
                     await resp.send(message["data"].decode(), event="call")
         return resp
@@ -122,22 +138,24 @@ async def call_stream(request: web.Request) -> web.StreamResponse:
         await pubsub.aclose()
 
 
-
-
 class ExtensionQuery(msgspec.Struct, forbid_unknown_fields=True):
     extension: Extension
 
 
-@endpoints.get("/api/v1/cti/extensions", permission="users.read",
-               response=list[ExtensionMapping])
+@endpoints.get("/api/v1/cti/extensions", permission="users.read", response=list[ExtensionMapping])
 async def list_extensions(request: web.Request) -> list[ExtensionMapping]:
     """VICIdial phones (extension or phone login) and the Herald user at each."""
     async with request.app[DB].acquire() as conn:
         return await cti_extensions.list_mappings(conn)
 
 
-@endpoints.put("/api/v1/cti/extensions", permission="users.manage", body=ExtensionSpec,
-               response=ExtensionMapping, errors=(400,))
+@endpoints.put(
+    "/api/v1/cti/extensions",
+    permission="users.manage",
+    body=ExtensionSpec,
+    response=ExtensionMapping,
+    errors=(400,),
+)
 async def put_extension(request: web.Request, body: ExtensionSpec) -> ExtensionMapping:
     """Map an extension (``SIP/101``) to a user: a call event naming only that phone reaches
     its operator."""
@@ -145,8 +163,13 @@ async def put_extension(request: web.Request, body: ExtensionSpec) -> ExtensionM
         return await cti_extensions.set_mapping(conn, actor(request), body)
 
 
-@endpoints.delete("/api/v1/cti/extensions", permission="users.manage", query=ExtensionQuery,
-                  status=204, errors=(400, 404))
+@endpoints.delete(
+    "/api/v1/cti/extensions",
+    permission="users.manage",
+    query=ExtensionQuery,
+    status=204,
+    errors=(400, 404),
+)
 async def delete_extension(request: web.Request, query: ExtensionQuery) -> None:
     """Remove an extension's mapping (``?extension=SIP/101``)."""
     async with request.app[DB].acquire() as conn:

@@ -43,8 +43,15 @@ FINAL_STATES = frozenset({"completed", "stopped", "failed"})
 
 # -- producers and their events ---------------------------------------------------------
 
-@endpoints.post("/api/v1/producers", permission="events.manage", body=ProducerSpec,
-                response=ProducerCreated, status=201, errors=(409,))
+
+@endpoints.post(
+    "/api/v1/producers",
+    permission="events.manage",
+    body=ProducerSpec,
+    response=ProducerCreated,
+    status=201,
+    errors=(409,),
+)
 async def create_producer(request: web.Request, body: ProducerSpec) -> ProducerCreated:
     """Register an event producer; its API key is in this answer only."""
     async with request.app[DB].acquire() as conn:
@@ -58,8 +65,12 @@ async def list_producers(request: web.Request) -> list[Producer]:
         return await producers.list_producers(conn)
 
 
-@endpoints.post("/api/v1/producers/{producer_id}/deactivate", permission="events.manage",
-                response=Producer, errors=(404,))
+@endpoints.post(
+    "/api/v1/producers/{producer_id}/deactivate",
+    permission="events.manage",
+    response=Producer,
+    errors=(404,),
+)
 async def deactivate_producer(request: web.Request) -> Producer:
     """Refuse the producer's key from now on (403); its events stay."""
     async with request.app[DB].acquire() as conn:
@@ -87,8 +98,9 @@ def decode_items(raw: list[msgspec.Raw]) -> tuple[list[tuple[int, EventIn]], lis
     return good, errors
 
 
-@endpoints.post("/api/v1/events", permission=PRODUCER, body=EventBatch, response=IngestResult,
-                errors=(403,))
+@endpoints.post(
+    "/api/v1/events", permission=PRODUCER, body=EventBatch, response=IngestResult, errors=(403,)
+)
 async def post_events(request: web.Request, body: EventBatch) -> IngestResult | web.Response:
     """One event or a batch of up to 1,000, idempotent on each event's id per producer.
 
@@ -101,45 +113,66 @@ async def post_events(request: web.Request, body: EventBatch) -> IngestResult | 
     await realtime.publish(await app[AMQP].publisher(), app[SETTINGS], work)
     if result.accepted == 0 and result.duplicates == 0:
         return problem_response(
-            request, 400, code="invalid-input", detail="no event of the batch was accepted",
-            errors=[FieldError(f"events[{e.index}].{e.field}", e.message) for e in result.errors])
+            request,
+            400,
+            code="invalid-input",
+            detail="no event of the batch was accepted",
+            errors=[FieldError(f"events[{e.index}].{e.field}", e.message) for e in result.errors],
+        )
     return result
 
 
 # -- trigger rules -----------------------------------------------------------------------
+
 
 class RuleQuery(msgspec.Struct, forbid_unknown_fields=True):
     event_type: Annotated[str, msgspec.Meta(max_length=100)] | None = None
     active: bool = False
 
 
-@endpoints.get("/api/v1/trigger-rules", permission="triggers.read", query=RuleQuery,
-               response=list[TriggerRule])
+@endpoints.get(
+    "/api/v1/trigger-rules", permission="triggers.read", query=RuleQuery, response=list[TriggerRule]
+)
 async def list_rules(request: web.Request, query: RuleQuery) -> list[TriggerRule]:
     """Trigger rules, optionally of one event type, optionally only active ones."""
     async with request.app[DB].acquire() as conn:
-        return await triggers.list_rules(conn, event_type=query.event_type,
-                                         active_only=query.active)
+        return await triggers.list_rules(
+            conn, event_type=query.event_type, active_only=query.active
+        )
 
 
-@endpoints.post("/api/v1/trigger-rules", permission="triggers.manage", body=TriggerRuleSpec,
-                response=TriggerRule, status=201)
+@endpoints.post(
+    "/api/v1/trigger-rules",
+    permission="triggers.manage",
+    body=TriggerRuleSpec,
+    response=TriggerRule,
+    status=201,
+)
 async def create_rule(request: web.Request, body: TriggerRuleSpec) -> TriggerRule:
     """Create a trigger rule: event type, conditions, template version, chain, delay, policy."""
     async with request.app[DB].acquire() as conn:
         return await triggers.create_rule(conn, actor(request), body)
 
 
-@endpoints.get("/api/v1/trigger-rules/{rule_id}", permission="triggers.read",
-               response=TriggerRule, errors=(404,))
+@endpoints.get(
+    "/api/v1/trigger-rules/{rule_id}",
+    permission="triggers.read",
+    response=TriggerRule,
+    errors=(404,),
+)
 async def get_rule(request: web.Request) -> TriggerRule:
     """One trigger rule (its change history: GET /api/v1/audit/trigger_rule/{rule_id})."""
     async with request.app[DB].acquire() as conn:
         return await triggers.get_rule(conn, path_int(request, "rule_id"))
 
 
-@endpoints.put("/api/v1/trigger-rules/{rule_id}", permission="triggers.manage",
-               body=TriggerRuleSpec, response=TriggerRule, errors=(404,))
+@endpoints.put(
+    "/api/v1/trigger-rules/{rule_id}",
+    permission="triggers.manage",
+    body=TriggerRuleSpec,
+    response=TriggerRule,
+    errors=(404,),
+)
 async def update_rule(request: web.Request, body: TriggerRuleSpec) -> TriggerRule:
     """Replace a rule's settings (a new rule version; deactivate with is_active false)."""
     async with request.app[DB].acquire() as conn:
@@ -153,7 +186,9 @@ class RealtimeStats(msgspec.Struct):
     awaiting_receipts: int
 
 
-@endpoints.get("/api/v1/realtime-messages/stats", permission="triggers.read", response=RealtimeStats)
+@endpoints.get(
+    "/api/v1/realtime-messages/stats", permission="triggers.read", response=RealtimeStats
+)
 async def realtime_stats(request: web.Request) -> RealtimeStats:
     """Sent, delivered, failed, skipped by reason... of triggered and operator messages."""
     app = request.app
@@ -165,6 +200,7 @@ async def realtime_stats(request: web.Request) -> RealtimeStats:
 
 # -- operator sends ------------------------------------------------------------------------
 
+
 class OperatorSendFlag(msgspec.Struct, forbid_unknown_fields=True):
     allowed: bool
 
@@ -175,8 +211,13 @@ class OperatorSendFlagSet(msgspec.Struct):
     previous: bool
 
 
-@endpoints.put("/api/v1/templates/{template_id}/operator-send", permission="templates.operator",
-               body=OperatorSendFlag, response=OperatorSendFlagSet, errors=(404,))
+@endpoints.put(
+    "/api/v1/templates/{template_id}/operator-send",
+    permission="templates.operator",
+    body=OperatorSendFlag,
+    response=OperatorSendFlagSet,
+    errors=(404,),
+)
 async def set_operator_send(request: web.Request, body: OperatorSendFlag) -> OperatorSendFlagSet:
     """Allow (or stop allowing) operators to send this template from a client's card."""
     template_id = path_int(request, "template_id")
@@ -185,8 +226,9 @@ async def set_operator_send(request: web.Request, body: OperatorSendFlag) -> Ope
     return OperatorSendFlagSet(template_id, body.allowed, old)
 
 
-@endpoints.get("/api/v1/operator-templates", permission="messages.send",
-               response=list[AllowedTemplate])
+@endpoints.get(
+    "/api/v1/operator-templates", permission="messages.send", response=list[AllowedTemplate]
+)
 async def operator_templates(request: web.Request) -> list[AllowedTemplate]:
     """The templates an operator may send from the card, with their channels."""
     async with request.app[DB].acquire() as conn:
@@ -195,15 +237,26 @@ async def operator_templates(request: web.Request) -> list[AllowedTemplate]:
 
 def _organisation(request: web.Request) -> Organisation:
     s = request.app[SETTINGS]
-    return Organisation(service_centre=s.org_service_centre, contact_phone=s.org_contact_phone,
-                        cabinet_url=s.org_cabinet_url, app_url=s.org_app_url,
-                        payment_url=s.org_payment_url)
+    return Organisation(
+        service_centre=s.org_service_centre,
+        contact_phone=s.org_contact_phone,
+        cabinet_url=s.org_cabinet_url,
+        app_url=s.org_app_url,
+        payment_url=s.org_payment_url,
+    )
 
 
-@endpoints.post("/api/v1/clients/{client_id}/messages", permission="messages.send",
-                body=OperatorSendRequest, response=SendAccepted, status=202,
-                errors=(404, 409, 422))
-async def send_message(request: web.Request, body: OperatorSendRequest) -> SendAccepted | web.Response:
+@endpoints.post(
+    "/api/v1/clients/{client_id}/messages",
+    permission="messages.send",
+    body=OperatorSendRequest,
+    response=SendAccepted,
+    status=202,
+    errors=(404, 409, 422),
+)
+async def send_message(
+    request: web.Request, body: OperatorSendRequest
+) -> SendAccepted | web.Response:
     """Send the client an allowed template now (realtime path); 409/422 say why it cannot go.
     Quiet hours or an air-raid alert hold it until they end (``status: held``), unless
     ``hold`` is false: then 409 with ``checks.release_at``."""
@@ -211,21 +264,32 @@ async def send_message(request: web.Request, body: OperatorSendRequest) -> SendA
     client_id = path_int(request, "client_id")
     try:
         async with app[DB].acquire() as conn:
-            accepted, work = await operator_send.send(conn, app[REDIS], app[SETTINGS],
-                                                      actor(request), client_id, body,
-                                                      _organisation(request))
+            accepted, work = await operator_send.send(
+                conn,
+                app[REDIS],
+                app[SETTINGS],
+                actor(request),
+                client_id,
+                body,
+                _organisation(request),
+            )
     except SendRefused as refused:
         checks: dict[str, object] = {"reason": refused.reason, "channels": refused.channels}
         if refused.release_at is not None:  # quiet hours: when it could go
             checks["release_at"] = refused.release_at
-        return problem_response(request, refused.status, code=refused.code, detail=refused.detail,
-                                checks=checks)
+        return problem_response(
+            request, refused.status, code=refused.code, detail=refused.detail, checks=checks
+        )
     await realtime.publish(await app[AMQP].publisher(), app[SETTINGS], work)
     return accepted
 
 
-@endpoints.post("/api/v1/messages/{message}/cancel", permission="messages.send",
-                response=SendCancelled, errors=(400, 404, 409))
+@endpoints.post(
+    "/api/v1/messages/{message}/cancel",
+    permission="messages.send",
+    response=SendCancelled,
+    errors=(400, 404, 409),
+)
 async def cancel_message(request: web.Request) -> SendCancelled:
     """Cancel an operator's message that is held (quiet hours, an air-raid alert): it is
     never sent. 409 when it is not held (already sent, or on its way)."""
@@ -233,8 +297,9 @@ async def cancel_message(request: web.Request) -> SendCancelled:
         return await operator_send.cancel(conn, actor(request), request.match_info["message"])
 
 
-@endpoints.get("/api/v1/messages/{message}", permission="clients.read", response=MessageStatus,
-               errors=(404,))
+@endpoints.get(
+    "/api/v1/messages/{message}", permission="clients.read", response=MessageStatus, errors=(404,)
+)
 async def message_status(request: web.Request) -> MessageStatus:
     """A triggered or operator message: its latest delivery status and its history."""
     async with request.app[DB].acquire() as conn:
@@ -242,6 +307,7 @@ async def message_status(request: web.Request) -> MessageStatus:
 
 
 # -- campaign live progress (IC-04) --------------------------------------------------------
+
 
 class Progress(msgspec.Struct):
     """A campaign's progress: totals, per channel, by reason; ``held_now`` is parked right now."""
@@ -277,16 +343,31 @@ def progress_of(stats: CampaignStats) -> Progress:
             by_channel.setdefault(parts[1], {})[parts[0]] = value
         elif parts[1] == "reason" and parts[0] in reasons:
             reasons[parts[0]][parts[2]] = value
-    return Progress(stats.campaign_id, stats.status, stats.audience, totals, by_channel,
-                    reasons["skipped"], reasons["failed"], reasons["held"], stats.held_now,
-                    stats.awaiting_receipts, stats.updated_at)
+    return Progress(
+        stats.campaign_id,
+        stats.status,
+        stats.audience,
+        totals,
+        by_channel,
+        reasons["skipped"],
+        reasons["failed"],
+        reasons["held"],
+        stats.held_now,
+        stats.awaiting_receipts,
+        stats.updated_at,
+    )
 
 
 _progress_encoder = msgspec.json.Encoder()
 
 
-@endpoints.get("/api/v1/campaigns/{campaign_id}/stream", permission="campaigns.read",
-               response=Progress, media_type="text/event-stream", errors=(404,))
+@endpoints.get(
+    "/api/v1/campaigns/{campaign_id}/stream",
+    permission="campaigns.read",
+    response=Progress,
+    media_type="text/event-stream",
+    errors=(404,),
+)
 async def campaign_stream(request: web.Request) -> web.StreamResponse:
     """Server-Sent Events: a 'progress' event about once a second while the figures change,
     then one 'final' event when the campaign is completed, stopped or failed. A viewer

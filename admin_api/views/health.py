@@ -47,8 +47,9 @@ async def _timed(probe: Callable[[], Awaitable[object]], timeout: float) -> Chec
         error = f"no answer within {timeout} s"
     except Exception as exc:  # any failure of a dependency means "not ready", with its reason
         error = f"{exc.__class__.__name__}: {exc}"[:300]
-    return Check(ok=error is None, latency_ms=round((time.perf_counter() - started) * 1000, 2),
-                 error=error)
+    return Check(
+        ok=error is None, latency_ms=round((time.perf_counter() - started) * 1000, 2), error=error
+    )
 
 
 @endpoints.get("/readyz", permission=PUBLIC, response=Readiness, errors=(503,))
@@ -74,5 +75,10 @@ async def readyz(request: web.Request) -> Readiness | web.Response:
     if all(c.ok for c in results):
         return Readiness(status="ready", checks=checks)
     down = ", ".join(n for n, c in checks.items() if not c.ok)
-    return problem_response(request, 503, code="not-ready", detail=f"not reachable: {down}",
-                            checks=msgspec.to_builtins(checks))
+    return problem_response(
+        request,
+        503,
+        code="not-ready",
+        detail=f"not reachable: {down}",
+        checks=msgspec.to_builtins(checks),
+    )

@@ -15,8 +15,9 @@ from crm.rbac import Permission, Role
 
 endpoints = EndpointTable("rbac")
 
-PermissionList = Annotated[list[Annotated[str, msgspec.Meta(max_length=100)]],
-                           msgspec.Meta(max_length=500)]
+PermissionList = Annotated[
+    list[Annotated[str, msgspec.Meta(max_length=100)]], msgspec.Meta(max_length=500)
+]
 
 
 class RolePermissions(msgspec.Struct, forbid_unknown_fields=True):
@@ -45,20 +46,38 @@ async def list_roles(request: web.Request) -> list[Role]:
         return await rbac.list_roles(conn)
 
 
-@endpoints.post("/api/v1/roles", permission="rbac.manage", body=RoleCreate, response=Role,
-                status=201, errors=(400, 409))
+@endpoints.post(
+    "/api/v1/roles",
+    permission="rbac.manage",
+    body=RoleCreate,
+    response=Role,
+    status=201,
+    errors=(400, 409),
+)
 async def create_role(request: web.Request, body: RoleCreate) -> Role:
     """Add a role (e.g. a quality manager) with its permissions."""
     async with request.app[DB].acquire() as conn:
-        return await rbac.create_role(conn, actor(request), code=body.code, name_uk=body.name_uk,
-                                      name_en=body.name_en, description=body.description,
-                                      permissions=body.permissions)
+        return await rbac.create_role(
+            conn,
+            actor(request),
+            code=body.code,
+            name_uk=body.name_uk,
+            name_en=body.name_en,
+            description=body.description,
+            permissions=body.permissions,
+        )
 
 
-@endpoints.put("/api/v1/roles/{role}/permissions", permission="rbac.manage",
-               body=RolePermissions, response=Role, errors=(400, 404, 409))
+@endpoints.put(
+    "/api/v1/roles/{role}/permissions",
+    permission="rbac.manage",
+    body=RolePermissions,
+    response=Role,
+    errors=(400, 404, 409),
+)
 async def set_role_permissions(request: web.Request, body: RolePermissions) -> Role:
     """Replace a role's permissions; takes effect on the next request of its users."""
     async with request.app[DB].acquire() as conn:
-        return await rbac.set_role_permissions(conn, actor(request), request.match_info["role"],
-                                               body.permissions)
+        return await rbac.set_role_permissions(
+            conn, actor(request), request.match_info["role"], body.permissions
+        )

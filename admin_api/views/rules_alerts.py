@@ -54,8 +54,11 @@ class AlertPeriodPage(msgspec.Struct):
 
 async def _known_region(conn: asyncpg.Connection, field: str, code: str) -> None:
     if not _REGION.match(code) or not await air_raid.region_exists(conn, code):
-        raise InvalidInput(field, f"unknown region {code!r}: a region code such as UA-30 "
-                                  "(see GET /api/v1/air-raid/alerts for all of them)")
+        raise InvalidInput(
+            field,
+            f"unknown region {code!r}: a region code such as UA-30 "
+            "(see GET /api/v1/air-raid/alerts for all of them)",
+        )
 
 
 @endpoints.get("/api/v1/air-raid/alerts", permission="rules.read", response=list[RegionAlert])
@@ -65,8 +68,13 @@ async def list_alerts(request: web.Request) -> list[RegionAlert]:
         return await air_raid.region_alerts(conn)
 
 
-@endpoints.put("/api/v1/air-raid/alerts/{region}", permission="alerts.manage", body=AlertSwitch,
-               response=AlertState, errors=(400, 503))
+@endpoints.put(
+    "/api/v1/air-raid/alerts/{region}",
+    permission="alerts.manage",
+    body=AlertSwitch,
+    response=AlertState,
+    errors=(400, 503),
+)
 async def switch_alert(request: web.Request, body: AlertSwitch) -> AlertState | web.Response:
     """Switch a region's alert on or off; workers see it at their next batch."""
     region = request.match_info["region"]
@@ -78,26 +86,37 @@ async def switch_alert(request: web.Request, body: AlertSwitch) -> AlertState | 
         # set_alert commits before it mirrors to Redis: the pool's connection is never
         # inside a transaction here.
         try:
-            return await air_raid.set_alert(conn, mirror, actor(request), region, body.active,
-                                            source=body.source)
+            return await air_raid.set_alert(
+                conn, mirror, actor(request), region, body.active, source=body.source
+            )
         except redis.exceptions.RedisError:
             # Committed but not mirrored: the scheduler's periodic sync mirrors it once Redis
             # answers again, and repeating this PUT (a no-op in PostgreSQL) mirrors it too.
             return problem_response(
-                request, 503, code="air-raid-mirror-unavailable",
+                request,
+                503,
+                code="air-raid-mirror-unavailable",
                 detail=f"the alert of {region} was recorded, but Redis could not be updated: "
-                       "workers see it once Redis is reachable again; repeat the request to "
-                       "confirm", headers={"Retry-After": "2"})
+                "workers see it once Redis is reachable again; repeat the request to "
+                "confirm",
+                headers={"Retry-After": "2"},
+            )
 
 
-@endpoints.get("/api/v1/air-raid/history", permission="rules.read", query=AirRaidHistoryQuery,
-               response=AlertPeriodPage, errors=(400,))
+@endpoints.get(
+    "/api/v1/air-raid/history",
+    permission="rules.read",
+    query=AirRaidHistoryQuery,
+    response=AlertPeriodPage,
+    errors=(400,),
+)
 async def alert_history(request: web.Request, query: AirRaidHistoryQuery) -> AlertPeriodPage:
     """Alert periods, newest first, of one region or all; pass next_cursor back as cursor."""
     before_id = paging.start(query.cursor, query.before_id)
     async with request.app[DB].acquire() as conn:
         if query.region is not None:
             await _known_region(conn, "region", query.region)
-        items = await air_raid.history(conn, region_code=query.region, before_id=before_id,
-                                       limit=query.limit)
+        items = await air_raid.history(
+            conn, region_code=query.region, before_id=before_id, limit=query.limit
+        )
     return AlertPeriodPage(items, *paging.following(items, query.limit, lambda i: i.id))

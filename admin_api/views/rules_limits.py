@@ -32,6 +32,7 @@ _PROVIDER = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")
 
 # -- rate limits ----------------------------------------------------------------------
 
+
 class RateLimitBody(msgspec.Struct, forbid_unknown_fields=True):
     """A scope's limits; an absent or null period means no limit for it (at least one is set)."""
 
@@ -46,8 +47,11 @@ def _scope(request: web.Request) -> tuple[str, str | None]:
         raise InvalidInput("channel", f"unknown channel {channel!r}; one of {', '.join(CHANNELS)}")
     provider = request.match_info.get("provider")
     if provider is not None and not _PROVIDER.match(provider):
-        raise InvalidInput("provider", f"bad provider name {provider!r}: lower-case latin letters, "
-                                       "digits, '.', '_' or '-', starting with a letter")
+        raise InvalidInput(
+            "provider",
+            f"bad provider name {provider!r}: lower-case latin letters, "
+            "digits, '.', '_' or '-', starting with a letter",
+        )
     return channel, provider
 
 
@@ -61,8 +65,14 @@ async def list_rate_limits(request: web.Request) -> list[RateLimit]:
 async def _set(request: web.Request, body: RateLimitBody) -> RateLimit:
     channel, provider = _scope(request)
     async with request.app[DB].acquire() as conn:
-        return await rate_limit.set_limit(conn, actor(request), channel=channel, provider=provider,
-                                          per_minute=body.per_minute, per_hour=body.per_hour)
+        return await rate_limit.set_limit(
+            conn,
+            actor(request),
+            channel=channel,
+            provider=provider,
+            per_minute=body.per_minute,
+            per_hour=body.per_hour,
+        )
 
 
 async def _remove(request: web.Request) -> None:
@@ -71,29 +81,41 @@ async def _remove(request: web.Request) -> None:
         await rate_limit.remove_limit(conn, actor(request), channel=channel, provider=provider)
 
 
-@endpoints.put("/api/v1/rate-limits/{channel}", permission="rules.manage", body=RateLimitBody,
-               response=RateLimit, errors=(400,))
+@endpoints.put(
+    "/api/v1/rate-limits/{channel}",
+    permission="rules.manage",
+    body=RateLimitBody,
+    response=RateLimit,
+    errors=(400,),
+)
 async def set_channel_limit(request: web.Request, body: RateLimitBody) -> RateLimit:
     """Set (create or replace) the limit of a whole channel, all its providers together."""
     return await _set(request, body)
 
 
-@endpoints.put("/api/v1/rate-limits/{channel}/{provider}", permission="rules.manage",
-               body=RateLimitBody, response=RateLimit, errors=(400,))
+@endpoints.put(
+    "/api/v1/rate-limits/{channel}/{provider}",
+    permission="rules.manage",
+    body=RateLimitBody,
+    response=RateLimit,
+    errors=(400,),
+)
 async def set_provider_limit(request: web.Request, body: RateLimitBody) -> RateLimit:
     """Set (create or replace) the limit of one provider of a channel (e.g. sms/sms_http)."""
     return await _set(request, body)
 
 
-@endpoints.delete("/api/v1/rate-limits/{channel}", permission="rules.manage", status=204,
-                  errors=(404,))
+@endpoints.delete(
+    "/api/v1/rate-limits/{channel}", permission="rules.manage", status=204, errors=(404,)
+)
 async def remove_channel_limit(request: web.Request) -> None:
     """Remove a channel-wide limit: the channel is unlimited from then on."""
     await _remove(request)
 
 
-@endpoints.delete("/api/v1/rate-limits/{channel}/{provider}", permission="rules.manage",
-                  status=204, errors=(404,))
+@endpoints.delete(
+    "/api/v1/rate-limits/{channel}/{provider}", permission="rules.manage", status=204, errors=(404,)
+)
 async def remove_provider_limit(request: web.Request) -> None:
     """Remove one provider's limit (a channel-wide limit still applies)."""
     await _remove(request)
@@ -102,9 +124,15 @@ async def remove_provider_limit(request: web.Request) -> None:
 # -- quiet hours ----------------------------------------------------------------------
 
 _WALL_CLOCK = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?$")
-WallClock = Annotated[str, msgspec.Meta(
-    max_length=8, description="wall-clock time HH:MM or HH:MM:SS, no time zone",
-    examples=["21:00"], extra_json_schema={"pattern": _WALL_CLOCK.pattern})]
+WallClock = Annotated[
+    str,
+    msgspec.Meta(
+        max_length=8,
+        description="wall-clock time HH:MM or HH:MM:SS, no time zone",
+        examples=["21:00"],
+        extra_json_schema={"pattern": _WALL_CLOCK.pattern},
+    ),
+]
 Weekday = Annotated[int, msgspec.Meta(ge=1, le=7)]
 
 
@@ -114,23 +142,32 @@ class QuietHoursBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
     start: WallClock
     end: WallClock
-    weekdays: Annotated[list[Weekday], msgspec.Meta(min_length=1, max_length=7)] = \
-        msgspec.field(default_factory=lambda: [1, 2, 3, 4, 5, 6, 7])
+    weekdays: Annotated[list[Weekday], msgspec.Meta(min_length=1, max_length=7)] = msgspec.field(
+        default_factory=lambda: [1, 2, 3, 4, 5, 6, 7]
+    )
     channels: Annotated[list[str], msgspec.Meta(max_length=len(CHANNELS))] | None = None
     is_active: bool = True
 
 
 def _wall_clock(field: str, value: str) -> dt.time:
     if not _WALL_CLOCK.match(value):
-        raise InvalidInput(field, f"a wall-clock time HH:MM or HH:MM:SS from 00:00 to 23:59:59 "
-                                  f"without a time zone is expected, got {value!r}")
+        raise InvalidInput(
+            field,
+            f"a wall-clock time HH:MM or HH:MM:SS from 00:00 to 23:59:59 "
+            f"without a time zone is expected, got {value!r}",
+        )
     return dt.time.fromisoformat(value)
 
 
 def _spec(body: QuietHoursBody) -> WindowSpec:
-    return WindowSpec(name=body.name, start=_wall_clock("start", body.start),
-                      end=_wall_clock("end", body.end), weekdays=body.weekdays,
-                      channels=body.channels, is_active=body.is_active)
+    return WindowSpec(
+        name=body.name,
+        start=_wall_clock("start", body.start),
+        end=_wall_clock("end", body.end),
+        weekdays=body.weekdays,
+        channels=body.channels,
+        is_active=body.is_active,
+    )
 
 
 class QuietHoursWindow(msgspec.Struct):
@@ -148,10 +185,16 @@ class QuietHoursWindow(msgspec.Struct):
 
 def _window(w: QuietWindow) -> QuietHoursWindow:
     assert w.id is not None
-    return QuietHoursWindow(id=w.id, name=w.name, start=w.start, end=w.end,
-                            weekdays=sorted(w.weekdays),
-                            channels=None if w.channels is None else sorted(w.channels),
-                            is_active=w.is_active, crosses_midnight=w.end < w.start)
+    return QuietHoursWindow(
+        id=w.id,
+        name=w.name,
+        start=w.start,
+        end=w.end,
+        weekdays=sorted(w.weekdays),
+        channels=None if w.channels is None else sorted(w.channels),
+        is_active=w.is_active,
+        crosses_midnight=w.end < w.start,
+    )
 
 
 @endpoints.get("/api/v1/quiet-hours", permission="rules.read", response=list[QuietHoursWindow])
@@ -161,8 +204,14 @@ async def list_quiet_hours(request: web.Request) -> list[QuietHoursWindow]:
         return [_window(w) for w in await quiet_hours.list_windows(conn)]
 
 
-@endpoints.post("/api/v1/quiet-hours", permission="rules.manage", body=QuietHoursBody,
-                response=QuietHoursWindow, status=201, errors=(400,))
+@endpoints.post(
+    "/api/v1/quiet-hours",
+    permission="rules.manage",
+    body=QuietHoursBody,
+    response=QuietHoursWindow,
+    status=201,
+    errors=(400,),
+)
 async def create_quiet_hours(request: web.Request, body: QuietHoursBody) -> QuietHoursWindow:
     """Add a window; times are "HH:MM" in the recipient's zone, end <= start crosses midnight."""
     spec = _spec(body)
@@ -170,8 +219,13 @@ async def create_quiet_hours(request: web.Request, body: QuietHoursBody) -> Quie
         return _window(await quiet_hours.create_window(conn, actor(request), spec))
 
 
-@endpoints.put("/api/v1/quiet-hours/{window_id}", permission="rules.manage", body=QuietHoursBody,
-               response=QuietHoursWindow, errors=(400, 404))
+@endpoints.put(
+    "/api/v1/quiet-hours/{window_id}",
+    permission="rules.manage",
+    body=QuietHoursBody,
+    response=QuietHoursWindow,
+    errors=(400, 404),
+)
 async def update_quiet_hours(request: web.Request, body: QuietHoursBody) -> QuietHoursWindow:
     """Replace a window's settings (fields left out take their defaults)."""
     window_id = path_int(request, "window_id")
@@ -180,8 +234,9 @@ async def update_quiet_hours(request: web.Request, body: QuietHoursBody) -> Quie
         return _window(await quiet_hours.update_window(conn, actor(request), window_id, spec))
 
 
-@endpoints.delete("/api/v1/quiet-hours/{window_id}", permission="rules.manage", status=204,
-                  errors=(404,))
+@endpoints.delete(
+    "/api/v1/quiet-hours/{window_id}", permission="rules.manage", status=204, errors=(404,)
+)
 async def delete_quiet_hours(request: web.Request) -> None:
     """Remove a window; messages it holds are released when it would have ended."""
     window_id = path_int(request, "window_id")

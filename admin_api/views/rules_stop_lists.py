@@ -59,8 +59,13 @@ class StopListCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     valid_until: AwareDatetime | None = None
 
 
-@endpoints.get("/api/v1/stop-lists", permission="rules.read", query=StopListQuery,
-               response=StopListPage, errors=(400,))
+@endpoints.get(
+    "/api/v1/stop-lists",
+    permission="rules.read",
+    query=StopListQuery,
+    response=StopListPage,
+    errors=(400,),
+)
 async def list_stop_lists(request: web.Request, query: StopListQuery) -> StopListPage:
     """Entries in id order, of a client or segment or in force at active_at, a page at a time.
 
@@ -68,30 +73,52 @@ async def list_stop_lists(request: web.Request, query: StopListQuery) -> StopLis
     """
     after_id = paging.start(query.cursor, query.after_id) or 0
     async with request.app[DB].acquire() as conn:
-        items = await stop_lists.list_entries(conn, client_id=query.client_id,
-                                              segment_id=query.segment_id,
-                                              active_at=query.active_at,
-                                              after_id=after_id, limit=query.limit)
+        items = await stop_lists.list_entries(
+            conn,
+            client_id=query.client_id,
+            segment_id=query.segment_id,
+            active_at=query.active_at,
+            after_id=after_id,
+            limit=query.limit,
+        )
     return StopListPage(items, *paging.following(items, query.limit, lambda i: i.id))
 
 
-@endpoints.post("/api/v1/stop-lists", permission="stoplists.manage", body=StopListCreate,
-                response=StopListEntry, status=201, errors=(400,))
+@endpoints.post(
+    "/api/v1/stop-lists",
+    permission="stoplists.manage",
+    body=StopListCreate,
+    response=StopListEntry,
+    status=201,
+    errors=(400,),
+)
 async def add_stop_list_entry(request: web.Request, body: StopListCreate) -> StopListEntry:
     """Block a client or a segment from some topics (or all); it applies to batches not yet sent."""
     async with request.app[DB].acquire() as conn:
-        if body.segment_id is not None and body.client_id is None and not await segment_store.exists(
-                conn, body.segment_id):
-            raise InvalidInput("segment_id", f"no segment {body.segment_id}; give the id of an "
-                                             "existing segment, or a client_id")
-        return await stop_lists.add_entry(conn, actor(request), reason=body.reason,
-                                          client_id=body.client_id, segment_id=body.segment_id,
-                                          topics=body.topics, valid_from=body.valid_from,
-                                          valid_until=body.valid_until)
+        if (
+            body.segment_id is not None
+            and body.client_id is None
+            and not await segment_store.exists(conn, body.segment_id)
+        ):
+            raise InvalidInput(
+                "segment_id",
+                f"no segment {body.segment_id}; give the id of an existing segment, or a client_id",
+            )
+        return await stop_lists.add_entry(
+            conn,
+            actor(request),
+            reason=body.reason,
+            client_id=body.client_id,
+            segment_id=body.segment_id,
+            topics=body.topics,
+            valid_from=body.valid_from,
+            valid_until=body.valid_until,
+        )
 
 
-@endpoints.delete("/api/v1/stop-lists/{entry_id}", permission="stoplists.manage", status=204,
-                  errors=(404,))
+@endpoints.delete(
+    "/api/v1/stop-lists/{entry_id}", permission="stoplists.manage", status=204, errors=(404,)
+)
 async def remove_stop_list_entry(request: web.Request) -> None:
     """Delete an entry; the journal keeps what it was."""
     entry_id = path_int(request, "entry_id")

@@ -34,8 +34,13 @@ class SearchQuery(msgspec.Struct, forbid_unknown_fields=True, rename={"or_number
     cursor: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
 
 
-@endpoints.get("/api/v1/clients/search", permission="clients.read", query=SearchQuery,
-               response=SearchPage, errors=(400,))
+@endpoints.get(
+    "/api/v1/clients/search",
+    permission="clients.read",
+    query=SearchQuery,
+    response=SearchPage,
+    errors=(400,),
+)
 async def search_clients(request: web.Request, query: SearchQuery) -> SearchPage:
     """Find clients by phone, OR, Client_ID, EIC, address or name; keyset pages, estimated count.
 
@@ -48,26 +53,32 @@ async def search_clients(request: web.Request, query: SearchQuery) -> SearchPage
 
 async def run_search(pool: asyncpg.Pool, query: SearchQuery) -> SearchPage:
     """The search of ``query`` (the JSON view's and the search page's)."""
-    criteria = search.parse_criteria(phone=query.phone, or_number=query.or_number,
-                                     client_id=query.client_id, eic=query.eic,
-                                     address=query.address, name=query.name)
+    criteria = search.parse_criteria(
+        phone=query.phone,
+        or_number=query.or_number,
+        client_id=query.client_id,
+        eic=query.eic,
+        address=query.address,
+        name=query.name,
+    )
     after = search.decode_cursor(query.cursor) if query.cursor else 0
     async with pool.acquire() as conn:
         criteria = await search.with_key_shares(conn, criteria)
 
     async def page() -> tuple[list[search.ClientHit], str | None]:
         async with pool.acquire() as conn:
-            return await search.search_page(conn, criteria, query.match, limit=query.limit,
-                                            after=after)
+            return await search.search_page(
+                conn, criteria, query.match, limit=query.limit, after=after
+            )
 
     async def count() -> tuple[int, bool]:
         async with pool.acquire() as conn:
-            return await search.count_matches(conn, criteria, query.match,
-                                              await search.estimate(conn, criteria, query.match))
+            return await search.count_matches(
+                conn, criteria, query.match, await search.estimate(conn, criteria, query.match)
+            )
 
     (items, next_cursor), (n, exact) = await asyncio.gather(page(), count())
     if not exact:
         # An estimate is never below what this page already shows.
         n = max(n, len(items) + (1 if next_cursor else 0))
-    return SearchPage(items=items, estimated_count=n, count_is_exact=exact,
-                      next_cursor=next_cursor)
+    return SearchPage(items=items, estimated_count=n, count_is_exact=exact, next_cursor=next_cursor)

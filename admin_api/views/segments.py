@@ -118,16 +118,27 @@ async def list_attributes(request: web.Request) -> AttributeList:
     return AttributeList(list(loaded.attributes.values()))
 
 
-@endpoints.post("/api/v1/segments/attributes", permission="segments.manage",
-                body=AttributeDeclaration, response=Attribute, status=201, errors=(400, 409))
+@endpoints.post(
+    "/api/v1/segments/attributes",
+    permission="segments.manage",
+    body=AttributeDeclaration,
+    response=Attribute,
+    status=201,
+    errors=(400, 409),
+)
 async def declare_attribute(request: web.Request, body: AttributeDeclaration) -> Attribute:
     """Declare an external attribute ``ext.<system>.<name>``; conditions may use it at once."""
     async with request.app[DB].acquire() as conn:
         return await catalogue.declare(conn, actor(request), body)
 
 
-@endpoints.put("/api/v1/segments/attributes/{code}/values", permission="segments.manage",
-               body=AttributeValues, response=ImportResult, errors=(400, 404))
+@endpoints.put(
+    "/api/v1/segments/attributes/{code}/values",
+    permission="segments.manage",
+    body=AttributeValues,
+    response=ImportResult,
+    errors=(400, 404),
+)
 async def import_attribute_values(request: web.Request, body: AttributeValues) -> ImportResult:
     """Set (or remove, with null) an external attribute's values for many clients at once."""
     code = request.match_info["code"]
@@ -136,8 +147,13 @@ async def import_attribute_values(request: web.Request, body: AttributeValues) -
     return ImportResult(code, done, removed)
 
 
-@endpoints.post("/api/v1/segments/preview", permission="segments.read", body=PreviewRequest,
-                response=Preview, errors=(400,))
+@endpoints.post(
+    "/api/v1/segments/preview",
+    permission="segments.read",
+    body=PreviewRequest,
+    response=Preview,
+    errors=(400,),
+)
 async def preview_segment(request: web.Request, body: PreviewRequest) -> Preview:
     """How many clients a condition selects, while it is being edited.
 
@@ -148,87 +164,141 @@ async def preview_segment(request: web.Request, body: PreviewRequest) -> Preview
         return await store.preview(conn, body.condition, exact=body.exact)
 
 
-@endpoints.get("/api/v1/segments", permission="segments.read", query=SegmentQuery,
-               response=SegmentPage)
+@endpoints.get(
+    "/api/v1/segments", permission="segments.read", query=SegmentQuery, response=SegmentPage
+)
 async def list_segments(request: web.Request, query: SegmentQuery) -> SegmentPage:
     """Segments in id order, a page at a time (pass next_cursor back as cursor)."""
     after_id = paging.start(query.cursor, query.after_id) or 0
     async with request.app[DB].acquire() as conn:
-        items = await store.list_segments(conn, after_id=after_id, limit=query.limit,
-                                          kind=query.kind)
+        items = await store.list_segments(
+            conn, after_id=after_id, limit=query.limit, kind=query.kind
+        )
     return SegmentPage(items, *paging.following(items, query.limit, lambda i: i.id))
 
 
-@endpoints.post("/api/v1/segments", permission="segments.manage", body=SegmentCreate,
-                response=Segment, status=201, errors=(400,))
+@endpoints.post(
+    "/api/v1/segments",
+    permission="segments.manage",
+    body=SegmentCreate,
+    response=Segment,
+    status=201,
+    errors=(400,),
+)
 async def create_segment(request: web.Request, body: SegmentCreate) -> Segment:
     """Create a segment and materialise its members now."""
     async with request.app[DB].acquire() as conn:
-        return await store.create(conn, actor(request), name=body.name, kind=body.kind,
-                                  condition=body.condition, description=body.description,
-                                  pool=request.app[DB])
+        return await store.create(
+            conn,
+            actor(request),
+            name=body.name,
+            kind=body.kind,
+            condition=body.condition,
+            description=body.description,
+            pool=request.app[DB],
+        )
 
 
-@endpoints.get("/api/v1/segments/{segment_id}", permission="segments.read", response=Segment,
-               errors=(404,))
+@endpoints.get(
+    "/api/v1/segments/{segment_id}", permission="segments.read", response=Segment, errors=(404,)
+)
 async def get_segment(request: web.Request) -> Segment:
     """One segment with its member count and when its members were last materialised."""
     async with request.app[DB].acquire() as conn:
         return await store.get(conn, path_int(request, "segment_id"))
 
 
-@endpoints.patch("/api/v1/segments/{segment_id}", permission="segments.manage",
-                 body=SegmentUpdate, response=Segment, errors=(400, 404, 409))
+@endpoints.patch(
+    "/api/v1/segments/{segment_id}",
+    permission="segments.manage",
+    body=SegmentUpdate,
+    response=Segment,
+    errors=(400, 404, 409),
+)
 async def update_segment(request: web.Request, body: SegmentUpdate) -> Segment:
     """Rename, describe, switch static/dynamic or replace the condition."""
     async with request.app[DB].acquire() as conn:
-        return await store.update(conn, actor(request), path_int(request, "segment_id"),
-                                  name=body.name, description=body.description, kind=body.kind,
-                                  condition=body.condition, pool=request.app[DB])
+        return await store.update(
+            conn,
+            actor(request),
+            path_int(request, "segment_id"),
+            name=body.name,
+            description=body.description,
+            kind=body.kind,
+            condition=body.condition,
+            pool=request.app[DB],
+        )
 
 
-@endpoints.delete("/api/v1/segments/{segment_id}", permission="segments.manage", status=204,
-                  errors=(404, 409))
+@endpoints.delete(
+    "/api/v1/segments/{segment_id}", permission="segments.manage", status=204, errors=(404, 409)
+)
 async def delete_segment(request: web.Request) -> None:
     """Delete a segment; refused while an unfinished campaign or a stop-list entry uses it."""
     async with request.app[DB].acquire() as conn:
         await store.delete(conn, actor(request), path_int(request, "segment_id"))
 
 
-@endpoints.post("/api/v1/segments/{segment_id}/refresh", permission="segments.manage",
-                response=Segment, errors=(404, 409))
+@endpoints.post(
+    "/api/v1/segments/{segment_id}/refresh",
+    permission="segments.manage",
+    response=Segment,
+    errors=(404, 409),
+)
 async def refresh_segment(request: web.Request) -> Segment:
     """Materialise the members again now (a static segment takes a new snapshot)."""
     async with request.app[DB].acquire() as conn:
-        return await store.refresh(conn, actor(request), path_int(request, "segment_id"),
-                                   pool=request.app[DB])
+        return await store.refresh(
+            conn, actor(request), path_int(request, "segment_id"), pool=request.app[DB]
+        )
 
 
-@endpoints.get("/api/v1/segments/{segment_id}/members", permission="segments.read",
-               query=MembersQuery, response=MembersPage, errors=(404,))
+@endpoints.get(
+    "/api/v1/segments/{segment_id}/members",
+    permission="segments.read",
+    query=MembersQuery,
+    response=MembersPage,
+    errors=(404,),
+)
 async def segment_members(request: web.Request, query: MembersQuery) -> MembersPage:
     """Member client ids in ascending order, a page at a time (keyset on the client id)."""
     segment_id = path_int(request, "segment_id")
     async with request.app[DB].acquire() as conn:
         segment = await store.get(conn, segment_id)
         ids = await store.members_page(
-            conn, segment_id, after_client_id=paging.start(query.cursor, query.after_client_id) or 0,
-            limit=query.limit)
-    return MembersPage(segment_id, segment.member_count, segment.materialised_at, ids,
-                       *paging.following(ids, query.limit, lambda i: i))
+            conn,
+            segment_id,
+            after_client_id=paging.start(query.cursor, query.after_client_id) or 0,
+            limit=query.limit,
+        )
+    return MembersPage(
+        segment_id,
+        segment.member_count,
+        segment.materialised_at,
+        ids,
+        *paging.following(ids, query.limit, lambda i: i),
+    )
 
 
-@endpoints.get("/api/v1/segments/{segment_id}/export", permission="segments.read",
-               response=str, media_type="text/csv", errors=(404,))
+@endpoints.get(
+    "/api/v1/segments/{segment_id}/export",
+    permission="segments.read",
+    response=str,
+    media_type="text/csv",
+    errors=(404,),
+)
 async def export_segment(request: web.Request) -> web.StreamResponse:
     """All member client ids as CSV, streamed (a 5 M-member segment never sits in memory)."""
     segment_id = path_int(request, "segment_id")
     async with request.app[DB].acquire() as conn:
         chunks = store.export_members(conn, segment_id)
         first = await anext(chunks)  # NotFound surfaces here, before the response starts
-        response = web.StreamResponse(headers={
-            "Content-Type": "text/csv; charset=utf-8",
-            "Content-Disposition": f'attachment; filename="segment-{segment_id}.csv"'})
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/csv; charset=utf-8",
+                "Content-Disposition": f'attachment; filename="segment-{segment_id}.csv"',
+            }
+        )
         await response.prepare(request)
         await response.write(first)
         async for chunk in chunks:
@@ -237,11 +307,24 @@ async def export_segment(request: web.Request) -> web.StreamResponse:
     return response
 
 
-@endpoints.post("/api/v1/segments/{segment_id}/combine", permission="segments.manage",
-                body=CombineRequest, response=Segment, status=201, errors=(400, 404))
+@endpoints.post(
+    "/api/v1/segments/{segment_id}/combine",
+    permission="segments.manage",
+    body=CombineRequest,
+    response=Segment,
+    status=201,
+    errors=(400, 404),
+)
 async def combine_segments(request: web.Request, body: CombineRequest) -> Segment:
     """A new static segment: this one's union, intersection or exclusion with ``other``."""
     segment_id = path_int(request, "segment_id")
     async with request.app[DB].acquire() as conn:
-        return await store.combine(conn, actor(request), segment_id, body.op, body.other,
-                                   name=body.name, pool=request.app[DB])
+        return await store.combine(
+            conn,
+            actor(request),
+            segment_id,
+            body.op,
+            body.other,
+            name=body.name,
+            pool=request.app[DB],
+        )

@@ -49,10 +49,12 @@ async def live_context(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
 
     async def connect() -> asyncpg.Connection:
-        conn = await asyncpg.connect(settings.database_url,
-                                     server_settings={"application_name": "herald-live"})
+        conn = await asyncpg.connect(
+            settings.database_url, server_settings={"application_name": "herald-live"}
+        )
         await init_connection(conn)
         return conn
+
     feed = ChangeFeed(connect, window=settings.supervisor_push_window_seconds)
     app[FEED] = feed
     app[READS] = SharedReads(app[DB])
@@ -94,9 +96,13 @@ class Escalated(msgspec.Struct):
 
 
 def _filter(query: SupervisorFilter) -> SupervisorFilter:
-    return SupervisorFilter(channel=query.channel, category_id=query.category_id,
-                            group_code=query.group_code, case_type=query.case_type,
-                            priority=query.priority)
+    return SupervisorFilter(
+        channel=query.channel,
+        category_id=query.category_id,
+        group_code=query.group_code,
+        case_type=query.case_type,
+        priority=query.priority,
+    )
 
 
 _CURSOR = tuple[AwareTime | None, Id]
@@ -107,8 +113,13 @@ async def _scope(request: web.Request, query: SupervisorFilter) -> Scope:
         return await supervisor.scope_of(conn, _filter(query))
 
 
-@endpoints.get("/api/v1/supervisor/view", permission="cases.supervise", query=SupervisorFilter,
-               response=SupervisorSnapshot, errors=(400,))
+@endpoints.get(
+    "/api/v1/supervisor/view",
+    permission="cases.supervise",
+    query=SupervisorFilter,
+    response=SupervisorSnapshot,
+    errors=(400,),
+)
 async def get_view(request: web.Request, query: SupervisorFilter) -> SupervisorSnapshot:
     """Open cases by SLA state, channel, group and category; breached and at-risk cases;
     agents with their presence and load."""
@@ -117,8 +128,13 @@ async def get_view(request: web.Request, query: SupervisorFilter) -> SupervisorS
         return await supervisor.snapshot(conn, request.app[READS], scope, time.monotonic())
 
 
-@endpoints.get("/api/v1/supervisor/cases", permission="cases.supervise",
-               query=SupervisorCasesQuery, response=SupervisorCasesPage, errors=(400,))
+@endpoints.get(
+    "/api/v1/supervisor/cases",
+    permission="cases.supervise",
+    query=SupervisorCasesQuery,
+    response=SupervisorCasesPage,
+    errors=(400,),
+)
 async def list_cases(request: web.Request, query: SupervisorCasesQuery) -> SupervisorCasesPage:
     """One page of open cases of the filter (and SLA state), the nearest deadline first."""
     scope = await _scope(request, query)
@@ -126,15 +142,23 @@ async def list_cases(request: web.Request, query: SupervisorCasesQuery) -> Super
     async with request.app[DB].acquire() as conn:
         items = await supervisor.listed(conn, scope, query.sla_state, query.limit, after)
     return SupervisorCasesPage(
-        items, cursors.encode(*supervisor.position(items[-1])) if len(items) == query.limit else None)
+        items,
+        cursors.encode(*supervisor.position(items[-1])) if len(items) == query.limit else None,
+    )
 
 
 def _json(value: object) -> str:
     return msgspec.json.encode(value).decode()
 
 
-@endpoints.get("/api/v1/supervisor/stream", permission="cases.supervise", query=SupervisorFilter,
-               response=SupervisorSnapshot, media_type="text/event-stream", errors=(400,))
+@endpoints.get(
+    "/api/v1/supervisor/stream",
+    permission="cases.supervise",
+    query=SupervisorFilter,
+    response=SupervisorSnapshot,
+    media_type="text/event-stream",
+    errors=(400,),
+)
 async def stream(request: web.Request, query: SupervisorFilter) -> web.StreamResponse:
     """Server-Sent Events of the supervisor's view.
 
@@ -183,8 +207,9 @@ class _LiveView:
     which cost a grouped query over all open work, follow from a task of their own, so a
     slow count never holds up the next change."""
 
-    def __init__(self, resp: EventSourceResponse, scope: Scope, pool: asyncpg.Pool,
-                 reads: SharedReads) -> None:
+    def __init__(
+        self, resp: EventSourceResponse, scope: Scope, pool: asyncpg.Pool, reads: SharedReads
+    ) -> None:
         self.resp, self.scope, self.pool, self.reads = resp, scope, pool, reads
         self.shown: set[int] = set()
         self.last_totals: Totals | None = None
@@ -211,8 +236,9 @@ class _LiveView:
         async with self.pool.acquire() as conn:
             changed = await supervisor.cases_by_ids(conn, case_ids)
             at = await db.now(conn)
-            escalated = await supervisor.escalations_of(conn, self.scope, case_ids,
-                                                        self.last_escalation)
+            escalated = await supervisor.escalations_of(
+                conn, self.scope, case_ids, self.last_escalation
+            )
         items = []
         for case in changed:
             if self.scope.keeps(case):
@@ -255,5 +281,8 @@ class _LiveView:
 
 def _counts_differ(a: Totals, b: Totals) -> bool:
     return (a.all, a.by_channel, a.by_group, a.by_category) != (
-        b.all, b.by_channel, b.by_group, b.by_category)
-
+        b.all,
+        b.by_channel,
+        b.by_group,
+        b.by_category,
+    )

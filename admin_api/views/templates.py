@@ -38,8 +38,7 @@ class TemplateSave(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     urgent: bool = False
 
     def draft(self) -> TemplateDraft:
-        return TemplateDraft(name=self.name, variants=self.variants,
-                             language=self.language)  # type: ignore[arg-type]  # "uk" or "en" by its pattern
+        return TemplateDraft(name=self.name, variants=self.variants, language=self.language)  # type: ignore[arg-type]  # "uk" or "en" by its pattern
 
 
 class TemplateSaved(msgspec.Struct):
@@ -88,17 +87,29 @@ def _printed(type_: str, example: object) -> str:
     return str(example)
 
 
-@endpoints.get("/api/v1/templates/variables", permission="templates.read",
-               response=list[VariableInfo])
+@endpoints.get(
+    "/api/v1/templates/variables", permission="templates.read", response=list[VariableInfo]
+)
 async def variables(request: web.Request) -> list[VariableInfo]:
     """The personalisation variables a template may use, with examples."""
-    return [VariableInfo(v.name, v.type, v.description_uk, v.description_en, str(v.example),
-                         _printed(v.type, v.example), v.nullable, v.source)
-            for v in _engine(request).catalogue]
+    return [
+        VariableInfo(
+            v.name,
+            v.type,
+            v.description_uk,
+            v.description_en,
+            str(v.example),
+            _printed(v.type, v.example),
+            v.nullable,
+            v.source,
+        )
+        for v in _engine(request).catalogue
+    ]
 
 
-@endpoints.get("/api/v1/templates", permission="templates.read", query=TemplateQuery,
-               response=TemplatePage)
+@endpoints.get(
+    "/api/v1/templates", permission="templates.read", query=TemplateQuery, response=TemplatePage
+)
 async def list_templates(request: web.Request, query: TemplateQuery) -> TemplatePage:
     """Templates with their current version, in id order."""
     after_id = paging.start(query.cursor, query.after_id) or 0
@@ -107,43 +118,72 @@ async def list_templates(request: web.Request, query: TemplateQuery) -> Template
     return TemplatePage(items, *paging.following(items, query.limit, lambda i: i.id))
 
 
-@endpoints.post("/api/v1/templates", permission="templates.manage", body=TemplateSave,
-                response=TemplateSaved, status=201, errors=(400,))
+@endpoints.post(
+    "/api/v1/templates",
+    permission="templates.manage",
+    body=TemplateSave,
+    response=TemplateSaved,
+    status=201,
+    errors=(400,),
+)
 async def create_template(request: web.Request, body: TemplateSave) -> TemplateSaved:
     """Create a template (version 1); rejected if it uses an unknown variable or breaks a limit."""
     async with request.app[DB].acquire() as conn:
-        template, check = await template_store.create(conn, actor(request), _engine(request),
-                                                      draft=body.draft(), topic=body.topic,
-                                                      urgent=body.urgent)
+        template, check = await template_store.create(
+            conn,
+            actor(request),
+            _engine(request),
+            draft=body.draft(),
+            topic=body.topic,
+            urgent=body.urgent,
+        )
     return TemplateSaved(template, list(check.variables), check.sms, check.translations)
 
 
-@endpoints.get("/api/v1/templates/{template_id}", permission="templates.read", response=Template,
-               errors=(404,))
+@endpoints.get(
+    "/api/v1/templates/{template_id}", permission="templates.read", response=Template, errors=(404,)
+)
 async def get_template(request: web.Request) -> Template:
     """A template with its current version."""
     async with request.app[DB].acquire() as conn:
         return await template_store.get(conn, path_int(request, "template_id"))
 
 
-@endpoints.post("/api/v1/templates/{template_id}/versions", permission="templates.manage",
-                body=TemplateSave, response=TemplateSaved, status=201, errors=(400, 404))
+@endpoints.post(
+    "/api/v1/templates/{template_id}/versions",
+    permission="templates.manage",
+    body=TemplateSave,
+    response=TemplateSaved,
+    status=201,
+    errors=(400, 404),
+)
 async def save_version(request: web.Request, body: TemplateSave) -> TemplateSaved:
     """Save a new version; campaigns keep the version they pinned."""
     async with request.app[DB].acquire() as conn:
         template, check = await template_store.save_version(
-            conn, actor(request), _engine(request), path_int(request, "template_id"),
-            draft=body.draft(), topic=body.topic, urgent=body.urgent)
+            conn,
+            actor(request),
+            _engine(request),
+            path_int(request, "template_id"),
+            draft=body.draft(),
+            topic=body.topic,
+            urgent=body.urgent,
+        )
     return TemplateSaved(template, list(check.variables), check.sms, check.translations)
 
 
-@endpoints.get("/api/v1/templates/{template_id}/versions/{version}", permission="templates.read",
-               response=TemplateVersion, errors=(404,))
+@endpoints.get(
+    "/api/v1/templates/{template_id}/versions/{version}",
+    permission="templates.read",
+    response=TemplateVersion,
+    errors=(404,),
+)
 async def get_version(request: web.Request) -> TemplateVersion:
     """One version of a template, current or old."""
     async with request.app[DB].acquire() as conn:
-        return await template_store.get_version(conn, path_int(request, "template_id"),
-                                                path_int(request, "version"))
+        return await template_store.get_version(
+            conn, path_int(request, "template_id"), path_int(request, "version")
+        )
 
 
 class TemplateVersionQuery(msgspec.Struct, forbid_unknown_fields=True):
@@ -158,15 +198,20 @@ class TemplateVersionPage(msgspec.Struct):
     next_cursor: str | None = None
 
 
-@endpoints.get("/api/v1/templates/{template_id}/versions", permission="templates.read",
-               query=TemplateVersionQuery, response=TemplateVersionPage, errors=(404,))
+@endpoints.get(
+    "/api/v1/templates/{template_id}/versions",
+    permission="templates.read",
+    query=TemplateVersionQuery,
+    response=TemplateVersionPage,
+    errors=(404,),
+)
 async def list_versions(request: web.Request, query: TemplateVersionQuery) -> TemplateVersionPage:
     """Every version of a template, newest first (campaigns and triggers pin one of them)."""
     before_version = paging.start(query.cursor, query.before_version)
     async with request.app[DB].acquire() as conn:
         items = await template_store.list_versions(
-            conn, path_int(request, "template_id"), limit=query.limit,
-            before_version=before_version)
+            conn, path_int(request, "template_id"), limit=query.limit, before_version=before_version
+        )
     return TemplateVersionPage(items, *paging.following(items, query.limit, lambda i: i.version))
 
 
@@ -178,18 +223,32 @@ class TemplatePreviewRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=
     language: Literal["uk", "en"] | None = None
 
 
-@endpoints.post("/api/v1/templates/{template_id}/versions/{version}/preview",
-                permission="templates.read", body=TemplatePreviewRequest, response=TemplatePreview,
-                errors=(400, 404))
+@endpoints.post(
+    "/api/v1/templates/{template_id}/versions/{version}/preview",
+    permission="templates.read",
+    body=TemplatePreviewRequest,
+    response=TemplatePreview,
+    errors=(400, 404),
+)
 async def preview_version(request: web.Request, body: TemplatePreviewRequest) -> TemplatePreview:
     """A version rendered for a chosen client with their real variables, and the SMS cost."""
     settings = request.app[SETTINGS]
     organisation = Organisation(
-        service_centre=settings.org_service_centre, contact_phone=settings.org_contact_phone,
-        cabinet_url=settings.org_cabinet_url, app_url=settings.org_app_url,
-        payment_url=settings.org_payment_url)
+        service_centre=settings.org_service_centre,
+        contact_phone=settings.org_contact_phone,
+        cabinet_url=settings.org_cabinet_url,
+        app_url=settings.org_app_url,
+        payment_url=settings.org_payment_url,
+    )
     async with request.app[DB].acquire() as conn:
         return await template_store.preview(
-            conn, _engine(request), path_int(request, "template_id"), path_int(request, "version"),
-            client_id=body.client_id, channel=body.channel, language=body.language,
-            organisation=organisation, links=UnsubscribeLinks.from_settings(settings))
+            conn,
+            _engine(request),
+            path_int(request, "template_id"),
+            path_int(request, "version"),
+            client_id=body.client_id,
+            channel=body.channel,
+            language=body.language,
+            organisation=organisation,
+            links=UnsubscribeLinks.from_settings(settings),
+        )

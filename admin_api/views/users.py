@@ -64,14 +64,27 @@ async def list_users(request: web.Request, query: UserQuery) -> UserPage:
     return UserPage(items, *paging.following(items, query.limit, lambda i: i.id))
 
 
-@endpoints.post("/api/v1/users", permission="users.manage", body=UserCreate, response=User,
-                status=201, errors=(400, 409))
+@endpoints.post(
+    "/api/v1/users",
+    permission="users.manage",
+    body=UserCreate,
+    response=User,
+    status=201,
+    errors=(400, 409),
+)
 async def create_user(request: web.Request, body: UserCreate) -> User:
     """Create a user with roles; the password must satisfy the policy."""
     async with request.app[DB].acquire() as conn:
-        return await users.create_user(conn, actor(request), password_policy(request),
-                                       login=body.login, full_name=body.full_name,
-                                       password=body.password, roles=body.roles, email=body.email)
+        return await users.create_user(
+            conn,
+            actor(request),
+            password_policy(request),
+            login=body.login,
+            full_name=body.full_name,
+            password=body.password,
+            roles=body.roles,
+            email=body.email,
+        )
 
 
 @endpoints.get("/api/v1/users/{user_id}", permission="users.read", response=User, errors=(404,))
@@ -81,21 +94,42 @@ async def get_user(request: web.Request) -> User:
         return await users.get_user(conn, path_int(request, "user_id"))
 
 
-@endpoints.patch("/api/v1/users/{user_id}", permission="users.manage", body=UserPatch,
-                 response=User, errors=(400, 404))
+@endpoints.patch(
+    "/api/v1/users/{user_id}",
+    permission="users.manage",
+    body=UserPatch,
+    response=User,
+    errors=(400, 404),
+)
 async def update_user(request: web.Request, body: UserPatch) -> User:
     """Change name, e-mail, roles, activity; unlock a locked-out user."""
     async with request.app[DB].acquire() as conn:
-        return await users.update_user(conn, actor(request), path_int(request, "user_id"),
-                                       full_name=body.full_name, email=body.email,
-                                       is_active=body.is_active, roles=body.roles,
-                                       unlock=body.unlock)
+        return await users.update_user(
+            conn,
+            actor(request),
+            path_int(request, "user_id"),
+            full_name=body.full_name,
+            email=body.email,
+            is_active=body.is_active,
+            roles=body.roles,
+            unlock=body.unlock,
+        )
 
 
-@endpoints.post("/api/v1/users/{user_id}/password", permission="users.manage",
-                body=PasswordReset, status=204, errors=(400, 404))
+@endpoints.post(
+    "/api/v1/users/{user_id}/password",
+    permission="users.manage",
+    body=PasswordReset,
+    status=204,
+    errors=(400, 404),
+)
 async def reset_password(request: web.Request, body: PasswordReset) -> None:
     """Set a user's password (an admin reset); all their sessions end."""
     async with request.app[DB].acquire() as conn:
-        await users.set_password(conn, actor(request), password_policy(request),
-                                 path_int(request, "user_id"), body.new_password)
+        await users.set_password(
+            conn,
+            actor(request),
+            password_policy(request),
+            path_int(request, "user_id"),
+            body.new_password,
+        )

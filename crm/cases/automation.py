@@ -38,8 +38,10 @@ class CaseAutomationSpec(msgspec.Struct, forbid_unknown_fields=True):
     is_active: bool = True
 
 
-_SELECT = ("SELECT id, name, is_active, trigger, from_status, to_status, idle_hours, created_at, "
-           "updated_at FROM case_automation_rules")
+_SELECT = (
+    "SELECT id, name, is_active, trigger, from_status, to_status, idle_hours, created_at, "
+    "updated_at FROM case_automation_rules"
+)
 
 
 async def list_rules(conn: asyncpg.Connection) -> list[CaseAutomationRule]:
@@ -59,8 +61,10 @@ async def _check(conn: asyncpg.Connection, spec: CaseAutomationSpec) -> None:
     if (spec.trigger == "idle") != (spec.idle_hours is not None):
         raise InvalidInput("idle_hours", "give idle_hours for an idle rule, and only for it")
     if not await transitions.is_allowed(conn, spec.from_status, spec.to_status):
-        raise InvalidInput("to_status", f"the transition table does not allow "
-                                        f"{spec.from_status} -> {spec.to_status}")
+        raise InvalidInput(
+            "to_status",
+            f"the transition table does not allow {spec.from_status} -> {spec.to_status}",
+        )
 
 
 def _auditable(rule: CaseAutomationRule) -> dict[str, object]:
@@ -70,33 +74,53 @@ def _auditable(rule: CaseAutomationRule) -> dict[str, object]:
     return data
 
 
-async def create_rule(conn: asyncpg.Connection, actor: Actor, spec: CaseAutomationSpec) -> CaseAutomationRule:
+async def create_rule(
+    conn: asyncpg.Connection, actor: Actor, spec: CaseAutomationSpec
+) -> CaseAutomationRule:
     async with conn.transaction():
         await _check(conn, spec)
         rule_id = await conn.fetchval(
             "INSERT INTO case_automation_rules (name, is_active, trigger, from_status, to_status, "
             "idle_hours) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-            spec.name, spec.is_active, spec.trigger, spec.from_status, spec.to_status,
-            spec.idle_hours)
+            spec.name,
+            spec.is_active,
+            spec.trigger,
+            spec.from_status,
+            spec.to_status,
+            spec.idle_hours,
+        )
         rule = await _get(conn, rule_id)
-        await audit.record(conn, actor, [Change("case_automation", str(rule_id), "create", None,
-                                                None, _auditable(rule))])
+        await audit.record(
+            conn,
+            actor,
+            [Change("case_automation", str(rule_id), "create", None, None, _auditable(rule))],
+        )
         return rule
 
 
-async def update_rule(conn: asyncpg.Connection, actor: Actor, rule_id: int,
-                      spec: CaseAutomationSpec) -> CaseAutomationRule:
+async def update_rule(
+    conn: asyncpg.Connection, actor: Actor, rule_id: int, spec: CaseAutomationSpec
+) -> CaseAutomationRule:
     async with conn.transaction():
         before = await _get(conn, rule_id)
         await _check(conn, spec)
         await conn.execute(
             "UPDATE case_automation_rules SET name = $2, is_active = $3, trigger = $4, "
             "from_status = $5, to_status = $6, idle_hours = $7, updated_at = herald_now() WHERE id = $1",
-            rule_id, spec.name, spec.is_active, spec.trigger, spec.from_status, spec.to_status,
-            spec.idle_hours)
+            rule_id,
+            spec.name,
+            spec.is_active,
+            spec.trigger,
+            spec.from_status,
+            spec.to_status,
+            spec.idle_hours,
+        )
         after = await _get(conn, rule_id)
-        await audit.record(conn, actor, audit.field_changes(
-            "case_automation", rule_id, _auditable(before), _auditable(after)))
+        await audit.record(
+            conn,
+            actor,
+            audit.field_changes("case_automation", rule_id, _auditable(before), _auditable(after)),
+        )
         return after
 
 
@@ -104,8 +128,11 @@ async def delete_rule(conn: asyncpg.Connection, actor: Actor, rule_id: int) -> N
     async with conn.transaction():
         before = await _get(conn, rule_id)
         await conn.execute("DELETE FROM case_automation_rules WHERE id = $1", rule_id)
-        await audit.record(conn, actor, [Change("case_automation", str(rule_id), "delete", None,
-                                                _auditable(before), None)])
+        await audit.record(
+            conn,
+            actor,
+            [Change("case_automation", str(rule_id), "delete", None, _auditable(before), None)],
+        )
 
 
 async def on_client_reply(conn: asyncpg.Connection, case: Case) -> Case:
@@ -113,22 +140,37 @@ async def on_client_reply(conn: asyncpg.Connection, case: Case) -> Case:
     if the transition table still allows it."""
     rule = await conn.fetchrow(
         "SELECT id, to_status FROM case_automation_rules WHERE is_active "
-        "AND trigger = 'client_reply' AND from_status = $1 ORDER BY id LIMIT 1", case.status)
+        "AND trigger = 'client_reply' AND from_status = $1 ORDER BY id LIMIT 1",
+        case.status,
+    )
     if rule is None:
         return case
     if not await transitions.is_allowed(conn, case.status, rule["to_status"]):
-        log.warning("automation rule %s: %s -> %s is no longer allowed; skipped", rule["id"],
-                    case.status, rule["to_status"])
+        log.warning(
+            "automation rule %s: %s -> %s is no longer allowed; skipped",
+            rule["id"],
+            case.status,
+            rule["to_status"],
+        )
         return case
-    return await transitions.apply(conn, AUTOMATION, case, rule["to_status"],
-                                   data={"automation_rule_id": rule["id"], "trigger": "client_reply"})
+    return await transitions.apply(
+        conn,
+        AUTOMATION,
+        case,
+        rule["to_status"],
+        data={"automation_rule_id": rule["id"], "trigger": "client_reply"},
+    )
 
 
 async def _run_idle_batch(pool: asyncpg.Pool, rule: asyncpg.Record) -> int:
     async with pool.acquire() as conn, conn.transaction():
         if not await transitions.is_allowed(conn, rule["from_status"], rule["to_status"]):
-            log.warning("automation rule %s: %s -> %s is no longer allowed; skipped",
-                        rule["id"], rule["from_status"], rule["to_status"])
+            log.warning(
+                "automation rule %s: %s -> %s is no longer allowed; skipped",
+                rule["id"],
+                rule["from_status"],
+                rule["to_status"],
+            )
             return 0
         rows = await conn.fetch(
             """
@@ -138,20 +180,49 @@ async def _run_idle_batch(pool: asyncpg.Pool, rule: asyncpg.Record) -> int:
               AND last_inbound_at < herald_now() - make_interval(hours => $2)
             ORDER BY status_changed_at LIMIT $3
             FOR UPDATE SKIP LOCKED
-            """, rule["from_status"], rule["idle_hours"], BATCH)
+            """,
+            rule["from_status"],
+            rule["idle_hours"],
+            BATCH,
+        )
         if not rows:
             return 0
         ids = [r["id"] for r in rows]
-        await conn.execute("UPDATE cases SET status = $2, status_changed_at = herald_now(), "
-                           "updated_at = herald_now() WHERE id = ANY($1::bigint[])", ids, rule["to_status"])
-        data = {"automation_rule_id": rule["id"], "trigger": "idle",
-                "idle_hours": rule["idle_hours"]}
-        await store.append_many(conn, AUTOMATION, [
-            (i, NewEvent(kind="status", from_status=rule["from_status"],
-                         to_status=rule["to_status"], data=data)) for i in ids])
-        await audit.record(conn, AUTOMATION, [
-            Change("case", str(i), "update", "status", rule["from_status"], rule["to_status"])
-            for i in ids])
+        await conn.execute(
+            "UPDATE cases SET status = $2, status_changed_at = herald_now(), "
+            "updated_at = herald_now() WHERE id = ANY($1::bigint[])",
+            ids,
+            rule["to_status"],
+        )
+        data = {
+            "automation_rule_id": rule["id"],
+            "trigger": "idle",
+            "idle_hours": rule["idle_hours"],
+        }
+        await store.append_many(
+            conn,
+            AUTOMATION,
+            [
+                (
+                    i,
+                    NewEvent(
+                        kind="status",
+                        from_status=rule["from_status"],
+                        to_status=rule["to_status"],
+                        data=data,
+                    ),
+                )
+                for i in ids
+            ],
+        )
+        await audit.record(
+            conn,
+            AUTOMATION,
+            [
+                Change("case", str(i), "update", "status", rule["from_status"], rule["to_status"])
+                for i in ids
+            ],
+        )
         if transitions.reopens(rule["from_status"], rule["to_status"]):
             await routing.hold_capacity(conn, AUTOMATION, ids, reason="reopened")
         for r in rows:
@@ -167,7 +238,8 @@ async def run_due_automations(pool: asyncpg.Pool) -> int:
     async with pool.acquire() as conn:
         rules = await conn.fetch(
             "SELECT id, from_status, to_status, idle_hours FROM case_automation_rules "
-            "WHERE is_active AND trigger = 'idle' ORDER BY id")
+            "WHERE is_active AND trigger = 'idle' ORDER BY id"
+        )
     moved = 0
     for rule in rules:
         while True:

@@ -65,8 +65,9 @@ def _instant(day: dt.date, minutes: int, tz: ZoneInfo) -> dt.datetime:
     return naive.replace(tzinfo=tz).astimezone(UTC)
 
 
-def spans_between(cal: Calendar, first_day: dt.date, last_day: dt.date
-                  ) -> Iterator[tuple[dt.datetime, dt.datetime]]:
+def spans_between(
+    cal: Calendar, first_day: dt.date, last_day: dt.date
+) -> Iterator[tuple[dt.datetime, dt.datetime]]:
     """Working spans (UTC, in order) of the local days ``first_day`` .. ``last_day``.
 
     An interval that touches the next one (17:00-24:00 then 00:00-08:00) stays two spans;
@@ -97,7 +98,10 @@ def business_seconds_between(cal: Calendar, a: dt.datetime, b: dt.datetime) -> f
     if b < a:
         return -business_seconds_between(cal, b, a)
     # A day before and after: intervals are local, and a local day spans at most 26 h.
-    first, last = _local_day(cal, a) - dt.timedelta(days=1), _local_day(cal, b) + dt.timedelta(days=1)
+    first, last = (
+        _local_day(cal, a) - dt.timedelta(days=1),
+        _local_day(cal, b) + dt.timedelta(days=1),
+    )
     total = 0.0
     for start, end in spans_between(cal, first, last):
         lo, hi = max(start, a), min(end, b)

@@ -117,8 +117,9 @@ def to_calendar(spec: BusinessCalendarSpec | BusinessCalendar) -> Calendar:
     return Calendar(_zone(spec.time_zone or clock.business_tz().key), week, holidays)
 
 
-def _spans(cal: Calendar, first: dt.date, last: dt.date
-           ) -> tuple[list[dt.datetime], list[dt.datetime], list[float], list[float]]:
+def _spans(
+    cal: Calendar, first: dt.date, last: dt.date
+) -> tuple[list[dt.datetime], list[dt.datetime], list[float], list[float]]:
     starts: list[dt.datetime] = []
     ends: list[dt.datetime] = []
     cum_start: list[float] = []
@@ -133,8 +134,9 @@ def _spans(cal: Calendar, first: dt.date, last: dt.date
     return starts, ends, cum_start, cum_end
 
 
-async def _materialise(conn: asyncpg.Connection, calendar_id: int, cal: Calendar,
-                       today: dt.date) -> None:
+async def _materialise(
+    conn: asyncpg.Connection, calendar_id: int, cal: Calendar, today: dt.date
+) -> None:
     first = today - dt.timedelta(days=HORIZON_PAST_DAYS)
     last = today + dt.timedelta(days=HORIZON_FUTURE_DAYS)
     starts, ends, cum_start, cum_end = _spans(cal, first, last)
@@ -142,13 +144,24 @@ async def _materialise(conn: asyncpg.Connection, calendar_id: int, cal: Calendar
     await conn.execute(
         "INSERT INTO business_calendar_spans (calendar_id, starts_at, ends_at, cum_start, cum_end) "
         "SELECT $1, * FROM unnest($2::timestamptz[], $3::timestamptz[], $4::float8[], $5::float8[])",
-        calendar_id, starts, ends, cum_start, cum_end)
-    await conn.execute("UPDATE business_calendars SET horizon_from = $2, horizon_to = $3 "
-                       "WHERE id = $1", calendar_id, first, last)
+        calendar_id,
+        starts,
+        ends,
+        cum_start,
+        cum_end,
+    )
+    await conn.execute(
+        "UPDATE business_calendars SET horizon_from = $2, horizon_to = $3 WHERE id = $1",
+        calendar_id,
+        first,
+        last,
+    )
 
 
-_SELECT = ("SELECT id, name, time_zone, week, holidays, horizon_from, horizon_to, created_at, "
-           "updated_at FROM business_calendars")
+_SELECT = (
+    "SELECT id, name, time_zone, week, holidays, horizon_from, horizon_to, created_at, "
+    "updated_at FROM business_calendars"
+)
 
 
 def _from_row(row: asyncpg.Record) -> BusinessCalendar:
@@ -170,9 +183,12 @@ async def get_calendar(conn: asyncpg.Connection, calendar_id: int) -> BusinessCa
 
 
 def _stored(spec: BusinessCalendarSpec | BusinessCalendar) -> dict[str, Any]:
-    return {"name": spec.name, "time_zone": spec.time_zone or clock.business_tz().key,
-            "week": msgspec.to_builtins(spec.week),
-            "holidays": sorted(msgspec.to_builtins(spec.holidays), key=lambda h: h["date"])}
+    return {
+        "name": spec.name,
+        "time_zone": spec.time_zone or clock.business_tz().key,
+        "week": msgspec.to_builtins(spec.week),
+        "holidays": sorted(msgspec.to_builtins(spec.holidays), key=lambda h: h["date"]),
+    }
 
 
 def _today(cal: Calendar) -> dt.date:
@@ -180,13 +196,18 @@ def _today(cal: Calendar) -> dt.date:
 
 
 async def _name_free(conn: asyncpg.Connection, name: str, calendar_id: int | None) -> None:
-    if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM business_calendars WHERE name = $1 "
-                           "AND id IS DISTINCT FROM $2)", name, calendar_id):
+    if await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM business_calendars WHERE name = $1 "
+        "AND id IS DISTINCT FROM $2)",
+        name,
+        calendar_id,
+    ):
         raise Conflict(f"a business calendar named {name!r} exists")
 
 
-async def create_calendar(conn: asyncpg.Connection, actor: Actor,
-                          spec: BusinessCalendarSpec) -> BusinessCalendar:
+async def create_calendar(
+    conn: asyncpg.Connection, actor: Actor, spec: BusinessCalendarSpec
+) -> BusinessCalendar:
     cal = to_calendar(spec)
     data = _stored(spec)
     async with conn.transaction():
@@ -195,15 +216,22 @@ async def create_calendar(conn: asyncpg.Connection, actor: Actor,
         calendar_id = await conn.fetchval(
             "INSERT INTO business_calendars (name, time_zone, week, holidays, horizon_from, "
             "horizon_to) VALUES ($1, $2, $3::jsonb, $4::jsonb, $5, $5) RETURNING id",
-            data["name"], data["time_zone"], data["week"], data["holidays"], today)
+            data["name"],
+            data["time_zone"],
+            data["week"],
+            data["holidays"],
+            today,
+        )
         await _materialise(conn, calendar_id, cal, today)
-        await audit.record(conn, actor, [Change("business_calendar", str(calendar_id), "create",
-                                                None, None, data)])
+        await audit.record(
+            conn, actor, [Change("business_calendar", str(calendar_id), "create", None, None, data)]
+        )
         return await get_calendar(conn, calendar_id)
 
 
-async def update_calendar(conn: asyncpg.Connection, actor: Actor, calendar_id: int,
-                          spec: BusinessCalendarSpec) -> BusinessCalendar:
+async def update_calendar(
+    conn: asyncpg.Connection, actor: Actor, calendar_id: int, spec: BusinessCalendarSpec
+) -> BusinessCalendar:
     """Replace a calendar. When its hours, holidays or time zone change, the open cases
     whose policy uses it are planned again (``sla_replan``) in the same transaction."""
     cal = to_calendar(spec)
@@ -214,11 +242,19 @@ async def update_calendar(conn: asyncpg.Connection, actor: Actor, calendar_id: i
         await _name_free(conn, spec.name, calendar_id)
         await conn.execute(
             "UPDATE business_calendars SET name = $2, time_zone = $3, week = $4::jsonb, "
-            "holidays = $5::jsonb, updated_at = herald_now() WHERE id = $1", calendar_id, data["name"],
-            data["time_zone"], data["week"], data["holidays"])
+            "holidays = $5::jsonb, updated_at = herald_now() WHERE id = $1",
+            calendar_id,
+            data["name"],
+            data["time_zone"],
+            data["week"],
+            data["holidays"],
+        )
         await _materialise(conn, calendar_id, cal, _today(cal))
-        await audit.record(conn, actor, audit.field_changes(
-            "business_calendar", calendar_id, _stored(before), data))
+        await audit.record(
+            conn,
+            actor,
+            audit.field_changes("business_calendar", calendar_id, _stored(before), data),
+        )
         old = _stored(before)
         if any(old[k] != data[k] for k in ("time_zone", "week", "holidays")):
             await sla_replan.after_calendar_change(conn, actor, calendar_id, data["name"])
@@ -228,12 +264,16 @@ async def update_calendar(conn: asyncpg.Connection, actor: Actor, calendar_id: i
 async def delete_calendar(conn: asyncpg.Connection, actor: Actor, calendar_id: int) -> None:
     async with conn.transaction():
         before = await get_calendar(conn, calendar_id)
-        if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM case_sla_policies "
-                               "WHERE calendar_id = $1)", calendar_id):
+        if await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM case_sla_policies WHERE calendar_id = $1)", calendar_id
+        ):
             raise Conflict(f"business calendar {calendar_id} is used by an SLA policy")
         await conn.execute("DELETE FROM business_calendars WHERE id = $1", calendar_id)
-        await audit.record(conn, actor, [Change("business_calendar", str(calendar_id), "delete",
-                                                None, _stored(before), None)])
+        await audit.record(
+            conn,
+            actor,
+            [Change("business_calendar", str(calendar_id), "delete", None, _stored(before), None)],
+        )
 
 
 async def load(conn: asyncpg.Connection, calendar_id: int) -> Calendar:
@@ -246,11 +286,14 @@ async def extend_horizons(pool: asyncpg.Pool) -> int:
     async with pool.acquire() as conn:
         ids = await conn.fetch(
             "SELECT id FROM business_calendars WHERE horizon_to < herald_now()::date + $1::int",
-            EXTEND_BEFORE_DAYS)
+            EXTEND_BEFORE_DAYS,
+        )
     for row in ids:
         async with pool.acquire() as conn, conn.transaction():
             stored = await get_calendar(conn, row["id"])
-            await conn.execute("SELECT 1 FROM business_calendars WHERE id = $1 FOR UPDATE", row["id"])
+            await conn.execute(
+                "SELECT 1 FROM business_calendars WHERE id = $1 FOR UPDATE", row["id"]
+            )
             cal = to_calendar(stored)
             await _materialise(conn, row["id"], cal, _today(cal))
     return len(ids)

@@ -35,13 +35,19 @@ class CaseCategoryPatch(msgspec.Struct, forbid_unknown_fields=True, omit_default
     is_active: bool | None = None
 
 
-_SELECT = ("SELECT id, parent_id, code, name_uk, name_en, position, is_active, created_at, "
-           "updated_at FROM case_categories")
+_SELECT = (
+    "SELECT id, parent_id, code, name_uk, name_en, position, is_active, created_at, "
+    "updated_at FROM case_categories"
+)
 
 
-async def list_categories(conn: asyncpg.Connection, *, include_inactive: bool) -> list[CaseCategory]:
-    rows = await conn.fetch(_SELECT + " WHERE $1 OR is_active ORDER BY parent_id NULLS FIRST, "
-                            "position, id", include_inactive)
+async def list_categories(
+    conn: asyncpg.Connection, *, include_inactive: bool
+) -> list[CaseCategory]:
+    rows = await conn.fetch(
+        _SELECT + " WHERE $1 OR is_active ORDER BY parent_id NULLS FIRST, position, id",
+        include_inactive,
+    )
     return [CaseCategory(**dict(r)) for r in rows]
 
 
@@ -62,31 +68,54 @@ async def _check_parent(conn: asyncpg.Connection, parent_id: int, moving: int | 
             SELECT c.id, c.parent_id, up.depth + 1 FROM case_categories c
             JOIN up ON c.id = up.parent_id WHERE up.depth < 100
         ) SELECT id FROM up
-        """, parent_id)
+        """,
+        parent_id,
+    )
     if not chain:
         raise InvalidInput("parent_id", f"no case category {parent_id}")
     if moving is not None and moving in {r["id"] for r in chain}:
         raise InvalidInput("parent_id", "a category cannot be moved under itself or its descendant")
 
 
-async def create_category(conn: asyncpg.Connection, actor: Actor, spec: CaseCategorySpec) -> CaseCategory:
+async def create_category(
+    conn: asyncpg.Connection, actor: Actor, spec: CaseCategorySpec
+) -> CaseCategory:
     async with conn.transaction():
         if spec.parent_id is not None:
             await _check_parent(conn, spec.parent_id, None)
-        if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM case_categories WHERE code = $1)",
-                               spec.code):
+        if await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM case_categories WHERE code = $1)", spec.code
+        ):
             raise Conflict(f"a case category with code {spec.code!r} already exists")
         category_id = await conn.fetchval(
             "INSERT INTO case_categories (parent_id, code, name_uk, name_en, position) "
             "VALUES ($1, $2, $3, $4, $5) RETURNING id",
-            spec.parent_id, spec.code, spec.name_uk, spec.name_en, spec.position)
-        await audit.record(conn, actor, [Change("case_category", str(category_id), "create",
-                                                None, None, msgspec.to_builtins(spec))])
+            spec.parent_id,
+            spec.code,
+            spec.name_uk,
+            spec.name_en,
+            spec.position,
+        )
+        await audit.record(
+            conn,
+            actor,
+            [
+                Change(
+                    "case_category",
+                    str(category_id),
+                    "create",
+                    None,
+                    None,
+                    msgspec.to_builtins(spec),
+                )
+            ],
+        )
         return await get_category(conn, category_id)
 
 
-async def update_category(conn: asyncpg.Connection, actor: Actor, category_id: int,
-                          patch: CaseCategoryPatch) -> CaseCategory:
+async def update_category(
+    conn: asyncpg.Connection, actor: Actor, category_id: int, patch: CaseCategoryPatch
+) -> CaseCategory:
     changes = msgspec.to_builtins(patch)
     if not changes:
         raise InvalidInput("body", "give at least one field to change")
@@ -100,14 +129,24 @@ async def update_category(conn: asyncpg.Connection, actor: Actor, category_id: i
         await conn.execute(
             "UPDATE case_categories SET name_uk = $2, name_en = $3, parent_id = $4, "
             "position = $5, is_active = $6, updated_at = herald_now() WHERE id = $1",
-            category_id, new["name_uk"], new["name_en"], new["parent_id"], new["position"],
-            new["is_active"])
+            category_id,
+            new["name_uk"],
+            new["name_en"],
+            new["parent_id"],
+            new["position"],
+            new["is_active"],
+        )
         after = await get_category(conn, category_id)
         fields = ("name_uk", "name_en", "parent_id", "position", "is_active")
         old_values = msgspec.to_builtins(before)
         new_values = msgspec.to_builtins(after)
-        await audit.record(conn, actor, audit.field_changes(
-            "case_category", category_id, old_values, {f: new_values[f] for f in fields}))
+        await audit.record(
+            conn,
+            actor,
+            audit.field_changes(
+                "case_category", category_id, old_values, {f: new_values[f] for f in fields}
+            ),
+        )
         return after
 
 
@@ -121,12 +160,30 @@ async def delete_category(conn: asyncpg.Connection, actor: Actor, category_id: i
             SELECT EXISTS (SELECT 1 FROM cases WHERE category_id = $1) AS by_case,
                    EXISTS (SELECT 1 FROM case_classification_rules WHERE category_id = $1) AS by_rule,
                    EXISTS (SELECT 1 FROM case_categories WHERE parent_id = $1) AS by_child
-            """, category_id)
-        reasons = [what for key, what in (("by_case", "cases"), ("by_rule", "classification rules"),
-                                          ("by_child", "subcategories")) if used[key]]
+            """,
+            category_id,
+        )
+        reasons = [
+            what
+            for key, what in (
+                ("by_case", "cases"),
+                ("by_rule", "classification rules"),
+                ("by_child", "subcategories"),
+            )
+            if used[key]
+        ]
         if reasons:
-            raise Conflict(f"case category {before.code!r} is used by {', '.join(reasons)}; "
-                           "deactivate it instead (is_active: false)")
+            raise Conflict(
+                f"case category {before.code!r} is used by {', '.join(reasons)}; "
+                "deactivate it instead (is_active: false)"
+            )
         await conn.execute("DELETE FROM case_categories WHERE id = $1", category_id)
-        await audit.record(conn, actor, [Change("case_category", str(category_id), "delete",
-                                                None, {"code": before.code}, None)])
+        await audit.record(
+            conn,
+            actor,
+            [
+                Change(
+                    "case_category", str(category_id), "delete", None, {"code": before.code}, None
+                )
+            ],
+        )

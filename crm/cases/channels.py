@@ -34,7 +34,7 @@ class Inbound(msgspec.Struct, kw_only=True, frozen=True):
     text: str
     subject: str | None = None
     name: str | None = None
-    phone: str | None = None          # as received; normalised by the pipeline
+    phone: str | None = None  # as received; normalised by the pipeline
     email: str | None = None
     or_number: str | None = None
     client_id: Id | None = None
@@ -59,6 +59,7 @@ class Chosen(msgspec.Struct, frozen=True):
 
 # -- calls (CTI) --------------------------------------------------------------------------
 
+
 class CallRecord(msgspec.Struct, kw_only=True, frozen=True):
     """A finished or missed call as the CTI integration reports it on hang-up."""
 
@@ -68,29 +69,43 @@ class CallRecord(msgspec.Struct, kw_only=True, frozen=True):
     started_at: dt.datetime
     ended_at: dt.datetime | None = None
     agent_login: str | None = None
-    client_id: Id | None = None      # identified by the IVR / CTI before connection
-    or_number: str | None = None      # entered in the IVR
-    queue: str | None = None          # VICIdial in-group
-    notes: str | None = None          # the agent's wrap-up notes
+    client_id: Id | None = None  # identified by the IVR / CTI before connection
+    or_number: str | None = None  # entered in the IVR
+    queue: str | None = None  # VICIdial in-group
+    notes: str | None = None  # the agent's wrap-up notes
 
 
 def call_inbound(call: CallRecord) -> Inbound:
     subject = "Пропущений дзвінок" if call.outcome == "missed" else "Вхідний дзвінок"
     phone = normalise_phone(call.caller) if call.caller else None
-    body = call.notes.strip() if call.notes and call.notes.strip() else \
-        f"{subject} з номера {phone or call.caller or 'невідомого'}"
+    body = (
+        call.notes.strip()
+        if call.notes and call.notes.strip()
+        else f"{subject} з номера {phone or call.caller or 'невідомого'}"
+    )
     duration = (call.ended_at - call.started_at).total_seconds() if call.ended_at else None
-    return Inbound(channel="call", text=body, subject=subject, phone=call.caller or None,
-                   client_id=call.client_id, or_number=call.or_number,
-                   external_id=f"call:{call.call_id}",
-                   data={"call_id": call.call_id, "outcome": call.outcome,
-                         "started_at": call.started_at.isoformat(),
-                         "ended_at": call.ended_at.isoformat() if call.ended_at else None,
-                         "duration_seconds": duration, "agent_login": call.agent_login,
-                         "queue": call.queue})
+    return Inbound(
+        channel="call",
+        text=body,
+        subject=subject,
+        phone=call.caller or None,
+        client_id=call.client_id,
+        or_number=call.or_number,
+        external_id=f"call:{call.call_id}",
+        data={
+            "call_id": call.call_id,
+            "outcome": call.outcome,
+            "started_at": call.started_at.isoformat(),
+            "ended_at": call.ended_at.isoformat() if call.ended_at else None,
+            "duration_seconds": duration,
+            "agent_login": call.agent_login,
+            "queue": call.queue,
+        },
+    )
 
 
 # -- Viber REST bot API callbacks ---------------------------------------------------------
+
 
 class ViberSender(msgspec.Struct):
     id: str
@@ -147,14 +162,19 @@ def viber_inbound(cb: ViberCallback) -> Inbound | None:
         text = f"[локація] {msg.location.lat}, {msg.location.lon}"
     else:
         text = f"[{msg.type}] {msg.file_name or msg.media or ''}".strip()
-    return Inbound(channel="viber", text=text, name=cb.sender.name, phone=phone,
-                   chat_ref=f"viber:{cb.sender.id}",
-                   external_id=f"viber:{cb.message_token}" if cb.message_token else None,
-                   data={"viber_user_id": cb.sender.id, "message_type": msg.type,
-                         "media": msg.media})
+    return Inbound(
+        channel="viber",
+        text=text,
+        name=cb.sender.name,
+        phone=phone,
+        chat_ref=f"viber:{cb.sender.id}",
+        external_id=f"viber:{cb.message_token}" if cb.message_token else None,
+        data={"viber_user_id": cb.sender.id, "message_type": msg.type, "media": msg.media},
+    )
 
 
 # -- Telegram Bot API updates -------------------------------------------------------------
+
 
 class TelegramUser(msgspec.Struct):
     id: Int64
@@ -212,16 +232,27 @@ def telegram_inbound(update: TelegramUpdate) -> Inbound | None:
         text = f"[контакт] {msg.contact.first_name} {msg.contact.phone_number}"
     else:
         text = "[вкладення]" if msg.document or msg.photo else "[повідомлення без тексту]"
-    name = " ".join(p for p in (msg.sender.first_name, msg.sender.last_name) if p) \
-        if msg.sender else None
-    return Inbound(channel="telegram", text=text, name=name or None, phone=phone,
-                   chat_ref=f"telegram:{msg.chat.id}",
-                   external_id=f"telegram:{msg.chat.id}:{msg.message_id}",
-                   data={"telegram_chat_id": msg.chat.id,
-                         "telegram_user": msg.sender.username if msg.sender else None})
+    name = (
+        " ".join(p for p in (msg.sender.first_name, msg.sender.last_name) if p)
+        if msg.sender
+        else None
+    )
+    return Inbound(
+        channel="telegram",
+        text=text,
+        name=name or None,
+        phone=phone,
+        chat_ref=f"telegram:{msg.chat.id}",
+        external_id=f"telegram:{msg.chat.id}:{msg.message_id}",
+        data={
+            "telegram_chat_id": msg.chat.id,
+            "telegram_user": msg.sender.username if msg.sender else None,
+        },
+    )
 
 
 # -- web forms (site, personal cabinet), mobile app, e-mail, walk-in ----------------------
+
 
 class FormSubmission(msgspec.Struct, forbid_unknown_fields=True):
     """A feedback form of the site or the personal cabinet."""
@@ -249,12 +280,21 @@ def _checked_contact(phone: str | None, email: str | None) -> tuple[str | None, 
 def form_inbound(form: FormSubmission) -> Inbound:
     phone, email = _checked_contact(form.phone, form.email)
     if phone is None and email is None and form.client_id is None:
-        raise InvalidInput("phone", "give a phone, an e-mail or the client id, so that the "
-                                    "answer can reach the client")
-    return Inbound(channel=form.source, text=form.text.strip() or form.text, subject=form.topic,
-                   name=form.name, phone=phone, email=email, or_number=form.or_number,
-                   client_id=form.client_id,
-                   external_id=f"{form.source}:{form.submission_id}" if form.submission_id else None)
+        raise InvalidInput(
+            "phone",
+            "give a phone, an e-mail or the client id, so that the answer can reach the client",
+        )
+    return Inbound(
+        channel=form.source,
+        text=form.text.strip() or form.text,
+        subject=form.topic,
+        name=form.name,
+        phone=phone,
+        email=email,
+        or_number=form.or_number,
+        client_id=form.client_id,
+        external_id=f"{form.source}:{form.submission_id}" if form.submission_id else None,
+    )
 
 
 class AppRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -269,9 +309,14 @@ class AppRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 
 def app_inbound(req: AppRequest) -> Inbound:
-    return Inbound(channel="app", text=req.text, subject=req.topic, client_id=req.client_id,
-                   thread_number=req.case_number,
-                   external_id=f"app:{req.request_id}" if req.request_id else None)
+    return Inbound(
+        channel="app",
+        text=req.text,
+        subject=req.topic,
+        client_id=req.client_id,
+        thread_number=req.case_number,
+        external_id=f"app:{req.request_id}" if req.request_id else None,
+    )
 
 
 class InboundEmail(msgspec.Struct, forbid_unknown_fields=True):
@@ -333,12 +378,22 @@ def email_inbound(mail: InboundEmail) -> Inbound:
     # References may come as one header value with several ids.
     ids = [i for r in refs for i in re.split(r"[\s<>,]+", r) if i]
     number = CASE_NUMBER.search(mail.subject or "")
-    return Inbound(channel="email", text=text, subject=(mail.subject or "").strip() or None,
-                   name=name or None, email=address, external_id=f"email:{message_id}",
-                   thread_refs=tuple(f"email:{i}" for i in dict.fromkeys(ids)),
-                   thread_number=number.group(0) if number else None,
-                   data={"message_id": message_id, "to": mail.to,
-                         "in_reply_to": mail.in_reply_to, "has_html": mail.html is not None})
+    return Inbound(
+        channel="email",
+        text=text,
+        subject=(mail.subject or "").strip() or None,
+        name=name or None,
+        email=address,
+        external_id=f"email:{message_id}",
+        thread_refs=tuple(f"email:{i}" for i in dict.fromkeys(ids)),
+        thread_number=number.group(0) if number else None,
+        data={
+            "message_id": message_id,
+            "to": mail.to,
+            "in_reply_to": mail.in_reply_to,
+            "has_html": mail.html is not None,
+        },
+    )
 
 
 class WalkInRegistration(msgspec.Struct, forbid_unknown_fields=True):
@@ -359,6 +414,16 @@ class WalkInRegistration(msgspec.Struct, forbid_unknown_fields=True):
 
 def walk_in_inbound(reg: WalkInRegistration) -> tuple[Inbound, Chosen]:
     phone, email = _checked_contact(reg.phone, reg.email)
-    return (Inbound(channel=reg.channel, text=reg.text, subject=reg.subject, name=reg.name,
-                    phone=phone, email=email, or_number=reg.or_number, client_id=reg.client_id),
-            Chosen(reg.category_id, reg.case_type, reg.priority))
+    return (
+        Inbound(
+            channel=reg.channel,
+            text=reg.text,
+            subject=reg.subject,
+            name=reg.name,
+            phone=phone,
+            email=email,
+            or_number=reg.or_number,
+            client_id=reg.client_id,
+        ),
+        Chosen(reg.category_id, reg.case_type, reg.priority),
+    )

@@ -62,12 +62,15 @@ async def client_attributes(conn: asyncpg.Connection, client_id: int) -> ClientA
                coalesce(bool_or(b.debt > 0), false) AS has_debt
         FROM accounts a LEFT JOIN billing_snapshots b ON b.account_id = a.id
         WHERE a.client_id = $1
-        """, client_id)
+        """,
+        client_id,
+    )
     return ClientAttributes(frozenset(row["consumer_types"]), row["has_debt"])
 
 
-def _matches(rule: CaseClassificationRule, text: str, channel: str, identified: bool,
-             attrs: ClientAttributes) -> bool:
+def _matches(
+    rule: CaseClassificationRule, text: str, channel: str, identified: bool, attrs: ClientAttributes
+) -> bool:
     if rule.keywords and not contains_any(text, rule.keywords):
         return False
     if rule.channels and channel not in rule.channels:
@@ -81,8 +84,15 @@ def _matches(rule: CaseClassificationRule, text: str, channel: str, identified: 
     return True
 
 
-def propose(rules: list[CaseClassificationRule], *, subject: str | None, text: str, channel: str,
-            identified: bool, attrs: ClientAttributes) -> CaseProposal:
+def propose(
+    rules: list[CaseClassificationRule],
+    *,
+    subject: str | None,
+    text: str,
+    channel: str,
+    identified: bool,
+    attrs: ClientAttributes,
+) -> CaseProposal:
     """The proposal of the first active rule (by position, then id) that matches."""
     normalised = normalise(f"{subject or ''} {text}")
     for rule in rules:
@@ -112,7 +122,8 @@ async def _check(conn: asyncpg.Connection, spec: CaseRuleSpec) -> list[str]:
     if spec.category_id is None and spec.case_type is None and spec.priority is None:
         raise InvalidInput("category_id", "a rule must propose a category, a type or a priority")
     if spec.category_id is not None and not await conn.fetchval(
-            "SELECT is_active FROM case_categories WHERE id = $1", spec.category_id):
+        "SELECT is_active FROM case_categories WHERE id = $1", spec.category_id
+    ):
         raise InvalidInput("category_id", f"no active category {spec.category_id}")
     keywords = [normalise(k) for k in spec.keywords]
     for i, keyword in enumerate(keywords):
@@ -122,12 +133,24 @@ async def _check(conn: asyncpg.Connection, spec: CaseRuleSpec) -> list[str]:
 
 
 def _values(spec: CaseRuleSpec, keywords: list[str]) -> tuple[object, ...]:
-    return (spec.name, spec.position, spec.is_active, keywords, list(spec.channels),
-            list(spec.consumer_types), spec.has_debt, spec.identified, spec.category_id,
-            spec.case_type, spec.priority)
+    return (
+        spec.name,
+        spec.position,
+        spec.is_active,
+        keywords,
+        list(spec.channels),
+        list(spec.consumer_types),
+        spec.has_debt,
+        spec.identified,
+        spec.category_id,
+        spec.case_type,
+        spec.priority,
+    )
 
 
-async def create_rule(conn: asyncpg.Connection, actor: Actor, spec: CaseRuleSpec) -> CaseClassificationRule:
+async def create_rule(
+    conn: asyncpg.Connection, actor: Actor, spec: CaseRuleSpec
+) -> CaseClassificationRule:
     async with conn.transaction():
         keywords = await _check(conn, spec)
         rule_id = await conn.fetchval(
@@ -135,10 +158,13 @@ async def create_rule(conn: asyncpg.Connection, actor: Actor, spec: CaseRuleSpec
             INSERT INTO case_classification_rules (name, position, is_active, keywords, channels,
                 consumer_types, has_debt, identified, category_id, case_type, priority)
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id
-            """, *_values(spec, keywords))
+            """,
+            *_values(spec, keywords),
+        )
         rule = await _get(conn, rule_id)
-        await audit.record(conn, actor, [Change("case_rule", str(rule_id), "create", None, None,
-                                                _auditable(rule))])
+        await audit.record(
+            conn, actor, [Change("case_rule", str(rule_id), "create", None, None, _auditable(rule))]
+        )
         return rule
 
 
@@ -149,8 +175,9 @@ def _auditable(rule: CaseClassificationRule) -> dict[str, object]:
     return data
 
 
-async def update_rule(conn: asyncpg.Connection, actor: Actor, rule_id: int,
-                      spec: CaseRuleSpec) -> CaseClassificationRule:
+async def update_rule(
+    conn: asyncpg.Connection, actor: Actor, rule_id: int, spec: CaseRuleSpec
+) -> CaseClassificationRule:
     async with conn.transaction():
         before = await _get(conn, rule_id)
         keywords = await _check(conn, spec)
@@ -161,10 +188,16 @@ async def update_rule(conn: asyncpg.Connection, actor: Actor, rule_id: int,
                    identified = $9, category_id = $10, case_type = $11, priority = $12,
                    updated_at = herald_now()
             WHERE id = $1
-            """, rule_id, *_values(spec, keywords))
+            """,
+            rule_id,
+            *_values(spec, keywords),
+        )
         after = await _get(conn, rule_id)
-        await audit.record(conn, actor, audit.field_changes(
-            "case_rule", rule_id, _auditable(before), _auditable(after)))
+        await audit.record(
+            conn,
+            actor,
+            audit.field_changes("case_rule", rule_id, _auditable(before), _auditable(after)),
+        )
         return after
 
 
@@ -172,5 +205,8 @@ async def delete_rule(conn: asyncpg.Connection, actor: Actor, rule_id: int) -> N
     async with conn.transaction():
         before = await _get(conn, rule_id)
         await conn.execute("DELETE FROM case_classification_rules WHERE id = $1", rule_id)
-        await audit.record(conn, actor, [Change("case_rule", str(rule_id), "delete", None,
-                                                _auditable(before), None)])
+        await audit.record(
+            conn,
+            actor,
+            [Change("case_rule", str(rule_id), "delete", None, _auditable(before), None)],
+        )

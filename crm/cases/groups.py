@@ -115,70 +115,116 @@ async def create_group(conn: asyncpg.Connection, actor: Actor, spec: CaseGroupSp
         inserted = await conn.fetchval(
             "INSERT INTO case_groups (code, name_uk, name_en, mode) VALUES ($1, $2, $3, $4) "
             "ON CONFLICT (code) DO NOTHING RETURNING code",
-            spec.code, spec.name_uk, spec.name_en, spec.mode)
+            spec.code,
+            spec.name_uk,
+            spec.name_en,
+            spec.mode,
+        )
         if inserted is None:
             raise Conflict(f"a case group with code {spec.code!r} already exists")
-        await audit.record(conn, actor, [Change("case_group", spec.code, "create", None, None,
-                                                msgspec.to_builtins(spec))])
+        await audit.record(
+            conn,
+            actor,
+            [Change("case_group", spec.code, "create", None, None, msgspec.to_builtins(spec))],
+        )
         return await get_group(conn, spec.code)
 
 
-async def update_group(conn: asyncpg.Connection, actor: Actor, code: str,
-                       patch: CaseGroupPatch) -> CaseGroup:
+async def update_group(
+    conn: asyncpg.Connection, actor: Actor, code: str, patch: CaseGroupPatch
+) -> CaseGroup:
     changes = msgspec.to_builtins(patch)
     if not changes:
         raise InvalidInput("body", "give at least one field to change")
     async with conn.transaction():
-        row = await conn.fetchrow("SELECT name_uk, name_en, mode, is_active FROM case_groups "
-                                  "WHERE code = $1 FOR UPDATE", code)
+        row = await conn.fetchrow(
+            "SELECT name_uk, name_en, mode, is_active FROM case_groups WHERE code = $1 FOR UPDATE",
+            code,
+        )
         if row is None:
             raise NotFound(f"no case group {code!r}")
         before = dict(row)
         new = {**before, **changes}
-        await conn.execute("UPDATE case_groups SET name_uk = $2, name_en = $3, mode = $4, "
-                           "is_active = $5, updated_at = herald_now() WHERE code = $1",
-                           code, new["name_uk"], new["name_en"], new["mode"], new["is_active"])
+        await conn.execute(
+            "UPDATE case_groups SET name_uk = $2, name_en = $3, mode = $4, "
+            "is_active = $5, updated_at = herald_now() WHERE code = $1",
+            code,
+            new["name_uk"],
+            new["name_en"],
+            new["mode"],
+            new["is_active"],
+        )
         await audit.record(conn, actor, audit.field_changes("case_group", code, before, new))
         return await get_group(conn, code)
 
 
-async def set_members(conn: asyncpg.Connection, actor: Actor, code: str,
-                      user_ids: list[int]) -> CaseGroup:
+async def set_members(
+    conn: asyncpg.Connection, actor: Actor, code: str, user_ids: list[int]
+) -> CaseGroup:
     """Make ``user_ids`` the whole membership of the group (journalled as added/removed).
     A removed member keeps the cases already assigned to them."""
     wanted = set(user_ids)
     async with conn.transaction():
-        if await conn.fetchval("SELECT code FROM case_groups WHERE code = $1 FOR UPDATE",
-                               code) is None:
+        if (
+            await conn.fetchval("SELECT code FROM case_groups WHERE code = $1 FOR UPDATE", code)
+            is None
+        ):
             raise NotFound(f"no case group {code!r}")
-        active = {r["id"] for r in await conn.fetch(
-            "SELECT id FROM users WHERE id = ANY($1::bigint[]) AND is_active", list(wanted))}
+        active = {
+            r["id"]
+            for r in await conn.fetch(
+                "SELECT id FROM users WHERE id = ANY($1::bigint[]) AND is_active", list(wanted)
+            )
+        }
         for i, user_id in enumerate(user_ids):
             if user_id not in active:
                 raise InvalidInput(f"user_ids[{i}]", f"no active user {user_id}")
-        current = {r["user_id"] for r in await conn.fetch(
-            "SELECT user_id FROM case_group_members WHERE group_code = $1", code)}
+        current = {
+            r["user_id"]
+            for r in await conn.fetch(
+                "SELECT user_id FROM case_group_members WHERE group_code = $1", code
+            )
+        }
         added, removed = sorted(wanted - current), sorted(current - wanted)
-        await conn.execute("DELETE FROM case_group_members WHERE group_code = $1 "
-                           "AND user_id = ANY($2::bigint[])", code, removed)
-        await conn.execute("INSERT INTO case_group_members (group_code, user_id) "
-                           "SELECT $1, u FROM unnest($2::bigint[]) AS u", code, added)
-        await conn.execute("INSERT INTO case_agents (user_id) SELECT u FROM unnest($1::bigint[]) "
-                           "AS u ON CONFLICT (user_id) DO NOTHING", added)
-        await audit.record(conn, actor, [
-            *(Change("case_group", code, "link", "member", None, u) for u in added),
-            *(Change("case_group", code, "unlink", "member", u, None) for u in removed)])
+        await conn.execute(
+            "DELETE FROM case_group_members WHERE group_code = $1 AND user_id = ANY($2::bigint[])",
+            code,
+            removed,
+        )
+        await conn.execute(
+            "INSERT INTO case_group_members (group_code, user_id) "
+            "SELECT $1, u FROM unnest($2::bigint[]) AS u",
+            code,
+            added,
+        )
+        await conn.execute(
+            "INSERT INTO case_agents (user_id) SELECT u FROM unnest($1::bigint[]) "
+            "AS u ON CONFLICT (user_id) DO NOTHING",
+            added,
+        )
+        await audit.record(
+            conn,
+            actor,
+            [
+                *(Change("case_group", code, "link", "member", None, u) for u in added),
+                *(Change("case_group", code, "unlink", "member", u, None) for u in removed),
+            ],
+        )
         return await get_group(conn, code)
 
 
 # -- routing rules ---------------------------------------------------------------------------
 
-_RULE = ("SELECT id, name, group_code, position, is_active, channels, category_ids, case_types, "
-         "priorities, created_at, updated_at FROM case_routing_rules")
+_RULE = (
+    "SELECT id, name, group_code, position, is_active, channels, category_ids, case_types, "
+    "priorities, created_at, updated_at FROM case_routing_rules"
+)
 
 
 def _rule(row: asyncpg.Record) -> CaseRoutingRule:
-    fields: dict[str, Any] = {k: list(v) if isinstance(v, list) else v for k, v in dict(row).items()}
+    fields: dict[str, Any] = {
+        k: list(v) if isinstance(v, list) else v for k, v in dict(row).items()
+    }
     return CaseRoutingRule(**fields)
 
 
@@ -196,42 +242,76 @@ async def _get_rule(conn: asyncpg.Connection, rule_id: int) -> CaseRoutingRule:
 async def _check_rule(conn: asyncpg.Connection, spec: CaseRoutingRuleSpec) -> None:
     await check_group(conn, spec.group_code, "group_code")
     if spec.category_ids:
-        known = {r["id"] for r in await conn.fetch(
-            "SELECT id FROM case_categories WHERE id = ANY($1::bigint[])", spec.category_ids)}
+        known = {
+            r["id"]
+            for r in await conn.fetch(
+                "SELECT id FROM case_categories WHERE id = ANY($1::bigint[])", spec.category_ids
+            )
+        }
         for i, category_id in enumerate(spec.category_ids):
             if category_id not in known:
                 raise InvalidInput(f"category_ids[{i}]", f"no case category {category_id}")
 
 
 def _rule_values(spec: CaseRoutingRuleSpec) -> tuple[object, ...]:
-    return (spec.name, spec.group_code, spec.position, spec.is_active, list(spec.channels),
-            list(spec.category_ids), list(spec.case_types), list(spec.priorities))
+    return (
+        spec.name,
+        spec.group_code,
+        spec.position,
+        spec.is_active,
+        list(spec.channels),
+        list(spec.category_ids),
+        list(spec.case_types),
+        list(spec.priorities),
+    )
 
 
-async def create_rule(conn: asyncpg.Connection, actor: Actor,
-                      spec: CaseRoutingRuleSpec) -> CaseRoutingRule:
+async def create_rule(
+    conn: asyncpg.Connection, actor: Actor, spec: CaseRoutingRuleSpec
+) -> CaseRoutingRule:
     async with conn.transaction():
         await _check_rule(conn, spec)
         rule_id = await conn.fetchval(
             "INSERT INTO case_routing_rules (name, group_code, position, is_active, channels, "
             "category_ids, case_types, priorities) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
-            "RETURNING id", *_rule_values(spec))
-        await audit.record(conn, actor, [Change("case_routing_rule", str(rule_id), "create",
-                                                None, None, msgspec.to_builtins(spec))])
+            "RETURNING id",
+            *_rule_values(spec),
+        )
+        await audit.record(
+            conn,
+            actor,
+            [
+                Change(
+                    "case_routing_rule",
+                    str(rule_id),
+                    "create",
+                    None,
+                    None,
+                    msgspec.to_builtins(spec),
+                )
+            ],
+        )
         return await _get_rule(conn, rule_id)
 
 
-async def update_rule(conn: asyncpg.Connection, actor: Actor, rule_id: int,
-                      spec: CaseRoutingRuleSpec) -> CaseRoutingRule:
+async def update_rule(
+    conn: asyncpg.Connection, actor: Actor, rule_id: int, spec: CaseRoutingRuleSpec
+) -> CaseRoutingRule:
     async with conn.transaction():
         before = msgspec.to_builtins(await _get_rule(conn, rule_id))
         await _check_rule(conn, spec)
         await conn.execute(
             "UPDATE case_routing_rules SET name = $2, group_code = $3, position = $4, "
             "is_active = $5, channels = $6, category_ids = $7, case_types = $8, priorities = $9, "
-            "updated_at = herald_now() WHERE id = $1", rule_id, *_rule_values(spec))
-        await audit.record(conn, actor, audit.field_changes(
-            "case_routing_rule", rule_id, before, msgspec.to_builtins(spec)))
+            "updated_at = herald_now() WHERE id = $1",
+            rule_id,
+            *_rule_values(spec),
+        )
+        await audit.record(
+            conn,
+            actor,
+            audit.field_changes("case_routing_rule", rule_id, before, msgspec.to_builtins(spec)),
+        )
         return await _get_rule(conn, rule_id)
 
 
@@ -239,17 +319,27 @@ async def delete_rule(conn: asyncpg.Connection, actor: Actor, rule_id: int) -> N
     async with conn.transaction():
         before = await _get_rule(conn, rule_id)
         await conn.execute("DELETE FROM case_routing_rules WHERE id = $1", rule_id)
-        await audit.record(conn, actor, [Change("case_routing_rule", str(rule_id), "delete",
-                                                None, {"name": before.name}, None)])
+        await audit.record(
+            conn,
+            actor,
+            [
+                Change(
+                    "case_routing_rule", str(rule_id), "delete", None, {"name": before.name}, None
+                )
+            ],
+        )
 
 
 async def get_settings(conn: asyncpg.Connection) -> CaseRoutingSettings:
-    row = await conn.fetchrow("SELECT default_group, updated_at, updated_by FROM case_routing_settings")
+    row = await conn.fetchrow(
+        "SELECT default_group, updated_at, updated_by FROM case_routing_settings"
+    )
     return CaseRoutingSettings(**dict(row)) if row else CaseRoutingSettings(None)
 
 
-async def put_settings(conn: asyncpg.Connection, actor: Actor,
-                       spec: CaseRoutingSettingsSpec) -> CaseRoutingSettings:
+async def put_settings(
+    conn: asyncpg.Connection, actor: Actor, spec: CaseRoutingSettingsSpec
+) -> CaseRoutingSettings:
     async with conn.transaction():
         before = await get_settings(conn)
         if spec.default_group is not None:
@@ -258,10 +348,20 @@ async def put_settings(conn: asyncpg.Connection, actor: Actor,
             "INSERT INTO case_routing_settings (id, default_group, updated_at, updated_by) "
             "VALUES (true, $1, herald_now(), $2) ON CONFLICT (id) DO UPDATE SET "
             "default_group = EXCLUDED.default_group, updated_at = herald_now(), "
-            "updated_by = EXCLUDED.updated_by", spec.default_group, actor.login)
-        await audit.record(conn, actor, audit.field_changes(
-            "case_routing_settings", "default", {"default_group": before.default_group},
-            {"default_group": spec.default_group}))
+            "updated_by = EXCLUDED.updated_by",
+            spec.default_group,
+            actor.login,
+        )
+        await audit.record(
+            conn,
+            actor,
+            audit.field_changes(
+                "case_routing_settings",
+                "default",
+                {"default_group": before.default_group},
+                {"default_group": spec.default_group},
+            ),
+        )
         return await get_settings(conn)
 
 
@@ -277,12 +377,20 @@ async def category_chain(conn: asyncpg.Connection, category_id: int | None) -> l
             SELECT c.id, c.parent_id, up.depth + 1 FROM case_categories c
             JOIN up ON c.id = up.parent_id WHERE up.depth < 100
         ) SELECT id FROM up ORDER BY depth
-        """, category_id)
+        """,
+        category_id,
+    )
     return [r["id"] for r in rows]
 
 
-async def choose_group(conn: asyncpg.Connection, *, channel: str, category_id: int | None,
-                       case_type: str | None, priority: str) -> tuple[str | None, int | None]:
+async def choose_group(
+    conn: asyncpg.Connection,
+    *,
+    channel: str,
+    category_id: int | None,
+    case_type: str | None,
+    priority: str,
+) -> tuple[str | None, int | None]:
     """(group, rule id) for a case: the first matching active rule of an active group, else
     the default group (rule None); (None, None) when there is neither."""
     chain = await category_chain(conn, category_id)
@@ -296,10 +404,16 @@ async def choose_group(conn: asyncpg.Connection, *, channel: str, category_id: i
           AND (cardinality(r.case_types) = 0 OR $3 = ANY(r.case_types))
           AND (cardinality(r.priorities) = 0 OR $4 = ANY(r.priorities))
         ORDER BY r.position, r.id LIMIT 1
-        """, channel, chain, case_type, priority)
+        """,
+        channel,
+        chain,
+        case_type,
+        priority,
+    )
     if row is not None:
         return row["group_code"], row["id"]
     default = await conn.fetchval(
         "SELECT s.default_group FROM case_routing_settings s "
-        "JOIN case_groups g ON g.code = s.default_group AND g.is_active")
+        "JOIN case_groups g ON g.code = s.default_group AND g.is_active"
+    )
     return default, None

@@ -38,24 +38,31 @@ async def _clients_by(conn: asyncpg.Connection, sql: str, value: str) -> set[int
     return {r["client_id"] for r in rows}
 
 
-_BY_PHONE = ("SELECT DISTINCT client_id FROM contacts WHERE phone_digits = $1 AND is_active "
-             "LIMIT $2")
-_BY_EMAIL = ("SELECT DISTINCT client_id FROM contacts WHERE email_norm = lower($1) AND is_active "
-             "LIMIT $2")
+_BY_PHONE = "SELECT DISTINCT client_id FROM contacts WHERE phone_digits = $1 AND is_active LIMIT $2"
+_BY_EMAIL = (
+    "SELECT DISTINCT client_id FROM contacts WHERE email_norm = lower($1) AND is_active LIMIT $2"
+)
 
 
-async def identify(conn: asyncpg.Connection, *, client_id: int | None = None,
-                   or_number: str | None = None, phone: str | None = None,
-                   email: str | None = None) -> Identification:
+async def identify(
+    conn: asyncpg.Connection,
+    *,
+    client_id: int | None = None,
+    or_number: str | None = None,
+    phone: str | None = None,
+    email: str | None = None,
+) -> Identification:
     """Find the client: an existing Client_ID first, then the OR number, then the clients
     whose active contacts have this phone and/or e-mail. One client found: linked; several:
     anonymous with the candidates listed; none: anonymous. ``phone`` is E.164."""
     if client_id is not None and await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM clients WHERE id = $1)", client_id):
+        "SELECT EXISTS (SELECT 1 FROM clients WHERE id = $1)", client_id
+    ):
         return Identification(client_id, None, "client_id")
     if or_number is not None and valid_or_number(or_number):
-        row = await conn.fetchrow("SELECT id, client_id FROM accounts WHERE or_number = $1",
-                                  or_number)
+        row = await conn.fetchrow(
+            "SELECT id, client_id FROM accounts WHERE or_number = $1", or_number
+        )
         if row is not None:
             return Identification(row["client_id"], row["id"], "or_number")
     by_phone = await _clients_by(conn, _BY_PHONE, phone[1:]) if phone else set()

@@ -69,8 +69,9 @@ class Subscription:
 class ChangeFeed:
     """The process's listening connection and its subscribers."""
 
-    def __init__(self, connect: Callable[[], Awaitable[asyncpg.Connection]],
-                 window: float = 0.2) -> None:
+    def __init__(
+        self, connect: Callable[[], Awaitable[asyncpg.Connection]], window: float = 0.2
+    ) -> None:
         self._connect = connect
         self.window = window
         self._subscribers: set[Subscription] = set()

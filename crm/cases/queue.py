@@ -65,10 +65,16 @@ async def list_queue(conn: asyncpg.Connection, q: CaseQueueQuery) -> CaseQueuePa
         where.append("status <> 'closed'")
     elif q.open is False:
         where.append("status = 'closed'")
-    for column, value in (("status", q.status), ("channel", q.channel), ("priority", q.priority),
-                          ("case_type", q.case_type), ("category_id", q.category_id),
-                          ("client_id", q.client_id), ("assignee_id", q.assignee_id),
-                          ("number", q.number)):
+    for column, value in (
+        ("status", q.status),
+        ("channel", q.channel),
+        ("priority", q.priority),
+        ("case_type", q.case_type),
+        ("category_id", q.category_id),
+        ("client_id", q.client_id),
+        ("assignee_id", q.assignee_id),
+        ("number", q.number),
+    ):
         if value is not None:
             where.append(f"{column} = {bind(value)}")
     if q.anonymous is not None:
@@ -84,9 +90,11 @@ async def list_queue(conn: asyncpg.Connection, q: CaseQueueQuery) -> CaseQueuePa
         op = ">" if q.order == "asc" else "<"
         where.append(f"(created_at, id) {op} ({bind(at)}, {bind(case_id)})")
     direction = "ASC" if q.order == "asc" else "DESC"
-    sql = (f"SELECT {SUMMARY_COLUMNS} FROM cases"
-           + (" WHERE " + " AND ".join(where) if where else "")
-           + f" ORDER BY created_at {direction}, id {direction} LIMIT {bind(q.limit)}")
+    sql = (
+        f"SELECT {SUMMARY_COLUMNS} FROM cases"
+        + (" WHERE " + " AND ".join(where) if where else "")
+        + f" ORDER BY created_at {direction}, id {direction} LIMIT {bind(q.limit)}"
+    )
     rows = await conn.fetch(sql, *args)
     items = [CaseSummary(**dict(r)) for r in rows]
     return CaseQueuePage(items, encode_cursor(items[-1]) if len(items) == q.limit else None)

@@ -73,20 +73,26 @@ async def agent_loads(conn: asyncpg.Connection, group_code: str | None = None) -
         WHERE $1::text IS NULL OR EXISTS (SELECT 1 FROM case_group_members m
                                           WHERE m.user_id = a.user_id AND m.group_code = $1)
         ORDER BY u.login
-        """, group_code)
+        """,
+        group_code,
+    )
     return [AgentLoad(**{**dict(r), "groups": list(r["groups"])}) for r in rows]
 
 
 async def _load(conn: asyncpg.Connection, user_ids: Sequence[int]) -> dict[int, int]:
     rows = await conn.fetch(
         "SELECT assignee_id, count(*) AS n FROM cases WHERE assignee_id = ANY($1::bigint[]) "
-        f"AND status IN {_OPEN_SQL} GROUP BY assignee_id", list(user_ids))
+        f"AND status IN {_OPEN_SQL} GROUP BY assignee_id",
+        list(user_ids),
+    )
     return {r["assignee_id"]: r["n"] for r in rows}
 
 
 async def _tree(conn: asyncpg.Connection) -> dict[int, int | None]:
-    return {r["id"]: r["parent_id"]
-            for r in await conn.fetch("SELECT id, parent_id FROM case_categories")}
+    return {
+        r["id"]: r["parent_id"]
+        for r in await conn.fetch("SELECT id, parent_id FROM case_categories")
+    }
 
 
 def _chain(tree: dict[int, int | None], category_id: int | None) -> list[int]:
@@ -103,33 +109,63 @@ def _below(tree: dict[int, int | None], roots: Sequence[int]) -> list[int]:
 
 
 async def _is_member(conn: asyncpg.Connection, user_id: int, group_code: str) -> bool:
-    return bool(await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM case_group_members WHERE group_code = $1 AND user_id = $2)",
-        group_code, user_id))
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM case_group_members WHERE group_code = $1 AND user_id = $2)",
+            group_code,
+            user_id,
+        )
+    )
 
 
-async def _write(conn: asyncpg.Connection, actor: Actor, group_code: str | None,
-                 picks: Sequence[tuple[int, int]], by: str) -> None:
+async def _write(
+    conn: asyncpg.Connection,
+    actor: Actor,
+    group_code: str | None,
+    picks: Sequence[tuple[int, int]],
+    by: str,
+) -> None:
     """Assign each (case, agent) of ``picks``; the agents' last assignment times keep the
     order of the picks, which round-robin reads next time."""
     await conn.execute(
         "UPDATE cases c SET assignee_id = p.user_id, assigned_at = herald_now(), updated_at = herald_now() "
         "FROM unnest($1::bigint[], $2::bigint[]) AS p(case_id, user_id) "
         "WHERE c.id = p.case_id AND c.assignee_id IS NULL",
-        [c for c, _ in picks], [u for _, u in picks])
+        [c for c, _ in picks],
+        [u for _, u in picks],
+    )
     await conn.execute(
         "UPDATE case_agents a SET last_assigned_at = herald_now() + p.n * interval '1 microsecond' "
         "FROM (SELECT user_id, max(n) AS n FROM unnest($1::bigint[]) WITH ORDINALITY "
         "      AS x(user_id, n) GROUP BY user_id) p WHERE a.user_id = p.user_id",
-        [u for _, u in picks])
-    await store.append_many(conn, actor, [(c, NewEvent(kind="assignment", data={
-        "by": by, "group_code": group_code, "assignee_id": u, "from_assignee_id": None}))
-        for c, u in picks])
-    await audit.record(conn, actor, [Change("case", str(c), "update", "assignee_id", None, u)
-                                     for c, u in picks])
+        [u for _, u in picks],
+    )
+    await store.append_many(
+        conn,
+        actor,
+        [
+            (
+                c,
+                NewEvent(
+                    kind="assignment",
+                    data={
+                        "by": by,
+                        "group_code": group_code,
+                        "assignee_id": u,
+                        "from_assignee_id": None,
+                    },
+                ),
+            )
+            for c, u in picks
+        ],
+    )
+    await audit.record(
+        conn, actor, [Change("case", str(c), "update", "assignee_id", None, u) for c, u in picks]
+    )
 
 
 # -- placing a case in its group ---------------------------------------------------------------
+
 
 async def place(conn: asyncpg.Connection, actor: Actor, case: Case, *, reason: str) -> Case:
     """Put the case in the group its routing rules choose, in the caller's transaction;
@@ -137,32 +173,67 @@ async def place(conn: asyncpg.Connection, actor: Actor, case: Case, *, reason: s
     the group changes and the assignee is not a member of the new one, the case goes back
     to the new group's queue."""
     if case.status not in OPEN or await conn.fetchval(
-            "SELECT group_manual FROM cases WHERE id = $1", case.id):
+        "SELECT group_manual FROM cases WHERE id = $1", case.id
+    ):
         return case
-    group, rule_id = await groups.choose_group(conn, channel=case.channel,
-                                               category_id=case.category_id,
-                                               case_type=case.case_type, priority=case.priority)
+    group, rule_id = await groups.choose_group(
+        conn,
+        channel=case.channel,
+        category_id=case.category_id,
+        case_type=case.case_type,
+        priority=case.priority,
+    )
     if group is None or group == case.group_code:
         return case
     assignee = case.assignee_id
     if assignee is not None and not await _is_member(conn, assignee, group):
         assignee = None
-    await conn.execute("UPDATE cases SET group_code = $2, assignee_id = $3, "
-                       "assigned_at = CASE WHEN $3::bigint IS NULL THEN NULL ELSE assigned_at END, "
-                       "updated_at = herald_now() WHERE id = $1", case.id, group, assignee)
-    await store.append_events(conn, actor, case.id, [NewEvent(kind="assignment", data={
-        "by": "rule", "reason": reason, "rule_id": rule_id, "from_group_code": case.group_code,
-        "group_code": group, "from_assignee_id": case.assignee_id, "assignee_id": assignee})])
-    await audit.record(conn, actor, audit.field_changes(
-        "case", case.id, {"group_code": case.group_code, "assignee_id": case.assignee_id},
-        {"group_code": group, "assignee_id": assignee}))
+    await conn.execute(
+        "UPDATE cases SET group_code = $2, assignee_id = $3, "
+        "assigned_at = CASE WHEN $3::bigint IS NULL THEN NULL ELSE assigned_at END, "
+        "updated_at = herald_now() WHERE id = $1",
+        case.id,
+        group,
+        assignee,
+    )
+    await store.append_events(
+        conn,
+        actor,
+        case.id,
+        [
+            NewEvent(
+                kind="assignment",
+                data={
+                    "by": "rule",
+                    "reason": reason,
+                    "rule_id": rule_id,
+                    "from_group_code": case.group_code,
+                    "group_code": group,
+                    "from_assignee_id": case.assignee_id,
+                    "assignee_id": assignee,
+                },
+            )
+        ],
+    )
+    await audit.record(
+        conn,
+        actor,
+        audit.field_changes(
+            "case",
+            case.id,
+            {"group_code": case.group_code, "assignee_id": case.assignee_id},
+            {"group_code": group, "assignee_id": assignee},
+        ),
+    )
     return await store.get_case(conn, case.id)
 
 
 # -- reopening ---------------------------------------------------------------------------------
 
-async def hold_capacity(conn: asyncpg.Connection, actor: Actor, case_ids: Sequence[int], *,
-                        reason: str) -> list[int]:
+
+async def hold_capacity(
+    conn: asyncpg.Connection, actor: Actor, case_ids: Sequence[int], *, reason: str
+) -> list[int]:
     """Cases just reopened (open again, locked by the caller) whose assignee is now over
     capacity go back to their group's queue, as many as the agent is over; the routing
     pass gives them to whoever has room. Returns the cases released.
@@ -171,13 +242,20 @@ async def hold_capacity(conn: asyncpg.Connection, actor: Actor, case_ids: Sequen
     ``reassign``: the cases first, then the agents (by user id)."""
     rows = await conn.fetch(
         f"SELECT id, assignee_id, group_code FROM cases WHERE id = ANY($1::bigint[]) "
-        f"AND assignee_id IS NOT NULL AND status IN {_OPEN_SQL} ORDER BY id DESC", list(case_ids))
+        f"AND assignee_id IS NOT NULL AND status IN {_OPEN_SQL} ORDER BY id DESC",
+        list(case_ids),
+    )
     if not rows:
         return []
     users = sorted({r["assignee_id"] for r in rows})
-    capacity = {r["user_id"]: r["capacity"] for r in await conn.fetch(
-        "SELECT user_id, capacity FROM case_agents WHERE user_id = ANY($1::bigint[]) "
-        "ORDER BY user_id FOR UPDATE", users)}
+    capacity = {
+        r["user_id"]: r["capacity"]
+        for r in await conn.fetch(
+            "SELECT user_id, capacity FROM case_agents WHERE user_id = ANY($1::bigint[]) "
+            "ORDER BY user_id FOR UPDATE",
+            users,
+        )
+    }
     loads = await _load(conn, users)
     over = {u: loads.get(u, 0) - capacity[u] for u in users if u in capacity}
     released: list[asyncpg.Record] = []
@@ -188,18 +266,45 @@ async def hold_capacity(conn: asyncpg.Connection, actor: Actor, case_ids: Sequen
     if not released:
         return []
     ids = [r["id"] for r in released]
-    await conn.execute("UPDATE cases SET assignee_id = NULL, assigned_at = NULL, "
-                       "updated_at = herald_now() WHERE id = ANY($1::bigint[])", ids)
-    await store.append_many(conn, actor, [(r["id"], NewEvent(kind="assignment", data={
-        "by": "capacity", "reason": reason, "group_code": r["group_code"],
-        "from_assignee_id": r["assignee_id"], "assignee_id": None,
-        "capacity": capacity[r["assignee_id"]]})) for r in released])
-    await audit.record(conn, actor, [Change("case", str(r["id"]), "update", "assignee_id",
-                                            r["assignee_id"], None) for r in released])
+    await conn.execute(
+        "UPDATE cases SET assignee_id = NULL, assigned_at = NULL, "
+        "updated_at = herald_now() WHERE id = ANY($1::bigint[])",
+        ids,
+    )
+    await store.append_many(
+        conn,
+        actor,
+        [
+            (
+                r["id"],
+                NewEvent(
+                    kind="assignment",
+                    data={
+                        "by": "capacity",
+                        "reason": reason,
+                        "group_code": r["group_code"],
+                        "from_assignee_id": r["assignee_id"],
+                        "assignee_id": None,
+                        "capacity": capacity[r["assignee_id"]],
+                    },
+                ),
+            )
+            for r in released
+        ],
+    )
+    await audit.record(
+        conn,
+        actor,
+        [
+            Change("case", str(r["id"]), "update", "assignee_id", r["assignee_id"], None)
+            for r in released
+        ],
+    )
     return ids
 
 
 # -- the routing pass ------------------------------------------------------------------------
+
 
 class _Slot:
     __slots__ = ("user_id", "load", "capacity", "last", "languages", "channels", "categories")
@@ -215,13 +320,16 @@ class _Slot:
         self.categories = set(row["category_ids"])
 
     def skilled(self, channel: str, language: str, chain: list[int]) -> bool:
-        return ((not self.channels or channel in self.channels)
-                and (not self.languages or language in self.languages)
-                and (not self.categories or bool(self.categories.intersection(chain))))
+        return (
+            (not self.channels or channel in self.channels)
+            and (not self.languages or language in self.languages)
+            and (not self.categories or bool(self.categories.intersection(chain)))
+        )
 
 
-async def route_group(conn: asyncpg.Connection, group_code: str, mode: str, *,
-                      batch: int = 500) -> int:
+async def route_group(
+    conn: asyncpg.Connection, group_code: str, mode: str, *, batch: int = 500
+) -> int:
     """Assign up to ``batch`` of the group's unassigned open cases (most urgent, then
     oldest, first) to its online members with free capacity; returns how many."""
     async with conn.transaction():
@@ -233,10 +341,13 @@ async def route_group(conn: asyncpg.Connection, group_code: str, mode: str, *,
             WHERE a.presence = 'online' AND a.user_id IN (
                 SELECT user_id FROM case_group_members WHERE group_code = $1)
             ORDER BY a.user_id FOR UPDATE OF a
-            """, group_code)
+            """,
+            group_code,
+        )
         loads = await _load(conn, [r["user_id"] for r in rows])
-        slots = [s for s in (_Slot(r, loads.get(r["user_id"], 0)) for r in rows)
-                 if s.load < s.capacity]
+        slots = [
+            s for s in (_Slot(r, loads.get(r["user_id"], 0)) for r in rows) if s.load < s.capacity
+        ]
         if not slots:
             return 0
         if mode == "round_robin":  # every case fits every agent: claim no more than fit
@@ -248,7 +359,10 @@ async def route_group(conn: asyncpg.Connection, group_code: str, mode: str, *,
             WHERE c.group_code = $1 AND c.assignee_id IS NULL AND c.status IN {_OPEN_SQL}
             ORDER BY {_RANK}, c.created_at, c.id
             LIMIT $2 FOR UPDATE OF c SKIP LOCKED
-            """, group_code, batch)
+            """,
+            group_code,
+            batch,
+        )
         tree = await _tree(conn) if mode == "skills" else {}
         picks: list[tuple[int, int]] = []
         tick = clock.now().timestamp()
@@ -280,7 +394,8 @@ async def run_pass(pool: asyncpg.Pool, *, batch: int = 500) -> int:
         pending = await conn.fetch(
             "SELECT g.code, g.mode FROM case_groups g WHERE g.is_active AND EXISTS ("
             "SELECT 1 FROM cases c WHERE c.group_code = g.code AND c.assignee_id IS NULL "
-            f"AND c.status IN {_OPEN_SQL}) ORDER BY g.code")
+            f"AND c.status IN {_OPEN_SQL}) ORDER BY g.code"
+        )
         total = 0
         for group in pending:
             total += await route_group(conn, group["code"], group["mode"], batch=batch)
@@ -288,6 +403,7 @@ async def run_pass(pool: asyncpg.Pool, *, batch: int = 500) -> int:
 
 
 # -- take next and reassignment --------------------------------------------------------------
+
 
 def _order(row: asyncpg.Record) -> tuple[int, dt.datetime, int]:
     return row["rank"], row["created_at"], row["id"]
@@ -310,7 +426,8 @@ async def take_next(conn: asyncpg.Connection, actor: Actor) -> Case | None:
         mine = await conn.fetch(
             "SELECT g.code, g.mode FROM case_groups g JOIN case_group_members m "
             "ON m.group_code = g.code AND m.user_id = $1 WHERE g.is_active ORDER BY g.code",
-            actor.id)
+            actor.id,
+        )
         # One ordered index scan per group (an agent is in a few), the best of them claimed;
         # the others stay locked only until this transaction ends.
         row: asyncpg.Record | None = None
@@ -327,8 +444,14 @@ async def take_next(conn: asyncpg.Connection, actor: Actor) -> Case | None:
                    AND (cardinality($5::bigint[]) = 0 OR c.category_id = ANY($6::bigint[]))))
                 ORDER BY {_RANK}, c.created_at, c.id
                 LIMIT 1 FOR UPDATE OF c SKIP LOCKED
-                """, group["code"], group["mode"] == "skills", agent.channels, agent.languages,
-                agent.category_ids, categories)
+                """,
+                group["code"],
+                group["mode"] == "skills",
+                agent.channels,
+                agent.languages,
+                agent.category_ids,
+                categories,
+            )
             if found is not None and (row is None or _order(found) < _order(row)):
                 row = found
         if row is None:
@@ -337,8 +460,7 @@ async def take_next(conn: asyncpg.Connection, actor: Actor) -> Case | None:
         return await store.get_case(conn, row["id"])
 
 
-async def reassign(conn: asyncpg.Connection, actor: Actor, case_id: int,
-                   to: Reassignment) -> Case:
+async def reassign(conn: asyncpg.Connection, actor: Actor, case_id: int, to: Reassignment) -> Case:
     """A supervisor moves a case to a user and/or a group; the rules no longer move it.
     To a group alone: the case waits in that group's queue. The user's capacity holds."""
     if to.user_id is None and to.group_code is None:
@@ -358,22 +480,50 @@ async def reassign(conn: asyncpg.Connection, actor: Actor, case_id: int,
             agent = await agents.get_agent(conn, assignee, lock=True)
             load = (await _load(conn, [assignee])).get(assignee, 0)
             if assignee != case.assignee_id and load >= agent.capacity:
-                raise Conflict(f"user {assignee} has {load} open cases, at capacity "
-                               f"{agent.capacity}")
+                raise Conflict(
+                    f"user {assignee} has {load} open cases, at capacity {agent.capacity}"
+                )
         if (group, assignee) == (case.group_code, case.assignee_id):
             return case
         await conn.execute(
             "UPDATE cases SET group_code = $2, assignee_id = $3, group_manual = true, "
             "assigned_at = CASE WHEN $3::bigint IS NULL THEN NULL ELSE herald_now() END, "
-            "updated_at = herald_now() WHERE id = $1", case.id, group, assignee)
+            "updated_at = herald_now() WHERE id = $1",
+            case.id,
+            group,
+            assignee,
+        )
         if assignee is not None:
-            await conn.execute("UPDATE case_agents SET last_assigned_at = herald_now() WHERE user_id = $1",
-                               assignee)
-        await store.append_events(conn, actor, case.id, [NewEvent(
-            kind="assignment", body=to.comment, data={
-                "by": "manual", "from_group_code": case.group_code, "group_code": group,
-                "from_assignee_id": case.assignee_id, "assignee_id": assignee})])
-        await audit.record(conn, actor, audit.field_changes(
-            "case", case.id, {"group_code": case.group_code, "assignee_id": case.assignee_id},
-            {"group_code": group, "assignee_id": assignee}))
+            await conn.execute(
+                "UPDATE case_agents SET last_assigned_at = herald_now() WHERE user_id = $1",
+                assignee,
+            )
+        await store.append_events(
+            conn,
+            actor,
+            case.id,
+            [
+                NewEvent(
+                    kind="assignment",
+                    body=to.comment,
+                    data={
+                        "by": "manual",
+                        "from_group_code": case.group_code,
+                        "group_code": group,
+                        "from_assignee_id": case.assignee_id,
+                        "assignee_id": assignee,
+                    },
+                )
+            ],
+        )
+        await audit.record(
+            conn,
+            actor,
+            audit.field_changes(
+                "case",
+                case.id,
+                {"group_code": case.group_code, "assignee_id": case.assignee_id},
+                {"group_code": group, "assignee_id": assignee},
+            ),
+        )
         return await store.get_case(conn, case.id)

@@ -23,10 +23,20 @@ from herald import audit, clock
 from herald.audit import Actor, Change
 from herald.errors import Conflict, NotFound
 
-_COLUMNS = {"first_response": ("first_response_due_at", "first_response_at",
-                               "first_response_warn_at", "first_response_due_manual"),
-            "resolution": ("resolution_due_at", "resolved_at", "resolution_warn_at",
-                           "resolution_due_manual")}
+_COLUMNS = {
+    "first_response": (
+        "first_response_due_at",
+        "first_response_at",
+        "first_response_warn_at",
+        "first_response_due_manual",
+    ),
+    "resolution": (
+        "resolution_due_at",
+        "resolved_at",
+        "resolution_warn_at",
+        "resolution_due_manual",
+    ),
+}
 
 
 class DeadlineChange(msgspec.Struct, forbid_unknown_fields=True):
@@ -55,9 +65,14 @@ WHERE c.id = ANY($1::bigint[])
 """
 
 
-def _target(due: dt.datetime | None, done: dt.datetime | None, left: float | None,
-            ref: dt.datetime, breached_at: dt.datetime | None,
-            by_hand: bool) -> SlaTargetState | None:
+def _target(
+    due: dt.datetime | None,
+    done: dt.datetime | None,
+    left: float | None,
+    ref: dt.datetime,
+    breached_at: dt.datetime | None,
+    by_hand: bool,
+) -> SlaTargetState | None:
     if due is None:
         return None
     if breached_at is not None:
@@ -67,8 +82,9 @@ def _target(due: dt.datetime | None, done: dt.datetime | None, left: float | Non
     return SlaTargetState(due, done, left, met, breached_at, by_hand)
 
 
-async def sla_for(conn: asyncpg.Connection, case_ids: list[int], *,
-                  now: dt.datetime | None = None) -> dict[int, CaseSla]:
+async def sla_for(
+    conn: asyncpg.Connection, case_ids: list[int], *, now: dt.datetime | None = None
+) -> dict[int, CaseSla]:
     """The SLA block of each of ``case_ids`` that exists, in one query."""
     if not case_ids:
         return {}
@@ -77,18 +93,33 @@ async def sla_for(conn: asyncpg.Connection, case_ids: list[int], *,
     for r in await conn.fetch(_SQL, list(case_ids), now):
         ref = r["sla_paused_at"] or now
         out[r["id"]] = CaseSla(
-            state=r["sla_state"], paused=r["sla_paused_at"] is not None,
-            paused_at=r["sla_paused_at"], policy_id=r["sla_policy_id"],
-            first_response=_target(r["first_response_due_at"], r["first_response_at"],
-                                   r["fr_left"], ref, r["first_response_breached_at"],
-                                   r["first_response_due_manual"]),
-            resolution=_target(r["resolution_due_at"], r["resolved_at"], r["res_left"], ref,
-                               r["resolution_breached_at"], r["resolution_due_manual"]))
+            state=r["sla_state"],
+            paused=r["sla_paused_at"] is not None,
+            paused_at=r["sla_paused_at"],
+            policy_id=r["sla_policy_id"],
+            first_response=_target(
+                r["first_response_due_at"],
+                r["first_response_at"],
+                r["fr_left"],
+                ref,
+                r["first_response_breached_at"],
+                r["first_response_due_manual"],
+            ),
+            resolution=_target(
+                r["resolution_due_at"],
+                r["resolved_at"],
+                r["res_left"],
+                ref,
+                r["resolution_breached_at"],
+                r["resolution_due_manual"],
+            ),
+        )
     return out
 
 
-async def change_deadline(conn: asyncpg.Connection, actor: Actor, case_id: int,
-                          change: DeadlineChange) -> CaseSla:
+async def change_deadline(
+    conn: asyncpg.Connection, actor: Actor, case_id: int, change: DeadlineChange
+) -> CaseSla:
     """Move a target's due time; a ``deadline`` event and the journal keep old, new and why.
     The deadline is marked as set by hand: a later re-plan (a raised priority, a
     reclassification, a calendar or policy change) keeps it."""
@@ -96,27 +127,47 @@ async def change_deadline(conn: asyncpg.Connection, actor: Actor, case_id: int,
     async with conn.transaction():
         row = await conn.fetchrow(
             f"SELECT number, status, sla_policy_id, {due_col} AS due, {done_col} AS done "
-            "FROM cases WHERE id = $1 FOR UPDATE", case_id)
+            "FROM cases WHERE id = $1 FOR UPDATE",
+            case_id,
+        )
         if row is None:
             raise NotFound(f"no case {case_id}")
         if row["status"] == "closed":
             raise Conflict(f"case {row['number']} is closed")
         if row["sla_policy_id"] is None or row["due"] is None:
-            raise Conflict(f"case {row['number']} has no {change.target} deadline "
-                           "(no SLA policy with that target applies)")
+            raise Conflict(
+                f"case {row['number']} has no {change.target} deadline "
+                "(no SLA policy with that target applies)"
+            )
         if row["done"] is not None:
             raise Conflict(f"case {row['number']}: the {change.target} target is already done")
         await conn.execute(
             f"UPDATE cases SET {due_col} = $2, "
             f"{warn_col} = case_sla_warn_for(sla_policy_id, $3, $2), {manual_col} = true, "
             "updated_at = herald_now() WHERE id = $1",
-            case_id, change.due_at, change.target)
+            case_id,
+            change.due_at,
+            change.target,
+        )
         await conn.execute("SELECT case_sla_check_now($1, true)", case_id)
         old, new = row["due"].isoformat(), change.due_at.isoformat()
-        await store.append_events(conn, actor, case_id, [NewEvent(
-            kind="deadline", body=change.reason,
-            data={"target": change.target, "old_due_at": old, "new_due_at": new,
-                  "reason": change.reason})])
+        await store.append_events(
+            conn,
+            actor,
+            case_id,
+            [
+                NewEvent(
+                    kind="deadline",
+                    body=change.reason,
+                    data={
+                        "target": change.target,
+                        "old_due_at": old,
+                        "new_due_at": new,
+                        "reason": change.reason,
+                    },
+                )
+            ],
+        )
         await audit.record(conn, actor, [Change("case", str(case_id), "update", due_col, old, new)])
         return (await sla_for(conn, [case_id]))[case_id]
 
@@ -146,8 +197,9 @@ WHERE c.id = ANY($1::bigint[])
 """
 
 
-async def sla_clocks(conn: asyncpg.Connection, case_ids: list[int], *,
-                     now: dt.datetime | None = None) -> dict[int, SlaClock]:
+async def sla_clocks(
+    conn: asyncpg.Connection, case_ids: list[int], *, now: dt.datetime | None = None
+) -> dict[int, SlaClock]:
     """The SLA clock of each of ``case_ids`` that has a policy, in one query."""
     if not case_ids:
         return {}

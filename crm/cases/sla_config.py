@@ -94,10 +94,30 @@ class EscalationRule(msgspec.Struct):
     updated_at: dt.datetime
 
 
-_POLICY_FIELDS = ("name", "is_active", "case_type", "priority", "category_id", "calendar_id",
-                  "first_response_minutes", "resolution_minutes", "warning_percent")
-_RULE_FIELDS = ("name", "is_active", "on_level", "target", "case_type", "priority", "category_id",
-                "group_code", "notify_supervisors", "raise_priority", "reassign_group")
+_POLICY_FIELDS = (
+    "name",
+    "is_active",
+    "case_type",
+    "priority",
+    "category_id",
+    "calendar_id",
+    "first_response_minutes",
+    "resolution_minutes",
+    "warning_percent",
+)
+_RULE_FIELDS = (
+    "name",
+    "is_active",
+    "on_level",
+    "target",
+    "case_type",
+    "priority",
+    "category_id",
+    "group_code",
+    "notify_supervisors",
+    "raise_priority",
+    "reassign_group",
+)
 
 
 def _values(spec: msgspec.Struct, fields: tuple[str, ...]) -> dict[str, Any]:
@@ -106,28 +126,42 @@ def _values(spec: msgspec.Struct, fields: tuple[str, ...]) -> dict[str, Any]:
 
 async def _check_category(conn: asyncpg.Connection, category_id: int | None) -> None:
     if category_id is not None and not await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM case_categories WHERE id = $1)", category_id):
+        "SELECT EXISTS (SELECT 1 FROM case_categories WHERE id = $1)", category_id
+    ):
         raise InvalidInput("category_id", f"no case category {category_id}")
 
 
-async def _check_policy(conn: asyncpg.Connection, spec: SlaPolicySpec, policy_id: int | None) -> None:
+async def _check_policy(
+    conn: asyncpg.Connection, spec: SlaPolicySpec, policy_id: int | None
+) -> None:
     if spec.first_response_minutes is None and spec.resolution_minutes is None:
-        raise InvalidInput("first_response_minutes",
-                           "give first_response_minutes and/or resolution_minutes")
-    if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM business_calendars WHERE id = $1)",
-                               spec.calendar_id):
+        raise InvalidInput(
+            "first_response_minutes", "give first_response_minutes and/or resolution_minutes"
+        )
+    if not await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM business_calendars WHERE id = $1)", spec.calendar_id
+    ):
         raise InvalidInput("calendar_id", f"no business calendar {spec.calendar_id}")
     await _check_category(conn, spec.category_id)
     clash = await conn.fetchval(
         "SELECT id FROM case_sla_policies WHERE case_type IS NOT DISTINCT FROM $1 "
         "AND priority IS NOT DISTINCT FROM $2 AND category_id IS NOT DISTINCT FROM $3 "
-        "AND id IS DISTINCT FROM $4", spec.case_type, spec.priority, spec.category_id, policy_id)
+        "AND id IS DISTINCT FROM $4",
+        spec.case_type,
+        spec.priority,
+        spec.category_id,
+        policy_id,
+    )
     if clash is not None:
         raise Conflict(f"SLA policy {clash} has the same case type, priority and category")
 
 
-_POLICY_SELECT = f"SELECT id, {', '.join(_POLICY_FIELDS)}, created_at, updated_at FROM case_sla_policies"
-_RULE_SELECT = f"SELECT id, {', '.join(_RULE_FIELDS)}, created_at, updated_at FROM case_escalation_rules"
+_POLICY_SELECT = (
+    f"SELECT id, {', '.join(_POLICY_FIELDS)}, created_at, updated_at FROM case_sla_policies"
+)
+_RULE_SELECT = (
+    f"SELECT id, {', '.join(_RULE_FIELDS)}, created_at, updated_at FROM case_escalation_rules"
+)
 
 
 async def list_policies(conn: asyncpg.Connection) -> list[SlaPolicy]:
@@ -151,24 +185,36 @@ async def create_policy(conn: asyncpg.Connection, actor: Actor, spec: SlaPolicyS
         await _check_policy(conn, spec, None)
         policy_id = await conn.fetchval(
             f"INSERT INTO case_sla_policies ({', '.join(_POLICY_FIELDS)}) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id", *values.values())
-        await audit.record(conn, actor, [Change("case_sla_policy", str(policy_id), "create",
-                                                None, None, values)])
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+            *values.values(),
+        )
+        await audit.record(
+            conn, actor, [Change("case_sla_policy", str(policy_id), "create", None, None, values)]
+        )
         await sla_replan.after_policy_change(conn, actor, policy_id, spec.name)
         return await get_policy(conn, policy_id)
 
 
-async def update_policy(conn: asyncpg.Connection, actor: Actor, policy_id: int,
-                        spec: SlaPolicySpec) -> SlaPolicy:
+async def update_policy(
+    conn: asyncpg.Connection, actor: Actor, policy_id: int, spec: SlaPolicySpec
+) -> SlaPolicy:
     values = _values(spec, _POLICY_FIELDS)
     async with conn.transaction():
         before = await get_policy(conn, policy_id)
         await _check_policy(conn, spec, policy_id)
         sets = ", ".join(f"{f} = ${i}" for i, f in enumerate(_POLICY_FIELDS, start=2))
-        await conn.execute(f"UPDATE case_sla_policies SET {sets}, updated_at = herald_now() WHERE id = $1",
-                           policy_id, *values.values())
-        await audit.record(conn, actor, audit.field_changes(
-            "case_sla_policy", policy_id, _audited(before, _POLICY_FIELDS), values))
+        await conn.execute(
+            f"UPDATE case_sla_policies SET {sets}, updated_at = herald_now() WHERE id = $1",
+            policy_id,
+            *values.values(),
+        )
+        await audit.record(
+            conn,
+            actor,
+            audit.field_changes(
+                "case_sla_policy", policy_id, _audited(before, _POLICY_FIELDS), values
+            ),
+        )
         if _audited(before, _POLICY_FIELDS) | {"name": spec.name} != values:
             await sla_replan.after_policy_change(conn, actor, policy_id, spec.name)
         return await get_policy(conn, policy_id)
@@ -178,17 +224,34 @@ async def delete_policy(conn: asyncpg.Connection, actor: Actor, policy_id: int) 
     """Delete a policy no case refers to; a used one is refused (deactivate it instead)."""
     async with conn.transaction():
         before = await get_policy(conn, policy_id)
-        if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM cases WHERE sla_policy_id = $1)",
-                               policy_id):
+        if await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM cases WHERE sla_policy_id = $1)", policy_id
+        ):
             raise Conflict(f"SLA policy {policy_id} is used by cases; deactivate it instead")
         await conn.execute("DELETE FROM case_sla_policies WHERE id = $1", policy_id)
-        await audit.record(conn, actor, [Change("case_sla_policy", str(policy_id), "delete",
-                                                None, _audited(before, _POLICY_FIELDS), None)])
+        await audit.record(
+            conn,
+            actor,
+            [
+                Change(
+                    "case_sla_policy",
+                    str(policy_id),
+                    "delete",
+                    None,
+                    _audited(before, _POLICY_FIELDS),
+                    None,
+                )
+            ],
+        )
 
 
-async def list_rules(conn: asyncpg.Connection, *, active_only: bool = False) -> list[EscalationRule]:
+async def list_rules(
+    conn: asyncpg.Connection, *, active_only: bool = False
+) -> list[EscalationRule]:
     where = " WHERE is_active" if active_only else ""
-    return [EscalationRule(**dict(r)) for r in await conn.fetch(_RULE_SELECT + where + " ORDER BY id")]
+    return [
+        EscalationRule(**dict(r)) for r in await conn.fetch(_RULE_SELECT + where + " ORDER BY id")
+    ]
 
 
 async def get_rule(conn: asyncpg.Connection, rule_id: int) -> EscalationRule:
@@ -200,34 +263,52 @@ async def get_rule(conn: asyncpg.Connection, rule_id: int) -> EscalationRule:
 
 async def _check_rule(conn: asyncpg.Connection, spec: EscalationRuleSpec) -> None:
     if not (spec.notify_supervisors or spec.raise_priority or spec.reassign_group):
-        raise InvalidInput("notify_supervisors",
-                           "give an action: notify_supervisors, raise_priority or reassign_group")
+        raise InvalidInput(
+            "notify_supervisors",
+            "give an action: notify_supervisors, raise_priority or reassign_group",
+        )
     await _check_category(conn, spec.category_id)
 
 
-async def create_rule(conn: asyncpg.Connection, actor: Actor, spec: EscalationRuleSpec) -> EscalationRule:
+async def create_rule(
+    conn: asyncpg.Connection, actor: Actor, spec: EscalationRuleSpec
+) -> EscalationRule:
     values = _values(spec, _RULE_FIELDS)
     async with conn.transaction():
         await _check_rule(conn, spec)
         rule_id = await conn.fetchval(
             f"INSERT INTO case_escalation_rules ({', '.join(_RULE_FIELDS)}) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id", *values.values())
-        await audit.record(conn, actor, [Change("case_escalation_rule", str(rule_id), "create",
-                                                None, None, values)])
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+            *values.values(),
+        )
+        await audit.record(
+            conn,
+            actor,
+            [Change("case_escalation_rule", str(rule_id), "create", None, None, values)],
+        )
         return await get_rule(conn, rule_id)
 
 
-async def update_rule(conn: asyncpg.Connection, actor: Actor, rule_id: int,
-                      spec: EscalationRuleSpec) -> EscalationRule:
+async def update_rule(
+    conn: asyncpg.Connection, actor: Actor, rule_id: int, spec: EscalationRuleSpec
+) -> EscalationRule:
     values = _values(spec, _RULE_FIELDS)
     async with conn.transaction():
         before = await get_rule(conn, rule_id)
         await _check_rule(conn, spec)
         sets = ", ".join(f"{f} = ${i}" for i, f in enumerate(_RULE_FIELDS, start=2))
-        await conn.execute(f"UPDATE case_escalation_rules SET {sets}, updated_at = herald_now() "
-                           "WHERE id = $1", rule_id, *values.values())
-        await audit.record(conn, actor, audit.field_changes(
-            "case_escalation_rule", rule_id, _audited(before, _RULE_FIELDS), values))
+        await conn.execute(
+            f"UPDATE case_escalation_rules SET {sets}, updated_at = herald_now() WHERE id = $1",
+            rule_id,
+            *values.values(),
+        )
+        await audit.record(
+            conn,
+            actor,
+            audit.field_changes(
+                "case_escalation_rule", rule_id, _audited(before, _RULE_FIELDS), values
+            ),
+        )
         return await get_rule(conn, rule_id)
 
 
@@ -235,9 +316,22 @@ async def delete_rule(conn: asyncpg.Connection, actor: Actor, rule_id: int) -> N
     """Delete a rule that never fired; one that did is refused (deactivate it instead)."""
     async with conn.transaction():
         before = await get_rule(conn, rule_id)
-        if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM case_escalations WHERE rule_id = $1)",
-                               rule_id):
+        if await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM case_escalations WHERE rule_id = $1)", rule_id
+        ):
             raise Conflict(f"escalation rule {rule_id} has escalated cases; deactivate it instead")
         await conn.execute("DELETE FROM case_escalation_rules WHERE id = $1", rule_id)
-        await audit.record(conn, actor, [Change("case_escalation_rule", str(rule_id), "delete",
-                                                None, _audited(before, _RULE_FIELDS), None)])
+        await audit.record(
+            conn,
+            actor,
+            [
+                Change(
+                    "case_escalation_rule",
+                    str(rule_id),
+                    "delete",
+                    None,
+                    _audited(before, _RULE_FIELDS),
+                    None,
+                )
+            ],
+        )

@@ -142,8 +142,13 @@ LEFT JOIN (SELECT id, fr, res, fr_alert, res_alert, first_response_due_at, resol
 """
 
 
-async def _record(conn: asyncpg.Connection, table: str, time_column: str,
-                  alerts: list[tuple[int, str, dt.datetime]], now: dt.datetime) -> set[tuple[int, str]]:
+async def _record(
+    conn: asyncpg.Connection,
+    table: str,
+    time_column: str,
+    alerts: list[tuple[int, str, dt.datetime]],
+    now: dt.datetime,
+) -> set[tuple[int, str]]:
     """Insert the alerts not recorded before; return those that were new."""
     if not alerts:
         return set()
@@ -152,7 +157,12 @@ async def _record(conn: asyncpg.Connection, table: str, time_column: str,
         rows = await conn.fetch(
             f"INSERT INTO {table} (case_id, target, due_at, {time_column}) "
             "SELECT i, t, d, $4 FROM unnest($1::bigint[], $2::text[], $3::timestamptz[]) AS a(i, t, d) "
-            "ON CONFLICT DO NOTHING RETURNING case_id, target", ids, targets, dues, now)
+            "ON CONFLICT DO NOTHING RETURNING case_id, target",
+            ids,
+            targets,
+            dues,
+            now,
+        )
     else:
         # The case keeps the breach (its *_breached_at) for its state, the supervisor's
         # lists and the statistics, whatever is re-planned later; its row is this batch's.
@@ -178,18 +188,28 @@ async def _record(conn: asyncpg.Connection, table: str, time_column: str,
                 WHERE c.id = b.case_id
             )
             SELECT case_id, target FROM recorded
-            """, ids, targets, dues, now)
+            """,
+            ids,
+            targets,
+            dues,
+            now,
+        )
     return {(r["case_id"], r["target"]) for r in rows}
 
 
-def _matches(rule: EscalationRule, case: asyncpg.Record, target: str, level: str,
-             tree: dict[int, int | None]) -> bool:
+def _matches(
+    rule: EscalationRule, case: asyncpg.Record, target: str, level: str, tree: dict[int, int | None]
+) -> bool:
     """Whether the rule acts on this alert; a rule's category covers its subcategories."""
-    return (rule.on_level == level and rule.target in (None, target)
-            and all(getattr(rule, f) is None or getattr(rule, f) == case[f]
-                    for f in ("case_type", "priority", "group_code"))
-            and (rule.category_id is None
-                 or rule.category_id in _chain(tree, case["category_id"])))
+    return (
+        rule.on_level == level
+        and rule.target in (None, target)
+        and all(
+            getattr(rule, f) is None or getattr(rule, f) == case[f]
+            for f in ("case_type", "priority", "group_code")
+        )
+        and (rule.category_id is None or rule.category_id in _chain(tree, case["category_id"]))
+    )
 
 
 def _chain(tree: dict[int, int | None], category_id: int | None) -> list[int]:
@@ -231,23 +251,41 @@ class _Plan:
         self.fired.append((rule, target, level, actions))
 
 
-async def _escalate(conn: asyncpg.Connection, cases: dict[int, asyncpg.Record],
-                    fired: dict[int, list[tuple[str, str]]], rules: list[EscalationRule],
-                    now: dt.datetime) -> int:
+async def _escalate(
+    conn: asyncpg.Connection,
+    cases: dict[int, asyncpg.Record],
+    fired: dict[int, list[tuple[str, str]]],
+    rules: list[EscalationRule],
+    now: dt.datetime,
+) -> int:
     """Apply the matching rules, once each per case, target and level, in a few statements
     for the whole batch (a morning's backlog warns thousands of cases at once)."""
-    tree = ({r["id"]: r["parent_id"]
-             for r in await conn.fetch("SELECT id, parent_id FROM case_categories")}
-            if any(rule.category_id is not None for rule in rules) else {})
-    candidates = [(case_id, rule.id, target, level)
-                  for case_id, alerts in fired.items() for target, level in alerts
-                  for rule in rules if _matches(rule, cases[case_id], target, level, tree)]
+    tree = (
+        {
+            r["id"]: r["parent_id"]
+            for r in await conn.fetch("SELECT id, parent_id FROM case_categories")
+        }
+        if any(rule.category_id is not None for rule in rules)
+        else {}
+    )
+    candidates = [
+        (case_id, rule.id, target, level)
+        for case_id, alerts in fired.items()
+        for target, level in alerts
+        for rule in rules
+        if _matches(rule, cases[case_id], target, level, tree)
+    ]
     if not candidates:
         return 0
-    done_before = {(r["case_id"], r["rule_id"], r["target"], r["level"]) for r in await conn.fetch(
-        "SELECT e.case_id, e.rule_id, e.target, e.level FROM case_escalations e "
-        "JOIN unnest($1::bigint[], $2::bigint[]) AS k(c, r) ON e.case_id = k.c AND e.rule_id = k.r",
-        [c[0] for c in candidates], [c[1] for c in candidates])}
+    done_before = {
+        (r["case_id"], r["rule_id"], r["target"], r["level"])
+        for r in await conn.fetch(
+            "SELECT e.case_id, e.rule_id, e.target, e.level FROM case_escalations e "
+            "JOIN unnest($1::bigint[], $2::bigint[]) AS k(c, r) ON e.case_id = k.c AND e.rule_id = k.r",
+            [c[0] for c in candidates],
+            [c[1] for c in candidates],
+        )
+    }
     by_rule = {r.id: r for r in rules}
     plans: dict[int, _Plan] = {}
     for case_id, rule_id, target, level in candidates:
@@ -255,8 +293,11 @@ async def _escalate(conn: asyncpg.Connection, cases: dict[int, asyncpg.Record],
             plans.setdefault(case_id, _Plan(cases[case_id])).apply(by_rule[rule_id], target, level)
     if not plans:
         return 0
-    fired_rows = [(p, rule, target, level, actions) for p in plans.values()
-                  for rule, target, level, actions in p.fired]
+    fired_rows = [
+        (p, rule, target, level, actions)
+        for p in plans.values()
+        for rule, target, level, actions in p.fired
+    ]
     # The case rows are locked by this batch, so no other evaluator inserts the same keys.
     ids = await conn.fetch(
         """
@@ -268,32 +309,56 @@ async def _escalate(conn: asyncpg.Connection, cases: dict[int, asyncpg.Record],
         ORDER BY i
         RETURNING id
         """,
-        [f[0].case["id"] for f in fired_rows], [f[1].id for f in fired_rows],
-        [f[2] for f in fired_rows], [f[3] for f in fired_rows], now,
+        [f[0].case["id"] for f in fired_rows],
+        [f[1].id for f in fired_rows],
+        [f[2] for f in fired_rows],
+        [f[3] for f in fired_rows],
+        now,
         [f[1].notify_supervisors for f in fired_rows],
-        [_ENCODE.encode(f[4]).decode() for f in fired_rows])
+        [_ENCODE.encode(f[4]).decode() for f in fired_rows],
+    )
     events: list[tuple[int, NewEvent]] = []
     changes: list[Change] = []
     for (plan, rule, target, level, actions), row in zip(fired_rows, ids, strict=True):
-        data = {"escalation_id": row["id"], "rule_id": rule.id, "rule": rule.name,
-                "target": target, "level": level, "actions": actions}
+        data = {
+            "escalation_id": row["id"],
+            "rule_id": rule.id,
+            "rule": rule.name,
+            "target": target,
+            "level": level,
+            "actions": actions,
+        }
         events.append((plan.case["id"], NewEvent(kind="escalation", data=data)))
         changes.append(Change("case", str(plan.case["id"]), "escalate", None, None, data))
-    moved = [p for p in plans.values() if (p.priority, p.group, p.assignee) != (
-        p.case["priority"], p.case["group_code"], p.case["assignee_id"])]
+    moved = [
+        p
+        for p in plans.values()
+        if (p.priority, p.group, p.assignee)
+        != (p.case["priority"], p.case["group_code"], p.case["assignee_id"])
+    ]
     if moved:
         await conn.execute(
             "UPDATE cases c SET priority = m.p, group_code = m.g, assignee_id = m.a, "
             "updated_at = herald_now() FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[]) "
             "AS m(i, p, g, a) WHERE c.id = m.i",
-            [p.case["id"] for p in moved], [p.priority for p in moved],
-            [p.group for p in moved], [p.assignee for p in moved])
+            [p.case["id"] for p in moved],
+            [p.priority for p in moved],
+            [p.group for p in moved],
+            [p.assignee for p in moved],
+        )
         for p in moved:
-            changes.extend(audit.field_changes(
-                "case", p.case["id"],
-                {"priority": p.case["priority"], "group_code": p.case["group_code"],
-                 "assignee_id": p.case["assignee_id"]},
-                {"priority": p.priority, "group_code": p.group, "assignee_id": p.assignee}))
+            changes.extend(
+                audit.field_changes(
+                    "case",
+                    p.case["id"],
+                    {
+                        "priority": p.case["priority"],
+                        "group_code": p.case["group_code"],
+                        "assignee_id": p.case["assignee_id"],
+                    },
+                    {"priority": p.priority, "group_code": p.group, "assignee_id": p.assignee},
+                )
+            )
     await store.append_many(conn, EVALUATOR, events)
     await audit.record(conn, EVALUATOR, changes)
     return len(fired_rows)
@@ -309,8 +374,9 @@ async def _batch(conn: asyncpg.Connection, now: dt.datetime) -> tuple[int, int]:
         breaches: list[tuple[int, str, dt.datetime]] = []
         for r in rows:
             for target, level, new, due in (
-                    ("first_response", r["fr"], r["fr_alert"], r["first_response_due_at"]),
-                    ("resolution", r["res"], r["res_alert"], r["resolution_due_at"])):
+                ("first_response", r["fr"], r["fr_alert"], r["first_response_due_at"]),
+                ("resolution", r["res"], r["res_alert"], r["resolution_due_at"]),
+            ):
                 if new:
                     (warnings if level == 1 else breaches).append((r["id"], target, due))
         warned = await _record(conn, "case_sla_warnings", "warned_at", warnings, now)
@@ -319,12 +385,22 @@ async def _batch(conn: asyncpg.Connection, now: dt.datetime) -> tuple[int, int]:
             return claimed, evaluated
         fired: dict[int, list[tuple[str, str]]] = defaultdict(list)
         new_events: list[tuple[int, NewEvent]] = []
-        for level, found, alerts in (("warning", warned, warnings), ("breached", breached, breaches)):
+        for level, found, alerts in (
+            ("warning", warned, warnings),
+            ("breached", breached, breaches),
+        ):
             for case_id, target, due in alerts:
                 if (case_id, target) in found:
                     fired[case_id].append((target, level))
-                    new_events.append((case_id, NewEvent(kind="sla", data={
-                        "target": target, "level": level, "due_at": due.isoformat()})))
+                    new_events.append(
+                        (
+                            case_id,
+                            NewEvent(
+                                kind="sla",
+                                data={"target": target, "level": level, "due_at": due.isoformat()},
+                            ),
+                        )
+                    )
         await store.append_many(conn, EVALUATOR, new_events)
         rules = await sla_config.list_rules(conn, active_only=True)
         if rules:
@@ -332,8 +408,9 @@ async def _batch(conn: asyncpg.Connection, now: dt.datetime) -> tuple[int, int]:
         return claimed, evaluated
 
 
-async def run_sla_cycle(pool: asyncpg.Pool, *, now: dt.datetime | None = None,
-                        parallel: int = 2) -> int:
+async def run_sla_cycle(
+    pool: asyncpg.Pool, *, now: dt.datetime | None = None, parallel: int = 2
+) -> int:
     """Evaluate every case whose next check is due; return how many were evaluated.
 
     ``parallel`` connections take batches side by side (SKIP LOCKED keeps them apart)."""
@@ -366,8 +443,14 @@ class CaseEscalation(msgspec.Struct):
     actions: dict[str, Any]
 
 
-async def escalations(conn: asyncpg.Connection, *, notify: bool | None, case_id: int | None,
-                      before_id: int | None, limit: int) -> list[CaseEscalation]:
+async def escalations(
+    conn: asyncpg.Connection,
+    *,
+    notify: bool | None,
+    case_id: int | None,
+    before_id: int | None,
+    limit: int,
+) -> list[CaseEscalation]:
     """Escalations newest first, optionally only those that notify supervisors or of one case;
     ``before_id`` is the keyset cursor."""
     rows = await conn.fetch(
@@ -379,5 +462,10 @@ async def escalations(conn: asyncpg.Connection, *, notify: bool | None, case_id:
           AND ($2::bigint IS NULL OR e.case_id = $2)
           AND ($3::bigint IS NULL OR e.id < $3)
         ORDER BY e.id DESC LIMIT $4
-        """, notify, case_id, before_id, limit)
+        """,
+        notify,
+        case_id,
+        before_id,
+        limit,
+    )
     return [CaseEscalation(**dict(r)) for r in rows]

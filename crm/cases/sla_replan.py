@@ -69,24 +69,43 @@ SELECT count(*) FROM changed
 """
 
 
-async def _replan(conn: asyncpg.Connection, actor: Actor, scope: str, args: list[object],
-                  reason: str, why: str, about: dict[str, int]) -> int:
+async def _replan(
+    conn: asyncpg.Connection,
+    actor: Actor,
+    scope: str,
+    args: list[object],
+    reason: str,
+    why: str,
+    about: dict[str, int],
+) -> int:
     base: list[object] = [actor.id, actor.login, reason, why, about]
     sql = _REPLAN.format(scope=scope.format(*(f"${i}" for i in range(6, 6 + len(args)))))
     return int(await conn.fetchval(sql, *base, *args))
 
 
-async def after_calendar_change(conn: asyncpg.Connection, actor: Actor, calendar_id: int,
-                                name: str) -> int:
+async def after_calendar_change(
+    conn: asyncpg.Connection, actor: Actor, calendar_id: int, name: str
+) -> int:
     """Re-plan the open cases whose policy uses the calendar; returns how many changed."""
     changed = await _replan(
-        conn, actor,
+        conn,
+        actor,
         "c.sla_policy_id IN (SELECT id FROM case_sla_policies WHERE calendar_id = {0})",
-        [calendar_id], f"Змінено робочий календар «{name}»", "calendar",
-        {"calendar_id": calendar_id})
+        [calendar_id],
+        f"Змінено робочий календар «{name}»",
+        "calendar",
+        {"calendar_id": calendar_id},
+    )
     if changed:
-        await audit.record(conn, actor, [Change("business_calendar", str(calendar_id), "replan",
-                                                None, None, {"cases": changed})])
+        await audit.record(
+            conn,
+            actor,
+            [
+                Change(
+                    "business_calendar", str(calendar_id), "replan", None, None, {"cases": changed}
+                )
+            ],
+        )
     return changed
 
 
@@ -105,12 +124,23 @@ c.sla_policy_id = {0} OR EXISTS (
 """
 
 
-async def after_policy_change(conn: asyncpg.Connection, actor: Actor, policy_id: int,
-                              name: str) -> int:
+async def after_policy_change(
+    conn: asyncpg.Connection, actor: Actor, policy_id: int, name: str
+) -> int:
     """Re-plan the open cases the policy applied to or now covers; returns how many changed."""
-    changed = await _replan(conn, actor, _POLICY_SCOPE, [policy_id],
-                            f"Змінено політику SLA «{name}»", "policy", {"policy_id": policy_id})
+    changed = await _replan(
+        conn,
+        actor,
+        _POLICY_SCOPE,
+        [policy_id],
+        f"Змінено політику SLA «{name}»",
+        "policy",
+        {"policy_id": policy_id},
+    )
     if changed:
-        await audit.record(conn, actor, [Change("case_sla_policy", str(policy_id), "replan",
-                                                None, None, {"cases": changed})])
+        await audit.record(
+            conn,
+            actor,
+            [Change("case_sla_policy", str(policy_id), "replan", None, None, {"cases": changed})],
+        )
     return changed

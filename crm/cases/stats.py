@@ -39,11 +39,22 @@ from herald import clock
 from herald.bounds import Id
 from herald.errors import InvalidInput
 
-GROUPS = {"agent": "c.assignee_id", "channel": "c.channel", "case_type": "c.case_type",
-          "group": "c.group_code", "status": "c.status",
-          "day": "(c.created_at AT TIME ZONE {tz})::date"}
-_GROUP_FIELDS = {"agent": "agent_id", "channel": "channel", "case_type": "case_type",
-                 "group": "group_code", "status": "status", "day": "day"}
+GROUPS = {
+    "agent": "c.assignee_id",
+    "channel": "c.channel",
+    "case_type": "c.case_type",
+    "group": "c.group_code",
+    "status": "c.status",
+    "day": "(c.created_at AT TIME ZONE {tz})::date",
+}
+_GROUP_FIELDS = {
+    "agent": "agent_id",
+    "channel": "channel",
+    "case_type": "case_type",
+    "group": "group_code",
+    "status": "status",
+    "day": "day",
+}
 
 
 class CaseStatsQuery(msgspec.Struct, forbid_unknown_fields=True):
@@ -117,8 +128,11 @@ def _sql(q: CaseStatsQuery, names: list[str]) -> tuple[str, list[object]]:
         args.append(q.time_zone or clock.business_tz().key)
         exprs["day"] = GROUPS["day"].format(tz=f"${len(args)}::text")
     where = ["c.created_at >= $1", "c.created_at < $2", "c.merged_into_id IS NULL"]
-    for column, value in (("c.channel", q.channel), ("c.case_type", q.case_type),
-                          ("c.assignee_id", q.agent_id)):
+    for column, value in (
+        ("c.channel", q.channel),
+        ("c.case_type", q.case_type),
+        ("c.assignee_id", q.agent_id),
+    ):
         if value is not None:
             args.append(value)
             where.append(f"{column} = ${len(args)}")
@@ -128,16 +142,24 @@ def _sql(q: CaseStatsQuery, names: list[str]) -> tuple[str, list[object]]:
     fr = "extract(epoch FROM c.first_response_at - c.created_at)::float8"
     res = "extract(epoch FROM c.resolved_at - c.created_at)::float8"
     # A breach the evaluator recorded counts whatever the deadline became since (0036).
-    fr_met = "c.first_response_at <= c.first_response_due_at AND c.first_response_breached_at IS NULL"
-    fr_breached = ("(c.first_response_breached_at IS NOT NULL "
-                   "OR coalesce(c.first_response_at, $3) > c.first_response_due_at)")
+    fr_met = (
+        "c.first_response_at <= c.first_response_due_at AND c.first_response_breached_at IS NULL"
+    )
+    fr_breached = (
+        "(c.first_response_breached_at IS NOT NULL "
+        "OR coalesce(c.first_response_at, $3) > c.first_response_due_at)"
+    )
     res_met = "c.resolved_at <= c.resolution_due_at AND c.resolution_breached_at IS NULL"
-    res_breached = ("(c.resolution_breached_at IS NOT NULL "
-                    "OR coalesce(c.resolved_at, $3) > c.resolution_due_at)")
-    fcr = ("c.resolved_at IS NOT NULL AND c.reopen_count = 0 AND NOT EXISTS "
-           "(SELECT 1 FROM cases r WHERE r.repeat_of_id = c.id)")
+    res_breached = (
+        "(c.resolution_breached_at IS NOT NULL "
+        "OR coalesce(c.resolved_at, $3) > c.resolution_due_at)"
+    )
+    fcr = (
+        "c.resolved_at IS NOT NULL AND c.reopen_count = 0 AND NOT EXISTS "
+        "(SELECT 1 FROM cases r WHERE r.repeat_of_id = c.id)"
+    )
     sql = f"""
-    SELECT {''.join(s + ', ' for s in selected)}
+    SELECT {"".join(s + ", " for s in selected)}
            count(*) AS created,
            count(*) FILTER (WHERE c.resolved_at IS NOT NULL) AS resolved,
            count(*) FILTER (WHERE c.status = 'closed') AS closed,
@@ -151,7 +173,7 @@ def _sql(q: CaseStatsQuery, names: list[str]) -> tuple[str, list[object]]:
            count(*) FILTER (WHERE {res_breached}) AS resolution_breached,
            count(*) FILTER (WHERE {fcr}) AS fcr
     FROM cases c
-    WHERE {' AND '.join(where)}
+    WHERE {" AND ".join(where)}
     {group}
     """
     return sql, args
@@ -164,9 +186,11 @@ def _percent(part: int, whole: int) -> float | None:
 def _row(r: asyncpg.Record) -> CaseStatsRow:
     row = CaseStatsRow(**dict(r))
     row.first_response_met_percent = _percent(
-        row.first_response_met, row.first_response_met + row.first_response_breached)
-    row.resolution_met_percent = _percent(row.resolution_met,
-                                          row.resolution_met + row.resolution_breached)
+        row.first_response_met, row.first_response_met + row.first_response_breached
+    )
+    row.resolution_met_percent = _percent(
+        row.resolution_met, row.resolution_met + row.resolution_breached
+    )
     row.fcr_percent = _percent(row.fcr, row.resolved)
     return row
 
@@ -191,6 +215,7 @@ def csv_columns(names: list[str]) -> list[str]:
 
 
 # -- agent load ------------------------------------------------------------------------------
+
 
 class AgentLoadStatsQuery(msgspec.Struct, forbid_unknown_fields=True):
     group_code: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
@@ -242,9 +267,19 @@ async def agent_load(conn: asyncpg.Connection, q: AgentLoadStatsQuery) -> AgentL
     for r in await conn.fetch(_AGENT_LOAD, q.group_code):
         by_status = {"new": r["new"], "in_progress": r["in_progress"], "on_hold": r["on_hold"]}
         total = sum(by_status.values())
-        rows.append(AgentLoadStatsRow(r["user_id"], r["login"], r["full_name"], r["presence"],
-                                 r["capacity"], total, by_status,
-                                 _percent(total, r["capacity"]), list(r["groups"])))
+        rows.append(
+            AgentLoadStatsRow(
+                r["user_id"],
+                r["login"],
+                r["full_name"],
+                r["presence"],
+                r["capacity"],
+                total,
+                by_status,
+                _percent(total, r["capacity"]),
+                list(r["groups"]),
+            )
+        )
     open_cases = sum(r.open_cases for r in rows)
     capacity = sum(r.capacity for r in rows)
     return AgentLoadStats(at, open_cases, capacity, _percent(open_cases, capacity), rows)

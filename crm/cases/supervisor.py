@@ -31,8 +31,10 @@ LIST_LIMIT = 50
 Position = tuple[dt.datetime | None, int]
 
 # The next deadline that matters: first response while none was given, else resolution.
-NEXT_DUE_SQL = ("CASE WHEN first_response_at IS NULL "
-                "THEN least(first_response_due_at, resolution_due_at) ELSE resolution_due_at END")
+NEXT_DUE_SQL = (
+    "CASE WHEN first_response_at IS NULL "
+    "THEN least(first_response_due_at, resolution_due_at) ELSE resolution_due_at END"
+)
 OPEN_SQL = "status NOT IN ('resolved', 'closed')"
 
 
@@ -134,7 +136,9 @@ first_response_due_at, resolution_due_at, first_response_at, {NEXT_DUE_SQL} AS n
 """
 
 
-async def with_sla(conn: asyncpg.Connection, rows: Iterable[asyncpg.Record]) -> list[SupervisorCase]:
+async def with_sla(
+    conn: asyncpg.Connection, rows: Iterable[asyncpg.Record]
+) -> list[SupervisorCase]:
     """The rows as view cases, each with its SLA block (one query for all)."""
     cases = [SupervisorCase(**dict(r)) for r in rows]
     blocks = await sla.sla_for(conn, [c.id for c in cases])
@@ -151,7 +155,9 @@ async def category_scope(conn: asyncpg.Connection, category_id: int) -> frozense
             SELECT id FROM case_categories WHERE id = $1
             UNION SELECT c.id FROM case_categories c JOIN tree t ON c.parent_id = t.id)
         SELECT id FROM tree
-        """, category_id)
+        """,
+        category_id,
+    )
     return frozenset(r["id"] for r in rows)
 
 
@@ -161,18 +167,27 @@ class Scope(msgspec.Struct, frozen=True):
     filter: SupervisorFilter
     categories: frozenset[int] | None
 
-    def matches(self, channel: str, group_code: str | None, category_id: int | None,
-                case_type: str | None, priority: str) -> bool:
+    def matches(
+        self,
+        channel: str,
+        group_code: str | None,
+        category_id: int | None,
+        case_type: str | None,
+        priority: str,
+    ) -> bool:
         f = self.filter
-        return ((f.channel is None or channel == f.channel)
-                and (f.group_code is None or group_code == f.group_code)
-                and (self.categories is None or category_id in self.categories)
-                and (f.case_type is None or case_type == f.case_type)
-                and (f.priority is None or priority == f.priority))
+        return (
+            (f.channel is None or channel == f.channel)
+            and (f.group_code is None or group_code == f.group_code)
+            and (self.categories is None or category_id in self.categories)
+            and (f.case_type is None or case_type == f.case_type)
+            and (f.priority is None or priority == f.priority)
+        )
 
     def keeps(self, case: SupervisorCase) -> bool:
         return case.status not in ("resolved", "closed") and self.matches(
-            case.channel, case.group_code, case.category_id, case.case_type, case.priority)
+            case.channel, case.group_code, case.category_id, case.case_type, case.priority
+        )
 
     def where(self, args: list[object]) -> str:
         """SQL conditions of this scope over ``cases``, binding into ``args``."""
@@ -181,9 +196,14 @@ class Scope(msgspec.Struct, frozen=True):
         def bind(value: object) -> str:
             args.append(value)
             return f"${len(args)}"
+
         f = self.filter
-        for column, value in (("channel", f.channel), ("group_code", f.group_code),
-                              ("case_type", f.case_type), ("priority", f.priority)):
+        for column, value in (
+            ("channel", f.channel),
+            ("group_code", f.group_code),
+            ("case_type", f.case_type),
+            ("priority", f.priority),
+        ):
             if value is not None:
                 parts.append(f"{column} = {bind(value)}")
         if self.categories is not None:
@@ -202,7 +222,8 @@ async def count_rows(conn: asyncpg.Connection) -> list[CountRow]:
                assignee_id IS NULL AS unassigned, count(*) AS n
         FROM cases WHERE {OPEN_SQL}
         GROUP BY 1, 2, 3, 4, 5, 6, 7
-        """)
+        """
+    )
     return [CountRow(**dict(r)) for r in rows]
 
 
@@ -221,27 +242,38 @@ def totals(rows: Iterable[CountRow], scope: Scope, at: dt.datetime) -> Totals:
     everything = Breakdown(None)
     by: dict[str, dict[str | None, Breakdown]] = defaultdict(dict)
     for row in rows:
-        if not scope.matches(row.channel, row.group_code, row.category_id, row.case_type,
-                             row.priority):
+        if not scope.matches(
+            row.channel, row.group_code, row.category_id, row.case_type, row.priority
+        ):
             continue
         _add(everything, row)
-        for name, key in (("channel", row.channel), ("group", row.group_code),
-                          ("category", None if row.category_id is None else str(row.category_id))):
+        for name, key in (
+            ("channel", row.channel),
+            ("group", row.group_code),
+            ("category", None if row.category_id is None else str(row.category_id)),
+        ):
             _add(by[name].setdefault(key, Breakdown(key)), row)
 
     def ordered(name: str) -> list[Breakdown]:
         return sorted(by[name].values(), key=lambda b: (-b.breached, -b.open, b.key or ""))
+
     return Totals(at, everything, ordered("channel"), ordered("group"), ordered("category"))
 
 
 async def cases_by_ids(conn: asyncpg.Connection, ids: Iterable[int]) -> list[SupervisorCase]:
-    rows = await conn.fetch(f"SELECT {CASE_COLUMNS} FROM cases WHERE id = ANY($1::bigint[])",
-                            list(ids))
+    rows = await conn.fetch(
+        f"SELECT {CASE_COLUMNS} FROM cases WHERE id = ANY($1::bigint[])", list(ids)
+    )
     return await with_sla(conn, rows)
 
 
-async def listed(conn: asyncpg.Connection, scope: Scope, sla_state: str | None,
-                 limit: int = LIST_LIMIT, after: Position | None = None) -> list[SupervisorCase]:
+async def listed(
+    conn: asyncpg.Connection,
+    scope: Scope,
+    sla_state: str | None,
+    limit: int = LIST_LIMIT,
+    after: Position | None = None,
+) -> list[SupervisorCase]:
     """Open cases of ``scope`` (in ``sla_state`` if given), the nearest deadline first,
     cases without one last; ``after`` is the keyset position of the previous page's last case."""
     args: list[object] = []
@@ -258,12 +290,16 @@ async def listed(conn: asyncpg.Connection, scope: Scope, sla_state: str | None,
         else:
             args.append(due)
             d = f"${len(args)}"
-            where.append(f"(({NEXT_DUE_SQL}) > {d} OR (({NEXT_DUE_SQL}) = {d} AND {after_id}) "
-                         f"OR ({NEXT_DUE_SQL}) IS NULL)")
+            where.append(
+                f"(({NEXT_DUE_SQL}) > {d} OR (({NEXT_DUE_SQL}) = {d} AND {after_id}) "
+                f"OR ({NEXT_DUE_SQL}) IS NULL)"
+            )
     args.append(limit)
     rows = await conn.fetch(
         f"SELECT {CASE_COLUMNS} FROM cases WHERE {' AND '.join(where)} "
-        f"ORDER BY {NEXT_DUE_SQL} NULLS LAST, id LIMIT ${len(args)}", *args)
+        f"ORDER BY {NEXT_DUE_SQL} NULLS LAST, id LIMIT ${len(args)}",
+        *args,
+    )
     return await with_sla(conn, rows)
 
 
@@ -287,24 +323,42 @@ WHERE e.notify_supervisors
 
 
 def _escalations(rows: Iterable[asyncpg.Record], scope: Scope) -> list[Escalation]:
-    return [Escalation(r["id"], r["case_id"], r["number"], r["rule_id"], r["rule_name"],
-                       r["target"], r["level"], r["at"], r["actions"])
-            for r in rows if scope.matches(r["channel"], r["group_code"], r["category_id"],
-                                           r["case_type"], r["priority"])]
+    return [
+        Escalation(
+            r["id"],
+            r["case_id"],
+            r["number"],
+            r["rule_id"],
+            r["rule_name"],
+            r["target"],
+            r["level"],
+            r["at"],
+            r["actions"],
+        )
+        for r in rows
+        if scope.matches(
+            r["channel"], r["group_code"], r["category_id"], r["case_type"], r["priority"]
+        )
+    ]
 
 
-async def recent_escalations(conn: asyncpg.Connection, scope: Scope,
-                             limit: int = LIST_LIMIT) -> list[Escalation]:
+async def recent_escalations(
+    conn: asyncpg.Connection, scope: Scope, limit: int = LIST_LIMIT
+) -> list[Escalation]:
     """The latest escalations of the scope's cases, newest first."""
     rows = await conn.fetch(_ESCALATIONS + " ORDER BY e.at DESC, e.id DESC LIMIT $1", limit * 4)
     return _escalations(rows, scope)[:limit]
 
 
-async def escalations_of(conn: asyncpg.Connection, scope: Scope, case_ids: Iterable[int],
-                         after_id: int) -> list[Escalation]:
+async def escalations_of(
+    conn: asyncpg.Connection, scope: Scope, case_ids: Iterable[int], after_id: int
+) -> list[Escalation]:
     """Escalations of the changed cases newer than ``after_id`` (the last one shown)."""
-    rows = await conn.fetch(_ESCALATIONS + " AND e.case_id = ANY($1::bigint[]) AND e.id > $2 "
-                            "ORDER BY e.id", list(case_ids), after_id)
+    rows = await conn.fetch(
+        _ESCALATIONS + " AND e.case_id = ANY($1::bigint[]) AND e.id > $2 ORDER BY e.id",
+        list(case_ids),
+        after_id,
+    )
     return _escalations(rows, scope)
 
 
@@ -354,14 +408,17 @@ class SharedReads:
             return await routing.agent_loads(conn)
 
 
-async def snapshot(conn: asyncpg.Connection, reads: SharedReads, scope: Scope,
-                   fresh_after: float) -> SupervisorSnapshot:
+async def snapshot(
+    conn: asyncpg.Connection, reads: SharedReads, scope: Scope, fresh_after: float
+) -> SupervisorSnapshot:
     at = await conn.fetchval("SELECT herald_now()")
     rows = await reads.counts.get(fresh_after)
     agents = await reads.agents.get(fresh_after)
     return SupervisorSnapshot(
-        filter=scope.filter, totals=totals(rows, scope, at),
+        filter=scope.filter,
+        totals=totals(rows, scope, at),
         breached=await listed(conn, scope, "breached"),
         at_risk=await listed(conn, scope, "warning"),
         agents=agents_in(agents, scope),
-        escalations=await recent_escalations(conn, scope))
+        escalations=await recent_escalations(conn, scope),
+    )

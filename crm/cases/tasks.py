@@ -77,15 +77,17 @@ def _aware(value: dt.datetime, field: str) -> dt.datetime:
 
 
 async def get_task(conn: asyncpg.Connection, task_id: int, *, lock: bool = False) -> CaseTask:
-    row = await conn.fetchrow(_TASK + " WHERE t.id = $1" + (" FOR UPDATE OF t" if lock else ""),
-                              task_id)
+    row = await conn.fetchrow(
+        _TASK + " WHERE t.id = $1" + (" FOR UPDATE OF t" if lock else ""), task_id
+    )
     if row is None:
         raise NotFound(f"no case task {task_id}")
     return CaseTask(**dict(row))
 
 
-async def create_task(conn: asyncpg.Connection, actor: Actor, case_id: int,
-                      spec: CaseTaskSpec) -> CaseTask:
+async def create_task(
+    conn: asyncpg.Connection, actor: Actor, case_id: int, spec: CaseTaskSpec
+) -> CaseTask:
     due_at = _aware(spec.due_at, "due_at")
     async with conn.transaction():
         case = await store.get_case(conn, case_id, lock=True)
@@ -95,48 +97,114 @@ async def create_task(conn: asyncpg.Connection, actor: Actor, case_id: int,
         if spec.assignee_id is not None:
             await agents.ensure_agent(conn, spec.assignee_id, field="assignee_id")
             if not await conn.fetchval(
-                    "SELECT EXISTS (SELECT 1 FROM case_group_members WHERE group_code = $1 "
-                    "AND user_id = $2)", spec.group_code, spec.assignee_id):
-                raise InvalidInput("assignee_id", f"user {spec.assignee_id} is not a member of "
-                                                  f"group {spec.group_code!r}")
+                "SELECT EXISTS (SELECT 1 FROM case_group_members WHERE group_code = $1 "
+                "AND user_id = $2)",
+                spec.group_code,
+                spec.assignee_id,
+            ):
+                raise InvalidInput(
+                    "assignee_id",
+                    f"user {spec.assignee_id} is not a member of group {spec.group_code!r}",
+                )
         task_id = await conn.fetchval(
             "INSERT INTO case_tasks (case_id, group_code, assignee_id, title, body, due_at, "
             "created_by, created_by_login) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
-            case.id, spec.group_code, spec.assignee_id, spec.title, spec.body, due_at, actor.id,
-            actor.login)
-        data = {"action": "create", "task_id": task_id, "group_code": spec.group_code,
-                "assignee_id": spec.assignee_id, "due_at": due_at.isoformat()}
-        await store.append_events(conn, actor, case.id, [NewEvent(kind="task", body=spec.title,
-                                                                  data=data)])
-        await audit.record(conn, actor, [Change("case_task", str(task_id), "create", None, None,
-                                                {**data, "case_id": case.id,
-                                                 "title": spec.title})])
+            case.id,
+            spec.group_code,
+            spec.assignee_id,
+            spec.title,
+            spec.body,
+            due_at,
+            actor.id,
+            actor.login,
+        )
+        data = {
+            "action": "create",
+            "task_id": task_id,
+            "group_code": spec.group_code,
+            "assignee_id": spec.assignee_id,
+            "due_at": due_at.isoformat(),
+        }
+        await store.append_events(
+            conn, actor, case.id, [NewEvent(kind="task", body=spec.title, data=data)]
+        )
+        await audit.record(
+            conn,
+            actor,
+            [
+                Change(
+                    "case_task",
+                    str(task_id),
+                    "create",
+                    None,
+                    None,
+                    {**data, "case_id": case.id, "title": spec.title},
+                )
+            ],
+        )
         return await get_task(conn, task_id)
 
 
-async def close_task(conn: asyncpg.Connection, actor: Actor, task_id: int, status: str,
-                     result: str | None, *, supervisor: bool) -> CaseTask:
+async def close_task(
+    conn: asyncpg.Connection,
+    actor: Actor,
+    task_id: int,
+    status: str,
+    result: str | None,
+    *,
+    supervisor: bool,
+) -> CaseTask:
     """Mark an open task done or cancelled: by its assignee, a member of its group, its
     author, or a supervisor (``supervisor``)."""
     async with conn.transaction():
         task = await get_task(conn, task_id, lock=True)
         if task.status != "open":
             raise Conflict(f"task {task_id} is already {task.status}")
-        allowed = supervisor or actor.login == task.created_by_login or (
-            actor.id is not None and (task.assignee_id == actor.id or await conn.fetchval(
-                "SELECT EXISTS (SELECT 1 FROM case_group_members WHERE group_code = $1 "
-                "AND user_id = $2)", task.group_code, actor.id)))
+        allowed = (
+            supervisor
+            or actor.login == task.created_by_login
+            or (
+                actor.id is not None
+                and (
+                    task.assignee_id == actor.id
+                    or await conn.fetchval(
+                        "SELECT EXISTS (SELECT 1 FROM case_group_members WHERE group_code = $1 "
+                        "AND user_id = $2)",
+                        task.group_code,
+                        actor.id,
+                    )
+                )
+            )
+        )
         if not allowed:
-            raise Conflict(f"task {task_id} belongs to group {task.group_code!r}: only its "
-                           "members, its author or a supervisor can close it")
+            raise Conflict(
+                f"task {task_id} belongs to group {task.group_code!r}: only its "
+                "members, its author or a supervisor can close it"
+            )
         await conn.execute(
             "UPDATE case_tasks SET status = $2, result = $3, closed_by = $4, closed_by_login = $5, "
-            "closed_at = herald_now() WHERE id = $1", task_id, status, result, actor.id, actor.login)
-        await store.append_events(conn, actor, task.case_id, [NewEvent(
-            kind="task", body=result, data={"action": status, "task_id": task_id,
-                                            "group_code": task.group_code})])
-        await audit.record(conn, actor, [Change("case_task", str(task_id), "update", "status",
-                                                "open", status)])
+            "closed_at = herald_now() WHERE id = $1",
+            task_id,
+            status,
+            result,
+            actor.id,
+            actor.login,
+        )
+        await store.append_events(
+            conn,
+            actor,
+            task.case_id,
+            [
+                NewEvent(
+                    kind="task",
+                    body=result,
+                    data={"action": status, "task_id": task_id, "group_code": task.group_code},
+                )
+            ],
+        )
+        await audit.record(
+            conn, actor, [Change("case_task", str(task_id), "update", "status", "open", status)]
+        )
         return await get_task(conn, task_id)
 
 
@@ -146,10 +214,13 @@ async def case_tasks(conn: asyncpg.Connection, case_id: int) -> list[CaseTask]:
     return [CaseTask(**dict(r)) for r in rows]
 
 
-async def list_tasks(conn: asyncpg.Connection, actor: Actor, query: CaseTaskQuery) -> list[CaseTask]:
+async def list_tasks(
+    conn: asyncpg.Connection, actor: Actor, query: CaseTaskQuery
+) -> list[CaseTask]:
     """Tasks by the filters given, soonest deadline first; ``overdue`` = open and past due."""
     rows = await conn.fetch(
-        _TASK + """
+        _TASK
+        + """
         WHERE ($1::text IS NULL OR t.group_code = $1)
           AND ($2::bigint IS NULL OR t.assignee_id = $2)
           AND ($3::text IS NULL OR t.status = $3)
@@ -157,6 +228,13 @@ async def list_tasks(conn: asyncpg.Connection, actor: Actor, query: CaseTaskQuer
           AND (NOT $5 OR t.assignee_id = $6 OR (t.assignee_id IS NULL AND t.group_code IN (
                  SELECT group_code FROM case_group_members WHERE user_id = $6)))
         ORDER BY t.due_at, t.id LIMIT $7
-        """, query.group_code, query.assignee_id, query.status, query.overdue, query.mine,
-        actor.id, query.limit)
+        """,
+        query.group_code,
+        query.assignee_id,
+        query.status,
+        query.overdue,
+        query.mine,
+        actor.id,
+        query.limit,
+    )
     return [CaseTask(**dict(r)) for r in rows]

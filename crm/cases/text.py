@@ -37,7 +37,7 @@ def stems(text: str) -> frozenset[str]:
     for word in normalise(text).split():
         if len(word) < 3:
             continue
-        out.add(word[:5] if len(word) > 5 else word[:max(3, len(word) - 1)])
+        out.add(word[:5] if len(word) > 5 else word[: max(3, len(word) - 1)])
     return frozenset(out)
 
 

@@ -10,8 +10,16 @@ import msgspec
 from crm.cases.sla_types import CaseSla
 
 Channel = Literal["call", "viber", "telegram", "site", "cabinet", "email", "app", "walk_in"]
-CHANNELS: tuple[str, ...] = ("call", "viber", "telegram", "site", "cabinet", "email", "app",
-                             "walk_in")
+CHANNELS: tuple[str, ...] = (
+    "call",
+    "viber",
+    "telegram",
+    "site",
+    "cabinet",
+    "email",
+    "app",
+    "walk_in",
+)
 CaseType = Literal["technical", "financial", "informational"]
 Priority = Literal["low", "normal", "high", "urgent"]
 Status = Literal["new", "in_progress", "on_hold", "resolved", "closed"]

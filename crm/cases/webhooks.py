@@ -37,28 +37,48 @@ class CaseWebhookState(msgspec.Struct):
 
 
 async def states(conn: asyncpg.Connection) -> list[CaseWebhookState]:
-    rows = {r["channel"]: r for r in await conn.fetch(
-        "SELECT channel, updated_at, updated_by FROM case_webhook_secrets")}
-    return [CaseWebhookState(c, c in rows, rows[c]["updated_at"] if c in rows else None,
-                         rows[c]["updated_by"] if c in rows else None)
-            for c in ("viber", "telegram")]
+    rows = {
+        r["channel"]: r
+        for r in await conn.fetch(
+            "SELECT channel, updated_at, updated_by FROM case_webhook_secrets"
+        )
+    }
+    return [
+        CaseWebhookState(
+            c,
+            c in rows,
+            rows[c]["updated_at"] if c in rows else None,
+            rows[c]["updated_by"] if c in rows else None,
+        )
+        for c in ("viber", "telegram")
+    ]
 
 
 async def set_secret(conn: asyncpg.Connection, actor: Actor, channel: str, secret: str) -> None:
     async with conn.transaction():
         existed = await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM case_webhook_secrets WHERE channel = $1)", channel)
+            "SELECT EXISTS (SELECT 1 FROM case_webhook_secrets WHERE channel = $1)", channel
+        )
         await conn.execute(
             "INSERT INTO case_webhook_secrets (channel, secret, updated_by) VALUES ($1, $2, $3) "
             "ON CONFLICT (channel) DO UPDATE SET secret = EXCLUDED.secret, updated_at = herald_now(), "
-            "updated_by = EXCLUDED.updated_by", channel, secret, actor.login)
+            "updated_by = EXCLUDED.updated_by",
+            channel,
+            secret,
+            actor.login,
+        )
         # The secret itself never goes to the journal.
-        await audit.record(conn, actor, [Change("case_webhook", channel,
-                                                "update" if existed else "create", "secret")])
+        await audit.record(
+            conn,
+            actor,
+            [Change("case_webhook", channel, "update" if existed else "create", "secret")],
+        )
 
 
 async def _secret(conn: asyncpg.Connection, channel: str) -> str | None:
-    return await conn.fetchval("SELECT secret FROM case_webhook_secrets WHERE channel = $1", channel)
+    return await conn.fetchval(
+        "SELECT secret FROM case_webhook_secrets WHERE channel = $1", channel
+    )
 
 
 async def viber_signed(conn: asyncpg.Connection, body: bytes, signature: str | None) -> bool:
@@ -68,8 +88,9 @@ async def viber_signed(conn: asyncpg.Connection, body: bytes, signature: str | N
         return False
     expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
     # A header may hold any bytes (aiohttp keeps invalid UTF-8 as surrogates): compare bytes.
-    return hmac.compare_digest(expected.encode(),
-                               signature.strip().lower().encode("utf-8", "surrogateescape"))
+    return hmac.compare_digest(
+        expected.encode(), signature.strip().lower().encode("utf-8", "surrogateescape")
+    )
 
 
 async def telegram_authentic(conn: asyncpg.Connection, token: str | None) -> bool:

@@ -29,12 +29,39 @@ Source = Literal["client", "account", "billing", "consent", "channel_usage", "ex
 
 # Every operator of each type; a catalogue row may allow a subset.
 OPERATORS_BY_TYPE: dict[str, frozenset[str]] = {
-    "string": frozenset({"equals", "not_equals", "in", "not_in", "contains", "is_empty",
-                         "is_not_empty"}),
-    "number": frozenset({"equals", "not_equals", "in", "not_in", "between", "lt", "lte", "gt",
-                         "gte", "is_empty", "is_not_empty"}),
-    "date": frozenset({"equals", "not_equals", "between", "lt", "lte", "gt", "gte",
-                       "older_than_days", "within_last_days", "is_empty", "is_not_empty"}),
+    "string": frozenset(
+        {"equals", "not_equals", "in", "not_in", "contains", "is_empty", "is_not_empty"}
+    ),
+    "number": frozenset(
+        {
+            "equals",
+            "not_equals",
+            "in",
+            "not_in",
+            "between",
+            "lt",
+            "lte",
+            "gt",
+            "gte",
+            "is_empty",
+            "is_not_empty",
+        }
+    ),
+    "date": frozenset(
+        {
+            "equals",
+            "not_equals",
+            "between",
+            "lt",
+            "lte",
+            "gt",
+            "gte",
+            "older_than_days",
+            "within_last_days",
+            "is_empty",
+            "is_not_empty",
+        }
+    ),
     "boolean": frozenset({"equals", "is_empty", "is_not_empty"}),
     "enum": frozenset({"equals", "not_equals", "in", "not_in", "is_empty", "is_not_empty"}),
     "string_list": frozenset({"contains", "in", "is_empty", "is_not_empty"}),
@@ -46,8 +73,14 @@ CONSENT_CHANNELS = ("sms", "viber", "email", "push", "telegram", "voice")
 # Channel usage is qualified by a digital channel (the channel_usage.channel CHECK of 0011).
 USAGE_CHANNELS = ("cabinet", "app", "shop", "chatbot")
 # The value column of client_attributes for each type (identifiers from code, not input).
-VALUE_COLUMN = {"string": "value_text", "enum": "value_text", "number": "value_number",
-                "date": "value_date", "boolean": "value_bool", "string_list": "value_list"}
+VALUE_COLUMN = {
+    "string": "value_text",
+    "enum": "value_text",
+    "number": "value_number",
+    "date": "value_date",
+    "boolean": "value_bool",
+    "string_list": "value_list",
+}
 
 EXTERNAL_CODE = re.compile(r"^ext\.[a-z][a-z0-9_]{0,30}\.[a-z][a-z0-9_]{0,40}$")
 MAX_TEXT = 500
@@ -95,18 +128,31 @@ ORDER BY a.source = 'external', a.code
 
 async def load(conn: asyncpg.Connection) -> Catalogue:
     """The whole catalogue, with enum values of reference tables resolved (two queries)."""
-    topics = {r["code"]: r["requires_opt_in"] for r in await conn.fetch(
-        "SELECT code, requires_opt_in FROM message_topics ORDER BY code")}
+    topics = {
+        r["code"]: r["requires_opt_in"]
+        for r in await conn.fetch("SELECT code, requires_opt_in FROM message_topics ORDER BY code")
+    }
     attributes: dict[str, Attribute] = {}
     for r in await conn.fetch(_LOAD):
-        qualifiers = {"consent": [Qualifier("channel", list(CONSENT_CHANNELS)),
-                                  Qualifier("topic", list(topics))],
-                      "channel_usage": [Qualifier("channel", list(USAGE_CHANNELS))]
-                      }.get(r["source"], [])
+        qualifiers = {
+            "consent": [
+                Qualifier("channel", list(CONSENT_CHANNELS)),
+                Qualifier("topic", list(topics)),
+            ],
+            "channel_usage": [Qualifier("channel", list(USAGE_CHANNELS))],
+        }.get(r["source"], [])
         attributes[r["code"]] = Attribute(
-            r["code"], r["label_uk"], r["label_en"], r["type"], list(r["operators"]), r["source"],
-            list(r["values"]) if r["values"] is not None else None, qualifiers, r["description"],
-            r["source_column"])
+            r["code"],
+            r["label_uk"],
+            r["label_en"],
+            r["type"],
+            list(r["operators"]),
+            r["source"],
+            list(r["values"]) if r["values"] is not None else None,
+            qualifiers,
+            r["description"],
+            r["source_column"],
+        )
     return Catalogue(attributes, topics)
 
 
@@ -122,12 +168,16 @@ class AttributeDeclaration(msgspec.Struct, kw_only=True, forbid_unknown_fields=T
     description: str = ""
 
 
-async def declare(conn: asyncpg.Connection, actor: audit.Actor,
-                  spec: AttributeDeclaration) -> Attribute:
+async def declare(
+    conn: asyncpg.Connection, actor: audit.Actor, spec: AttributeDeclaration
+) -> Attribute:
     """Add an external attribute to the catalogue (journalled); usable at once."""
     if not EXTERNAL_CODE.match(spec.code):
-        raise InvalidInput("code", "an external attribute is named ext.<system>.<name> "
-                                   "(lower-case latin letters, digits, underscores)")
+        raise InvalidInput(
+            "code",
+            "an external attribute is named ext.<system>.<name> "
+            "(lower-case latin letters, digits, underscores)",
+        )
     for name in ("label_uk", "label_en"):
         if not 1 <= len(getattr(spec, name).strip()) <= 200 or "\x00" in getattr(spec, name):
             raise InvalidInput(name, "a label of 1 to 200 characters is required")
@@ -135,8 +185,11 @@ async def declare(conn: asyncpg.Connection, actor: audit.Actor,
     operators = sorted(set(spec.operators)) if spec.operators is not None else sorted(allowed)
     bad = [op for op in operators if op not in allowed]
     if bad or not operators:
-        raise InvalidInput("operators", f"type {spec.type} allows {', '.join(sorted(allowed))}; "
-                                        f"not {', '.join(bad) or 'an empty list'}")
+        raise InvalidInput(
+            "operators",
+            f"type {spec.type} allows {', '.join(sorted(allowed))}; "
+            f"not {', '.join(bad) or 'an empty list'}",
+        )
     values: list[str] | None = None
     if spec.type == "enum":
         if not spec.values or len(spec.values) > 500 or len(set(spec.values)) != len(spec.values):
@@ -155,15 +208,42 @@ async def declare(conn: asyncpg.Connection, actor: audit.Actor,
                 "INSERT INTO segment_attributes (code, label_uk, label_en, type, operators, "
                 "enum_values, source, description, created_by) "
                 "VALUES ($1, $2, $3, $4, $5, $6, 'external', $7, $8)",
-                spec.code, spec.label_uk.strip(), spec.label_en.strip(), spec.type, operators,
-                values, spec.description, actor.login)
+                spec.code,
+                spec.label_uk.strip(),
+                spec.label_en.strip(),
+                spec.type,
+                operators,
+                values,
+                spec.description,
+                actor.login,
+            )
         except asyncpg.UniqueViolationError:
             raise Conflict(f"attribute {spec.code} already exists") from None
-        await audit.record(conn, actor, [audit.Change(
-            "segment_attribute", spec.code, "create", None, None,
-            {"type": spec.type, "operators": operators, "values": values})])
-    return Attribute(spec.code, spec.label_uk.strip(), spec.label_en.strip(), spec.type,
-                     operators, "external", values, [], spec.description)
+        await audit.record(
+            conn,
+            actor,
+            [
+                audit.Change(
+                    "segment_attribute",
+                    spec.code,
+                    "create",
+                    None,
+                    None,
+                    {"type": spec.type, "operators": operators, "values": values},
+                )
+            ],
+        )
+    return Attribute(
+        spec.code,
+        spec.label_uk.strip(),
+        spec.label_en.strip(),
+        spec.type,
+        operators,
+        "external",
+        values,
+        [],
+        spec.description,
+    )
 
 
 def check_value(attribute: Attribute, value: Any, path: str) -> Any:
@@ -214,8 +294,9 @@ class AttributeValue(msgspec.Struct, forbid_unknown_fields=True):
     value: Any = None
 
 
-async def import_values(conn: asyncpg.Connection, actor: audit.Actor, code: str,
-                        values: Sequence[AttributeValue]) -> tuple[int, int]:
+async def import_values(
+    conn: asyncpg.Connection, actor: audit.Actor, code: str, values: Sequence[AttributeValue]
+) -> tuple[int, int]:
     """Set (or with null remove) values of an external attribute; returns (set, removed).
 
     One statement each for the upserts and the removals; journalled as one import entry.
@@ -244,12 +325,18 @@ async def import_values(conn: asyncpg.Connection, actor: audit.Actor, code: str,
             upsert_values.append(check_value(attribute, item.value, f"values[{i}].value"))
     async with conn.transaction():
         if upsert_ids:
-            known = {r["id"] for r in await conn.fetch(
-                "SELECT id FROM clients WHERE id = ANY($1::bigint[])", upsert_ids)}
+            known = {
+                r["id"]
+                for r in await conn.fetch(
+                    "SELECT id FROM clients WHERE id = ANY($1::bigint[])", upsert_ids
+                )
+            }
             missing = [i for i, c in enumerate(upsert_ids) if c not in known]
             if missing:
-                raise InvalidInput("values", f"no client {upsert_ids[missing[0]]} "
-                                             f"({len(missing)} unknown client ids)")
+                raise InvalidInput(
+                    "values",
+                    f"no client {upsert_ids[missing[0]]} ({len(missing)} unknown client ids)",
+                )
             if attribute.type == "string_list":
                 # Arrays of unequal length do not unnest side by side: encode each list as JSON.
                 await conn.execute(
@@ -259,23 +346,51 @@ async def import_values(conn: asyncpg.Connection, actor: audit.Actor, code: str,
                     FROM unnest($2::bigint[], $3::text[]) AS t(id, v)
                     ON CONFLICT (code, client_id) DO UPDATE
                         SET {column} = excluded.{column}, updated_at = herald_now()
-                    """, code, upsert_ids, [json.dumps(v) for v in upsert_values])
+                    """,
+                    code,
+                    upsert_ids,
+                    [json.dumps(v) for v in upsert_values],
+                )
             else:
-                sql_type = {"value_text": "text", "value_number": "numeric", "value_date": "date",
-                            "value_bool": "boolean"}[column]
+                sql_type = {
+                    "value_text": "text",
+                    "value_number": "numeric",
+                    "value_date": "date",
+                    "value_bool": "boolean",
+                }[column]
                 await conn.execute(
                     f"""
                     INSERT INTO client_attributes (code, client_id, {column})
                     SELECT $1, t.id, t.v FROM unnest($2::bigint[], $3::{sql_type}[]) AS t(id, v)
                     ON CONFLICT (code, client_id) DO UPDATE
                         SET {column} = excluded.{column}, updated_at = herald_now()
-                    """, code, upsert_ids, upsert_values)
+                    """,
+                    code,
+                    upsert_ids,
+                    upsert_values,
+                )
         removed = 0
         if remove_ids:
-            removed = len(await conn.fetch(
-                "DELETE FROM client_attributes WHERE code = $1 AND client_id = ANY($2::bigint[]) "
-                "RETURNING client_id", code, remove_ids))
-        await audit.record(conn, actor, [audit.Change(
-            "segment_attribute", code, "import", None, None,
-            {"set": len(upsert_ids), "removed": removed})])
+            removed = len(
+                await conn.fetch(
+                    "DELETE FROM client_attributes WHERE code = $1 AND client_id = ANY($2::bigint[]) "
+                    "RETURNING client_id",
+                    code,
+                    remove_ids,
+                )
+            )
+        await audit.record(
+            conn,
+            actor,
+            [
+                audit.Change(
+                    "segment_attribute",
+                    code,
+                    "import",
+                    None,
+                    None,
+                    {"set": len(upsert_ids), "removed": removed},
+                )
+            ],
+        )
     return len(upsert_ids), removed

@@ -28,8 +28,14 @@ Shape = Literal["all", "ids", "sample"]
 _ALIAS = {"client": "c", "account": "a", "billing": "b"}
 _COLUMN = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _TODAY = "(herald_now() AT TIME ZONE herald_business_tz())::date"
-_SQL_TYPE = {"string": "text", "enum": "text", "number": "numeric", "date": "date",
-             "boolean": "boolean", "string_list": "text"}
+_SQL_TYPE = {
+    "string": "text",
+    "enum": "text",
+    "number": "numeric",
+    "date": "date",
+    "boolean": "boolean",
+    "string_list": "text",
+}
 _COMPARE = {"equals": "=", "not_equals": "<>", "lt": "<", "lte": "<=", "gt": ">", "gte": ">="}
 
 
@@ -45,8 +51,14 @@ class Query:
         return f"${len(self.params)}::{sql_type}"
 
 
-def client_ids(condition: Condition, catalogue: Catalogue, shape: Shape = "all", *,
-               ids: list[int] | None = None, sample_percent: float | None = None) -> Query:
+def client_ids(
+    condition: Condition,
+    catalogue: Catalogue,
+    shape: Shape = "all",
+    *,
+    ids: list[int] | None = None,
+    sample_percent: float | None = None,
+) -> Query:
     """``SELECT client_id ...``: each matching client once (in no particular order)."""
     query = Query()
     sources = condition.sources
@@ -77,8 +89,13 @@ def client_ids(condition: Condition, catalogue: Catalogue, shape: Shape = "all",
     return query
 
 
-def count_query(condition: Condition, catalogue: Catalogue, shape: Shape = "all", *,
-                sample_percent: float | None = None) -> Query:
+def count_query(
+    condition: Condition,
+    catalogue: Catalogue,
+    shape: Shape = "all",
+    *,
+    sample_percent: float | None = None,
+) -> Query:
     """``SELECT count(*)`` of the matching clients (of the sample, for ``sample``)."""
     query = client_ids(condition, catalogue, shape, sample_percent=sample_percent)
     query.sql = f"SELECT count(*) FROM ({query.sql}) matching"
@@ -90,11 +107,18 @@ def _render(node: Node, query: Query, catalogue: Catalogue, cid: str, *, correla
         return _leaf(node, query, catalogue, cid, correlated)
     if isinstance(node, Not):
         # Two-valued: a missing value makes a leaf false, so "not" is its exact complement.
-        return f"(({_render(node.child, query, catalogue, cid, correlated=correlated)}) IS NOT TRUE)"
+        return (
+            f"(({_render(node.child, query, catalogue, cid, correlated=correlated)}) IS NOT TRUE)"
+        )
     joiner = " AND " if isinstance(node, AllOf) else " OR "
     assert isinstance(node, (AllOf, AnyOf))
-    return "(" + joiner.join(_render(child, query, catalogue, cid, correlated=correlated)
-                             for child in node.children) + ")"
+    return (
+        "("
+        + joiner.join(
+            _render(child, query, catalogue, cid, correlated=correlated) for child in node.children
+        )
+        + ")"
+    )
 
 
 def _leaf(leaf: Leaf, query: Query, catalogue: Catalogue, cid: str, correlated: bool) -> str:
@@ -103,15 +127,25 @@ def _leaf(leaf: Leaf, query: Query, catalogue: Catalogue, cid: str, correlated: 
         return _consent(leaf, query, catalogue, cid, correlated)
     if attribute.source == "external":
         code = query.param(attribute.code, "text")
-        return _row_test(leaf, query, cid, correlated, "client_attributes",
-                         f"x.code = {code}", f"x.{VALUE_COLUMN[attribute.type]}")
+        return _row_test(
+            leaf,
+            query,
+            cid,
+            correlated,
+            "client_attributes",
+            f"x.code = {code}",
+            f"x.{VALUE_COLUMN[attribute.type]}",
+        )
     if attribute.source == "channel_usage":
         column = attribute.source_column or ""
         if not _COLUMN.match(column):
-            raise ValueError(f"catalogue column {column!r} of {attribute.code} is not an identifier")
+            raise ValueError(
+                f"catalogue column {column!r} of {attribute.code} is not an identifier"
+            )
         channel = query.param(leaf.channel, "text")
-        return _row_test(leaf, query, cid, correlated, "channel_usage",
-                         f"x.channel = {channel}", f"x.{column}")
+        return _row_test(
+            leaf, query, cid, correlated, "channel_usage", f"x.channel = {channel}", f"x.{column}"
+        )
     column = attribute.source_column or ""
     if not _COLUMN.match(column):  # the catalogue CHECK says the same; never trust twice-removed
         raise ValueError(f"catalogue column {column!r} of {attribute.code} is not an identifier")
@@ -144,8 +178,10 @@ def _predicate(leaf: Leaf, query: Query, col: str) -> str:
         if op == "contains":
             return f"(strpos({norm}, herald_search_norm({query.param(value, 'text')})) > 0)"
         if op in ("in", "not_in"):
-            listed = (f"ARRAY(SELECT herald_search_norm(v) "
-                      f"FROM unnest({query.param(value, 'text[]')}) AS v)")
+            listed = (
+                f"ARRAY(SELECT herald_search_norm(v) "
+                f"FROM unnest({query.param(value, 'text[]')}) AS v)"
+            )
             return f"({norm} = ANY({listed}))" if op == "in" else f"({norm} <> ALL({listed}))"
         return f"({norm} {_COMPARE[op]} herald_search_norm({query.param(value, 'text')}))"
     if kind == "date":
@@ -169,18 +205,23 @@ def _consent(leaf: Leaf, query: Query, catalogue: Catalogue, cid: str, correlate
     allowed_by_default = not catalogue.topic_requires_opt_in[leaf.topic or ""]
     channel, topic = query.param(leaf.channel, "text"), query.param(leaf.topic, "text")
     if correlated:
-        choice = (f"coalesce((SELECT k.opted_in FROM consents k WHERE k.client_id = {cid} "
-                  f"AND k.channel = {channel} AND k.topic = {topic}), {allowed_by_default})")
+        choice = (
+            f"coalesce((SELECT k.opted_in FROM consents k WHERE k.client_id = {cid} "
+            f"AND k.channel = {channel} AND k.topic = {topic}), {allowed_by_default})"
+        )
         return f"({choice} = {query.param(bool(leaf.value), 'boolean')})"
     # Only the clients whose explicit choice differs from the default: usually few.
-    differing = (f"{cid} IN (SELECT k.client_id FROM consents k WHERE k.channel = {channel} "
-                 f"AND k.topic = {topic} AND k.opted_in = {not allowed_by_default})")
+    differing = (
+        f"{cid} IN (SELECT k.client_id FROM consents k WHERE k.channel = {channel} "
+        f"AND k.topic = {topic} AND k.opted_in = {not allowed_by_default})"
+    )
     wants_default = bool(leaf.value) == allowed_by_default
     return f"(NOT ({differing}))" if wants_default else f"({differing})"
 
 
-def _row_test(leaf: Leaf, query: Query, cid: str, correlated: bool, table: str, key: str,
-              column: str) -> str:
+def _row_test(
+    leaf: Leaf, query: Query, cid: str, correlated: bool, table: str, key: str, column: str
+) -> str:
     """A test of the client's row in ``table`` selected by ``key`` (external attribute,
     channel usage); a client without the row has no value (only is_empty holds)."""
     if leaf.op in ("is_empty", "is_not_empty"):

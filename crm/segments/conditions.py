@@ -64,8 +64,8 @@ class Condition:
     """A validated tree and what the compiler needs to know about it."""
 
     root: Node
-    sources: frozenset[str]      # client, account, billing, consent, external
-    relative_dates: bool         # uses older_than_days / within_last_days
+    sources: frozenset[str]  # client, account, billing, consent, external
+    relative_dates: bool  # uses older_than_days / within_last_days
     accountless_may_match: bool  # a client without accounts could satisfy it
 
 
@@ -78,9 +78,12 @@ def parse(raw: Any, catalogue: Catalogue, path: str = "condition") -> Condition:
     """Validate ``raw`` (decoded JSON) against the catalogue; InvalidInput names the bad path."""
     root = _node(raw, catalogue, path, 1, _Counter())
     leaves = list(_leaves(root))
-    return Condition(root, frozenset(leaf.attribute.source for leaf in leaves),
-                     any(leaf.op in _DAYS_VALUE for leaf in leaves),
-                     _without_account(root) is not False)
+    return Condition(
+        root,
+        frozenset(leaf.attribute.source for leaf in leaves),
+        any(leaf.op in _DAYS_VALUE for leaf in leaves),
+        _without_account(root) is not False,
+    )
 
 
 def _node(raw: Any, catalogue: Catalogue, path: str, depth: int, counter: _Counter) -> Node:
@@ -90,52 +93,69 @@ def _node(raw: Any, catalogue: Catalogue, path: str, depth: int, counter: _Count
     if depth > MAX_DEPTH:
         raise InvalidInput(path, f"a condition is at most {MAX_DEPTH} levels deep")
     if not isinstance(raw, dict):
-        raise InvalidInput(path, "must be an object: {all: [...]}, {any: [...]}, {not: {...}} "
-                                 "or {attribute, op, value}")
+        raise InvalidInput(
+            path,
+            "must be an object: {all: [...]}, {any: [...]}, {not: {...}} or {attribute, op, value}",
+        )
     groups = [k for k in ("all", "any", "not") if k in raw]
     if groups:
         if len(raw) != 1:
             extra = sorted(k for k in raw if k != groups[0])
-            raise InvalidInput(f"{path}.{extra[0]}"[:300] if len(groups) == 1 else path,
-                               "a group has exactly one key: all, any or not")
+            raise InvalidInput(
+                f"{path}.{extra[0]}"[:300] if len(groups) == 1 else path,
+                "a group has exactly one key: all, any or not",
+            )
         key = groups[0]
         if key == "not":
             return Not(_node(raw["not"], catalogue, f"{path}.not", depth + 1, counter))
         children = raw[key]
         if not isinstance(children, list) or not 1 <= len(children) <= MAX_CHILDREN:
             raise InvalidInput(f"{path}.{key}", f"must be a list of 1 to {MAX_CHILDREN} conditions")
-        parsed = tuple(_node(child, catalogue, f"{path}.{key}[{i}]", depth + 1, counter)
-                       for i, child in enumerate(children))
+        parsed = tuple(
+            _node(child, catalogue, f"{path}.{key}[{i}]", depth + 1, counter)
+            for i, child in enumerate(children)
+        )
         return AllOf(parsed) if key == "all" else AnyOf(parsed)
     if not raw:
-        raise InvalidInput(path, "an empty condition: give {all: [...]}, {any: [...]}, "
-                                 "{not: {...}} or {attribute, op, value}")
+        raise InvalidInput(
+            path,
+            "an empty condition: give {all: [...]}, {any: [...]}, "
+            "{not: {...}} or {attribute, op, value}",
+        )
     return _leaf(raw, catalogue, path)
 
 
 def _leaf(raw: dict[str, Any], catalogue: Catalogue, path: str) -> Leaf:
     unknown = sorted(str(k) for k in raw if k not in _LEAF_KEYS)
     if unknown:
-        raise InvalidInput(f"{path}.{unknown[0]}"[:300], "unknown key; a leaf has attribute, op, "
-                                                         "value (and channel, topic for consent)")
+        raise InvalidInput(
+            f"{path}.{unknown[0]}"[:300],
+            "unknown key; a leaf has attribute, op, value (and channel, topic for consent)",
+        )
     code = raw.get("attribute")
     if not isinstance(code, str):
         raise InvalidInput(f"{path}.attribute", "the code of a catalogue attribute is required")
     attribute = catalogue.attributes.get(code)
     if attribute is None:
-        raise InvalidInput(f"{path}.attribute", f"unknown attribute {code[:100]!r}; "
-                                                "see GET /api/v1/segments/attributes")
+        raise InvalidInput(
+            f"{path}.attribute",
+            f"unknown attribute {code[:100]!r}; see GET /api/v1/segments/attributes",
+        )
     op = raw.get("op")
     if not isinstance(op, str) or op not in attribute.operators:
         shown = repr(op[:50]) if isinstance(op, str) else "missing"
-        raise InvalidInput(f"{path}.op", f"operator {shown} is not allowed for {code}; "
-                                         f"one of {', '.join(attribute.operators)}")
+        raise InvalidInput(
+            f"{path}.op",
+            f"operator {shown} is not allowed for {code}; one of {', '.join(attribute.operators)}",
+        )
     qualified: dict[str, str] = {}
     for qualifier in attribute.qualifiers:
         given = raw.get(qualifier.name)
         if not isinstance(given, str) or given not in qualifier.values:
-            raise InvalidInput(f"{path}.{qualifier.name}", f"{code} needs {qualifier.name}: one of "
-                                                          + ", ".join(qualifier.values))
+            raise InvalidInput(
+                f"{path}.{qualifier.name}",
+                f"{code} needs {qualifier.name}: one of " + ", ".join(qualifier.values),
+            )
         qualified[qualifier.name] = given
     for key in ("channel", "topic"):
         if key in raw and key not in qualified:

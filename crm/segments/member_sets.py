@@ -45,9 +45,16 @@ _LOWEST, _BEYOND = -(2**63), 2**63 - 1
 RangeQuery = Callable[[str, str], str]
 
 
-async def fill(conn: asyncpg.Connection, build: RangeQuery, params: Sequence[Any], *,
-               pool: asyncpg.Pool | None = None, bounds: tuple[int, int] | None = None,
-               rows: int = 0, plan: str = "") -> tuple[int, int]:
+async def fill(
+    conn: asyncpg.Connection,
+    build: RangeQuery,
+    params: Sequence[Any],
+    *,
+    pool: asyncpg.Pool | None = None,
+    bounds: tuple[int, int] | None = None,
+    rows: int = 0,
+    plan: str = "",
+) -> tuple[int, int]:
     """A new set of the ids ``build`` selects; returns (set id, members). In a transaction.
 
     With a ``pool``, the ``bounds`` of the ids the query may return (lowest, highest) and
@@ -73,7 +80,11 @@ async def adopt(conn: asyncpg.Connection, segment_id: int, set_id: int, count: i
     old = await conn.fetchval(
         "UPDATE segments s SET members_set = $2, member_count = $3, materialised_at = herald_now(), "
         "updated_at = herald_now() FROM segments o WHERE s.id = $1 AND o.id = s.id "
-        "RETURNING o.members_set", segment_id, set_id, count)
+        "RETURNING o.members_set",
+        segment_id,
+        set_id,
+        count,
+    )
     await conn.execute("DELETE FROM segment_member_sets_retired WHERE set_id = $1", set_id)
     if old is not None:
         await retire(conn, old)
@@ -81,12 +92,16 @@ async def adopt(conn: asyncpg.Connection, segment_id: int, set_id: int, count: i
 
 async def retire(conn: asyncpg.Connection, set_id: int) -> None:
     """The set's rows are to be deleted once no reader needs them."""
-    await conn.execute("INSERT INTO segment_member_sets_retired (set_id) VALUES ($1) "
-                       "ON CONFLICT (set_id) DO NOTHING", set_id)
+    await conn.execute(
+        "INSERT INTO segment_member_sets_retired (set_id) VALUES ($1) "
+        "ON CONFLICT (set_id) DO NOTHING",
+        set_id,
+    )
 
 
-async def purge(pool: asyncpg.Pool, *, chunks: int = 1, chunk: int = PURGE_CHUNK,
-                grace_s: float = PURGE_GRACE_S) -> int:
+async def purge(
+    pool: asyncpg.Pool, *, chunks: int = 1, chunk: int = PURGE_CHUNK, grace_s: float = PURGE_GRACE_S
+) -> int:
     """Delete up to ``chunks`` x ``chunk`` rows of retired sets; returns how many rows.
 
     Each chunk is its own short transaction, so the duty never holds much at once; an
@@ -99,17 +114,24 @@ async def purge(pool: asyncpg.Pool, *, chunks: int = 1, chunk: int = PURGE_CHUNK
                 "SELECT r.set_id FROM segment_member_sets_retired r "
                 "WHERE r.retired_at < herald_now() - make_interval(secs => $1) "
                 "AND NOT EXISTS (SELECT 1 FROM segments s WHERE s.members_set = r.set_id) "
-                "ORDER BY r.retired_at, r.set_id LIMIT 1 FOR UPDATE SKIP LOCKED", grace_s)
+                "ORDER BY r.retired_at, r.set_id LIMIT 1 FOR UPDATE SKIP LOCKED",
+                grace_s,
+            )
             if set_id is None:
                 return done
             status = await conn.execute(
                 "DELETE FROM segment_member_rows WHERE set_id = $1 AND client_id IN ("
                 " SELECT client_id FROM segment_member_rows WHERE set_id = $1"
-                " ORDER BY client_id LIMIT $2)", set_id, chunk)
+                " ORDER BY client_id LIMIT $2)",
+                set_id,
+                chunk,
+            )
             deleted = int(status.split()[-1])
             done += deleted
             if deleted < chunk:
-                await conn.execute("DELETE FROM segment_member_sets_retired WHERE set_id = $1", set_id)
+                await conn.execute(
+                    "DELETE FROM segment_member_sets_retired WHERE set_id = $1", set_id
+                )
     return done
 
 
@@ -125,14 +147,24 @@ async def _acquire(pool: asyncpg.Pool, n: int) -> list[asyncpg.Connection]:
     return helpers
 
 
-async def _fill_shared(conn: asyncpg.Connection, helpers: list[asyncpg.Connection],
-                       build: RangeQuery, params: Sequence[Any],
-                       bounds: tuple[int, int], plan: str) -> tuple[int, int]:
+async def _fill_shared(
+    conn: asyncpg.Connection,
+    helpers: list[asyncpg.Connection],
+    build: RangeQuery,
+    params: Sequence[Any],
+    bounds: tuple[int, int],
+    plan: str,
+) -> tuple[int, int]:
     set_id = await helpers[0].fetchval(
         "INSERT INTO segment_member_sets_retired (set_id) "
-        "VALUES (nextval('segment_member_set_seq')) RETURNING set_id")
-    if await conn.fetchval("SELECT set_id FROM segment_member_sets_retired WHERE set_id = $1 "
-                           "FOR UPDATE", set_id) is None:
+        "VALUES (nextval('segment_member_set_seq')) RETURNING set_id"
+    )
+    if (
+        await conn.fetchval(
+            "SELECT set_id FROM segment_member_sets_retired WHERE set_id = $1 FOR UPDATE", set_id
+        )
+        is None
+    ):
         raise RuntimeError(f"member set {set_id} was purged before its fill began")
     low, high = bounds
     step = (high - low) // len(helpers) + 1
@@ -153,8 +185,12 @@ async def _fill_shared(conn: asyncpg.Connection, helpers: list[asyncpg.Connectio
                 await helper.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
             await helper.execute(BULK_SETTINGS + plan)
         results = await asyncio.gather(
-            *(_insert(helper, build, params, set_id, edges[i], edges[i + 1])
-              for i, helper in enumerate(helpers)), return_exceptions=True)
+            *(
+                _insert(helper, build, params, set_id, edges[i], edges[i + 1])
+                for i, helper in enumerate(helpers)
+            ),
+            return_exceptions=True,
+        )
         # Every helper has finished before an error is raised, and leaving this block then
         # rolls all of them back.
         counts: list[int] = []
@@ -165,12 +201,23 @@ async def _fill_shared(conn: asyncpg.Connection, helpers: list[asyncpg.Connectio
     return set_id, sum(counts)
 
 
-async def _insert(conn: asyncpg.Connection, build: RangeQuery, params: Sequence[Any], set_id: int,
-                  low: int, high: int) -> int:
+async def _insert(
+    conn: asyncpg.Connection,
+    build: RangeQuery,
+    params: Sequence[Any],
+    set_id: int,
+    low: int,
+    high: int,
+) -> int:
     n = len(params)
     # In client_id order: the rows of a new set are appended at the right edge of the key.
     status = await conn.execute(
         f"INSERT INTO segment_member_rows (set_id, client_id) "
         f"SELECT ${n + 1}::bigint, client_id FROM ({build(f'${n + 2}::bigint', f'${n + 3}::bigint')}) m "
-        f"ORDER BY client_id", *params, set_id, low, high)
+        f"ORDER BY client_id",
+        *params,
+        set_id,
+        low,
+        high,
+    )
     return int(status.split()[-1])

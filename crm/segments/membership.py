@@ -17,13 +17,16 @@ class SegmentMembers:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
 
-    async def members_among(self, segment_ids: Sequence[int],
-                            client_ids: Sequence[int]) -> set[int]:
+    async def members_among(
+        self, segment_ids: Sequence[int], client_ids: Sequence[int]
+    ) -> set[int]:
         """The clients of ``client_ids`` that belong to at least one of ``segment_ids``."""
         if not segment_ids or not client_ids:
             return set()
         rows = await self._conn.fetch(
             "SELECT DISTINCT m.client_id FROM segment_members m "
             "WHERE m.segment_id = ANY($1::bigint[]) AND m.client_id = ANY($2::bigint[])",
-            list(segment_ids), list(client_ids))
+            list(segment_ids),
+            list(client_ids),
+        )
         return {r["client_id"] for r in rows}

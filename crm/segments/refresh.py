@@ -44,14 +44,20 @@ async def _one_batch(conn: asyncpg.Connection, batch: int) -> int:
     # Lock the dynamic segments first: an edit or full refresh of one waits, and so do we.
     segments = await conn.fetch(
         "SELECT id, condition, members_set FROM segments WHERE kind = 'dynamic' "
-        "ORDER BY id FOR UPDATE")
-    ids = [r["client_id"] for r in await conn.fetch(
-        """
+        "ORDER BY id FOR UPDATE"
+    )
+    ids = [
+        r["client_id"]
+        for r in await conn.fetch(
+            """
         DELETE FROM segment_dirty_clients
         WHERE client_id IN (SELECT client_id FROM segment_dirty_clients ORDER BY client_id
                             LIMIT $1 FOR UPDATE SKIP LOCKED)
         RETURNING client_id
-        """, batch)]
+        """,
+            batch,
+        )
+    ]
     if not ids or not segments:
         return len(ids)
     catalogue = await catalogue_mod.load(conn)
@@ -65,16 +71,24 @@ async def _one_batch(conn: asyncpg.Connection, batch: int) -> int:
             continue
         removed = await conn.fetch(
             "DELETE FROM segment_member_rows WHERE set_id = $1 AND client_id = ANY($2::bigint[]) "
-            "RETURNING client_id", segment["members_set"], ids)
+            "RETURNING client_id",
+            segment["members_set"],
+            ids,
+        )
         query = client_ids(condition, catalogue, "ids", ids=ids)
         seg = query.param(segment["members_set"], "bigint")
         status = await conn.execute(
             f"INSERT INTO segment_member_rows (set_id, client_id) "
-            f"SELECT {seg}, client_id FROM ({query.sql}) matching", *query.params)
+            f"SELECT {seg}, client_id FROM ({query.sql}) matching",
+            *query.params,
+        )
         added = int(status.split()[-1])
         if added != len(removed):
-            await conn.execute("UPDATE segments SET member_count = member_count + $2 WHERE id = $1",
-                               segment["id"], added - len(removed))
+            await conn.execute(
+                "UPDATE segments SET member_count = member_count + $2 WHERE id = $1",
+                segment["id"],
+                added - len(removed),
+            )
     return len(ids)
 
 
@@ -91,7 +105,8 @@ async def refresh_relative_dates(pool: asyncpg.Pool) -> list[int]:
                        OR (materialised_at AT TIME ZONE herald_business_tz())::date
                           < (herald_now() AT TIME ZONE herald_business_tz())::date)
                 ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED
-                """)
+                """
+            )
             if row is None:
                 return refreshed
             catalogue = await catalogue_mod.load(conn)
@@ -99,8 +114,9 @@ async def refresh_relative_dates(pool: asyncpg.Pool) -> list[int]:
                 condition = parse(row["condition"], catalogue)
             except Exception:
                 log.exception("dynamic segment %d no longer compiles; skipped", row["id"])
-                await conn.execute("UPDATE segments SET materialised_at = herald_now() WHERE id = $1",
-                                   row["id"])
+                await conn.execute(
+                    "UPDATE segments SET materialised_at = herald_now() WHERE id = $1", row["id"]
+                )
                 continue
             count = await materialise(conn, row["id"], condition, catalogue, pool=pool)
         log.info("dynamic segment %d re-evaluated for the new day: %d members", row["id"], count)

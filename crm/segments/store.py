@@ -57,8 +57,10 @@ class Preview(msgspec.Struct):
     elapsed_ms: float
 
 
-_COLUMNS = ("id, name, description, kind, condition, origin, relative_dates, member_count, "
-            "materialised_at, created_by, created_at, updated_at")
+_COLUMNS = (
+    "id, name, description, kind, condition, origin, relative_dates, member_count, "
+    "materialised_at, created_by, created_at, updated_at"
+)
 
 
 def _segment(row: asyncpg.Record) -> Segment:
@@ -66,8 +68,10 @@ def _segment(row: asyncpg.Record) -> Segment:
 
 
 async def get(conn: asyncpg.Connection, segment_id: int, *, lock: bool = False) -> Segment:
-    row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM segments WHERE id = $1"
-                              + (" FOR UPDATE" if lock else ""), segment_id)
+    row = await conn.fetchrow(
+        f"SELECT {_COLUMNS} FROM segments WHERE id = $1" + (" FOR UPDATE" if lock else ""),
+        segment_id,
+    )
     if row is None:
         raise NotFound(f"no segment {segment_id}")
     return _segment(row)
@@ -75,15 +79,21 @@ async def get(conn: asyncpg.Connection, segment_id: int, *, lock: bool = False) 
 
 async def exists(conn: asyncpg.Connection, segment_id: int) -> bool:
     """Whether the segment ``segment_id`` exists."""
-    return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM segments WHERE id = $1)",
-                                    segment_id))
+    return bool(
+        await conn.fetchval("SELECT EXISTS (SELECT 1 FROM segments WHERE id = $1)", segment_id)
+    )
 
 
-async def list_segments(conn: asyncpg.Connection, *, after_id: int, limit: int,
-                        kind: str | None = None) -> list[Segment]:
+async def list_segments(
+    conn: asyncpg.Connection, *, after_id: int, limit: int, kind: str | None = None
+) -> list[Segment]:
     rows = await conn.fetch(
         f"SELECT {_COLUMNS} FROM segments WHERE id > $1 AND ($2::text IS NULL OR kind = $2) "
-        "ORDER BY id LIMIT $3", after_id, kind, limit)
+        "ORDER BY id LIMIT $3",
+        after_id,
+        kind,
+        limit,
+    )
     return [_segment(r) for r in rows]
 
 
@@ -96,15 +106,22 @@ def _check_name(name: str, description: str) -> str:
     return name
 
 
-async def compile_condition(conn: asyncpg.Connection, raw: Any,
-                            path: str = "condition") -> tuple[Condition, Catalogue]:
+async def compile_condition(
+    conn: asyncpg.Connection, raw: Any, path: str = "condition"
+) -> tuple[Condition, Catalogue]:
     """The catalogue and the validated condition (InvalidInput naming the path)."""
     catalogue = await catalogue_mod.load(conn)
     return parse(raw, catalogue, path), catalogue
 
 
-async def materialise(conn: asyncpg.Connection, segment_id: int, condition: Condition,
-                      catalogue: Catalogue, *, pool: asyncpg.Pool | None = None) -> int:
+async def materialise(
+    conn: asyncpg.Connection,
+    segment_id: int,
+    condition: Condition,
+    catalogue: Catalogue,
+    *,
+    pool: asyncpg.Pool | None = None,
+) -> int:
     """Replace the members with the clients the condition selects now; call in a transaction.
 
     With a ``pool``, a large population is shared out over its connections (member_sets).
@@ -114,25 +131,36 @@ async def materialise(conn: asyncpg.Connection, segment_id: int, condition: Cond
     if pool is not None:
         row = await conn.fetchrow(
             "SELECT min(id) AS low, max(id) AS high, (SELECT reltuples::bigint FROM pg_class "
-            "WHERE oid = 'clients'::regclass) AS clients FROM clients")
+            "WHERE oid = 'clients'::regclass) AS clients FROM clients"
+        )
         if row["low"] is not None:
             # reltuples is -1 until the table is first analysed: the id span stands in.
             bounds = (row["low"], row["high"])
             rows = row["clients"] if row["clients"] >= 0 else row["high"] - row["low"] + 1
 
     def in_range(low: str, high: str) -> str:
-        return (f"SELECT client_id FROM ({query.sql}) matching "
-                f"WHERE client_id >= {low} AND client_id < {high}")
+        return (
+            f"SELECT client_id FROM ({query.sql}) matching "
+            f"WHERE client_id >= {low} AND client_id < {high}"
+        )
 
-    set_id, count = await member_sets.fill(conn, in_range, query.params, pool=pool,
-                                           bounds=bounds, rows=rows)
+    set_id, count = await member_sets.fill(
+        conn, in_range, query.params, pool=pool, bounds=bounds, rows=rows
+    )
     await member_sets.adopt(conn, segment_id, set_id, count)
     return count
 
 
-async def create(conn: asyncpg.Connection, actor: audit.Actor, *, name: str, kind: Kind,
-                 condition: Any, description: str = "",
-                 pool: asyncpg.Pool | None = None) -> Segment:
+async def create(
+    conn: asyncpg.Connection,
+    actor: audit.Actor,
+    *,
+    name: str,
+    kind: Kind,
+    condition: Any,
+    description: str = "",
+    pool: asyncpg.Pool | None = None,
+) -> Segment:
     """A new segment with its members materialised now (static: this moment's snapshot).
 
     A dynamic segment is committed before it is materialised: from then on every change
@@ -141,8 +169,10 @@ async def create(conn: asyncpg.Connection, actor: audit.Actor, *, name: str, kin
     """
     name = _check_name(name, description)
     parsed, catalogue = await compile_condition(conn, condition)
-    insert = ("INSERT INTO segments (name, description, kind, condition, relative_dates, created_by, "
-              "created_by_id) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id")
+    insert = (
+        "INSERT INTO segments (name, description, kind, condition, relative_dates, created_by, "
+        "created_by_id) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id"
+    )
     values = (name, description, kind, condition, parsed.relative_dates, actor.login, actor.id)
     if kind == "dynamic":
         segment_id = await conn.fetchval(insert, *values)
@@ -153,9 +183,20 @@ async def create(conn: asyncpg.Connection, actor: audit.Actor, *, name: str, kin
             else:
                 await get(conn, segment_id, lock=True)
             count = await materialise(conn, segment_id, parsed, catalogue, pool=pool)
-            await audit.record(conn, actor, [audit.Change(
-                "segment", str(segment_id), "create", None, None,
-                {"name": name, "kind": kind, "condition": condition, "members": count})])
+            await audit.record(
+                conn,
+                actor,
+                [
+                    audit.Change(
+                        "segment",
+                        str(segment_id),
+                        "create",
+                        None,
+                        None,
+                        {"name": name, "kind": kind, "condition": condition, "members": count},
+                    )
+                ],
+            )
             return await get(conn, segment_id)
     except Exception:
         if kind == "dynamic":  # never leave a dynamic segment that was not materialised
@@ -163,41 +204,82 @@ async def create(conn: asyncpg.Connection, actor: audit.Actor, *, name: str, kin
         raise
 
 
-async def update(conn: asyncpg.Connection, actor: audit.Actor, segment_id: int, *,
-                 name: str | None = None, description: str | None = None,
-                 kind: Kind | None = None, condition: Any = None,
-                 pool: asyncpg.Pool | None = None) -> Segment:
+async def update(
+    conn: asyncpg.Connection,
+    actor: audit.Actor,
+    segment_id: int,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    kind: Kind | None = None,
+    condition: Any = None,
+    pool: asyncpg.Pool | None = None,
+) -> Segment:
     """Change a segment; a new condition or kind materialises the members again."""
     if kind == "dynamic":
         # Marked changes must reach it from before it is materialised (see create).
         async with conn.transaction():
             before = await get(conn, segment_id, lock=True)
             if before.origin is not None:
-                raise Conflict(f"segment {segment_id} was made by a set operation; it stays a "
-                               "static snapshot")
+                raise Conflict(
+                    f"segment {segment_id} was made by a set operation; it stays a static snapshot"
+                )
             if before.kind != "dynamic":
-                parse(condition if condition is not None else before.condition,
-                      await catalogue_mod.load(conn))
+                parse(
+                    condition if condition is not None else before.condition,
+                    await catalogue_mod.load(conn),
+                )
                 await conn.execute("UPDATE segments SET kind = 'dynamic' WHERE id = $1", segment_id)
-        return await _update(conn, actor, segment_id, name=name, description=description,
-                             kind=kind, condition=condition, was=before, pool=pool)
-    return await _update(conn, actor, segment_id, name=name, description=description, kind=kind,
-                         condition=condition, was=None, pool=pool)
+        return await _update(
+            conn,
+            actor,
+            segment_id,
+            name=name,
+            description=description,
+            kind=kind,
+            condition=condition,
+            was=before,
+            pool=pool,
+        )
+    return await _update(
+        conn,
+        actor,
+        segment_id,
+        name=name,
+        description=description,
+        kind=kind,
+        condition=condition,
+        was=None,
+        pool=pool,
+    )
 
 
-async def _update(conn: asyncpg.Connection, actor: audit.Actor, segment_id: int, *,
-                  name: str | None, description: str | None, kind: Kind | None, condition: Any,
-                  was: Segment | None, pool: asyncpg.Pool | None) -> Segment:
+async def _update(
+    conn: asyncpg.Connection,
+    actor: audit.Actor,
+    segment_id: int,
+    *,
+    name: str | None,
+    description: str | None,
+    kind: Kind | None,
+    condition: Any,
+    was: Segment | None,
+    pool: asyncpg.Pool | None,
+) -> Segment:
     async with conn.transaction():
         before = await get(conn, segment_id, lock=True)
         if was is not None:
             before = msgspec.structs.replace(before, kind=was.kind)
-        new_name = _check_name(name if name is not None else before.name,
-                               description if description is not None else before.description)
+        new_name = _check_name(
+            name if name is not None else before.name,
+            description if description is not None else before.description,
+        )
         new_description = description if description is not None else before.description
         if before.origin is not None and (condition is not None or kind not in (None, "static")):
-            raise Conflict(f"segment {segment_id} was made by a set operation; it stays a static "
-                           "snapshot (combine again, or create a segment with a condition)")
+            raise Conflict(
+                f"segment {segment_id} was made by a set operation; it stays a static "
+                "snapshot (combine again, or create a segment with a condition)"
+            )
         new_kind = kind or before.kind
         new_condition = condition if condition is not None else before.condition
         rematerialise = condition is not None or new_kind != before.kind
@@ -207,35 +289,76 @@ async def _update(conn: asyncpg.Connection, actor: audit.Actor, segment_id: int,
         await conn.execute(
             "UPDATE segments SET name = $2, description = $3, kind = $4, condition = $5, "
             "relative_dates = coalesce($6, relative_dates), updated_at = herald_now() WHERE id = $1",
-            segment_id, new_name, new_description, new_kind,
-            new_condition, parsed.relative_dates if parsed else None)
+            segment_id,
+            new_name,
+            new_description,
+            new_kind,
+            new_condition,
+            parsed.relative_dates if parsed else None,
+        )
         if parsed is not None:
             await materialise(conn, segment_id, parsed, catalogue, pool=pool)
         after = await get(conn, segment_id)
-        await audit.record(conn, actor, audit.field_changes(
-            "segment", segment_id,
-            {"name": before.name, "description": before.description, "kind": before.kind,
-             "condition": before.condition},
-            {"name": after.name, "description": after.description, "kind": after.kind,
-             "condition": after.condition}))
+        await audit.record(
+            conn,
+            actor,
+            audit.field_changes(
+                "segment",
+                segment_id,
+                {
+                    "name": before.name,
+                    "description": before.description,
+                    "kind": before.kind,
+                    "condition": before.condition,
+                },
+                {
+                    "name": after.name,
+                    "description": after.description,
+                    "kind": after.kind,
+                    "condition": after.condition,
+                },
+            ),
+        )
         return after
 
 
-async def refresh(conn: asyncpg.Connection, actor: audit.Actor, segment_id: int, *,
-                  pool: asyncpg.Pool | None = None) -> Segment:
+async def refresh(
+    conn: asyncpg.Connection,
+    actor: audit.Actor,
+    segment_id: int,
+    *,
+    pool: asyncpg.Pool | None = None,
+) -> Segment:
     """Materialise again on request: a new snapshot (static) or a full recount (dynamic)."""
     async with conn.transaction():
         segment = await get(conn, segment_id, lock=True)
         if segment.origin is not None:
-            await _fill_set_operation(conn, segment_id, segment.origin["op"],
-                                      segment.origin["left"], segment.origin["right"], pool=pool)
+            await _fill_set_operation(
+                conn,
+                segment_id,
+                segment.origin["op"],
+                segment.origin["left"],
+                segment.origin["right"],
+                pool=pool,
+            )
         else:
             parsed, catalogue = await compile_condition(conn, segment.condition)
             await materialise(conn, segment_id, parsed, catalogue, pool=pool)
         after = await get(conn, segment_id)
-        await audit.record(conn, actor, [audit.Change(
-            "segment", str(segment_id), "refresh", "member_count", segment.member_count,
-            after.member_count)])
+        await audit.record(
+            conn,
+            actor,
+            [
+                audit.Change(
+                    "segment",
+                    str(segment_id),
+                    "refresh",
+                    "member_count",
+                    segment.member_count,
+                    after.member_count,
+                )
+            ],
+        )
         return after
 
 
@@ -247,23 +370,45 @@ async def delete(conn: asyncpg.Connection, actor: audit.Actor, segment_id: int) 
         campaign = await conn.fetchval(
             "SELECT id FROM campaigns WHERE audience->>'kind' = 'segment' "
             "AND audience->>'segment_id' = $1 AND status = ANY($2::text[]) LIMIT 1",
-            str(segment_id), list(_UNFINISHED))
+            str(segment_id),
+            list(_UNFINISHED),
+        )
         if campaign is not None:
-            raise Conflict(f"segment {segment_id} is the audience of campaign {campaign}, "
-                           "which is not finished")
+            raise Conflict(
+                f"segment {segment_id} is the audience of campaign {campaign}, "
+                "which is not finished"
+            )
         entry = await conn.fetchval(
-            "SELECT id FROM stop_list_entries WHERE segment_id = $1 LIMIT 1", segment_id)
+            "SELECT id FROM stop_list_entries WHERE segment_id = $1 LIMIT 1", segment_id
+        )
         if entry is not None:
-            raise Conflict(f"segment {segment_id} is used by stop-list entry {entry}; "
-                           "remove the entry first")
-        members_set = await conn.fetchval("DELETE FROM segments WHERE id = $1 RETURNING members_set",
-                                          segment_id)
+            raise Conflict(
+                f"segment {segment_id} is used by stop-list entry {entry}; remove the entry first"
+            )
+        members_set = await conn.fetchval(
+            "DELETE FROM segments WHERE id = $1 RETURNING members_set", segment_id
+        )
         if members_set is not None:
             await member_sets.retire(conn, members_set)
-        await audit.record(conn, actor, [audit.Change(
-            "segment", str(segment_id), "delete", None,
-            {"name": segment.name, "kind": segment.kind, "condition": segment.condition,
-             "origin": segment.origin}, None)])
+        await audit.record(
+            conn,
+            actor,
+            [
+                audit.Change(
+                    "segment",
+                    str(segment_id),
+                    "delete",
+                    None,
+                    {
+                        "name": segment.name,
+                        "kind": segment.kind,
+                        "condition": segment.condition,
+                        "origin": segment.origin,
+                    },
+                    None,
+                )
+            ],
+        )
 
 
 async def preview(conn: asyncpg.Connection, raw: Any, *, exact: bool = False) -> Preview:
@@ -272,7 +417,8 @@ async def preview(conn: asyncpg.Connection, raw: Any, *, exact: bool = False) ->
     parsed, catalogue = await compile_condition(conn, raw)
     started = time.perf_counter()
     clients = await conn.fetchval(
-        "SELECT reltuples::bigint FROM pg_class WHERE oid = 'clients'::regclass")
+        "SELECT reltuples::bigint FROM pg_class WHERE oid = 'clients'::regclass"
+    )
     async with conn.transaction():
         await conn.execute("SET LOCAL work_mem = '256MB'")
         if exact or clients <= EXACT_PREVIEW_LIMIT:
@@ -285,38 +431,43 @@ async def preview(conn: asyncpg.Connection, raw: Any, *, exact: bool = False) ->
             percent = min(100.0, max(0.01, 100.0 * SAMPLE_CLIENTS / clients))
             # The sampled clients' accounts and billing by index, not by hashing 13 M rows
             # (the planner would rather scan whole tables); no JIT for a sub-second query.
-            await conn.execute("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; "
-                               "SET LOCAL jit = off")
+            await conn.execute(
+                "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; "
+                "SET LOCAL jit = off"
+            )
             query = count_query(parsed, catalogue, "sample", sample_percent=percent)
             count = round(await conn.fetchval(query.sql, *query.params) * 100.0 / percent)
-    return Preview(int(count), percent is None, percent,
-                   round((time.perf_counter() - started) * 1000, 1))
+    return Preview(
+        int(count), percent is None, percent, round((time.perf_counter() - started) * 1000, 1)
+    )
 
 
 # The current set's rows by their key, in client_id order (keyset).
-_PAGE = ("SELECT client_id FROM segment_member_rows "
-         "WHERE set_id = (SELECT members_set FROM segments WHERE id = $1) AND client_id > $2 "
-         "ORDER BY client_id LIMIT $3")
+_PAGE = (
+    "SELECT client_id FROM segment_member_rows "
+    "WHERE set_id = (SELECT members_set FROM segments WHERE id = $1) AND client_id > $2 "
+    "ORDER BY client_id LIMIT $3"
+)
 
 
-async def members_page(conn: asyncpg.Connection, segment_id: int, *, after_client_id: int,
-                       limit: int) -> list[int]:
+async def members_page(
+    conn: asyncpg.Connection, segment_id: int, *, after_client_id: int, limit: int
+) -> list[int]:
     """Member client ids in ascending order after ``after_client_id`` (keyset)."""
     await get(conn, segment_id)
-    rows = await conn.fetch(
-        _PAGE, segment_id, after_client_id, limit)
+    rows = await conn.fetch(_PAGE, segment_id, after_client_id, limit)
     return [r["client_id"] for r in rows]
 
 
-async def export_members(conn: asyncpg.Connection, segment_id: int, *,
-                         chunk: int = 10_000) -> AsyncIterator[bytes]:
+async def export_members(
+    conn: asyncpg.Connection, segment_id: int, *, chunk: int = 10_000
+) -> AsyncIterator[bytes]:
     """The members as CSV (header, then one client id a line), in chunks, walked by keyset."""
     await get(conn, segment_id)
     yield b"client_id\n"
     after = 0
     while True:
-        rows = await conn.fetch(
-            _PAGE, segment_id, after, chunk)
+        rows = await conn.fetch(_PAGE, segment_id, after, chunk)
         if not rows:
             return
         yield "".join(f"{r['client_id']}\n" for r in rows).encode()
@@ -352,17 +503,31 @@ _SET_SQL: dict[str, str] = {
 # A new set's rows are not in the statistics yet: the planner takes a set of millions for a
 # few rows and hashes or bitmap-scans it (twice as slow, measured) instead of merging the
 # two sets' index scans.
-_SET_PLAN = ("; SET LOCAL enable_hashjoin = off; SET LOCAL enable_bitmapscan = off; "
-             "SET LOCAL enable_seqscan = off")
+_SET_PLAN = (
+    "; SET LOCAL enable_hashjoin = off; SET LOCAL enable_bitmapscan = off; "
+    "SET LOCAL enable_seqscan = off"
+)
 
 
-async def _fill_set_operation(conn: asyncpg.Connection, segment_id: int, op: str, left: int,
-                              right: int, *, pool: asyncpg.Pool | None = None) -> int:
-    sources = {r["id"]: r for r in await conn.fetch(
-        "SELECT s.id, s.members_set, s.member_count, "
-        "(SELECT min(client_id) FROM segment_member_rows WHERE set_id = s.members_set) AS low, "
-        "(SELECT max(client_id) FROM segment_member_rows WHERE set_id = s.members_set) AS high "
-        "FROM segments s WHERE s.id = ANY($1::bigint[])", [left, right])}
+async def _fill_set_operation(
+    conn: asyncpg.Connection,
+    segment_id: int,
+    op: str,
+    left: int,
+    right: int,
+    *,
+    pool: asyncpg.Pool | None = None,
+) -> int:
+    sources = {
+        r["id"]: r
+        for r in await conn.fetch(
+            "SELECT s.id, s.members_set, s.member_count, "
+            "(SELECT min(client_id) FROM segment_member_rows WHERE set_id = s.members_set) AS low, "
+            "(SELECT max(client_id) FROM segment_member_rows WHERE set_id = s.members_set) AS high "
+            "FROM segments s WHERE s.id = ANY($1::bigint[])",
+            [left, right],
+        )
+    }
     for source in (left, right):
         if source not in sources:
             raise Conflict(f"segment {source} used by this set operation no longer exists")
@@ -376,14 +541,28 @@ async def _fill_set_operation(conn: asyncpg.Connection, segment_id: int, op: str
         return template.format(low=low, high=high)
 
     set_id, count = await member_sets.fill(
-        conn, in_range, [sources[left]["members_set"], sources[right]["members_set"]],
-        pool=pool, bounds=bounds, rows=rows, plan=_SET_PLAN)
+        conn,
+        in_range,
+        [sources[left]["members_set"], sources[right]["members_set"]],
+        pool=pool,
+        bounds=bounds,
+        rows=rows,
+        plan=_SET_PLAN,
+    )
     await member_sets.adopt(conn, segment_id, set_id, count)
     return count
 
 
-async def combine(conn: asyncpg.Connection, actor: audit.Actor, left: int, op: SetOp, right: int,
-                  *, name: str | None = None, pool: asyncpg.Pool | None = None) -> Segment:
+async def combine(
+    conn: asyncpg.Connection,
+    actor: audit.Actor,
+    left: int,
+    op: SetOp,
+    right: int,
+    *,
+    name: str | None = None,
+    pool: asyncpg.Pool | None = None,
+) -> Segment:
     """A new static segment: the union, intersection or exclusion (left minus right)."""
     async with conn.transaction():
         # Share locks: a refresh of either source cannot change it while it is read.
@@ -398,10 +577,25 @@ async def combine(conn: asyncpg.Connection, actor: audit.Actor, left: int, op: S
         origin = {"op": op, "left": left, "right": right}
         segment_id = await conn.fetchval(
             "INSERT INTO segments (name, kind, origin, created_by, created_by_id) "
-            "VALUES ($1, 'static', $2, $3, $4) RETURNING id", new_name, origin, actor.login, actor.id)
+            "VALUES ($1, 'static', $2, $3, $4) RETURNING id",
+            new_name,
+            origin,
+            actor.login,
+            actor.id,
+        )
         count = await _fill_set_operation(conn, segment_id, op, left, right, pool=pool)
-        await audit.record(conn, actor, [audit.Change(
-            "segment", str(segment_id), "create", None, None,
-            {"name": new_name, "kind": "static", "origin": origin, "members": count})])
+        await audit.record(
+            conn,
+            actor,
+            [
+                audit.Change(
+                    "segment",
+                    str(segment_id),
+                    "create",
+                    None,
+                    None,
+                    {"name": new_name, "kind": "static", "origin": origin, "members": count},
+                )
+            ],
+        )
         return await get(conn, segment_id)
-

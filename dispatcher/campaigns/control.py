@@ -19,20 +19,23 @@ def state_key(settings: Settings, campaign_id: int) -> str:
     return f"{settings.namespace}:campaign:{campaign_id}:state"
 
 
-async def publish_state(redis: aioredis.Redis, settings: Settings, campaign_id: int,
-                        status: str) -> None:
+async def publish_state(
+    redis: aioredis.Redis, settings: Settings, campaign_id: int, status: str
+) -> None:
     """Mirror a campaign's status for the workers (kept 30 days after the last change)."""
     await redis.set(state_key(settings, campaign_id), status, ex=30 * 86400)
 
 
-async def current_state(redis: aioredis.Redis, pool: asyncpg.Pool, settings: Settings,
-                        campaign_id: int) -> str | None:
+async def current_state(
+    redis: aioredis.Redis, pool: asyncpg.Pool, settings: Settings, campaign_id: int
+) -> str | None:
     """The campaign's status: from Redis, or from PostgreSQL (re-mirrored) when Redis lost it."""
     value = await redis.get(state_key(settings, campaign_id))
     if value is not None:
         return value.decode() if isinstance(value, bytes) else str(value)
-    status: str | None = await pool.fetchval("SELECT status FROM campaigns WHERE id = $1",
-                                             campaign_id)
+    status: str | None = await pool.fetchval(
+        "SELECT status FROM campaigns WHERE id = $1", campaign_id
+    )
     if status is not None:
         await publish_state(redis, settings, campaign_id, status)
     return status

@@ -27,16 +27,17 @@ _AUDIENCE_SQL = {
     "clients": "SELECT c.id AS client_id FROM clients c WHERE c.id = ANY($4::bigint[])",
     # Every client with an active account, optionally only in some regions.
     "all": "SELECT c.id AS client_id FROM clients c WHERE EXISTS ("
-           " SELECT 1 FROM accounts a WHERE a.client_id = c.id AND a.status = 'active'"
-           " AND ($4::text[] IS NULL OR a.region_code = ANY($4::text[])))",
+    " SELECT 1 FROM accounts a WHERE a.client_id = c.id AND a.status = 'active'"
+    " AND ($4::text[] IS NULL OR a.region_code = ANY($4::text[])))",
     # The members of a segment at this moment (a dynamic one as the scheduler last
     # brought it up to date); read by its primary key, in client_id order.
     "segment": "SELECT m.client_id FROM segment_members m WHERE m.segment_id = $4::bigint",
 }
 
 
-async def snapshot(conn: asyncpg.Connection, campaign_id: int, audience: Audience, shards: int,
-                   batch_size: int) -> tuple[int, int]:
+async def snapshot(
+    conn: asyncpg.Connection, campaign_id: int, audience: Audience, shards: int, batch_size: int
+) -> tuple[int, int]:
     """Freeze the audience into campaign_batches; returns (recipients, batches). In a transaction."""
     argument: object
     if isinstance(audience, ClientsAudience):
@@ -60,24 +61,44 @@ async def snapshot(conn: asyncpg.Connection, campaign_id: int, audience: Audienc
             ) numbered
             GROUP BY shard, chunk
         ) grouped
-        """, campaign_id, shards, batch_size, argument)
+        """,
+        campaign_id,
+        shards,
+        batch_size,
+        argument,
+    )
     row = await conn.fetchrow(
         "SELECT count(*) AS batches, coalesce(sum(cardinality(client_ids)), 0) AS recipients "
-        "FROM campaign_batches WHERE campaign_id = $1", campaign_id)
+        "FROM campaign_batches WHERE campaign_id = $1",
+        campaign_id,
+    )
     return int(row["recipients"]), int(row["batches"])
 
 
-async def publish_pending_batches(conn: asyncpg.Connection, channel: aio_pika.abc.AbstractChannel,
-                                  settings: Settings, campaign_id: int) -> int:
+async def publish_pending_batches(
+    conn: asyncpg.Connection,
+    channel: aio_pika.abc.AbstractChannel,
+    settings: Settings,
+    campaign_id: int,
+) -> int:
     """Publish references to every batch of the campaign not done yet; returns how many."""
-    rows = await conn.fetch("SELECT id, shard FROM campaign_batches "
-                            "WHERE campaign_id = $1 AND NOT done ORDER BY id", campaign_id)
-    await topology.publish(channel, settings, [(r["shard"], CampaignBatch(campaign_id, r["id"])) for r in rows])
+    rows = await conn.fetch(
+        "SELECT id, shard FROM campaign_batches WHERE campaign_id = $1 AND NOT done ORDER BY id",
+        campaign_id,
+    )
+    await topology.publish(
+        channel, settings, [(r["shard"], CampaignBatch(campaign_id, r["id"])) for r in rows]
+    )
     return len(rows)
 
 
-async def record_steps(conn: asyncpg.Connection, settings: Settings, campaign_id: int,
-                       step: int, client_ids: Sequence[int]) -> list[tuple[int, Envelope]]:
+async def record_steps(
+    conn: asyncpg.Connection,
+    settings: Settings,
+    campaign_id: int,
+    step: int,
+    client_ids: Sequence[int],
+) -> list[tuple[int, Envelope]]:
     """Record recipients for a chain step as pending batches (by shard); return what to publish.
 
     Publish only after the recording committed (a worker looks the batch up), and a crash
@@ -94,7 +115,7 @@ async def record_steps(conn: asyncpg.Connection, settings: Settings, campaign_id
     chunk = 0
     for shard, ids in by_shard.items():
         for start in range(0, len(ids), settings.dispatch_batch_size):
-            part = ids[start:start + settings.dispatch_batch_size]
+            part = ids[start : start + settings.dispatch_batch_size]
             chunk_of += [chunk] * len(part)
             shard_of_element += [shard] * len(part)
             flat += part
@@ -108,5 +129,11 @@ async def record_steps(conn: asyncpg.Connection, settings: Settings, campaign_id
         FROM unnest($3::int[], $4::int[], $5::bigint[]) WITH ORDINALITY AS t(k, s, c, o)
         GROUP BY k
         RETURNING id, shard
-        """, campaign_id, step, chunk_of, shard_of_element, flat)
+        """,
+        campaign_id,
+        step,
+        chunk_of,
+        shard_of_element,
+        flat,
+    )
     return [(r["shard"], CampaignBatch(campaign_id, r["id"])) for r in rows]

@@ -35,6 +35,7 @@ class SegmentAudience(msgspec.Struct, frozen=True, tag_field="kind", tag="segmen
 
 Audience = ClientsAudience | AllClientsAudience | SegmentAudience
 
+
 class CampaignSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """What a marketer sets when creating or editing a draft campaign."""
 

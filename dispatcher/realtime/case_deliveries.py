@@ -41,8 +41,11 @@ def _data(event: CaseEvent) -> dict[str, Any]:
 def sends(event: CaseEvent) -> bool:
     """Whether the event sent (or meant to send) something to the client."""
     data = _data(event)
-    return event.kind in ("message", "notification") and event.direction != "in" and (
-        "outbox_id" in data or "message_id" in data or "skipped" in data)
+    return (
+        event.kind in ("message", "notification")
+        and event.direction != "in"
+        and ("outbox_id" in data or "message_id" in data or "skipped" in data)
+    )
 
 
 async def delivery(conn: asyncpg.Connection, event: CaseEvent) -> Delivery | None:
@@ -51,8 +54,7 @@ async def delivery(conn: asyncpg.Connection, event: CaseEvent) -> Delivery | Non
     return found.get(event.id)
 
 
-async def deliveries(conn: asyncpg.Connection,
-                     events: Iterable[CaseEvent]) -> dict[int, Delivery]:
+async def deliveries(conn: asyncpg.Connection, events: Iterable[CaseEvent]) -> dict[int, Delivery]:
     """The delivery of each event that sent something, by event id."""
     out: dict[int, Delivery] = {}
     outbox: dict[int, int] = {}
@@ -68,14 +70,22 @@ async def deliveries(conn: asyncpg.Connection,
             except HeraldError:
                 continue
             reason = next((e.reason for e in reversed(found.events) if e.reason), None)
-            out[event.id] = Delivery(event.id, found.status, found.channel or event.channel,
-                                     reason, found.status in FINAL)
+            out[event.id] = Delivery(
+                event.id,
+                found.status,
+                found.channel or event.channel,
+                reason,
+                found.status in FINAL,
+            )
         elif data.get("skipped"):
             out[event.id] = Delivery(event.id, "skipped", None, str(data["skipped"]), True)
     if outbox:
-        for r in await conn.fetch("SELECT id, status, last_error FROM case_email_outbox "
-                                  "WHERE id = ANY($1::bigint[])", list(outbox)):
+        for r in await conn.fetch(
+            "SELECT id, status, last_error FROM case_email_outbox WHERE id = ANY($1::bigint[])",
+            list(outbox),
+        ):
             status = r["status"]
-            out[outbox[r["id"]]] = Delivery(outbox[r["id"]], status, "email", r["last_error"],
-                                            status in ("sent", "failed"))
+            out[outbox[r["id"]]] = Delivery(
+                outbox[r["id"]], status, "email", r["last_error"], status in ("sent", "failed")
+            )
     return out

@@ -44,8 +44,9 @@ from herald.bounds import Id, Version
 from herald.errors import InvalidInput, NotFound
 from herald.settings import Settings
 
-NotifyEvent = Literal["case_registered", "status_changed", "answer_given", "deadline_changed",
-                      "info_needed"]
+NotifyEvent = Literal[
+    "case_registered", "status_changed", "answer_given", "deadline_changed", "info_needed"
+]
 NotifyChannel = Literal["viber", "sms"]
 NOTIFIER = Actor(login="notifications")
 log = logging.getLogger("herald.case_notify")
@@ -57,8 +58,9 @@ class NotificationRuleSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=Tr
     template_id: Id
     template_version: Version | None = None
     to_status: str | None = None
-    channel_chain: Annotated[list[NotifyChannel], Meta(min_length=1, max_length=2)] = \
-        msgspec.field(default_factory=lambda: ["viber", "sms"])
+    channel_chain: Annotated[list[NotifyChannel], Meta(min_length=1, max_length=2)] = msgspec.field(
+        default_factory=lambda: ["viber", "sms"]
+    )
     is_active: bool = True
 
 
@@ -75,8 +77,10 @@ class NotificationRule(msgspec.Struct, frozen=True):
     updated_at: dt.datetime
 
 
-_COLUMNS = ("id, name, event, to_status, template_id, template_version, channel_chain, "
-            "is_active, created_at, updated_at")
+_COLUMNS = (
+    "id, name, event, to_status, template_id, template_version, channel_chain, "
+    "is_active, created_at, updated_at"
+)
 
 
 async def list_rules(conn: asyncpg.Connection) -> list[NotificationRule]:
@@ -91,19 +95,24 @@ async def _checked(conn: asyncpg.Connection, spec: NotificationRuleSpec) -> tupl
     if spec.to_status is not None:
         if spec.event != "status_changed":
             raise InvalidInput("to_status", "only a status_changed rule names a status")
-        if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM case_statuses WHERE code = $1)",
-                                   spec.to_status):
+        if not await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM case_statuses WHERE code = $1)", spec.to_status
+        ):
             raise InvalidInput("to_status", f"no case status {spec.to_status!r}")
     version = spec.template_version or await conn.fetchval(
-        "SELECT current_version FROM message_templates WHERE id = $1", spec.template_id)
+        "SELECT current_version FROM message_templates WHERE id = $1", spec.template_id
+    )
     if version is None:
         raise InvalidInput("template_id", f"template {spec.template_id} does not exist")
     variants = await conn.fetchval(
         "SELECT variants FROM message_template_versions WHERE template_id = $1 AND version = $2",
-        spec.template_id, version)
+        spec.template_id,
+        version,
+    )
     if variants is None:
-        raise InvalidInput("template_version",
-                           f"template {spec.template_id} has no version {version}")
+        raise InvalidInput(
+            "template_version", f"template {spec.template_id} has no version {version}"
+        )
     missing = [c for c in spec.channel_chain if not (variants or {}).get(c)]
     if missing:
         raise InvalidInput("channel_chain", f"the template has no text for: {', '.join(missing)}")
@@ -111,32 +120,51 @@ async def _checked(conn: asyncpg.Connection, spec: NotificationRuleSpec) -> tupl
 
 
 def _values(rule: NotificationRule) -> dict[str, object]:
-    return {"name": rule.name, "event": rule.event, "to_status": rule.to_status,
-            "template_id": rule.template_id, "template_version": rule.template_version,
-            "channel_chain": rule.channel_chain, "is_active": rule.is_active}
+    return {
+        "name": rule.name,
+        "event": rule.event,
+        "to_status": rule.to_status,
+        "template_id": rule.template_id,
+        "template_version": rule.template_version,
+        "channel_chain": rule.channel_chain,
+        "is_active": rule.is_active,
+    }
 
 
-async def create_rule(conn: asyncpg.Connection, actor: Actor,
-                      spec: NotificationRuleSpec) -> NotificationRule:
+async def create_rule(
+    conn: asyncpg.Connection, actor: Actor, spec: NotificationRuleSpec
+) -> NotificationRule:
     async with conn.transaction():
         version, chain = await _checked(conn, spec)
         row = await conn.fetchrow(
             f"INSERT INTO case_notification_rules (name, event, to_status, template_id, "
             f"template_version, channel_chain, is_active, created_by) "
             f"VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {_COLUMNS}",
-            spec.name, spec.event, spec.to_status, spec.template_id, version, chain,
-            spec.is_active, actor.id)
+            spec.name,
+            spec.event,
+            spec.to_status,
+            spec.template_id,
+            version,
+            chain,
+            spec.is_active,
+            actor.id,
+        )
         rule = NotificationRule(**dict(row))
-        await audit.record(conn, actor, [Change("case_notification_rule", str(rule.id), "create",
-                                                None, None, _values(rule))])
+        await audit.record(
+            conn,
+            actor,
+            [Change("case_notification_rule", str(rule.id), "create", None, None, _values(rule))],
+        )
         return rule
 
 
-async def update_rule(conn: asyncpg.Connection, actor: Actor, rule_id: int,
-                      spec: NotificationRuleSpec) -> NotificationRule:
+async def update_rule(
+    conn: asyncpg.Connection, actor: Actor, rule_id: int, spec: NotificationRuleSpec
+) -> NotificationRule:
     async with conn.transaction():
-        old = await conn.fetchrow(f"SELECT {_COLUMNS} FROM case_notification_rules "
-                                  "WHERE id = $1 FOR UPDATE", rule_id)
+        old = await conn.fetchrow(
+            f"SELECT {_COLUMNS} FROM case_notification_rules WHERE id = $1 FOR UPDATE", rule_id
+        )
         if old is None:
             raise NotFound(f"no notification rule {rule_id}")
         version, chain = await _checked(conn, spec)
@@ -144,27 +172,52 @@ async def update_rule(conn: asyncpg.Connection, actor: Actor, rule_id: int,
             f"UPDATE case_notification_rules SET name = $2, event = $3, to_status = $4, "
             f"template_id = $5, template_version = $6, channel_chain = $7, is_active = $8, "
             f"updated_at = herald_now() WHERE id = $1 RETURNING {_COLUMNS}",
-            rule_id, spec.name, spec.event, spec.to_status, spec.template_id, version, chain,
-            spec.is_active)
+            rule_id,
+            spec.name,
+            spec.event,
+            spec.to_status,
+            spec.template_id,
+            version,
+            chain,
+            spec.is_active,
+        )
         rule = NotificationRule(**dict(row))
-        await audit.record(conn, actor, audit.field_changes(
-            "case_notification_rule", rule_id, _values(NotificationRule(**dict(old))),
-            _values(rule)))
+        await audit.record(
+            conn,
+            actor,
+            audit.field_changes(
+                "case_notification_rule",
+                rule_id,
+                _values(NotificationRule(**dict(old))),
+                _values(rule),
+            ),
+        )
         return rule
 
 
 async def deactivate_rule(conn: asyncpg.Connection, actor: Actor, rule_id: int) -> None:
     """Rules are switched off, not deleted: the notifications made keep naming their rule."""
     async with conn.transaction():
-        old = await conn.fetchval("SELECT is_active FROM case_notification_rules "
-                                  "WHERE id = $1 FOR UPDATE", rule_id)
+        old = await conn.fetchval(
+            "SELECT is_active FROM case_notification_rules WHERE id = $1 FOR UPDATE", rule_id
+        )
         if old is None:
             raise NotFound(f"no notification rule {rule_id}")
         if old:
-            await conn.execute("UPDATE case_notification_rules SET is_active = false, "
-                               "updated_at = herald_now() WHERE id = $1", rule_id)
-            await audit.record(conn, actor, [Change("case_notification_rule", str(rule_id),
-                                                    "update", "is_active", True, False)])
+            await conn.execute(
+                "UPDATE case_notification_rules SET is_active = false, "
+                "updated_at = herald_now() WHERE id = $1",
+                rule_id,
+            )
+            await audit.record(
+                conn,
+                actor,
+                [
+                    Change(
+                        "case_notification_rule", str(rule_id), "update", "is_active", True, False
+                    )
+                ],
+            )
 
 
 # -- the duty ------------------------------------------------------------------------------
@@ -189,20 +242,28 @@ def event_name(row: asyncpg.Record) -> str | None:
         return None if data.get("replanned") else "deadline_changed"
     if kind == "info_request":
         return "info_needed"
-    if (kind == "message" and row["direction"] == "out" and row["channel"] == "email"
-            and not data.get("info_request")):
+    if (
+        kind == "message"
+        and row["direction"] == "out"
+        and row["channel"] == "email"
+        and not data.get("info_request")
+    ):
         return "answer_given"
     return None
 
 
 def _matches(rule: asyncpg.Record, name: str, row: asyncpg.Record) -> bool:
-    return rule["event"] == name and (rule["to_status"] is None
-                                      or rule["to_status"] == row["to_status"])
+    return rule["event"] == name and (
+        rule["to_status"] is None or rule["to_status"] == row["to_status"]
+    )
 
 
-async def _one_event(conn: asyncpg.Connection, row: asyncpg.Record,
-                     rules: Sequence[asyncpg.Record], organisation: Organisation
-                     ) -> tuple[list[tuple[int, NewEvent]], realtime.Work]:
+async def _one_event(
+    conn: asyncpg.Connection,
+    row: asyncpg.Record,
+    rules: Sequence[asyncpg.Record],
+    organisation: Organisation,
+) -> tuple[list[tuple[int, NewEvent]], realtime.Work]:
     name = event_name(row)
     matching = [r for r in rules if name is not None and _matches(r, name, row)]
     if not matching:
@@ -223,34 +284,78 @@ async def _one_event(conn: asyncpg.Connection, row: asyncpg.Record,
         inserted = await conn.fetchval(
             "INSERT INTO case_notifications (event_id, rule_id, case_id, skipped) "
             "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING true",
-            row["event_id"], rule["id"], case.id, skipped)
+            row["event_id"],
+            rule["id"],
+            case.id,
+            skipped,
+        )
         if not inserted:
             continue  # handled before: never a second message
-        base = {"rule_id": rule["id"], "event_id": row["event_id"], "event": name,
-                "template_id": rule["template_id"],
-                "template_version": rule["template_version"]}
+        base = {
+            "rule_id": rule["id"],
+            "event_id": row["event_id"],
+            "event": name,
+            "template_id": rule["template_id"],
+            "template_version": rule["template_version"],
+        }
         if skipped or case.client_id is None:
-            events.append((case.id, NewEvent(kind="notification", body=rule["name"],
-                                             data={**base, "skipped": skipped})))
+            events.append(
+                (
+                    case.id,
+                    NewEvent(
+                        kind="notification", body=rule["name"], data={**base, "skipped": skipped}
+                    ),
+                )
+            )
             continue
-        created, more = await realtime.create(conn, [realtime.NewMessage(
-            kind="trigger", client_id=case.client_id, account_id=case.account_id,
-            template_id=rule["template_id"], template_version=rule["template_version"],
-            channel_chain=list(rule["channel_chain"]), event_id=f"case-event:{row['event_id']}",
-            variables=variables)])
+        created, more = await realtime.create(
+            conn,
+            [
+                realtime.NewMessage(
+                    kind="trigger",
+                    client_id=case.client_id,
+                    account_id=case.account_id,
+                    template_id=rule["template_id"],
+                    template_version=rule["template_version"],
+                    channel_chain=list(rule["channel_chain"]),
+                    event_id=f"case-event:{row['event_id']}",
+                    variables=variables,
+                )
+            ],
+        )
         work += more
-        await conn.execute("UPDATE case_notifications SET message_id = $3 "
-                           "WHERE event_id = $1 AND rule_id = $2",
-                           row["event_id"], rule["id"], created[0].message_id)
-        events.append((case.id, NewEvent(
-            kind="notification", channel=rule["channel_chain"][0], direction="out",
-            body=rule["name"], data={**base, "message_id": created[0].message_id,
-                                     "channel_chain": list(rule["channel_chain"])})))
+        await conn.execute(
+            "UPDATE case_notifications SET message_id = $3 WHERE event_id = $1 AND rule_id = $2",
+            row["event_id"],
+            rule["id"],
+            created[0].message_id,
+        )
+        events.append(
+            (
+                case.id,
+                NewEvent(
+                    kind="notification",
+                    channel=rule["channel_chain"][0],
+                    direction="out",
+                    body=rule["name"],
+                    data={
+                        **base,
+                        "message_id": created[0].message_id,
+                        "channel_chain": list(rule["channel_chain"]),
+                    },
+                ),
+            )
+        )
     return events, work
 
 
-async def run_duty(pool: asyncpg.Pool, channel: aio_pika.abc.AbstractChannel,
-                   settings: Settings, *, limit: int = 200) -> int:
+async def run_duty(
+    pool: asyncpg.Pool,
+    channel: aio_pika.abc.AbstractChannel,
+    settings: Settings,
+    *,
+    limit: int = 200,
+) -> int:
     """Notify for queued case events until the queue is empty; returns events handled."""
     organisation = organisation_of(settings)
     total = 0
@@ -261,7 +366,8 @@ async def run_duty(pool: asyncpg.Pool, channel: aio_pika.abc.AbstractChannel,
                 return total
             rules = await conn.fetch(
                 "SELECT id, name, event, to_status, template_id, template_version, channel_chain "
-                "FROM case_notification_rules WHERE is_active ORDER BY id")
+                "FROM case_notification_rules WHERE is_active ORDER BY id"
+            )
             events: list[tuple[int, NewEvent]] = []
             work: realtime.Work = []
             for row in rows:
@@ -274,8 +380,10 @@ async def run_duty(pool: asyncpg.Pool, channel: aio_pika.abc.AbstractChannel,
                 events += more_events
                 work += more_work
             await store.append_many(conn, NOTIFIER, events)
-            await conn.execute("DELETE FROM case_notify_queue WHERE event_id = ANY($1::bigint[])",
-                               [r["event_id"] for r in rows])
+            await conn.execute(
+                "DELETE FROM case_notify_queue WHERE event_id = ANY($1::bigint[])",
+                [r["event_id"] for r in rows],
+            )
         await realtime.publish(channel, settings, work)
         total += len(rows)
         if len(rows) < limit:
@@ -283,10 +391,13 @@ async def run_duty(pool: asyncpg.Pool, channel: aio_pika.abc.AbstractChannel,
 
 
 def organisation_of(settings: Settings) -> Organisation:
-    return Organisation(service_centre=settings.org_service_centre,
-                        contact_phone=settings.org_contact_phone,
-                        cabinet_url=settings.org_cabinet_url, app_url=settings.org_app_url,
-                        payment_url=settings.org_payment_url)
+    return Organisation(
+        service_centre=settings.org_service_centre,
+        contact_phone=settings.org_contact_phone,
+        cabinet_url=settings.org_cabinet_url,
+        app_url=settings.org_app_url,
+        payment_url=settings.org_payment_url,
+    )
 
 
 class CaseNotification(msgspec.Struct, frozen=True):
@@ -304,13 +415,24 @@ class CaseNotification(msgspec.Struct, frozen=True):
 async def of_case(conn: asyncpg.Connection, case_id: int) -> list[CaseNotification]:
     rows = await conn.fetch(
         "SELECT event_id, rule_id, message_id, skipped, created_at FROM case_notifications "
-        "WHERE case_id = $1 ORDER BY event_id, rule_id", case_id)
+        "WHERE case_id = $1 ORDER BY event_id, rule_id",
+        case_id,
+    )
     found = []
     for r in rows:
         status = channel = None
         if r["message_id"] is not None:
             message = await operator_send.message_status(conn, r["message_id"])
             status, channel = message.status, message.channel
-        found.append(CaseNotification(r["event_id"], r["rule_id"], r["message_id"], r["skipped"],
-                                      status, channel, r["created_at"]))
+        found.append(
+            CaseNotification(
+                r["event_id"],
+                r["rule_id"],
+                r["message_id"],
+                r["skipped"],
+                status,
+                channel,
+                r["created_at"],
+            )
+        )
     return found

@@ -67,16 +67,25 @@ class IngestResult(msgspec.Struct, frozen=True):
     errors: list[ItemError]
 
 
-async def ingest(conn: asyncpg.Connection, producer: Producer,
-                 items: Sequence[tuple[int, EventIn]],
-                 errors: list[ItemError]) -> tuple[IngestResult, realtime.Work]:
+async def ingest(
+    conn: asyncpg.Connection,
+    producer: Producer,
+    items: Sequence[tuple[int, EventIn]],
+    errors: list[ItemError],
+) -> tuple[IngestResult, realtime.Work]:
     """Store and process a producer's valid items; returns the result and what to publish."""
     allowed = set(producer.event_types)
     checked: list[tuple[int, EventIn]] = []
     for index, event in items:
         if event.type not in allowed:
-            errors.append(ItemError(index, "type", f"this producer may not post {event.type!r}; "
-                                                   f"allowed: {', '.join(sorted(allowed))}"))
+            errors.append(
+                ItemError(
+                    index,
+                    "type",
+                    f"this producer may not post {event.type!r}; "
+                    f"allowed: {', '.join(sorted(allowed))}",
+                )
+            )
         else:
             checked.append((index, event))
     accounts = await _accounts_by_or(conn, [e.or_number for _, e in checked if e.or_number])
@@ -109,21 +118,35 @@ async def ingest(conn: asyncpg.Connection, producer: Producer,
                 results[index] = ItemResult(index, event.event_id, "duplicate")
         todo = [k for k in known if k[0] in fresh]
         rules = await triggers.active_rules(conn, [e.type for _, e, _ in todo])
-        candidates = [(index, event, attrs, rule) for index, event, attrs in todo
-                      for rule in rules.get(event.type, ())
-                      if triggers.matches(rule, event.data, attrs)]
-        refusals = await _contact_policy(conn, [(rule, attrs["client_id"])
-                                                for _, _, attrs, rule in candidates])
-        created, work = await realtime.create(conn, [
-            realtime.NewMessage(kind="trigger", client_id=attrs["client_id"],
-                                account_id=attrs["account_id"] if event.or_number else None,
-                                template_id=rule.template_id,
-                                template_version=rule.template_version,
-                                channel_chain=rule.channel_chain,
-                                receipt_timeout_seconds=rule.receipt_timeout_seconds,
-                                delay_seconds=rule.delay_seconds, rule_id=rule.id,
-                                producer_id=producer.id, event_id=event.event_id, refused=refused)
-            for (index, event, attrs, rule), refused in zip(candidates, refusals, strict=True)])
+        candidates = [
+            (index, event, attrs, rule)
+            for index, event, attrs in todo
+            for rule in rules.get(event.type, ())
+            if triggers.matches(rule, event.data, attrs)
+        ]
+        refusals = await _contact_policy(
+            conn, [(rule, attrs["client_id"]) for _, _, attrs, rule in candidates]
+        )
+        created, work = await realtime.create(
+            conn,
+            [
+                realtime.NewMessage(
+                    kind="trigger",
+                    client_id=attrs["client_id"],
+                    account_id=attrs["account_id"] if event.or_number else None,
+                    template_id=rule.template_id,
+                    template_version=rule.template_version,
+                    channel_chain=rule.channel_chain,
+                    receipt_timeout_seconds=rule.receipt_timeout_seconds,
+                    delay_seconds=rule.delay_seconds,
+                    rule_id=rule.id,
+                    producer_id=producer.id,
+                    event_id=event.event_id,
+                    refused=refused,
+                )
+                for (index, event, attrs, rule), refused in zip(candidates, refusals, strict=True)
+            ],
+        )
         made: dict[int, list[str]] = {}
         refused_of: dict[int, list[str]] = {}
         for (index, *_), unit in zip(candidates, created, strict=True):
@@ -134,29 +157,40 @@ async def ingest(conn: asyncpg.Connection, producer: Producer,
         if made:
             await conn.execute(
                 "UPDATE producer_events e SET messages = n.m FROM unnest($2::text[], $3::int[]) "
-                "AS n(id, m) WHERE e.producer_id = $1 AND e.event_id = n.id", producer.id,
-                [fresh[i] for i in made], [len(v) for v in made.values()])
+                "AS n(id, m) WHERE e.producer_id = $1 AND e.event_id = n.id",
+                producer.id,
+                [fresh[i] for i in made],
+                [len(v) for v in made.values()],
+            )
         for index, event, _ in todo:
-            results[index] = ItemResult(index, event.event_id, "accepted", made.get(index, []),
-                                        refused_of.get(index, []))
+            results[index] = ItemResult(
+                index, event.event_id, "accepted", made.get(index, []), refused_of.get(index, [])
+            )
     ordered = [results[i] for i in sorted(results)]
     errors.sort(key=lambda e: e.index)
     accepted = sum(r.status == "accepted" for r in ordered)
-    return IngestResult(accepted, len(ordered) - accepted, len({e.index for e in errors}),
-                        ordered, errors), work
+    return IngestResult(
+        accepted, len(ordered) - accepted, len({e.index for e in errors}), ordered, errors
+    ), work
 
 
-async def _accounts_by_or(conn: asyncpg.Connection,
-                          numbers: Sequence[str]) -> dict[str, tuple[int, int]]:
+async def _accounts_by_or(
+    conn: asyncpg.Connection, numbers: Sequence[str]
+) -> dict[str, tuple[int, int]]:
     if not numbers:
         return {}
-    rows = await conn.fetch("SELECT or_number, client_id, id FROM accounts "
-                            "WHERE or_number = ANY($1::text[])", list(set(numbers)))
+    rows = await conn.fetch(
+        "SELECT or_number, client_id, id FROM accounts WHERE or_number = ANY($1::text[])",
+        list(set(numbers)),
+    )
     return {r["or_number"]: (r["client_id"], r["id"]) for r in rows}
 
 
-async def _store(conn: asyncpg.Connection, producer: Producer,
-                 known: Sequence[tuple[int, EventIn, dict[str, Any]]]) -> dict[int, str]:
+async def _store(
+    conn: asyncpg.Connection,
+    producer: Producer,
+    known: Sequence[tuple[int, EventIn, dict[str, Any]]],
+) -> dict[int, str]:
     """Insert the events not seen before; index -> event id of those this call stored."""
     first: dict[str, int] = {}
     for index, event, _ in known:
@@ -172,15 +206,21 @@ async def _store(conn: asyncpg.Connection, producer: Producer,
              AS n(e, t, c, o, d)
         ON CONFLICT (producer_id, event_id) DO NOTHING
         RETURNING event_id
-        """, producer.id, [e.event_id for _, e, _ in chosen], [e.type for _, e, _ in chosen],
-        [a["client_id"] for _, _, a in chosen], [e.occurred_at for _, e, _ in chosen],
-        [e.data for _, e, _ in chosen])
+        """,
+        producer.id,
+        [e.event_id for _, e, _ in chosen],
+        [e.type for _, e, _ in chosen],
+        [a["client_id"] for _, _, a in chosen],
+        [e.occurred_at for _, e, _ in chosen],
+        [e.data for _, e, _ in chosen],
+    )
     stored = {r["event_id"] for r in rows}
     return {i: e.event_id for i, e, _ in chosen if e.event_id in stored}
 
 
-async def _contact_policy(conn: asyncpg.Connection,
-                          candidates: Sequence[tuple[TriggerRule, int]]) -> list[str | None]:
+async def _contact_policy(
+    conn: asyncpg.Connection, candidates: Sequence[tuple[TriggerRule, int]]
+) -> list[str | None]:
     """For each (rule, client) in order: None to send, or the contact-policy reason refusing it.
 
     A rule's policy counts the client's earlier messages of that rule, or (scope
@@ -195,7 +235,9 @@ async def _contact_policy(conn: asyncpg.Connection,
         return decided
     await conn.execute(
         "SELECT pg_advisory_xact_lock(hashtextextended('herald.contact_policy:' || c, 0)) "
-        "FROM unnest($1::bigint[]) AS k(c)", sorted({c for _, c in candidates}))
+        "FROM unnest($1::bigint[]) AS k(c)",
+        sorted({c for _, c in candidates}),
+    )
     limited = [(r, c) for r, c in candidates if r.max_messages or r.min_interval_seconds]
     if not limited:
         return decided
@@ -206,7 +248,10 @@ async def _contact_policy(conn: asyncpg.Connection,
         FROM realtime_messages m
         WHERE m.client_id = ANY($1::bigint[]) AND m.kind = 'trigger' AND m.refused IS NULL
           AND m.created_at > herald_now() - make_interval(secs => $2)
-        """, sorted({c for _, c in limited}), window)
+        """,
+        sorted({c for _, c in limited}),
+        window,
+    )
     now = rows[0]["now"] if rows else await conn.fetchval("SELECT herald_now()")
     sent: dict[int, list[tuple[int | None, dt.datetime]]] = {}
     for row in rows:
@@ -214,15 +259,22 @@ async def _contact_policy(conn: asyncpg.Connection,
     for i, (rule, client) in enumerate(candidates):
         earlier = sent.setdefault(client, [])
         if rule.max_messages or rule.min_interval_seconds:
-            counted = [at for rule_id, at in earlier
-                       if rule.policy_scope == "client" or rule_id == rule.id]
-            if rule.max_messages is not None and rule.period_seconds is not None and sum(
-                    (now - at).total_seconds() < rule.period_seconds
-                    for at in counted) >= rule.max_messages:
+            counted = [
+                at for rule_id, at in earlier if rule.policy_scope == "client" or rule_id == rule.id
+            ]
+            if (
+                rule.max_messages is not None
+                and rule.period_seconds is not None
+                and sum((now - at).total_seconds() < rule.period_seconds for at in counted)
+                >= rule.max_messages
+            ):
                 decided[i] = "contact_policy:max_messages"
                 continue
-            if (rule.min_interval_seconds is not None and counted
-                    and (now - max(counted)).total_seconds() < rule.min_interval_seconds):
+            if (
+                rule.min_interval_seconds is not None
+                and counted
+                and (now - max(counted)).total_seconds() < rule.min_interval_seconds
+            ):
                 decided[i] = "contact_policy:min_interval"
                 continue
         earlier.append((rule.id, now))

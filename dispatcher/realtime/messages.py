@@ -81,7 +81,9 @@ RETURNING id, kind, client_id, refused, due_at > herald_now() AS delayed, channe
 """
 
 
-async def create(conn: asyncpg.Connection, items: Sequence[NewMessage]) -> tuple[list[Created], Work]:
+async def create(
+    conn: asyncpg.Connection, items: Sequence[NewMessage]
+) -> tuple[list[Created], Work]:
     """Insert messages (in the caller's transaction) with a 'queued' or 'skipped' event each.
 
     Returns what was created, in order, and the references to publish once the
@@ -90,13 +92,22 @@ async def create(conn: asyncpg.Connection, items: Sequence[NewMessage]) -> tuple
     if not items:
         return [], []
     rows = await conn.fetch(
-        _INSERT, [i.kind for i in items], [i.client_id for i in items],
-        [i.account_id for i in items], [i.rule_id for i in items], [i.producer_id for i in items],
-        [i.event_id for i in items], [i.template_id for i in items],
-        [i.template_version for i in items], [",".join(i.channel_chain) for i in items],
-        [i.receipt_timeout_seconds for i in items], [i.created_by for i in items],
-        [i.refused for i in items], [i.delay_seconds for i in items],
-        [None if i.variables is None else _ENCODE.encode(i.variables).decode() for i in items])
+        _INSERT,
+        [i.kind for i in items],
+        [i.client_id for i in items],
+        [i.account_id for i in items],
+        [i.rule_id for i in items],
+        [i.producer_id for i in items],
+        [i.event_id for i in items],
+        [i.template_id for i in items],
+        [i.template_version for i in items],
+        [",".join(i.channel_chain) for i in items],
+        [i.receipt_timeout_seconds for i in items],
+        [i.created_by for i in items],
+        [i.refused for i in items],
+        [i.delay_seconds for i in items],
+        [None if i.variables is None else _ENCODE.encode(i.variables).decode() for i in items],
+    )
     created: list[Created] = []
     events: list[Event] = []
     work: Work = []
@@ -105,11 +116,21 @@ async def create(conn: asyncpg.Connection, items: Sequence[NewMessage]) -> tuple
         first_channel = row["channel_chain"][0]
         created.append(Created(row["id"], row["client_id"], mid, row["refused"], row["delayed"]))
         if row["refused"]:
-            events.append(Event(mid, None, row["client_id"], 0, first_channel, "skipped",
-                                row["refused"]))
+            events.append(
+                Event(mid, None, row["client_id"], 0, first_channel, "skipped", row["refused"])
+            )
             continue
-        events.append(Event(mid, None, row["client_id"], 0, first_channel, "queued",
-                            "delayed" if row["delayed"] else None))
+        events.append(
+            Event(
+                mid,
+                None,
+                row["client_id"],
+                0,
+                first_channel,
+                "queued",
+                "delayed" if row["delayed"] else None,
+            )
+        )
         if not row["delayed"]:
             work.append((row["client_id"], (row["id"], 0)))
     await outcomes.write_events(conn, events)
@@ -121,15 +142,27 @@ async def publish(channel: aio_pika.abc.AbstractChannel, settings: Settings, wor
     if work:
         # Routed by the first client's shard: realtime work needs no shard affinity, and
         # this spreads it over the workers like the clients themselves.
-        await topology.publish(channel, settings, [
-            (shard_of(work[i][0], settings.shards),
-             RealtimeMessages([ref for _, ref in work[i:i + REFS_PER_MESSAGE]]))
-            for i in range(0, len(work), REFS_PER_MESSAGE)], realtime=True)
+        await topology.publish(
+            channel,
+            settings,
+            [
+                (
+                    shard_of(work[i][0], settings.shards),
+                    RealtimeMessages([ref for _, ref in work[i : i + REFS_PER_MESSAGE]]),
+                )
+                for i in range(0, len(work), REFS_PER_MESSAGE)
+            ],
+            realtime=True,
+        )
 
 
-async def advance(conn: asyncpg.Connection, channel: aio_pika.abc.AbstractChannel,
-                  settings: Settings, failed: Sequence[tuple[int, int]],
-                  event: Callable[[int], fallback.Event] = fallback.ReceiptTimeout) -> int:
+async def advance(
+    conn: asyncpg.Connection,
+    channel: aio_pika.abc.AbstractChannel,
+    settings: Settings,
+    failed: Sequence[tuple[int, int]],
+    event: Callable[[int], fallback.Event] = fallback.ReceiptTimeout,
+) -> int:
     """Reopen messages whose step failed (``event``: a failed receipt or a timeout) at the
     step the fallback state machine names.
 
@@ -145,7 +178,10 @@ async def advance(conn: asyncpg.Connection, channel: aio_pika.abc.AbstractChanne
         SELECT m.id, f.s, m.channel_chain, m.receipt_timeout_seconds
         FROM realtime_messages m JOIN unnest($1::bigint[], $2::int[]) AS f(u, s) ON m.id = f.u
         WHERE m.step = f.s AND m.refused IS NULL
-        """, [u for u, _ in failed], [s for _, s in failed])
+        """,
+        [u for u, _ in failed],
+        [s for _, s in failed],
+    )
     moves: list[tuple[int, int, int]] = []
     for row in found:
         chain = fallback.chain_of(row["channel_chain"], row["receipt_timeout_seconds"])
@@ -163,7 +199,11 @@ async def advance(conn: asyncpg.Connection, channel: aio_pika.abc.AbstractChanne
         FROM unnest($1::bigint[], $2::int[], $3::int[]) AS f(u, s, n)
         WHERE m.id = f.u AND m.step = f.s
         RETURNING m.id, m.client_id, m.step
-        """, [u for u, _, _ in moves], [s for _, s, _ in moves], [n for _, _, n in moves])
+        """,
+        [u for u, _, _ in moves],
+        [s for _, s, _ in moves],
+        [n for _, _, n in moves],
+    )
     await publish(channel, settings, _work(rows))
     return len(rows)
 
@@ -179,13 +219,21 @@ async def reopen(conn: asyncpg.Connection, released: Sequence[tuple[int, int]]) 
         FROM unnest($1::bigint[], $2::int[]) AS f(u, s)
         WHERE m.id = f.u
         RETURNING m.id, m.client_id, m.step
-        """, [u for u, _ in released], [s for _, s in released])
+        """,
+        [u for u, _ in released],
+        [s for _, s in released],
+    )
     return _work(rows)
 
 
-async def publish_due(pool: asyncpg.Pool, channel: aio_pika.abc.AbstractChannel,
-                      settings: Settings, *, limit: int = 1000,
-                      stale_seconds: float = STALE_SECONDS) -> int:
+async def publish_due(
+    pool: asyncpg.Pool,
+    channel: aio_pika.abc.AbstractChannel,
+    settings: Settings,
+    *,
+    limit: int = 1000,
+    stale_seconds: float = STALE_SECONDS,
+) -> int:
     """Publish delayed messages now due, and again any whose reference went missing."""
     total = 0
     while True:
@@ -201,7 +249,10 @@ async def publish_due(pool: asyncpg.Pool, channel: aio_pika.abc.AbstractChannel,
                 UPDATE realtime_messages m SET published_at = herald_now()
                 FROM due WHERE m.id = due.id
                 RETURNING m.id, m.client_id, m.step
-                """, limit, stale_seconds)
+                """,
+                limit,
+                stale_seconds,
+            )
         await publish(channel, settings, _work(rows))
         total += len(rows)
         if len(rows) < limit:

@@ -77,9 +77,14 @@ class SendCancelled(msgspec.Struct, frozen=True):
 class SendRefused(HeraldError):
     """The send rules refuse the message now; ``reason`` is the code the operator is shown."""
 
-    def __init__(self, status: int, reason: str, detail: str,
-                 channels: dict[str, str] | None = None,
-                 release_at: dt.datetime | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        detail: str,
+        channels: dict[str, str] | None = None,
+        release_at: dt.datetime | None = None,
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.reason = reason
@@ -116,25 +121,43 @@ async def allowed_templates(conn: asyncpg.Connection) -> list[AllowedTemplate]:
         "SELECT t.id, t.name, t.topic, t.urgent, t.current_version, v.variants "
         "FROM message_templates t JOIN message_template_versions v "
         "ON v.template_id = t.id AND v.version = t.current_version "
-        "WHERE t.operator_send ORDER BY t.name, t.id")
-    return [AllowedTemplate(r["id"], r["name"], r["topic"], r["urgent"], r["current_version"],
-                            [c for c in DEFAULT_CHAIN if (r["variants"] or {}).get(c)])
-            for r in rows]
+        "WHERE t.operator_send ORDER BY t.name, t.id"
+    )
+    return [
+        AllowedTemplate(
+            r["id"],
+            r["name"],
+            r["topic"],
+            r["urgent"],
+            r["current_version"],
+            [c for c in DEFAULT_CHAIN if (r["variants"] or {}).get(c)],
+        )
+        for r in rows
+    ]
 
 
-async def set_allowed(conn: asyncpg.Connection, actor: Actor, template_id: int,
-                      allowed: bool) -> bool:
+async def set_allowed(
+    conn: asyncpg.Connection, actor: Actor, template_id: int, allowed: bool
+) -> bool:
     """Mark a template allowed (or not) for operator sends; journalled. Returns the old value."""
     async with conn.transaction():
-        old = await conn.fetchval("SELECT operator_send FROM message_templates WHERE id = $1 "
-                                  "FOR UPDATE", template_id)
+        old = await conn.fetchval(
+            "SELECT operator_send FROM message_templates WHERE id = $1 FOR UPDATE", template_id
+        )
         if old is None:
             raise NotFound(f"template {template_id} does not exist")
         if old != allowed:
-            await conn.execute("UPDATE message_templates SET operator_send = $2, updated_at = herald_now() "
-                               "WHERE id = $1", template_id, allowed)
-            await audit.record(conn, actor, [Change("template", str(template_id), "update",
-                                                    "operator_send", old, allowed)])
+            await conn.execute(
+                "UPDATE message_templates SET operator_send = $2, updated_at = herald_now() "
+                "WHERE id = $1",
+                template_id,
+                allowed,
+            )
+            await audit.record(
+                conn,
+                actor,
+                [Change("template", str(template_id), "update", "operator_send", old, allowed)],
+            )
     return bool(old)
 
 
@@ -151,22 +174,40 @@ def _chain(request: OperatorSendRequest, variants: dict[str, Any]) -> list[str]:
         chain = [c for c in DEFAULT_CHAIN if variants.get(c)]
     missing = [c for c in chain if not variants.get(c)]
     if missing or not chain:
-        raise SendRefused(422, "no_variant", "the template has no text for: "
-                                             f"{', '.join(missing) or 'any channel'}")
+        raise SendRefused(
+            422,
+            "no_variant",
+            f"the template has no text for: {', '.join(missing) or 'any channel'}",
+        )
     return chain
 
 
-async def check_rules(conn: asyncpg.Connection, redis: aioredis.Redis, settings: Settings,
-                      client_id: int, topic: str, urgent: bool, chain: Sequence[str],
-                      organisation: Organisation) -> dict[str, str]:
+async def check_rules(
+    conn: asyncpg.Connection,
+    redis: aioredis.Redis,
+    settings: Settings,
+    client_id: int,
+    topic: str,
+    urgent: bool,
+    chain: Sequence[str],
+    organisation: Organisation,
+) -> dict[str, str]:
     """Why each channel of the chain cannot be sent on now ({} when the first one can)."""
-    return (await judge(conn, redis, settings, client_id, topic, urgent, chain,
-                        organisation)).reasons
+    return (
+        await judge(conn, redis, settings, client_id, topic, urgent, chain, organisation)
+    ).reasons
 
 
-async def judge(conn: asyncpg.Connection, redis: aioredis.Redis, settings: Settings,
-                client_id: int, topic: str, urgent: bool, chain: Sequence[str],
-                organisation: Organisation) -> Verdict:
+async def judge(
+    conn: asyncpg.Connection,
+    redis: aioredis.Redis,
+    settings: Settings,
+    client_id: int,
+    topic: str,
+    urgent: bool,
+    chain: Sequence[str],
+    organisation: Organisation,
+) -> Verdict:
     """The rules for each channel of the chain (``rules.batch``, as the worker applies
     them): a missing contact or consent passes to the next channel; quiet hours or an
     air-raid alert on the first channel that has both hold the message there."""
@@ -174,9 +215,15 @@ async def judge(conn: asyncpg.Connection, redis: aioredis.Redis, settings: Setti
     if not recipients:
         raise NotFound(f"no client {client_id}")
     recipient = recipients[0]
-    facts = await batch.load(conn, [client_id], chain, topic, urgent=urgent,
-                             mirror=AlertMirror(redis, settings.namespace),
-                             membership=SegmentMembers(conn))
+    facts = await batch.load(
+        conn,
+        [client_id],
+        chain,
+        topic,
+        urgent=urgent,
+        mirror=AlertMirror(redis, settings.namespace),
+        membership=SegmentMembers(conn),
+    )
     decisions = batch.Rules(facts, {client_id: recipient}).preview(client_id, chain)
     verdict = Verdict({})
     for step, (channel, decision) in enumerate(zip(chain, decisions, strict=True)):
@@ -198,29 +245,42 @@ _DETAIL = {
 }
 
 
-async def send(conn: asyncpg.Connection, redis: aioredis.Redis, settings: Settings,
-               actor: Actor, client_id: int, request: OperatorSendRequest,
-               organisation: Organisation) -> tuple[SendAccepted, realtime.Work]:
+async def send(
+    conn: asyncpg.Connection,
+    redis: aioredis.Redis,
+    settings: Settings,
+    actor: Actor,
+    client_id: int,
+    request: OperatorSendRequest,
+    organisation: Organisation,
+) -> tuple[SendAccepted, realtime.Work]:
     """Check the rules, then queue the message; the caller publishes the work after this returns."""
     template = await conn.fetchrow(
         "SELECT t.id, t.topic, t.urgent, t.operator_send, t.current_version, v.variants "
         "FROM message_templates t JOIN message_template_versions v "
         "ON v.template_id = t.id AND v.version = t.current_version WHERE t.id = $1",
-        request.template_id)
+        request.template_id,
+    )
     if template is None:
         raise InvalidInput("template_id", f"template {request.template_id} does not exist")
     if not template["operator_send"]:
-        raise SendRefused(422, "template_not_allowed",
-                          f"template {request.template_id} is not allowed for operator sends")
+        raise SendRefused(
+            422,
+            "template_not_allowed",
+            f"template {request.template_id} is not allowed for operator sends",
+        )
     chain = _chain(request, template["variants"] or {})
     if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM clients WHERE id = $1)", client_id):
         raise NotFound(f"no client {client_id}")
     if request.account_id is not None and not await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM accounts WHERE id = $1 AND client_id = $2)",
-            request.account_id, client_id):
+        "SELECT EXISTS (SELECT 1 FROM accounts WHERE id = $1 AND client_id = $2)",
+        request.account_id,
+        client_id,
+    ):
         raise InvalidInput("account_id", f"account {request.account_id} is not the client's")
-    verdict = await judge(conn, redis, settings, client_id, template["topic"],
-                          template["urgent"], chain, organisation)
+    verdict = await judge(
+        conn, redis, settings, client_id, template["topic"], template["urgent"], chain, organisation
+    )
     reasons = verdict.reasons
     held = len(reasons) == len(chain) and verdict.hold_step is not None
     if len(reasons) == len(chain) and not (held and request.hold):
@@ -229,34 +289,70 @@ async def send(conn: asyncpg.Connection, redis: aioredis.Redis, settings: Settin
         # or consent), else the first channel's.
         where = chain[0] if verdict.hold_step is None else chain[verdict.hold_step]
         first = reasons[where]
-        raise SendRefused(409, first, f"{_DETAIL[first]} ({where})", reasons,
-                          release_at=verdict.release_at)
+        raise SendRefused(
+            409, first, f"{_DETAIL[first]} ({where})", reasons, release_at=verdict.release_at
+        )
     async with conn.transaction():
-        created, work = await realtime.create(conn, [realtime.NewMessage(
-            kind="operator", client_id=client_id, account_id=request.account_id,
-            template_id=template["id"], template_version=template["current_version"],
-            channel_chain=chain, created_by=actor.id)])
+        created, work = await realtime.create(
+            conn,
+            [
+                realtime.NewMessage(
+                    kind="operator",
+                    client_id=client_id,
+                    account_id=request.account_id,
+                    template_id=template["id"],
+                    template_version=template["current_version"],
+                    channel_chain=chain,
+                    created_by=actor.id,
+                )
+            ],
+        )
         message_id = created[0].message_id
         held_events: list[outcomes.Event] = []
         if held:
             held_events = await _hold(conn, created[0], chain, verdict)
             work = []  # released to a worker by the scheduler, not published now
-        await audit.record(conn, actor, [Change(
-            "client", str(client_id), "send_message", None, None,
-            {"message_id": message_id, "template_id": template["id"],
-             "template_version": template["current_version"], "channel_chain": chain,
-             "account_id": request.account_id,
-             **({"held": verdict.hold_reason} if held else {})})])
+        await audit.record(
+            conn,
+            actor,
+            [
+                Change(
+                    "client",
+                    str(client_id),
+                    "send_message",
+                    None,
+                    None,
+                    {
+                        "message_id": message_id,
+                        "template_id": template["id"],
+                        "template_version": template["current_version"],
+                        "channel_chain": chain,
+                        "account_id": request.account_id,
+                        **({"held": verdict.hold_reason} if held else {}),
+                    },
+                )
+            ],
+        )
     if held:
         await outcomes.count(redis, settings, None, held_events)
-        return SendAccepted(message_id, client_id, template["id"], template["current_version"],
-                            chain, "held", verdict.hold_reason, verdict.release_at), work
-    return SendAccepted(message_id, client_id, template["id"], template["current_version"],
-                        chain), work
+        return SendAccepted(
+            message_id,
+            client_id,
+            template["id"],
+            template["current_version"],
+            chain,
+            "held",
+            verdict.hold_reason,
+            verdict.release_at,
+        ), work
+    return SendAccepted(
+        message_id, client_id, template["id"], template["current_version"], chain
+    ), work
 
 
-async def _hold(conn: asyncpg.Connection, created: realtime.Created, chain: Sequence[str],
-                verdict: Verdict) -> list[outcomes.Event]:
+async def _hold(
+    conn: asyncpg.Connection, created: realtime.Created, chain: Sequence[str], verdict: Verdict
+) -> list[outcomes.Event]:
     """Park a new message at its held step as a worker would (the channels before it
     skipped; the row done at that step until released), unpublished: the scheduler
     releases it to a worker when the window ends or the alert is lifted. Returns the
@@ -264,18 +360,41 @@ async def _hold(conn: asyncpg.Connection, created: realtime.Created, chain: Sequ
     step = verdict.hold_step or 0
     client_id = created.client_id
     mid = realtime_message_id("operator", created.id, client_id, step)
-    events = [outcomes.Event(realtime_message_id("operator", created.id, client_id, k), None,
-                             client_id, k, chain[k], "skipped", verdict.reasons[chain[k]])
-              for k in range(step)]
-    events.append(outcomes.Event(mid, None, client_id, step, chain[step], "held",
-                                 verdict.hold_reason))
+    events = [
+        outcomes.Event(
+            realtime_message_id("operator", created.id, client_id, k),
+            None,
+            client_id,
+            k,
+            chain[k],
+            "skipped",
+            verdict.reasons[chain[k]],
+        )
+        for k in range(step)
+    ]
+    events.append(
+        outcomes.Event(mid, None, client_id, step, chain[step], "held", verdict.hold_reason)
+    )
     await outcomes.write_events(conn, events)
-    await outcomes.write_holds(conn, [outcomes.Hold(
-        mid, None, client_id, step, verdict.hold_reason or "quiet_hours",
-        verdict.region_code if verdict.hold_reason == "air_raid" else None,
-        verdict.release_at.timestamp() if verdict.release_at else None)])
-    await conn.execute("UPDATE realtime_messages SET step = $2, done = true, "
-                       "done_at = herald_now() WHERE id = $1", created.id, step)
+    await outcomes.write_holds(
+        conn,
+        [
+            outcomes.Hold(
+                mid,
+                None,
+                client_id,
+                step,
+                verdict.hold_reason or "quiet_hours",
+                verdict.region_code if verdict.hold_reason == "air_raid" else None,
+                verdict.release_at.timestamp() if verdict.release_at else None,
+            )
+        ],
+    )
+    await conn.execute(
+        "UPDATE realtime_messages SET step = $2, done = true, done_at = herald_now() WHERE id = $1",
+        created.id,
+        step,
+    )
     return events
 
 
@@ -289,24 +408,51 @@ async def cancel(conn: asyncpg.Connection, actor: Actor, message_id: str) -> Sen
     async with conn.transaction():
         row = await conn.fetchrow(
             "SELECT kind, channel_chain, step FROM realtime_messages WHERE id = $1 "
-            "AND client_id = $2 FOR UPDATE", unit_id, client_id)
+            "AND client_id = $2 FOR UPDATE",
+            unit_id,
+            client_id,
+        )
         if row is None or row["kind"] != "operator":
             raise NotFound(f"no operator message {message_id}")
-        ids = [realtime_message_id("operator", unit_id, client_id, s)
-               for s in range(len(row["channel_chain"]))]
+        ids = [
+            realtime_message_id("operator", unit_id, client_id, s)
+            for s in range(len(row["channel_chain"]))
+        ]
         released = await conn.fetch(
             "DELETE FROM held_messages WHERE message_id = ANY($1::text[]) RETURNING message_id, "
-            "step", ids)
+            "step",
+            ids,
+        )
         if not released:
             raise Conflict(f"message {message_id} is not held: it cannot be cancelled now")
-        await conn.execute("UPDATE realtime_messages SET done = true, done_at = herald_now() "
-                           "WHERE id = $1", unit_id)
+        await conn.execute(
+            "UPDATE realtime_messages SET done = true, done_at = herald_now() WHERE id = $1",
+            unit_id,
+        )
         step = released[0]["step"]
-        await outcomes.write_events(conn, [outcomes.Event(
-            released[0]["message_id"], None, client_id, step, row["channel_chain"][step],
-            "cancelled", "operator")])
-        await audit.record(conn, actor, [Change("client", str(client_id), "cancel_message",
-                                                None, None, {"message_id": ids[0]})])
+        await outcomes.write_events(
+            conn,
+            [
+                outcomes.Event(
+                    released[0]["message_id"],
+                    None,
+                    client_id,
+                    step,
+                    row["channel_chain"][step],
+                    "cancelled",
+                    "operator",
+                )
+            ],
+        )
+        await audit.record(
+            conn,
+            actor,
+            [
+                Change(
+                    "client", str(client_id), "cancel_message", None, None, {"message_id": ids[0]}
+                )
+            ],
+        )
     return SendCancelled(ids[0])
 
 
@@ -338,8 +484,16 @@ class MessageStatus(msgspec.Struct, frozen=True):
 
 # Among events of one instant (one outcome transaction), the later step, then the later
 # status in a message's life wins.
-_RANK = {"queued": 0, "held": 1, "cancelled": 2, "skipped": 2, "sent": 3, "failed": 4,
-         "delivered": 5, "read": 6}
+_RANK = {
+    "queued": 0,
+    "held": 1,
+    "cancelled": 2,
+    "skipped": 2,
+    "sent": 3,
+    "failed": 4,
+    "delivered": 5,
+    "read": 6,
+}
 
 
 async def message_status(conn: asyncpg.Connection, message_id: str) -> MessageStatus:
@@ -347,21 +501,43 @@ async def message_status(conn: asyncpg.Connection, message_id: str) -> MessageSt
     try:
         unit_id, client_id, _ = parse_realtime_id(message_id)
     except ValueError:
-        raise InvalidInput("message_id", "a trigger or operator message id, e.g. o12:345:0") from None
+        raise InvalidInput(
+            "message_id", "a trigger or operator message id, e.g. o12:345:0"
+        ) from None
     row = await conn.fetchrow(
         "SELECT kind, client_id, template_id, template_version, channel_chain, created_at "
-        "FROM realtime_messages WHERE id = $1 AND client_id = $2", unit_id, client_id)
+        "FROM realtime_messages WHERE id = $1 AND client_id = $2",
+        unit_id,
+        client_id,
+    )
     if row is None:
         raise NotFound(f"no message {message_id}")
-    ids = [realtime_message_id(row["kind"], unit_id, client_id, s)
-           for s in range(len(row["channel_chain"]))]
-    events = [MessageEventView(**dict(r)) for r in await conn.fetch(
-        "SELECT message_id, step, channel, status, reason, provider_id, at FROM message_events "
-        "WHERE message_id = ANY($1::text[]) ORDER BY at, step", ids)]
-    held = await conn.fetchval("SELECT EXISTS (SELECT 1 FROM held_messages "
-                               "WHERE message_id = ANY($1::text[]))", ids)
+    ids = [
+        realtime_message_id(row["kind"], unit_id, client_id, s)
+        for s in range(len(row["channel_chain"]))
+    ]
+    events = [
+        MessageEventView(**dict(r))
+        for r in await conn.fetch(
+            "SELECT message_id, step, channel, status, reason, provider_id, at FROM message_events "
+            "WHERE message_id = ANY($1::text[]) ORDER BY at, step",
+            ids,
+        )
+    ]
+    held = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM held_messages WHERE message_id = ANY($1::text[]))", ids
+    )
     latest = max(events, key=lambda e: (e.at, e.step, _RANK.get(e.status, 0)), default=None)
-    return MessageStatus(ids[0], row["kind"], client_id, row["template_id"],
-                         row["template_version"], list(row["channel_chain"]),
-                         latest.status if latest else "queued",
-                         latest.channel if latest else None, held, row["created_at"], events)
+    return MessageStatus(
+        ids[0],
+        row["kind"],
+        client_id,
+        row["template_id"],
+        row["template_version"],
+        list(row["channel_chain"]),
+        latest.status if latest else "queued",
+        latest.channel if latest else None,
+        held,
+        row["created_at"],
+        events,
+    )

@@ -62,14 +62,33 @@ async def create(conn: asyncpg.Connection, actor: Actor, spec: ProducerSpec) -> 
             row = await conn.fetchrow(
                 f"INSERT INTO producers (name, key_hash, key_prefix, event_types, created_by) "
                 f"VALUES ($1, $2, $3, $4, $5) RETURNING {_COLUMNS}",
-                name, key_hash(key), key[:len(KEY_PREFIX) + 6], sorted(set(spec.event_types)),
-                actor.id)
+                name,
+                key_hash(key),
+                key[: len(KEY_PREFIX) + 6],
+                sorted(set(spec.event_types)),
+                actor.id,
+            )
         except asyncpg.UniqueViolationError:
             raise Conflict(f"a producer named {name!r} exists already") from None
         producer = Producer(**dict(row))
-        await audit.record(conn, actor, [Change("producer", str(producer.id), "create", None, None,
-                                                {"name": name, "event_types": producer.event_types,
-                                                 "key_prefix": producer.key_prefix})])
+        await audit.record(
+            conn,
+            actor,
+            [
+                Change(
+                    "producer",
+                    str(producer.id),
+                    "create",
+                    None,
+                    None,
+                    {
+                        "name": name,
+                        "event_types": producer.event_types,
+                        "key_prefix": producer.key_prefix,
+                    },
+                )
+            ],
+        )
     return ProducerCreated(producer, key)
 
 
@@ -81,21 +100,28 @@ async def list_producers(conn: asyncpg.Connection) -> list[Producer]:
 async def deactivate(conn: asyncpg.Connection, actor: Actor, producer_id: int) -> Producer:
     """Refuse the producer's key from now on (its events stay)."""
     async with conn.transaction():
-        was = await conn.fetchval("SELECT is_active FROM producers WHERE id = $1 FOR UPDATE",
-                                  producer_id)
+        was = await conn.fetchval(
+            "SELECT is_active FROM producers WHERE id = $1 FOR UPDATE", producer_id
+        )
         if was is None:
             raise NotFound(f"producer {producer_id} does not exist")
         row = await conn.fetchrow(
             f"UPDATE producers SET is_active = false, "
             f"deactivated_at = coalesce(deactivated_at, herald_now()) WHERE id = $1 RETURNING {_COLUMNS}",
-            producer_id)
+            producer_id,
+        )
         if was:
-            await audit.record(conn, actor, [Change("producer", str(producer_id), "update",
-                                                    "is_active", True, False)])
+            await audit.record(
+                conn,
+                actor,
+                [Change("producer", str(producer_id), "update", "is_active", True, False)],
+            )
     return Producer(**dict(row))
 
 
 async def authenticate(conn: asyncpg.Connection, key: str) -> Producer | None:
     """The producer holding this key (active or not), or None."""
-    row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM producers WHERE key_hash = $1", key_hash(key))
+    row = await conn.fetchrow(
+        f"SELECT {_COLUMNS} FROM producers WHERE key_hash = $1", key_hash(key)
+    )
     return Producer(**dict(row)) if row is not None else None

@@ -26,12 +26,21 @@ from herald.bounds import Id, Int64, Version
 from herald.errors import InvalidInput, NotFound
 
 EventType = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$", max_length=100)]
-FieldPath = Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+){0,9}$",
-                                max_length=200)]
-Operator = Literal["eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in", "contains", "exists",
-                   "not_exists"]
-ClientAttribute = Literal["region", "consumer_type", "account_status", "has_debt", "debt",
-                          "destroyed_housing", "registers"]
+FieldPath = Annotated[
+    str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+){0,9}$", max_length=200)
+]
+Operator = Literal[
+    "eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in", "contains", "exists", "not_exists"
+]
+ClientAttribute = Literal[
+    "region",
+    "consumer_type",
+    "account_status",
+    "has_debt",
+    "debt",
+    "destroyed_housing",
+    "registers",
+]
 
 _NO_VALUE = frozenset({"exists", "not_exists"})
 _LISTS = frozenset({"in", "not_in"})
@@ -47,8 +56,13 @@ _CLIENT_OPS: dict[str, frozenset[str]] = {
     "registers": frozenset({"contains"}),
 }
 _CLIENT_TYPES: dict[str, type | tuple[type, ...]] = {
-    "region": str, "consumer_type": str, "account_status": str, "has_debt": bool,
-    "destroyed_housing": bool, "debt": (int, float), "registers": str,
+    "region": str,
+    "consumer_type": str,
+    "account_status": str,
+    "has_debt": bool,
+    "destroyed_housing": bool,
+    "debt": (int, float),
+    "registers": str,
 }
 
 Scalar = str | Int64 | float | bool | None
@@ -182,9 +196,9 @@ def test(op: str, actual: Any, expected: Any) -> bool:
 
 def matches(rule: TriggerRule, data: Mapping[str, Any], client: Mapping[str, Any]) -> bool:
     """Whether an event's data and its client meet every condition of the rule."""
-    return (all(test(c.op, resolve(data, c.path), c.value) for c in rule.conditions)
-            and all(test(c.op, client.get(c.attribute, _MISSING), c.value)
-                    for c in rule.client_conditions))
+    return all(test(c.op, resolve(data, c.path), c.value) for c in rule.conditions) and all(
+        test(c.op, client.get(c.attribute, _MISSING), c.value) for c in rule.client_conditions
+    )
 
 
 _CLIENTS = """
@@ -200,8 +214,9 @@ LEFT JOIN billing_snapshots b ON b.account_id = a.id
 """
 
 
-async def client_attributes(conn: asyncpg.Connection,
-                            pairs: Sequence[tuple[int, int | None]]) -> list[dict[str, Any] | None]:
+async def client_attributes(
+    conn: asyncpg.Connection, pairs: Sequence[tuple[int, int | None]]
+) -> list[dict[str, Any] | None]:
     """Attributes of (client, account or None: the primary one), in order; None: no such client."""
     if not pairs:
         return []
@@ -213,8 +228,13 @@ async def client_attributes(conn: asyncpg.Connection,
         attrs["debt"] = float(attrs["debt"]) if attrs["debt"] is not None else 0.0
         attrs["has_debt"] = attrs["debt"] > 0
         if attrs["account_id"] is None:  # a client without accounts: only has_debt/debt known
-            for key in ("region", "consumer_type", "account_status", "destroyed_housing",
-                        "registers"):
+            for key in (
+                "region",
+                "consumer_type",
+                "account_status",
+                "destroyed_housing",
+                "registers",
+            ):
                 attrs.pop(key)
         found[index] = attrs
     return found
@@ -222,21 +242,25 @@ async def client_attributes(conn: asyncpg.Connection,
 
 # -- validation and store ---------------------------------------------------------------
 
+
 def _check_conditions(spec: TriggerRuleSpec) -> None:
     for i, c in enumerate(spec.conditions):
         _check_value(f"conditions[{i}].value", c.op, c.value)
     for i, cc in enumerate(spec.client_conditions):
         where = f"client_conditions[{i}]"
         if cc.op not in _CLIENT_OPS[cc.attribute]:
-            raise InvalidInput(f"{where}.op", f"{cc.attribute} takes one of: "
-                                              f"{', '.join(sorted(_CLIENT_OPS[cc.attribute]))}")
+            raise InvalidInput(
+                f"{where}.op",
+                f"{cc.attribute} takes one of: {', '.join(sorted(_CLIENT_OPS[cc.attribute]))}",
+            )
         _check_value(f"{where}.value", cc.op, cc.value)
         wanted = _CLIENT_TYPES[cc.attribute]
         values = cc.value if isinstance(cc.value, list) else [cc.value]
         for v in values:
             if not isinstance(v, wanted) or (wanted is not bool and isinstance(v, bool)):
-                kind = ("a number" if cc.attribute == "debt"
-                        else getattr(wanted, "__name__", "a value"))
+                kind = (
+                    "a number" if cc.attribute == "debt" else getattr(wanted, "__name__", "a value")
+                )
                 raise InvalidInput(f"{where}.value", f"{cc.attribute} is compared with {kind}")
 
 
@@ -263,26 +287,35 @@ def _check_spec(spec: TriggerRuleSpec) -> None:
     if (spec.max_messages is None) != (spec.period_seconds is None):
         raise InvalidInput("max_messages", "give max_messages and period_seconds together")
     if spec.policy_scope == "client" and not (spec.max_messages or spec.min_interval_seconds):
-        raise InvalidInput("policy_scope", "a client-wide policy needs max_messages and "
-                                           "period_seconds or min_interval_seconds")
+        raise InvalidInput(
+            "policy_scope",
+            "a client-wide policy needs max_messages and period_seconds or min_interval_seconds",
+        )
     _check_conditions(spec)
 
 
 async def _pin_version(conn: asyncpg.Connection, spec: TriggerRuleSpec) -> int:
-    row = await conn.fetchrow("SELECT current_version FROM message_templates WHERE id = $1",
-                              spec.template_id)
+    row = await conn.fetchrow(
+        "SELECT current_version FROM message_templates WHERE id = $1", spec.template_id
+    )
     if row is None:
         raise InvalidInput("template_id", f"template {spec.template_id} does not exist")
     version = spec.template_version or row["current_version"]
-    variants = await conn.fetchval("SELECT variants FROM message_template_versions "
-                                   "WHERE template_id = $1 AND version = $2",
-                                   spec.template_id, version)
+    variants = await conn.fetchval(
+        "SELECT variants FROM message_template_versions WHERE template_id = $1 AND version = $2",
+        spec.template_id,
+        version,
+    )
     if variants is None:
-        raise InvalidInput("template_version", f"template {spec.template_id} has no version {version}")
+        raise InvalidInput(
+            "template_version", f"template {spec.template_id} has no version {version}"
+        )
     missing = [c for c in spec.channel_chain if not variants.get(c)]
     if missing:
-        raise InvalidInput("channel_chain", f"template {spec.template_id} v{version} has no "
-                                            f"variant for: {', '.join(missing)}")
+        raise InvalidInput(
+            "channel_chain",
+            f"template {spec.template_id} v{version} has no variant for: {', '.join(missing)}",
+        )
     return version
 
 
@@ -306,9 +339,22 @@ def _stored(spec: TriggerRuleSpec, version: int) -> dict[str, Any]:
     return data
 
 
-_FIELDS = ("name", "event_type", "template_id", "template_version", "channel_chain", "conditions",
-           "client_conditions", "delay_seconds", "max_messages", "period_seconds",
-           "min_interval_seconds", "receipt_timeout_seconds", "is_active", "policy_scope")
+_FIELDS = (
+    "name",
+    "event_type",
+    "template_id",
+    "template_version",
+    "channel_chain",
+    "conditions",
+    "client_conditions",
+    "delay_seconds",
+    "max_messages",
+    "period_seconds",
+    "min_interval_seconds",
+    "receipt_timeout_seconds",
+    "is_active",
+    "policy_scope",
+)
 
 
 async def get_rule(conn: asyncpg.Connection, rule_id: int) -> TriggerRule:
@@ -318,17 +364,26 @@ async def get_rule(conn: asyncpg.Connection, rule_id: int) -> TriggerRule:
     return _rule(row)
 
 
-async def list_rules(conn: asyncpg.Connection, *, event_type: str | None = None,
-                     active_only: bool = False) -> list[TriggerRule]:
-    rows = await conn.fetch(_SELECT + " WHERE ($1::text IS NULL OR r.event_type = $1) "
-                            "AND (NOT $2 OR r.is_active) ORDER BY r.id", event_type, active_only)
+async def list_rules(
+    conn: asyncpg.Connection, *, event_type: str | None = None, active_only: bool = False
+) -> list[TriggerRule]:
+    rows = await conn.fetch(
+        _SELECT + " WHERE ($1::text IS NULL OR r.event_type = $1) "
+        "AND (NOT $2 OR r.is_active) ORDER BY r.id",
+        event_type,
+        active_only,
+    )
     return [_rule(r) for r in rows]
 
 
-async def active_rules(conn: asyncpg.Connection, event_types: Sequence[str]) -> dict[str, list[TriggerRule]]:
+async def active_rules(
+    conn: asyncpg.Connection, event_types: Sequence[str]
+) -> dict[str, list[TriggerRule]]:
     """The active rules of these event types, by type, in id order (one query)."""
-    rows = await conn.fetch(_SELECT + " WHERE r.is_active AND r.event_type = ANY($1::text[]) "
-                            "ORDER BY r.id", list(set(event_types)))
+    rows = await conn.fetch(
+        _SELECT + " WHERE r.is_active AND r.event_type = ANY($1::text[]) ORDER BY r.id",
+        list(set(event_types)),
+    )
     found: dict[str, list[TriggerRule]] = {}
     for row in rows:
         found.setdefault(row["event_type"], []).append(_rule(row))
@@ -349,14 +404,19 @@ async def create_rule(conn: asyncpg.Connection, actor: Actor, spec: TriggerRuleS
             VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8, $9, $10, $11, $12, $13, $14,
                     $15)
             RETURNING id
-            """, *(data[f] for f in _FIELDS), actor.id)
-        await audit.record(conn, actor, [Change("trigger_rule", str(rule_id), "create", None,
-                                                None, data)])
+            """,
+            *(data[f] for f in _FIELDS),
+            actor.id,
+        )
+        await audit.record(
+            conn, actor, [Change("trigger_rule", str(rule_id), "create", None, None, data)]
+        )
         return await get_rule(conn, rule_id)
 
 
-async def update_rule(conn: asyncpg.Connection, actor: Actor, rule_id: int,
-                      spec: TriggerRuleSpec) -> TriggerRule:
+async def update_rule(
+    conn: asyncpg.Connection, actor: Actor, rule_id: int, spec: TriggerRuleSpec
+) -> TriggerRule:
     """Replace a rule's settings: a new rule version, each changed field journalled."""
     _check_spec(spec)
     async with conn.transaction():
@@ -377,8 +437,19 @@ async def update_rule(conn: asyncpg.Connection, actor: Actor, rule_id: int,
                     receipt_timeout_seconds = $13, is_active = $14, policy_scope = $15,
                     version = version + 1, updated_at = herald_now()
                 WHERE id = $1
-                """, rule_id, *(data[f] for f in _FIELDS))
-            changes.append(Change("trigger_rule", str(rule_id), "update", "version",
-                                  before["version"], before["version"] + 1))
+                """,
+                rule_id,
+                *(data[f] for f in _FIELDS),
+            )
+            changes.append(
+                Change(
+                    "trigger_rule",
+                    str(rule_id),
+                    "update",
+                    "version",
+                    before["version"],
+                    before["version"] + 1,
+                )
+            )
             await audit.record(conn, actor, changes)
         return await get_rule(conn, rule_id)

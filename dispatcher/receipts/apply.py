@@ -35,17 +35,27 @@ from providers.base import Receipt, ReceiptStatus
 from rules import fallback
 
 
-async def _chains(conn: asyncpg.Connection,
-                  campaign_ids: set[int]) -> dict[int, tuple[fallback.Chain, str]]:
-    rows = await conn.fetch("SELECT id, channel_chain, receipt_timeout_seconds, status "
-                            "FROM campaigns WHERE id = ANY($1::bigint[])", list(campaign_ids))
-    return {r["id"]: (fallback.chain_of(r["channel_chain"], r["receipt_timeout_seconds"]),
-                      r["status"]) for r in rows}
+async def _chains(
+    conn: asyncpg.Connection, campaign_ids: set[int]
+) -> dict[int, tuple[fallback.Chain, str]]:
+    rows = await conn.fetch(
+        "SELECT id, channel_chain, receipt_timeout_seconds, status "
+        "FROM campaigns WHERE id = ANY($1::bigint[])",
+        list(campaign_ids),
+    )
+    return {
+        r["id"]: (fallback.chain_of(r["channel_chain"], r["receipt_timeout_seconds"]), r["status"])
+        for r in rows
+    }
 
 
-async def _advance(conn: asyncpg.Connection, channel: aio_pika.abc.AbstractChannel,
-                   settings: Settings, failed: Sequence[tuple[int, int, int]],
-                   event: Callable[[int], fallback.Event]) -> int:
+async def _advance(
+    conn: asyncpg.Connection,
+    channel: aio_pika.abc.AbstractChannel,
+    settings: Settings,
+    failed: Sequence[tuple[int, int, int]],
+    event: Callable[[int], fallback.Event],
+) -> int:
     """Publish the next chain step for (campaign, client, step) that failed with ``event``
     (the fallback state machine decides the step); returns how many."""
     if not failed:
@@ -65,9 +75,14 @@ async def _advance(conn: asyncpg.Connection, channel: aio_pika.abc.AbstractChann
     return sum(len(v) for v in next_steps.values())
 
 
-async def apply_receipts(pool: asyncpg.Pool, redis: aioredis.Redis,
-                         amqp_channel: aio_pika.abc.AbstractChannel, settings: Settings,
-                         channel_name: str, receipts: Sequence[Receipt]) -> int:
+async def apply_receipts(
+    pool: asyncpg.Pool,
+    redis: aioredis.Redis,
+    amqp_channel: aio_pika.abc.AbstractChannel,
+    settings: Settings,
+    channel_name: str,
+    receipts: Sequence[Receipt],
+) -> int:
     """Record a provider's batch of receipts; failed deliveries fall back. Returns how many applied."""
     # (receipt, campaign id or None, realtime id or None, client, step)
     parsed: list[tuple[Receipt, int | None, int | None, int, int]] = []
@@ -85,43 +100,78 @@ async def apply_receipts(pool: asyncpg.Pool, redis: aioredis.Redis,
         return 0
     final = [p for p in parsed if p[0].status in (ReceiptStatus.DELIVERED, ReceiptStatus.FAILED)]
     waiting = await still_waiting(redis, settings, [p[0].message_id for p in final])
-    events = [Event(r.message_id, campaign_id, client_id, step, channel_name, r.status.value,
-                    r.error if r.status is ReceiptStatus.FAILED else None, r.provider_id)
-              for r, campaign_id, _, client_id, step in parsed]
-    failed = [p for p in parsed if p[0].status is ReceiptStatus.FAILED and p[0].message_id in waiting]
+    events = [
+        Event(
+            r.message_id,
+            campaign_id,
+            client_id,
+            step,
+            channel_name,
+            r.status.value,
+            r.error if r.status is ReceiptStatus.FAILED else None,
+            r.provider_id,
+        )
+        for r, campaign_id, _, client_id, step in parsed
+    ]
+    failed = [
+        p for p in parsed if p[0].status is ReceiptStatus.FAILED and p[0].message_id in waiting
+    ]
     async with pool.acquire() as conn:
         # A failed delivery receipt: the provider gave up on the message for good.
-        await _advance(conn, amqp_channel, settings,
-                       [(c, cl, s) for _, c, u, cl, s in failed if c is not None],
-                       fallback.PermanentFailure)
-        await realtime.advance(conn, amqp_channel, settings,
-                               [(u, s) for _, c, u, _, s in failed if u is not None],
-                               fallback.PermanentFailure)
+        await _advance(
+            conn,
+            amqp_channel,
+            settings,
+            [(c, cl, s) for _, c, u, cl, s in failed if c is not None],
+            fallback.PermanentFailure,
+        )
+        await realtime.advance(
+            conn,
+            amqp_channel,
+            settings,
+            [(u, s) for _, c, u, _, s in failed if u is not None],
+            fallback.PermanentFailure,
+        )
         await outcomes.write_events(conn, events)
     await _count_by_campaign(redis, settings, events)
     await stop_waiting(redis, settings, sorted(waiting))
     return len(events)
 
 
-async def expire_deadlines(pool: asyncpg.Pool, redis: aioredis.Redis,
-                           amqp_channel: aio_pika.abc.AbstractChannel, settings: Settings,
-                           *, limit: int = 5000) -> int:
+async def expire_deadlines(
+    pool: asyncpg.Pool,
+    redis: aioredis.Redis,
+    amqp_channel: aio_pika.abc.AbstractChannel,
+    settings: Settings,
+    *,
+    limit: int = 5000,
+) -> int:
     """Fail messages whose receipt did not come in time and move them down the chain."""
-    campaign_ids = [r[0] for r in await pool.fetch(
-        "SELECT id FROM campaigns WHERE status IN ('running', 'paused', 'stopped') "
-        "AND coalesce(finished_at, herald_now()) > herald_now() - interval '7 days'")]
+    campaign_ids = [
+        r[0]
+        for r in await pool.fetch(
+            "SELECT id FROM campaigns WHERE status IN ('running', 'paused', 'stopped') "
+            "AND coalesce(finished_at, herald_now()) > herald_now() - interval '7 days'"
+        )
+    ]
     total = 0
     for campaign_id in campaign_ids:
-        due = await redis.zrangebyscore(deadlines_key(settings, campaign_id), "-inf", clock.time(),
-                                        start=0, num=limit)
+        due = await redis.zrangebyscore(
+            deadlines_key(settings, campaign_id), "-inf", clock.time(), start=0, num=limit
+        )
         ids = [m.decode() if isinstance(m, bytes) else str(m) for m in due]
         if not ids:
             continue
         expired = [(m, *parse_message_id(m)) for m in ids]
         events = [Event(m, c, cl, s, None, "failed", "receipt_timeout") for m, c, cl, s in expired]
         async with pool.acquire() as conn:
-            await _advance(conn, amqp_channel, settings, [(c, cl, s) for _, c, cl, s in expired],
-                           fallback.ReceiptTimeout)
+            await _advance(
+                conn,
+                amqp_channel,
+                settings,
+                [(c, cl, s) for _, c, cl, s in expired],
+                fallback.ReceiptTimeout,
+            )
             await outcomes.write_events(conn, events)
         await _count_by_campaign(redis, settings, events)
         await stop_waiting(redis, settings, ids)
@@ -129,12 +179,18 @@ async def expire_deadlines(pool: asyncpg.Pool, redis: aioredis.Redis,
     return total + await _expire_realtime(pool, redis, amqp_channel, settings, limit=limit)
 
 
-async def _expire_realtime(pool: asyncpg.Pool, redis: aioredis.Redis,
-                           amqp_channel: aio_pika.abc.AbstractChannel, settings: Settings,
-                           *, limit: int) -> int:
+async def _expire_realtime(
+    pool: asyncpg.Pool,
+    redis: aioredis.Redis,
+    amqp_channel: aio_pika.abc.AbstractChannel,
+    settings: Settings,
+    *,
+    limit: int,
+) -> int:
     """The same for realtime messages: fail the overdue step and reopen the message at the next."""
-    due = await redis.zrangebyscore(realtime_deadlines_key(settings), "-inf", clock.time(),
-                                    start=0, num=limit)
+    due = await redis.zrangebyscore(
+        realtime_deadlines_key(settings), "-inf", clock.time(), start=0, num=limit
+    )
     ids = [m.decode() if isinstance(m, bytes) else str(m) for m in due]
     expired = []
     for m in ids:
@@ -146,8 +202,13 @@ async def _expire_realtime(pool: asyncpg.Pool, redis: aioredis.Redis,
         return 0
     events = [Event(m, None, cl, s, None, "failed", "receipt_timeout") for m, _, cl, s in expired]
     async with pool.acquire() as conn:
-        await realtime.advance(conn, amqp_channel, settings, [(u, s) for _, u, _, s in expired],
-                               fallback.ReceiptTimeout)
+        await realtime.advance(
+            conn,
+            amqp_channel,
+            settings,
+            [(u, s) for _, u, _, s in expired],
+            fallback.ReceiptTimeout,
+        )
         await outcomes.write_events(conn, events)
     await _count_by_campaign(redis, settings, events)
     await stop_waiting(redis, settings, ids)
@@ -156,8 +217,9 @@ async def _expire_realtime(pool: asyncpg.Pool, redis: aioredis.Redis,
     return len(events)
 
 
-async def _count_by_campaign(redis: aioredis.Redis, settings: Settings,
-                             events: Sequence[Event]) -> None:
+async def _count_by_campaign(
+    redis: aioredis.Redis, settings: Settings, events: Sequence[Event]
+) -> None:
     by_campaign: dict[int | None, list[Event]] = defaultdict(list)
     for event in events:
         by_campaign[event.campaign_id].append(event)

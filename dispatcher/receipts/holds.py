@@ -29,8 +29,15 @@ _CONDITIONS = {
 }
 
 
-async def release(pool: asyncpg.Pool, channel: aio_pika.abc.AbstractChannel, settings: Settings,
-                  kind: str, argument: object = None, *, limit: int = 5000) -> int:
+async def release(
+    pool: asyncpg.Pool,
+    channel: aio_pika.abc.AbstractChannel,
+    settings: Settings,
+    kind: str,
+    argument: object = None,
+    *,
+    limit: int = 5000,
+) -> int:
     """Release up to ``limit`` held messages of one kind; returns how many.
 
     kind: ``due`` (release time passed), ``lifted`` (argument: the regions still under
@@ -41,12 +48,14 @@ async def release(pool: asyncpg.Pool, channel: aio_pika.abc.AbstractChannel, set
     async with pool.acquire() as conn:
         async with conn.transaction():
             rows = await conn.fetch(
-            f"""
+                f"""
                 DELETE FROM held_messages WHERE message_id IN (
                     SELECT message_id FROM held_messages WHERE {condition}
                     LIMIT $1 FOR UPDATE SKIP LOCKED)
                 RETURNING message_id, campaign_id, client_id, step
-                """, *args)
+                """,
+                *args,
+            )
             work = await _record(conn, settings, rows)
             instant = await realtime.reopen(conn, _realtime(rows))
         await topology.publish(channel, settings, work)
@@ -54,8 +63,13 @@ async def release(pool: asyncpg.Pool, channel: aio_pika.abc.AbstractChannel, set
     return len(rows)
 
 
-async def release_all(pool: asyncpg.Pool, channel: aio_pika.abc.AbstractChannel,
-                      settings: Settings, kind: str, argument: object = None) -> int:
+async def release_all(
+    pool: asyncpg.Pool,
+    channel: aio_pika.abc.AbstractChannel,
+    settings: Settings,
+    kind: str,
+    argument: object = None,
+) -> int:
     """Release in rounds until nothing of that kind is left."""
     total = 0
     while released := await release(pool, channel, settings, kind, argument):
@@ -75,8 +89,9 @@ def _realtime(rows: Sequence[asyncpg.Record]) -> list[tuple[int, int]]:
     return found
 
 
-async def _record(conn: asyncpg.Connection, settings: Settings,
-                  rows: Sequence[asyncpg.Record]) -> list[tuple[int, Envelope]]:
+async def _record(
+    conn: asyncpg.Connection, settings: Settings, rows: Sequence[asyncpg.Record]
+) -> list[tuple[int, Envelope]]:
     groups: dict[tuple[int, int], list[int]] = defaultdict(list)
     for row in rows:
         if row["campaign_id"] is not None:
@@ -89,13 +104,19 @@ async def _record(conn: asyncpg.Connection, settings: Settings,
 
 async def held_by_reason(conn: asyncpg.Connection, campaign_id: int) -> dict[str, int]:
     """How many of the campaign's messages are held at this moment, by reason."""
-    rows = await conn.fetch("SELECT reason, count(*) AS n FROM held_messages "
-                            "WHERE campaign_id = $1 GROUP BY reason", campaign_id)
+    rows = await conn.fetch(
+        "SELECT reason, count(*) AS n FROM held_messages WHERE campaign_id = $1 GROUP BY reason",
+        campaign_id,
+    )
     return {r["reason"]: r["n"] for r in rows}
 
 
 async def is_held(conn: asyncpg.Connection, campaign_id: int, client_id: int) -> bool:
     """Whether a message of the campaign to this client is held at this moment."""
-    return bool(await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM held_messages WHERE campaign_id = $1 AND client_id = $2)",
-        campaign_id, client_id))
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM held_messages WHERE campaign_id = $1 AND client_id = $2)",
+            campaign_id,
+            client_id,
+        )
+    )

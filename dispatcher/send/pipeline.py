@@ -73,11 +73,19 @@ class CampaignInfo(msgspec.Struct, frozen=True):
 class Context:
     """What a worker process keeps for the pipeline: connections, providers, short caches."""
 
-    def __init__(self, settings: Settings, pool: asyncpg.Pool, redis: aioredis.Redis,
-                 providers: Mapping[str, Provider], limiter: rate_limit.RateLimiter,
-                 engine: TemplateEngine | None = None, retry: RetryPolicy | None = None, *,
-                 monotonic: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        pool: asyncpg.Pool,
+        redis: aioredis.Redis,
+        providers: Mapping[str, Provider],
+        limiter: rate_limit.RateLimiter,
+        engine: TemplateEngine | None = None,
+        retry: RetryPolicy | None = None,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self.settings = settings
         self.pool = pool
         self.redis = redis
@@ -91,9 +99,12 @@ class Context:
         self.alerts = AlertMirror(redis, settings.namespace)
         self.unsubscribe = UnsubscribeLinks.from_settings(settings)
         self.organisation = Organisation(
-            service_centre=settings.org_service_centre, contact_phone=settings.org_contact_phone,
-            cabinet_url=settings.org_cabinet_url, app_url=settings.org_app_url,
-            payment_url=settings.org_payment_url)
+            service_centre=settings.org_service_centre,
+            contact_phone=settings.org_contact_phone,
+            cabinet_url=settings.org_cabinet_url,
+            app_url=settings.org_app_url,
+            payment_url=settings.org_payment_url,
+        )
         self._cached: dict[str, tuple[float, object]] = {}
         self._realtime_in_hand = 0
         self._realtime_idle = asyncio.Event()
@@ -118,8 +129,12 @@ class Context:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._realtime_idle.wait(), REALTIME_YIELD_SECONDS)
 
-    async def cached(self, name: str, load: Callable[[asyncpg.Connection], Awaitable[_T]],
-                     conn: asyncpg.Connection | None = None) -> _T:
+    async def cached(
+        self,
+        name: str,
+        load: Callable[[asyncpg.Connection], Awaitable[_T]],
+        conn: asyncpg.Connection | None = None,
+    ) -> _T:
         """A small table reloaded at most every few seconds (limits, windows, time zones).
 
         Pass ``conn`` when the caller holds a connection already: taking a second one from
@@ -148,13 +163,24 @@ async def _campaign(conn: asyncpg.Connection, campaign_id: int) -> CampaignInfo 
         "SELECT c.id, c.channel_chain, c.template_id, c.template_version, t.topic, "
         "c.receipt_timeout_seconds, c.rate_per_minute, c.rate_per_hour "
         "FROM campaigns c JOIN message_templates t ON t.id = c.template_id WHERE c.id = $1",
-        campaign_id)
+        campaign_id,
+    )
     if row is None:
         return None
-    rate = (rate_limit.Limits(row["rate_per_minute"], row["rate_per_hour"])
-            if row["rate_per_minute"] or row["rate_per_hour"] else None)
-    return CampaignInfo(row["id"], tuple(row["channel_chain"]), row["template_id"],
-                        row["template_version"], row["topic"], row["receipt_timeout_seconds"], rate)
+    rate = (
+        rate_limit.Limits(row["rate_per_minute"], row["rate_per_hour"])
+        if row["rate_per_minute"] or row["rate_per_hour"]
+        else None
+    )
+    return CampaignInfo(
+        row["id"],
+        tuple(row["channel_chain"]),
+        row["template_id"],
+        row["template_version"],
+        row["topic"],
+        row["receipt_timeout_seconds"],
+        rate,
+    )
 
 
 async def handle_batch(ctx: Context, envelope: CampaignBatch) -> None:
@@ -169,7 +195,10 @@ async def handle_batch(ctx: Context, envelope: CampaignBatch) -> None:
         row = await conn.fetchrow(
             "UPDATE campaign_batches SET attempts = attempts + 1 "
             "WHERE id = $1 AND campaign_id = $2 AND NOT done "
-            "RETURNING client_ids, step, attempts", envelope.batch_id, envelope.campaign_id)
+            "RETURNING client_ids, step, attempts",
+            envelope.batch_id,
+            envelope.campaign_id,
+        )
     if campaign is None or row is None:
         return  # a republished reference of a batch already done
     batch = Batch(ctx, campaign, list(row["client_ids"]), row["step"], envelope.batch_id, state)
@@ -187,8 +216,15 @@ class Batch:
     ``rules.fallback``.
     """
 
-    def __init__(self, ctx: Context, campaign: CampaignInfo, client_ids: Sequence[int], step: int,
-                 batch_id: int, state: str) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        campaign: CampaignInfo,
+        client_ids: Sequence[int],
+        step: int,
+        batch_id: int,
+        state: str,
+    ) -> None:
         self.ctx = ctx
         self.campaign = campaign
         self.client_ids = list(client_ids)
@@ -212,12 +248,15 @@ class Batch:
         return self.campaign.id
 
     async def _await_receipts(self, ids: list[str]) -> None:
-        await deadlines.await_receipts(self.ctx.redis, self.ctx.settings, self.campaign.id, ids,
-                                      self.campaign.receipt_timeout)
+        await deadlines.await_receipts(
+            self.ctx.redis, self.ctx.settings, self.campaign.id, ids, self.campaign.receipt_timeout
+        )
 
     async def _mark_done(self, conn: asyncpg.Connection) -> None:
-        await conn.execute("UPDATE campaign_batches SET done = true, done_at = herald_now() "
-                           "WHERE id = $1", self.batch_id)
+        await conn.execute(
+            "UPDATE campaign_batches SET done = true, done_at = herald_now() WHERE id = $1",
+            self.batch_id,
+        )
 
     async def _count(self) -> None:
         await outcomes.count(self.ctx.redis, self.ctx.settings, self.campaign.id, self.events)
@@ -227,42 +266,82 @@ class Batch:
 
     # -- the work -------------------------------------------------------------------------
 
-    def _event(self, client_id: int, step: int, status: str, reason: str | None = None,
-               provider_id: str | None = None) -> None:
-        self.events.append(Event(self.mid(client_id, step), self.event_campaign_id,
-                                 client_id, step, self.campaign.chain[step], status, reason,
-                                 provider_id))
+    def _event(
+        self,
+        client_id: int,
+        step: int,
+        status: str,
+        reason: str | None = None,
+        provider_id: str | None = None,
+    ) -> None:
+        self.events.append(
+            Event(
+                self.mid(client_id, step),
+                self.event_campaign_id,
+                client_id,
+                step,
+                self.campaign.chain[step],
+                status,
+                reason,
+                provider_id,
+            )
+        )
 
-    def _hold(self, recipient: Recipient, step: int, reason: str, region: str | None,
-              until: dt.datetime | None) -> None:
+    def _hold(
+        self,
+        recipient: Recipient,
+        step: int,
+        reason: str,
+        region: str | None,
+        until: dt.datetime | None,
+    ) -> None:
         mid = self.mid(recipient.client_id, step)
-        self.holds.append(Hold(mid, self.event_campaign_id, recipient.client_id, step, reason,
-                               region, until.timestamp() if until else None))
+        self.holds.append(
+            Hold(
+                mid,
+                self.event_campaign_id,
+                recipient.client_id,
+                step,
+                reason,
+                region,
+                until.timestamp() if until else None,
+            )
+        )
         self._event(recipient.client_id, step, "held", reason)
 
     async def _load_template(self, conn: asyncpg.Connection) -> tuple[CompiledTemplate, bool]:
         return await template_store.load_for_sending(
-            conn, self.ctx.engine, self.campaign.template_id, self.campaign.template_version)
+            conn, self.ctx.engine, self.campaign.template_id, self.campaign.template_version
+        )
 
     async def _load_recipients(self, conn: asyncpg.Connection) -> list[Recipient]:
         return await load_recipients(conn, self.client_ids, self.ctx.organisation)
 
     async def _stopped(self, conn: asyncpg.Connection, client_ids: list[int]) -> Verdicts:
         """The stop-list verdicts of the batch (the one place the pipeline asks)."""
-        return await stop_lists.check(conn, client_ids, self.campaign.topic,
-                                      membership=SegmentMembers(conn))
+        return await stop_lists.check(
+            conn, client_ids, self.campaign.topic, membership=SegmentMembers(conn)
+        )
 
-    async def _inputs(self) -> tuple[dict[int, Recipient], dict[str, str], Verdicts,
-                                     consent.Consents, CompiledTemplate, bool]:
+    async def _inputs(
+        self,
+    ) -> tuple[
+        dict[int, Recipient], dict[str, str], Verdicts, consent.Consents, CompiledTemplate, bool
+    ]:
         """Everything the decisions need, read on one connection (one batch, one query each)."""
         campaign = self.campaign
         async with self.ctx.pool.acquire() as conn:
             recipients = {r.client_id: r for r in await self._load_recipients(conn)}
             finals: dict[str, str] = {}
             if self.retried:
-                finals = await outcomes.already_final(conn, [
-                    self.mid(c, s) for c in recipients
-                    for s in range(self.first_step, len(campaign.chain))])
+                finals = await outcomes.already_final(
+                    conn,
+                    [
+                        self.mid(c, s)
+                        for c in recipients
+                        for s in range(self.first_step, len(campaign.chain))
+                    ],
+                )
             ids = list(recipients)
             stopped = await self._stopped(conn, ids)
             consents = await consent.load_consents(conn, ids, campaign.chain, campaign.topic)
@@ -282,8 +361,9 @@ class Batch:
                     continue
                 for recipient, step in await self._send(channel, members, template):
                     # Failed at this step (render, provider): the fallback chain moves on.
-                    following = fallback.next_step(self.chain, step,
-                                                   fallback.PermanentFailure(step))
+                    following = fallback.next_step(
+                        self.chain, step, fallback.PermanentFailure(step)
+                    )
                     if following is not None:
                         stage[recipient.client_id] = following
             if self.state != "running":
@@ -292,23 +372,40 @@ class Batch:
                 stage = {}
         await self._commit()
 
-    async def _decide(self, stage: dict[int, int], recipients: dict[int, Recipient],
-                      finals: dict[str, str], stopped: Verdicts, consents: consent.Consents,
-                      urgent: bool) -> dict[str, list[tuple[Recipient, int]]]:
+    async def _decide(
+        self,
+        stage: dict[int, int],
+        recipients: dict[int, Recipient],
+        finals: dict[str, str],
+        stopped: Verdicts,
+        consents: consent.Consents,
+        urgent: bool,
+    ) -> dict[str, list[tuple[Recipient, int]]]:
         """Walk each recipient down the chain to a channel it can be sent on, now or later
         (``rules.batch``); record the skips and holds on the way, group the sends by channel."""
         ctx, campaign = self.ctx, self.campaign
         alerts = await ctx.active_alerts()
         windows = await ctx.cached("quiet_windows", quiet_hours.load_windows)
         time_zones = await ctx.cached("time_zones", load_time_zones)
-        facts = batch.Facts(topic=campaign.topic, urgent=urgent, now=clock.now(),
-                            stopped=stopped, consents=consents, alerts=alerts,
-                            windows=windows, time_zones=time_zones)
+        facts = batch.Facts(
+            topic=campaign.topic,
+            urgent=urgent,
+            now=clock.now(),
+            stopped=stopped,
+            consents=consents,
+            alerts=alerts,
+            windows=windows,
+            time_zones=time_zones,
+        )
         settled: dict[tuple[int, int], str] | None = None
         if finals:
             length = len(campaign.chain)
-            settled = {(c, k): finals[m] for c, s in stage.items() for k in range(s, length)
-                       if (m := self.mid(c, k)) in finals}
+            settled = {
+                (c, k): finals[m]
+                for c, s in stage.items()
+                for k in range(s, length)
+                if (m := self.mid(c, k)) in finals
+            }
         walked = batch.Rules(facts, recipients).walk(stage, self.chain, settled)
         groups: dict[str, list[tuple[Recipient, int]]] = defaultdict(list)
         for client_id, moves in walked.items():
@@ -328,8 +425,13 @@ class Batch:
         ctx = self.ctx
         configured = await ctx.cached("rate_limits", rate_limit.list_limits)
         return rate_limit.buckets_for_send(
-            ctx.settings.namespace, configured, channel=channel,
-            provider=provider.name, campaign_id=self.campaign.id, campaign_limits=self.campaign.rate)
+            ctx.settings.namespace,
+            configured,
+            channel=channel,
+            provider=provider.name,
+            campaign_id=self.campaign.id,
+            campaign_limits=self.campaign.rate,
+        )
 
     @property
     def token_wait_seconds(self) -> float:
@@ -337,8 +439,12 @@ class Batch:
         return TOKEN_WAIT_SECONDS
 
     async def _refresh_state(self) -> str:
-        self.state = await control.current_state(self.ctx.redis, self.ctx.pool, self.ctx.settings,
-                                                 self.campaign.id) or "stopped"
+        self.state = (
+            await control.current_state(
+                self.ctx.redis, self.ctx.pool, self.ctx.settings, self.campaign.id
+            )
+            or "stopped"
+        )
         return self.state
 
     def _park_unsent(self, members: Sequence[tuple[Recipient, int]]) -> None:
@@ -346,8 +452,9 @@ class Batch:
             for recipient, step in members:
                 self._hold(recipient, step, "paused", None, None)
 
-    async def _send(self, channel: str, members: list[tuple[Recipient, int]],
-                    template: CompiledTemplate) -> list[tuple[Recipient, int]]:
+    async def _send(
+        self, channel: str, members: list[tuple[Recipient, int]], template: CompiledTemplate
+    ) -> list[tuple[Recipient, int]]:
         """Render, rate-limit and hand one channel's group to its provider; return the failed."""
         ctx = self.ctx
         provider = ctx.providers[channel]
@@ -359,10 +466,13 @@ class Batch:
             try:
                 variables = recipient.variables
                 if channel == "email":
-                    variables = {**variables, "unsubscribe_url": ctx.unsubscribe.url(
-                        recipient.client_id, self.campaign.topic)}
-                content = template.render(channel, variables,
-                                          recipient.language)
+                    variables = {
+                        **variables,
+                        "unsubscribe_url": ctx.unsubscribe.url(
+                            recipient.client_id, self.campaign.topic
+                        ),
+                    }
+                content = template.render(channel, variables, recipient.language)
             except RenderError as exc:
                 self._event(recipient.client_id, step, "failed", f"render_error:{exc.field}")
                 failed.append((recipient, step))
@@ -389,22 +499,35 @@ class Batch:
             done += k
             return True
 
-        paced = await rate_limit.pace(ctx.limiter, found, len(outbound), send=hand_over,
-                                      max_wait=self.token_wait_seconds,
-                                      monotonic=ctx.monotonic, sleep=ctx.sleep)
+        paced = await rate_limit.pace(
+            ctx.limiter,
+            found,
+            len(outbound),
+            send=hand_over,
+            max_wait=self.token_wait_seconds,
+            monotonic=ctx.monotonic,
+            sleep=ctx.sleep,
+        )
         rest = sendable[done:]
         if rest and self.state != "running":
             self._park_unsent(rest)
         elif rest:
             now = clock.now()
             for (recipient, step), wait in zip(
-                    rest, rate_limit.release_times(found, len(rest), paced.retry_after), strict=True):
-                self._hold(recipient, step, "rate_limit", None,
-                           now + dt.timedelta(seconds=max(wait, 1.0)))
+                rest, rate_limit.release_times(found, len(rest), paced.retry_after), strict=True
+            ):
+                self._hold(
+                    recipient, step, "rate_limit", None, now + dt.timedelta(seconds=max(wait, 1.0))
+                )
         return failed
 
-    async def _hand_over(self, channel: str, provider: Provider, outbound: list[Outbound],
-                         sendable: list[tuple[Recipient, int]]) -> list[tuple[Recipient, int]]:
+    async def _hand_over(
+        self,
+        channel: str,
+        provider: Provider,
+        outbound: list[Outbound],
+        sendable: list[tuple[Recipient, int]],
+    ) -> list[tuple[Recipient, int]]:
         """One provider call group: the receipt clock, the send with retries, the outcomes;
         returns the recipients that failed (for the next channel)."""
         ctx = self.ctx
@@ -415,8 +538,9 @@ class Batch:
         # overtakes this code still finds its message waiting.
         await self._await_receipts(ids)
         try:
-            results = await send_with_retry(provider, outbound, ctx.retry,
-                                            should_stop=lambda: self.state != "running")
+            results = await send_with_retry(
+                provider, outbound, ctx.retry, should_stop=lambda: self.state != "running"
+            )
         except ProviderUnavailable as exc:
             log.warning("%s provider unavailable for %s: %s", channel, ids[0], exc)
             results = None
@@ -426,8 +550,13 @@ class Batch:
             if result is not None and result.outcome is Outcome.ACCEPTED:
                 self._event(recipient.client_id, step, "sent", None, result.provider_id)
                 continue
-            reason = ("provider_unavailable" if result is None else
-                      "permanent" if result.outcome is Outcome.PERMANENT else "retries_exhausted")
+            reason = (
+                "provider_unavailable"
+                if result is None
+                else "permanent"
+                if result.outcome is Outcome.PERMANENT
+                else "retries_exhausted"
+            )
             detail = f"{reason}:{result.error}" if result is not None and result.error else reason
             self._event(recipient.client_id, step, "failed", detail[:200])
             failed.append((recipient, step))

@@ -52,8 +52,15 @@ class Variable(msgspec.Struct, frozen=True):
     nullable: bool = False
 
 
-def _v(name: str, type_: VariableType, uk: str, en: str, example: Any, source: str,
-       nullable: bool = False) -> Variable:
+def _v(
+    name: str,
+    type_: VariableType,
+    uk: str,
+    en: str,
+    example: Any,
+    source: str,
+    nullable: bool = False,
+) -> Variable:
     return Variable(name, type_, uk, en, example, source, nullable)
 
 
@@ -61,70 +68,224 @@ DEFAULT_VARIABLES: tuple[Variable, ...] = (
     _v("first_name", "text", "Ім'я", "First name", "Мар'яна", "clients.first_name"),
     _v("middle_name", "text", "По батькові", "Patronymic", "Олегівна", "clients.middle_name", True),
     _v("last_name", "text", "Прізвище", "Last name", "Коваленко", "clients.last_name"),
-    _v("full_name", "text", "Прізвище, ім'я та по батькові", "Full name (last, first, patronymic)",
-       "Коваленко Мар'яна Олегівна", "clients"),
-    _v("or_number", "text", "Номер особового рахунку (ОР)", "Personal account number (OR)",
-       "0412345678", "accounts.or_number"),
-    _v("eic_code", "text", "ЕІС-код точки постачання", "EIC code of the supply point",
-       "56XS1234567890AB", "accounts.eic_code"),
-    _v("address", "text", "Адреса об'єкта газопостачання", "Gas supply address",
-       "м. Київ, вул. Хрещатик, буд. 22, кв. 5", "accounts"),
+    _v(
+        "full_name",
+        "text",
+        "Прізвище, ім'я та по батькові",
+        "Full name (last, first, patronymic)",
+        "Коваленко Мар'яна Олегівна",
+        "clients",
+    ),
+    _v(
+        "or_number",
+        "text",
+        "Номер особового рахунку (ОР)",
+        "Personal account number (OR)",
+        "0412345678",
+        "accounts.or_number",
+    ),
+    _v(
+        "eic_code",
+        "text",
+        "ЕІС-код точки постачання",
+        "EIC code of the supply point",
+        "56XS1234567890AB",
+        "accounts.eic_code",
+    ),
+    _v(
+        "address",
+        "text",
+        "Адреса об'єкта газопостачання",
+        "Gas supply address",
+        "м. Київ, вул. Хрещатик, буд. 22, кв. 5",
+        "accounts",
+    ),
     _v("city", "text", "Населений пункт", "City or village", "Київ", "accounts.city"),
-    _v("region", "text", "Область (мовою шаблону)", "Region (in the template's language)",
-       "Київська область", "regions.name_uk / regions.name_en"),
-    _v("balance", "money", "Сальдо рахунку (плюс — переплата)", "Account balance (positive: prepaid)",
-       Decimal("-1234.50"), "billing_snapshots.balance"),
-    _v("debt", "money", "Сума заборгованості", "Overdue debt", Decimal("1234.50"),
-       "billing_snapshots.debt"),
-    _v("due_date", "date", "Сплатити до", "Payment due date", datetime.date(2026, 12, 25),
-       "billing_snapshots.due_date", True),
-    _v("last_charge_amount", "money", "Останнє нарахування", "Last charge", Decimal("987.30"),
-       "billing_snapshots.last_charge_amount", True),
-    _v("last_payment_amount", "money", "Сума останньої оплати", "Last payment amount",
-       Decimal("500.00"), "billing_snapshots.last_payment_amount", True),
-    _v("last_payment_date", "date", "Дата останньої оплати", "Last payment date",
-       datetime.date(2026, 11, 20), "billing_snapshots.last_payment_at", True),
-    _v("tariff", "text", "Тариф (мовою шаблону)", "Tariff (in the template's language)",
-       "Річний тариф «Фіксований»", "tariffs.name_uk / tariffs.name_en"),
-    _v("tariff_price", "money", "Ціна за м³", "Price per m³", Decimal("7.96"),
-       "tariffs.price_per_m3"),
-    _v("meter_number", "text", "Номер лічильника", "Meter serial number", "04123456",
-       "meters.serial_number"),
-    _v("service_centre", "text", "Адреса та графік ЦОС", "Service centre address and hours",
-       "м. Київ, вул. Січових Стрільців, 1; пн–пт 8:00–17:00", "settings"),
-    _v("contact_phone", "text", "Телефон контакт-центру", "Contact centre phone",
-       "0 800 300 000", "settings"),
-    _v("cabinet_url", "url", "Посилання на особистий кабінет", "Personal cabinet link",
-       "https://my.example.ua", "settings"),
-    _v("app_url", "url", "Посилання на мобільний застосунок", "Mobile app link",
-       "https://app.example.ua", "settings"),
-    _v("payment_url", "url", "Посилання на оплату", "Payment link",
-       "https://pay.example.ua/0412345678", "settings"),
+    _v(
+        "region",
+        "text",
+        "Область (мовою шаблону)",
+        "Region (in the template's language)",
+        "Київська область",
+        "regions.name_uk / regions.name_en",
+    ),
+    _v(
+        "balance",
+        "money",
+        "Сальдо рахунку (плюс — переплата)",
+        "Account balance (positive: prepaid)",
+        Decimal("-1234.50"),
+        "billing_snapshots.balance",
+    ),
+    _v(
+        "debt",
+        "money",
+        "Сума заборгованості",
+        "Overdue debt",
+        Decimal("1234.50"),
+        "billing_snapshots.debt",
+    ),
+    _v(
+        "due_date",
+        "date",
+        "Сплатити до",
+        "Payment due date",
+        datetime.date(2026, 12, 25),
+        "billing_snapshots.due_date",
+        True,
+    ),
+    _v(
+        "last_charge_amount",
+        "money",
+        "Останнє нарахування",
+        "Last charge",
+        Decimal("987.30"),
+        "billing_snapshots.last_charge_amount",
+        True,
+    ),
+    _v(
+        "last_payment_amount",
+        "money",
+        "Сума останньої оплати",
+        "Last payment amount",
+        Decimal("500.00"),
+        "billing_snapshots.last_payment_amount",
+        True,
+    ),
+    _v(
+        "last_payment_date",
+        "date",
+        "Дата останньої оплати",
+        "Last payment date",
+        datetime.date(2026, 11, 20),
+        "billing_snapshots.last_payment_at",
+        True,
+    ),
+    _v(
+        "tariff",
+        "text",
+        "Тариф (мовою шаблону)",
+        "Tariff (in the template's language)",
+        "Річний тариф «Фіксований»",
+        "tariffs.name_uk / tariffs.name_en",
+    ),
+    _v(
+        "tariff_price",
+        "money",
+        "Ціна за м³",
+        "Price per m³",
+        Decimal("7.96"),
+        "tariffs.price_per_m3",
+    ),
+    _v(
+        "meter_number",
+        "text",
+        "Номер лічильника",
+        "Meter serial number",
+        "04123456",
+        "meters.serial_number",
+    ),
+    _v(
+        "service_centre",
+        "text",
+        "Адреса та графік ЦОС",
+        "Service centre address and hours",
+        "м. Київ, вул. Січових Стрільців, 1; пн–пт 8:00–17:00",
+        "settings",
+    ),
+    _v(
+        "contact_phone",
+        "text",
+        "Телефон контакт-центру",
+        "Contact centre phone",
+        "0 800 300 000",
+        "settings",
+    ),
+    _v(
+        "cabinet_url",
+        "url",
+        "Посилання на особистий кабінет",
+        "Personal cabinet link",
+        "https://my.example.ua",
+        "settings",
+    ),
+    _v(
+        "app_url",
+        "url",
+        "Посилання на мобільний застосунок",
+        "Mobile app link",
+        "https://app.example.ua",
+        "settings",
+    ),
+    _v(
+        "payment_url",
+        "url",
+        "Посилання на оплату",
+        "Payment link",
+        "https://pay.example.ua/0412345678",
+        "settings",
+    ),
     # Case messages only (replies and client updates of issue 5): the sender supplies them
     # per message (realtime_messages.variables); other sends have no value for them.
-    _v("case_number", "text", "Номер звернення", "Case number", "ЗВ-2026-0000123",
-       "cases.number"),
-    _v("case_status", "text", "Статус звернення", "Case status (Ukrainian)", "Вирішено",
-       "case_statuses.name_uk"),
-    _v("case_status_en", "text", "Статус звернення англійською", "Case status (English)",
-       "Resolved", "case_statuses.name_en"),
-    _v("case_category", "text", "Категорія звернення", "Case category", "Заборгованість",
-       "case_categories.name_uk"),
-    _v("case_deadline", "text", "Строк розгляду звернення", "Case deadline",
-       "05.12.2026 17:00", "case_events (deadline)", True),
-    _v("case_text", "text", "Текст відповіді або запитання", "Answer or question text",
-       "Показники прийнято, перерахунок буде у наступному рахунку.", "case_events.body"),
+    _v("case_number", "text", "Номер звернення", "Case number", "ЗВ-2026-0000123", "cases.number"),
+    _v(
+        "case_status",
+        "text",
+        "Статус звернення",
+        "Case status (Ukrainian)",
+        "Вирішено",
+        "case_statuses.name_uk",
+    ),
+    _v(
+        "case_status_en",
+        "text",
+        "Статус звернення англійською",
+        "Case status (English)",
+        "Resolved",
+        "case_statuses.name_en",
+    ),
+    _v(
+        "case_category",
+        "text",
+        "Категорія звернення",
+        "Case category",
+        "Заборгованість",
+        "case_categories.name_uk",
+    ),
+    _v(
+        "case_deadline",
+        "text",
+        "Строк розгляду звернення",
+        "Case deadline",
+        "05.12.2026 17:00",
+        "case_events (deadline)",
+        True,
+    ),
+    _v(
+        "case_text",
+        "text",
+        "Текст відповіді або запитання",
+        "Answer or question text",
+        "Показники прийнято, перерахунок буде у наступному рахунку.",
+        "case_events.body",
+    ),
     # Signed per recipient and topic by the sender (rules.consent.UnsubscribeLinks); an
     # e-mail with it also gets List-Unsubscribe headers. E-mail bodies only.
-    _v("unsubscribe_url", "url", "Посилання для відписки від листів цієї теми (лише e-mail)",
-       "Link that unsubscribes from this topic's e-mails (e-mail only)",
-       "https://herald.example.ua/u/1.marketing.c2lnbmF0dXJlLWV4YW1wbGU", "signed per recipient"),
+    _v(
+        "unsubscribe_url",
+        "url",
+        "Посилання для відписки від листів цієї теми (лише e-mail)",
+        "Link that unsubscribes from this topic's e-mails (e-mail only)",
+        "https://herald.example.ua/u/1.marketing.c2lnbmF0dXJlLWV4YW1wbGU",
+        "signed per recipient",
+    ),
 )
 
 
 # What a case reply or client update supplies with the message itself (not the recipient).
-CASE_VARIABLES = frozenset({"case_number", "case_status", "case_status_en", "case_category",
-                            "case_deadline", "case_text"})
+CASE_VARIABLES = frozenset(
+    {"case_number", "case_status", "case_status_en", "case_category", "case_deadline", "case_text"}
+)
 
 # The data of the event that triggered a message, as ``event.<key>`` (top-level keys of
 # the producer's ``data``). Only triggered messages have it: a campaign refuses a
@@ -164,8 +325,13 @@ class VariableCatalogue:
 
     def sparse_examples(self) -> dict[str, object]:
         """Give the example values with every nullable variable empty, the worst ordinary case."""
-        return {**{v.name: (("" if v.type == "text" else None) if v.nullable else v.example)
-                   for v in self._by_name.values()}, EVENT: _ExampleEvent()}
+        return {
+            **{
+                v.name: (("" if v.type == "text" else None) if v.nullable else v.example)
+                for v in self._by_name.values()
+            },
+            EVENT: _ExampleEvent(),
+        }
 
 
 # --- filters ------------------------------------------------------------------------
@@ -202,27 +368,74 @@ def format_date(value: object) -> str:
 
 # Filters a template may use. Anything that can blow output up (format, center, indent,
 # replace, wordwrap) or switch escaping off (safe) is left out on purpose.
-ALLOWED_FILTERS = frozenset({
-    "money", "date", "upper", "lower", "title", "capitalize", "trim", "default", "d",
-    "truncate", "round", "abs", "int", "urlencode", "e", "escape",
-})
+ALLOWED_FILTERS = frozenset(
+    {
+        "money",
+        "date",
+        "upper",
+        "lower",
+        "title",
+        "capitalize",
+        "trim",
+        "default",
+        "d",
+        "truncate",
+        "round",
+        "abs",
+        "int",
+        "urlencode",
+        "e",
+        "escape",
+    }
+)
 
 # Statements and expressions a template may contain. Everything else (include, import,
 # extends, block, macro, call, for, with, filter blocks, autoescape switches, attribute
 # access, function calls) is refused at save time with its line number.
 _ALLOWED_NODES: tuple[type[nodes.Node], ...] = (
-    nodes.Template, nodes.Output, nodes.TemplateData, nodes.If, nodes.Assign, nodes.Name,
-    nodes.Const, nodes.Tuple, nodes.List, nodes.Filter, nodes.Test, nodes.CondExpr,
-    nodes.And, nodes.Or, nodes.Not, nodes.Neg, nodes.Pos, nodes.Add, nodes.Sub, nodes.Mul,
-    nodes.Div, nodes.FloorDiv, nodes.Mod, nodes.Concat, nodes.Compare, nodes.Operand,
-    nodes.Getitem, nodes.Slice, nodes.Keyword,
+    nodes.Template,
+    nodes.Output,
+    nodes.TemplateData,
+    nodes.If,
+    nodes.Assign,
+    nodes.Name,
+    nodes.Const,
+    nodes.Tuple,
+    nodes.List,
+    nodes.Filter,
+    nodes.Test,
+    nodes.CondExpr,
+    nodes.And,
+    nodes.Or,
+    nodes.Not,
+    nodes.Neg,
+    nodes.Pos,
+    nodes.Add,
+    nodes.Sub,
+    nodes.Mul,
+    nodes.Div,
+    nodes.FloorDiv,
+    nodes.Mod,
+    nodes.Concat,
+    nodes.Compare,
+    nodes.Operand,
+    nodes.Getitem,
+    nodes.Slice,
+    nodes.Keyword,
     nodes.Scope,  # only a wrapper; what it wraps is checked on its own
 )
 _STATEMENT_NAMES: dict[type[nodes.Node], str] = {
-    nodes.Include: "include", nodes.Import: "import", nodes.FromImport: "import",
-    nodes.Extends: "extends", nodes.Block: "block", nodes.Macro: "macro",
-    nodes.CallBlock: "call", nodes.For: "for", nodes.With: "with",
-    nodes.FilterBlock: "filter", nodes.ScopedEvalContextModifier: "autoescape",
+    nodes.Include: "include",
+    nodes.Import: "import",
+    nodes.FromImport: "import",
+    nodes.Extends: "extends",
+    nodes.Block: "block",
+    nodes.Macro: "macro",
+    nodes.CallBlock: "call",
+    nodes.For: "for",
+    nodes.With: "with",
+    nodes.FilterBlock: "filter",
+    nodes.ScopedEvalContextModifier: "autoescape",
     nodes.EvalContextModifier: "autoescape",
 }
 
@@ -241,8 +454,13 @@ def static_findings(tree: nodes.Template) -> list[Finding]:
         line = getattr(node, "lineno", None)
         if isinstance(node, nodes.Getattr) and _event_key(node):
             if node.attr in _DICT_NAMES:  # jinja would find the dict's method, not the key
-                found.append(Finding(f"event.{node.attr} cannot be read: the name is taken "
-                                     "by the event's mapping", line))
+                found.append(
+                    Finding(
+                        f"event.{node.attr} cannot be read: the name is taken "
+                        "by the event's mapping",
+                        line,
+                    )
+                )
         elif isinstance(node, nodes.Getattr):
             what = "internals" if node.attr.startswith("_") else "attributes"
             found.append(Finding(f"access to {what} ('.{node.attr}') is not allowed", line))
@@ -251,8 +469,12 @@ def static_findings(tree: nodes.Template) -> list[Finding]:
         elif isinstance(node, nodes.Pow):
             found.append(Finding("the ** operator is not allowed", line))
         elif isinstance(node, nodes.Filter) and node.name not in ALLOWED_FILTERS:
-            found.append(Finding(f"unknown filter '{node.name}'; allowed: "
-                                 + ", ".join(sorted(ALLOWED_FILTERS)), line))
+            found.append(
+                Finding(
+                    f"unknown filter '{node.name}'; allowed: " + ", ".join(sorted(ALLOWED_FILTERS)),
+                    line,
+                )
+            )
         elif isinstance(node, nodes.Getitem) and not _plain_index(node.arg):
             found.append(Finding("only a number or a slice may be used as an index", line))
         elif type(node) in _STATEMENT_NAMES:
@@ -267,8 +489,11 @@ _DICT_NAMES = frozenset(dir(dict))
 
 def _event_key(node: nodes.Getattr) -> bool:
     """Tell whether the node reads a top-level key of the triggering event: event.<key>."""
-    return (isinstance(node.node, nodes.Name) and node.node.name == EVENT
-            and not node.attr.startswith("_"))
+    return (
+        isinstance(node.node, nodes.Name)
+        and node.node.name == EVENT
+        and not node.attr.startswith("_")
+    )
 
 
 def _walk(node: nodes.Node, prune: tuple[type[nodes.Node], ...] = ()) -> Iterator[nodes.Node]:
@@ -295,8 +520,11 @@ def _first_lines(tree: nodes.Template) -> dict[str, int]:
     return lines
 
 
-def check_source(env: ImmutableSandboxedEnvironment, source: str, catalogue: VariableCatalogue,
-                 ) -> tuple[nodes.Template | None, list[Finding], set[str]]:
+def check_source(
+    env: ImmutableSandboxedEnvironment,
+    source: str,
+    catalogue: VariableCatalogue,
+) -> tuple[nodes.Template | None, list[Finding], set[str]]:
     """Parse one template body and find what is wrong: syntax, forbidden constructs, unknown names.
 
     Returns the parsed tree (``None`` when anything was found), the findings with line
@@ -394,12 +622,15 @@ def _none_safe(text_filter: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap a text filter so that a missing value (None) gives "" instead of "NONE" or "None"."""
     pass_arg = getattr(text_filter, "jinja_pass_arg", None)
     if pass_arg is None:
+
         def safe(value: object, *args: Any, **kwargs: Any) -> Any:
             return "" if value is None else text_filter(value, *args, **kwargs)
+
         return safe
 
     def safe_with(first: object, value: object, *args: Any, **kwargs: Any) -> Any:
         return "" if value is None else text_filter(first, value, *args, **kwargs)
+
     safe_with.jinja_pass_arg = pass_arg  # type: ignore[attr-defined]  # keep what jinja passes first
     return safe_with
 
@@ -421,8 +652,11 @@ def build_environment(language: Language, *, html: bool) -> TemplateSandbox:
         return format_money(value, language)
 
     filters: Mapping[str, Callable[..., Any]] = {**env.filters, "money": money, "date": format_date}
-    env.filters = {name: _none_safe(f) if name in _TEXT_FILTERS else f
-                   for name, f in filters.items() if name in ALLOWED_FILTERS}
+    env.filters = {
+        name: _none_safe(f) if name in _TEXT_FILTERS else f
+        for name, f in filters.items()
+        if name in ALLOWED_FILTERS
+    }
     return env
 
 
@@ -431,8 +665,29 @@ def build_environment(language: Language, *, html: bool) -> TemplateSandbox:
 _JINJA_TAG = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.S)
 _HTML_SPACE = re.compile(r"[ \t\r\n\f]+")
 _PLACEHOLDER = re.compile("\ue000(\\d+)\ue001")
-_BLOCK_TAGS = frozenset({"p", "div", "tr", "table", "ul", "ol", "li", "h1", "h2", "h3", "h4",
-                         "h5", "h6", "blockquote", "section", "article", "header", "footer", "hr"})
+_BLOCK_TAGS = frozenset(
+    {
+        "p",
+        "div",
+        "tr",
+        "table",
+        "ul",
+        "ol",
+        "li",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "blockquote",
+        "section",
+        "article",
+        "header",
+        "footer",
+        "hr",
+    }
+)
 _SKIP_TAGS = frozenset({"style", "script", "head", "title"})
 
 

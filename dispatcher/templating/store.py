@@ -60,11 +60,23 @@ JOIN message_template_versions v ON v.template_id = t.id AND v.version = t.curre
 
 
 def _template(row: asyncpg.Record) -> Template:
-    version = TemplateVersion(row["id"], row["version"], row["language"],
-                              msgspec.json.decode(row["variants"], type=Variants),
-                              row["version_created_at"])
-    return Template(row["id"], row["name"], row["topic"], row["urgent"], row["current_version"],
-                    row["created_at"], row["updated_at"], version)
+    version = TemplateVersion(
+        row["id"],
+        row["version"],
+        row["language"],
+        msgspec.json.decode(row["variants"], type=Variants),
+        row["version_created_at"],
+    )
+    return Template(
+        row["id"],
+        row["name"],
+        row["topic"],
+        row["urgent"],
+        row["current_version"],
+        row["created_at"],
+        row["updated_at"],
+        version,
+    )
 
 
 async def _check_topic(conn: asyncpg.Connection, topic: str) -> None:
@@ -85,63 +97,112 @@ async def list_templates(conn: asyncpg.Connection, *, limit: int, after_id: int)
     return [_template(r) for r in rows]
 
 
-_VERSION = ("SELECT template_id, version, language, variants::text AS variants, created_at, "
-            "created_by FROM message_template_versions ")
+_VERSION = (
+    "SELECT template_id, version, language, variants::text AS variants, created_at, "
+    "created_by FROM message_template_versions "
+)
 
 
 def _version(row: asyncpg.Record) -> TemplateVersion:
-    return TemplateVersion(row["template_id"], row["version"], row["language"],
-                           msgspec.json.decode(row["variants"], type=Variants), row["created_at"],
-                           row["created_by"])
+    return TemplateVersion(
+        row["template_id"],
+        row["version"],
+        row["language"],
+        msgspec.json.decode(row["variants"], type=Variants),
+        row["created_at"],
+        row["created_by"],
+    )
 
 
 async def get_version(conn: asyncpg.Connection, template_id: int, version: int) -> TemplateVersion:
-    row = await conn.fetchrow(_VERSION + "WHERE template_id = $1 AND version = $2",
-                              template_id, version)
+    row = await conn.fetchrow(
+        _VERSION + "WHERE template_id = $1 AND version = $2", template_id, version
+    )
     if row is None:
         raise NotFound(f"template {template_id} has no version {version}")
     return _version(row)
 
 
-async def list_versions(conn: asyncpg.Connection, template_id: int, *, limit: int,
-                        before_version: int | None) -> list[TemplateVersion]:
+async def list_versions(
+    conn: asyncpg.Connection, template_id: int, *, limit: int, before_version: int | None
+) -> list[TemplateVersion]:
     """A template's versions, newest first; ``before_version`` is the keyset cursor."""
     rows = await conn.fetch(
         _VERSION + "WHERE template_id = $1 AND ($2::integer IS NULL OR version < $2) "
-        "ORDER BY version DESC LIMIT $3", template_id, before_version, limit)
-    if not rows and not await conn.fetchval("SELECT 1 FROM message_templates WHERE id = $1",
-                                            template_id):
+        "ORDER BY version DESC LIMIT $3",
+        template_id,
+        before_version,
+        limit,
+    )
+    if not rows and not await conn.fetchval(
+        "SELECT 1 FROM message_templates WHERE id = $1", template_id
+    ):
         raise NotFound(f"template {template_id} does not exist")
     return [_version(r) for r in rows]
 
 
-async def create(conn: asyncpg.Connection, actor: Actor, engine: TemplateEngine, *,
-                 draft: TemplateDraft, topic: str, urgent: bool) -> tuple[Template, TemplateCheck]:
+async def create(
+    conn: asyncpg.Connection,
+    actor: Actor,
+    engine: TemplateEngine,
+    *,
+    draft: TemplateDraft,
+    topic: str,
+    urgent: bool,
+) -> tuple[Template, TemplateCheck]:
     """Validate (unknown variables, syntax, SMS length, links) and store version 1."""
     check = engine.validate(draft)
     async with conn.transaction():
         await _check_topic(conn, topic)
         template_id = await conn.fetchval(
             "INSERT INTO message_templates (name, topic, urgent, created_by) VALUES ($1, $2, $3, $4) "
-            "RETURNING id", draft.name, topic, urgent, actor.id)
+            "RETURNING id",
+            draft.name,
+            topic,
+            urgent,
+            actor.id,
+        )
         await conn.execute(
             "INSERT INTO message_template_versions (template_id, version, language, variants, "
             "created_by) VALUES ($1, 1, $2, $3::jsonb, $4)",
-            template_id, draft.language, msgspec.to_builtins(draft.variants), actor.id)
-        await audit.record(conn, actor, [Change("template", str(template_id), "create", None, None,
-                                                {"name": draft.name, "topic": topic,
-                                                 "urgent": urgent})])
+            template_id,
+            draft.language,
+            msgspec.to_builtins(draft.variants),
+            actor.id,
+        )
+        await audit.record(
+            conn,
+            actor,
+            [
+                Change(
+                    "template",
+                    str(template_id),
+                    "create",
+                    None,
+                    None,
+                    {"name": draft.name, "topic": topic, "urgent": urgent},
+                )
+            ],
+        )
         return await get(conn, template_id), check
 
 
-async def save_version(conn: asyncpg.Connection, actor: Actor, engine: TemplateEngine,
-                       template_id: int, *, draft: TemplateDraft, topic: str,
-                       urgent: bool) -> tuple[Template, TemplateCheck]:
+async def save_version(
+    conn: asyncpg.Connection,
+    actor: Actor,
+    engine: TemplateEngine,
+    template_id: int,
+    *,
+    draft: TemplateDraft,
+    topic: str,
+    urgent: bool,
+) -> tuple[Template, TemplateCheck]:
     """Save a new version; campaigns keep the version they pinned."""
     check = engine.validate(draft)
     async with conn.transaction():
-        before = await conn.fetchrow("SELECT * FROM message_templates WHERE id = $1 FOR UPDATE",
-                                     template_id)
+        before = await conn.fetchrow(
+            "SELECT * FROM message_templates WHERE id = $1 FOR UPDATE", template_id
+        )
         if before is None:
             raise NotFound(f"template {template_id} does not exist")
         await _check_topic(conn, topic)
@@ -149,30 +210,51 @@ async def save_version(conn: asyncpg.Connection, actor: Actor, engine: TemplateE
         await conn.execute(
             "INSERT INTO message_template_versions (template_id, version, language, variants, "
             "created_by) VALUES ($1, $2, $3, $4::jsonb, $5)",
-            template_id, version, draft.language, msgspec.to_builtins(draft.variants), actor.id)
+            template_id,
+            version,
+            draft.language,
+            msgspec.to_builtins(draft.variants),
+            actor.id,
+        )
         await conn.execute(
             "UPDATE message_templates SET name = $2, topic = $3, urgent = $4, current_version = $5, "
-            "updated_at = herald_now() WHERE id = $1", template_id, draft.name, topic, urgent, version)
-        changes = audit.field_changes("template", template_id, dict(before),
-                                      {"name": draft.name, "topic": topic, "urgent": urgent,
-                                       "current_version": version})
+            "updated_at = herald_now() WHERE id = $1",
+            template_id,
+            draft.name,
+            topic,
+            urgent,
+            version,
+        )
+        changes = audit.field_changes(
+            "template",
+            template_id,
+            dict(before),
+            {"name": draft.name, "topic": topic, "urgent": urgent, "current_version": version},
+        )
         await audit.record(conn, actor, changes)
         return await get(conn, template_id), check
 
 
-async def load_for_sending(conn: asyncpg.Connection, engine: TemplateEngine, template_id: int,
-                           version: int) -> tuple[CompiledTemplate, bool]:
+async def load_for_sending(
+    conn: asyncpg.Connection, engine: TemplateEngine, template_id: int, version: int
+) -> tuple[CompiledTemplate, bool]:
     """The compiled template of a pinned version and its urgency (cache first, then database)."""
     row = await conn.fetchrow(
         "SELECT t.name, t.urgent, v.language, v.variants::text AS variants FROM message_templates t "
         "JOIN message_template_versions v ON v.template_id = t.id "
-        "WHERE t.id = $1 AND v.version = $2", template_id, version)
+        "WHERE t.id = $1 AND v.version = $2",
+        template_id,
+        version,
+    )
     if row is None:
         raise NotFound(f"template {template_id} has no version {version}")
     found = engine.cached(template_id, version, row["language"])
     if found is None:
-        draft = TemplateDraft(name=row["name"], language=row["language"],
-                              variants=msgspec.json.decode(row["variants"], type=Variants))
+        draft = TemplateDraft(
+            name=row["name"],
+            language=row["language"],
+            variants=msgspec.json.decode(row["variants"], type=Variants),
+        )
         found = engine.compiled(template_id, version, draft)
     return found, row["urgent"]
 
@@ -210,29 +292,55 @@ WHERE c.id = $1
 """
 
 
-async def preview(conn: asyncpg.Connection, engine: TemplateEngine, template_id: int,
-                  version: int, *, client_id: int, channel: str, language: str | None,
-                  organisation: Organisation, links: UnsubscribeLinks) -> TemplatePreview:
+async def preview(
+    conn: asyncpg.Connection,
+    engine: TemplateEngine,
+    template_id: int,
+    version: int,
+    *,
+    client_id: int,
+    channel: str,
+    language: str | None,
+    organisation: Organisation,
+    links: UnsubscribeLinks,
+) -> TemplatePreview:
     """Render a version for a real client with the variables and language a send would use."""
     compiled, _ = await load_for_sending(conn, engine, template_id, version)
     if not any(channel in compiled.bodies(lang).channels for lang in compiled.languages):
-        raise InvalidInput("channel", f"template {template_id} v{version} has no {channel} body; "
-                                      f"it has: {', '.join(compiled.channels)}")
+        raise InvalidInput(
+            "channel",
+            f"template {template_id} v{version} has no {channel} body; "
+            f"it has: {', '.join(compiled.channels)}",
+        )
     extras = await conn.fetchrow(_CLIENT_EXTRAS, client_id)
     if extras is None:
         raise NotFound(f"no client {client_id}")
     [recipient] = await load_recipients(conn, [client_id], organisation)
     topic = await conn.fetchval("SELECT topic FROM message_templates WHERE id = $1", template_id)
-    variables = {**recipient.variables, "unsubscribe_url": links.url(client_id, topic),
-                 "region_en": extras["region_en"] or "", "tariff_en": extras["tariff_en"] or ""}
+    variables = {
+        **recipient.variables,
+        "unsubscribe_url": links.url(client_id, topic),
+        "region_en": extras["region_en"] or "",
+        "tariff_en": extras["tariff_en"] or "",
+    }
     wanted = language or extras["language"]
     used = compiled.language_for(channel, wanted)
     address = recipient.email if channel == "email" else recipient.phone
     try:
         content = compiled.render(channel, variables, wanted)
     except RenderError as exc:
-        return TemplatePreview(template_id, version, client_id, channel, used, None, None,
-                       address is not None, FieldError(exc.field, exc.reason))
+        return TemplatePreview(
+            template_id,
+            version,
+            client_id,
+            channel,
+            used,
+            None,
+            None,
+            address is not None,
+            FieldError(exc.field, exc.reason),
+        )
     cost = SmsCost(*sms_stats(content.text)) if isinstance(content, SmsContent) else None
-    return TemplatePreview(template_id, version, client_id, channel, used, content, cost,
-                   address is not None)
+    return TemplatePreview(
+        template_id, version, client_id, channel, used, content, cost, address is not None
+    )

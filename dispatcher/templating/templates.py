@@ -150,6 +150,7 @@ class TemplateLimits(msgspec.Struct, frozen=True):
 
 # --- what a render produces besides providers.base's SMS, Viber and e-mail ----------
 
+
 class EmailMessage(EmailContent, frozen=True, tag="email"):
     """An e-mail with the link that unsubscribes its recipient from the topic.
 
@@ -295,29 +296,47 @@ def _squeeze(text: str) -> str:
 class _Bodies:
     """One language's compiled bodies; parts are keyed by their path under ``prefix``."""
 
-    __slots__ = ("_buttons", "_parts", "_transliteration", "_viber_extras", "channels",
-                 "language", "prefix")
+    __slots__ = (
+        "_buttons",
+        "_parts",
+        "_transliteration",
+        "_viber_extras",
+        "channels",
+        "language",
+        "prefix",
+    )
 
-    def __init__(self, language: Language, prefix: str, parts: dict[str, _Part],
-                 transliteration: TransliterationTable | None) -> None:
+    def __init__(
+        self,
+        language: Language,
+        prefix: str,
+        parts: dict[str, _Part],
+        transliteration: TransliterationTable | None,
+    ) -> None:
         self.language = language
         self.prefix = prefix  # "variants", or "variants.translations.en"
         self.channels: tuple[TemplateChannel, ...] = tuple(
-            c for c in TEMPLATE_CHANNELS if any(k.startswith(f"{c}.") for k in parts))
+            c for c in TEMPLATE_CHANNELS if any(k.startswith(f"{c}.") for k in parts)
+        )
         self._parts = parts
         self._transliteration = transliteration
-        self._viber_extras = [(name, parts.get(f"viber.{name}"))
-                              for name in ("button_text", "button_url", "image_url")]
+        self._viber_extras = [
+            (name, parts.get(f"viber.{name}"))
+            for name in ("button_text", "button_url", "image_url")
+        ]
         count = sum(1 for k in parts if k.startswith("chatbot.buttons.") and k.endswith(".text"))
-        self._buttons = [(parts[f"chatbot.buttons.{i}.text"], parts.get(f"chatbot.buttons.{i}.url"))
-                         for i in range(count)]
+        self._buttons = [
+            (parts[f"chatbot.buttons.{i}.text"], parts.get(f"chatbot.buttons.{i}.url"))
+            for i in range(count)
+        ]
 
     def part(self, name: str) -> _Part:
         try:
             return self._parts[name]
         except KeyError:
-            raise RenderError(f"{self.prefix}.{name}",
-                              "the template has no body for this channel") from None
+            raise RenderError(
+                f"{self.prefix}.{name}", "the template has no body for this channel"
+            ) from None
 
     def render_sms(self, variables: Mapping[str, object]) -> SmsContent:
         text = _squeeze(self.part("sms.text").render(variables))
@@ -343,8 +362,12 @@ class _Bodies:
             text = _BLANK_LINES.sub("\n\n", text)
         unsubscribe = variables.get("unsubscribe_url")
         # Always the EmailMessage of RenderedContent, so that a preview's schema holds.
-        return EmailMessage(subject, html, text,
-                            unsubscribe if isinstance(unsubscribe, str) and unsubscribe else None)
+        return EmailMessage(
+            subject,
+            html,
+            text,
+            unsubscribe if isinstance(unsubscribe, str) and unsubscribe else None,
+        )
 
     def render_chatbot(self, variables: Mapping[str, object]) -> ChatbotContent:
         text = self.part("chatbot.text").render(variables).strip()
@@ -359,7 +382,9 @@ class _Bodies:
         return ChatbotContent(text, tuple(buttons))
 
     def render_ivr(self, variables: Mapping[str, object]) -> IvrContent:
-        return IvrContent(_squeeze(_SPEECH_UNSAFE.sub(" ", self.part("ivr.text").render(variables))))
+        return IvrContent(
+            _squeeze(_SPEECH_UNSAFE.sub(" ", self.part("ivr.text").render(variables)))
+        )
 
     def render(self, channel: str, variables: Mapping[str, object]) -> RenderedContent:
         if channel == "sms":
@@ -386,8 +411,9 @@ class CompiledTemplate:
     if the version has this channel in it, else Ukrainian, else the version's own.
     """
 
-    def __init__(self, language: Language, bodies: dict[Language, _Bodies],
-                 variables: frozenset[str]) -> None:
+    def __init__(
+        self, language: Language, bodies: dict[Language, _Bodies], variables: frozenset[str]
+    ) -> None:
         self.language = language
         self.variables = variables  # the catalogue names the template reads: load only these
         self.languages: tuple[Language, ...] = (language, *(k for k in bodies if k != language))
@@ -411,43 +437,52 @@ class CompiledTemplate:
         """The language a recipient asking for ``language`` gets on ``channel``."""
         return self.bodies_for(channel, language).language
 
-    def render(self, channel: str, variables: Mapping[str, object],
-               language: str | None = None) -> RenderedContent:
+    def render(
+        self, channel: str, variables: Mapping[str, object], language: str | None = None
+    ) -> RenderedContent:
         """Render this template's body for ``channel`` with one recipient's variables."""
         bodies = self.bodies_for(channel, language)
         if bodies.language == "en":
             variables = _in_english(variables)
         return bodies.render(channel, variables)
 
-    def _for(self, channel: str, variables: Mapping[str, object],
-             language: str | None) -> tuple[_Bodies, Mapping[str, object]]:
+    def _for(
+        self, channel: str, variables: Mapping[str, object], language: str | None
+    ) -> tuple[_Bodies, Mapping[str, object]]:
         bodies = self.bodies_for(channel, language)
         return bodies, _in_english(variables) if bodies.language == "en" else variables
 
-    def render_sms(self, variables: Mapping[str, object], language: str | None = None) -> SmsContent:
+    def render_sms(
+        self, variables: Mapping[str, object], language: str | None = None
+    ) -> SmsContent:
         """Render the SMS text, squeezed of extra spaces and transliterated if the variant says so."""
         bodies, variables = self._for("sms", variables, language)
         return bodies.render_sms(variables)
 
-    def render_viber(self, variables: Mapping[str, object],
-                     language: str | None = None) -> ViberContent:
+    def render_viber(
+        self, variables: Mapping[str, object], language: str | None = None
+    ) -> ViberContent:
         """Render the Viber text, button and image; a link that is not https is refused."""
         bodies, variables = self._for("viber", variables, language)
         return bodies.render_viber(variables)
 
-    def render_email(self, variables: Mapping[str, object],
-                     language: str | None = None) -> EmailContent:
+    def render_email(
+        self, variables: Mapping[str, object], language: str | None = None
+    ) -> EmailContent:
         """Render the subject (forced onto one line), the HTML (escaped) and the text part."""
         bodies, variables = self._for("email", variables, language)
         return bodies.render_email(variables)
 
-    def render_chatbot(self, variables: Mapping[str, object],
-                       language: str | None = None) -> ChatbotContent:
+    def render_chatbot(
+        self, variables: Mapping[str, object], language: str | None = None
+    ) -> ChatbotContent:
         """Render the chatbot text and buttons; a button link that is not https is refused."""
         bodies, variables = self._for("chatbot", variables, language)
         return bodies.render_chatbot(variables)
 
-    def render_ivr(self, variables: Mapping[str, object], language: str | None = None) -> IvrContent:
+    def render_ivr(
+        self, variables: Mapping[str, object], language: str | None = None
+    ) -> IvrContent:
         """Render the IVR text as one plain line to speak."""
         bodies, variables = self._for("ivr", variables, language)
         return bodies.render_ivr(variables)
@@ -461,16 +496,25 @@ class TemplateEngine:
     keyed by (template id, version, language).
     """
 
-    def __init__(self, catalogue: VariableCatalogue | None = None,
-                 limits: TemplateLimits | None = None, cache_size: int = 256) -> None:
+    def __init__(
+        self,
+        catalogue: VariableCatalogue | None = None,
+        limits: TemplateLimits | None = None,
+        cache_size: int = 256,
+    ) -> None:
         self.catalogue = catalogue or VariableCatalogue()
         self.limits = limits or TemplateLimits()
-        self._envs = {(lang, html): build_environment(lang, html=html)
-                      for lang in LANGUAGES for html in (False, True)}
+        self._envs = {
+            (lang, html): build_environment(lang, html=html)
+            for lang in LANGUAGES
+            for html in (False, True)
+        }
         self._cache: OrderedDict[tuple[object, int, str], CompiledTemplate] = OrderedDict()
         self._cache_size = cache_size
 
-    def cached(self, template_id: object, version: int, language: Language) -> CompiledTemplate | None:
+    def cached(
+        self, template_id: object, version: int, language: Language
+    ) -> CompiledTemplate | None:
         """Return the compiled template if this version is in the cache, else ``None``."""
         key = (template_id, version, language)
         found = self._cache.get(key)
@@ -498,8 +542,13 @@ class TemplateEngine:
             for name, source, kind in _fields(bodies):
                 field = f"{prefix}.{name}"
                 if kind == "url" and not link_source_ok(source, self.catalogue):
-                    errors.append(FieldError(field, "a link must start with https:// or with a "
-                                             "link variable such as {{ cabinet_url }}"))
+                    errors.append(
+                        FieldError(
+                            field,
+                            "a link must start with https:// or with a "
+                            "link variable such as {{ cabinet_url }}",
+                        )
+                    )
                 part = self._compile_part(language, field, source, kind, errors, used)
                 if part is None:
                     continue
@@ -508,12 +557,14 @@ class TemplateEngine:
                     text_source, links = read_html(source)
                     errors += self._check_links(field, links)
                     if bodies.email is not None and bodies.email.text is None:
-                        derived = self._compile_part(language, field, text_source, "text",
-                                                     errors, used)
+                        derived = self._compile_part(
+                            language, field, text_source, "text", errors, used
+                        )
                         if derived is not None:
                             parts["email.text"] = derived
-            compiled[language] = _Bodies(language, prefix, parts,
-                                         bodies.sms.transliterate if bodies.sms else None)
+            compiled[language] = _Bodies(
+                language, prefix, parts, bodies.sms.transliterate if bodies.sms else None
+            )
         if errors:
             raise TemplateInvalid(_unique(errors))
         return CompiledTemplate(draft.language, compiled, frozenset(used))
@@ -523,9 +574,15 @@ class TemplateEngine:
         errors = _structure_errors(draft)
         for _, prefix, variants in _languages(draft):
             if variants.chatbot and len(variants.chatbot.buttons) > self.limits.max_chatbot_buttons:
-                errors.append(FieldError(f"{prefix}.chatbot.buttons", (
-                    f"{len(variants.chatbot.buttons)} buttons; at most "
-                    f"{self.limits.max_chatbot_buttons}")))
+                errors.append(
+                    FieldError(
+                        f"{prefix}.chatbot.buttons",
+                        (
+                            f"{len(variants.chatbot.buttons)} buttons; at most "
+                            f"{self.limits.max_chatbot_buttons}"
+                        ),
+                    )
+                )
         try:
             compiled = self.compile(draft)
         except TemplateInvalid as exc:
@@ -538,20 +595,25 @@ class TemplateEngine:
             bodies = compiled.bodies(language)
             preview: list[RenderedContent] = []
             sms_cost: SmsCost | None = None
-            for label, variables in (("", self.catalogue.examples()),
-                                     (" with the optional variables empty",
-                                      self.catalogue.sparse_examples())):
+            for label, variables in (
+                ("", self.catalogue.examples()),
+                (" with the optional variables empty", self.catalogue.sparse_examples()),
+            ):
                 for channel in bodies.channels:
                     try:
                         content = compiled.render(channel, variables, language)
                     except RenderError as exc:
                         if exc.field not in failed:  # report the first way a body fails, once
                             failed.add(exc.field)
-                            errors.append(FieldError(exc.field,
-                                                     f"does not render{label}: {exc.reason}"))
+                            errors.append(
+                                FieldError(exc.field, f"does not render{label}: {exc.reason}")
+                            )
                         continue
-                    found = [e for e in self._content_errors(content, label, bodies.prefix)
-                             if e.field not in failed]
+                    found = [
+                        e
+                        for e in self._content_errors(content, label, bodies.prefix)
+                        if e.field not in failed
+                    ]
                     failed.update(e.field for e in found)
                     errors += found
                     if not label:
@@ -564,8 +626,15 @@ class TemplateEngine:
         main = checks.pop(compiled.language)
         return TemplateCheck(tuple(sorted(compiled.variables)), main.preview, main.sms, checks)
 
-    def _compile_part(self, language: Language, field: str, source: str, kind: str,
-                      errors: list[FieldError], used: set[str]) -> _Part | None:
+    def _compile_part(
+        self,
+        language: Language,
+        field: str,
+        source: str,
+        kind: str,
+        errors: list[FieldError],
+        used: set[str],
+    ) -> _Part | None:
         env: TemplateSandbox = self._envs[(language, kind == "html")]
         tree, found, reads = check_source(env, source, self.catalogue)
         errors += [FieldError(field, f.detail, f.line) for f in found]
@@ -582,59 +651,97 @@ class TemplateEngine:
             errors.append(FieldError(field, f"syntax error: {exc.message}", exc.lineno))
             return None
 
-    def _placement_errors(self, field: str, source: str, kind: str,
-                          reads: set[str]) -> list[FieldError]:
+    def _placement_errors(
+        self, field: str, source: str, kind: str, reads: set[str]
+    ) -> list[FieldError]:
         """Variables and text a body of this kind may not carry (links in speech, opt-out links)."""
         errors = []
         if kind == "speech":
             links = sorted(n for n in reads if (v := self.catalogue.get(n)) and v.type == "url")
             if links:
-                errors.append(FieldError(field, "IVR text is spoken: it cannot carry links "
-                                         f"({', '.join(links)})"))
+                errors.append(
+                    FieldError(
+                        field, f"IVR text is spoken: it cannot carry links ({', '.join(links)})"
+                    )
+                )
             if _SPEECH_LINK.search(source):
                 errors.append(FieldError(field, "IVR text is spoken: it cannot carry links"))
             if "<" in source or ">" in source:
                 errors.append(FieldError(field, "IVR text is plain speech: no markup (< or >)"))
         if "unsubscribe_url" in reads and ".email." not in field:
-            errors.append(FieldError(field, "unsubscribe_url unsubscribes from e-mail: use it "
-                                     "only in the e-mail body"))
+            errors.append(
+                FieldError(
+                    field,
+                    "unsubscribe_url unsubscribes from e-mail: use it only in the e-mail body",
+                )
+            )
         return errors
 
     def _check_links(self, field: str, links: list[tuple[str, str]]) -> list[FieldError]:
-        bad = [value for name, value in links if not link_source_ok(value, self.catalogue)
-               and not (name == "href" and value.startswith(("mailto:", "tel:", "#")))]
-        return [FieldError(field, f"link '{value[:80]}' must start with https:// or a link variable")
-                for value in bad]
+        bad = [
+            value
+            for name, value in links
+            if not link_source_ok(value, self.catalogue)
+            and not (name == "href" and value.startswith(("mailto:", "tel:", "#")))
+        ]
+        return [
+            FieldError(field, f"link '{value[:80]}' must start with https:// or a link variable")
+            for value in bad
+        ]
 
-    def _content_errors(self, content: RenderedContent, label: str,
-                        prefix: str) -> list[FieldError]:
+    def _content_errors(
+        self, content: RenderedContent, label: str, prefix: str
+    ) -> list[FieldError]:
         limits, errors = self.limits, []
         if isinstance(content, SmsContent):
             stats = sms_stats(content.text)
             if not content.text:
                 errors.append(FieldError(f"{prefix}.sms.text", f"renders empty{label}"))
             elif stats.segments > limits.max_sms_segments:
-                errors.append(FieldError(f"{prefix}.sms.text", (
-                    f"{stats.segments} SMS segments{label or ' with the example values'} "
-                    f"({stats.encoding}, {stats.characters} characters); at most "
-                    f"{limits.max_sms_segments} allowed")))
+                errors.append(
+                    FieldError(
+                        f"{prefix}.sms.text",
+                        (
+                            f"{stats.segments} SMS segments{label or ' with the example values'} "
+                            f"({stats.encoding}, {stats.characters} characters); at most "
+                            f"{limits.max_sms_segments} allowed"
+                        ),
+                    )
+                )
         elif isinstance(content, ViberContent):
             if not content.text:
                 errors.append(FieldError(f"{prefix}.viber.text", f"renders empty{label}"))
             elif len(content.text) > limits.max_viber_text:
-                errors.append(FieldError(f"{prefix}.viber.text", (
-                    f"{len(content.text)} characters{label}; Viber takes at most "
-                    f"{limits.max_viber_text}")))
+                errors.append(
+                    FieldError(
+                        f"{prefix}.viber.text",
+                        (
+                            f"{len(content.text)} characters{label}; Viber takes at most "
+                            f"{limits.max_viber_text}"
+                        ),
+                    )
+                )
             if content.button_text is not None and not (
-                    0 < len(content.button_text) <= limits.max_viber_button_text):
-                errors.append(FieldError(f"{prefix}.viber.button_text", (
-                    f"a button caption must have 1 to {limits.max_viber_button_text} "
-                    f"characters, has {len(content.button_text)}{label}")))
+                0 < len(content.button_text) <= limits.max_viber_button_text
+            ):
+                errors.append(
+                    FieldError(
+                        f"{prefix}.viber.button_text",
+                        (
+                            f"a button caption must have 1 to {limits.max_viber_button_text} "
+                            f"characters, has {len(content.button_text)}{label}"
+                        ),
+                    )
+                )
             for name in ("button_url", "image_url"):
                 url = getattr(content, name)
                 if url is not None and not is_https(url):
-                    errors.append(FieldError(f"{prefix}.viber.{name}",
-                                             f"renders to '{url[:80]}', not an https:// URL{label}"))
+                    errors.append(
+                        FieldError(
+                            f"{prefix}.viber.{name}",
+                            f"renders to '{url[:80]}', not an https:// URL{label}",
+                        )
+                    )
         elif isinstance(content, EmailContent):
             for name in ("subject", "html"):
                 if not getattr(content, name).strip():
@@ -645,9 +752,15 @@ class TemplateEngine:
             if not content.text:
                 errors.append(FieldError(f"{prefix}.ivr.text", f"renders empty{label}"))
             elif len(content.text) > limits.max_ivr_text:
-                errors.append(FieldError(f"{prefix}.ivr.text", (
-                    f"{len(content.text)} characters{label}; an IVR text takes at most "
-                    f"{limits.max_ivr_text}")))
+                errors.append(
+                    FieldError(
+                        f"{prefix}.ivr.text",
+                        (
+                            f"{len(content.text)} characters{label}; an IVR text takes at most "
+                            f"{limits.max_ivr_text}"
+                        ),
+                    )
+                )
         return errors
 
     def _chatbot_errors(self, content: ChatbotContent, label: str, at: str) -> list[FieldError]:
@@ -655,17 +768,33 @@ class TemplateEngine:
         if not content.text:
             errors.append(FieldError(f"{at}.text", f"renders empty{label}"))
         elif len(content.text) > limits.max_chatbot_text:
-            errors.append(FieldError(f"{at}.text", (
-                f"{len(content.text)} characters{label}; a chatbot message takes at most "
-                f"{limits.max_chatbot_text}")))
+            errors.append(
+                FieldError(
+                    f"{at}.text",
+                    (
+                        f"{len(content.text)} characters{label}; a chatbot message takes at most "
+                        f"{limits.max_chatbot_text}"
+                    ),
+                )
+            )
         for i, button in enumerate(content.buttons):
             if not 0 < len(button.text) <= limits.max_chatbot_button_text:
-                errors.append(FieldError(f"{at}.buttons.{i}.text", (
-                    f"a button caption must have 1 to {limits.max_chatbot_button_text} "
-                    f"characters, has {len(button.text)}{label}")))
+                errors.append(
+                    FieldError(
+                        f"{at}.buttons.{i}.text",
+                        (
+                            f"a button caption must have 1 to {limits.max_chatbot_button_text} "
+                            f"characters, has {len(button.text)}{label}"
+                        ),
+                    )
+                )
             if button.url is not None and not is_https(button.url):
-                errors.append(FieldError(f"{at}.buttons.{i}.url",
-                                         f"renders to '{button.url[:80]}', not an https:// URL{label}"))
+                errors.append(
+                    FieldError(
+                        f"{at}.buttons.{i}.url",
+                        f"renders to '{button.url[:80]}', not an https:// URL{label}",
+                    )
+                )
         return errors
 
 
@@ -722,19 +851,31 @@ def _structure_errors(draft: TemplateDraft) -> list[FieldError]:
         if bodies is None:
             continue
         if language == draft.language:
-            errors.append(FieldError(at, f"the version's own language is {language}: its bodies "
-                                         "belong in variants"))
+            errors.append(
+                FieldError(
+                    at, f"the version's own language is {language}: its bodies belong in variants"
+                )
+            )
         elif not _channels(bodies):
             errors.append(FieldError(at, "a translation needs a body for at least one channel"))
-        errors += [FieldError(f"{at}.{c}", f"the version has no {draft.language} body for this "
-                                           "channel; a translation cannot add a channel")
-                   for c in _channels(bodies) if c not in own]
+        errors += [
+            FieldError(
+                f"{at}.{c}",
+                f"the version has no {draft.language} body for this "
+                "channel; a translation cannot add a channel",
+            )
+            for c in _channels(bodies)
+            if c not in own
+        ]
     for _, prefix, bodies in _languages(draft):
         viber, email = bodies.viber, bodies.email
         if viber and (viber.button_text is None) != (viber.button_url is None):
             missing = "button_url" if viber.button_url is None else "button_text"
-            errors.append(FieldError(f"{prefix}.viber.{missing}",
-                                     "a Viber button needs both a caption and a link"))
+            errors.append(
+                FieldError(
+                    f"{prefix}.viber.{missing}", "a Viber button needs both a caption and a link"
+                )
+            )
         if email and ("\n" in email.subject or "\r" in email.subject):
             errors.append(FieldError(f"{prefix}.email.subject", "a subject must be one line"))
     return errors

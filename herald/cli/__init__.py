@@ -21,7 +21,9 @@ import uvloop
 from herald import __version__, clock
 from herald.settings import Settings, SettingsError, load_settings, redact_url
 
-BENCHMARKS: dict[str, tuple[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]]] = {}
+BENCHMARKS: dict[
+    str, tuple[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]]
+] = {}
 """name -> (description, coroutine); later modules register their benchmarks here."""
 BENCHMARK_OPTIONS: dict[str, Callable[[argparse.ArgumentParser], None]] = {}
 """name -> function adding that benchmark's own options to its subparser (optional)."""
@@ -42,8 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_benchmarks(BENCHMARKS, BENCHMARK_OPTIONS)
     parser = argparse.ArgumentParser(
-        prog="herald", description="Herald: CRM core and customer-messaging engine. "
-        "Settings come from HERALD_* environment variables (see README).")
+        prog="herald",
+        description="Herald: CRM core and customer-messaging engine. "
+        "Settings come from HERALD_* environment variables (see README).",
+    )
     parser.add_argument("--version", action="version", version=f"herald {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -51,9 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status", action="store_true", help="only show applied and pending versions")
 
     p = sub.add_parser("seed", help="load synthetic Ukrainian B2C data and demo users")
-    p.add_argument("--clients", type=_positive, default=10_000, help="number of clients (default 10000)")
+    p.add_argument(
+        "--clients", type=_positive, default=10_000, help="number of clients (default 10000)"
+    )
     p.add_argument("--seed", type=int, default=1, help="random seed; same seed, same data")
-    p.add_argument("--processes", type=_positive, default=None, help="generator processes (default: cores)")
+    p.add_argument(
+        "--processes", type=_positive, default=None, help="generator processes (default: cores)"
+    )
     p.add_argument("--reset", action="store_true", help="empty the CRM tables first")
     p.add_argument("--users-only", action="store_true", help="only create the demo users")
 
@@ -62,17 +70,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=_positive, default=None)
 
     p = sub.add_parser("worker", help="run dispatcher worker processes")
-    p.add_argument("--processes", type=_positive, default=None,
-                   help="worker processes (default HERALD_WORKER_PROCESSES)")
-    p.add_argument("--realtime-processes", type=int, choices=range(0, 9), default=1,
-                   metavar="N", help="extra processes for realtime work only: triggers and "
-                   "operator sends (default 1; 0: the worker processes take it)")
+    p.add_argument(
+        "--processes",
+        type=_positive,
+        default=None,
+        help="worker processes (default HERALD_WORKER_PROCESSES)",
+    )
+    p.add_argument(
+        "--realtime-processes",
+        type=int,
+        choices=range(0, 9),
+        default=1,
+        metavar="N",
+        help="extra processes for realtime work only: triggers and "
+        "operator sends (default 1; 0: the worker processes take it)",
+    )
 
     sub.add_parser("simulators", help="run local simulators of outside providers")
 
     p = sub.add_parser("up", help="migrate, seed demo data if empty, run API + worker + simulators")
-    p.add_argument("--clients", type=_positive, default=10_000,
-                   help="demo clients to seed into an empty database (default 10000)")
+    p.add_argument(
+        "--clients",
+        type=_positive,
+        default=10_000,
+        help="demo clients to seed into an empty database (default 10000)",
+    )
 
     p = sub.add_parser("screenshots", help="PNGs of the web UI's main pages (demo data, Chromium)")
     p.add_argument("--out", default="screenshots", help="directory for the PNGs")
@@ -94,15 +116,21 @@ async def _migrate(settings: Settings, status_only: bool) -> int:
         try:
             if status_only:
                 found = await plan(conn, files)
-                print(f"database version {found.current:04d}; pending: "
-                      + (", ".join(f"{m.version:04d}_{m.name}" for m in found.pending) or "none"))
+                print(
+                    f"database version {found.current:04d}; pending: "
+                    + (", ".join(f"{m.version:04d}_{m.name}" for m in found.pending) or "none")
+                )
                 return 0
             applied = await migrate(conn, files)
             # Partitions ahead of time (the application role may not create tables):
             # audit years this and the next two, message-event months this and the next 12.
-            await conn.execute("SELECT audit_log_ensure_partitions($1, 3)", clock.today(dt.UTC).year)
+            await conn.execute(
+                "SELECT audit_log_ensure_partitions($1, 3)", clock.today(dt.UTC).year
+            )
             await conn.execute("SELECT message_events_ensure_partitions(herald_now()::date, 13)")
-            await conn.execute("SELECT meter_readings_ensure_partitions($1, 3)", clock.today(dt.UTC).year)
+            await conn.execute(
+                "SELECT meter_readings_ensure_partitions($1, 3)", clock.today(dt.UTC).year
+            )
             await conn.execute("SELECT timeline_events_ensure_partitions(herald_now()::date, 13)")
         except MigrationError as exc:
             print(f"herald migrate: {exc}", file=sys.stderr)
@@ -123,8 +151,13 @@ async def _seed(settings: Settings, args: argparse.Namespace) -> int:
         from herald.cli.seed import SeedError, seed_crm
 
         try:
-            report = await seed_crm(settings, clients=args.clients, seed=args.seed,
-                                    processes=args.processes, reset=args.reset)
+            report = await seed_crm(
+                settings,
+                clients=args.clients,
+                seed=args.seed,
+                processes=args.processes,
+                reset=args.reset,
+            )
         except SeedError as exc:
             print(f"herald seed: {exc}", file=sys.stderr)
             return 1
@@ -142,14 +175,18 @@ async def _seed(settings: Settings, args: argparse.Namespace) -> int:
         await pool.close()
     print(format_logins(demo))
     if setup.templates or setup.calendar or setup.sla_policies or setup.escalation_rules:
-        print(f"Demo workspace: {len(setup.templates)} operator templates, "
-              f"{len(setup.sla_policies)} SLA policies on the calendar «{CALENDAR}», "
-              f"{len(setup.escalation_rules)} escalation rules created")
+        print(
+            f"Demo workspace: {len(setup.templates)} operator templates, "
+            f"{len(setup.sla_policies)} SLA policies on the calendar «{CALENDAR}», "
+            f"{len(setup.escalation_rules)} escalation rules created"
+        )
     if history.cases:
-        print(f"Demo history: {history.cases:,} cases ({history.open_cases:,} open), "
-              f"{history.calls:,} calls, {history.messages:,} messages, "
-              f"{history.readings:,} meter readings, {history.contact_changes:,} contact changes "
-              f"for {history.clients:,} clients")
+        print(
+            f"Demo history: {history.cases:,} cases ({history.open_cases:,} open), "
+            f"{history.calls:,} calls, {history.messages:,} messages, "
+            f"{history.readings:,} meter readings, {history.contact_changes:,} contact changes "
+            f"for {history.clients:,} clients"
+        )
     return 0
 
 
@@ -161,8 +198,14 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
     host = host or settings.http_host
     port = port or settings.http_port
     print(f"Herald API on http://{host}:{port}/ (OpenAPI: /api/v1/openapi.json)", flush=True)
-    web.run_app(init_app(settings), host=host, port=port, access_log=None, print=None,
-                loop=uvloop.new_event_loop())
+    web.run_app(
+        init_app(settings),
+        host=host,
+        port=port,
+        access_log=None,
+        print=None,
+        loop=uvloop.new_event_loop(),
+    )
     return 0
 
 
@@ -171,11 +214,19 @@ def _simulators(settings: Settings) -> int:
 
     from providers.sim.server import init_simulators_app
 
-    print(f"Simulators on http://{settings.simulators_host}:{settings.simulators_port}/, "
-          f"SMTP sink on {settings.smtp_host}:{settings.smtp_port}", flush=True)
-    web.run_app(init_simulators_app(settings, smtp_sink=True), host=settings.simulators_host,
-                port=settings.simulators_port, access_log=None, print=None,
-                loop=uvloop.new_event_loop())
+    print(
+        f"Simulators on http://{settings.simulators_host}:{settings.simulators_port}/, "
+        f"SMTP sink on {settings.smtp_host}:{settings.smtp_port}",
+        flush=True,
+    )
+    web.run_app(
+        init_simulators_app(settings, smtp_sink=True),
+        host=settings.simulators_host,
+        port=settings.simulators_port,
+        access_log=None,
+        print=None,
+        loop=uvloop.new_event_loop(),
+    )
     return 0
 
 
@@ -188,8 +239,9 @@ async def _prepare_demo(settings: Settings, clients: int) -> int:
 
     async with admin_connection(settings) as conn:
         empty = not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM clients)")
-    args = argparse.Namespace(clients=clients, seed=1, processes=None, reset=False,
-                              users_only=not empty)
+    args = argparse.Namespace(
+        clients=clients, seed=1, processes=None, reset=False, users_only=not empty
+    )
     return await _seed(settings, args)
 
 
@@ -199,9 +251,12 @@ def _up(settings: Settings, clients: int) -> int:
     code = uvloop.run(_prepare_demo(settings, clients))
     if code:
         return code
-    print(f"\nHerald is starting: open http://{settings.http_host}:{settings.http_port}/ "
-          f"(the web UI: log in with a demo login above; readiness: /readyz). "
-          f"Ctrl-C stops everything.\n", flush=True)
+    print(
+        f"\nHerald is starting: open http://{settings.http_host}:{settings.http_port}/ "
+        f"(the web UI: log in with a demo login above; readiness: /readyz). "
+        f"Ctrl-C stops everything.\n",
+        flush=True,
+    )
     return supervise(child_commands())
 
 
@@ -217,8 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     clock.configure(settings)
     from crm.users import configure_hashing
 
-    configure_hashing(time_cost=settings.password_hash_time_cost,
-                      memory_kib=settings.password_hash_memory_kib)
+    configure_hashing(
+        time_cost=settings.password_hash_time_cost, memory_kib=settings.password_hash_memory_kib
+    )
     configure_logging(settings, args.command)
     try:
         if args.command == "migrate":
@@ -230,8 +286,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "worker":
             from dispatcher.worker import run_workers
 
-            return run_workers(settings, args.processes or settings.worker_processes,
-                               args.realtime_processes)
+            return run_workers(
+                settings, args.processes or settings.worker_processes, args.realtime_processes
+            )
         if args.command == "simulators":
             return _simulators(settings)
         if args.command == "up":
@@ -246,11 +303,14 @@ def main(argv: list[str] | None = None) -> int:
             return uvloop.run(BENCHMARKS[args.benchmark][1](settings, args))
     except (TimeoutError, OSError) as exc:
         # Connection refused and the like: say which service, not a traceback.
-        print(f"herald {args.command}: cannot reach a service: {exc}\n"
-              f"  database: {redact_url(settings.database_url)}\n"
-              f"  rabbitmq: {redact_url(settings.amqp_url)}\n"
-              f"  redis:    {redact_url(settings.redis_url)}\n"
-              "  run scripts/ensure-services.sh to start them", file=sys.stderr)
+        print(
+            f"herald {args.command}: cannot reach a service: {exc}\n"
+            f"  database: {redact_url(settings.database_url)}\n"
+            f"  rabbitmq: {redact_url(settings.amqp_url)}\n"
+            f"  redis:    {redact_url(settings.redis_url)}\n"
+            "  run scripts/ensure-services.sh to start them",
+            file=sys.stderr,
+        )
         return 1
     except KeyboardInterrupt:
         return 130

@@ -10,9 +10,16 @@ from pathlib import Path
 from typing import Any
 
 CHROMIUM = Path(os.environ.get("HERALD_CHROMIUM", "/usr/bin/chromium"))
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run",
-        "--disable-dev-shm-usage", "--lang=uk-UA"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+    "--lang=uk-UA",
+]
 VIEWPORT = {"width": 1440, "height": 900}
 
 
@@ -22,8 +29,9 @@ async def chromium() -> AsyncIterator[Any]:
     from playwright.async_api import async_playwright
 
     if not CHROMIUM.exists():
-        raise RuntimeError(f"{CHROMIUM} is missing: run scripts/ensure-services.sh "
-                           "(apt-get install chromium)")
+        raise RuntimeError(
+            f"{CHROMIUM} is missing: run scripts/ensure-services.sh (apt-get install chromium)"
+        )
     async with async_playwright() as pw:
         # The browser's own locale (date inputs read dd.mm.yyyy, like an operator's Chrome
         # in Ukrainian): on Linux Chromium takes it from the environment, not from --lang,

@@ -34,9 +34,15 @@ async def ensure_demo_users(conn: asyncpg.Connection, policy: PasswordPolicy) ->
     existing = {r["l"] for r in await conn.fetch("SELECT lower(login) AS l FROM users")}
     for demo in DEMO_USERS:
         if demo.login.lower() not in existing:
-            await users.create_user(conn, SYSTEM, policy, login=demo.login,
-                                    full_name=demo.full_name, password=demo.password,
-                                    roles=[demo.role])
+            await users.create_user(
+                conn,
+                SYSTEM,
+                policy,
+                login=demo.login,
+                full_name=demo.full_name,
+                password=demo.password,
+                roles=[demo.role],
+            )
     return list(DEMO_USERS)
 
 

@@ -715,19 +715,32 @@ INSERT INTO timeline_refs (client_id, kind, ref_type, ref_id, event_id, event_at
 SELECT client_id, kind, ref_type, ref_id, id, at FROM t;
 """
 
-_CHANNEL_TYPES = {"cabinet": ("login", "reading_submitted", "payment_viewed", "payment"),
-                  "app": ("login", "reading_submitted", "payment"), "chatbot": ("chat",)}
-_SHOP_ITEMS = (("Датчик загазованості «Сигнал»", "1450.00"), ("Газовий лічильник G4 Октава", "2890.00"),
-               ("Сервісне обслуговування котла", "1200.00"), ("Гнучкий шланг для плити 1 м", "260.00"))
-_TOPICS = ("Якість обслуговування в контакт-центрі", "Зручність мобільного застосунку",
-           "Нагадування про повірку лічильника", "Інформування про заборгованість")
+_CHANNEL_TYPES = {
+    "cabinet": ("login", "reading_submitted", "payment_viewed", "payment"),
+    "app": ("login", "reading_submitted", "payment"),
+    "chatbot": ("chat",),
+}
+_SHOP_ITEMS = (
+    ("Датчик загазованості «Сигнал»", "1450.00"),
+    ("Газовий лічильник G4 Октава", "2890.00"),
+    ("Сервісне обслуговування котла", "1200.00"),
+    ("Гнучкий шланг для плити 1 м", "260.00"),
+)
+_TOPICS = (
+    "Якість обслуговування в контакт-центрі",
+    "Зручність мобільного застосунку",
+    "Нагадування про повірку лічильника",
+    "Інформування про заборгованість",
+)
 
 
 async def _digital_activity(conn: asyncpg.Connection, now: dt.datetime) -> int:
     """Digital-channel interactions, shop orders, surveys and outbound calls of the sampled
     clients, through crm.activity's own intake (deterministic per client)."""
 
-    clients = [r["client_id"] for r in await conn.fetch("SELECT client_id FROM dh_clients ORDER BY n")]
+    clients = [
+        r["client_id"] for r in await conn.fetch("SELECT client_id FROM dh_clients ORDER BY n")
+    ]
     channel_events: list[tuple[int, ChannelEvent]] = []
     cx: list[tuple[int, activity.CxEvent]] = []
     orders = 0
@@ -741,40 +754,98 @@ async def _digital_activity(conn: asyncpg.Connection, now: dt.datetime) -> int:
             if rnd.random() < share:
                 for k in range(rnd.randint(1, 5)):
                     kind = rnd.choice(_CHANNEL_TYPES[channel])
-                    channel_events.append((len(channel_events), ChannelEvent(
-                        channel=channel, type=kind, at=at(88),  # type: ignore[arg-type]  # kind: one of the Literal's values
-                        external_id=f"demo-{channel}-{client_id}-{k}", client_id=client_id)))
+                    channel_events.append(
+                        (
+                            len(channel_events),
+                            ChannelEvent(
+                                channel=channel,  # type: ignore[arg-type]  # a key of _CHANNEL_TYPES, the Literal's values
+                                type=kind,
+                                at=at(88),
+                                external_id=f"demo-{channel}-{client_id}-{k}",
+                                client_id=client_id,
+                            ),
+                        )
+                    )
         if rnd.random() < 0.08:
             for k in range(rnd.randint(1, 2)):
                 name, price = rnd.choice(_SHOP_ITEMS)
                 quantity = rnd.randint(1, 2)
                 ordered = at(80 if k else 12)
-                status = rnd.choice(("confirmed", "paid", "in_delivery")) if k == 0 else \
-                    rnd.choice(("delivered", "delivered", "cancelled"))
-                await activity.upsert_shop_order(conn, f"DEMO-{client_id}-{k}", ShopOrderSpec(
-                    status=status, total=Decimal(price) * quantity,  # type: ignore[arg-type]  # status: a ShopStatus value
-                    items=[ShopItem(name=name, quantity=quantity, price=Decimal(price))],
-                    ordered_at=ordered, client_id=client_id), now=now)
-                channel_events.append((len(channel_events), ChannelEvent(
-                    channel="shop", type="order_placed", at=ordered,
-                    external_id=f"demo-shop-{client_id}-{k}", client_id=client_id)))
+                status = (
+                    rnd.choice(("confirmed", "paid", "in_delivery"))
+                    if k == 0
+                    else rnd.choice(("delivered", "delivered", "cancelled"))
+                )
+                await activity.upsert_shop_order(
+                    conn,
+                    f"DEMO-{client_id}-{k}",
+                    ShopOrderSpec(
+                        status=status,  # type: ignore[arg-type]  # one of ShopStatus's values
+                        total=Decimal(price) * quantity,
+                        items=[ShopItem(name=name, quantity=quantity, price=Decimal(price))],
+                        ordered_at=ordered,
+                        client_id=client_id,
+                    ),
+                    now=now,
+                )
+                channel_events.append(
+                    (
+                        len(channel_events),
+                        ChannelEvent(
+                            channel="shop",
+                            type="order_placed",
+                            at=ordered,
+                            external_id=f"demo-shop-{client_id}-{k}",
+                            client_id=client_id,
+                        ),
+                    )
+                )
                 orders += 1
         if rnd.random() < 0.15:
             score = rnd.choice((5, 5, 4, 4, 3, 2))
-            cx.append((len(cx), SurveyEvent(
-                external_id=f"demo-survey-{client_id}", at=at(80), score=score, scale_max=5,
-                topic=rnd.choice(_TOPICS), comment=None if score > 3 else "Довго чекав на лінії",
-                answers=[Answer(question="Чи вирішено ваше питання?",
-                                answer="Так" if score > 2 else "Ні")], client_id=client_id)))
+            cx.append(
+                (
+                    len(cx),
+                    SurveyEvent(
+                        external_id=f"demo-survey-{client_id}",
+                        at=at(80),
+                        score=score,
+                        scale_max=5,
+                        topic=rnd.choice(_TOPICS),
+                        comment=None if score > 3 else "Довго чекав на лінії",
+                        answers=[
+                            Answer(
+                                question="Чи вирішено ваше питання?",
+                                answer="Так" if score > 2 else "Ні",
+                            )
+                        ],
+                        client_id=client_id,
+                    ),
+                )
+            )
         if rnd.random() < 0.1:
             result = rnd.choice(("answered", "answered", "no_answer", "busy", "callback_requested"))
-            cx.append((len(cx), OutboundCallEvent(
-                external_id=f"demo-outbound-{client_id}", at=at(60), result=result,  # type: ignore[arg-type]  # one of the Literal's values
-                topic="Нагадування про повірку лічильника",
-                comment="Клієнт запише дату повірки" if result == "answered" else None,
-                answers=[Answer(question="Чи зручно вам прийняти майстра цього місяця?",
-                                answer="Так, після 15 числа")] if result == "answered" else [],
-                client_id=client_id)))
+            cx.append(
+                (
+                    len(cx),
+                    OutboundCallEvent(
+                        external_id=f"demo-outbound-{client_id}",
+                        at=at(60),
+                        result=result,  # type: ignore[arg-type]  # one of the Literal's values
+                        topic="Нагадування про повірку лічильника",
+                        comment="Клієнт запише дату повірки" if result == "answered" else None,
+                        answers=[
+                            Answer(
+                                question="Чи зручно вам прийняти майстра цього місяця?",
+                                answer="Так, після 15 числа",
+                            )
+                        ]
+                        if result == "answered"
+                        else [],
+                        client_id=client_id,
+                    ),
+                )
+            )
     await activity.ingest_channel_events(conn, channel_events, now=now)
     await activity.ingest_cx_events(conn, cx, now=now)
     return len(channel_events) + len(cx) + orders
@@ -782,10 +853,12 @@ async def _digital_activity(conn: asyncpg.Connection, now: dt.datetime) -> int:
 
 # The demo operators' colleagues: the open work of a contact centre is more than two
 # people's (their logins get a random password nobody knows; an admin may reset it).
-COLLEAGUES = (("kateryna.hnatiuk", "Катерина Гнатюк", "operator_cc", ("cc_l1", "cc_l2", "technical")),
-              ("andrii.savchuk", "Андрій Савчук", "operator_cc", ("cc_l1", "cc_l2", "finance")),
-              ("olha.moroz", "Ольга Мороз", "operator_cc", ("cc_l1", "technical")),
-              ("serhii.lysenko", "Сергій Лисенко", "operator_cos", ("service_centre", "finance")))
+COLLEAGUES = (
+    ("kateryna.hnatiuk", "Катерина Гнатюк", "operator_cc", ("cc_l1", "cc_l2", "technical")),
+    ("andrii.savchuk", "Андрій Савчук", "operator_cc", ("cc_l1", "cc_l2", "finance")),
+    ("olha.moroz", "Ольга Мороз", "operator_cc", ("cc_l1", "technical")),
+    ("serhii.lysenko", "Сергій Лисенко", "operator_cos", ("service_centre", "finance")),
+)
 
 
 async def _colleagues(conn: asyncpg.Connection) -> tuple[list[str], list[str]]:
@@ -795,28 +868,40 @@ async def _colleagues(conn: asyncpg.Connection) -> tuple[list[str], list[str]]:
     wanted: dict[str, list[int]] = {}
     for login, name, role, codes in COLLEAGUES:
         if login not in have:
-            user = await users.create_user(conn, actor, PasswordPolicy(12), login=login,
-                                           full_name=name, roles=[role],
-                                           password=secrets.token_urlsafe(24) + "aA1!")
+            user = await users.create_user(
+                conn,
+                actor,
+                PasswordPolicy(12),
+                login=login,
+                full_name=name,
+                roles=[role],
+                password=secrets.token_urlsafe(24) + "aA1!",
+            )
             await agents.ensure_agent(conn, user.id)
             for code in codes:
                 wanted.setdefault(code, []).append(user.id)
     for group in await groups.list_groups(conn):
         if group.code in wanted:
-            await groups.set_members(conn, actor, group.code,
-                                     sorted({*group.member_ids, *wanted[group.code]}))
-    return ([c[0] for c in COLLEAGUES if c[2] == "operator_cc"],
-            [c[0] for c in COLLEAGUES if c[2] == "operator_cos"])
+            await groups.set_members(
+                conn, actor, group.code, sorted({*group.member_ids, *wanted[group.code]})
+            )
+    return (
+        [c[0] for c in COLLEAGUES if c[2] == "operator_cc"],
+        [c[0] for c in COLLEAGUES if c[2] == "operator_cos"],
+    )
 
 
-async def ensure_demo_history(conn: asyncpg.Connection, *, clients: int = 3000,
-                              now: dt.datetime | None = None) -> DemoHistory:
+async def ensure_demo_history(
+    conn: asyncpg.Connection, *, clients: int = 3000, now: dt.datetime | None = None
+) -> DemoHistory:
     """Give up to ``clients`` demo clients their history, once; returns what was made."""
     now = now or clock.now()
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext('herald demo history'))")
-        if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM audit_log WHERE entity_type = $1 "
-                               "AND entity_id = $2)", *MARK_ENTITY):
+        if await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM audit_log WHERE entity_type = $1 AND entity_id = $2)",
+            *MARK_ENTITY,
+        ):
             return DemoHistory()
         if await conn.fetchval("SELECT to_regprocedure('pg_temp.dh_r(bigint, bigint)') IS NULL"):
             await conn.execute(_FUNCTIONS)
@@ -833,7 +918,8 @@ async def ensure_demo_history(conn: asyncpg.Connection, *, clients: int = 3000,
         readings_before = await conn.fetchval("SELECT count(*) FROM meter_readings")
         contact_before = await conn.fetchval(
             "SELECT count(*) FROM audit_log WHERE entity_type = 'contact' AND actor_login IN "
-            "('operator.cc', 'operator.cos')")
+            "('operator.cc', 'operator.cos')"
+        )
         await _run(conn, _READINGS_AND_CONTACTS, now)
         await _run(conn, _APPLICATIONS, now)
         activity_items = await _digital_activity(conn, now)
@@ -846,15 +932,22 @@ async def ensure_demo_history(conn: asyncpg.Connection, *, clients: int = 3000,
             readings=await conn.fetchval("SELECT count(*) FROM meter_readings") - readings_before,
             contact_changes=await conn.fetchval(
                 "SELECT count(*) FROM audit_log WHERE entity_type = 'contact' AND actor_login IN "
-                "('operator.cc', 'operator.cos')") - contact_before,
+                "('operator.cc', 'operator.cos')"
+            )
+            - contact_before,
             tasks=await conn.fetchval("SELECT count(*) FROM dh_tasks"),
-            applications=await conn.fetchval("SELECT count(*) FROM applications a JOIN dh_clients c "
-                                             "ON c.client_id = a.client_id"),
-            digital_activity=activity_items)
+            applications=await conn.fetchval(
+                "SELECT count(*) FROM applications a JOIN dh_clients c ON c.client_id = a.client_id"
+            ),
+            digital_activity=activity_items,
+        )
         await conn.execute(
             "INSERT INTO audit_log (actor_login, action, entity_type, entity_id, new_value) "
-            "VALUES ($1, 'create', $2, $3, $4::jsonb)", ACTOR, *MARK_ENTITY,
-            msgspec.json.encode(made).decode())
+            "VALUES ($1, 'create', $2, $3, $4::jsonb)",
+            ACTOR,
+            *MARK_ENTITY,
+            msgspec.json.encode(made).decode(),
+        )
     return made
 
 

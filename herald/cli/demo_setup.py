@@ -30,37 +30,65 @@ from herald.audit import Actor
 DEMO = Actor(login="demo-setup")
 
 # Fictional bank details of the demo supplier: replace them in the template library.
-_BANK = ("Отримувач: ТОВ «Газопостачальна компанія», ЄДРПОУ 40121452, "
-         "IBAN UA213223130000026007233566001, АТ «Ощадбанк». "
-         "Призначення: оплата за газ, ОР {{ or_number }}")
+_BANK = (
+    "Отримувач: ТОВ «Газопостачальна компанія», ЄДРПОУ 40121452, "
+    "IBAN UA213223130000026007233566001, АТ «Ощадбанк». "
+    "Призначення: оплата за газ, ОР {{ or_number }}"
+)
 
 # name -> (topic, variants). SMS texts stay within two Cyrillic segments.
 TEMPLATES: dict[str, tuple[str, dict[str, Any]]] = {
-    "Посилання на мобільний застосунок": ("service", {
-        "sms": {"text": "Застосунок для оплати та показників: {{ app_url }} "
-                        "ОР {{ or_number }}"},
-        "viber": {"text": "{{ first_name }}, передавайте показники, сплачуйте за газ і "
-                          "стежте за рахунком у мобільному застосунку. Ваш особовий рахунок: "
-                          "{{ or_number }}.",
-                  "button_text": "Завантажити", "button_url": "{{ app_url }}"},
-    }),
-    "Адреса та графік роботи ЦОС": ("service", {
-        "sms": {"text": "ЦОС: {{ service_centre }}. Тел. {{ contact_phone }}"},
-        "viber": {"text": "{{ first_name }}, центр обслуговування клієнтів: "
-                          "{{ service_centre }}. Контакт-центр: {{ contact_phone }}."},
-    }),
-    "Банківські реквізити для оплати": ("billing", {
-        "sms": {"text": "IBAN UA213223130000026007233566001, ЄДРПОУ 40121452, "
-                        "призначення: газ, ОР {{ or_number }}"},
-        "viber": {"text": "{{ first_name }}, реквізити для оплати за газ. " + _BANK + ".",
-                  "button_text": "Сплатити онлайн", "button_url": "{{ payment_url }}"},
-    }),
+    "Посилання на мобільний застосунок": (
+        "service",
+        {
+            "sms": {
+                "text": "Застосунок для оплати та показників: {{ app_url }} ОР {{ or_number }}"
+            },
+            "viber": {
+                "text": "{{ first_name }}, передавайте показники, сплачуйте за газ і "
+                "стежте за рахунком у мобільному застосунку. Ваш особовий рахунок: "
+                "{{ or_number }}.",
+                "button_text": "Завантажити",
+                "button_url": "{{ app_url }}",
+            },
+        },
+    ),
+    "Адреса та графік роботи ЦОС": (
+        "service",
+        {
+            "sms": {"text": "ЦОС: {{ service_centre }}. Тел. {{ contact_phone }}"},
+            "viber": {
+                "text": "{{ first_name }}, центр обслуговування клієнтів: "
+                "{{ service_centre }}. Контакт-центр: {{ contact_phone }}."
+            },
+        },
+    ),
+    "Банківські реквізити для оплати": (
+        "billing",
+        {
+            "sms": {
+                "text": "IBAN UA213223130000026007233566001, ЄДРПОУ 40121452, "
+                "призначення: газ, ОР {{ or_number }}"
+            },
+            "viber": {
+                "text": "{{ first_name }}, реквізити для оплати за газ. " + _BANK + ".",
+                "button_text": "Сплатити онлайн",
+                "button_url": "{{ payment_url }}",
+            },
+        },
+    ),
 }
 
 CALENDAR = "Контакт-центр і ЦОС (демо)"
 _WORKDAY = [{"start": "08:00", "end": "20:00"}]
-CALENDAR_WEEK = {"mon": _WORKDAY, "tue": _WORKDAY, "wed": _WORKDAY, "thu": _WORKDAY,
-                 "fri": _WORKDAY, "sat": [{"start": "09:00", "end": "15:00"}]}
+CALENDAR_WEEK = {
+    "mon": _WORKDAY,
+    "tue": _WORKDAY,
+    "wed": _WORKDAY,
+    "thu": _WORKDAY,
+    "fri": _WORKDAY,
+    "sat": [{"start": "09:00", "end": "15:00"}],
+}
 
 # (name, case type, priority, first response, resolution) in business minutes of the
 # calendar (a weekday has 720). The most specific policy of a case wins.
@@ -75,16 +103,25 @@ SLA_POLICIES: tuple[tuple[str, CaseType | None, Priority | None, int, int], ...]
 )
 
 ESCALATIONS: tuple[dict[str, Any], ...] = (
-    {"name": "Ризик порушення SLA: сповістити супервізора", "on_level": "warning",
-     "notify_supervisors": True},
-    {"name": "Порушення SLA: супервізор і вищий пріоритет", "on_level": "breached",
-     "notify_supervisors": True, "raise_priority": "step"},
+    {
+        "name": "Ризик порушення SLA: сповістити супервізора",
+        "on_level": "warning",
+        "notify_supervisors": True,
+    },
+    {
+        "name": "Порушення SLA: супервізор і вищий пріоритет",
+        "on_level": "breached",
+        "notify_supervisors": True,
+        "raise_priority": "step",
+    },
 )
 
 # Demo login -> case groups it works in (the back-office groups included, so that cases
 # routed there can be taken in the demo).
-GROUP_MEMBERS = {"operator.cc": ("cc_l1", "cc_l2", "technical", "finance"),
-                 "operator.cos": ("service_centre", "finance")}
+GROUP_MEMBERS = {
+    "operator.cc": ("cc_l1", "cc_l2", "technical", "finance"),
+    "operator.cos": ("service_centre", "finance"),
+}
 
 # Client notifications the migration offers switched off; the demo shows them.
 NOTIFICATIONS_ON = ("Змінено строк звернення", "Надано відповідь")
@@ -106,23 +143,33 @@ async def _templates(conn: asyncpg.Connection, engine: TemplateEngine, done: Dem
         found = await conn.fetchval("SELECT id FROM message_templates WHERE name = $1", name)
         if found is None:
             draft = msgspec.convert({"name": name, "variants": variants}, TemplateDraft)
-            template, _ = await template_store.create(conn, DEMO, engine, draft=draft,
-                                                      topic=topic, urgent=False)
+            template, _ = await template_store.create(
+                conn, DEMO, engine, draft=draft, topic=topic, urgent=False
+            )
             await operator_send.set_allowed(conn, DEMO, template.id, True)
             done.templates.append(name)
 
 
 async def _sla(conn: asyncpg.Connection, calendar_id: int, done: DemoSetup) -> None:
     have = {p.name for p in await sla_config.list_policies(conn)}
-    scopes = {(p.case_type, p.priority, p.category_id)
-              for p in await sla_config.list_policies(conn)}
+    scopes = {
+        (p.case_type, p.priority, p.category_id) for p in await sla_config.list_policies(conn)
+    }
     for name, case_type, priority, first, resolution in SLA_POLICIES:
         if name in have or (case_type, priority, None) in scopes:
             continue
-        await sla_config.create_policy(conn, DEMO, SlaPolicySpec(
-            name=name, calendar_id=calendar_id, case_type=case_type,
-            priority=priority, first_response_minutes=first,
-            resolution_minutes=resolution))
+        await sla_config.create_policy(
+            conn,
+            DEMO,
+            SlaPolicySpec(
+                name=name,
+                calendar_id=calendar_id,
+                case_type=case_type,
+                priority=priority,
+                first_response_minutes=first,
+                resolution_minutes=resolution,
+            ),
+        )
         done.sla_policies.append(name)
     rules = {r.name for r in await sla_config.list_rules(conn)}
     for spec in ESCALATIONS:
@@ -133,9 +180,13 @@ async def _sla(conn: asyncpg.Connection, calendar_id: int, done: DemoSetup) -> N
 
 async def _first_run(conn: asyncpg.Connection, done: DemoSetup) -> None:
     """Group members and notifications: once, so that an admin's later changes stay."""
-    users = {r["login"]: r["id"] for r in await conn.fetch(
-        "SELECT id, login FROM users WHERE login = ANY($1::text[]) AND is_active",
-        list(GROUP_MEMBERS))}
+    users = {
+        r["login"]: r["id"]
+        for r in await conn.fetch(
+            "SELECT id, login FROM users WHERE login = ANY($1::text[]) AND is_active",
+            list(GROUP_MEMBERS),
+        )
+    }
     wanted: dict[str, list[int]] = {}
     for login, codes in GROUP_MEMBERS.items():
         if login in users:
@@ -149,24 +200,35 @@ async def _first_run(conn: asyncpg.Connection, done: DemoSetup) -> None:
                 done.group_members.append(group.code)
     for rule in await case_notify.list_rules(conn):
         if rule.name in NOTIFICATIONS_ON and not rule.is_active:
-            await case_notify.update_rule(conn, DEMO, rule.id, NotificationRuleSpec(
-                # A stored rule's event and chain are str; they hold what its spec allowed.
-                name=rule.name, event=rule.event,  # type: ignore[arg-type]  # see above
-                template_id=rule.template_id, template_version=rule.template_version,
-                to_status=rule.to_status, channel_chain=rule.channel_chain,  # type: ignore[arg-type]  # as above
-                is_active=True))
+            await case_notify.update_rule(
+                conn,
+                DEMO,
+                rule.id,
+                NotificationRuleSpec(
+                    # A stored rule's event and chain are str; they hold what its spec allowed.
+                    name=rule.name,
+                    event=rule.event,  # type: ignore[arg-type]  # see above
+                    template_id=rule.template_id,
+                    template_version=rule.template_version,
+                    to_status=rule.to_status,
+                    channel_chain=rule.channel_chain,  # type: ignore[arg-type]  # as above
+                    is_active=True,
+                ),
+            )
             done.notifications_on.append(rule.name)
 
 
-async def ensure_demo_setup(conn: asyncpg.Connection,
-                            engine: TemplateEngine | None = None) -> DemoSetup:
+async def ensure_demo_setup(
+    conn: asyncpg.Connection, engine: TemplateEngine | None = None
+) -> DemoSetup:
     """Create what is missing of the demo configuration; returns what was created."""
     done = DemoSetup()
     engine = engine or TemplateEngine()
     async with conn.transaction():
         await _templates(conn, engine, done)
-        calendar_id = await conn.fetchval("SELECT id FROM business_calendars WHERE name = $1",
-                                          CALENDAR)
+        calendar_id = await conn.fetchval(
+            "SELECT id FROM business_calendars WHERE name = $1", CALENDAR
+        )
         if calendar_id is None:
             spec = msgspec.convert({"name": CALENDAR, "week": CALENDAR_WEEK}, BusinessCalendarSpec)
             calendar_id = (await calendars.create_calendar(conn, DEMO, spec)).id

@@ -71,15 +71,18 @@ def discover(package: str = "migrations") -> list[Migration]:
         if version in found:
             raise MigrationError(f"two migrations share version {version:04d}")
         sql = entry.read_text(encoding="utf-8")
-        found[version] = Migration(version, match["name"], sql,
-                                   transactional=not sql.startswith(_NO_TRANSACTION))
+        found[version] = Migration(
+            version, match["name"], sql, transactional=not sql.startswith(_NO_TRANSACTION)
+        )
     return [found[v] for v in sorted(found)]
 
 
 async def plan(conn: asyncpg.Connection, migrations: list[Migration]) -> Plan:
     """Compare the database with the files; raise MigrationError on any disagreement."""
     await conn.execute(_CREATE_TABLE)
-    rows = await conn.fetch("SELECT version, name, checksum FROM schema_migrations ORDER BY version")
+    rows = await conn.fetch(
+        "SELECT version, name, checksum FROM schema_migrations ORDER BY version"
+    )
     known = {m.version: m for m in migrations}
     newest_known = max(known, default=0)
     for row in rows:
@@ -88,18 +91,25 @@ async def plan(conn: asyncpg.Connection, migrations: list[Migration]) -> Plan:
             if row["version"] > newest_known:
                 raise MigrationError(
                     f"the database is at version {row['version']:04d} ({row['name']}), newer than "
-                    f"this Herald knows (up to {newest_known:04d}); upgrade Herald instead")
-            raise MigrationError(f"applied migration {row['version']:04d} ({row['name']}) "
-                                 "is missing from migrations/")
+                    f"this Herald knows (up to {newest_known:04d}); upgrade Herald instead"
+                )
+            raise MigrationError(
+                f"applied migration {row['version']:04d} ({row['name']}) "
+                "is missing from migrations/"
+            )
         if migration.checksum != row["checksum"]:
-            raise MigrationError(f"migration {row['version']:04d}_{row['name']}.sql was changed "
-                                 "after it was applied; add a new migration instead")
+            raise MigrationError(
+                f"migration {row['version']:04d}_{row['name']}.sql was changed "
+                "after it was applied; add a new migration instead"
+            )
     applied = {row["version"] for row in rows}
     current = max(applied, default=0)
     pending = tuple(m for m in migrations if m.version not in applied)
     if pending and pending[0].version < current:
-        raise MigrationError(f"migration {pending[0].version:04d} is older than the database's "
-                             f"version {current:04d} but was never applied")
+        raise MigrationError(
+            f"migration {pending[0].version:04d} is older than the database's "
+            f"version {current:04d} but was never applied"
+        )
     return Plan(current, pending)
 
 
@@ -131,5 +141,7 @@ async def _apply(conn: asyncpg.Connection, migration: Migration) -> None:
             await conn.execute(migration.sql)
             await conn.execute(record, *args)
     except asyncpg.PostgresError as exc:
-        raise MigrationError(f"migration {migration.version:04d}_{migration.name} failed: "
-                             f"{exc.__class__.__name__}: {exc}") from exc
+        raise MigrationError(
+            f"migration {migration.version:04d}_{migration.name} failed: "
+            f"{exc.__class__.__name__}: {exc}"
+        ) from exc

@@ -31,7 +31,8 @@ async def empty_client(conn: asyncpg.Connection) -> int:
           AND NOT EXISTS (SELECT 1 FROM meter_readings r JOIN meters m ON m.id = r.meter_id
                           JOIN accounts a ON a.id = m.account_id WHERE a.client_id = c.id)
         ORDER BY c.id LIMIT 1
-        """)
+        """
+    )
     if found is None:
         raise RuntimeError("no client without history on this database")
     return int(found)
@@ -41,7 +42,8 @@ async def a_case(conn: asyncpg.Connection) -> int | None:
     """An open case with a thread worth showing (replies, a status history)."""
     return await conn.fetchval(
         "SELECT c.id FROM cases c WHERE c.status = 'in_progress' AND c.client_id IS NOT NULL "
-        "ORDER BY (SELECT count(*) FROM case_events e WHERE e.case_id = c.id) DESC, c.id LIMIT 1")
+        "ORDER BY (SELECT count(*) FROM case_events e WHERE e.case_id = c.id) DESC, c.id LIMIT 1"
+    )
 
 
 async def _card(page: Any, url: str, client_id: int) -> None:
@@ -49,8 +51,16 @@ async def _card(page: Any, url: str, client_id: int) -> None:
     await page.wait_for_selector("#timeline .tl-item, #timeline-empty")
 
 
-async def narrow(browser: Any, url: str, shot: Shot, log_in: Callable[..., Awaitable[None]], *,
-                 client_id: int, surname: str, case_id: int | None) -> None:
+async def narrow(
+    browser: Any,
+    url: str,
+    shot: Shot,
+    log_in: Callable[..., Awaitable[None]],
+    *,
+    client_id: int,
+    surname: str,
+    case_id: int | None,
+) -> None:
     """The operator's pages at 1024x768, and the card at 400 px."""
     context = await browser.new_context(viewport=NARROW, locale="uk-UA")
     page = await context.new_page()
@@ -83,9 +93,15 @@ async def narrow(browser: Any, url: str, shot: Shot, log_in: Callable[..., Await
     await context.close()
 
 
-async def empty_and_errors(browser: Any, url: str, shot: Shot,
-                           log_in: Callable[..., Awaitable[None]], *, empty_client_id: int,
-                           viewport: dict[str, int]) -> None:
+async def empty_and_errors(
+    browser: Any,
+    url: str,
+    shot: Shot,
+    log_in: Callable[..., Awaitable[None]],
+    *,
+    empty_client_id: int,
+    viewport: dict[str, int],
+) -> None:
     """A client with nothing, an empty queue and task list, a refused action, a lost stream."""
     context = await browser.new_context(viewport=viewport, locale="uk-UA")
     page = await context.new_page()

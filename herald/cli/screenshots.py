@@ -40,11 +40,17 @@ async def serving(settings: Settings) -> AsyncIterator[str]:
     """The admin API (and the billing simulator it reads) on local ports; yields its URL."""
     sim_port, api_port = free_port(), free_port()
     settings = msgspec.structs.replace(
-        settings, billing_url=f"http://127.0.0.1:{sim_port}/billing",
-        public_base_url=f"http://127.0.0.1:{api_port}", billing_timeout_seconds=2.0)
+        settings,
+        billing_url=f"http://127.0.0.1:{sim_port}/billing",
+        public_base_url=f"http://127.0.0.1:{api_port}",
+        billing_timeout_seconds=2.0,
+    )
     runners = []
     try:
-        for app, port in ((init_simulators_app(settings), sim_port), (init_app(settings), api_port)):
+        for app, port in (
+            (init_simulators_app(settings), sim_port),
+            (init_app(settings), api_port),
+        ):
             runner = web.AppRunner(app, shutdown_timeout=2.0)
             await runner.setup()
             await web.TCPSite(runner, "127.0.0.1", port).start()
@@ -80,7 +86,8 @@ async def _demo_client(conn: asyncpg.Connection) -> tuple[int, str, str]:
         ORDER BY (SELECT count(*) FROM accounts a WHERE a.client_id = c.id)
                  + (SELECT count(*) FROM cases k WHERE k.client_id = c.id) DESC, c.id
         LIMIT 1
-        """)
+        """
+    )
     if row is None:
         raise RuntimeError("the database has no demo clients: run `herald up` (or herald seed)")
     return row["id"], row["last_name"], row["phone"]
@@ -124,21 +131,31 @@ async def take(settings: Settings, out: Path) -> list[Path]:
         await page.goto(url + "/ui/search")
         await page.wait_for_selector("#live-state.on")
         async with aiohttp.ClientSession() as http:
-            login = await http.post(url + "/api/v1/auth/login", json={
-                "login": _user("integration").login, "password": _user("integration").password})
+            login = await http.post(
+                url + "/api/v1/auth/login",
+                json={
+                    "login": _user("integration").login,
+                    "password": _user("integration").password,
+                },
+            )
             token = (await login.json())["token"]
-            call = {"call_id": f"SHOT{free_port()}", "phone_number": phone,
-                    "user": _user("operator_cc").login}
+            call = {
+                "call_id": f"SHOT{free_port()}",
+                "phone_number": phone,
+                "user": _user("operator_cc").login,
+            }
             headers = {"Authorization": f"Bearer {token}"}
-            await http.post(url + "/api/v1/cti/calls", headers=headers,
-                            json={"event": "ringing", **call})
+            await http.post(
+                url + "/api/v1/cti/calls", headers=headers, json={"event": "ringing", **call}
+            )
             await page.wait_for_selector("#client-id")
             await page.wait_for_selector("#timeline .tl-item, #timeline-empty")
             await shot(page, "05-incoming-call")
             # answered and finished: the call becomes a case in the queue
             for event in ("answered", "hung_up"):
-                await http.post(url + "/api/v1/cti/calls", headers=headers,
-                                json={"event": event, **call})
+                await http.post(
+                    url + "/api/v1/cti/calls", headers=headers, json={"event": event, **call}
+                )
         await page.goto(url + "/ui/cases")
         await shot(page, "06-cases")
         await page.goto(url + "/ui/account")
@@ -153,8 +170,10 @@ async def take(settings: Settings, out: Path) -> list[Path]:
         await log_in(page, url, "operator_cos")
         await page.goto(f"{url}/ui/cases/new?client_id={client_id}")
         await page.fill("input[name=subject]", "Перевірка нарахувань за січень")
-        await page.fill("textarea[name=text]", "Клієнт просить перевірити нарахування за січень "
-                                               "і надіслати акт звірки на e-mail.")
+        await page.fill(
+            "textarea[name=text]",
+            "Клієнт просить перевірити нарахування за січень і надіслати акт звірки на e-mail.",
+        )
         await shot(page, "09-case-new")
         await page.click("#register-case")
         await page.wait_for_selector("#case-number")
@@ -175,15 +194,20 @@ async def take(settings: Settings, out: Path) -> list[Path]:
             case_id = await variants.a_case(conn)
         finally:
             await conn.close()
-        await variants.narrow(browser, url, shot, log_in, client_id=client_id, surname=surname,
-                              case_id=case_id)
-        await variants.empty_and_errors(browser, url, shot, log_in, empty_client_id=empty_id,
-                                        viewport=VIEWPORT)
+        await variants.narrow(
+            browser, url, shot, log_in, client_id=client_id, surname=surname, case_id=case_id
+        )
+        await variants.empty_and_errors(
+            browser, url, shot, log_in, empty_client_id=empty_id, viewport=VIEWPORT
+        )
     return written
 
 
 async def run(settings: Settings, out: Path) -> int:
-    print(f"screenshots of the web UI into {out}/ (1440x900; 1024x768 and 400 px wide; "
-          "empty and error states):", flush=True)
+    print(
+        f"screenshots of the web UI into {out}/ (1440x900; 1024x768 and 400 px wide; "
+        "empty and error states):",
+        flush=True,
+    )
     await take(settings, out)
     return 0

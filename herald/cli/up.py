@@ -29,8 +29,9 @@ def supervise(commands: dict[str, list[str]], *, grace_seconds: float = 15.0) ->
             ended = {n: p.returncode for n, p in procs.items() if p.poll() is not None}
             if ended:
                 name, code = next(iter(ended.items()))
-                print(f"herald up: {name} exited with code {code}; stopping the rest",
-                      file=sys.stderr)
+                print(
+                    f"herald up: {name} exited with code {code}; stopping the rest", file=sys.stderr
+                )
                 exit_code = code or 1
                 break
             time.sleep(0.2)
@@ -43,8 +44,10 @@ def supervise(commands: dict[str, list[str]], *, grace_seconds: float = 15.0) ->
             try:
                 proc.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                print(f"herald up: {name} did not stop in {grace_seconds} s; killing it",
-                      file=sys.stderr)
+                print(
+                    f"herald up: {name} did not stop in {grace_seconds} s; killing it",
+                    file=sys.stderr,
+                )
                 proc.kill()
                 proc.wait()
         for sig, handler in previous.items():

@@ -50,13 +50,21 @@ Millis = Annotated[float, Meta(ge=0.0)]
 
 # Prices per m3 of the tariffs Herald knows (migrations/0003), with their weights.
 TARIFFS: tuple[tuple[str, Decimal, int], ...] = (
-    ("household_fixed", Decimal("7.96"), 6), ("household_annual", Decimal("7.96"), 2),
-    ("household_monthly", Decimal("9.89"), 1), ("condominium", Decimal("9.40"), 1))
+    ("household_fixed", Decimal("7.96"), 6),
+    ("household_annual", Decimal("7.96"), 2),
+    ("household_monthly", Decimal("9.89"), 1),
+    ("condominium", Decimal("9.40"), 1),
+)
 # Share of a heating household's yearly gas used in each month (January first).
 _HEATING_SEASON = (0.17, 0.15, 0.12, 0.07, 0.03, 0.02, 0.02, 0.02, 0.03, 0.07, 0.13, 0.17)
 _METHODS = ("bank_card", "online_banking", "cabinet", "mobile_app", "post_office", "bank_cash_desk")
-_METER_MODELS = (("Metrix G4", "G4"), ("Itron Gallus 2000 G4", "G4"), ("Самгаз G2.5", "G2.5"),
-                 ("Elster BK-G1.6", "G1.6"), ("Metrix G6", "G6"))
+_METER_MODELS = (
+    ("Metrix G4", "G4"),
+    ("Itron Gallus 2000 G4", "G4"),
+    ("Самгаз G2.5", "G2.5"),
+    ("Elster BK-G1.6", "G1.6"),
+    ("Metrix G6", "G6"),
+)
 _STOVES = ("Гефест 3200", "Greta 1470", "Electrolux EKG 511", "ПГ-4")
 _BOILERS = ("Ariston Clas One 24", "Vaillant turboTEC pro", "Bosch Gaz 6000", "АОГВ-11,6")
 _WATER_HEATERS = ("Нева 4510", "Bosch Therm 4000", "Ariston Fast Evo")
@@ -67,11 +75,11 @@ class BillingSimConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
 
     latency_ms: Millis = 0.0
     latency_jitter_ms: Millis = 0.0
-    down: bool = False                        # every request answered fail_status
-    failure_rate: Share = 0.0                 # a random share of requests answered fail_status
+    down: bool = False  # every request answered fail_status
+    failure_rate: Share = 0.0  # a random share of requests answered fail_status
     fail_next_requests: Annotated[int, Meta(ge=0)] = 0
     fail_status: Annotated[int, Meta(ge=500, le=599)] = 503
-    unknown_or_pattern: str | None = "^0"     # ORs billing does not know: 404
+    unknown_or_pattern: str | None = "^0"  # ORs billing does not know: 404
 
 
 class BillingSimStats(msgspec.Struct, kw_only=True):
@@ -81,7 +89,7 @@ class BillingSimStats(msgspec.Struct, kw_only=True):
     served: int = 0
     not_found: int = 0
     failed: int = 0
-    refused: int = 0          # bad token or malformed request
+    refused: int = 0  # bad token or malformed request
 
 
 _FIELDS = frozenset(f.name for f in msgspec.structs.fields(BillingData)) - {"or_number"}
@@ -177,8 +185,13 @@ def account_data(or_number: str, today: dt.date) -> BillingData:
     heating = rng.random() < 0.6
     yearly = rng.uniform(900, 2600) if heating else rng.uniform(100, 300)
     payer = rng.random()  # < 0.75 pays every month, < 0.92 skips some, else rarely pays
-    opening = (Decimal(rng.randrange(0, 50_000)) / 100 if payer < 0.75 else
-               -Decimal(rng.randrange(50_000, 2_000_000)) / 100 if payer >= 0.92 else Decimal(0))
+    opening = (
+        Decimal(rng.randrange(0, 50_000)) / 100
+        if payer < 0.75
+        else -Decimal(rng.randrange(50_000, 2_000_000)) / 100
+        if payer >= 0.92
+        else Decimal(0)
+    )
 
     this_month = today.replace(day=1)
     charges: list[Charge] = []
@@ -189,8 +202,15 @@ def account_data(or_number: str, today: dt.date) -> BillingData:
         volume = Decimal(yearly * share * rng.uniform(0.85, 1.15)).quantize(LITRES)
         amount = (volume * price).quantize(CENTS)
         posted = _months_back(this_month, back - 1)  # posted early in the next month
-        charges.append(Charge(f"{or_number}-c{period:%Y%m}", period, volume, amount,
-                              _at(posted, 3600 + rng.randrange(4 * 3600))))
+        charges.append(
+            Charge(
+                f"{or_number}-c{period:%Y%m}",
+                period,
+                volume,
+                amount,
+                _at(posted, 3600 + rng.randrange(4 * 3600)),
+            )
+        )
         pays = rng.random() < (0.97 if payer < 0.75 else 0.6 if payer < 0.92 else 0.15)
         paid_on = posted + dt.timedelta(days=rng.randrange(3, 25))
         if pays and paid_on < today:
@@ -198,44 +218,74 @@ def account_data(or_number: str, today: dt.date) -> BillingData:
             paid = amount.to_integral_value(rounding=ROUND_CEILING)
             if rng.random() < 0.3:
                 paid = Decimal(int(paid / 10 + 1) * 10)
-            payments.append(Payment(f"{or_number}-p{paid_on:%Y%m%d}",
-                                    _at(paid_on, 28_800 + rng.randrange(43_200)),
-                                    paid.quantize(CENTS), rng.choice(_METHODS)))
-    balance = opening + sum((p.amount for p in payments), Decimal(0)) - sum(
-        (c.amount for c in charges), Decimal(0))
+            payments.append(
+                Payment(
+                    f"{or_number}-p{paid_on:%Y%m%d}",
+                    _at(paid_on, 28_800 + rng.randrange(43_200)),
+                    paid.quantize(CENTS),
+                    rng.choice(_METHODS),
+                )
+            )
+    balance = (
+        opening
+        + sum((p.amount for p in payments), Decimal(0))
+        - sum((c.amount for c in charges), Decimal(0))
+    )
     # The latest charge is due on the 20th; what was owed before it is overdue.
     debt = max(Decimal(0), -balance - charges[-1].amount).quantize(CENTS)
 
-    equipment = [Equipment("stove", rng.choice(_STOVES),
-                           _months_back(this_month, rng.randrange(12, 360)))]
+    equipment = [
+        Equipment("stove", rng.choice(_STOVES), _months_back(this_month, rng.randrange(12, 360)))
+    ]
     if heating:
-        equipment.append(Equipment("boiler", rng.choice(_BOILERS),
-                                   _months_back(this_month, rng.randrange(12, 240))))
+        equipment.append(
+            Equipment(
+                "boiler", rng.choice(_BOILERS), _months_back(this_month, rng.randrange(12, 240))
+            )
+        )
     if rng.random() < 0.4:
-        equipment.append(Equipment("water_heater", rng.choice(_WATER_HEATERS),
-                                   _months_back(this_month, rng.randrange(12, 240))))
+        equipment.append(
+            Equipment(
+                "water_heater",
+                rng.choice(_WATER_HEATERS),
+                _months_back(this_month, rng.randrange(12, 240)),
+            )
+        )
 
     meters: list[BillingMeter] = []
     readings: list[GdoReading] = []
     for k in range(2 if rng.random() < 0.1 else 1):
         model, size = rng.choice(_METER_MODELS)
-        serial = (f"MX{rng.randrange(10**8):08d}" if model.startswith("Metrix")
-                  else f"{rng.randrange(10**8):08d}")
-        meters.append(BillingMeter(serial, model, size,
-                                   _months_back(this_month, rng.randrange(6, 180))))
+        serial = (
+            f"MX{rng.randrange(10**8):08d}"
+            if model.startswith("Metrix")
+            else f"{rng.randrange(10**8):08d}"
+        )
+        meters.append(
+            BillingMeter(serial, model, size, _months_back(this_month, rng.randrange(6, 180)))
+        )
         # The GDO reads each meter on the 1st; the first meter measures the charged volume.
         value = Decimal(rng.randrange(1_000, 40_000)) + Decimal(rng.randrange(1000)) / 1000
         for i, charge in enumerate(charges):
             value += charge.volume_m3 if k == 0 else (charge.volume_m3 / 10).quantize(LITRES)
             if i >= len(charges) - 3:
-                readings.append(GdoReading(serial, value.quantize(LITRES),
-                                           _months_back(charge.period, -1)))
+                readings.append(
+                    GdoReading(serial, value.quantize(LITRES), _months_back(charge.period, -1))
+                )
 
     due_day = min(20, calendar.monthrange(today.year, today.month)[1])
     return BillingData(
-        or_number=or_number, balance=balance.quantize(CENTS), debt=debt, tariff_code=tariff,
-        due_date=today.replace(day=due_day), charges=charges[::-1], payments=payments[::-1],
-        equipment=equipment, meters=meters, gdo_readings=readings)
+        or_number=or_number,
+        balance=balance.quantize(CENTS),
+        debt=debt,
+        tariff_code=tariff,
+        due_date=today.replace(day=due_day),
+        charges=charges[::-1],
+        payments=payments[::-1],
+        equipment=equipment,
+        meters=meters,
+        gdo_readings=readings,
+    )
 
 
 def mount_billing(app: web.Application, settings: Settings) -> None:

@@ -30,7 +30,8 @@ def default_config(settings: Settings, channel: str) -> SimConfig:
     """A channel's starting config: receipts go to this Herald's callback endpoint."""
     return SimConfig(
         callback_url=f"{settings.public_base_url.rstrip('/')}/api/v1/providers/{channel}/receipts",
-        callback_token=settings.provider_api_token)
+        callback_token=settings.provider_api_token,
+    )
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
@@ -41,12 +42,18 @@ def json_response(data: Any, status: int = 200) -> web.Response:
 def problem(status: int, detail: str) -> web.Response:
     """An RFC 9457 problem response."""
     body = {"type": "about:blank", "status": status, "detail": detail}
-    return web.Response(body=_encoder.encode(body), status=status,
-                        content_type="application/problem+json")
+    return web.Response(
+        body=_encoder.encode(body), status=status, content_type="application/problem+json"
+    )
 
 
-def mount_ledger(app: web.Application, settings: Settings, spec: ChannelSpec,
-                 key: web.AppKey[Ledger], describe: Describe = msgspec.to_builtins) -> Ledger:
+def mount_ledger(
+    app: web.Application,
+    settings: Settings,
+    spec: ChannelSpec,
+    key: web.AppKey[Ledger],
+    describe: Describe = msgspec.to_builtins,
+) -> Ledger:
     """Create a channel's ledger, store it under ``key`` and add its control routes and receipt poster."""
     ledger = Ledger(spec, default_config(settings, spec.channel))
     app[key] = ledger
@@ -105,8 +112,9 @@ def _describe(record: MessageRecord, describe: Describe) -> dict[str, Any]:
 def _receipt_poster(ledger: Ledger) -> Callable[[web.Application], AsyncIterator[None]]:
     async def context(app: web.Application) -> AsyncIterator[None]:
         session = aiohttp.ClientSession()
-        task = asyncio.create_task(post_receipts_forever(ledger, session),
-                                   name=f"receipts-{ledger.spec.channel}")
+        task = asyncio.create_task(
+            post_receipts_forever(ledger, session), name=f"receipts-{ledger.spec.channel}"
+        )
         try:
             yield
         finally:
@@ -114,4 +122,5 @@ def _receipt_poster(ledger: Ledger) -> Callable[[web.Application], AsyncIterator
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             await session.close()
+
     return context

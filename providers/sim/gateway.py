@@ -32,8 +32,9 @@ def mount_viber(app: web.Application, settings: Settings) -> None:
     _mount_gateway(app, settings, "viber", VIBER_SIM)
 
 
-def _mount_gateway(app: web.Application, settings: Settings, channel: str,
-                   key: web.AppKey[Ledger]) -> None:
+def _mount_gateway(
+    app: web.Application, settings: Settings, channel: str, key: web.AppKey[Ledger]
+) -> None:
     ledger = mount_ledger(app, settings, SPECS[channel], key)
     expected_auth = f"Bearer {settings.provider_api_token}"
     decoder = msgspec.json.Decoder(list[WireMessage])
@@ -52,8 +53,11 @@ def _mount_gateway(app: web.Application, settings: Settings, channel: str,
         if refusal is not None:
             await _sleep(ledger.latency())
             if refusal.status == 429:
-                return web.Response(status=429, headers={"Retry-After": f"{refusal.retry_after:g}"},
-                                    text="throttled")
+                return web.Response(
+                    status=429,
+                    headers={"Retry-After": f"{refusal.retry_after:g}"},
+                    text="throttled",
+                )
             return problem(refusal.status, "simulated provider failure")
         receipts = ReceiptBatch()
         submit = ledger.submit
@@ -68,8 +72,9 @@ def _mount_gateway(app: web.Application, settings: Settings, channel: str,
         # The work is done before the wait: a client timing out has still been served,
         # as with a real gateway, and its resend must be caught as a duplicate.
         await _sleep(ledger.latency())
-        return web.Response(body=encoder.encode(WireResponse(results)),
-                            content_type="application/json")
+        return web.Response(
+            body=encoder.encode(WireResponse(results)), content_type="application/json"
+        )
 
     app.router.add_post(f"/{channel}/v1/messages", post_messages)
 

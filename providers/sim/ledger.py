@@ -41,23 +41,23 @@ class SimConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_per_second: Annotated[float, Meta(ge=0.0)] = 0.0
     retry_after_s: Annotated[float, Meta(ge=0.0)] | None = None  # None: until tokens suffice
     # Deterministic failures, for tests.
-    fail_next_requests: Count = 0        # the next N requests answered fail_status
+    fail_next_requests: Count = 0  # the next N requests answered fail_status
     fail_status: Annotated[int, Meta(ge=500, le=599)] = 503
-    throttle_next_requests: Count = 0    # the next N requests answered 429
+    throttle_next_requests: Count = 0  # the next N requests answered 429
     permanent_pattern: str | None = None  # regex searched in the message id and the address
     transient_pattern: str | None = None  # matching ids fail transiently on their first
-    transient_attempts: Count = 1         # transient_attempts submissions, then pass
-    unknown_addresses: list[str] = []     # no such subscriber / not on Viber / no mailbox
+    transient_attempts: Count = 1  # transient_attempts submissions, then pass
+    unknown_addresses: list[str] = []  # no such subscriber / not on Viber / no mailbox
     unknown_address_pattern: str | None = None
     # Receipts, posted in batches of up to receipt_batch_size at least every window.
     receipts_enabled: bool = True
-    callback_url: str = ""                # default: Herald's /api/v1/providers/{channel}/receipts
+    callback_url: str = ""  # default: Herald's /api/v1/providers/{channel}/receipts
     callback_token: str = ""
     delivered_after_ms: Millis = 500.0
-    read_share: Share = 0.3               # of delivered messages, also read ...
-    read_after_ms: Millis = 2000.0        # ... this long after acceptance
-    failed_share: Share = 0.0             # a "failed" receipt instead of "delivered"
-    no_receipt_share: Share = 0.0         # never any receipt (exercises receipt timeouts)
+    read_share: Share = 0.3  # of delivered messages, also read ...
+    read_after_ms: Millis = 2000.0  # ... this long after acceptance
+    failed_share: Share = 0.0  # a "failed" receipt instead of "delivered"
+    no_receipt_share: Share = 0.0  # never any receipt (exercises receipt timeouts)
     no_receipt_pattern: str | None = None
     receipt_batch_size: Annotated[int, Meta(ge=1, le=10_000)] = 1000
     receipt_window_ms: Annotated[float, Meta(ge=1.0)] = 200.0
@@ -71,18 +71,18 @@ class SimStats(msgspec.Struct, kw_only=True):
 
     requests: int = 0
     messages: int = 0
-    accepted: int = 0            # unique message ids accepted (delivered once)
-    duplicates: int = 0          # submissions of an id already accepted
+    accepted: int = 0  # unique message ids accepted (delivered once)
+    duplicates: int = 0  # submissions of an id already accepted
     permanent: int = 0
-    transient: int = 0           # per message, including every message of a 5xx request
-    throttled: int = 0           # messages in requests answered 429
+    transient: int = 0  # per message, including every message of a 5xx request
+    throttled: int = 0  # messages in requests answered 429
     failed_requests: int = 0
     throttled_requests: int = 0
-    batch_replays: int = 0       # requests repeating an Idempotency-Key already seen
+    batch_replays: int = 0  # requests repeating an Idempotency-Key already seen
     receipts_sent: int = 0
     receipts_pending: int = 0
     receipt_posts_failed: int = 0
-    receipts_dropped: int = 0    # refused by the callback with a 4xx: not retried
+    receipts_dropped: int = 0  # refused by the callback with a 4xx: not retried
     ids_memory_mb: float = 0.0
 
 
@@ -176,16 +176,27 @@ class Ledger:
 
     def _apply(self, config: SimConfig) -> None:
         try:
-            patterns = [_compile(p) for p in (config.permanent_pattern, config.transient_pattern,
-                                              config.unknown_address_pattern,
-                                              config.no_receipt_pattern)]
+            patterns = [
+                _compile(p)
+                for p in (
+                    config.permanent_pattern,
+                    config.transient_pattern,
+                    config.unknown_address_pattern,
+                    config.no_receipt_pattern,
+                )
+            ]
         except re.error as exc:
             raise ValueError(f"bad pattern: {exc}") from None
         self._permanent_re, self._transient_re, self._unknown_re, self._no_receipt_re = patterns
         self._unknown = frozenset(config.unknown_addresses)
         # The per-message fast path skips every check when none is configured.
-        self._checks = bool(config.permanent_rate or self._permanent_re or self._transient_re
-                            or self._unknown or self._unknown_re)
+        self._checks = bool(
+            config.permanent_rate
+            or self._permanent_re
+            or self._transient_re
+            or self._unknown
+            or self._unknown_re
+        )
         self._config = config
         self._tokens = config.max_per_second
         self._tokens_at = time.monotonic()
@@ -209,14 +220,17 @@ class Ledger:
             refusal = Refusal(config.fail_status)
         elif config.throttle_next_requests:
             config.throttle_next_requests -= 1
-            refusal = Refusal(429, config.retry_after_s if config.retry_after_s is not None else 0.1)
+            refusal = Refusal(
+                429, config.retry_after_s if config.retry_after_s is not None else 0.1
+            )
         elif config.transient_rate and random.random() < config.transient_rate:
             refusal = Refusal(503)
         elif config.max_per_second:
             wait = self._take_tokens(messages, config.max_per_second)
             if wait is not None:
-                refusal = Refusal(429, config.retry_after_s if config.retry_after_s is not None
-                                  else wait)
+                refusal = Refusal(
+                    429, config.retry_after_s if config.retry_after_s is not None else wait
+                )
         if refusal is None:
             return None
         stats.messages += messages
@@ -240,8 +254,9 @@ class Ledger:
         self._tokens = tokens
         return round((n - tokens) / rate, 3)
 
-    def submit(self, message_id: str, address: str, content: Any,
-               receipts: ReceiptBatch) -> tuple[Judgement, str | None]:
+    def submit(
+        self, message_id: str, address: str, content: Any, receipts: ReceiptBatch
+    ) -> tuple[Judgement, str | None]:
         """Judge one message: (ACCEPTED, provider id) or (REJECTED | TRANSIENT, error code)."""
         stats = self.stats
         stats.messages += 1
@@ -266,8 +281,9 @@ class Ledger:
         self._record(message_id, address, ACCEPTED, None, content)
         config = self._config
         if config.receipts_enabled and not (
-                (config.no_receipt_share and random.random() < config.no_receipt_share)
-                or (self._no_receipt_re and self._no_receipt_re.search(message_id))):
+            (config.no_receipt_share and random.random() < config.no_receipt_share)
+            or (self._no_receipt_re and self._no_receipt_re.search(message_id))
+        ):
             if config.failed_share and random.random() < config.failed_share:
                 receipts.failed.append(message_id)
             else:
@@ -280,8 +296,9 @@ class Ledger:
         config = self._config
         if address in self._unknown or (self._unknown_re and self._unknown_re.search(address)):
             return self.spec.unknown_error
-        if self._permanent_re and (self._permanent_re.search(message_id)
-                                   or self._permanent_re.search(address)):
+        if self._permanent_re and (
+            self._permanent_re.search(message_id) or self._permanent_re.search(address)
+        ):
             return "rejected"
         # Taken from the id's hash, so a rejected id stays rejected on every retry.
         if config.permanent_rate and ((key >> 20) & 0xFFFF) < config.permanent_rate * 65536:
@@ -298,14 +315,19 @@ class Ledger:
         config = self._config
         at = clock.time() if accepted_at is None else accepted_at
         if receipts.delivered:
-            self.receipts.schedule(at + config.delivered_after_ms / 1000,
-                                   ReceiptStatus.DELIVERED, receipts.delivered)
+            self.receipts.schedule(
+                at + config.delivered_after_ms / 1000, ReceiptStatus.DELIVERED, receipts.delivered
+            )
         if receipts.failed:
-            self.receipts.schedule(at + config.delivered_after_ms / 1000,
-                                   ReceiptStatus.FAILED, receipts.failed)
+            self.receipts.schedule(
+                at + config.delivered_after_ms / 1000, ReceiptStatus.FAILED, receipts.failed
+            )
         if receipts.read:
-            self.receipts.schedule(at + max(config.read_after_ms, config.delivered_after_ms) / 1000,
-                                   ReceiptStatus.READ, receipts.read)
+            self.receipts.schedule(
+                at + max(config.read_after_ms, config.delivered_after_ms) / 1000,
+                ReceiptStatus.READ,
+                receipts.read,
+            )
 
     def latency(self) -> float:
         """Seconds the current request should take."""
@@ -315,8 +337,15 @@ class Ledger:
             millis += random.uniform(-config.latency_jitter_ms, config.latency_jitter_ms)
         return max(0.0, millis) / 1000
 
-    def _record(self, message_id: str, address: str, status: str, error: str | None,
-                content: Any, duplicate: bool = False) -> None:
+    def _record(
+        self,
+        message_id: str,
+        address: str,
+        status: str,
+        error: str | None,
+        content: Any,
+        duplicate: bool = False,
+    ) -> None:
         keep = self._config.keep_messages
         if not keep:
             return
@@ -328,14 +357,21 @@ class Ledger:
                 record.status, record.error, record.at = status, error, clock.time()
             return
         recent[message_id] = MessageRecord(
-            message_id=message_id, address=address, status=status, at=clock.time(), error=error,
+            message_id=message_id,
+            address=address,
+            status=status,
+            at=clock.time(),
+            error=error,
             provider_id=self.provider_id(message_id) if status == ACCEPTED else None,
-            submissions=2 if duplicate else 1, content=content)
+            submissions=2 if duplicate else 1,
+            content=content,
+        )
         while len(recent) > keep:
             recent.popitem(last=False)
 
-    def find(self, message_id: str | None = None, address: str | None = None,
-             limit: int = 100) -> list[MessageRecord]:
+    def find(
+        self, message_id: str | None = None, address: str | None = None, limit: int = 100
+    ) -> list[MessageRecord]:
         """Recent messages by id or address (newest last), or the newest ``limit`` ones."""
         if message_id is not None:
             record = self._recent.get(message_id)
@@ -357,4 +393,3 @@ class Ledger:
 
 def _compile(pattern: str | None) -> re.Pattern[str] | None:
     return re.compile(pattern) if pattern else None
-

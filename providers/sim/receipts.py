@@ -77,8 +77,9 @@ class ReceiptQueue:
             entry = heap[0]
             end = min(len(entry.ids), entry.offset + limit - len(taken))
             status, due = entry.status, entry.due
-            taken.extend(Receipt(mid, status, due, provider_id(mid))
-                         for mid in entry.ids[entry.offset:end])
+            taken.extend(
+                Receipt(mid, status, due, provider_id(mid)) for mid in entry.ids[entry.offset : end]
+            )
             if end == len(entry.ids):
                 heapq.heappop(heap)
             else:
@@ -128,8 +129,9 @@ class _Health:
     failing = False
 
 
-async def _post_until_done(ledger: Ledger, session: aiohttp.ClientSession,
-                           batch: list[Receipt], health: _Health) -> None:
+async def _post_until_done(
+    ledger: Ledger, session: aiohttp.ClientSession, batch: list[Receipt], health: _Health
+) -> None:
     backoff = _BACKOFF_MIN
     body = _encoder.encode(batch)
     while True:
@@ -138,8 +140,9 @@ async def _post_until_done(ledger: Ledger, session: aiohttp.ClientSession,
         if config.callback_token:
             headers["Authorization"] = f"Bearer {config.callback_token}"
         try:
-            async with session.post(config.callback_url, data=body, headers=headers,
-                                    timeout=_POST_TIMEOUT) as response:
+            async with session.post(
+                config.callback_url, data=body, headers=headers, timeout=_POST_TIMEOUT
+            ) as response:
                 status = response.status
                 detail = (await response.read())[:200].decode(errors="replace")
         except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
@@ -148,7 +151,9 @@ async def _post_until_done(ledger: Ledger, session: aiohttp.ClientSession,
             if status >= 400:
                 # Herald refused these receipts for good; posting them again cannot help.
                 ledger.stats.receipts_dropped += len(batch)
-                log.warning("receipts refused by %s: HTTP %s %s", config.callback_url, status, detail)
+                log.warning(
+                    "receipts refused by %s: HTTP %s %s", config.callback_url, status, detail
+                )
             else:
                 ledger.stats.receipts_sent += len(batch)
             ledger.receipts.done(batch)
@@ -159,7 +164,11 @@ async def _post_until_done(ledger: Ledger, session: aiohttp.ClientSession,
         ledger.stats.receipt_posts_failed += 1
         if not health.failing:
             health.failing = True
-            log.warning("cannot post receipts to %s (%s %s); retrying with backoff",
-                        config.callback_url, status or "", detail)
+            log.warning(
+                "cannot post receipts to %s (%s %s); retrying with backoff",
+                config.callback_url,
+                status or "",
+                detail,
+            )
         await asyncio.sleep(backoff)
         backoff = min(_BACKOFF_MAX, backoff * 2)

@@ -48,10 +48,13 @@ class SinkHandler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         ledger = self.ledger
         raw = envelope.original_content or b""
-        head = raw[:raw.find(b"\r\n\r\n")]
+        head = raw[: raw.find(b"\r\n\r\n")]
         found = _ID_HEADER.search(head) or _MESSAGE_ID.search(head)
-        message_id = (found.group(1).decode(errors="replace") if found
-                      else "sha-" + hashlib.blake2b(raw, digest_size=12).hexdigest())
+        message_id = (
+            found.group(1).decode(errors="replace")
+            if found
+            else "sha-" + hashlib.blake2b(raw, digest_size=12).hexdigest()
+        )
         address = envelope.rcpt_tos[0] if envelope.rcpt_tos else ""
         refusal = ledger.admit(1)
         delay = ledger.latency()
@@ -79,13 +82,18 @@ class _SinkSMTP(SMTP):
         # message; anything but a plain address still goes through it.
         found = _PLAIN_ADDRESS.match(arg)
         if found:
-            return found.group(1), arg[found.end():]
+            return found.group(1), arg[found.end() :]
         return super()._getaddr(arg)
 
 
-async def start_smtp_sink(ledger: Ledger, host: str, port: int, *,
-                          idle_timeout: float = 300.0,
-                          sock: socket.socket | None = None) -> asyncio.Server:
+async def start_smtp_sink(
+    ledger: Ledger,
+    host: str,
+    port: int,
+    *,
+    idle_timeout: float = 300.0,
+    sock: socket.socket | None = None,
+) -> asyncio.Server:
     """Listen for SMTP on host:port (0: any free port), or on the bound ``sock``, in the
     running loop."""
     loop = asyncio.get_running_loop()
@@ -95,8 +103,14 @@ async def start_smtp_sink(ledger: Ledger, host: str, port: int, *,
 
     def protocol() -> SMTP:
         # A fixed hostname: the default asks DNS (getfqdn) for every connection.
-        return _SinkSMTP(handler, hostname="herald-smtp-sink", ident="Herald SMTP sink",
-                    enable_SMTPUTF8=True, timeout=idle_timeout, loop=loop)
+        return _SinkSMTP(
+            handler,
+            hostname="herald-smtp-sink",
+            ident="Herald SMTP sink",
+            enable_SMTPUTF8=True,
+            timeout=idle_timeout,
+            loop=loop,
+        )
 
     if sock is not None:
         return await loop.create_server(protocol, sock=sock)
@@ -105,6 +119,7 @@ async def start_smtp_sink(ledger: Ledger, host: str, port: int, *,
 
 def smtp_sink_context(settings: Settings) -> Callable[[web.Application], AsyncIterator[None]]:
     """A cleanup context running the SMTP sink on settings.smtp_host:smtp_port with the app."""
+
     async def context(app: web.Application) -> AsyncIterator[None]:
         server = await start_smtp_sink(app[EMAIL_SIM], settings.smtp_host, settings.smtp_port)
         try:
@@ -112,6 +127,7 @@ def smtp_sink_context(settings: Settings) -> Callable[[web.Application], AsyncIt
         finally:
             server.close()
             await server.wait_closed()
+
     return context
 
 
@@ -121,8 +137,10 @@ def describe_email(raw: Any) -> dict[str, Any]:
     text = message.get_body(("plain",))
     html = message.get_body(("html",))
     return {
-        "from": str(message["From"]), "to": str(message["To"]),
-        "subject": str(message["Subject"]), "message_id_header": str(message["Message-ID"]),
+        "from": str(message["From"]),
+        "to": str(message["To"]),
+        "subject": str(message["Subject"]),
+        "message_id_header": str(message["Message-ID"]),
         "x_herald_message_id": str(message["X-Herald-Message-Id"]),
         "in_reply_to": str(message["In-Reply-To"]) if message["In-Reply-To"] else None,
         "references": str(message["References"]).split() if message["References"] else [],

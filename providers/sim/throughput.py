@@ -56,15 +56,34 @@ def _cpu_seconds(pid: int) -> float:
 def _message(channel: str, n: int) -> Outbound:
     mid = f"bench:{n:09d}:s1"
     if channel == "sms":
-        return Outbound(mid, "sms", f"+38050{n % 10_000_000:07d}",
-                        SmsContent("Шановний клієнте, борг 123,45 грн. Сплатіть до 20.05."))
+        return Outbound(
+            mid,
+            "sms",
+            f"+38050{n % 10_000_000:07d}",
+            SmsContent("Шановний клієнте, борг 123,45 грн. Сплатіть до 20.05."),
+        )
     if channel == "viber":
-        return Outbound(mid, "viber", f"+38050{n % 10_000_000:07d}", ViberContent(
-            "Шановний клієнте, борг 123,45 грн.", button_text="Сплатити",
-            button_url="https://pay.example/abc", image_url="https://img.example/x.png"))
-    return Outbound(mid, "email", f"client{n}@example.com", EmailContent(
-        "Рахунок за газ", "<p>Шановний клієнте, борг <b>123,45 грн</b>.</p>",
-        "Шановний клієнте, борг 123,45 грн."))
+        return Outbound(
+            mid,
+            "viber",
+            f"+38050{n % 10_000_000:07d}",
+            ViberContent(
+                "Шановний клієнте, борг 123,45 грн.",
+                button_text="Сплатити",
+                button_url="https://pay.example/abc",
+                image_url="https://img.example/x.png",
+            ),
+        )
+    return Outbound(
+        mid,
+        "email",
+        f"client{n}@example.com",
+        EmailContent(
+            "Рахунок за газ",
+            "<p>Шановний клієнте, борг <b>123,45 грн</b>.</p>",
+            "Шановний клієнте, борг 123,45 грн.",
+        ),
+    )
 
 
 async def _run(args: argparse.Namespace) -> dict[str, object]:
@@ -84,11 +103,16 @@ async def _run(args: argparse.Namespace) -> dict[str, object]:
 
     http_port, smtp_port = _free_port(), _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
-    env.update(HERALD_SIMULATORS_PORT=str(http_port), HERALD_SMTP_PORT=str(smtp_port),
-               HERALD_PROVIDER_API_TOKEN=_TOKEN, HERALD_LOG_LEVEL="WARNING",
-               HERALD_PUBLIC_BASE_URL=f"http://127.0.0.1:{receiver_port}")
-    child = subprocess.Popen([sys.executable, "-m", "herald", "simulators"], env=env,
-                             stdout=subprocess.DEVNULL)
+    env.update(
+        HERALD_SIMULATORS_PORT=str(http_port),
+        HERALD_SMTP_PORT=str(smtp_port),
+        HERALD_PROVIDER_API_TOKEN=_TOKEN,
+        HERALD_LOG_LEVEL="WARNING",
+        HERALD_PUBLIC_BASE_URL=f"http://127.0.0.1:{receiver_port}",
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-m", "herald", "simulators"], env=env, stdout=subprocess.DEVNULL
+    )
     base = f"http://127.0.0.1:{http_port}"
     try:
         async with aiohttp.ClientSession() as session:
@@ -99,21 +123,28 @@ async def _run(args: argparse.Namespace) -> dict[str, object]:
                             break
                 except aiohttp.ClientError:
                     await asyncio.sleep(0.1)
-            async with session.put(f"{base}/{args.channel}/sim/config",
-                                   json={"delivered_after_ms": 100, "read_after_ms": 300,
-                                         "read_share": 0.3}) as response:
+            async with session.put(
+                f"{base}/{args.channel}/sim/config",
+                json={"delivered_after_ms": 100, "read_after_ms": 300, "read_share": 0.3},
+            ) as response:
                 assert response.status == 200, await response.text()
             provider: Provider
             if args.channel == "email":
-                provider = SmtpProvider(host="127.0.0.1", port=smtp_port,
-                                        sender="Herald <no-reply@herald.local>",
-                                        pool_size=args.concurrency, max_batch=args.batch)
+                provider = SmtpProvider(
+                    host="127.0.0.1",
+                    port=smtp_port,
+                    sender="Herald <no-reply@herald.local>",
+                    pool_size=args.concurrency,
+                    max_batch=args.batch,
+                )
             elif args.channel == "viber":
-                provider = ViberHttpProvider(base_url=f"{base}/viber", token=_TOKEN,
-                                             max_batch=args.batch)
+                provider = ViberHttpProvider(
+                    base_url=f"{base}/viber", token=_TOKEN, max_batch=args.batch
+                )
             else:
-                provider = SmsHttpProvider(base_url=f"{base}/sms", token=_TOKEN,
-                                           max_batch=args.batch)
+                provider = SmsHttpProvider(
+                    base_url=f"{base}/sms", token=_TOKEN, max_batch=args.batch
+                )
             outcome = await _push(provider, args, child.pid)
             await provider.aclose()
             deadline = time.monotonic() + 10
@@ -136,8 +167,9 @@ async def _push(provider: Provider, args: argparse.Namespace, sim_pid: int) -> d
     async def worker() -> None:
         nonlocal sent, accepted
         for start in next_batch:
-            batch: Sequence[Outbound] = [_message(args.channel, n)
-                                         for n in range(start, min(total, start + batch_size))]
+            batch: Sequence[Outbound] = [
+                _message(args.channel, n) for n in range(start, min(total, start + batch_size))
+            ]
             results = await provider.send(batch)
             sent += len(results)
             accepted += sum(r.outcome is Outcome.ACCEPTED for r in results)
@@ -158,23 +190,36 @@ async def _push(provider: Provider, args: argparse.Namespace, sim_pid: int) -> d
     reporter.cancel()
     sim_cpu = _cpu_seconds(sim_pid) - cpu_before
     client_cpu = time.process_time() - client_before
-    return {"channel": args.channel, "messages": sent, "accepted": accepted, "batch": batch_size,
-            "concurrency": args.concurrency, "seconds": round(seconds, 2),
-            "rate_per_s": round(sent / seconds), "sim_cpu_seconds": round(sim_cpu, 2),
-            "per_sim_cpu_second": round(sent / sim_cpu) if sim_cpu else None,
-            # The sending side (adapter + receipt receiver) shares this process.
-            "client_cpu_seconds": round(client_cpu, 2),
-            "per_client_cpu_second": round(sent / client_cpu) if client_cpu else None}
+    return {
+        "channel": args.channel,
+        "messages": sent,
+        "accepted": accepted,
+        "batch": batch_size,
+        "concurrency": args.concurrency,
+        "seconds": round(seconds, 2),
+        "rate_per_s": round(sent / seconds),
+        "sim_cpu_seconds": round(sim_cpu, 2),
+        "per_sim_cpu_second": round(sent / sim_cpu) if sim_cpu else None,
+        # The sending side (adapter + receipt receiver) shares this process.
+        "client_cpu_seconds": round(client_cpu, 2),
+        "per_client_cpu_second": round(sent / client_cpu) if client_cpu else None,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m providers.sim.throughput",
-                                     description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="python -m providers.sim.throughput",
+        description=__doc__.splitlines()[0] if __doc__ else None,
+    )
     parser.add_argument("--channel", choices=("sms", "viber", "email"), default="sms")
     parser.add_argument("--messages", type=int, default=200_000)
     parser.add_argument("--batch", type=int, default=1000)
-    parser.add_argument("--concurrency", type=int, default=4,
-                        help="requests in flight (HTTP) or SMTP connections (email)")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=4,
+        help="requests in flight (HTTP) or SMTP connections (email)",
+    )
     args = parser.parse_args(argv)
     result = uvloop.run(_run(args))
     print(json.dumps(result, ensure_ascii=False))

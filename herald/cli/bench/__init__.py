@@ -22,6 +22,7 @@ _GROUPS = ("rabbitmq", "postgresql", "redis", "http")
 
 def _whole_number(low: int, high: int) -> Callable[[str], int]:
     """An argparse type: a whole number from ``low`` to ``high``."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -30,6 +31,7 @@ def _whole_number(low: int, high: int) -> Callable[[str], int]:
         if not low <= value <= high:
             raise argparse.ArgumentTypeError(f"must be between {low} and {high}, got {value}")
         return value
+
     return parse
 
 
@@ -51,20 +53,36 @@ def _groups(text: str) -> tuple[str, ...]:
     unknown = [g for g in chosen if g not in _GROUPS]
     if unknown or not chosen:
         raise argparse.ArgumentTypeError(
-            f"expected a comma-separated list of {', '.join(_GROUPS)}; got {text!r}")
+            f"expected a comma-separated list of {', '.join(_GROUPS)}; got {text!r}"
+        )
     return chosen
 
 
 def _primitives_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seconds", type=_seconds, default=3.0,
-                        help="time budget of each step (default 3; each step also stops "
-                             "at its count limit)")
-    parser.add_argument("--only", type=_groups, default=_GROUPS, metavar="GROUPS",
-                        help="comma-separated subset of: " + ", ".join(_GROUPS))
-    parser.add_argument("--batch-size", type=_batch_size, default=1000,
-                        help="recipients per message in the batched publish (default 1000)")
-    parser.add_argument("--json", action="store_true",
-                        help="print the report as JSON on stdout (progress stays on stderr)")
+    parser.add_argument(
+        "--seconds",
+        type=_seconds,
+        default=3.0,
+        help="time budget of each step (default 3; each step also stops at its count limit)",
+    )
+    parser.add_argument(
+        "--only",
+        type=_groups,
+        default=_GROUPS,
+        metavar="GROUPS",
+        help="comma-separated subset of: " + ", ".join(_GROUPS),
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=_batch_size,
+        default=1000,
+        help="recipients per message in the batched publish (default 1000)",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the report as JSON on stdout (progress stays on stderr)",
+    )
 
 
 async def _primitives(settings: Settings, args: argparse.Namespace) -> int:
@@ -106,19 +124,31 @@ def _count(text: str) -> int:
 
 def _chain(text: str) -> list[str]:
     chain = [c.strip() for c in text.split(",") if c.strip()]
-    if not chain or any(c not in ("email", "viber", "sms") for c in chain) or \
-            len(set(chain)) != len(chain):
-        raise argparse.ArgumentTypeError(f"a comma-separated chain of email, viber, sms; got {text!r}")
+    if (
+        not chain
+        or any(c not in ("email", "viber", "sms") for c in chain)
+        or len(set(chain)) != len(chain)
+    ):
+        raise argparse.ArgumentTypeError(
+            f"a comma-separated chain of email, viber, sms; got {text!r}"
+        )
     return chain
 
 
 def _campaign_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--recipients", type=_count, default=100_000,
-                        help="clients to seed and send to (default 100000; kept between runs)")
+    parser.add_argument(
+        "--recipients",
+        type=_count,
+        default=100_000,
+        help="clients to seed and send to (default 100000; kept between runs)",
+    )
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
-    parser.add_argument("--chain", type=_chain, default=["viber", "sms"],
-                        help="channel chain (default viber,sms; e-mail goes through real "
-                             "SMTP, about 2,000/s here)")
+    parser.add_argument(
+        "--chain",
+        type=_chain,
+        default=["viber", "sms"],
+        help="channel chain (default viber,sms; e-mail goes through real SMTP, about 2,000/s here)",
+    )
 
 
 async def _campaign(settings: Settings, args: argparse.Namespace) -> int:
@@ -128,8 +158,9 @@ async def _campaign(settings: Settings, args: argparse.Namespace) -> int:
     def say(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    figures = await run_campaign_bench(settings, recipients=args.recipients,
-                                       workers=args.workers, chain=args.chain, say=say)
+    figures = await run_campaign_bench(
+        settings, recipients=args.recipients, workers=args.workers, chain=args.chain, say=say
+    )
     print(main_json(figures), flush=True)
     return 0 if figures["lost"] == 0 and figures["status"] == "completed" else 1
 
@@ -141,10 +172,15 @@ _concurrency = _whole_number(1, 64)
 
 
 def _card_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--requests", type=_requests, default=1000,
-                        help="requests per figure (default 1000)")
-    parser.add_argument("--concurrency", type=_concurrency, default=4,
-                        help="operators calling at the same time (default 4)")
+    parser.add_argument(
+        "--requests", type=_requests, default=1000, help="requests per figure (default 1000)"
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=_concurrency,
+        default=4,
+        help="operators calling at the same time (default 4)",
+    )
     parser.add_argument("--seed", type=int, default=1, help="sampling seed (default 1)")
 
 
@@ -155,8 +191,13 @@ async def _card(settings: Settings, args: argparse.Namespace) -> int:
     def say(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    figures = await run_card_bench(bench_settings(settings), requests=args.requests,
-                                   concurrency=args.concurrency, seed=args.seed, say=say)
+    figures = await run_card_bench(
+        bench_settings(settings),
+        requests=args.requests,
+        concurrency=args.concurrency,
+        seed=args.seed,
+        say=say,
+    )
     print(json.dumps(figures, ensure_ascii=False), flush=True)
     return 0
 
@@ -166,14 +207,27 @@ _open_count = _whole_number(100, 1_000_000)
 
 
 def _cases_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--cases", type=_case_count, default=10_000_000,
-                        help="historical (closed) cases to load once (default 10,000,000)")
-    parser.add_argument("--open-cases", type=_open_count, default=50_000,
-                        help="open cases to load once (default 50,000)")
-    parser.add_argument("--requests", type=_requests, default=300,
-                        help="requests per channel and figure (default 300)")
-    parser.add_argument("--concurrency", type=_concurrency, default=4,
-                        help="callers at the same time (default 4)")
+    parser.add_argument(
+        "--cases",
+        type=_case_count,
+        default=10_000_000,
+        help="historical (closed) cases to load once (default 10,000,000)",
+    )
+    parser.add_argument(
+        "--open-cases",
+        type=_open_count,
+        default=50_000,
+        help="open cases to load once (default 50,000)",
+    )
+    parser.add_argument(
+        "--requests",
+        type=_requests,
+        default=300,
+        help="requests per channel and figure (default 300)",
+    )
+    parser.add_argument(
+        "--concurrency", type=_concurrency, default=4, help="callers at the same time (default 4)"
+    )
 
 
 async def _cases(settings: Settings, args: argparse.Namespace) -> int:
@@ -183,43 +237,57 @@ async def _cases(settings: Settings, args: argparse.Namespace) -> int:
     def say(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    figures = await run_cases_bench(bench_settings(settings), history=args.cases,
-                                    open_cases=args.open_cases, requests=args.requests,
-                                    concurrency=args.concurrency, say=say)
+    figures = await run_cases_bench(
+        bench_settings(settings),
+        history=args.cases,
+        open_cases=args.open_cases,
+        requests=args.requests,
+        concurrency=args.concurrency,
+        say=say,
+    )
     print(json.dumps(figures, ensure_ascii=False), flush=True)
     return 0
 
 
-def register_benchmarks(benchmarks: dict[str, tuple[str, Benchmark]],
-                        options: dict[str, AddOptions]) -> None:
+def register_benchmarks(
+    benchmarks: dict[str, tuple[str, Benchmark]], options: dict[str, AddOptions]
+) -> None:
     """Add this module's benchmarks to the CLI registries (idempotent)."""
     benchmarks["primitives"] = (
         "re-measure the raw primitives (RabbitMQ, PostgreSQL, Redis, HTTP) on this machine",
-        _primitives)
+        _primitives,
+    )
     options["primitives"] = _primitives_options
     benchmarks["campaign"] = (
         "one campaign to N seeded clients through API, workers and simulators; JSON figures",
-        _campaign)
+        _campaign,
+    )
     options["campaign"] = _campaign_options
     benchmarks["card"] = (
         "client card, search and incoming-call identification through the HTTP API, "
         "on the configured (13 M) database; JSON percentiles",
-        _card)
+        _card,
+    )
     options["card"] = _card_options
     benchmarks["cases"] = (
         "case intake per channel, the queue, one SLA evaluator cycle and the supervisor's "
         "live push over 10 M historical and 50 k open cases (loaded once); JSON figures",
-        _cases)
+        _cases,
+    )
     options["cases"] = _cases_options
     from herald.cli.bench import segments as bench_segments
     from herald.cli.bench import ui as bench_ui
 
     benchmarks["ui"] = (
         "web UI: card and search page server time, ringing -> card in Chromium, "
-        "first-visit JS+CSS; on the configured database", bench_ui.main)
+        "first-visit JS+CSS; on the configured database",
+        bench_ui.main,
+    )
     options["ui"] = bench_ui.add_options
 
     benchmarks["segments"] = (
         "segment preview, a 5 M materialisation and set operations on the configured "
-        "(13 M) database; JSON figures", bench_segments.main)
+        "(13 M) database; JSON figures",
+        bench_segments.main,
+    )
     options["segments"] = bench_segments.add_options

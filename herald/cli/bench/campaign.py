@@ -40,12 +40,19 @@ from rules import rate_limit
 Say = Callable[[str], None]
 
 _TEMPLATE = {
-    "sms": {"text": "{{ first_name }}, борг {{ debt|money }} за ОР {{ or_number }}. "
-                    "Сплатіть до {{ due_date|date }}."},
-    "viber": {"text": "{{ first_name }}, нагадуємо про борг {{ debt|money }} за ОР {{ or_number }}.",
-              "button_text": "Сплатити", "button_url": "{{ payment_url }}"},
-    "email": {"subject": "Борг за ОР {{ or_number }}",
-              "html": "<p>{{ first_name }}, ваш борг {{ debt|money }}.</p>"},
+    "sms": {
+        "text": "{{ first_name }}, борг {{ debt|money }} за ОР {{ or_number }}. "
+        "Сплатіть до {{ due_date|date }}."
+    },
+    "viber": {
+        "text": "{{ first_name }}, нагадуємо про борг {{ debt|money }} за ОР {{ or_number }}.",
+        "button_text": "Сплатити",
+        "button_url": "{{ payment_url }}",
+    },
+    "email": {
+        "subject": "Борг за ОР {{ or_number }}",
+        "html": "<p>{{ first_name }}, ваш борг {{ debt|money }}.</p>",
+    },
 }
 
 
@@ -58,11 +65,19 @@ def bench_settings(settings: Settings, *, api_port: int, sim_port: int, smtp_por
     name = urlsplit(settings.database_admin_url).path.lstrip("/") + "_bench"
     sim = f"http://127.0.0.1:{sim_port}"
     return msgspec.structs.replace(
-        settings, database_url=_database(settings.database_url, name),
-        database_admin_url=_database(settings.database_admin_url, name), namespace="bench",
-        http_port=api_port, public_base_url=f"http://127.0.0.1:{api_port}",
-        simulators_port=sim_port, sms_gateway_url=f"{sim}/sms", viber_api_url=f"{sim}/viber",
-        smtp_port=smtp_port, log_level="WARNING", db_pool_max=8)
+        settings,
+        database_url=_database(settings.database_url, name),
+        database_admin_url=_database(settings.database_admin_url, name),
+        namespace="bench",
+        http_port=api_port,
+        public_base_url=f"http://127.0.0.1:{api_port}",
+        simulators_port=sim_port,
+        sms_gateway_url=f"{sim}/sms",
+        viber_api_url=f"{sim}/viber",
+        smtp_port=smtp_port,
+        log_level="WARNING",
+        db_pool_max=8,
+    )
 
 
 async def prepare_database(settings: Settings, recipients: int, say: Say) -> None:
@@ -71,15 +86,17 @@ async def prepare_database(settings: Settings, recipients: int, say: Say) -> Non
     admin = await asyncpg.connect(_database(settings.database_admin_url, "postgres"))
     try:
         if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
-            await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE template0 ENCODING \'UTF8\'')
+            await admin.execute(f"CREATE DATABASE \"{name}\" TEMPLATE template0 ENCODING 'UTF8'")
     finally:
         await admin.close()
     conn = await asyncpg.connect(settings.database_admin_url)
     try:
         await migrate(conn, discover())
         # Earlier runs' campaigns and events go; the clients stay when N matches.
-        await conn.execute("TRUNCATE campaigns, campaign_batches, message_events, held_messages, "
-                           "message_templates, message_template_versions, rate_limits CASCADE")
+        await conn.execute(
+            "TRUNCATE campaigns, campaign_batches, message_events, held_messages, "
+            "message_templates, message_template_versions, rate_limits CASCADE"
+        )
         have = await conn.fetchval("SELECT count(*) FROM clients")
     finally:
         await conn.close()
@@ -94,15 +111,25 @@ async def create_campaign(settings: Settings, chain: list[str], batch_size: int)
     await init_connection(conn)
     try:
         for channel in ("sms", "viber", "email"):
-            await rate_limit.set_limit(conn, SYSTEM, channel=channel, provider=None,
-                                       per_minute=10_000_000, per_hour=None)
+            await rate_limit.set_limit(
+                conn, SYSTEM, channel=channel, provider=None, per_minute=10_000_000, per_hour=None
+            )
         draft = TemplateDraft(name="Бенчмарк", variants=msgspec.convert(_TEMPLATE, Variants))
-        template, _ = await template_store.create(conn, SYSTEM, TemplateEngine(), draft=draft,
-                                                  topic="debt", urgent=False)
+        template, _ = await template_store.create(
+            conn, SYSTEM, TemplateEngine(), draft=draft, topic="debt", urgent=False
+        )
         channels: list[Channel] = chain  # type: ignore[assignment]  # the CLI's choices
-        campaign = await campaigns.create(conn, SYSTEM, CampaignSpec(
-            name="bench", template_id=template.id, audience=AllClientsAudience(),
-            channel_chain=channels, receipt_timeout_seconds=600))
+        campaign = await campaigns.create(
+            conn,
+            SYSTEM,
+            CampaignSpec(
+                name="bench",
+                template_id=template.id,
+                audience=AllClientsAudience(),
+                channel_chain=channels,
+                receipt_timeout_seconds=600,
+            ),
+        )
         await campaigns.launch(conn, SYSTEM, campaign.id, None)
         return campaign.id
     finally:
@@ -112,18 +139,27 @@ async def create_campaign(settings: Settings, chain: list[str], batch_size: int)
 class Processes:
     """The API, simulators and workers of the run, and their peak memory by kind."""
 
-    def __init__(self, settings: Settings, workers: int,
-                 kinds: tuple[str, ...] = ("api", "simulators", "worker")) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        workers: int,
+        kinds: tuple[str, ...] = ("api", "simulators", "worker"),
+    ) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
         for field in msgspec.structs.fields(settings):
             env[env_name(field.name)] = str(getattr(settings, field.name))
         env["HERALD_LOG_FORMAT"] = "console"
         run = [sys.executable, "-m", "herald"]
-        commands = {"api": run + ["serve"], "simulators": run + ["simulators"],
-                    "worker": run + ["worker", "--processes", str(workers)]}
+        commands = {
+            "api": run + ["serve"],
+            "simulators": run + ["simulators"],
+            "worker": run + ["worker", "--processes", str(workers)],
+        }
         self.kinds = {kind: commands[kind] for kind in kinds}
-        self.procs = {kind: subprocess.Popen(cmd, env=env, start_new_session=True)
-                      for kind, cmd in self.kinds.items()}
+        self.procs = {
+            kind: subprocess.Popen(cmd, env=env, start_new_session=True)
+            for kind, cmd in self.kinds.items()
+        }
         self.peak_rss_mb: dict[str, float] = dict.fromkeys(self.kinds, 0.0)
 
     def sample(self) -> None:
@@ -186,8 +222,9 @@ async def wait_http(url: str, seconds: float) -> None:
             await asyncio.sleep(0.2)
 
 
-async def _sim(session: aiohttp.ClientSession, settings: Settings, method: str, path: str,
-               body: object = None) -> dict[str, int]:
+async def _sim(
+    session: aiohttp.ClientSession, settings: Settings, method: str, path: str, body: object = None
+) -> dict[str, int]:
     url = f"http://127.0.0.1:{settings.simulators_port}{path}"
     async with session.request(method, url, json=body) as response:
         response.raise_for_status()
@@ -212,17 +249,22 @@ async def account(settings: Settings, campaign_id: int) -> dict[str, int]:
                    count(*) FILTER (WHERE NOT coalesce(f.sent, false) AND f.other) AS not_sendable,
                    count(*) FILTER (WHERE f.client_id IS NULL) AS lost
             FROM audience a LEFT JOIN fate f USING (client_id)
-            """, campaign_id)
+            """,
+            campaign_id,
+        )
         sent_messages = await conn.fetchval(
             "SELECT count(DISTINCT message_id) FROM message_events WHERE campaign_id = $1 "
-            "AND status = 'sent'", campaign_id)
+            "AND status = 'sent'",
+            campaign_id,
+        )
         return {**dict(row), "sent_messages": sent_messages}
     finally:
         await conn.close()
 
 
-async def run_campaign_bench(base: Settings, *, recipients: int, workers: int, chain: list[str],
-                             say: Say) -> dict[str, object]:
+async def run_campaign_bench(
+    base: Settings, *, recipients: int, workers: int, chain: list[str], say: Say
+) -> dict[str, object]:
     """Run the benchmark; return the figures (also what the last printed line holds)."""
     settings = bench_settings(base, api_port=18080, sim_port=18090, smtp_port=18025)
     settings = msgspec.structs.replace(settings, worker_processes=workers)
@@ -234,10 +276,19 @@ async def run_campaign_bench(base: Settings, *, recipients: int, workers: int, c
         async with aiohttp.ClientSession() as session:
             for channel in ("sms", "viber", "email"):
                 await _sim(session, settings, "POST", f"/{channel}/sim/reset")
-                await _sim(session, settings, "PUT", f"/{channel}/sim/config", {
-                    "delivered_after_ms": 200, "read_share": 0.1, "read_after_ms": 1000,
-                    # about 1 in 100 phones is not on Viber: those fall back to SMS
-                    "unknown_address_pattern": "13$" if channel == "viber" else None})
+                await _sim(
+                    session,
+                    settings,
+                    "PUT",
+                    f"/{channel}/sim/config",
+                    {
+                        "delivered_after_ms": 200,
+                        "read_share": 0.1,
+                        "read_after_ms": 1000,
+                        # about 1 in 100 phones is not on Viber: those fall back to SMS
+                        "unknown_address_pattern": "13$" if channel == "viber" else None,
+                    },
+                )
             campaign_id = await create_campaign(settings, chain, settings.dispatch_batch_size)
             say(f"campaign {campaign_id} launched to every client; chain {' -> '.join(chain)}")
             started = time.monotonic()
@@ -249,15 +300,20 @@ async def run_campaign_bench(base: Settings, *, recipients: int, workers: int, c
                     procs.sample()
                     if len(procs.alive()) < len(procs.procs):
                         raise RuntimeError(f"a process died: alive {procs.alive()}")
-                    status = await conn.fetchval("SELECT status FROM campaigns WHERE id = $1",
-                                                 campaign_id)
+                    status = await conn.fetchval(
+                        "SELECT status FROM campaigns WHERE id = $1", campaign_id
+                    )
                     if time.monotonic() - last >= 10:
                         last = time.monotonic()
                         done = await conn.fetchval(
                             "SELECT coalesce(sum(cardinality(client_ids)), 0) FROM campaign_batches "
-                            "WHERE campaign_id = $1 AND done", campaign_id)
-                        say(f"  {time.monotonic() - started:6.0f} s  {status:<9} "
-                            f"{done:>10,} recipients processed  ({done / (time.monotonic() - started):,.0f}/s)")
+                            "WHERE campaign_id = $1 AND done",
+                            campaign_id,
+                        )
+                        say(
+                            f"  {time.monotonic() - started:6.0f} s  {status:<9} "
+                            f"{done:>10,} recipients processed  ({done / (time.monotonic() - started):,.0f}/s)"
+                        )
             finally:
                 await conn.close()
             seconds = time.monotonic() - started
@@ -267,15 +323,26 @@ async def run_campaign_bench(base: Settings, *, recipients: int, workers: int, c
     fate = await account(settings, campaign_id)
     accepted = sum(s["accepted"] for s in stats.values())
     return {
-        "recipients": fate["recipients"], "seconds": round(seconds, 1),
-        "rate_per_s": round(fate["recipients"] / seconds, 1), "status": status,
-        "sent": fate["sent_messages"], "reached": fate["reached"],
-        "not_sendable": fate["not_sendable"], "accepted_at_simulators": accepted,
+        "recipients": fate["recipients"],
+        "seconds": round(seconds, 1),
+        "rate_per_s": round(fate["recipients"] / seconds, 1),
+        "status": status,
+        "sent": fate["sent_messages"],
+        "reached": fate["reached"],
+        "not_sendable": fate["not_sendable"],
+        "accepted_at_simulators": accepted,
         "duplicates": sum(s["duplicates"] for s in stats.values()),
         "lost": fate["lost"] + max(0, fate["sent_messages"] - accepted),
-        "per_channel": {c: {"accepted": s["accepted"], "duplicates": s["duplicates"],
-                            "permanent": s["permanent"]} for c, s in stats.items()},
-        "workers": workers, "batch_size": settings.dispatch_batch_size,
+        "per_channel": {
+            c: {
+                "accepted": s["accepted"],
+                "duplicates": s["duplicates"],
+                "permanent": s["permanent"],
+            }
+            for c, s in stats.items()
+        },
+        "workers": workers,
+        "batch_size": settings.dispatch_batch_size,
         "peak_rss_mb": {k: round(v, 1) for k, v in procs.peak_rss_mb.items()},
     }
 

@@ -63,7 +63,9 @@ LIMIT $3
 
 async def draw_samples(conn: asyncpg.Connection, count: int, seed: int) -> Samples:
     """Random real clients: ids, OR numbers, partial names and streets, phones in local format."""
-    clients = await conn.fetchval("SELECT reltuples::bigint FROM pg_class WHERE relname = 'clients'")
+    clients = await conn.fetchval(
+        "SELECT reltuples::bigint FROM pg_class WHERE relname = 'clients'"
+    )
     percent = min(100.0, max(0.01, 100.0 * count * 4 / max(clients, 1)))
     rows = await conn.fetch(_SAMPLE, percent, seed, count)
     rnd = random.Random(seed)
@@ -72,20 +74,33 @@ async def draw_samples(conn: asyncpg.Connection, count: int, seed: int) -> Sampl
         if r["phone"]:
             local = "0" + r["phone"][4:] if r["phone"].startswith("+380") else r["phone"]
             # An operator types it in any format: full local, spaced, or the last 7 digits.
-            phones.append(rnd.choice([local, f"{local[:3]} {local[3:6]} {local[6:8]} {local[8:]}",
-                                      local[-7:]]))
+            phones.append(
+                rnd.choice(
+                    [local, f"{local[:3]} {local[3:6]} {local[6:8]} {local[8:]}", local[-7:]]
+                )
+            )
     return Samples(
         client_ids=[r["id"] for r in rows],
         or_numbers=[r["or_number"] for r in rows],
         # Partial, lower-case, sometimes with the first name: as typed at the phone.
-        names=[rnd.choice([r["last_name"][:max(4, len(r["last_name"]) - 2)].lower(),
-                           f"{r['last_name']} {r['first_name'][:3]}"]) for r in rows],
+        names=[
+            rnd.choice(
+                [
+                    r["last_name"][: max(4, len(r["last_name"]) - 2)].lower(),
+                    f"{r['last_name']} {r['first_name'][:3]}",
+                ]
+            )
+            for r in rows
+        ],
         addresses=[f"{r['street'][:8]} {r['building']}".lower() for r in rows],
-        phones=phones)
+        phones=phones,
+    )
 
 
-async def _timed(concurrency: int, calls: Sequence[Callable[[], Awaitable[bool]]],
-                 ) -> tuple[list[float], int]:
+async def _timed(
+    concurrency: int,
+    calls: Sequence[Callable[[], Awaitable[bool]]],
+) -> tuple[list[float], int]:
     """Run ``calls`` ``concurrency`` at a time: the latency of each in milliseconds (a
     timed-out one counts at the time it took) and how many timed out."""
     latencies: list[float] = []
@@ -112,14 +127,20 @@ class Api:
 
     async def login(self, role: str) -> dict[str, str]:
         demo = next(d for d in DEMO_USERS if d.role == role)
-        async with self.session.post(f"{self.base}/api/v1/auth/login",
-                                     json={"login": demo.login, "password": demo.password}) as r:
+        async with self.session.post(
+            f"{self.base}/api/v1/auth/login", json={"login": demo.login, "password": demo.password}
+        ) as r:
             r.raise_for_status()
             return {"Authorization": "Bearer " + (await r.json())["token"]}
 
-    def get(self, path: str, headers: dict[str, str], params: dict[str, Any] | None = None,
-            ) -> Callable[[], Awaitable[bool]]:
+    def get(
+        self,
+        path: str,
+        headers: dict[str, str],
+        params: dict[str, Any] | None = None,
+    ) -> Callable[[], Awaitable[bool]]:
         """A timed call: True when answered, False on the API's 503 query timeout."""
+
         async def call() -> bool:
             async with self.session.get(self.base + path, params=params, headers=headers) as r:
                 body = await r.read()
@@ -129,13 +150,17 @@ class Api:
                 if r.status != 200:
                     raise RuntimeError(f"GET {path} {params or ''}: {r.status} {body[:300]!r}")
                 return True
+
         return call
 
 
-async def push_latencies(listen: Callable[[asyncio.Event, asyncio.Queue[tuple[Any, float]]],
-                                         Coroutine[Any, Any, None]],
-                         keys: Sequence[Any], act: Callable[[Any], Awaitable[None]],
-                         *, wait_s: float = 15) -> list[float]:
+async def push_latencies(
+    listen: Callable[[asyncio.Event, asyncio.Queue[tuple[Any, float]]], Coroutine[Any, Any, None]],
+    keys: Sequence[Any],
+    act: Callable[[Any], Awaitable[None]],
+    *,
+    wait_s: float = 15,
+) -> list[float]:
     """For each key, one at a time: ``act(key)``, then the time until ``listen`` (a stream
     reader that sets its event once subscribed and puts ``(key, perf_counter())`` on the
     queue for each push) reports that key; in milliseconds."""
@@ -160,12 +185,22 @@ async def push_latencies(listen: Callable[[asyncio.Event, asyncio.Queue[tuple[An
     return latencies
 
 
-async def _cti_latencies(api: Api, operator: dict[str, str], integration: dict[str, str],
-                         agent: str, phones: Sequence[str], say: Say) -> list[float]:
+async def _cti_latencies(
+    api: Api,
+    operator: dict[str, str],
+    integration: dict[str, str],
+    agent: str,
+    phones: Sequence[str],
+    say: Say,
+) -> list[float]:
     """Ringing POST -> the agent's SSE stream receives the identification, one call at a time."""
+
     async def listen(ready: asyncio.Event, received: asyncio.Queue[tuple[Any, float]]) -> None:
-        async with api.session.get(f"{api.base}/api/v1/cti/stream", headers=operator,
-                                   timeout=aiohttp.ClientTimeout(total=None)) as r:
+        async with api.session.get(
+            f"{api.base}/api/v1/cti/stream",
+            headers=operator,
+            timeout=aiohttp.ClientTimeout(total=None),
+        ) as r:
             r.raise_for_status()
             ready.set()
             async for line in r.content:
@@ -177,9 +212,16 @@ async def _cti_latencies(api: Api, operator: dict[str, str], integration: dict[s
     run = int(time.time())
 
     async def ring(n: int) -> None:
-        async with api.session.post(f"{api.base}/api/v1/cti/calls", headers=integration, json={
-                "event": "ringing", "call_id": f"bench{run}{n:06d}", "phone_number": phones[n],
-                "user": agent}) as r:
+        async with api.session.post(
+            f"{api.base}/api/v1/cti/calls",
+            headers=integration,
+            json={
+                "event": "ringing",
+                "call_id": f"bench{run}{n:06d}",
+                "phone_number": phones[n],
+                "user": agent,
+            },
+        ) as r:
             if r.status >= 300:
                 raise RuntimeError(f"CTI ringing: {r.status} {await r.text()}")
 
@@ -188,13 +230,15 @@ async def _cti_latencies(api: Api, operator: dict[str, str], integration: dict[s
 
     async def ring_by_ref(call_ref: str) -> None:
         await ring(calls[call_ref])
+
     latencies = await push_latencies(listen, list(calls), ring_by_ref, wait_s=10)
     say(f"  cti: {len(latencies)} calls identified")
     return latencies
 
 
-async def run_card_bench(settings: Settings, *, requests: int, concurrency: int, seed: int,
-                         say: Say) -> dict[str, object]:
+async def run_card_bench(
+    settings: Settings, *, requests: int, concurrency: int, seed: int, say: Say
+) -> dict[str, object]:
     """Run the benchmark against the configured database; return the figures."""
     conn = await asyncpg.connect(settings.database_url)
     try:
@@ -218,18 +262,26 @@ async def run_card_bench(settings: Settings, *, requests: int, concurrency: int,
             s = samples
             plans: dict[str, list[Callable[[], Awaitable[bool]]]] = {
                 "card_by_id_ms": [api.get(f"/api/v1/clients/{c}", operator) for c in s.client_ids],
-                "card_by_or_ms": [api.get(f"/api/v1/accounts/by-or/{o}", operator)
-                                  for o in s.or_numbers],
-                "search_name_ms": [api.get("/api/v1/clients/search", operator, {"name": n})
-                                   for n in s.names],
-                "search_address_ms": [api.get("/api/v1/clients/search", operator, {"address": a})
-                                      for a in s.addresses],
-                "search_phone_ms": [api.get("/api/v1/clients/search", operator, {"phone": p})
-                                    for p in s.phones],
+                "card_by_or_ms": [
+                    api.get(f"/api/v1/accounts/by-or/{o}", operator) for o in s.or_numbers
+                ],
+                "search_name_ms": [
+                    api.get("/api/v1/clients/search", operator, {"name": n}) for n in s.names
+                ],
+                "search_address_ms": [
+                    api.get("/api/v1/clients/search", operator, {"address": a}) for a in s.addresses
+                ],
+                "search_phone_ms": [
+                    api.get("/api/v1/clients/search", operator, {"phone": p}) for p in s.phones
+                ],
                 "search_combined_ms": [
-                    api.get("/api/v1/clients/search", operator,
-                            {"name": n, "address": a, "match": "all" if i % 2 else "any"})
-                    for i, (n, a) in enumerate(zip(s.names, s.addresses, strict=False))],
+                    api.get(
+                        "/api/v1/clients/search",
+                        operator,
+                        {"name": n, "address": a, "match": "all" if i % 2 else "any"},
+                    )
+                    for i, (n, a) in enumerate(zip(s.names, s.addresses, strict=False))
+                ],
             }
             # Warm-up: the first requests open pool connections and load pages.
             await _timed(concurrency, [c for plan in plans.values() for c in plan[:10]])
@@ -237,11 +289,16 @@ async def run_card_bench(settings: Settings, *, requests: int, concurrency: int,
                 started = time.monotonic()
                 latencies, timeouts = await _timed(concurrency, calls)
                 figures[name] = {**percentiles(latencies), "timeouts": timeouts}
-                say(f"  {name}: {len(latencies)} requests in {time.monotonic() - started:.1f} s "
-                    f"-> {figures[name]}")
+                say(
+                    f"  {name}: {len(latencies)} requests in {time.monotonic() - started:.1f} s "
+                    f"-> {figures[name]}"
+                )
             demo = next(d for d in DEMO_USERS if d.role == "operator_cc")
-            figures["cti_push_ms"] = percentiles(await _cti_latencies(
-                api, operator, integration, demo.login, s.phones[:min(300, len(s.phones))], say))
+            figures["cti_push_ms"] = percentiles(
+                await _cti_latencies(
+                    api, operator, integration, demo.login, s.phones[: min(300, len(s.phones))], say
+                )
+            )
     finally:
         procs.stop()
     for query in api.timed_out[:20]:
@@ -255,6 +312,13 @@ def bench_settings(settings: Settings) -> Settings:
     """The configured database, with the API and simulators on ports of the benchmark's own."""
     sim = "http://127.0.0.1:18091"
     return msgspec.structs.replace(
-        settings, http_port=18081, public_base_url="http://127.0.0.1:18081",
-        simulators_port=18091, sms_gateway_url=f"{sim}/sms", viber_api_url=f"{sim}/viber",
-        billing_url=f"{sim}/billing", smtp_port=18026, log_level="WARNING")
+        settings,
+        http_port=18081,
+        public_base_url="http://127.0.0.1:18081",
+        simulators_port=18091,
+        sms_gateway_url=f"{sim}/sms",
+        viber_api_url=f"{sim}/viber",
+        billing_url=f"{sim}/billing",
+        smtp_port=18026,
+        log_level="WARNING",
+    )

@@ -50,8 +50,9 @@ WEBHOOK_SECRET = "bench-webhook-secret-0123456789"
 
 def bench_settings(settings: Settings) -> Settings:
     """The configured database; the API on a port of this benchmark's own."""
-    return msgspec.structs.replace(settings, http_port=18082,
-                                   public_base_url="http://127.0.0.1:18082", log_level="WARNING")
+    return msgspec.structs.replace(
+        settings, http_port=18082, public_base_url="http://127.0.0.1:18082", log_level="WARNING"
+    )
 
 
 class Poster:
@@ -60,20 +61,34 @@ class Poster:
     def __init__(self, session: aiohttp.ClientSession, base: str) -> None:
         self.session, self.base = session, base
 
-    def post(self, path: str, headers: dict[str, str], *, json_body: Any = None,
-             data: bytes | None = None) -> Call:
+    def post(
+        self,
+        path: str,
+        headers: dict[str, str],
+        *,
+        json_body: Any = None,
+        data: bytes | None = None,
+    ) -> Call:
         async def call() -> bool:
-            async with self.session.post(self.base + path, headers=headers, json=json_body,
-                                         data=data) as r:
+            async with self.session.post(
+                self.base + path, headers=headers, json=json_body, data=data
+            ) as r:
                 body = await r.read()
                 if r.status >= 300:
                     raise RuntimeError(f"POST {path}: {r.status} {body[:300]!r}")
                 return True
+
         return call
 
 
-def _intake_plans(p: Poster, integration: dict[str, str], desk: dict[str, str],
-                  client_ids: list[int], n: int, run: str) -> dict[str, list[Call]]:
+def _intake_plans(
+    p: Poster,
+    integration: dict[str, str],
+    desk: dict[str, str],
+    client_ids: list[int],
+    n: int,
+    run: str,
+) -> dict[str, list[Call]]:
     rnd = random.Random(run)
     tg = {"X-Telegram-Bot-Api-Secret-Token": WEBHOOK_SECRET}
 
@@ -81,66 +96,148 @@ def _intake_plans(p: Poster, integration: dict[str, str], desk: dict[str, str],
         return "+38067" + str(rnd.randrange(1000000, 9999999))
 
     def viber(i: int) -> Call:
-        body = json.dumps({
-            "event": "message", "timestamp": int(time.time() * 1000),
-            "message_token": int(run[-6:]) * 100000 + i,
-            "sender": {"id": f"bench{run}{i}=", "name": "Клієнт"},
-            "message": {"type": "text", "text": f"Немає газу, будинок {i}"}}).encode()
+        body = json.dumps(
+            {
+                "event": "message",
+                "timestamp": int(time.time() * 1000),
+                "message_token": int(run[-6:]) * 100000 + i,
+                "sender": {"id": f"bench{run}{i}=", "name": "Клієнт"},
+                "message": {"type": "text", "text": f"Немає газу, будинок {i}"},
+            }
+        ).encode()
         sig = hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
-        return p.post("/api/v1/case-intake/viber", {"X-Viber-Content-Signature": sig,
-                                                     "Content-Type": "application/json"}, data=body)
+        return p.post(
+            "/api/v1/case-intake/viber",
+            {"X-Viber-Content-Signature": sig, "Content-Type": "application/json"},
+            data=body,
+        )
 
     def telegram(i: int) -> Call:
         chat = int(run[-6:]) * 100000 + i
-        return p.post("/api/v1/case-intake/telegram", tg, json_body={
-            "update_id": chat, "message": {
-                "message_id": 1, "date": int(time.time()), "text": f"Питання щодо рахунку {i}",
-                "from": {"id": chat, "is_bot": False, "first_name": "Ігор"},
-                "chat": {"id": chat, "type": "private"}}})
+        return p.post(
+            "/api/v1/case-intake/telegram",
+            tg,
+            json_body={
+                "update_id": chat,
+                "message": {
+                    "message_id": 1,
+                    "date": int(time.time()),
+                    "text": f"Питання щодо рахунку {i}",
+                    "from": {"id": chat, "is_bot": False, "first_name": "Ігор"},
+                    "chat": {"id": chat, "type": "private"},
+                },
+            },
+        )
 
     def call(i: int) -> Call:
-        hang_up = p.post("/api/v1/cti/calls", integration, json_body={
-            "event": "hung_up", "call_id": f"bench{run}c{i}", "phone_number": phone(),
-            "user": "operator.cc", "dispo": "DROP"})
+        hang_up = p.post(
+            "/api/v1/cti/calls",
+            integration,
+            json_body={
+                "event": "hung_up",
+                "call_id": f"bench{run}c{i}",
+                "phone_number": phone(),
+                "user": "operator.cc",
+                "dispo": "DROP",
+            },
+        )
         return hang_up
 
     return {
-        "site": [p.post("/api/v1/case-intake/forms", integration, json_body={
-            "source": "site", "text": f"Прошу перевірити лічильник {i}", "phone": phone()})
-            for i in range(n)],
-        "cabinet": [p.post("/api/v1/case-intake/forms", integration, json_body={
-            "source": "cabinet", "text": f"Не зараховано оплату {i}",
-            "client_id": rnd.choice(client_ids)}) for i in range(n)],
-        "email": [p.post("/api/v1/case-intake/email", integration, json_body={
-            "from": f"client{i}@example.com", "message_id": f"<bench{run}.{i}@example.com>",
-            "to": ["info@gas.example"], "subject": f"Рахунок {i}",
-            "text": "Доброго дня, прошу пояснити нарахування."}) for i in range(n)],
-        "app": [p.post("/api/v1/case-intake/app", integration, json_body={
-            "client_id": rnd.choice(client_ids), "text": f"Питання з застосунку {i}",
-            "request_id": f"bench{run}a{i}"}) for i in range(n)],
+        "site": [
+            p.post(
+                "/api/v1/case-intake/forms",
+                integration,
+                json_body={
+                    "source": "site",
+                    "text": f"Прошу перевірити лічильник {i}",
+                    "phone": phone(),
+                },
+            )
+            for i in range(n)
+        ],
+        "cabinet": [
+            p.post(
+                "/api/v1/case-intake/forms",
+                integration,
+                json_body={
+                    "source": "cabinet",
+                    "text": f"Не зараховано оплату {i}",
+                    "client_id": rnd.choice(client_ids),
+                },
+            )
+            for i in range(n)
+        ],
+        "email": [
+            p.post(
+                "/api/v1/case-intake/email",
+                integration,
+                json_body={
+                    "from": f"client{i}@example.com",
+                    "message_id": f"<bench{run}.{i}@example.com>",
+                    "to": ["info@gas.example"],
+                    "subject": f"Рахунок {i}",
+                    "text": "Доброго дня, прошу пояснити нарахування.",
+                },
+            )
+            for i in range(n)
+        ],
+        "app": [
+            p.post(
+                "/api/v1/case-intake/app",
+                integration,
+                json_body={
+                    "client_id": rnd.choice(client_ids),
+                    "text": f"Питання з застосунку {i}",
+                    "request_id": f"bench{run}a{i}",
+                },
+            )
+            for i in range(n)
+        ],
         "viber": [viber(i) for i in range(n)],
         "telegram": [telegram(i) for i in range(n)],
-        "walk_in": [p.post("/api/v1/cases", desk, json_body={
-            "text": f"Візит до ЦОК {i}", "client_id": rnd.choice(client_ids)}) for i in range(n)],
+        "walk_in": [
+            p.post(
+                "/api/v1/cases",
+                desk,
+                json_body={"text": f"Візит до ЦОК {i}", "client_id": rnd.choice(client_ids)},
+            )
+            for i in range(n)
+        ],
         "call": [call(i) for i in range(n)],
     }
 
 
 def _queue_plans(api: Api, operator: dict[str, str], n: int) -> list[Call]:
     filters: list[dict[str, Any]] = [
-        {"open": "true"}, {"status": "new"}, {"open": "true", "order": "desc"},
-        {"open": "true", "channel": "viber"}, {"open": "true", "priority": "urgent"},
-        {"status": "in_progress", "channel": "email"}, {"open": "true", "sla_state": "breached"},
-        {"open": "true", "case_type": "financial"}]
+        {"open": "true"},
+        {"status": "new"},
+        {"open": "true", "order": "desc"},
+        {"open": "true", "channel": "viber"},
+        {"open": "true", "priority": "urgent"},
+        {"status": "in_progress", "channel": "email"},
+        {"open": "true", "sla_state": "breached"},
+        {"open": "true", "case_type": "financial"},
+    ]
     return [api.get("/api/v1/cases", operator, filters[i % len(filters)]) for i in range(n)]
 
 
-async def _supervisor_push(session: aiohttp.ClientSession, base: str, boss: dict[str, str],
-                           operator: dict[str, str], case_ids: list[int], say: Say) -> list[float]:
+async def _supervisor_push(
+    session: aiohttp.ClientSession,
+    base: str,
+    boss: dict[str, str],
+    operator: dict[str, str],
+    case_ids: list[int],
+    say: Say,
+) -> list[float]:
     """Status change POST sent -> the supervisor's stream has a ``cases`` event with it."""
+
     async def listen(ready: asyncio.Event, seen: asyncio.Queue[tuple[Any, float]]) -> None:
-        async with session.get(f"{base}/api/v1/supervisor/stream", headers=boss,
-                               timeout=aiohttp.ClientTimeout(total=None)) as r:
+        async with session.get(
+            f"{base}/api/v1/supervisor/stream",
+            headers=boss,
+            timeout=aiohttp.ClientTimeout(total=None),
+        ) as r:
             r.raise_for_status()
             event = ""
             async for raw in r.content:
@@ -156,8 +253,11 @@ async def _supervisor_push(session: aiohttp.ClientSession, base: str, boss: dict
                             seen.put_nowait((item["id"], at))
 
     async def take(case_id: int) -> None:
-        async with session.post(f"{base}/api/v1/cases/{case_id}/status", headers=operator,
-                                json={"status": "in_progress"}) as r:
+        async with session.post(
+            f"{base}/api/v1/cases/{case_id}/status",
+            headers=operator,
+            json={"status": "in_progress"},
+        ) as r:
             if r.status >= 300:
                 raise RuntimeError(f"status change: {r.status} {await r.text()}")
 
@@ -173,7 +273,8 @@ async def _sla_cycle(settings: Settings, say: Say) -> dict[str, float]:
             "WITH d AS (INSERT INTO case_sla_checks (case_id, next_check_at) "
             "SELECT id, herald_now() FROM cases WHERE status NOT IN ('resolved', 'closed') "
             "ON CONFLICT (case_id) DO UPDATE SET next_check_at = excluded.next_check_at "
-            "RETURNING 1) SELECT count(*) FROM d")
+            "RETURNING 1) SELECT count(*) FROM d"
+        )
         # That upsert left a dead row per case in the schedule; in steady operation
         # autovacuum (0027 tunes it for this table) clears them between cycles.
         await conn.execute("VACUUM ANALYZE case_sla_checks")
@@ -196,40 +297,83 @@ async def _ensure_sla_setup(conn: asyncpg.Connection) -> tuple[int, int]:
     """A working-week calendar, a catch-all policy on it and an escalation rule on breach
     (tell the supervisors, raise the priority one step): the benchmark's SLA setup."""
     actor = Actor(login="bench")
-    calendar_id = await conn.fetchval("SELECT id FROM business_calendars WHERE name = $1",
-                                      BENCH_CALENDAR)
+    calendar_id = await conn.fetchval(
+        "SELECT id FROM business_calendars WHERE name = $1", BENCH_CALENDAR
+    )
     if calendar_id is None:
         day = [WorkInterval("08:00", "20:00")]
-        calendar_id = (await calendars.create_calendar(conn, actor, BusinessCalendarSpec(
-            name=BENCH_CALENDAR, week=WeekHours(mon=day, tue=day, wed=day, thu=day, fri=day,
-                                                 sat=[WorkInterval("09:00", "15:00")])))).id
+        calendar_id = (
+            await calendars.create_calendar(
+                conn,
+                actor,
+                BusinessCalendarSpec(
+                    name=BENCH_CALENDAR,
+                    week=WeekHours(
+                        mon=day,
+                        tue=day,
+                        wed=day,
+                        thu=day,
+                        fri=day,
+                        sat=[WorkInterval("09:00", "15:00")],
+                    ),
+                ),
+            )
+        ).id
     policy_id = await conn.fetchval(
         "SELECT id FROM case_sla_policies WHERE case_type IS NULL AND priority IS NULL "
-        "AND category_id IS NULL")
+        "AND category_id IS NULL"
+    )
     if policy_id is None:
-        policy_id = (await sla_config.create_policy(conn, actor, SlaPolicySpec(
-            name="Усі звернення (бенчмарк)", calendar_id=calendar_id,
-            first_response_minutes=FIRST_RESPONSE_MINUTES, resolution_minutes=RESOLUTION_MINUTES,
-            warning_percent=WARNING_PERCENT))).id
-        await sla_config.create_rule(conn, actor, EscalationRuleSpec(
-            name="Порушення SLA (бенчмарк)", on_level="breached", notify_supervisors=True,
-            raise_priority="step"))
+        policy_id = (
+            await sla_config.create_policy(
+                conn,
+                actor,
+                SlaPolicySpec(
+                    name="Усі звернення (бенчмарк)",
+                    calendar_id=calendar_id,
+                    first_response_minutes=FIRST_RESPONSE_MINUTES,
+                    resolution_minutes=RESOLUTION_MINUTES,
+                    warning_percent=WARNING_PERCENT,
+                ),
+            )
+        ).id
+        await sla_config.create_rule(
+            conn,
+            actor,
+            EscalationRuleSpec(
+                name="Порушення SLA (бенчмарк)",
+                on_level="breached",
+                notify_supervisors=True,
+                raise_priority="step",
+            ),
+        )
     return policy_id, calendar_id
 
 
-async def run_cases_bench(settings: Settings, *, history: int, open_cases: int, requests: int,
-                          concurrency: int, say: Say) -> dict[str, object]:
+async def run_cases_bench(
+    settings: Settings, *, history: int, open_cases: int, requests: int, concurrency: int, say: Say
+) -> dict[str, object]:
     """Seed (once), then measure; return the figures."""
     async with admin_connection(settings) as conn:
         hasher = PasswordHasher()
-        timings = await seed_cases(conn, history=history, open_cases=open_cases, agents=50,
-                                   password_hash=hasher.hash("Bench-agent-password-1"), say=say)
+        timings = await seed_cases(
+            conn,
+            history=history,
+            open_cases=open_cases,
+            agents=50,
+            password_hash=hasher.hash("Bench-agent-password-1"),
+            say=say,
+        )
         await ensure_demo_users(conn, PasswordPolicy(settings.password_min_length))
         policy_id, calendar_id = await _ensure_sla_setup(conn)
         planned = await plan_open_cases(
-            conn, policy_id=policy_id, calendar_id=calendar_id,
-            first_response_minutes=FIRST_RESPONSE_MINUTES, resolution_minutes=RESOLUTION_MINUTES,
-            warning_percent=WARNING_PERCENT)
+            conn,
+            policy_id=policy_id,
+            calendar_id=calendar_id,
+            first_response_minutes=FIRST_RESPONSE_MINUTES,
+            resolution_minutes=RESOLUTION_MINUTES,
+            warning_percent=WARNING_PERCENT,
+        )
         if planned:
             say(f"  gave {planned:,} open cases their SLA deadlines")
         # Earlier runs and the planning rewrote the open rows: measure a vacuumed table
@@ -238,18 +382,31 @@ async def run_cases_bench(settings: Settings, *, history: int, open_cases: int, 
         await conn.execute(
             "INSERT INTO case_webhook_secrets (channel, secret, updated_by) "
             "VALUES ('viber', $1, 'bench'), ('telegram', $1, 'bench') "
-            "ON CONFLICT (channel) DO UPDATE SET secret = excluded.secret", WEBHOOK_SECRET)
+            "ON CONFLICT (channel) DO UPDATE SET secret = excluded.secret",
+            WEBHOOK_SECRET,
+        )
         counts = await conn.fetchrow(
             "SELECT (SELECT reltuples::bigint FROM pg_class WHERE relname = 'cases') AS cases, "
-            "(SELECT count(*) FROM cases WHERE status NOT IN ('resolved', 'closed')) AS open")
-        client_ids = [r["id"] for r in await conn.fetch(
-            "SELECT id FROM clients TABLESAMPLE SYSTEM (1) LIMIT 2000")]
-        to_change = [r["id"] for r in await conn.fetch(
-            "SELECT id FROM cases WHERE status = 'new' AND number LIKE 'ЗВ-____-В%' "
-            "ORDER BY id DESC LIMIT $1", min(requests, 300))]
+            "(SELECT count(*) FROM cases WHERE status NOT IN ('resolved', 'closed')) AS open"
+        )
+        client_ids = [
+            r["id"]
+            for r in await conn.fetch("SELECT id FROM clients TABLESAMPLE SYSTEM (1) LIMIT 2000")
+        ]
+        to_change = [
+            r["id"]
+            for r in await conn.fetch(
+                "SELECT id FROM cases WHERE status = 'new' AND number LIKE 'ЗВ-____-В%' "
+                "ORDER BY id DESC LIMIT $1",
+                min(requests, 300),
+            )
+        ]
     say(f"{counts['cases']:,} cases, {counts['open']:,} open; seeding took {timings or 'nothing'}")
-    figures: dict[str, object] = {"cases": counts["cases"], "open_cases": counts["open"],
-                                  "seed": timings}
+    figures: dict[str, object] = {
+        "cases": counts["cases"],
+        "open_cases": counts["open"],
+        "seed": timings,
+    }
     procs = Processes(settings, 0, kinds=("api",))
     base = f"http://127.0.0.1:{settings.http_port}"
     run = str(int(time.time()))
@@ -263,8 +420,9 @@ async def run_cases_bench(settings: Settings, *, history: int, open_cases: int, 
             desk = await api.login("operator_cos")
             boss = await api.login("supervisor")
             intake: dict[str, dict[str, float]] = {}
-            for channel, calls in _intake_plans(poster, integration, desk, client_ids,
-                                                requests, run).items():
+            for channel, calls in _intake_plans(
+                poster, integration, desk, client_ids, requests, run
+            ).items():
                 await _timed(concurrency, calls[:5])  # warm-up: pool connections, plans
                 latencies, _ = await _timed(concurrency, calls[5:])
                 cuts = percentiles(latencies)
@@ -274,8 +432,9 @@ async def run_cases_bench(settings: Settings, *, history: int, open_cases: int, 
             latencies, timeouts = await _timed(concurrency, _queue_plans(api, operator, requests))
             figures["queue_list_ms"] = {**percentiles(latencies), "timeouts": timeouts}
             say(f"  queue: {len(latencies)} -> {figures['queue_list_ms']}")
-            cuts = percentiles(await _supervisor_push(session, base, boss, operator,
-                                                      to_change, say))
+            cuts = percentiles(
+                await _supervisor_push(session, base, boss, operator, to_change, say)
+            )
             figures["supervisor_push_ms"] = {"p50": cuts["p50"], "p99": cuts["p99"]}
     finally:
         procs.stop()

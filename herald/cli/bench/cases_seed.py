@@ -107,7 +107,8 @@ async def _secondary_indexes(conn: asyncpg.Connection) -> list[tuple[str, str]]:
         WHERE x.indrelid = 'cases'::regclass AND NOT x.indisprimary
           AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid)
         ORDER BY i.relname
-        """)
+        """
+    )
     return [(r["name"], r["definition"]) for r in rows]
 
 
@@ -119,22 +120,37 @@ async def ensure_agents(conn: asyncpg.Connection, count: int, password_hash: str
         SELECT 'bench.agent' || lpad(n::text, 3, '0'), 'Оператор ' || n, $2
         FROM generate_series(1, $1) n
         ON CONFLICT DO NOTHING
-        """, count, password_hash)
-    ids = [r["id"] for r in await conn.fetch(
-        "SELECT id FROM users WHERE login LIKE 'bench.agent%' ORDER BY id LIMIT $1", count)]
-    await conn.execute("INSERT INTO user_roles (user_id, role_code) SELECT unnest($1::bigint[]), "
-                       "'operator_cc' ON CONFLICT DO NOTHING", ids)
+        """,
+        count,
+        password_hash,
+    )
+    ids = [
+        r["id"]
+        for r in await conn.fetch(
+            "SELECT id FROM users WHERE login LIKE 'bench.agent%' ORDER BY id LIMIT $1", count
+        )
+    ]
+    await conn.execute(
+        "INSERT INTO user_roles (user_id, role_code) SELECT unnest($1::bigint[]), "
+        "'operator_cc' ON CONFLICT DO NOTHING",
+        ids,
+    )
     await conn.execute(
         "INSERT INTO case_agents (user_id, presence, presence_changed_at, capacity) "
-        "SELECT unnest($1::bigint[]), 'online', herald_now(), 1000 ON CONFLICT (user_id) DO NOTHING", ids)
+        "SELECT unnest($1::bigint[]), 'online', herald_now(), 1000 ON CONFLICT (user_id) DO NOTHING",
+        ids,
+    )
     await conn.execute(
         "INSERT INTO case_group_members (group_code, user_id) "
-        "SELECT g.code, u FROM case_groups g, unnest($1::bigint[]) u ON CONFLICT DO NOTHING", ids)
+        "SELECT g.code, u FROM case_groups g, unnest($1::bigint[]) u ON CONFLICT DO NOTHING",
+        ids,
+    )
     return ids
 
 
-async def _load(conn: asyncpg.Connection, sql: str, rows: int, args: tuple[object, ...],
-                what: str, say: Say) -> None:
+async def _load(
+    conn: asyncpg.Connection, sql: str, rows: int, args: tuple[object, ...], what: str, say: Say
+) -> None:
     started = time.monotonic()
     for first in range(1, rows + 1, CHUNK):
         last = min(rows, first + CHUNK - 1)
@@ -143,13 +159,21 @@ async def _load(conn: asyncpg.Connection, sql: str, rows: int, args: tuple[objec
         say(f"  {what}: {last:,}/{rows:,} ({rate:,.0f}/s)")
 
 
-async def seed_cases(conn: asyncpg.Connection, *, history: int, open_cases: int, agents: int,
-                     password_hash: str, say: Say) -> dict[str, float]:
+async def seed_cases(
+    conn: asyncpg.Connection,
+    *,
+    history: int,
+    open_cases: int,
+    agents: int,
+    password_hash: str,
+    say: Say,
+) -> dict[str, float]:
     """Load ``history`` closed and ``open_cases`` open cases (as the owner role), unless the
     database already holds as many; return the seconds each phase took."""
     have = await conn.fetchrow(
         "SELECT count(*) FILTER (WHERE number LIKE 'ЗВ-____-Б%') AS history, "
-        "count(*) FILTER (WHERE number LIKE 'ЗВ-____-В%') AS open FROM cases")
+        "count(*) FILTER (WHERE number LIKE 'ЗВ-____-В%') AS open FROM cases"
+    )
     timings: dict[str, float] = {}
     agent_ids = await ensure_agents(conn, agents, password_hash)
     if have["history"] >= history and have["open"] >= open_cases:
@@ -160,12 +184,17 @@ async def seed_cases(conn: asyncpg.Connection, *, history: int, open_cases: int,
         raise RuntimeError(
             f"the database holds {have['history']:,} historical and {have['open']:,} open "
             f"benchmark cases, fewer than asked ({history:,} and {open_cases:,}): run the "
-            "benchmark on a fresh database, or ask for at most as many")
+            "benchmark on a fresh database, or ask for at most as many"
+        )
     bounds = await conn.fetchrow("SELECT min(id) AS lo, max(id) AS hi, count(*) AS n FROM clients")
     if not bounds["n"] or bounds["hi"] - bounds["lo"] + 1 != bounds["n"]:
         raise RuntimeError("the benchmark needs seeded clients with contiguous ids (herald seed)")
-    categories = [r["id"] for r in await conn.fetch(
-        "SELECT id FROM case_categories WHERE parent_id IS NOT NULL ORDER BY id")]
+    categories = [
+        r["id"]
+        for r in await conn.fetch(
+            "SELECT id FROM case_categories WHERE parent_id IS NOT NULL ORDER BY id"
+        )
+    ]
     now = await conn.fetchval("SELECT herald_now()")
     args = (bounds["lo"], bounds["n"], categories, agent_ids, now)  # after first, last, total
     indexes = await _secondary_indexes(conn)
@@ -184,7 +213,9 @@ async def seed_cases(conn: asyncpg.Connection, *, history: int, open_cases: int,
             await conn.execute(definition)
             say(f"  rebuilt index {n}/{len(indexes)}: {name}")
         await conn.execute("ALTER TABLE cases ENABLE TRIGGER USER")
-        await conn.execute("SELECT setval('case_number_seq', greatest(nextval('case_number_seq'), 1))")
+        await conn.execute(
+            "SELECT setval('case_number_seq', greatest(nextval('case_number_seq'), 1))"
+        )
     timings["index_s"] = round(time.monotonic() - started, 1)
     started = time.monotonic()
     await conn.execute("ANALYZE cases")
@@ -217,11 +248,23 @@ FROM planned p WHERE c.id = p.id
 """
 
 
-async def plan_open_cases(conn: asyncpg.Connection, *, policy_id: int, calendar_id: int,
-                          first_response_minutes: int, resolution_minutes: int,
-                          warning_percent: int) -> int:
+async def plan_open_cases(
+    conn: asyncpg.Connection,
+    *,
+    policy_id: int,
+    calendar_id: int,
+    first_response_minutes: int,
+    resolution_minutes: int,
+    warning_percent: int,
+) -> int:
     """Give the open benchmark cases the policy's business-time deadlines and their state
     now (idempotent: only cases without a policy yet)."""
-    status = await conn.execute(_PLAN_OPEN, policy_id, calendar_id, first_response_minutes,
-                                resolution_minutes, warning_percent)
+    status = await conn.execute(
+        _PLAN_OPEN,
+        policy_id,
+        calendar_id,
+        first_response_minutes,
+        resolution_minutes,
+        warning_percent,
+    )
     return int(status.split()[-1])

@@ -110,6 +110,7 @@ class _Budget:
 
 # --- safety -------------------------------------------------------------------------------
 
+
 def _is_local_host(host: str | None) -> bool:
     if not host:  # no host: a Unix socket
         return True
@@ -127,8 +128,10 @@ def ensure_local(settings: Settings) -> None:
         url = getattr(settings, field)
         host = urlsplit(url).hostname
         if not _is_local_host(host):
-            raise NotLocalError(f"{env_name(field)} points at {redact_url(url)}; "
-                                "the primitives benchmark only runs against localhost services")
+            raise NotLocalError(
+                f"{env_name(field)} points at {redact_url(url)}; "
+                "the primitives benchmark only runs against localhost services"
+            )
 
 
 def bench_queue_name(settings: Settings) -> str:
@@ -137,6 +140,7 @@ def bench_queue_name(settings: Settings) -> str:
 
 
 # --- RabbitMQ -----------------------------------------------------------------------------
+
 
 class _Envelope(msgspec.Struct, array_like=True):
     """Roughly what a dispatch message will carry: a batch of (client id, address)."""
@@ -147,13 +151,22 @@ class _Envelope(msgspec.Struct, array_like=True):
 
 def recipient_batch(size: int) -> bytes:
     """A message body carrying ``size`` recipients."""
-    return msgspec.msgpack.encode(_Envelope(
-        campaign_id=1, recipients=[(1_000_000 + i, f"+38067{i:07d}") for i in range(size)]))
+    return msgspec.msgpack.encode(
+        _Envelope(
+            campaign_id=1, recipients=[(1_000_000 + i, f"+38067{i:07d}") for i in range(size)]
+        )
+    )
 
 
-async def measure_amqp_publish(settings: Settings, *, batch_size: int, seconds: float,
-                               max_messages: int, in_flight: int,
-                               queue_name: str | None = None) -> Measurement:
+async def measure_amqp_publish(
+    settings: Settings,
+    *,
+    batch_size: int,
+    seconds: float,
+    max_messages: int,
+    in_flight: int,
+    queue_name: str | None = None,
+) -> Measurement:
     """Persistent publishes with publisher confirms into a temporary durable queue.
 
     ``in_flight`` publishes await their confirms at once, as a publishing worker would
@@ -171,7 +184,8 @@ async def measure_amqp_publish(settings: Settings, *, batch_size: int, seconds: 
             async def publish() -> None:
                 await exchange.publish(
                     aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
-                    routing_key=name)
+                    routing_key=name,
+                )
 
             await publish()  # warm-up: first publish on a new channel and queue
             sent = 0
@@ -188,10 +202,17 @@ async def measure_amqp_publish(settings: Settings, *, batch_size: int, seconds: 
     single = batch_size == 1
     return Measurement(
         step="rabbitmq.publish.single" if single else "rabbitmq.publish.batch",
-        description=("persistent confirmed publish, 1 recipient/message" if single else
-                     f"persistent confirmed publish, {batch_size} recipients/message"),
-        unit="recipients", count=sent * batch_size, operations=sent, seconds=elapsed,
-        reference="~6,500/s" if single else "millions/s")
+        description=(
+            "persistent confirmed publish, 1 recipient/message"
+            if single
+            else f"persistent confirmed publish, {batch_size} recipients/message"
+        ),
+        unit="recipients",
+        count=sent * batch_size,
+        operations=sent,
+        seconds=elapsed,
+        reference="~6,500/s" if single else "millions/s",
+    )
 
 
 # --- PostgreSQL ---------------------------------------------------------------------------
@@ -204,8 +225,10 @@ CREATE TEMP TABLE bench_outcome (
     status     smallint NOT NULL,
     sent_at    timestamptz NOT NULL
 )"""
-_INSERT_ONE = ("INSERT INTO bench_outcome (message_id, client_id, channel, status, sent_at) "
-               "VALUES ($1, $2, $3, $4, $5)")
+_INSERT_ONE = (
+    "INSERT INTO bench_outcome (message_id, client_id, channel, status, sent_at) "
+    "VALUES ($1, $2, $3, $4, $5)"
+)
 _Row = tuple[int, int, str, int, dt.datetime]
 
 
@@ -217,14 +240,18 @@ def outcome_rows(count: int) -> list[_Row]:
 
 async def _bench_connection(settings: Settings) -> asyncpg.Connection:
     # The application role: TEMP tables need no more privilege than it has.
-    conn = await asyncpg.connect(settings.database_url, timeout=10, server_settings={
-        "application_name": "herald-bench", "statement_timeout": "60000"})
+    conn = await asyncpg.connect(
+        settings.database_url,
+        timeout=10,
+        server_settings={"application_name": "herald-bench", "statement_timeout": "60000"},
+    )
     await conn.execute(_CREATE_TEMP)
     return conn
 
 
-async def measure_pg_copy(settings: Settings, *, seconds: float, max_rows: int,
-                          rows_per_copy: int = 50_000) -> Measurement:
+async def measure_pg_copy(
+    settings: Settings, *, seconds: float, max_rows: int, rows_per_copy: int = 50_000
+) -> Measurement:
     """``copy_records_to_table`` into a TEMP table, ``rows_per_copy`` rows per COPY.
 
     Rows have the five columns of a send outcome (bigint, bigint, text, smallint,
@@ -237,7 +264,7 @@ async def measure_pg_copy(settings: Settings, *, seconds: float, max_rows: int,
         done = copies = 0
         budget = _Budget(seconds)
         while done < max_rows and budget.left():
-            chunk = rows if max_rows - done >= len(rows) else rows[:max_rows - done]
+            chunk = rows if max_rows - done >= len(rows) else rows[: max_rows - done]
             await conn.copy_records_to_table("bench_outcome", records=chunk)
             done += len(chunk)
             copies += 1
@@ -245,10 +272,15 @@ async def measure_pg_copy(settings: Settings, *, seconds: float, max_rows: int,
         await conn.execute("DROP TABLE bench_outcome")
     finally:
         await conn.close()
-    return Measurement(step="postgresql.copy",
-                       description=f"COPY into a TEMP table, 5 columns, {len(rows)} rows per COPY",
-                       unit="rows", count=done, operations=copies, seconds=elapsed,
-                       reference="~1.4 M/s")
+    return Measurement(
+        step="postgresql.copy",
+        description=f"COPY into a TEMP table, 5 columns, {len(rows)} rows per COPY",
+        unit="rows",
+        count=done,
+        operations=copies,
+        seconds=elapsed,
+        reference="~1.4 M/s",
+    )
 
 
 async def measure_pg_insert(settings: Settings, *, seconds: float, max_rows: int) -> Measurement:
@@ -266,9 +298,15 @@ async def measure_pg_insert(settings: Settings, *, seconds: float, max_rows: int
         await conn.execute("DROP TABLE bench_outcome")
     finally:
         await conn.close()
-    return Measurement(step="postgresql.insert", description="row-by-row INSERT into a TEMP table",
-                       unit="rows", count=done, operations=done, seconds=elapsed,
-                       reference="~100x slower than COPY")
+    return Measurement(
+        step="postgresql.insert",
+        description="row-by-row INSERT into a TEMP table",
+        unit="rows",
+        count=done,
+        operations=done,
+        seconds=elapsed,
+        reference="~100x slower than COPY",
+    )
 
 
 # --- Redis --------------------------------------------------------------------------------
@@ -303,13 +341,20 @@ async def measure_redis_lua(settings: Settings, *, seconds: float, max_calls: in
             await client.delete(key)
         finally:
             await client.aclose()
-    return Measurement(step="redis.lua", description="small Lua script (EVALSHA), one at a time",
-                       unit="calls", count=calls, operations=calls, seconds=elapsed,
-                       reference="~12,700/s (~80 µs)")
+    return Measurement(
+        step="redis.lua",
+        description="small Lua script (EVALSHA), one at a time",
+        unit="calls",
+        count=calls,
+        operations=calls,
+        seconds=elapsed,
+        reference="~12,700/s (~80 µs)",
+    )
 
 
-async def measure_redis_pipeline(settings: Settings, *, seconds: float, max_commands: int,
-                                 pipeline_size: int = 1000) -> Measurement:
+async def measure_redis_pipeline(
+    settings: Settings, *, seconds: float, max_commands: int, pipeline_size: int = 1000
+) -> Measurement:
     """INCRBY commands sent ``pipeline_size`` at a time in a non-transactional pipeline."""
     client = aioredis.from_url(settings.redis_url)
     key = _redis_key(settings, "pipeline")
@@ -332,19 +377,26 @@ async def measure_redis_pipeline(settings: Settings, *, seconds: float, max_comm
             await client.delete(key)
         finally:
             await client.aclose()
-    return Measurement(step="redis.pipeline",
-                       description=f"pipelined INCRBY, {pipeline_size} per pipeline",
-                       unit="commands", count=commands, operations=pipelines, seconds=elapsed)
+    return Measurement(
+        step="redis.pipeline",
+        description=f"pipelined INCRBY, {pipeline_size} per pipeline",
+        unit="commands",
+        count=commands,
+        operations=pipelines,
+        seconds=elapsed,
+    )
 
 
 # --- HTTP ---------------------------------------------------------------------------------
+
 
 async def _ok(request: web.Request) -> web.Response:
     return web.Response(body=b'{"status":"ok"}', content_type="application/json")
 
 
-async def measure_http_loopback(*, seconds: float, max_requests: int,
-                                concurrency: int) -> Measurement:
+async def measure_http_loopback(
+    *, seconds: float, max_requests: int, concurrency: int
+) -> Measurement:
     """GETs over keep-alive connections to a tiny aiohttp server in this same process.
 
     Client and server share one event loop, so this is what one core does when it is
@@ -383,14 +435,20 @@ async def measure_http_loopback(*, seconds: float, max_requests: int,
     finally:
         await runner.cleanup()
         sock.close()
-    return Measurement(step="http.loopback",
-                       description=f"aiohttp GET, keep-alive, {concurrency} connections, "
-                                   "client and server in one process",
-                       unit="requests", count=done, operations=done, seconds=elapsed,
-                       reference="~5,400/s per core")
+    return Measurement(
+        step="http.loopback",
+        description=f"aiohttp GET, keep-alive, {concurrency} connections, "
+        "client and server in one process",
+        unit="requests",
+        count=done,
+        operations=done,
+        seconds=elapsed,
+        reference="~5,400/s per core",
+    )
 
 
 # --- the whole run ------------------------------------------------------------------------
+
 
 class Step(msgspec.Struct, frozen=True):
     """One step of the run: its group (for --only), name, title and what it measures."""
@@ -405,40 +463,87 @@ def plan_steps(settings: Settings, bounds: Bounds, groups: Sequence[str] = GROUP
     """The steps of a run, in order, limited to ``groups``."""
     s = bounds.seconds
     steps = [
-        Step("rabbitmq", "rabbitmq.publish.single",
-             "rabbitmq: persistent confirmed publish, 1 recipient/message",
-             lambda: measure_amqp_publish(settings, batch_size=1, seconds=s,
-                                          max_messages=bounds.max_messages,
-                                          in_flight=bounds.publish_in_flight)),
-        Step("rabbitmq", "rabbitmq.publish.batch",
-             f"rabbitmq: persistent confirmed publish, {bounds.batch_size} recipients/message",
-             lambda: measure_amqp_publish(settings, batch_size=bounds.batch_size, seconds=s,
-                                          max_messages=bounds.max_batches,
-                                          in_flight=bounds.batch_in_flight)),
-        Step("postgresql", "postgresql.copy", "postgresql: COPY into a TEMP table",
-             lambda: measure_pg_copy(settings, seconds=s, max_rows=bounds.max_copy_rows)),
-        Step("postgresql", "postgresql.insert", "postgresql: row-by-row INSERT into a TEMP table",
-             lambda: measure_pg_insert(settings, seconds=s, max_rows=bounds.max_insert_rows)),
-        Step("redis", "redis.lua", "redis: small Lua script, one call at a time",
-             lambda: measure_redis_lua(settings, seconds=s, max_calls=bounds.max_lua_calls)),
-        Step("redis", "redis.pipeline", "redis: pipelined INCRBY",
-             lambda: measure_redis_pipeline(settings, seconds=s,
-                                            max_commands=bounds.max_pipelined)),
-        Step("http", "http.loopback", "http: loopback GET against an in-process aiohttp server",
-             lambda: measure_http_loopback(seconds=s, max_requests=bounds.max_http_requests,
-                                           concurrency=bounds.http_concurrency)),
+        Step(
+            "rabbitmq",
+            "rabbitmq.publish.single",
+            "rabbitmq: persistent confirmed publish, 1 recipient/message",
+            lambda: measure_amqp_publish(
+                settings,
+                batch_size=1,
+                seconds=s,
+                max_messages=bounds.max_messages,
+                in_flight=bounds.publish_in_flight,
+            ),
+        ),
+        Step(
+            "rabbitmq",
+            "rabbitmq.publish.batch",
+            f"rabbitmq: persistent confirmed publish, {bounds.batch_size} recipients/message",
+            lambda: measure_amqp_publish(
+                settings,
+                batch_size=bounds.batch_size,
+                seconds=s,
+                max_messages=bounds.max_batches,
+                in_flight=bounds.batch_in_flight,
+            ),
+        ),
+        Step(
+            "postgresql",
+            "postgresql.copy",
+            "postgresql: COPY into a TEMP table",
+            lambda: measure_pg_copy(settings, seconds=s, max_rows=bounds.max_copy_rows),
+        ),
+        Step(
+            "postgresql",
+            "postgresql.insert",
+            "postgresql: row-by-row INSERT into a TEMP table",
+            lambda: measure_pg_insert(settings, seconds=s, max_rows=bounds.max_insert_rows),
+        ),
+        Step(
+            "redis",
+            "redis.lua",
+            "redis: small Lua script, one call at a time",
+            lambda: measure_redis_lua(settings, seconds=s, max_calls=bounds.max_lua_calls),
+        ),
+        Step(
+            "redis",
+            "redis.pipeline",
+            "redis: pipelined INCRBY",
+            lambda: measure_redis_pipeline(settings, seconds=s, max_commands=bounds.max_pipelined),
+        ),
+        Step(
+            "http",
+            "http.loopback",
+            "http: loopback GET against an in-process aiohttp server",
+            lambda: measure_http_loopback(
+                seconds=s,
+                max_requests=bounds.max_http_requests,
+                concurrency=bounds.http_concurrency,
+            ),
+        ),
     ]
     return [step for step in steps if step.group in groups]
 
 
 def _failed(step: Step, exc: Exception) -> Measurement:
-    return Measurement(step=step.name, description=step.title, unit="",
-                       count=0, operations=0, seconds=0.0,
-                       error=f"{exc.__class__.__name__}: {exc}"[:300])
+    return Measurement(
+        step=step.name,
+        description=step.title,
+        unit="",
+        count=0,
+        operations=0,
+        seconds=0.0,
+        error=f"{exc.__class__.__name__}: {exc}"[:300],
+    )
 
 
-async def run_primitives(settings: Settings, bounds: Bounds, *, groups: Sequence[str] = GROUPS,
-                         progress: Callable[[str], None] = print) -> PrimitivesReport:
+async def run_primitives(
+    settings: Settings,
+    bounds: Bounds,
+    *,
+    groups: Sequence[str] = GROUPS,
+    progress: Callable[[str], None] = print,
+) -> PrimitivesReport:
     """Run the selected steps one after another; a failing step is reported, not fatal."""
     ensure_local(settings)
     started_at = dt.datetime.now(dt.UTC)
@@ -455,38 +560,62 @@ async def run_primitives(settings: Settings, bounds: Bounds, *, groups: Sequence
         else:
             progress(f"      {format_rate(measured)}")
         results.append(measured)
-    return PrimitivesReport(host=platform.node(), cpus=os.cpu_count() or 0,
-                            started_at=started_at, load_average_before=load_before,
-                            load_average_after=os.getloadavg()[0], bounds=bounds,
-                            measurements=results)
+    return PrimitivesReport(
+        host=platform.node(),
+        cpus=os.cpu_count() or 0,
+        started_at=started_at,
+        load_average_before=load_before,
+        load_average_after=os.getloadavg()[0],
+        bounds=bounds,
+        measurements=results,
+    )
 
 
 # --- output -------------------------------------------------------------------------------
 
+
 def format_rate(m: Measurement) -> str:
     """``6,512 recipients/s (19,600 in 3.01 s, 153.6 µs/op)``."""
-    return (f"{m.rate:,.0f} {m.unit}/s ({m.count:,} in {m.seconds:.2f} s, "
-            f"{m.micros_per_operation:,.1f} µs per {_operation_name(m)})")
+    return (
+        f"{m.rate:,.0f} {m.unit}/s ({m.count:,} in {m.seconds:.2f} s, "
+        f"{m.micros_per_operation:,.1f} µs per {_operation_name(m)})"
+    )
 
 
 def _operation_name(m: Measurement) -> str:
-    return {"rabbitmq.publish.single": "message", "rabbitmq.publish.batch": "message",
-            "postgresql.copy": "COPY", "postgresql.insert": "INSERT", "redis.lua": "call",
-            "redis.pipeline": "pipeline", "http.loopback": "request"}.get(m.step, "operation")
+    return {
+        "rabbitmq.publish.single": "message",
+        "rabbitmq.publish.batch": "message",
+        "postgresql.copy": "COPY",
+        "postgresql.insert": "INSERT",
+        "redis.lua": "call",
+        "redis.pipeline": "pipeline",
+        "http.loopback": "request",
+    }.get(m.step, "operation")
 
 
 def format_table(report: PrimitivesReport) -> str:
     """The report as a plain-text table."""
-    header = (f"Herald primitives on {report.host}: {report.cpus} CPUs, "
-              f"load average {report.load_average_before:.2f} before, "
-              f"{report.load_average_after:.2f} after; up to {report.bounds.seconds:g} s per step")
+    header = (
+        f"Herald primitives on {report.host}: {report.cpus} CPUs, "
+        f"load average {report.load_average_before:.2f} before, "
+        f"{report.load_average_after:.2f} after; up to {report.bounds.seconds:g} s per step"
+    )
     rows = [("step", "rate", "count", "seconds", "µs/op", "ARCHITECTURE.md")]
     for m in report.measurements:
         if m.error:
             rows.append((m.step, "FAILED", "", "", "", m.error))
         else:
-            rows.append((m.step, f"{m.rate:,.0f} {m.unit}/s", f"{m.count:,}", f"{m.seconds:.2f}",
-                         f"{m.micros_per_operation:,.1f}", m.reference))
+            rows.append(
+                (
+                    m.step,
+                    f"{m.rate:,.0f} {m.unit}/s",
+                    f"{m.count:,}",
+                    f"{m.seconds:.2f}",
+                    f"{m.micros_per_operation:,.1f}",
+                    m.reference,
+                )
+            )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = [header, ""]
     for i, row in enumerate(rows):
@@ -514,11 +643,20 @@ class _ReportJson(msgspec.Struct, frozen=True, kw_only=True):
 
 def report_json(report: PrimitivesReport) -> bytes:
     """The report as JSON, with each measurement's rate spelled out."""
-    measurements = [_ReportJson(step=m.step, description=m.description, unit=m.unit,
-                                count=m.count, operations=m.operations,
-                                seconds=round(m.seconds, 4), rate=round(m.rate, 1),
-                                micros_per_operation=round(m.micros_per_operation, 2),
-                                reference=m.reference, error=m.error)
-                    for m in report.measurements]
+    measurements = [
+        _ReportJson(
+            step=m.step,
+            description=m.description,
+            unit=m.unit,
+            count=m.count,
+            operations=m.operations,
+            seconds=round(m.seconds, 4),
+            rate=round(m.rate, 1),
+            micros_per_operation=round(m.micros_per_operation, 2),
+            reference=m.reference,
+            error=m.error,
+        )
+        for m in report.measurements
+    ]
     document = msgspec.structs.asdict(report) | {"measurements": measurements}
     return msgspec.json.encode(document)

@@ -24,11 +24,13 @@ if TYPE_CHECKING:
     import asyncpg
 
 ACTOR = Actor(login="bench-segments")
-PREVIEW = {"all": [
-    {"attribute": "account.region", "op": "in", "value": ["UA-30", "UA-32", "UA-46", "UA-51"]},
-    {"attribute": "billing.debt", "op": "gt", "value": 0},
-    {"attribute": "billing.last_payment_at", "op": "older_than_days", "value": 60},
-]}
+PREVIEW = {
+    "all": [
+        {"attribute": "account.region", "op": "in", "value": ["UA-30", "UA-32", "UA-46", "UA-51"]},
+        {"attribute": "billing.debt", "op": "gt", "value": 0},
+        {"attribute": "billing.last_payment_at", "op": "older_than_days", "value": 60},
+    ]
+}
 
 
 def count_option(text: str) -> int:
@@ -43,14 +45,29 @@ def count_option(text: str) -> int:
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--members", type=count_option, default=5_000_000,
-                        help="size of the materialised segment (default 5000000)")
-    parser.add_argument("--set-members", type=count_option, default=2_000_000,
-                        help="size of each operand of the set operations (default 2000000)")
-    parser.add_argument("--keep", action="store_true",
-                        help="keep the segments made (default: delete them at the end)")
-    parser.add_argument("--no-triggers", dest="triggers", action="store_false",
-                        help="skip the trigger latencies (herald.cli.bench.triggers)")
+    parser.add_argument(
+        "--members",
+        type=count_option,
+        default=5_000_000,
+        help="size of the materialised segment (default 5000000)",
+    )
+    parser.add_argument(
+        "--set-members",
+        type=count_option,
+        default=2_000_000,
+        help="size of each operand of the set operations (default 2000000)",
+    )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the segments made (default: delete them at the end)",
+    )
+    parser.add_argument(
+        "--no-triggers",
+        dest="triggers",
+        action="store_false",
+        help="skip the trigger latencies (herald.cli.bench.triggers)",
+    )
 
 
 def pick_regions(sizes: list[tuple[str, int]], target: int, *, skip: int = 0) -> list[str]:
@@ -74,8 +91,15 @@ async def _timed(label: str, say: Callable[[str], None], work: Any) -> tuple[Any
     return result, seconds
 
 
-async def run_segments_bench(settings: Settings, *, members: int, set_members: int, keep: bool,
-                             say: Callable[[str], None], triggers: bool = True) -> dict[str, Any]:
+async def run_segments_bench(
+    settings: Settings,
+    *,
+    members: int,
+    set_members: int,
+    keep: bool,
+    say: Callable[[str], None],
+    triggers: bool = True,
+) -> dict[str, Any]:
     """Measure, clean up, and return the figures (the trigger ones unless ``triggers`` is false)."""
     # Imported when run: `herald` imports this module to build its parser (keeps it quick).
     from crm.segments import member_sets, store
@@ -90,25 +114,39 @@ async def run_segments_bench(settings: Settings, *, members: int, set_members: i
             await conn.execute("SET statement_timeout = 0")
             figures["accounts"] = await conn.fetchval("SELECT count(*) FROM accounts")
             say(f"{figures['accounts']:,} accounts")
-            preview, seconds = await _timed("preview (3 conditions)", say, store.preview(conn, PREVIEW))
+            preview, seconds = await _timed(
+                "preview (3 conditions)", say, store.preview(conn, PREVIEW)
+            )
             figures["preview_ms"] = round(seconds * 1000, 1)
-            figures["preview"] = {"count": preview.count, "exact": preview.exact,
-                                  "sample_percent": preview.sample_percent}
-            exact, seconds = await _timed("the same count, exact", say,
-                                          store.preview(conn, PREVIEW, exact=True))
+            figures["preview"] = {
+                "count": preview.count,
+                "exact": preview.exact,
+                "sample_percent": preview.sample_percent,
+            }
+            exact, seconds = await _timed(
+                "the same count, exact", say, store.preview(conn, PREVIEW, exact=True)
+            )
             figures["preview_exact"] = {"count": exact.count, "ms": round(seconds * 1000, 1)}
-            sizes = [(r["region_code"], r["n"]) for r in await conn.fetch(
-                "SELECT region_code, count(*) AS n FROM accounts GROUP BY 1 ORDER BY 2 DESC, 1")]
+            sizes = [
+                (r["region_code"], r["n"])
+                for r in await conn.fetch(
+                    "SELECT region_code, count(*) AS n FROM accounts GROUP BY 1 ORDER BY 2 DESC, 1"
+                )
+            ]
 
             async def segment(name: str, regions: list[str]) -> Any:
                 condition = {"attribute": "account.region", "op": "in", "value": regions}
-                made_segment = await store.create(conn, ACTOR, name=name, kind="static",
-                                                  condition=condition, pool=pool)
+                made_segment = await store.create(
+                    conn, ACTOR, name=name, kind="static", condition=condition, pool=pool
+                )
                 made.append(made_segment.id)
                 return made_segment
 
-            big, seconds = await _timed(f"materialise ~{members:,}", say,
-                                        segment("bench: big", pick_regions(sizes, members)))
+            big, seconds = await _timed(
+                f"materialise ~{members:,}",
+                say,
+                segment("bench: big", pick_regions(sizes, members)),
+            )
             figures["materialise_5m_s"] = round(seconds, 2)
             figures["materialised_members"] = big.member_count
             left_regions = pick_regions(sizes, set_members)
@@ -119,8 +157,9 @@ async def run_segments_bench(settings: Settings, *, members: int, set_members: i
             figures["set_members"] = [left.member_count, right.member_count]
             figures["set_ops_s"] = {}
             for op in ("union", "intersection", "exclusion"):
-                result, seconds = await _timed(op, say, store.combine(conn, ACTOR, left.id, op, right.id,
-                                                                     pool=pool))
+                result, seconds = await _timed(
+                    op, say, store.combine(conn, ACTOR, left.id, op, right.id, pool=pool)
+                )
                 made.append(result.id)
                 figures["set_ops_s"][op] = round(seconds, 2)
                 figures.setdefault("set_results", {})[op] = result.member_count
@@ -140,8 +179,9 @@ async def run_segments_bench(settings: Settings, *, members: int, set_members: i
         say("trigger latency, idle")
         figures["trigger_idle_ms"] = await trigger_latency(settings, say=say)
         say("trigger latency during a campaign")
-        figures["trigger_during_campaign_ms"] = await trigger_latency(settings, during_campaign=True,
-                                                                      say=say)
+        figures["trigger_during_campaign_ms"] = await trigger_latency(
+            settings, during_campaign=True, say=say
+        )
     return figures
 
 
@@ -159,10 +199,17 @@ async def _drop_quietly(pool: asyncpg.Pool, ids: list[int]) -> None:
 
 async def main(settings: Settings, args: argparse.Namespace) -> int:
     """Run the benchmark and print its JSON figures as the last line."""
+
     def say(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    figures = await run_segments_bench(settings, members=args.members, set_members=args.set_members,
-                                       keep=args.keep, say=say, triggers=args.triggers)
+    figures = await run_segments_bench(
+        settings,
+        members=args.members,
+        set_members=args.set_members,
+        keep=args.keep,
+        say=say,
+        triggers=args.triggers,
+    )
     print(json.dumps(figures, ensure_ascii=False), flush=True)
     return 0

@@ -76,8 +76,10 @@ async def _prepare(conn: asyncpg.Connection, n: int, tag: str) -> _Setup:
     if not await conn.fetchval("SELECT to_regclass('trigger_rules') IS NOT NULL"):
         raise RuntimeError("the database lacks migration 0015_triggers: run herald migrate")
     # Clients with a phone on their primary account, spread over the id range.
-    clients = [r[0] for r in await conn.fetch(
-        """
+    clients = [
+        r[0]
+        for r in await conn.fetch(
+            """
         SELECT c.id FROM clients c
         WHERE c.id % 7 = 3 AND EXISTS (
             SELECT 1 FROM accounts a JOIN account_contacts ac ON ac.account_id = a.id AND ac.is_active
@@ -86,19 +88,35 @@ async def _prepare(conn: asyncpg.Connection, n: int, tag: str) -> _Setup:
           AND NOT EXISTS (SELECT 1 FROM consents s WHERE s.client_id = c.id AND s.channel = 'sms'
                           AND s.topic = 'service' AND NOT s.opted_in)
         LIMIT $1
-        """, n)]
+        """,
+            n,
+        )
+    ]
     if len(clients) < n:
         raise RuntimeError(f"only {len(clients)} clients with a phone found; {n} needed")
-    draft = TemplateDraft(name=f"bench trigger {tag}", variants=msgspec.convert(
-        {"sms": {"text": "{{ first_name }}, платіж за ОР {{ or_number }} отримано. Дякуємо!"}},
-        Variants))
-    template, _ = await template_store.create(conn, SYSTEM, TemplateEngine(), draft=draft,
-                                              topic="service", urgent=True)
-    created = await producers.create(conn, SYSTEM, producers.ProducerSpec(
-        name=f"bench {tag}", event_types=["payment.received"]))
-    rule = await triggers.create_rule(conn, SYSTEM, triggers.TriggerRuleSpec(
-        name=f"bench {tag}", event_type="payment.received", template_id=template.id,
-        channel_chain=["sms"]))
+    draft = TemplateDraft(
+        name=f"bench trigger {tag}",
+        variants=msgspec.convert(
+            {"sms": {"text": "{{ first_name }}, платіж за ОР {{ or_number }} отримано. Дякуємо!"}},
+            Variants,
+        ),
+    )
+    template, _ = await template_store.create(
+        conn, SYSTEM, TemplateEngine(), draft=draft, topic="service", urgent=True
+    )
+    created = await producers.create(
+        conn, SYSTEM, producers.ProducerSpec(name=f"bench {tag}", event_types=["payment.received"])
+    )
+    rule = await triggers.create_rule(
+        conn,
+        SYSTEM,
+        triggers.TriggerRuleSpec(
+            name=f"bench {tag}",
+            event_type="payment.received",
+            template_id=template.id,
+            channel_chain=["sms"],
+        ),
+    )
     return _Setup(created.producer.id, created.api_key, rule.id, clients)
 
 
@@ -112,30 +130,51 @@ async def _cleanup(conn: asyncpg.Connection, setup: _Setup) -> None:
 
 async def _start_campaign(conn: asyncpg.Connection, tag: str, say: Say) -> int:
     """A Viber campaign to the active accounts of regions adding up to ~5 M; launched now."""
-    counts = await conn.fetch("SELECT region_code, count(*) AS n FROM accounts "
-                              "WHERE status = 'active' GROUP BY 1 ORDER BY 2 DESC")
+    counts = await conn.fetch(
+        "SELECT region_code, count(*) AS n FROM accounts "
+        "WHERE status = 'active' GROUP BY 1 ORDER BY 2 DESC"
+    )
     regions, total = [], 0
     for row in counts:
         if total >= CAMPAIGN_TARGET:
             break
         regions.append(row["region_code"])
         total += row["n"]
-    draft = TemplateDraft(name=f"bench campaign {tag}", variants=msgspec.convert(
-        {"viber": {"text": "{{ first_name }}, нагадуємо про оплату за ОР {{ or_number }}."}},
-        Variants))
-    template, _ = await template_store.create(conn, SYSTEM, TemplateEngine(), draft=draft,
-                                              topic="service", urgent=True)
-    campaign = await campaigns.create(conn, SYSTEM, CampaignSpec(
-        name=f"bench: trigger latency during a campaign {tag}", template_id=template.id,
-        audience=AllClientsAudience(regions=regions or None),
-        channel_chain=["viber"], receipt_timeout_seconds=600))
+    draft = TemplateDraft(
+        name=f"bench campaign {tag}",
+        variants=msgspec.convert(
+            {"viber": {"text": "{{ first_name }}, нагадуємо про оплату за ОР {{ or_number }}."}},
+            Variants,
+        ),
+    )
+    template, _ = await template_store.create(
+        conn, SYSTEM, TemplateEngine(), draft=draft, topic="service", urgent=True
+    )
+    campaign = await campaigns.create(
+        conn,
+        SYSTEM,
+        CampaignSpec(
+            name=f"bench: trigger latency during a campaign {tag}",
+            template_id=template.id,
+            audience=AllClientsAudience(regions=regions or None),
+            channel_chain=["viber"],
+            receipt_timeout_seconds=600,
+        ),
+    )
     await campaigns.launch(conn, SYSTEM, campaign.id, None)
     say(f"campaign {campaign.id} launched to ~{total:,} accounts in {len(regions)} regions")
     return campaign.id
 
 
-async def _post_events(session: aiohttp.ClientSession, url: str, key: str, clients: list[int],
-                       rate: int, seconds: float, tag: str) -> dict[str, float]:
+async def _post_events(
+    session: aiohttp.ClientSession,
+    url: str,
+    key: str,
+    clients: list[int],
+    rate: int,
+    seconds: float,
+    tag: str,
+) -> dict[str, float]:
     """Post events at ``rate``/s; message id -> the time its event's POST started."""
     tick = max(_TICK, 1.0 / rate)
     per_tick = max(1, round(rate * tick))
@@ -146,8 +185,9 @@ async def _post_events(session: aiohttp.ClientSession, url: str, key: str, clien
     async def one(batch: list[dict[str, Any]]) -> None:
         nonlocal errors
         at = time.time()
-        async with session.post(url, json={"events": batch},
-                                headers={"Authorization": f"Bearer {key}"}) as response:
+        async with session.post(
+            url, json={"events": batch}, headers={"Authorization": f"Bearer {key}"}
+        ) as response:
             body = await response.json()
             if response.status != 200:
                 errors += len(batch)
@@ -160,9 +200,16 @@ async def _post_events(session: aiohttp.ClientSession, url: str, key: str, clien
     sent = 0
     occurred = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     while time.monotonic() - begin < seconds and sent < len(clients):
-        batch = [{"event_id": f"{tag}-{sent + i}", "type": "payment.received",
-                  "client_id": clients[sent + i], "occurred_at": occurred,
-                  "data": {"amount": 100 + i}} for i in range(min(per_tick, len(clients) - sent))]
+        batch = [
+            {
+                "event_id": f"{tag}-{sent + i}",
+                "type": "payment.received",
+                "client_id": clients[sent + i],
+                "occurred_at": occurred,
+                "data": {"amount": 100 + i},
+            }
+            for i in range(min(per_tick, len(clients) - sent))
+        ]
         sent += len(batch)
         task = asyncio.create_task(one(batch))
         pending.add(task)
@@ -176,8 +223,9 @@ async def _post_events(session: aiohttp.ClientSession, url: str, key: str, clien
     return started
 
 
-async def _handed_off(session: aiohttp.ClientSession, sim: str, wanted: dict[str, float],
-                      wait: float) -> dict[str, float]:
+async def _handed_off(
+    session: aiohttp.ClientSession, sim: str, wanted: dict[str, float], wait: float
+) -> dict[str, float]:
     """Message id -> when the SMS simulator received it, for the wanted ids (waits for stragglers)."""
     deadline = time.monotonic() + wait
     while True:
@@ -189,18 +237,31 @@ async def _handed_off(session: aiohttp.ClientSession, sim: str, wanted: dict[str
         await asyncio.sleep(1.0)
 
 
-async def trigger_latency(settings: Settings, *, rate: int = 500, seconds: float = 20,
-                          during_campaign: bool = False, workers: int = 2,
-                          say: Say | None = None) -> dict[str, float]:
+async def trigger_latency(
+    settings: Settings,
+    *,
+    rate: int = 500,
+    seconds: float = 20,
+    during_campaign: bool = False,
+    workers: int = 2,
+    say: Say | None = None,
+) -> dict[str, float]:
     """p50 and p99 (ms) from event POST to provider hand-off at ``rate`` events/s."""
     say = say or (lambda line: print(line, file=sys.stderr, flush=True))
     tag = uuid.uuid4().hex[:8]
     api_port, sim_port, smtp_port = _free_port(), _free_port(), _free_port()
     sim = f"http://127.0.0.1:{sim_port}"
     run = msgspec.structs.replace(
-        settings, namespace=f"benchtrig{tag}", http_port=api_port, simulators_port=sim_port,
-        public_base_url=f"http://127.0.0.1:{api_port}", sms_gateway_url=f"{sim}/sms",
-        viber_api_url=f"{sim}/viber", smtp_port=smtp_port, log_level="WARNING")
+        settings,
+        namespace=f"benchtrig{tag}",
+        http_port=api_port,
+        simulators_port=sim_port,
+        public_base_url=f"http://127.0.0.1:{api_port}",
+        sms_gateway_url=f"{sim}/sms",
+        viber_api_url=f"{sim}/viber",
+        smtp_port=smtp_port,
+        log_level="WARNING",
+    )
     conn = await asyncpg.connect(settings.database_url)
     await init_connection(conn)
     campaign_id = None
@@ -214,15 +275,23 @@ async def trigger_latency(settings: Settings, *, rate: int = 500, seconds: float
         await wait_http(f"{sim}/healthz", 60)
         await _wait_consumers(run, 60)
         async with aiohttp.ClientSession() as session:
-            async with session.put(f"{sim}/sms/sim/config",
-                                   json={"keep_messages": int(rate * seconds) * 2 + 1000}) as r:
+            async with session.put(
+                f"{sim}/sms/sim/config", json={"keep_messages": int(rate * seconds) * 2 + 1000}
+            ) as r:
                 r.raise_for_status()
             if during_campaign:
                 campaign_id = await _start_campaign(conn, tag, say)
                 await _wait_sending(conn, campaign_id, say)
             say(f"posting {rate} events/s for {seconds:g} s")
-            started = await _post_events(session, f"http://127.0.0.1:{api_port}/api/v1/events",
-                                         setup.key, setup.clients, rate, seconds, tag)
+            started = await _post_events(
+                session,
+                f"http://127.0.0.1:{api_port}/api/v1/events",
+                setup.key,
+                setup.clients,
+                rate,
+                seconds,
+                tag,
+            )
             handed = await _handed_off(session, sim, started, wait=60)
         lost = len(started) - len(handed)
         say(f"{len(started):,} triggered messages, {len(handed):,} handed off, {lost} not in 60 s")
@@ -231,8 +300,10 @@ async def trigger_latency(settings: Settings, *, rate: int = 500, seconds: float
         latencies = [(handed[m] - started[m]) * 1000 for m in handed]
         if not latencies:
             raise RuntimeError("no triggered message reached the provider")
-        return {"p50": round(_percentile(latencies, 0.50), 1),
-                "p99": round(_percentile(latencies, 0.99), 1)}
+        return {
+            "p50": round(_percentile(latencies, 0.50), 1),
+            "p99": round(_percentile(latencies, 0.99), 1),
+        }
     finally:
         try:
             if campaign_id is not None:
@@ -276,8 +347,9 @@ async def _wait_consumers(settings: Settings, seconds: float) -> None:
             # A fresh channel per look: a channel answers a repeated passive declare from cache.
             async with connection.channel() as channel:
                 for shard in range(settings.shards):
-                    queue = await channel.declare_queue(queue_names(settings, shard)[0],
-                                                        passive=True)
+                    queue = await channel.declare_queue(
+                        queue_names(settings, shard)[0], passive=True
+                    )
                     counts.append(queue.declaration_result.consumer_count)
             if all(counts):
                 return
@@ -294,29 +366,42 @@ async def _wait_sending(conn: asyncpg.Connection, campaign_id: int, say: Say) ->
     while True:
         row = await conn.fetchrow(
             "SELECT status, audience_size, (SELECT count(*) FROM campaign_batches "
-            "WHERE campaign_id = $1 AND done) AS done FROM campaigns WHERE id = $1", campaign_id)
+            "WHERE campaign_id = $1 AND done) AS done FROM campaigns WHERE id = $1",
+            campaign_id,
+        )
         if row["status"] == "running" and row["done"] > 0:
-            say(f"campaign sending to {row['audience_size']:,} after "
-                f"{time.monotonic() - began:.0f} s; measuring now")
+            say(
+                f"campaign sending to {row['audience_size']:,} after "
+                f"{time.monotonic() - began:.0f} s; measuring now"
+            )
             return
         if row["status"] not in ("scheduled", "launching", "running"):
             raise RuntimeError(f"campaign {campaign_id} is {row['status']}")
         await asyncio.sleep(1.0)
 
 
-async def _while_sending(conn: asyncpg.Connection, campaign_id: int, started: dict[str, float],
-                         handed: dict[str, float], say: Say) -> dict[str, float]:
+async def _while_sending(
+    conn: asyncpg.Connection,
+    campaign_id: int,
+    started: dict[str, float],
+    handed: dict[str, float],
+    say: Say,
+) -> dict[str, float]:
     """The hand-offs of the events posted while the campaign still had batches to send."""
     row = await conn.fetchrow(
         "SELECT count(*) FILTER (WHERE NOT done) AS left, max(done_at) AS last "
-        "FROM campaign_batches WHERE campaign_id = $1", campaign_id)
+        "FROM campaign_batches WHERE campaign_id = $1",
+        campaign_id,
+    )
     if row["left"] or row["last"] is None:
         say("the campaign was still sending when the measurement ended")
         return handed
     cutoff = row["last"].timestamp()
     during = {m: t for m, t in handed.items() if started[m] < cutoff}
-    say(f"the campaign's last batch was done {cutoff - min(started.values()):.1f} s into the "
-        f"measurement: {len(during):,} of {len(started):,} events posted while it was sending")
+    say(
+        f"the campaign's last batch was done {cutoff - min(started.values()):.1f} s into the "
+        f"measurement: {len(during):,} of {len(started):,} events posted while it was sending"
+    )
     return during
 
 
@@ -347,8 +432,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--during-campaign", action="store_true")
     args = parser.parse_args()
-    figures = asyncio.run(trigger_latency(load_settings(os.environ), rate=args.rate, seconds=args.seconds,
-                                          during_campaign=args.during_campaign))
+    figures = asyncio.run(
+        trigger_latency(
+            load_settings(os.environ),
+            rate=args.rate,
+            seconds=args.seconds,
+            during_campaign=args.during_campaign,
+        )
+    )
     print(json.dumps(figures), flush=True)
 
 

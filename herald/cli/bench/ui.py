@@ -22,8 +22,9 @@ from herald.settings import Settings
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--requests", type=int, default=200,
-                        help="card and search requests each (default 200)")
+    parser.add_argument(
+        "--requests", type=int, default=200, help="card and search requests each (default 200)"
+    )
     parser.add_argument("--calls", type=int, default=50, help="rings measured (default 50)")
 
 
@@ -32,8 +33,12 @@ def _percentiles(samples: list[float]) -> dict[str, float]:
     if len(ordered) < 2:
         raise ValueError("percentiles need at least two samples")
     q = statistics.quantiles(ordered, n=100, method="inclusive")
-    return {"p50": round(q[49], 1), "p95": round(q[94], 1), "p99": round(q[98], 1),
-            "n": len(ordered)}
+    return {
+        "p50": round(q[49], 1),
+        "p95": round(q[94], 1),
+        "p99": round(q[98], 1),
+        "n": len(ordered),
+    }
 
 
 def _user(role: str) -> Any:
@@ -54,8 +59,9 @@ async def _timed(http: Any, url: str, n: int) -> list[float]:
 async def main(settings: Settings, args: argparse.Namespace) -> int:
     """Measure and print the JSON report (progress on stderr)."""
     if args.calls < 2 or args.requests < 2:
-        print("herald bench ui: --calls and --requests need at least 2 (percentiles)",
-              file=sys.stderr)
+        print(
+            "herald bench ui: --calls and --requests need at least 2 (percentiles)", file=sys.stderr
+        )
         return 2
     # Imported when run: `herald` imports this module to build its parser (keeps it quick).
     import aiohttp
@@ -73,7 +79,8 @@ async def main(settings: Settings, args: argparse.Namespace) -> int:
         await ensure_demo_users(conn, PasswordPolicy(settings.password_min_length))
         rows = await conn.fetch(
             "SELECT c.id, c.last_name, ct.phone FROM contacts ct JOIN clients c ON c.id = ct.client_id "
-            "WHERE ct.is_active AND ct.phone IS NOT NULL ORDER BY ct.id LIMIT 200")
+            "WHERE ct.is_active AND ct.phone IS NOT NULL ORDER BY ct.id LIMIT 200"
+        )
         accounts = await conn.fetchval("SELECT count(*) FROM accounts")
     finally:
         await conn.close()
@@ -85,9 +92,12 @@ async def main(settings: Settings, args: argparse.Namespace) -> int:
         jar = aiohttp.CookieJar(unsafe=True)
         async with aiohttp.ClientSession(cookie_jar=jar) as http:
             user = _user("operator_cc")
-            async with http.post(url + "/ui/login", data={"login": user.login,
-                                                          "password": user.password},
-                                 headers={"Origin": url}, allow_redirects=False) as response:
+            async with http.post(
+                url + "/ui/login",
+                data={"login": user.login, "password": user.password},
+                headers={"Origin": url},
+                allow_redirects=False,
+            ) as response:
                 assert response.status == 303, await response.text()
             print("card page…", file=sys.stderr, flush=True)
             card: list[float] = []
@@ -107,13 +117,16 @@ async def main(settings: Settings, args: argparse.Namespace) -> int:
             async def on_response(response: Any) -> None:
                 if response.url.split("?")[0].endswith((".js", ".css")):
                     sizes[response.url] = len(await response.body())
+
             page.on("response", on_response)
             await screenshots.log_in(page, url, "operator_cc")
             await page.wait_for_selector("#live-state.on")
             report["first_visit_kb"] = round(sum(sizes.values()) / 1024, 1)
             integration = _user("integration")
-            async with api.post(url + "/api/v1/auth/login", json={
-                    "login": integration.login, "password": integration.password}) as r:
+            async with api.post(
+                url + "/api/v1/auth/login",
+                json={"login": integration.login, "password": integration.password},
+            ) as r:
                 token = (await r.json())["token"]
             rings = []
             for n in range(args.calls):
@@ -121,10 +134,16 @@ async def main(settings: Settings, args: argparse.Namespace) -> int:
                 await page.goto(url + "/ui/search")
                 await page.wait_for_selector("#live-state.on")
                 start = time.perf_counter()
-                await api.post(url + "/api/v1/cti/calls",
-                               headers={"Authorization": f"Bearer {token}"},
-                               json={"event": "ringing", "call_id": f"BENCH{time.time_ns()}",
-                                     "phone_number": row["phone"], "user": "operator.cc"})
+                await api.post(
+                    url + "/api/v1/cti/calls",
+                    headers={"Authorization": f"Bearer {token}"},
+                    json={
+                        "event": "ringing",
+                        "call_id": f"BENCH{time.time_ns()}",
+                        "phone_number": row["phone"],
+                        "user": "operator.cc",
+                    },
+                )
                 await page.wait_for_selector("#client-id, .call-candidates")
                 rings.append((time.perf_counter() - start) * 1000)
             report["call_to_card_ms"] = _percentiles(rings)

@@ -82,17 +82,20 @@ def eic_check_char(body: str) -> str:
 def _digit_weights(weights: tuple[int, ...]) -> list[int]:
     """Weighted digit sums of every number of len(weights) digits, indexed by the number."""
     width = len(weights)
-    return [sum(w * int(d) for w, d in zip(weights, f"{n:0{width}d}", strict=True)) for n in range(10 ** width)]
+    return [
+        sum(w * int(d) for w, d in zip(weights, f"{n:0{width}d}", strict=True))
+        for n in range(10**width)
+    ]
 
 
 # Per-row check digits come from these tables (three lookups) instead of a digit loop.
 _EIC_PREFIX: Final = sum((16 - i) * _EIC_VALUE[ch] for i, ch in enumerate("56XG"))
-_EIC_HIGH: Final = _digit_weights((12, 11, 10, 9))   # digits at positions 4-7
-_EIC_MID: Final = _digit_weights((8, 7, 6, 5))       # 8-11
-_EIC_LOW: Final = _digit_weights((4, 3, 2))          # 12-14
-_TAX_DAY_HIGH: Final = _digit_weights((-1, 5, 7))    # birth-day digits 1-3
-_TAX_DAY_LOW: Final = _digit_weights((9, 4))         # 4-5
-_TAX_SERIAL: Final = _digit_weights((6, 10, 5))      # 6-8
+_EIC_HIGH: Final = _digit_weights((12, 11, 10, 9))  # digits at positions 4-7
+_EIC_MID: Final = _digit_weights((8, 7, 6, 5))  # 8-11
+_EIC_LOW: Final = _digit_weights((4, 3, 2))  # 12-14
+_TAX_DAY_HIGH: Final = _digit_weights((-1, 5, 7))  # birth-day digits 1-3
+_TAX_DAY_LOW: Final = _digit_weights((9, 4))  # 4-5
+_TAX_SERIAL: Final = _digit_weights((6, 10, 5))  # 6-8
 
 
 def eic_code(number: int) -> str:
@@ -101,8 +104,12 @@ def eic_code(number: int) -> str:
     56 is the Ukrainian gas issuing office, X the object type the brief asks for; the
     fourth character is G, or H for the 1 in 37 numbers whose check would be '-'.
     """
-    total = _EIC_PREFIX + _EIC_HIGH[number // 10_000_000] + _EIC_MID[number // 1000 % 10_000] \
+    total = (
+        _EIC_PREFIX
+        + _EIC_HIGH[number // 10_000_000]
+        + _EIC_MID[number // 1000 % 10_000]
         + _EIC_LOW[number % 1000]
+    )
     check = 36 - (total - 1) % 37
     if check == 36:  # '-' may not be a check character
         # H instead of G adds 13 to the weighted sum, never a multiple of 37.
@@ -129,8 +136,16 @@ def tax_id(birth_day: int, serial: int, male: bool) -> str:
     """
     triple, last = divmod(serial, 5)
     ninth = 2 * last + (1 if male else 0)
-    check = (_TAX_DAY_HIGH[birth_day // 100] + _TAX_DAY_LOW[birth_day % 100] + _TAX_SERIAL[triple]
-             + 7 * ninth) % 11 % 10
+    check = (
+        (
+            _TAX_DAY_HIGH[birth_day // 100]
+            + _TAX_DAY_LOW[birth_day % 100]
+            + _TAX_SERIAL[triple]
+            + 7 * ninth
+        )
+        % 11
+        % 10
+    )
     return f"{birth_day:05d}{triple:03d}{ninth}{check}"
 
 
@@ -138,4 +153,6 @@ def tax_id_valid(value: str) -> bool:
     """Whether a 10-digit RNOKPP has a correct check digit."""
     if len(value) != 10 or not value.isdigit():
         return False
-    return sum(w * int(d) for w, d in zip(_TAX_WEIGHTS, value[:9], strict=True)) % 11 % 10 == int(value[9])
+    return sum(w * int(d) for w, d in zip(_TAX_WEIGHTS, value[:9], strict=True)) % 11 % 10 == int(
+        value[9]
+    )

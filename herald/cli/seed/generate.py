@@ -25,29 +25,93 @@ CHUNK_CLIENTS = 50_000
 # Columns written by COPY, per table, in load order (parents before children). Identity
 # ids are written explicitly; generated columns are computed by PostgreSQL.
 COLUMNS: Final[dict[str, tuple[str, ...]]] = {
-    "clients": ("id", "last_name", "first_name", "middle_name", "birth_date", "passport_number",
-                "tax_id", "created_at", "updated_at", "search_keys"),
-    "accounts": ("id", "client_id", "or_number", "eic_code", "region_code", "district", "city", "street",
-                 "building", "flat", "postal_code", "consumer_type", "registers", "destroyed_housing",
-                 "tariff_code", "status", "opened_at", "closed_at", "created_at", "updated_at"),
-    "contacts": ("id", "client_id", "last_name", "first_name", "middle_name", "phone", "email",
-                 "is_active", "created_at", "updated_at"),
-    "account_contacts": ("account_id", "contact_id", "role", "is_active", "linked_at", "unlinked_at"),
-    "meters": ("id", "account_id", "serial_number", "model", "size_class", "installed_at",
-               "verified_until", "status", "created_at"),
-    "billing_snapshots": ("account_id", "balance", "debt", "last_charge_amount", "last_charge_period",
-                          "last_payment_amount", "last_payment_at", "due_date", "fetched_at"),
+    "clients": (
+        "id",
+        "last_name",
+        "first_name",
+        "middle_name",
+        "birth_date",
+        "passport_number",
+        "tax_id",
+        "created_at",
+        "updated_at",
+        "search_keys",
+    ),
+    "accounts": (
+        "id",
+        "client_id",
+        "or_number",
+        "eic_code",
+        "region_code",
+        "district",
+        "city",
+        "street",
+        "building",
+        "flat",
+        "postal_code",
+        "consumer_type",
+        "registers",
+        "destroyed_housing",
+        "tariff_code",
+        "status",
+        "opened_at",
+        "closed_at",
+        "created_at",
+        "updated_at",
+    ),
+    "contacts": (
+        "id",
+        "client_id",
+        "last_name",
+        "first_name",
+        "middle_name",
+        "phone",
+        "email",
+        "is_active",
+        "created_at",
+        "updated_at",
+    ),
+    "account_contacts": (
+        "account_id",
+        "contact_id",
+        "role",
+        "is_active",
+        "linked_at",
+        "unlinked_at",
+    ),
+    "meters": (
+        "id",
+        "account_id",
+        "serial_number",
+        "model",
+        "size_class",
+        "installed_at",
+        "verified_until",
+        "status",
+        "created_at",
+    ),
+    "billing_snapshots": (
+        "account_id",
+        "balance",
+        "debt",
+        "last_charge_amount",
+        "last_charge_period",
+        "last_payment_amount",
+        "last_payment_at",
+        "due_date",
+        "fetched_at",
+    ),
     "consents": ("client_id", "channel", "topic", "opted_in", "source", "changed_at"),
 }
 TABLES: Final = tuple(COLUMNS)
 
 # Exact shares per chunk, in clients per thousand (accounts per thousand for meters).
-_SECOND_ACCOUNT: Final = 45   # a dacha or an inherited home
+_SECOND_ACCOUNT: Final = 45  # a dacha or an inherited home
 _THIRD_ACCOUNT: Final = 8
-_CO_OWNER: Final = 300        # a spouse or relative on the contract
-_BILLING: Final = 140         # a son or daughter who pays the bills
-_FORMER_OWNER: Final = 20     # the deceased or moved-out previous holder, unlinked
-_OWNER_EXTRA: Final = 50      # the holder's second number or e-mail
+_CO_OWNER: Final = 300  # a spouse or relative on the contract
+_BILLING: Final = 140  # a son or daughter who pays the bills
+_FORMER_OWNER: Final = 20  # the deceased or moved-out previous holder, unlinked
+_OWNER_EXTRA: Final = 50  # the holder's second number or e-mail
 _TWO_METERS: Final = 70
 _FAMILY_PHONE: Final = 0.015  # owner's phone is the previous client's (a relative's) number
 
@@ -99,22 +163,31 @@ def _share(n: int, per_mille: int) -> int:
 def chunk_sizes(clients: int) -> ChunkSizes:
     """How many accounts, contacts and meters a chunk of ``clients`` clients holds."""
     accounts = clients + _share(clients, _SECOND_ACCOUNT) + 2 * _share(clients, _THIRD_ACCOUNT)
-    contacts = clients + sum(_share(clients, p) for p in (_CO_OWNER, _BILLING, _FORMER_OWNER, _OWNER_EXTRA))
+    contacts = clients + sum(
+        _share(clients, p) for p in (_CO_OWNER, _BILLING, _FORMER_OWNER, _OWNER_EXTRA)
+    )
     return ChunkSizes(accounts, contacts, accounts + _share(accounts, _TWO_METERS))
 
 
-def plan_chunks(clients: int, seed: int, reference: Reference,
-                chunk_clients: int = CHUNK_CLIENTS) -> list[ChunkTask]:
+def plan_chunks(
+    clients: int, seed: int, reference: Reference, chunk_clients: int = CHUNK_CLIENTS
+) -> list[ChunkTask]:
     """The chunks of a seeding run, with the id ranges of each (ids start at 1)."""
     if clients > max_clients():
-        raise ValueError(f"at most {max_clients():,} clients can get unique document and tax numbers")
+        raise ValueError(
+            f"at most {max_clients():,} clients can get unique document and tax numbers"
+        )
     tasks = []
     account = contact = meter = 1
     for index, start in enumerate(range(0, clients, chunk_clients)):
         n = min(chunk_clients, clients - start)
         tasks.append(ChunkTask(seed, index, n, start + 1, account, contact, meter, reference))
         sizes = chunk_sizes(n)
-        account, contact, meter = account + sizes.accounts, contact + sizes.contacts, meter + sizes.meters
+        account, contact, meter = (
+            account + sizes.accounts,
+            contact + sizes.contacts,
+            meter + sizes.meters,
+        )
     return tasks
 
 
@@ -130,10 +203,24 @@ def generate_chunk(task: ChunkTask) -> ChunkData:
     sizes = chunk_sizes(n)
     out: dict[str, list[str]] = {table: [] for table in TABLES}
     ref = task.reference
-    premises = Premises(task.seed, ref.regions, dict(ref.tariffs), rng,
-                        out["accounts"], out["meters"], out["billing_snapshots"])
-    people = People(task.seed, ref.topics, rng, out["clients"], out["contacts"],
-                    out["account_contacts"], out["consents"])
+    premises = Premises(
+        task.seed,
+        ref.regions,
+        dict(ref.tariffs),
+        rng,
+        out["accounts"],
+        out["meters"],
+        out["billing_snapshots"],
+    )
+    people = People(
+        task.seed,
+        ref.topics,
+        rng,
+        out["clients"],
+        out["contacts"],
+        out["account_contacts"],
+        out["consents"],
+    )
 
     # Which clients get a second/third account, extra contacts; which accounts two meters.
     accounts_of = bytearray(b"\x01" * n)
@@ -141,7 +228,12 @@ def generate_chunk(task: ChunkTask) -> ChunkData:
     for k, i in enumerate(picked):
         accounts_of[i] = 2 if k < _share(n, _SECOND_ACCOUNT) else 3
     extras = bytearray(n)
-    for flag, per_mille in ((_CO, _CO_OWNER), (_BILL, _BILLING), (_FORMER, _FORMER_OWNER), (_EXTRA, _OWNER_EXTRA)):
+    for flag, per_mille in (
+        (_CO, _CO_OWNER),
+        (_BILL, _BILLING),
+        (_FORMER, _FORMER_OWNER),
+        (_EXTRA, _OWNER_EXTRA),
+    ):
         for i in rng.sample(range(n), _share(n, per_mille)):
             extras[i] |= flag
     meters_of = bytearray(b"\x01" * sizes.accounts)
@@ -176,8 +268,15 @@ def generate_chunk(task: ChunkTask) -> ChunkData:
         owner_id = contact_id
         contact_id += 1
         shared = previous_phone if previous_phone and rand() < _FAMILY_PHONE else None
-        phone, has_email = people.contact(owner_id, client_id, person, created, phone=0.94,
-                                          email=_email_share(person.year), phone_override=shared)
+        phone, has_email = people.contact(
+            owner_id,
+            client_id,
+            person,
+            created,
+            phone=0.94,
+            email=_email_share(person.year),
+            phone_override=shared,
+        )
         previous_phone = phone or previous_phone
         first_owner_day = accounts[0].created_day
         if flags & _FORMER:
@@ -185,41 +284,89 @@ def generate_chunk(task: ChunkTask) -> ChunkData:
             # the day the present holder's began.
             first_owner_day = min(AS_OF_DAY, first_owner_day + 30 + int(rand() * 700))
             parent = people.relative(person, male=rand() < 0.4, years_younger=-28)
-            people.contact(contact_id, client_id, parent, accounts[0].created_day, phone=0.8, email=0.05,
-                           active=False)
-            people.link(accounts[0].id, contact_id, "owner", accounts[0].created_day,
-                        unlinked_day=first_owner_day)
+            people.contact(
+                contact_id,
+                client_id,
+                parent,
+                accounts[0].created_day,
+                phone=0.8,
+                email=0.05,
+                active=False,
+            )
+            people.link(
+                accounts[0].id,
+                contact_id,
+                "owner",
+                accounts[0].created_day,
+                unlinked_day=first_owner_day,
+            )
             contact_id += 1
         for k, account in enumerate(accounts):
-            people.link(account.id, owner_id, "owner", first_owner_day if k == 0 else account.created_day)
+            people.link(
+                account.id, owner_id, "owner", first_owner_day if k == 0 else account.created_day
+            )
         if flags & _CO:
-            spouse = people.relative(person, male=not person.male, years_younger=0, same_surname=rand() < 0.9)
-            people.contact(contact_id, client_id, spouse, created + int(rand() * 400),
-                           phone=0.9, email=_email_share(spouse.year) * 0.8)
+            spouse = people.relative(
+                person, male=not person.male, years_younger=0, same_surname=rand() < 0.9
+            )
+            people.contact(
+                contact_id,
+                client_id,
+                spouse,
+                created + int(rand() * 400),
+                phone=0.9,
+                email=_email_share(spouse.year) * 0.8,
+            )
             for k, account in enumerate(accounts):
                 if k == 0 or rand() < 0.4:
                     day = account.created_day + int(rand() * 200)
-                    people.link(account.id, contact_id, "co_owner", day,
-                                unlinked_day=day + int(rand() * 900) if rand() < 0.03 else None)
+                    people.link(
+                        account.id,
+                        contact_id,
+                        "co_owner",
+                        day,
+                        unlinked_day=day + int(rand() * 900) if rand() < 0.03 else None,
+                    )
             contact_id += 1
         if flags & _BILL:
-            child = people.relative(person, male=rand() < 0.5, years_younger=28, same_surname=rand() < 0.8)
-            people.contact(contact_id, client_id, None if rand() < 0.05 else child,
-                           created + int(rand() * 600), phone=0.85, email=_email_share(child.year),
-                           middle=rand() < 0.6)
+            child = people.relative(
+                person, male=rand() < 0.5, years_younger=28, same_surname=rand() < 0.8
+            )
+            people.contact(
+                contact_id,
+                client_id,
+                None if rand() < 0.05 else child,
+                created + int(rand() * 600),
+                phone=0.85,
+                email=_email_share(child.year),
+                middle=rand() < 0.6,
+            )
             every = rand() < 0.3
             target = int(rand() * len(accounts))
             for k, account in enumerate(accounts):
                 if every or k == target:
-                    people.link(account.id, contact_id, "billing_contact",
-                                account.created_day + int(rand() * 300))
+                    people.link(
+                        account.id,
+                        contact_id,
+                        "billing_contact",
+                        account.created_day + int(rand() * 300),
+                    )
             contact_id += 1
         if flags & _EXTRA:
-            people.contact(contact_id, client_id, person, created + int(rand() * 900), phone=0.6, email=0.5)
+            people.contact(
+                contact_id, client_id, person, created + int(rand() * 900), phone=0.6, email=0.5
+            )
             for account in accounts:
-                people.link(account.id, contact_id, "billing_contact", account.created_day + int(rand() * 900))
+                people.link(
+                    account.id,
+                    contact_id,
+                    "billing_contact",
+                    account.created_day + int(rand() * 900),
+                )
             contact_id += 1
         people.consents(client_id, has_email, created)
 
     rows = {table: len(lines) for table, lines in out.items()}
-    return ChunkData(task.index, n, rows, {table: "".join(lines).encode() for table, lines in out.items()})
+    return ChunkData(
+        task.index, n, rows, {table: "".join(lines).encode() for table, lines in out.items()}
+    )

@@ -34,18 +34,24 @@ _PIECE = 1 << 20  # bytes per CopyData message; keeps asyncpg's flow control eff
 async def read_reference(conn: asyncpg.Connection) -> Reference:
     """The region, tariff and topic codes the generated rows may refer to."""
     regions = tuple(r["code"] for r in await conn.fetch("SELECT code FROM regions ORDER BY code"))
-    tariffs = tuple((r["code"], float(r["price"])) for r in await conn.fetch(
-        "SELECT code, price_per_m3 AS price FROM tariffs ORDER BY code"))
-    topics = tuple(r["code"] for r in await conn.fetch("SELECT code FROM message_topics ORDER BY code"))
+    tariffs = tuple(
+        (r["code"], float(r["price"]))
+        for r in await conn.fetch("SELECT code, price_per_m3 AS price FROM tariffs ORDER BY code")
+    )
+    topics = tuple(
+        r["code"] for r in await conn.fetch("SELECT code FROM message_topics ORDER BY code")
+    )
     if not regions or not tariffs:
-        raise SeedError("the regions and tariffs reference tables are empty; is the database migrated?")
+        raise SeedError(
+            "the regions and tariffs reference tables are empty; is the database migrated?"
+        )
     return Reference(regions, tariffs, topics)
 
 
 async def _pieces(data: bytes) -> AsyncIterator[memoryview]:
     view = memoryview(data)
     for start in range(0, len(view), _PIECE):
-        yield view[start:start + _PIECE]
+        yield view[start : start + _PIECE]
 
 
 async def copy_chunk(conn: asyncpg.Connection, chunk: ChunkData) -> None:
@@ -57,16 +63,27 @@ async def copy_chunk(conn: asyncpg.Connection, chunk: ChunkData) -> None:
     for table in TABLES:
         if not chunk.rows[table]:
             continue
-        status = await conn.copy_to_table(table, source=_pieces(chunk.data[table]), columns=list(COLUMNS[table]),
-                                          format="text", freeze=True)
+        status = await conn.copy_to_table(
+            table,
+            source=_pieces(chunk.data[table]),
+            columns=list(COLUMNS[table]),
+            format="text",
+            freeze=True,
+        )
         copied = int(status.split()[-1])
         if copied != chunk.rows[table]:
-            raise SeedError(f"COPY into {table} took {copied} rows of chunk {chunk.index}, "
-                            f"expected {chunk.rows[table]}")
+            raise SeedError(
+                f"COPY into {table} took {copied} rows of chunk {chunk.index}, "
+                f"expected {chunk.rows[table]}"
+            )
 
 
-async def load_chunks(conn: asyncpg.Connection, tasks: Sequence[ChunkTask], processes: int,
-                      on_chunk: Callable[[ChunkData], None]) -> Counter[str]:
+async def load_chunks(
+    conn: asyncpg.Connection,
+    tasks: Sequence[ChunkTask],
+    processes: int,
+    on_chunk: Callable[[ChunkData], None],
+) -> Counter[str]:
     """Generate the chunks in a process pool and COPY them in chunk order; return rows per table.
 
     At most ``processes + 1`` chunks are in flight, so generation can run ahead of COPY
@@ -75,7 +92,9 @@ async def load_chunks(conn: asyncpg.Connection, tasks: Sequence[ChunkTask], proc
     rows: Counter[str] = Counter({table: 0 for table in TABLES})
     loop = asyncio.get_running_loop()
     # spawn: the workers must not inherit this process's event loop and open sockets.
-    with ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(
+        max_workers=processes, mp_context=multiprocessing.get_context("spawn")
+    ) as pool:
         pending: deque[asyncio.Future[ChunkData]] = deque()
         queue = iter(tasks)
 

@@ -31,29 +31,81 @@ NULL: Final = "\\N"
 
 # Account holders by age: anchors (age, relative weight) and the female share by age
 # (older holders are more often women: widows keep the account in their name).
-_AGE_WEIGHT: Final = ((18, 0.1), (23, 0.4), (30, 0.8), (40, 1.0), (50, 1.15), (60, 1.25),
-                      (70, 1.05), (80, 0.55), (90, 0.15), (100, 0.02))
+_AGE_WEIGHT: Final = (
+    (18, 0.1),
+    (23, 0.4),
+    (30, 0.8),
+    (40, 1.0),
+    (50, 1.15),
+    (60, 1.25),
+    (70, 1.05),
+    (80, 0.55),
+    (90, 0.15),
+    (100, 0.02),
+)
 _FEMALE_SHARE: Final = ((18, 0.48), (40, 0.52), (60, 0.58), (75, 0.66), (90, 0.75), (100, 0.8))
 _BOOKLET_LETTERS: Final = "АВЕКМНОРСТ"
-_TAX_DAY0: Final = (DAY0 - TAX_EPOCH).days  # day numbers here count from DAY0, RNOKPP from 31.12.1899
+_TAX_DAY0: Final = (
+    DAY0 - TAX_EPOCH
+).days  # day numbers here count from DAY0, RNOKPP from 31.12.1899
 
 # E-mail local parts: (pattern number for _email_local, weight).
-_EMAIL_PATTERNS: Final = ((0, 25), (1, 10), (2, 15), (3, 10), (4, 10), (5, 8), (6, 7), (7, 8), (8, 7))
+_EMAIL_PATTERNS: Final = (
+    (0, 25),
+    (1, 10),
+    (2, 15),
+    (3, 10),
+    (4, 10),
+    (5, 8),
+    (6, 7),
+    (7, 8),
+    (8, 7),
+)
 
-_MARKETING_SOURCES: Final = (("cabinet", 30), ("app", 25), ("chatbot", 15), ("operator", 10),
-                             ("contract", 12), ("import", 8))
+_MARKETING_SOURCES: Final = (
+    ("cabinet", 30),
+    ("app", 25),
+    ("chatbot", 15),
+    ("operator", 10),
+    ("contract", 12),
+    ("import", 8),
+)
 # Explicit consent choices: (channel, topic, share opted in, share opted out, sources of
 # an opt-in, sources of an opt-out, only for clients with an e-mail). No row means the
 # topic's default, so service topics mostly appear as opt-outs.
 _CONSENTS: Final = (
     ("sms", "marketing", 0.05, 0.02, _MARKETING_SOURCES, (("sms_stop", 8), ("operator", 2)), False),
-    ("viber", "marketing", 0.09, 0.01, _MARKETING_SOURCES, (("chatbot", 3), ("app", 1), ("cabinet", 1)), False),
-    ("email", "marketing", 0.15, 0.04, _MARKETING_SOURCES, (("email_unsubscribe", 85), ("cabinet", 15)), True),
+    (
+        "viber",
+        "marketing",
+        0.09,
+        0.01,
+        _MARKETING_SOURCES,
+        (("chatbot", 3), ("app", 1), ("cabinet", 1)),
+        False,
+    ),
+    (
+        "email",
+        "marketing",
+        0.15,
+        0.04,
+        _MARKETING_SOURCES,
+        (("email_unsubscribe", 85), ("cabinet", 15)),
+        True,
+    ),
     ("push", "marketing", 0.04, 0.005, (("app", 1),), (("app", 1),), False),
     ("telegram", "marketing", 0.03, 0.003, (("chatbot", 1),), (("chatbot", 1),), False),
     ("voice", "marketing", 0.003, 0.01, (("operator", 1),), (("operator", 1),), False),
     ("sms", "billing", 0.0, 0.015, (), (("sms_stop", 8), ("operator", 2)), False),
-    ("email", "billing", 0.07, 0.02, (("cabinet", 3), ("contract", 1)), (("email_unsubscribe", 1),), True),
+    (
+        "email",
+        "billing",
+        0.07,
+        0.02,
+        (("cabinet", 3), ("contract", 1)),
+        (("email_unsubscribe", 1),),
+        True,
+    ),
     ("telegram", "billing", 0.02, 0.0, (("chatbot", 1),), (), False),
     ("push", "billing", 0.025, 0.0, (("app", 1),), (), False),
     ("sms", "debt", 0.0, 0.005, (), (("sms_stop", 6), ("operator", 4)), False),
@@ -104,8 +156,12 @@ class _Births:
     def __init__(self) -> None:
         first = (AS_OF.replace(year=AS_OF.year - 100) - DAY0).days
         last = (AS_OF.replace(year=AS_OF.year - 18) - DAY0).days
-        peak = max(w * max(s, 1 - s) for age in range(18, 101)
-                   for w in [_interpolate(_AGE_WEIGHT, age)] for s in [_interpolate(_FEMALE_SHARE, age)])
+        peak = max(
+            w * max(s, 1 - s)
+            for age in range(18, 101)
+            for w in [_interpolate(_AGE_WEIGHT, age)]
+            for s in [_interpolate(_FEMALE_SHARE, age)]
+        )
         self.starts: list[int] = []
         self.slots: list[tuple[int, bool]] = []
         total = 0
@@ -150,10 +206,23 @@ class Person(NamedTuple):
 class People:
     """Writes client, contact, link and consent rows for one chunk, from the chunk's RNG."""
 
-    def __init__(self, seed: int, topics: tuple[str, ...], rng: random.Random, clients: list[str],
-                 contacts: list[str], links: list[str], consents: list[str]) -> None:
+    def __init__(
+        self,
+        seed: int,
+        topics: tuple[str, ...],
+        rng: random.Random,
+        clients: list[str],
+        contacts: list[str],
+        links: list[str],
+        consents: list[str],
+    ) -> None:
         self._rand = rng.random
-        self._clients, self._contacts, self._links, self._consents = clients, contacts, links, consents
+        self._clients, self._contacts, self._links, self._consents = (
+            clients,
+            contacts,
+            links,
+            consents,
+        )
         self._births = _births()
         key = random.Random(derive_seed(seed, "births"))
         size = self._births.size
@@ -166,21 +235,39 @@ class People:
         self._phone = Permutation(12_000, 10_000, derive_seed(seed, "phone"))
         self._surnames = weighted_table(names.SURNAMES)
         self._female = {s: names.feminine_surname(s) for s, _ in names.SURNAMES}
-        self._given = {(male, era): weighted_table((n, w[era]) for n, *w in
-                                                   (names.MALE_NAMES if male else names.FEMALE_NAMES))
-                       for male in (False, True) for era in range(3)}
-        self._patronymics = {era: weighted_table(((m, f), w[era]) for m, f, *w in names.PATRONYMICS)
-                             for era in range(3)}
+        self._given = {
+            (male, era): weighted_table(
+                (n, w[era]) for n, *w in (names.MALE_NAMES if male else names.FEMALE_NAMES)
+            )
+            for male in (False, True)
+            for era in range(3)
+        }
+        self._patronymics = {
+            era: weighted_table(((m, f), w[era]) for m, f, *w in names.PATRONYMICS)
+            for era in range(3)
+        }
         self._apostrophes = weighted_table(names.APOSTROPHES)
-        latin = [s for s, _ in names.SURNAMES] + list(self._female.values()) + [
-            n for n, *_ in names.MALE_NAMES + names.FEMALE_NAMES]
+        latin = (
+            [s for s, _ in names.SURNAMES]
+            + list(self._female.values())
+            + [n for n, *_ in names.MALE_NAMES + names.FEMALE_NAMES]
+        )
         self._latin = {w: names.transliterate(w) for w in latin}
         self._domains = weighted_table(names.EMAIL_DOMAINS)
         self._patterns = weighted_table(_EMAIL_PATTERNS)
         self._consent_rules = [
-            (channel, topic, p_in, p_out, weighted_table(src_in) if src_in else [],
-             weighted_table(src_out) if src_out else [], needs_email)
-            for channel, topic, p_in, p_out, src_in, src_out, needs_email in _CONSENTS if topic in topics]
+            (
+                channel,
+                topic,
+                p_in,
+                p_out,
+                weighted_table(src_in) if src_in else [],
+                weighted_table(src_out) if src_out else [],
+                needs_email,
+            )
+            for channel, topic, p_in, p_out, src_in, src_out, needs_email in _CONSENTS
+            if topic in topics
+        ]
 
     # -- people -------------------------------------------------------------------------
 
@@ -192,10 +279,14 @@ class People:
         day, male = births.slots[i]
         return self._named(male, day), slot - births.starts[i]
 
-    def relative(self, of: Person, *, male: bool, years_younger: int, same_surname: bool = True) -> Person:
+    def relative(
+        self, of: Person, *, male: bool, years_younger: int, same_surname: bool = True
+    ) -> Person:
         """A family member of ``of``: spouse (0 years), child (~28) or parent (~-28)."""
         day = of.birth_day + int((years_younger + (self._rand() - 0.5) * 10) * 365.25)
-        day = max(0, min(day, AS_OF_DAY - 18 * 366))  # adults; the dead born before 1900 don't matter
+        day = max(
+            0, min(day, AS_OF_DAY - 18 * 366)
+        )  # adults; the dead born before 1900 don't matter
         person = self._named(male, day)
         return person._replace(surname=of.surname) if same_surname else person
 
@@ -206,8 +297,14 @@ class People:
         given = self._given[(male, era)]
         patronymics = self._patronymics[era]
         pair = patronymics[int(rand() * len(patronymics))]
-        return Person(male, day, year, self._surnames[int(rand() * len(self._surnames))],
-                      given[int(rand() * len(given))], pair[0] if male else pair[1])
+        return Person(
+            male,
+            day,
+            year,
+            self._surnames[int(rand() * len(self._surnames))],
+            given[int(rand() * len(given))],
+            pair[0] if male else pair[1],
+        )
 
     def _spelled(self, person: Person) -> tuple[str, str, str]:
         """Last, first and middle name as written in one record (one apostrophe variant)."""
@@ -215,13 +312,18 @@ class People:
         first, middle = person.first, person.middle
         if "'" in last or "'" in first or "'" in middle:
             mark = self._apostrophes[int(self._rand() * len(self._apostrophes))]
-            last, first, middle = last.replace("'", mark), first.replace("'", mark), middle.replace("'", mark)
+            last, first, middle = (
+                last.replace("'", mark),
+                first.replace("'", mark),
+                middle.replace("'", mark),
+            )
         return last, first, middle
 
     # -- rows -----------------------------------------------------------------------------
 
-    def client(self, client_id: int, person: Person, serial: int, created_day: int,
-               addresses: list[str]) -> None:
+    def client(
+        self, client_id: int, person: Person, serial: int, created_day: int, addresses: list[str]
+    ) -> None:
         """Write the client row; ``addresses`` are those of its accounts (for the search keys)."""
         rand = self._rand
         last, first, middle = self._spelled(person)
@@ -240,25 +342,53 @@ class People:
         tax = tax_id(person.birth_day + _TAX_DAY0, serial, person.male) if rand() < 0.9 else NULL
         birth = DAY[person.birth_day] if rand() < 0.96 else NULL
         updated = created_day + int(rand() * (AS_OF_DAY - created_day + 1))
-        self._clients.append(R.join((
-            str(client_id), last, first, middle, birth, passport, tax,
-            DAY[created_day] + CLOCK[int(rand() * 86_400)], DAY[updated] + CLOCK[int(rand() * 86_400)],
-            "{" + ",".join(map(str, keys)) + "}")) + "\n")
+        self._clients.append(
+            R.join(
+                (
+                    str(client_id),
+                    last,
+                    first,
+                    middle,
+                    birth,
+                    passport,
+                    tax,
+                    DAY[created_day] + CLOCK[int(rand() * 86_400)],
+                    DAY[updated] + CLOCK[int(rand() * 86_400)],
+                    "{" + ",".join(map(str, keys)) + "}",
+                )
+            )
+            + "\n"
+        )
 
     def email(self, person: Person, last: str) -> str:
         """A plausible personal e-mail address for ``person``."""
         rand = self._rand
         latin = self._latin
         f, lname = latin[person.first], latin[last]
-        local = _email_local(self._patterns[int(rand() * len(self._patterns))], f, lname, person.year,
-                             int(rand() * 999) + 1)
+        local = _email_local(
+            self._patterns[int(rand() * len(self._patterns))],
+            f,
+            lname,
+            person.year,
+            int(rand() * 999) + 1,
+        )
         if rand() < 0.03:
             local = local.capitalize()
         return f"{local}@{self._domains[int(rand() * len(self._domains))]}"
 
-    def contact(self, contact_id: int, client_id: int, person: Person | None, created_day: int, *,
-                phone: float, email: float, active: bool = True, middle: bool = True,
-                phone_override: str | None = None) -> tuple[str | None, bool]:
+    def contact(
+        self,
+        contact_id: int,
+        client_id: int,
+        person: Person | None,
+        created_day: int,
+        *,
+        phone: float,
+        email: float,
+        active: bool = True,
+        middle: bool = True,
+        phone_override: str | None = None,
+    ) -> tuple[str | None, bool]:
         """Write a contact row; return its phone (or None) and whether it has an e-mail."""
         rand = self._rand
         created_day = min(created_day, AS_OF_DAY)
@@ -274,24 +404,61 @@ class People:
             last, first, mid = self._spelled(person)
             if not middle or rand() < 0.1:
                 mid = NULL
-            address = self.email(person, person.surname if person.male else self._female[person.surname]) \
-                if has_email else NULL
+            address = (
+                self.email(person, person.surname if person.male else self._female[person.surname])
+                if has_email
+                else NULL
+            )
         updated = created_day + int(rand() * (AS_OF_DAY - created_day + 1))
-        self._contacts.append(R.join((
-            str(contact_id), str(client_id), last, first, mid, number or NULL, address,
-            "t" if active else "f", DAY[created_day] + CLOCK[int(rand() * 86_400)],
-            DAY[updated] + CLOCK[int(rand() * 86_400)])) + "\n")
+        self._contacts.append(
+            R.join(
+                (
+                    str(contact_id),
+                    str(client_id),
+                    last,
+                    first,
+                    mid,
+                    number or NULL,
+                    address,
+                    "t" if active else "f",
+                    DAY[created_day] + CLOCK[int(rand() * 86_400)],
+                    DAY[updated] + CLOCK[int(rand() * 86_400)],
+                )
+            )
+            + "\n"
+        )
         return number, has_email
 
-    def link(self, account_id: int, contact_id: int, role: str, day: int, *,
-             unlinked_day: int | None = None) -> None:
+    def link(
+        self,
+        account_id: int,
+        contact_id: int,
+        role: str,
+        day: int,
+        *,
+        unlinked_day: int | None = None,
+    ) -> None:
         """Write an account-contact link, made on ``day``; unlinked (inactive) if ``unlinked_day``."""
         rand = self._rand
         day = min(day, AS_OF_DAY)
-        unlinked = NULL if unlinked_day is None else (
-            DAY[max(day, min(unlinked_day, AS_OF_DAY))] + CLOCK[int(rand() * 86_400)])
-        self._links.append(R.join((str(account_id), str(contact_id), role, "t" if unlinked is NULL else "f",
-                                   DAY[day] + CLOCK[int(rand() * 86_400)], unlinked)) + "\n")
+        unlinked = (
+            NULL
+            if unlinked_day is None
+            else (DAY[max(day, min(unlinked_day, AS_OF_DAY))] + CLOCK[int(rand() * 86_400)])
+        )
+        self._links.append(
+            R.join(
+                (
+                    str(account_id),
+                    str(contact_id),
+                    role,
+                    "t" if unlinked is NULL else "f",
+                    DAY[day] + CLOCK[int(rand() * 86_400)],
+                    unlinked,
+                )
+            )
+            + "\n"
+        )
 
     def consents(self, client_id: int, has_email: bool, since_day: int) -> None:
         """Write the client's explicit consent choices (most clients have none)."""
@@ -307,6 +474,16 @@ class People:
             else:
                 continue
             day = since_day + int(rand() * (AS_OF_DAY - since_day + 1))
-            self._consents.append(R.join((str(client_id), channel, topic, opted,
-                                          sources[int(rand() * len(sources))],
-                                          DAY[day] + CLOCK[int(rand() * 86_400)])) + "\n")
+            self._consents.append(
+                R.join(
+                    (
+                        str(client_id),
+                        channel,
+                        topic,
+                        opted,
+                        sources[int(rand() * len(sources))],
+                        DAY[day] + CLOCK[int(rand() * 86_400)],
+                    )
+                )
+                + "\n"
+            )

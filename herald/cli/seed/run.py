@@ -35,13 +35,13 @@ class SeedReport(msgspec.Struct, frozen=True, kw_only=True):
     seed: int
     processes: int
     rows: dict[str, int]
-    prepare_seconds: float          # locks, checks, reset, dropping indexes
+    prepare_seconds: float  # locks, checks, reset, dropping indexes
     generate_copy_seconds: float
-    index_rebuild_seconds: float    # indexes, keys, foreign-key validation, triggers
+    index_rebuild_seconds: float  # indexes, keys, foreign-key validation, triggers
     analyze_seconds: float
     total_seconds: float
     rebuild_seconds: dict[str, float] = {}  # per index or constraint
-    truncated: list[str] = []       # tables a reset emptied
+    truncated: list[str] = []  # tables a reset emptied
 
 
 class _Progress:
@@ -56,12 +56,27 @@ class _Progress:
             tqdm.write(f"seed: {text}", file=self.stream)
 
     def bar(self, total: int) -> tqdm:
-        return tqdm(total=total, unit=" clients", unit_scale=True, desc="seed: generate+copy",
-                    disable=not self.enabled, file=self.stream, smoothing=0.1, mininterval=1.0)
+        return tqdm(
+            total=total,
+            unit=" clients",
+            unit_scale=True,
+            desc="seed: generate+copy",
+            disable=not self.enabled,
+            file=self.stream,
+            smoothing=0.1,
+            mininterval=1.0,
+        )
 
 
-async def seed_crm(settings: Settings, *, clients: int, seed: int = 1, processes: int | None = None,
-                   reset: bool = False, progress: bool = True) -> SeedReport:
+async def seed_crm(
+    settings: Settings,
+    *,
+    clients: int,
+    seed: int = 1,
+    processes: int | None = None,
+    reset: bool = False,
+    progress: bool = True,
+) -> SeedReport:
     """Fill the CRM tables with ``clients`` synthetic Ukrainian gas customers.
 
     The same ``clients`` and ``seed`` always give the same rows, whatever ``processes``.
@@ -81,8 +96,10 @@ async def seed_crm(settings: Settings, *, clients: int, seed: int = 1, processes
         await conn.execute("SET lock_timeout = '10s'")
         reference = await read_reference(conn)
         tasks = plan_chunks(clients, seed, reference, generate.CHUNK_CLIENTS)
-        out.line(f"{clients:,} clients, seed {seed}, {processes} generator processes, "
-                 f"{len(tasks)} chunks of up to {generate.CHUNK_CLIENTS:,} clients")
+        out.line(
+            f"{clients:,} clients, seed {seed}, {processes} generator processes, "
+            f"{len(tasks)} chunks of up to {generate.CHUNK_CLIENTS:,} clients"
+        )
         async with conn.transaction():
             # An index build may take many minutes.
             await conn.execute(f"""
@@ -98,34 +115,49 @@ async def seed_crm(settings: Settings, *, clients: int, seed: int = 1, processes
             else:
                 full = await schema.nonempty(conn, TABLES)
                 if full:
-                    raise SeedError(f"CRM tables already hold data ({', '.join(full)}); "
-                                    "seed with reset to replace it")
+                    raise SeedError(
+                        f"CRM tables already hold data ({', '.join(full)}); "
+                        "seed with reset to replace it"
+                    )
             saved = await schema.capture(conn, TABLES)
             await schema.drop(conn, saved)
             # Truncating in this transaction is what allows COPY FREEZE.
             await conn.execute(f"TRUNCATE {', '.join(TABLES)}")
-            counts = {kind: sum(1 for d in saved if d.kind == kind) for kind in
-                      ("constraint", "index", "foreign_key", "trigger")}
-            out.line(f"dropped {counts['index']} indexes, {counts['constraint']} key constraints, "
-                     f"{counts['foreign_key']} foreign keys, disabled {counts['trigger']} triggers "
-                     "(restored before commit; rolled back with the data on failure)")
+            counts = {
+                kind: sum(1 for d in saved if d.kind == kind)
+                for kind in ("constraint", "index", "foreign_key", "trigger")
+            }
+            out.line(
+                f"dropped {counts['index']} indexes, {counts['constraint']} key constraints, "
+                f"{counts['foreign_key']} foreign keys, disabled {counts['trigger']} triggers "
+                "(restored before commit; rolled back with the data on failure)"
+            )
             prepared = time.perf_counter()
 
             with out.bar(clients) as bar:
+
                 def advance(chunk: ChunkData) -> None:
                     bar.update(chunk.clients)
 
                 rows = await load_chunks(conn, tasks, processes, advance)
             loaded = time.perf_counter()
-            out.line(f"generated and copied {sum(rows.values()):,} rows in {loaded - prepared:,.0f} s: "
-                     + ", ".join(f"{t} {rows[t]:,}" for t in TABLES))
+            out.line(
+                f"generated and copied {sum(rows.values()):,} rows in {loaded - prepared:,.0f} s: "
+                + ", ".join(f"{t} {rows[t]:,}" for t in TABLES)
+            )
 
-            out.line(f"rebuilding {len(saved)} definitions (GIN trigram indexes take minutes "
-                     "at millions of rows; foreign keys are validated)")
+            out.line(
+                f"rebuilding {len(saved)} definitions (GIN trigram indexes take minutes "
+                "at millions of rows; foreign keys are validated)"
+            )
 
             def start(d: Definition) -> None:
-                what = {"constraint": "key", "index": f"{d.method} index", "foreign_key": "foreign key",
-                        "trigger": "trigger"}[d.kind]
+                what = {
+                    "constraint": "key",
+                    "index": f"{d.method} index",
+                    "foreign_key": "foreign key",
+                    "trigger": "trigger",
+                }[d.kind]
                 out.line(f"  building {what} {d.name} on {d.table} ...")
 
             def done(d: Definition, seconds: float) -> None:
@@ -140,10 +172,17 @@ async def seed_crm(settings: Settings, *, clients: int, seed: int = 1, processes
         await conn.execute(f"ANALYZE {', '.join(TABLES)}")
         analyzed = time.perf_counter()
     report = SeedReport(
-        clients=clients, seed=seed, processes=processes, rows={t: rows.get(t, 0) for t in TABLES},
-        prepare_seconds=round(prepared - started, 3), generate_copy_seconds=round(loaded - prepared, 3),
-        index_rebuild_seconds=round(indexed - loaded, 3), analyze_seconds=round(analyzed - indexed, 3),
+        clients=clients,
+        seed=seed,
+        processes=processes,
+        rows={t: rows.get(t, 0) for t in TABLES},
+        prepare_seconds=round(prepared - started, 3),
+        generate_copy_seconds=round(loaded - prepared, 3),
+        index_rebuild_seconds=round(indexed - loaded, 3),
+        analyze_seconds=round(analyzed - indexed, 3),
         total_seconds=round(analyzed - started, 3),
-        rebuild_seconds={name: round(s, 3) for name, s in rebuilt.items()}, truncated=truncated)
+        rebuild_seconds={name: round(s, 3) for name, s in rebuilt.items()},
+        truncated=truncated,
+    )
     out.line(f"done in {report.total_seconds:,.0f} s")
     return report

@@ -20,11 +20,15 @@ AS_OF: Final = date(2026, 11, 1)
 DAY0: Final = date(1900, 1, 1)
 _LAST_DAY: Final = AS_OF + timedelta(days=12 * 366)  # meter verification runs years ahead
 # DAY[n] is the ISO text of DAY0 + n days; COPY takes dates and timestamps as text.
-DAY: Final[list[str]] = [(DAY0 + timedelta(days=n)).isoformat() for n in range((_LAST_DAY - DAY0).days + 1)]
+DAY: Final[list[str]] = [
+    (DAY0 + timedelta(days=n)).isoformat() for n in range((_LAST_DAY - DAY0).days + 1)
+]
 AS_OF_DAY: Final = (AS_OF - DAY0).days
 # CLOCK[s] completes DAY[d] into the COPY text of a UTC timestamp at second s of the day:
 # ``DAY[d] + CLOCK[s]``, inlined in the generators because it runs ten times per client.
-CLOCK: Final[list[str]] = [f" {s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}+00" for s in range(86_400)]
+CLOCK: Final[list[str]] = [
+    f" {s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}+00" for s in range(86_400)
+]
 
 
 def day_number(d: date) -> int:

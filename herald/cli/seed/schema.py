@@ -17,8 +17,18 @@ import asyncpg
 import msgspec
 
 # Tables a reset must never empty, whatever foreign keys may one day point from them.
-PROTECTED_TABLES = frozenset({"users", "roles", "user_roles", "permissions", "role_permissions",
-                              "sessions", "audit_log", "schema_migrations"})
+PROTECTED_TABLES = frozenset(
+    {
+        "users",
+        "roles",
+        "user_roles",
+        "permissions",
+        "role_permissions",
+        "sessions",
+        "audit_log",
+        "schema_migrations",
+    }
+)
 
 Kind = Literal["constraint", "index", "foreign_key", "trigger"]
 # Restore order: unique keys before the foreign keys that need them; triggers last.
@@ -98,16 +108,39 @@ async def capture(conn: asyncpg.Connection, tables: Sequence[str]) -> list[Defin
         alter = f"ALTER TABLE {row['tbl']} "
         name = quote_ident(row["name"])
         kind: Kind = "foreign_key" if row["type"] == "f" else "constraint"
-        found.append(Definition(kind, row["tbl"], row["name"], f"{alter}ADD CONSTRAINT {name} {row['def']}",
-                                f"{alter}DROP CONSTRAINT {name}", "btree" if kind == "constraint" else ""))
+        found.append(
+            Definition(
+                kind,
+                row["tbl"],
+                row["name"],
+                f"{alter}ADD CONSTRAINT {name} {row['def']}",
+                f"{alter}DROP CONSTRAINT {name}",
+                "btree" if kind == "constraint" else "",
+            )
+        )
     for row in await conn.fetch(_INDEXES, list(tables)):
-        found.append(Definition("index", row["tbl"], row["name"], row["def"], f"DROP INDEX {row['name']}",
-                                row["method"]))
+        found.append(
+            Definition(
+                "index",
+                row["tbl"],
+                row["name"],
+                row["def"],
+                f"DROP INDEX {row['name']}",
+                row["method"],
+            )
+        )
     for row in await conn.fetch(_TRIGGERS, list(tables)):
         alter = f"ALTER TABLE {row['tbl']} "
         name = quote_ident(row["name"])
-        found.append(Definition("trigger", row["tbl"], row["name"], f"{alter}{_ENABLE[row['enabled']]} {name}",
-                                f"{alter}DISABLE TRIGGER {name}"))
+        found.append(
+            Definition(
+                "trigger",
+                row["tbl"],
+                row["name"],
+                f"{alter}{_ENABLE[row['enabled']]} {name}",
+                f"{alter}DISABLE TRIGGER {name}",
+            )
+        )
     return found
 
 
@@ -117,16 +150,22 @@ async def drop(conn: asyncpg.Connection, definitions: Iterable[Definition]) -> N
         await conn.execute(d.drop)
 
 
-async def restore(conn: asyncpg.Connection, definitions: Iterable[Definition], *,
-                  on_start: Callable[[Definition], None] | None = None,
-                  on_done: Callable[[Definition, float], None] | None = None) -> dict[str, float]:
+async def restore(
+    conn: asyncpg.Connection,
+    definitions: Iterable[Definition],
+    *,
+    on_start: Callable[[Definition], None] | None = None,
+    on_done: Callable[[Definition, float], None] | None = None,
+) -> dict[str, float]:
     """Recreate the definitions, keys before foreign keys; return seconds spent on each.
 
     GIN indexes go first within their kind: they are the slow ones (minutes at 13 M
     rows, and PostgreSQL 15 builds them in one process).
     """
     spent: dict[str, float] = {}
-    ordered = sorted(definitions, key=lambda d: (_RESTORE_ORDER[d.kind], d.method != "gin", d.table, d.name))
+    ordered = sorted(
+        definitions, key=lambda d: (_RESTORE_ORDER[d.kind], d.method != "gin", d.table, d.name)
+    )
     for d in ordered:
         if on_start is not None:
             on_start(d)
@@ -138,19 +177,25 @@ async def restore(conn: asyncpg.Connection, definitions: Iterable[Definition], *
     return spent
 
 
-async def verify(conn: asyncpg.Connection, tables: Sequence[str], expected: Iterable[Definition]) -> None:
+async def verify(
+    conn: asyncpg.Connection, tables: Sequence[str], expected: Iterable[Definition]
+) -> None:
     """Raise SeedError unless the tables have exactly the expected definitions again."""
     now = set(await capture(conn, tables))
     before = set(expected)
     if now != before:
         missing = sorted(d.name for d in before - now)
         extra = sorted(d.name for d in now - before)
-        raise SeedError(f"schema differs after restoring definitions: missing {missing}, unexpected {extra}")
+        raise SeedError(
+            f"schema differs after restoring definitions: missing {missing}, unexpected {extra}"
+        )
 
 
 async def nonempty(conn: asyncpg.Connection, tables: Sequence[str]) -> list[str]:
     """The tables among ``tables`` that hold at least one row."""
-    return [t for t in tables if await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {quote_ident(t)})")]
+    return [
+        t for t in tables if await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {quote_ident(t)})")
+    ]
 
 
 async def truncate_cascade(conn: asyncpg.Connection, tables: Sequence[str]) -> list[str]:
@@ -161,15 +206,19 @@ async def truncate_cascade(conn: asyncpg.Connection, tables: Sequence[str]) -> l
     closure = await conn.fetch(_REFERENCING, list(tables))
     hit = sorted(r["name"] for r in closure if r["name"] in PROTECTED_TABLES)
     if hit:
-        raise SeedError(f"resetting the CRM tables would truncate {', '.join(hit)} through foreign keys; "
-                        "refusing")
+        raise SeedError(
+            f"resetting the CRM tables would truncate {', '.join(hit)} through foreign keys; "
+            "refusing"
+        )
     await conn.execute(f"TRUNCATE {', '.join(quote_ident(t) for t in tables)} CASCADE")
     return [r["tbl"] for r in closure]
 
 
 async def lock(conn: asyncpg.Connection, tables: Sequence[str]) -> None:
     """Take the seeded tables for this transaction, so no one writes into them meanwhile."""
-    await conn.execute(f"LOCK TABLE {', '.join(quote_ident(t) for t in tables)} IN ACCESS EXCLUSIVE MODE")
+    await conn.execute(
+        f"LOCK TABLE {', '.join(quote_ident(t) for t in tables)} IN ACCESS EXCLUSIVE MODE"
+    )
 
 
 async def reset_identities(conn: asyncpg.Connection, tables: Sequence[str]) -> None:
@@ -179,8 +228,11 @@ async def reset_identities(conn: asyncpg.Connection, tables: Sequence[str]) -> N
                   pg_get_serial_sequence(a.attrelid::regclass::text, a.attname) AS seq
            FROM pg_attribute a
            WHERE a.attrelid = ANY($1::regclass[]) AND a.attidentity <> '' AND NOT a.attisdropped""",
-        list(tables))
+        list(tables),
+    )
     for row in rows:
         col = quote_ident(row["col"])
         await conn.execute(
-            f"SELECT setval($1::regclass, coalesce(max({col}), 0) + 1, false) FROM {row['tbl']}", row["seq"])
+            f"SELECT setval($1::regclass, coalesce(max({col}), 0) + 1, false) FROM {row['tbl']}",
+            row["seq"],
+        )
