@@ -199,8 +199,10 @@ def test_every_sse_view_opens_its_stream_through_the_helper() -> None:
     ]
     assert streams == ["cti.py", "events.py", "supervisor.py"]
     assert all(
-        "event_stream(request" in (views / name).read_text(encoding="utf-8") for name in streams
+        re.search(r"event_stream\(\s*request", (views / name).read_text(encoding="utf-8"))
+        for name in streams
     )
     # The web UI's one stream per tab too
     live = (views.parent / "ui" / "live.py").read_text(encoding="utf-8")
-    assert "event_stream(request" in live and not re.search(r"\bsse_response\b", live)
+    assert re.search(r"event_stream\(\s*request", live)
+    assert not re.search(r"\bsse_response\b", live)
