@@ -435,7 +435,6 @@ async def test_a_receipt_that_overtakes_its_sent_still_decides_the_status(
     ]
 
 
-@pytest.mark.serial  # misses its 30 s waits under parallel load (cause not found yet)
 async def test_triggered_message_falls_back_down_the_chain(stack: Stack) -> None:
     ids = await make_clients(stack.conn, 2)
     _, key = await producer(stack)
