@@ -357,7 +357,9 @@ async def _events(
     return items
 
 
-# Ties of one message's events (one COPY shares its transaction's clock) go to the later stage.
+# A message's (one step's) status is its latest stage, whatever the order of the commits: a
+# receipt can be recorded before the 'sent' it answers (the worker writes a unit's outcomes
+# after all its provider calls); events of one stage go by time.
 _STAGE = (
     "CASE e.status WHEN 'read' THEN 7 WHEN 'delivered' THEN 6 WHEN 'failed' THEN 5 "
     "WHEN 'sent' THEN 4 WHEN 'skipped' THEN 3 WHEN 'cancelled' THEN 3 WHEN 'held' THEN 2 "
@@ -378,9 +380,9 @@ async def _messages(
         SELECT m.*, c.name AS campaign_name, t.topic
         FROM (
             SELECT e.message_id, min(e.at) AS at, max(e.at) AS updated_at,
-                   (array_agg(e.status ORDER BY e.at DESC, {_STAGE} DESC))[1] AS status,
-                   (array_agg(e.reason ORDER BY e.at DESC, {_STAGE} DESC))[1] AS reason,
-                   (array_agg(e.channel ORDER BY e.at DESC, {_STAGE} DESC)
+                   (array_agg(e.status ORDER BY {_STAGE} DESC, e.at DESC))[1] AS status,
+                   (array_agg(e.reason ORDER BY {_STAGE} DESC, e.at DESC))[1] AS reason,
+                   (array_agg(e.channel ORDER BY {_STAGE} DESC, e.at DESC)
                         FILTER (WHERE e.channel IS NOT NULL))[1] AS channel,
                    max(e.campaign_id) AS campaign_id, max(e.step) AS step
             FROM message_events e

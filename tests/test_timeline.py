@@ -361,6 +361,25 @@ async def test_readings_entered_through_the_api_reach_the_timeline(
 
 
 @pytest.mark.timeout(300)
+async def test_a_receipt_recorded_before_its_sent_still_is_the_status(
+    app_conn: asyncpg.Connection,
+) -> None:
+    # Given a receipt that overtook the worker's commit of the 'sent' it answers
+    await make_clients(app_conn, 1)
+    await _message_events(
+        app_conn,
+        [
+            ("t1:1:0", None, 1, 0, "viber", "queued", None, t(0)),
+            ("t1:1:0", None, 1, 0, "viber", "delivered", None, t(1)),
+            ("t1:1:0", None, 1, 0, "viber", "sent", None, t(2)),
+        ],
+    )
+    # Then the message is delivered, not sent
+    page = await timeline.client_timeline(app_conn, 1, limit=10)
+    [item] = [i for i in page.items if i.kind == "message"]
+    assert (item.status, item.channel) == ("delivered", "viber")
+
+
 async def test_a_dispatched_message_appears_with_its_latest_status(stack) -> None:
     # Given a client and a one-recipient SMS campaign run by the real worker and simulator
     await make_clients(stack.conn, 1)

@@ -8,11 +8,12 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
+import asyncpg
 import pytest
 from aiohttp import ClientSession
 from dispatch_helpers import Stack, make_clients
 
-from dispatcher.realtime import triggers
+from dispatcher.realtime import operator_send, triggers
 
 NOW = "2026-11-22T10:00:00+02:00"
 
@@ -377,7 +378,63 @@ async def test_delayed_message_waits_then_the_scheduler_sends_it(stack: Stack) -
     assert sent_at - created >= dt.timedelta(seconds=3)
 
 
-@pytest.mark.serial  # misses its 30 s waits under parallel load (cause not found yet)
+async def test_a_receipt_that_overtakes_its_sent_still_decides_the_status(
+    admin_conn: asyncpg.Connection,
+) -> None:
+    # Given a message whose receipts were recorded before the worker committed the 'sent'
+    # they answer (the worker writes a unit's outcomes after all its provider calls)
+    template = await admin_conn.fetchval(
+        "INSERT INTO message_templates (name, topic) VALUES ('Оплата', 'debt') RETURNING id"
+    )
+    await admin_conn.execute(
+        "INSERT INTO message_template_versions (template_id, version, variants) "
+        "VALUES ($1, 1, '{}')",
+        template,
+    )
+    unit = await admin_conn.fetchval(
+        "INSERT INTO realtime_messages (kind, client_id, template_id, template_version, "
+        "channel_chain) VALUES ('trigger', 7, $1, 1, '{viber,sms}') RETURNING id",
+        template,
+    )
+    at = dt.datetime(2026, 11, 22, 8, tzinfo=dt.UTC)
+    rows = [
+        (0, "viber", "queued", 0),
+        (0, "viber", "delivered", 1),
+        (0, "viber", "sent", 2),
+    ]
+
+    async def record(rows: list[tuple[int, str, str, int]]) -> None:
+        await admin_conn.executemany(
+            "INSERT INTO message_events (message_id, client_id, step, channel, status, at) "
+            "VALUES ($1, 7, $2, $3, $4, $5)",
+            [(f"t{unit}:7:{s}", s, c, st, at + dt.timedelta(seconds=k)) for s, c, st, k in rows],
+        )
+
+    await record(rows)
+    # Then the receipt is the status, and the history is in the order of the message's life
+    found = await operator_send.message_status(admin_conn, f"t{unit}:7:0")
+    assert (found.status, found.channel) == ("delivered", "viber")
+    assert [e.status for e in found.events] == ["queued", "sent", "delivered"]
+    # And a failed receipt that overtook its 'sent' comes after it, before the fallback
+    await admin_conn.execute("DELETE FROM message_events")
+    await record(
+        [
+            (0, "viber", "queued", 0),
+            (0, "viber", "failed", 1),
+            (0, "viber", "sent", 2),
+            (1, "sms", "sent", 3),
+        ]
+    )
+    found = await operator_send.message_status(admin_conn, f"t{unit}:7:0")
+    assert (found.status, found.channel) == ("sent", "sms")
+    assert [(e.channel, e.status) for e in found.events] == [
+        ("viber", "queued"),
+        ("viber", "sent"),
+        ("viber", "failed"),
+        ("sms", "sent"),
+    ]
+
+
 async def test_triggered_message_falls_back_down_the_chain(stack: Stack) -> None:
     ids = await make_clients(stack.conn, 2)
     _, key = await producer(stack)

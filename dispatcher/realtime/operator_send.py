@@ -467,7 +467,8 @@ class MessageEventView(msgspec.Struct, frozen=True):
 
 
 class MessageStatus(msgspec.Struct, frozen=True):
-    """A realtime message: its latest status over every step, and everything that happened."""
+    """A realtime message: its latest status over every step, and everything that happened
+    (in the order of its life: step by step, each step's statuses in ``_RANK`` order)."""
 
     message_id: str
     kind: str
@@ -482,8 +483,10 @@ class MessageStatus(msgspec.Struct, frozen=True):
     events: list[MessageEventView]
 
 
-# Among events of one instant (one outcome transaction), the later step, then the later
-# status in a message's life wins.
+# A message's life: its steps in order, and within a step its statuses in this order,
+# whatever the order of their commits. A receipt can be recorded before the 'sent' of its
+# step: the worker writes a unit's outcomes once, after all its provider calls (and the
+# fallbacks among them), and the provider's receipt can overtake that commit.
 _RANK = {
     "queued": 0,
     "held": 1,
@@ -520,14 +523,15 @@ async def message_status(conn: asyncpg.Connection, message_id: str) -> MessageSt
         MessageEventView(**dict(r))
         for r in await conn.fetch(
             "SELECT message_id, step, channel, status, reason, provider_id, at FROM message_events "
-            "WHERE message_id = ANY($1::text[]) ORDER BY at, step",
+            "WHERE message_id = ANY($1::text[])",
             ids,
         )
     ]
+    events.sort(key=lambda e: (e.step, _RANK.get(e.status, 0), e.at))
     held = await conn.fetchval(
         "SELECT EXISTS (SELECT 1 FROM held_messages WHERE message_id = ANY($1::text[]))", ids
     )
-    latest = max(events, key=lambda e: (e.at, e.step, _RANK.get(e.status, 0)), default=None)
+    latest = events[-1] if events else None
     return MessageStatus(
         ids[0],
         row["kind"],
