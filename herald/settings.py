@@ -192,6 +192,19 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         raise SettingsError(variable, f"{detail} (value: {shown!r})") from None
     for name, schemes in _URL_SCHEMES.items():
         _check_url(env_name(name), getattr(settings, name), schemes)
+    app, admin = urlsplit(settings.database_url), urlsplit(settings.database_admin_url)
+    if (app.hostname, app.port or 5432, app.path) != (
+        admin.hostname,
+        admin.port or 5432,
+        admin.path,
+    ):
+        # The admin URL migrates and seeds the database the app URL serves: pointing one of
+        # them elsewhere seeded one database and served another (seen with a 13 M seed).
+        raise SettingsError(
+            env_name("database_admin_url"),
+            f"must name the same database as {env_name('database_url')} "
+            f"({app.hostname}:{app.port or 5432}{app.path}); set both",
+        )
     if settings.environment == "production" and len(settings.unsubscribe_secret) < 32:
         raise SettingsError(
             env_name("unsubscribe_secret"), "production needs a secret of at least 32 characters"

@@ -152,3 +152,20 @@ def test_no_module_names_the_business_time_zone_itself() -> None:
         and not p.relative_to(root).as_posix().startswith(("herald/cli/seed/", "herald/cli/bench/"))
     ]
     assert not found, found
+
+
+def test_the_admin_url_must_name_the_app_urls_database() -> None:
+    # Given only the app URL moved to another database, when settings load, then the admin
+    # URL (which migrates and seeds) is refused by name instead of filling another database
+    with pytest.raises(SettingsError) as caught:
+        load_settings({"HERALD_DATABASE_URL": "postgresql://herald_app:x@localhost:5432/other"})
+    assert caught.value.variable == "HERALD_DATABASE_ADMIN_URL"
+    assert "/other" in str(caught.value)
+    # Both moved together is fine, and so are different users of the same database
+    moved = load_settings(
+        {
+            "HERALD_DATABASE_URL": "postgresql://herald_app:x@localhost:5432/other",
+            "HERALD_DATABASE_ADMIN_URL": "postgresql://herald:y@localhost/other",
+        }
+    )
+    assert moved.database_url.startswith("postgresql://herald_app:x@localhost:5432/other")
