@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import asyncpg
@@ -10,6 +11,7 @@ import redis.asyncio as aioredis
 from conftest import login_as
 
 from admin_api.app import init_app
+from herald import clock
 from herald.settings import Settings
 from rules.air_raid import AlertMirror
 
@@ -383,7 +385,8 @@ async def test_stop_list_entries_add_list_remove_and_bad_input(
         json={
             "client_id": b,
             "reason": "Судове рішення",
-            "valid_until": "2099-01-01T00:00:00+02:00",
+            # In force for years from the run's day, whatever day that is
+            "valid_until": (clock.now() + dt.timedelta(days=3650)).isoformat(),
         },
     )
     second = await response.json()
