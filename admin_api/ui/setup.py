@@ -6,6 +6,8 @@ from aiohttp import web
 
 from admin_api.routing import EndpointTable
 from admin_api.ui import (
+    admin_pages,
+    audit_pages,
     card_pages,
     case_pages,
     contact_pages,
@@ -34,6 +36,8 @@ UI_TABLES: tuple[EndpointTable, ...] = (
     live.endpoints,
     task_pages.endpoints,
     supervisor_pages.endpoints,
+    audit_pages.endpoints,
+    admin_pages.endpoints,
 )
 
 __all__ = ["UI_TABLES", "setup_ui", "ui_guard"]
