@@ -40,7 +40,7 @@ async def test_wallboard_shows_open_work_and_reassigns(client, demo_users, admin
     page = await client.get("/ui/supervisor")
     assert page.status == 200
     html = await page.text()
-    assert 'href="/ui/supervisor"' in html  # TRANSLATE-CHECK
+    assert 'href="/ui/supervisor"' in html and "Панель керівника" in html
     assert re.search(r'id="tile-open"><span class="tile-n">3<', html), html
     assert re.search(r'id="tile-breached"><span class="tile-n">1<', html)
     assert re.search(rf'id="list-breached".*data-case-id="{breached}"', html, re.S)
@@ -63,7 +63,7 @@ async def test_wallboard_shows_open_work_and_reassigns(client, demo_users, admin
     # take the agent's queue: back to the group's queue
     taken = await post_form(client, f"/ui/supervisor/agents/{cc}/take-queue", {}, token)
     assert taken.status == 200, await taken.text()
-    # TRANSLATE-CHECK assert "повернуто" in await taken.text()
+    assert "1 звернення повернуто в чергу" in await taken.text()
     assert (
         await admin_conn.fetchval("SELECT assignee_id FROM cases WHERE id = $1", breached) is None
     )
