@@ -81,7 +81,8 @@
   document.addEventListener("htmx:sseOpen", function () { liveState(true); });
   document.addEventListener("htmx:sseError", function () { liveState(false); });
   document.addEventListener("htmx:afterSwap", function (event) {
-    var el = event.detail.target;
+    // The SSE extension's swaps carry no detail.target, only detail.elt (the swapped element).
+    var el = event.detail.target || event.detail.elt;
     if (!el || !el.id) return;
     if (el.id === "live-ready") {
       readyCount += 1;
