@@ -87,7 +87,8 @@ async def _rows(request: web.Request, q: AuditQuery) -> dict[str, object]:
     more = None
     if after is not None:
         more = urlencode({**_given(request), "cursor": after})
-    return {"items": items, "q": q, "more": more, "export": urlencode(_given(request))}
+    shown = [(e, _value(e.old_value), _value(e.new_value)) for e in items]
+    return {"items": shown, "q": q, "more": more, "export": urlencode(_given(request))}
 
 
 def _given(request: web.Request) -> dict[str, str]:
