@@ -7,15 +7,45 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import AsyncIterator
+from typing import Any
 
+import pytest
 from conftest import login_as
 from playwright.async_api import Page, expect
 from test_supervisor import _case
-from test_ui_browser import base, browser, log_in, page  # noqa: F401  (fixtures)
+from test_ui_browser import TIMEOUT, base, log_in
 from test_ui_supervisor_admin import _agent_in
 
 from crm.cases import routing
 from herald.audit import Actor
+from herald.cli.browser import VIEWPORT, chromium
+
+
+@pytest.fixture(scope="module")
+async def sa_browser() -> AsyncIterator[Any]:
+    async with chromium() as found:
+        yield found
+
+
+async def _new_page(browser: Any) -> tuple[Any, Page, list[str]]:
+    context = await browser.new_context(viewport=VIEWPORT, locale="uk-UA")
+    context.set_default_timeout(TIMEOUT)
+    opened = await context.new_page()
+    errors: list[str] = []
+    opened.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    opened.on("pageerror", lambda e: errors.append(str(e)))
+    return context, opened, errors
+
+
+@pytest.fixture
+async def page(sa_browser: Any) -> AsyncIterator[Page]:
+    """A fresh context; asked for last, so it closes before the test's server stops."""
+    context, opened, errors = await _new_page(sa_browser)
+    yield opened
+    await context.close()
+    # No script refused by the Content-Security-Policy, no script error on any page
+    assert [e for e in errors if "Content Security Policy" in e or "Error" in e] == []
 
 
 async def test_wallboard_follows_an_agent_taking_a_case_within_two_seconds(
@@ -62,15 +92,14 @@ async def test_a_permission_taken_away_in_the_matrix_hides_the_menu_and_the_acti
     client,
     demo_users,
     admin_conn,
-    browser,
-    page: Page,  # noqa: F811
+    sa_browser,
+    page: Page,
 ) -> None:
     await _agent_in(admin_conn, "operator.cc", "cc_l1")
     await _case(admin_conn, "site", sla_state="breached", group_code="cc_l1")
     url = base(client)
     # The supervisor, in a browser of their own, can reassign from the wallboard
-    other = await browser.new_context(locale="uk-UA")
-    sup = await other.new_page()
+    other, sup, _ = await _new_page(sa_browser)
     await log_in(sup, url, "supervisor")
     await sup.goto(url + "/ui/supervisor")
     await expect(sup.locator("#list-breached form.reassign")).to_have_count(1)

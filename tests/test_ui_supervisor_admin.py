@@ -12,7 +12,8 @@ import asyncpg
 from test_supervisor import _case
 from ui_helpers import origin, post_form, ui_login
 
-from crm.cases import agents, groups
+from crm.cases import agents, calendars, groups
+from crm.cases.calendars import BusinessCalendarSpec, WeekHours, WorkInterval
 from herald.audit import Actor
 
 ADMIN = Actor(login="test")
@@ -243,7 +244,14 @@ async def test_case_settings_and_integrations(client, demo_users, admin_conn) ->
         token,
     )
     assert added.status == 200 and 'data-code="ui_new_topic"' in await added.text()
-    calendar = await admin_conn.fetchval("SELECT min(id) FROM business_calendars")
+    all_week = {d: [WorkInterval("09:00", "18:00")] for d in ("mon", "tue", "wed", "thu", "fri")}
+    calendar = (
+        await calendars.create_calendar(
+            admin_conn,
+            ADMIN,
+            BusinessCalendarSpec(name="Офіс", week=WeekHours(**all_week)),
+        )
+    ).id
     if calendar is not None:
         day = await post_form(
             client,
@@ -254,9 +262,9 @@ async def test_case_settings_and_integrations(client, demo_users, admin_conn) ->
         assert day.status == 200, await day.text()
         assert 'data-date="2026-12-31"' in await day.text()
     wrong = await post_form(
-        client, f"/ui/admin/cases/calendars/{calendar or 1}/holidays", {"date": "nope"}, token
+        client, f"/ui/admin/cases/calendars/{calendar}/holidays", {"date": "nope"}, token
     )
-    assert wrong.status in (400, 404)
+    assert wrong.status == 400 and "«Дата»" in await wrong.text()
     integrations = await (await client.get("/ui/admin/integrations")).text()
     assert 'data-secret="HERALD_PROVIDER_API_TOKEN"' in integrations
     assert "dev-token" not in integrations
