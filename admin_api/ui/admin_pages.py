@@ -54,7 +54,7 @@ def _policy(request: web.Request) -> PasswordPolicy:
 @endpoints.get("/ui/admin", permission="users.manage", response=str, media_type="text/html")
 async def admin_home(request: web.Request) -> web.Response:
     """The administration's first page: the users."""
-    raise web.HTTPSeeOther("/ui/admin/users")
+    return await render(request, "admin_users.html", await _users(request))
 
 
 # -- Users ---------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from crm.cases.routing import Reassignment
 from crm.cases.supervisor import Scope, SupervisorFilter, SupervisorSnapshot
 from crm.cases.types import CHANNELS
 from crm.users import get_user
-from herald import clock, cursors
+from herald import clock, cursors, db
 from herald.bounds import Id
 from herald.cursors import AwareTime
 from herald.errors import HeraldError, InvalidInput
@@ -250,7 +250,7 @@ async def _team(request: web.Request) -> dict[str, object]:
         scope = await supervisor.scope_of(conn, f)
         items = await supervisor.listed(conn, scope, q.sla_state, TEAM_PAGE, after)
         agents = await routing.agent_loads(conn)
-        now = await conn.fetchval("SELECT herald_now()")
+        now = await db.now(conn)
     return {
         "items": items,
         "q": q,
