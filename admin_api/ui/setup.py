@@ -16,6 +16,7 @@ from admin_api.ui import (
     session_pages,
     static_files,
     task_pages,
+    template_pages,
 )
 from admin_api.ui.guard import ui_guard
 from admin_api.ui.rendering import RENDERER, Renderer
@@ -32,6 +33,7 @@ UI_TABLES: tuple[EndpointTable, ...] = (
     mass_edit_pages.endpoints,
     live.endpoints,
     task_pages.endpoints,
+    template_pages.endpoints,
 )
 
 __all__ = ["UI_TABLES", "setup_ui", "ui_guard"]

@@ -124,6 +124,28 @@
     }
   });
 
+  // -- The template constructor: a variable from the palette goes in at the cursor. -------
+  var lastField = null;
+  document.addEventListener("focusin", function (event) {
+    var t = event.target;
+    if (t instanceof HTMLElement && t.matches("[data-vars]")) lastField = t;
+  });
+  document.addEventListener("click", function (event) {
+    var t = event.target;
+    if (!(t instanceof HTMLElement)) return;
+    var chip = t.closest("[data-insert]");
+    if (!chip) return;
+    var field = lastField && document.body.contains(lastField) ? lastField : document.querySelector("[data-vars]");
+    if (!field) return;
+    var text = "{{ " + chip.dataset.insert + " }}";
+    var start = field.selectionStart == null ? field.value.length : field.selectionStart;
+    var end = field.selectionEnd == null ? start : field.selectionEnd;
+    field.value = field.value.slice(0, start) + text + field.value.slice(end);
+    field.focus();
+    field.setSelectionRange(start + text.length, start + text.length);
+    field.dispatchEvent(new Event("input", { bubbles: true }));
+  });
+
   // Alpine (CSP build: no expressions evaluated from strings, only registered components).
   document.addEventListener("alpine:init", function () {
     window.Alpine.data("chipGroup", function () {

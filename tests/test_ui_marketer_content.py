@@ -1,0 +1,168 @@
+"""The marketer's content pages over HTTP: the template constructor (IC-01), the segment
+builder, consents and stop lists (IC-07, IC-08), quiet hours and air-raid holding (IC-09)."""
+
+from __future__ import annotations
+
+import re
+
+from dispatch_helpers import make_clients
+from ui_helpers import origin, post_form, ui_login
+
+SMS = "Шановний(а) {{ first_name }}, борг {{ debt }} за ОР {{ or_number }}."
+
+
+def body_fields(**fields: str) -> dict[str, str]:
+    return {"b." + k.replace("__", "."): v for k, v in fields.items()}
+
+
+async def save_template(client, token: str, path: str = "/ui/templates", **data: str):
+    headers = {"Origin": origin(client)}
+    return await client.post(
+        path, data={"csrf_token": token, **data}, headers=headers, allow_redirects=False
+    )
+
+
+async def test_constructor_saves_versions_diffs_and_makes_one_current(
+    client, demo_users, admin_conn
+) -> None:
+    token = await ui_login(client, "marketer")
+    page = await client.get("/ui/templates/new")
+    text = await page.text()
+    assert page.status == 200 and "Новий шаблон" in text
+    assert 'data-insert="first_name"' in text  # the palette
+    first = await save_template(
+        client,
+        token,
+        name="Борг",
+        topic="debt",
+        language="uk",
+        **body_fields(
+            uk__sms__text=SMS,
+            en__sms__text="Dear {{ first_name }}, you owe {{ debt }}.",
+            uk__viber__text="Борг {{ debt }}",
+            uk__viber__button_text="Сплатити",
+            uk__viber__button_url="{{ payment_url }}",
+            uk__viber__image_url="https://example.org/a.png",
+        ),
+    )
+    assert first.status == 303, await first.text()
+    location = first.headers["Location"]
+    template_id = int(re.search(r"/ui/templates/(\d+)", location).group(1))
+    shown = await (await client.get(location)).text()
+    assert "Збережено як версію 1." in shown and "{{ first_name }}" in shown
+    # A second version with an error: refused, the error beside its field at its line
+    bad = await save_template(
+        client,
+        token,
+        f"/ui/templates/{template_id}",
+        name="Борг",
+        topic="debt",
+        **body_fields(uk__sms__text="Рядок один\nБорг {{ no_such_variable }}"),
+    )
+    page_text = await bad.text()
+    assert bad.status == 400
+    assert 'data-error-for="b.uk.sms.text"' in page_text and "Рядок 2" in page_text
+    assert "no_such_variable" in page_text
+    # A good second version
+    second = await save_template(
+        client,
+        token,
+        f"/ui/templates/{template_id}",
+        name="Борг",
+        topic="debt",
+        **body_fields(uk__sms__text=SMS + " Дякуємо!"),
+    )
+    assert second.status == 303
+    rows = await admin_conn.fetch(
+        "SELECT version FROM message_template_versions WHERE template_id = $1 ORDER BY 1",
+        template_id,
+    )
+    assert [r[0] for r in rows] == [1, 2]
+    diff = await (await client.get(f"/ui/templates/{template_id}/diff?a=1&b=2")).text()
+    assert 'class="diff-add">+' in diff and "Дякуємо!" in diff
+    assert 'class="diff-del">-' in diff  # the Viber body and the translation went away
+    versions = await (await client.get(f"/ui/templates/{template_id}")).text()
+    assert "marketer" in versions  # who saved it
+    # Make version 1 current again; the next save is version 3
+    made = await post_form(client, f"/ui/templates/{template_id}/versions/1/current", {}, token)
+    assert made.status == 200 and made.headers["HX-Location"] == f"/ui/templates/{template_id}"
+    assert (
+        await admin_conn.fetchval(
+            "SELECT current_version FROM message_templates WHERE id = $1", template_id
+        )
+        == 1
+    )
+    third = await save_template(
+        client,
+        token,
+        f"/ui/templates/{template_id}",
+        name="Борг",
+        topic="debt",
+        **body_fields(uk__sms__text=SMS),
+    )
+    assert third.status == 303
+    assert (
+        await admin_conn.fetchval(
+            "SELECT current_version FROM message_templates WHERE id = $1", template_id
+        )
+        == 3
+    )
+    listing = await (await client.get("/ui/templates")).text()
+    assert f'data-template="{template_id}"' in listing
+
+
+async def test_live_preview_for_a_client_with_sms_cost_and_transliteration(
+    client, demo_users, admin_conn
+) -> None:
+    [client_id] = await make_clients(admin_conn, 1)
+    token = await ui_login(client, "marketer")
+    data = {
+        "topic": "debt",
+        "language": "uk",
+        "channel": "sms",
+        "client_id": str(client_id),
+        **body_fields(uk__sms__text="Шановна {{ first_name }}, ОР {{ or_number }}."),
+    }
+    found = await post_form(client, "/ui/templates/preview", data, token)
+    text = await found.text()
+    assert found.status == 200, text
+    assert "Шановна Олена" in text  # the client's real first name
+    assert 'data-encoding="ucs2"' in text  # Cyrillic: UCS-2
+    assert "Shanovna Olena" in text and 'data-encoding="gsm7"' in text  # transliterated
+    # No client: the catalogue's example values; an unknown variable is shown, not a 500
+    examples = await post_form(
+        client,
+        "/ui/templates/preview",
+        {"channel": "sms", **body_fields(uk__sms__text="Hi {{ first_name }}")},
+        token,
+    )
+    assert "Hi Мар" in await examples.text()
+    wrong = await post_form(
+        client,
+        "/ui/templates/preview",
+        {"channel": "sms", **body_fields(uk__sms__text="{{ nope }}")},
+        token,
+    )
+    assert wrong.status == 200 and "preview-errors" in await wrong.text()
+    # the API's draft preview too
+    api = await client.post(
+        "/api/v1/templates/preview",
+        json={
+            "template": {
+                "name": "x",
+                "topic": "debt",
+                "variants": {"sms": {"text": "Борг {{ debt }}"}},
+            },
+            "client_id": client_id,
+            "channel": "sms",
+        },
+        headers={"Origin": origin(client), "X-CSRF-Token": token},
+    )
+    assert api.status == 200, await api.text()
+    assert (await api.json())["sms"]["encoding"] == "ucs2"
+
+
+async def test_an_operator_sees_no_template_pages(client, demo_users) -> None:
+    await ui_login(client, "operator_cc")
+    refused = await client.get("/ui/templates/new")
+    assert refused.status == 403
