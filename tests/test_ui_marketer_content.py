@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 
 import aiohttp
-
 from dispatch_helpers import make_clients
 from ui_helpers import origin, post_form, ui_login
 
