@@ -251,3 +251,142 @@ def _multipart(fields: dict[str, object]) -> aiohttp.FormData:
         else:
             form.add_field(key, str(value))
     return form
+
+
+async def test_consents_on_the_card_and_page_import_and_stop_lists(
+    client, demo_users, admin_conn
+) -> None:
+    ids = await make_clients(admin_conn, 3)
+    token = await ui_login(client, "marketer")
+    block = await (await client.get(f"/ui/clients/{ids[0]}/consents")).text()
+    assert 'data-topic="debt"' in block
+    # Opt out of debt messages by SMS: the block comes back with the change and its log
+    changed = await post_form(
+        client,
+        f"/ui/clients/{ids[0]}/consents",
+        {"channel": "sms", "topic": "debt", "opted_in": "false"},
+        token,
+    )
+    text = await changed.text()
+    assert changed.status == 200, text
+    assert re.search(r'data-channel="sms" data-state="no" class="consent explicit', text)
+    assert "data-log=" in text and "marketer" in text
+    row = await admin_conn.fetchrow(
+        "SELECT opted_in, source FROM consents WHERE client_id = $1 AND channel = 'sms' "
+        "AND topic = 'debt'",
+        ids[0],
+    )
+    assert row["opted_in"] is False and row["source"] == "operator"
+    # Bulk import: one good row, one refused
+    csv = f"client_id,channel,topic,opted_in\n{ids[1]},email,debt,no\n{ids[2]},fax,debt,no\n"
+    report = await client.post(
+        "/ui/consents/import",
+        data=_multipart({"csrf_token": token, "source": "import", "file": csv.encode()}),
+        headers={"Origin": origin(client)},
+    )
+    text = await report.text()
+    assert report.status == 200, text
+    assert 'id="import-report"' in text and "row 3" not in text  # translated
+    assert "рядок 3" in text
+    assert await admin_conn.fetchval(
+        "SELECT NOT opted_in FROM consents WHERE client_id = $1 AND channel = 'email'", ids[1]
+    )
+    # Stop list: a client, all topics, with the reason; then removed
+    added = await client.post(
+        "/ui/stop-lists",
+        data={
+            "csrf_token": token,
+            "target": "client",
+            "client_id": str(ids[2]),
+            "reason": "Скарга клієнта",
+        },
+        headers={"Origin": origin(client)},
+        allow_redirects=False,
+    )
+    assert added.status == 303, await added.text()
+    page = await (await client.get("/ui/stop-lists")).text()
+    assert f'data-client="{ids[2]}"' in page and "Скарга клієнта" in page and "marketer" in page
+    missing = await client.post(
+        "/ui/stop-lists",
+        data={"csrf_token": token, "target": "client", "reason": "x"},
+        headers={"Origin": origin(client)},
+    )
+    assert missing.status == 400 and 'data-error-for="client_id"' in await missing.text()
+    entry = await admin_conn.fetchval(
+        "SELECT id FROM stop_list_entries WHERE client_id = $1", ids[2]
+    )
+    removed = await client.post(
+        f"/ui/stop-lists/{entry}/delete",
+        data={"csrf_token": token},
+        headers={"Origin": origin(client)},
+        allow_redirects=False,
+    )
+    assert removed.status == 303
+    assert not await admin_conn.fetchval("SELECT count(*) FROM stop_list_entries")
+    # The card shows the consents block
+    card = await ui_login(client, "operator_cc")
+    assert card
+    shown = await (await client.get(f"/ui/clients/{ids[0]}")).text()
+    assert f'hx-get="/ui/clients/{ids[0]}/consents"' in shown
+
+
+async def test_contact_rules_quiet_hours_alerts_and_held_messages(
+    client, demo_users, admin_conn
+) -> None:
+    token = await ui_login(client, "admin")
+    page = await (await client.get("/ui/contact-rules")).text()
+    assert 'data-region="UA-30"' in page
+    added = await client.post(
+        "/ui/contact-rules/quiet-hours",
+        data={
+            "csrf_token": token,
+            "name": "Ніч",
+            "start": "21:00",
+            "end": "09:00",
+            "weekdays": ["1", "2", "3", "4", "5"],
+            "channels": ["sms"],
+            "is_active": "true",
+        },
+        headers={"Origin": origin(client)},
+        allow_redirects=False,
+    )
+    assert added.status == 303, await added.text()
+    window = await admin_conn.fetchrow(
+        "SELECT id, weekdays, channels, start_time FROM quiet_hours_windows WHERE name = 'Ніч'"
+    )
+    assert list(window["weekdays"]) == [1, 2, 3, 4, 5] and list(window["channels"]) == ["sms"]
+    bad = await client.post(
+        f"/ui/contact-rules/quiet-hours/{window['id']}",
+        data={"csrf_token": token, "name": "Ніч", "start": "25:00", "end": "09:00"},
+        headers={"Origin": origin(client)},
+    )
+    assert bad.status == 400 and 'data-error-for="start"' in await bad.text()
+    switched = await client.post(
+        "/ui/contact-rules/alerts/UA-30",
+        data={"csrf_token": token, "active": "true"},
+        headers={"Origin": origin(client)},
+        allow_redirects=False,
+    )
+    assert switched.status == 303, await switched.text()
+    page = await (await client.get("/ui/contact-rules")).text()
+    assert 'data-region="UA-30" data-active="true"' in page
+    # Held messages, counted per campaign and region
+    await admin_conn.execute(
+        "INSERT INTO held_messages (message_id, campaign_id, client_id, step, reason, "
+        "region_code) SELECT 'm' || i, NULL, i, 0, 'air_raid', 'UA-30' "
+        "FROM generate_series(1, 3) i"
+    )
+    held = await (await client.get("/ui/contact-rules/held")).text()
+    assert 'data-reason="air_raid" data-region="UA-30"' in held
+    assert 'id="held-total">3<' in held
+    api = await client.get("/api/v1/held-messages")
+    assert (await api.json())[0]["held"] == 3
+    # A marketer reads, and may not switch
+    marketer = await ui_login(client, "marketer")
+    assert (await client.get("/ui/contact-rules")).status == 200
+    refused = await client.post(
+        "/ui/contact-rules/alerts/UA-30",
+        data={"csrf_token": marketer, "active": "false"},
+        headers={"Origin": origin(client)},
+    )
+    assert refused.status == 403

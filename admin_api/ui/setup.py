@@ -7,6 +7,8 @@ from aiohttp import web
 from admin_api.routing import EndpointTable
 from admin_api.ui import (
     card_pages,
+    consent_pages,
+    contact_rule_pages,
     case_pages,
     contact_pages,
     live,
@@ -29,6 +31,8 @@ UI_TABLES: tuple[EndpointTable, ...] = (
     search_pages.endpoints,
     segment_pages.endpoints,
     card_pages.endpoints,
+    consent_pages.endpoints,
+    contact_rule_pages.endpoints,
     contact_pages.endpoints,
     message_pages.endpoints,
     case_pages.endpoints,
