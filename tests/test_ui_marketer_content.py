@@ -4,6 +4,7 @@ builder, consents and stop lists (IC-07, IC-08), quiet hours and air-raid holdin
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 import aiohttp
 from dispatch_helpers import make_clients
@@ -48,7 +49,9 @@ async def test_constructor_saves_versions_diffs_and_makes_one_current(
     )
     assert first.status == 303, await first.text()
     location = first.headers["Location"]
-    template_id = int(re.search(r"/ui/templates/(\d+)", location).group(1))
+    found = re.search(r"/ui/templates/(\d+)", location)
+    assert found
+    template_id = int(found.group(1))
     shown = await (await client.get(location)).text()
     assert "Збережено як версію 1." in shown and "{{ first_name }}" in shown
     # A second version with an error: refused, the error beside its field at its line
@@ -207,7 +210,7 @@ async def test_segment_builder_counts_saves_combines_imports_and_exports(
     assert again.status == 400 and "condition.all[0].op" in await again.text()
     # Import a Client_ID list (two of them, one unknown, one not an id)
     csv = f"client_id\n{ids[0]}\n{ids[1]}\n999999\nабв\n".encode()
-    form = {"csrf_token": token, "name": "Список", "file": csv}
+    form: dict[str, object] = {"csrf_token": token, "name": "Список", "file": csv}
     imported = await client.post(
         "/ui/segments/import",
         data=_multipart(form),
@@ -216,7 +219,9 @@ async def test_segment_builder_counts_saves_combines_imports_and_exports(
     )
     assert imported.status == 303, await imported.text()
     second_url = imported.headers["Location"]
-    second = int(re.search(r"/ui/segments/(\d+)", second_url).group(1))
+    found = re.search(r"/ui/segments/(\d+)", second_url)
+    assert found
+    second = int(found.group(1))
     note = await (await client.get(second_url)).text()
     assert 'id="member-count">2<' in note and "import-note" in note
     # Exclusion: Київщина minus the list
@@ -243,7 +248,7 @@ async def test_segment_builder_counts_saves_combines_imports_and_exports(
     assert (await api.json())["segment"]["member_count"] == 1
 
 
-def _multipart(fields: dict[str, object]) -> aiohttp.FormData:
+def _multipart(fields: Mapping[str, object]) -> aiohttp.FormData:
     form = aiohttp.FormData()
     for key, value in fields.items():
         if isinstance(value, bytes):

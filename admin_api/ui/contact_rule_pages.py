@@ -7,6 +7,7 @@ end of the window, when the alert is lifted.
 from __future__ import annotations
 
 import datetime as dt
+
 import msgspec
 import redis.exceptions
 from aiohttp import web

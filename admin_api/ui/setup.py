@@ -7,10 +7,10 @@ from aiohttp import web
 from admin_api.routing import EndpointTable
 from admin_api.ui import (
     card_pages,
-    consent_pages,
-    contact_rule_pages,
     case_pages,
+    consent_pages,
     contact_pages,
+    contact_rule_pages,
     live,
     mass_edit_pages,
     message_pages,
