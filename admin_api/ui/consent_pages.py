@@ -57,6 +57,7 @@ async def consent_block(request: web.Request, client_id: int, **extra: Any) -> w
         found = await consents.of_client(conn, client_id)
         topics = await consents.topics(conn)
         log = await consent.history(conn, client_id, limit=LOG_LIMIT)
+        blocked = await stop_lists.list_entries(conn, client_id=client_id, active_at=clock.now())
     chosen = {(c.topic, c.channel): c for c in found.consents}
     rows = []
     for topic in topics:
@@ -77,6 +78,7 @@ async def consent_block(request: web.Request, client_id: int, **extra: Any) -> w
             "rows": rows,
             "channels": CHANNEL_ORDER,
             "log": log,
+            "blocked": blocked,
             "topic_names": {t.code: t for t in topics},
             **extra,
         },

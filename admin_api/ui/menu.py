@@ -35,7 +35,7 @@ ITEMS: tuple[MenuItem, ...] = (
     MenuItem(N_("Campaigns"), "/ui/section/campaigns", "campaigns.manage", "campaigns"),
     MenuItem(N_("Templates"), "/ui/templates", "templates.read", "templates"),
     MenuItem(N_("Segments"), "/ui/segments", "segments.read", "segments"),
-    MenuItem(N_("Consents and stop lists"), "/ui/stop-lists", "rules.read", "stop-lists"),
+    MenuItem(N_("Stop lists"), "/ui/stop-lists", "rules.read", "stop-lists"),
     MenuItem(N_("Contact rules"), "/ui/contact-rules", "rules.read", "contact-rules"),
     MenuItem(N_("Reports"), "/ui/section/reports", "audit.read", "reports"),
     MenuItem(N_("Administration"), "/ui/section/admin", "users.manage", "admin"),

@@ -82,6 +82,7 @@ async def builder_data(request: web.Request) -> dict[str, Any]:
     renderer_gettext = i18n.translations(lang).gettext
     async with request.app[DB].acquire() as conn:
         found = await catalogue.load(conn)
+        names = await catalogue.value_names(conn)
     attributes = [
         {
             "code": a.code,
@@ -98,6 +99,7 @@ async def builder_data(request: web.Request) -> dict[str, Any]:
         "attributes": attributes,
         "operators": {k: renderer_gettext(v) for k, v in OPERATORS.items()},
         "words": {k: renderer_gettext(v) for k, v in WORDS.items()},
+        "value_names": {code: en if lang == "en" else uk for code, (uk, en) in names.items()},
     }
 
 
@@ -229,6 +231,8 @@ async def preview_part(request: web.Request) -> web.Response:
     form = await forms.form(request, PreviewForm)
     try:
         condition = _condition(form.condition)
+        if condition in ({"all": []}, {"any": []}):
+            return await render(request, "_segment_count.html", {"empty": True})
         async with request.app[DB].acquire() as conn:
             preview = await store.preview(conn, condition, exact=form.exact)
     except InvalidInput as error:

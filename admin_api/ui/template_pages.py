@@ -451,12 +451,21 @@ async def preview_part(request: web.Request) -> web.Response:
         PreviewForm,
     )
     meta = _meta(values)
-    ctx: dict[str, Any] = {"chosen": chosen, "errors": {}, "preview": None, "examples": False}
+    ctx: dict[str, Any] = {
+        "chosen": chosen,
+        "errors": {},
+        "preview": None,
+        "examples": False,
+        "no_body": None,
+    }
     try:
         # A template without a name yet still previews.
         draft = draft_of({**values, "name": values.get("name", "").strip() or "-"})
     except InvalidInput as error:
         ctx["errors"] = form_errors(error, values, meta.language)
+        return await render(request, "_template_preview.html", ctx)
+    if getattr(draft.variants, chosen.channel) is None:
+        ctx["no_body"] = chosen.channel
         return await render(request, "_template_preview.html", ctx)
     engine = request.app[ENGINE]
     try:

@@ -263,8 +263,8 @@ async def version_history(conn: asyncpg.Connection, template_id: int) -> list[Ve
         raise NotFound(f"template {template_id} does not exist")
     rows = await conn.fetch(
         "SELECT v.version, v.language, v.created_at, v.created_by, u.login, "
-        "array(SELECT k FROM jsonb_object_keys(v.variants) k WHERE k <> 'translations' "
-        "ORDER BY k) AS channels "
+        "array(SELECT k FROM jsonb_each(v.variants) e(k, b) WHERE k <> 'translations' "
+        "AND jsonb_typeof(b) = 'object' ORDER BY k) AS channels "
         "FROM message_template_versions v LEFT JOIN users u ON u.id = v.created_by "
         "WHERE v.template_id = $1 ORDER BY v.version DESC",
         template_id,

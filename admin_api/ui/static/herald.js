@@ -256,9 +256,12 @@
       var many = op === "in" || op === "not_in";
       if (a.values && a.values.length && (a.type === "enum" || a.type === "string")) {
         var sel = el("select", { "data-role": "value" });
-        if (many) { sel.multiple = true; sel.size = Math.min(6, a.values.length); }
+        if (many) { sel.multiple = true; sel.size = Math.min(5, a.values.length); }
         var chosen = many ? (leaf.value || []) : [leaf.value];
-        a.values.forEach(function (v) { sel.appendChild(option(v, v, chosen.indexOf(v) >= 0)); });
+        a.values.forEach(function (v) {
+          var name = data.value_names[v];
+          sel.appendChild(option(v, name ? v + " · " + name : v, chosen.indexOf(v) >= 0));
+        });
         sel.addEventListener("change", function () {
           var picked = Array.prototype.filter.call(sel.options, function (o) { return o.selected; }).map(function (o) { return o.value; });
           leaf.value = many ? picked : picked[0];
