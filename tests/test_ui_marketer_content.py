@@ -269,7 +269,7 @@ async def test_consents_on_the_card_and_page_import_and_stop_lists(
     changed = await post_form(
         client,
         f"/ui/clients/{ids[0]}/consents",
-        {"channel": "sms", "topic": "debt", "opted_in": "false"},
+        {"consent_channel": "sms", "consent_topic": "debt", "consent_opted_in": "false"},
         token,
     )
     text = await changed.text()

@@ -98,9 +98,12 @@ async def consents_part(request: web.Request) -> web.Response:
 
 
 class ConsentForm(msgspec.Struct):
-    channel: Literal["sms", "viber", "email", "push", "telegram", "voice"]
-    topic: str
-    opted_in: bool
+    # Named apart from the card's send form (its "channel" radios share the page).
+    channel: Literal["sms", "viber", "email", "push", "telegram", "voice"] = msgspec.field(
+        name="consent_channel"
+    )
+    topic: str = msgspec.field(name="consent_topic")
+    opted_in: bool = msgspec.field(name="consent_opted_in")
 
 
 @endpoints.post(

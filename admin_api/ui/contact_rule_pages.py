@@ -7,6 +7,7 @@ end of the window, when the alert is lifted.
 from __future__ import annotations
 
 import datetime as dt
+from typing import Annotated
 
 import msgspec
 import redis.exceptions
@@ -98,7 +99,7 @@ class WindowForm(msgspec.Struct):
     name: str = ""
     start: str = ""
     end: str = ""
-    weekdays: list[int] = []
+    weekdays: list[Annotated[int, msgspec.Meta(ge=1, le=7)]] = []
     channels: list[str] = []
     is_active: bool = False
 
