@@ -129,6 +129,18 @@ LABELS: dict[str, str] = {
     "busy": N_("Busy"),
     "away": N_("Away"),
     "offline": N_("Offline"),
+    # campaign statuses and why a message was held or not sent (campaign pages)
+    "draft": N_("Draft"),
+    "scheduled": N_("Scheduled"),
+    "launching": N_("Launching"),
+    "running": N_("Running"),
+    "paused": N_("Paused"),
+    "stopped": N_("Stopped"),
+    "converted": N_("Converted"),
+    "audience": N_("Audience"),
+    "quiet_hours": N_("Quiet hours"),
+    "air_raid": N_("Air-raid alert"),
+    "rate_limit": N_("Rate limit"),
 }
 
 # Why a message or reply cannot go now (dispatcher.realtime.operator_send / case_replies).

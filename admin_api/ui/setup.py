@@ -6,6 +6,8 @@ from aiohttp import web
 
 from admin_api.routing import EndpointTable
 from admin_api.ui import (
+    campaign_live,
+    campaign_pages,
     card_pages,
     case_pages,
     contact_pages,
@@ -16,6 +18,7 @@ from admin_api.ui import (
     session_pages,
     static_files,
     task_pages,
+    trigger_pages,
 )
 from admin_api.ui.guard import ui_guard
 from admin_api.ui.rendering import RENDERER, Renderer
@@ -32,6 +35,8 @@ UI_TABLES: tuple[EndpointTable, ...] = (
     mass_edit_pages.endpoints,
     live.endpoints,
     task_pages.endpoints,
+    campaign_pages.endpoints,
+    trigger_pages.endpoints,
 )
 
 __all__ = ["UI_TABLES", "setup_ui", "ui_guard"]
@@ -43,3 +48,5 @@ def setup_ui(app: web.Application) -> None:
     app[RENDERER] = Renderer(app[STATIC].url)
     app[live.STREAMS] = set()
     app.on_shutdown.append(live.end_streams)
+    app[campaign_live.WATCH] = campaign_live.Watch(app)
+    app.on_cleanup.append(campaign_live.close_watch)
