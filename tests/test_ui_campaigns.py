@@ -56,7 +56,7 @@ async def _post(client: Any, path: str, data: Any, token: str) -> Any:
 async def test_campaign_form_creates_edits_launches_and_copies(
     client, demo_users, admin_conn
 ) -> None:
-    template_id, segment_id, admin = await _setup(client, admin_conn)
+    template_id, segment_id, _ = await _setup(client, admin_conn)
     token = await ui_login(client, "marketer")
     page = await client.get("/ui/campaigns/new")
     text = await page.text()

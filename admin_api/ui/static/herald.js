@@ -99,10 +99,9 @@
   });
 
   // -- Campaign figures (event "campaign"): handed to the page as "herald:campaigns". -----
-  document.addEventListener("htmx:afterSwap", function (event) {
-    var el = event.detail.target;
-    if (!el || el.id !== "live-campaigns") return;
-    try { window.heraldCampaigns = JSON.parse(el.textContent); } catch (e) { return; }
+  document.addEventListener("htmx:sseMessage", function (event) {
+    if (!event.target || event.target.id !== "live-campaigns") return;
+    try { window.heraldCampaigns = JSON.parse(event.detail.data); } catch (e) { return; }
     document.dispatchEvent(new CustomEvent("herald:campaigns", { detail: window.heraldCampaigns }));
   });
 
