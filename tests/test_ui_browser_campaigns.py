@@ -67,7 +67,7 @@ async def test_campaign_demo_flow(stack: Stack, page: Page) -> None:  # fixture
     await page.click("#save-campaign")
     await expect(page.locator("#campaign-status")).to_have_text("Чернетка")
     await expect(page.locator("#campaign-chain")).to_contain_text("Viber → SMS")
-    campaign_id = int(await page.locator("#funnel-panel").get_attribute("data-campaign"))
+    campaign_id = int(await page.locator("#funnel-panel").get_attribute("data-campaign") or 0)
     # Launch: running, and the funnel moves over the live stream
     await page.click("#launch")
     await expect(page.locator("#campaign-status")).to_have_text("Триває", timeout=SLOW)

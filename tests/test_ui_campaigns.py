@@ -115,7 +115,9 @@ async def test_campaign_form_creates_edits_launches_and_copies(
     # Copy: a new draft with the same settings, its form opens
     copied = await _post(client, f"/ui/campaigns/{campaign_id}/copy", {}, token)
     assert copied.status == 303
-    copy_id = int(re.search(r"/ui/campaigns/(\d+)/edit", copied.headers["Location"]).group(1))
+    found = re.search(r"/ui/campaigns/(\d+)/edit", copied.headers["Location"])
+    assert found is not None
+    copy_id = int(found.group(1))
     row = await admin_conn.fetchrow("SELECT * FROM campaigns WHERE id = $1", copy_id)
     assert row["status"] == "draft" and row["channel_chain"] == ["email", "viber", "sms"]
     assert row["rate_per_minute"] == 600 and row["rate_per_hour"] == 10000
@@ -245,7 +247,9 @@ async def test_trigger_rules_producers_and_recent_events(client, demo_users, adm
         token,
     )
     text = await made.text()
-    key = re.search(r'id="api-key">([^<]+)<', text).group(1)
+    shown = re.search(r'id="api-key">([^<]+)<', text)
+    assert shown is not None
+    key = shown.group(1)
     assert key.startswith("hpk_")
     listed = await (await client.get("/ui/triggers")).text()
     assert key not in listed and "Білінг" in listed

@@ -1,6 +1,6 @@
 """Campaign progress on the tab's one stream (``/ui/live``, event ``campaign``).
 
-One watcher per process, however many tabs are open: about once a second it reads which
+One watcher per process, however many tabs are open: twice a second it reads which
 campaigns are under way (one query on the small ``campaigns`` table) and their live
 counters (one Redis round trip for all of them: the counters the workers add to with
 every batch, ``dispatcher.outcomes``), never the messages themselves. When anything
@@ -28,6 +28,9 @@ log = logging.getLogger("herald.ui.campaigns")
 
 # Finished campaigns stay in the feed this long, so their last figures reach the pages.
 FINISHED_WITHIN = 120.0
+# How often the figures are read: twice a second keeps the page within about a second of
+# the database (the target is 2 s at p99) for a query and a Redis round trip each time.
+INTERVAL = 0.5
 
 
 class Snapshot(msgspec.Struct):
@@ -79,7 +82,8 @@ class Watch:
         return _encode(body).decode()
 
     async def _run(self) -> None:
-        interval = self.app[SETTINGS].campaign_stream_interval_seconds
+        loop = asyncio.get_running_loop()
+        due = loop.time()
         while self.queues:
             try:
                 body = await self.read()
@@ -94,7 +98,9 @@ class Watch:
                         with contextlib.suppress(asyncio.QueueEmpty):
                             queue.get_nowait()
                     queue.put_nowait(data)
-            await asyncio.sleep(interval)
+            # On a fixed beat (a slow read does not push every later one back).
+            due = max(due + INTERVAL, loop.time())
+            await asyncio.sleep(due - loop.time())
 
     async def close(self) -> None:
         if self.task is not None:

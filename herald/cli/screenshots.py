@@ -21,6 +21,7 @@ from aiohttp import web
 
 from admin_api.app import init_app
 from crm.users import PasswordPolicy
+from herald.cli import screenshot_campaigns as campaigns
 from herald.cli import screenshot_variants as variants
 from herald.cli.browser import VIEWPORT, chromium
 from herald.cli.demo import DEMO_USERS, ensure_demo_users
@@ -101,6 +102,7 @@ async def take(settings: Settings, out: Path) -> list[Path]:
     try:
         await ensure_demo_users(conn, PasswordPolicy(settings.password_min_length))
         client_id, surname, phone = await _demo_client(conn)
+        campaign_id = await campaigns.a_campaign(conn)
     finally:
         await conn.close()
     written: list[Path] = []
@@ -186,6 +188,9 @@ async def take(settings: Settings, out: Path) -> list[Path]:
         await page.goto(url + "/ui/tasks")
         await shot(page, "12-tasks")
         await context.close()
+        await campaigns.campaign_pages(
+            browser, url, shot, log_in, campaign_id=campaign_id, viewport=VIEWPORT
+        )
         # The narrow, empty and error variants (herald/cli/screenshot_variants.py)
         conn = await asyncpg.connect(settings.database_url)
         await init_connection(conn)

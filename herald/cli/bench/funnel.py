@@ -179,11 +179,12 @@ async def _one_run(
     status = "scheduled"
     try:
         while status not in FINAL:
+            at = time.time()  # the count is the database as the query found it, at its start
             count = await conn.fetchval(
                 "SELECT count(*) FROM message_events WHERE campaign_id = $1 AND status = 'sent'",
                 campaign_id,
             )
-            truth.append((time.time(), int(count)))
+            truth.append((at, int(count)))
             status = await conn.fetchval("SELECT status FROM campaigns WHERE id = $1", campaign_id)
             procs.sample()
             if len(procs.alive()) < len(procs.procs):
