@@ -17,6 +17,7 @@ from admin_api import inputs
 from admin_api.routing import EndpointTable, path_int, validation_field
 from admin_api.security import actor, principal
 from admin_api.typedefs import DB
+from admin_api.ui.menu import N_
 from admin_api.ui.rendering import render
 from dispatcher.realtime import producers, triggers
 from dispatcher.realtime.producers import ProducerSpec
@@ -49,6 +50,29 @@ CLIENT_ATTRIBUTES = (
     "destroyed_housing",
     "registers",
 )
+# How the form and the list name the operators and the client's attributes.
+OPERATOR_NAMES = {
+    "eq": "=",
+    "ne": "≠",
+    "gt": ">",
+    "gte": "≥",
+    "lt": "<",
+    "lte": "≤",
+    "in": N_("one of"),
+    "not_in": N_("none of"),
+    "contains": N_("contains"),
+    "exists": N_("is present"),
+    "not_exists": N_("is absent"),
+}
+ATTRIBUTE_NAMES = {
+    "region": N_("Region"),
+    "consumer_type": N_("Consumer type"),
+    "account_status": N_("Account status"),
+    "has_debt": N_("Has a debt"),
+    "debt": N_("Debt"),
+    "destroyed_housing": N_("Destroyed housing"),
+    "registers": N_("Registers"),
+}
 EMPTY_ROWS = 2  # blank condition rows the form offers besides the rule's own
 RULE_FIELDS = (
     "name",
@@ -199,6 +223,8 @@ async def _rule_form(
             "templates": templates,
             "operators": OPERATORS,
             "client_attributes": CLIENT_ATTRIBUTES,
+            "op_names": OPERATOR_NAMES,
+            "attribute_names": ATTRIBUTE_NAMES,
             "empty_rows": EMPTY_ROWS,
             "show_value": show_value,
             "error": error,
@@ -229,7 +255,15 @@ async def triggers_page(request: web.Request) -> web.Response:
             if "events.manage" in principal(request).permissions
             else []
         )
-    ctx = {"rules": rules, "templates": templates, "producers": found, "created": None}
+    ctx = {
+        "rules": rules,
+        "templates": templates,
+        "producers": found,
+        "created": None,
+        "op_names": OPERATOR_NAMES,
+        "attribute_names": ATTRIBUTE_NAMES,
+        "show_value": show_value,
+    }
     ctx.update(await _events_context(request))
     return await render(request, "triggers.html", ctx)
 
@@ -337,7 +371,17 @@ async def toggle_rule(request: web.Request) -> web.Response:
         templates = {
             t.id: t for t in await template_store.list_templates(conn, limit=500, after_id=0)
         }
-    return await render(request, "_trigger_rule_row.html", {"r": rule, "templates": templates})
+    return await render(
+        request,
+        "_trigger_rule_row.html",
+        {
+            "r": rule,
+            "templates": templates,
+            "op_names": OPERATOR_NAMES,
+            "attribute_names": ATTRIBUTE_NAMES,
+            "show_value": show_value,
+        },
+    )
 
 
 # -- producers ---------------------------------------------------------------------------
