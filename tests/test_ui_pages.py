@@ -155,6 +155,7 @@ async def test_each_role_sees_its_menu_and_is_refused_the_rest(client, demo_user
     # the demo's point: different roles, different menus
     assert menus["marketer"] == {
         "campaigns",
+        "triggers",
         "templates",
         "segments",
         "stop-lists",

@@ -155,6 +155,18 @@ LABELS: dict[str, str] = {
     "fri": N_("Fri"),
     "sat": N_("Sat"),
     "sun": N_("Sun"),
+    # campaign statuses and why a message was held or not sent (campaign pages)
+    "draft": N_("Draft"),
+    "scheduled": N_("Scheduled"),
+    "launching": N_("Launching"),
+    "running": N_("Running"),
+    "paused": N_("Paused"),
+    "stopped": N_("Stopped"),
+    "converted": N_("Converted"),
+    "audience": N_("Audience"),
+    "quiet_hours": N_("Quiet hours"),
+    "air_raid": N_("Air-raid alert"),
+    "rate_limit": N_("Rate limit"),
 }
 
 # Why a message or reply cannot go now (dispatcher.realtime.operator_send / case_replies).

@@ -14,7 +14,8 @@ tab never opens a stream per widget. ``GET /ui/live`` sends:
 - ``agents``: an agent's presence, capacity or groups changed (supervisors only: the
   wallboard reloads its board).
 
-Campaign progress joins the same stream in part 2 of the UI.
+- ``campaign``: the figures of the campaigns under way, as JSON, whenever they change
+  (``admin_api.ui.campaign_live``: one watcher per process, whatever the number of tabs).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from admin_api.routing import AUTHENTICATED, EndpointTable
 from admin_api.security import principal
 from admin_api.sse import event_stream
 from admin_api.typedefs import REDIS, SETTINGS
+from admin_api.ui.campaign_live import progress as campaign_progress
 from admin_api.ui.guard import SECURITY_HEADERS
 from admin_api.ui.rendering import render_text
 from admin_api.views.supervisor import FEED
@@ -99,6 +101,8 @@ async def live(request: web.Request) -> web.StreamResponse:
         sources.append(_calls)
     if "cases.read" in permissions:
         sources.append(_cases)
+    if "campaigns.read" in permissions:
+        sources.append(campaign_progress)
     tasks = [asyncio.create_task(source(request, queue)) for source in sources]
     me = asyncio.current_task()
     if me is not None:

@@ -222,8 +222,6 @@ async def set_language(request: web.Request) -> web.Response:
 
 
 SECTIONS = {
-    "campaigns": ("campaigns.manage", menu.N_("Campaigns")),
-    "segments": ("segments.read", menu.N_("Segments")),
     "reports": ("audit.read", menu.N_("Reports")),
 }
 

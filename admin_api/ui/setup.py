@@ -8,6 +8,8 @@ from admin_api.routing import EndpointTable
 from admin_api.ui import (
     admin_pages,
     audit_pages,
+    campaign_live,
+    campaign_pages,
     card_pages,
     case_pages,
     consent_pages,
@@ -23,6 +25,7 @@ from admin_api.ui import (
     supervisor_pages,
     task_pages,
     template_pages,
+    trigger_pages,
 )
 from admin_api.ui.guard import ui_guard
 from admin_api.ui.rendering import RENDERER, Renderer
@@ -46,6 +49,8 @@ UI_TABLES: tuple[EndpointTable, ...] = (
     audit_pages.endpoints,
     admin_pages.endpoints,
     template_pages.endpoints,
+    campaign_pages.endpoints,
+    trigger_pages.endpoints,
 )
 
 __all__ = ["UI_TABLES", "setup_ui", "ui_guard"]
@@ -58,3 +63,5 @@ def setup_ui(app: web.Application) -> None:
     app[live.STREAMS] = set()
     app[supervisor_pages.BOARDS] = supervisor_pages.Boards()
     app.on_shutdown.append(live.end_streams)
+    app[campaign_live.WATCH] = campaign_live.Watch(app)
+    app.on_cleanup.append(campaign_live.close_watch)

@@ -101,6 +101,36 @@
     }
   });
 
+  // -- Campaign figures (event "campaign"): handed to the page as "herald:campaigns". -----
+  document.addEventListener("htmx:sseMessage", function (event) {
+    if (!event.target || event.target.id !== "live-campaigns") return;
+    try { window.heraldCampaigns = JSON.parse(event.detail.data); } catch (e) { return; }
+    document.dispatchEvent(new CustomEvent("herald:campaigns", { detail: window.heraldCampaigns }));
+  });
+
+  // -- Scripts only some pages need (data-scripts, data-styles), loaded once, in order. ---
+  var loaded = {};
+  function loadPageScripts() {
+    document.querySelectorAll("[data-scripts], [data-styles]").forEach(function (el) {
+      (el.dataset.styles || "").split(" ").filter(Boolean).forEach(function (href) {
+        if (loaded[href]) return;
+        loaded[href] = true;
+        var link = document.createElement("link");
+        link.rel = "stylesheet"; link.href = href;
+        document.head.appendChild(link);
+      });
+      (el.dataset.scripts || "").split(" ").filter(Boolean).forEach(function (src) {
+        if (loaded[src]) return;
+        loaded[src] = true;
+        var script = document.createElement("script");
+        script.src = src; script.async = false;
+        document.head.appendChild(script);
+      });
+    });
+  }
+  document.addEventListener("DOMContentLoaded", loadPageScripts);
+  document.addEventListener("htmx:afterSettle", loadPageScripts);
+
   // -- The menu marks the page shown (navigation swaps only <main>, not the top bar). -----
   function markMenu() {
     var best = null;
