@@ -9,6 +9,7 @@ from admin_api.ui import (
     card_pages,
     case_pages,
     contact_pages,
+    export_pages,
     live,
     mass_edit_pages,
     message_pages,
@@ -32,6 +33,7 @@ UI_TABLES: tuple[EndpointTable, ...] = (
     mass_edit_pages.endpoints,
     live.endpoints,
     task_pages.endpoints,
+    export_pages.endpoints,
 )
 
 __all__ = ["UI_TABLES", "setup_ui", "ui_guard"]
