@@ -143,7 +143,8 @@ def decode_filters(kind: Kind, raw: Any) -> Any:
 
 
 def stored_filters(filters: Any) -> dict[str, Any]:
-    """The filters as the job keeps them (and the journal shows them): defaults left out."""
+    """The filters as the job keeps them (and the journal shows them): no paging, no
+    response format, no empty filter."""
     return {
         k: v
         for k, v in msgspec.to_builtins(filters).items()
@@ -276,19 +277,23 @@ class Runner:
             async with self._pool.acquire() as other:
                 await jobs.progress(other, job.id, rows)
 
-        async with exports.transaction(conn):
-            query = await kind.build(conn, filters, job.pii_visible)
-            if job.format == "csv":
-                rows = await self._csv(conn, query, partial, progress)
-            else:
-                rows = await exports.write_xlsx(
-                    conn,
-                    query,
-                    partial,
-                    max_rows=self._settings.export_sheet_rows,
-                    progress=progress,
-                    progress_every=HEARTBEAT_ROWS,
-                )
+        try:
+            async with exports.transaction(conn):
+                query = await kind.build(conn, filters, job.pii_visible)
+                if job.format == "csv":
+                    rows = await self._csv(conn, query, partial, progress)
+                else:
+                    rows = await exports.write_xlsx(
+                        conn,
+                        query,
+                        partial,
+                        max_rows=self._settings.export_sheet_rows,
+                        progress=progress,
+                        progress_every=HEARTBEAT_ROWS,
+                    )
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
         partial.replace(final)
         return await jobs.finish(
             conn,

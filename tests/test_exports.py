@@ -162,6 +162,11 @@ async def test_cases_export_equals_the_case_list_in_csv_and_xlsx(
     assert csv_rows[0][:3] == ["id", "number", "channel"]
     assert [r[:15] for r in csv_rows[1:]] == expected
     assert TRICKY in "".join(r[8] for r in csv_rows[1:])
+    # And the list itself answers ?format=csv with the same file
+    direct = await export_client.get(
+        "/api/v1/cases", params={**filters, "format": "csv"}, headers=headers
+    )
+    assert direct.status == 200 and _csv_rows(await direct.read()) == csv_rows
     sheets = _xlsx_sheets(xlsx)
     assert [name for name, _ in sheets] == ["cases", "cases (2)"]
     assert [len(rows) for _, rows in sheets] == [4, 4]  # header + 3, header + 3
@@ -450,3 +455,54 @@ async def test_bad_input_is_a_problem_naming_the_field(export_client) -> None:
     await bad(await post("/api/v1/exports", json={"kind": "audit"}, headers=headers), "", 403)
     await bad(await export_client.get("/api/v1/exports/0", headers=headers), "export_id")
     await bad(await export_client.get("/api/v1/exports/12345", headers=headers), "", 404)
+
+
+async def test_a_failed_job_leaves_no_file_and_a_dead_runners_job_is_taken_over(
+    export_client, admin_conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    from admin_api.exporting import RUNNER
+    from crm import exports as jobs
+    from herald.audit import Actor
+
+    await _seed_cases(admin_conn, 3)
+    runner = export_client.app[RUNNER]
+    await runner.drained()
+    user_id = await admin_conn.fetchval("SELECT id FROM users WHERE login = 'operator.cc'")
+    owner = Actor(login="operator.cc", id=user_id)
+    # Given a job on a segment deleted since it was queued
+    gone = await jobs.create(
+        admin_conn,
+        owner,
+        kind="segment_members",
+        fmt="csv",
+        filters={"segment_id": 999999},
+        pii_visible=False,
+        rows_estimate=None,
+    )
+    # And a job a runner took and then died on (its heartbeat two minutes old)
+    taken = await jobs.create(
+        admin_conn,
+        owner,
+        kind="cases",
+        fmt="csv",
+        filters={},
+        pii_visible=False,
+        rows_estimate=3,
+    )
+    await admin_conn.execute(
+        "UPDATE export_jobs SET status = 'running', attempts = 1, "
+        "heartbeat_at = herald_now() - interval '2 minutes' WHERE id = $1",
+        taken.id,
+    )
+
+    # When the runner looks
+    runner.wake()
+    await runner.drained()
+
+    # Then the first failed, saying why, with no file left behind
+    failed = await jobs.get(admin_conn, gone.id)
+    assert failed.status == "failed" and "no segment 999999" in (failed.error or "")
+    # And the second was taken over and written whole
+    done = await jobs.get(admin_conn, taken.id)
+    assert (done.status, done.attempts, done.rows_done) == ("done", 2, 3)
+    assert sorted(f.name for f in tmp_path.iterdir()) == [f"cases-{taken.id}.csv"]

@@ -147,7 +147,14 @@ async def start(
 )
 async def create_export(request: web.Request, body: ExportRequest) -> Any:
     """Export a list as CSV or XLSX: the file at once (200), or a background job (202)."""
-    started = await start(request, body.kind, body.format, body.filters, body.background)
+    return await start_response(request, body.kind, body.format, body.filters, body.background)
+
+
+async def start_response(
+    request: web.Request, kind: str, fmt: str, filters: Any, background: bool | None
+) -> web.StreamResponse:
+    """``start``, a job answered as 202 with its view and Location."""
+    started = await start(request, kind, fmt, filters, background)
     if not isinstance(started, ExportJob):
         return started
     return web.Response(

@@ -38,6 +38,8 @@ class CaseQueueQuery(msgspec.Struct, forbid_unknown_fields=True):
     order: Literal["asc", "desc"] = "asc"
     limit: Annotated[int, msgspec.Meta(ge=1, le=200)] = 50
     cursor: str | None = None
+    # csv or xlsx: every matching case as a file (no pages; a large one becomes an export job).
+    format: Literal["json", "csv", "xlsx"] = "json"
 
 
 class CaseQueuePage(msgspec.Struct):

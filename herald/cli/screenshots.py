@@ -185,6 +185,12 @@ async def take(settings: Settings, out: Path) -> list[Path]:
         await log_in(page, url, "operator_cc")
         await page.goto(url + "/ui/tasks")
         await shot(page, "12-tasks")
+        # Exports: the case list as CSV, then "My exports"
+        await page.goto(url + "/ui/cases")
+        async with page.expect_download():
+            await page.click("form[data-export=cases] button[value=csv]")
+        await page.goto(url + "/ui/exports")
+        await shot(page, "13-exports")
         await context.close()
         # The narrow, empty and error variants (herald/cli/screenshot_variants.py)
         conn = await asyncpg.connect(settings.database_url)
