@@ -41,6 +41,29 @@ STATUS_NAMES = {
     "expired": N_("Deleted (kept time over)"),
     "streamed": N_("Downloaded at once"),
 }
+# How a job's filters read on the page (the order of a list is left out: it changes no row).
+FILTER_NAMES = {
+    "status": N_("Status"),
+    "open": N_("open only"),
+    "channel": N_("Channel"),
+    "priority": N_("Priority"),
+    "case_type": N_("Type"),
+    "sla_state": "SLA",
+    "number": N_("Number"),
+    "client_id": "Client_ID",
+    "is_repeat": N_("repeat"),
+    "anonymous": N_("unidentified"),
+    "duplicate": N_("duplicate"),
+    "segment_id": N_("Segment"),
+    "campaign_id": N_("Campaign"),
+    "active_only": N_("active only"),
+    "entity_type": N_("Entity"),
+    "actor_login": N_("User"),
+    "from": N_("From"),
+    "to": N_("To"),
+    "group_by": N_("Grouping"),
+}
+HIDDEN_FILTERS = frozenset({"order"})
 FILTER_PREFIX = "f."
 
 
@@ -52,6 +75,8 @@ async def _context(request: web.Request) -> dict[str, Any]:
         "active": any(j.status in ("queued", "running") for j in found),
         "kind_names": KIND_NAMES,
         "status_names": STATUS_NAMES,
+        "filter_names": FILTER_NAMES,
+        "hidden_filters": HIDDEN_FILTERS,
     }
 
 
