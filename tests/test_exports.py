@@ -17,8 +17,13 @@ import openpyxl
 import pytest
 from conftest import login_as
 from test_cases_support import bad, ok
+from test_segment_compiler import load_population
+from test_segments_api import DEBT_KYIV
 
+from admin_api.exporting import RUNNER
 from herald import clock, exports
+from herald.cli import build_parser
+from herald.cli.bench import exports as bench_exports
 from herald.exports import ExportQuery
 
 UTC = dt.UTC
@@ -228,8 +233,6 @@ async def test_the_sheet_split_keeps_every_row(app_conn: asyncpg.Connection, tmp
 async def test_a_large_export_runs_as_a_job_only_its_owner_downloads(
     export_client, admin_conn: asyncpg.Connection, tmp_path: Path
 ) -> None:
-    from admin_api.exporting import RUNNER
-
     # Given 12 cases, over the background threshold of 10 rows
     await _seed_cases(admin_conn, 12)
     owner = await login_as(export_client, "operator_cc")
@@ -387,18 +390,67 @@ async def test_contacts_and_audit_exports_mask_personal_data_as_their_lists_do(
 
 
 async def test_segment_members_export_equals_its_member_pages(
-    export_client, admin_conn: asyncpg.Connection
+    export_client, app_conn: asyncpg.Connection
 ) -> None:
-    headers = await login_as(export_client, "admin")
+    # Given a static segment of a loaded population
+    await load_population(app_conn, n=120)
+    marketer = await login_as(export_client, "marketer")
+    segment = await ok(
+        await export_client.post(
+            "/api/v1/segments",
+            headers=marketer,
+            json={"name": "Борг у Києві", "kind": "static", "condition": DEBT_KYIV},
+        ),
+        201,
+    )
+    members = await ok(
+        await export_client.get(
+            f"/api/v1/segments/{segment['id']}/members",
+            params={"limit": 10000},
+            headers=marketer,
+        )
+    )
+    assert members["client_ids"]
+    # When its members are exported as a background job
+    response = await export_client.post(
+        "/api/v1/exports",
+        json={
+            "kind": "segment_members",
+            "format": "xlsx",
+            "filters": {"segment_id": segment["id"]},
+            "background": True,
+        },
+        headers=marketer,
+    )
+    job = await ok(response, 202)
+    await export_client.app[RUNNER].drained()
+    response = await export_client.get(f"/api/v1/exports/{job['id']}/file", headers=marketer)
+    assert response.status == 200
+    # Then the file holds the member pages' client ids, in their order
+    rows = _xlsx_rows(await response.read())
+    assert rows[0] == ["client_id"]
+    assert [int(r[0]) for r in rows[1:]] == members["client_ids"]
+    # And an unknown segment is a 404
     await bad(
         await export_client.post(
             "/api/v1/exports",
             json={"kind": "segment_members", "filters": {"segment_id": 999999}},
-            headers=headers,
+            headers=marketer,
         ),
         "",
         404,
     )
+
+
+def test_bench_exports_options_are_parsed() -> None:
+    assert build_parser().parse_args(["bench", "exports"]).rows == 5_000_000
+    args = build_parser().parse_args(["bench", "exports", "--rows", "1_000_000", "--keep"])
+    assert (args.rows, args.keep) == (1_000_000, True)
+    for wrong in (["--rows", "0"], ["--rows", "lots"]):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["bench", "exports", *wrong])
+    assert bench_exports.size_label(5_000_000) == "5m"
+    assert bench_exports.size_label(250_000) == "250k"
 
 
 async def test_case_stats_export_equals_the_report(
@@ -506,3 +558,80 @@ async def test_a_failed_job_leaves_no_file_and_a_dead_runners_job_is_taken_over(
     done = await jobs.get(admin_conn, taken.id)
     assert (done.status, done.attempts, done.rows_done) == ("done", 2, 3)
     assert sorted(f.name for f in tmp_path.iterdir()) == [f"cases-{taken.id}.csv"]
+
+
+async def test_campaign_recipients_export_each_recipients_last_status(
+    export_client, admin_conn: asyncpg.Connection
+) -> None:
+    # Given a launched campaign of 4 recipients: delivered, failed, held, not reached yet
+    template = await admin_conn.fetchval(
+        "INSERT INTO message_templates (name, topic) VALUES ('Борг', 'debt') RETURNING id"
+    )
+    await admin_conn.execute(
+        "INSERT INTO message_template_versions (template_id, version, variants) "
+        "VALUES ($1, 1, '{}')",
+        template,
+    )
+    campaign = await admin_conn.fetchval(
+        "INSERT INTO campaigns (name, template_id, template_version, audience, status) "
+        "VALUES ('Борг', $1, 1, '{\"kind\": \"clients\", \"client_ids\": [1]}', 'running') "
+        "RETURNING id",
+        template,
+    )
+    await admin_conn.execute(
+        "INSERT INTO campaign_batches (campaign_id, step, batch_no, shard, client_ids) "
+        "VALUES ($1, 0, 0, 0, '{11,12}'), ($1, 0, 1, 1, '{13,14}')",
+        campaign,
+    )
+    t0 = clock.now() - dt.timedelta(hours=1)
+    for message, client, status, at in (
+        ("m11", 11, "sent", t0),
+        ("m11", 11, "delivered", t0 + dt.timedelta(minutes=1)),
+        ("m12", 12, "failed", t0),
+    ):
+        await admin_conn.execute(
+            "INSERT INTO message_events (message_id, campaign_id, client_id, step, channel, "
+            "status, at) VALUES ($1, $2, $3, 0, 'sms', $4, $5)",
+            message,
+            campaign,
+            client,
+            status,
+            at,
+        )
+    await admin_conn.execute(
+        "INSERT INTO held_messages (message_id, campaign_id, client_id, step, reason) "
+        "VALUES ('m13', $1, 13, 0, 'quiet_hours')",
+        campaign,
+    )
+    marketer = await login_as(export_client, "marketer")
+
+    # When its recipients are exported
+    rows = _csv_rows(
+        await _export(export_client, marketer, "campaign_recipients", "csv", campaign_id=campaign)
+    )
+
+    # Then each recipient has the last status its history shows, held or pending otherwise
+    assert rows[0] == ["client_id", "status", "step", "channel", "reason", "at"]
+    assert [(r[0], r[1], r[4]) for r in rows[1:]] == [
+        ("11", "delivered", ""),
+        ("12", "failed", ""),
+        ("13", "held", "quiet_hours"),
+        ("14", "pending", ""),
+    ]
+    for row in rows[1:3]:
+        history = await ok(
+            await export_client.get(
+                f"/api/v1/campaigns/{campaign}/recipients/{row[0]}", headers=marketer
+            )
+        )
+        assert history["events"][-1]["status"] == row[1]
+        assert _local(history["events"][-1]["at"]) == row[5]
+    await bad(
+        await export_client.post(
+            "/api/v1/exports",
+            json={"kind": "campaign_recipients", "filters": {"campaign_id": 999999}},
+            headers=marketer,
+        ),
+        "",
+        404,
+    )
