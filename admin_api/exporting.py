@@ -31,7 +31,7 @@ import msgspec
 from aiohttp import web
 
 from admin_api.routing import validation_field
-from admin_api.typedefs import DB, SETTINGS
+from admin_api.typedefs import DB, REQUEST_ID, SETTINGS
 from crm import audit as crm_audit
 from crm import exports as jobs
 from crm import pii
@@ -218,7 +218,7 @@ async def stream(
                         await response.write(chunk)
     await jobs.record_streamed(
         conn,
-        who.actor(None),
+        who.actor(request.get(REQUEST_ID)),
         kind=prepared.kind,
         fmt=prepared.format,
         filters=prepared.filters,
