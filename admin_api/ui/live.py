@@ -10,7 +10,9 @@ tab never opens a stream per widget. ``GET /ui/live`` sends:
   as the HTML of the call panel, which may open the identified client's card at once;
 - ``case``: ids of cases that changed (PostgreSQL NOTIFY through the process's one
   change feed, crm.cases.live), or ``resync`` when the feed was lost; the page reloads
-  the parts showing those cases.
+  the parts showing those cases;
+- ``agents``: an agent's presence, capacity or groups changed (supervisors only: the
+  wallboard reloads its board).
 
 Campaign progress joins the same stream in part 2 of the UI.
 """
@@ -71,7 +73,9 @@ async def _calls(request: web.Request, out: asyncio.Queue[tuple[str, str]]) -> N
 
 
 async def _cases(request: web.Request, out: asyncio.Queue[tuple[str, str]]) -> None:
-    """Ids of changed cases, batched by the change feed's window."""
+    """Ids of changed cases, batched by the change feed's window; agents' changes too
+    for a supervisor."""
+    supervises = "cases.supervise" in principal(request).permissions
     async with request.app[FEED].subscribe() as sub:
         while True:
             changes = await sub.next(timeout=30.0)
@@ -81,6 +85,8 @@ async def _cases(request: web.Request, out: asyncio.Queue[tuple[str, str]]) -> N
                 await out.put(("case", "resync"))
             elif changes.case_ids:
                 await out.put(("case", " ".join(str(i) for i in sorted(changes.case_ids))))
+            if changes.agents and supervises:
+                await out.put(("agents", "changed"))  # presence or load: the wallboard
 
 
 @endpoints.get("/ui/live", permission=AUTHENTICATED, response=str, media_type="text/event-stream")

@@ -31,11 +31,12 @@ ITEMS: tuple[MenuItem, ...] = (
     MenuItem(N_("Cases"), "/ui/cases", "cases.read", "cases"),
     MenuItem(N_("New case"), "/ui/cases/new", "cases.manage", "case-new"),
     MenuItem(N_("Tasks"), "/ui/tasks", "cases.manage", "tasks"),
-    MenuItem(N_("Supervisor"), "/ui/section/supervisor", "cases.supervise", "supervisor"),
+    MenuItem(N_("Supervisor"), "/ui/supervisor", "cases.supervise", "supervisor"),
     MenuItem(N_("Campaigns"), "/ui/section/campaigns", "campaigns.manage", "campaigns"),
     MenuItem(N_("Segments"), "/ui/section/segments", "segments.read", "segments"),
     MenuItem(N_("Reports"), "/ui/section/reports", "audit.read", "reports"),
-    MenuItem(N_("Administration"), "/ui/section/admin", "users.manage", "admin"),
+    MenuItem(N_("Administration"), "/ui/admin", "users.manage", "admin"),
+    MenuItem(N_("Audit"), "/ui/audit", "audit.read", "audit"),
 )
 
 

@@ -6,6 +6,8 @@ from aiohttp import web
 
 from admin_api.routing import EndpointTable
 from admin_api.ui import (
+    admin_pages,
+    audit_pages,
     card_pages,
     case_pages,
     contact_pages,
@@ -16,6 +18,7 @@ from admin_api.ui import (
     search_pages,
     session_pages,
     static_files,
+    supervisor_pages,
     task_pages,
 )
 from admin_api.ui.guard import ui_guard
@@ -34,6 +37,9 @@ UI_TABLES: tuple[EndpointTable, ...] = (
     live.endpoints,
     task_pages.endpoints,
     export_pages.endpoints,
+    supervisor_pages.endpoints,
+    audit_pages.endpoints,
+    admin_pages.endpoints,
 )
 
 __all__ = ["UI_TABLES", "setup_ui", "ui_guard"]
@@ -44,4 +50,5 @@ def setup_ui(app: web.Application) -> None:
     app[STATIC] = StaticFiles()
     app[RENDERER] = Renderer(app[STATIC].url)
     app[live.STREAMS] = set()
+    app[supervisor_pages.BOARDS] = supervisor_pages.Boards()
     app.on_shutdown.append(live.end_streams)

@@ -81,7 +81,8 @@
   document.addEventListener("htmx:sseOpen", function () { liveState(true); });
   document.addEventListener("htmx:sseError", function () { liveState(false); });
   document.addEventListener("htmx:afterSwap", function (event) {
-    var el = event.detail.target;
+    // The SSE extension's swaps carry no detail.target, only detail.elt (the swapped element).
+    var el = event.detail.target || event.detail.elt;
     if (!el || !el.id) return;
     if (el.id === "live-ready") {
       readyCount += 1;
@@ -95,6 +96,8 @@
         if (ids.indexOf(node.dataset.caseId) >= 0) htmx.trigger(node, "herald:case-changed");
       });
       htmx.trigger(document.body, "herald:cases");
+    } else if (el.id === "live-agents") {
+      htmx.trigger(document.body, "herald:agents"); // presence or load: the wallboard
     }
   });
 
@@ -117,6 +120,10 @@
   document.addEventListener("click", function (event) {
     var t = event.target;
     if (!(t instanceof HTMLElement)) return;
+    if (t.matches("input[data-tick-all]")) { // tick every row of the table
+      var table = t.closest("table");
+      if (table) table.querySelectorAll("input[name='" + t.dataset.tickAll + "']").forEach(function (box) { box.checked = t.checked; });
+    }
     var dismiss = t.closest("[data-dismiss]");
     if (dismiss) {
       var box = document.getElementById(dismiss.dataset.dismiss);
