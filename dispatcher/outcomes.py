@@ -11,6 +11,7 @@ import msgspec
 import redis.asyncio as aioredis
 
 from herald import clock
+from herald.exports import ExportQuery
 from herald.settings import Settings
 
 EVENT_COLUMNS = (
@@ -296,6 +297,37 @@ async def each_recipient(
         if not rows:
             return
         yield [Recipient(**dict(r)) for r in rows]
+
+
+RECIPIENT_COLUMNS = ("client_id", "status", "step", "channel", "reason", "at")
+
+
+def recipients_export_query(campaign_id: int) -> ExportQuery:
+    """A campaign's recipients (its frozen audience) with where each stands: the last event
+    of its messages (sent, delivered, read, failed, skipped, converted...), ``held`` while
+    a message is parked, ``pending`` before any; ascending client id."""
+    return ExportQuery(
+        """
+        SELECT r.client_id,
+               CASE WHEN h.reason IS NOT NULL THEN 'held' ELSE coalesce(e.status, 'pending') END
+                   AS status,
+               e.step, e.channel, coalesce(h.reason, e.reason) AS reason,
+               to_char(e.at AT TIME ZONE herald_business_tz(), 'YYYY-MM-DD HH24:MI:SS') AS at
+        FROM (SELECT DISTINCT unnest(client_ids) AS client_id FROM campaign_batches
+              WHERE campaign_id = $1 AND step = 0) r
+        LEFT JOIN LATERAL (
+            SELECT me.step, me.channel, me.status, me.reason, me.at FROM message_events me
+            WHERE me.client_id = r.client_id AND me.campaign_id = $1
+            ORDER BY me.at DESC, me.step DESC LIMIT 1) e ON true
+        LEFT JOIN (SELECT DISTINCT ON (client_id) client_id, reason FROM held_messages
+                   WHERE campaign_id = $1 ORDER BY client_id, held_at) h
+               ON h.client_id = r.client_id
+        ORDER BY r.client_id
+        """,
+        (campaign_id,),
+        RECIPIENT_COLUMNS,
+        title=f"campaign {campaign_id}",
+    )
 
 
 async def record_conversions(

@@ -189,6 +189,12 @@ async def take(settings: Settings, out: Path) -> list[Path]:
         await log_in(page, url, "operator_cc")
         await page.goto(url + "/ui/tasks")
         await shot(page, "12-tasks")
+        # Exports: the case list as CSV, then "My exports"
+        await page.goto(url + "/ui/cases")
+        async with page.expect_download():
+            await page.click("form[data-export=cases] button[value=csv]")
+        await page.goto(url + "/ui/exports")
+        await shot(page, "13-exports")
         await context.close()
         await screenshot_admin.supervisor_and_admin(browser, url, shot, log_in, VIEWPORT)
         await marketer.content_pages(browser, url, shot, log_in, client_id=client_id)

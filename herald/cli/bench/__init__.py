@@ -311,6 +311,7 @@ def register_benchmarks(
         _cases,
     )
     options["cases"] = _cases_options
+    from herald.cli.bench import exports as bench_exports
     from herald.cli.bench import segments as bench_segments
     from herald.cli.bench import ui as bench_ui
 
@@ -334,3 +335,9 @@ def register_benchmarks(
         _funnel,
     )
     options["funnel"] = _funnel_options
+    benchmarks["exports"] = (
+        "CSV and XLSX export of N case-shaped rows (default 5 M) through the export "
+        "engine, each in a fresh process; time and peak RSS as JSON",
+        bench_exports.main,
+    )
+    options["exports"] = bench_exports.add_options
