@@ -57,6 +57,21 @@ async def of_client(conn: asyncpg.Connection, client_id: int) -> ClientConsents:
     )
 
 
+class Topic(msgspec.Struct, frozen=True):
+    code: str
+    name_uk: str
+    name_en: str
+    requires_opt_in: bool
+
+
+async def topics(conn: asyncpg.Connection) -> list[Topic]:
+    """The message topics (what a template, a consent and a stop-list entry are about)."""
+    rows = await conn.fetch(
+        "SELECT code, name_uk, name_en, requires_opt_in FROM message_topics ORDER BY code"
+    )
+    return [Topic(**dict(r)) for r in rows]
+
+
 async def topic_codes(conn: asyncpg.Connection) -> list[str]:
     """Every topic's code, in order."""
     return [r[0] for r in await conn.fetch("SELECT code FROM message_topics ORDER BY code")]

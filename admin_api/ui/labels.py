@@ -29,6 +29,12 @@ LABELS: dict[str, str] = {
     "shop": N_("Online shop"),
     "ivr": "IVR",
     "operator": N_("Operator"),
+    "voice": N_("Voice call"),
+    "import": N_("import"),
+    "sms_stop": N_("STOP reply by SMS"),
+    "email_unsubscribe": N_("unsubscribe link in an e-mail"),
+    "admin": N_("administrator"),
+    "integration": N_("integration"),
     # priorities and types
     "low": N_("Low"),
     "normal": N_("Normal"),

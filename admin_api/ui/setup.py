@@ -10,15 +10,19 @@ from admin_api.ui import (
     audit_pages,
     card_pages,
     case_pages,
+    consent_pages,
     contact_pages,
+    contact_rule_pages,
     live,
     mass_edit_pages,
     message_pages,
     search_pages,
+    segment_pages,
     session_pages,
     static_files,
     supervisor_pages,
     task_pages,
+    template_pages,
 )
 from admin_api.ui.guard import ui_guard
 from admin_api.ui.rendering import RENDERER, Renderer
@@ -28,7 +32,10 @@ UI_TABLES: tuple[EndpointTable, ...] = (
     static_files.endpoints,
     session_pages.endpoints,
     search_pages.endpoints,
+    segment_pages.endpoints,
     card_pages.endpoints,
+    consent_pages.endpoints,
+    contact_rule_pages.endpoints,
     contact_pages.endpoints,
     message_pages.endpoints,
     case_pages.endpoints,
@@ -38,6 +45,7 @@ UI_TABLES: tuple[EndpointTable, ...] = (
     supervisor_pages.endpoints,
     audit_pages.endpoints,
     admin_pages.endpoints,
+    template_pages.endpoints,
 )
 
 __all__ = ["UI_TABLES", "setup_ui", "ui_guard"]

@@ -21,6 +21,8 @@ from admin_api.problems import problem_response
 from admin_api.routing import EndpointTable
 from admin_api.security import actor
 from admin_api.typedefs import DB, REDIS, SETTINGS
+from dispatcher.receipts import holds
+from dispatcher.receipts.holds import HeldCount
 from herald.bounds import Id
 from herald.errors import InvalidInput
 from rules import air_raid
@@ -120,3 +122,11 @@ async def alert_history(request: web.Request, query: AirRaidHistoryQuery) -> Ale
             conn, region_code=query.region, before_id=before_id, limit=query.limit
         )
     return AlertPeriodPage(items, *paging.following(items, query.limit, lambda i: i.id))
+
+
+@endpoints.get("/api/v1/held-messages", permission="rules.read", response=list[HeldCount])
+async def held_messages(request: web.Request) -> list[HeldCount]:
+    """Messages held now (quiet hours, air-raid alerts, rate limits, paused campaigns),
+    counted per campaign, reason and region, the largest groups first."""
+    async with request.app[DB].acquire() as conn:
+        return await holds.held_summary(conn)

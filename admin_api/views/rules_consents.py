@@ -511,3 +511,9 @@ async def import_consents(request: web.Request, query: ConsentImportQuery) -> Im
             refused=refused,
             dry_run=query.dry_run,
         )
+
+
+def parse_import_csv(text: str) -> tuple[int, list[StagedRow], list[RowError]]:
+    """An import CSV's rows read, the rows staged and the rows refused (the page's import
+    reads a file the same way as this endpoint)."""
+    return _parse_csv(text)

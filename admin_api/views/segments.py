@@ -18,13 +18,14 @@ from typing import Annotated, Any, Literal
 import msgspec
 from aiohttp import web
 
-from admin_api import paging
+from admin_api import inputs, paging
 from admin_api.routing import EndpointTable, path_int
 from admin_api.security import actor
 from admin_api.typedefs import DB
 from crm.segments import catalogue, store
 from crm.segments.catalogue import Attribute, AttributeDeclaration, AttributeValue
 from crm.segments.store import Preview, Segment
+from herald.errors import InvalidInput
 
 endpoints = EndpointTable("segments")
 
@@ -328,3 +329,59 @@ async def combine_segments(request: web.Request, body: CombineRequest) -> Segmen
             name=body.name,
             pool=request.app[DB],
         )
+
+
+class SegmentImportQuery(msgspec.Struct, forbid_unknown_fields=True):
+    name: Name
+    description: Description = ""
+
+
+class SegmentImported(msgspec.Struct):
+    """The new static segment; ``unknown``: listed ids that are no client (left out);
+    ``refused``: rows that are not an id, by row number (the first 100)."""
+
+    segment: Segment
+    rows: int
+    unknown: int
+    refused: list[tuple[int, str]]
+
+
+MAX_IMPORT_BYTES = 64 * 2**20
+
+
+async def read_text(request: web.Request, body: bytes | None = None) -> str:
+    """An uploaded file as text (UTF-8, a BOM allowed); too large or not text is a 400."""
+    if body is None:
+        body = await request.content.read(MAX_IMPORT_BYTES + 1)
+    if len(body) > MAX_IMPORT_BYTES:
+        raise InvalidInput("file", f"the file is larger than {MAX_IMPORT_BYTES // 2**20} MB")
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput("file", f"not UTF-8 text (byte {exc.start})") from None
+    if "\x00" in text:
+        raise InvalidInput("file", inputs.NUL_DETAIL)
+    return text
+
+
+@endpoints.post(
+    "/api/v1/segments/import",
+    permission="segments.manage",
+    query=SegmentImportQuery,
+    response=SegmentImported,
+    status=201,
+    errors=(400,),
+)
+async def import_segment(request: web.Request, query: SegmentImportQuery) -> SegmentImported:
+    """A static segment from a list of Client_IDs: the request body is a CSV (text/csv),
+    the id in the first column of each row, an optional header row ``client_id``."""
+    parsed = store.parse_client_ids(await read_text(request))
+    async with request.app[DB].acquire() as conn:
+        segment, unknown = await store.import_ids(
+            conn,
+            actor(request),
+            name=query.name,
+            client_ids=parsed.client_ids,
+            description=query.description,
+        )
+    return SegmentImported(segment, parsed.rows, unknown, parsed.refused)

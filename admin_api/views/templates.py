@@ -215,6 +215,18 @@ async def list_versions(request: web.Request, query: TemplateVersionQuery) -> Te
     return TemplateVersionPage(items, *paging.following(items, query.limit, lambda i: i.version))
 
 
+def organisation_of(request: web.Request) -> Organisation:
+    """The organisation's details the variables of every message carry (from the settings)."""
+    settings = request.app[SETTINGS]
+    return Organisation(
+        service_centre=settings.org_service_centre,
+        contact_phone=settings.org_contact_phone,
+        cabinet_url=settings.org_cabinet_url,
+        app_url=settings.org_app_url,
+        payment_url=settings.org_payment_url,
+    )
+
+
 class TemplatePreviewRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Whom to preview for, on which channel; ``language`` overrides the client's own."""
 
@@ -233,13 +245,7 @@ class TemplatePreviewRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=
 async def preview_version(request: web.Request, body: TemplatePreviewRequest) -> TemplatePreview:
     """A version rendered for a chosen client with their real variables, and the SMS cost."""
     settings = request.app[SETTINGS]
-    organisation = Organisation(
-        service_centre=settings.org_service_centre,
-        contact_phone=settings.org_contact_phone,
-        cabinet_url=settings.org_cabinet_url,
-        app_url=settings.org_app_url,
-        payment_url=settings.org_payment_url,
-    )
+    organisation = organisation_of(request)
     async with request.app[DB].acquire() as conn:
         return await template_store.preview(
             conn,
@@ -251,4 +257,55 @@ async def preview_version(request: web.Request, body: TemplatePreviewRequest) ->
             language=body.language,
             organisation=organisation,
             links=UnsubscribeLinks.from_settings(settings),
+        )
+
+
+class DraftPreviewRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A template being edited (not saved) and whom to preview it for."""
+
+    template: TemplateSave
+    client_id: Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]
+    channel: TemplateChannel
+    language: Literal["uk", "en"] | None = None
+
+
+@endpoints.post(
+    "/api/v1/templates/preview",
+    permission="templates.read",
+    body=DraftPreviewRequest,
+    response=TemplatePreview,
+    errors=(400, 404),
+)
+async def preview_draft(request: web.Request, body: DraftPreviewRequest) -> TemplatePreview:
+    """A template not saved yet rendered for a chosen client (the constructor's live preview);
+    a template that would not save is a 400 listing the problem (``template_id`` is 0)."""
+    async with request.app[DB].acquire() as conn:
+        return await template_store.preview_draft(
+            conn,
+            _engine(request),
+            body.template.draft(),
+            topic=body.template.topic,
+            client_id=body.client_id,
+            channel=body.channel,
+            language=body.language,
+            organisation=organisation_of(request),
+            links=UnsubscribeLinks.from_settings(request.app[SETTINGS]),
+        )
+
+
+@endpoints.post(
+    "/api/v1/templates/{template_id}/versions/{version}/make-current",
+    permission="templates.manage",
+    response=Template,
+    errors=(404,),
+)
+async def make_version_current(request: web.Request) -> Template:
+    """Make an older (or newer) version the current one: new campaigns and sends take it;
+    campaigns keep the version they pinned. Journalled."""
+    async with request.app[DB].acquire() as conn:
+        return await template_store.make_current(
+            conn,
+            actor(request),
+            path_int(request, "template_id"),
+            path_int(request, "version"),
         )

@@ -394,3 +394,13 @@ async def import_values(
             ],
         )
     return len(upsert_ids), removed
+
+
+async def value_names(conn: asyncpg.Connection) -> dict[str, tuple[str, str]]:
+    """The Ukrainian and English names of the region and tariff codes that attributes
+    take their values from (for the builder's lists)."""
+    rows = await conn.fetch(
+        "SELECT code, name_uk, name_en FROM regions UNION ALL "
+        "SELECT code, name_uk, name_en FROM tariffs"
+    )
+    return {r["code"]: (r["name_uk"], r["name_en"]) for r in rows}

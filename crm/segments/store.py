@@ -332,6 +332,11 @@ async def refresh(
     """Materialise again on request: a new snapshot (static) or a full recount (dynamic)."""
     async with conn.transaction():
         segment = await get(conn, segment_id, lock=True)
+        if segment.origin is not None and segment.origin.get("op") == "import":
+            raise Conflict(
+                f"segment {segment_id} is an imported list of clients: there is nothing to "
+                "recompute (import the list again)"
+            )
         if segment.origin is not None:
             await _fill_set_operation(
                 conn,
@@ -599,3 +604,97 @@ async def combine(
             ],
         )
         return await get(conn, segment_id)
+
+
+# --- a static segment from a list of Client_IDs (a CSV file) --------------------------
+
+MAX_IMPORT_IDS = 5_000_000
+
+
+class ImportedIds(msgspec.Struct, frozen=True):
+    """A parsed Client_ID list: the ids (unique, in order) and the rows refused."""
+
+    client_ids: list[int]
+    rows: int
+    refused: list[tuple[int, str]]
+
+
+def parse_client_ids(text: str) -> ImportedIds:
+    """Client_IDs from a CSV: the first column of each row, an optional header row
+    (client_id); ``,`` or ``;`` separated. Rows that are not an id are listed by number."""
+    ids: dict[int, None] = {}
+    refused: list[tuple[int, str]] = []
+    rows = 0
+    for number, line in enumerate(text.splitlines(), 1):
+        cell = line.replace(";", ",").split(",", 1)[0].strip().strip('"').strip()
+        if not cell:
+            continue
+        if (
+            number == 1
+            and not cell.isdigit()
+            and cell.lower().replace(" ", "_")
+            in (
+                "client_id",
+                "clientid",
+                "id",
+            )
+        ):
+            continue
+        rows += 1
+        if not cell.isdigit() or not 1 <= int(cell) <= 2**63 - 1:
+            if len(refused) < 100:
+                refused.append((number, cell[:40]))
+            continue
+        ids[int(cell)] = None
+    if len(ids) > MAX_IMPORT_IDS:
+        raise InvalidInput("file", f"{len(ids)} ids; at most {MAX_IMPORT_IDS} in one list")
+    if not ids:
+        raise InvalidInput("file", "the file has no Client_ID (one id a row, first column)")
+    return ImportedIds(list(ids), rows, refused)
+
+
+async def import_ids(
+    conn: asyncpg.Connection,
+    actor: audit.Actor,
+    *,
+    name: str,
+    client_ids: list[int],
+    description: str = "",
+) -> tuple[Segment, int]:
+    """A new static segment of the listed clients that exist; returns it and how many of
+    the ids are no client (left out). Journalled; its origin says it was imported."""
+    name = _check_name(name, description)
+    async with conn.transaction():
+        segment_id = await conn.fetchval(
+            "INSERT INTO segments (name, description, kind, origin, created_by, created_by_id) "
+            "VALUES ($1, $2, 'static', $3, $4, $5) RETURNING id",
+            name,
+            description,
+            {"op": "import", "rows": len(client_ids)},
+            actor.login,
+            actor.id,
+        )
+
+        def in_range(low: str, high: str) -> str:
+            return (
+                "SELECT c.id AS client_id FROM clients c WHERE c.id = ANY($1::bigint[]) "
+                f"AND c.id >= {low} AND c.id < {high}"
+            )
+
+        set_id, count = await member_sets.fill(conn, in_range, [client_ids])
+        await member_sets.adopt(conn, segment_id, set_id, count)
+        await audit.record(
+            conn,
+            actor,
+            [
+                audit.Change(
+                    "segment",
+                    str(segment_id),
+                    "create",
+                    None,
+                    None,
+                    {"name": name, "kind": "static", "origin": "import", "members": count},
+                )
+            ],
+        )
+        return await get(conn, segment_id), len(client_ids) - count

@@ -10,11 +10,13 @@ send; no campaign) is reopened at its held step and published to the realtime qu
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import defaultdict
 from collections.abc import Sequence
 
 import aio_pika
 import asyncpg
+import msgspec
 
 from dispatcher import topology
 from dispatcher.campaigns import planner
@@ -120,3 +122,28 @@ async def is_held(conn: asyncpg.Connection, campaign_id: int, client_id: int) ->
             client_id,
         )
     )
+
+
+class HeldCount(msgspec.Struct, frozen=True):
+    """Messages held now for one campaign (null: operator and trigger sends), reason and
+    region (known for air-raid holds), and the earliest planned release (quiet hours)."""
+
+    campaign_id: int | None
+    campaign_name: str | None
+    reason: str
+    region_code: str | None
+    held: int
+    next_release_at: dt.datetime | None
+
+
+async def held_summary(conn: asyncpg.Connection, *, limit: int = 200) -> list[HeldCount]:
+    """Held messages counted per campaign, reason and region, the largest groups first."""
+    rows = await conn.fetch(
+        "SELECT h.campaign_id, c.name AS campaign_name, h.reason, h.region_code, "
+        "count(*) AS held, min(h.release_at) AS next_release_at "
+        "FROM held_messages h LEFT JOIN campaigns c ON c.id = h.campaign_id "
+        "GROUP BY h.campaign_id, c.name, h.reason, h.region_code "
+        "ORDER BY held DESC, h.campaign_id NULLS LAST LIMIT $1",
+        limit,
+    )
+    return [HeldCount(**dict(r)) for r in rows]

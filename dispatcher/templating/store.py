@@ -206,7 +206,14 @@ async def save_version(
         if before is None:
             raise NotFound(f"template {template_id} does not exist")
         await _check_topic(conn, topic)
-        version = before["current_version"] + 1
+        # The highest version plus one: an older version made current again is not the last.
+        version = (
+            await conn.fetchval(
+                "SELECT max(version) FROM message_template_versions WHERE template_id = $1",
+                template_id,
+            )
+            or 0
+        ) + 1
         await conn.execute(
             "INSERT INTO message_template_versions (template_id, version, language, variants, "
             "created_by) VALUES ($1, $2, $3, $4::jsonb, $5)",
@@ -233,6 +240,83 @@ async def save_version(
         )
         await audit.record(conn, actor, changes)
         return await get(conn, template_id), check
+
+
+class VersionInfo(msgspec.Struct, frozen=True):
+    """A version as the history lists it: who saved it, when, its language and channels."""
+
+    version: int
+    language: str
+    created_at: dt.datetime
+    created_by: int | None
+    created_by_login: str | None
+    channels: list[str]
+    current: bool
+
+
+async def version_history(conn: asyncpg.Connection, template_id: int) -> list[VersionInfo]:
+    """Every version of a template, newest first, with the login of whoever saved it."""
+    current = await conn.fetchval(
+        "SELECT current_version FROM message_templates WHERE id = $1", template_id
+    )
+    if current is None:
+        raise NotFound(f"template {template_id} does not exist")
+    rows = await conn.fetch(
+        "SELECT v.version, v.language, v.created_at, v.created_by, u.login, "
+        "array(SELECT k FROM jsonb_each(v.variants) e(k, b) WHERE k <> 'translations' "
+        "AND jsonb_typeof(b) = 'object' ORDER BY k) AS channels "
+        "FROM message_template_versions v LEFT JOIN users u ON u.id = v.created_by "
+        "WHERE v.template_id = $1 ORDER BY v.version DESC",
+        template_id,
+    )
+    return [
+        VersionInfo(
+            r["version"],
+            r["language"],
+            r["created_at"],
+            r["created_by"],
+            r["login"],
+            [c for c in r["channels"] if c],
+            r["version"] == current,
+        )
+        for r in rows
+    ]
+
+
+async def make_current(
+    conn: asyncpg.Connection, actor: Actor, template_id: int, version: int
+) -> Template:
+    """Make an existing version the current one (what new campaigns and sends take);
+    campaigns keep the version they pinned. Journalled as a change of current_version."""
+    async with conn.transaction():
+        before = await conn.fetchrow(
+            "SELECT current_version FROM message_templates WHERE id = $1 FOR UPDATE", template_id
+        )
+        if before is None:
+            raise NotFound(f"template {template_id} does not exist")
+        await get_version(conn, template_id, version)
+        if before["current_version"] != version:
+            await conn.execute(
+                "UPDATE message_templates SET current_version = $2, updated_at = herald_now() "
+                "WHERE id = $1",
+                template_id,
+                version,
+            )
+            await audit.record(
+                conn,
+                actor,
+                [
+                    Change(
+                        "template",
+                        str(template_id),
+                        "update",
+                        "current_version",
+                        before["current_version"],
+                        version,
+                    )
+                ],
+            )
+        return await get(conn, template_id)
 
 
 async def load_for_sending(
@@ -312,11 +396,76 @@ async def preview(
             f"template {template_id} v{version} has no {channel} body; "
             f"it has: {', '.join(compiled.channels)}",
         )
+    topic = await conn.fetchval("SELECT topic FROM message_templates WHERE id = $1", template_id)
+    return await _render_for_client(
+        conn,
+        compiled,
+        template_id,
+        version,
+        topic,
+        client_id=client_id,
+        channel=channel,
+        language=language,
+        organisation=organisation,
+        links=links,
+    )
+
+
+async def preview_draft(
+    conn: asyncpg.Connection,
+    engine: TemplateEngine,
+    draft: TemplateDraft,
+    *,
+    topic: str,
+    client_id: int,
+    channel: str,
+    language: str | None,
+    organisation: Organisation,
+    links: UnsubscribeLinks,
+) -> TemplatePreview:
+    """A template being edited (not saved) rendered for a real client, as a send would.
+
+    Raises TemplateInvalid when the draft does not compile (what a save would refuse).
+    Its ``template_id`` and ``version`` are 0.
+    """
+    compiled = engine.compile(draft)
+    if not any(channel in compiled.bodies(lang).channels for lang in compiled.languages):
+        raise InvalidInput(
+            "channel",
+            f"the template has no {channel} body; it has: {', '.join(compiled.channels)}",
+        )
+    await _check_topic(conn, topic)
+    return await _render_for_client(
+        conn,
+        compiled,
+        0,
+        0,
+        topic,
+        client_id=client_id,
+        channel=channel,
+        language=language,
+        organisation=organisation,
+        links=links,
+    )
+
+
+async def _render_for_client(
+    conn: asyncpg.Connection,
+    compiled: CompiledTemplate,
+    template_id: int,
+    version: int,
+    topic: str,
+    *,
+    client_id: int,
+    channel: str,
+    language: str | None,
+    organisation: Organisation,
+    links: UnsubscribeLinks,
+) -> TemplatePreview:
     extras = await conn.fetchrow(_CLIENT_EXTRAS, client_id)
     if extras is None:
         raise NotFound(f"no client {client_id}")
     [recipient] = await load_recipients(conn, [client_id], organisation)
-    topic = await conn.fetchval("SELECT topic FROM message_templates WHERE id = $1", template_id)
     variables = {
         **recipient.variables,
         "unsubscribe_url": links.url(client_id, topic),

@@ -22,6 +22,7 @@ from aiohttp import web
 from admin_api.app import init_app
 from crm.users import PasswordPolicy
 from herald.cli import screenshot_admin
+from herald.cli import screenshot_marketer as marketer
 from herald.cli import screenshot_variants as variants
 from herald.cli.browser import VIEWPORT, chromium
 from herald.cli.demo import DEMO_USERS, ensure_demo_users
@@ -188,6 +189,7 @@ async def take(settings: Settings, out: Path) -> list[Path]:
         await shot(page, "12-tasks")
         await context.close()
         await screenshot_admin.supervisor_and_admin(browser, url, shot, log_in, VIEWPORT)
+        await marketer.content_pages(browser, url, shot, log_in, client_id=client_id)
         # The narrow, empty and error variants (herald/cli/screenshot_variants.py)
         conn = await asyncpg.connect(settings.database_url)
         await init_connection(conn)

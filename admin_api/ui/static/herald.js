@@ -130,6 +130,226 @@
     }
   });
 
+  // -- The template constructor: a variable from the palette goes in at the cursor. -------
+  var lastField = null;
+  document.addEventListener("focusin", function (event) {
+    var t = event.target;
+    if (t instanceof HTMLElement && t.matches("[data-vars]")) lastField = t;
+  });
+  document.addEventListener("click", function (event) {
+    var t = event.target;
+    if (!(t instanceof HTMLElement)) return;
+    var chip = t.closest("[data-insert]");
+    if (!chip) return;
+    var field = lastField && document.body.contains(lastField) ? lastField : document.querySelector("[data-vars]");
+    if (!field) return;
+    var text = "{{ " + chip.dataset.insert + " }}";
+    var start = field.selectionStart == null ? field.value.length : field.selectionStart;
+    var end = field.selectionEnd == null ? start : field.selectionEnd;
+    field.value = field.value.slice(0, start) + text + field.value.slice(end);
+    field.focus();
+    field.setSelectionRange(start + text.length, start + text.length);
+    field.dispatchEvent(new Event("input", { bubbles: true }));
+  });
+
+  // -- The segment builder: a condition tree (all / any / not, any depth) edited here and
+  // posted as the API's JSON condition (hidden #condition-json); each change asks the
+  // server for the count (the form's "herald:condition" trigger, debounced).
+  function el(tag, attrs, children) {
+    var node = document.createElement(tag);
+    Object.keys(attrs || {}).forEach(function (k) {
+      if (k === "text") node.textContent = attrs[k];
+      else if (k === "className") node.className = attrs[k];
+      else node.setAttribute(k, attrs[k]);
+    });
+    (children || []).forEach(function (c) { if (c) node.appendChild(c); });
+    return node;
+  }
+  function option(value, text, selected) {
+    var o = el("option", { value: value, text: text });
+    if (selected) o.selected = true;
+    return o;
+  }
+  function SegmentBuilder(root) {
+    var data = JSON.parse(root.dataset.builder);
+    var hidden = document.getElementById("condition-json");
+    var form = root.closest("form");
+    var attrs = {};
+    data.attributes.forEach(function (a) { attrs[a.code] = a; });
+    var words = data.words;
+    var NO_VALUE = ["is_empty", "is_not_empty"];
+    var DAYS = ["older_than_days", "within_last_days"];
+
+    function fromApi(node) {
+      if (!node || typeof node !== "object") return { group: "all", neg: false, items: [] };
+      if (node.all || node.any) {
+        var kind = node.all ? "all" : "any";
+        return { group: kind, neg: false, items: node[kind].map(fromApi) };
+      }
+      if (node.not) { var inner = fromApi(node.not); inner.neg = !inner.neg; return inner; }
+      return { attribute: node.attribute, op: node.op, value: node.value, channel: node.channel, topic: node.topic, neg: false };
+    }
+    function toApi(n) {
+      var out;
+      if (n.group) {
+        out = {}; out[n.group] = n.items.map(toApi);
+      } else {
+        out = { attribute: n.attribute, op: n.op };
+        if (NO_VALUE.indexOf(n.op) < 0) out.value = n.value === undefined ? null : n.value;
+        if (n.channel) out.channel = n.channel;
+        if (n.topic) out.topic = n.topic;
+      }
+      return n.neg ? { not: out } : out;
+    }
+    var initial = {};
+    try { initial = hidden.value ? JSON.parse(hidden.value) : {}; } catch (e) { initial = {}; }
+    var model = fromApi(initial);
+    if (!model.group) model = { group: "all", neg: false, items: [model] };
+
+    function changed() {
+      hidden.value = JSON.stringify(toApi(model));
+      htmx.trigger(form, "herald:condition");
+    }
+    function newLeaf() {
+      var a = data.attributes[0];
+      var leaf = { attribute: a.code, op: a.operators[0], value: null, neg: false };
+      resetValue(leaf);
+      return leaf;
+    }
+    function resetValue(leaf) {
+      var a = attrs[leaf.attribute];
+      if (a.operators.indexOf(leaf.op) < 0) leaf.op = a.operators[0];
+      leaf.value = null;
+      if (leaf.op === "between") leaf.value = [null, null];
+      else if (DAYS.indexOf(leaf.op) >= 0) leaf.value = 30;
+      else if ((leaf.op === "in" || leaf.op === "not_in")) leaf.value = [];
+      else if (a.type === "boolean") leaf.value = true;
+      else if (a.values && a.values.length) leaf.value = a.values[0];
+      (a.qualifiers || []).forEach(function (q) { if (!leaf[q.name]) leaf[q.name] = q.values[0]; });
+      if (!(a.qualifiers || []).length) { delete leaf.channel; delete leaf.topic; }
+    }
+    function typed(a, text) {
+      if (text === "" || text === null) return null;
+      if (a.type === "number") { var n = Number(String(text).replace(",", ".")); return isNaN(n) ? text : n; }
+      if (a.type === "boolean") return text === "true";
+      return text;
+    }
+    function negBox(n) {
+      var box = el("input", { type: "checkbox", "data-role": "not" });
+      box.checked = !!n.neg;
+      box.addEventListener("change", function () { n.neg = box.checked; render(); changed(); });
+      return el("label", { className: "check" }, [box, document.createTextNode(" " + words.not)]);
+    }
+    function valueEditor(leaf) {
+      var a = attrs[leaf.attribute];
+      var op = leaf.op;
+      if (NO_VALUE.indexOf(op) >= 0) return null;
+      var inputType = a.type === "number" ? "number" : a.type === "date" ? "date" : "text";
+      if (DAYS.indexOf(op) >= 0) {
+        var days = el("input", { type: "number", min: "0", step: "1", "data-role": "days", value: leaf.value == null ? "" : leaf.value });
+        days.addEventListener("input", function () { leaf.value = days.value === "" ? null : parseInt(days.value, 10); changed(); });
+        return el("span", {}, [days, document.createTextNode(" " + words.days)]);
+      }
+      if (op === "between") {
+        var pair = Array.isArray(leaf.value) ? leaf.value : [null, null];
+        leaf.value = pair;
+        var low = el("input", { type: inputType, "data-role": "low", value: pair[0] == null ? "" : pair[0], step: "any" });
+        var high = el("input", { type: inputType, "data-role": "high", value: pair[1] == null ? "" : pair[1], step: "any" });
+        low.addEventListener("input", function () { pair[0] = typed(a, low.value); changed(); });
+        high.addEventListener("input", function () { pair[1] = typed(a, high.value); changed(); });
+        return el("span", {}, [document.createTextNode(words.from + " "), low, document.createTextNode(" " + words.to + " "), high]);
+      }
+      var many = op === "in" || op === "not_in";
+      if (a.values && a.values.length && (a.type === "enum" || a.type === "string")) {
+        var sel = el("select", { "data-role": "value" });
+        if (many) { sel.multiple = true; sel.size = Math.min(5, a.values.length); }
+        var chosen = many ? (leaf.value || []) : [leaf.value];
+        a.values.forEach(function (v) {
+          var name = data.value_names[v];
+          sel.appendChild(option(v, name ? v + " · " + name : v, chosen.indexOf(v) >= 0));
+        });
+        sel.addEventListener("change", function () {
+          var picked = Array.prototype.filter.call(sel.options, function (o) { return o.selected; }).map(function (o) { return o.value; });
+          leaf.value = many ? picked : picked[0];
+          changed();
+        });
+        return sel;
+      }
+      if (a.type === "boolean") {
+        var yn = el("select", { "data-role": "value" }, [option("true", words.yes, leaf.value !== false), option("false", words.no, leaf.value === false)]);
+        yn.addEventListener("change", function () { leaf.value = yn.value === "true"; changed(); });
+        return yn;
+      }
+      if (many) {
+        var list = el("input", { type: "text", "data-role": "value", placeholder: words.comma, value: (leaf.value || []).join(", ") });
+        list.addEventListener("input", function () {
+          leaf.value = list.value.split(",").map(function (x) { return x.trim(); }).filter(function (x) { return x; }).map(function (x) { return typed(a, x); });
+          changed();
+        });
+        return list;
+      }
+      var one = el("input", { type: op === "contains" ? "text" : inputType, "data-role": "value", step: "any", value: leaf.value == null ? "" : leaf.value });
+      one.addEventListener("input", function () { leaf.value = typed(a, one.value); changed(); });
+      return one;
+    }
+    function leafNode(leaf, parent) {
+      var a = attrs[leaf.attribute];
+      var pick = el("select", { "data-role": "attribute" });
+      var groups = {};
+      data.attributes.forEach(function (x) {
+        if (!groups[x.group]) { groups[x.group] = el("optgroup", { label: x.group }); pick.appendChild(groups[x.group]); }
+        groups[x.group].appendChild(option(x.code, x.label, x.code === leaf.attribute));
+      });
+      pick.addEventListener("change", function () { leaf.attribute = pick.value; resetValue(leaf); render(); changed(); });
+      var ops = el("select", { "data-role": "op" });
+      a.operators.forEach(function (o) { ops.appendChild(option(o, data.operators[o] || o, o === leaf.op)); });
+      ops.addEventListener("change", function () { leaf.op = ops.value; resetValue(leaf); render(); changed(); });
+      var parts = [negBox(leaf), pick];
+      (a.qualifiers || []).forEach(function (q) {
+        var qs = el("select", { "data-role": q.name, title: words[q.name] || q.name });
+        q.values.forEach(function (v) { qs.appendChild(option(v, v, leaf[q.name] === v)); });
+        qs.addEventListener("change", function () { leaf[q.name] = qs.value; changed(); });
+        parts.push(qs);
+      });
+      parts.push(ops, valueEditor(leaf));
+      var remove = el("button", { type: "button", className: "small danger", "data-role": "remove", text: words.remove });
+      remove.addEventListener("click", function () { parent.items.splice(parent.items.indexOf(leaf), 1); render(); changed(); });
+      parts.push(remove);
+      return el("div", { className: "seg-leaf" + (leaf.neg ? " negated" : "") }, parts);
+    }
+    function groupNode(group, parent) {
+      var kind = el("select", { "data-role": "group" }, [option("all", words.all, group.group === "all"), option("any", words.any, group.group === "any")]);
+      kind.addEventListener("change", function () { group.group = kind.value; changed(); });
+      var addLeaf = el("button", { type: "button", className: "small", "data-role": "add-condition", text: words.add_condition });
+      addLeaf.addEventListener("click", function () { group.items.push(newLeaf()); render(); changed(); });
+      var addGroup = el("button", { type: "button", className: "small", "data-role": "add-group", text: words.add_group });
+      addGroup.addEventListener("click", function () { group.items.push({ group: "any", neg: false, items: [newLeaf()] }); render(); changed(); });
+      var head = [negBox(group), kind, addLeaf, addGroup];
+      if (parent) {
+        var remove = el("button", { type: "button", className: "small danger", "data-role": "remove", text: words.remove });
+        remove.addEventListener("click", function () { parent.items.splice(parent.items.indexOf(group), 1); render(); changed(); });
+        head.push(remove);
+      }
+      var body = el("div", { className: "seg-items" }, group.items.map(function (n) { return n.group ? groupNode(n, group) : leafNode(n, group); }));
+      return el("div", { className: "seg-group" + (group.neg ? " negated" : "") }, [el("div", { className: "seg-head" }, head), body]);
+    }
+    function render() {
+      root.innerHTML = "";
+      root.appendChild(groupNode(model, null));
+    }
+    render();
+    hidden.value = JSON.stringify(toApi(model));
+  }
+  function startBuilders() {
+    document.querySelectorAll("#segment-builder[data-builder]").forEach(function (root) {
+      if (root.dataset.started) return;
+      root.dataset.started = "true";
+      SegmentBuilder(root);
+    });
+  }
+  document.addEventListener("DOMContentLoaded", startBuilders);
+  document.addEventListener("htmx:afterSettle", startBuilders);
+
   // Alpine (CSP build: no expressions evaluated from strings, only registered components).
   document.addEventListener("alpine:init", function () {
     window.Alpine.data("chipGroup", function () {
