@@ -91,10 +91,9 @@
     } else if (el.id === "live-cases") {
       var text = el.textContent.trim();
       if (text === "resync") { resync(); return; }
-      var ids = text.split(/\s+/);
-      document.querySelectorAll("[data-case-id][hx-get]").forEach(function (node) {
-        if (ids.indexOf(node.dataset.caseId) >= 0) htmx.trigger(node, "herald:case-changed");
-      });
+      // Lists (queue, tasks, wallboard) follow every change. A case page does not reload its
+      // body on its own case's change: that would wipe the message its action just showed
+      // (its own actions re-render it; a resync still reloads it).
       htmx.trigger(document.body, "herald:cases");
     } else if (el.id === "live-agents") {
       htmx.trigger(document.body, "herald:agents"); // presence or load: the wallboard
