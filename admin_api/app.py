@@ -42,6 +42,7 @@ from admin_api.views import (
     rules_consents,
     rules_limits,
     rules_stop_lists,
+    reports,
     search,
     segments,
     supervisor,
@@ -87,6 +88,7 @@ ENDPOINT_TABLES: tuple[EndpointTable, ...] = (
     case_routing.endpoints,
     case_sla.endpoints,
     supervisor.endpoints,
+    reports.endpoints,
     *UI_TABLES,
 )
 
