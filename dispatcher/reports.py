@@ -144,6 +144,12 @@ async def fold(conn: asyncpg.Connection) -> int:
         return int(await conn.fetchval("SELECT report_message_fold()"))
 
 
+async def rebuild(conn: asyncpg.Connection) -> int:
+    """Recompute the message rollups from the stored outcomes (after a bulk load)."""
+    async with conn.transaction():
+        return int(await conn.fetchval("SELECT report_message_rebuild()"))
+
+
 # -- channel prices ------------------------------------------------------------------------
 
 

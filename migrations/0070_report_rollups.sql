@@ -120,42 +120,50 @@ DECLARE
     days date[];
 BEGIN
     DELETE FROM report_case_hourly WHERE hour = ANY (hours);
+    -- One hour at a time (LATERAL): index range scans of that hour's cases, whatever
+    -- the size of the table.
     INSERT INTO report_case_hourly
-    SELECT f.hour, c.channel, c.status, c.case_type, c.category_id, c.priority, c.group_code,
-           c.assignee_id,
+    SELECT h, f.channel, f.status, f.case_type, f.category_id, f.priority, f.group_code,
+           f.assignee_id,
            sum(f.created), sum(f.first_responses), sum(f.first_response_seconds),
            sum(f.resolved), sum(f.resolution_seconds), sum(f.handling_seconds),
            sum(f.first_response_met), sum(f.first_response_breached),
            sum(f.resolution_met), sum(f.resolution_breached), sum(f.fcr), sum(f.reopened)
-    FROM (
-        SELECT h AS hour, c.id, 1 AS created, 0 AS first_responses, 0.0 AS first_response_seconds,
-               0 AS resolved, 0.0 AS resolution_seconds, 0.0 AS handling_seconds,
+    FROM unnest(hours) h CROSS JOIN LATERAL (
+        SELECT c.channel, c.status, c.case_type, c.category_id, c.priority, c.group_code,
+               c.assignee_id, 1 AS created, 0 AS first_responses,
+               0::float8 AS first_response_seconds, 0 AS resolved,
+               0::float8 AS resolution_seconds, 0::float8 AS handling_seconds,
                0 AS first_response_met, 0 AS first_response_breached,
                0 AS resolution_met, 0 AS resolution_breached, 0 AS fcr, 0 AS reopened
-        FROM unnest(hours) h JOIN cases c
-          ON c.created_at >= h AND c.created_at < h + interval '1 hour'
-        WHERE c.merged_into_id IS NULL
+        FROM cases c
+        WHERE c.created_at >= h AND c.created_at < h + interval '1 hour'
+          AND c.merged_into_id IS NULL
         UNION ALL
         -- First response: counted, timed and (met) decided at the first response.
-        SELECT h, c.id, 0, 1, extract(epoch FROM c.first_response_at - c.created_at)::float8,
-               0, 0, 0,
+        SELECT c.channel, c.status, c.case_type, c.category_id, c.priority, c.group_code,
+               c.assignee_id, 0, 1,
+               extract(epoch FROM c.first_response_at - c.created_at)::float8, 0, 0, 0,
                (c.first_response_due_at IS NOT NULL AND c.first_response_breached_at IS NULL
                 AND c.first_response_at <= c.first_response_due_at)::int,
                (c.first_response_breached_at IS NULL
                 AND c.first_response_at > c.first_response_due_at)::int,
                0, 0, 0, 0
-        FROM unnest(hours) h JOIN cases c
-          ON c.first_response_at >= h AND c.first_response_at < h + interval '1 hour'
-        WHERE c.merged_into_id IS NULL
+        FROM cases c
+        WHERE c.first_response_at >= h AND c.first_response_at < h + interval '1 hour'
+          AND c.merged_into_id IS NULL
         UNION ALL
         -- A recorded first-response breach: breached when recorded.
-        SELECT h, c.id, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0
-        FROM unnest(hours) h JOIN cases c
-          ON c.first_response_breached_at >= h AND c.first_response_breached_at < h + interval '1 hour'
-        WHERE c.merged_into_id IS NULL
+        SELECT c.channel, c.status, c.case_type, c.category_id, c.priority, c.group_code,
+               c.assignee_id, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0
+        FROM cases c
+        WHERE c.first_response_breached_at >= h
+          AND c.first_response_breached_at < h + interval '1 hour'
+          AND c.merged_into_id IS NULL
         UNION ALL
         -- Resolution: counted, timed, SLA (met or late) and FCR at the resolution.
-        SELECT h, c.id, 0, 0, 0, 1,
+        SELECT c.channel, c.status, c.case_type, c.category_id, c.priority, c.group_code,
+               c.assignee_id, 0, 0, 0, 1,
                extract(epoch FROM c.resolved_at - c.created_at)::float8,
                extract(epoch FROM c.resolved_at - coalesce(c.assigned_at, c.created_at))::float8,
                0, 0,
@@ -167,15 +175,16 @@ BEGIN
                 AND (SELECT count(*) FROM case_events e
                      WHERE e.case_id = c.id AND e.kind = 'message' AND e.direction = 'out') <= 1)::int,
                (c.reopen_count > 0)::int
-        FROM unnest(hours) h JOIN cases c
-          ON c.resolved_at >= h AND c.resolved_at < h + interval '1 hour'
-        WHERE c.merged_into_id IS NULL
+        FROM cases c
+        WHERE c.resolved_at >= h AND c.resolved_at < h + interval '1 hour'
+          AND c.merged_into_id IS NULL
         UNION ALL
-        SELECT h, c.id, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0
-        FROM unnest(hours) h JOIN cases c
-          ON c.resolution_breached_at >= h AND c.resolution_breached_at < h + interval '1 hour'
-        WHERE c.merged_into_id IS NULL
-    ) f JOIN cases c ON c.id = f.id
+        SELECT c.channel, c.status, c.case_type, c.category_id, c.priority, c.group_code,
+               c.assignee_id, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0
+        FROM cases c
+        WHERE c.resolution_breached_at >= h AND c.resolution_breached_at < h + interval '1 hour'
+          AND c.merged_into_id IS NULL
+    ) f
     GROUP BY 1, 2, 3, 4, 5, 6, 7, 8;
 
     SELECT array_agg(DISTINCT (h AT TIME ZONE tz)::date) INTO days FROM unnest(hours) h;
@@ -391,6 +400,52 @@ BEGIN
         opt_outs = report_message_daily.opt_outs + excluded.opt_outs;
     DROP TABLE report_fold_batch;
     RETURN n;
+END $$;
+
+-- Rebuild the message rollups from the stored outcomes, audiences and opt-outs (after a
+-- bulk load that bypassed the triggers): `herald rollups rebuild`.
+CREATE FUNCTION report_message_rebuild() RETURNS integer
+    LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext('report_message_fold'));
+    TRUNCATE report_message_delta, report_message_hourly, report_message_daily;
+    INSERT INTO report_message_delta
+        (hour, source, source_id, channel, queued, sent, delivered, read, converted, failed,
+         held, skipped, fallback_hops)
+    SELECT date_trunc('hour', n.at), s.source, s.source_id,
+           coalesce(n.channel,
+                    (SELECT e.channel FROM message_events e
+                     WHERE e.message_id = n.message_id AND e.status = 'sent' LIMIT 1), ''),
+           count(*) FILTER (WHERE n.status = 'queued'),
+           count(*) FILTER (WHERE n.status = 'sent'),
+           count(*) FILTER (WHERE n.status = 'delivered'),
+           count(*) FILTER (WHERE n.status = 'read'),
+           count(*) FILTER (WHERE n.status = 'converted'),
+           count(*) FILTER (WHERE n.status = 'failed'),
+           count(*) FILTER (WHERE n.status = 'held'),
+           count(*) FILTER (WHERE n.status = 'skipped'),
+           count(*) FILTER (WHERE n.status = 'sent' AND n.step > 0)
+    FROM message_events n CROSS JOIN LATERAL report_message_source(n.message_id) s
+    GROUP BY 1, 2, 3, 4;
+    INSERT INTO report_message_delta (hour, source, source_id, channel, audience)
+    SELECT date_trunc('hour', n.created_at), 'trigger', n.rule_id, '', count(*)
+    FROM realtime_messages n WHERE n.rule_id IS NOT NULL GROUP BY 1, 3;
+    INSERT INTO report_message_delta (hour, source, source_id, channel, audience)
+    SELECT date_trunc('hour', coalesce(n.launched_at, n.created_at)), 'campaign', n.id, '',
+           n.audience_size
+    FROM campaigns n WHERE n.audience_size IS NOT NULL;
+    INSERT INTO report_message_delta (hour, source, source_id, channel, opt_outs)
+    SELECT date_trunc('hour', n.at), s.source, s.source_id, n.channel, count(*)
+    FROM consent_log n
+    CROSS JOIN LATERAL (
+        SELECT e.message_id FROM message_events e
+        WHERE e.client_id = n.client_id AND e.channel = n.channel AND e.status = 'sent'
+          AND e.at <= n.at AND e.at > n.at - interval '7 days'
+        ORDER BY e.at DESC LIMIT 1) last
+    CROSS JOIN LATERAL report_message_source(last.message_id) s
+    WHERE NOT n.new_opted_in AND n.old_opted_in IS DISTINCT FROM false
+    GROUP BY 1, 2, 3, 4;
+    RETURN report_message_fold();
 END $$;
 
 -- Dashboards ---------------------------------------------------------------------------------

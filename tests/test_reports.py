@@ -473,3 +473,35 @@ async def test_bad_input_names_the_field(client, demo_users) -> None:
         await client.get("/api/v1/reports/messaging", headers=analyst, params={"source_id": "3"}),
         "source",
     )
+
+
+async def test_bi_views_for_the_read_only_role(settings, demo_users, app_conn) -> None:
+    u1, u2 = await _users(app_conn, demo_users)
+    await _seed(app_conn, u1, u2)
+    if not await app_conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'herald_bi')"
+    ):
+        pytest.skip("role herald_bi missing (scripts/ensure-services.sh creates it)")
+    url = settings.database_url.replace("herald_app:herald_app@", "herald_bi:herald_bi@")
+    bi = await asyncpg.connect(url)
+    try:
+        rows = await bi.fetch(
+            "SELECT channel, sum(created) AS created, sum(fcr) AS fcr FROM bi.cases_daily_v1 "
+            "WHERE day BETWEEN '2026-11-01' AND '2026-11-30' GROUP BY 1 ORDER BY 1"
+        )
+        assert [(r["channel"], r["created"], r["fcr"]) for r in rows] == [
+            ("call", 2, 1),
+            ("email", 1, 0),
+            ("site", 3, 0),
+        ]
+        assert await bi.fetchval("SELECT count(*) FROM bi.cases_v1") == 6
+        assert await bi.fetchval("SELECT obj_description('bi.cases_daily_v1'::regclass)"), (
+            "the views are documented"
+        )
+        for table in ("cases", "clients", "report_case_daily"):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await bi.fetch(f"SELECT 1 FROM {table} LIMIT 1")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await bi.execute("CREATE TABLE bi.x (a int)")
+    finally:
+        await bi.close()

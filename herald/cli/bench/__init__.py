@@ -275,6 +275,7 @@ def register_benchmarks(
         _cases,
     )
     options["cases"] = _cases_options
+    from herald.cli.bench import reports as bench_reports
     from herald.cli.bench import segments as bench_segments
     from herald.cli.bench import ui as bench_ui
 
@@ -291,3 +292,9 @@ def register_benchmarks(
         bench_segments.main,
     )
     options["segments"] = bench_segments.add_options
+    benchmarks["reports"] = (
+        "every report over a year of the 10 M benchmark cases, with filters, and a late "
+        "correction's refresh; JSON percentiles",
+        bench_reports.main,
+    )
+    options["reports"] = bench_reports.add_options
