@@ -34,7 +34,8 @@ ITEMS: tuple[MenuItem, ...] = (
     MenuItem(N_("Supervisor"), "/ui/section/supervisor", "cases.supervise", "supervisor"),
     MenuItem(N_("Campaigns"), "/ui/section/campaigns", "campaigns.manage", "campaigns"),
     MenuItem(N_("Segments"), "/ui/section/segments", "segments.read", "segments"),
-    MenuItem(N_("Reports"), "/ui/section/reports", "audit.read", "reports"),
+    MenuItem(N_("Reports"), "/ui/reports", "reports.own", "reports"),
+    MenuItem(N_("Dashboards"), "/ui/dashboards", "reports.own", "dashboards"),
     MenuItem(N_("Administration"), "/ui/section/admin", "users.manage", "admin"),
 )
 

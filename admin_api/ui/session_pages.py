@@ -225,7 +225,6 @@ SECTIONS = {
     "supervisor": ("cases.supervise", menu.N_("Supervisor")),
     "campaigns": ("campaigns.manage", menu.N_("Campaigns")),
     "segments": ("segments.read", menu.N_("Segments")),
-    "reports": ("audit.read", menu.N_("Reports")),
     "admin": ("users.manage", menu.N_("Administration")),
 }
 

@@ -12,6 +12,7 @@ from admin_api.ui import (
     live,
     mass_edit_pages,
     message_pages,
+    report_pages,
     search_pages,
     session_pages,
     static_files,
@@ -32,6 +33,7 @@ UI_TABLES: tuple[EndpointTable, ...] = (
     mass_edit_pages.endpoints,
     live.endpoints,
     task_pages.endpoints,
+    report_pages.endpoints,
 )
 
 __all__ = ["UI_TABLES", "setup_ui", "ui_guard"]

@@ -48,7 +48,7 @@ def _cell(value: object) -> object:
     return value
 
 
-async def _answer(request: web.Request, spec: Spec, fmt: str) -> ReportResult | web.StreamResponse:
+async def answer(request: web.Request, spec: Spec, fmt: str) -> ReportResult | web.StreamResponse:
     wants_csv = fmt == "csv" or "text/csv" in request.headers.get("Accept", "")
     async with request.app[DB].acquire() as conn:
         if not wants_csv:
@@ -87,7 +87,7 @@ async def _answer(request: web.Request, spec: Spec, fmt: str) -> ReportResult | 
 async def cases_report(request: web.Request, query: CaseReportQuery) -> Any:
     """Cases for a period: counts, response, resolution and handling times, SLA met and
     breached, FCR; grouped by a dimension or by hour/day/week, filtered on each."""
-    return await _answer(request, case_report(query), query.format)
+    return await answer(request, case_report(query), query.format)
 
 
 @endpoints.get(
@@ -109,7 +109,7 @@ async def operator_report(request: web.Request, query: CaseReportQuery) -> Any:
             code="permission-denied",
             detail="another agent's report needs 'reports.team'",
         )
-    return await _answer(
+    return await answer(
         request, case_report(operator_query(query, agent), name="operator"), query.format
     )
 
@@ -123,7 +123,7 @@ async def operator_report(request: web.Request, query: CaseReportQuery) -> Any:
 )
 async def team_report(request: web.Request, query: TeamReportQuery) -> Any:
     """Agents side by side: load now, presence time and their cases in the period."""
-    return await _answer(request, team.agents(query), query.format)
+    return await answer(request, team.agents(query), query.format)
 
 
 @endpoints.get(
@@ -135,7 +135,7 @@ async def team_report(request: web.Request, query: TeamReportQuery) -> Any:
 )
 async def backlog_report(request: web.Request, query: BacklogQuery) -> Any:
     """The open cases now per group, by status and age, and how many are overdue."""
-    return await _answer(request, team.backlog(query.group_code), query.format)
+    return await answer(request, team.backlog(query.group_code), query.format)
 
 
 @endpoints.get(
@@ -148,7 +148,7 @@ async def backlog_report(request: web.Request, query: BacklogQuery) -> Any:
 async def messaging_report(request: web.Request, query: MessagingReportQuery) -> Any:
     """Per campaign and trigger rule the funnel per channel, fallback hops, cost and
     opt-outs; or messages per channel over time (group_by hour, day, week)."""
-    return await _answer(request, messaging.messaging_report(query), query.format)
+    return await answer(request, messaging.messaging_report(query), query.format)
 
 
 @endpoints.get(

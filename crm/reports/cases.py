@@ -119,6 +119,34 @@ class CaseReportQuery(msgspec.Struct, forbid_unknown_fields=True):
     format: Literal["json", "csv"] = "json"
 
 
+# The daily tables and the dimensions each has (migration 0070), narrowest first.
+_DAILY = (
+    ("report_case_daily_agent", {"agent"}),
+    ("report_case_daily_topic", {"topic", "topic_root"}),
+    ("report_case_daily_lite", {"channel", "status", "case_type", "priority", "group"}),
+)
+
+
+def _daily_table(q: CaseReportQuery) -> str:
+    """The narrowest daily table with every dimension the report groups or filters by."""
+    needed = {q.group_by} - {"none", "hour", "day", "week"}
+    for name, value in (
+        ("channel", q.channel),
+        ("status", q.status),
+        ("case_type", q.case_type),
+        ("topic", q.topic),
+        ("priority", q.priority),
+        ("group", q.group_code),
+        ("agent", q.agent_id),
+    ):
+        if value is not None:
+            needed.add(name)
+    for table, dimensions in _DAILY:
+        if needed <= dimensions:
+            return table
+    return "report_case_daily"
+
+
 def _time_key(group_by: str, table: str) -> str:
     tz = "herald_business_tz()"
     if table == "hourly":
@@ -140,7 +168,7 @@ def case_report(q: CaseReportQuery, *, name: str = "cases", period: Period | Non
         table = "report_case_hourly"
     else:
         where = [f"r.day >= {spec.arg(p.first_day)}", f"r.day < {spec.arg(p.end_day)}"]
-        table = "report_case_daily"
+        table = _daily_table(q)
     for column, value in (
         ("r.channel", q.channel),
         ("r.status", q.status),
