@@ -320,7 +320,7 @@ async def test_operator_team_and_backlog(client, demo_users, app_conn) -> None:
             when,
         )
     operator = await login_as(client, "operator_cc")
-    own = await _report(client, operator, "operator", **NOV)
+    own = await _report(client, operator, "operator", group_by="day", **NOV)
     assert by_key(own, "created", "resolved", "fcr") == {
         "2026-11-02": (2, 2, 1),
         "2026-11-07": (1, 1, 0),

@@ -80,10 +80,10 @@ METRICS: dict[str, str] = {
     "first_response_avg_seconds": N_("Average first response"),
     "resolution_avg_seconds": N_("Average resolution time"),
     "handling_avg_seconds": N_("Average handling time"),
-    "first_response_met_percent": N_("First response in time, %"),
-    "resolution_met_percent": N_("Resolved in time, %"),
+    "first_response_met_percent": N_("First response in time, %%"),
+    "resolution_met_percent": N_("Resolved in time, %%"),
     "resolution_breached": N_("Resolution SLA breached"),
-    "fcr_percent": N_("First-contact resolution, %"),
+    "fcr_percent": N_("First-contact resolution, %%"),
     "reopened": N_("Reopened"),
     # messaging
     "audience": N_("Audience"),

@@ -98,8 +98,8 @@ async def cases_report(request: web.Request, query: CaseReportQuery) -> Any:
     errors=(400, 403),
 )
 async def operator_report(request: web.Request, query: CaseReportQuery) -> Any:
-    """The operator's own cases by day (or another grouping) for today, the week, the
-    month or any period; another agent's needs reports.team."""
+    """The operator's own cases (totals, or grouped: by day, week...) for today, the
+    week, the month or any period; another agent's needs reports.team."""
     me = principal(request)
     agent = query.agent_id or me.user_id
     if agent != me.user_id and "reports.team" not in me.permissions:

@@ -231,10 +231,8 @@ def _label_sql(group_by: str) -> str:
 
 
 def operator_query(q: CaseReportQuery, agent_id: int) -> CaseReportQuery:
-    """The operator's own report: the same rollups narrowed to one agent, by day."""
-    return msgspec.structs.replace(
-        q, agent_id=agent_id, group_by="day" if q.group_by == "none" else q.group_by
-    )
+    """The operator's own report: the same rollups narrowed to one agent."""
+    return msgspec.structs.replace(q, agent_id=agent_id)
 
 
 def today() -> dt.date:
