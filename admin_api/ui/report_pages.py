@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import asyncpg
 import msgspec
@@ -164,7 +164,7 @@ def _choice(
 
 def case_spec(f: Filters, *, agent_id: int | None = None, default_group: str = "day") -> Spec:
     period, start, end = _bounds(f)
-    group_by: GroupBy = _choice(f.group_by, CASE_GROUPINGS, default_group, "group_by")  # type: ignore[assignment]
+    group_by = cast(GroupBy, _choice(f.group_by, CASE_GROUPINGS, default_group, "group_by"))
     q = CaseReportQuery(
         period=period,
         from_=start,
@@ -186,8 +186,8 @@ def case_spec(f: Filters, *, agent_id: int | None = None, default_group: str = "
 
 def messaging_spec(f: Filters, default_group: str = "source") -> Spec:
     period, start, end = _bounds(f)
-    group_by: MessagingGroupBy = _choice(  # type: ignore[assignment]
-        f.group_by, MESSAGING_GROUPINGS, default_group, "group_by"
+    group_by = cast(
+        MessagingGroupBy, _choice(f.group_by, MESSAGING_GROUPINGS, default_group, "group_by")
     )
     return messaging.messaging_report(
         MessagingReportQuery(
@@ -221,14 +221,7 @@ def chart(
     timed = bool(keys) and all(isinstance(k, dt.date | dt.datetime) for k in keys)
     x: list[float] | None = None
     if timed:
-        x = [
-            (
-                k
-                if isinstance(k, dt.datetime)
-                else dt.datetime.combine(k, dt.time(), clock.business_tz())
-            ).timestamp()
-            for k in keys
-        ]
+        x = [_instant(k).timestamp() for k in keys]
     labels = [label_of(r) if label_of else str(r.get(key)) for r in rows]
     series = [
         {"name": names.get(m, m), "values": [_number(r.get(m), m) for r in rows]} for m in metrics
@@ -236,6 +229,12 @@ def chart(
     return json.dumps(
         {"kind": "line" if timed else "bar", "x": x, "labels": labels, "series": series}
     )
+
+
+def _instant(k: Any) -> dt.datetime:
+    if isinstance(k, dt.datetime):
+        return k
+    return dt.datetime.combine(k, dt.time(), clock.business_tz())
 
 
 def _number(value: Any, metric: str) -> float | None:

@@ -9,6 +9,7 @@ from admin_api.ui import (
     card_pages,
     case_pages,
     contact_pages,
+    dashboard_pages,
     live,
     mass_edit_pages,
     message_pages,
@@ -34,6 +35,7 @@ UI_TABLES: tuple[EndpointTable, ...] = (
     live.endpoints,
     task_pages.endpoints,
     report_pages.endpoints,
+    dashboard_pages.endpoints,
 )
 
 __all__ = ["UI_TABLES", "setup_ui", "ui_guard"]

@@ -129,7 +129,7 @@ _DAILY = (
 
 def _daily_table(q: CaseReportQuery) -> str:
     """The narrowest daily table with every dimension the report groups or filters by."""
-    needed = {q.group_by} - {"none", "hour", "day", "week"}
+    needed: set[str] = {str(q.group_by)} - {"none", "hour", "day", "week"}
     for name, value in (
         ("channel", q.channel),
         ("status", q.status),

@@ -32,7 +32,7 @@
       scales: { x: { time: !bars && !!spec.x } },
       axes: [
         bars || !spec.x ? {
-          values: function (u, ticks) { return ticks.map(function (t) { return labels[t] === undefined ? "" : labels[t]; }); },
+          values: function (u, ticks) { return ticks.map(function (t) { var l = labels[t]; return l === undefined ? "" : (names[l] || l); }); },
           splits: function () { return xs; },
           rotate: 0
         } : {},
