@@ -139,7 +139,7 @@ async def test_each_role_sees_its_menu_and_is_refused_the_rest(client, demo_user
                 assert response.status == 403
                 assert "Доступ заборонено" in await response.text()
     # the demo's point: different roles, different menus
-    assert menus["marketer"] == {"campaigns", "segments"}
+    assert menus["marketer"] == {"campaigns", "segments", "reports", "dashboards"}
     assert "supervisor" in menus["supervisor"] and "supervisor" not in menus["operator_cc"]
 
 

@@ -20,8 +20,8 @@ async def test_report_pages(client, demo_users, app_conn) -> None:
     u1, u2 = await _users(app_conn, demo_users)
     await _seed(app_conn, u1, u2)
     await ui_login(client, "operator_cc")
-    home = await client.get("/ui/reports", allow_redirects=False)
-    assert home.status == 303 and home.headers["Location"] == "/ui/reports/my"
+    home = await client.get("/ui/reports")
+    assert home.status == 200 and 'data-page="reports-my"' in await home.text()
     my = await client.get("/ui/reports/my", params=NOV_DATES)
     text = await my.text()
     assert my.status == 200 and 'id="chart-assets"' in text and "data-chart=" in text

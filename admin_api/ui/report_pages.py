@@ -293,13 +293,6 @@ async def _page(request: web.Request, tab: str, build: Any) -> web.Response:
     return await render(request, "reports.html", ctx, status=400 if error else 200)
 
 
-@endpoints.get("/ui/reports", permission="reports.own", response=str, media_type="text/html")
-async def reports_home(request: web.Request) -> web.Response:
-    """The reports: the team's for those who may see them, one's own otherwise."""
-    has_team = "reports.team" in principal(request).permissions
-    raise web.HTTPSeeOther("/ui/reports/cases" if has_team else "/ui/reports/my")
-
-
 @endpoints.get(
     "/ui/reports/my", permission="reports.own", response=str, media_type="text/html", errors=(400,)
 )
@@ -438,6 +431,16 @@ async def messaging_report(request: web.Request) -> web.Response:
         }
 
     return await _page(request, "messaging", build)
+
+
+@endpoints.get(
+    "/ui/reports", permission="reports.own", response=str, media_type="text/html", errors=(400,)
+)
+async def reports_home(request: web.Request) -> web.Response:
+    """The reports: the cases report for those who may see the team's, one's own otherwise."""
+    has_team = "reports.team" in principal(request).permissions
+    response: web.Response = await (cases_report if has_team else my_report)(request)
+    return response
 
 
 class PriceForm(msgspec.Struct, forbid_unknown_fields=True):
