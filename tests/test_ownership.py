@@ -100,6 +100,11 @@ OWNERS: dict[str, tuple[str, ...]] = {
     # The rollups are rewritten by SQL functions of migration 0070; the dirty-hour queue
     # is drained by crm.reports.rollups, dashboards and prices by their stores.
     "report_dirty_hours": ("crm/reports/rollups.py",),
+    "report_case_hourly": ("crm/reports/rollups.py",),
+    "report_case_daily": ("crm/reports/rollups.py",),
+    "report_case_daily_lite": ("crm/reports/rollups.py",),
+    "report_case_daily_agent": ("crm/reports/rollups.py",),
+    "report_case_daily_topic": ("crm/reports/rollups.py",),
     "report_channel_prices": ("dispatcher/reports.py",),
     "report_dashboards": ("crm/reports/dashboards.py",),
     "segment_member_rows": ("crm/segments/member_sets.py", "crm/segments/refresh.py"),

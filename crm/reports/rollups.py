@@ -79,6 +79,15 @@ async def refresh_all(conn: asyncpg.Connection, *, batch_hours: int = BATCH_HOUR
     return total
 
 
+async def clear(conn: asyncpg.Connection) -> None:
+    """Empty the case rollups (before a rebuild: a bulk reload may have removed cases
+    without the triggers seeing it)."""
+    await conn.execute(
+        "TRUNCATE report_dirty_hours, report_case_hourly, report_case_daily, "
+        "report_case_daily_lite, report_case_daily_agent, report_case_daily_topic"
+    )
+
+
 async def mark_all(conn: asyncpg.Connection, since: dt.datetime | None = None) -> int:
     """Mark every hour that has a case time (since ``since``) dirty: the rebuild."""
     return int(

@@ -211,7 +211,10 @@ async def _rollups(settings: Settings, action: str) -> int:
 
     started = time.monotonic()
     async with admin_connection(settings) as conn:
-        marked = await rollups.mark_all(conn) if action == "rebuild" else 0
+        marked = 0
+        if action == "rebuild":
+            await rollups.clear(conn)
+            marked = await rollups.mark_all(conn)
         hours = await rollups.refresh_all(conn)
         folded = await (reports.rebuild(conn) if action == "rebuild" else reports.fold(conn))
     print(

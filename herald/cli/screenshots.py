@@ -187,7 +187,7 @@ async def take(settings: Settings, out: Path) -> list[Path]:
         await shot(page, "12-tasks")
         await page.goto(url + "/ui/reports/my?period=last_30_days")
         await page.wait_for_selector(".chart .uplot")
-        await shot(page, "13-reports-my")
+        await shot(page, "13-reports-my", settle=False)
         await context.clear_cookies()
         await log_in(page, url, "supervisor")
         for name, path in (
@@ -198,7 +198,7 @@ async def take(settings: Settings, out: Path) -> list[Path]:
         ):
             await page.goto(url + path)
             await page.wait_for_selector(".chart .uplot")
-            await shot(page, name)
+            await shot(page, name, settle=False)
         await page.goto(url + "/ui/dashboards")
         mine = page.locator("a", has_text="Огляд супервізора")
         if await mine.count():
@@ -220,7 +220,8 @@ async def take(settings: Settings, out: Path) -> list[Path]:
                 await form.locator("button[type=submit]").click()
                 await page.wait_for_selector(f".widget[data-kind={kind}]")
         await page.wait_for_selector(".widget .uplot")
-        await shot(page, "18-dashboard")
+        await page.wait_for_selector(".widget-number")
+        await shot(page, "18-dashboard", settle=False)
         await context.close()
         # The narrow, empty and error variants (herald/cli/screenshot_variants.py)
         conn = await asyncpg.connect(settings.database_url)

@@ -138,6 +138,7 @@ async def run_reports_bench(
         if empty or figures["seed"]:
             say("rebuilding the rollups from every case and message ...")
             started = time.monotonic()
+            await rollups.clear(conn)
             await rollups.mark_all(conn)
             hours = await rollups.refresh_all(conn, batch_hours=500)
             await messaging.rebuild(conn)
