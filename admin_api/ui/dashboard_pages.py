@@ -22,6 +22,7 @@ from admin_api.ui.rendering import render
 from admin_api.ui.report_pages import (
     CASE_GROUPINGS,
     CASE_METRICS,
+    CODE_LABELS,
     FUNNEL,
     MESSAGING_METRICS,
     METRICS,
@@ -177,6 +178,7 @@ def _base(board: Dashboard, who: Principal) -> dict[str, Any]:
         "role_names": ROLE_NAMES,
         "roles": [r for r in ROLE_NAMES if r != "integration"],
         "error": None,
+        "code_labels": CODE_LABELS,
     }
 
 

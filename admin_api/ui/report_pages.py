@@ -20,6 +20,7 @@ from admin_api.routing import EndpointTable
 from admin_api.security import principal
 from admin_api.typedefs import DB
 from admin_api.ui import forms
+from admin_api.ui.labels import LABELS
 from admin_api.ui.menu import N_
 from admin_api.ui.rendering import render
 from admin_api.views.reports import answer
@@ -113,6 +114,8 @@ MESSAGING_METRICS = (
     "audience",
 )
 FUNNEL = ("audience", "sent", "delivered", "read", "converted")
+# Codes a chart's categories may be (channels, statuses...): the page names them.
+CODE_LABELS = tuple(LABELS)
 SECONDS = {"first_response_avg_seconds", "resolution_avg_seconds", "handling_avg_seconds"}
 
 
@@ -268,6 +271,7 @@ def _base(request: web.Request, f: Filters, tab: str) -> dict[str, Any]:
         "priorities": ("low", "normal", "high", "urgent"),
         "error": None,
         "error_field": None,
+        "code_labels": CODE_LABELS,
     }
 
 
@@ -386,7 +390,7 @@ async def team_report(request: web.Request) -> web.Response:
             "columns": team.AGENT_COLUMNS,
             "topics_chart": chart(topics, ["created"], {}, label_of=_label_of),
             "agents_chart": chart(
-                agents,
+                sorted(agents, key=lambda r: -(r["resolved"] or 0))[:15],
                 ["resolved", "open_cases"],
                 {},
                 key="agent_id",

@@ -34,7 +34,8 @@
         bars || !spec.x ? {
           values: function (u, ticks) { return ticks.map(function (t) { var l = labels[t]; return l === undefined ? "" : (names[l] || l); }); },
           splits: function () { return xs; },
-          rotate: 0
+          rotate: labels.length > 6 ? -30 : 0,
+          size: labels.length > 6 ? 90 : 40
         } : {},
         { size: 56 }
       ]
