@@ -14,7 +14,8 @@
     var xs = bars || !spec.x ? labels.map(function (_, i) { return i; }) : spec.x;
     var data = [xs].concat(spec.series.map(function (s) { return s.values; }));
     var width = Math.max(el.clientWidth, 240);
-    var series = [{}].concat(spec.series.map(function (s, i) {
+    var timed = !bars && !!spec.x;
+    var series = [{ label: (timed ? names.__time : names.__cat) || "" }].concat(spec.series.map(function (s, i) {
       var c = COLORS[i % COLORS.length];
       var one = { label: names[s.name] || s.name, stroke: c, width: 2, points: { show: xs.length < 40 } };
       if (bars) {
