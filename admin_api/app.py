@@ -39,6 +39,7 @@ from admin_api.views import (
     health,
     home,
     rbac,
+    reports,
     rules_alerts,
     rules_consents,
     rules_limits,
@@ -89,6 +90,7 @@ ENDPOINT_TABLES: tuple[EndpointTable, ...] = (
     case_sla.endpoints,
     supervisor.endpoints,
     exports.endpoints,
+    reports.endpoints,
     *UI_TABLES,
 )
 

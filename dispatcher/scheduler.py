@@ -20,8 +20,10 @@ from crm.cases.automation import run_due_automations
 from crm.cases.calendars import extend_horizons
 from crm.cases.routing import run_pass as route_cases
 from crm.cases.sla_evaluator import run_sla_cycle
+from crm.reports import rollups
 from crm.segments import refresh as segment_refresh
 from crm.users import purge_expired_sessions
+from dispatcher import reports
 from dispatcher.campaigns import launcher, planner
 from dispatcher.campaigns import store as campaigns
 from dispatcher.campaigns.control import publish_state
@@ -92,6 +94,10 @@ class Scheduler:
             await extend_horizons(pool)
         if self._due("case_automations", 60.0):
             await run_due_automations(pool)
+        if self._due("report_rollups", 5.0):
+            async with pool.acquire() as conn:
+                await rollups.refresh(conn)  # dirty case hours, a batch a tick
+                await reports.fold(conn)  # message outcome deltas
         if self._due("sessions", 600.0):
             await purge_expired_sessions(pool)
 

@@ -160,6 +160,8 @@ async def test_each_role_sees_its_menu_and_is_refused_the_rest(client, demo_user
         "segments",
         "stop-lists",
         "contact-rules",
+        "reports",
+        "dashboards",
     }
     assert "supervisor" in menus["supervisor"] and "supervisor" not in menus["operator_cc"]
 

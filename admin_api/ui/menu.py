@@ -24,8 +24,8 @@ class MenuItem(msgspec.Struct, frozen=True):
     active: bool = False
 
 
-# In the order of the workspace. Parts 2 and 3 of the UI (marketer, supervisor, admin,
-# analytics) add their pages here; until then their entries lead to a page saying so.
+# In the order of the workspace: the operator's, the supervisor's, the marketer's, the
+# analyst's and the administrator's pages; each role sees only the entries it may open.
 ITEMS: tuple[MenuItem, ...] = (
     MenuItem(N_("Clients"), "/ui/search", "clients.read", "search"),
     MenuItem(N_("Cases"), "/ui/cases", "cases.read", "cases"),
@@ -38,7 +38,8 @@ ITEMS: tuple[MenuItem, ...] = (
     MenuItem(N_("Segments"), "/ui/segments", "segments.read", "segments"),
     MenuItem(N_("Stop lists"), "/ui/stop-lists", "rules.read", "stop-lists"),
     MenuItem(N_("Contact rules"), "/ui/contact-rules", "rules.read", "contact-rules"),
-    MenuItem(N_("Reports"), "/ui/section/reports", "audit.read", "reports"),
+    MenuItem(N_("Reports"), "/ui/reports", "reports.own", "reports"),
+    MenuItem(N_("Dashboards"), "/ui/dashboards", "reports.own", "dashboards"),
     MenuItem(N_("Administration"), "/ui/admin", "users.manage", "admin"),
     MenuItem(N_("Audit"), "/ui/audit", "audit.read", "audit"),
 )

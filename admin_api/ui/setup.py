@@ -15,10 +15,12 @@ from admin_api.ui import (
     consent_pages,
     contact_pages,
     contact_rule_pages,
+    dashboard_pages,
     export_pages,
     live,
     mass_edit_pages,
     message_pages,
+    report_pages,
     search_pages,
     segment_pages,
     session_pages,
@@ -53,6 +55,8 @@ UI_TABLES: tuple[EndpointTable, ...] = (
     template_pages.endpoints,
     campaign_pages.endpoints,
     trigger_pages.endpoints,
+    report_pages.endpoints,
+    dashboard_pages.endpoints,
 )
 
 __all__ = ["UI_TABLES", "setup_ui", "ui_guard"]

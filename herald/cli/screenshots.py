@@ -195,6 +195,43 @@ async def take(settings: Settings, out: Path) -> list[Path]:
             await page.click("form[data-export=cases] button[value=csv]")
         await page.goto(url + "/ui/exports")
         await shot(page, "13-exports")
+        await page.goto(url + "/ui/reports/my?period=last_30_days")
+        await page.wait_for_selector(".chart .uplot")
+        await shot(page, "13-reports-my", settle=False)
+        await context.clear_cookies()
+        await log_in(page, url, "supervisor")
+        for name, path in (
+            ("14-reports-cases", "/ui/reports/cases?period=year&group_by=week"),
+            ("15-reports-topics", "/ui/reports/cases?period=year&group_by=topic_root"),
+            ("16-reports-team", "/ui/reports/team?period=last_30_days"),
+            ("17-reports-messaging", "/ui/reports/messaging?period=year&group_by=source_channel"),
+        ):
+            await page.goto(url + path)
+            await page.wait_for_selector(".chart .uplot")
+            await shot(page, name, settle=False)
+        await page.goto(url + "/ui/dashboards")
+        mine = page.locator("a", has_text="Огляд супервізора")
+        if await mine.count():
+            await mine.first.click()
+        else:
+            await page.fill("input[name=name]", "Огляд супервізора")
+            await page.click("form[action='/ui/dashboards'] button[type=submit]")
+            form = page.locator("#add-widget")
+            for kind, report, metric, group_by in (
+                ("number", "backlog", "open_cases", ""),
+                ("bar", "cases", "created", "channel"),
+                ("table", "team", "resolved", ""),
+                ("funnel", "messaging", "sent", ""),
+            ):
+                await form.locator("select[name=kind]").select_option(kind)
+                await form.locator("select[name=report]").select_option(report)
+                await form.locator("select[name=metric]").select_option(metric)
+                await form.locator("select[name=group_by]").select_option(group_by)
+                await form.locator("button[type=submit]").click()
+                await page.wait_for_selector(f".widget[data-kind={kind}]")
+        await page.wait_for_selector(".widget .uplot")
+        await page.wait_for_selector(".widget-number")
+        await shot(page, "18-dashboard", settle=False)
         await context.close()
         await screenshot_admin.supervisor_and_admin(browser, url, shot, log_in, VIEWPORT)
         await marketer.content_pages(browser, url, shot, log_in, client_id=client_id)

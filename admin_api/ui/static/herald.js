@@ -391,3 +391,27 @@
     });
   });
 })();
+
+/* Chart pages carry #chart-assets: uPlot and charts.js are loaded then (on a full load or
+   after a boosted navigation), never on the first visit of other pages. */
+(function () {
+  function load() {
+    var assets = document.getElementById("chart-assets");
+    if (!assets || window.heraldChartsLoading) return;
+    window.heraldChartsLoading = true;
+    var css = document.createElement("link");
+    css.rel = "stylesheet";
+    css.href = assets.dataset.css;
+    document.head.appendChild(css);
+    var lib = document.createElement("script");
+    lib.src = assets.dataset.uplot;
+    lib.onload = function () {
+      var charts = document.createElement("script");
+      charts.src = assets.dataset.charts;
+      document.head.appendChild(charts);
+    };
+    document.head.appendChild(lib);
+  }
+  document.addEventListener("htmx:afterSettle", load);
+  document.addEventListener("DOMContentLoaded", load);
+})();

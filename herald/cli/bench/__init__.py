@@ -312,6 +312,7 @@ def register_benchmarks(
     )
     options["cases"] = _cases_options
     from herald.cli.bench import exports as bench_exports
+    from herald.cli.bench import reports as bench_reports
     from herald.cli.bench import segments as bench_segments
     from herald.cli.bench import ui as bench_ui
 
@@ -341,3 +342,9 @@ def register_benchmarks(
         bench_exports.main,
     )
     options["exports"] = bench_exports.add_options
+    benchmarks["reports"] = (
+        "every report over a year of the 10 M benchmark cases, with filters, and a late "
+        "correction's refresh; JSON percentiles",
+        bench_reports.main,
+    )
+    options["reports"] = bench_reports.add_options
