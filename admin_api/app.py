@@ -11,7 +11,7 @@ import prometheus_client
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from admin_api import inputs, observability, openapi
+from admin_api import exporting, inputs, observability, openapi
 from admin_api.observability import (
     METRICS_HELPER,
     HttpMetrics,
@@ -35,6 +35,7 @@ from admin_api.views import (
     contacts,
     cti,
     events,
+    exports,
     health,
     home,
     rbac,
@@ -87,6 +88,7 @@ ENDPOINT_TABLES: tuple[EndpointTable, ...] = (
     case_routing.endpoints,
     case_sla.endpoints,
     supervisor.endpoints,
+    exports.endpoints,
     *UI_TABLES,
 )
 
@@ -207,6 +209,13 @@ def init_app(settings: Settings) -> web.Application:
     check_inputs_declared(app)
     app[openapi.OPENAPI] = _openapi_document(tuple(openapi.app_endpoints(app)))
     app.cleanup_ctx.extend(
-        [_postgres, clients.billing_context, supervisor.live_context, _redis, _rabbitmq]
+        [
+            _postgres,
+            exporting.runner_context,
+            clients.billing_context,
+            supervisor.live_context,
+            _redis,
+            _rabbitmq,
+        ]
     )
     return app

@@ -50,6 +50,7 @@ PATH_PARAMS: dict[str, Any] = {
             "entity_type",
             "message",
             "name",
+            "permission",
             "provider",
             "region",
             "source_id",

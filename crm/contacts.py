@@ -31,7 +31,9 @@ import msgspec
 from crm import pii
 from herald import audit, phones
 from herald.audit import Actor, Change
+from herald.bounds import Id
 from herald.errors import Conflict, InvalidInput, NotFound
+from herald.exports import ExportQuery
 
 Role = Literal["owner", "co_owner", "billing_contact"]
 # A merge that meets two links to the same account keeps the stronger role.
@@ -234,6 +236,62 @@ async def client_contacts(
         active_only,
     )
     return await _assemble(conn, rows)
+
+
+class ContactExportFilters(msgspec.Struct, forbid_unknown_fields=True):
+    """``client_id``: that client's contacts as its card lists them (its own and those
+    linked to its accounts); all contacts without it. ``active_only``: inactive left out."""
+
+    client_id: Id | None = None
+    active_only: bool = False
+
+
+_EXPORT_COLUMNS = (
+    "id",
+    "client_id",
+    "last_name",
+    "first_name",
+    "middle_name",
+    "phone",
+    "email",
+    "passport_number",
+    "is_active",
+    "merged_into",
+    "created_at",
+    "updated_at",
+)
+
+
+async def export_query(
+    conn: asyncpg.Connection, f: ContactExportFilters, *, pii_visible: bool
+) -> ExportQuery:
+    """The contacts for ``f``, in the card's order; the passport masked unless ``pii_visible``."""
+    local = "to_char(c.{0} AT TIME ZONE herald_business_tz(), 'YYYY-MM-DD HH24:MI:SS') AS {0}"
+    passport = "c.passport_number" if pii_visible else "herald_pii_mask(c.passport_number)"
+    columns = [
+        local.format(c)
+        if c in ("created_at", "updated_at")
+        else f"{passport} AS passport_number"
+        if c == "passport_number"
+        else f"c.{c}"
+        for c in _EXPORT_COLUMNS
+    ]
+    args: tuple[object, ...] = (f.active_only,)
+    where = "(c.is_active OR NOT $1)"
+    order = "c.id"
+    if f.client_id is not None:
+        if not await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM clients WHERE id = $1)", f.client_id
+        ):
+            raise NotFound(f"client {f.client_id} does not exist")
+        args = (f.active_only, f.client_id)
+        where += """ AND c.id IN (SELECT id FROM contacts WHERE client_id = $2
+                       UNION
+                       SELECT ac.contact_id FROM accounts a
+                       JOIN account_contacts ac ON ac.account_id = a.id WHERE a.client_id = $2)"""
+        order = "c.is_active DESC, c.id"
+    sql = f"SELECT {', '.join(columns)} FROM contacts c WHERE {where} ORDER BY {order}"
+    return ExportQuery(sql, args, _EXPORT_COLUMNS, title="contacts")
 
 
 # -- duplicates ------------------------------------------------------------------------

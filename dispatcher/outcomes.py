@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import asyncpg
 import msgspec
 import redis.asyncio as aioredis
 
 from herald import clock
+from herald.exports import ExportQuery
 from herald.settings import Settings
 
 EVENT_COLUMNS = (
@@ -142,11 +143,60 @@ async def count(
     if not fields:
         return
     key = stats_key(settings, campaign_id)
+    now = clock.time()
     async with redis.pipeline(transaction=False) as pipe:
         for name, amount in fields.items():
             pipe.hincrby(key, name, amount)  # type: ignore[unused-awaitable]  # queued, run by execute()
-        pipe.hset(key, "updated_at", f"{clock.time():.3f}")  # type: ignore[unused-awaitable]  # queued
+        pipe.hset(key, "updated_at", f"{now:.3f}")  # type: ignore[unused-awaitable]  # queued
+        if campaign_id is not None:
+            bucket = int(now // SERIES_STEP) * SERIES_STEP
+            series = series_key(settings, campaign_id)
+            for status in SERIES_STATUSES:
+                if fields.get(status):
+                    pipe.hincrby(series, f"{status}:{bucket}", fields[status])  # type: ignore[unused-awaitable]  # queued
+            pipe.expire(series, 30 * 86400)  # type: ignore[unused-awaitable]  # queued
         await pipe.execute()
+
+
+# The throughput over time: per SERIES_STEP seconds, how many messages were sent,
+# delivered and failed (one hash per campaign, a field per status and bucket).
+SERIES_STEP = 10
+SERIES_STATUSES = ("sent", "delivered", "failed")
+
+
+def series_key(settings: Settings, campaign_id: int) -> str:
+    return f"{settings.namespace}:campaign:{campaign_id}:series"
+
+
+class SeriesPoint(msgspec.Struct, array_like=True):
+    """One bucket of the throughput: its start (Unix time) and counts by status."""
+
+    at: int
+    sent: int
+    delivered: int
+    failed: int
+
+
+async def series(redis: aioredis.Redis, settings: Settings, campaign_id: int) -> list[SeriesPoint]:
+    """The campaign's throughput, bucket by bucket, empty buckets in between filled with 0."""
+    raw = await redis.hgetall(series_key(settings, campaign_id))
+    found: dict[int, dict[str, int]] = {}
+    for k, v in raw.items():
+        name = k.decode() if isinstance(k, bytes) else str(k)
+        status, _, at = name.partition(":")
+        found.setdefault(int(at), {})[status] = int(v)
+    if not found:
+        return []
+    first, last = min(found), max(found)
+    return [
+        SeriesPoint(
+            at,
+            found.get(at, {}).get("sent", 0),
+            found.get(at, {}).get("delivered", 0),
+            found.get(at, {}).get("failed", 0),
+        )
+        for at in range(first, last + SERIES_STEP, SERIES_STEP)
+    ]
 
 
 async def live_stats(
@@ -159,6 +209,27 @@ async def live_stats(
         name = k.decode() if isinstance(k, bytes) else k
         text = v.decode() if isinstance(v, bytes) else v
         out[name] = float(text) if name == "updated_at" else int(text)
+    return out
+
+
+async def live_stats_many(
+    redis: aioredis.Redis, settings: Settings, campaign_ids: Sequence[int]
+) -> dict[int, dict[str, int | float]]:
+    """The live counters of several campaigns in one round trip (as ``live_stats``)."""
+    if not campaign_ids:
+        return {}
+    async with redis.pipeline(transaction=False) as pipe:
+        for campaign_id in campaign_ids:
+            pipe.hgetall(stats_key(settings, campaign_id))  # type: ignore[unused-awaitable]  # queued
+        found = await pipe.execute()
+    out: dict[int, dict[str, int | float]] = {}
+    for campaign_id, raw in zip(campaign_ids, found, strict=True):
+        one: dict[str, int | float] = {}
+        for k, v in raw.items():
+            name = k.decode() if isinstance(k, bytes) else k
+            text = v.decode() if isinstance(v, bytes) else v
+            one[name] = float(text) if name == "updated_at" else int(text)
+        out[campaign_id] = one
     return out
 
 
@@ -185,6 +256,78 @@ async def recipient_events(
         campaign_id,
     )
     return [MessageEvent(**dict(r)) for r in rows]
+
+
+RECIPIENT_STATUSES = ("held", "sent", "delivered", "read", "failed", "skipped", "converted")
+
+
+class Recipient(msgspec.Struct):
+    """A recipient who reached a status in a campaign: the last such event."""
+
+    client_id: int
+    step: int
+    channel: str | None
+    reason: str | None
+    at: dt.datetime
+
+
+_RECIPIENTS = """
+SELECT DISTINCT ON (client_id) client_id, step, channel, reason, at FROM message_events
+WHERE campaign_id = $1 AND status = $2 AND client_id > $3
+ORDER BY client_id, at DESC
+"""
+
+
+async def recipients(
+    conn: asyncpg.Connection, campaign_id: int, status: str, *, after: int, limit: int
+) -> list[Recipient]:
+    """Recipients of the campaign with an event of ``status``, by Client_ID after ``after``."""
+    rows = await conn.fetch(_RECIPIENTS + " LIMIT $4", campaign_id, status, after, limit)
+    return [Recipient(**dict(r)) for r in rows]
+
+
+async def each_recipient(
+    conn: asyncpg.Connection, campaign_id: int, status: str, *, chunk: int = 5000
+) -> AsyncIterator[list[Recipient]]:
+    """Every recipient of ``status``, in chunks, read by a cursor (for a streamed export;
+    the caller holds ``conn`` inside a transaction)."""
+    cursor = await conn.cursor(_RECIPIENTS, campaign_id, status, 0)
+    while True:
+        rows = await cursor.fetch(chunk)
+        if not rows:
+            return
+        yield [Recipient(**dict(r)) for r in rows]
+
+
+RECIPIENT_COLUMNS = ("client_id", "status", "step", "channel", "reason", "at")
+
+
+def recipients_export_query(campaign_id: int) -> ExportQuery:
+    """A campaign's recipients (its frozen audience) with where each stands: the last event
+    of its messages (sent, delivered, read, failed, skipped, converted...), ``held`` while
+    a message is parked, ``pending`` before any; ascending client id."""
+    return ExportQuery(
+        """
+        SELECT r.client_id,
+               CASE WHEN h.reason IS NOT NULL THEN 'held' ELSE coalesce(e.status, 'pending') END
+                   AS status,
+               e.step, e.channel, coalesce(h.reason, e.reason) AS reason,
+               to_char(e.at AT TIME ZONE herald_business_tz(), 'YYYY-MM-DD HH24:MI:SS') AS at
+        FROM (SELECT DISTINCT unnest(client_ids) AS client_id FROM campaign_batches
+              WHERE campaign_id = $1 AND step = 0) r
+        LEFT JOIN LATERAL (
+            SELECT me.step, me.channel, me.status, me.reason, me.at FROM message_events me
+            WHERE me.client_id = r.client_id AND me.campaign_id = $1
+            ORDER BY me.at DESC, me.step DESC LIMIT 1) e ON true
+        LEFT JOIN (SELECT DISTINCT ON (client_id) client_id, reason FROM held_messages
+                   WHERE campaign_id = $1 ORDER BY client_id, held_at) h
+               ON h.client_id = r.client_id
+        ORDER BY r.client_id
+        """,
+        (campaign_id,),
+        RECIPIENT_COLUMNS,
+        title=f"campaign {campaign_id}",
+    )
 
 
 async def record_conversions(

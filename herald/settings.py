@@ -133,6 +133,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # A campaign's progress stream reads the figures this often (and sends them if changed).
     campaign_stream_interval_seconds: Annotated[float, Meta(ge=0.01, le=60)] = 1.0
 
+    # Exports (SR-13): above this many rows an export runs in the background and leaves a
+    # file in export_dir (empty: a herald-exports folder in the system's temporary
+    # directory; the API processes must share it), kept export_keep_hours, then deleted.
+    export_background_rows: PositiveInt = 100_000
+    export_dir: str = ""
+    export_keep_hours: Annotated[float, Meta(gt=0, le=24 * 365)] = 24.0
+    # Rows of one XLSX sheet, header included (Excel's limit; lowered only by tests).
+    export_sheet_rows: Annotated[int, Meta(ge=2, le=1_048_576)] = 1_048_576
+
     # The organisation's constants that templates may use.
     org_contact_phone: str = "0 800 300 000"
     org_service_centre: str = "м. Київ, вул. Січових Стрільців, 1; пн–пт 8:00–17:00"

@@ -75,6 +75,7 @@ OWNERS: dict[str, tuple[str, ...]] = {
     "cti_extensions": ("crm/cti_extensions.py",),
     "cx_events": ("crm/activity.py",),
     # The outcome writer holds a message, the release sweep lets it go.
+    "export_jobs": ("crm/exports.py",),
     "held_messages": ("dispatcher/outcomes.py", "dispatcher/receipts/holds.py"),
     "login_address_failures": ("crm/login_guard.py",),
     "login_devices": ("crm/login_guard.py",),

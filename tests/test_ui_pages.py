@@ -3,6 +3,7 @@ escaping, the search and card pages, contacts, the language switch."""
 
 from __future__ import annotations
 
+import gzip
 import re
 
 from test_card import make_client
@@ -119,6 +120,19 @@ async def test_security_headers_on_pages_static_and_api(client, demo_users) -> N
     assert not re.search(r"\son[a-z]+=", page)
 
 
+async def test_static_files_go_gzipped_to_browsers_that_accept_it(client) -> None:
+    plain = await client.get("/ui/static/htmx.min.js", headers={"Accept-Encoding": "identity"})
+    assert "Content-Encoding" not in plain.headers
+    body = await plain.read()
+    packed = await client.get(
+        "/ui/static/htmx.min.js", headers={"Accept-Encoding": "gzip"}, auto_decompress=False
+    )
+    assert packed.headers["Content-Encoding"] == "gzip"
+    assert packed.headers["Vary"] == "Accept-Encoding"
+    raw = await packed.read()
+    assert len(raw) < len(body) / 2 and gzip.decompress(raw) == body
+
+
 ROLES = ("operator_cc", "operator_cos", "supervisor", "marketer", "analyst", "admin")
 
 
@@ -141,6 +155,7 @@ async def test_each_role_sees_its_menu_and_is_refused_the_rest(client, demo_user
     # the demo's point: different roles, different menus
     assert menus["marketer"] == {
         "campaigns",
+        "triggers",
         "templates",
         "segments",
         "stop-lists",

@@ -135,6 +135,38 @@ LABELS: dict[str, str] = {
     "busy": N_("Busy"),
     "away": N_("Away"),
     "offline": N_("Offline"),
+    # audit journal actions (the viewer)
+    "create": N_("Created"),
+    "update": N_("Changed"),
+    "delete": N_("Deleted"),
+    "login": N_("Logged in"),
+    "logout": N_("Logged out"),
+    "link": N_("Linked"),
+    "unlink": N_("Unlinked"),
+    "end_sessions": N_("Sessions ended"),
+    "replan": N_("Replanned"),
+    "escalate": N_("Escalated"),
+    "allow_duplicate": N_("Duplicate allowed"),
+    # weekdays (business calendars)
+    "mon": N_("Mon"),
+    "tue": N_("Tue"),
+    "wed": N_("Wed"),
+    "thu": N_("Thu"),
+    "fri": N_("Fri"),
+    "sat": N_("Sat"),
+    "sun": N_("Sun"),
+    # campaign statuses and why a message was held or not sent (campaign pages)
+    "draft": N_("Draft"),
+    "scheduled": N_("Scheduled"),
+    "launching": N_("Launching"),
+    "running": N_("Running"),
+    "paused": N_("Paused"),
+    "stopped": N_("Stopped"),
+    "converted": N_("Converted"),
+    "audience": N_("Audience"),
+    "quiet_hours": N_("Quiet hours"),
+    "air_raid": N_("Air-raid alert"),
+    "rate_limit": N_("Rate limit"),
 }
 
 # Why a message or reply cannot go now (dispatcher.realtime.operator_send / case_replies).

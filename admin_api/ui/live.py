@@ -10,9 +10,12 @@ tab never opens a stream per widget. ``GET /ui/live`` sends:
   as the HTML of the call panel, which may open the identified client's card at once;
 - ``case``: ids of cases that changed (PostgreSQL NOTIFY through the process's one
   change feed, crm.cases.live), or ``resync`` when the feed was lost; the page reloads
-  the parts showing those cases.
+  the parts showing those cases;
+- ``agents``: an agent's presence, capacity or groups changed (supervisors only: the
+  wallboard reloads its board).
 
-Campaign progress joins the same stream in part 2 of the UI.
+- ``campaign``: the figures of the campaigns under way, as JSON, whenever they change
+  (``admin_api.ui.campaign_live``: one watcher per process, whatever the number of tabs).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from admin_api.routing import AUTHENTICATED, EndpointTable
 from admin_api.security import principal
 from admin_api.sse import event_stream
 from admin_api.typedefs import REDIS, SETTINGS
+from admin_api.ui.campaign_live import progress as campaign_progress
 from admin_api.ui.guard import SECURITY_HEADERS
 from admin_api.ui.rendering import render_text
 from admin_api.views.supervisor import FEED
@@ -71,7 +75,9 @@ async def _calls(request: web.Request, out: asyncio.Queue[tuple[str, str]]) -> N
 
 
 async def _cases(request: web.Request, out: asyncio.Queue[tuple[str, str]]) -> None:
-    """Ids of changed cases, batched by the change feed's window."""
+    """Ids of changed cases, batched by the change feed's window; agents' changes too
+    for a supervisor."""
+    supervises = "cases.supervise" in principal(request).permissions
     async with request.app[FEED].subscribe() as sub:
         while True:
             changes = await sub.next(timeout=30.0)
@@ -81,6 +87,8 @@ async def _cases(request: web.Request, out: asyncio.Queue[tuple[str, str]]) -> N
                 await out.put(("case", "resync"))
             elif changes.case_ids:
                 await out.put(("case", " ".join(str(i) for i in sorted(changes.case_ids))))
+            if changes.agents and supervises:
+                await out.put(("agents", "changed"))  # presence or load: the wallboard
 
 
 @endpoints.get("/ui/live", permission=AUTHENTICATED, response=str, media_type="text/event-stream")
@@ -93,6 +101,8 @@ async def live(request: web.Request) -> web.StreamResponse:
         sources.append(_calls)
     if "cases.read" in permissions:
         sources.append(_cases)
+    if "campaigns.read" in permissions:
+        sources.append(campaign_progress)
     tasks = [asyncio.create_task(source(request, queue)) for source in sources]
     me = asyncio.current_task()
     if me is not None:

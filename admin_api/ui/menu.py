@@ -31,14 +31,16 @@ ITEMS: tuple[MenuItem, ...] = (
     MenuItem(N_("Cases"), "/ui/cases", "cases.read", "cases"),
     MenuItem(N_("New case"), "/ui/cases/new", "cases.manage", "case-new"),
     MenuItem(N_("Tasks"), "/ui/tasks", "cases.manage", "tasks"),
-    MenuItem(N_("Supervisor"), "/ui/section/supervisor", "cases.supervise", "supervisor"),
-    MenuItem(N_("Campaigns"), "/ui/section/campaigns", "campaigns.manage", "campaigns"),
+    MenuItem(N_("Supervisor"), "/ui/supervisor", "cases.supervise", "supervisor"),
+    MenuItem(N_("Campaigns"), "/ui/campaigns", "campaigns.read", "campaigns"),
+    MenuItem(N_("Triggers"), "/ui/triggers", "triggers.read", "triggers"),
     MenuItem(N_("Templates"), "/ui/templates", "templates.read", "templates"),
     MenuItem(N_("Segments"), "/ui/segments", "segments.read", "segments"),
     MenuItem(N_("Stop lists"), "/ui/stop-lists", "rules.read", "stop-lists"),
     MenuItem(N_("Contact rules"), "/ui/contact-rules", "rules.read", "contact-rules"),
     MenuItem(N_("Reports"), "/ui/section/reports", "audit.read", "reports"),
-    MenuItem(N_("Administration"), "/ui/section/admin", "users.manage", "admin"),
+    MenuItem(N_("Administration"), "/ui/admin", "users.manage", "admin"),
+    MenuItem(N_("Audit"), "/ui/audit", "audit.read", "audit"),
 )
 
 

@@ -222,11 +222,7 @@ async def set_language(request: web.Request) -> web.Response:
 
 
 SECTIONS = {
-    "supervisor": ("cases.supervise", menu.N_("Supervisor")),
-    "campaigns": ("campaigns.manage", menu.N_("Campaigns")),
-    "segments": ("segments.read", menu.N_("Segments")),
     "reports": ("audit.read", menu.N_("Reports")),
-    "admin": ("users.manage", menu.N_("Administration")),
 }
 
 

@@ -6,11 +6,16 @@ from aiohttp import web
 
 from admin_api.routing import EndpointTable
 from admin_api.ui import (
+    admin_pages,
+    audit_pages,
+    campaign_live,
+    campaign_pages,
     card_pages,
     case_pages,
     consent_pages,
     contact_pages,
     contact_rule_pages,
+    export_pages,
     live,
     mass_edit_pages,
     message_pages,
@@ -18,8 +23,10 @@ from admin_api.ui import (
     segment_pages,
     session_pages,
     static_files,
+    supervisor_pages,
     task_pages,
     template_pages,
+    trigger_pages,
 )
 from admin_api.ui.guard import ui_guard
 from admin_api.ui.rendering import RENDERER, Renderer
@@ -39,7 +46,13 @@ UI_TABLES: tuple[EndpointTable, ...] = (
     mass_edit_pages.endpoints,
     live.endpoints,
     task_pages.endpoints,
+    export_pages.endpoints,
+    supervisor_pages.endpoints,
+    audit_pages.endpoints,
+    admin_pages.endpoints,
     template_pages.endpoints,
+    campaign_pages.endpoints,
+    trigger_pages.endpoints,
 )
 
 __all__ = ["UI_TABLES", "setup_ui", "ui_guard"]
@@ -50,4 +63,7 @@ def setup_ui(app: web.Application) -> None:
     app[STATIC] = StaticFiles()
     app[RENDERER] = Renderer(app[STATIC].url)
     app[live.STREAMS] = set()
+    app[supervisor_pages.BOARDS] = supervisor_pages.Boards()
     app.on_shutdown.append(live.end_streams)
+    app[campaign_live.WATCH] = campaign_live.Watch(app)
+    app.on_cleanup.append(campaign_live.close_watch)

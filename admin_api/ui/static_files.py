@@ -7,6 +7,7 @@ them for a year and still fetches a changed file at once.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from aiohttp import web
 from admin_api.routing import PUBLIC, EndpointTable
 
 STATIC_DIR = Path(__file__).parent / "static"
+_TEXT = {".js", ".css", ".svg"}
 _TYPES = {
     ".js": "text/javascript",
     ".css": "text/css",
@@ -27,10 +29,12 @@ endpoints = EndpointTable("ui")
 
 
 class StaticFiles:
-    """Name -> (bytes, content type, version) of every file in ``static/``, read once."""
+    """Name -> (bytes, content type, version) of every file in ``static/``, read once, and
+    the gzip of each text file, compressed once (sent to browsers that accept it)."""
 
     def __init__(self, root: Path = STATIC_DIR) -> None:
         self.files: dict[str, tuple[bytes, str, str]] = {}
+        self.gzipped: dict[str, bytes] = {}
         for path in sorted(root.iterdir()):
             if path.is_file() and path.suffix in _TYPES:
                 data = path.read_bytes()
@@ -39,6 +43,8 @@ class StaticFiles:
                     _TYPES[path.suffix],
                     hashlib.sha256(data).hexdigest()[:12],
                 )
+                if path.suffix in _TEXT:
+                    self.gzipped[path.name] = gzip.compress(data, compresslevel=9, mtime=0)
 
     def url(self, name: str) -> str:
         return f"/ui/static/{name}?v={self.files[name][2]}"
@@ -63,8 +69,9 @@ async def static_file(request: web.Request) -> web.Response:
     cache = (
         "public, max-age=31536000, immutable" if request.query.get("v") == version else "no-cache"
     )
-    return web.Response(
-        body=data,
-        content_type=content_type,
-        headers={"Cache-Control": cache, "ETag": f'"{version}"'},
-    )
+    headers = {"Cache-Control": cache, "ETag": f'"{version}"', "Vary": "Accept-Encoding"}
+    packed = request.app[STATIC].gzipped.get(request.match_info["name"])
+    if packed is not None and "gzip" in request.headers.get("Accept-Encoding", ""):
+        data = packed
+        headers["Content-Encoding"] = "gzip"
+    return web.Response(body=data, content_type=content_type, headers=headers)

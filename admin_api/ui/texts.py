@@ -53,6 +53,23 @@ FIELDS: dict[str, str] = {
     "channel": N_("Channel"),
     "question": N_("Question"),
     "comment": N_("Comment"),
+    # the supervisor's and administrator's forms
+    "login": N_("Login"),
+    "full_name": N_("Name"),
+    "password": N_("Password"),
+    "new_password": N_("New password"),
+    "roles": N_("Roles"),
+    "permissions": N_("Permission"),
+    "capacity": N_("Capacity"),
+    "extension": N_("Extension"),
+    "code": N_("Code"),
+    "name_uk": N_("Name (Ukrainian)"),
+    "name_en": N_("Name (English)"),
+    "date": N_("Date"),
+    "case_ids": N_("Cases"),
+    "entity_type": N_("Entity"),
+    "since": N_("From"),
+    "until": N_("To"),
 }
 
 

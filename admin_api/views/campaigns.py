@@ -18,7 +18,7 @@ from dispatcher.campaigns.types import Campaign, CampaignSpec
 from dispatcher.outcomes import MessageEvent
 from dispatcher.receipts import apply as receipts
 from dispatcher.receipts import holds
-from herald.bounds import Id
+from herald.bounds import Id, IdOrZero
 from herald.errors import InvalidInput
 from providers.base import CHANNELS, Receipt
 
@@ -248,6 +248,94 @@ async def recipient_history(request: web.Request) -> RecipientHistory:
         events = await outcomes.recipient_events(conn, campaign_id, client_id)
         held = await holds.is_held(conn, campaign_id, client_id)
     return RecipientHistory(campaign_id, client_id, events, held)
+
+
+@endpoints.get(
+    "/api/v1/campaigns/{campaign_id}/series",
+    permission="campaigns.read",
+    response=list[outcomes.SeriesPoint],
+    errors=(404,),
+)
+async def campaign_series(request: web.Request) -> list[outcomes.SeriesPoint]:
+    """The throughput over time: [start, sent, delivered, failed] per 10-second bucket."""
+    campaign_id = path_int(request, "campaign_id")
+    async with request.app[DB].acquire() as conn:
+        await campaigns.get(conn, campaign_id)
+    return await outcomes.series(request.app[REDIS], request.app[SETTINGS], campaign_id)
+
+
+RecipientStatus = Literal["held", "sent", "delivered", "read", "failed", "skipped", "converted"]
+
+
+class RecipientQuery(msgspec.Struct, forbid_unknown_fields=True):
+    status: RecipientStatus
+    after: IdOrZero = 0
+    limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 100
+
+
+class RecipientPage(msgspec.Struct):
+    """Recipients with an event of the status (the last such event), by Client_ID;
+    ``next_after``: pass as ``after`` for the next page, null on the last."""
+
+    items: list[outcomes.Recipient]
+    next_after: int | None
+
+
+class ExportQuery(msgspec.Struct, forbid_unknown_fields=True):
+    status: RecipientStatus
+
+
+@endpoints.get(
+    "/api/v1/campaigns/{campaign_id}/recipients",
+    permission="campaigns.read",
+    query=RecipientQuery,
+    response=RecipientPage,
+    errors=(404,),
+)
+async def list_recipients(request: web.Request, query: RecipientQuery) -> RecipientPage:
+    """Recipients by status: who was sent, delivered, failed, held... by Client_ID."""
+    campaign_id = path_int(request, "campaign_id")
+    async with request.app[DB].acquire() as conn:
+        await campaigns.get(conn, campaign_id)
+        items = await outcomes.recipients(
+            conn, campaign_id, query.status, after=query.after, limit=query.limit
+        )
+    return RecipientPage(items, items[-1].client_id if len(items) == query.limit else None)
+
+
+def _csv_line(r: outcomes.Recipient) -> str:
+    reason = (r.reason or "").replace('"', "")
+    return f"{r.client_id},{r.step},{r.channel or ''},{reason},{r.at.isoformat()}\n"
+
+
+@endpoints.get(
+    "/api/v1/campaigns/{campaign_id}/recipients.csv",
+    permission="campaigns.read",
+    query=ExportQuery,
+    response=str,
+    media_type="text/csv",
+    errors=(404,),
+)
+async def export_recipients(request: web.Request, query: ExportQuery) -> web.StreamResponse:
+    """Every recipient of a status as CSV (client_id, step, channel, reason, at), streamed."""
+    campaign_id = path_int(request, "campaign_id")
+    async with request.app[DB].acquire() as conn:
+        await campaigns.get(conn, campaign_id)  # 404 before the response starts
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/csv; charset=utf-8",
+                "Content-Disposition": (
+                    f'attachment; filename="campaign-{campaign_id}-{query.status}.csv"'
+                ),
+            }
+        )
+        await response.prepare(request)
+        await response.write(b"client_id,step,channel,reason,at\n")
+        async with conn.transaction():
+            async for chunk in outcomes.each_recipient(conn, campaign_id, query.status):
+                await response.write("".join(_csv_line(r) for r in chunk).encode())
+        await response.write_eof()
+    return response
 
 
 @endpoints.post(

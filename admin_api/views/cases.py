@@ -3,17 +3,18 @@ card and history, status changes, classification, merges, and their configuratio
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import asyncpg
 import msgspec
 from aiohttp import web
 
-from admin_api import paging
+from admin_api import exporting, paging
 from admin_api.problems import problem_response
 from admin_api.routing import PUBLIC, EndpointTable, decode_json, path_int
 from admin_api.security import actor
 from admin_api.typedefs import DB
+from admin_api.views import exports
 from crm.cases import (
     automation,
     categories,
@@ -215,8 +216,14 @@ async def register_case(request: web.Request, body: WalkInRegistration) -> CaseD
     response=CaseQueuePage,
     errors=(400,),
 )
-async def list_cases(request: web.Request, query: CaseQueueQuery) -> CaseQueuePage:
-    """The one queue across channels, filtered; keyset pages (pass ``next_cursor``)."""
+async def list_cases(request: web.Request, query: CaseQueueQuery) -> Any:
+    """The one queue across channels, filtered; keyset pages (pass ``next_cursor``).
+    ``format=csv`` or ``xlsx``: all matching cases as a file, or (over the export
+    threshold) 202 and the export job to follow (``/api/v1/exports/{id}``)."""
+    if query.format != "json":
+        return await exports.start_response(
+            request, "cases", query.format, exporting.stored_filters(query), None
+        )
     async with request.app[DB].acquire() as conn:
         page = await queue.list_queue(conn, query)
         blocks = await sla.sla_for(conn, [item.id for item in page.items])

@@ -32,7 +32,7 @@ from dispatcher.realtime.operator_send import (
     SendCancelled,
     SendRefused,
 )
-from dispatcher.realtime.producers import Producer, ProducerCreated, ProducerSpec
+from dispatcher.realtime.producers import Producer, ProducerCreated, ProducerSpec, RecentEvent
 from dispatcher.realtime.triggers import TriggerRule, TriggerRuleSpec
 from dispatcher.recipients import Organisation
 
@@ -120,6 +120,24 @@ async def post_events(request: web.Request, body: EventBatch) -> IngestResult | 
             errors=[FieldError(f"events[{e.index}].{e.field}", e.message) for e in result.errors],
         )
     return result
+
+
+class RecentQuery(msgspec.Struct, forbid_unknown_fields=True):
+    limit: Annotated[int, msgspec.Meta(ge=1, le=500)] = 50
+    type: Annotated[str, msgspec.Meta(max_length=100)] | None = None
+
+
+@endpoints.get(
+    "/api/v1/producer-events",
+    permission="triggers.read",
+    query=RecentQuery,
+    response=list[RecentEvent],
+)
+async def recent_events(request: web.Request, query: RecentQuery) -> list[RecentEvent]:
+    """The latest events received, newest first, with the messages each caused (its rule,
+    the channel and status reached, or the contact policy's refusal)."""
+    async with request.app[DB].acquire() as conn:
+        return await producers.recent_events(conn, limit=query.limit, event_type=query.type)
 
 
 # -- trigger rules -----------------------------------------------------------------------

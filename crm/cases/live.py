@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
@@ -77,6 +78,9 @@ class ChangeFeed:
         self._subscribers: set[Subscription] = set()
         self._task: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
+        # When this process last heard of a change (monotonic): a read started after it
+        # sees the change (the wallboard's shared snapshot uses it).
+        self.changed_at = 0.0
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="case-change-feed")
@@ -101,6 +105,7 @@ class ChangeFeed:
             self._subscribers.discard(sub)
 
     def _publish(self, changes: Changes) -> None:
+        self.changed_at = time.monotonic()
         for sub in self._subscribers:
             sub.add(changes)
 

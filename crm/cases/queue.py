@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Annotated, Literal
 
 import asyncpg
@@ -13,6 +14,7 @@ from crm.cases.types import CaseSummary, CaseType, Channel, Priority, Status
 from herald import cursors
 from herald.bounds import Id
 from herald.cursors import AwareTime
+from herald.exports import ExportQuery
 
 
 class CaseQueueQuery(msgspec.Struct, forbid_unknown_fields=True):
@@ -36,6 +38,8 @@ class CaseQueueQuery(msgspec.Struct, forbid_unknown_fields=True):
     order: Literal["asc", "desc"] = "asc"
     limit: Annotated[int, msgspec.Meta(ge=1, le=200)] = 50
     cursor: str | None = None
+    # csv or xlsx: every matching case as a file (no pages; a large one becomes an export job).
+    format: Literal["json", "csv", "xlsx"] = "json"
 
 
 class CaseQueuePage(msgspec.Struct):
@@ -51,15 +55,29 @@ def decode_cursor(cursor: str) -> tuple[dt.datetime, int]:
     return cursors.decode(cursor, tuple[AwareTime, Id])
 
 
-async def list_queue(conn: asyncpg.Connection, q: CaseQueueQuery) -> CaseQueuePage:
-    """One page of cases matching ``q``; each filter is a fixed, parameterised clause."""
+_EXPORT_COLUMNS = (
+    "id",
+    "number",
+    "channel",
+    "status",
+    "priority",
+    "case_type",
+    "category_id",
+    "client_id",
+    "subject",
+    "is_repeat",
+    "duplicate_of_id",
+    "merged_into_id",
+    "assignee_id",
+    "created_at",
+    "status_changed_at",
+    "sla_state",
+)
+
+
+def _where(q: CaseQueueQuery, bind: Callable[[object], str]) -> list[str]:
+    """The clauses of the filters (the cursor and the page size apart)."""
     where: list[str] = []
-    args: list[object] = []
-
-    def bind(value: object) -> str:
-        args.append(value)
-        return f"${len(args)}"
-
     # The literal predicate lets the planner use the partial open-case indexes.
     if q.open is True:
         where.append("status <> 'closed'")
@@ -85,6 +103,43 @@ async def list_queue(conn: asyncpg.Connection, q: CaseQueueQuery) -> CaseQueuePa
         where.append("duplicate_of_id IS NOT NULL" if q.duplicate else "duplicate_of_id IS NULL")
     if q.sla_state is not None:
         where.append(f"status <> 'closed' AND sla_state = {bind(q.sla_state)}")
+    return where
+
+
+def export_query(q: CaseQueueQuery) -> ExportQuery:
+    """Every case the queue lists for these filters, in its order (cursor and page size
+    ignored); times as the business time zone's wall clock."""
+    args: list[object] = []
+
+    def bind(value: object) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    where = _where(q, bind)
+    direction = "ASC" if q.order == "asc" else "DESC"
+    local = "to_char({} AT TIME ZONE herald_business_tz(), 'YYYY-MM-DD HH24:MI:SS')"
+    columns = [
+        local.format(c) + f" AS {c}" if c in ("created_at", "status_changed_at") else c
+        for c in _EXPORT_COLUMNS
+    ]
+    sql = (
+        f"SELECT {', '.join(columns)} FROM cases"
+        + (" WHERE " + " AND ".join(where) if where else "")
+        # Qualified: the output columns of the same names are text.
+        + f" ORDER BY cases.created_at {direction}, cases.id {direction}"
+    )
+    return ExportQuery(sql, tuple(args), _EXPORT_COLUMNS, title="cases")
+
+
+async def list_queue(conn: asyncpg.Connection, q: CaseQueueQuery) -> CaseQueuePage:
+    """One page of cases matching ``q``; each filter is a fixed, parameterised clause."""
+    args: list[object] = []
+
+    def bind(value: object) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    where = _where(q, bind)
     if q.cursor:
         at, case_id = decode_cursor(q.cursor)
         op = ">" if q.order == "asc" else "<"

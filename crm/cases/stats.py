@@ -38,6 +38,7 @@ from crm.cases.types import CaseType, Channel
 from herald import clock
 from herald.bounds import Id
 from herald.errors import InvalidInput
+from herald.exports import ExportQuery
 
 GROUPS = {
     "agent": "c.assignee_id",
@@ -212,6 +213,27 @@ async def case_stats(conn: asyncpg.Connection, q: CaseStatsQuery) -> CaseStats:
 
 def csv_columns(names: list[str]) -> list[str]:
     return [_GROUP_FIELDS[n] for n in names] + METRICS
+
+
+def export_query(q: CaseStatsQuery) -> ExportQuery:
+    """The rows of ``case_stats`` (the CSV's columns), the percentages computed in SQL."""
+    names = groups_of(q)
+    sql, args = _sql(q, names)
+    pct = "round((100.0 * {0} / nullif({1}, 0))::numeric, 2)::float8"
+    computed = {
+        "first_response_met_percent": pct.format(
+            "first_response_met", "first_response_met + first_response_breached"
+        ),
+        "resolution_met_percent": pct.format(
+            "resolution_met", "resolution_met + resolution_breached"
+        ),
+        "fcr_percent": pct.format("fcr", "resolved"),
+    }
+    columns = csv_columns(names)
+    selected = ", ".join(f"{computed[c]} AS {c}" if c in computed else c for c in columns)
+    return ExportQuery(
+        f"SELECT {selected} FROM ({sql}) AS s", tuple(args), tuple(columns), title="case-stats"
+    )
 
 
 # -- agent load ------------------------------------------------------------------------------

@@ -422,3 +422,107 @@ async def snapshot(
         agents=agents_in(agents, scope),
         escalations=await recent_escalations(conn, scope),
     )
+
+
+async def open_case_ids_of(conn: asyncpg.Connection, user_id: int, limit: int = 500) -> list[int]:
+    """The open cases assigned to an agent (their queue), oldest first."""
+    rows = await conn.fetch(
+        f"SELECT id FROM cases WHERE assignee_id = $1 AND {OPEN_SQL} ORDER BY created_at, id "
+        "LIMIT $2",
+        user_id,
+        limit,
+    )
+    return [r["id"] for r in rows]
+
+
+class DayCase(msgspec.Struct):
+    """A case an agent worked on during the day: what they did to it."""
+
+    id: int
+    number: str
+    status: str
+    priority: str
+    replies: int
+    status_changes: int
+    resolved: bool
+    last_at: dt.datetime
+
+
+class PresenceSpan(msgspec.Struct):
+    presence: str
+    start: dt.datetime
+    end: dt.datetime
+    seconds: int
+
+
+class AgentDay(msgspec.Struct):
+    """An agent's day: the cases they handled and their presence, span by span."""
+
+    user_id: int
+    since: dt.datetime
+    until: dt.datetime
+    cases: list[DayCase]
+    presence: list[PresenceSpan]
+    handled: int
+    replies: int
+    resolved: int
+    seconds_by_presence: dict[str, int]
+
+
+async def agent_day(
+    conn: asyncpg.Connection, user_id: int, since: dt.datetime, until: dt.datetime
+) -> AgentDay:
+    """What the agent did in [since, until): case events they wrote (index of 0065) and
+    their presence log; the presence before ``since`` opens the timeline."""
+    rows = await conn.fetch(
+        """
+        SELECT c.id, c.number, c.status, c.priority,
+               count(*) FILTER (WHERE e.kind = 'message' AND e.direction = 'out') AS replies,
+               count(*) FILTER (WHERE e.kind = 'status') AS status_changes,
+               bool_or(e.kind = 'status' AND e.to_status = 'resolved') AS resolved,
+               max(e.at) AS last_at
+        FROM case_events e JOIN cases c ON c.id = e.case_id
+        WHERE e.actor_id = $1 AND e.at >= $2 AND e.at < $3
+        GROUP BY c.id ORDER BY max(e.at) DESC LIMIT 500
+        """,
+        user_id,
+        since,
+        until,
+    )
+    cases = [DayCase(**dict(r)) for r in rows]
+    opening = await conn.fetchval(
+        "SELECT presence FROM case_agent_presence_log WHERE user_id = $1 AND at < $2 "
+        "ORDER BY at DESC, id DESC LIMIT 1",
+        user_id,
+        since,
+    )
+    log = await conn.fetch(
+        "SELECT presence, at FROM case_agent_presence_log WHERE user_id = $1 AND at >= $2 "
+        "AND at < $3 ORDER BY at, id",
+        user_id,
+        since,
+        until,
+    )
+    now = await conn.fetchval("SELECT herald_now()")
+    end = min(until, max(now, since))
+    points: list[tuple[str, dt.datetime]] = [(opening or "offline", since)]
+    points += [(r["presence"], r["at"]) for r in log]
+    spans: list[PresenceSpan] = []
+    for i, (presence, start) in enumerate(points):
+        stop = points[i + 1][1] if i + 1 < len(points) else end
+        if stop > start:
+            spans.append(PresenceSpan(presence, start, stop, int((stop - start).total_seconds())))
+    by: dict[str, int] = defaultdict(int)
+    for span in spans:
+        by[span.presence] += span.seconds
+    return AgentDay(
+        user_id=user_id,
+        since=since,
+        until=until,
+        cases=cases,
+        presence=spans,
+        handled=len(cases),
+        replies=sum(c.replies for c in cases),
+        resolved=sum(1 for c in cases if c.resolved),
+        seconds_by_presence=dict(by),
+    )

@@ -22,6 +22,7 @@ from crm.segments.compiler import client_ids, count_query
 from crm.segments.conditions import Condition, parse
 from herald import audit
 from herald.errors import Conflict, InvalidInput, NotFound
+from herald.exports import ExportQuery
 
 Kind = Literal["static", "dynamic"]
 SetOp = Literal["union", "intersection", "exclusion"]
@@ -477,6 +478,18 @@ async def export_members(
             return
         yield "".join(f"{r['client_id']}\n" for r in rows).encode()
         after = rows[-1]["client_id"]
+
+
+async def members_export_query(conn: asyncpg.Connection, segment_id: int) -> ExportQuery:
+    """Every member client id, ascending (the order of ``members_page``)."""
+    await get(conn, segment_id)
+    return ExportQuery(
+        "SELECT client_id FROM segment_member_rows "
+        "WHERE set_id = (SELECT members_set FROM segments WHERE id = $1) ORDER BY client_id",
+        (segment_id,),
+        ("client_id",),
+        title=f"segment {segment_id}",
+    )
 
 
 # Each set operation over two sets ($1, $2) within one range of client ids ($3 <= id < $4),

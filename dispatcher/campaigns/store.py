@@ -338,3 +338,23 @@ async def record_conversions(
     """
     await get(conn, campaign_id)
     return await outcomes.record_conversions(conn, campaign_id, client_ids)
+
+
+class Watched(msgspec.Struct, frozen=True):
+    """A campaign whose progress live pages follow: under way, or finished a moment ago."""
+
+    id: int
+    status: str
+    audience_size: int | None
+
+
+async def watched(conn: asyncpg.Connection, *, finished_within: float) -> list[Watched]:
+    """Campaigns scheduled, running or paused, and those finished in the last
+    ``finished_within`` seconds (their final figures reach the pages too)."""
+    rows = await conn.fetch(
+        "SELECT id, status, audience_size FROM campaigns "
+        "WHERE status IN ('scheduled', 'launching', 'running', 'paused') "
+        "OR finished_at > herald_now() - make_interval(secs => $1) ORDER BY id",
+        finished_within,
+    )
+    return [Watched(**dict(r)) for r in rows]

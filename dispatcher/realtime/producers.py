@@ -125,3 +125,68 @@ async def authenticate(conn: asyncpg.Connection, key: str) -> Producer | None:
         f"SELECT {_COLUMNS} FROM producers WHERE key_hash = $1", key_hash(key)
     )
     return Producer(**dict(row)) if row is not None else None
+
+
+class CausedMessage(msgspec.Struct, frozen=True):
+    """A message an event caused: its rule, the step reached and its last status, or why
+    the contact policy refused it."""
+
+    message_id: str
+    rule_id: int | None
+    rule_name: str | None
+    refused: str | None
+    channel: str | None
+    status: str | None
+
+
+class RecentEvent(msgspec.Struct, frozen=True):
+    producer_id: int
+    producer: str
+    event_id: str
+    type: str
+    client_id: int
+    occurred_at: dt.datetime
+    received_at: dt.datetime
+    messages: list[CausedMessage]
+
+
+_caused_decoder = msgspec.json.Decoder(list[CausedMessage])
+
+
+async def recent_events(
+    conn: asyncpg.Connection, *, limit: int, event_type: str | None = None
+) -> list[RecentEvent]:
+    """The latest events received, newest first, each with the messages it caused."""
+    rows = await conn.fetch(
+        """
+        SELECT e.producer_id, p.name AS producer, e.event_id, e.type, e.client_id,
+               e.occurred_at, e.received_at,
+               coalesce((
+                   SELECT json_agg(json_build_object(
+                       'message_id', 't' || m.id || ':' || m.client_id || ':' || m.step,
+                       'rule_id', m.rule_id, 'rule_name', r.name, 'refused', m.refused,
+                       'channel', last.channel, 'status', last.status) ORDER BY m.id)
+                   FROM realtime_messages m
+                   LEFT JOIN trigger_rules r ON r.id = m.rule_id
+                   LEFT JOIN LATERAL (
+                       SELECT channel, status FROM message_events
+                       WHERE message_id = 't' || m.id || ':' || m.client_id || ':' || m.step
+                       ORDER BY at DESC LIMIT 1) last ON true
+                   WHERE m.producer_id = e.producer_id AND m.event_id = e.event_id
+               ), '[]')::text AS messages
+        FROM (SELECT * FROM producer_events
+              WHERE $2::text IS NULL OR type = $2
+              ORDER BY received_at DESC LIMIT $1) e
+        JOIN producers p ON p.id = e.producer_id
+        ORDER BY e.received_at DESC
+        """,
+        limit,
+        event_type,
+    )
+    return [
+        RecentEvent(
+            **{k: v for k, v in dict(r).items() if k != "messages"},
+            messages=_caused_decoder.decode(r["messages"]),
+        )
+        for r in rows
+    ]

@@ -113,7 +113,7 @@ async def empty_and_errors(
     await page.goto(url + "/ui/tasks?status=cancelled")
     await shot(page, "empty-12-tasks")
     # Refused: a page of another role's workspace; "take next" while away
-    await page.goto(url + "/ui/section/admin")
+    await page.goto(url + "/ui/admin/users")
     await shot(page, "error-403")
     await page.goto(url + "/ui/cases")
     if await page.locator("#presence-select").count():

@@ -21,6 +21,8 @@ from aiohttp import web
 
 from admin_api.app import init_app
 from crm.users import PasswordPolicy
+from herald.cli import screenshot_admin
+from herald.cli import screenshot_campaigns as campaigns
 from herald.cli import screenshot_marketer as marketer
 from herald.cli import screenshot_variants as variants
 from herald.cli.browser import VIEWPORT, chromium
@@ -102,6 +104,7 @@ async def take(settings: Settings, out: Path) -> list[Path]:
     try:
         await ensure_demo_users(conn, PasswordPolicy(settings.password_min_length))
         client_id, surname, phone = await _demo_client(conn)
+        campaign_id = await campaigns.a_campaign(conn)
     finally:
         await conn.close()
     written: list[Path] = []
@@ -186,8 +189,18 @@ async def take(settings: Settings, out: Path) -> list[Path]:
         await log_in(page, url, "operator_cc")
         await page.goto(url + "/ui/tasks")
         await shot(page, "12-tasks")
+        # Exports: the case list as CSV, then "My exports"
+        await page.goto(url + "/ui/cases")
+        async with page.expect_download():
+            await page.click("form[data-export=cases] button[value=csv]")
+        await page.goto(url + "/ui/exports")
+        await shot(page, "13-exports")
         await context.close()
+        await screenshot_admin.supervisor_and_admin(browser, url, shot, log_in, VIEWPORT)
         await marketer.content_pages(browser, url, shot, log_in, client_id=client_id)
+        await campaigns.campaign_pages(
+            browser, url, shot, log_in, campaign_id=campaign_id, viewport=VIEWPORT
+        )
         # The narrow, empty and error variants (herald/cli/screenshot_variants.py)
         conn = await asyncpg.connect(settings.database_url)
         await init_connection(conn)

@@ -81,7 +81,8 @@
   document.addEventListener("htmx:sseOpen", function () { liveState(true); });
   document.addEventListener("htmx:sseError", function () { liveState(false); });
   document.addEventListener("htmx:afterSwap", function (event) {
-    var el = event.detail.target;
+    // The SSE extension's swaps carry no detail.target, only detail.elt (the swapped element).
+    var el = event.detail.target || event.detail.elt;
     if (!el || !el.id) return;
     if (el.id === "live-ready") {
       readyCount += 1;
@@ -90,13 +91,44 @@
     } else if (el.id === "live-cases") {
       var text = el.textContent.trim();
       if (text === "resync") { resync(); return; }
-      var ids = text.split(/\s+/);
-      document.querySelectorAll("[data-case-id][hx-get]").forEach(function (node) {
-        if (ids.indexOf(node.dataset.caseId) >= 0) htmx.trigger(node, "herald:case-changed");
-      });
+      // Lists (queue, tasks, wallboard) follow every change. A case page does not reload its
+      // body on its own case's change: that would wipe the message its action just showed
+      // (its own actions re-render it; a resync still reloads it).
       htmx.trigger(document.body, "herald:cases");
+    } else if (el.id === "live-agents") {
+      htmx.trigger(document.body, "herald:agents"); // presence or load: the wallboard
     }
   });
+
+  // -- Campaign figures (event "campaign"): handed to the page as "herald:campaigns". -----
+  document.addEventListener("htmx:sseMessage", function (event) {
+    if (!event.target || event.target.id !== "live-campaigns") return;
+    try { window.heraldCampaigns = JSON.parse(event.detail.data); } catch (e) { return; }
+    document.dispatchEvent(new CustomEvent("herald:campaigns", { detail: window.heraldCampaigns }));
+  });
+
+  // -- Scripts only some pages need (data-scripts, data-styles), loaded once, in order. ---
+  var loaded = {};
+  function loadPageScripts() {
+    document.querySelectorAll("[data-scripts], [data-styles]").forEach(function (el) {
+      (el.dataset.styles || "").split(" ").filter(Boolean).forEach(function (href) {
+        if (loaded[href]) return;
+        loaded[href] = true;
+        var link = document.createElement("link");
+        link.rel = "stylesheet"; link.href = href;
+        document.head.appendChild(link);
+      });
+      (el.dataset.scripts || "").split(" ").filter(Boolean).forEach(function (src) {
+        if (loaded[src]) return;
+        loaded[src] = true;
+        var script = document.createElement("script");
+        script.src = src; script.async = false;
+        document.head.appendChild(script);
+      });
+    });
+  }
+  document.addEventListener("DOMContentLoaded", loadPageScripts);
+  document.addEventListener("htmx:afterSettle", loadPageScripts);
 
   // -- The menu marks the page shown (navigation swaps only <main>, not the top bar). -----
   function markMenu() {
@@ -117,6 +149,10 @@
   document.addEventListener("click", function (event) {
     var t = event.target;
     if (!(t instanceof HTMLElement)) return;
+    if (t.matches("input[data-tick-all]")) { // tick every row of the table
+      var table = t.closest("table");
+      if (table) table.querySelectorAll("input[name='" + t.dataset.tickAll + "']").forEach(function (box) { box.checked = t.checked; });
+    }
     var dismiss = t.closest("[data-dismiss]");
     if (dismiss) {
       var box = document.getElementById(dismiss.dataset.dismiss);

@@ -165,6 +165,42 @@ async def _campaign(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if figures["lost"] == 0 and figures["status"] == "completed" else 1
 
 
+def _funnel_options(parser: argparse.ArgumentParser) -> None:
+    _campaign_options(parser)
+    parser.add_argument(
+        "--sample",
+        type=_seconds,
+        default=0.25,
+        help="seconds between two counts of the database's truth (default 0.25)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=_whole_number(1, 10),
+        default=2,
+        help="pairs of runs, unwatched then watched (default 2)",
+    )
+
+
+async def _funnel(settings: Settings, args: argparse.Namespace) -> int:
+    """The live funnel's delay behind the database, and what the open page costs."""
+    from herald.cli.bench.funnel import run_funnel_bench
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    figures = await run_funnel_bench(
+        settings,
+        recipients=args.recipients,
+        workers=args.workers,
+        chain=args.chain,
+        sample=args.sample,
+        rounds=args.rounds,
+        say=say,
+    )
+    print(json.dumps(figures, ensure_ascii=False), flush=True)
+    return 0
+
+
 _requests = _whole_number(20, 100_000)
 
 
@@ -275,6 +311,7 @@ def register_benchmarks(
         _cases,
     )
     options["cases"] = _cases_options
+    from herald.cli.bench import exports as bench_exports
     from herald.cli.bench import segments as bench_segments
     from herald.cli.bench import ui as bench_ui
 
@@ -291,3 +328,16 @@ def register_benchmarks(
         bench_segments.main,
     )
     options["segments"] = bench_segments.add_options
+
+    benchmarks["funnel"] = (
+        "the campaign page's live funnel behind the database (p99), and the campaign's "
+        "rate with the page open vs not; on a seeded database of its own; JSON figures",
+        _funnel,
+    )
+    options["funnel"] = _funnel_options
+    benchmarks["exports"] = (
+        "CSV and XLSX export of N case-shaped rows (default 5 M) through the export "
+        "engine, each in a fresh process; time and peak RSS as JSON",
+        bench_exports.main,
+    )
+    options["exports"] = bench_exports.add_options
