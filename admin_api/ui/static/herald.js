@@ -141,13 +141,20 @@
       a.classList.toggle("active", a === best);
       if (a === best) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
     });
+    document.querySelectorAll("nav.menu details.menu-group").forEach(function (group) {
+      group.classList.toggle("active", !!(best && group.contains(best)));
+      group.open = false;
+    });
   }
   document.addEventListener("htmx:pushedIntoHistory", markMenu);
   window.addEventListener("popstate", markMenu);
 
-  // -- Small things: closing the call panel. ---------------------------------------------
+  // -- Small things: closing the call panel; a menu drop-down closes on a click elsewhere. -
   document.addEventListener("click", function (event) {
     var t = event.target;
+    document.querySelectorAll("nav.menu details.menu-group[open]").forEach(function (group) {
+      if (!group.contains(t) || (t instanceof Element && t.closest(".menu-drop a"))) group.open = false;
+    });
     if (!(t instanceof HTMLElement)) return;
     if (t.matches("input[data-tick-all]")) { // tick every row of the table
       var table = t.closest("table");
