@@ -215,7 +215,7 @@ async def _check_value(conn: asyncpg.Connection, cond: Cond, where: str) -> None
     elif fld in ("assignee", "client.segments"):
         table, what = ("users", "user") if fld == "assignee" else ("segments", "segment")
         if not values[0].isdigit() or not await conn.fetchval(
-            f"SELECT EXISTS (SELECT 1 FROM {table} WHERE id = $1::bigint)", values[0]
+            f"SELECT EXISTS (SELECT 1 FROM {table} WHERE id = $1)", int(values[0][:18])
         ):
             raise InvalidInput(f"{where}.value", f"no {what} {values[0]}")
 
@@ -235,9 +235,7 @@ async def _check_node(conn: asyncpg.Connection, node: Node, where: str, seen: li
             await _check_node(conn, item, f"{where}.items[{i}]", seen)
 
 
-async def _template_version(
-    conn: asyncpg.Connection, action: SendMessage, where: str
-) -> int:
+async def _template_version(conn: asyncpg.Connection, action: SendMessage, where: str) -> int:
     version = action.template_version or await conn.fetchval(
         "SELECT current_version FROM message_templates WHERE id = $1", action.template_id
     )
@@ -311,12 +309,17 @@ _COLUMNS = (
     "id, name, position, is_active, stop_processing, trigger, condition, actions, version, "
     "created_by, created_at, updated_by, updated_at"
 )
-# Decoded rules by (id, version): a version never changes, so this needs no invalidation.
-_decoded: dict[tuple[int, int], CaseRule] = {}
+# Decoded rules by (id, version, time of the version): a saved version never changes, so
+# this needs no invalidation (the time tells apart databases that reuse ids, as tests do).
+_decoded: dict[tuple[int, int, dt.datetime], CaseRule] = {}
+
+
+def _key(row: asyncpg.Record) -> tuple[int, int, dt.datetime]:
+    return (row["id"], row["version"], row["updated_at"])
 
 
 def rule_from_row(row: asyncpg.Record) -> CaseRule:
-    key = (row["id"], row["version"])
+    key = _key(row)
     found = _decoded.get(key)
     if found is None or found.is_active != row["is_active"] or found.position != row["position"]:
         found = msgspec.convert(dict(row), CaseRule)
@@ -328,11 +331,11 @@ def rule_from_row(row: asyncpg.Record) -> CaseRule:
 
 async def active_rules(conn: asyncpg.Connection, trigger_types: Sequence[str]) -> list[CaseRule]:
     rows = await conn.fetch(
-        "SELECT id, version, is_active, position FROM case_rules "
+        "SELECT id, version, updated_at, is_active, position FROM case_rules "
         "WHERE is_active AND trigger_type = ANY($1::text[]) ORDER BY position, id",
         list(trigger_types),
     )
-    missing = [r["id"] for r in rows if (r["id"], r["version"]) not in _decoded]
+    missing = [r["id"] for r in rows if _key(r) not in _decoded]
     if missing:
         for full in await conn.fetch(
             f"SELECT {_COLUMNS} FROM case_rules WHERE id = ANY($1::bigint[])", missing
@@ -342,7 +345,7 @@ async def active_rules(conn: asyncpg.Connection, trigger_types: Sequence[str]) -
 
 
 def rule_from_row_light(row: asyncpg.Record) -> CaseRule:
-    rule = _decoded[(row["id"], row["version"])]
+    rule = _decoded[_key(row)]
     if rule.is_active != row["is_active"] or rule.position != row["position"]:
         rule = msgspec.structs.replace(rule, is_active=row["is_active"], position=row["position"])
     return rule
@@ -437,9 +440,9 @@ async def _holds(conn: asyncpg.Connection, facts: _Facts, cond: Cond) -> tuple[b
         if key not in facts.segments:
             facts.segments[key] = facts.case.client_id is not None and bool(
                 await conn.fetchval(
-                    "SELECT EXISTS (SELECT 1 FROM segment_members WHERE segment_id = $1::bigint "
+                    "SELECT EXISTS (SELECT 1 FROM segment_members WHERE segment_id = $1 "
                     "AND client_id = $2)",
-                    key,
+                    int(key),
                     facts.case.client_id,
                 )
             )
@@ -885,9 +888,8 @@ TIME_TRIGGER_TYPES = frozenset({"idle", "scheduled"})
 
 # -- idle and scheduled rules ------------------------------------------------------------------
 
-_ACTIVITY = (
-    "greatest(c.status_changed_at, c.last_inbound_at, coalesce(c.last_outbound_at, c.created_at))"
-)
+# greatest() skips NULLs: a case never answered counts from its status change or message.
+_ACTIVITY = "greatest(c.status_changed_at, c.last_inbound_at, c.last_outbound_at)"
 _IDLE = f"""
 SELECT c.id FROM cases c
 WHERE c.status <> 'closed'

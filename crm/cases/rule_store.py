@@ -127,6 +127,8 @@ async def update_rule(
     async with conn.transaction():
         before = await get_rule(conn, rule_id, lock=True)
         spec = await rule_engine.check(conn, spec)
+        if spec.position == 0:  # not given: the rule keeps its place
+            spec = msgspec.structs.replace(spec, position=before.position)
         return await _save(conn, actor, before, spec, "update")
 
 
