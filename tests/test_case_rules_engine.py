@@ -741,7 +741,10 @@ async def test_dry_run_writes_nothing(client, demo_users, app_conn) -> None:
             "items": [cond("client.debt", "gt", 1000), cond("text", "contains", "борг")],
         },
     )
-    counts = "SELECT (SELECT count(*) FROM case_events) + (SELECT count(*) FROM case_rule_outbox) + (SELECT count(*) FROM audit_log)"
+    counts = (
+        "SELECT (SELECT count(*) FROM case_events) + (SELECT count(*) FROM case_rule_outbox) "
+        "+ (SELECT count(*) FROM audit_log)"
+    )
     before = await app_conn.fetchval(counts)
     result = await ok(
         await client.post(
