@@ -8,6 +8,14 @@ from __future__ import annotations
 from admin_api.ui.menu import N_
 
 LABELS: dict[str, str] = {
+    # case event kinds of the rule engine
+    "automation": N_("Automation"),
+    "tag": N_("Tag"),
+    # versions of settings
+    "create": N_("Created"),
+    "update": N_("Changed"),
+    "delete": N_("Deleted"),
+    "rollback": N_("Restored"),
     # case statuses
     "new": N_("New"),
     "in_progress": N_("In progress"),

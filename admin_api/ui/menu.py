@@ -22,6 +22,8 @@ class MenuItem(msgspec.Struct, frozen=True):
     permission: str
     key: str
     active: bool = False
+    # The page loads scripts of its own (in <head>): it is opened as a whole page.
+    full_load: bool = False
 
 
 # In the order of the workspace. Parts 2 and 3 of the UI (marketer, supervisor, admin,
@@ -32,6 +34,7 @@ ITEMS: tuple[MenuItem, ...] = (
     MenuItem(N_("New case"), "/ui/cases/new", "cases.manage", "case-new"),
     MenuItem(N_("Tasks"), "/ui/tasks", "cases.manage", "tasks"),
     MenuItem(N_("Supervisor"), "/ui/section/supervisor", "cases.supervise", "supervisor"),
+    MenuItem(N_("Automation"), "/ui/automation", "cases.automation", "automation", full_load=True),
     MenuItem(N_("Campaigns"), "/ui/section/campaigns", "campaigns.manage", "campaigns"),
     MenuItem(N_("Segments"), "/ui/section/segments", "segments.read", "segments"),
     MenuItem(N_("Reports"), "/ui/section/reports", "audit.read", "reports"),

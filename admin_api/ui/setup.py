@@ -6,6 +6,7 @@ from aiohttp import web
 
 from admin_api.routing import EndpointTable
 from admin_api.ui import (
+    automation_pages,
     card_pages,
     case_pages,
     contact_pages,
@@ -32,6 +33,7 @@ UI_TABLES: tuple[EndpointTable, ...] = (
     mass_edit_pages.endpoints,
     live.endpoints,
     task_pages.endpoints,
+    automation_pages.endpoints,
 )
 
 __all__ = ["UI_TABLES", "setup_ui", "ui_guard"]

@@ -303,3 +303,30 @@ def draft(spec: CaseRuleSpec, actor: Actor) -> CaseRule:
 async def webhook_secret(conn: asyncpg.Connection) -> str:
     value: str = await conn.fetchval("SELECT webhook_secret FROM case_rule_settings")
     return value
+
+
+async def designer_choices(conn: asyncpg.Connection) -> dict[str, list[dict[str, Any]]]:
+    """What the designer's selects offer: categories, groups, users, segments, templates."""
+    categories = await conn.fetch(
+        "SELECT code, name_uk, name_en FROM case_categories WHERE is_active ORDER BY code"
+    )
+    groups = await conn.fetch("SELECT code, name_uk, name_en FROM case_groups ORDER BY code")
+    users = await conn.fetch(
+        "SELECT id, full_name, login FROM users WHERE is_active ORDER BY full_name LIMIT 500"
+    )
+    segments = await conn.fetch("SELECT id, name FROM segments ORDER BY name LIMIT 500")
+    templates = await conn.fetch(
+        """
+        SELECT t.id, t.name, array(SELECT jsonb_object_keys(v.variants)) AS channels
+        FROM message_templates t
+        JOIN message_template_versions v ON v.template_id = t.id AND v.version = t.current_version
+        ORDER BY t.name LIMIT 500
+        """
+    )
+    return {
+        "categories": [dict(r) for r in categories],
+        "groups": [dict(r) for r in groups],
+        "users": [dict(r) for r in users],
+        "segments": [dict(r) for r in segments],
+        "templates": [dict(r) for r in templates],
+    }
