@@ -123,7 +123,13 @@
           if (row.field === "category" && row.op === "under") return "enum";
           return kind;
         },
-        fieldChanged: function (row) {
+        setRow: function (row, key, value) { row[key] = value; },
+        setValues: function (row, select) {
+          row.values = Array.prototype.map.call(select.selectedOptions, function (o) { return o.value; });
+        },
+        setAction: function (a, key, value) { a[key] = value; },
+        setField: function (row, value) {
+          row.field = value;
           var ops = this.fieldOf(row).ops;
           if (ops.indexOf(row.op) < 0) row.op = ops[0];
           row.value = this.fieldOf(row).kind === "bool" ? "true" : "";
@@ -149,7 +155,7 @@
           this.addChildGroup(0);
         },
         removeRow: function (i) { this.rows.splice(i, this.end(i) - i); },
-        valueOf: function (row) {
+        rowValue: function (row) {
           var kind = this.inputKind(row);
           if (kind === "none") return null;
           if (kind === "multi") return row.values.slice();
@@ -162,7 +168,7 @@
           function build(i, path) {
             var row = rows[i];
             row.path = path;
-            if (row.kind === "cond") return [{ kind: "cond", field: row.field, op: row.op, value: self.valueOf(row) }, i + 1];
+            if (row.kind === "cond") return [{ kind: "cond", field: row.field, op: row.op, value: self.rowValue(row) }, i + 1];
             var items = [], j = i + 1;
             while (j < rows.length && rows[j].depth > row.depth) {
               var sub = build(j, row.kind === "not" ? path + ".item" : path + ".items[" + items.length + "]");
@@ -221,7 +227,8 @@
         showProblem: function (problem) {
           var errors = {}, texts = this.texts;
           (problem.errors || []).forEach(function (e) {
-            errors[e.field] = texts.checkField + ": " + e.message;
+            // A dry run sends the form as "rule": its errors name the form's own fields.
+            errors[String(e.field).replace(/^rule\./, "")] = texts.checkField + ": " + e.message;
           });
           if (!Object.keys(errors).length && problem.detail) this.general = problem.detail;
           else this.general = texts.saveFailed;
