@@ -654,6 +654,10 @@ async def _outbox(
     return f"outbox {outbox_id}"
 
 
+# The actions that change the case's row: the facts are read again after them.
+_CHANGES_CASE = (SetStatus, SetPriority, SetCategory, SetGroup, SetAssignee, Route)
+
+
 async def _run_actions(
     conn: asyncpg.Connection, facts: _Facts, rule: CaseRule, fired: Fired
 ) -> list[ActionOutcome]:
@@ -667,10 +671,10 @@ async def _run_actions(
             outcomes.append(ActionOutcome(kind, False, str(exc)[:500]))
         else:
             outcomes.append(ActionOutcome(kind, True, detail))
-        facts.case = await store.get_case(conn, facts.case.id)
-        facts.tags = list(
-            await conn.fetchval("SELECT tags FROM cases WHERE id = $1", facts.case.id)
-        )
+        if isinstance(action, _CHANGES_CASE):
+            facts.case = await store.get_case(conn, facts.case.id)
+        elif isinstance(action, AddTag) and outcomes[-1].ok and action.tag not in facts.tags:
+            facts.tags.append(action.tag)
     return outcomes
 
 
