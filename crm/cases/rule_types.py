@@ -26,7 +26,7 @@ TriggerType = Literal[
     "task_done",
     "scheduled",
 ]
-TRIGGER_TYPES: tuple[str, ...] = TriggerType.__args__  # type: ignore[attr-defined]
+TRIGGER_TYPES: tuple[str, ...] = TriggerType.__args__  # type: ignore[attr-defined]  # a Literal has them
 ChangedField = Literal["status", "priority", "category", "case_type", "group", "assignee"]
 TIME_TRIGGERS = frozenset({"idle", "scheduled"})
 
@@ -48,7 +48,7 @@ Field = Literal[
     "client.registers",
     "client.debt",
 ]
-FIELDS: tuple[str, ...] = Field.__args__  # type: ignore[attr-defined]
+FIELDS: tuple[str, ...] = Field.__args__  # type: ignore[attr-defined]  # a Literal has them
 Op = Literal[
     "eq",
     "ne",
@@ -65,7 +65,7 @@ Op = Literal[
     "is_set",
     "is_not_set",
 ]
-OPS: tuple[str, ...] = Op.__args__  # type: ignore[attr-defined]
+OPS: tuple[str, ...] = Op.__args__  # type: ignore[attr-defined]  # a Literal has them
 Value = str | float | bool | list[str] | None
 Text = Annotated[str, Meta(min_length=1, max_length=2000)]
 
