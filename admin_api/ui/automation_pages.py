@@ -160,7 +160,7 @@ async def _options(request: web.Request) -> dict[str, Any]:
                 "value": code,
                 "label": gettext(label),
                 "kind": kind,
-                "ops": sorted(rule_engine._FIELD_OPS[code], key=list(OP_NAMES).index),
+                "ops": [op for op in OP_NAMES if op in rule_engine._FIELD_OPS[code]],
                 "choices": enum.get(code, []),
             }
         )
