@@ -56,6 +56,12 @@ OWNERS: dict[str, tuple[str, ...]] = {
     "case_notifications": ("dispatcher/realtime/case_notify.py",),
     "case_notify_queue": ("dispatcher/realtime/case_notify.py",),
     "case_routing_rules": ("crm/cases/groups.py",),
+    "case_rule_alerts": ("crm/cases/rule_engine.py",),
+    "case_rule_outbox": ("crm/cases/rule_engine.py",),
+    "case_rule_queue": ("crm/cases/rule_engine.py",),
+    "case_rule_runs": ("crm/cases/rule_engine.py",),
+    "case_rule_versions": ("crm/cases/rule_store.py",),
+    "case_rules": ("crm/cases/rule_store.py",),
     "case_routing_settings": ("crm/cases/groups.py",),
     "case_settings": ("crm/cases/duplicates.py",),
     "case_sla_policies": ("crm/cases/sla_config.py",),
@@ -124,6 +130,11 @@ OWNERS: dict[str, tuple[str, ...]] = {
 
 # (table, module) -> why that module writes a table it does not own.
 EXCEPTIONS: dict[tuple[str, str], str] = {
+    (
+        "case_rule_outbox",
+        "dispatcher/realtime/case_rule_outbox.py",
+    ): "the rule engine queues webhooks and messages; the dispatcher's duty claims, retries "
+    "and closes the rows it delivers (like case_email_outbox)",
     (
         "audit_log",
         "rules/consent.py",

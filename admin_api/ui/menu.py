@@ -23,6 +23,8 @@ class MenuItem(msgspec.Struct, frozen=True):
     key: str
     active: bool = False
     group: str = ""
+    # The page loads scripts of its own (in <head>): it is opened as a whole page.
+    full_load: bool = False
 
 
 class MenuGroup(msgspec.Struct, frozen=True):
@@ -63,6 +65,14 @@ ITEMS: tuple[MenuItem, ...] = (
     MenuItem(N_("Reports"), "/ui/reports", "reports.own", "reports", group="analytics"),
     MenuItem(N_("Dashboards"), "/ui/dashboards", "reports.own", "dashboards", group="analytics"),
     MenuItem(N_("Users and settings"), "/ui/admin", "users.manage", "admin", group="admin"),
+    MenuItem(
+        N_("Automation"),
+        "/ui/automation",
+        "cases.automation",
+        "automation",
+        full_load=True,
+        group="admin",
+    ),
     MenuItem(N_("Audit"), "/ui/audit", "audit.read", "audit", group="admin"),
 )
 

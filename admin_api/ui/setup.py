@@ -8,6 +8,7 @@ from admin_api.routing import EndpointTable
 from admin_api.ui import (
     admin_pages,
     audit_pages,
+    automation_pages,
     campaign_live,
     campaign_pages,
     card_pages,
@@ -57,6 +58,7 @@ UI_TABLES: tuple[EndpointTable, ...] = (
     trigger_pages.endpoints,
     report_pages.endpoints,
     dashboard_pages.endpoints,
+    automation_pages.endpoints,
 )
 
 __all__ = ["UI_TABLES", "setup_ui", "ui_guard"]
