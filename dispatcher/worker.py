@@ -23,8 +23,11 @@ import asyncio
 import collections
 import logging
 import multiprocessing
+import multiprocessing.connection
+import multiprocessing.process
 import os
 import signal
+import time
 from collections.abc import Coroutine
 from typing import Literal
 
@@ -254,38 +257,67 @@ def _process_main(settings: Settings, index: int, processes: int, role: Role) ->
     uvloop.run(run_worker(settings, index, processes, role=role))
 
 
+RESPAWN_BACKOFF_MAX = 30.0
+"""Seconds at most between restarts of a worker process that keeps dying at once."""
+
+
 def run_workers(settings: Settings, processes: int, realtime_processes: int = 1) -> int:
-    """Start ``processes`` bulk and ``realtime_processes`` realtime worker processes and wait
-    for all; exit code non-zero if one failed. With no realtime process the bulk ones
-    take realtime work at full priority, as a single process does."""
+    """Start ``processes`` bulk and ``realtime_processes`` realtime worker processes and keep
+    them running until SIGTERM/SIGINT: a process that dies (``kill -9``, out of memory, a
+    crash) is started again with the same index, so its shards are consumed again within
+    seconds (its unacknowledged messages went back to the queue when its connection
+    closed; a batch already committed is skipped when it comes back). One that keeps dying
+    at once is restarted after a growing pause (up to ``RESPAWN_BACKOFF_MAX`` s). Exit code
+    non-zero if one failed at the end. With no realtime process the bulk ones take realtime
+    work at full priority, as a single process does."""
     ctx = multiprocessing.get_context("spawn")
     bulk_role: Role = "bulk" if realtime_processes else "all"
-    procs = [
-        ctx.Process(
-            target=_process_main,
-            args=(settings, i, processes, bulk_role),
-            name=f"herald-worker-{i + 1}",
-        )
-        for i in range(processes)
+    plan: list[tuple[int, int, Role, str]] = [
+        (i, processes, bulk_role, f"herald-worker-{i + 1}") for i in range(processes)
     ]
-    procs += [
-        ctx.Process(
-            target=_process_main,
-            args=(settings, i, realtime_processes, "realtime"),
-            name=f"herald-realtime-{i + 1}",
-        )
+    plan += [
+        (i, realtime_processes, "realtime", f"herald-realtime-{i + 1}")
         for i in range(realtime_processes)
     ]
-    for proc in procs:
+
+    def start(slot: int) -> multiprocessing.process.BaseProcess:
+        index, count, role, name = plan[slot]
+        proc = ctx.Process(target=_process_main, args=(settings, index, count, role), name=name)
         proc.start()
+        return proc
+
+    procs = [start(slot) for slot in range(len(plan))]
+    started = [time.monotonic()] * len(plan)
+    failures = [0] * len(plan)
+    stopping = False
 
     def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
         for proc in procs:
             if proc.is_alive() and proc.pid:
                 os.kill(proc.pid, signal.SIGTERM)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    while not stopping:
+        multiprocessing.connection.wait([p.sentinel for p in procs], timeout=1.0)
+        for slot, proc in enumerate(procs):
+            if stopping or proc.is_alive():
+                continue
+            # A process that lived a minute had a fault, not a broken start: no pause.
+            failures[slot] = 0 if time.monotonic() - started[slot] > 60 else failures[slot] + 1
+            pause = min(RESPAWN_BACKOFF_MAX, 0.5 * 2 ** failures[slot]) if failures[slot] else 0
+            log.error(
+                "%s exited with %s; starting it again%s",
+                proc.name,
+                proc.exitcode,
+                f" in {pause:.0f} s" if pause else "",
+            )
+            time.sleep(pause)
+            if not stopping:
+                procs[slot] = start(slot)
+                started[slot] = time.monotonic()
     for proc in procs:
         proc.join()
     return max((p.exitcode or 0) for p in procs)
