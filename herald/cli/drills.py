@@ -1,0 +1,496 @@
+"""``herald drill NAME``: a campaign with receipts, triggers and operator reads, and a fault
+injected half-way through it; the last line printed is JSON with what was lost.
+
+Set-up (not measured), as ``herald load``: a database of its own (``<database>_drill``,
+``--recipients`` clients, kept for the next run with the same number), templates, a
+producer and a trigger rule, high rate limits; a Redis server of the drill's own (on a
+free port: restarting it disturbs nobody else); the admin API, the simulators and
+``herald worker`` as processes of their own. The campaign goes by Viber, falling back to
+SMS for the ~20 % of phones the Viber simulator does not know; receipts flow back; a
+producer posts 20 trigger events/s (an SMS each; a refused post is posted again with the
+same event ids, as a producer does); four operators open cards in a loop.
+
+When ~40 % of the recipients are processed, the fault:
+
+- ``kill-worker``: ``kill -9`` one bulk worker process (the worker supervisor starts it again);
+- ``kill-all-workers``: ``kill -9`` every worker process, then ``herald worker`` again;
+- ``broker-restart``: ``rabbitmqctl stop_app``, 10 s, ``start_app`` (the machine's broker!);
+- ``db-restart``: PostgreSQL fast shutdown and start (the machine's server!);
+- ``redis-restart``: the drill's Redis killed and started empty (token buckets, caches gone);
+- ``sms-outage``: the SMS provider answers 503 to everything for ``--fault-seconds``;
+- ``viber-429``: the Viber provider answers 429 to everything for ``--fault-seconds``;
+- ``api-kill``: ``kill -9`` the API under load, then start it again;
+- ``host-loss``: not implemented yet (refused).
+
+Then it waits for the campaign to complete and for the triggers, and prints: ``drill``,
+``recipients``, ``lost`` (recipients without an outcome, and messages recorded as sent that
+no provider accepted), ``duplicates`` (submissions of an already accepted message id at the
+simulators, which deduplicate by it: what a provider without idempotency keys would have
+delivered twice), ``recover_s`` (from the end of the fault until the work it stopped moves
+again), ``failed_requests`` and ``failed_for_s`` (operator reads that failed, and the time
+from the first to the last of them), ``triggers``, ``triggers_lost`` (accepted events whose
+SMS never reached the simulator), ``seconds``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import asyncpg
+import msgspec
+
+from dispatcher.campaigns import store as campaigns
+from dispatcher.campaigns.types import AllClientsAudience, CampaignSpec
+from herald.audit import SYSTEM
+from herald.cli.bench.campaign import account, prepare_database, wait_http
+from herald.cli.load import (
+    EVENT_TYPE,
+    free_port,
+    prepare_fixture,
+    rig_settings,
+    trigger_latencies,
+)
+from herald.db import init_connection
+from herald.settings import Settings, env_name
+
+Say = Callable[[str], None]
+RECEIPT_TIMEOUT_S = 120
+EVENTS_PER_S = 20
+OPERATORS = 4
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        try:
+            with open(f"/proc/{current}/task/{current}/children") as f:
+                todo += [int(c) for c in f.read().split()]
+        except OSError:
+            continue
+    return found
+
+
+class Rig:
+    """The drill's processes: a Redis of its own, the API, the simulators, the workers."""
+
+    def __init__(self, settings: Settings, workers: int) -> None:
+        self.settings = settings
+        self.workers = workers
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
+        for field in msgspec.structs.fields(settings):
+            self.env[env_name(field.name)] = str(getattr(settings, field.name))
+        self.env["HERALD_LOG_FORMAT"] = "console"
+        run = [sys.executable, "-m", "herald"]
+        self.commands = {
+            "redis": [
+                shutil.which("redis-server") or "redis-server",
+                "--port",
+                settings.redis_url.rsplit(":", 1)[1].split("/")[0],
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--logfile",
+                "",
+                "--loglevel",
+                "warning",
+            ],
+            "api": [*run, "serve"],
+            "simulators": [*run, "simulators"],
+            "worker": [*run, "worker", "--processes", str(workers)],
+        }
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, kind: str) -> None:
+        self.procs[kind] = subprocess.Popen(
+            self.commands[kind], env=self.env, start_new_session=True
+        )
+
+    def kill(self, kind: str) -> None:
+        """``kill -9`` the process group of ``kind`` (a process and its children)."""
+        proc = self.procs[kind]
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+
+    def worker_children(self) -> list[int]:
+        """The worker processes under ``herald worker`` in the order they were started (bulk
+        1..n, then realtime); not multiprocessing's resource tracker."""
+        found = []
+        for pid in _tree(self.procs["worker"].pid)[1:]:
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if b"spawn_main" in f.read():
+                        found.append(pid)
+            except OSError:
+                continue
+        return sorted(found)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+class Operators:
+    """Operators opening cards in a loop; counts the requests that failed, and when."""
+
+    def __init__(self, base: str, clients: list[int]) -> None:
+        self.base, self.clients = base, clients
+        self.ok = 0
+        self.failed: list[float] = []
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def _one(self, session: aiohttp.ClientSession) -> None:
+        token = ""
+        rnd = random.Random()
+        while True:
+            try:
+                if not token:
+                    async with session.post(
+                        f"{self.base}/api/v1/auth/login",
+                        json={"login": "operator.cc", "password": "Herald-Occ-2026!"},
+                    ) as r:
+                        if r.status != 200:
+                            raise aiohttp.ClientError(f"login {r.status}")
+                        token = (await r.json())["token"]
+                client_id = rnd.choice(self.clients)
+                async with session.get(
+                    f"{self.base}/api/v1/clients/{client_id}",
+                    headers={"Authorization": f"Bearer {token}"},
+                ) as r:
+                    await r.read()
+                    if r.status == 401:
+                        token = ""
+                    if r.status != 200:
+                        raise aiohttp.ClientError(f"card {r.status}")
+                self.ok += 1
+            except (aiohttp.ClientError, TimeoutError):
+                self.failed.append(time.monotonic())
+                await asyncio.sleep(0.5)
+            await asyncio.sleep(0.2)
+
+    def start(self, session: aiohttp.ClientSession) -> None:
+        self._tasks = [asyncio.create_task(self._one(session)) for _ in range(OPERATORS)]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class Producer:
+    """A billing system posting payments; a refused post is posted again, same event ids."""
+
+    def __init__(self, base: str, key: str, clients: list[int], tag: str) -> None:
+        self.base, self.key, self.clients, self.tag = base, key, clients, tag
+        self.accepted = 0
+        self.refused_posts = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self, session: aiohttp.ClientSession) -> None:
+        n = 0
+        while True:
+            batch = [
+                {
+                    "event_id": f"drill-{self.tag}-{n + i}",
+                    "type": EVENT_TYPE,
+                    "client_id": self.clients[(n + i) % len(self.clients)],
+                    "occurred_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "data": {"amount": 100 + i},
+                }
+                for i in range(EVENTS_PER_S // 2)
+            ]
+            n += len(batch)
+            while True:
+                try:
+                    async with session.post(
+                        f"{self.base}/api/v1/events",
+                        json={"events": batch},
+                        headers={"Authorization": f"Bearer {self.key}"},
+                    ) as r:
+                        await r.read()
+                        if r.status == 200:
+                            self.accepted += len(batch)
+                            break
+                except (aiohttp.ClientError, TimeoutError):
+                    pass
+                self.refused_posts += 1
+                await asyncio.sleep(1.0)
+            await asyncio.sleep(0.5)
+
+    def start(self, session: aiohttp.ClientSession) -> None:
+        self._task = asyncio.create_task(self._run(session))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+
+async def _sim(
+    session: aiohttp.ClientSession, sim: str, method: str, path: str, body: Any = None
+) -> Any:
+    async with session.request(method, f"{sim}{path}", json=body) as r:
+        r.raise_for_status()
+        return await r.json()
+
+
+async def _count(settings: Settings, sql: str, *args: Any) -> int:
+    conn = await asyncpg.connect(settings.database_admin_url)
+    try:
+        return int(await conn.fetchval(sql, *args) or 0)
+    finally:
+        await conn.close()
+
+
+async def _wait_for(probe: Callable[[], Awaitable[bool]], seconds: float, what: str) -> float:
+    """Poll ``probe`` until true; the seconds it took (RuntimeError after ``seconds``)."""
+    started = time.monotonic()
+    while not await probe():
+        if time.monotonic() - started > seconds:
+            raise RuntimeError(f"{what}: not within {seconds:.0f} s")
+        await asyncio.sleep(0.2)
+    return time.monotonic() - started
+
+
+class Drill:
+    def __init__(
+        self, name: str, rig: Rig, session: aiohttp.ClientSession, campaign_id: int, fault_s: int
+    ) -> None:
+        self.name, self.rig, self.session = name, rig, session
+        self.campaign_id, self.fault_s = campaign_id, fault_s
+        self.settings = rig.settings
+        self.sim = f"http://127.0.0.1:{self.settings.simulators_port}"
+
+    async def batches_done(self, shards: list[int] | None = None) -> int:
+        return await _count(
+            self.settings,
+            "SELECT count(*) FROM campaign_batches WHERE campaign_id = $1 AND done "
+            "AND ($2::int[] IS NULL OR shard = ANY($2::int[]))",
+            self.campaign_id,
+            shards,
+        )
+
+    async def accepted(self, channel: str) -> int:
+        return int((await _sim(self.session, self.sim, "GET", f"/{channel}/sim/stats"))["accepted"])
+
+    async def moves(self, counter: Callable[[], Awaitable[int]], seconds: float = 600) -> float:
+        """Seconds until ``counter`` grows."""
+        before = await counter()
+
+        async def grew() -> bool:
+            return await counter() > before
+
+        return await _wait_for(grew, seconds, f"{self.name}: no progress after the fault")
+
+    async def inject(self) -> float:
+        """Inject the fault and remove it; the seconds until the stopped work moved again
+        (counted from the fault's end)."""
+        name = self.name
+        if name == "kill-worker":
+            victim = self.rig.worker_children()[0]  # bulk process 1: shards s % workers == 0
+            shards = [s for s in range(self.settings.shards) if s % self.rig.workers == 0]
+            os.kill(victim, signal.SIGKILL)
+            return await self.moves(lambda: self.batches_done(shards))
+        if name == "kill-all-workers":
+            self.rig.kill("worker")
+            self.rig.start("worker")
+            return await self.moves(self.batches_done)
+        if name == "api-kill":
+            self.rig.kill("api")
+            await asyncio.sleep(2)
+            self.rig.start("api")
+            base = f"http://127.0.0.1:{self.settings.http_port}"
+            ended = time.monotonic()
+            await wait_http(f"{base}/readyz", 120)
+            return time.monotonic() - ended
+        if name == "redis-restart":
+            self.rig.kill("redis")
+            await asyncio.sleep(2)
+            self.rig.start("redis")
+            return await self.moves(self.batches_done)
+        if name == "broker-restart":
+            subprocess.run(["rabbitmqctl", "stop_app"], check=True, capture_output=True)
+            await asyncio.sleep(10)
+            subprocess.run(["rabbitmqctl", "start_app"], check=True, capture_output=True)
+            return await self.moves(self.batches_done)
+        if name == "db-restart":
+            data = await _count_text(self.settings, "SHOW data_directory")
+            subprocess.run(
+                ["su", "postgres", "-c", f"pg_ctl -D {data} -m fast -w restart"],
+                check=True,
+                capture_output=True,
+            )
+            return await self.moves(self.batches_done)
+        if name in ("sms-outage", "viber-429"):
+            channel = "sms" if name == "sms-outage" else "viber"
+            broken = (
+                {"transient_rate": 1.0, "fail_status": 503}
+                if channel == "sms"
+                else {"max_per_second": 0.001, "retry_after_s": 1.0}
+            )
+            healthy = (
+                {"transient_rate": 0.0}
+                if channel == "sms"
+                else {"max_per_second": 0.0, "retry_after_s": None}
+            )
+            await _sim(self.session, self.sim, "PUT", f"/{channel}/sim/config", broken)
+            await asyncio.sleep(self.fault_s)
+            await _sim(self.session, self.sim, "PUT", f"/{channel}/sim/config", healthy)
+            return await self.moves(lambda: self.accepted(channel))
+        raise SystemExit(f"herald drill: {name} is not implemented")
+
+
+async def _count_text(settings: Settings, sql: str) -> str:
+    conn = await asyncpg.connect(settings.database_admin_url)
+    try:
+        return str(await conn.fetchval(sql))
+    finally:
+        await conn.close()
+
+
+async def run_drill(base: Settings, args: argparse.Namespace, say: Say) -> dict[str, Any]:
+    name = args.name
+    if name == "host-loss":
+        raise SystemExit("herald drill host-loss: not implemented yet")
+    settings = rig_settings(base, "_drill", f"drill{os.getpid()}", args.workers)
+    settings = msgspec.structs.replace(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    tag = f"{name}-{int(time.time())}"
+    await prepare_database(settings, args.recipients, say)
+    fixture = await prepare_fixture(settings, tag)
+    rig = Rig(settings, args.workers)
+    started = time.time()
+    try:
+        for kind in ("redis", "simulators", "api", "worker"):
+            rig.start(kind)
+        api = f"http://127.0.0.1:{settings.http_port}"
+        sim = f"http://127.0.0.1:{settings.simulators_port}"
+        await wait_http(f"{api}/readyz", 120)
+        await wait_http(f"{sim}/healthz", 60)
+        timeout = aiohttp.ClientTimeout(total=10)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            for channel in ("sms", "viber"):
+                await _sim(session, sim, "POST", f"/{channel}/sim/reset")
+                await _sim(
+                    session,
+                    sim,
+                    "PUT",
+                    f"/{channel}/sim/config",
+                    {
+                        "delivered_after_ms": 200,
+                        "read_share": 0.0,
+                        "keep_messages": 2_000_000,
+                        "unknown_address_pattern": "[05]$" if channel == "viber" else None,
+                    },
+                )
+            conn = await asyncpg.connect(settings.database_url)
+            await init_connection(conn)
+            try:
+                campaign = await campaigns.create(
+                    conn,
+                    SYSTEM,
+                    CampaignSpec(
+                        name=f"drill {tag}",
+                        template_id=fixture.campaign_template_id,
+                        audience=AllClientsAudience(),
+                        channel_chain=["viber", "sms"],
+                        receipt_timeout_seconds=RECEIPT_TIMEOUT_S,
+                    ),
+                )
+                await campaigns.launch(conn, SYSTEM, campaign.id, None)
+            finally:
+                await conn.close()
+            say(f"campaign {campaign.id} launched; chain viber -> sms")
+            operators = Operators(api, fixture.trigger_clients[:500])
+            producer = Producer(api, fixture.producer_key, fixture.trigger_clients, tag)
+            operators.start(session)
+            producer.start(session)
+            drill = Drill(name, rig, session, campaign.id, args.fault_seconds)
+            total = await _count(
+                settings,
+                "SELECT count(*) FROM accounts WHERE status = 'active'",
+            )
+
+            async def under_way() -> bool:
+                done = await _count(
+                    settings,
+                    "SELECT coalesce(sum(cardinality(client_ids)), 0) FROM campaign_batches "
+                    "WHERE campaign_id = $1 AND step = 0 AND done",
+                    campaign.id,
+                )
+                return done >= 0.4 * total
+
+            await _wait_for(under_way, 900, "the campaign did not get under way")
+            say(f"injecting {name}")
+            recover_s = await drill.inject()
+            say(f"  work moved again {recover_s:.1f} s after the fault ended")
+
+            async def completed() -> bool:
+                status = await _count_text(
+                    settings, f"SELECT status FROM campaigns WHERE id = {int(campaign.id)}"
+                )
+                return status in ("completed", "stopped", "failed")
+
+            await _wait_for(completed, 1800, "the campaign did not complete")
+            await producer.stop()
+            await operators.stop()
+            stats = {
+                c: await _sim(session, sim, "GET", f"/{c}/sim/stats") for c in ("viber", "sms")
+            }
+            status = await _count_text(
+                settings, f"SELECT status FROM campaigns WHERE id = {int(campaign.id)}"
+            )
+        latencies, triggers_lost = await trigger_latencies(settings, fixture.rule_id, started)
+    finally:
+        rig.stop()
+    fate = await account(settings, campaign.id)
+    accepted = sum(s["accepted"] for s in stats.values())
+    failed = operators.failed
+    return {
+        "drill": name,
+        "recipients": fate["recipients"],
+        "status": status,
+        "lost": fate["lost"] + max(0, fate["sent_messages"] - accepted),
+        "duplicates": sum(s["duplicates"] for s in stats.values()),
+        "recover_s": round(recover_s, 1),
+        "failed_requests": len(failed),
+        "failed_for_s": round(failed[-1] - failed[0], 1) if failed else 0.0,
+        "operator_requests_ok": operators.ok,
+        "triggers": len(latencies) + triggers_lost,
+        "triggers_lost": triggers_lost,
+        "producer_posts_retried": producer.refused_posts,
+        "reached": fate["reached"],
+        "not_sendable": fate["not_sendable"],
+        "seconds": round(time.time() - started, 1),
+    }
+
+
+async def main(settings: Settings, args: argparse.Namespace) -> int:
+    figures = await run_drill(settings, args, lambda line: print(line, file=sys.stderr, flush=True))
+    print(json.dumps(figures, ensure_ascii=False))
+    return 0 if figures["lost"] == 0 and figures["triggers_lost"] == 0 else 1
