@@ -28,8 +28,6 @@ class Attempt:
     sample: str  # the offending input (the journal keeps its first 300 characters)
 
 
-
-
 class InvalidInput(HeraldError):
     """A value given by the caller is wrong; ``field`` names it (dotted path for nested).
 
