@@ -657,9 +657,7 @@ class TemplateEngine:
     ) -> _Part | None:
         env: TemplateSandbox = self._envs[(language, kind == "html")]
         tree, found, reads = check_source(env, source, self.catalogue)
-        errors += [
-            FieldError(field, f.detail, f.line, source if f.escape else None) for f in found
-        ]
+        errors += [FieldError(field, f.detail, f.line, source if f.escape else None) for f in found]
         errors += self._placement_errors(field, source, kind, reads)
         used |= reads
         if tree is None:

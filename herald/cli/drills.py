@@ -10,7 +10,8 @@ SMS for the ~20 % of phones the Viber simulator does not know; receipts flow bac
 producer posts 20 trigger events/s (an SMS each; a refused post is posted again with the
 same event ids, as a producer does); four operators open cards in a loop.
 
-When ~40 % of the recipients are processed, the fault:
+The campaign is paced (a per-minute limit) to send for about 150 s, as real ones are; when
+~30 % of its recipients are processed, the fault:
 
 - ``kill-worker``: ``kill -9`` one bulk worker process (the worker supervisor starts it again);
 - ``kill-all-workers``: ``kill -9`` every worker process, then ``herald worker`` again;
@@ -20,7 +21,11 @@ When ~40 % of the recipients are processed, the fault:
 - ``sms-outage``: the SMS provider answers 503 to everything for ``--fault-seconds``;
 - ``viber-429``: the Viber provider answers 429 to everything for ``--fault-seconds``;
 - ``api-kill``: ``kill -9`` the API under load, then start it again;
-- ``host-loss``: not implemented yet (refused).
+- ``host-loss``: the workers run as two "hosts", each ``herald worker`` in a network
+  namespace of its own with its own address (``ip netns``, a veth pair each; the services,
+  on loopback here, are reached through TCP forwarders on each link); host 1's link goes
+  down and its processes are killed; host 2's workers, consuming every shard as well, go on
+  and take host 1's unacknowledged batches once the broker has given up on its link.
 
 Then it waits for the campaign to complete and for the triggers, and prints: ``drill``,
 ``recipients``, ``lost`` (recipients without an outcome, and messages recorded as sent that
@@ -47,6 +52,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import asyncpg
@@ -68,6 +74,7 @@ from herald.settings import Settings, env_name
 
 Say = Callable[[str], None]
 RECEIPT_TIMEOUT_S = 120
+SEND_SECONDS = 150
 EVENTS_PER_S = 20
 OPERATORS = 4
 
@@ -118,10 +125,23 @@ class Rig:
             "worker": [*run, "worker", "--processes", str(workers)],
         }
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.hosts: list[Host] = []
 
     def start(self, kind: str) -> None:
         self.procs[kind] = subprocess.Popen(
             self.commands[kind], env=self.env, start_new_session=True
+        )
+
+    def start_on(self, host: Host) -> None:
+        """``herald worker`` on ``host``: in its namespace, the services through its link."""
+        env = dict(self.env)
+        remote = host.settings(self.settings)
+        for field in msgspec.structs.fields(remote):
+            env[env_name(field.name)] = str(getattr(remote, field.name))
+        self.procs[f"worker@{host.n}"] = subprocess.Popen(
+            ["ip", "netns", "exec", host.netns, *self.commands["worker"]],
+            env=env,
+            start_new_session=True,
         )
 
     def kill(self, kind: str) -> None:
@@ -154,6 +174,99 @@ class Rig:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
+
+
+class Forwarder:
+    """TCP forwarders in this (the services') network namespace: ``listen``:port ->
+    127.0.0.1:port, for the services that listen on loopback only. A host whose link is
+    down gets no answer at all, as across a real network: the services learn of its loss
+    from their own timeouts (AMQP heartbeats, PostgreSQL's), not from a closed socket."""
+
+    def __init__(self) -> None:
+        self.servers: list[asyncio.Server] = []
+
+    async def add(self, listen: str, port: int) -> None:
+        async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                while data := await reader.read(65536):
+                    writer.write(data)
+                    await writer.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                writer.close()
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                writer.close()
+                return
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+        self.servers.append(await asyncio.start_server(handle, listen, port))
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.close()
+
+
+class Host:
+    """A "host": a network namespace with its own address, linked to this one by a veth
+    pair (``10.231.<n>.2`` inside, ``10.231.<n>.1`` on this side)."""
+
+    def __init__(self, n: int) -> None:
+        tag = os.getpid() % 100_000
+        self.n = n
+        self.netns = f"herald-host{n}-{tag}"
+        self.link = f"hl{n}x{tag}"  # this side of the pair (at most 15 characters)
+        self.gateway = f"10.231.{n}.1"
+
+    def _ip(self, *args: str) -> None:
+        subprocess.run(["ip", *args], check=True, capture_output=True)
+
+    def create(self) -> None:
+        inside = f"{self.link}i"
+        self._ip("netns", "add", self.netns)
+        self._ip("link", "add", self.link, "type", "veth", "peer", "name", inside)
+        self._ip("link", "set", inside, "netns", self.netns)
+        self._ip("addr", "add", f"{self.gateway}/30", "dev", self.link)
+        self._ip("link", "set", self.link, "up")
+        ns = ["netns", "exec", self.netns, "ip"]
+        self._ip(*ns, "addr", "add", f"10.231.{self.n}.2/30", "dev", inside)
+        self._ip(*ns, "link", "set", inside, "up")
+        self._ip(*ns, "link", "set", "lo", "up")
+
+    def cut(self) -> None:
+        self._ip("link", "set", self.link, "down")
+
+    def remove(self) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self._ip("link", "del", self.link)
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self._ip("netns", "del", self.netns)
+
+    def settings(self, settings: Settings) -> Settings:
+        """The settings of this host's processes: the services through its gateway."""
+
+        def via(url: str) -> str:
+            return url.replace("127.0.0.1", self.gateway).replace("localhost", self.gateway)
+
+        return msgspec.structs.replace(
+            settings,
+            database_url=via(settings.database_url),
+            database_admin_url=via(settings.database_admin_url),
+            amqp_url=via(settings.amqp_url),
+            redis_url=via(settings.redis_url),
+            sms_gateway_url=via(settings.sms_gateway_url),
+            viber_api_url=via(settings.viber_api_url),
+            billing_url=via(settings.billing_url),
+            smtp_host=self.gateway,
+        )
+
+
+def _port(url: str, default: int) -> int:
+    return urlsplit(url).port or default
 
 
 class Operators:
@@ -300,11 +413,16 @@ class Drill:
         return int((await _sim(self.session, self.sim, "GET", f"/{channel}/sim/stats"))["accepted"])
 
     async def moves(self, counter: Callable[[], Awaitable[int]], seconds: float = 600) -> float:
-        """Seconds until ``counter`` grows."""
+        """Seconds until ``counter`` grows (or the campaign is over: nothing left to move)."""
         before = await counter()
 
         async def grew() -> bool:
-            return await counter() > before
+            if await counter() > before:
+                return True
+            status = await _count_text(
+                self.settings, f"SELECT status FROM campaigns WHERE id = {int(self.campaign_id)}"
+            )
+            return status in ("completed", "stopped", "failed")
 
         return await _wait_for(grew, seconds, f"{self.name}: no progress after the fault")
 
@@ -363,6 +481,37 @@ class Drill:
             await asyncio.sleep(self.fault_s)
             await _sim(self.session, self.sim, "PUT", f"/{channel}/sim/config", healthy)
             return await self.moves(lambda: self.accepted(channel))
+        if name == "host-loss":
+            # Host 1 is cut off: its link goes down first (nothing it sends arrives any
+            # more), then its processes die. Host 2's workers consume every shard too; they
+            # get host 1's unacknowledged batches once the broker gives up on its link.
+            conn = await asyncpg.connect(self.settings.database_admin_url)
+            try:
+                # The batches in hand (started, not done): host 1's among them are stuck
+                # until the broker hands them to host 2; recovered when all are done.
+                in_hand = [
+                    r[0]
+                    for r in await conn.fetch(
+                        "SELECT id FROM campaign_batches WHERE campaign_id = $1 "
+                        "AND NOT done AND attempts > 0",
+                        self.campaign_id,
+                    )
+                ]
+                lost = self.rig.hosts[0]
+                lost.cut()
+                self.rig.kill(f"worker@{lost.n}")
+
+                async def taken_over() -> bool:
+                    left = await conn.fetchval(
+                        "SELECT count(*) FROM campaign_batches "
+                        "WHERE id = ANY($1::bigint[]) AND NOT done",
+                        in_hand,
+                    )
+                    return left == 0
+
+                return await _wait_for(taken_over, 900, "host 1's batches were not taken over")
+            finally:
+                await conn.close()
         raise SystemExit(f"herald drill: {name} is not implemented")
 
 
@@ -376,18 +525,35 @@ async def _count_text(settings: Settings, sql: str) -> str:
 
 async def run_drill(base: Settings, args: argparse.Namespace, say: Say) -> dict[str, Any]:
     name = args.name
-    if name == "host-loss":
-        raise SystemExit("herald drill host-loss: not implemented yet")
     settings = rig_settings(base, "_drill", f"drill{os.getpid()}", args.workers)
     settings = msgspec.structs.replace(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0")
     tag = f"{name}-{int(time.time())}"
     await prepare_database(settings, args.recipients, say)
     fixture = await prepare_fixture(settings, tag)
     rig = Rig(settings, args.workers)
+    forwarder = Forwarder()
     started = time.time()
     try:
-        for kind in ("redis", "simulators", "api", "worker"):
+        for kind in ("redis", "simulators", "api"):
             rig.start(kind)
+        if name == "host-loss":
+            rig.hosts = [Host(1), Host(2)]
+            ports = {
+                _port(settings.database_url, 5432),
+                _port(settings.amqp_url, 5672),
+                _port(settings.redis_url, 6379),
+                settings.simulators_port,
+                settings.smtp_port,
+            }
+            for host in rig.hosts:
+                host.remove()  # a run killed before its clean-up
+                host.create()
+                for port in ports:
+                    await forwarder.add(host.gateway, port)
+            for host in rig.hosts:
+                rig.start_on(host)
+        else:
+            rig.start("worker")
         api = f"http://127.0.0.1:{settings.http_port}"
         sim = f"http://127.0.0.1:{settings.simulators_port}"
         await wait_http(f"{api}/readyz", 120)
@@ -420,6 +586,9 @@ async def run_drill(base: Settings, args: argparse.Namespace, say: Say) -> dict[
                         audience=AllClientsAudience(),
                         channel_chain=["viber", "sms"],
                         receipt_timeout_seconds=RECEIPT_TIMEOUT_S,
+                        # Paced to last about SEND_SECONDS, as a real campaign is: the
+                        # fault then meets it mid-send, whatever the size.
+                        rate_per_minute=max(600, args.recipients * 60 // SEND_SECONDS),
                     ),
                 )
                 await campaigns.launch(conn, SYSTEM, campaign.id, None)
@@ -443,7 +612,7 @@ async def run_drill(base: Settings, args: argparse.Namespace, say: Say) -> dict[
                     "WHERE campaign_id = $1 AND step = 0 AND done",
                     campaign.id,
                 )
-                return done >= 0.4 * total
+                return done >= 0.3 * total
 
             await _wait_for(under_way, 900, "the campaign did not get under way")
             say(f"injecting {name}")
@@ -468,6 +637,9 @@ async def run_drill(base: Settings, args: argparse.Namespace, say: Say) -> dict[
         latencies, triggers_lost = await trigger_latencies(settings, fixture.rule_id, started)
     finally:
         rig.stop()
+        forwarder.close()
+        for host in rig.hosts:
+            host.remove()
     fate = await account(settings, campaign.id)
     accepted = sum(s["accepted"] for s in stats.values())
     failed = operators.failed
