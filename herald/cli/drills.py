@@ -31,7 +31,8 @@ Then it waits for the campaign to complete and for the triggers, and prints: ``d
 ``recipients``, ``lost`` (recipients without an outcome, and messages recorded as sent that
 no provider accepted), ``duplicates`` (submissions of an already accepted message id at the
 simulators, which deduplicate by it: what a provider without idempotency keys would have
-delivered twice), ``recover_s`` (from the end of the fault until the work it stopped moves
+delivered twice), ``delivered_twice`` (recipients reached by Viber and by the SMS fallback
+as well), ``recover_s`` (from the end of the fault until the work it stopped moves
 again), ``failed_requests`` and ``failed_for_s`` (operator reads that failed, and the time
 from the first to the last of them), ``triggers``, ``triggers_lost`` (accepted events whose
 SMS never reached the simulator), ``seconds``.
@@ -373,6 +374,21 @@ async def _sim(
         return await r.json()
 
 
+async def _reached(
+    session: aiohttp.ClientSession, sim: str, channel: str, campaign_id: int
+) -> set[int]:
+    """The clients of the campaign whose message the channel's simulator accepted."""
+    records = (await _sim(session, sim, "GET", f"/{channel}/sim/messages?limit=10000000"))[
+        "messages"
+    ]
+    prefix = f"c{campaign_id}:"
+    return {
+        int(r["message_id"].split(":")[1])
+        for r in records
+        if r["message_id"].startswith(prefix) and r["status"] == "accepted"
+    }
+
+
 async def _count(settings: Settings, sql: str, *args: Any) -> int:
     conn = await asyncpg.connect(settings.database_admin_url)
     try:
@@ -631,6 +647,7 @@ async def run_drill(base: Settings, args: argparse.Namespace, say: Say) -> dict[
             stats = {
                 c: await _sim(session, sim, "GET", f"/{c}/sim/stats") for c in ("viber", "sms")
             }
+            reached_by = {c: await _reached(session, sim, c, campaign.id) for c in ("viber", "sms")}
             status = await _count_text(
                 settings, f"SELECT status FROM campaigns WHERE id = {int(campaign.id)}"
             )
@@ -649,6 +666,9 @@ async def run_drill(base: Settings, args: argparse.Namespace, say: Say) -> dict[
         "status": status,
         "lost": fate["lost"] + max(0, fate["sent_messages"] - accepted),
         "duplicates": sum(s["duplicates"] for s in stats.values()),
+        # Recipients whose Viber message was accepted and who got the SMS fallback as well
+        # (a lost receipt, then the receipt timeout): a message twice, on two channels.
+        "delivered_twice": len(reached_by["viber"] & reached_by["sms"]),
         "recover_s": round(recover_s, 1),
         "failed_requests": len(failed),
         "failed_for_s": round(failed[-1] - failed[0], 1) if failed else 0.0,
