@@ -32,10 +32,12 @@ from collections.abc import Coroutine
 from typing import Literal
 
 import aio_pika
+import asyncpg
 import msgspec
 import redis.asyncio as aioredis
 import uvloop
 from aio_pika.abc import AbstractIncomingMessage
+from redis import exceptions as redis_exceptions
 
 from dispatcher.envelopes import Envelope, RealtimeMessages, decoder
 from dispatcher.scheduler import Scheduler
@@ -74,6 +76,40 @@ async def handle(ctx: Context, envelope: Envelope) -> None:
         await realtime_batch.handle(ctx, envelope)
         return
     await pipeline.handle_batch(ctx, envelope)
+
+
+OUTAGE_RETRY_SECONDS = 2.0
+"""How long a message whose handling met an unreachable service waits before it is requeued."""
+
+
+def infrastructure_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is a service being unreachable or restarting
+    (Redis, PostgreSQL, RabbitMQ, the network), rather than something wrong with the work."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(
+            current,
+            (
+                OSError,
+                TimeoutError,
+                redis_exceptions.ConnectionError,
+                redis_exceptions.TimeoutError,
+                redis_exceptions.BusyLoadingError,
+                asyncpg.exceptions.PostgresConnectionError,
+                asyncpg.exceptions.InterfaceError,
+                asyncpg.exceptions.TooManyConnectionsError,
+                asyncpg.exceptions.CannotConnectNowError,
+                asyncpg.exceptions.AdminShutdownError,
+                asyncpg.exceptions.CrashShutdownError,
+                aio_pika.exceptions.AMQPConnectionError,
+                aio_pika.exceptions.ChannelInvalidStateError,
+            ),
+        ):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 class Consumer:
@@ -132,7 +168,7 @@ class Consumer:
                 merged = RealtimeMessages(refs)
                 if len(taken) == 1:
                     await self._run(taken[0][1], [taken[0][0]])
-                elif await self._attempt(merged):
+                elif await self._attempt(merged) == "done":
                     await self._settle([m for m, _ in taken], merged, done=True)
                 else:
                     # One bad message must not take the others down with it: each on its
@@ -142,27 +178,42 @@ class Consumer:
         finally:
             self._lanes_running -= 1
 
-    async def _attempt(self, envelope: Envelope) -> bool:
+    async def _attempt(self, envelope: Envelope) -> Literal["done", "failed", "outage"]:
         try:
             # Shielded: a shutdown must not cancel a batch between its provider call and
             # the write of its outcomes.
             await asyncio.shield(handle(self._ctx, envelope))
-        except Exception:
+        except Exception as exc:
+            if infrastructure_failure(exc):
+                # Redis, PostgreSQL or the broker away for a moment: not the message's fault.
+                log.warning("handling %s failed, a service is unreachable: %r", envelope, exc)
+                return "outage"
             log.exception("handling failed: %s", envelope)
-            return False
-        return True
+            return "failed"
+        return "done"
 
     async def _run(self, envelope: Envelope, messages: list[AbstractIncomingMessage]) -> None:
-        await self._settle(messages, envelope, done=await self._attempt(envelope))
+        result = await self._attempt(envelope)
+        if result == "outage":
+            # Held (prefetch bounds how many) while the service comes back, then requeued:
+            # an outage neither spins through the queue nor dead-letters sound work.
+            await asyncio.sleep(OUTAGE_RETRY_SECONDS)
+        await self._settle(messages, envelope, done=result == "done", outage=result == "outage")
 
     async def _settle(
-        self, messages: list[AbstractIncomingMessage], envelope: Envelope, *, done: bool
+        self,
+        messages: list[AbstractIncomingMessage],
+        envelope: Envelope,
+        *,
+        done: bool,
+        outage: bool = False,
     ) -> None:
-        """Ack what was handled; requeue what failed once, dead-letter what failed twice."""
+        """Ack what was handled; requeue what failed once, dead-letter what failed twice;
+        what failed because a service was unreachable is requeued however often."""
         for message in messages:
             if not done:
                 # Work already committed is skipped when it comes back (rows done, ids final).
-                if message.redelivered:
+                if message.redelivered and not outage:
                     log.error("message failed twice; dead-lettered: %s", envelope)
                     await message.reject(requeue=False)
                 else:
