@@ -89,8 +89,11 @@ def _database(url: str, name: str) -> str:
     return urlunsplit(urlsplit(url)._replace(path="/" + name))
 
 
-def rig_settings(settings: Settings, suffix: str, namespace: str, workers: int) -> Settings:
-    """Settings of every process of a run: a database and namespace of its own, free ports."""
+def rig_settings(
+    settings: Settings, suffix: str, namespace: str, workers: int, pool: int = 4
+) -> Settings:
+    """Settings of every process of a run: a database and namespace of its own, free ports,
+    ``pool`` connections per process at most (this machine's PostgreSQL is shared)."""
     name = urlsplit(settings.database_admin_url).path.lstrip("/") + suffix
     api, sim, smtp = free_port(), free_port(), free_port()
     return msgspec.structs.replace(
@@ -107,6 +110,8 @@ def rig_settings(settings: Settings, suffix: str, namespace: str, workers: int) 
         billing_url=f"http://127.0.0.1:{sim}/billing",
         log_level="WARNING",
         worker_processes=workers,
+        db_pool_min=1,
+        db_pool_max=pool,
     )
 
 
@@ -447,7 +452,7 @@ def run_locust(
 
 
 async def run_load(base: Settings, args: argparse.Namespace, say: Say) -> dict[str, Any]:
-    settings = rig_settings(base, "_load", "load", args.workers)
+    settings = rig_settings(base, "_load", "load", args.workers, pool=8)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tag = str(int(time.time()))
