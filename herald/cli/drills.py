@@ -62,9 +62,10 @@ import msgspec
 from dispatcher.campaigns import store as campaigns
 from dispatcher.campaigns.types import AllClientsAudience, CampaignSpec
 from herald.audit import SYSTEM
-from herald.cli.bench.campaign import account, prepare_database, wait_http
+from herald.cli.bench.campaign import prepare_database, wait_http
 from herald.cli.load import (
     EVENT_TYPE,
+    MISSING_TRIGGERS,
     free_port,
     prepare_fixture,
     rig_settings,
@@ -389,6 +390,64 @@ async def _reached(
     }
 
 
+async def account(settings: Settings, campaign_id: int) -> dict[str, int]:
+    """Every recipient's fate: the snapshot's clients (each once: a rate-limit hold released
+    makes a new batch of the same clients), and what happened to their messages."""
+    conn = await asyncpg.connect(settings.database_admin_url)
+    try:
+        row = await conn.fetchrow(
+            """
+            WITH audience AS (
+                SELECT DISTINCT unnest(client_ids) AS client_id FROM campaign_batches
+                WHERE campaign_id = $1 AND step = 0 AND batch_no IS NOT NULL),
+            fate AS (
+                SELECT client_id, bool_or(status = 'sent') AS sent,
+                       bool_or(status IN ('skipped', 'failed')) AS other
+                FROM message_events WHERE campaign_id = $1 GROUP BY client_id)
+            SELECT count(*) AS recipients,
+                   count(*) FILTER (WHERE f.sent) AS reached,
+                   count(*) FILTER (WHERE NOT coalesce(f.sent, false) AND f.other) AS not_sendable,
+                   count(*) FILTER (WHERE f.client_id IS NULL) AS lost
+            FROM audience a LEFT JOIN fate f USING (client_id)
+            """,
+            campaign_id,
+        )
+        sent_messages = await conn.fetchval(
+            "SELECT count(DISTINCT message_id) FROM message_events WHERE campaign_id = $1 "
+            "AND status = 'sent'",
+            campaign_id,
+        )
+        return {**dict(row), "sent_messages": sent_messages}
+    finally:
+        await conn.close()
+
+
+async def explain_missing(settings: Settings, say: Say) -> None:
+    """What the database says of each trigger message the simulator never received."""
+    conn = await asyncpg.connect(settings.database_admin_url)
+    try:
+        for mid in MISSING_TRIGGERS[:20]:
+            unit = int(mid[1:].split(":")[0])
+            row = await conn.fetchrow(
+                "SELECT step, done, attempts, refused, created_at, done_at "
+                "FROM realtime_messages WHERE id = $1",
+                unit,
+            )
+            events = await conn.fetch(
+                "SELECT status, reason, at FROM message_events WHERE message_id = $1 ORDER BY at",
+                mid,
+            )
+            held = await conn.fetchval(
+                "SELECT reason FROM held_messages WHERE message_id = $1", mid
+            )
+            say(
+                f"  trigger {mid} not at the simulator: {dict(row) if row else None}, "
+                f"events {[tuple(e) for e in events]}, held {held}"
+            )
+    finally:
+        await conn.close()
+
+
 async def _count(settings: Settings, sql: str, *args: Any) -> int:
     conn = await asyncpg.connect(settings.database_admin_url)
     try:
@@ -652,6 +711,8 @@ async def run_drill(base: Settings, args: argparse.Namespace, say: Say) -> dict[
                 settings, f"SELECT status FROM campaigns WHERE id = {int(campaign.id)}"
             )
         latencies, triggers_lost = await trigger_latencies(settings, fixture.rule_id, started)
+        if triggers_lost:
+            await explain_missing(settings, say)
     finally:
         rig.stop()
         forwarder.close()

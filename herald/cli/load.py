@@ -388,7 +388,14 @@ async def trigger_latencies(
             if len(found) == len(wanted) or time.monotonic() > deadline:
                 break
             await asyncio.sleep(1.0)
-    return [(found[m] - wanted[m]) * 1000 for m in found], len(wanted) - len(found)
+    missing = sorted(set(wanted) - set(found))
+    if missing:
+        MISSING_TRIGGERS[:] = missing
+    return [(found[m] - wanted[m]) * 1000 for m in found], len(missing)
+
+
+MISSING_TRIGGERS: list[str] = []
+"""The trigger message ids the last ``trigger_latencies`` did not find at the simulator."""
 
 
 def read_locust_stats(prefix: Path) -> tuple[dict[str, dict[str, float]], int]:
