@@ -448,12 +448,30 @@ async def explain_missing(settings: Settings, say: Say) -> None:
         await conn.close()
 
 
+_watch: dict[str, asyncpg.Connection] = {}
+
+
+async def _value(settings: Settings, sql: str, *args: Any) -> Any:
+    """One value, through the drill's one watching connection (kept open: this machine's
+    PostgreSQL is shared and often near its connection limit); reconnects when it is lost
+    (a database restart) or cannot be had for a moment."""
+    for attempt in range(120):
+        try:
+            conn = _watch.get(settings.database_admin_url)
+            if conn is None or conn.is_closed():
+                conn = await asyncpg.connect(settings.database_admin_url)
+                _watch[settings.database_admin_url] = conn
+            return await conn.fetchval(sql, *args)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            _watch.pop(settings.database_admin_url, None)
+            if attempt == 119:
+                raise
+            await asyncio.sleep(1.0)
+    raise AssertionError("unreachable")
+
+
 async def _count(settings: Settings, sql: str, *args: Any) -> int:
-    conn = await asyncpg.connect(settings.database_admin_url)
-    try:
-        return int(await conn.fetchval(sql, *args) or 0)
-    finally:
-        await conn.close()
+    return int(await _value(settings, sql, *args) or 0)
 
 
 async def _wait_for(probe: Callable[[], Awaitable[bool]], seconds: float, what: str) -> float:
@@ -591,11 +609,7 @@ class Drill:
 
 
 async def _count_text(settings: Settings, sql: str) -> str:
-    conn = await asyncpg.connect(settings.database_admin_url)
-    try:
-        return str(await conn.fetchval(sql))
-    finally:
-        await conn.close()
+    return str(await _value(settings, sql))
 
 
 async def run_drill(base: Settings, args: argparse.Namespace, say: Say) -> dict[str, Any]:
