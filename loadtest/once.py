@@ -51,7 +51,7 @@ def run(host: str) -> dict[str, Any]:
         gevent.sleep(0.5)  # a stream opened at the start gets its answer
         user.on_stop()
         report["classes"][cls.__name__] = {
-            "tasks": [t.__name__ for t in tasks],  # type: ignore[union-attr]
+            "tasks": [t.__name__ for t in tasks],  # type: ignore[union-attr]  # tasks are functions here
             "requests": current["requests"],
         }
     return report

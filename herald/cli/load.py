@@ -188,7 +188,6 @@ async def prepare_fixture(settings: Settings, tag: str) -> Fixture:
     await init_connection(conn)
     try:
         await ensure_demo_users(conn, PasswordPolicy(settings.password_min_length))
-        await conn.execute("UPDATE users SET locked_until = NULL, failed_logins = 0")
         for channel in ("sms", "viber", "email"):
             await rate_limit.set_limit(
                 conn, SYSTEM, channel=channel, provider=None, per_minute=10_000_000, per_hour=None
