@@ -186,6 +186,20 @@ class Forwarder:
 
     def __init__(self) -> None:
         self.servers: list[asyncio.Server] = []
+        self.links: dict[str, list[asyncio.StreamWriter]] = {}
+        self._cutting: asyncio.Task[None] | None = None
+
+    def cut(self, listen: str, after: float) -> None:
+        """The host behind ``listen`` is gone: after ``after`` seconds (the services' own
+        detection of a silent peer: PostgreSQL's TCP keepalives, AMQP heartbeats) its
+        connections to the services are dropped, as the services would drop them."""
+
+        async def drop() -> None:
+            await asyncio.sleep(after)
+            for writer in self.links.pop(listen, []):
+                writer.transport.abort()
+
+        self._cutting = asyncio.create_task(drop())
 
     async def add(self, listen: str, port: int) -> None:
         async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -204,6 +218,7 @@ class Forwarder:
             except OSError:
                 writer.close()
                 return
+            self.links.setdefault(listen, []).append(up_writer)
             await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
 
         self.servers.append(await asyncio.start_server(handle, listen, port))
@@ -492,6 +507,7 @@ class Drill:
         self.campaign_id, self.fault_s = campaign_id, fault_s
         self.settings = rig.settings
         self.sim = f"http://127.0.0.1:{self.settings.simulators_port}"
+        self.forwarder = Forwarder()
 
     async def batches_done(self, shards: list[int] | None = None) -> int:
         return await _count(
@@ -593,6 +609,8 @@ class Drill:
                 lost = self.rig.hosts[0]
                 lost.cut()
                 self.rig.kill(f"worker@{lost.n}")
+                # PostgreSQL's keepalives (30 s idle, 3 probes 10 s apart) end its sessions.
+                self.forwarder.cut(lost.gateway, after=60)
 
                 async def taken_over() -> bool:
                     left = await conn.fetchval(
@@ -689,6 +707,7 @@ async def run_drill(base: Settings, args: argparse.Namespace, say: Say) -> dict[
             operators.start(session)
             producer.start(session)
             drill = Drill(name, rig, session, campaign.id, args.fault_seconds)
+            drill.forwarder = forwarder
             total = await _count(
                 settings,
                 "SELECT count(*) FROM accounts WHERE status = 'active'",
