@@ -362,12 +362,16 @@ async def trigger_latencies(
     settings: Settings, rule_id: int, since: float, wait: float = 60
 ) -> tuple[list[float], int]:
     """(latency in ms of each trigger message of the rule since ``since``, how many never
-    reached the SMS simulator within ``wait`` s)."""
+    reached the SMS simulator within ``wait`` s); messages skipped on purpose (the client
+    has no phone, a stop list) are not counted."""
     conn = await asyncpg.connect(settings.database_admin_url)
     try:
         rows = await conn.fetch(
-            "SELECT id, client_id, extract(epoch FROM created_at) AS at FROM realtime_messages "
-            "WHERE rule_id = $1 AND refused IS NULL AND created_at >= to_timestamp($2)",
+            "SELECT id, client_id, extract(epoch FROM created_at) AS at FROM realtime_messages r "
+            "WHERE rule_id = $1 AND refused IS NULL AND created_at >= to_timestamp($2) "
+            # skipped on purpose (no phone for SMS, a stop list): not to be delivered
+            "AND NOT EXISTS (SELECT 1 FROM message_events e WHERE e.status = 'skipped' "
+            "AND e.message_id = 't' || r.id || ':' || r.client_id || ':0')",
             rule_id,
             since,
         )
