@@ -9,8 +9,10 @@ from typing import Any
 
 import asyncpg
 import pytest
+from aiohttp import web
 from redis import exceptions as redis_exceptions
 
+from admin_api.problems import problem_middleware
 from dispatcher import worker
 from dispatcher.envelopes import CampaignBatch, encoder
 
@@ -65,3 +67,16 @@ def test_a_cause_counts_too() -> None:
     except ValueError as outer:
         assert worker.infrastructure_failure(outer)
     assert not worker.infrastructure_failure(KeyError("x"))
+
+
+async def test_the_api_answers_503_while_a_service_is_unreachable(aiohttp_client) -> None:
+    async def receipts(request: web.Request) -> web.Response:
+        raise redis_exceptions.ConnectionError("Error 111 connecting to 127.0.0.1:6379")
+
+    app = web.Application(middlewares=[problem_middleware])
+    app.router.add_post("/receipts", receipts)
+    client = await aiohttp_client(app)
+    response = await client.post("/receipts")
+    body = await response.json()
+    assert (response.status, body["type"]) == (503, "/problems/service-unavailable")
+    assert response.headers["Retry-After"] == "2"
