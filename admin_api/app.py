@@ -19,7 +19,7 @@ from admin_api.observability import (
 )
 from admin_api.problems import problem_middleware
 from admin_api.routing import Endpoint, EndpointTable, endpoint_of
-from admin_api.security import security_middleware
+from admin_api.security import attempts_middleware, security_middleware
 from admin_api.typedefs import AMQP, DB, METRICS, REDIS, SETTINGS
 from admin_api.ui.setup import UI_TABLES, setup_ui, ui_guard
 from admin_api.views import (
@@ -194,7 +194,13 @@ def check_inputs_declared(app: web.Application) -> None:
 def init_app(settings: Settings) -> web.Application:
     """Build the admin API for ``settings``; connections open when the app starts."""
     app = web.Application(
-        middlewares=[request_context_middleware, problem_middleware, ui_guard, security_middleware],
+        middlewares=[
+            request_context_middleware,
+            problem_middleware,
+            ui_guard,
+            security_middleware,
+            attempts_middleware,
+        ],
         client_max_size=8 * 1024 * 1024,
     )
     clock.configure(settings)

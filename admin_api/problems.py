@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 import msgspec
 from aiohttp import web
+from redis import exceptions as redis_exceptions
 
 from admin_api.typedefs import REQUEST_ID
 from herald.errors import (
@@ -129,6 +130,24 @@ async def problem_middleware(request: web.Request, handler: Any) -> web.StreamRe
             if k.lower() in ("allow", "accept-post", "retry-after", "www-authenticate")
         }
         return problem_response(request, exc.status, detail=detail, headers=headers)
+    except (
+        ConnectionError,
+        redis_exceptions.ConnectionError,
+        redis_exceptions.TimeoutError,
+        asyncpg.exceptions.TooManyConnectionsError,
+        asyncpg.exceptions.CannotConnectNowError,
+        asyncpg.exceptions.PostgresConnectionError,
+    ) as exc:
+        # Redis, PostgreSQL or the network away for a moment (a restart): not a crash, and
+        # a caller that retries (a provider posting receipts, a producer) gets through soon.
+        log.warning("service unreachable in %s %s: %r", request.method, request.path, exc)
+        return problem_response(
+            request,
+            503,
+            code="service-unavailable",
+            detail="a service Herald needs is unreachable for a moment; retry shortly",
+            headers={"Retry-After": "2"},
+        )
     except asyncpg.exceptions.QueryCanceledError:
         # The statement timeout: the database is overloaded or the query too broad. Not the
         # caller's fault and not a crash: 503 with a hint, so a client may narrow or retry.

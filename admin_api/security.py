@@ -13,7 +13,9 @@ from admin_api.routing import AUTHENTICATED, PRODUCER, PROVIDER, PUBLIC, endpoin
 from admin_api.typedefs import DB, PRINCIPAL, REQUEST_ID, SETTINGS, TOKEN
 from crm.users import Principal, resolve_session
 from dispatcher.realtime.producers import Producer, authenticate
+from herald import audit
 from herald.audit import Actor
+from herald.errors import InvalidInput
 
 SESSION_COOKIE = "herald_session"
 PRODUCER_KEY = web.RequestKey("producer", Producer)
@@ -133,3 +135,27 @@ async def _producer(request: web.Request, handler: Any, key: str | None) -> web.
         )
     request[PRODUCER_KEY] = found
     return await handler(request)
+
+
+async def journal_attempts(request: web.Request, error: InvalidInput) -> None:
+    """Journal the attacks among refused input (``error.attempts``): who sent what, where.
+
+    The middleware below does it for errors a view raises; a page that catches InvalidInput
+    to show the form again calls it itself.
+    """
+    if not error.attempts:
+        return
+    found = request.get(PRINCIPAL)
+    who = found.actor(request.get(REQUEST_ID)) if found else Actor("anonymous", None, None)
+    async with request.app[DB].acquire() as conn:
+        await audit.record_attempts(conn, who, error.attempts)
+
+
+@web.middleware
+async def attempts_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Input refused as an attack (a sandbox escape, SQL in a segment) goes into the journal."""
+    try:
+        return await handler(request)
+    except InvalidInput as error:
+        await journal_attempts(request, error)
+        raise

@@ -23,16 +23,21 @@ import asyncio
 import collections
 import logging
 import multiprocessing
+import multiprocessing.connection
+import multiprocessing.process
 import os
 import signal
+import time
 from collections.abc import Coroutine
 from typing import Literal
 
 import aio_pika
+import asyncpg
 import msgspec
 import redis.asyncio as aioredis
 import uvloop
 from aio_pika.abc import AbstractIncomingMessage
+from redis import exceptions as redis_exceptions
 
 from dispatcher.envelopes import Envelope, RealtimeMessages, decoder
 from dispatcher.scheduler import Scheduler
@@ -71,6 +76,40 @@ async def handle(ctx: Context, envelope: Envelope) -> None:
         await realtime_batch.handle(ctx, envelope)
         return
     await pipeline.handle_batch(ctx, envelope)
+
+
+OUTAGE_RETRY_SECONDS = 2.0
+"""How long a message whose handling met an unreachable service waits before it is requeued."""
+
+
+def infrastructure_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is a service being unreachable or restarting
+    (Redis, PostgreSQL, RabbitMQ, the network), rather than something wrong with the work."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(
+            current,
+            (
+                OSError,
+                TimeoutError,
+                redis_exceptions.ConnectionError,
+                redis_exceptions.TimeoutError,
+                redis_exceptions.BusyLoadingError,
+                asyncpg.exceptions.PostgresConnectionError,
+                asyncpg.exceptions.InterfaceError,
+                asyncpg.exceptions.TooManyConnectionsError,
+                asyncpg.exceptions.CannotConnectNowError,
+                asyncpg.exceptions.AdminShutdownError,
+                asyncpg.exceptions.CrashShutdownError,
+                aio_pika.exceptions.AMQPConnectionError,
+                aio_pika.exceptions.ChannelInvalidStateError,
+            ),
+        ):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 class Consumer:
@@ -129,7 +168,7 @@ class Consumer:
                 merged = RealtimeMessages(refs)
                 if len(taken) == 1:
                     await self._run(taken[0][1], [taken[0][0]])
-                elif await self._attempt(merged):
+                elif await self._attempt(merged) == "done":
                     await self._settle([m for m, _ in taken], merged, done=True)
                 else:
                     # One bad message must not take the others down with it: each on its
@@ -139,27 +178,42 @@ class Consumer:
         finally:
             self._lanes_running -= 1
 
-    async def _attempt(self, envelope: Envelope) -> bool:
+    async def _attempt(self, envelope: Envelope) -> Literal["done", "failed", "outage"]:
         try:
             # Shielded: a shutdown must not cancel a batch between its provider call and
             # the write of its outcomes.
             await asyncio.shield(handle(self._ctx, envelope))
-        except Exception:
+        except Exception as exc:
+            if infrastructure_failure(exc):
+                # Redis, PostgreSQL or the broker away for a moment: not the message's fault.
+                log.warning("handling %s failed, a service is unreachable: %r", envelope, exc)
+                return "outage"
             log.exception("handling failed: %s", envelope)
-            return False
-        return True
+            return "failed"
+        return "done"
 
     async def _run(self, envelope: Envelope, messages: list[AbstractIncomingMessage]) -> None:
-        await self._settle(messages, envelope, done=await self._attempt(envelope))
+        result = await self._attempt(envelope)
+        if result == "outage":
+            # Held (prefetch bounds how many) while the service comes back, then requeued:
+            # an outage neither spins through the queue nor dead-letters sound work.
+            await asyncio.sleep(OUTAGE_RETRY_SECONDS)
+        await self._settle(messages, envelope, done=result == "done", outage=result == "outage")
 
     async def _settle(
-        self, messages: list[AbstractIncomingMessage], envelope: Envelope, *, done: bool
+        self,
+        messages: list[AbstractIncomingMessage],
+        envelope: Envelope,
+        *,
+        done: bool,
+        outage: bool = False,
     ) -> None:
-        """Ack what was handled; requeue what failed once, dead-letter what failed twice."""
+        """Ack what was handled; requeue what failed once, dead-letter what failed twice;
+        what failed because a service was unreachable is requeued however often."""
         for message in messages:
             if not done:
                 # Work already committed is skipped when it comes back (rows done, ids final).
-                if message.redelivered:
+                if message.redelivered and not outage:
                     log.error("message failed twice; dead-lettered: %s", envelope)
                     await message.reject(requeue=False)
                 else:
@@ -254,38 +308,67 @@ def _process_main(settings: Settings, index: int, processes: int, role: Role) ->
     uvloop.run(run_worker(settings, index, processes, role=role))
 
 
+RESPAWN_BACKOFF_MAX = 30.0
+"""Seconds at most between restarts of a worker process that keeps dying at once."""
+
+
 def run_workers(settings: Settings, processes: int, realtime_processes: int = 1) -> int:
-    """Start ``processes`` bulk and ``realtime_processes`` realtime worker processes and wait
-    for all; exit code non-zero if one failed. With no realtime process the bulk ones
-    take realtime work at full priority, as a single process does."""
+    """Start ``processes`` bulk and ``realtime_processes`` realtime worker processes and keep
+    them running until SIGTERM/SIGINT: a process that dies (``kill -9``, out of memory, a
+    crash) is started again with the same index, so its shards are consumed again within
+    seconds (its unacknowledged messages went back to the queue when its connection
+    closed; a batch already committed is skipped when it comes back). One that keeps dying
+    at once is restarted after a growing pause (up to ``RESPAWN_BACKOFF_MAX`` s). Exit code
+    non-zero if one failed at the end. With no realtime process the bulk ones take realtime
+    work at full priority, as a single process does."""
     ctx = multiprocessing.get_context("spawn")
     bulk_role: Role = "bulk" if realtime_processes else "all"
-    procs = [
-        ctx.Process(
-            target=_process_main,
-            args=(settings, i, processes, bulk_role),
-            name=f"herald-worker-{i + 1}",
-        )
-        for i in range(processes)
+    plan: list[tuple[int, int, Role, str]] = [
+        (i, processes, bulk_role, f"herald-worker-{i + 1}") for i in range(processes)
     ]
-    procs += [
-        ctx.Process(
-            target=_process_main,
-            args=(settings, i, realtime_processes, "realtime"),
-            name=f"herald-realtime-{i + 1}",
-        )
+    plan += [
+        (i, realtime_processes, "realtime", f"herald-realtime-{i + 1}")
         for i in range(realtime_processes)
     ]
-    for proc in procs:
+
+    def start(slot: int) -> multiprocessing.process.BaseProcess:
+        index, count, role, name = plan[slot]
+        proc = ctx.Process(target=_process_main, args=(settings, index, count, role), name=name)
         proc.start()
+        return proc
+
+    procs = [start(slot) for slot in range(len(plan))]
+    started = [time.monotonic()] * len(plan)
+    failures = [0] * len(plan)
+    stopping = False
 
     def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
         for proc in procs:
             if proc.is_alive() and proc.pid:
                 os.kill(proc.pid, signal.SIGTERM)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    while not stopping:
+        multiprocessing.connection.wait([p.sentinel for p in procs], timeout=1.0)
+        for slot, proc in enumerate(procs):
+            if stopping or proc.is_alive():
+                continue
+            # A process that lived a minute had a fault, not a broken start: no pause.
+            failures[slot] = 0 if time.monotonic() - started[slot] > 60 else failures[slot] + 1
+            pause = min(RESPAWN_BACKOFF_MAX, 0.5 * 2 ** failures[slot]) if failures[slot] else 0
+            log.error(
+                "%s exited with %s; starting it again%s",
+                proc.name,
+                proc.exitcode,
+                f" in {pause:.0f} s" if pause else "",
+            )
+            time.sleep(pause)
+            if not stopping:
+                procs[slot] = start(slot)
+                started[slot] = time.monotonic()
     for proc in procs:
         proc.join()
     return max((p.exitcode or 0) for p in procs)

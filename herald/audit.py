@@ -8,7 +8,7 @@ masked by role) is ``crm.audit``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 import msgspec
@@ -74,4 +74,45 @@ async def record(conn: asyncpg.Connection, actor: Actor, changes: Sequence[Chang
         [c.field for c in changes],
         [_encode(c.old) for c in changes],
         [_encode(c.new) for c in changes],
+    )
+
+
+SECURITY = "security"
+"""The journal's entity type for refused attacks; the entity id is the Attempt's kind."""
+
+
+SAMPLE_LENGTH = 300
+
+
+class Refused(Protocol):
+    """Input refused as an attack (herald.errors.Attempt)."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def field(self) -> str: ...
+    @property
+    def detail(self) -> str: ...
+    @property
+    def sample(self) -> str: ...
+
+
+async def record_attempts(
+    conn: asyncpg.Connection, actor: Actor, attempts: Sequence[Refused]
+) -> None:
+    """Journal refused input that looked like an attack: who, where, what they sent."""
+    await record(
+        conn,
+        actor,
+        [
+            Change(
+                SECURITY,
+                a.kind,
+                "refused",
+                a.field,
+                None,
+                {"detail": a.detail, "input": a.sample[:SAMPLE_LENGTH]},
+            )
+            for a in attempts
+        ],
     )

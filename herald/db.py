@@ -28,6 +28,11 @@ async def create_pool(settings: Settings, *, dsn: str | None = None) -> asyncpg.
         server_settings={
             "application_name": "herald",
             "statement_timeout": str(settings.db_statement_timeout_ms),
+            "idle_in_transaction_session_timeout": str(settings.db_idle_in_transaction_timeout_ms),
+            # The server notices a vanished client (a lost host) within about a minute.
+            "tcp_keepalives_idle": "30",
+            "tcp_keepalives_interval": "10",
+            "tcp_keepalives_count": "3",
             "timezone": "UTC",
         },
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 
 class HeraldError(Exception):
     """Base of every error the domain raises on purpose; ``code`` names the kind for clients."""
@@ -13,14 +15,31 @@ class HeraldError(Exception):
         self.detail = detail
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """Input that reached past a guard rather than missing it by mistake: a template body
+    reaching for Python internals or files (``template_sandbox``), SQL where a segment
+    condition takes a name or a typed value (``sql``). Refused like any bad input, and
+    journalled by the API (``entity_type`` ``security``, ``entity_id`` the kind)."""
+
+    kind: str
+    field: str
+    detail: str
+    sample: str  # the offending input (the journal keeps its first 300 characters)
+
+
 class InvalidInput(HeraldError):
-    """A value given by the caller is wrong; ``field`` names it (dotted path for nested)."""
+    """A value given by the caller is wrong; ``field`` names it (dotted path for nested).
+
+    ``attempts`` lists the parts of it that look like an attack (journalled, see Attempt).
+    """
 
     code = "invalid-input"
 
-    def __init__(self, field: str, detail: str) -> None:
+    def __init__(self, field: str, detail: str, *, attempts: tuple[Attempt, ...] = ()) -> None:
         super().__init__(detail)
         self.field = field
+        self.attempts = attempts
 
 
 class NotFound(HeraldError):

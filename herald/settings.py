@@ -47,6 +47,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     db_pool_min: NonNegativeInt = 1
     db_pool_max: PositiveInt = 10
     db_statement_timeout_ms: NonNegativeInt = 30_000
+    # A session idle inside a transaction this long is ended by PostgreSQL, releasing its
+    # locks: a worker host lost mid-transaction (no FIN, no RST) would otherwise hold them
+    # until TCP keepalive gives up (2 h by default) and block the host taking over its work.
+    db_idle_in_transaction_timeout_ms: NonNegativeInt = 30_000
 
     amqp_url: str = "amqp://guest:guest@localhost:5672/"
     redis_url: str = "redis://localhost:6379/0"

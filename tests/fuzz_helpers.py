@@ -1,5 +1,7 @@
 """Schemathesis against a Herald served on 127.0.0.1: every operation of the OpenAPI
-document, valid and invalid data, one session at a time; any 5xx is a failure.
+document, valid and invalid data, one session at a time; any 5xx is a failure, and so is
+an error (4xx) of an API operation that is not an RFC 9457 problem (application/problem+json
+with type, title and status). Pages (tag ``ui``) answer errors in HTML by design.
 
 Runs in a thread with blocking ``requests`` while the test's event loop serves the app.
 Generation is derandomized (the same cases every run), without shrinking, and every
@@ -9,6 +11,7 @@ failure is collected rather than raised, so one run reports them all.
 from __future__ import annotations
 
 import collections
+import json
 import time
 import warnings
 from collections.abc import Callable, Iterable
@@ -48,7 +51,8 @@ class FuzzReport:
     def summary(self) -> str:
         every = set().union(*self.operations.values()) if self.operations else set()
         return (
-            f"{len(every)} operations, {self.requests} requests, {len(self.failures)} 5xx; "
+            f"{len(every)} operations, {self.requests} requests, {len(self.failures)} failures "
+            "(5xx, or an error that is not a problem); "
             f"statuses {dict(sorted(self.statuses.items()))}; sent again after a service "
             f"outage: {self.outages}"
         )
@@ -129,6 +133,23 @@ def _wait_until_ready(session: requests.Session, base_url: str, seconds: float =
         time.sleep(0.5)
 
 
+def page_operations(document: dict[str, Any]) -> frozenset[str]:
+    """Operations ("METHOD /path") that answer a person's browser: the web UI (tag ``ui``)
+    and the pages a message's recipient opens (HTML answers, such as /u/{token}). Their
+    errors are HTML pages, not problems."""
+    return frozenset(
+        f"{method.upper()} {path}"
+        for path, item in document.get("paths", {}).items()
+        for method, op in item.items()
+        if "ui" in (op.get("tags") or ())
+        or any(
+            "text/html" in (r.get("content") or {})
+            for code, r in op.get("responses", {}).items()
+            if code.startswith("2")
+        )
+    )
+
+
 def stream_paths(document: dict[str, Any]) -> frozenset[str]:
     """Paths whose GET answers a live stream (SSE): judged by the status line alone."""
     return frozenset(
@@ -149,6 +170,7 @@ def send(
     *,
     label: str,
     streams: frozenset[str] = frozenset(),
+    pages: frozenset[str] = frozenset(),
     after_each: Callable[[], None] | None = None,
     timeout: float = 30.0,
 ) -> None:
@@ -163,7 +185,9 @@ def send(
             stream = op.path in streams
             for case in cases:
                 for attempt in (1, 2):
-                    status, error = _send_one(session, case, base_url, token, timeout, stream)
+                    status, error, problem = _send_one(
+                        session, case, base_url, token, timeout, stream
+                    )
                     if after_each is not None:
                         after_each()
                     if attempt == 1 and (error or status >= 500) and not _ready(session, base_url):
@@ -182,6 +206,11 @@ def send(
                         f"[{label}] {name_of(op)} -> {status}: "
                         f"{case.as_curl_command(headers={'Authorization': '[session]'})}"
                     )
+                elif status >= 400 and not problem and name_of(op) not in pages:
+                    report.failures.append(
+                        f"[{label}] {name_of(op)} -> {status} is not an RFC 9457 problem: "
+                        f"{case.as_curl_command(headers={'Authorization': '[session]'})}"
+                    )
 
 
 def _send_one(
@@ -191,15 +220,32 @@ def _send_one(
     token: Callable[[], str],
     timeout: float,
     stream: bool,
-) -> tuple[int, str]:
+) -> tuple[int, str, bool]:
+    """(status, transport error, whether the answer is an RFC 9457 problem)."""
     request = case.as_transport_kwargs(
         base_url=base_url, headers={"Authorization": f"Bearer {token()}"}
     )
     try:
         # A live stream (SSE) is judged by its status line; its body never ends.
         with session.request(**request, timeout=timeout, stream=True) as response:
-            if not stream:
-                response.content  # noqa: B018 - read it all: a crash mid-body shows
-            return response.status_code, ""
+            if stream and response.status_code < 400:
+                return response.status_code, "", False
+            body = response.content  # read it all: a crash mid-body shows
+            return response.status_code, "", _is_problem(response, body)
     except requests.RequestException as exc:
-        return 0, f"{type(exc).__name__}: {exc}"
+        return 0, f"{type(exc).__name__}: {exc}", False
+
+
+def _is_problem(response: requests.Response, body: bytes) -> bool:
+    if response.headers.get("Content-Type", "").split(";")[0] != "application/problem+json":
+        return False
+    try:
+        problem = json.loads(body)
+    except ValueError:
+        return False
+    return (
+        isinstance(problem, dict)
+        and isinstance(problem.get("type"), str)
+        and isinstance(problem.get("title"), str)
+        and problem.get("status") == response.status_code
+    )

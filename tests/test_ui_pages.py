@@ -103,6 +103,9 @@ async def test_csrf_needs_own_origin_and_the_session_token(client, demo_users) -
     # the JSON API with the cookie: another site's Origin is refused too
     api = await client.post("/api/v1/auth/logout", headers={"Origin": "https://evil.example"})
     assert api.status == 403
+    # as an RFC 9457 problem, like every error of the API
+    assert api.content_type == "application/problem+json"
+    assert (await api.json())["type"] == "/problems/csrf-refused"
     ok = await post_form(client, "/ui/language", {"language": "en"}, token, allow_redirects=False)
     assert ok.status == 303
 

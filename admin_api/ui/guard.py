@@ -20,6 +20,7 @@ from urllib.parse import quote, urlsplit
 
 from aiohttp import web
 
+from admin_api.problems import problem_response
 from admin_api.routing import PUBLIC, Endpoint, endpoint_of
 from admin_api.security import authorization_bearer
 from admin_api.typedefs import SETTINGS
@@ -132,9 +133,11 @@ async def ui_guard(request: web.Request, handler: Any) -> web.StreamResponse:
     if request.method not in SAFE_METHODS:
         refused = await _check_csrf(request, declared)
         if refused is not None:
-            response: web.StreamResponse = web.Response(
-                status=403, text=refused, content_type="text/plain"
-            )
+            response: web.StreamResponse
+            if is_page(declared):
+                response = web.Response(status=403, text=refused, content_type="text/plain")
+            else:  # an API client gets its errors as RFC 9457 problems, this one too
+                response = problem_response(request, 403, code="csrf-refused", detail=refused)
             response.headers.update(SECURITY_HEADERS)
             return response
     page = is_page(declared)

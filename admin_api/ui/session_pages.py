@@ -46,9 +46,15 @@ class LanguageForm(msgspec.Struct):
     next: str = "/ui/"
 
 
-def _language_cookie(response: web.StreamResponse, language: str) -> None:
+def _language_cookie(request: web.Request, response: web.StreamResponse, language: str) -> None:
     response.set_cookie(
-        LANGUAGE_COOKIE, language, max_age=YEAR, path="/", samesite="Strict", httponly=True
+        LANGUAGE_COOKIE,
+        language,
+        max_age=YEAR,
+        path="/",
+        samesite="Strict",
+        httponly=True,
+        secure=request.app[SETTINGS].environment == "production",
     )
 
 
@@ -64,7 +70,7 @@ async def login_page(request: web.Request) -> web.Response:
         {"next": safe_next(request.query.get("next")), "error": None, "login_name": ""},
     )
     if lang in ui_prefs.LANGUAGES:
-        _language_cookie(response, lang)
+        _language_cookie(request, response, lang)
     response.headers["Vary"] = "Accept-Language, Cookie"
     return response
 
@@ -124,7 +130,7 @@ async def login_submit(request: web.Request) -> web.Response:
         path="/",
         secure=settings.environment == "production",
     )
-    _language_cookie(response, stored)
+    _language_cookie(request, response, stored)
     # This browser becomes a known device of the user's (see the README, Authentication).
     response.set_cookie(
         DEVICE_COOKIE,
@@ -228,5 +234,5 @@ async def set_language(request: web.Request) -> web.Response:
             conn, actor(request), principal(request).user_id, body.language
         )
     response = web.Response(status=303, headers={"Location": safe_next(body.next)})
-    _language_cookie(response, lang)
+    _language_cookie(request, response, lang)
     return response

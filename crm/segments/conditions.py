@@ -14,11 +14,22 @@ complement of its child.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from crm.segments.catalogue import Attribute, Catalogue, check_text, check_value
-from herald.errors import InvalidInput
+from herald.errors import Attempt, InvalidInput
+
+SQL_ATTEMPT = "sql"
+"""The journal's name (Attempt.kind) for SQL sent where a condition takes a name or a value."""
+# What SQL injection needs (a quote, a statement end, a comment, a statement word, a
+# tautology); a refused name or value carrying one is journalled, not taken for a typo.
+_SQL = re.compile(
+    r"['\";`]|--|/\*|\b(select|union|insert|update|delete|drop|alter|truncate|grant|pg_sleep)\b"
+    r"|\b(or|and)\b\s+\S+\s*=",
+    re.IGNORECASE,
+)
 
 MAX_DEPTH = 10
 MAX_NODES = 200
@@ -137,31 +148,65 @@ def _leaf(raw: dict[str, Any], catalogue: Catalogue, path: str) -> Leaf:
         raise InvalidInput(f"{path}.attribute", "the code of a catalogue attribute is required")
     attribute = catalogue.attributes.get(code)
     if attribute is None:
-        raise InvalidInput(
-            f"{path}.attribute",
-            f"unknown attribute {code[:100]!r}; see GET /api/v1/segments/attributes",
+        raise _journalled(
+            InvalidInput(
+                f"{path}.attribute",
+                f"unknown attribute {code[:100]!r}; see GET /api/v1/segments/attributes",
+            ),
+            code,
         )
     op = raw.get("op")
     if not isinstance(op, str) or op not in attribute.operators:
         shown = repr(op[:50]) if isinstance(op, str) else "missing"
-        raise InvalidInput(
-            f"{path}.op",
-            f"operator {shown} is not allowed for {code}; one of {', '.join(attribute.operators)}",
+        raise _journalled(
+            InvalidInput(
+                f"{path}.op",
+                f"operator {shown} is not allowed for {code}; "
+                f"one of {', '.join(attribute.operators)}",
+            ),
+            op,
         )
     qualified: dict[str, str] = {}
     for qualifier in attribute.qualifiers:
         given = raw.get(qualifier.name)
         if not isinstance(given, str) or given not in qualifier.values:
-            raise InvalidInput(
-                f"{path}.{qualifier.name}",
-                f"{code} needs {qualifier.name}: one of " + ", ".join(qualifier.values),
+            raise _journalled(
+                InvalidInput(
+                    f"{path}.{qualifier.name}",
+                    f"{code} needs {qualifier.name}: one of " + ", ".join(qualifier.values),
+                ),
+                given,
             )
         qualified[qualifier.name] = given
     for key in ("channel", "topic"):
         if key in raw and key not in qualified:
             raise InvalidInput(f"{path}.{key}", f"{code} takes no {key}")
     channel, topic = qualified.get("channel"), qualified.get("topic")
-    return Leaf(attribute, op, _value(attribute, op, raw, f"{path}.value"), channel, topic)
+    try:
+        value = _value(attribute, op, raw, f"{path}.value")
+    except InvalidInput as exc:
+        raise _journalled(exc, raw.get("value")) from None
+    return Leaf(attribute, op, value, channel, topic)
+
+
+def _sql_in(given: Any) -> str | None:
+    """The first string of ``given`` (a string or a list) that carries SQL syntax."""
+    for item in given if isinstance(given, list) else [given]:
+        if isinstance(item, str) and _SQL.search(item):
+            return item
+    return None
+
+
+def _journalled(error: InvalidInput, given: Any) -> InvalidInput:
+    """``error`` refusing ``given``, marked as an attack when ``given`` carries SQL."""
+    sample = _sql_in(given)
+    if sample is None:
+        return error
+    return InvalidInput(
+        error.field,
+        error.detail,
+        attempts=(Attempt(SQL_ATTEMPT, error.field, error.detail, sample),),
+    )
 
 
 def _value(attribute: Attribute, op: str, raw: dict[str, Any], path: str) -> Any:

@@ -1,4 +1,5 @@
-"""Releasing held messages: quiet hours over, an alert lifted, a campaign resumed.
+"""Releasing held messages: quiet hours over, an alert lifted, a campaign resumed, a rate
+limit's or an unreachable provider's wait over.
 
 Held rows are deleted and replaced by pending batches of their recipients in one
 transaction, then those batches are published: a crash before the commit releases
@@ -25,7 +26,7 @@ from dispatcher.realtime import messages as realtime
 from herald.settings import Settings
 
 _CONDITIONS = {
-    "due": "reason IN ('quiet_hours', 'rate_limit') AND release_at <= herald_now()",
+    "due": "reason IN ('quiet_hours', 'rate_limit', 'provider') AND release_at <= herald_now()",
     "lifted": "reason = 'air_raid' AND NOT (region_code = ANY($2::text[]))",
     "resumed": "reason = 'paused' AND campaign_id = $2",
 }

@@ -55,6 +55,8 @@ log = logging.getLogger("herald.pipeline")
 # How long a campaign batch waits for rate-limit tokens, sending each grant as it comes,
 # before it holds the rest of its recipients until their tokens are due.
 TOKEN_WAIT_SECONDS = 20.0
+PROVIDER_RETRY_SECONDS = 60.0
+"""How long a message waits to be sent again when its provider was unreachable (held)."""
 # How long a campaign batch waits, at each of its checkpoints, for the realtime messages
 # in hand to finish: realtime goes first, and a campaign still moves under constant load.
 REALTIME_YIELD_SECONDS = 1.0
@@ -545,10 +547,21 @@ class Batch:
             log.warning("%s provider unavailable for %s: %s", channel, ids[0], exc)
             results = None
         not_waiting = []
+        retry_at = clock.now() + dt.timedelta(seconds=PROVIDER_RETRY_SECONDS)
         for i, (recipient, step) in enumerate(sendable):
             result = results[i] if results is not None else None
             if result is not None and result.outcome is Outcome.ACCEPTED:
                 self._event(recipient.client_id, step, "sent", None, result.provider_id)
+                continue
+            if (
+                (result is None or result.outcome is not Outcome.PERMANENT)
+                and self.state == "running"
+                and fallback.next_step(self.chain, step, fallback.PermanentFailure(step)) is None
+            ):
+                # The provider was unreachable (an outage, throttling) through every retry
+                # and no channel is left: sent again in a minute, not failed for good.
+                self._hold(recipient, step, "provider", None, retry_at)
+                not_waiting.append(ids[i])
                 continue
             reason = (
                 "provider_unavailable"

@@ -441,10 +441,43 @@ _STATEMENT_NAMES: dict[type[nodes.Node], str] = {
 
 
 class Finding(msgspec.Struct, frozen=True):
-    """One problem the static check found in a template: what, and on which line."""
+    """One problem the static check found in a template: what, and on which line.
+
+    ``escape``: the construct reaches for Python internals, files or jinja's own objects (an
+    attempt to get out of the sandbox, journalled), not a mere slip.
+    """
 
     detail: str
     line: int | None = None
+    escape: bool = False
+
+
+_FILE_STATEMENTS = frozenset({nodes.Include, nodes.Import, nodes.FromImport, nodes.Extends})
+# Names that only an escape attempt reads: jinja's own objects and the usual SSTI entry points.
+ESCAPE_NAMES = frozenset(
+    {
+        "self",
+        "cycler",
+        "joiner",
+        "lipsum",
+        "namespace",
+        "range",
+        "dict",
+        "loop",
+        "caller",
+        "varargs",
+        "kwargs",
+        "config",
+        "request",
+        "session",
+        "g",
+        "url_for",
+        "get_flashed_messages",
+        "os",
+        "sys",
+        "builtins",
+    }
+)
 
 
 def static_findings(tree: nodes.Template) -> list[Finding]:
@@ -462,8 +495,11 @@ def static_findings(tree: nodes.Template) -> list[Finding]:
                     )
                 )
         elif isinstance(node, nodes.Getattr):
-            what = "internals" if node.attr.startswith("_") else "attributes"
-            found.append(Finding(f"access to {what} ('.{node.attr}') is not allowed", line))
+            internal = node.attr.startswith("_")
+            what = "internals" if internal else "attributes"
+            found.append(
+                Finding(f"access to {what} ('.{node.attr}') is not allowed", line, internal)
+            )
         elif isinstance(node, nodes.Call):
             found.append(Finding("calling functions or methods is not allowed; use a filter", line))
         elif isinstance(node, nodes.Pow):
@@ -478,9 +514,24 @@ def static_findings(tree: nodes.Template) -> list[Finding]:
         elif isinstance(node, nodes.Getitem) and not _plain_index(node.arg):
             found.append(Finding("only a number or a slice may be used as an index", line))
         elif type(node) in _STATEMENT_NAMES:
-            found.append(Finding(f"{{% {_STATEMENT_NAMES[type(node)]} %}} is not allowed", line))
+            found.append(
+                Finding(
+                    f"{{% {_STATEMENT_NAMES[type(node)]} %}} is not allowed",
+                    line,
+                    type(node) in _FILE_STATEMENTS,
+                )
+            )
         elif not isinstance(node, _ALLOWED_NODES):
             found.append(Finding(f"{type(node).__name__} is not allowed", line))
+        if (
+            isinstance(node, nodes.Const)
+            and isinstance(node.value, str)
+            and node.value.startswith("__")
+        ):
+            # attr('__class__'), ['__globals__'], map(attribute='__init__')...
+            found.append(
+                Finding(f"access to internals ({node.value[:40]!r}) is not allowed", line, True)
+            )
     return found
 
 
@@ -546,7 +597,8 @@ def check_source(
     used = {name for name in undeclared if name in catalogue or name == EVENT}
     for name in sorted(undeclared - used):
         hint = " (it is set only inside a condition)" if name in assigned else ""
-        found.append(Finding(f"unknown variable '{name}'{hint}", lines.get(name)))
+        escape = name in ESCAPE_NAMES or name.startswith("_")
+        found.append(Finding(f"unknown variable '{name}'{hint}", lines.get(name), escape))
     return (None if found else tree), found, used
 
 

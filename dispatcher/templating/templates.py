@@ -28,6 +28,7 @@ from typing import Annotated, Literal
 
 import msgspec
 from jinja2 import Template, TemplateSyntaxError
+from jinja2.exceptions import SecurityError
 
 from dispatcher.templating.env import (
     LANGUAGES,
@@ -46,7 +47,7 @@ from dispatcher.templating.sms_text import (
     sms_stats,
     transliterate,
 )
-from herald.errors import HeraldError, InvalidInput
+from herald.errors import Attempt, HeraldError, InvalidInput
 from providers.base import EmailContent, SmsContent, ViberContent
 
 ShortText = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
@@ -179,21 +180,34 @@ class IvrContent(msgspec.Struct, frozen=True, tag="ivr"):
 RenderedContent = SmsContent | ViberContent | EmailMessage | ChatbotContent | IvrContent
 
 
+ESCAPE_ATTEMPT = "template_sandbox"
+"""The journal's name (Attempt.kind) for a template trying to get out of the sandbox."""
+
+
 class FieldError(msgspec.Struct, frozen=True):
     """One problem with a template, at a dotted field path such as ``variants.sms.text``."""
 
     field: str
     detail: str
     line: int | None = None
+    escape: str | None = None  # an attempt to get out of the sandbox: the body that tried
 
 
 class TemplateInvalid(InvalidInput):
-    """A template failed validation; ``errors`` lists every problem, ``field`` is the first."""
+    """A template failed validation; ``errors`` lists every problem, ``field`` is the first.
+
+    Errors that were sandbox escape attempts become ``attempts`` (the API journals them).
+    """
 
     def __init__(self, errors: list[FieldError]) -> None:
         first = errors[0]
         where = f" (line {first.line})" if first.line else ""
-        super().__init__(first.field, first.detail + where)
+        attempts = tuple(
+            Attempt(ESCAPE_ATTEMPT, e.field, e.detail, e.escape)
+            for e in errors
+            if e.escape is not None
+        )
+        super().__init__(first.field, first.detail + where, attempts=attempts)
         self.errors = errors
 
 
@@ -605,8 +619,14 @@ class TemplateEngine:
                     except RenderError as exc:
                         if exc.field not in failed:  # report the first way a body fails, once
                             failed.add(exc.field)
+                            # The sandbox stopped it (a huge string, a formatting trick).
+                            stopped = isinstance(exc.__cause__, SecurityError)
                             errors.append(
-                                FieldError(exc.field, f"does not render{label}: {exc.reason}")
+                                FieldError(
+                                    exc.field,
+                                    f"does not render{label}: {exc.reason}",
+                                    escape=exc.reason if stopped else None,
+                                )
                             )
                         continue
                     found = [
@@ -637,7 +657,7 @@ class TemplateEngine:
     ) -> _Part | None:
         env: TemplateSandbox = self._envs[(language, kind == "html")]
         tree, found, reads = check_source(env, source, self.catalogue)
-        errors += [FieldError(field, f.detail, f.line) for f in found]
+        errors += [FieldError(field, f.detail, f.line, source if f.escape else None) for f in found]
         errors += self._placement_errors(field, source, kind, reads)
         used |= reads
         if tree is None:

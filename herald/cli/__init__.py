@@ -40,6 +40,45 @@ def _positive(text: str) -> int:
     return value
 
 
+DRILLS = (
+    "kill-worker",
+    "kill-all-workers",
+    "broker-restart",
+    "db-restart",
+    "redis-restart",
+    "sms-outage",
+    "viber-429",
+    "api-kill",
+    "host-loss",
+)
+"""The failure drills of ``herald drill`` (herald/cli/drills.py)."""
+
+
+def _load_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--users", type=_positive, default=500, help="simulated staff (default 500)")
+    p.add_argument("--seconds", type=_positive, default=600, help="load time (default 600)")
+    p.add_argument("--spawn-rate", type=float, default=10.0, help="users started per second")
+    p.add_argument("--clients", type=_positive, default=20_000, help="clients in the load database")
+    p.add_argument("--event-rate", type=float, default=200.0, help="trigger events per second")
+    p.add_argument("--alone-seconds", type=_positive, default=30, help="campaign-alone window")
+    p.add_argument("--workers", type=_positive, default=2, help="herald worker processes")
+    p.add_argument("--processes", type=_positive, default=1, help="locust processes")
+    p.add_argument("--pace", type=float, default=1.0, help="multiply every user's wait time")
+    p.add_argument("--out", default="loadtest/reports", help="CSV and HTML reports go here")
+    p.add_argument("--sample-only", metavar="FILE", help="only write the locustfile's data file")
+
+
+def _drill_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", choices=DRILLS, help="the fault to inject mid-campaign")
+    p.add_argument(
+        "--recipients", type=_positive, default=20_000, help="campaign size (default 20000)"
+    )
+    p.add_argument("--workers", type=_positive, default=2, help="herald worker processes")
+    p.add_argument(
+        "--fault-seconds", type=_positive, default=60, help="how long an outage lasts (60)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     from herald.cli.bench import register_benchmarks
 
@@ -107,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("screenshots", help="PNGs of the web UI's main pages (demo data, Chromium)")
     p.add_argument("--out", default="screenshots", help="directory for the PNGs")
+    p = sub.add_parser(
+        "load", help="locust: the staff's working day while a campaign sends (last line JSON)"
+    )
+    _load_options(p)
+    p = sub.add_parser("drill", help="a failure drill during a campaign (last line JSON)")
+    _drill_options(p)
     p = sub.add_parser("bench", help="run a benchmark (see `herald bench --help`)")
     bench = p.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
     for name, (description, _) in sorted(BENCHMARKS.items()):
@@ -327,6 +372,14 @@ def main(argv: list[str] | None = None) -> int:
             )
         if args.command == "simulators":
             return _simulators(settings)
+        if args.command == "load":
+            from herald.cli.load import main as load
+
+            return uvloop.run(load(settings, args))
+        if args.command == "drill":
+            from herald.cli.drills import main as drill
+
+            return uvloop.run(drill(settings, args))
         if args.command == "up":
             return _up(settings, args.clients)
         if args.command == "screenshots":
