@@ -47,7 +47,11 @@ NO_ROLE = "(no role)"
 ANONYMOUS = "(anonymous)"
 MISSING_ID = "987654321"
 MISSING_TEXT = "no-such-thing"
-_PARAM = re.compile(r"\{(\w+)(?::[^}]*)?\}")
+_PARAM = re.compile(r"\{(\w+)(?::([^}]*))?\}")
+# Values tried, after the default, for a parameter whose route declares a pattern (a region
+# code, a report's name...): the first that matches goes in the path. A route whose pattern
+# none matches fails the test, so that it cannot escape the matrix.
+PATTERN_SAMPLES = ("UA-99",)
 SECURITY_CODES = {"authentication-required", "session-invalid", "permission-denied"}
 PROVIDER_TOKEN = "rbac-provider-token"
 CONCURRENCY = 16
@@ -153,10 +157,17 @@ def _path(declared: Endpoint, ids: dict[str, str]) -> str:
     reading = declared.method == "GET"
 
     def value(match: re.Match[str]) -> str:
-        name = match.group(1)
+        name, pattern = match.group(1), match.group(2)
         if reading and name in ids:
             return quote(ids[name], safe="")
-        return MISSING_ID if name.endswith("_id") or name == "version" else MISSING_TEXT
+        default = MISSING_ID if name.endswith("_id") or name == "version" else MISSING_TEXT
+        if pattern is None:
+            return default
+        # the pattern's own words (alternatives such as (cases|team)) are candidates too
+        candidates = (default, *PATTERN_SAMPLES, *re.findall(r"[A-Za-z_][\w-]*", pattern))
+        found = next((c for c in candidates if re.fullmatch(pattern, c)), None)
+        assert found, f"add a value matching {pattern!r} to PATTERN_SAMPLES ({declared.path})"
+        return found
 
     return _PARAM.sub(value, declared.path)
 
