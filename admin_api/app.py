@@ -28,6 +28,7 @@ from admin_api.views import (
     campaigns,
     case_messages,
     case_routing,
+    case_rules,
     case_sla,
     cases,
     client_activity,
@@ -39,6 +40,7 @@ from admin_api.views import (
     health,
     home,
     rbac,
+    reports,
     rules_alerts,
     rules_consents,
     rules_limits,
@@ -86,9 +88,11 @@ ENDPOINT_TABLES: tuple[EndpointTable, ...] = (
     cases.endpoints,
     case_messages.endpoints,
     case_routing.endpoints,
+    case_rules.endpoints,
     case_sla.endpoints,
     supervisor.endpoints,
     exports.endpoints,
+    reports.endpoints,
     *UI_TABLES,
 )
 

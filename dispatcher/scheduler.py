@@ -16,23 +16,27 @@ import time
 import asyncpg
 import redis.asyncio as aioredis
 
+from crm.cases import rule_engine
 from crm.cases.automation import run_due_automations
 from crm.cases.calendars import extend_horizons
 from crm.cases.routing import run_pass as route_cases
 from crm.cases.sla_evaluator import run_sla_cycle
+from crm.reports import rollups
 from crm.segments import refresh as segment_refresh
 from crm.users import purge_expired_sessions
+from dispatcher import reports
 from dispatcher.campaigns import launcher, planner
 from dispatcher.campaigns import store as campaigns
 from dispatcher.campaigns.control import publish_state
 from dispatcher.campaigns.types import Campaign
-from dispatcher.realtime import case_notify, case_replies
+from dispatcher.realtime import case_notify, case_replies, case_rule_outbox
 from dispatcher.realtime import messages as realtime
 from dispatcher.receipts import apply as receipts
 from dispatcher.receipts import holds
 from herald.amqp import AmqpLink
 from herald.audit import Actor
 from herald.settings import Settings
+from providers.webhook import WebhookClient
 from rules.air_raid import AlertMirror
 
 log = logging.getLogger("herald.scheduler")
@@ -54,6 +58,7 @@ class Scheduler:
         self.amqp = amqp
         self.alerts = AlertMirror(redis, settings.namespace)
         self._last: dict[str, float] = {}
+        self.webhooks = WebhookClient()
 
     def _due(self, duty: str, every: float) -> bool:
         now = time.monotonic()
@@ -92,6 +97,15 @@ class Scheduler:
             await extend_horizons(pool)
         if self._due("case_automations", 60.0):
             await run_due_automations(pool)
+            await rule_engine.run_time_rules(pool)  # idle and scheduled case rules
+        if self._due("case_rules", 1.0):
+            await rule_engine.run_queue(pool)  # rules of events no request processed (SLA)
+        if self._due("case_rule_outbox", 2.0):
+            await case_rule_outbox.deliver_due(pool, channel, settings, self.webhooks)
+        if self._due("report_rollups", 5.0):
+            async with pool.acquire() as conn:
+                await rollups.refresh(conn)  # dirty case hours, a batch a tick
+                await reports.fold(conn)  # message outcome deltas
         if self._due("sessions", 600.0):
             await purge_expired_sessions(pool)
 

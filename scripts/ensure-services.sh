@@ -79,6 +79,10 @@ BEGIN
   IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'herald_app') THEN
     CREATE ROLE herald_app LOGIN PASSWORD 'herald_app';
   END IF;
+  -- Read-only BI access (the bi schema only; README, "BI"): Power BI and SQL clients.
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'herald_bi') THEN
+    CREATE ROLE herald_bi LOGIN PASSWORD 'herald_bi';
+  END IF;
 END \$\$;
 SQL
   if [ "$(psql_super -Atc "SELECT count(*) FROM pg_database WHERE datname = '$HERALD_DB'")" = 0 ]; then

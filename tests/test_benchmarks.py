@@ -217,6 +217,16 @@ def test_bench_cases_options_are_parsed() -> None:
             build_parser().parse_args(["bench", "cases", *bad])
 
 
+def test_bench_reports_options_are_parsed() -> None:
+    args = build_parser().parse_args(["bench", "reports"])
+    assert (args.cases, args.runs, args.corrections) == (10_000_000, 20, 1000)
+    args = build_parser().parse_args(["bench", "reports", "--cases", "200_000", "--runs", "5"])
+    assert (args.cases, args.runs) == (200_000, 5)
+    for bad in (["--runs", "1"], ["--cases", "0"], ["--corrections", "x"]):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["bench", "reports", *bad])
+
+
 def test_card_percentiles() -> None:
     from herald.cli.bench.card import percentiles
 

@@ -411,7 +411,7 @@ async def test_stop_reply_from_the_gateway(
 async def test_csv_import_reports_every_bad_row(
     client, demo_users, admin_conn: asyncpg.Connection, app_conn: asyncpg.Connection
 ) -> None:
-    marketer_cannot = await login_as(client, "marketer")
+    analyst_cannot = await login_as(client, "analyst")
     operator = await login_as(client, "operator_cc")
     a, b = await make_clients(admin_conn, 2, start=70)
     or_b = await admin_conn.fetchval("SELECT or_number FROM accounts WHERE client_id = $1", b)
@@ -462,8 +462,9 @@ async def test_csv_import_reports_every_bad_row(
     ]
     assert not await _allowed(app_conn, b, "sms", "debt")
     assert await _allowed(app_conn, a, "email", "marketing")
-    # Marketers may not import; a file that is not a consents file is a 400 naming the body
-    assert (await client.post(path, data=csv_text.encode(), headers=marketer_cannot)).status == 403
+    # Analysts may not import (marketers may, migration 0050); a file that is not a
+    # consents file is a 400 naming the body
+    assert (await client.post(path, data=csv_text.encode(), headers=analyst_cannot)).status == 403
     for bad in (
         b"",
         b"name;phone\r\nx;y\r\n",

@@ -98,7 +98,9 @@ async def test_build_a_template_with_variables_preview_it_version_and_diff(
     await expect(page.locator("#diff-lines .diff-add")).to_contain_text("дякуємо!")
     await page.click("tr[data-version='1'] button.make-current")
     await expect(page.locator("tr[data-version='1'] .ok-badge")).to_be_visible()
-    template_id = int(re.search(r"/ui/templates/(\d+)", page.url).group(1))  # type: ignore[union-attr]
+    found = re.search(r"/ui/templates/(\d+)", page.url)
+    assert found, page.url
+    template_id = int(found.group(1))
     assert (
         await admin_conn.fetchval(
             "SELECT current_version FROM message_templates WHERE id = $1", template_id

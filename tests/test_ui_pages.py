@@ -160,8 +160,26 @@ async def test_each_role_sees_its_menu_and_is_refused_the_rest(client, demo_user
         "segments",
         "stop-lists",
         "contact-rules",
+        "reports",
+        "dashboards",
     }
     assert "supervisor" in menus["supervisor"] and "supervisor" not in menus["operator_cc"]
+
+
+def test_a_long_menu_folds_each_workspace_into_a_drop_down() -> None:
+    everything = {i.permission for i in menu.ITEMS}
+    bar = menu.top_bar(everything, "/ui/audit")
+    assert len(bar) <= menu.FLAT_LIMIT
+    groups = {e.key: e for e in bar if isinstance(e, menu.MenuGroup)}
+    assert set(groups) == {"marketing", "analytics", "admin"}
+    assert groups["admin"].active and not groups["marketing"].active
+    assert [i.key for i in groups["admin"].items if i.active] == ["audit"]
+    # every entry is still reachable, once
+    keys = [i.key for e in bar for i in (e.items if isinstance(e, menu.MenuGroup) else (e,))]
+    assert sorted(keys) == sorted(i.key for i in menu.ITEMS)
+    # a marketer's few entries stay flat
+    marketer = {"campaigns.read", "templates.read", "segments.read", "reports.own"}
+    assert all(isinstance(e, menu.MenuItem) for e in menu.top_bar(marketer, "/ui/campaigns"))
 
 
 async def test_client_data_renders_inert(client, demo_users, admin_conn) -> None:

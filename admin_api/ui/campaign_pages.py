@@ -166,7 +166,10 @@ async def _list_context(request: web.Request) -> dict[str, Any]:
         items = await campaigns.list_campaigns(
             conn, limit=200, before_id=None, status=filters.status
         )
-    return {"campaigns": items, "filters": filters, "statuses": STATUSES}
+    counters = await outcomes.live_stats_many(
+        request.app[REDIS], request.app[SETTINGS], [c.id for c in items]
+    )
+    return {"campaigns": items, "counters": counters, "filters": filters, "statuses": STATUSES}
 
 
 @endpoints.get(
@@ -299,6 +302,7 @@ async def _page_context(request: web.Request, campaign_id: int) -> dict[str, Any
         "hold_reasons": HOLD_REASONS,
         "statuses": STATUSES,
         "recipient_statuses": outcomes.RECIPIENT_STATUSES,
+        "business_tz": clock.business_tz().key,
         "may_launch": "campaigns.launch" in principal(request).permissions,
         "may_manage": "campaigns.manage" in principal(request).permissions,
     }

@@ -24,6 +24,7 @@ from crm.cases import (
     intake,
     queue,
     routing,
+    rule_engine,
     sla,
     store,
     tasks,
@@ -303,7 +304,10 @@ async def change_status(request: web.Request) -> web.Response:
     case_id = path_int(request, "case_id")
     body = await forms.form(request, StatusForm)
     async with request.app[DB].acquire() as conn:
-        await transitions.change_status(conn, actor(request), case_id, body.status, body.comment)
+        await rule_engine.changing_case(
+            conn,
+            transitions.change_status(conn, actor(request), case_id, body.status, body.comment),
+        )
     return await _reloaded(request, case_id, "status")
 
 
@@ -319,7 +323,9 @@ async def classify(request: web.Request) -> web.Response:
     case_id = path_int(request, "case_id")
     patch = await forms.form(request, ClassificationPatch)
     async with request.app[DB].acquire() as conn:
-        await correction.correct(conn, actor(request), case_id, patch)
+        await rule_engine.changing_case(
+            conn, correction.correct(conn, actor(request), case_id, patch)
+        )
     return await _reloaded(request, case_id, "classification")
 
 

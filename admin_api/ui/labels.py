@@ -8,6 +8,11 @@ from __future__ import annotations
 from admin_api.ui.menu import N_
 
 LABELS: dict[str, str] = {
+    # case event kinds of the rule engine
+    "automation": N_("Automation"),
+    "tag": N_("Tag"),
+    # versions of settings (create/update/delete: with the audit journal's actions below)
+    "rollback": N_("Restored"),
     # case statuses
     "new": N_("New"),
     "in_progress": N_("In progress"),

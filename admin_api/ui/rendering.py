@@ -132,7 +132,7 @@ async def context(request: web.Request) -> dict[str, Any]:
     await language(request)
     return {
         "user": who,
-        "menu": menu.menu_for(permissions, request.path),
+        "menu": menu.top_bar(permissions, request.path),
         "can": permissions.__contains__,
         "csrf_token": csrf_token(token) if token else "",
         "current_path": request.path_qs,

@@ -16,7 +16,8 @@ from admin_api.ui.rendering import LANGUAGE, LANGUAGE_COOKIE, render
 from admin_api.ui.rendering import language as request_language
 from admin_api.views.auth import DEVICE_COOKIE, log_in
 from crm import ui_prefs, users
-from crm.users import PasswordPolicy
+from crm.reports import dashboards
+from crm.users import PasswordPolicy, Principal
 from herald.errors import (
     AccountLocked,
     AuthenticationFailed,
@@ -112,7 +113,7 @@ async def login_submit(request: web.Request) -> web.Response:
             headers=headers,
         )
     if next_path == "/ui/":
-        next_path = menu.home_for(who.permissions)
+        next_path = await _home(request, who)
     response = web.Response(status=303, headers={"Location": next_path})
     response.set_cookie(
         SESSION_COOKIE,
@@ -149,8 +150,18 @@ async def logout(request: web.Request) -> web.Response:
 
 @endpoints.get("/ui/", permission=AUTHENTICATED, response=str, media_type="text/html")
 async def start(request: web.Request) -> web.Response:
-    """The start page: the first page of the person's menu."""
-    raise web.HTTPSeeOther(menu.home_for(principal(request).permissions))
+    """The start page: the dashboard an administrator assigned to the person's role, or
+    the first page of their menu."""
+    raise web.HTTPSeeOther(await _home(request, principal(request)))
+
+
+async def _home(request: web.Request, who: Principal) -> str:
+    if "reports.own" in who.permissions:
+        async with request.app[DB].acquire() as conn:
+            board = await dashboards.start_page(conn, who.roles)
+        if board is not None:
+            return f"/ui/dashboards/{board}"
+    return menu.home_for(who.permissions)
 
 
 async def _account(
@@ -219,26 +230,3 @@ async def set_language(request: web.Request) -> web.Response:
     response = web.Response(status=303, headers={"Location": safe_next(body.next)})
     _language_cookie(response, lang)
     return response
-
-
-SECTIONS = {
-    "reports": ("audit.read", menu.N_("Reports")),
-}
-
-
-def _section(key: str) -> None:
-    permission, title = SECTIONS[key]
-
-    @endpoints.get(
-        f"/ui/section/{key}",
-        permission=permission,
-        response=str,
-        media_type="text/html",
-        summary=f"The {key} workspace (parts 2 and 3 of the UI)",
-    )
-    async def section(request: web.Request) -> web.Response:
-        return await render(request, "section.html", {"title": title, "key": key})
-
-
-for _key in SECTIONS:
-    _section(_key)

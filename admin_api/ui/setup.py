@@ -8,6 +8,7 @@ from admin_api.routing import EndpointTable
 from admin_api.ui import (
     admin_pages,
     audit_pages,
+    automation_pages,
     campaign_live,
     campaign_pages,
     card_pages,
@@ -15,10 +16,12 @@ from admin_api.ui import (
     consent_pages,
     contact_pages,
     contact_rule_pages,
+    dashboard_pages,
     export_pages,
     live,
     mass_edit_pages,
     message_pages,
+    report_pages,
     search_pages,
     segment_pages,
     session_pages,
@@ -53,6 +56,9 @@ UI_TABLES: tuple[EndpointTable, ...] = (
     template_pages.endpoints,
     campaign_pages.endpoints,
     trigger_pages.endpoints,
+    report_pages.endpoints,
+    dashboard_pages.endpoints,
+    automation_pages.endpoints,
 )
 
 __all__ = ["UI_TABLES", "setup_ui", "ui_guard"]

@@ -318,7 +318,7 @@ async def team_bulk(request: web.Request) -> web.Response:
     else:
         if form.priority not in PRIORITIES:
             raise InvalidInput("priority", "choose a priority")
-        patch = ClassificationPatch(priority=form.priority)  # type: ignore[arg-type]
+        patch = ClassificationPatch(priority=form.priority)  # type: ignore[arg-type]  # in PRIORITIES
     done, failed = 0, []
     async with request.app[DB].acquire() as conn:
         for case_id in form.case_ids:

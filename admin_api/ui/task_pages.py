@@ -14,7 +14,7 @@ from admin_api.security import actor, principal
 from admin_api.typedefs import DB
 from admin_api.ui import forms
 from admin_api.ui.rendering import render
-from crm.cases import groups, tasks
+from crm.cases import groups, rule_engine, tasks
 from crm.cases.tasks import CaseTaskQuery
 
 endpoints = EndpointTable("ui")
@@ -92,13 +92,17 @@ async def task_done(request: web.Request) -> web.Response:
     """Mark a task done with its result; the row shows it done."""
     form = await forms.form(request, CloseForm)
     async with request.app[DB].acquire() as conn:
-        task = await tasks.close_task(
+        task = await rule_engine.changing(
             conn,
-            actor(request),
-            path_int(request, "task_id"),
-            "done",
-            form.result,
-            supervisor=_is_supervisor(request),
+            tasks.close_task(
+                conn,
+                actor(request),
+                path_int(request, "task_id"),
+                "done",
+                form.result,
+                supervisor=_is_supervisor(request),
+            ),
+            lambda t: t.case_id,
         )
         group_names = {g.code: g for g in await groups.list_groups(conn)}
     return await render(request, "_task_row.html", {"t": task, "group_names": group_names})

@@ -323,7 +323,7 @@ async def template_page(request: web.Request) -> web.Response:
             if wanted.version
             else template.current
         )
-    meta = TemplateMeta(template.name, template.topic, template.urgent, version.language)  # type: ignore[arg-type]
+    meta = TemplateMeta(template.name, template.topic, template.urgent, version.language)  # type: ignore[arg-type]  # a stored language
     return await _page(
         request,
         template=template,

@@ -12,7 +12,7 @@ from aiohttp import web
 from admin_api.routing import EndpointTable, path_int
 from admin_api.security import actor, principal
 from admin_api.typedefs import DB
-from crm.cases import agents, groups, routing, tasks
+from crm.cases import agents, groups, routing, rule_engine, tasks
 from crm.cases.agents import Agent, AgentSkillsPatch, PresenceChange, PresenceSpec
 from crm.cases.groups import (
     CaseGroup,
@@ -276,7 +276,9 @@ async def take_next(request: web.Request) -> Case | None:
 async def reassign(request: web.Request, body: Reassignment) -> Case:
     """Reassign a case to a user and/or a group (journalled; the rules no longer move it)."""
     async with request.app[DB].acquire() as conn:
-        return await routing.reassign(conn, actor(request), path_int(request, "case_id"), body)
+        return await rule_engine.changing_case(
+            conn, routing.reassign(conn, actor(request), path_int(request, "case_id"), body)
+        )
 
 
 # -- hand-off tasks -------------------------------------------------------------------------
@@ -320,13 +322,17 @@ async def list_tasks(request: web.Request, query: CaseTaskQuery) -> list[CaseTas
 
 async def _close(request: web.Request, body: CaseTaskClose, status: str) -> CaseTask:
     async with request.app[DB].acquire() as conn:
-        return await tasks.close_task(
+        return await rule_engine.changing(
             conn,
-            actor(request),
-            path_int(request, "task_id"),
-            status,
-            body.result,
-            supervisor="cases.route" in principal(request).permissions,
+            tasks.close_task(
+                conn,
+                actor(request),
+                path_int(request, "task_id"),
+                status,
+                body.result,
+                supervisor="cases.route" in principal(request).permissions,
+            ),
+            lambda task: task.case_id,
         )
 
 

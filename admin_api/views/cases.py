@@ -23,6 +23,7 @@ from crm.cases import (
     duplicates,
     intake,
     queue,
+    rule_engine,
     sla,
     store,
     transitions,
@@ -269,8 +270,11 @@ async def case_events(request: web.Request, query: CaseEventsQuery) -> CaseEvent
 async def change_status(request: web.Request, body: CaseStatusChange) -> Case:
     """Move the case to another status, if the transition table allows it (else 409)."""
     async with request.app[DB].acquire() as conn:
-        return await transitions.change_status(
-            conn, actor(request), path_int(request, "case_id"), body.status, body.comment
+        return await rule_engine.changing_case(
+            conn,
+            transitions.change_status(
+                conn, actor(request), path_int(request, "case_id"), body.status, body.comment
+            ),
         )
 
 
@@ -284,7 +288,9 @@ async def change_status(request: web.Request, body: CaseStatusChange) -> Case:
 async def correct_classification(request: web.Request, body: ClassificationPatch) -> Case:
     """Correct category, type or priority; the history keeps proposed vs chosen."""
     async with request.app[DB].acquire() as conn:
-        return await correction.correct(conn, actor(request), path_int(request, "case_id"), body)
+        return await rule_engine.changing_case(
+            conn, correction.correct(conn, actor(request), path_int(request, "case_id"), body)
+        )
 
 
 @endpoints.post(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncpg
 import msgspec
 
-from crm.cases import automation, classify, duplicates, groups, store
+from crm.cases import automation, classify, duplicates, groups, rule_engine, store
 from crm.cases.channels import (
     AppRequest,
     CallRecord,
@@ -345,8 +345,16 @@ async def ingest(
                     return replay
             thread = await _open_thread(conn, item)
             if thread is not None:
-                return await _append(conn, actor, thread, item)
-            return await _create(conn, actor, item, chosen)
+                result = await _append(conn, actor, thread, item)
+            else:
+                result = await _create(conn, actor, item, chosen)
+            # The case rules act in this transaction (issue 15).
+            if await rule_engine.process(conn, result.case_id):
+                status = await conn.fetchval(
+                    "SELECT status FROM cases WHERE id = $1", result.case_id
+                )
+                result = msgspec.structs.replace(result, status=status)
+            return result
     except asyncpg.UniqueViolationError as exc:
         # The same item arrived twice at once: the other delivery won; report its case.
         if item.external_id is None or exc.constraint_name != "case_events_external_key":

@@ -35,7 +35,7 @@ import redis.asyncio as aioredis
 from msgspec import Meta
 
 from crm import timeline
-from crm.cases import store, transitions
+from crm.cases import rule_engine, store, transitions
 from crm.cases.store import NewEvent
 from crm.cases.types import Case
 from dispatcher.realtime import messages as realtime
@@ -398,6 +398,7 @@ async def reply(
                 )
             ],
         )
+        await rule_engine.process(conn, case_id)  # agent_replied rules, in this transaction
     return accepted, outbox, work
 
 
@@ -472,6 +473,7 @@ async def request_info(
                 )
             ],
         )
+        await rule_engine.process(conn, case.id)
         case = await store.get_case(conn, case.id)
     return InfoRequested(case, on_hold, "email" if by_email else "notification", message_id), outbox
 

@@ -13,6 +13,7 @@ import argparse
 import datetime as dt
 import os
 import sys
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -64,6 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--reset", action="store_true", help="empty the CRM tables first")
     p.add_argument("--users-only", action="store_true", help="only create the demo users")
+
+    p = sub.add_parser("rollups", help="bring the report aggregates up to date, or rebuild them")
+    p.add_argument(
+        "action",
+        choices=("refresh", "rebuild"),
+        help="refresh: recompute the dirty hours and fold message deltas; "
+        "rebuild: recompute every hour from the cases and messages stored",
+    )
 
     p = sub.add_parser("serve", help="run the admin API")
     p.add_argument("--host", default=None)
@@ -132,6 +141,8 @@ async def _migrate(settings: Settings, status_only: bool) -> int:
                 "SELECT meter_readings_ensure_partitions($1, 3)", clock.today(dt.UTC).year
             )
             await conn.execute("SELECT timeline_events_ensure_partitions(herald_now()::date, 13)")
+            # The BI role's rights on the bi views, whenever the role was created (0071).
+            await conn.execute("SELECT herald_bi_grant()")
         except MigrationError as exc:
             print(f"herald migrate: {exc}", file=sys.stderr)
             return 1
@@ -173,6 +184,9 @@ async def _seed(settings: Settings, args: argparse.Namespace) -> int:
             history = await ensure_demo_history(conn)
     finally:
         await pool.close()
+    if not args.users_only or history.cases:
+        # Fill the report aggregates from what was loaded (the bulk loader bypasses triggers).
+        await _rollups(settings, "rebuild")
     print(format_logins(demo))
     if setup.templates or setup.calendar or setup.sla_policies or setup.escalation_rules:
         print(
@@ -187,6 +201,26 @@ async def _seed(settings: Settings, args: argparse.Namespace) -> int:
             f"{history.readings:,} meter readings, {history.contact_changes:,} contact changes "
             f"for {history.clients:,} clients"
         )
+    return 0
+
+
+async def _rollups(settings: Settings, action: str) -> int:
+    from crm.reports import rollups
+    from dispatcher import reports
+    from herald.db import admin_connection
+
+    started = time.monotonic()
+    async with admin_connection(settings) as conn:
+        marked = 0
+        if action == "rebuild":
+            await rollups.clear(conn)
+            marked = await rollups.mark_all(conn)
+        hours = await rollups.refresh_all(conn)
+        folded = await (reports.rebuild(conn) if action == "rebuild" else reports.fold(conn))
+    print(
+        f"Report rollups: {hours:,} case hours recomputed ({marked:,} marked), "
+        f"{folded:,} message deltas folded in {time.monotonic() - started:.1f} s"
+    )
     return 0
 
 
@@ -281,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
             return uvloop.run(_migrate(settings, args.status))
         if args.command == "seed":
             return uvloop.run(_seed(settings, args))
+        if args.command == "rollups":
+            return uvloop.run(_rollups(settings, args.action))
         if args.command == "serve":
             return _serve(settings, args.host, args.port)
         if args.command == "worker":

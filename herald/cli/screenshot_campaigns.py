@@ -5,11 +5,13 @@ and the recent events, a rule's form."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
 
+# Each shot waits for what it shows (not for an idle network: the tab's stream stays open).
 Shot = Callable[..., Awaitable[None]]
 LogIn = Callable[[Any, str, str], Awaitable[None]]
 
@@ -36,35 +38,39 @@ async def campaign_pages(
     page = await context.new_page()
     await log_in(page, url, "marketer")
     await page.goto(url + "/ui/campaigns")
-    await shot(page, "13-campaigns")
+    await page.wait_for_selector("#campaign-table, #campaign-rows p")
+    await shot(page, "13-campaigns", settle=False)
     await page.goto(url + "/ui/campaigns/new")
+    await page.wait_for_selector("#chain li")
     await page.fill("input[name=name]", "Нагадування про борг, грудень")
     if await page.locator("#segment-select option").count() > 1:
         await page.select_option("#segment-select", index=1)
     if await page.locator("#template-select option").count() > 1:
         await page.select_option("#template-select", index=1)
     await page.fill("input[name=rate_per_minute]", "3000")
-    await shot(page, "14-campaign-new")
+    await shot(page, "14-campaign-new", settle=False)
     if campaign_id is not None:
         await page.goto(f"{url}/ui/campaigns/{campaign_id}")
         await page.wait_for_selector("#throughput .uplot")
         await page.wait_for_selector("#recipient-table, #recipients p")
-        await shot(page, "15-campaign")
+        await shot(page, "15-campaign", settle=False)
         first = page.locator("#recipient-table a.drill-link").first
         if await first.count():
             await first.click()
             await page.wait_for_selector("#drill-result")
             await page.locator("#drill-panel").scroll_into_view_if_needed()
-            await shot(page, "16-campaign-client")
+            await shot(page, "16-campaign-client", settle=False)
     await context.clear_cookies()
     await log_in(page, url, "admin")
     await page.goto(url + "/ui/triggers")
-    await page.fill("#producer-form input[name=name]", "Білінг (знімок екрана)")
+    # A new producer each run (names are unique): its key is shown once, as on the day.
+    await page.fill("#producer-form input[name=name]", f"Білінг {time.strftime('%H:%M:%S')}")
     await page.fill("#producer-form input[name=event_types]", "billing.payment_received")
     await page.click("#producer-form button[type=submit]")
     await page.wait_for_selector("#api-key")
-    await shot(page, "17-triggers")
+    await shot(page, "17-triggers", settle=False)
     await page.goto(url + "/ui/triggers/new")
+    await page.wait_for_selector("#rule-form")
     await page.fill("input[name=name]", "Дякуємо за оплату")
     await page.fill("input[name=event_type]", "billing.payment_received")
     await page.locator("input[name=cond_path]").first.fill("amount")
@@ -73,5 +79,5 @@ async def campaign_pages(
     await page.locator("select[name=client_attribute]").first.select_option("region")
     await page.locator("select[name=client_op]").first.select_option("in")
     await page.locator("input[name=client_value]").first.fill("UA-46, UA-32")
-    await shot(page, "18-trigger-new")
+    await shot(page, "18-trigger-new", settle=False)
     await context.close()

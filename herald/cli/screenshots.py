@@ -20,7 +20,10 @@ import msgspec
 from aiohttp import web
 
 from admin_api.app import init_app
+from crm.cases import rule_store
+from crm.cases.rule_types import CaseRuleSpec
 from crm.users import PasswordPolicy
+from herald.audit import Actor
 from herald.cli import screenshot_admin
 from herald.cli import screenshot_campaigns as campaigns
 from herald.cli import screenshot_marketer as marketer
@@ -94,6 +97,42 @@ async def _demo_client(conn: asyncpg.Connection) -> tuple[int, str, str]:
     if row is None:
         raise RuntimeError("the database has no demo clients: run `herald up` (or herald seed)")
     return row["id"], row["last_name"], row["phone"]
+
+
+DEMO_RULE = "Борг понад 1000 грн → Фінансовий відділ"
+
+
+async def _demo_rule(conn: asyncpg.Connection) -> int:
+    """The demo rule of the designer (made once): topic Debt and debt > 1000 UAH ->
+    priority high, group Finance, an SMS to the client."""
+    for rule in await rule_store.list_rules(conn):
+        if rule.name == DEMO_RULE:
+            return rule.id
+    template = await conn.fetchval(
+        "SELECT id FROM message_templates WHERE name = 'Звернення зареєстровано'"
+    )
+    spec = msgspec.convert(
+        {
+            "name": DEMO_RULE,
+            "trigger": {"type": "case_created"},
+            "condition": {
+                "kind": "and",
+                "items": [
+                    {"kind": "cond", "field": "category", "op": "under", "value": "billing.debt"},
+                    {"kind": "cond", "field": "client.debt", "op": "gt", "value": 1000},
+                ],
+            },
+            "actions": [
+                {"type": "set_priority", "priority": "high"},
+                {"type": "set_group", "group_code": "finance"},
+                {"type": "send_message", "template_id": template, "channel_chain": ["sms"]},
+            ],
+            "is_active": True,
+        },
+        CaseRuleSpec,
+    )
+    rule = await rule_store.create_rule(conn, Actor(login="demo"), spec)
+    return rule.id
 
 
 async def take(settings: Settings, out: Path) -> list[Path]:
@@ -181,6 +220,7 @@ async def take(settings: Settings, out: Path) -> list[Path]:
         await shot(page, "09-case-new")
         await page.click("#register-case")
         await page.wait_for_selector("#case-number")
+        case_number = (await page.text_content("#case-number") or "").strip()
         await shot(page, "10-case")
         await context.clear_cookies()
         await log_in(page, url, "supervisor")
@@ -195,6 +235,60 @@ async def take(settings: Settings, out: Path) -> list[Path]:
             await page.click("form[data-export=cases] button[value=csv]")
         await page.goto(url + "/ui/exports")
         await shot(page, "13-exports")
+        await page.goto(url + "/ui/reports/my?period=last_30_days")
+        await page.wait_for_selector(".chart .uplot")
+        await shot(page, "13-reports-my", settle=False)
+        await context.clear_cookies()
+        await log_in(page, url, "supervisor")
+        for name, path in (
+            ("14-reports-cases", "/ui/reports/cases?period=year&group_by=week"),
+            ("15-reports-topics", "/ui/reports/cases?period=year&group_by=topic_root"),
+            ("16-reports-team", "/ui/reports/team?period=last_30_days"),
+            ("17-reports-messaging", "/ui/reports/messaging?period=year&group_by=source_channel"),
+        ):
+            await page.goto(url + path)
+            await page.wait_for_selector(".chart .uplot")
+            await shot(page, name, settle=False)
+        await page.goto(url + "/ui/dashboards")
+        mine = page.locator("a", has_text="Огляд супервізора")
+        if await mine.count():
+            await mine.first.click()
+        else:
+            await page.fill("input[name=name]", "Огляд супервізора")
+            await page.click("form[action='/ui/dashboards'] button[type=submit]")
+            form = page.locator("#add-widget")
+            for kind, report, metric, group_by in (
+                ("number", "backlog", "open_cases", ""),
+                ("bar", "cases", "created", "channel"),
+                ("table", "team", "resolved", ""),
+                ("funnel", "messaging", "sent", ""),
+            ):
+                await form.locator("select[name=kind]").select_option(kind)
+                await form.locator("select[name=report]").select_option(report)
+                await form.locator("select[name=metric]").select_option(metric)
+                await form.locator("select[name=group_by]").select_option(group_by)
+                await form.locator("button[type=submit]").click()
+                await page.wait_for_selector(f".widget[data-kind={kind}]")
+        await page.wait_for_selector(".widget .uplot")
+        await page.wait_for_selector(".widget-number")
+        await shot(page, "18-dashboard", settle=False)
+        # The rule designer (issue 15): the demo rule, and a dry run against the new case
+        await context.clear_cookies()
+        conn = await asyncpg.connect(settings.database_url)
+        await init_connection(conn)
+        try:
+            rule_id = await _demo_rule(conn)
+        finally:
+            await conn.close()
+        await log_in(page, url, "supervisor")
+        await page.goto(f"{url}/ui/automation?rule={rule_id}")
+        await page.wait_for_selector("#versions-table")
+        await shot(page, "13-automation")
+        await page.fill("input[name=case_number]", case_number)
+        await page.click("#dry-run")
+        await page.wait_for_selector("#dry-result .verdict:not(:empty)")
+        await page.locator("#dry-result").scroll_into_view_if_needed()
+        await shot(page, "14-automation-dry-run")
         await context.close()
         await screenshot_admin.supervisor_and_admin(browser, url, shot, log_in, VIEWPORT)
         await marketer.content_pages(browser, url, shot, log_in, client_id=client_id)

@@ -26,13 +26,19 @@
     var data = [series.at, perMinute(series.sent), perMinute(series.delivered), perMinute(series.failed)];
     if (chart && chart.root.isConnected) { chart.setData(data); return; }
     box.innerHTML = "";
+    // Times in the business time zone and the person's language (not uPlot's defaults).
+    var timeFmt = new Intl.DateTimeFormat(lang, { hour: "2-digit", minute: "2-digit", second: "2-digit", timeZone: panel.dataset.tz || undefined });
+    var at = function (v) { return v === null || v === undefined ? "" : timeFmt.format(new Date(v * 1000)); };
     chart = new window.uPlot({
       width: Math.max(320, box.clientWidth || 800),
       height: 220,
       scales: { x: { time: true } },
-      axes: [{}, { label: panel.dataset.labelRate, size: 70 }],
+      axes: [
+        { values: function (u, splits) { return splits.map(at); } },
+        { label: panel.dataset.labelRate, size: 70, values: function (u, splits) { return splits.map(function (v) { return fmt.format(v); }); } }
+      ],
       series: [
-        {},
+        { value: function (u, v) { return at(v); } },
         { label: panel.dataset.labelSent, stroke: "#1f5fae", width: 2 },
         { label: panel.dataset.labelDelivered, stroke: "#1c7c43", width: 2 },
         { label: panel.dataset.labelFailed, stroke: "#b42318", width: 2 }

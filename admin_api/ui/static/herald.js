@@ -141,13 +141,20 @@
       a.classList.toggle("active", a === best);
       if (a === best) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
     });
+    document.querySelectorAll("nav.menu details.menu-group").forEach(function (group) {
+      group.classList.toggle("active", !!(best && group.contains(best)));
+      group.open = false;
+    });
   }
   document.addEventListener("htmx:pushedIntoHistory", markMenu);
   window.addEventListener("popstate", markMenu);
 
-  // -- Small things: closing the call panel. ---------------------------------------------
+  // -- Small things: closing the call panel; a menu drop-down closes on a click elsewhere. -
   document.addEventListener("click", function (event) {
     var t = event.target;
+    document.querySelectorAll("nav.menu details.menu-group[open]").forEach(function (group) {
+      if (!group.contains(t) || (t instanceof Element && t.closest(".menu-drop a"))) group.open = false;
+    });
     if (!(t instanceof HTMLElement)) return;
     if (t.matches("input[data-tick-all]")) { // tick every row of the table
       var table = t.closest("table");
@@ -390,4 +397,28 @@
       };
     });
   });
+})();
+
+/* Chart pages carry #chart-assets: uPlot and charts.js are loaded then (on a full load or
+   after a boosted navigation), never on the first visit of other pages. */
+(function () {
+  function load() {
+    var assets = document.getElementById("chart-assets");
+    if (!assets || window.heraldChartsLoading) return;
+    window.heraldChartsLoading = true;
+    var css = document.createElement("link");
+    css.rel = "stylesheet";
+    css.href = assets.dataset.css;
+    document.head.appendChild(css);
+    var lib = document.createElement("script");
+    lib.src = assets.dataset.uplot;
+    lib.onload = function () {
+      var charts = document.createElement("script");
+      charts.src = assets.dataset.charts;
+      document.head.appendChild(charts);
+    };
+    document.head.appendChild(lib);
+  }
+  document.addEventListener("htmx:afterSettle", load);
+  document.addEventListener("DOMContentLoaded", load);
 })();

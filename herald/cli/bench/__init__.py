@@ -264,6 +264,16 @@ def _cases_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--concurrency", type=_concurrency, default=4, help="callers at the same time (default 4)"
     )
+    parser.add_argument(
+        "--rules",
+        type=_rule_count,
+        default=0,
+        help="also measure intake with this many active case rules of realistic kinds "
+        "(installed for the run, removed afterwards; default 0: intake without rules only)",
+    )
+
+
+_rule_count = _whole_number(0, 500)
 
 
 async def _cases(settings: Settings, args: argparse.Namespace) -> int:
@@ -279,6 +289,7 @@ async def _cases(settings: Settings, args: argparse.Namespace) -> int:
         open_cases=args.open_cases,
         requests=args.requests,
         concurrency=args.concurrency,
+        rules=args.rules,
         say=say,
     )
     print(json.dumps(figures, ensure_ascii=False), flush=True)
@@ -312,6 +323,7 @@ def register_benchmarks(
     )
     options["cases"] = _cases_options
     from herald.cli.bench import exports as bench_exports
+    from herald.cli.bench import reports as bench_reports
     from herald.cli.bench import segments as bench_segments
     from herald.cli.bench import ui as bench_ui
 
@@ -341,3 +353,9 @@ def register_benchmarks(
         bench_exports.main,
     )
     options["exports"] = bench_exports.add_options
+    benchmarks["reports"] = (
+        "every report over a year of the 10 M benchmark cases, with filters, and a late "
+        "correction's refresh; JSON percentiles",
+        bench_reports.main,
+    )
+    options["reports"] = bench_reports.add_options

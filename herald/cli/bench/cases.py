@@ -30,8 +30,9 @@ import asyncpg
 import msgspec
 from argon2 import PasswordHasher
 
-from crm.cases import calendars, sla_config
+from crm.cases import calendars, rule_store, sla_config
 from crm.cases.calendars import BusinessCalendarSpec, WeekHours, WorkInterval
+from crm.cases.rule_types import CaseRuleSpec
 from crm.cases.sla_config import EscalationRuleSpec, SlaPolicySpec
 from crm.cases.sla_evaluator import run_sla_cycle
 from crm.users import PasswordPolicy
@@ -350,8 +351,130 @@ async def _ensure_sla_setup(conn: asyncpg.Connection) -> tuple[int, int]:
     return policy_id, calendar_id
 
 
+BENCH_RULE_PREFIX = "bench rule "
+BENCH = Actor(login="bench")
+
+
+def bench_rule_specs(count: int) -> list[CaseRuleSpec]:
+    """``count`` active case rules of the kinds a contact centre keeps: most react to a new
+    case and look at its category, channel, text and the client's debt; some watch
+    replies, field changes, SLA breaches and idle time (not fired by intake, but loaded
+    and matched by trigger all the same)."""
+    kinds: list[dict[str, Any]] = [
+        {  # the demo rule: Debt topic and debt > 1000 -> high priority, Finance
+            "trigger": {"type": "case_created"},
+            "condition": {
+                "kind": "and",
+                "items": [
+                    {"kind": "cond", "field": "category", "op": "under", "value": "billing"},
+                    {"kind": "cond", "field": "client.debt", "op": "gt", "value": 1000},
+                ],
+            },
+            "actions": [
+                {"type": "set_priority", "priority": "high"},
+                {"type": "add_tag", "tag": "debt"},
+            ],
+        },
+        {
+            "trigger": {"type": "case_created"},
+            "condition": {
+                "kind": "cond",
+                "field": "text",
+                "op": "regex",
+                "value": "запах газу|витік",
+            },
+            "actions": [
+                {"type": "set_priority", "priority": "urgent"},
+                {"type": "notify_supervisors", "text": "Витік"},
+            ],
+        },
+        {
+            "trigger": {"type": "case_created"},
+            "condition": {
+                "kind": "or",
+                "items": [
+                    {
+                        "kind": "cond",
+                        "field": "channel",
+                        "op": "in",
+                        "value": ["viber", "telegram"],
+                    },
+                    {
+                        "kind": "not",
+                        "item": {"kind": "cond", "field": "identified", "op": "eq", "value": True},
+                    },
+                ],
+            },
+            "actions": [{"type": "add_tag", "tag": "chat"}],
+        },
+        {
+            "trigger": {"type": "case_created"},
+            "condition": {"kind": "cond", "field": "text", "op": "contains", "value": "показник"},
+            "actions": [{"type": "add_note", "text": "Перевірити показники в білінгу"}],
+        },
+        {
+            "trigger": {"type": "client_replied"},
+            "condition": {"kind": "cond", "field": "status", "op": "eq", "value": "on_hold"},
+            "actions": [{"type": "set_status", "status": "in_progress"}],
+        },
+        {
+            "trigger": {"type": "field_changed", "fields": ["priority"]},
+            "condition": {"kind": "cond", "field": "priority", "op": "eq", "value": "urgent"},
+            "actions": [{"type": "notify_supervisors", "text": "Терміново"}],
+        },
+        {
+            "trigger": {"type": "sla_breach"},
+            "actions": [{"type": "set_priority", "priority": "urgent"}],
+        },
+        {
+            "trigger": {"type": "idle", "hours": 48},
+            "actions": [{"type": "add_tag", "tag": "stale"}],
+        },
+    ]
+    return [
+        msgspec.convert(
+            {"name": f"{BENCH_RULE_PREFIX}{i + 1}", "is_active": True, **kinds[i % len(kinds)]},
+            CaseRuleSpec,
+        )
+        for i in range(count)
+    ]
+
+
+async def _install_rules(settings: Settings, count: int) -> None:
+    async with admin_connection(settings) as conn:
+        await _remove_rules(conn)
+        for spec in bench_rule_specs(count):
+            await rule_store.create_rule(conn, BENCH, spec)
+
+
+async def _remove_rules(conn: asyncpg.Connection) -> None:
+    for rule in await rule_store.list_rules(conn):
+        if rule.name.startswith(BENCH_RULE_PREFIX):
+            await rule_store.delete_rule(conn, BENCH, rule.id)
+
+
+async def _measure_intake(
+    concurrency: int, plans: dict[str, list[Call]], say: Say, label: str
+) -> dict[str, dict[str, float]]:
+    intake: dict[str, dict[str, float]] = {}
+    for channel, calls in plans.items():
+        await _timed(concurrency, calls[:5])  # warm-up: pool connections, plans
+        latencies, _ = await _timed(concurrency, calls[5:])
+        cuts = percentiles(latencies)
+        intake[channel] = {"p50": cuts["p50"], "p99": cuts["p99"]}
+        say(f"  intake {channel}{label}: {len(latencies)} -> {intake[channel]}")
+    return intake
+
+
 async def run_cases_bench(
-    settings: Settings, *, history: int, open_cases: int, requests: int, concurrency: int, say: Say
+    settings: Settings,
+    *,
+    history: int,
+    open_cases: int,
+    requests: int,
+    concurrency: int,
+    say: Say,
+    rules: int = 0,
 ) -> dict[str, object]:
     """Seed (once), then measure; return the figures."""
     async with admin_connection(settings) as conn:
@@ -393,6 +516,8 @@ async def run_cases_bench(
             r["id"]
             for r in await conn.fetch("SELECT id FROM clients TABLESAMPLE SYSTEM (1) LIMIT 2000")
         ]
+        if not client_ids:  # a small seed: a 1 % sample of its few pages may find none
+            client_ids = [r["id"] for r in await conn.fetch("SELECT id FROM clients LIMIT 2000")]
         to_change = [
             r["id"]
             for r in await conn.fetch(
@@ -419,16 +544,30 @@ async def run_cases_bench(
             integration = await api.login("integration")
             desk = await api.login("operator_cos")
             boss = await api.login("supervisor")
-            intake: dict[str, dict[str, float]] = {}
-            for channel, calls in _intake_plans(
-                poster, integration, desk, client_ids, requests, run
-            ).items():
-                await _timed(concurrency, calls[:5])  # warm-up: pool connections, plans
-                latencies, _ = await _timed(concurrency, calls[5:])
-                cuts = percentiles(latencies)
-                intake[channel] = {"p50": cuts["p50"], "p99": cuts["p99"]}
-                say(f"  intake {channel}: {len(latencies)} -> {intake[channel]}")
+            plans = _intake_plans(poster, integration, desk, client_ids, requests, run)
+            intake = await _measure_intake(concurrency, plans, say, "")
             figures["intake_ms"] = intake
+            if rules:
+                # The same intake again with the rules active (new external ids: new cases)
+                await _install_rules(settings, rules)
+                try:
+                    again = _intake_plans(
+                        poster, integration, desk, client_ids, requests, str(int(run) + 1)
+                    )
+                    with_rules = await _measure_intake(
+                        concurrency, again, say, f" with {rules} rules"
+                    )
+                finally:
+                    async with admin_connection(settings) as conn:
+                        await _remove_rules(conn)
+                figures["rules"] = rules
+                figures["intake_with_rules_ms"] = with_rules
+                base_p99 = {k: v["p99"] for k, v in intake.items()}
+                figures["intake_p99_ratio"] = {
+                    k: round(v["p99"] / base_p99[k], 2) if base_p99[k] else None
+                    for k, v in with_rules.items()
+                }
+                say(f"  intake p99 with/without {rules} rules: {figures['intake_p99_ratio']}")
             latencies, timeouts = await _timed(concurrency, _queue_plans(api, operator, requests))
             figures["queue_list_ms"] = {**percentiles(latencies), "timeouts": timeouts}
             say(f"  queue: {len(latencies)} -> {figures['queue_list_ms']}")
