@@ -51,6 +51,7 @@ from herald.bounds import Id
 from herald.errors import InvalidInput
 from herald.exports import ExportQuery
 from herald.settings import Settings
+from rules import stop_lists
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,17 @@ class SegmentMembersFilters(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class CampaignRecipientsFilters(msgspec.Struct, forbid_unknown_fields=True):
+    """All the audience with where each stands, or (``status``) those of one status, as
+    the campaign page lists them."""
+
     campaign_id: Id
+    status: outcomes.RecipientStatus | None = None
+
+
+class StopListFilters(msgspec.Struct, forbid_unknown_fields=True):
+    """The entries in force now (``active``, as the page shows by default) or ``all``."""
+
+    show: Literal["active", "all"] = "active"
 
 
 Build = Callable[[asyncpg.Connection, Any, bool], Awaitable[ExportQuery]]
@@ -102,7 +113,7 @@ async def _recipients(
     conn: asyncpg.Connection, f: CampaignRecipientsFilters, pii_visible: bool
 ) -> ExportQuery:
     await campaigns.get(conn, f.campaign_id)  # 404 for an unknown campaign
-    return outcomes.recipients_export_query(f.campaign_id)
+    return outcomes.recipients_export_query(f.campaign_id, f.status)
 
 
 async def _contacts(
@@ -115,6 +126,12 @@ async def _audit(conn: asyncpg.Connection, f: AuditExportFilters, pii_visible: b
     return crm_audit.export_query(f, pii_visible=pii_visible)
 
 
+async def _stop_list(
+    conn: asyncpg.Connection, f: StopListFilters, pii_visible: bool
+) -> ExportQuery:
+    return stop_lists.export_query(active_at=clock.now() if f.show == "active" else None)
+
+
 KINDS: dict[str, Kind] = {
     "cases": Kind("cases.read", CaseQueueQuery, _cases),
     "case_stats": Kind("cases.read", CaseStatsQuery, _case_stats),
@@ -122,6 +139,7 @@ KINDS: dict[str, Kind] = {
     "campaign_recipients": Kind("campaigns.read", CampaignRecipientsFilters, _recipients),
     "contacts": Kind("clients.read", ContactExportFilters, _contacts),
     "audit": Kind("audit.read", AuditExportFilters, _audit),
+    "stop_list": Kind("rules.read", StopListFilters, _stop_list),
 }
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
+from typing import Literal, get_args
 
 import asyncpg
 import msgspec
@@ -258,7 +259,8 @@ async def recipient_events(
     return [MessageEvent(**dict(r)) for r in rows]
 
 
-RECIPIENT_STATUSES = ("held", "sent", "delivered", "read", "failed", "skipped", "converted")
+RecipientStatus = Literal["held", "sent", "delivered", "read", "failed", "skipped", "converted"]
+RECIPIENT_STATUSES: tuple[RecipientStatus, ...] = get_args(RecipientStatus)
 
 
 class Recipient(msgspec.Struct):
@@ -286,26 +288,28 @@ async def recipients(
     return [Recipient(**dict(r)) for r in rows]
 
 
-async def each_recipient(
-    conn: asyncpg.Connection, campaign_id: int, status: str, *, chunk: int = 5000
-) -> AsyncIterator[list[Recipient]]:
-    """Every recipient of ``status``, in chunks, read by a cursor (for a streamed export;
-    the caller holds ``conn`` inside a transaction)."""
-    cursor = await conn.cursor(_RECIPIENTS, campaign_id, status, 0)
-    while True:
-        rows = await cursor.fetch(chunk)
-        if not rows:
-            return
-        yield [Recipient(**dict(r)) for r in rows]
-
-
 RECIPIENT_COLUMNS = ("client_id", "status", "step", "channel", "reason", "at")
 
 
-def recipients_export_query(campaign_id: int) -> ExportQuery:
+def recipients_export_query(campaign_id: int, status: RecipientStatus | None = None) -> ExportQuery:
     """A campaign's recipients (its frozen audience) with where each stands: the last event
     of its messages (sent, delivered, read, failed, skipped, converted...), ``held`` while
-    a message is parked, ``pending`` before any; ascending client id."""
+    a message is parked, ``pending`` before any; ascending client id.
+
+    With ``status``: the rows of the page's list of that status (``recipients``), every
+    one: the recipients with an event of the status, and that event."""
+    if status is not None:
+        return ExportQuery(
+            """
+            SELECT DISTINCT ON (client_id) client_id, status, step, channel, reason,
+                   to_char(at AT TIME ZONE herald_business_tz(), 'YYYY-MM-DD HH24:MI:SS') AS at
+            FROM message_events WHERE campaign_id = $1 AND status = $2
+            ORDER BY client_id, at DESC
+            """,
+            (campaign_id, status),
+            RECIPIENT_COLUMNS,
+            title=f"campaign {campaign_id} {status}",
+        )
     return ExportQuery(
         """
         SELECT r.client_id,

@@ -22,6 +22,7 @@ import msgspec
 
 from herald import audit, clock
 from herald.errors import HeraldError, InvalidInput, NotFound
+from herald.exports import ExportQuery
 from rules.decision import STOP_LIST, Skip
 
 
@@ -218,6 +219,41 @@ async def remove_entry(
             ],
         )
     return entry
+
+
+EXPORT_COLUMNS = (
+    "id",
+    "client_id",
+    "segment_id",
+    "topics",
+    "reason",
+    "valid_from",
+    "valid_until",
+    "created_by",
+    "created_at",
+)
+
+
+def export_query(*, active_at: dt.datetime | None) -> ExportQuery:
+    """The entries as the stop-lists page lists them (in force at ``active_at``, or all
+    with None), newest first; times in the business time zone, topics comma-separated
+    (empty: every topic)."""
+    local = "to_char({} AT TIME ZONE herald_business_tz(), 'YYYY-MM-DD HH24:MI:SS')"
+    return ExportQuery(
+        f"""
+        SELECT id, client_id, segment_id, array_to_string(topics, ', ') AS topics, reason,
+               {local.format("valid_from")} AS valid_from,
+               {local.format("valid_until")} AS valid_until,
+               created_by, {local.format("created_at")} AS created_at
+        FROM stop_list_entries
+        WHERE $1::timestamptz IS NULL
+           OR (valid_from <= $1 AND (valid_until IS NULL OR valid_until > $1))
+        ORDER BY id DESC
+        """,
+        (active_at,),
+        EXPORT_COLUMNS,
+        title="stop list",
+    )
 
 
 async def list_entries(

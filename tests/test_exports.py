@@ -635,3 +635,47 @@ async def test_campaign_recipients_export_each_recipients_last_status(
         "",
         404,
     )
+    # With a status: the rows of the page's list of that status, in CSV and XLSX alike
+    for status in ("sent", "delivered", "failed"):
+        listed = await ok(
+            await export_client.get(
+                f"/api/v1/campaigns/{campaign}/recipients?status={status}", headers=marketer
+            )
+        )
+        expected = [
+            [str(r["client_id"]), status, str(r["step"]), r["channel"], _local(r["at"])]
+            for r in listed["items"]
+        ]
+        rows = _csv_rows(
+            await _export(
+                export_client,
+                marketer,
+                "campaign_recipients",
+                "csv",
+                campaign_id=campaign,
+                status=status,
+            )
+        )
+        assert expected and [[*r[:4], r[5]] for r in rows[1:]] == expected
+        ((_, sheet),) = _xlsx_sheets(
+            await _export(
+                export_client,
+                marketer,
+                "campaign_recipients",
+                "xlsx",
+                campaign_id=campaign,
+                status=status,
+            )
+        )
+        assert sheet == rows
+    await bad(
+        await export_client.post(
+            "/api/v1/exports",
+            json={
+                "kind": "campaign_recipients",
+                "filters": {"campaign_id": campaign, "status": "x"},
+            },
+            headers=marketer,
+        ),
+        "filters.status",
+    )

@@ -11,7 +11,7 @@ from typing import Any
 
 from conftest import login_as
 from dispatch_helpers import TEMPLATE, Stack, make_clients
-from ui_helpers import origin, post_form, ui_login
+from ui_helpers import export_form, origin, post_form, ui_login
 
 from admin_api.ui.trigger_pages import parse_value, show_value
 
@@ -163,14 +163,21 @@ async def test_campaign_runs_funnel_recipients_drill_down_and_live_figures(
     # The page's funnel, by channel
     page = await (await client.get(f"/ui/campaigns/{campaign_id}")).text()
     assert re.search(r'data-k="sent:email">6<', page), page
-    # Recipients by status, and the CSV export streams every one
+    # Recipients by status, and the export engine writes every one (CSV and XLSX)
     part = await (await client.get(f"/ui/campaigns/{campaign_id}/recipients?status=sent")).text()
     assert all(f'data-client="{i}"' in part for i in ids)
-    export = await client.get(f"/api/v1/campaigns/{campaign_id}/recipients.csv?status=sent")
-    lines = (await export.text()).strip().split("\n")
-    assert export.status == 200 and lines[0] == "client_id,step,channel,reason,at"
+    form = export_form(page, "recipients-export")
+    assert form["kind"] == "campaign_recipients" and form["f.status"] == "sent"
+    assert form["f.campaign_id"] == str(campaign_id)
+    export = await post_form(client, "/ui/exports", {**form, "format": "csv"}, token)
+    lines = (await export.text()).lstrip("\ufeff").strip().split("\n")
+    assert export.status == 200 and lines[0] == "client_id,status,step,channel,reason,at"
     assert sorted(int(x.split(",")[0]) for x in lines[1:]) == ids
-    assert all(",email," in x for x in lines[1:])
+    assert all(",sent,0,email," in x for x in lines[1:])
+    xlsx = await post_form(client, "/ui/exports", {**form, "format": "xlsx"}, token)
+    assert xlsx.status == 200 and (await xlsx.read())[:2] == b"PK"
+    gone = await client.get(f"/api/v1/campaigns/{campaign_id}/recipients.csv?status=sent")
+    assert gone.status == 404
     bad = await client.get(f"/api/v1/campaigns/{campaign_id}/recipients?status=nope")
     assert bad.status == 400 and (await bad.json())["errors"][0]["field"] == "status"
     page1 = await client.get(

@@ -3,12 +3,14 @@ builder, consents and stop lists (IC-07, IC-08), quiet hours and air-raid holdin
 
 from __future__ import annotations
 
+import csv as csv_module
+import io
 import re
 from collections.abc import Mapping
 
 import aiohttp
 from dispatch_helpers import make_clients
-from ui_helpers import origin, post_form, ui_login
+from ui_helpers import export_form, origin, post_form, ui_login
 
 SMS = "Шановний(а) {{ first_name }}, борг {{ debt }} за ОР {{ or_number }}."
 
@@ -236,6 +238,18 @@ async def test_segment_builder_counts_saves_combines_imports_and_exports(
     assert 'id="member-count">4<' in third
     exported = await client.get(f"/api/v1/segments/{second}/export")
     assert (await exported.text()).split() == ["client_id", str(ids[0]), str(ids[1])]
+    # The page's Export buttons go through the export engine: CSV and XLSX
+    members_bar = export_form(note, "export-link")
+    assert members_bar["kind"] == "segment_members" and members_bar["f.segment_id"] == str(second)
+    csv_file = await post_form(client, "/ui/exports", {**members_bar, "format": "csv"}, token)
+    assert csv_file.status == 200
+    assert (await csv_file.text()).lstrip("\ufeff").split() == [
+        "client_id",
+        str(ids[0]),
+        str(ids[1]),
+    ]
+    xlsx = await post_form(client, "/ui/exports", {**members_bar, "format": "xlsx"}, token)
+    assert xlsx.status == 200 and (await xlsx.read())[:2] == b"PK"
     listing = await (await client.get("/ui/segments")).text()
     assert f'data-segment="{second}"' in listing
     # The API's import too
@@ -311,6 +325,18 @@ async def test_consents_on_the_card_and_page_import_and_stop_lists(
     assert added.status == 303, await added.text()
     page = await (await client.get("/ui/stop-lists")).text()
     assert f'data-client="{ids[2]}"' in page and "Скарга клієнта" in page and "marketer" in page
+    # ...exported as the page lists it, through the export engine (CSV and XLSX)
+    stop_bar = export_form(page, "stop-list-export")
+    assert stop_bar["kind"] == "stop_list" and stop_bar["f.show"] == "active"
+    listed = await post_form(client, "/ui/exports", {**stop_bar, "format": "csv"}, token)
+    assert listed.status == 200, await listed.text()
+    rows = list(csv_module.reader(io.StringIO((await listed.read()).decode("utf-8-sig"))))
+    assert rows[0][:5] == ["id", "client_id", "segment_id", "topics", "reason"]
+    assert [(r[1], r[3], r[4], r[7]) for r in rows[1:]] == [
+        (str(ids[2]), "", "Скарга клієнта", "marketer")
+    ]
+    xlsx = await post_form(client, "/ui/exports", {**stop_bar, "format": "xlsx"}, token)
+    assert xlsx.status == 200 and (await xlsx.read())[:2] == b"PK"
     missing = await client.post(
         "/ui/stop-lists",
         data={"csrf_token": token, "target": "client", "reason": "x"},

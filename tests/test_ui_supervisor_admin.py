@@ -10,7 +10,7 @@ import re
 
 import asyncpg
 from test_supervisor import _case
-from ui_helpers import origin, post_form, ui_login
+from ui_helpers import export_form, origin, post_form, ui_login
 
 from crm.cases import agents, calendars, groups
 from crm.cases.calendars import BusinessCalendarSpec, WeekHours, WorkInterval
@@ -201,10 +201,22 @@ async def test_matrix_change_applies_on_the_next_request_and_is_journalled(
     found = await (await client.get("/ui/audit?entity_type=role&entity_id=supervisor")).text()
     assert re.search(r'data-entity="role/supervisor" data-field="permissions"', found)
     assert "cases.supervise" in found
-    export = await client.get("/ui/audit/export.csv?entity_type=role&entity_id=supervisor")
+    form = export_form(found, "audit-export")
+    assert form["kind"] == "audit" and form["f.entity_type"] == "role"
+    assert form["f.entity_id"] == "supervisor" and "f.from" not in form
+    export = await post_form(client, "/ui/exports", {**form, "format": "csv"}, token)
     assert export.status == 200 and export.headers["Content-Type"].startswith("text/csv")
     rows = list(csv.reader(io.StringIO((await export.read()).decode("utf-8-sig"))))
-    assert rows[0][0] == "at" and rows[1][3:6] == ["role", "supervisor", "permissions"]
+    assert rows[0][1] == "at" and rows[1][5:8] == ["role", "supervisor", "permissions"]
+    assert len(rows) == 1 + found.count('class="audit-row"')
+    xlsx = await post_form(client, "/ui/exports", {**form, "format": "xlsx"}, token)
+    assert xlsx.status == 200 and xlsx.headers["Content-Type"].endswith("spreadsheetml.sheet")
+    assert (await xlsx.read())[:2] == b"PK"
+    # the period of the viewer (business days, both included) reaches the export
+    dated = await (await client.get("/ui/audit?since=2026-05-01&until=2026-05-03")).text()
+    period = export_form(dated, "audit-export")
+    assert period["f.from"].startswith("2026-05-01T00:00:00")
+    assert period["f.to"].startswith("2026-05-04T00:00:00")
     bad = await client.get("/ui/audit?since=2026-05-02&until=2026-05-01")
     assert bad.status == 400
 

@@ -42,3 +42,12 @@ async def post_form(client: Any, path: str, data: dict[str, str], token: str, **
     """A form post as the page's htmx makes it: own origin, CSRF header."""
     headers = {"Origin": origin(client), "X-CSRF-Token": token, "HX-Request": "true"}
     return await client.post(path, data=data, headers=headers, **kw)
+
+
+def export_form(html: str, form_id: str) -> dict[str, str]:
+    """The hidden fields of a list's Export form (``_export_bar.html``): kind, filters and
+    CSRF token, as the browser would post them."""
+    form = re.search(rf'<form[^>]*id="{form_id}"[^>]*>(.*?)</form>', html, re.S)
+    assert form, f"no export form #{form_id} on the page"
+    fields = re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', form.group(1))
+    return {name: value.replace("&#43;", "+").replace("&amp;", "&") for name, value in fields}

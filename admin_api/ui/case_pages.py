@@ -89,7 +89,32 @@ async def _queue(request: web.Request, query: CaseQueueQuery) -> dict[str, objec
         clocks = await sla.sla_clocks(conn, ids, now=now)
     for item in page.items:
         item.sla = blocks.get(item.id)
-    return {"page": page, "query": query, "server_now": now.isoformat(), "sla_clocks": clocks}
+    return {
+        "page": page,
+        "query": query,
+        "server_now": now.isoformat(),
+        "sla_clocks": clocks,
+        "export_filters": {name: getattr(query, name) for name in EXPORTED_FILTERS},
+    }
+
+
+# The list's filters its Export buttons pass on (paging left out: the export is whole).
+EXPORTED_FILTERS = (
+    "status",
+    "open",
+    "channel",
+    "priority",
+    "case_type",
+    "category_id",
+    "client_id",
+    "assignee_id",
+    "anonymous",
+    "is_repeat",
+    "duplicate",
+    "number",
+    "sla_state",
+    "order",
+)
 
 
 def _filters(request: web.Request) -> CaseQueueQuery:

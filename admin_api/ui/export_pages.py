@@ -32,6 +32,7 @@ KIND_NAMES = {
     "campaign_recipients": N_("Campaign recipients"),
     "contacts": N_("Contacts"),
     "audit": N_("Audit journal"),
+    "stop_list": N_("Stop list"),
 }
 STATUS_NAMES = {
     "queued": N_("Queued"),
@@ -62,6 +63,7 @@ FILTER_NAMES = {
     "from": N_("From"),
     "to": N_("To"),
     "group_by": N_("Grouping"),
+    "show": N_("Entries"),
 }
 HIDDEN_FILTERS = frozenset({"order"})
 FILTER_PREFIX = "f."

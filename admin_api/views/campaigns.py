@@ -264,7 +264,7 @@ async def campaign_series(request: web.Request) -> list[outcomes.SeriesPoint]:
     return await outcomes.series(request.app[REDIS], request.app[SETTINGS], campaign_id)
 
 
-RecipientStatus = Literal["held", "sent", "delivered", "read", "failed", "skipped", "converted"]
+RecipientStatus = outcomes.RecipientStatus
 
 
 class RecipientQuery(msgspec.Struct, forbid_unknown_fields=True):
@@ -279,10 +279,6 @@ class RecipientPage(msgspec.Struct):
 
     items: list[outcomes.Recipient]
     next_after: int | None
-
-
-class ExportQuery(msgspec.Struct, forbid_unknown_fields=True):
-    status: RecipientStatus
 
 
 @endpoints.get(
@@ -301,41 +297,6 @@ async def list_recipients(request: web.Request, query: RecipientQuery) -> Recipi
             conn, campaign_id, query.status, after=query.after, limit=query.limit
         )
     return RecipientPage(items, items[-1].client_id if len(items) == query.limit else None)
-
-
-def _csv_line(r: outcomes.Recipient) -> str:
-    reason = (r.reason or "").replace('"', "")
-    return f"{r.client_id},{r.step},{r.channel or ''},{reason},{r.at.isoformat()}\n"
-
-
-@endpoints.get(
-    "/api/v1/campaigns/{campaign_id}/recipients.csv",
-    permission="campaigns.read",
-    query=ExportQuery,
-    response=str,
-    media_type="text/csv",
-    errors=(404,),
-)
-async def export_recipients(request: web.Request, query: ExportQuery) -> web.StreamResponse:
-    """Every recipient of a status as CSV (client_id, step, channel, reason, at), streamed."""
-    campaign_id = path_int(request, "campaign_id")
-    async with request.app[DB].acquire() as conn:
-        await campaigns.get(conn, campaign_id)  # 404 before the response starts
-        response = web.StreamResponse(
-            headers={
-                "Content-Type": "text/csv; charset=utf-8",
-                "Content-Disposition": (
-                    f'attachment; filename="campaign-{campaign_id}-{query.status}.csv"'
-                ),
-            }
-        )
-        await response.prepare(request)
-        await response.write(b"client_id,step,channel,reason,at\n")
-        async with conn.transaction():
-            async for chunk in outcomes.each_recipient(conn, campaign_id, query.status):
-                await response.write("".join(_csv_line(r) for r in chunk).encode())
-        await response.write_eof()
-    return response
 
 
 @endpoints.post(

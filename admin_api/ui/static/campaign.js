@@ -125,12 +125,12 @@
   document.addEventListener("htmx:afterSettle", settle);
   settle();
 
-  // The CSV export follows the status chosen for the list.
+  // The export (CSV or XLSX) follows the status chosen for the list.
   document.addEventListener("change", function (event) {
     var t = event.target;
     if (!(t instanceof HTMLSelectElement) || t.id !== "recipient-status") return;
-    var link = document.getElementById("export-csv");
-    if (link) link.href = link.dataset.base + encodeURIComponent(t.value);
+    var field = document.querySelector('#recipients-export input[name="f.status"]');
+    if (field) field.value = t.value;
   });
 
   // -- The channel chain: drag and drop, or the arrow buttons (keyboard). ----------------
