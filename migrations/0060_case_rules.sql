@@ -77,7 +77,7 @@ END $$;
 
 CREATE TRIGGER case_events_enqueue_rules AFTER INSERT ON case_events
     FOR EACH ROW
-    WHEN (NEW.at > now() - interval '1 hour'
+    WHEN (NEW.at > herald_now() - interval '1 hour'
           AND NEW.kind IN ('created', 'message', 'status', 'assignment', 'classification',
                            'sla', 'task'))
     EXECUTE FUNCTION case_events_enqueue_rules();
@@ -133,4 +133,4 @@ CREATE TABLE case_rule_settings (
     webhook_secret text NOT NULL
 );
 INSERT INTO case_rule_settings (webhook_secret)
-    VALUES (md5(random()::text || clock_timestamp()::text) || md5(random()::text));
+    VALUES (md5(random()::text || random()::text) || md5(random()::text));

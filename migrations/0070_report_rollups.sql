@@ -260,7 +260,7 @@ CREATE TABLE report_channel_prices (
     channel    text PRIMARY KEY CHECK (channel ~ '^[a-z][a-z_]{1,30}$'),
     price      numeric(12, 4) NOT NULL CHECK (price >= 0),
     currency   text NOT NULL DEFAULT 'UAH' CHECK (currency ~ '^[A-Z]{3}$'),
-    updated_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT herald_now(),
     updated_by text NOT NULL DEFAULT 'system'
 );
 
@@ -293,11 +293,13 @@ ALTER TABLE report_message_daily ADD PRIMARY KEY (day, source, source_id, channe
 
 CREATE FUNCTION report_message_source(message_id text) RETURNS TABLE (source text, source_id bigint)
     LANGUAGE sql STABLE AS $$
-    SELECT CASE left(message_id, 1) WHEN 'c' THEN 'campaign' WHEN 't' THEN 'trigger'
-                                    ELSE 'operator' END,
-           CASE left(message_id, 1)
-               WHEN 'c' THEN split_part(substr(message_id, 2), ':', 1)::bigint
-               WHEN 't' THEN coalesce((SELECT r.rule_id FROM realtime_messages r
+    -- c<campaign>:<client>:<step>, t<realtime message>:<step>; anything else is an operator's
+    SELECT CASE WHEN message_id ~ '^c[0-9]+(:|$)' THEN 'campaign'
+                WHEN message_id ~ '^t[0-9]+(:|$)' THEN 'trigger'
+                ELSE 'operator' END,
+           CASE WHEN message_id ~ '^c[0-9]+(:|$)'
+                    THEN split_part(substr(message_id, 2), ':', 1)::bigint
+                WHEN message_id ~ '^t[0-9]+(:|$)' THEN coalesce((SELECT r.rule_id FROM realtime_messages r
                                        WHERE r.id = split_part(substr(message_id, 2), ':', 1)::bigint), 0)
                ELSE 0 END
 $$;
@@ -350,7 +352,7 @@ CREATE FUNCTION report_campaign_audience() RETURNS trigger
     LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO report_message_delta (hour, source, source_id, channel, audience)
-    SELECT date_trunc('hour', coalesce(n.launched_at, now())), 'campaign', n.id, '',
+    SELECT date_trunc('hour', coalesce(n.launched_at, herald_now())), 'campaign', n.id, '',
            coalesce(n.audience_size, 0) - coalesce(o.audience_size, 0)
     FROM new_rows n JOIN old_rows o ON o.id = n.id
     WHERE n.audience_size IS DISTINCT FROM o.audience_size;
@@ -361,7 +363,7 @@ CREATE FUNCTION report_campaign_audience_insert() RETURNS trigger
     LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO report_message_delta (hour, source, source_id, channel, audience)
-    SELECT date_trunc('hour', coalesce(n.launched_at, now())), 'campaign', n.id, '', n.audience_size
+    SELECT date_trunc('hour', coalesce(n.launched_at, herald_now())), 'campaign', n.id, '', n.audience_size
     FROM new_rows n WHERE n.audience_size IS NOT NULL;
     RETURN NULL;
 END $$;
@@ -505,8 +507,8 @@ CREATE TABLE report_dashboards (
     owner_id   bigint REFERENCES users ON DELETE CASCADE,
     role_code  text REFERENCES roles ON DELETE CASCADE,
     widgets    jsonb NOT NULL DEFAULT '[]',
-    created_at timestamptz NOT NULL DEFAULT now(),
-    updated_at timestamptz NOT NULL DEFAULT now(),
+    created_at timestamptz NOT NULL DEFAULT herald_now(),
+    updated_at timestamptz NOT NULL DEFAULT herald_now(),
     CHECK (owner_id IS NOT NULL OR role_code IS NOT NULL)
 );
 CREATE INDEX report_dashboards_owner_idx ON report_dashboards (owner_id);

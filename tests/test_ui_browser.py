@@ -16,6 +16,7 @@ from dispatch_helpers import Stack, make_clients
 from playwright.async_api import Page, expect
 from test_card import make_client
 from test_operator_send import allowed_template
+from ui_helpers import click_menu
 
 from admin_api.ui import menu
 from herald.cli.browser import VIEWPORT, chromium
@@ -218,7 +219,7 @@ async def test_walk_in_case_take_next_status_reply_and_the_sla_timer(
     url = base(client)
     # A service-centre operator registers a walk-in case
     await log_in(page, url, "operator_cos")
-    await page.click("nav.menu a[data-menu=case-new]")
+    await click_menu(page, "case-new")
     await page.fill("textarea[name=text]", "Прошу перевірити нарахування за січень")
     await page.fill("input[name=subject]", "Перевірка нарахувань")
     await page.fill("input[name=phone]", "+380671234567")
@@ -232,7 +233,7 @@ async def test_walk_in_case_take_next_status_reply_and_the_sla_timer(
     await page.click("text=Вийти")
     # A contact-centre operator goes online and takes the next case
     await log_in(page, url, "operator_cc")
-    await page.click("nav.menu a[data-menu=cases]")
+    await click_menu(page, "cases")
     await expect(page.locator(f"tr[data-case-id='{case_id}']")).to_be_visible()
     await page.select_option("#presence-select", "online")
     await expect(page.locator("#presence.presence-online")).to_be_attached()

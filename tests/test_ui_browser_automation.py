@@ -14,6 +14,7 @@ from conftest import login_as
 from playwright.async_api import Page, expect
 from test_cases_support import make_client, ok
 from test_ui_browser import TIMEOUT, base, log_in
+from ui_helpers import click_menu
 
 from herald.cli.browser import VIEWPORT, chromium
 
@@ -57,7 +58,7 @@ async def test_build_dry_run_enable_and_see_the_rule_act_then_roll_back(
     number = earlier["number"]
     url = base(client)
     await log_in(page, url, "supervisor")
-    await page.click("nav.menu a[data-menu=automation]")
+    await click_menu(page, "automation")
     await expect(page.locator("h1")).to_have_text("Автоматизація звернень")
     editor = page.locator("#rule-editor")
     await editor.locator("input[name=name]").fill("Борг понад 1000 грн")

@@ -11,6 +11,7 @@ from dispatch_helpers import Stack, make_clients
 from playwright.async_api import Page, expect
 from test_ui_browser import base, browser, log_in  # noqa: F401  # fixture
 from test_ui_browser import page as page  # fixture
+from ui_helpers import click_menu
 
 SLOW = 60_000
 
@@ -45,7 +46,7 @@ async def test_campaign_demo_flow(stack: Stack, page: Page) -> None:  # fixture
     )
     url = base(stack.api)
     await log_in(page, url, "marketer")
-    await page.click("nav.menu a[data-menu=campaigns]")
+    await click_menu(page, "campaigns")
     await expect(page.locator("h1")).to_have_text("Кампанії")
     await page.click("#new-campaign")
     await page.fill("input[name=name]", "Борг грудня, Львівщина")
@@ -108,7 +109,7 @@ async def test_trigger_rule_fires_on_a_posted_event(stack: Stack, page: Page) ->
     template_id = await stack.template()
     url = base(stack.api)
     await log_in(page, url, "admin")
-    await page.click("nav.menu a[data-menu=triggers]")
+    await click_menu(page, "triggers")
     await expect(page.locator("h1")).to_have_text("Тригерні правила")
     # A producer and its key, shown once
     await page.fill("#producer-form input[name=name]", "Білінг")

@@ -13,6 +13,7 @@ from conftest import login_as
 from dispatch_helpers import Stack, make_clients
 from playwright.async_api import Page, expect
 from test_operator_send import allowed_template, send
+from ui_helpers import click_menu
 
 from herald.cli.browser import VIEWPORT, chromium
 from herald.cli.demo import DEMO_USERS
@@ -59,7 +60,7 @@ async def test_build_a_template_with_variables_preview_it_version_and_diff(
     [client_id] = await make_clients(admin_conn, 1)
     url = base(client)
     await log_in(page, url, "marketer")
-    await page.click("nav.menu a[data-menu=templates]")
+    await click_menu(page, "templates")
     await expect(page.locator("h1")).to_have_text("Шаблони повідомлень")
     await page.click("#new-template")
     await page.fill("input[name=name]", "Нагадування про борг")
@@ -116,7 +117,7 @@ async def test_build_a_segment_and_watch_the_count(
     await make_clients(admin_conn, 3, region="UA-30", start=101)
     url = base(client)
     await log_in(page, url, "marketer")
-    await page.click("nav.menu a[data-menu=segments]")
+    await click_menu(page, "segments")
     await page.click("#new-segment")
     count = page.locator("#segment-count")
     await page.click("#segment-builder [data-role=add-condition]")
@@ -155,7 +156,7 @@ async def test_an_opt_out_and_a_stop_list_made_in_the_ui_stop_the_next_send(
     operator = await login_as(stack.api, "operator_cos")
     url = base(stack.api)
     await log_in(page, url, "marketer")
-    await page.click("nav.menu a[data-menu=stop-lists]")
+    await click_menu(page, "stop-lists")
     # Opt the first client out of billing messages on SMS and Viber
     await page.fill("#consent-lookup input[name=client_id]", str(ids[0]))
     await page.click("#consent-lookup button")

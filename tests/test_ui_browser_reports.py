@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from playwright.async_api import Page, expect
 from test_reports import _seed, _users
+from ui_helpers import click_menu
 
 from herald.cli.browser import VIEWPORT, chromium
 from herald.cli.demo import DEMO_USERS
@@ -64,7 +65,7 @@ async def test_reports_and_a_dashboard_built_in_the_browser(
     url = str(client.make_url("")).rstrip("/")
     await log_in(page, url, "supervisor")
     assert await page.evaluate("typeof window.uPlot") == "undefined"  # not on other pages
-    await page.click("nav.menu a[data-menu=reports]")  # a boosted navigation
+    await click_menu(page, "reports")  # a boosted navigation
     await expect(page.locator("#report-filters")).to_be_visible()
     await page.select_option("select[name=group_by]", "channel")
     await expect(page.locator(".chart .uplot canvas").first).to_be_visible()
@@ -74,7 +75,7 @@ async def test_reports_and_a_dashboard_built_in_the_browser(
     await expect(page.locator(".chart .uplot canvas").first).to_be_visible()
 
     # A dashboard of one's own
-    await page.click("nav.menu a[data-menu=dashboards]")
+    await click_menu(page, "dashboards")
     await page.fill("input[name=name]", "Мій день")
     await page.click("text=Створити")
     await expect(page.locator("h1")).to_contain_text("Мій день")

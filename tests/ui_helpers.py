@@ -51,3 +51,13 @@ def export_form(html: str, form_id: str) -> dict[str, str]:
     assert form, f"no export form #{form_id} on the page"
     fields = re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', form.group(1))
     return {name: value.replace("&#43;", "+").replace("&amp;", "&") for name, value in fields}
+
+
+async def click_menu(page: Any, key: str) -> None:
+    """Click a top-bar entry as a person would: open its drop-down first when a long menu
+    folded it into one (admin_api/ui/menu.py, top_bar)."""
+    link = page.locator(f"nav.menu a[data-menu={key}]")
+    group = page.locator(f"nav.menu details.menu-group:has(a[data-menu={key}])")
+    if await group.count() and not await link.is_visible():
+        await group.locator("summary").click()
+    await link.click()
