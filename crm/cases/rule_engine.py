@@ -656,6 +656,8 @@ async def _outbox(
 
 # The actions that change the case's row: the facts are read again after them.
 _CHANGES_CASE = (SetStatus, SetPriority, SetCategory, SetGroup, SetAssignee, Route)
+# The actions that cannot be refused (they only add rows about the locked case): no savepoint.
+_NO_SAVEPOINT = (AddNote, AddTag)
 
 
 async def _run_actions(
@@ -665,8 +667,11 @@ async def _run_actions(
     for action in rule.actions:
         kind = msgspec.to_builtins(action)["type"]
         try:
-            async with conn.transaction():  # a savepoint: a refused action undoes only itself
+            if isinstance(action, _NO_SAVEPOINT):
                 detail = await _apply(conn, facts, rule, fired, action)
+            else:
+                async with conn.transaction():  # a savepoint: a refused action undoes only itself
+                    detail = await _apply(conn, facts, rule, fired, action)
         except (HeraldError, asyncpg.IntegrityConstraintViolationError) as exc:
             outcomes.append(ActionOutcome(kind, False, str(exc)[:500]))
         else:
@@ -678,34 +683,68 @@ async def _run_actions(
     return outcomes
 
 
+class _Guard:
+    """The loop guard's counts and the run rows of one ``process`` call: the counts of the
+    candidate rules are read once (one query) and then kept here, the run rows are written
+    together at the end of each round (one statement)."""
+
+    def __init__(self, case_id: int) -> None:
+        self.case_id = case_id
+        self.counts: dict[int, int] = {}
+        self.runs: list[tuple[Any, ...]] = []
+
+    async def capped(
+        self, conn: asyncpg.Connection, rule: CaseRule, rules: Sequence[CaseRule]
+    ) -> bool:
+        if rule.id not in self.counts:
+            wanted = sorted({r.id for r in rules if r.id not in self.counts} | {rule.id})
+            found = {
+                r["rule_id"]: r["n"]
+                for r in await conn.fetch(
+                    "SELECT rule_id, count(*) AS n FROM case_rule_runs WHERE case_id = $1 "
+                    "AND rule_id = ANY($2::bigint[]) AND outcome = 'done' "
+                    "AND at > herald_now() - interval '1 day' GROUP BY rule_id",
+                    self.case_id,
+                    wanted,
+                )
+            }
+            for rule_id in wanted:
+                self.counts[rule_id] = found.get(rule_id, 0)
+        return self.counts[rule.id] >= RUN_CAP
+
+    async def flush(self, conn: asyncpg.Connection) -> None:
+        if self.runs:
+            await conn.executemany(
+                "INSERT INTO case_rule_runs (case_id, rule_id, version, trigger, event_id, "
+                "depth, outcome, actions) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                self.runs,
+            )
+            self.runs = []
+
+
 async def _journal(
     conn: asyncpg.Connection,
-    case_id: int,
+    guard: _Guard,
     rule: CaseRule,
     fired: Fired,
     depth: int,
     outcome: str,
     actions: list[ActionOutcome],
 ) -> None:
+    """Journal a run: its ``case_rule_runs`` row waits in ``guard`` for the round's end,
+    the case's ``automation`` event is written now (the events keep their order)."""
     done = [msgspec.to_builtins(a) for a in actions]
-    await conn.execute(
-        "INSERT INTO case_rule_runs (case_id, rule_id, version, trigger, event_id, depth, outcome, "
-        "actions) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        case_id,
-        rule.id,
-        rule.version,
-        fired.trigger,
-        fired.event_id,
-        depth,
-        outcome,
-        done,
+    guard.runs.append(
+        (guard.case_id, rule.id, rule.version, fired.trigger, fired.event_id, depth, outcome, done)
     )
+    if outcome == "done":
+        guard.counts[rule.id] = guard.counts.get(rule.id, 0) + 1
     if outcome == "no_match":
         return
     await store.append_events(
         conn,
         AUTOMATION,
-        case_id,
+        guard.case_id,
         [
             NewEvent(
                 kind="automation",
@@ -723,16 +762,6 @@ async def _journal(
     )
 
 
-async def _capped(conn: asyncpg.Connection, case_id: int, rule_id: int) -> bool:
-    runs = await conn.fetchval(
-        "SELECT count(*) FROM case_rule_runs WHERE case_id = $1 AND rule_id = $2 "
-        "AND outcome = 'done' AND at > herald_now() - interval '1 day'",
-        case_id,
-        rule_id,
-    )
-    return bool(runs >= RUN_CAP)
-
-
 def _matches_trigger(rule: CaseRule, fired: Fired) -> bool:
     if rule.trigger.type != fired.trigger:
         return False
@@ -740,20 +769,34 @@ def _matches_trigger(rule: CaseRule, fired: Fired) -> bool:
 
 
 async def run_rule(
-    conn: asyncpg.Connection, facts: _Facts, rule: CaseRule, fired: Fired, depth: int
+    conn: asyncpg.Connection,
+    facts: _Facts,
+    rule: CaseRule,
+    fired: Fired,
+    depth: int,
+    guard: _Guard | None = None,
+    rules: Sequence[CaseRule] = (),
 ) -> bool | None:
     """Run one rule on the (locked) case: True if it matched and acted, False if its
-    condition did not hold, None if the loop guard stopped it."""
-    if not await evaluate(conn, facts, rule.condition):
-        if fired.trigger in ("idle", "scheduled"):
-            await _journal(conn, facts.case.id, rule, fired, depth, "no_match", [])
-        return False
-    if await _capped(conn, facts.case.id, rule.id):
-        await _journal(conn, facts.case.id, rule, fired, depth, "capped", [])
-        return None
-    outcomes = await _run_actions(conn, facts, rule, fired)
-    await _journal(conn, facts.case.id, rule, fired, depth, "done", outcomes)
-    return True
+    condition did not hold, None if the loop guard stopped it. Without ``guard`` the run
+    row is written before returning; with it, at the caller's ``guard.flush``."""
+    own = guard is None
+    if guard is None:
+        guard = _Guard(facts.case.id)
+    try:
+        if not await evaluate(conn, facts, rule.condition):
+            if fired.trigger in ("idle", "scheduled"):
+                await _journal(conn, guard, rule, fired, depth, "no_match", [])
+            return False
+        if await guard.capped(conn, rule, rules):
+            await _journal(conn, guard, rule, fired, depth, "capped", [])
+            return None
+        outcomes = await _run_actions(conn, facts, rule, fired)
+        await _journal(conn, guard, rule, fired, depth, "done", outcomes)
+        return True
+    finally:
+        if own:
+            await guard.flush(conn)
 
 
 # -- events -> triggers ------------------------------------------------------------------------
@@ -817,6 +860,7 @@ async def process(conn: asyncpg.Connection, case_id: int) -> int:
     """Run the rules the case's queued events trigger, in the caller's transaction (the
     case is locked here); return how many rules acted."""
     acted = 0
+    guard: _Guard | None = None
     for depth in range(MAX_DEPTH + 1):
         rows = await conn.fetch(_TAKE, case_id)
         if not rows:
@@ -845,13 +889,14 @@ async def process(conn: asyncpg.Connection, case_id: int) -> int:
             return acted
         await conn.execute("SELECT 1 FROM cases WHERE id = $1 FOR UPDATE", case_id)
         facts = await _load_facts(conn, case_id, None)
+        guard = _Guard(case_id) if guard is None else guard
         ran: set[int] = set()
         for f in fired:
             facts.text = f.text
             for rule in rules:
                 if rule.id in ran or not _matches_trigger(rule, f):
                     continue
-                result = await run_rule(conn, facts, rule, f, depth)
+                result = await run_rule(conn, facts, rule, f, depth, guard, rules)
                 if result is None:
                     ran.add(rule.id)
                     continue
@@ -860,6 +905,7 @@ async def process(conn: asyncpg.Connection, case_id: int) -> int:
                     acted += 1
                     if rule.stop_processing:
                         break
+        await guard.flush(conn)
     return acted
 
 
