@@ -660,12 +660,21 @@ _CHANGES_CASE = (SetStatus, SetPriority, SetCategory, SetGroup, SetAssignee, Rou
 _NO_SAVEPOINT = (AddNote, AddTag)
 
 
+def _writes_nothing(facts: _Facts, action: RuleAction) -> bool:
+    """The actions that find their work done and write nothing."""
+    if isinstance(action, AddTag):
+        return action.tag in facts.tags
+    return isinstance(action, SetStatus) and facts.case.status == action.status
+
+
 async def _run_actions(
-    conn: asyncpg.Connection, facts: _Facts, rule: CaseRule, fired: Fired
+    conn: asyncpg.Connection, facts: _Facts, rule: CaseRule, fired: Fired, guard: _Guard
 ) -> list[ActionOutcome]:
     outcomes: list[ActionOutcome] = []
     for action in rule.actions:
         kind = msgspec.to_builtins(action)["type"]
+        if not _writes_nothing(facts, action):
+            await guard.flush_events(conn)
         try:
             if isinstance(action, _NO_SAVEPOINT):
                 detail = await _apply(conn, facts, rule, fired, action)
@@ -692,6 +701,7 @@ class _Guard:
         self.case_id = case_id
         self.counts: dict[int, int] = {}
         self.runs: list[tuple[Any, ...]] = []
+        self.events: list[NewEvent] = []
 
     async def capped(
         self, conn: asyncpg.Connection, rule: CaseRule, rules: Sequence[CaseRule]
@@ -712,7 +722,15 @@ class _Guard:
                 self.counts[rule_id] = found.get(rule_id, 0)
         return self.counts[rule.id] >= RUN_CAP
 
+    async def flush_events(self, conn: asyncpg.Connection) -> None:
+        """Write the waiting ``automation`` events (before anything that writes events of
+        its own, so that the case's events keep the order of the runs)."""
+        if self.events:
+            await store.append_events(conn, AUTOMATION, self.case_id, self.events)
+            self.events = []
+
     async def flush(self, conn: asyncpg.Connection) -> None:
+        await self.flush_events(conn)
         if self.runs:
             await conn.executemany(
                 "INSERT INTO case_rule_runs (case_id, rule_id, version, trigger, event_id, "
@@ -732,7 +750,7 @@ async def _journal(
     actions: list[ActionOutcome],
 ) -> None:
     """Journal a run: its ``case_rule_runs`` row waits in ``guard`` for the round's end,
-    the case's ``automation`` event is written now (the events keep their order)."""
+    the case's ``automation`` event until the next write of an event (``flush_events``)."""
     done = [msgspec.to_builtins(a) for a in actions]
     guard.runs.append(
         (guard.case_id, rule.id, rule.version, fired.trigger, fired.event_id, depth, outcome, done)
@@ -741,24 +759,19 @@ async def _journal(
         guard.counts[rule.id] = guard.counts.get(rule.id, 0) + 1
     if outcome == "no_match":
         return
-    await store.append_events(
-        conn,
-        AUTOMATION,
-        guard.case_id,
-        [
-            NewEvent(
-                kind="automation",
-                body=rule.name,
-                data={
-                    "rule_id": rule.id,
-                    "version": rule.version,
-                    "trigger": fired.trigger,
-                    "outcome": outcome,
-                    "depth": depth,
-                    "actions": done,
-                },
-            )
-        ],
+    guard.events.append(
+        NewEvent(
+            kind="automation",
+            body=rule.name,
+            data={
+                "rule_id": rule.id,
+                "version": rule.version,
+                "trigger": fired.trigger,
+                "outcome": outcome,
+                "depth": depth,
+                "actions": done,
+            },
+        )
     )
 
 
@@ -780,23 +793,33 @@ async def run_rule(
     """Run one rule on the (locked) case: True if it matched and acted, False if its
     condition did not hold, None if the loop guard stopped it. Without ``guard`` the run
     row is written before returning; with it, at the caller's ``guard.flush``."""
-    own = guard is None
     if guard is None:
         guard = _Guard(facts.case.id)
-    try:
-        if not await evaluate(conn, facts, rule.condition):
-            if fired.trigger in ("idle", "scheduled"):
-                await _journal(conn, guard, rule, fired, depth, "no_match", [])
-            return False
-        if await guard.capped(conn, rule, rules):
-            await _journal(conn, guard, rule, fired, depth, "capped", [])
-            return None
-        outcomes = await _run_actions(conn, facts, rule, fired)
-        await _journal(conn, guard, rule, fired, depth, "done", outcomes)
-        return True
-    finally:
-        if own:
-            await guard.flush(conn)
+        result = await _run_rule(conn, facts, rule, fired, depth, guard, rules)
+        await guard.flush(conn)
+        return result
+    return await _run_rule(conn, facts, rule, fired, depth, guard, rules)
+
+
+async def _run_rule(
+    conn: asyncpg.Connection,
+    facts: _Facts,
+    rule: CaseRule,
+    fired: Fired,
+    depth: int,
+    guard: _Guard,
+    rules: Sequence[CaseRule],
+) -> bool | None:
+    if not await evaluate(conn, facts, rule.condition):
+        if fired.trigger in ("idle", "scheduled"):
+            await _journal(conn, guard, rule, fired, depth, "no_match", [])
+        return False
+    if await guard.capped(conn, rule, rules):
+        await _journal(conn, guard, rule, fired, depth, "capped", [])
+        return None
+    outcomes = await _run_actions(conn, facts, rule, fired, guard)
+    await _journal(conn, guard, rule, fired, depth, "done", outcomes)
+    return True
 
 
 # -- events -> triggers ------------------------------------------------------------------------
@@ -1021,7 +1044,9 @@ async def dry_run(
             matched = await evaluate(conn, facts, rule.condition, trace)
             outcomes: list[ActionOutcome] = []
             if matched:
-                outcomes = await _run_actions(conn, facts, rule, Fired(rule.trigger.type))
+                outcomes = await _run_actions(
+                    conn, facts, rule, Fired(rule.trigger.type), _Guard(case_id)
+                )
             result = DryRunResult(
                 case_id=facts.case.id,
                 case_number=facts.case.number,
