@@ -6,11 +6,14 @@ change a case before they commit, takes its case's queued events, maps them to t
 (case created, a field changed, the client or an agent wrote, an SLA warning or breach,
 a task done), and runs the active rules of those triggers in their order: a rule whose
 condition tree holds applies its actions one by one (each in a savepoint: a refused
-action is journalled, not fatal) and may stop the processing of later rules. The
+action is journalled, not fatal; adding a note or a tag, which cannot be refused, runs
+without one) and may stop the processing of later rules. The
 events the actions write are taken in the next round, up to ``MAX_DEPTH`` rounds; a rule
 runs at most ``RUN_CAP`` times a day on one case. Those two bounds are the loop guard.
 Every run is journalled: a ``case_rule_runs`` row and a case event of kind
-``automation`` on the case's timeline.
+``automation`` on the case's timeline. To keep intake fast with many rules, a round
+writes its run rows in one statement, its automation events in one statement per stretch
+of runs between two actions that write, and reads the loop guard's counts once.
 
 Idle and scheduled-time rules are run by the scheduler (``run_time_rules``); events
 left in the queue by paths that do not call ``process`` (the SLA evaluator) by
