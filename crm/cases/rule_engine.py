@@ -552,6 +552,8 @@ async def _apply(
         after = await transitions.apply(conn, AUTOMATION, case, action.status, data=data)
         return f"status {case.status} → {after.status}"
     if isinstance(action, SetPriority):
+        if _writes_nothing(facts, action):  # what ``correct`` finds, without its reads
+            return f"priority {case.priority} → {case.priority}"
         after = await correction.correct(
             conn, AUTOMATION, case.id, ClassificationPatch(priority=action.priority)
         )
@@ -667,6 +669,8 @@ def _writes_nothing(facts: _Facts, action: RuleAction) -> bool:
     """The actions that find their work done and write nothing."""
     if isinstance(action, AddTag):
         return action.tag in facts.tags
+    if isinstance(action, SetPriority):  # a closed case refuses it (correction.correct)
+        return facts.case.priority == action.priority and facts.case.status != "closed"
     return isinstance(action, SetStatus) and facts.case.status == action.status
 
 
@@ -676,10 +680,11 @@ async def _run_actions(
     outcomes: list[ActionOutcome] = []
     for action in rule.actions:
         kind = msgspec.to_builtins(action)["type"]
-        if not _writes_nothing(facts, action):
+        idle = _writes_nothing(facts, action)
+        if not idle:
             await guard.flush_events(conn)
         try:
-            if isinstance(action, _NO_SAVEPOINT):
+            if idle or isinstance(action, _NO_SAVEPOINT):
                 detail = await _apply(conn, facts, rule, fired, action)
             else:
                 async with conn.transaction():  # a savepoint: a refused action undoes only itself
@@ -688,7 +693,7 @@ async def _run_actions(
             outcomes.append(ActionOutcome(kind, False, str(exc)[:500]))
         else:
             outcomes.append(ActionOutcome(kind, True, detail))
-        if isinstance(action, _CHANGES_CASE):
+        if isinstance(action, _CHANGES_CASE) and not idle:
             facts.case = await store.get_case(conn, facts.case.id)
         elif isinstance(action, AddTag) and outcomes[-1].ok and action.tag not in facts.tags:
             facts.tags.append(action.tag)
