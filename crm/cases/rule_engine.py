@@ -6,11 +6,14 @@ change a case before they commit, takes its case's queued events, maps them to t
 (case created, a field changed, the client or an agent wrote, an SLA warning or breach,
 a task done), and runs the active rules of those triggers in their order: a rule whose
 condition tree holds applies its actions one by one (each in a savepoint: a refused
-action is journalled, not fatal) and may stop the processing of later rules. The
+action is journalled, not fatal; adding a note or a tag, which cannot be refused, runs
+without one) and may stop the processing of later rules. The
 events the actions write are taken in the next round, up to ``MAX_DEPTH`` rounds; a rule
 runs at most ``RUN_CAP`` times a day on one case. Those two bounds are the loop guard.
 Every run is journalled: a ``case_rule_runs`` row and a case event of kind
-``automation`` on the case's timeline.
+``automation`` on the case's timeline. To keep intake fast with many rules, a round
+writes its run rows in one statement, its automation events in one statement per stretch
+of runs between two actions that write, and reads the loop guard's counts once.
 
 Idle and scheduled-time rules are run by the scheduler (``run_time_rules``); events
 left in the queue by paths that do not call ``process`` (the SLA evaluator) by
@@ -549,6 +552,8 @@ async def _apply(
         after = await transitions.apply(conn, AUTOMATION, case, action.status, data=data)
         return f"status {case.status} → {after.status}"
     if isinstance(action, SetPriority):
+        if _writes_nothing(facts, action):  # what ``correct`` finds, without its reads
+            return f"priority {case.priority} → {case.priority}"
         after = await correction.correct(
             conn, AUTOMATION, case.id, ClassificationPatch(priority=action.priority)
         )
@@ -656,81 +661,126 @@ async def _outbox(
 
 # The actions that change the case's row: the facts are read again after them.
 _CHANGES_CASE = (SetStatus, SetPriority, SetCategory, SetGroup, SetAssignee, Route)
+# The actions that cannot be refused (they only add rows about the locked case): no savepoint.
+_NO_SAVEPOINT = (AddNote, AddTag)
+
+
+def _writes_nothing(facts: _Facts, action: RuleAction) -> bool:
+    """The actions that find their work done and write nothing."""
+    if isinstance(action, AddTag):
+        return action.tag in facts.tags
+    if isinstance(action, SetPriority):  # a closed case refuses it (correction.correct)
+        return facts.case.priority == action.priority and facts.case.status != "closed"
+    return isinstance(action, SetStatus) and facts.case.status == action.status
 
 
 async def _run_actions(
-    conn: asyncpg.Connection, facts: _Facts, rule: CaseRule, fired: Fired
+    conn: asyncpg.Connection, facts: _Facts, rule: CaseRule, fired: Fired, guard: _Guard
 ) -> list[ActionOutcome]:
     outcomes: list[ActionOutcome] = []
     for action in rule.actions:
         kind = msgspec.to_builtins(action)["type"]
+        idle = _writes_nothing(facts, action)
+        if not idle:
+            await guard.flush_events(conn)
         try:
-            async with conn.transaction():  # a savepoint: a refused action undoes only itself
+            if idle or isinstance(action, _NO_SAVEPOINT):
                 detail = await _apply(conn, facts, rule, fired, action)
+            else:
+                async with conn.transaction():  # a savepoint: a refused action undoes only itself
+                    detail = await _apply(conn, facts, rule, fired, action)
         except (HeraldError, asyncpg.IntegrityConstraintViolationError) as exc:
             outcomes.append(ActionOutcome(kind, False, str(exc)[:500]))
         else:
             outcomes.append(ActionOutcome(kind, True, detail))
-        if isinstance(action, _CHANGES_CASE):
+        if isinstance(action, _CHANGES_CASE) and not idle:
             facts.case = await store.get_case(conn, facts.case.id)
         elif isinstance(action, AddTag) and outcomes[-1].ok and action.tag not in facts.tags:
             facts.tags.append(action.tag)
     return outcomes
 
 
+class _Guard:
+    """The loop guard's counts and the run rows of one ``process`` call: the counts of the
+    candidate rules are read once (one query) and then kept here, the run rows are written
+    together at the end of each round (one statement)."""
+
+    def __init__(self, case_id: int) -> None:
+        self.case_id = case_id
+        self.counts: dict[int, int] = {}
+        self.runs: list[tuple[Any, ...]] = []
+        self.events: list[NewEvent] = []
+
+    async def capped(
+        self, conn: asyncpg.Connection, rule: CaseRule, rules: Sequence[CaseRule]
+    ) -> bool:
+        if rule.id not in self.counts:
+            wanted = sorted({r.id for r in rules if r.id not in self.counts} | {rule.id})
+            found = {
+                r["rule_id"]: r["n"]
+                for r in await conn.fetch(
+                    "SELECT rule_id, count(*) AS n FROM case_rule_runs WHERE case_id = $1 "
+                    "AND rule_id = ANY($2::bigint[]) AND outcome = 'done' "
+                    "AND at > herald_now() - interval '1 day' GROUP BY rule_id",
+                    self.case_id,
+                    wanted,
+                )
+            }
+            for rule_id in wanted:
+                self.counts[rule_id] = found.get(rule_id, 0)
+        return self.counts[rule.id] >= RUN_CAP
+
+    async def flush_events(self, conn: asyncpg.Connection) -> None:
+        """Write the waiting ``automation`` events (before anything that writes events of
+        its own, so that the case's events keep the order of the runs)."""
+        if self.events:
+            await store.append_events(conn, AUTOMATION, self.case_id, self.events)
+            self.events = []
+
+    async def flush(self, conn: asyncpg.Connection) -> None:
+        await self.flush_events(conn)
+        if self.runs:
+            await conn.executemany(
+                "INSERT INTO case_rule_runs (case_id, rule_id, version, trigger, event_id, "
+                "depth, outcome, actions) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                self.runs,
+            )
+            self.runs = []
+
+
 async def _journal(
     conn: asyncpg.Connection,
-    case_id: int,
+    guard: _Guard,
     rule: CaseRule,
     fired: Fired,
     depth: int,
     outcome: str,
     actions: list[ActionOutcome],
 ) -> None:
+    """Journal a run: its ``case_rule_runs`` row waits in ``guard`` for the round's end,
+    the case's ``automation`` event until the next write of an event (``flush_events``)."""
     done = [msgspec.to_builtins(a) for a in actions]
-    await conn.execute(
-        "INSERT INTO case_rule_runs (case_id, rule_id, version, trigger, event_id, depth, outcome, "
-        "actions) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        case_id,
-        rule.id,
-        rule.version,
-        fired.trigger,
-        fired.event_id,
-        depth,
-        outcome,
-        done,
+    guard.runs.append(
+        (guard.case_id, rule.id, rule.version, fired.trigger, fired.event_id, depth, outcome, done)
     )
+    if outcome == "done":
+        guard.counts[rule.id] = guard.counts.get(rule.id, 0) + 1
     if outcome == "no_match":
         return
-    await store.append_events(
-        conn,
-        AUTOMATION,
-        case_id,
-        [
-            NewEvent(
-                kind="automation",
-                body=rule.name,
-                data={
-                    "rule_id": rule.id,
-                    "version": rule.version,
-                    "trigger": fired.trigger,
-                    "outcome": outcome,
-                    "depth": depth,
-                    "actions": done,
-                },
-            )
-        ],
+    guard.events.append(
+        NewEvent(
+            kind="automation",
+            body=rule.name,
+            data={
+                "rule_id": rule.id,
+                "version": rule.version,
+                "trigger": fired.trigger,
+                "outcome": outcome,
+                "depth": depth,
+                "actions": done,
+            },
+        )
     )
-
-
-async def _capped(conn: asyncpg.Connection, case_id: int, rule_id: int) -> bool:
-    runs = await conn.fetchval(
-        "SELECT count(*) FROM case_rule_runs WHERE case_id = $1 AND rule_id = $2 "
-        "AND outcome = 'done' AND at > herald_now() - interval '1 day'",
-        case_id,
-        rule_id,
-    )
-    return bool(runs >= RUN_CAP)
 
 
 def _matches_trigger(rule: CaseRule, fired: Fired) -> bool:
@@ -740,19 +790,43 @@ def _matches_trigger(rule: CaseRule, fired: Fired) -> bool:
 
 
 async def run_rule(
-    conn: asyncpg.Connection, facts: _Facts, rule: CaseRule, fired: Fired, depth: int
+    conn: asyncpg.Connection,
+    facts: _Facts,
+    rule: CaseRule,
+    fired: Fired,
+    depth: int,
+    guard: _Guard | None = None,
+    rules: Sequence[CaseRule] = (),
 ) -> bool | None:
     """Run one rule on the (locked) case: True if it matched and acted, False if its
-    condition did not hold, None if the loop guard stopped it."""
+    condition did not hold, None if the loop guard stopped it. Without ``guard`` the run
+    row is written before returning; with it, at the caller's ``guard.flush``."""
+    if guard is None:
+        guard = _Guard(facts.case.id)
+        result = await _run_rule(conn, facts, rule, fired, depth, guard, rules)
+        await guard.flush(conn)
+        return result
+    return await _run_rule(conn, facts, rule, fired, depth, guard, rules)
+
+
+async def _run_rule(
+    conn: asyncpg.Connection,
+    facts: _Facts,
+    rule: CaseRule,
+    fired: Fired,
+    depth: int,
+    guard: _Guard,
+    rules: Sequence[CaseRule],
+) -> bool | None:
     if not await evaluate(conn, facts, rule.condition):
         if fired.trigger in ("idle", "scheduled"):
-            await _journal(conn, facts.case.id, rule, fired, depth, "no_match", [])
+            await _journal(conn, guard, rule, fired, depth, "no_match", [])
         return False
-    if await _capped(conn, facts.case.id, rule.id):
-        await _journal(conn, facts.case.id, rule, fired, depth, "capped", [])
+    if await guard.capped(conn, rule, rules):
+        await _journal(conn, guard, rule, fired, depth, "capped", [])
         return None
-    outcomes = await _run_actions(conn, facts, rule, fired)
-    await _journal(conn, facts.case.id, rule, fired, depth, "done", outcomes)
+    outcomes = await _run_actions(conn, facts, rule, fired, guard)
+    await _journal(conn, guard, rule, fired, depth, "done", outcomes)
     return True
 
 
@@ -817,6 +891,7 @@ async def process(conn: asyncpg.Connection, case_id: int) -> int:
     """Run the rules the case's queued events trigger, in the caller's transaction (the
     case is locked here); return how many rules acted."""
     acted = 0
+    guard: _Guard | None = None
     for depth in range(MAX_DEPTH + 1):
         rows = await conn.fetch(_TAKE, case_id)
         if not rows:
@@ -845,13 +920,14 @@ async def process(conn: asyncpg.Connection, case_id: int) -> int:
             return acted
         await conn.execute("SELECT 1 FROM cases WHERE id = $1 FOR UPDATE", case_id)
         facts = await _load_facts(conn, case_id, None)
+        guard = _Guard(case_id) if guard is None else guard
         ran: set[int] = set()
         for f in fired:
             facts.text = f.text
             for rule in rules:
                 if rule.id in ran or not _matches_trigger(rule, f):
                     continue
-                result = await run_rule(conn, facts, rule, f, depth)
+                result = await run_rule(conn, facts, rule, f, depth, guard, rules)
                 if result is None:
                     ran.add(rule.id)
                     continue
@@ -860,6 +936,7 @@ async def process(conn: asyncpg.Connection, case_id: int) -> int:
                     acted += 1
                     if rule.stop_processing:
                         break
+        await guard.flush(conn)
     return acted
 
 
@@ -975,7 +1052,9 @@ async def dry_run(
             matched = await evaluate(conn, facts, rule.condition, trace)
             outcomes: list[ActionOutcome] = []
             if matched:
-                outcomes = await _run_actions(conn, facts, rule, Fired(rule.trigger.type))
+                outcomes = await _run_actions(
+                    conn, facts, rule, Fired(rule.trigger.type), _Guard(case_id)
+                )
             result = DryRunResult(
                 case_id=facts.case.id,
                 case_number=facts.case.number,
