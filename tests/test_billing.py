@@ -183,7 +183,8 @@ async def test_an_account_answer_can_be_overridden_for_tests(
 async def test_connector_fetches_and_tells_failures_apart(
     billing: BillingServer, http: aiohttp.ClientSession
 ) -> None:
-    connector = HttpBillingConnector(http, billing.url, TOKEN, request_timeout=0.3)
+    # 1 s: room for a loaded test machine; the simulated latency below (1.5 s) still exceeds it
+    connector = HttpBillingConnector(http, billing.url, TOKEN, request_timeout=1.0)
     data = await connector.fetch("1000000042")
     assert data == normalise(account_data("1000000042", clock.today(dt.UTC)))
     with pytest.raises(BillingAccountUnknown):

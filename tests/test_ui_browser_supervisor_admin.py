@@ -74,7 +74,9 @@ async def test_wallboard_follows_an_agent_taking_a_case_within_two_seconds(
     await expect(
         page.locator(f"#list-breached tr[data-case-id='{late}'] .assignee")
     ).to_contain_text(await admin_conn.fetchval("SELECT full_name FROM users WHERE id = $1", cc))
-    # Reassign from the board: back to the department's queue
+    # Reassign from the board: back to the department's queue (once the board's own reloads
+    # after those changes have landed; the board and its forms queue their requests anyway)
+    await expect(page.locator("#board.htmx-request")).to_have_count(0)
     row = page.locator(f"#list-breached tr[data-case-id='{late}']")
     await row.locator("select[name=to]").select_option("group:cc_l1")
     await row.locator("button[type=submit]").click()
