@@ -478,10 +478,10 @@ async def test_bad_input_names_the_field(client, demo_users) -> None:
 async def test_bi_views_for_the_read_only_role(settings, demo_users, app_conn) -> None:
     u1, u2 = await _users(app_conn, demo_users)
     await _seed(app_conn, u1, u2)
-    if not await app_conn.fetchval(
+    # `make setup` (scripts/ensure-services.sh) creates the role; its absence is a failure
+    assert await app_conn.fetchval(
         "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'herald_bi')"
-    ):
-        pytest.skip("role herald_bi missing (scripts/ensure-services.sh creates it)")
+    ), "role herald_bi missing: run scripts/ensure-services.sh"
     url = settings.database_url.replace("herald_app:herald_app@", "herald_bi:herald_bi@")
     bi = await asyncpg.connect(url)
     try:
